@@ -1,0 +1,1 @@
+# lib/affinity: rules added with the module's sources.

@@ -1,0 +1,52 @@
+// Site keys: the key=value arguments after aihpc.so in plugstack.conf.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/user_options.hpp"
+
+namespace aihpc::config {
+
+// A size in bytes, or a share of the file system that holds it.
+struct SizeLimit {
+    bool is_percent = true;
+    double percent = 50.0;     // when is_percent
+    std::uint64_t bytes = 0;   // otherwise
+
+    std::uint64_t resolve(std::uint64_t filesystem_bytes) const;
+    std::string text() const;
+};
+
+// "80%", "512M", "2G", "1T", "4096". Throws aihpc::Error naming `what`.
+SizeLimit parse_size_limit(const std::string& what, const std::string& text);
+
+struct SiteConfig {
+    std::string local_root = "/tmp/aihpc";          // may contain %n
+    SizeLimit cache_max;                            // 50%
+    std::optional<SizeLimit> cache_low;             // default: 90% of cache_max
+    std::vector<std::string> stage_allow;           // empty: anything the user can read
+    unsigned stage_threads = 0;                     // 0: allowed CPUs, at most 16
+    std::vector<std::string> container_runtimes;    // empty: all found on runtime_path
+    std::string container_default;                  // empty: first allowed
+    std::vector<std::string> image_allow;           // empty: any
+    bool registry = false;
+    std::vector<std::string> runtime_path;          // empty: slurmd's PATH
+    BindMode bind_default = BindMode::none;
+    DistKind dist_default = DistKind::none;
+
+    // local_root with %n replaced by the node name.
+    std::string local_root_for(const std::string& node_name) const;
+    // cache_low in bytes for a file system of the given size.
+    std::uint64_t cache_low_bytes(std::uint64_t filesystem_bytes) const;
+};
+
+// The runtimes aihpc knows, in the order container_default falls back to.
+const std::vector<std::string>& known_runtimes();
+
+// Parses plugstack arguments. An unknown key, a repeated key or a bad value throws
+// aihpc::Error naming the key, so the plugin refuses to load.
+SiteConfig parse_site_config(const std::vector<std::string>& args);
+
+}  // namespace aihpc::config

@@ -1,0 +1,90 @@
+// The --aihpc-* user options: their table, their grammar and their typed form.
+#pragma once
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace aihpc::config {
+
+enum class BindMode { auto_, gpu, numa, cores, none };
+enum class DistKind { none, torch };
+enum class StageMode { cache, private_ };
+enum class ContainerScope { all, steps };
+
+const char* to_string(BindMode mode);
+const char* to_string(DistKind kind);
+const char* to_string(StageMode mode);
+const char* to_string(ContainerScope scope);
+
+struct OptionSpec {
+    const char* name;         // without the leading "--": "aihpc-stage"
+    const char* arg_info;     // nullptr: a flag without value
+    bool arg_optional;        // --aihpc-dist[=torch]
+    const char* usage;
+    const char* env_var;      // AIHPC_STAGE
+    bool step_local;          // given to one step only; steps do not inherit it
+};
+
+const std::vector<OptionSpec>& option_table();
+const OptionSpec* find_option(const std::string& name);
+
+struct StageItem {
+    std::string src;    // as given; resolved on the node against SLURM_SUBMIT_DIR if relative
+    std::string name;   // one path component
+};
+
+struct StageOutItem {
+    std::string local;  // path below the stage dir
+    std::string dest;   // may contain %j and %n
+};
+
+struct ContainerMount {
+    std::string src;
+    std::string dst;
+    bool read_only = false;
+};
+
+struct BindRequest {
+    BindMode mode = BindMode::none;
+    bool verbose = false;
+    bool nomem = false;
+    bool nonic = false;
+};
+
+// Raw option values as Slurm handed them: name (without "--") -> value ("" for a flag).
+using RawOptions = std::map<std::string, std::string>;
+
+struct UserOptions {
+    std::vector<StageItem> stage;
+    std::vector<StageOutItem> stage_out;
+    StageMode stage_mode = StageMode::cache;
+    bool stage_verify = false;
+    std::string container;                       // raw image reference, "" = none
+    ContainerScope container_scope = ContainerScope::all;
+    std::vector<ContainerMount> container_binds;
+    std::optional<BindRequest> bind;             // nullopt: site's bind_default
+    std::optional<DistKind> dist;                // nullopt: site's dist_default
+    bool verbose = false;
+};
+
+// Parses every option present in `raw`. Throws aihpc::Error whose message starts with
+// the option ("--aihpc-stage: ...").
+UserOptions parse_user_options(const RawOptions& raw);
+
+// Parsers of single option values, each throwing aihpc::Error naming the option.
+std::vector<StageItem> parse_stage(const std::string& value);
+std::vector<StageOutItem> parse_stage_out(const std::string& value);
+std::vector<ContainerMount> parse_container_binds(const std::string& value);
+BindRequest parse_bind(const std::string& value);
+BindMode parse_bind_mode(const std::string& what, const std::string& value);
+DistKind parse_dist(const std::string& what, const std::string& value);
+
+// Stage NAME default: base name of SRC minus any archive suffix.
+std::string default_stage_name(const std::string& src);
+
+// Checks that need to know the job's shape, done at submit: a stage-out DEST without %n
+// on more than one node.
+void check_job_shape(const UserOptions& options, unsigned node_count);
+
+}  // namespace aihpc::config

@@ -1,0 +1,1 @@
+# lib/container: rules added with the module's sources.

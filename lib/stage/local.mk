@@ -1,0 +1,1 @@
+# lib/stage: rules added with the module's sources.

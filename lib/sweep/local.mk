@@ -1,0 +1,1 @@
+# lib/sweep: rules added with the module's sources.

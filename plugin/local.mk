@@ -1,0 +1,16 @@
+plugin_LTLIBRARIES += plugin/aihpc.la
+plugin_aihpc_la_SOURCES = \
+	plugin/dispatch.cpp plugin/hooks.hpp \
+	plugin/spank_api.cpp plugin/spank_api.hpp \
+	plugin/plugin_state.cpp plugin/plugin_state.hpp \
+	plugin/options.cpp plugin/options.hpp \
+	plugin/submit.cpp plugin/submit_checks.cpp plugin/submit_checks.hpp \
+	plugin/slurmstepd.cpp \
+	plugin/job_script.cpp
+plugin_aihpc_la_LIBADD = lib/libaihpc.la
+plugin_aihpc_la_LDFLAGS = -module -avoid-version -shared \
+	-Wl,--version-script=$(srcdir)/plugin/aihpc.lds
+EXTRA_DIST += plugin/aihpc.lds
+# The plugin is loaded into srun, sbatch and slurmstepd, none of which carries the
+# sanitizer runtimes: it is never built with them.
+plugin_aihpc_la_CXXFLAGS = -std=c++20 -Wall -Wextra -Werror -pthread

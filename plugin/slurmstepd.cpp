@@ -1,0 +1,91 @@
+// Context: remote (slurmstepd), once per step per node; the task hooks once per task.
+// Users: init_post_opt as root; user_init with euid = the job's user;
+// task_init_privileged as root in the forked task; task_init as the user, just before
+// exec; task_exit and exit as root in slurmstepd.
+//
+// Nothing here returns an error before task_init: errors are deferred, and task_init
+// prints them on the task's stderr and fails the task, so the job ends FAILED with the
+// reason in its output and the node stays up.
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "common/error.hpp"
+#include "plugin/hooks.hpp"
+#include "plugin/options.hpp"
+#include "plugin/plugin_state.hpp"
+
+namespace aihpc::plugin {
+
+namespace {
+
+// Slurm's reserved step ids (slurm.h), which spank.h does not carry.
+constexpr std::uint32_t batch_step_id = 0xfffffffb;
+
+StepInfo read_step(const Spank& spank) {
+    StepInfo step;
+    step.job_id = spank.u32(S_JOB_ID).value_or(0);
+    step.step_id = spank.u32(S_JOB_STEPID).value_or(0);
+    step.uid = spank.uid().value_or(0);
+    step.gid = spank.gid().value_or(0);
+    step.groups = spank.supplementary_gids();
+    step.node_count = spank.u32(S_JOB_NNODES).value_or(1);
+    step.node_index = spank.u32(S_JOB_NODEID).value_or(0);
+    step.local_task_count = spank.u32(S_JOB_LOCAL_TASK_COUNT).value_or(1);
+    step.total_task_count = spank.u32(S_JOB_TOTAL_TASK_COUNT).value_or(1);
+    step.step_cores = spank.str(S_STEP_ALLOC_CORES).value_or("");
+    step.is_batch_step = step.step_id == batch_step_id;
+    step.node_name = spank.getenv("SLURMD_NODENAME").value_or("");
+    if (step.node_name.empty()) {
+        char host[256] = {};
+        if (gethostname(host, sizeof host - 1) == 0) step.node_name = host;
+    }
+    step.submit_dir = spank.getenv("SLURM_SUBMIT_DIR").value_or("");
+    return step;
+}
+
+}  // namespace
+
+void step_init_post_opt(const Spank& spank) {
+    PluginState& st = state();
+    st.step = read_step(spank);
+    if (st.site_error) st.defer(*st.site_error);
+    resolve_options(spank);
+    st.note("options: " + std::to_string(st.raw_options.size()) + " given, step " +
+            std::to_string(st.step.job_id) + "." + std::to_string(st.step.step_id) + " on " + st.step.node_name);
+    if (st.step.is_batch_step) {
+        // Stage-out belongs to the batch step: steps it launches must not repeat it.
+        for (const config::OptionSpec& spec : config::option_table()) {
+            if (!spec.step_local) continue;
+            spank.unsetenv(spec.env_var);
+            spank.unsetenv(std::string("SLURM_SPANK__SLURM_SPANK_OPTION_aihpc_") + spec.name);
+        }
+    }
+}
+
+void step_user_init(const Spank& /*spank*/) {
+    PluginState& st = state();
+    if (!st.deferred_errors.empty()) return;
+    st.note("user_init done");
+}
+
+void step_task_init_privileged(const Spank& /*spank*/) {}
+
+int step_task_init(const Spank& spank) {
+    PluginState& st = state();
+    // The task's stderr is the job's: verbose lines and errors land where the user reads.
+    if (spank.task_id().value_or(0) == 0)
+        for (const std::string& line : st.verbose_lines) std::fprintf(stderr, "%s\n", line.c_str());
+    if (!st.deferred_errors.empty()) {
+        for (const std::string& message : st.deferred_errors) std::fprintf(stderr, "aihpc: %s\n", message.c_str());
+        std::fflush(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+void step_task_exit(const Spank& /*spank*/) {}
+
+void step_exit(const Spank& /*spank*/) {}
+
+}  // namespace aihpc::plugin
