@@ -4,10 +4,11 @@ plugin_aihpc_la_SOURCES = \
 	plugin/spank_api.cpp plugin/spank_api.hpp \
 	plugin/plugin_state.cpp plugin/plugin_state.hpp \
 	plugin/options.cpp plugin/options.hpp \
-	plugin/submit.cpp plugin/submit_checks.cpp plugin/submit_checks.hpp \
+	plugin/submit.cpp plugin/capabilities.hpp \
+	plugin/stage_step.cpp plugin/bind_step.cpp plugin/container_step.cpp \
 	plugin/slurmstepd.cpp \
 	plugin/job_script.cpp
-plugin_aihpc_la_LIBADD = lib/libaihpc.la
+plugin_aihpc_la_LIBADD = $(plugin_module_libs) lib/libaihpc.la
 plugin_aihpc_la_LDFLAGS = -module -avoid-version -shared \
 	-Wl,--version-script=$(srcdir)/plugin/aihpc.lds
 EXTRA_DIST += plugin/aihpc.lds

@@ -11,6 +11,7 @@
 #include <cstdio>
 
 #include "common/error.hpp"
+#include "plugin/capabilities.hpp"
 #include "plugin/hooks.hpp"
 #include "plugin/options.hpp"
 #include "plugin/plugin_state.hpp"
@@ -63,9 +64,18 @@ void step_init_post_opt(const Spank& spank) {
     }
 }
 
-void step_user_init(const Spank& /*spank*/) {
+// Capabilities run in order and stop at the first failure: that is the one the user
+// needs to read, and later phases would only add noise.
+void step_user_init(const Spank& spank) {
     PluginState& st = state();
     if (!st.deferred_errors.empty()) return;
+    try {
+        stage_user_init(spank, st);
+        bind_user_init(spank, st);
+        container_user_init(spank, st);
+    } catch (const Error& e) {
+        st.defer(e.what());
+    }
     st.note("user_init done");
 }
 
@@ -81,10 +91,19 @@ int step_task_init(const Spank& spank) {
         std::fflush(stderr);
         return -1;
     }
+    try {
+        stage_task_init(spank, st);
+        bind_task_init(spank, st);
+        container_task_init(spank, st);  // last: it may exec the runtime
+    } catch (const Error& e) {
+        std::fprintf(stderr, "aihpc: %s\n", e.what());
+        std::fflush(stderr);
+        return -1;
+    }
     return 0;
 }
 
-void step_task_exit(const Spank& /*spank*/) {}
+void step_task_exit(const Spank& spank) { stage_task_exit(spank, state()); }
 
 void step_exit(const Spank& /*spank*/) {}
 

@@ -7,7 +7,7 @@
 #include "plugin/hooks.hpp"
 #include "plugin/options.hpp"
 #include "plugin/plugin_state.hpp"
-#include "plugin/submit_checks.hpp"
+#include "plugin/capabilities.hpp"
 
 namespace aihpc::plugin {
 
@@ -18,7 +18,8 @@ void submit_init_post_opt(const Spank& spank) {
     if (spank.context() == S_CTX_LOCAL) {
         if (auto nodes = spank.u32(S_JOB_NNODES)) config::check_job_shape(options, *nodes);
     }
-    check_at_submit(options, state().site);
+    stage_check_at_submit(options, state().site);
+    container_check_at_submit(options, state().site);
 }
 
 }  // namespace aihpc::plugin

@@ -1,0 +1,35 @@
+// The plugin's capabilities, each in a file of its own (stage_step.cpp, bind_step.cpp,
+// container_step.cpp). slurmstepd.cpp, submit.cpp and job_script.cpp call them at fixed
+// points; each function says its context and user. Remote functions throw aihpc::Error
+// on failure: the caller defers it to task_init (never failing remote init/user_init).
+#pragma once
+#include "config/site_config.hpp"
+#include "config/user_options.hpp"
+#include "plugin/plugin_state.hpp"
+#include "plugin/spank_api.hpp"
+
+namespace aihpc::plugin {
+
+// ---- staging (stage_step.cpp)
+// local/allocator, as the submitting user: sources exist, readable, under stage_allow.
+void stage_check_at_submit(const config::UserOptions& options, const config::SiteConfig& site);
+// remote user_init, euid = user (stage as the user in a forked child): stage in, once
+// per node per job; fills what stage_task_init exports.
+void stage_user_init(const Spank& spank, PluginState& st);
+// remote task_init, as the user, in the task: AIHPC_STAGE_DIR, AIHPC_DATA_*, ...
+void stage_task_init(const Spank& spank, PluginState& st);
+// remote task_exit, as root in slurmstepd: the node's last local task stages out.
+void stage_task_exit(const Spank& spank, PluginState& st);
+// job_script epilog, as root: remove private copies and the job's stage dir.
+void stage_job_epilog(const Spank& spank, const config::SiteConfig& site);
+
+// ---- affinity and distributed-training env (bind_step.cpp)
+void bind_user_init(const Spank& spank, PluginState& st);   // plan once per step per node
+void bind_task_init(const Spank& spank, PluginState& st);   // apply one task's slice
+
+// ---- containers (container_step.cpp)
+void container_check_at_submit(const config::UserOptions& options, const config::SiteConfig& site);
+void container_user_init(const Spank& spank, PluginState& st);
+void container_task_init(const Spank& spank, PluginState& st);  // last: may exec
+
+}  // namespace aihpc::plugin
