@@ -16,11 +16,20 @@ namespace {
 int store_option(int index, const char* optarg, int /*remote*/) {
     const auto& table = config::option_table();
     if (index < 0 || static_cast<std::size_t>(index) >= table.size()) return -1;
-    state().raw_options[table[static_cast<std::size_t>(index)].name] = optarg ? optarg : "";
+    // Slurm forwards a flag given to sbatch to its steps as the text "(null)".
+    std::string value = optarg && std::strcmp(optarg, "(null)") != 0 ? optarg : "";
+    state().raw_options[table[static_cast<std::size_t>(index)].name] = value;
     return 0;
 }
 
 }  // namespace
+
+std::string forwarded_option_variable(const config::OptionSpec& spec) {
+    std::string name = std::string("SLURM_SPANK__SLURM_SPANK_OPTION_aihpc_") + spec.name;
+    for (char& c : name)
+        if (c == '-') c = '_';
+    return name;
+}
 
 int register_options(const Spank& spank) {
     const auto& table = config::option_table();

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "common/error.hpp"
 #include "plugin/capabilities.hpp"
@@ -36,7 +37,9 @@ StepInfo read_step(const Spank& spank) {
     step.total_task_count = spank.u32(S_JOB_TOTAL_TASK_COUNT).value_or(1);
     step.step_cores = spank.str(S_STEP_ALLOC_CORES).value_or("");
     step.is_batch_step = step.step_id == batch_step_id;
-    step.node_name = spank.getenv("SLURMD_NODENAME").value_or("");
+    // slurmd puts the node's name in slurmstepd's own environment. The job env's copy
+    // is stale in steps of a batch job (it names the batch node), so it is not used.
+    if (const char* node = std::getenv("SLURMD_NODENAME")) step.node_name = node;
     if (step.node_name.empty()) {
         char host[256] = {};
         if (gethostname(host, sizeof host - 1) == 0) step.node_name = host;
@@ -52,14 +55,17 @@ void step_init_post_opt(const Spank& spank) {
     st.step = read_step(spank);
     if (st.site_error) st.defer(*st.site_error);
     resolve_options(spank);
-    st.note("options: " + std::to_string(st.raw_options.size()) + " given, step " +
-            std::to_string(st.step.job_id) + "." + std::to_string(st.step.step_id) + " on " + st.step.node_name);
+    std::string given;
+    for (const auto& [name, value] : st.raw_options) given += " --" + name + (value.empty() ? "" : "=" + value);
+    st.note("step " + std::to_string(st.step.job_id) + "." +
+            (st.step.is_batch_step ? std::string("batch") : std::to_string(st.step.step_id)) + " on " +
+            st.step.node_name + ", options:" + (given.empty() ? " none" : given));
     if (st.step.is_batch_step) {
         // Stage-out belongs to the batch step: steps it launches must not repeat it.
         for (const config::OptionSpec& spec : config::option_table()) {
             if (!spec.step_local) continue;
             spank.unsetenv(spec.env_var);
-            spank.unsetenv(std::string("SLURM_SPANK__SLURM_SPANK_OPTION_aihpc_") + spec.name);
+            spank.unsetenv(forwarded_option_variable(spec));
         }
     }
 }
