@@ -1,0 +1,254 @@
+#include "stage/fs.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/text.hpp"
+
+namespace aihpc::stage {
+
+namespace {
+
+// -1 unknown, 0 missing, 1 present: probed once, since containers may filter openat2.
+std::atomic<int> have_openat2{-1};
+
+int open_by_components(int dir_fd, const std::string& relative, int flags, mode_t mode) {
+    std::vector<std::string> parts;
+    for (const std::string& part : split(relative, '/'))
+        if (!part.empty() && part != ".") parts.push_back(part);
+    for (const std::string& part : parts)
+        if (part == "..") {
+            errno = EXDEV;
+            return -1;
+        }
+    if (parts.empty()) return ::openat(dir_fd, ".", flags | O_CLOEXEC, mode);
+    UniqueFd current;
+    int at = dir_fd;
+    for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+        int next = ::openat(at, parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (next < 0) return -1;
+        current.reset(next);
+        at = next;
+    }
+    return ::openat(at, parts.back().c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
+}
+
+}  // namespace
+
+int open_beneath(int dir_fd, const std::string& relative, int flags, mode_t mode) {
+    if (have_openat2.load(std::memory_order_relaxed) != 0) {
+        struct open_how how {};
+        how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+        how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+        how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+        const char* path = relative.empty() ? "." : relative.c_str();
+        long fd = ::syscall(SYS_openat2, dir_fd, path, &how, sizeof how);
+        if (fd >= 0) {
+            have_openat2.store(1, std::memory_order_relaxed);
+            return static_cast<int>(fd);
+        }
+        if (errno != ENOSYS && errno != EPERM) return -1;
+        if (errno == ENOSYS) have_openat2.store(0, std::memory_order_relaxed);
+        if (errno == EPERM && have_openat2.load() == 1) return -1;
+    }
+    return open_by_components(dir_fd, relative, flags, mode);
+}
+
+UniqueFd open_beneath_or_throw(int dir_fd, const std::string& relative, int flags, const std::string& shown_path,
+                               mode_t mode) {
+    int fd = open_beneath(dir_fd, relative, flags, mode);
+    if (fd < 0) {
+        if (errno == ELOOP || errno == EXDEV)
+            throw Error("cannot open " + shown_path + ": the path crosses a symlink or leaves its tree; aihpc never follows those");
+        throw_errno("cannot open " + shown_path);
+    }
+    return UniqueFd(fd);
+}
+
+UniqueFd open_dir(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) throw_errno("cannot open directory " + path);
+    return UniqueFd(fd);
+}
+
+UniqueFd ensure_dir_at(int parent_fd, const std::string& name, mode_t mode, const std::string& shown_path) {
+    if (::mkdirat(parent_fd, name.c_str(), mode) != 0 && errno != EEXIST)
+        throw_errno("cannot create directory " + shown_path);
+    int fd = ::openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ELOOP || errno == ENOTDIR)
+            throw Error(shown_path + " is not a directory (a symlink or a file is in the way); remove it");
+        throw_errno("cannot open directory " + shown_path);
+    }
+    return UniqueFd(fd);
+}
+
+namespace {
+
+bool remove_children(int dir_fd, dev_t device, std::string* error, int depth);
+
+void note_error(std::string* error, const std::string& what) {
+    if (error && error->empty()) *error = what;
+}
+
+bool remove_entry(int parent_fd, const char* name, dev_t device, std::string* error, int depth) {
+    struct stat st {};
+    if (::fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) return true;
+        note_error(error, std::string("stat ") + name + ": " + std::strerror(errno));
+        return false;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        if (::unlinkat(parent_fd, name, 0) == 0 || errno == ENOENT) return true;
+        note_error(error, std::string("unlink ") + name + ": " + std::strerror(errno));
+        return false;
+    }
+    if (st.st_dev != device) {
+        note_error(error, std::string(name) + " is a mount point; left in place");
+        return false;
+    }
+    if (depth > 4096) {
+        note_error(error, "directory tree too deep");
+        return false;
+    }
+    int fd = ::openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES) {
+        // A published cache entry is read-only (0555); its owner may open it after chmod.
+        ::fchmodat(parent_fd, name, 0700, 0);
+        fd = ::openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    if (fd < 0) {
+        note_error(error, std::string("open ") + name + ": " + std::strerror(errno));
+        return false;
+    }
+    UniqueFd dir(fd);
+    struct stat opened {};
+    if (::fstat(dir.get(), &opened) != 0 || opened.st_ino != st.st_ino || opened.st_dev != st.st_dev) {
+        note_error(error, std::string(name) + " changed while being removed");
+        return false;
+    }
+    if ((opened.st_mode & 0300) != 0300) ::fchmod(dir.get(), (opened.st_mode & 07777) | 0700);
+    bool ok = remove_children(dir.get(), device, error, depth + 1);
+    dir.reset();
+    if (::unlinkat(parent_fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
+        note_error(error, std::string("rmdir ") + name + ": " + std::strerror(errno));
+        return false;
+    }
+    return ok;
+}
+
+bool remove_children(int dir_fd, dev_t device, std::string* error, int depth) {
+    int listing_fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (listing_fd < 0) {
+        note_error(error, std::string("open for listing: ") + std::strerror(errno));
+        return false;
+    }
+    DIR* dir = ::fdopendir(listing_fd);
+    if (!dir) {
+        ::close(listing_fd);
+        note_error(error, std::string("fdopendir: ") + std::strerror(errno));
+        return false;
+    }
+    std::vector<std::string> names;
+    while (struct dirent* ent = ::readdir(dir)) {
+        if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) continue;
+        names.emplace_back(ent->d_name);
+    }
+    ::closedir(dir);
+    bool ok = true;
+    for (const std::string& name : names) ok = remove_entry(dir_fd, name.c_str(), device, error, depth) && ok;
+    return ok;
+}
+
+}  // namespace
+
+bool remove_tree_at(int parent_fd, const std::string& name, std::string* error) {
+    struct stat parent {};
+    if (::fstat(parent_fd, &parent) != 0) {
+        note_error(error, std::string("fstat: ") + std::strerror(errno));
+        return false;
+    }
+    return remove_entry(parent_fd, name.c_str(), parent.st_dev, error, 0);
+}
+
+std::optional<std::string> read_small_file_at(int dir_fd, const std::string& name) {
+    int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    UniqueFd file(fd);
+    std::string text;
+    char buf[65536];
+    while (true) {
+        ssize_t n = ::read(file.get(), buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return std::nullopt;
+        }
+        if (n == 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    return text;
+}
+
+void write_file_atomic_at(int dir_fd, const std::string& name, const std::string& text, mode_t mode,
+                          const std::string& shown_path) {
+    std::string temp = "." + name + ".tmp." + unique_suffix();
+    int fd = ::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0) throw_errno("cannot write " + shown_path);
+    UniqueFd file(fd);
+    std::size_t done = 0;
+    while (done < text.size()) {
+        ssize_t n = ::write(file.get(), text.data() + done, text.size() - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            int err = errno;
+            ::unlinkat(dir_fd, temp.c_str(), 0);
+            throw SystemError("cannot write " + shown_path, err);
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    file.reset();
+    if (::renameat(dir_fd, temp.c_str(), dir_fd, name.c_str()) != 0) {
+        int err = errno;
+        ::unlinkat(dir_fd, temp.c_str(), 0);
+        throw SystemError("cannot publish " + shown_path, err);
+    }
+}
+
+std::string dirname_of(const std::string& path) {
+    std::size_t end = path.find_last_not_of('/');
+    if (end == std::string::npos) return "/";
+    std::size_t slash = path.rfind('/', end);
+    if (slash == std::string::npos) return ".";
+    std::size_t keep = path.find_last_not_of('/', slash);
+    return keep == std::string::npos ? "/" : path.substr(0, keep + 1);
+}
+
+std::string basename_of(const std::string& path) {
+    std::size_t end = path.find_last_not_of('/');
+    if (end == std::string::npos) return path.empty() ? "" : "/";
+    std::size_t slash = path.rfind('/', end);
+    std::size_t begin = slash == std::string::npos ? 0 : slash + 1;
+    return path.substr(begin, end - begin + 1);
+}
+
+std::string join_path(const std::string& dir, const std::string& name) {
+    if (dir.empty() || name.empty()) return dir + name;
+    if (dir.back() == '/') return dir + name;
+    return dir + "/" + name;
+}
+
+std::string unique_suffix() {
+    static std::atomic<unsigned> counter{0};
+    return std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+}
+
+}  // namespace aihpc::stage

@@ -1,0 +1,49 @@
+// File-system primitives of the staging engine, all relative to an open directory and
+// none following a symlink, so that a path swapped under us cannot redirect a copy, a
+// removal or a permission change.
+#pragma once
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+
+#include "common/fd.hpp"
+
+namespace aihpc::stage {
+
+// Opens `relative` below dir_fd, refusing any symlink on the way and any escape by "..":
+// openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), or a per-component O_NOFOLLOW walk
+// where the kernel lacks openat2. Returns -1 with errno set; never throws.
+int open_beneath(int dir_fd, const std::string& relative, int flags, mode_t mode = 0);
+
+// As open_beneath, throwing aihpc::SystemError naming shown_path.
+UniqueFd open_beneath_or_throw(int dir_fd, const std::string& relative, int flags,
+                               const std::string& shown_path, mode_t mode = 0);
+
+// Opens an existing directory by absolute or cwd-relative path (O_DIRECTORY, O_CLOEXEC).
+UniqueFd open_dir(const std::string& path);
+
+// mkdirat unless present; then opens it with O_NOFOLLOW and checks it is a directory.
+UniqueFd ensure_dir_at(int parent_fd, const std::string& name, mode_t mode, const std::string& shown_path);
+
+// Removes `name` below parent_fd and everything in it, fd-relative: symlinks are removed,
+// never followed; a directory on another device (a mount point) is left alone; read-only
+// directories owned by the caller are made writable first. Returns false if anything was
+// left behind (the first error in *error when given); never throws.
+bool remove_tree_at(int parent_fd, const std::string& name, std::string* error = nullptr);
+
+// Whole-file helpers for small metadata files.
+std::optional<std::string> read_small_file_at(int dir_fd, const std::string& name);
+// Writes `text` to dir_fd/name atomically (temp file, then rename), with `mode`.
+void write_file_atomic_at(int dir_fd, const std::string& name, const std::string& text, mode_t mode,
+                          const std::string& shown_path);
+
+std::string dirname_of(const std::string& path);
+std::string basename_of(const std::string& path);
+std::string join_path(const std::string& dir, const std::string& name);
+
+// A unique suffix for temporary names: pid and a per-process counter.
+std::string unique_suffix();
+
+}  // namespace aihpc::stage

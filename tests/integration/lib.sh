@@ -1,0 +1,88 @@
+# Shared by the integration tests: TAP output, the mini-cluster's environment, running
+# commands as the test users, waiting for jobs, and temporary site keys.
+# Run as root from a built tree with the mini-cluster up (contrib/minicluster up).
+set -u
+
+top_builddir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+eval "$("$top_builddir/contrib/minicluster" env)"
+export SLURM_CONF
+test_user=aihpc-test
+other_user=aihpc-test2
+plugstack=$(dirname "$SLURM_CONF")/plugstack.conf
+plugin_so=$top_builddir/plugin/.libs/aihpc.so
+
+tap_count=0
+tap_failed=0
+
+plan() { echo "1..$1"; }
+
+# ok DESCRIPTION CMD...: one TAP line for the command's success.
+ok() {
+    local description=$1
+    shift
+    tap_count=$((tap_count + 1))
+    local output
+    if output=$("$@" 2>&1); then
+        echo "ok $tap_count - $description"
+    else
+        tap_failed=$((tap_failed + 1))
+        echo "not ok $tap_count - $description"
+        printf '%s\n' "$output" | sed 's/^/#   /' | head -40
+    fi
+}
+
+skip() { tap_count=$((tap_count + 1)); echo "ok $tap_count - $1 # SKIP $2"; }
+
+# A scratch directory the test users can write; removed at exit.
+scratch() {
+    local dir
+    dir=$(mktemp -d /tmp/aihpc-it.XXXXXX)
+    chmod 0777 "$dir"
+    echo "$dir"
+}
+
+as_user() { runuser -u "$test_user" -- env SLURM_CONF="$SLURM_CONF" "$@"; }
+as_other_user() { runuser -u "$other_user" -- env SLURM_CONF="$SLURM_CONF" "$@"; }
+
+# Jobs of the test user now in the queue.
+queued_jobs() { squeue -h -u "$test_user" -o %i | wc -l; }
+
+# job_field JOBID FIELD: one field of `scontrol show job` (JobState, ExitCode, ...).
+job_field() { scontrol show job "$1" -o 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
+
+# wait_job JOBID [SECONDS]: until the job (all array tasks) has ended; prints its state.
+wait_job() {
+    local id=$1 limit=${2:-120} deadline
+    deadline=$((SECONDS + limit))
+    while [ $SECONDS -lt $deadline ]; do
+        if [ -z "$(squeue -h -j "$id" -o %i 2>/dev/null)" ]; then
+            job_field "$id" JobState
+            return 0
+        fi
+        sleep 0.3
+    done
+    echo TIMEOUT
+    return 1
+}
+
+# sbatch_wait ARGS...: submits as the test user, waits, prints the final state.
+sbatch_wait() {
+    local id
+    id=$(as_user sbatch --parsable "$@") || return 1
+    wait_job "${id%%;*}"
+}
+
+# with_site_keys KEY=VALUE...: the plugin runs with these site keys until restore_site_keys
+# (also run at exit). slurmstepd and the clients read plugstack.conf anew for each command.
+with_site_keys() {
+    [ -f "$plugstack.orig" ] || cp "$plugstack" "$plugstack.orig"
+    sed "s|^\(required [^ ]*aihpc.so .*\)$|\1 $*|" "$plugstack.orig" >"$plugstack.new"
+    mv "$plugstack.new" "$plugstack"
+}
+restore_site_keys() { if [ -f "$plugstack.orig" ]; then mv "$plugstack.orig" "$plugstack"; fi; }
+
+finish() {
+    restore_site_keys
+    [ $tap_failed -eq 0 ]
+}
+trap restore_site_keys EXIT
