@@ -1,0 +1,637 @@
+#include "sweep/spec.hpp"
+
+#include <json-c/json.h>
+
+#include <charconv>
+#include <cmath>
+#include <memory>
+#include <set>
+
+#include "common/error.hpp"
+#include "sweep/command.hpp"
+
+namespace aihpc::sweep {
+
+// ---- scalars and JSON text
+
+std::string format_double(double value) {
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, value);
+    return std::string(buf, r.ptr);
+}
+
+std::string json_quote(std::string_view text) {
+    std::string out;
+    out.reserve(text.size() + 2);
+    out += '"';
+    for (char c : text) {
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\t': out += "\\t"; break;
+        case '\r': out += "\\r"; break;
+        default:
+            if (static_cast<unsigned char>(c) < 0x20) {
+                char buf[8];
+                std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+                out += buf;
+            } else {
+                out += c;
+            }
+        }
+    }
+    out += '"';
+    return out;
+}
+
+Scalar scalar_int(std::int64_t value) {
+    auto text = std::to_string(value);
+    return {text, text};
+}
+
+Scalar scalar_double(double value) {
+    if (!std::isfinite(value)) throw Error("a parameter value is not a finite number");
+    auto text = format_double(value);
+    return {text, text};
+}
+
+Scalar scalar_string(std::string_view value) { return {json_quote(value), std::string(value)}; }
+
+Scalar scalar_bool(bool value) {
+    std::string text = value ? "true" : "false";
+    return {text, text};
+}
+
+const char* axis_kind_name(AxisKind kind) {
+    switch (kind) {
+    case AxisKind::values: return "values";
+    case AxisKind::range: return "range";
+    case AxisKind::linspace: return "linspace";
+    case AxisKind::logspace: return "logspace";
+    case AxisKind::uniform: return "uniform";
+    case AxisKind::loguniform: return "loguniform";
+    case AxisKind::int_: return "int";
+    case AxisKind::normal: return "normal";
+    case AxisKind::zip: return "zip";
+    case AxisKind::union_: return "union";
+    case AxisKind::repeat: return "repeat";
+    }
+    return "?";
+}
+
+namespace {
+
+// ---- a json-c document walked with its path, so that every error can name it
+
+struct JsonDoc {
+    json_object* root = nullptr;
+    ~JsonDoc() { json_object_put(root); }
+};
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+    throw Error("sweep spec: " + (path.empty() ? std::string("(top level)") : path) + ": " + what);
+}
+
+std::string member_path(const std::string& path, std::string_view key) {
+    return path.empty() ? std::string(key) : path + "." + std::string(key);
+}
+
+std::string index_path(const std::string& path, std::size_t i) { return path + "[" + std::to_string(i) + "]"; }
+
+void check_keys(json_object* obj, const std::string& path, std::initializer_list<std::string_view> allowed) {
+    json_object_object_foreach(obj, key, value) {
+        (void)value;
+        bool ok = false;
+        for (auto a : allowed) ok = ok || a == key;
+        if (!ok) fail(path, "unknown key '" + std::string(key) + "'");
+    }
+}
+
+json_object* get(json_object* obj, const char* key) {
+    json_object* v = nullptr;
+    return json_object_object_get_ex(obj, key, &v) ? v : nullptr;
+}
+
+void need_object(json_object* v, const std::string& path) {
+    if (!json_object_is_type(v, json_type_object)) fail(path, "must be an object");
+}
+
+void need_array(json_object* v, const std::string& path) {
+    if (!json_object_is_type(v, json_type_array)) fail(path, "must be an array");
+}
+
+std::string get_string(json_object* v, const std::string& path) {
+    if (!json_object_is_type(v, json_type_string)) fail(path, "must be a string");
+    return std::string(json_object_get_string(v), json_object_get_string_len(v));
+}
+
+std::uint64_t get_uint(json_object* v, const std::string& path, std::uint64_t min = 0) {
+    if (!json_object_is_type(v, json_type_int)) fail(path, "must be an integer");
+    errno = 0;
+    auto n = json_object_get_int64(v);
+    if (n < 0 || static_cast<std::uint64_t>(n) < min || errno == ERANGE)
+        fail(path, "must be an integer >= " + std::to_string(min));
+    return static_cast<std::uint64_t>(n);
+}
+
+Number get_number(json_object* v, const std::string& path) {
+    if (json_object_is_type(v, json_type_int)) return Number{true, json_object_get_int64(v), 0};
+    if (json_object_is_type(v, json_type_double)) {
+        double d = json_object_get_double(v);
+        if (!std::isfinite(d)) fail(path, "must be a finite number");
+        return Number{false, 0, d};
+    }
+    fail(path, "must be a number");
+}
+
+Scalar get_scalar(json_object* v, const std::string& path) {
+    switch (json_object_get_type(v)) {
+    case json_type_int: return scalar_int(json_object_get_int64(v));
+    case json_type_double: {
+        double d = json_object_get_double(v);
+        if (!std::isfinite(d)) fail(path, "must be a finite number");
+        return scalar_double(d);
+    }
+    case json_type_string: return scalar_string(get_string(v, path));
+    case json_type_boolean: return scalar_bool(json_object_get_boolean(v));
+    default: fail(path, "a parameter value must be a number, a string or a boolean");
+    }
+}
+
+std::vector<std::string> get_words(json_object* v, const std::string& path) {
+    need_array(v, path);
+    std::vector<std::string> words;
+    for (std::size_t i = 0; i < json_object_array_length(v); ++i)
+        words.push_back(get_string(json_object_array_get_idx(v, i), index_path(path, i)));
+    return words;
+}
+
+std::vector<std::string> get_command(json_object* v, const std::string& path) {
+    std::vector<std::string> words;
+    if (json_object_is_type(v, json_type_string)) {
+        try {
+            words = split_command(json_object_get_string(v));
+        } catch (const Error& e) {
+            fail(path, e.what());
+        }
+    } else if (json_object_is_type(v, json_type_array)) {
+        words = get_words(v, path);
+    } else {
+        fail(path, "must be a string or an array of words");
+    }
+    if (words.empty()) fail(path, "is empty");
+    return words;
+}
+
+Assignment get_assignment(json_object* v, const std::string& path) {
+    need_object(v, path);
+    Assignment out;
+    json_object_object_foreach(v, key, value) {
+        if (!*key) fail(path, "a parameter name is empty");
+        out.emplace_back(key, get_scalar(value, member_path(path, key)));
+    }
+    return out;
+}
+
+void check_param_name(const std::string& name, const std::string& path) {
+    if (name.empty()) fail(path, "the parameter name is empty");
+    for (char c : name)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'))
+            fail(path, "parameter name '" + name + "' may hold only letters, digits, '_', '.' and '-'");
+    if (name == "index" || name == "task_seed" || name == "phase")
+        fail(path, "'" + name + "' is reserved for the command template");
+}
+
+struct Parser {
+    Method method = Method::grid;
+
+    std::vector<Axis> parse_axes(json_object* v, const std::string& path) {
+        need_array(v, path);
+        std::vector<Axis> axes;
+        for (std::size_t i = 0; i < json_object_array_length(v); ++i)
+            axes.push_back(parse_axis(json_object_array_get_idx(v, i), index_path(path, i), false));
+        return axes;
+    }
+
+    Axis parse_axis(json_object* v, const std::string& path, bool in_union) {
+        need_object(v, path);
+        Axis axis;
+        axis.path = path;
+        if (json_object* u = get(v, "union")) {
+            check_keys(v, path, {"union"});
+            axis.kind = AxisKind::union_;
+            auto upath = member_path(path, "union");
+            need_array(u, upath);
+            if (json_object_array_length(u) == 0) fail(upath, "has no members");
+            for (std::size_t i = 0; i < json_object_array_length(u); ++i)
+                axis.branches.push_back(parse_branch(json_object_array_get_idx(u, i), index_path(upath, i)));
+            return axis;
+        }
+        if (json_object* r = get(v, "repeat")) {
+            check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"repeat", "fixed"} : std::initializer_list<std::string_view>{"repeat"});
+            axis.kind = AxisKind::repeat;
+            axis.param = "repeat";
+            axis.repeat = get_uint(r, member_path(path, "repeat"), 1);
+            return axis;
+        }
+        if (json_object* z = get(v, "zip")) {
+            check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"zip", "fixed"} : std::initializer_list<std::string_view>{"zip"});
+            axis.kind = AxisKind::zip;
+            auto zpath = member_path(path, "zip");
+            need_object(z, zpath);
+            std::size_t rows = 0;
+            json_object_object_foreach(z, key, column) {
+                auto cpath = member_path(zpath, key);
+                check_param_name(key, cpath);
+                need_array(column, cpath);
+                std::size_t n = json_object_array_length(column);
+                if (axis.zip_names.empty()) rows = n;
+                else if (n != rows)
+                    fail(zpath, "columns have lengths " + std::to_string(rows) + " and " + std::to_string(n));
+                std::vector<Scalar> values;
+                for (std::size_t i = 0; i < n; ++i) values.push_back(get_scalar(json_object_array_get_idx(column, i), index_path(cpath, i)));
+                axis.zip_names.emplace_back(key);
+                axis.zip_columns.push_back(std::move(values));
+            }
+            if (axis.zip_names.empty()) fail(zpath, "has no columns");
+            if (rows == 0) fail(zpath, "columns are empty");
+            return axis;
+        }
+        json_object* p = get(v, "param");
+        if (!p) fail(path, "an axis needs one of 'param', 'zip', 'union' or 'repeat'");
+        axis.param = get_string(p, member_path(path, "param"));
+        check_param_name(axis.param, member_path(path, "param"));
+        static const std::pair<const char*, AxisKind> kinds[] = {
+            {"values", AxisKind::values},       {"range", AxisKind::range},     {"linspace", AxisKind::linspace},
+            {"logspace", AxisKind::logspace},   {"uniform", AxisKind::uniform}, {"loguniform", AxisKind::loguniform},
+            {"int", AxisKind::int_},            {"normal", AxisKind::normal}};
+        json_object* body = nullptr;
+        int found = 0;
+        for (auto& [name, kind] : kinds)
+            if (json_object* b = get(v, name)) {
+                body = b;
+                axis.kind = kind;
+                ++found;
+            }
+        if (found != 1)
+            fail(path, found == 0 ? "parameter '" + axis.param + "' needs one of values, range, linspace, logspace, uniform, loguniform, int or normal"
+                                  : "parameter '" + axis.param + "' has more than one kind of values");
+        bool distribution = axis.kind == AxisKind::uniform || axis.kind == AxisKind::loguniform ||
+                            axis.kind == AxisKind::int_ || axis.kind == AxisKind::normal;
+        if (distribution)
+            check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"param", axis_kind_name(axis.kind), "count", "fixed"}
+                                         : std::initializer_list<std::string_view>{"param", axis_kind_name(axis.kind), "count"});
+        else
+            check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"param", axis_kind_name(axis.kind), "fixed"}
+                                         : std::initializer_list<std::string_view>{"param", axis_kind_name(axis.kind)});
+        auto bpath = member_path(path, axis_kind_name(axis.kind));
+        need_array(body, bpath);
+        std::size_t n = json_object_array_length(body);
+        if (axis.kind == AxisKind::values) {
+            if (n == 0) fail(bpath, "is empty");
+            for (std::size_t i = 0; i < n; ++i) axis.values.push_back(get_scalar(json_object_array_get_idx(body, i), index_path(bpath, i)));
+            return axis;
+        }
+        for (std::size_t i = 0; i < n; ++i) axis.args.push_back(get_number(json_object_array_get_idx(body, i), index_path(bpath, i)));
+        switch (axis.kind) {
+        case AxisKind::range: {
+            if (n != 2 && n != 3) fail(bpath, "must be [start, stop] or [start, stop, step]");
+            if (n == 2) axis.args.push_back(Number{true, 1, 0});
+            if (axis.args[2].value() == 0) fail(bpath, "step must not be 0");
+            double span = (axis.args[1].value() - axis.args[0].value()) / axis.args[2].value();
+            if (!(span > 0)) fail(bpath, "is empty: stop is not beyond start in the direction of step");
+            if (span > 1e12) fail(bpath, "has too many values");
+            break;
+        }
+        case AxisKind::linspace:
+        case AxisKind::logspace:
+            if (n != 3 || !axis.args[2].is_int || axis.args[2].i < 1)
+                fail(bpath, "must be [first, last, n] with n a positive integer");
+            if (axis.kind == AxisKind::logspace && (axis.args[0].value() <= 0 || axis.args[1].value() <= 0))
+                fail(bpath, "both ends must be positive");
+            break;
+        default: {
+            if (n != 2) fail(bpath, std::string("must be [") + (axis.kind == AxisKind::normal ? "mean, stddev]" : "low, high]"));
+            double a = axis.args[0].value(), b = axis.args[1].value();
+            if (axis.kind == AxisKind::normal && b < 0) fail(bpath, "stddev must not be negative");
+            if (axis.kind != AxisKind::normal && a > b) fail(bpath, "low must not exceed high");
+            if (axis.kind == AxisKind::loguniform && a <= 0) fail(bpath, "both ends must be positive");
+            if (axis.kind == AxisKind::int_ && !(axis.args[0].is_int && axis.args[1].is_int)) fail(bpath, "both ends must be integers");
+            if (json_object* c = get(v, "count")) axis.count = get_uint(c, member_path(path, "count"), 1);
+            else if (method == Method::grid) fail(path, "a '" + std::string(axis_kind_name(axis.kind)) + "' axis needs a count in a grid sweep");
+        }
+        }
+        return axis;
+    }
+
+    Branch parse_branch(json_object* v, const std::string& path) {
+        need_object(v, path);
+        Branch branch;
+        if (json_object* f = get(v, "fixed")) {
+            branch.fixed = get_assignment(f, member_path(path, "fixed"));
+            for (auto& [k, value] : branch.fixed) check_param_name(k, member_path(path, "fixed." + k));
+        }
+        if (get(v, "axes") || (get(v, "fixed") && json_object_object_length(v) == 1)) {
+            check_keys(v, path, {"fixed", "axes"});
+            if (json_object* a = get(v, "axes")) branch.axes = parse_axes(a, member_path(path, "axes"));
+        } else {
+            branch.axes.push_back(parse_axis(v, path, true));
+        }
+        return branch;
+    }
+};
+
+// Each name may come from one axis only; the branches of one union may share names.
+std::set<std::string> check_names(const std::vector<Axis>& axes, const Assignment& fixed) {
+    std::set<std::string> all;
+    auto add = [&](const std::string& name, const std::string& path) {
+        if (!all.insert(name).second) fail(path, "parameter '" + name + "' is given twice");
+    };
+    for (auto& [k, v] : fixed) add(k, "fixed");
+    for (const auto& axis : axes) {
+        std::set<std::string> mine;
+        switch (axis.kind) {
+        case AxisKind::zip:
+            for (auto& n : axis.zip_names) if (!mine.insert(n).second) fail(axis.path, "parameter '" + n + "' is given twice");
+            break;
+        case AxisKind::union_:
+            for (const auto& b : axis.branches) {
+                auto names = check_names(b.axes, b.fixed);
+                mine.insert(names.begin(), names.end());
+            }
+            break;
+        default: mine.insert(axis.param);
+        }
+        for (auto& n : mine) add(n, axis.path);
+    }
+    return all;
+}
+
+void collect_names(const std::vector<Axis>& axes, std::vector<std::string>& out) {
+    auto add = [&](const std::string& n) {
+        for (auto& o : out) if (o == n) return;
+        out.push_back(n);
+    };
+    for (const auto& axis : axes) {
+        if (axis.kind == AxisKind::zip) for (auto& n : axis.zip_names) add(n);
+        else if (axis.kind == AxisKind::union_)
+            for (const auto& b : axis.branches) {
+                for (auto& [k, v] : b.fixed) add(k);
+                collect_names(b.axes, out);
+            }
+        else add(axis.param);
+    }
+}
+
+void check_template(const std::vector<std::string>& words, const std::vector<std::string>& names, const std::string& path) {
+    for (auto& ref : template_references(words)) {
+        if (ref == "index" || ref == "task_seed" || ref == "phase") continue;
+        bool known = false;
+        for (auto& n : names) known = known || n == ref;
+        if (!known) fail(path, "{" + ref + "} names no parameter (use {{ and }} for literal braces)");
+    }
+}
+
+}  // namespace
+
+std::vector<std::string> parameter_names(const SweepSpec& spec) {
+    std::vector<std::string> out;
+    collect_names(spec.axes, out);
+    return out;
+}
+
+SweepSpec parse_spec(std::string_view json_text) {
+    JsonDoc doc;
+    {
+        std::unique_ptr<json_tokener, void (*)(json_tokener*)> tok(json_tokener_new(), json_tokener_free);
+        doc.root = json_tokener_parse_ex(tok.get(), json_text.data(), static_cast<int>(json_text.size()));
+        auto err = json_tokener_get_error(tok.get());
+        if (err != json_tokener_success || !doc.root)
+            throw Error(std::string("sweep spec: not valid JSON: ") + json_tokener_error_desc(err) + " near byte " +
+                        std::to_string(json_tokener_get_parse_end(tok.get())));
+        auto end = json_tokener_get_parse_end(tok.get());
+        for (auto i = end; i < json_text.size(); ++i)
+            if (!std::isspace(static_cast<unsigned char>(json_text[i])))
+                throw Error("sweep spec: not valid JSON: trailing text at byte " + std::to_string(i));
+    }
+    json_object* root = doc.root;
+    need_object(root, "");
+    check_keys(root, "", {"name", "seed", "method", "trials", "axes", "exclude", "command", "slurm", "phases"});
+    SweepSpec spec;
+    Parser parser;
+    if (auto v = get(root, "name")) spec.name = get_string(v, "name");
+    if (auto v = get(root, "seed")) spec.seed = get_uint(v, "seed");
+    if (auto v = get(root, "method")) {
+        auto m = get_string(v, "method");
+        if (m == "grid") spec.method = Method::grid;
+        else if (m == "random") spec.method = Method::random;
+        else fail("method", "must be \"grid\" or \"random\", not \"" + m + "\"");
+    }
+    parser.method = spec.method;
+    if (auto v = get(root, "trials")) {
+        if (spec.method != Method::random) fail("trials", "is only for \"method\": \"random\"");
+        spec.trials = get_uint(v, "trials", 1);
+    } else if (spec.method == Method::random) {
+        fail("", "a random sweep needs \"trials\"");
+    }
+    auto axes = get(root, "axes");
+    if (!axes) fail("", "needs \"axes\"");
+    spec.axes = parser.parse_axes(axes, "axes");
+    if (spec.axes.empty()) fail("axes", "is empty");
+    check_names(spec.axes, {});
+    auto names = parameter_names(spec);
+    if (auto v = get(root, "exclude")) {
+        need_array(v, "exclude");
+        for (std::size_t i = 0; i < json_object_array_length(v); ++i) {
+            auto path = index_path("exclude", i);
+            auto rule = get_assignment(json_object_array_get_idx(v, i), path);
+            if (rule.empty()) fail(path, "is empty: it would exclude every task");
+            for (auto& [k, val] : rule) {
+                bool known = false;
+                for (auto& n : names) known = known || n == k;
+                if (!known) fail(path, "'" + k + "' is not a parameter");
+            }
+            spec.exclude.push_back(std::move(rule));
+        }
+    }
+    if (auto v = get(root, "command")) {
+        spec.command = get_command(v, "command");
+        check_template(spec.command, names, "command");
+    }
+    if (auto s = get(root, "slurm")) {
+        need_object(s, "slurm");
+        check_keys(s, "slurm", {"throttle", "max_array_size", "pack", "sbatch", "aihpc"});
+        if (auto v = get(s, "throttle")) spec.slurm.throttle = get_uint(v, "slurm.throttle");
+        if (auto v = get(s, "pack")) spec.slurm.pack = get_uint(v, "slurm.pack", 1);
+        if (auto v = get(s, "max_array_size")) {
+            if (json_object_is_type(v, json_type_string)) {
+                if (get_string(v, "slurm.max_array_size") != "auto") fail("slurm.max_array_size", "must be a positive integer or \"auto\"");
+            } else {
+                spec.slurm.max_array_size = get_uint(v, "slurm.max_array_size", 1);
+            }
+        }
+        if (auto v = get(s, "sbatch")) spec.slurm.sbatch = get_words(v, "slurm.sbatch");
+        if (auto v = get(s, "aihpc")) spec.slurm.aihpc = get_words(v, "slurm.aihpc");
+        for (std::size_t i = 0; i < spec.slurm.aihpc.size(); ++i)
+            if (spec.slurm.aihpc[i].rfind("--aihpc-", 0) != 0) fail(index_path("slurm.aihpc", i), "must be an --aihpc-* option");
+    }
+    if (auto p = get(root, "phases")) {
+        need_array(p, "phases");
+        if (json_object_array_length(p) == 0) fail("phases", "is empty");
+        for (std::size_t i = 0; i < json_object_array_length(p); ++i) {
+            auto path = index_path("phases", i);
+            auto v = json_object_array_get_idx(p, i);
+            need_object(v, path);
+            check_keys(v, path, {"name", "after", "sbatch", "aihpc", "command"});
+            Phase phase;
+            auto n = get(v, "name");
+            if (!n) fail(path, "needs a name");
+            phase.name = get_string(n, member_path(path, "name"));
+            for (char c : phase.name)
+                if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+                    fail(member_path(path, "name"), "may hold only letters, digits, '_' and '-'");
+            if (phase.name.empty()) fail(member_path(path, "name"), "is empty");
+            for (auto& other : spec.phases)
+                if (other.name == phase.name) fail(member_path(path, "name"), "phase '" + phase.name + "' is given twice");
+            if (auto a = get(v, "after")) {
+                phase.after = get_string(a, member_path(path, "after"));
+                bool earlier = false;
+                for (auto& other : spec.phases) earlier = earlier || other.name == phase.after;
+                if (!earlier) fail(member_path(path, "after"), "'" + phase.after + "' is not an earlier phase");
+            }
+            if (auto s = get(v, "sbatch")) phase.sbatch = get_words(s, member_path(path, "sbatch"));
+            if (auto s = get(v, "aihpc")) phase.aihpc = get_words(s, member_path(path, "aihpc"));
+            if (auto c = get(v, "command")) {
+                phase.command = get_command(c, member_path(path, "command"));
+                phase.command_given = true;
+                check_template(phase.command, names, member_path(path, "command"));
+            }
+            spec.phases.push_back(std::move(phase));
+        }
+    } else {
+        spec.phases.push_back(Phase{"main", "", {}, {}, {}, false});
+    }
+    return spec;
+}
+
+// ---- normalized form
+
+namespace {
+
+void put_words(std::string& out, const std::vector<std::string>& words) {
+    out += '[';
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        if (i) out += ',';
+        out += json_quote(words[i]);
+    }
+    out += ']';
+}
+
+void put_number(std::string& out, const Number& n) { out += n.is_int ? std::to_string(n.i) : format_double(n.d); }
+
+void put_assignment(std::string& out, const Assignment& a) {
+    out += '{';
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (i) out += ',';
+        out += json_quote(a[i].first) + ':' + a[i].second.json;
+    }
+    out += '}';
+}
+
+void put_axes(std::string& out, const std::vector<Axis>& axes);
+
+void put_axis(std::string& out, const Axis& axis) {
+    switch (axis.kind) {
+    case AxisKind::repeat: out += "{\"repeat\":" + std::to_string(axis.repeat) + "}"; return;
+    case AxisKind::zip:
+        out += "{\"zip\":{";
+        for (std::size_t c = 0; c < axis.zip_names.size(); ++c) {
+            if (c) out += ',';
+            out += json_quote(axis.zip_names[c]) + ":[";
+            for (std::size_t r = 0; r < axis.zip_columns[c].size(); ++r) out += (r ? "," : "") + axis.zip_columns[c][r].json;
+            out += ']';
+        }
+        out += "}}";
+        return;
+    case AxisKind::union_:
+        out += "{\"union\":[";
+        for (std::size_t b = 0; b < axis.branches.size(); ++b) {
+            if (b) out += ',';
+            out += "{\"fixed\":";
+            put_assignment(out, axis.branches[b].fixed);
+            out += ",\"axes\":";
+            put_axes(out, axis.branches[b].axes);
+            out += '}';
+        }
+        out += "]}";
+        return;
+    default: break;
+    }
+    out += "{\"param\":" + json_quote(axis.param) + ",\"" + axis_kind_name(axis.kind) + "\":[";
+    if (axis.kind == AxisKind::values)
+        for (std::size_t i = 0; i < axis.values.size(); ++i) out += (i ? "," : "") + axis.values[i].json;
+    else
+        for (std::size_t i = 0; i < axis.args.size(); ++i) {
+            if (i) out += ',';
+            put_number(out, axis.args[i]);
+        }
+    out += ']';
+    if (axis.count) out += ",\"count\":" + std::to_string(axis.count);
+    out += '}';
+}
+
+void put_axes(std::string& out, const std::vector<Axis>& axes) {
+    out += '[';
+    for (std::size_t i = 0; i < axes.size(); ++i) {
+        if (i) out += ',';
+        put_axis(out, axes[i]);
+    }
+    out += ']';
+}
+
+}  // namespace
+
+std::string normalize(const SweepSpec& spec) {
+    std::string out = "{\"name\":" + json_quote(spec.name) + ",\"seed\":" + std::to_string(spec.seed) +
+                      ",\"method\":" + (spec.method == Method::grid ? "\"grid\"" : "\"random\"");
+    if (spec.method == Method::random) out += ",\"trials\":" + std::to_string(spec.trials);
+    out += ",\"axes\":";
+    put_axes(out, spec.axes);
+    out += ",\"exclude\":[";
+    for (std::size_t i = 0; i < spec.exclude.size(); ++i) {
+        if (i) out += ',';
+        put_assignment(out, spec.exclude[i]);
+    }
+    out += ']';
+    if (!spec.command.empty()) {
+        out += ",\"command\":";
+        put_words(out, spec.command);
+    }
+    out += ",\"slurm\":{\"throttle\":" + std::to_string(spec.slurm.throttle) + ",\"max_array_size\":" +
+           (spec.slurm.max_array_size ? std::to_string(spec.slurm.max_array_size) : std::string("\"auto\"")) +
+           ",\"pack\":" + std::to_string(spec.slurm.pack) + ",\"sbatch\":";
+    put_words(out, spec.slurm.sbatch);
+    out += ",\"aihpc\":";
+    put_words(out, spec.slurm.aihpc);
+    out += "},\"phases\":[";
+    for (std::size_t i = 0; i < spec.phases.size(); ++i) {
+        const auto& p = spec.phases[i];
+        if (i) out += ',';
+        out += "{\"name\":" + json_quote(p.name);
+        if (!p.after.empty()) out += ",\"after\":" + json_quote(p.after);
+        out += ",\"sbatch\":";
+        put_words(out, p.sbatch);
+        out += ",\"aihpc\":";
+        put_words(out, p.aihpc);
+        if (p.command_given) {
+            out += ",\"command\":";
+            put_words(out, p.command);
+        }
+        out += '}';
+    }
+    out += "]}";
+    return out;
+}
+
+}  // namespace aihpc::sweep
