@@ -1,0 +1,70 @@
+// The parallel copy of one staged item: a pure plan (which directories, links and file
+// pieces, in what order) and the engine that carries it out with worker threads.
+#pragma once
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "stage/manifest.hpp"
+
+namespace aihpc::stage {
+
+// Counters a progress display may read while a copy runs.
+struct CopyProgress {
+    std::atomic<std::uint64_t> bytes{0};
+    std::atomic<std::uint64_t> files{0};
+    std::atomic<std::uint64_t> total_bytes{0};
+    std::atomic<std::uint64_t> total_files{0};
+};
+
+// One unit of work for a copy worker: a whole file, or a piece of a large one.
+struct CopyPiece {
+    std::size_t entry = 0;       // index into Manifest::entries
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+    bool whole_file = true;
+};
+
+struct CopyPlan {
+    std::vector<std::size_t> directories;  // parents before children
+    std::vector<std::size_t> symlinks;
+    std::vector<std::size_t> split_files;  // files copied in pieces: created and sized first
+    std::vector<CopyPiece> pieces;         // largest first, so the tail is many small files
+};
+
+struct PieceSizing {
+    std::uint64_t split_above = 256ull << 20;  // files larger than this are split
+    std::uint64_t piece_bytes = 64ull << 20;
+};
+
+// Splitting is disabled when content hashes are computed (a hash is one stream).
+CopyPlan plan_copy(const Manifest& manifest, bool allow_split, PieceSizing sizing = {});
+
+// How the copy's files and directories are left.
+struct CopyOptions {
+    unsigned threads = 4;
+    bool read_only = false;   // cache entries: files 0444 (0555 if executable), dirs 0555
+    bool hash = false;        // compute each file's xxh3 from the bytes read
+    CopyProgress* progress = nullptr;
+};
+
+// Mode given to a copied entry: its own, or the read-only form for a cache entry.
+mode_t staged_mode(EntryType type, mode_t source_mode, bool read_only);
+
+struct CopyStats {
+    std::uint64_t files = 0;
+    std::uint64_t bytes = 0;
+};
+
+// Copies the item described by `manifest` from src_fd (its root directory, or the file
+// itself for a lone file) to dst_parent_fd/dst_name, which must not exist. Sources are
+// opened beneath src_fd and never through a symlink. A file whose size differs from the
+// manifest raises "changed while staging". Fills content hashes when options.hash.
+// On failure the partial copy is left for the caller to remove (it owns the name).
+CopyStats copy_item(int src_fd, Manifest& manifest, int dst_parent_fd, const std::string& dst_name,
+                    const CopyOptions& options, const std::string& shown_src, const std::string& shown_dst);
+
+}  // namespace aihpc::stage

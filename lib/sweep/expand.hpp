@@ -1,0 +1,65 @@
+// Expansion of a spec into its tasks, streamed: an odometer over per-axis value lists
+// (a union is a sub-odometer per branch), so that memory stays bounded by the spec,
+// not by the number of tasks.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sweep/spec.hpp"
+
+namespace aihpc::sweep {
+
+// A uniform draw in [0, 1) that depends only on (seed, name, n, stream): a counter-based
+// hash, so that adding an axis leaves every other axis's draws unchanged.
+double unit_draw(std::uint64_t seed, std::string_view name, std::uint64_t n, unsigned stream = 0);
+
+// Draw number n of a distribution axis (uniform, loguniform, int, normal).
+Scalar draw_value(const Axis& axis, std::uint64_t seed, std::uint64_t n);
+
+// The value list of a leaf axis in a grid sweep (values, range, linspace, logspace, or
+// `count` draws of a distribution, or 0..N-1 for repeat).
+std::vector<Scalar> axis_values(const Axis& axis, std::uint64_t seed);
+
+// task_seed: a hash of the sweep seed and the task's canonical parameter text (the
+// params object as written in tasks.jsonl), kept to 32 bits so that every RNG takes it.
+std::uint64_t task_seed(std::uint64_t seed, std::string_view params_object);
+
+struct Node;
+
+class TaskStream {
+public:
+    explicit TaskStream(const SweepSpec& spec);
+    ~TaskStream();
+    TaskStream(const TaskStream&) = delete;
+    TaskStream& operator=(const TaskStream&) = delete;
+
+    // Moves to the next task that no exclusion rule removes; false at the end.
+    bool next();
+    std::uint64_t index() const { return index_; }
+    // The params object of the current task, braces included: {"lr":0.001,"bs":32}
+    std::string_view params() const { return params_; }
+    std::uint64_t task_seed() const;
+    // Tasks before exclusions.
+    std::uint64_t product_size() const { return product_size_; }
+
+private:
+    bool step();
+    bool excluded() const;
+    void build_trial();
+
+    const SweepSpec& spec_;
+    std::vector<Node> nodes_;
+    std::uint64_t product_size_ = 0;
+    std::uint64_t index_ = 0;
+    std::uint64_t produced_ = 0;
+    std::uint64_t trial_ = 0;
+    bool started_ = false;
+    bool done_ = false;
+    std::string params_;
+    std::vector<const std::pair<std::string, Scalar>*> cells_;
+};
+
+}  // namespace aihpc::sweep
