@@ -114,9 +114,9 @@ private:
 
     UniqueFd open_source(const ManifestEntry& e) {
         if (lone_file_) {
-            // The lone file was opened (beneath its allowed root) by the caller.
-            int fd = ::open(("/proc/self/fd/" + std::to_string(src_fd_)).c_str(), O_RDONLY | O_CLOEXEC);
-            if (fd < 0) fd = ::fcntl(src_fd_, F_DUPFD_CLOEXEC, 0);
+            // The lone file was opened (beneath its allowed root) by the caller; every
+            // read below is positional, so sharing its offset is harmless.
+            int fd = ::fcntl(src_fd_, F_DUPFD_CLOEXEC, 0);
             if (fd < 0) throw_errno("cannot open " + shown_src_);
             return UniqueFd(fd);
         }
@@ -134,7 +134,7 @@ private:
 
     void finish_file(int fd, const ManifestEntry& e) {
         mode_t mode = staged_mode(e.type, e.mode, options_.read_only);
-        if ((mode & ~0777) || (mode & umask_) || !(mode & 0200) != !(e.mode & 0200 && !options_.read_only))
+        if ((mode & ~0777) || (mode & umask_))
             if (::fchmod(fd, mode) != 0) throw_errno("cannot set the mode of " + dst_path(e));
         struct timespec times[2] = {{0, UTIME_NOW}, to_timespec(e.mtime_ns)};
         if (::futimens(fd, times) != 0) throw_errno("cannot set the mtime of " + dst_path(e));

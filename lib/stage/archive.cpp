@@ -1,0 +1,228 @@
+#include "stage/archive.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+#include "common/text.hpp"
+#include "stage/fs.hpp"
+
+namespace aihpc::stage {
+
+namespace {
+
+// Components of a relative path with "." and empty parts dropped; nullopt when any
+// component is "..".
+std::optional<std::vector<std::string>> plain_components(const std::string& path) {
+    std::vector<std::string> out;
+    for (const std::string& part : split(path, '/')) {
+        if (part.empty() || part == ".") continue;
+        if (part == "..") return std::nullopt;
+        out.push_back(part);
+    }
+    return out;
+}
+
+}  // namespace
+
+std::optional<std::string> archive_entry_refusal(const std::string& path, ArchiveEntryKind kind,
+                                                 const std::string& link_target) {
+    if (path.empty()) return "an entry has an empty name";
+    if (path[0] == '/') return "entry '" + path + "' has an absolute path";
+    auto parts = plain_components(path);
+    if (!parts) return "entry '" + path + "' contains '..'";
+    if (parts->empty() && kind != ArchiveEntryKind::directory) return "entry '" + path + "' names the archive root";
+    switch (kind) {
+    case ArchiveEntryKind::other:
+        return "entry '" + path + "' is a device, FIFO or socket";
+    case ArchiveEntryKind::hardlink:
+        if (link_target.empty() || link_target[0] == '/' || !plain_components(link_target))
+            return "hard link '" + path + "' points outside the archive ('" + link_target + "')";
+        break;
+    case ArchiveEntryKind::symlink: {
+        if (link_target.empty()) return "symlink '" + path + "' has an empty target";
+        if (link_target[0] == '/') return "symlink '" + path + "' points to an absolute path ('" + link_target + "')";
+        // Resolve lexically from the link's own directory; it may never climb above the root.
+        long depth = static_cast<long>(parts->size()) - 1;
+        for (const std::string& part : split(link_target, '/')) {
+            if (part.empty() || part == ".") continue;
+            depth += part == ".." ? -1 : 1;
+            if (depth < 0) return "symlink '" + path + "' leads out of the archive ('" + link_target + "')";
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    return std::nullopt;
+}
+
+bool is_archive_name(const std::string& name) {
+    for (const char* suffix : {".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"})
+        if (ends_with(name, suffix) && name.size() > std::string(suffix).size()) return true;
+    return false;
+}
+
+namespace {
+
+struct ReadArchive {
+    struct archive* a = archive_read_new();
+    ~ReadArchive() { archive_read_free(a); }
+};
+
+struct WriteDisk {
+    struct archive* a = archive_write_disk_new();
+    ~WriteDisk() { archive_write_free(a); }
+};
+
+// Restores the working directory on every path out of the extraction.
+class CwdGuard {
+public:
+    CwdGuard() : saved_(::open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {}
+    ~CwdGuard() {
+        if (saved_) (void)::fchdir(saved_.get());
+    }
+
+private:
+    UniqueFd saved_;
+};
+
+ArchiveEntryKind kind_of(struct archive_entry* entry) {
+    if (archive_entry_hardlink(entry)) return ArchiveEntryKind::hardlink;
+    switch (archive_entry_filetype(entry)) {
+    case AE_IFREG: return ArchiveEntryKind::file;
+    case AE_IFDIR: return ArchiveEntryKind::directory;
+    case AE_IFLNK: return ArchiveEntryKind::symlink;
+    default: return ArchiveEntryKind::other;
+    }
+}
+
+std::string normalized(const std::string& path) {
+    auto parts = plain_components(path);
+    return parts ? join(*parts, "/") : path;
+}
+
+}  // namespace
+
+ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::string& dst_name, bool read_only, bool hash,
+                              CopyProgress* progress, const std::string& shown_src, const std::string& shown_dst) {
+    auto refuse = [&](const std::string& why) {
+        return Error("refusing to extract " + shown_src + ": " + why + "; only archives whose entries stay inside them are staged");
+    };
+    ReadArchive reader;
+    archive_read_support_filter_all(reader.a);
+    archive_read_support_format_tar(reader.a);
+    archive_read_support_format_gnutar(reader.a);
+    if (::lseek(archive_fd, 0, SEEK_SET) < 0) throw_errno("cannot read " + shown_src);
+    if (archive_read_open_fd(reader.a, archive_fd, 1 << 20) != ARCHIVE_OK)
+        throw Error("cannot read " + shown_src + " as an archive: " + archive_error_string(reader.a));
+
+    if (::mkdirat(dst_parent_fd, dst_name.c_str(), 0700) != 0) throw_errno("cannot create " + shown_dst);
+    int root = ::openat(dst_parent_fd, dst_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (root < 0) throw_errno("cannot open " + shown_dst);
+    UniqueFd dst_root(root);
+
+    WriteDisk writer;
+    archive_write_disk_set_options(writer.a, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+                                                 ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+                                                 ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS | ARCHIVE_EXTRACT_UNLINK);
+    archive_write_disk_set_standard_lookup(writer.a);
+
+    CwdGuard cwd;
+    if (::fchdir(dst_root.get()) != 0) throw_errno("cannot enter " + shown_dst);
+
+    ExtractResult result;
+    std::map<std::string, std::string> hashes;
+    std::vector<char> buffer;
+    while (true) {
+        struct archive_entry* entry = nullptr;
+        int rc = archive_read_next_header(reader.a, &entry);
+        if (rc == ARCHIVE_EOF) break;
+        if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
+        const char* raw_path = archive_entry_pathname(entry);
+        std::string path = raw_path ? raw_path : "";
+        ArchiveEntryKind kind = kind_of(entry);
+        std::string target;
+        if (kind == ArchiveEntryKind::hardlink) target = archive_entry_hardlink(entry);
+        else if (kind == ArchiveEntryKind::symlink && archive_entry_symlink(entry)) target = archive_entry_symlink(entry);
+        if (auto why = archive_entry_refusal(path, kind, target)) throw refuse(*why);
+        if (plain_components(path)->empty()) continue;  // "./" itself: the root exists
+        // Set-id bits and ownership are never carried into a node-local copy.
+        archive_entry_set_perm(entry, archive_entry_perm(entry) & 01777);
+        if (kind == ArchiveEntryKind::hardlink) archive_entry_set_hardlink(entry, normalized(target).c_str());
+        archive_entry_set_pathname(entry, normalized(path).c_str());
+
+        rc = archive_write_header(writer.a, entry);
+        if (rc < ARCHIVE_WARN) throw Error("cannot extract '" + path + "' from " + shown_src + " into " + shown_dst + ": " +
+                                           archive_error_string(writer.a));
+        std::unique_ptr<ContentHasher> hasher;
+        if (hash && kind == ArchiveEntryKind::file) hasher = std::make_unique<ContentHasher>();
+        const void* block = nullptr;
+        size_t size = 0;
+        la_int64_t offset = 0;
+        while (kind == ArchiveEntryKind::file) {
+            rc = archive_read_data_block(reader.a, &block, &size, &offset);
+            if (rc == ARCHIVE_EOF) break;
+            if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
+            if (hasher) {
+                // Sparse entries come as blocks with holes: hash the zeros too, as on disk.
+                static const std::vector<char> zeros(1 << 16);
+                (void)zeros;
+            }
+            if (hasher) hasher->update(block, size);
+            if (archive_write_data_block(writer.a, block, size, offset) < ARCHIVE_WARN)
+                throw Error("cannot write '" + path + "' into " + shown_dst + ": " + archive_error_string(writer.a));
+            result.stats.bytes += size;
+            if (progress) progress->bytes += size;
+        }
+        if (archive_write_finish_entry(writer.a) < ARCHIVE_WARN)
+            throw Error("cannot finish '" + path + "' in " + shown_dst + ": " + archive_error_string(writer.a));
+        if (kind == ArchiveEntryKind::file) {
+            result.stats.files += 1;
+            if (progress) progress->files += 1;
+        }
+        if (hasher) hashes[normalized(path)] = hasher->hex();
+    }
+    if (archive_write_close(writer.a) != ARCHIVE_OK)
+        throw Error("cannot finish extracting into " + shown_dst + ": " + archive_error_string(writer.a));
+
+    result.manifest = scan_tree(dst_root.get(), shown_dst);
+    for (ManifestEntry& e : result.manifest.entries) {
+        if (e.type != EntryType::file) continue;
+        auto it = hashes.find(e.path);
+        if (it != hashes.end() && e.size > 0) e.content_hash = it->second;
+    }
+    if (hash) {
+        Manifest missing;
+        for (const ManifestEntry& e : result.manifest.entries)
+            if (e.type == EntryType::file && !e.content_hash) missing.entries.push_back(e);
+        hash_contents(dst_root.get(), missing, 4, shown_dst);
+        std::map<std::string, std::string> filled;
+        for (const ManifestEntry& e : missing.entries) filled[e.path] = *e.content_hash;
+        for (ManifestEntry& e : result.manifest.entries)
+            if (e.type == EntryType::file && !e.content_hash) e.content_hash = filled[e.path];
+    }
+    if (read_only) {
+        // Deepest first, so a directory is made read-only after its contents.
+        for (auto it = result.manifest.entries.rbegin(); it != result.manifest.entries.rend(); ++it) {
+            if (it->type == EntryType::symlink) continue;
+            mode_t mode = staged_mode(it->type, it->mode, true);
+            if (::fchmodat(dst_root.get(), it->path.c_str(), mode, 0) != 0)
+                throw_errno("cannot set the mode of " + join_path(shown_dst, it->path));
+            it->mode = mode;
+        }
+        ::fchmod(dst_root.get(), 0555);
+    }
+    ::fsync(dst_root.get());
+    return result;
+}
+
+}  // namespace aihpc::stage

@@ -1,0 +1,308 @@
+#include "sweep/shorthand.hpp"
+
+#include <json-c/json.h>
+
+#include <charconv>
+#include <cmath>
+
+#include "common/error.hpp"
+#include "sweep/spec.hpp"
+
+namespace aihpc::sweep {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& term, const std::string& what) {
+    throw Error("parameter '" + term + "': " + what);
+}
+
+// Splits at `sep` outside quotes, brackets and parentheses.
+std::vector<std::string> split_top(const std::string& text, char sep) {
+    std::vector<std::string> out;
+    std::string cur;
+    int depth = 0;
+    char quote = 0;
+    for (char c : text) {
+        if (quote) {
+            if (c == quote) quote = 0;
+        } else if (c == '\'' || c == '"') {
+            quote = c;
+        } else if (c == '(' || c == '[') {
+            ++depth;
+        } else if (c == ')' || c == ']') {
+            --depth;
+        } else if (c == sep && depth == 0) {
+            out.push_back(cur);
+            cur.clear();
+            continue;
+        }
+        cur += c;
+    }
+    out.push_back(cur);
+    return out;
+}
+
+// Position of the last `c` outside quotes and brackets, or npos.
+std::size_t find_top(const std::string& text, char c) {
+    int depth = 0;
+    char quote = 0;
+    std::size_t found = std::string::npos;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        char x = text[i];
+        if (quote) {
+            if (x == quote) quote = 0;
+        } else if (x == '\'' || x == '"') {
+            quote = x;
+        } else if (x == '(' || x == '[') {
+            ++depth;
+        } else if (x == ')' || x == ']') {
+            --depth;
+        } else if (x == c && depth == 0) {
+            found = i;
+        }
+    }
+    return found;
+}
+
+std::string number_text(const std::string& token, const std::string& term) {
+    auto v = shorthand_value(token);
+    if (v.empty() || !(std::isdigit(static_cast<unsigned char>(v[0])) || v[0] == '-'))
+        fail(term, "'" + token + "' is not a number");
+    return v;
+}
+
+std::string values_array(const std::string& list, const std::string& term) {
+    std::string out = "[";
+    auto items = split_top(list, ',');
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        if (items[i].empty()) fail(term, "has an empty value");
+        if (i) out += ',';
+        out += shorthand_value(items[i]);
+    }
+    return out + "]";
+}
+
+struct Term {
+    std::string axis_json;   // the axis object
+    std::string param;       // for values axes: a possible condition key
+    std::vector<std::string> values;  // JSON texts, for values axes
+    std::string cond_key, cond_value;  // after @
+};
+
+Term parse_term(const std::string& raw) {
+    Term t;
+    std::string body = raw;
+    auto at = find_top(raw, '@');
+    if (at != std::string::npos) {
+        body = raw.substr(0, at);
+        auto cond = raw.substr(at + 1);
+        auto eq = cond.find('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == cond.size()) fail(raw, "the condition after @ must be NAME=VALUE");
+        t.cond_key = cond.substr(0, eq);
+        t.cond_value = shorthand_value(cond.substr(eq + 1));
+    }
+    if (body.rfind("zip(", 0) == 0) {
+        if (body.back() != ')') fail(raw, "zip(...) is not closed");
+        std::string out = "{\"zip\":{";
+        auto cols = split_top(body.substr(4, body.size() - 5), ',');
+        for (std::size_t i = 0; i < cols.size(); ++i) {
+            auto eq = cols[i].find('=');
+            if (eq == std::string::npos || eq == 0) fail(raw, "each zip column must be NAME=[v,...]");
+            auto list = cols[i].substr(eq + 1);
+            if (list.size() < 2 || list.front() != '[' || list.back() != ']') fail(raw, "each zip column must be NAME=[v,...]");
+            if (i) out += ',';
+            out += json_quote(cols[i].substr(0, eq)) + ":" + values_array(list.substr(1, list.size() - 2), raw);
+        }
+        t.axis_json = out + "}}";
+        return t;
+    }
+    auto eq = body.find('=');
+    if (eq == std::string::npos || eq == 0) fail(raw, "must be NAME=VALUES, NAME=FUNC(...) or zip(...)");
+    t.param = body.substr(0, eq);
+    auto rhs = body.substr(eq + 1);
+    if (rhs.empty()) fail(raw, "has no values");
+    static const char* funcs[] = {"range", "linspace", "logspace", "uniform", "loguniform", "int", "normal"};
+    for (const char* f : funcs) {
+        std::string prefix = std::string(f) + "(";
+        if (rhs.rfind(prefix, 0) != 0) continue;
+        if (rhs.back() != ')') fail(raw, std::string(f) + "(...) is not closed");
+        auto args = split_top(rhs.substr(prefix.size(), rhs.size() - prefix.size() - 1), ',');
+        std::string nums, count;
+        for (auto& a : args) {
+            auto k = a.find('=');
+            if (k != std::string::npos) {
+                auto key = a.substr(0, k);
+                if (key != "n" && key != "count") fail(raw, "unknown argument '" + key + "'");
+                count = number_text(a.substr(k + 1), raw);
+                continue;
+            }
+            if (!nums.empty()) nums += ',';
+            nums += number_text(a, raw);
+        }
+        t.axis_json = "{\"param\":" + json_quote(t.param) + ",\"" + f + "\":[" + nums + "]";
+        if (!count.empty()) t.axis_json += ",\"count\":" + count;
+        t.axis_json += "}";
+        t.param.clear();  // only a values axis may be a condition key
+        return t;
+    }
+    for (auto& v : split_top(rhs, ',')) {
+        if (v.empty()) fail(raw, "has an empty value");
+        t.values.push_back(shorthand_value(v));
+    }
+    t.axis_json = "{\"param\":" + json_quote(t.param) + ",\"values\":" + values_array(rhs, raw) + "}";
+    return t;
+}
+
+}  // namespace
+
+std::string shorthand_value(const std::string& token) {
+    if (token.size() >= 2 && (token.front() == '\'' || token.front() == '"') && token.back() == token.front())
+        return json_quote(token.substr(1, token.size() - 2));
+    if (token == "true" || token == "false") return token;
+    const char* b = token.data();
+    const char* e = b + token.size();
+    std::int64_t i = 0;
+    auto ri = std::from_chars(b, e, i);
+    if (ri.ec == std::errc() && ri.ptr == e) return std::to_string(i);
+    double d = 0;
+    auto rd = std::from_chars(b, e, d);
+    if (rd.ec == std::errc() && rd.ptr == e && std::isfinite(d)) {
+        // An integer literal too big for int64 stays as written in JSON, a double.
+        return format_double(d);
+    }
+    return json_quote(token);
+}
+
+std::string exclusion_rule(const std::string& text) {
+    std::string out = "{";
+    auto items = split_top(text, ',');
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        auto eq = items[i].find('=');
+        if (eq == std::string::npos || eq == 0) throw Error("--exclude '" + text + "': each item must be NAME=VALUE");
+        if (i) out += ',';
+        out += json_quote(items[i].substr(0, eq)) + ":" + shorthand_value(items[i].substr(eq + 1));
+    }
+    return out + "}";
+}
+
+std::string compile_shorthand(const std::vector<std::string>& raw_terms, const SpecOverrides& o) {
+    if (raw_terms.empty()) throw Error("no parameters given: name a spec file or give NAME=VALUES terms");
+    std::vector<Term> terms;
+    for (auto& r : raw_terms) terms.push_back(parse_term(r));
+
+    // Conditional terms gather into one union per condition key, placed where that key's
+    // own values axis stands, or else where the first term conditioned on it stands.
+    std::vector<std::string> axes;
+    std::vector<std::string> done_keys;
+    auto is_key = [&](const std::string& name) {
+        for (auto& t : terms)
+            if (t.cond_key == name) return true;
+        return false;
+    };
+    auto make_union = [&](const std::string& key, const std::vector<std::string>* declared) {
+        std::vector<std::string> order;
+        if (declared) order = *declared;
+        for (auto& t : terms) {
+            if (t.cond_key != key) continue;
+            bool seen = false;
+            for (auto& v : order) seen = seen || v == t.cond_value;
+            if (!seen) {
+                if (declared) throw Error("parameter '" + key + "' has no value " + t.cond_value + " for the condition @" + key + "=" + t.cond_value);
+                order.push_back(t.cond_value);
+            }
+        }
+        std::string out = "{\"union\":[";
+        for (std::size_t i = 0; i < order.size(); ++i) {
+            if (i) out += ',';
+            out += "{\"fixed\":{" + json_quote(key) + ":" + order[i] + "},\"axes\":[";
+            bool first = true;
+            for (auto& t : terms) {
+                if (t.cond_key != key || t.cond_value != order[i]) continue;
+                if (!first) out += ',';
+                first = false;
+                out += t.axis_json;
+            }
+            out += "]}";
+        }
+        return out + "]}";
+    };
+    for (auto& t : terms) {
+        if (!t.cond_key.empty()) {
+            bool declared = false;
+            for (auto& u : terms) declared = declared || (u.cond_key.empty() && u.param == t.cond_key);
+            bool done = false;
+            for (auto& k : done_keys) done = done || k == t.cond_key;
+            if (!declared && !done) {
+                axes.push_back(make_union(t.cond_key, nullptr));
+                done_keys.push_back(t.cond_key);
+            }
+            continue;
+        }
+        if (!t.param.empty() && is_key(t.param)) {
+            axes.push_back(make_union(t.param, &t.values));
+            done_keys.push_back(t.param);
+            continue;
+        }
+        axes.push_back(t.axis_json);
+    }
+    if (o.repeat) axes.push_back("{\"repeat\":" + std::to_string(*o.repeat) + "}");
+
+    std::string out = "{";
+    if (o.seed) out += "\"seed\":" + std::to_string(*o.seed) + ",";
+    if (o.random_trials) out += "\"method\":\"random\",\"trials\":" + std::to_string(*o.random_trials) + ",";
+    out += "\"axes\":[";
+    for (std::size_t i = 0; i < axes.size(); ++i) out += (i ? "," : "") + axes[i];
+    out += "]";
+    if (!o.exclude.empty()) {
+        out += ",\"exclude\":[";
+        for (std::size_t i = 0; i < o.exclude.size(); ++i) out += (i ? "," : "") + exclusion_rule(o.exclude[i]);
+        out += "]";
+    }
+    if (!o.command.empty()) {
+        out += ",\"command\":[";
+        for (std::size_t i = 0; i < o.command.size(); ++i) out += (i ? "," : "") + json_quote(o.command[i]);
+        out += "]";
+    }
+    return out + "}";
+}
+
+std::string apply_overrides(const std::string& json_text, const SpecOverrides& o) {
+    if (!o.random_trials && !o.seed && !o.repeat && o.exclude.empty() && o.command.empty()) return json_text;
+    json_object* root = json_tokener_parse(json_text.c_str());
+    if (!root || !json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        parse_spec(json_text);  // reports the syntax error with its position
+        throw Error("sweep spec: must be a JSON object");
+    }
+    struct Guard {
+        json_object* p;
+        ~Guard() { json_object_put(p); }
+    } guard{root};
+    if (o.seed) json_object_object_add(root, "seed", json_object_new_int64(static_cast<std::int64_t>(*o.seed)));
+    if (o.random_trials) {
+        json_object_object_add(root, "method", json_object_new_string("random"));
+        json_object_object_add(root, "trials", json_object_new_int64(static_cast<std::int64_t>(*o.random_trials)));
+    }
+    if (o.repeat) {
+        json_object* axes = nullptr;
+        if (json_object_object_get_ex(root, "axes", &axes) && json_object_is_type(axes, json_type_array))
+            json_object_array_add(axes, json_tokener_parse(("{\"repeat\":" + std::to_string(*o.repeat) + "}").c_str()));
+    }
+    if (!o.exclude.empty()) {
+        json_object* ex = nullptr;
+        if (!json_object_object_get_ex(root, "exclude", &ex)) {
+            ex = json_object_new_array();
+            json_object_object_add(root, "exclude", ex);
+        }
+        if (json_object_is_type(ex, json_type_array))
+            for (auto& rule : o.exclude) json_object_array_add(ex, json_tokener_parse(exclusion_rule(rule).c_str()));
+    }
+    if (!o.command.empty()) {
+        json_object* cmd = json_object_new_array();
+        for (auto& w : o.command) json_object_array_add(cmd, json_object_new_string(w.c_str()));
+        json_object_object_add(root, "command", cmd);
+    }
+    return json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
+}
+
+}  // namespace aihpc::sweep

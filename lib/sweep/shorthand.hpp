@@ -1,0 +1,39 @@
+// The parameter shorthand of the command line (INTERFACE.md, aihpc-sweep), compiled
+// one-to-one into the JSON spec, which parse_spec() then reads like any spec file:
+//
+//   lr=1e-4,3e-4,1e-3            values
+//   bs=range(32,129,32)          range, linspace, logspace: (a,b[,step or n])
+//   lr=loguniform(1e-5,1e-2,n=6) uniform, loguniform, int, normal: (a,b,n=COUNT)
+//   zip(wd=[0,0.05],beta2=[0.95,0.999])
+//   momentum=0.9,0.99@opt=sgd    conditional: only in tasks whose opt is sgd
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace aihpc::sweep {
+
+// Options of `expand` that add to or override the spec, whichever form it came in.
+struct SpecOverrides {
+    std::optional<std::uint64_t> random_trials;  // --random N
+    std::optional<std::uint64_t> seed;           // --seed S
+    std::optional<std::uint64_t> repeat;         // --repeat N
+    std::vector<std::string> exclude;            // --exclude K=V,... (one rule each)
+    std::vector<std::string> command;            // words after --
+};
+
+// Compiles shorthand terms (and the overrides) into a JSON spec document.
+std::string compile_shorthand(const std::vector<std::string>& terms, const SpecOverrides& overrides);
+
+// Applies the overrides to a JSON spec document, returning the new document.
+std::string apply_overrides(const std::string& json_text, const SpecOverrides& overrides);
+
+// A shorthand value as JSON text: integers and numbers (shortest round-trip), true and
+// false, quoted strings, and anything else as a string.
+std::string shorthand_value(const std::string& token);
+
+// "opt=sgd,bs=96" as a JSON object.
+std::string exclusion_rule(const std::string& text);
+
+}  // namespace aihpc::sweep
