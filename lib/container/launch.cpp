@@ -271,6 +271,14 @@ std::vector<std::string> launcher_candidates(const std::string& plugin_path, con
     return out;
 }
 
+const char* installed_launcher_path() {
+#ifdef AIHPC_LAUNCH_PATH
+    return AIHPC_LAUNCH_PATH;
+#else
+    return "";
+#endif
+}
+
 bool task_argv_is_step_argv(unsigned major, unsigned minor) {
     // slurmstepd points every task's argv at the step's array from 20.11 (where our
     // tests run 22.05) until 23.11 brought spank_prepend_task_argv.

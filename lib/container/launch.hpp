@@ -77,6 +77,8 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
 // Pure: from a plugin at `plugin_path`, where aihpc-launch may be, in order: the build
 // tree (plugin/.libs/aihpc.so -> tools/aihpc-launch), then `installed_path`.
 std::vector<std::string> launcher_candidates(const std::string& plugin_path, const std::string& installed_path);
+// Where `make install` puts aihpc-launch ($(pkglibexecdir)/aihpc-launch).
+const char* installed_launcher_path();
 
 // Pure: whether this Slurm's task argv is the step's argv array (so that replacing
 // argv[0] from task_init changes what Slurm execs). Checked on 20.11 to 23.02.

@@ -5,6 +5,8 @@ lib_container_libaihpc_container_la_SOURCES = \
 	lib/container/image.cpp lib/container/image.hpp \
 	lib/container/launch.cpp lib/container/launch.hpp \
 	lib/container/digest.cpp lib/container/digest.hpp
+lib_container_libaihpc_container_la_CPPFLAGS = $(AM_CPPFLAGS) \
+	-DAIHPC_LAUNCH_PATH='"$(pkglibexecdir)/aihpc-launch"'
 plugin_module_libs += lib/container/libaihpc_container.la
 EXTRA_DIST += lib/container/README
 
@@ -13,8 +15,12 @@ EXTRA_DIST += lib/container/README
 pkglibexec_PROGRAMS = tools/aihpc-launch
 tools_aihpc_launch_SOURCES = tools/aihpc-launch.cpp
 tools_aihpc_launch_LDADD = lib/container/libaihpc_container.la $(tool_libs)
-plugin_aihpc_la_CPPFLAGS = $(AM_CPPFLAGS) -DAIHPC_LAUNCH_PATH='"$(pkglibexecdir)/aihpc-launch"'
 
-UNIT_TESTS += tests/unit/test_container
+# UNIT_TESTS is defined after the lib/ modules are included, so the test is added to the
+# check lists directly.
+if HAVE_CMOCKA
+check_PROGRAMS += tests/unit/test_container
+TESTS += tests/unit/test_container
+endif
 tests_unit_test_container_SOURCES = tests/unit/test_container.cpp tests/unit/cmocka_cxx.hpp
 tests_unit_test_container_LDADD = lib/container/libaihpc_container.la $(unit_test_libs)

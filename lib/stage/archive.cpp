@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <vector>
@@ -168,21 +169,32 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         const void* block = nullptr;
         size_t size = 0;
         la_int64_t offset = 0;
+        std::uint64_t position = 0;
+        // Sparse entries come as blocks with holes between them: the holes read back as
+        // zeros from disk, so they are hashed as zeros.
+        auto hash_zeros_to = [&](std::uint64_t end) {
+            static const std::vector<char> zeros(1 << 16);
+            while (hasher && position < end) {
+                std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), end - position));
+                hasher->update(zeros.data(), n);
+                position += n;
+            }
+        };
         while (kind == ArchiveEntryKind::file) {
             rc = archive_read_data_block(reader.a, &block, &size, &offset);
             if (rc == ARCHIVE_EOF) break;
             if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
+            hash_zeros_to(static_cast<std::uint64_t>(offset));
             if (hasher) {
-                // Sparse entries come as blocks with holes: hash the zeros too, as on disk.
-                static const std::vector<char> zeros(1 << 16);
-                (void)zeros;
+                hasher->update(block, size);
+                position += size;
             }
-            if (hasher) hasher->update(block, size);
             if (archive_write_data_block(writer.a, block, size, offset) < ARCHIVE_WARN)
                 throw Error("cannot write '" + path + "' into " + shown_dst + ": " + archive_error_string(writer.a));
             result.stats.bytes += size;
             if (progress) progress->bytes += size;
         }
+        if (archive_entry_size_is_set(entry)) hash_zeros_to(static_cast<std::uint64_t>(archive_entry_size(entry)));
         if (archive_write_finish_entry(writer.a) < ARCHIVE_WARN)
             throw Error("cannot finish '" + path + "' in " + shown_dst + ": " + archive_error_string(writer.a));
         if (kind == ArchiveEntryKind::file) {
@@ -223,6 +235,51 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
     }
     ::fsync(dst_root.get());
     return result;
+}
+
+}  // namespace aihpc::stage
+
+namespace aihpc::stage {
+
+std::map<std::string, std::string> archive_content_hashes(int archive_fd, const std::string& shown_src) {
+    ReadArchive reader;
+    archive_read_support_filter_all(reader.a);
+    archive_read_support_format_tar(reader.a);
+    archive_read_support_format_gnutar(reader.a);
+    if (::lseek(archive_fd, 0, SEEK_SET) < 0) throw_errno("cannot read " + shown_src);
+    if (archive_read_open_fd(reader.a, archive_fd, 1 << 20) != ARCHIVE_OK)
+        throw Error("cannot read " + shown_src + " as an archive: " + archive_error_string(reader.a));
+    std::map<std::string, std::string> hashes;
+    static const std::vector<char> zeros(1 << 16);
+    while (true) {
+        struct archive_entry* entry = nullptr;
+        int rc = archive_read_next_header(reader.a, &entry);
+        if (rc == ARCHIVE_EOF) break;
+        if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
+        if (kind_of(entry) != ArchiveEntryKind::file) continue;
+        const char* raw_path = archive_entry_pathname(entry);
+        ContentHasher hasher;
+        std::uint64_t position = 0;
+        auto zeros_to = [&](std::uint64_t end) {
+            while (position < end) {
+                std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), end - position));
+                hasher.update(zeros.data(), n);
+                position += n;
+            }
+        };
+        const void* block = nullptr;
+        size_t size = 0;
+        la_int64_t offset = 0;
+        while ((rc = archive_read_data_block(reader.a, &block, &size, &offset)) != ARCHIVE_EOF) {
+            if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
+            zeros_to(static_cast<std::uint64_t>(offset));
+            hasher.update(block, size);
+            position += size;
+        }
+        if (archive_entry_size_is_set(entry)) zeros_to(static_cast<std::uint64_t>(archive_entry_size(entry)));
+        hashes[normalized(raw_path ? raw_path : "")] = hasher.hex();
+    }
+    return hashes;
 }
 
 }  // namespace aihpc::stage

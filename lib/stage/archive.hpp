@@ -2,6 +2,7 @@
 // Every entry is checked before anything is written: an archive with one hostile entry
 // (absolute path, "..", a link leading out of the item) is refused whole.
 #pragma once
+#include <map>
 #include <optional>
 #include <string>
 
@@ -33,5 +34,9 @@ struct ExtractResult {
 ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::string& dst_name, bool read_only,
                               bool hash, CopyProgress* progress, const std::string& shown_src,
                               const std::string& shown_dst);
+
+// The xxh3 of every regular file in an archive, by normalized path, read without
+// extracting: what a verified cache hit compares an extracted entry against.
+std::map<std::string, std::string> archive_content_hashes(int archive_fd, const std::string& shown_src);
 
 }  // namespace aihpc::stage

@@ -1,7 +1,6 @@
 # Unit tests (CMocka), one program per lib/ module. Add a module's test with:
 #   UNIT_TESTS += tests/unit/test_MODULE
 #   tests_unit_test_MODULE_SOURCES = tests/unit/test_MODULE.cpp
-unit_test_libs = lib/libaihpc.la $(CMOCKA_LIBS)
-UNIT_TESTS = tests/unit/test_config
+UNIT_TESTS += tests/unit/test_config
 tests_unit_test_config_SOURCES = tests/unit/test_config.cpp tests/unit/cmocka_cxx.hpp
 tests_unit_test_config_LDADD = $(unit_test_libs)
