@@ -15,3 +15,12 @@ EXTRA_DIST += plugin/aihpc.lds
 # The plugin is loaded into srun, sbatch and slurmstepd, none of which carries the
 # sanitizer runtimes: it is never built with them.
 plugin_aihpc_la_CXXFLAGS = -std=c++20 -Wall -Wextra -Werror -pthread
+TESTS += tests/exported-symbols.sh
+EXTRA_DIST += tests/exported-symbols.sh
+AM_TESTS_ENVIRONMENT = top_builddir=$(abs_top_builddir); export top_builddir;
+
+# Slurm loads aihpc.so by path; the libtool archive beside it is of no use there.
+install-exec-hook:
+	rm -f $(DESTDIR)$(plugindir)/aihpc.la
+uninstall-hook:
+	rm -f $(DESTDIR)$(plugindir)/aihpc.so

@@ -8,6 +8,7 @@
 #include <json-c/json.h>
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <memory>
 

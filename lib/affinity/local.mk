@@ -1,8 +1,31 @@
-# lib/affinity: the module's convenience library, its tool, unit tests, man page and bench.
-# Example:
-#   noinst_LTLIBRARIES += lib/affinity/libaihpc_affinity.la
-#   lib_affinity_libaihpc_affinity_la_SOURCES = lib/affinity/x.cpp lib/affinity/x.hpp
-#   plugin_module_libs += lib/affinity/libaihpc_affinity.la
-#   UNIT_TESTS += tests/unit/test_affinity
-#   tests_unit_test_affinity_SOURCES = tests/unit/test_affinity.cpp
-#   tests_unit_test_affinity_LDADD = lib/affinity/libaihpc_affinity.la $(unit_test_libs)
+# lib/affinity: topology, binding planner, apply, distributed-training env; the
+# aihpc-bind tool, its unit tests, man pages, bench and integration tests.
+noinst_LTLIBRARIES += lib/affinity/libaihpc_affinity.la
+lib_affinity_libaihpc_affinity_la_SOURCES = \
+	lib/affinity/topology.cpp lib/affinity/topology.hpp \
+	lib/affinity/bind_plan.cpp lib/affinity/bind_plan.hpp \
+	lib/affinity/apply.cpp lib/affinity/apply.hpp \
+	lib/affinity/dist_env.cpp lib/affinity/dist_env.hpp
+plugin_module_libs += lib/affinity/libaihpc_affinity.la
+EXTRA_DIST += lib/affinity/README
+
+bin_PROGRAMS += tools/aihpc-bind
+tools_aihpc_bind_SOURCES = tools/aihpc-bind.cpp
+tools_aihpc_bind_LDADD = lib/affinity/libaihpc_affinity.la lib/libaihpc.la
+
+UNIT_TESTS += tests/unit/test_affinity tests/unit/test_affinity_env
+tests_unit_test_affinity_SOURCES = tests/unit/test_affinity.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_affinity_CPPFLAGS = $(AM_CPPFLAGS) \
+	-DAIHPC_SHARED_TOPOLOGIES='"$(abs_top_srcdir)/../shared/topologies"' \
+	-DAIHPC_FIXTURE_TOPOLOGIES='"$(abs_top_srcdir)/tests/fixtures/topologies"'
+tests_unit_test_affinity_LDADD = lib/affinity/libaihpc_affinity.la $(unit_test_libs)
+tests_unit_test_affinity_env_SOURCES = tests/unit/test_affinity_env.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_affinity_env_LDADD = lib/affinity/libaihpc_affinity.la $(unit_test_libs)
+
+dist_man_MANS += man/aihpc-bind.1
+EXTRA_DIST += man/aihpc-8-bind.roff \
+	tests/fixtures/topologies/make-fixtures.py \
+	tests/fixtures/topologies/smt-2pack-2gpu.xml \
+	tests/fixtures/topologies/4numa-dist-rsmi.xml \
+	bench/bind/run.sh bench/bind/README \
+	tests/integration/30-bind.sh

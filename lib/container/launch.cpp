@@ -163,10 +163,10 @@ GpuSet detect_gpus(const std::vector<std::string>& env) {
     else return gpus;
     // Slurm's own lists hold physical indices; the *_VISIBLE_DEVICES may be renumbered
     // inside a device cgroup.
-    std::optional<std::string> ids = env_get(env, "SLURM_STEP_GPUS");
-    if (!listed(ids)) ids = env_get(env, "SLURM_JOB_GPUS");
-    if (!listed(ids)) ids = gpus.vendor == GpuSet::Vendor::nvidia ? cuda : rocr;
-    for (const std::string& id : split(*ids, ','))
+    std::string ids = gpus.vendor == GpuSet::Vendor::nvidia ? *cuda : *rocr;
+    for (const char* name : {"SLURM_JOB_GPUS", "SLURM_STEP_GPUS"})
+        if (auto value = env_get(env, name); listed(value)) ids = *value;
+    for (const std::string& id : split(ids, ','))
         if (!id.empty()) gpus.devices.push_back(id);
     return gpus;
 }

@@ -1,0 +1,331 @@
+#include "stage/node_cache.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <map>
+
+#include "common/error.hpp"
+#include "common/text.hpp"
+#include "stage/fs.hpp"
+
+namespace aihpc::stage {
+
+const char* to_string(SourceKind kind) {
+    switch (kind) {
+    case SourceKind::tree: return "tree";
+    case SourceKind::file: return "file";
+    case SourceKind::archive: return "archive";
+    }
+    return "?";
+}
+
+std::string cache_key(uid_t uid, const std::string& realpath, SourceKind kind, const std::string& manifest_hash) {
+    std::string text = "aihpc-cache-v1";
+    for (const std::string& part : {std::to_string(uid), realpath, std::string(to_string(kind)), manifest_hash}) {
+        text += '\0';
+        text += part;
+    }
+    return hash_bytes(text.data(), text.size());
+}
+
+std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entries, std::uint64_t incoming,
+                                       std::uint64_t low) {
+    std::uint64_t used = 0;
+    for (const CacheEntryInfo& e : entries) used += e.bytes;
+    std::vector<const CacheEntryInfo*> order;
+    for (const CacheEntryInfo& e : entries)
+        if (!e.in_use) order.push_back(&e);
+    std::stable_sort(order.begin(), order.end(), [](const CacheEntryInfo* a, const CacheEntryInfo* b) {
+        return a->last_used_ns != b->last_used_ns ? a->last_used_ns < b->last_used_ns : a->key < b->key;
+    });
+    std::vector<std::string> out;
+    for (const CacheEntryInfo* e : order) {
+        if (used + incoming <= low) break;
+        out.push_back(e->key);
+        used -= e->bytes;
+    }
+    return out;
+}
+
+namespace {
+
+// The cache's own directories are never reached through a symlink.
+UniqueFd cache_subdir(int parent_fd, const char* name, const std::string& shown) {
+    return ensure_dir_at(parent_fd, name, 0700, shown);
+}
+
+bool is_key_name(const std::string& name) {
+    return name.size() == 32 && std::all_of(name.begin(), name.end(), [](char c) {
+               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+           });
+}
+
+std::vector<std::string> list_names(int dir_fd) {
+    std::vector<std::string> names;
+    int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return names;
+    DIR* dir = ::fdopendir(fd);
+    if (!dir) {
+        ::close(fd);
+        return names;
+    }
+    while (struct dirent* ent = ::readdir(dir))
+        if (std::strcmp(ent->d_name, ".") != 0 && std::strcmp(ent->d_name, "..") != 0) names.emplace_back(ent->d_name);
+    ::closedir(dir);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+std::map<std::string, std::string> parse_info(const std::string& text) {
+    std::map<std::string, std::string> out;
+    for (const std::string& line : split(text, '\n')) {
+        std::size_t eq = line.find('=');
+        if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
+    }
+    return out;
+}
+
+}  // namespace
+
+NodeCache::NodeCache(const std::string& dir, CacheLimits limits) : dir_(dir), limits_(limits) {
+    // Parents may be missing for a tool's private cache; the last component is ours.
+    std::string partial;
+    for (const std::string& part : split(dir, '/')) {
+        if (part.empty()) {
+            if (partial.empty()) partial = "/";
+            continue;
+        }
+        partial = join_path(partial, part);
+        if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("cannot create the cache directory " + partial);
+    }
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) throw_errno("cannot open the cache directory " + dir);
+    dir_fd_.reset(fd);
+    struct stat st {};
+    if (::fstat(dir_fd_.get(), &st) == 0 && st.st_uid == ::geteuid() && (st.st_mode & 077))
+        ::fchmod(dir_fd_.get(), 0700);  // other users must never read a user's cache
+    entries_fd_ = cache_subdir(dir_fd_.get(), "entries", join_path(dir, "entries"));
+    locks_fd_ = cache_subdir(dir_fd_.get(), "locks", join_path(dir, "locks"));
+}
+
+std::string NodeCache::entry_path(const std::string& key) const { return join_path(join_path(dir_, "entries"), key); }
+
+UniqueFd NodeCache::lock_key(const std::string& key, int operation, bool create) const {
+    std::string name = key + ".lock";
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+        int fd = ::openat(locks_fd_.get(), name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+        if (fd < 0) {
+            if (!create && errno == ENOENT) return UniqueFd();
+            throw_errno("cannot open the cache lock " + join_path(join_path(dir_, "locks"), name));
+        }
+        UniqueFd lock(fd);
+        while (::flock(lock.get(), operation) != 0) {
+            if (errno == EINTR) continue;
+            if (errno == EWOULDBLOCK) return UniqueFd();
+            throw_errno("cannot lock " + join_path(join_path(dir_, "locks"), name));
+        }
+        // An evictor unlinks the lock file while holding it: a lock on the unlinked
+        // inode protects nothing, so start again with the current file.
+        struct stat held {}, current {};
+        if (::fstat(lock.get(), &held) == 0 && ::fstatat(locks_fd_.get(), name.c_str(), &current, AT_SYMLINK_NOFOLLOW) == 0 &&
+            held.st_ino == current.st_ino && held.st_dev == current.st_dev)
+            return lock;
+        if (!create) return UniqueFd();
+    }
+    throw Error("cannot lock the cache entry " + key + " in " + dir_ + ": its lock file keeps changing");
+}
+
+bool NodeCache::published(const std::string& key) const {
+    struct stat st {};
+    return ::fstatat(entries_fd_.get(), key.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::optional<Lease> NodeCache::lease(const std::string& key) {
+    if (!is_key_name(key)) return std::nullopt;
+    UniqueFd fd = lock_key(key, LOCK_SH, false);
+    if (!fd || !published(key)) return std::nullopt;
+    return Lease(std::move(fd), key);
+}
+
+std::optional<Manifest> NodeCache::stored_manifest(const std::string& key) const {
+    int fd = ::openat(entries_fd_.get(), key.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    UniqueFd entry(fd);
+    auto text = read_small_file_at(entry.get(), "manifest");
+    if (!text) return std::nullopt;
+    return Manifest::parse(*text);
+}
+
+void NodeCache::log(const std::string& what, const std::string& key, const std::vector<std::string>& info) const {
+    int fd = ::openat(dir_fd_.get(), "log", O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    UniqueFd file(fd);
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    std::string line = std::to_string(::time(nullptr)) + " " + host + " pid=" + std::to_string(::getpid()) + " " + what +
+                       " " + key;
+    for (const std::string& item : info)
+        if (item.rfind("src=", 0) == 0 || item.rfind("bytes=", 0) == 0) line += " " + escape_path(item);
+    line += "\n";
+    // One write with O_APPEND: lines of concurrent stagers never interleave.
+    (void)::write(file.get(), line.data(), line.size());
+}
+
+void NodeCache::remove_leftovers(const std::string& key_prefix) {
+    for (const std::string& name : list_names(entries_fd_.get())) {
+        bool tmp = name.rfind(".tmp." + key_prefix, 0) == 0;
+        bool dead = name.rfind(".dead.", 0) == 0 && key_prefix.empty();
+        if (tmp || dead) remove_tree_at(entries_fd_.get(), name);
+    }
+}
+
+Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes, const std::vector<std::string>& info,
+                           const Producer& produce) {
+    if (!is_key_name(key)) throw Error("bad cache key '" + key + "'");
+    UniqueFd lock = lock_key(key, LOCK_SH, true);
+    if (!published(key)) {
+        // Converting to LOCK_EX drops the shared lock first; the lock may have been
+        // replaced in between, so take it afresh.
+        lock.reset();
+        lock = lock_key(key, LOCK_EX, true);
+    }
+    Obtained result;
+    result.data_path = join_path(entry_path(key), "data");
+    if (published(key)) {
+        if (::flock(lock.get(), LOCK_SH) != 0) throw_errno("cannot share the cache lock of " + key);
+        ::futimens(lock.get(), nullptr);
+        log("hit", key, info);
+        result.hit = true;
+        result.lease = Lease(std::move(lock), key);
+        return result;
+    }
+
+    // This process is the producer. Whatever a dead producer left is removed first.
+    remove_leftovers(key);
+    make_room(incoming_bytes);
+    std::string temp = ".tmp." + key + "." + unique_suffix();
+    std::string temp_path = join_path(join_path(dir_, "entries"), temp);
+    if (::mkdirat(entries_fd_.get(), temp.c_str(), 0700) != 0) throw_errno("cannot create " + temp_path);
+    struct TempEntry {
+        int parent;
+        std::string name;
+        bool keep = false;
+        ~TempEntry() {
+            if (!keep) remove_tree_at(parent, name);
+        }
+    } guard{entries_fd_.get(), temp};
+    UniqueFd entry(::openat(entries_fd_.get(), temp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!entry) throw_errno("cannot open " + temp_path);
+
+    Manifest manifest = produce(entry.get(), temp_path);
+    write_file_atomic_at(entry.get(), "manifest", manifest.serialize(), 0444, join_path(temp_path, "manifest"));
+    std::string info_text = "key=" + key + "\n";
+    for (const std::string& line : info) info_text += line + "\n";
+    info_text += "bytes=" + std::to_string(manifest.byte_count()) + "\nfiles=" + std::to_string(manifest.file_count()) + "\n";
+    write_file_atomic_at(entry.get(), "info", info_text, 0444, join_path(temp_path, "info"));
+    if (::fchmod(entry.get(), 0555) != 0) throw_errno("cannot make " + temp_path + " read-only");
+    ::fsync(entry.get());
+    // Same parent, so renaming a read-only directory needs no write access to it; the
+    // entry appears whole or not at all.
+    if (::renameat(entries_fd_.get(), temp.c_str(), entries_fd_.get(), key.c_str()) != 0)
+        throw_errno("cannot publish the cache entry " + entry_path(key));
+    guard.keep = true;
+    ::fsync(entries_fd_.get());
+    if (::flock(lock.get(), LOCK_SH) != 0) throw_errno("cannot share the cache lock of " + key);
+    ::futimens(lock.get(), nullptr);
+    log("miss", key, info);
+    result.lease = Lease(std::move(lock), key);
+    return result;
+}
+
+std::vector<CacheEntryInfo> NodeCache::list() const {
+    std::vector<CacheEntryInfo> out;
+    for (const std::string& name : list_names(entries_fd_.get())) {
+        if (!is_key_name(name)) continue;
+        CacheEntryInfo e;
+        e.key = name;
+        int fd = ::openat(entries_fd_.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) continue;
+        UniqueFd entry(fd);
+        auto info = parse_info(read_small_file_at(entry.get(), "info").value_or(""));
+        e.src = info["src"];
+        e.realpath = info["realpath"];
+        e.kind = info["kind"];
+        e.manifest_hash = info["manifest_hash"];
+        e.bytes = parse_uint(info["bytes"]).value_or(0);
+        e.files = parse_uint(info["files"]).value_or(0);
+        std::string lock_name = name + ".lock";
+        struct stat st {};
+        if (::fstatat(locks_fd_.get(), lock_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+            e.last_used_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+        int lock = ::openat(locks_fd_.get(), lock_name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (lock >= 0) {
+            UniqueFd probe(lock);
+            e.in_use = ::flock(probe.get(), LOCK_EX | LOCK_NB) != 0;
+        }
+        out.push_back(std::move(e));
+    }
+    return out;
+}
+
+bool NodeCache::evict(const std::string& key) {
+    if (!is_key_name(key)) return false;
+    UniqueFd lock = lock_key(key, LOCK_EX | LOCK_NB, false);
+    if (!lock) {
+        // No lock file at all: an entry nobody ever leased through this cache.
+        struct stat st {};
+        if (::fstatat(locks_fd_.get(), (key + ".lock").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 || !published(key))
+            return false;
+        lock = lock_key(key, LOCK_EX | LOCK_NB, true);
+        if (!lock) return false;
+    }
+    if (!published(key)) return false;
+    // Unpublish atomically first, so no new reader finds a half-removed entry.
+    std::string dead = ".dead." + key + "." + unique_suffix();
+    if (::renameat(entries_fd_.get(), key.c_str(), entries_fd_.get(), dead.c_str()) != 0) return false;
+    remove_tree_at(entries_fd_.get(), dead);
+    ::unlinkat(locks_fd_.get(), (key + ".lock").c_str(), 0);
+    return true;
+}
+
+void NodeCache::make_room(std::uint64_t incoming) {
+    if (limits_.max_bytes == 0) return;
+    std::vector<CacheEntryInfo> entries = list();
+    std::uint64_t used = 0;
+    for (const CacheEntryInfo& e : entries) used += e.bytes;
+    if (used + incoming <= limits_.max_bytes) return;
+    for (const std::string& key : plan_eviction(entries, incoming, limits_.low_bytes)) {
+        auto it = std::find_if(entries.begin(), entries.end(), [&](const CacheEntryInfo& e) { return e.key == key; });
+        if (evict(key)) used -= it->bytes;
+    }
+    if (used + incoming > limits_.max_bytes)
+        throw Error("the node cache " + dir_ + " cannot take " + std::to_string(incoming) + " bytes: " +
+                    std::to_string(used) + " bytes are held by running jobs and cache_max is " +
+                    std::to_string(limits_.max_bytes) + " bytes; use --aihpc-stage-mode=private or a node with more local disk");
+}
+
+std::vector<std::string> NodeCache::collect(std::uint64_t target) {
+    remove_leftovers("");
+    // Temporary entries whose key nobody holds belong to dead producers.
+    for (const std::string& name : list_names(entries_fd_.get())) {
+        if (name.rfind(".tmp.", 0) != 0 || name.size() < 5 + 32) continue;
+        std::string key = name.substr(5, 32);
+        if (!is_key_name(key)) continue;
+        UniqueFd lock = lock_key(key, LOCK_EX | LOCK_NB, true);
+        if (lock) remove_tree_at(entries_fd_.get(), name);
+    }
+    std::vector<std::string> evicted;
+    for (const std::string& key : plan_eviction(list(), 0, target))
+        if (evict(key)) evicted.push_back(key);
+    return evicted;
+}
+
+}  // namespace aihpc::stage

@@ -1,0 +1,123 @@
+// The node cache of one user: one read-only copy per (user, source, manifest) per node.
+//
+// Layout of the cache directory (mode 0700, owned by the user):
+//   entries/<key>/data       the staged item (a directory tree, or one file)
+//   entries/<key>/manifest   its manifest (manifest.hpp text form)
+//   entries/<key>/info       key=value lines: src, realpath, kind, manifest_hash, bytes, files
+//   entries/.tmp.<key>.*     an entry being produced; renamed to <key> when whole
+//   locks/<key>.lock         flock: LOCK_EX while producing or evicting, LOCK_SH per lease;
+//                            its mtime is the entry's last use (LRU order)
+//   log                      one line per hit and miss, for provenance and accounting
+//
+// A key names the source's real path, its kind, the user and the hash of its metadata
+// manifest, so a changed source gets a new key and a stale entry is never served. An
+// entry is produced once, under its key's exclusive lock; a producer that dies drops the
+// lock with its process and the next one starts over from a clean temporary directory.
+#pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/fd.hpp"
+#include "stage/manifest.hpp"
+
+namespace aihpc::stage {
+
+enum class SourceKind { tree, file, archive };
+const char* to_string(SourceKind kind);
+
+// The cache key: xxh3-128 of the user, the source's real path, its kind and its
+// metadata manifest hash.
+std::string cache_key(uid_t uid, const std::string& realpath, SourceKind kind, const std::string& manifest_hash);
+
+// A shared flock on the key's lock file, held as long as the object lives (and by the
+// kernel until the last descriptor closes, so a lease dies with the step holding it).
+class Lease {
+public:
+    Lease() = default;
+    Lease(UniqueFd fd, std::string key) : fd_(std::move(fd)), key_(std::move(key)) {}
+    const std::string& key() const { return key_; }
+    int fd() const { return fd_.get(); }
+    explicit operator bool() const { return static_cast<bool>(fd_); }
+
+private:
+    UniqueFd fd_;
+    std::string key_;
+};
+
+struct CacheEntryInfo {
+    std::string key;
+    std::string src;
+    std::string realpath;
+    std::string kind;
+    std::string manifest_hash;
+    std::uint64_t bytes = 0;
+    std::uint64_t files = 0;
+    std::int64_t last_used_ns = 0;
+    bool in_use = false;
+};
+
+// Pure: which entries to evict, least recently used first, skipping those in use, so
+// that `used + incoming` falls to `low` or below. Returns the keys in eviction order.
+std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entries, std::uint64_t incoming,
+                                       std::uint64_t low);
+
+struct CacheLimits {
+    std::uint64_t max_bytes = 0;  // 0: no cap
+    std::uint64_t low_bytes = 0;  // eviction target when max_bytes would be exceeded
+};
+
+struct Obtained {
+    Lease lease;
+    bool hit = false;
+    std::string data_path;  // entries/<key>/data
+};
+
+// Produces the entry's data inside a temporary entry directory (writes `data` below
+// entry_fd) and returns the manifest to store beside it.
+using Producer = std::function<Manifest(int entry_fd, const std::string& entry_path)>;
+
+class NodeCache {
+public:
+    // Opens the cache directory, creating it (0700) and its subdirectories if missing.
+    explicit NodeCache(const std::string& dir, CacheLimits limits = {});
+
+    const std::string& dir() const { return dir_; }
+
+    // A hit returns a lease on the published entry at once. Otherwise one caller per key
+    // produces it (making room first) while the others wait on the key's lock and then
+    // share the result. `info` lines are stored in the entry's info file.
+    Obtained obtain(const std::string& key, std::uint64_t incoming_bytes, const std::vector<std::string>& info,
+                    const Producer& produce);
+
+    // A lease on an already published entry, or nullopt when there is none.
+    std::optional<Lease> lease(const std::string& key);
+
+    std::string entry_path(const std::string& key) const;
+    std::optional<Manifest> stored_manifest(const std::string& key) const;
+
+    std::vector<CacheEntryInfo> list() const;
+    // Evicts entries not in use, least recently used first, until the cache holds at
+    // most `target` bytes (0: every unused entry), and removes leftovers of dead
+    // producers and evictions. Returns the evicted keys.
+    std::vector<std::string> collect(std::uint64_t target);
+    // Removes one entry unless it is in use; true when removed.
+    bool evict(const std::string& key);
+
+private:
+    UniqueFd lock_key(const std::string& key, int operation, bool create) const;
+    bool published(const std::string& key) const;
+    void make_room(std::uint64_t incoming);
+    void remove_leftovers(const std::string& key_prefix);
+    void log(const std::string& what, const std::string& key, const std::vector<std::string>& info) const;
+
+    std::string dir_;
+    CacheLimits limits_;
+    UniqueFd dir_fd_, entries_fd_, locks_fd_;
+};
+
+}  // namespace aihpc::stage

@@ -1,0 +1,64 @@
+// Running tasks inside an array element: resolve the global indices, substitute the
+// parameters into the phase's command, run it as a child (signals forwarded), and
+// write results/<index>.json atomically. The result text is built by a pure function.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sweep/sweep_dir.hpp"
+
+namespace aihpc::sweep {
+
+// What the environment of the task says about where and how it runs.
+struct TaskContext {
+    std::string node;
+    std::string job_id, array_job_id, array_task_id;
+    std::string cpus, mems, gpus;            // binding
+    std::string container, container_digest;
+    std::string stage_manifests;             // AIHPC_STAGE_MANIFESTS: name=hash,...
+    std::string stage_option;                // AIHPC_STAGE: SRC[:NAME],...
+};
+
+TaskContext task_context_from_environment();
+
+struct TaskOutcome {
+    int exit_code = 0;
+    std::string signal;          // the signal that ended the command, if any
+    std::string forwarded;       // the signal aihpc-sweep forwarded to it, if any
+    std::string error;           // why it could not be started
+    std::string start, end;      // RFC 3339
+    double elapsed_s = 0;
+    std::string metrics_json = "{}";
+};
+
+// The metrics a task wrote: a JSON object, or name=value lines.
+std::string metrics_to_json(const std::string& text);
+
+// The words of the phase's command for one task ({name}, {index}, {task_seed}, {phase}).
+std::vector<std::string> task_command(const SweepSpec& spec, const Phase& phase, const TaskRecord& task);
+
+// The result object, one line.
+std::string result_json(const SweepDir& sweep, const Phase& phase, const TaskRecord& task, const std::vector<std::string>& command,
+                        const TaskOutcome& outcome, const TaskContext& context);
+
+// results/<index>.json for the last phase, results/<phase>/<index>.json for the others.
+std::string result_path(const SweepDir& sweep, const Phase& phase, std::uint64_t index);
+
+const Phase& find_phase(const SweepSpec& spec, const std::string& name);  // empty: the last
+
+struct RunRequest {
+    std::string phase;                      // empty: the last phase
+    std::optional<std::uint64_t> index;     // one task, outside an array
+    std::uint64_t offset = 0;
+    std::optional<std::uint64_t> count;     // tasks in the chunk; default: to the end
+    std::uint64_t pack = 1;
+};
+
+// Runs the element's tasks one after the other and returns the exit status to leave
+// with: the first non-zero one, so that aftercorr holds back the next phase.
+int run_tasks(const SweepDir& sweep, const RunRequest& request);
+
+}  // namespace aihpc::sweep
