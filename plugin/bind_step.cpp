@@ -1,10 +1,177 @@
-// Affinity and the distributed-training env in the plugin: contexts and users are given
-// at each function in capabilities.hpp. The planner lives in lib/affinity.
+// Affinity and the distributed-training env in the plugin (mpibind's split): the node's
+// plan is computed once per step in bind_user_init (slurmstepd, euid = the user, once
+// per step per node), and each task applies its own slice in bind_task_init (in the
+// forked task, as the user, once per task, just before exec). The planner lives in
+// lib/affinity.
+//
+// The topology comes from LOCAL_ROOT/topology.xml, written as root (the step's saved
+// uid) after a discovery and reused by later steps until the next boot.
+//
+// MASTER_ADDR: a hook may not ask slurmctld (no scontrol, no slurm_load_node), so the
+// first name of SLURM_STEP_NODELIST (else SLURM_JOB_NODELIST) is looked up in
+// SLURM_NODE_ALIASES, then in slurm.conf's NodeName/NodeAddr lines (SLURM_CONF of
+// slurmstepd, else of the job, else /etc/slurm/slurm.conf, else the configless copy in
+// /run/slurm/conf), then with getaddrinfo; failing all, the name itself.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+
+#include "affinity/apply.hpp"
+#include "affinity/bind_plan.hpp"
+#include "affinity/dist_env.hpp"
+#include "affinity/step_view.hpp"
+#include "affinity/topology.hpp"
+#include "common/error.hpp"
+#include "common/text.hpp"
 #include "plugin/capabilities.hpp"
 
 namespace aihpc::plugin {
 
-void bind_user_init(const Spank&, PluginState&) {}
-void bind_task_init(const Spank&, PluginState&) {}
+namespace {
+
+struct BindStep {
+    config::BindRequest bind;
+    config::DistKind dist = config::DistKind::none;
+    std::optional<affinity::NodeTopology> topology;
+    affinity::PlanRequest request;
+    std::optional<affinity::BindPlan> plan;
+    std::string master_addr;
+};
+
+BindStep& bind_step() {
+    static BindStep instance;
+    return instance;
+}
+
+// user_init runs with euid = the user and the saved uid root: the cache under the
+// root-owned local_root is written as root, then the user's ids come back, whatever
+// happens in between.
+class RootIds {
+public:
+    RootIds() : euid_(geteuid()), egid_(getegid()) {
+        if (euid_ == 0 || getuid() != 0) return;
+        raised_ = seteuid(0) == 0;
+        if (raised_ && setegid(0) != 0) {
+            restore();
+            raised_ = false;
+        }
+    }
+    ~RootIds() { restore(); }
+    RootIds(const RootIds&) = delete;
+    RootIds& operator=(const RootIds&) = delete;
+    bool is_root() const { return geteuid() == 0; }
+
+private:
+    void restore() {
+        if (!raised_) return;
+        // Order matters: setegid needs root, so the group goes back first.
+        if (setegid(egid_) != 0 || seteuid(euid_) != 0) std::abort();   // never run user code as root
+        raised_ = false;
+    }
+    uid_t euid_;
+    gid_t egid_;
+    bool raised_ = false;
+};
+
+// The cache only goes into a local_root that is a root-owned directory no one else may
+// write (as the site keys require); otherwise the topology is discovered each step.
+std::string topology_cache_path(const PluginState& st) {
+    std::string root = st.site.local_root_for(st.step.node_name);
+    mkdir(root.c_str(), 0755);
+    struct stat sb{};
+    if (lstat(root.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode) || sb.st_uid != 0 || (sb.st_mode & 022) != 0) return "";
+    return root + "/topology.xml";
+}
+
+affinity::NodeTopology load_topology(const PluginState& st) {
+    RootIds root;
+    std::string cache = root.is_root() ? topology_cache_path(st) : "";
+    return affinity::load_node_topology(cache, !cache.empty());
+}
+
+void plan_step(const Spank& spank, BindStep& bs) {
+    auto env = [&spank](const std::string& name) { return spank.getenv(name); };
+    affinity::StepGpus gpus = affinity::step_gpus_from_env(env);
+    bs.request.gpus = gpus.indices;
+    bs.request.gpu_names = gpus.names;
+    bs.plan = affinity::plan_binding(*bs.topology, bs.request);
+}
+
+std::string master_addr(const Spank& spank) {
+    std::string nodelist = spank.getenv("SLURM_STEP_NODELIST").value_or(spank.getenv("SLURM_JOB_NODELIST").value_or(""));
+    if (nodelist.empty()) return "";
+    std::vector<std::string> confs;
+    if (const char* own = std::getenv("SLURM_CONF")) confs.push_back(own);
+    if (auto job = spank.getenv("SLURM_CONF")) confs.push_back(*job);
+    confs.push_back("/etc/slurm/slurm.conf");
+    confs.push_back("/run/slurm/conf/slurm.conf");
+    return affinity::resolve_master_addr(nodelist, spank.getenv("SLURM_NODE_ALIASES").value_or(""), confs);
+}
+
+}  // namespace
+
+void bind_user_init(const Spank& spank, PluginState& st) {
+    BindStep& bs = bind_step();
+    bs.bind = st.options.bind.value_or(config::BindRequest{st.site.bind_default, false, false, false});
+    bs.dist = st.options.dist.value_or(st.site.dist_default);
+    if (bs.dist == config::DistKind::torch) bs.master_addr = master_addr(spank);
+    if (bs.bind.mode == config::BindMode::none) return;
+
+    bs.topology = load_topology(st);
+    st.note("bind: topology loaded");
+    bs.request.tasks = st.step.local_task_count;
+    bs.request.bind = bs.bind;
+    affinity::CpuSet current = affinity::current_affinity();
+    affinity::CpuSet allowed;
+    if (auto cores = parse_id_list(st.step.step_cores); cores && !cores->empty())
+        for (unsigned pu : affinity::pus_of_cores(*bs.topology, *cores))
+            if (current.count(pu)) allowed.insert(pu);
+    bs.request.allowed = allowed.empty() ? current : allowed;
+    plan_step(spank, bs);
+    st.note("bind: planned " + std::to_string(bs.request.tasks) + " tasks, mode " + config::to_string(bs.plan->mode));
+}
+
+void bind_task_init(const Spank& spank, PluginState& st) {
+    BindStep& bs = bind_step();
+    const unsigned local_rank = static_cast<unsigned>(spank.task_id().value_or(0));
+    const unsigned global_rank = spank.u32(S_TASK_GLOBAL_ID).value_or(local_rank);
+
+    if (bs.plan) {
+        // Slurm sets the step's GPU variables per task, after user_init: where they now
+        // name other GPUs than the plan assumed, plan again from the same topology.
+        affinity::StepGpus gpus = affinity::step_gpus_from_env([&spank](const std::string& name) { return spank.getenv(name); });
+        if (gpus.indices != bs.request.gpus || gpus.names != bs.request.gpu_names) plan_step(spank, bs);
+        const affinity::BindPlan& plan = *bs.plan;
+        if (local_rank >= plan.tasks.size())
+            throw Error("task " + std::to_string(local_rank) + " is beyond the " + std::to_string(plan.tasks.size()) +
+                        " tasks planned on " + st.step.node_name);
+        const affinity::TaskBinding& task = plan.tasks[local_rank];
+        bool verbose = bs.bind.verbose || st.options.verbose;
+        if (verbose && local_rank == 0)
+            for (const std::string& warning : plan.warnings) std::fprintf(stderr, "aihpc: warning: %s\n", warning.c_str());
+        affinity::apply_binding(plan, task);
+        for (const auto& [name, value] : task.env)
+            if (!spank.setenv(name, value)) throw Error("cannot set " + name + " in the task's environment");
+        if (verbose) std::fprintf(stderr, "aihpc: %s\n", affinity::describe_task(task, global_rank).c_str());
+    }
+
+    if (bs.dist == config::DistKind::torch) {
+        affinity::DistShape shape;
+        shape.master_addr = bs.master_addr.empty() ? master_addr(spank) : bs.master_addr;
+        shape.job_id = st.step.job_id;
+        shape.step_id = st.step.step_id;
+        shape.world_size = st.step.total_task_count;
+        shape.rank = global_rank;
+        shape.local_rank = local_rank;
+        shape.local_world_size = st.step.local_task_count;
+        shape.node_rank = st.step.node_index;
+        for (const auto& [name, value] : affinity::torch_env(shape))
+            if (!spank.setenv(name, value)) throw Error("cannot set " + name + " in the task's environment");
+    }
+    std::fflush(stderr);
+}
 
 }  // namespace aihpc::plugin

@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     try {
         return run(argc, argv);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "aihpc: %s\n", e.what());
+        std::fprintf(stderr, "aihpc-launch: %s\n", e.what());
         return 1;
     }
 }

@@ -5,7 +5,8 @@ lib_affinity_libaihpc_affinity_la_SOURCES = \
 	lib/affinity/topology.cpp lib/affinity/topology.hpp \
 	lib/affinity/bind_plan.cpp lib/affinity/bind_plan.hpp \
 	lib/affinity/apply.cpp lib/affinity/apply.hpp \
-	lib/affinity/dist_env.cpp lib/affinity/dist_env.hpp
+	lib/affinity/dist_env.cpp lib/affinity/dist_env.hpp \
+	lib/affinity/step_view.cpp lib/affinity/step_view.hpp
 plugin_module_libs += lib/affinity/libaihpc_affinity.la
 EXTRA_DIST += lib/affinity/README
 

@@ -1,8 +1,19 @@
-# lib/stage: the module's convenience library, its tool, unit tests, man page and bench.
-# Example:
-#   noinst_LTLIBRARIES += lib/stage/libaihpc_stage.la
-#   lib_stage_libaihpc_stage_la_SOURCES = lib/stage/x.cpp lib/stage/x.hpp
-#   plugin_module_libs += lib/stage/libaihpc_stage.la
-#   UNIT_TESTS += tests/unit/test_stage
-#   tests_unit_test_stage_SOURCES = tests/unit/test_stage.cpp
-#   tests_unit_test_stage_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
+# lib/stage: the staging engine, aihpc-stage, its unit tests, man page and bench.
+noinst_LTLIBRARIES += lib/stage/libaihpc_stage.la
+lib_stage_libaihpc_stage_la_SOURCES = \
+	lib/stage/fs.cpp lib/stage/fs.hpp \
+	lib/stage/manifest.cpp lib/stage/manifest.hpp \
+	lib/stage/tree_copy.cpp lib/stage/tree_copy.hpp \
+	lib/stage/archive.cpp lib/stage/archive.hpp \
+	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
+	lib/stage/source.cpp lib/stage/source.hpp \
+	lib/stage/stage_in.cpp lib/stage/stage_in.hpp \
+	lib/stage/stage_out.cpp lib/stage/stage_out.hpp
+plugin_module_libs += lib/stage/libaihpc_stage.la
+EXTRA_DIST += lib/stage/README
+UNIT_TESTS += tests/unit/test_stage
+tests_unit_test_stage_SOURCES = tests/unit/test_stage.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_stage_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
+bin_PROGRAMS += tools/aihpc-stage
+tools_aihpc_stage_SOURCES = tools/aihpc-stage.cpp
+tools_aihpc_stage_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)

@@ -95,6 +95,22 @@ std::map<std::string, std::string> parse_info(const std::string& text) {
 
 }  // namespace
 
+std::uint64_t cache_bytes_at(int cache_fd) {
+    int fd = ::openat(cache_fd, "entries", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return 0;
+    UniqueFd entries(fd);
+    std::uint64_t total = 0;
+    for (const std::string& name : list_names(entries.get())) {
+        if (!is_key_name(name)) continue;
+        int entry_fd = ::openat(entries.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (entry_fd < 0) continue;
+        UniqueFd entry(entry_fd);
+        auto info = parse_info(read_small_file_at(entry.get(), "info").value_or(""));
+        total += parse_uint(info["bytes"]).value_or(0);
+    }
+    return total;
+}
+
 NodeCache::NodeCache(const std::string& dir, CacheLimits limits) : dir_(dir), limits_(limits) {
     // Parents may be missing for a tool's private cache; the last component is ours.
     std::string partial;
@@ -173,7 +189,9 @@ void NodeCache::log(const std::string& what, const std::string& key, const std::
     std::string line = std::to_string(::time(nullptr)) + " " + host + " pid=" + std::to_string(::getpid()) + " " + what +
                        " " + key;
     for (const std::string& item : info)
-        if (item.rfind("src=", 0) == 0 || item.rfind("bytes=", 0) == 0) line += " " + escape_path(item);
+        if (item.rfind("src=", 0) == 0) line += " " + escape_path(item);
+    for (const std::string& item : info)
+        if (item.rfind("bytes=", 0) == 0) line += " " + item;
     line += "\n";
     // One write with O_APPEND: lines of concurrent stagers never interleave.
     (void)::write(file.get(), line.data(), line.size());
@@ -241,7 +259,9 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     ::fsync(entries_fd_.get());
     if (::flock(lock.get(), LOCK_SH) != 0) throw_errno("cannot share the cache lock of " + key);
     ::futimens(lock.get(), nullptr);
-    log("miss", key, info);
+    std::vector<std::string> logged = info;
+    logged.push_back("bytes=" + std::to_string(manifest.byte_count()));
+    log("miss", key, logged);
     result.lease = Lease(std::move(lock), key);
     return result;
 }

@@ -66,6 +66,11 @@ struct CacheEntryInfo {
 std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entries, std::uint64_t incoming,
                                        std::uint64_t low);
 
+// Bytes held by the published entries of a cache directory open as cache_fd, read from
+// their info files without creating, locking or following anything: how root accounts
+// for other users' caches against the node-wide cache_max.
+std::uint64_t cache_bytes_at(int cache_fd);
+
 struct CacheLimits {
     std::uint64_t max_bytes = 0;  // 0: no cap
     std::uint64_t low_bytes = 0;  // eviction target when max_bytes would be exceeded

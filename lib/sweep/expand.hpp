@@ -50,7 +50,7 @@ private:
     bool excluded() const;
     void build_trial();
 
-    const SweepSpec& spec_;
+    SweepSpec spec_;  // a copy: a stream may outlive the spec it was made from
     std::vector<Node> nodes_;
     std::uint64_t product_size_ = 0;
     std::uint64_t index_ = 0;

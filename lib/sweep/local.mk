@@ -1,8 +1,27 @@
-# lib/sweep: the module's convenience library, its tool, unit tests, man page and bench.
-# Example:
-#   noinst_LTLIBRARIES += lib/sweep/libaihpc_sweep.la
-#   lib_sweep_libaihpc_sweep_la_SOURCES = lib/sweep/x.cpp lib/sweep/x.hpp
-#   plugin_module_libs += lib/sweep/libaihpc_sweep.la
-#   UNIT_TESTS += tests/unit/test_sweep
-#   tests_unit_test_sweep_SOURCES = tests/unit/test_sweep.cpp
-#   tests_unit_test_sweep_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+# lib/sweep: spec parser, shorthand, expander, task index, submission planner, runner;
+# the aihpc-sweep tool, its unit tests, man page, bench and integration tests.
+noinst_LTLIBRARIES += lib/sweep/libaihpc_sweep.la
+lib_sweep_libaihpc_sweep_la_SOURCES = \
+	lib/sweep/spec.cpp lib/sweep/spec.hpp \
+	lib/sweep/command.cpp lib/sweep/command.hpp \
+	lib/sweep/shorthand.cpp lib/sweep/shorthand.hpp \
+	lib/sweep/expand.cpp lib/sweep/expand.hpp \
+	lib/sweep/sweep_dir.cpp lib/sweep/sweep_dir.hpp \
+	lib/sweep/submit_plan.cpp lib/sweep/submit_plan.hpp \
+	lib/sweep/runner.cpp lib/sweep/runner.hpp \
+	lib/sweep/results.cpp lib/sweep/results.hpp \
+	lib/sweep/process.cpp lib/sweep/process.hpp
+plugin_module_libs += lib/sweep/libaihpc_sweep.la
+EXTRA_DIST += lib/sweep/README
+
+bin_PROGRAMS += tools/aihpc-sweep
+tools_aihpc_sweep_SOURCES = tools/aihpc-sweep.cpp
+tools_aihpc_sweep_LDADD = lib/sweep/libaihpc_sweep.la $(tool_libs)
+
+UNIT_TESTS += tests/unit/test_sweep
+tests_unit_test_sweep_SOURCES = tests/unit/test_sweep.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_sweep_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+
+dist_man_MANS += man/aihpc-sweep.1
+EXTRA_DIST += bench/sweep/run.sh bench/sweep/reference.py \
+	tests/integration/50-sweep.sh tests/integration/51-sweep-phases.sh

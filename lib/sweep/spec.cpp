@@ -266,6 +266,10 @@ struct Parser {
             {"values", AxisKind::values},       {"range", AxisKind::range},     {"linspace", AxisKind::linspace},
             {"logspace", AxisKind::logspace},   {"uniform", AxisKind::uniform}, {"loguniform", AxisKind::loguniform},
             {"int", AxisKind::int_},            {"normal", AxisKind::normal}};
+        if (in_union)
+            check_keys(v, path, {"param", "values", "range", "linspace", "logspace", "uniform", "loguniform", "int", "normal", "count", "fixed"});
+        else
+            check_keys(v, path, {"param", "values", "range", "linspace", "logspace", "uniform", "loguniform", "int", "normal", "count"});
         json_object* body = nullptr;
         int found = 0;
         for (auto& [name, kind] : kinds)

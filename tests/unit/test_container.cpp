@@ -1,0 +1,562 @@
+// lib/container: image classification, the site's runtime policy, the runtime command
+// line of every runtime, the launch request, image digests and the launcher's place.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "cmocka_cxx.hpp"
+#include "common/text.hpp"
+#include "config/site_config.hpp"
+#include "container/digest.hpp"
+#include "container/image.hpp"
+#include "container/launch.hpp"
+
+using namespace aihpc;
+using namespace aihpc::container;
+
+namespace {
+
+config::SiteConfig site_with(const std::vector<std::string>& args) { return config::parse_site_config(args); }
+
+bool every_runtime(Runtime) { return true; }
+
+std::string words(const std::vector<std::string>& argv) { return join(argv, " "); }
+
+void assert_words(const std::vector<std::string>& argv, const std::string& expected) {
+    std::string got = words(argv);
+    if (got != expected) {
+        print_error("argv:     %s\nexpected: %s\n", got.c_str(), expected.c_str());
+        fail();
+    }
+}
+
+// A scratch directory removed at the end of each test that makes one.
+struct TempDir {
+    std::string path;
+    TempDir() {
+        char tmpl[] = "/tmp/aihpc-test-container.XXXXXX";
+        path = ::mkdtemp(tmpl);
+    }
+    ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+    std::string make_dir(const std::string& rel) const {
+        std::system(("mkdir -p '" + path + "/" + rel + "'").c_str());
+        return path + "/" + rel;
+    }
+    std::string write(const std::string& rel, const std::string& text, mode_t mode = 0644) const {
+        std::string p = path + "/" + rel;
+        std::ofstream(p) << text;
+        ::chmod(p.c_str(), mode);
+        return p;
+    }
+};
+
+// The task every argv case starts from: two ranks' worth of Slurm env, a stage dir, a
+// working dir the image lacks.
+TaskView base_task() {
+    TaskView task;
+    task.argv = {"python3", "train.py", "--lr", "1e-3"};
+    task.env = {"PATH=/usr/bin:/bin", "HOME=/home/u", "SLURM_PROCID=1",
+                "AIHPC_STAGE_DIR=/local/aihpc/n1/job42", "AIHPC_DATA_CIFAR=/local/aihpc/n1/job42/cifar",
+                "TMPDIR=/tmp/job42"};
+    task.cwd = "/home/u/project";
+    return task;
+}
+
+LaunchRequest request_for(Runtime runtime, const std::string& program, const std::string& image,
+                          ImageKind kind = ImageKind::directory) {
+    LaunchRequest r;
+    r.runtime = runtime;
+    r.program = program;
+    r.image = image;
+    r.kind = kind;
+    return r;
+}
+
+// An image that has /mnt/aihpc, /mnt/0..9, /data and /etc/hosts.
+PathKind typical_image(const std::string& path) {
+    if (path == "/mnt/aihpc" || path == "/data" || path == "/" || path == "/home") return PathKind::directory;
+    if (path.size() == 6 && path.compare(0, 5, "/mnt/") == 0 && path[5] >= '0' && path[5] <= '9')
+        return PathKind::directory;
+    if (path == "/etc/hosts") return PathKind::file;
+    return PathKind::none;
+}
+
+PathKind bare_image(const std::string& path) { return path == "/" ? PathKind::directory : PathKind::none; }
+
+}  // namespace
+
+// ---- classification
+
+static void image_kind_follows_suffix_directory_and_scheme(void**) {
+    struct Case { const char* text; bool dir; ImageKind kind; std::vector<Runtime> candidates; const char* image; };
+    const Case cases[] = {
+        {"/img/torch.sif", false, ImageKind::sif, {Runtime::apptainer, Runtime::singularity}, "/img/torch.sif"},
+        {"old.simg", false, ImageKind::sif, {Runtime::apptainer, Runtime::singularity}, "old.simg"},
+        {"/img/torch.sqsh", false, ImageKind::squashfs, {Runtime::enroot}, "/img/torch.sqsh"},
+        {"/img/torch.squashfs", false, ImageKind::squashfs, {Runtime::enroot}, "/img/torch.squashfs"},
+        {"/img/busybox", true, ImageKind::directory, {Runtime::charliecloud}, "/img/busybox"},
+        {"docker://alpine:3.19", false, ImageKind::registry, {}, "docker://alpine:3.19"},
+        {"podman:alpine", false, ImageKind::registry, {Runtime::podman}, "alpine"},
+        {"podman:/img/rootfs", true, ImageKind::directory, {Runtime::podman}, "/img/rootfs"},
+        {"enroot:pytorch", false, ImageKind::named, {Runtime::enroot}, "pytorch"},
+        {"apptainer:docker://ubuntu", false, ImageKind::registry, {Runtime::apptainer}, "docker://ubuntu"},
+        {"singularity:/img/a.sif", false, ImageKind::sif, {Runtime::singularity}, "/img/a.sif"},
+        {"charliecloud:/img/x", true, ImageKind::directory, {Runtime::charliecloud}, "/img/x"},
+    };
+    for (const Case& c : cases) {
+        ImageRef ref = classify_image(c.text, c.dir);
+        if (ref.kind != c.kind || ref.candidates != c.candidates || ref.image != c.image) {
+            print_error("case %s: kind %s, image %s\n", c.text, kind_name(ref.kind), ref.image.c_str());
+            fail();
+        }
+    }
+}
+
+static void runtime_prefix_is_recorded_as_explicit(void**) {
+    assert_true(classify_image("podman:alpine", false).explicit_runtime);
+    assert_false(classify_image("/img/a.sif", false).explicit_runtime);
+}
+
+static void image_of_unknown_kind_is_refused_with_the_choices(void**) {
+    expect_error_containing([] { classify_image("/img/rootfs.tar", false); }, "cannot tell which runtime");
+    expect_error_containing([] { classify_image("/img/rootfs.tar", false); }, "RUNTIME:IMAGE");
+    expect_error_containing([] { classify_image("foo:bar", false); }, "cannot tell");
+    expect_error_containing([] { classify_image("podman:", false); }, "names no image");
+}
+
+// ---- choosing the runtime under the site's keys
+
+static void sif_prefers_apptainer_then_whichever_is_installed(void**) {
+    config::SiteConfig site;
+    ImageRef sif = classify_image("/i/a.sif", false);
+    assert_true(choose_runtime(sif, site, every_runtime) == Runtime::apptainer);
+    assert_true(choose_runtime(sif, site, [](Runtime r) { return r == Runtime::singularity; }) == Runtime::singularity);
+    // Nothing installed: the first candidate, so the node's error names it.
+    assert_true(choose_runtime(sif, site, [](Runtime) { return false; }) == Runtime::apptainer);
+}
+
+static void container_default_decides_between_candidates(void**) {
+    config::SiteConfig site = site_with({"container_default=singularity"});
+    assert_true(choose_runtime(classify_image("/i/a.sif", false), site, every_runtime) == Runtime::singularity);
+}
+
+static void runtime_outside_container_runtimes_is_refused(void**) {
+    config::SiteConfig site = site_with({"container_runtimes=charliecloud,podman"});
+    expect_error_containing([&] { choose_runtime(classify_image("/i/a.sif", false), site, every_runtime); },
+                            "apptainer, singularity, which this cluster does not allow (container_runtimes=charliecloud,podman)");
+    expect_error_containing([&] { choose_runtime(classify_image("enroot:x", false), site, every_runtime); },
+                            "does not allow");
+    assert_true(choose_runtime(classify_image("/i/d", true), site, every_runtime) == Runtime::charliecloud);
+}
+
+static void registry_reference_needs_registry_yes(void**) {
+    config::SiteConfig site;
+    expect_error_containing([&] { choose_runtime(classify_image("docker://alpine", false), site, every_runtime); },
+                            "registry=no");
+    expect_error_containing([&] { choose_runtime(classify_image("podman:alpine", false), site, every_runtime); },
+                            "registry=no");
+}
+
+static void registry_reference_goes_to_the_default_runtime(void**) {
+    ImageRef ref = classify_image("docker://alpine", false);
+    assert_true(choose_runtime(ref, site_with({"registry=yes"}), every_runtime) == Runtime::apptainer);
+    assert_true(choose_runtime(ref, site_with({"registry=yes", "container_default=podman"}), every_runtime) ==
+                Runtime::podman);
+    assert_true(choose_runtime(ref, site_with({"registry=yes", "container_runtimes=charliecloud,podman"}),
+                               every_runtime) == Runtime::podman);
+}
+
+static void registry_reference_with_a_runtime_that_cannot_pull_is_refused(void**) {
+    ImageRef ref = classify_image("docker://alpine", false);
+    expect_error_containing(
+        [&] { choose_runtime(ref, site_with({"registry=yes", "container_default=charliecloud"}), every_runtime); },
+        "charliecloud cannot run the registry reference");
+    expect_error_containing(
+        [&] { choose_runtime(ref, site_with({"registry=yes", "container_runtimes=enroot,charliecloud"}), every_runtime); },
+        "no allowed runtime can pull");
+}
+
+// ---- paths and policy
+
+static void path_is_under_respects_component_boundaries(void**) {
+    struct Case { const char* path; std::vector<std::string> dirs; bool under; };
+    const Case cases[] = {
+        {"/images/a.sif", {"/images"}, true},
+        {"/images", {"/images"}, true},
+        {"/images2/a.sif", {"/images"}, false},
+        {"/imag", {"/images"}, false},
+        {"/x/a.sif", {"/images", "/x"}, true},
+        {"/anything", {"/"}, true},
+        {"/x/a.sif", {}, false},
+    };
+    for (const Case& c : cases) assert_int_equal(path_is_under(c.path, c.dirs), c.under);
+}
+
+static void relative_image_is_taken_from_the_submit_dir(void**) {
+    assert_string_equal(absolute_image_path("img.sif", "/home/u").c_str(), "/home/u/img.sif");
+    assert_string_equal(absolute_image_path("img.sif", "/home/u/").c_str(), "/home/u/img.sif");
+    assert_string_equal(absolute_image_path("/abs/img.sif", "/home/u").c_str(), "/abs/img.sif");
+}
+
+static void nonexistent_image_is_refused(void**) {
+    TempDir t;
+    expect_error_containing([&] { check_image(t.path + "/none.sif", {}, "/", every_runtime); },
+                            "No such file or directory");
+    expect_error_containing([&] { check_image("missing-dir", {}, t.path, every_runtime); }, "cannot tell");
+}
+
+static void image_outside_image_allow_is_refused(void**) {
+    TempDir t;
+    t.make_dir("allowed");
+    std::string sif = t.write("elsewhere.sif", "x");
+    config::SiteConfig site = site_with({"image_allow=" + t.path + "/allowed"});
+    expect_error_containing([&] { check_image(sif, site, "/", every_runtime); }, "outside the directories");
+    expect_error_containing([&] { check_image(sif, site, "/", every_runtime); }, "image_allow=" + t.path + "/allowed");
+}
+
+static void image_allow_is_checked_on_the_real_path(void**) {
+    TempDir t;
+    t.make_dir("allowed");
+    t.write("outside.sif", "x");
+    std::string link = t.path + "/allowed/inside.sif";
+    assert_int_equal(::symlink((t.path + "/outside.sif").c_str(), link.c_str()), 0);
+    config::SiteConfig site = site_with({"image_allow=" + t.path + "/allowed"});
+    expect_error_containing([&] { check_image(link, site, "/", every_runtime); }, "outside the directories");
+}
+
+static void image_inside_image_allow_resolves_to_its_real_path(void**) {
+    TempDir t;
+    std::string dir = t.make_dir("allowed/busybox");
+    config::SiteConfig site = site_with({"image_allow=" + t.path + "/allowed"});
+    ResolvedImage image = check_image("allowed/busybox", site, t.path, every_runtime);
+    assert_true(image.runtime == Runtime::charliecloud);
+    assert_true(image.ref.kind == ImageKind::directory);
+    char real[4096];
+    assert_non_null(::realpath(dir.c_str(), real));
+    assert_string_equal(image.location.c_str(), real);
+}
+
+static void sif_path_that_is_a_directory_is_refused(void**) {
+    TempDir t;
+    t.make_dir("odd.sif");
+    expect_error_containing([&] { check_image(t.path + "/odd.sif", {}, "/", every_runtime); }, "is not a SIF file");
+}
+
+static void runtime_is_looked_up_in_runtime_path_only(void**) {
+    TempDir t;
+    t.make_dir("a");
+    t.make_dir("b");
+    t.write("a/ch-run", "#!/bin/sh\n", 0644);   // not executable: skipped
+    std::string good = t.write("b/ch-run", "#!/bin/sh\n", 0755);
+    assert_string_equal(find_program("ch-run", {t.path + "/a", t.path + "/b"}).value().c_str(), good.c_str());
+    assert_false(find_program("apptainer", {t.path + "/a", t.path + "/b"}).has_value());
+    assert_true(runtime_search_path(site_with({"runtime_path=/opt/rt:/usr/bin"}), "/job/bin") ==
+                std::vector<std::string>({"/opt/rt", "/usr/bin"}));
+    assert_true(runtime_search_path(config::SiteConfig{}, "/usr/bin:relative:/bin") ==
+                std::vector<std::string>({"/usr/bin", "/bin"}));
+}
+
+// ---- runtime command lines
+
+static void apptainer_exec_binds_stage_tmpdir_and_user_mounts(void**) {
+    LaunchRequest r = request_for(Runtime::apptainer, "/usr/bin/apptainer", "/img/torch.sif", ImageKind::sif);
+    r.binds = {{"/scratch/u", "/scratch", false}, {"/ref", "/ref", true}};
+    RuntimeCommand c = build_runtime_command(r, base_task(), bare_image);
+    assert_words(c.argv,
+                 "/usr/bin/apptainer exec --bind /local/aihpc/n1/job42:/local/aihpc/n1/job42 "
+                 "--bind /tmp/job42:/tmp/job42 --bind /scratch/u:/scratch --bind /ref:/ref:ro "
+                 "--pwd /home/u/project /img/torch.sif python3 train.py --lr 1e-3");
+    assert_true(c.env == base_task().env);  // passed through unchanged (no --cleanenv)
+}
+
+static void apptainer_and_singularity_get_nv_or_rocm_for_gpus(void**) {
+    TaskView task = base_task();
+    task.gpus = {GpuSet::Vendor::nvidia, {"2", "3"}};
+    LaunchRequest r = request_for(Runtime::singularity, "/bin/singularity", "/i.sif", ImageKind::sif);
+    std::vector<std::string> argv = build_runtime_command(r, task, bare_image).argv;
+    assert_words({argv.begin(), argv.begin() + 3}, "/bin/singularity exec --nv");
+    task.gpus = {GpuSet::Vendor::amd, {"0"}};
+    assert_string_equal(build_runtime_command(r, task, bare_image).argv[2].c_str(), "--rocm");
+    task.gpus = {};
+    assert_string_equal(build_runtime_command(r, task, bare_image).argv[2].c_str(), "--bind");
+}
+
+static void charliecloud_moves_a_missing_stage_dir_to_mnt_aihpc(void**) {
+    LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
+    r.binds = {{"/scratch/u", "/data", false}};
+    RuntimeCommand c = build_runtime_command(r, base_task(), typical_image);
+    assert_words(c.argv,
+                 "/usr/bin/ch-run -b /local/aihpc/n1/job42:/mnt/aihpc -b /scratch/u:/data --cd=/ "
+                 "--set-env=TMPDIR=/tmp /img/bb -- python3 train.py --lr 1e-3");
+    assert_string_equal(env_get(c.env, "AIHPC_STAGE_DIR").value().c_str(), "/mnt/aihpc");
+    assert_string_equal(env_get(c.env, "AIHPC_DATA_CIFAR").value().c_str(), "/mnt/aihpc/cifar");
+    assert_string_equal(env_get(c.env, "PATH").value().c_str(), "/usr/bin:/bin");
+}
+
+static void charliecloud_keeps_a_stage_dir_the_image_has(void**) {
+    LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
+    TaskView task = base_task();
+    env_set(task.env, "AIHPC_STAGE_DIR", "/data");
+    RuntimeCommand c = build_runtime_command(r, task, typical_image);
+    assert_string_equal(c.argv[2].c_str(), "/data:/data");
+    assert_string_equal(env_get(c.env, "AIHPC_STAGE_DIR").value().c_str(), "/data");
+}
+
+static void charliecloud_working_dir_follows_binds_then_the_image(void**) {
+    LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
+    TaskView task = base_task();
+    task.cwd = "/local/aihpc/n1/job42/cifar";
+    assert_true(words(build_runtime_command(r, task, typical_image).argv).find("--cd=/mnt/aihpc/cifar") != std::string::npos);
+    task.cwd = "/home";
+    assert_true(words(build_runtime_command(r, task, typical_image).argv).find("--cd=/home ") != std::string::npos);
+}
+
+static void charliecloud_refuses_a_user_bind_target_missing_from_the_image(void**) {
+    LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
+    r.binds = {{"/scratch/u", "/scratch", false}};
+    expect_error_containing([&] { build_runtime_command(r, base_task(), typical_image); },
+                            "/scratch does not exist in the image /img/bb");
+}
+
+static void charliecloud_refuses_read_only_binds(void**) {
+    LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
+    r.binds = {{"/scratch/u", "/data", true}};
+    expect_error_containing([&] { build_runtime_command(r, base_task(), typical_image); }, "drop :ro");
+}
+
+static void charliecloud_without_spare_mount_points_says_how_to_add_them(void**) {
+    LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
+    expect_error_containing([&] { build_runtime_command(r, base_task(), bare_image); }, "mkdir -p /img/bb/mnt/aihpc");
+}
+
+static void charliecloud_batch_script_is_bound_into_a_spare_mount_point(void**) {
+    LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
+    r.batch_script = true;
+    TaskView task = base_task();
+    task.argv = {"/var/spool/slurmd/job00042/slurm_script"};
+    RuntimeCommand c = build_runtime_command(r, task, typical_image);
+    assert_words(c.argv,
+                 "/usr/bin/ch-run -b /local/aihpc/n1/job42:/mnt/aihpc -b /var/spool/slurmd/job00042:/mnt/0 --cd=/ "
+                 "--set-env=TMPDIR=/tmp /img/bb -- /mnt/0/slurm_script");
+}
+
+static void other_runtimes_bind_the_batch_script_at_its_own_path(void**) {
+    LaunchRequest r = request_for(Runtime::apptainer, "/usr/bin/apptainer", "/i.sif", ImageKind::sif);
+    r.batch_script = true;
+    TaskView task = base_task();
+    task.argv = {"/var/spool/slurmd/job00042/slurm_script", "arg"};
+    std::string argv = words(build_runtime_command(r, task, bare_image).argv);
+    assert_true(argv.find("--bind /var/spool/slurmd/job00042:/var/spool/slurmd/job00042:ro") != std::string::npos);
+    assert_true(ends_with(argv, "/i.sif /var/spool/slurmd/job00042/slurm_script arg"));
+}
+
+static void enroot_start_passes_each_variable_by_name_and_sets_nvidia_hooks(void**) {
+    LaunchRequest r = request_for(Runtime::enroot, "/usr/bin/enroot", "/img/t.sqsh", ImageKind::squashfs);
+    r.binds = {{"/ref", "/ref", true}};
+    TaskView task = base_task();
+    task.gpus = {GpuSet::Vendor::nvidia, {"1", "3"}};
+    RuntimeCommand c = build_runtime_command(r, task, bare_image);
+    assert_words(c.argv,
+                 "/usr/bin/enroot start "
+                 "--mount /local/aihpc/n1/job42:/local/aihpc/n1/job42:x-create=auto,rbind "
+                 "--mount /tmp/job42:/tmp/job42:x-create=auto,rbind --mount /ref:/ref:x-create=auto,rbind,ro "
+                 "--env SLURM_PROCID --env AIHPC_STAGE_DIR --env AIHPC_DATA_CIFAR --env TMPDIR "
+                 "--env NVIDIA_VISIBLE_DEVICES --env NVIDIA_DRIVER_CAPABILITIES "
+                 "/img/t.sqsh python3 train.py --lr 1e-3");
+    assert_string_equal(env_get(c.env, "NVIDIA_VISIBLE_DEVICES").value().c_str(), "1,3");
+    assert_string_equal(env_get(c.env, "NVIDIA_DRIVER_CAPABILITIES").value().c_str(), "compute,utility");
+}
+
+static void podman_run_uses_cdi_devices_and_renumbers_cuda_devices(void**) {
+    LaunchRequest r = request_for(Runtime::podman, "/usr/bin/podman", "docker.io/library/alpine", ImageKind::registry);
+    TaskView task = base_task();
+    task.env.push_back("CUDA_VISIBLE_DEVICES=2,3");
+    task.gpus = {GpuSet::Vendor::nvidia, {"2", "3"}};
+    task.cwd = "/local/aihpc/n1/job42";
+    RuntimeCommand c = build_runtime_command(r, task, bare_image);
+    assert_words(c.argv,
+                 "/usr/bin/podman run --rm --interactive --network=host --userns=keep-id "
+                 "--device nvidia.com/gpu=2 --device nvidia.com/gpu=3 "
+                 "--volume /local/aihpc/n1/job42:/local/aihpc/n1/job42 --volume /tmp/job42:/tmp/job42 "
+                 "--workdir=/local/aihpc/n1/job42 "
+                 "--env SLURM_PROCID --env AIHPC_STAGE_DIR --env AIHPC_DATA_CIFAR --env TMPDIR "
+                 "--env CUDA_VISIBLE_DEVICES docker.io/library/alpine python3 train.py --lr 1e-3");
+    assert_string_equal(env_get(c.env, "CUDA_VISIBLE_DEVICES").value().c_str(), "0,1");
+}
+
+static void podman_runs_a_directory_image_as_rootfs_and_passes_amd_devices(void**) {
+    LaunchRequest r = request_for(Runtime::podman, "/usr/bin/podman", "/img/rootfs");
+    r.binds = {{"/ref", "/ref", true}};
+    TaskView task = base_task();
+    task.gpus = {GpuSet::Vendor::amd, {"0"}};
+    std::string argv = words(build_runtime_command(r, task, bare_image).argv);
+    assert_true(argv.find("--device /dev/kfd --device /dev/dri") != std::string::npos);
+    assert_true(argv.find("--volume /ref:/ref:ro") != std::string::npos);
+    assert_true(argv.find("--rootfs /img/rootfs python3") != std::string::npos);
+    assert_true(argv.find("--workdir") == std::string::npos);  // the cwd is not in the container
+    assert_true(argv.find("--env PATH") == std::string::npos);
+    assert_true(argv.find("--env HOME") == std::string::npos);
+}
+
+static void task_without_a_command_is_refused(void**) {
+    TaskView task = base_task();
+    task.argv.clear();
+    expect_error_containing(
+        [&] { build_runtime_command(request_for(Runtime::podman, "/p", "x", ImageKind::registry), task, bare_image); },
+        "no command");
+}
+
+// ---- GPUs
+
+static void gpus_come_from_slurm_physical_indices(void**) {
+    GpuSet g = detect_gpus({"CUDA_VISIBLE_DEVICES=0,1", "SLURM_JOB_GPUS=4,5", "SLURM_STEP_GPUS=6,7"});
+    assert_true(g.vendor == GpuSet::Vendor::nvidia);
+    assert_true(g.devices == std::vector<std::string>({"6", "7"}));
+    g = detect_gpus({"CUDA_VISIBLE_DEVICES=0,1", "SLURM_JOB_GPUS=4,5"});
+    assert_true(g.devices == std::vector<std::string>({"4", "5"}));
+    g = detect_gpus({"CUDA_VISIBLE_DEVICES=GPU-aa,GPU-bb"});
+    assert_true(g.devices == std::vector<std::string>({"GPU-aa", "GPU-bb"}));
+    g = detect_gpus({"ROCR_VISIBLE_DEVICES=1"});
+    assert_true(g.vendor == GpuSet::Vendor::amd);
+}
+
+static void no_gpus_without_visible_devices(void**) {
+    assert_true(detect_gpus({"PATH=/bin"}).vendor == GpuSet::Vendor::none);
+    assert_true(detect_gpus({"CUDA_VISIBLE_DEVICES="}).vendor == GpuSet::Vendor::none);
+    assert_true(detect_gpus({"CUDA_VISIBLE_DEVICES=NoDevFiles"}).vendor == GpuSet::Vendor::none);
+}
+
+// ---- the request handed to aihpc-launch
+
+static void launch_request_round_trips(void**) {
+    LaunchRequest r = request_for(Runtime::enroot, "/usr/bin/enroot", "/img/a b\"c.sqsh", ImageKind::squashfs);
+    r.binds = {{"/x", "/y", true}, {"/p,q", "/r", false}};
+    r.batch_script = true;
+    r.argv0 = "/spool/job1/slurm_script";
+    r.verbose = true;
+    LaunchRequest back = decode_request(encode_request(r));
+    assert_true(back.runtime == Runtime::enroot);
+    assert_string_equal(back.program.c_str(), "/usr/bin/enroot");
+    assert_string_equal(back.image.c_str(), "/img/a b\"c.sqsh");
+    assert_true(back.kind == ImageKind::squashfs);
+    assert_int_equal(back.binds.size(), 2);
+    assert_string_equal(back.binds[1].src.c_str(), "/p,q");
+    assert_true(back.binds[0].read_only && !back.binds[1].read_only);
+    assert_true(back.batch_script && back.verbose);
+    assert_string_equal(back.argv0.value().c_str(), "/spool/job1/slurm_script");
+    assert_false(decode_request(encode_request(request_for(Runtime::podman, "/p", "i"))).argv0.has_value());
+}
+
+static void launch_request_that_is_damaged_is_refused(void**) {
+    expect_error_containing([] { decode_request("not json"); }, "not a JSON object");
+    expect_error_containing([] { decode_request("{\"runtime\":\"docker\"}"); }, "unknown runtime 'docker'");
+    expect_error_containing([] { decode_request("{\"runtime\":\"podman\",\"program\":\"podman\",\"image\":\"i\",\"kind\":\"registry\"}"); },
+                            "not an absolute path");
+    expect_error_containing([] { decode_request("{\"runtime\":\"podman\",\"image\":\"i\"}"); }, "lacks 'program'");
+}
+
+// ---- where the launcher is, and when Slurm's argv may be rewritten
+
+static void launcher_is_found_beside_the_build_tree_then_installed(void**) {
+    assert_true(launcher_candidates("/src/aihpc/plugin/.libs/aihpc.so", "/usr/libexec/aihpc/aihpc-launch") ==
+                std::vector<std::string>({"/src/aihpc/plugin/.libs/../../tools/aihpc-launch",
+                                          "/usr/libexec/aihpc/aihpc-launch"}));
+    assert_true(launcher_candidates("/usr/lib/x86_64-linux-gnu/slurm-wlm/aihpc.so", "/usr/libexec/aihpc/aihpc-launch") ==
+                std::vector<std::string>({"/usr/libexec/aihpc/aihpc-launch"}));
+    assert_true(ends_with(installed_launcher_path(), "/aihpc-launch"));
+}
+
+static void argv_rewrite_is_used_only_on_slurm_versions_whose_task_argv_is_the_step_argv(void**) {
+    struct Case { unsigned major, minor; bool ok; };
+    const Case cases[] = {{20, 2, false}, {20, 11, true}, {21, 8, true}, {22, 5, true},
+                          {23, 2, true},  {23, 11, false}, {24, 5, false}};
+    for (const Case& c : cases) assert_int_equal(task_argv_is_step_argv(c.major, c.minor), c.ok);
+}
+
+// ---- digests and the look inside images
+
+static void file_digest_is_xxh3_of_the_bytes(void**) {
+    TempDir t;
+    assert_string_equal(file_digest(t.write("empty.sif", "")).c_str(), "xxh3:2d06800538d394c2");
+    assert_string_not_equal(file_digest(t.write("a.sif", "a")).c_str(), file_digest(t.write("b.sif", "b")).c_str());
+}
+
+static void directory_digest_is_stable_and_follows_the_manifest(void**) {
+    TempDir t;
+    t.make_dir("img/bin");
+    t.write("img/bin/sh", "#!", 0755);
+    t.write("img/etc", "x");
+    std::string first = directory_digest(t.path + "/img");
+    assert_true(starts_with(first, "xxh3:") && first.size() == 21);
+    assert_string_equal(directory_digest(t.path + "/img").c_str(), first.c_str());
+    ::chmod((t.path + "/img/bin/sh").c_str(), 0700);
+    std::string after_chmod = directory_digest(t.path + "/img");
+    assert_string_not_equal(after_chmod.c_str(), first.c_str());
+    t.write("img/etc", "xy");
+    assert_string_not_equal(directory_digest(t.path + "/img").c_str(), after_chmod.c_str());
+}
+
+static void path_kind_in_image_resolves_links_inside_the_image(void**) {
+    TempDir t;
+    t.make_dir("img/mnt/aihpc");
+    t.make_dir("img/usr/bin");
+    t.write("img/usr/bin/sh", "");
+    assert_int_equal(::symlink("/usr/bin", (t.path + "/img/bin").c_str()), 0);
+    std::string root = t.path + "/img";
+    assert_true(path_kind_in_image(root, "/mnt/aihpc") == PathKind::directory);
+    assert_true(path_kind_in_image(root, "/bin/sh") == PathKind::file);   // /bin -> /usr/bin of the image
+    assert_true(path_kind_in_image(root, "/mnt/0") == PathKind::none);
+    assert_true(path_kind_in_image(root, "/") == PathKind::directory);
+}
+
+int main() {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(image_kind_follows_suffix_directory_and_scheme),
+        cmocka_unit_test(runtime_prefix_is_recorded_as_explicit),
+        cmocka_unit_test(image_of_unknown_kind_is_refused_with_the_choices),
+        cmocka_unit_test(sif_prefers_apptainer_then_whichever_is_installed),
+        cmocka_unit_test(container_default_decides_between_candidates),
+        cmocka_unit_test(runtime_outside_container_runtimes_is_refused),
+        cmocka_unit_test(registry_reference_needs_registry_yes),
+        cmocka_unit_test(registry_reference_goes_to_the_default_runtime),
+        cmocka_unit_test(registry_reference_with_a_runtime_that_cannot_pull_is_refused),
+        cmocka_unit_test(path_is_under_respects_component_boundaries),
+        cmocka_unit_test(relative_image_is_taken_from_the_submit_dir),
+        cmocka_unit_test(nonexistent_image_is_refused),
+        cmocka_unit_test(image_outside_image_allow_is_refused),
+        cmocka_unit_test(image_allow_is_checked_on_the_real_path),
+        cmocka_unit_test(image_inside_image_allow_resolves_to_its_real_path),
+        cmocka_unit_test(sif_path_that_is_a_directory_is_refused),
+        cmocka_unit_test(runtime_is_looked_up_in_runtime_path_only),
+        cmocka_unit_test(apptainer_exec_binds_stage_tmpdir_and_user_mounts),
+        cmocka_unit_test(apptainer_and_singularity_get_nv_or_rocm_for_gpus),
+        cmocka_unit_test(charliecloud_moves_a_missing_stage_dir_to_mnt_aihpc),
+        cmocka_unit_test(charliecloud_keeps_a_stage_dir_the_image_has),
+        cmocka_unit_test(charliecloud_working_dir_follows_binds_then_the_image),
+        cmocka_unit_test(charliecloud_refuses_a_user_bind_target_missing_from_the_image),
+        cmocka_unit_test(charliecloud_refuses_read_only_binds),
+        cmocka_unit_test(charliecloud_without_spare_mount_points_says_how_to_add_them),
+        cmocka_unit_test(charliecloud_batch_script_is_bound_into_a_spare_mount_point),
+        cmocka_unit_test(other_runtimes_bind_the_batch_script_at_its_own_path),
+        cmocka_unit_test(enroot_start_passes_each_variable_by_name_and_sets_nvidia_hooks),
+        cmocka_unit_test(podman_run_uses_cdi_devices_and_renumbers_cuda_devices),
+        cmocka_unit_test(podman_runs_a_directory_image_as_rootfs_and_passes_amd_devices),
+        cmocka_unit_test(task_without_a_command_is_refused),
+        cmocka_unit_test(gpus_come_from_slurm_physical_indices),
+        cmocka_unit_test(no_gpus_without_visible_devices),
+        cmocka_unit_test(launch_request_round_trips),
+        cmocka_unit_test(launch_request_that_is_damaged_is_refused),
+        cmocka_unit_test(launcher_is_found_beside_the_build_tree_then_installed),
+        cmocka_unit_test(argv_rewrite_is_used_only_on_slurm_versions_whose_task_argv_is_the_step_argv),
+        cmocka_unit_test(file_digest_is_xxh3_of_the_bytes),
+        cmocka_unit_test(directory_digest_is_stable_and_follows_the_manifest),
+        cmocka_unit_test(path_kind_in_image_resolves_links_inside_the_image),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}

@@ -1,0 +1,268 @@
+#include "stage/stage_in.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+
+#include "common/error.hpp"
+#include "common/text.hpp"
+#include "stage/archive.hpp"
+#include "stage/fs.hpp"
+#include "stage/source.hpp"
+
+namespace aihpc::stage {
+
+const char* to_string(StageOutcome outcome) {
+    switch (outcome) {
+    case StageOutcome::hit: return "hit";
+    case StageOutcome::miss: return "miss";
+    case StageOutcome::private_copy: return "private";
+    }
+    return "?";
+}
+
+namespace {
+
+std::string json_string(const std::string& text) {
+    std::string out = "\"";
+    for (unsigned char c : text) {
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c < 0x20) {
+                char code[8];
+                std::snprintf(code, sizeof code, "\\u%04x", c);
+                out += code;
+            } else {
+                out += static_cast<char>(c);
+            }
+        }
+    }
+    return out + "\"";
+}
+
+Manifest scan_source(const OpenSource& source) {
+    if (source.kind == SourceKind::tree) return scan_tree(source.fd.get(), source.realpath);
+    return scan_file(source.fd.get(), source.realpath);
+}
+
+// The item as it must look after staging, from the data written.
+Manifest produce_data(const OpenSource& source, Manifest source_manifest, int parent_fd, const std::string& name,
+                      const std::string& shown_dst, const StageSettings& settings, bool read_only, std::uint64_t* bytes,
+                      std::uint64_t* files) {
+    Manifest written;
+    CopyOptions options;
+    options.threads = settings.threads;
+    options.read_only = read_only;
+    options.hash = settings.verify;
+    options.progress = settings.progress;
+    if (source.kind == SourceKind::archive) {
+        ExtractResult extracted = extract_archive(source.fd.get(), parent_fd, name, read_only, settings.verify,
+                                                  settings.progress, source.realpath, shown_dst);
+        written = std::move(extracted.manifest);
+    } else {
+        copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
+        written = std::move(source_manifest);
+    }
+    *bytes = written.byte_count();
+    *files = written.file_count();
+    return written;
+}
+
+void check_unchanged(const OpenSource& source, const std::string& manifest_hash) {
+    if (scan_source(source).metadata_hash() != manifest_hash)
+        throw Error("stage source " + source.realpath +
+                    " changed while it was being staged; stage it again once nothing writes to it");
+}
+
+// The hashes a staged item must match when no stored manifest has them: taken from the
+// source itself.
+Manifest expected_with_hashes(const OpenSource& source, const Manifest& staged, unsigned threads) {
+    Manifest expected = staged;
+    if (source.kind == SourceKind::archive) {
+        std::map<std::string, std::string> hashes = archive_content_hashes(source.fd.get(), source.realpath);
+        for (ManifestEntry& e : expected.entries)
+            if (e.type == EntryType::file) {
+                auto it = hashes.find(e.path);
+                if (it != hashes.end()) e.content_hash = it->second;
+            }
+    } else {
+        hash_contents(source.fd.get(), expected, threads, source.realpath);
+    }
+    return expected;
+}
+
+// DIR/NAME appears in one step: a symlink made aside, then renamed over the name.
+void publish_link(int dir_fd, const std::string& name, const std::string& target, const std::string& shown) {
+    struct stat st {};
+    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISLNK(st.st_mode))
+        throw Error(shown + " already exists and is not a staged item; remove it or stage under another NAME");
+    std::string temp = "." + name + ".aihpc-link." + unique_suffix();
+    if (::symlinkat(target.c_str(), dir_fd, temp.c_str()) != 0) throw_errno("cannot create " + join_path(dirname_of(shown), temp));
+    if (::renameat(dir_fd, temp.c_str(), dir_fd, name.c_str()) != 0) {
+        int err = errno;
+        ::unlinkat(dir_fd, temp.c_str(), 0);
+        throw SystemError("cannot publish " + shown, err);
+    }
+}
+
+UniqueFd open_to_dir(const std::string& dir) {
+    std::string partial;
+    for (const std::string& part : split(dir, '/')) {
+        if (part.empty()) {
+            if (partial.empty()) partial = "/";
+            continue;
+        }
+        partial = partial.empty() ? part : join_path(partial, part);
+        if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("cannot create the stage directory " + partial);
+    }
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) throw_errno("cannot open the stage directory " + dir);
+    return UniqueFd(fd);
+}
+
+std::string with_advice(const std::string& message, const std::string& place) {
+    if (message.find("No space left on device") != std::string::npos || message.find("Disk quota exceeded") != std::string::npos)
+        return message + " (in " + place + "); ask for a node with more local disk, stage less, or lower what the job stages";
+    return message;
+}
+
+}  // namespace
+
+std::string staged_item_json(const StagedItem& item) {
+    char numbers[160];
+    std::snprintf(numbers, sizeof numbers, "\"files\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"seconds\": %.6f", item.files,
+                  item.bytes, item.seconds);
+    return "{\"src\": " + json_string(item.src) + ", \"name\": " + json_string(item.name) + ", \"path\": " +
+           json_string(item.path) + ", " + numbers + ", \"cache\": " + json_string(to_string(item.outcome)) +
+           ", \"manifest_hash\": " + json_string(item.manifest_hash) + "}";
+}
+
+void verify_item(int data_fd, const Manifest& expected, bool read_only_entry, unsigned threads, const std::string& shown) {
+    bool lone = expected.entries.size() == 1 && expected.entries[0].path == ".";
+    Manifest actual = lone ? scan_file(data_fd, shown) : scan_tree(data_fd, shown);
+    hash_contents(data_fd, actual, threads, shown);
+    std::vector<std::string> problems;
+    std::map<std::string, const ManifestEntry*> have;
+    for (const ManifestEntry& e : actual.entries) have[e.path] = &e;
+    for (const ManifestEntry& e : expected.entries) {
+        auto it = have.find(e.path);
+        if (it == have.end()) {
+            problems.push_back(e.path + " is missing");
+            continue;
+        }
+        const ManifestEntry& a = *it->second;
+        if (a.type != e.type || a.size != e.size || a.target != e.target)
+            problems.push_back(e.path + " differs in type or size");
+        else if (e.type == EntryType::file && e.content_hash && a.content_hash && *e.content_hash != *a.content_hash)
+            problems.push_back(e.path + " has other content");
+        else if (e.type != EntryType::symlink && a.mode != staged_mode(e.type, e.mode, read_only_entry))
+            problems.push_back(e.path + " has another mode");
+        have.erase(it);
+    }
+    for (const auto& [path, entry] : have) problems.push_back(path + " is not in the manifest");
+    if (!problems.empty()) {
+        std::vector<std::string> shown_problems(problems.begin(), problems.begin() + std::min<std::size_t>(problems.size(), 5));
+        throw Error("verification of " + shown + " failed: " + join(shown_problems, "; ") +
+                    (problems.size() > 5 ? " (and " + std::to_string(problems.size() - 5) + " more)" : "") +
+                    "; the data was not used");
+    }
+}
+
+StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings) {
+    auto started = std::chrono::steady_clock::now();
+    StagedItem item;
+    item.src = src;
+    item.name = name;
+    item.path = join_path(settings.to_dir, name);
+
+    OpenSource source = open_source(src, settings.base_dir, settings.allow);
+    item.realpath = source.realpath;
+    Manifest manifest = scan_source(source);
+    item.manifest_hash = manifest.metadata_hash();
+    UniqueFd to_dir = open_to_dir(settings.to_dir);
+
+    if (settings.private_mode) {
+        std::string temp = "." + name + ".aihpc-tmp." + unique_suffix();
+        std::string temp_path = join_path(settings.to_dir, temp);
+        struct Guard {
+            int dir;
+            std::string name;
+            bool keep = false;
+            ~Guard() {
+                if (!keep) remove_tree_at(dir, name);
+            }
+        } guard{to_dir.get(), temp};
+        Manifest written;
+        try {
+            written = produce_data(source, manifest, to_dir.get(), temp, temp_path, settings, false, &item.bytes, &item.files);
+            check_unchanged(source, item.manifest_hash);
+            if (settings.verify) {
+                UniqueFd data(::openat(to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                if (!data) throw_errno("cannot open " + temp_path);
+                verify_item(data.get(), written, false, settings.threads, temp_path);
+            }
+        } catch (const Error& e) {
+            throw Error("stage-in of " + src + " failed: " + with_advice(e.what(), settings.to_dir));
+        }
+        if (::renameat2(to_dir.get(), temp.c_str(), to_dir.get(), name.c_str(), RENAME_NOREPLACE) != 0) {
+            if (errno == EEXIST || errno == ENOTEMPTY)
+                throw Error("stage-in of " + src + " failed: " + item.path + " already exists; remove it or choose another NAME");
+            throw_errno("cannot publish " + item.path);
+        }
+        guard.keep = true;
+        item.outcome = StageOutcome::private_copy;
+        item.data_path = item.path;
+    } else {
+        if (!settings.cache_dir) throw Error("stage-in of " + src + " in cache mode needs a cache directory");
+        NodeCache cache(*settings.cache_dir, settings.limits);
+        item.key = cache_key(settings.uid, source.realpath, source.kind, item.manifest_hash);
+        std::vector<std::string> info = {"src=" + src, "realpath=" + source.realpath,
+                                          std::string("kind=") + to_string(source.kind),
+                                          "manifest_hash=" + item.manifest_hash};
+        Obtained got;
+        try {
+            got = cache.obtain(item.key, manifest.byte_count(), info, [&](int entry_fd, const std::string& entry_path) {
+                Manifest written = produce_data(source, manifest, entry_fd, "data", join_path(entry_path, "data"), settings,
+                                                true, &item.bytes, &item.files);
+                check_unchanged(source, item.manifest_hash);
+                if (settings.verify) {
+                    UniqueFd data(::openat(entry_fd, "data", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                    if (!data) throw_errno("cannot open " + join_path(entry_path, "data"));
+                    verify_item(data.get(), written, true, settings.threads, join_path(entry_path, "data"));
+                }
+                return written;
+            });
+        } catch (const Error& e) {
+            throw Error("stage-in of " + src + " failed: " + with_advice(e.what(), *settings.cache_dir));
+        }
+        item.outcome = got.hit ? StageOutcome::hit : StageOutcome::miss;
+        item.data_path = got.data_path;
+        if (got.hit) {
+            std::optional<Manifest> stored = cache.stored_manifest(item.key);
+            if (!stored) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(item.key) + " has no manifest; run aihpc-stage cache gc");
+            item.bytes = stored->byte_count();
+            item.files = stored->file_count();
+            if (settings.verify) {
+                Manifest expected = stored->has_content_hashes() ? *stored : expected_with_hashes(source, *stored, settings.threads);
+                UniqueFd data(::open(got.data_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                if (!data) throw_errno("cannot open " + got.data_path);
+                verify_item(data.get(), expected, true, settings.threads, got.data_path);
+            }
+        }
+        item.lease = std::move(got.lease);
+        publish_link(to_dir.get(), name, item.data_path, item.path);
+    }
+    item.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return item;
+}
+
+}  // namespace aihpc::stage

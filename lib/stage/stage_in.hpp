@@ -1,0 +1,59 @@
+// Stage-in of one item: the source is scanned, looked up in the node cache (or copied
+// privately), verified on request, and made visible at DIR/NAME only once whole.
+#pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "stage/node_cache.hpp"
+#include "stage/tree_copy.hpp"
+
+namespace aihpc::stage {
+
+enum class StageOutcome { hit, miss, private_copy };
+const char* to_string(StageOutcome outcome);  // "hit", "miss", "private"
+
+struct StageSettings {
+    std::string to_dir;                   // DIR: created if missing
+    std::optional<std::string> cache_dir; // the user's cache; required for cache mode
+    CacheLimits limits;
+    bool private_mode = false;
+    bool verify = false;
+    unsigned threads = 4;
+    uid_t uid = 0;                        // part of the cache key
+    std::string base_dir;                 // relative SRC is resolved against it
+    std::vector<std::string> allow;       // stage_allow
+    CopyProgress* progress = nullptr;
+};
+
+struct StagedItem {
+    std::string src;
+    std::string realpath;
+    std::string name;
+    std::string path;           // DIR/NAME
+    std::string data_path;      // what DIR/NAME resolves to
+    std::uint64_t files = 0;
+    std::uint64_t bytes = 0;
+    double seconds = 0;
+    StageOutcome outcome = StageOutcome::miss;
+    std::string manifest_hash;
+    std::string key;            // cache mode only
+    Lease lease;                // cache mode only: hold it while the data is used
+};
+
+// Pure: the one-line JSON object aihpc-stage in --json prints for an item.
+std::string staged_item_json(const StagedItem& item);
+
+// Stages `src` as DIR/NAME. Throws aihpc::Error naming the source, the place and what to
+// do; on failure nothing is left at DIR/NAME and the cache holds no partial entry.
+StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings);
+
+// Checks every file of a staged item against content hashes: the stored ones when the
+// entry has them, else freshly computed from the source. Throws naming the differences.
+void verify_item(int data_fd_or_file, const Manifest& expected, bool read_only_entry, unsigned threads,
+                 const std::string& shown);
+
+}  // namespace aihpc::stage

@@ -1,0 +1,111 @@
+#include "stage/stage_out.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+#include "stage/fs.hpp"
+#include "stage/manifest.hpp"
+
+namespace aihpc::stage {
+
+std::string expand_dest(const std::string& dest, const std::string& job_id, const std::string& node) {
+    std::string out;
+    for (std::size_t i = 0; i < dest.size(); ++i) {
+        if (dest[i] != '%') {
+            out += dest[i];
+            continue;
+        }
+        char next = i + 1 < dest.size() ? dest[i + 1] : '\0';
+        if (next == 'j') out += job_id;
+        else if (next == 'n') out += node;
+        else if (next == '%') out += '%';
+        else throw Error("stage-out destination " + dest + ": only %j, %n and %% may follow '%'");
+        ++i;
+    }
+    return out;
+}
+
+std::optional<OutTarget> choose_out_target(const std::string& dest, const std::string& job_id,
+                                           const std::function<bool(const std::string&)>& exists) {
+    if (!exists(dest)) return OutTarget{dest, false};
+    std::string diverted = dest + "." + job_id;
+    if (!exists(diverted)) return OutTarget{diverted, true};
+    return std::nullopt;
+}
+
+std::string StageOutResult::message() const {
+    if (diverted)
+        return "stage-out of " + local + ": " + dest.substr(0, dest.rfind('.')) + " already exists, so the copy went to " + dest;
+    return "stage-out of " + local + " to " + dest + " done";
+}
+
+StageOutResult stage_out(const std::string& local_path, const std::string& dest, const std::string& job_id,
+                         unsigned threads, CopyProgress* progress) {
+    auto started = std::chrono::steady_clock::now();
+    StageOutResult result;
+    result.local = local_path;
+    auto kept = [&](const std::string& why) {
+        return Error("stage-out of " + local_path + " to " + dest + " failed: " + why + "; the local data is kept in " +
+                     local_path);
+    };
+    try {
+        // LOCAL itself may be a staged item's link; below it nothing is followed.
+        int src = ::open(local_path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (src < 0) throw_errno("cannot open " + local_path);
+        UniqueFd src_fd(src);
+        struct stat st {};
+        if (::fstat(src_fd.get(), &st) != 0) throw_errno("cannot stat " + local_path);
+        Manifest manifest = S_ISDIR(st.st_mode) ? scan_tree(src_fd.get(), local_path) : scan_file(src_fd.get(), local_path);
+
+        auto exists = [](const std::string& path) {
+            struct stat probe {};
+            return ::lstat(path.c_str(), &probe) == 0 || errno != ENOENT;
+        };
+        auto target = choose_out_target(dest, job_id, exists);
+        if (!target) throw Error("both " + dest + " and " + dest + "." + job_id + " exist, and neither is replaced");
+        std::string parent = dirname_of(target->path);
+        UniqueFd parent_fd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!parent_fd) throw_errno("cannot open the destination directory " + parent);
+        std::string base = basename_of(target->path);
+        std::string temp = "." + base + ".aihpc-out." + unique_suffix();
+        struct Guard {
+            int dir;
+            std::string name;
+            bool keep = false;
+            ~Guard() {
+                if (!keep) remove_tree_at(dir, name);
+            }
+        } guard{parent_fd.get(), temp};
+
+        CopyOptions options;
+        options.threads = threads;
+        options.progress = progress;
+        CopyStats stats = copy_item(src_fd.get(), manifest, parent_fd.get(), temp, options, local_path, join_path(parent, temp));
+        ::fsync(parent_fd.get());
+        if (::renameat2(parent_fd.get(), temp.c_str(), parent_fd.get(), base.c_str(), RENAME_NOREPLACE) != 0) {
+            if (errno != EEXIST || target->diverted) throw_errno("cannot rename the copy to " + target->path);
+            // DEST appeared meanwhile: divert, never replace.
+            target = OutTarget{dest + "." + job_id, true};
+            base = basename_of(target->path);
+            if (::renameat2(parent_fd.get(), temp.c_str(), parent_fd.get(), base.c_str(), RENAME_NOREPLACE) != 0)
+                throw_errno("cannot rename the copy to " + target->path);
+        }
+        guard.keep = true;
+        result.dest = target->path;
+        result.diverted = target->diverted;
+        result.files = stats.files;
+        result.bytes = stats.bytes;
+    } catch (const Error& e) {
+        throw kept(e.what());
+    }
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return result;
+}
+
+}  // namespace aihpc::stage

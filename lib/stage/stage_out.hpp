@@ -1,0 +1,42 @@
+// Stage-out: copies LOCAL (below the job's stage dir) to DEST beside-then-rename, never
+// replacing an existing DEST. The local data is never removed here.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "stage/tree_copy.hpp"
+
+namespace aihpc::stage {
+
+// Pure: DEST with %j (job id), %n (node name) and %% expanded. Throws aihpc::Error on
+// any other %-sequence.
+std::string expand_dest(const std::string& dest, const std::string& job_id, const std::string& node);
+
+// Pure: where the copy goes. DEST when free, else DEST.<jobid>; nullopt when both exist.
+struct OutTarget {
+    std::string path;
+    bool diverted = false;  // DEST existed, so the copy went to DEST.<jobid>
+};
+std::optional<OutTarget> choose_out_target(const std::string& dest, const std::string& job_id,
+                                           const std::function<bool(const std::string&)>& exists);
+
+struct StageOutResult {
+    std::string local;
+    std::string dest;   // where the data now is
+    bool diverted = false;
+    std::uint64_t files = 0;
+    std::uint64_t bytes = 0;
+    double seconds = 0;
+    std::string message() const;  // one line for the user: says when DEST existed
+};
+
+// Copies local_path (a file or a tree; symlinks are copied as links) to the target for
+// `dest` (already expanded). The copy is written beside the target under a hidden temp
+// name and renamed with RENAME_NOREPLACE. On failure the temp is removed and the Error
+// names local_path as kept.
+StageOutResult stage_out(const std::string& local_path, const std::string& dest, const std::string& job_id,
+                         unsigned threads, CopyProgress* progress = nullptr);
+
+}  // namespace aihpc::stage

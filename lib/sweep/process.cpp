@@ -1,0 +1,97 @@
+#include "sweep/process.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+
+namespace aihpc::sweep {
+
+namespace {
+
+struct Pipe {
+    UniqueFd read, write;
+    Pipe() {
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("cannot create a pipe");
+        read = UniqueFd(fds[0]);
+        write = UniqueFd(fds[1]);
+    }
+};
+
+// Reaps the child on every path, so that no zombie outlives the call.
+class Child {
+public:
+    explicit Child(pid_t pid) : pid_(pid) {}
+    ~Child() {
+        if (pid_ > 0) wait();
+    }
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+    int wait() {
+        int status = 0;
+        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+        }
+        pid_ = -1;
+        if (WIFEXITED(status)) return WEXITSTATUS(status);
+        if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+        return -1;
+    }
+
+private:
+    pid_t pid_;
+};
+
+}  // namespace
+
+CommandOutput capture_output(const std::vector<std::string>& argv) {
+    if (argv.empty()) throw Error("internal: empty command");
+    Pipe out, err;
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("cannot fork to run " + argv[0]);
+    if (pid == 0) {
+        int null = ::open("/dev/null", O_RDONLY);
+        if (null >= 0) ::dup2(null, 0);
+        ::dup2(out.write.get(), 1);
+        ::dup2(err.write.get(), 2);
+        ::execvp(args[0], args.data());
+        ::_exit(127);
+    }
+    Child child(pid);
+    out.write.reset();
+    err.write.reset();
+    CommandOutput result;
+    struct pollfd fds[2] = {{out.read.get(), POLLIN, 0}, {err.read.get(), POLLIN, 0}};
+    std::string* sinks[2] = {&result.out, &result.err};
+    int open = 2;
+    char buf[8192];
+    while (open > 0) {
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("cannot read the output of " + argv[0]);
+        }
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+            if (n > 0) {
+                sinks[i]->append(buf, static_cast<std::size_t>(n));
+            } else if (n == 0 || errno != EINTR) {
+                fds[i].fd = -1;
+                --open;
+            }
+        }
+    }
+    result.status = child.wait();
+    return result;
+}
+
+}  // namespace aihpc::sweep

@@ -1,0 +1,228 @@
+// lib/affinity: the distributed-training environment (host lists, NodeAddr lookup,
+// ports) and the acting part (CPU affinity, memory policy, the topology cache), the
+// latter on this process and this machine for real.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "affinity/apply.hpp"
+#include "affinity/dist_env.hpp"
+#include "affinity/step_view.hpp"
+#include "affinity/topology.hpp"
+#include "cmocka_cxx.hpp"
+#include "common/text.hpp"
+
+using namespace aihpc::affinity;
+
+// ---- host lists
+
+static void hostlist_expands_ranges_and_keeps_padding(void**) {
+    auto hosts = expand_hostlist("n[1-2],gpu[007-009,011],login");
+    assert_string_equal(aihpc::join(hosts, " ").c_str(), "n1 n2 gpu007 gpu008 gpu009 gpu011 login");
+    assert_string_equal(aihpc::join(expand_hostlist("r[1-2]n[1-2]"), " ").c_str(), "r1n1 r1n2 r2n1 r2n2");
+}
+
+static void hostlist_rejects_malformed_lists(void**) {
+    expect_error_containing([] { expand_hostlist("n[1-"); }, "malformed host list");
+    expect_error_containing([] { expand_hostlist("n[3-1]"); }, "malformed host list range");
+    expect_error_containing([] { expand_hostlist("n1]"); }, "unbalanced");
+}
+
+static void first_host_is_the_first_name_of_the_list(void**) {
+    assert_string_equal(first_host("n[1-2]").c_str(), "n1");
+    assert_string_equal(first_host("gpu[007-009,1],n3").c_str(), "gpu007");
+    assert_string_equal(first_host("login").c_str(), "login");
+    assert_string_equal(first_host(" c[10,2-3]x ").c_str(), "c10x");
+}
+
+// ---- NodeAddr
+
+static void node_aliases_give_the_address(void**) {
+    assert_string_equal(node_addr_from_aliases("n1:10.0.0.5:host1,n2:10.0.0.6:host2", "n2")->c_str(), "10.0.0.6");
+    assert_string_equal(node_addr_from_aliases("n1:[fe80::1]:host1", "n1")->c_str(), "fe80::1");
+    assert_false(node_addr_from_aliases("n1:10.0.0.5:host1", "n3").has_value());
+}
+
+static void slurm_conf_node_lines_give_the_address(void**) {
+    const char* conf =
+        "# comment NodeName=bogus NodeAddr=1.1.1.1\n"
+        "NodeName=DEFAULT CPUs=4\n"
+        "NodeName=n[1-2] NodeHostname=localhost NodeAddr=127.0.0.1 Port=17001-17002\n"
+        "nodename=g[1-3] nodeaddr=10.1.0.[1-3] CPUs=8\n"
+        "NodeName=plain CPUs=2\n";
+    assert_string_equal(node_addr_from_slurm_conf(conf, "n2")->c_str(), "127.0.0.1");
+    assert_string_equal(node_addr_from_slurm_conf(conf, "g3")->c_str(), "10.1.0.3");
+    assert_false(node_addr_from_slurm_conf(conf, "plain").has_value());
+    assert_false(node_addr_from_slurm_conf(conf, "bogus").has_value());
+}
+
+static void master_addr_prefers_aliases_then_slurm_conf_then_resolver(void**) {
+    char dir[] = "/tmp/aihpc-test-dist-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    std::string conf = std::string(dir) + "/slurm.conf";
+    std::ofstream(conf) << "NodeName=n[1-2] NodeAddr=127.0.0.1\n";
+    assert_string_equal(resolve_master_addr("n[1-2]", "", {conf}).c_str(), "127.0.0.1");
+    assert_string_equal(resolve_master_addr("n[1-2]", "n1:10.9.9.9:h", {conf}).c_str(), "10.9.9.9");
+    assert_string_equal(resolve_master_addr("localhost", "", {conf}).c_str(), "127.0.0.1");
+    assert_string_equal(resolve_master_addr("no-such-host.invalid", "", {dir + std::string("/absent")}).c_str(),
+                        "no-such-host.invalid");
+    unlink(conf.c_str());
+    rmdir(dir);
+}
+
+// ---- ports and variables
+
+static void master_port_is_in_range_and_differs_between_steps_and_jobs(void**) {
+    std::set<unsigned> ports;
+    for (std::uint32_t job = 1000; job < 1100; ++job)
+        for (std::uint32_t step = 0; step < 3; ++step) {
+            unsigned port = master_port(job, step);
+            assert_true(port >= 20000 && port < 40000);
+            ports.insert(port);
+        }
+    assert_true(ports.size() > 290);   // 300 steps: collisions are rare, not systematic
+    assert_int_equal(master_port(42, 0), master_port(42, 0));
+    assert_int_not_equal(master_port(42, 0), master_port(43, 0));
+    assert_int_not_equal(master_port(42, 0), master_port(42, 1));
+}
+
+static void torch_env_has_every_variable(void**) {
+    DistShape shape{"10.0.0.1", 7, 0, 4, 3, 1, 2, 1};
+    auto env = torch_env(shape);
+    assert_string_equal(env.at("MASTER_ADDR").c_str(), "10.0.0.1");
+    assert_string_equal(env.at("MASTER_PORT").c_str(), std::to_string(master_port(7, 0)).c_str());
+    assert_string_equal(env.at("WORLD_SIZE").c_str(), "4");
+    assert_string_equal(env.at("RANK").c_str(), "3");
+    assert_string_equal(env.at("LOCAL_RANK").c_str(), "1");
+    assert_string_equal(env.at("LOCAL_WORLD_SIZE").c_str(), "2");
+    assert_string_equal(env.at("NODE_RANK").c_str(), "1");
+    assert_int_equal(env.size(), 7);
+}
+
+// ---- the step's view: cores and GPUs
+
+static StepGpus gpus_with(std::map<std::string, std::string> env) {
+    return step_gpus_from_env([env](const std::string& name) -> std::optional<std::string> {
+        auto it = env.find(name);
+        if (it == env.end()) return std::nullopt;
+        return it->second;
+    });
+}
+
+static void step_gpus_come_from_slurm_with_visible_names(void**) {
+    StepGpus gpus = gpus_with({{"SLURM_STEP_GPUS", "2,3"}, {"CUDA_VISIBLE_DEVICES", "0,1"}});
+    assert_string_equal(aihpc::join({std::to_string((*gpus.indices)[0]), std::to_string((*gpus.indices)[1])}, ",").c_str(), "2,3");
+    assert_string_equal(aihpc::join(gpus.names, ",").c_str(), "0,1");
+    StepGpus mismatch = gpus_with({{"SLURM_JOB_GPUS", "1-3"}, {"CUDA_VISIBLE_DEVICES", "0"}});
+    assert_int_equal(mismatch.indices->size(), 3);
+    assert_true(mismatch.names.empty());
+}
+
+static void step_gpus_from_visible_devices_alone(void**) {
+    StepGpus numeric = gpus_with({{"CUDA_VISIBLE_DEVICES", "1,0"}});
+    assert_int_equal(numeric.indices->size(), 2);
+    assert_int_equal((*numeric.indices)[0], 1);
+    assert_true(gpus_with({{"CUDA_VISIBLE_DEVICES", "NoDevFiles"}}).indices->empty());
+    assert_true(gpus_with({{"CUDA_VISIBLE_DEVICES", ""}}).indices->empty());
+    assert_true(gpus_with({{"CUDA_VISIBLE_DEVICES", "GPU-3a1b"}}).indices->empty());
+    assert_true(gpus_with({{"ROCR_VISIBLE_DEVICES", "4"}}).indices->size() == 1);
+    assert_false(gpus_with({}).indices.has_value());
+}
+
+static void allocated_cores_map_to_their_pus(void**) {
+    NodeTopology topo;
+    topo.cores = {Core{{0, 8}, 0, 0}, Core{{1, 9}, 0, 0}, Core{{2, 10}, 0, 0}};
+    assert_string_equal(aihpc::format_id_list(pus_of_cores(topo, {0, 2})).c_str(), "0,2,8,10");
+    assert_string_equal(aihpc::format_id_list(pus_of_cores(topo, {1, 7})).c_str(), "1,9");   // 7: no such core
+}
+
+// ---- acting on this process
+
+static void cpu_binding_is_what_affinity_reads_back(void**) {
+    CpuSet before = current_affinity();
+    assert_false(before.empty());
+    CpuSet one = {*before.rbegin()};
+    bind_cpus(one);
+    assert_true(current_affinity() == one);
+    bind_cpus(before);
+    assert_true(current_affinity() == before);
+    expect_error_containing([] { bind_cpus({}); }, "empty CPU set");
+}
+
+static void memory_preference_is_visible_in_the_policy(void**) {
+    MemoryPolicy policy = prefer_memory({0});
+    std::string seen = describe_memory_policy();
+    if (policy == MemoryPolicy::none) {
+        skip();
+        return;
+    }
+    assert_string_equal(seen.c_str(), (std::string(to_string(policy)) + " 0").c_str());
+}
+
+static void export_env_overwrites_inherited_values(void**) {
+    setenv("OMP_NUM_THREADS", "99", 1);
+    export_env({{"OMP_NUM_THREADS", "2"}, {"OMP_PROC_BIND", "close"}});
+    assert_string_equal(getenv("OMP_NUM_THREADS"), "2");
+    assert_string_equal(getenv("OMP_PROC_BIND"), "close");
+}
+
+// ---- the node's topology cache
+
+static void topology_cache_is_written_0644_and_read_back(void**) {
+    char dir[] = "/tmp/aihpc-test-topo-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    std::string cache = std::string(dir) + "/topology.xml";
+    mode_t old = umask(077);
+    NodeTopology fresh = load_node_topology(cache, true);
+    umask(old);
+    struct stat st{};
+    assert_int_equal(stat(cache.c_str(), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    NodeTopology cached = load_node_topology(cache, true);
+    assert_true(cached.all_cpus() == fresh.all_cpus());
+    assert_int_equal(cached.gpus.size(), fresh.gpus.size());
+    assert_true(aihpc::parse_id_list(aihpc::format_id_list(current_affinity())).has_value());
+    unlink(cache.c_str());
+    rmdir(dir);
+}
+
+static void damaged_cache_is_replaced(void**) {
+    char dir[] = "/tmp/aihpc-test-topo-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    std::string cache = std::string(dir) + "/topology.xml";
+    std::ofstream(cache) << "not xml";
+    NodeTopology topo = load_node_topology(cache, true);
+    assert_false(topo.cores.empty());
+    std::ifstream back(cache);
+    std::string head;
+    std::getline(back, head);
+    assert_true(head.find("<?xml") != std::string::npos);
+    unlink(cache.c_str());
+    rmdir(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(hostlist_expands_ranges_and_keeps_padding),
+        cmocka_unit_test(hostlist_rejects_malformed_lists),
+        cmocka_unit_test(first_host_is_the_first_name_of_the_list),
+        cmocka_unit_test(node_aliases_give_the_address),
+        cmocka_unit_test(slurm_conf_node_lines_give_the_address),
+        cmocka_unit_test(master_addr_prefers_aliases_then_slurm_conf_then_resolver),
+        cmocka_unit_test(master_port_is_in_range_and_differs_between_steps_and_jobs),
+        cmocka_unit_test(torch_env_has_every_variable),
+        cmocka_unit_test(step_gpus_come_from_slurm_with_visible_names),
+        cmocka_unit_test(step_gpus_from_visible_devices_alone),
+        cmocka_unit_test(allocated_cores_map_to_their_pus),
+        cmocka_unit_test(cpu_binding_is_what_affinity_reads_back),
+        cmocka_unit_test(memory_preference_is_visible_in_the_policy),
+        cmocka_unit_test(export_env_overwrites_inherited_values),
+        cmocka_unit_test(topology_cache_is_written_0644_and_read_back),
+        cmocka_unit_test(damaged_cache_is_replaced),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}

@@ -1,0 +1,729 @@
+// lib/stage: manifests, staleness, atomic publish, archive refusal, eviction with leases
+// held, and stage-out that never replaces DEST. Everything acts on real temp dirs.
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cmocka_cxx.hpp"
+#include "common/fd.hpp"
+#include "stage/archive.hpp"
+#include "stage/fs.hpp"
+#include "stage/manifest.hpp"
+#include "stage/node_cache.hpp"
+#include "stage/source.hpp"
+#include "stage/stage_in.hpp"
+#include "stage/stage_out.hpp"
+#include "stage/tree_copy.hpp"
+
+using namespace aihpc::stage;
+
+// ---- fixtures: a fresh temp dir per test, removed afterwards
+
+static std::string g_root;
+
+static int make_root(void**) {
+    char tmpl[] = "/tmp/aihpc-test-stage.XXXXXX";
+    if (!mkdtemp(tmpl)) return -1;
+    g_root = tmpl;
+    return 0;
+}
+
+static int drop_root(void**) {
+    aihpc::UniqueFd parent(open("/tmp", O_RDONLY | O_DIRECTORY));
+    remove_tree_at(parent.get(), basename_of(g_root));
+    return 0;
+}
+
+static std::string path(const std::string& rel) { return g_root + "/" + rel; }
+
+static void write_file(const std::string& p, const std::string& content, mode_t mode = 0644) {
+    std::ofstream(p, std::ios::binary) << content;
+    chmod(p.c_str(), mode);
+}
+
+static std::string read_file(const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+static bool exists(const std::string& p) {
+    struct stat st {};
+    return lstat(p.c_str(), &st) == 0;
+}
+
+static void set_mtime(const std::string& p, time_t seconds) {
+    struct timespec times[2] = {{seconds, 0}, {seconds, 0}};
+    utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW);
+}
+
+// A small dataset: nested dirs, an executable, a symlink inside and one pointing out.
+static std::string make_dataset(const std::string& name = "data") {
+    std::string d = path(name);
+    mkdir(d.c_str(), 0755);
+    mkdir((d + "/sub").c_str(), 0750);
+    mkdir((d + "/sub/deeper").c_str(), 0755);
+    write_file(d + "/a.txt", "alpha\n");
+    write_file(d + "/sub/b.bin", std::string(300000, 'b'));
+    write_file(d + "/sub/deeper/run.sh", "#!/bin/sh\necho hi\n", 0755);
+    write_file(d + "/sub/deeper/with space %.txt", "odd name\n", 0600);
+    symlink("a.txt", (d + "/link-in").c_str());
+    symlink("/etc/passwd", (d + "/link-out").c_str());
+    set_mtime(d + "/a.txt", 1000000000);
+    return d;
+}
+
+static Manifest scan_path(const std::string& p) {
+    aihpc::UniqueFd fd(open(p.c_str(), O_RDONLY | O_DIRECTORY));
+    return scan_tree(fd.get(), p);
+}
+
+static StageSettings cache_settings(const std::string& to = "job") {
+    StageSettings s;
+    s.to_dir = path(to);
+    s.cache_dir = path("cache");
+    s.threads = 3;
+    s.uid = getuid();
+    return s;
+}
+
+static std::vector<std::string> cache_log_lines(const std::string& what) {
+    std::vector<std::string> out;
+    std::ifstream in(path("cache/log"));
+    std::string line;
+    while (std::getline(in, line))
+        if (line.find(" " + what + " ") != std::string::npos) out.push_back(line);
+    return out;
+}
+
+// ---- manifest
+
+static void manifest_lists_entries_sorted_with_parents_first(void**) {
+    make_dataset();
+    Manifest m = scan_path(path("data"));
+    std::vector<std::string> paths;
+    for (const ManifestEntry& e : m.entries) paths.push_back(e.path);
+    std::vector<std::string> expected = {"a.txt", "link-in", "link-out", "sub", "sub/b.bin", "sub/deeper",
+                                         "sub/deeper/run.sh", "sub/deeper/with space %.txt"};
+    assert_true(paths == expected);
+    assert_int_equal(m.file_count(), 4);
+    assert_int_equal(m.byte_count(), 6 + 300000 + 18 + 9);
+    assert_int_equal(m.entries[0].mtime_ns, 1000000000LL * 1000000000LL);
+    assert_string_equal(m.entries[2].target.c_str(), "/etc/passwd");
+}
+
+static void manifest_text_round_trips_odd_names_and_hashes(void**) {
+    make_dataset();
+    Manifest m = scan_path(path("data"));
+    m.entries[0].content_hash = "0123456789abcdef0123456789abcdef";
+    Manifest back = Manifest::parse(m.serialize());
+    assert_int_equal(back.entries.size(), m.entries.size());
+    for (std::size_t i = 0; i < m.entries.size(); ++i) assert_true(back.entries[i].same_metadata(m.entries[i]));
+    assert_string_equal(back.entries[0].content_hash->c_str(), "0123456789abcdef0123456789abcdef");
+    assert_false(back.entries[1].content_hash.has_value());
+    assert_string_equal(back.metadata_hash().c_str(), m.metadata_hash().c_str());
+}
+
+static void manifest_parse_rejects_malformed_lines(void**) {
+    expect_error_containing([] { Manifest::parse("f 0644 12\n"); }, "too few fields");
+    expect_error_containing([] { Manifest::parse("x 0644 1 1 - a\n"); }, "unknown type");
+    expect_error_containing([] { Manifest::parse("f 0999 1 1 - a\n"); }, "mode");
+    expect_error_containing([] { Manifest::parse("l 0777 1 1 - a\n"); }, "symlink without target");
+    expect_error_containing([] { Manifest::parse("f 0644 1 1 - a%G1\n"); }, "path escape");
+}
+
+static void metadata_hash_changes_with_any_change_of_the_source(void**) {
+    std::string d = make_dataset();
+    std::string base = scan_path(d).metadata_hash();
+    assert_string_equal(scan_path(d).metadata_hash().c_str(), base.c_str());
+
+    set_mtime(d + "/a.txt", 1000000001);
+    std::string touched = scan_path(d).metadata_hash();
+    assert_string_not_equal(touched.c_str(), base.c_str());
+
+    write_file(d + "/new.txt", "x");
+    std::string added = scan_path(d).metadata_hash();
+    assert_string_not_equal(added.c_str(), touched.c_str());
+
+    unlink((d + "/new.txt").c_str());
+    assert_string_equal(scan_path(d).metadata_hash().c_str(), touched.c_str());
+    unlink((d + "/sub/b.bin").c_str());
+    assert_string_not_equal(scan_path(d).metadata_hash().c_str(), touched.c_str());
+}
+
+static void scan_refuses_fifos(void**) {
+    std::string d = make_dataset();
+    mkfifo((d + "/pipe").c_str(), 0644);
+    expect_error_containing([&] { scan_path(d); }, "FIFO");
+}
+
+static void manifest_differences_names_added_removed_and_changed(void**) {
+    std::string d = make_dataset();
+    Manifest before = scan_path(d);
+    write_file(d + "/extra", "e");
+    unlink((d + "/link-in").c_str());
+    write_file(d + "/a.txt", "alpha!\n");
+    std::vector<std::string> diffs = manifest_differences(before, scan_path(d));
+    std::set<std::string> got(diffs.begin(), diffs.end());
+    assert_true(got.count("a.txt (changed)"));
+    assert_true(got.count("link-in (missing)"));
+    assert_true(got.count("extra (added)"));
+    assert_int_equal(got.size(), 3);
+}
+
+// ---- copy plan and copy
+
+static void copy_plan_splits_only_large_files_and_orders_largest_first(void**) {
+    Manifest m;
+    m.entries = {{"d", EntryType::directory, 0755, 0, 0, "", {}}, {"d/small", EntryType::file, 0644, 10, 0, "", {}},
+                 {"big", EntryType::file, 0644, 250, 0, "", {}},  {"l", EntryType::symlink, 0777, 1, 0, "x", {}},
+                 {"mid", EntryType::file, 0644, 100, 0, "", {}}};
+    CopyPlan plan = plan_copy(m, true, PieceSizing{200, 100});
+    assert_true(plan.directories == std::vector<std::size_t>{0});
+    assert_true(plan.symlinks == std::vector<std::size_t>{3});
+    assert_true(plan.split_files == std::vector<std::size_t>{2});
+    assert_int_equal(plan.pieces.size(), 5);  // big: 100+100+50, mid, small
+    assert_int_equal(plan.pieces[0].length, 100);
+    assert_int_equal(plan.pieces.back().length, 10);
+    std::uint64_t big_total = 0;
+    for (const CopyPiece& p : plan.pieces)
+        if (p.entry == 2) {
+            assert_false(p.whole_file);
+            big_total += p.length;
+        }
+    assert_int_equal(big_total, 250);
+    CopyPlan hashed = plan_copy(m, false, PieceSizing{200, 100});
+    assert_int_equal(hashed.pieces.size(), 3);
+    assert_true(hashed.split_files.empty());
+}
+
+static void staged_mode_is_read_only_for_cache_entries(void**) {
+    assert_int_equal(staged_mode(EntryType::file, 0640, false), 0640);
+    assert_int_equal(staged_mode(EntryType::file, 0640, true), 0444);
+    assert_int_equal(staged_mode(EntryType::file, 0700, true), 0555);
+    assert_int_equal(staged_mode(EntryType::directory, 0700, true), 0555);
+    assert_int_equal(staged_mode(EntryType::directory, 04750, false), 04750);
+}
+
+static void private_copy_keeps_content_modes_mtimes_and_symlinks(void**) {
+    std::string d = make_dataset();
+    StageSettings s = cache_settings();
+    s.private_mode = true;
+    StagedItem item = stage_in(d, "set", s);
+    assert_string_equal(to_string(item.outcome), "private");
+    assert_int_equal(item.files, 4);
+    std::vector<std::string> diffs = manifest_differences(scan_path(d), scan_path(path("job/set")));
+    assert_int_equal(diffs.size(), 0);
+    assert_string_equal(read_file(path("job/set/sub/b.bin")).c_str(), std::string(300000, 'b').c_str());
+    char target[64] = {};
+    assert_int_equal(readlink(path("job/set/link-out").c_str(), target, sizeof target - 1), 11);
+    assert_string_equal(target, "/etc/passwd");  // copied as a link, never followed
+    // Writable, for this job alone.
+    write_file(path("job/set/a.txt"), "changed");
+    assert_string_equal(read_file(d + "/a.txt").c_str(), "alpha\n");
+}
+
+static void large_files_copied_in_pieces_are_exact(void**) {
+    std::string d = path("big");
+    mkdir(d.c_str(), 0755);
+    std::string content;
+    for (int i = 0; i < 300000; ++i) content += static_cast<char>('a' + (i * 7) % 26);
+    write_file(d + "/f", content);
+    Manifest m = scan_path(d);
+    aihpc::UniqueFd src(open(d.c_str(), O_RDONLY | O_DIRECTORY));
+    aihpc::UniqueFd dst(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
+    CopyOptions options;
+    options.threads = 3;
+    copy_item(src.get(), m, dst.get(), "copy", options, d, path("copy"));
+    assert_true(read_file(path("copy/f")) == content);
+    assert_int_equal(manifest_differences(scan_path(d), scan_path(path("copy"))).size(), 0);
+}
+
+// ---- source resolution
+
+static void source_paths_resolve_against_the_submit_dir(void**) {
+    assert_string_equal(absolute_source("data/x", "/home/u").c_str(), "/home/u/data/x");
+    assert_string_equal(absolute_source("/abs//./y/", "/home/u").c_str(), "/abs/y");
+    assert_string_equal(absolute_source("../x", "/home/u").c_str(), "/home/u/../x");
+    assert_string_equal(absolute_source("x", "").c_str(), "/x");
+}
+
+static void allow_roots_match_whole_components(void**) {
+    assert_true(path_is_under("/data/set", "/data"));
+    assert_true(path_is_under("/data", "/data"));
+    assert_false(path_is_under("/data2/set", "/data"));
+    assert_false(path_is_under("/dat", "/data"));
+    assert_true(path_is_under("/anything", "/"));
+    assert_string_equal(allowing_root("/x/y", {}).value().c_str(), "/");
+    assert_string_equal(allowing_root("/b/y", {"/a", "/b"}).value().c_str(), "/b");
+    assert_false(allowing_root("/c/y", {"/a", "/b"}).has_value());
+}
+
+static void sources_outside_stage_allow_are_refused_even_through_symlinks(void**) {
+    std::string d = make_dataset();
+    mkdir(path("allowed").c_str(), 0755);
+    symlink(d.c_str(), path("allowed/sneaky").c_str());
+    expect_error_containing([&] { open_source(path("allowed/sneaky"), "", {path("allowed")}); }, "not under stage_allow");
+    expect_error_containing([&] { open_source("../data", path("allowed/x"), {path("allowed")}); }, "does not exist");
+    expect_error_containing([&] { open_source(path("missing"), "", {}); }, "does not exist");
+    OpenSource ok = open_source("data", g_root, {g_root});
+    assert_int_equal(static_cast<int>(ok.kind), static_cast<int>(SourceKind::tree));
+}
+
+// ---- node cache: hits, staleness, atomic publish
+
+static void second_stage_of_an_unchanged_source_is_a_hit_on_the_same_entry(void**) {
+    std::string d = make_dataset();
+    StagedItem first = stage_in(d, "set", cache_settings("job1"));
+    StagedItem second = stage_in(d, "set", cache_settings("job2"));
+    assert_string_equal(to_string(first.outcome), "miss");
+    assert_string_equal(to_string(second.outcome), "hit");
+    assert_string_equal(first.data_path.c_str(), second.data_path.c_str());
+    assert_string_equal(first.manifest_hash.c_str(), second.manifest_hash.c_str());
+    struct stat a {}, b {};
+    stat(path("job1/set/sub/b.bin").c_str(), &a);
+    stat(path("job2/set/sub/b.bin").c_str(), &b);
+    assert_int_equal(a.st_ino, b.st_ino);  // one copy on the node
+    assert_int_equal(cache_log_lines("miss").size(), 1);
+    assert_int_equal(cache_log_lines("hit").size(), 1);
+    assert_int_equal(second.files, 4);
+}
+
+static void cache_entries_are_read_only_and_hold_exactly_the_source(void**) {
+    std::string d = make_dataset();
+    stage_in(d, "set", cache_settings());
+    struct stat st {};
+    stat(path("job/set/a.txt").c_str(), &st);
+    assert_int_equal(st.st_mode & 07777, 0444);
+    stat(path("job/set/sub/deeper/run.sh").c_str(), &st);
+    assert_int_equal(st.st_mode & 07777, 0555);
+    stat(path("job/set/sub").c_str(), &st);
+    assert_int_equal(st.st_mode & 07777, 0555);
+    stat(path("cache").c_str(), &st);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    Manifest staged = scan_path(path("job/set/"));
+    std::vector<std::string> diffs = manifest_differences(scan_path(d), staged);
+    for (const std::string& diff : diffs) assert_true(diff.find("(changed)") != std::string::npos);  // modes only
+    assert_int_equal(staged.entries.size(), scan_path(d).entries.size());
+}
+
+static void a_changed_source_is_never_served_from_the_old_entry(void**) {
+    std::string d = make_dataset();
+    stage_in(d, "set", cache_settings("job1"));
+    write_file(d + "/a.txt", "ALPHA\n");
+    StagedItem after = stage_in(d, "set", cache_settings("job2"));
+    assert_string_equal(to_string(after.outcome), "miss");
+    assert_string_equal(read_file(path("job2/set/a.txt")).c_str(), "ALPHA\n");
+    assert_string_equal(read_file(path("job1/set/a.txt")).c_str(), "alpha\n");  // the old job keeps its copy
+
+    write_file(d + "/added", "new");
+    assert_string_equal(to_string(stage_in(d, "set", cache_settings("job3")).outcome), "miss");
+    assert_true(exists(path("job3/set/added")));
+    unlink((d + "/added").c_str());
+    StagedItem removed = stage_in(d, "set", cache_settings("job4"));
+    assert_false(exists(path("job4/set/added")));
+    assert_string_equal(to_string(removed.outcome), "hit");  // the same content as job2's
+}
+
+static void a_failing_producer_leaves_nothing_visible(void**) {
+    NodeCache cache(path("cache"));
+    std::string key = cache_key(getuid(), "/x", SourceKind::tree, "h");
+    expect_error_containing(
+        [&] {
+            cache.obtain(key, 0, {}, [](int entry_fd, const std::string&) -> Manifest {
+                mkdirat(entry_fd, "data", 0700);
+                throw aihpc::Error("disk on fire");
+            });
+        },
+        "disk on fire");
+    assert_false(exists(cache.entry_path(key)));
+    std::vector<std::string> names;
+    aihpc::UniqueFd entries(open(path("cache/entries").c_str(), O_RDONLY | O_DIRECTORY));
+    assert_int_equal(cache.list().size(), 0);
+    assert_false(cache.lease(key).has_value());
+    // Nothing left over: the temp entry was removed.
+    assert_int_equal(system(("test -z \"$(ls -A " + path("cache/entries") + ")\"").c_str()), 0);
+}
+
+static void a_producer_killed_mid_copy_is_redone_by_the_next_stager(void**) {
+    std::string d = make_dataset();
+    NodeCache cache(path("cache"));
+    std::string key = cache_key(getuid(), d, SourceKind::tree, "k");
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        NodeCache mine(path("cache"));
+        mine.obtain(key, 0, {}, [&](int entry_fd, const std::string&) -> Manifest {
+            mkdirat(entry_fd, "data", 0700);
+            (void)!write(ready[1], "x", 1);
+            pause();  // killed here, mid-copy, holding the key's lock
+            return {};
+        });
+        _exit(0);
+    }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    assert_false(exists(cache.entry_path(key)));  // nothing published while it works
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    close(ready[0]);
+    close(ready[1]);
+    Obtained got = cache.obtain(key, 0, {}, [&](int entry_fd, const std::string&) {
+        aihpc::UniqueFd src(open(d.c_str(), O_RDONLY | O_DIRECTORY));
+        Manifest m = scan_tree(src.get(), d);
+        CopyOptions options;
+        options.read_only = true;
+        copy_item(src.get(), m, entry_fd, "data", options, d, "data");
+        return m;
+    });
+    assert_false(got.hit);
+    aihpc::UniqueFd data(open(got.data_path.c_str(), O_RDONLY | O_DIRECTORY));
+    verify_item(data.get(), scan_path(d), true, 2, got.data_path);  // complete and exact
+    assert_string_equal(read_file(got.data_path + "/a.txt").c_str(), "alpha\n");
+    assert_int_equal(system(("test -z \"$(ls -A " + path("cache/entries") + " | grep '^\\.')\"").c_str()), 0);
+}
+
+static void concurrent_stagers_of_one_source_copy_it_once(void**) {
+    std::string d = make_dataset();
+    std::vector<pid_t> children;
+    for (int i = 0; i < 6; ++i) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            try {
+                StagedItem item = stage_in(d, "set", cache_settings("job" + std::to_string(i)));
+                _exit(read_file(path("job" + std::to_string(i) + "/set/a.txt")) == "alpha\n" ? 0 : 3);
+            } catch (...) {
+                _exit(2);
+            }
+        }
+        children.push_back(pid);
+    }
+    for (pid_t pid : children) {
+        int status = 0;
+        waitpid(pid, &status, 0);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    assert_int_equal(cache_log_lines("miss").size(), 1);
+    assert_int_equal(cache_log_lines("hit").size(), 5);
+}
+
+static void verify_detects_a_corrupted_entry(void**) {
+    std::string d = make_dataset();
+    StageSettings s = cache_settings();
+    s.verify = true;
+    StagedItem item = stage_in(d, "set", s);
+    assert_true(NodeCache(path("cache")).stored_manifest(item.key)->has_content_hashes());
+    // The owner could force a change; verification must catch it.
+    std::string victim = item.data_path + "/a.txt";
+    chmod(victim.c_str(), 0644);
+    write_file(victim, "ALPHA\n", 0444);
+    set_mtime(victim, 1000000000);
+    expect_error_containing([&] { stage_in(d, "set", s); }, "a.txt has other content");
+}
+
+// ---- eviction
+
+static void eviction_plan_takes_least_recently_used_first_and_skips_leased(void**) {
+    std::vector<CacheEntryInfo> entries(4);
+    const char* keys[] = {"k-new", "k-old", "k-mid", "k-oldest"};
+    std::int64_t used_at[] = {40, 20, 30, 10};
+    for (int i = 0; i < 4; ++i) {
+        entries[i].key = keys[i];
+        entries[i].bytes = 100;
+        entries[i].last_used_ns = used_at[i];
+    }
+    entries[3].in_use = true;  // the oldest is leased by a running job
+    std::vector<std::string> plan = plan_eviction(entries, 50, 250);
+    assert_true(plan == (std::vector<std::string>{"k-old", "k-mid"}));
+    assert_true(plan_eviction(entries, 0, 400).empty());
+    assert_int_equal(plan_eviction(entries, 1000, 0).size(), 3);  // never the leased one
+}
+
+static void eviction_never_removes_an_entry_under_lease(void**) {
+    std::string d1 = make_dataset("d1"), d2 = make_dataset("d2"), d3 = make_dataset("d3");
+    StagedItem a = stage_in(d1, "a", cache_settings());  // leased: kept alive below
+    StagedItem b = stage_in(d2, "b", cache_settings());
+    b.lease = Lease();
+    struct timespec old_times[2] = {{100, 0}, {100, 0}};
+    utimensat(AT_FDCWD, path("cache/locks/" + a.key + ".lock").c_str(), old_times, 0);
+    StageSettings tight = cache_settings();
+    std::uint64_t one = a.bytes;
+    tight.limits = CacheLimits{2 * one + one / 2, one + one / 2};
+    StagedItem c = stage_in(d3, "c", tight);
+    assert_string_equal(to_string(c.outcome), "miss");
+    assert_true(exists(path("cache/entries/" + a.key)));   // oldest, but leased
+    assert_false(exists(path("cache/entries/" + b.key)));  // unleased: evicted
+    assert_string_equal(read_file(path("job/a/a.txt")).c_str(), "alpha\n");
+    // Once released, gc may take it.
+    a.lease = Lease();
+    c.lease = Lease();
+    NodeCache cache(path("cache"));
+    std::vector<std::string> evicted = cache.collect(0);
+    assert_int_equal(evicted.size(), 2);
+    assert_int_equal(cache.list().size(), 0);
+}
+
+static void a_full_cache_of_leased_entries_refuses_with_advice(void**) {
+    std::string d1 = make_dataset("d1"), d2 = make_dataset("d2");
+    StagedItem a = stage_in(d1, "a", cache_settings());
+    StageSettings tight = cache_settings();
+    tight.limits = CacheLimits{a.bytes + 10, a.bytes};
+    expect_error_containing([&] { stage_in(d2, "b", tight); }, "held by running jobs");
+    assert_false(exists(path("job/b")));
+}
+
+// ---- archives
+
+static void archive_entries_leaving_the_item_are_refused(void**) {
+    struct Case {
+        const char* path;
+        ArchiveEntryKind kind;
+        const char* target;
+        const char* refusal;  // nullptr: accepted
+    } cases[] = {
+        {"a/b.txt", ArchiveEntryKind::file, "", nullptr},
+        {"./a/", ArchiveEntryKind::directory, "", nullptr},
+        {"./", ArchiveEntryKind::directory, "", nullptr},
+        {"/etc/passwd", ArchiveEntryKind::file, "", "absolute path"},
+        {"../x", ArchiveEntryKind::file, "", "contains '..'"},
+        {"a/../../x", ArchiveEntryKind::file, "", "contains '..'"},
+        {"a/..", ArchiveEntryKind::directory, "", "contains '..'"},
+        {"", ArchiveEntryKind::file, "", "empty name"},
+        {"dev", ArchiveEntryKind::other, "", "device"},
+        {"a/l", ArchiveEntryKind::symlink, "../b", nullptr},
+        {"a/l", ArchiveEntryKind::symlink, "../../b", "leads out"},
+        {"l", ArchiveEntryKind::symlink, "x/../../y", "leads out"},
+        {"l", ArchiveEntryKind::symlink, "/etc", "absolute path"},
+        {"h", ArchiveEntryKind::hardlink, "a/b.txt", nullptr},
+        {"h", ArchiveEntryKind::hardlink, "../outside", "outside the archive"},
+        {"h", ArchiveEntryKind::hardlink, "/etc/shadow", "outside the archive"},
+    };
+    for (const Case& c : cases) {
+        auto why = archive_entry_refusal(c.path, c.kind, c.target);
+        if (!c.refusal) {
+            if (why) print_error("'%s' refused: %s\n", c.path, why->c_str());
+            assert_false(why.has_value());
+        } else {
+            if (!why || why->find(c.refusal) == std::string::npos)
+                print_error("'%s': expected '%s', got '%s'\n", c.path, c.refusal, why ? why->c_str() : "(accepted)");
+            assert_true(why && why->find(c.refusal) != std::string::npos);
+        }
+    }
+}
+
+static void archive_names_are_recognised_by_suffix(void**) {
+    assert_true(is_archive_name("x.tar"));
+    assert_true(is_archive_name("x.tar.gz"));
+    assert_true(is_archive_name("x.tar.zst"));
+    assert_true(is_archive_name("x.tgz"));
+    assert_false(is_archive_name("x.gz"));
+    assert_false(is_archive_name(".tar"));
+    assert_false(is_archive_name("x.zip"));
+}
+
+struct TarEntry {
+    std::string path;
+    std::string content;
+    char type;  // 'f', 'd', 'l', 'h'
+    std::string target;
+};
+
+static void write_tar(const std::string& file, const std::vector<TarEntry>& entries, bool zstd) {
+    struct archive* a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    if (zstd) archive_write_add_filter_zstd(a);
+    archive_write_open_filename(a, file.c_str());
+    for (const TarEntry& t : entries) {
+        struct archive_entry* e = archive_entry_new();
+        archive_entry_set_pathname(e, t.path.c_str());
+        archive_entry_set_mtime(e, 1500000000, 0);
+        if (t.type == 'f') {
+            archive_entry_set_filetype(e, AE_IFREG);
+            archive_entry_set_perm(e, 0644);
+            archive_entry_set_size(e, static_cast<la_int64_t>(t.content.size()));
+        } else if (t.type == 'd') {
+            archive_entry_set_filetype(e, AE_IFDIR);
+            archive_entry_set_perm(e, 0755);
+        } else if (t.type == 'l') {
+            archive_entry_set_filetype(e, AE_IFLNK);
+            archive_entry_set_perm(e, 0777);
+            archive_entry_set_symlink(e, t.target.c_str());
+        } else {
+            archive_entry_set_filetype(e, AE_IFREG);
+            archive_entry_set_hardlink(e, t.target.c_str());
+        }
+        archive_write_header(a, e);
+        if (t.type == 'f') archive_write_data(a, t.content.data(), t.content.size());
+        archive_entry_free(e);
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+}
+
+static void a_tar_zst_is_extracted_into_the_cache_and_verified(void**) {
+    write_tar(path("set.tar.zst"),
+              {{"top", "", 'd', ""}, {"top/f.txt", "hello\n", 'f', ""}, {"top/l", "", 'l', "f.txt"}, {"top/h", "", 'h', "top/f.txt"}},
+              true);
+    StageSettings s = cache_settings();
+    s.verify = true;
+    StagedItem item = stage_in(path("set.tar.zst"), "set", s);
+    assert_string_equal(to_string(item.outcome), "miss");
+    assert_string_equal(read_file(path("job/set/top/f.txt")).c_str(), "hello\n");
+    assert_string_equal(read_file(path("job/set/top/h")).c_str(), "hello\n");
+    assert_string_equal(read_file(path("job/set/top/l")).c_str(), "hello\n");
+    StageSettings again = cache_settings("job2");
+    again.verify = true;
+    assert_string_equal(to_string(stage_in(path("set.tar.zst"), "set", again).outcome), "hit");
+}
+
+static void a_tar_with_dotdot_entries_is_refused_whole(void**) {
+    write_tar(path("evil.tar"), {{"ok.txt", "fine", 'f', ""}, {"../escaped.txt", "gotcha", 'f', ""}}, false);
+    expect_error_containing([&] { stage_in(path("evil.tar"), "evil", cache_settings()); }, "contains '..'");
+    assert_false(exists(path("escaped.txt")));
+    assert_false(exists(path("cache/escaped.txt")));
+    assert_false(exists(path("job/evil")));
+    assert_int_equal(NodeCache(path("cache")).list().size(), 0);
+
+    write_tar(path("evil2.tar"), {{"l", "", 'l', "../../etc"}}, false);
+    expect_error_containing([&] { stage_in(path("evil2.tar"), "evil2", cache_settings()); }, "leads out");
+    write_tar(path("evil3.tar"), {{"/tmp/abs.txt", "x", 'f', ""}}, false);
+    StageSettings s = cache_settings();
+    s.private_mode = true;
+    expect_error_containing([&] { stage_in(path("evil3.tar"), "evil3", s); }, "refusing to extract");
+    assert_false(exists(path("job/evil3")));
+}
+
+// ---- stage-out
+
+static void stage_out_destinations_expand_job_and_node(void**) {
+    assert_string_equal(expand_dest("/s/%j/%n/ck", "42", "n1").c_str(), "/s/42/n1/ck");
+    assert_string_equal(expand_dest("/s/100%%", "42", "n1").c_str(), "/s/100%");
+    expect_error_containing([] { expand_dest("/s/%x", "1", "n"); }, "only %j, %n");
+}
+
+static void stage_out_target_diverts_when_dest_exists(void**) {
+    std::set<std::string> present;
+    auto exists_in = [&](const std::string& p) { return present.count(p) > 0; };
+    auto t = choose_out_target("/d/out", "7", exists_in);
+    assert_string_equal(t->path.c_str(), "/d/out");
+    assert_false(t->diverted);
+    present.insert("/d/out");
+    t = choose_out_target("/d/out", "7", exists_in);
+    assert_string_equal(t->path.c_str(), "/d/out.7");
+    assert_true(t->diverted);
+    present.insert("/d/out.7");
+    assert_false(choose_out_target("/d/out", "7", exists_in).has_value());
+}
+
+static void stage_out_copies_then_renames_and_never_replaces_dest(void**) {
+    std::string local = make_dataset("local");
+    StageOutResult first = stage_out(local, path("out"), "7", 2);
+    assert_string_equal(first.dest.c_str(), path("out").c_str());
+    assert_false(first.diverted);
+    assert_int_equal(manifest_differences(scan_path(local), scan_path(path("out"))).size(), 0);
+
+    write_file(local + "/a.txt", "second run\n");
+    StageOutResult second = stage_out(local, path("out"), "7", 2);
+    assert_true(second.diverted);
+    assert_string_equal(second.dest.c_str(), path("out.7").c_str());
+    assert_string_equal(read_file(path("out/a.txt")).c_str(), "alpha\n");  // untouched
+    assert_string_equal(read_file(path("out.7/a.txt")).c_str(), "second run\n");
+    assert_true(second.message().find("already exists") != std::string::npos);
+
+    expect_error_containing([&] { stage_out(local, path("out"), "7", 2); }, "neither is replaced");
+    assert_string_equal(read_file(local + "/a.txt").c_str(), "second run\n");
+}
+
+static void failed_stage_out_keeps_the_local_data_and_says_where(void**) {
+    std::string local = make_dataset("local");
+    mkdir(path("ro").c_str(), 0555);
+    std::string message;
+    if (geteuid() == 0) {
+        // root writes anywhere: a missing parent makes the destination unwritable instead.
+        expect_error_containing([&] { stage_out(local, path("nowhere/out"), "7", 2); }, "the local data is kept in " + local);
+    } else {
+        expect_error_containing([&] { stage_out(local, path("ro/out"), "7", 2); }, "the local data is kept in " + local);
+    }
+    assert_true(exists(local + "/sub/b.bin"));
+    assert_false(exists(path("ro/out")));
+}
+
+static void stage_out_of_a_single_file_is_atomic_and_exact(void**) {
+    write_file(path("model.pt"), "weights", 0640);
+    StageOutResult r = stage_out(path("model.pt"), path("final.pt"), "9", 2);
+    assert_string_equal(read_file(path("final.pt")).c_str(), "weights");
+    struct stat st {};
+    stat(path("final.pt").c_str(), &st);
+    assert_int_equal(st.st_mode & 0777, 0640);
+    assert_int_equal(r.files, 1);
+}
+
+// ---- safe removal
+
+static void tree_removal_never_follows_links_out(void**) {
+    std::string d = make_dataset();
+    std::string outside = path("precious");
+    mkdir(outside.c_str(), 0755);
+    write_file(outside + "/keep", "keep");
+    symlink(outside.c_str(), (d + "/sub/to-precious").c_str());
+    chmod((d + "/sub").c_str(), 0555);
+    aihpc::UniqueFd root(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
+    assert_true(remove_tree_at(root.get(), "data"));
+    assert_false(exists(d));
+    assert_string_equal(read_file(outside + "/keep").c_str(), "keep");
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, make_root, drop_root)
+
+int main() {
+    const struct CMUnitTest tests[] = {
+        T(manifest_lists_entries_sorted_with_parents_first),
+        T(manifest_text_round_trips_odd_names_and_hashes),
+        T(manifest_parse_rejects_malformed_lines),
+        T(metadata_hash_changes_with_any_change_of_the_source),
+        T(scan_refuses_fifos),
+        T(manifest_differences_names_added_removed_and_changed),
+        T(copy_plan_splits_only_large_files_and_orders_largest_first),
+        T(staged_mode_is_read_only_for_cache_entries),
+        T(private_copy_keeps_content_modes_mtimes_and_symlinks),
+        T(large_files_copied_in_pieces_are_exact),
+        T(source_paths_resolve_against_the_submit_dir),
+        T(allow_roots_match_whole_components),
+        T(sources_outside_stage_allow_are_refused_even_through_symlinks),
+        T(second_stage_of_an_unchanged_source_is_a_hit_on_the_same_entry),
+        T(cache_entries_are_read_only_and_hold_exactly_the_source),
+        T(a_changed_source_is_never_served_from_the_old_entry),
+        T(a_failing_producer_leaves_nothing_visible),
+        T(a_producer_killed_mid_copy_is_redone_by_the_next_stager),
+        T(concurrent_stagers_of_one_source_copy_it_once),
+        T(verify_detects_a_corrupted_entry),
+        T(eviction_plan_takes_least_recently_used_first_and_skips_leased),
+        T(eviction_never_removes_an_entry_under_lease),
+        T(a_full_cache_of_leased_entries_refuses_with_advice),
+        T(archive_entries_leaving_the_item_are_refused),
+        T(archive_names_are_recognised_by_suffix),
+        T(a_tar_zst_is_extracted_into_the_cache_and_verified),
+        T(a_tar_with_dotdot_entries_is_refused_whole),
+        T(stage_out_destinations_expand_job_and_node),
+        T(stage_out_target_diverts_when_dest_exists),
+        T(stage_out_copies_then_renames_and_never_replaces_dest),
+        T(failed_stage_out_keeps_the_local_data_and_says_where),
+        T(stage_out_of_a_single_file_is_atomic_and_exact),
+        T(tree_removal_never_follows_links_out),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}

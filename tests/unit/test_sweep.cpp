@@ -1,0 +1,790 @@
+// lib/sweep: the spec, the shorthand, expansion, the task index, submission planning
+// and the runner.
+#include <ftw.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "cmocka_cxx.hpp"
+#include "sweep/command.hpp"
+#include "sweep/expand.hpp"
+#include "sweep/results.hpp"
+#include "sweep/runner.hpp"
+#include "sweep/shorthand.hpp"
+#include "sweep/spec.hpp"
+#include "sweep/submit_plan.hpp"
+#include "sweep/sweep_dir.hpp"
+
+using namespace aihpc::sweep;
+
+// ---- helpers
+
+namespace {
+
+class TempDir {
+public:
+    TempDir() {
+        char tmpl[] = "/tmp/aihpc-test-sweep-XXXXXX";
+        if (!::mkdtemp(tmpl)) fail();
+        path_ = tmpl;
+    }
+    ~TempDir() {
+        ::nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
+std::vector<std::string> task_lines(const SweepSpec& spec) {
+    std::vector<std::string> out;
+    TaskStream s(spec);
+    while (s.next()) out.push_back(std::to_string(s.index()) + " " + std::string(s.params()));
+    return out;
+}
+
+std::vector<std::string> params_of(const std::string& json) {
+    std::vector<std::string> out;
+    TaskStream s(parse_spec(json));
+    while (s.next()) out.emplace_back(s.params());
+    return out;
+}
+
+// The values one parameter takes, in task order.
+std::vector<std::string> column(const std::vector<std::string>& params, const std::string& name) {
+    std::vector<std::string> out;
+    std::string key = "\"" + name + "\":";
+    for (auto& p : params) {
+        auto pos = p.find(key);
+        if (pos == std::string::npos) {
+            out.emplace_back("-");
+            continue;
+        }
+        pos += key.size();
+        auto end = p.find_first_of(",}", pos);
+        out.push_back(p.substr(pos, end - pos));
+    }
+    return out;
+}
+
+void assert_strings(const std::vector<std::string>& got, const std::vector<std::string>& want) {
+    if (got != want) {
+        std::string g, w;
+        for (auto& s : got) g += s + " ";
+        for (auto& s : want) w += s + " ";
+        print_error("got  [%s]\nwant [%s]\n", g.c_str(), w.c_str());
+        fail();
+    }
+}
+
+std::string slurp(const std::string& path) { return read_file(path); }
+
+SweepDir make_sweep(const TempDir& tmp, const std::string& spec_json) {
+    std::string dir = tmp.path() + "/sweep";
+    write_sweep_dir(parse_spec(spec_json), dir, Provenance{"test", "2024-01-01T00:00:00+00:00", "abc123"});
+    return open_sweep(dir);
+}
+
+}  // namespace
+
+// ---- numbers and values
+
+static void numbers_print_as_shortest_round_trip_text(void**) {
+    assert_string_equal(format_double(0.1).c_str(), "0.1");
+    assert_string_equal(format_double(3.0).c_str(), "3");
+    assert_string_equal(format_double(0.001).c_str(), "0.001");
+    assert_string_equal(format_double(1.0 / 3).c_str(), "0.3333333333333333");
+    assert_true(std::strtod(format_double(1e-4).c_str(), nullptr) == 1e-4);
+    assert_string_equal(scalar_string("a\"b").json.c_str(), "\"a\\\"b\"");
+    assert_string_equal(scalar_string("a\"b").plain.c_str(), "a\"b");
+}
+
+// ---- axis kinds
+
+static void values_axis_keeps_types_and_order(void**) {
+    auto p = params_of(R"({"axes":[{"param":"x","values":[1,2.5,"s",true]}]})");
+    assert_strings(p, {"{\"x\":1}", "{\"x\":2.5}", "{\"x\":\"s\"}", "{\"x\":true}"});
+}
+
+static void range_excludes_stop_and_keeps_integers(void**) {
+    assert_strings(column(params_of(R"({"axes":[{"param":"bs","range":[32,129,32]}]})"), "bs"), {"32", "64", "96", "128"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"i","range":[0,3]}]})"), "i"), {"0", "1", "2"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"d","range":[3,0,-1]}]})"), "d"), {"3", "2", "1"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"f","range":[0,1,0.25]}]})"), "f"), {"0", "0.25", "0.5", "0.75"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"f","range":[0,0.3,0.1]}]})"), "f"), {"0", "0.1", "0.2"});
+}
+
+static void linspace_and_logspace_include_both_ends(void**) {
+    assert_strings(column(params_of(R"({"axes":[{"param":"x","linspace":[0,1,5]}]})"), "x"), {"0", "0.25", "0.5", "0.75", "1"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"x","linspace":[2,2,1]}]})"), "x"), {"2"});
+    auto lr = column(params_of(R"({"axes":[{"param":"lr","logspace":[1e-5,1e-2,4]}]})"), "lr");
+    assert_int_equal(lr.size(), 4);
+    const double want[] = {1e-5, 1e-4, 1e-3, 1e-2};
+    for (int i = 0; i < 4; ++i) assert_true(std::fabs(std::strtod(lr[i].c_str(), nullptr) / want[i] - 1) < 1e-12);
+    assert_true(std::strtod(lr[0].c_str(), nullptr) == 1e-5);
+    assert_true(std::strtod(lr[3].c_str(), nullptr) == 1e-2);
+}
+
+static void distributions_draw_count_values_within_bounds(void**) {
+    auto u = column(params_of(R"({"seed":7,"axes":[{"param":"u","uniform":[2,3],"count":50}]})"), "u");
+    assert_int_equal(u.size(), 50);
+    for (auto& v : u) {
+        double d = std::strtod(v.c_str(), nullptr);
+        assert_true(d >= 2 && d < 3);
+    }
+    auto l = column(params_of(R"({"seed":7,"axes":[{"param":"l","loguniform":[1e-5,1e-2],"count":50}]})"), "l");
+    for (auto& v : l) {
+        double d = std::strtod(v.c_str(), nullptr);
+        assert_true(d >= 1e-5 && d <= 1e-2);
+    }
+    auto n = column(params_of(R"({"seed":7,"axes":[{"param":"n","int":[1,3],"count":200}]})"), "n");
+    std::set<std::string> seen(n.begin(), n.end());
+    assert_true(seen == (std::set<std::string>{"1", "2", "3"}));  // integers, both ends included
+    auto g = column(params_of(R"({"seed":7,"axes":[{"param":"g","normal":[10,0],"count":3}]})"), "g");
+    assert_strings(g, {"10", "10", "10"});
+    auto g2 = column(params_of(R"({"seed":7,"axes":[{"param":"g","normal":[0,1],"count":400}]})"), "g");
+    double sum = 0;
+    for (auto& v : g2) sum += std::strtod(v.c_str(), nullptr);
+    assert_true(std::fabs(sum / 400) < 0.3);
+}
+
+static void zip_pairs_columns_row_by_row(void**) {
+    auto p = params_of(R"({"axes":[{"zip":{"wd":[0,0.05],"beta2":[0.95,0.999]}}]})");
+    assert_strings(p, {"{\"wd\":0,\"beta2\":0.95}", "{\"wd\":0.05,\"beta2\":0.999}"});
+}
+
+static void repeat_adds_a_counter_that_changes_task_seed(void**) {
+    auto spec = parse_spec(R"({"axes":[{"param":"a","values":[1]},{"repeat":3}]})");
+    TaskStream s(spec);
+    std::set<std::uint64_t> seeds;
+    std::vector<std::string> p;
+    while (s.next()) {
+        p.emplace_back(s.params());
+        seeds.insert(s.task_seed());
+    }
+    assert_strings(p, {"{\"a\":1,\"repeat\":0}", "{\"a\":1,\"repeat\":1}", "{\"a\":1,\"repeat\":2}"});
+    assert_int_equal(seeds.size(), 3);
+}
+
+static void product_varies_the_last_axis_fastest(void**) {
+    auto p = params_of(R"({"axes":[{"param":"a","values":[1,2]},{"param":"b","values":["x","y","z"]}]})");
+    assert_strings(column(p, "a"), {"1", "1", "1", "2", "2", "2"});
+    assert_strings(column(p, "b"), {"\"x\"", "\"y\"", "\"z\"", "\"x\"", "\"y\"", "\"z\""});
+}
+
+static void union_expands_each_branch_as_a_sub_product(void**) {
+    const char* json = R"({"axes":[
+        {"param":"lr","values":[1,2,3]},
+        {"union":[
+          {"fixed":{"opt":"sgd"},"axes":[{"param":"momentum","values":[0.9,0.99]}]},
+          {"fixed":{"opt":"adamw"},"axes":[{"zip":{"wd":[0,0.05],"beta2":[0.95,0.999]}}]},
+          {"fixed":{"opt":"lbfgs"}}]},
+        {"repeat":2}]})";
+    auto p = params_of(json);
+    assert_int_equal(p.size(), 3 * (2 + 2 + 1) * 2);
+    assert_string_equal(p[0].c_str(), "{\"lr\":1,\"opt\":\"sgd\",\"momentum\":0.9,\"repeat\":0}");
+    assert_string_equal(p[4].c_str(), "{\"lr\":1,\"opt\":\"adamw\",\"wd\":0,\"beta2\":0.95,\"repeat\":0}");
+    assert_string_equal(p[8].c_str(), "{\"lr\":1,\"opt\":\"lbfgs\",\"repeat\":0}");
+    assert_string_equal(p[10].c_str(), "{\"lr\":2,\"opt\":\"sgd\",\"momentum\":0.9,\"repeat\":0}");
+    // a union member may be an axis itself
+    assert_int_equal(params_of(R"({"axes":[{"union":[{"param":"a","values":[1,2]},{"zip":{"b":[1],"c":[2]}}]}]})").size(), 3);
+}
+
+static void nested_unions_count_as_sums_of_products(void**) {
+    auto p = params_of(R"({"axes":[{"union":[
+        {"fixed":{"k":"a"},"axes":[{"param":"x","values":[1,2]},
+           {"union":[{"fixed":{"m":1},"axes":[{"param":"y","values":[1,2,3]}]},{"fixed":{"m":2}}]}]},
+        {"fixed":{"k":"b"},"axes":[{"param":"x","values":[5]}]}]}]})");
+    assert_int_equal(p.size(), 2 * (3 + 1) + 1);
+    assert_string_equal(p.back().c_str(), "{\"k\":\"b\",\"x\":5}");
+}
+
+static void exclusions_drop_matching_tasks_and_renumber(void**) {
+    auto spec = parse_spec(R"({"axes":[{"param":"opt","values":["sgd","adam"]},{"param":"bs","values":[32,96]}],
+                              "exclude":[{"opt":"sgd","bs":96}]})");
+    auto lines = task_lines(spec);
+    assert_strings(lines, {"0 {\"opt\":\"sgd\",\"bs\":32}", "1 {\"opt\":\"adam\",\"bs\":32}", "2 {\"opt\":\"adam\",\"bs\":96}"});
+}
+
+static void exclusion_matches_numbers_by_canonical_text(void**) {
+    // 96.0 from linspace prints as 96 and is excluded by bs=96
+    auto p = params_of(R"({"axes":[{"param":"bs","linspace":[32,96,3]}],"exclude":[{"bs":96}]})");
+    assert_strings(column(p, "bs"), {"32", "64"});
+}
+
+static void exclusion_of_a_parameter_absent_from_a_branch_does_not_match(void**) {
+    auto p = params_of(R"({"axes":[{"union":[{"fixed":{"o":"a"},"axes":[{"param":"m","values":[1,2]}]},{"fixed":{"o":"b"}}]}],
+                          "exclude":[{"m":1}]})");
+    assert_strings(p, {"{\"o\":\"a\",\"m\":2}", "{\"o\":\"b\"}"});
+}
+
+// ---- random draws
+
+static void same_spec_gives_the_same_tasks(void**) {
+    const char* json = R"({"seed":42,"method":"random","trials":20,"axes":[{"param":"lr","loguniform":[1e-5,1e-2]},
+        {"param":"bs","values":[16,32,64]},{"union":[{"fixed":{"o":"a"}},{"fixed":{"o":"b"},"axes":[{"param":"m","uniform":[0,1]}]}]}]})";
+    assert_true(task_lines(parse_spec(json)) == task_lines(parse_spec(json)));
+    assert_int_equal(task_lines(parse_spec(json)).size(), 20);
+}
+
+static void adding_an_axis_leaves_other_draws_unchanged(void**) {
+    auto before = params_of(R"({"seed":5,"method":"random","trials":30,"axes":[
+        {"param":"lr","loguniform":[1e-5,1e-2]},{"param":"bs","values":[16,32,64,128]}]})");
+    auto after = params_of(R"({"seed":5,"method":"random","trials":30,"axes":[
+        {"param":"wd","uniform":[0,0.1]},{"param":"lr","loguniform":[1e-5,1e-2]},
+        {"param":"drop","values":[0,0.1]},{"param":"bs","values":[16,32,64,128]}]})");
+    assert_strings(column(after, "lr"), column(before, "lr"));
+    assert_strings(column(after, "bs"), column(before, "bs"));
+    // and in a grid sweep, a distribution's `count` draws stay the same too
+    auto g1 = params_of(R"({"seed":5,"axes":[{"param":"lr","uniform":[0,1],"count":4}]})");
+    auto g2 = params_of(R"({"seed":5,"axes":[{"param":"a","uniform":[0,1],"count":3},{"param":"lr","uniform":[0,1],"count":4}]})");
+    auto lr2 = column(g2, "lr");
+    assert_strings(std::vector<std::string>(lr2.begin(), lr2.begin() + 4), column(g1, "lr"));
+}
+
+static void a_different_seed_gives_different_draws(void**) {
+    auto a = params_of(R"({"seed":1,"axes":[{"param":"x","uniform":[0,1],"count":5}]})");
+    auto b = params_of(R"({"seed":2,"axes":[{"param":"x","uniform":[0,1],"count":5}]})");
+    assert_true(a != b);
+}
+
+static void random_method_keeps_repeat_as_a_product(void**) {
+    auto p = params_of(R"({"method":"random","trials":3,"axes":[{"param":"x","uniform":[0,1]},{"repeat":2}]})");
+    assert_int_equal(p.size(), 6);
+    auto x = column(p, "x");
+    assert_string_equal(x[0].c_str(), x[1].c_str());
+    assert_string_equal(x[2].c_str(), x[3].c_str());
+    assert_strings(column(p, "repeat"), {"0", "1", "0", "1", "0", "1"});
+}
+
+// ---- shorthand
+
+static void shorthand_compiles_to_the_same_tasks_as_json(void**) {
+    SpecOverrides o;
+    o.repeat = 3;
+    o.exclude = {"opt=sgd,bs=96"};
+    auto compiled = compile_shorthand({"lr=1e-4,3e-4,1e-3", "bs=range(32,129,32)", "opt=sgd,adamw", "momentum=0.9,0.99@opt=sgd",
+                                       "zip(wd=[0,0.05],beta2=[0.95,0.999])@opt=adamw"},
+                                      o);
+    const char* json = R"({"axes":[{"param":"lr","values":[0.0001,0.0003,0.001]},{"param":"bs","range":[32,129,32]},
+        {"union":[{"fixed":{"opt":"sgd"},"axes":[{"param":"momentum","values":[0.9,0.99]}]},
+                  {"fixed":{"opt":"adamw"},"axes":[{"zip":{"wd":[0,0.05],"beta2":[0.95,0.999]}}]}]},
+        {"repeat":3}],"exclude":[{"opt":"sgd","bs":96}]})";
+    assert_true(task_lines(parse_spec(compiled)) == task_lines(parse_spec(json)));
+    assert_string_equal(normalize(parse_spec(compiled)).c_str(), normalize(parse_spec(json)).c_str());
+}
+
+static void shorthand_functions_compile_to_their_axis_kinds(void**) {
+    struct Case {
+        const char* term;
+        const char* json_axis;
+    } cases[] = {
+        {"lr=logspace(1e-5,1e-2,6)", R"({"param":"lr","logspace":[1e-05,0.01,6]})"},
+        {"lr=loguniform(1e-5,1e-2,n=6)", R"({"param":"lr","loguniform":[1e-05,0.01],"count":6})"},
+        {"x=linspace(0,1,3)", R"({"param":"x","linspace":[0,1,3]})"},
+        {"k=int(1,8,count=4)", R"({"param":"k","int":[1,8],"count":4})"},
+        {"g=normal(0,1,n=2)", R"({"param":"g","normal":[0,1],"count":2})"},
+        {"u=uniform(0,1,n=2)", R"({"param":"u","uniform":[0,1],"count":2})"},
+        {"name='a,b',c", R"({"param":"name","values":["a,b","c"]})"},
+        {"flag=true,false", R"({"param":"flag","values":[true,false]})"},
+    };
+    for (auto& c : cases) {
+        auto compiled = compile_shorthand({c.term}, {});
+        auto want = std::string(R"({"axes":[)") + c.json_axis + "]}";
+        if (task_lines(parse_spec(compiled)) != task_lines(parse_spec(want))) {
+            print_error("%s compiled to %s\n", c.term, compiled.c_str());
+            fail();
+        }
+    }
+}
+
+static void shorthand_condition_without_a_declared_key_makes_a_union(void**) {
+    auto p = params_of(compile_shorthand({"momentum=0.9,0.99@opt=sgd", "beta=0.9@opt=adam"}, {}));
+    assert_strings(p, {"{\"opt\":\"sgd\",\"momentum\":0.9}", "{\"opt\":\"sgd\",\"momentum\":0.99}", "{\"opt\":\"adam\",\"beta\":0.9}"});
+}
+
+static void shorthand_random_seed_and_command_become_spec_fields(void**) {
+    SpecOverrides o;
+    o.random_trials = 4;
+    o.seed = 9;
+    o.command = {"python", "t.py", "--lr", "{lr}"};
+    auto spec = parse_spec(compile_shorthand({"lr=loguniform(1e-5,1e-2)"}, o));
+    assert_true(spec.method == Method::random);
+    assert_int_equal(spec.trials, 4);
+    assert_int_equal(spec.seed, 9);
+    assert_int_equal(spec.command.size(), 4);
+}
+
+static void shorthand_errors_name_the_term(void**) {
+    expect_error_containing([] { compile_shorthand({"lr"}, {}); }, "parameter 'lr'");
+    expect_error_containing([] { compile_shorthand({"lr=range(a,2)"}, {}); }, "'a' is not a number");
+    expect_error_containing([] { compile_shorthand({"opt=sgd", "m=1@opt=adam"}, {}); }, "no value \"adam\"");
+    expect_error_containing([] { compile_shorthand({"x=uniform(0,1,k=3)"}, {}); }, "unknown argument 'k'");
+}
+
+static void overrides_apply_to_a_json_spec(void**) {
+    SpecOverrides o;
+    o.repeat = 2;
+    o.exclude = {"a=1"};
+    o.command = {"echo", "{a}"};
+    auto spec = parse_spec(apply_overrides(R"({"axes":[{"param":"a","values":[1,2]}]})", o));
+    assert_int_equal(task_lines(spec).size(), 2);
+    assert_string_equal(spec.command[1].c_str(), "{a}");
+}
+
+// ---- bad specs
+
+static void bad_specs_name_the_path_into_the_document(void**) {
+    struct Case {
+        const char* json;
+        const char* message;
+    } cases[] = {
+        {R"({"axes":[{"param":"a","values":[1]},{"param":"b","values":[1]},
+            {"union":[{"fixed":{"o":1}},{"zip":{"x":[1,2],"y":[1,2,3]}}]}]})",
+         "sweep spec: axes[2].union[1].zip: columns have lengths 2 and 3"},
+        {R"({"axes":[{"union":[{"fixed":{"o":1},"axes":[{"zip":{"x":[1],"y":[]}}]}]}]})", "axes[0].union[0].axes[0].zip: columns have lengths 1 and 0"},
+        {R"({"axes":[{"param":"a","vals":[1]}]})", "axes[0]: unknown key 'vals'"},
+        {R"({"axes":[{"param":"a"}]})", "axes[0]: parameter 'a' needs one of values"},
+        {R"({"axes":[{"param":"a","values":[]}]})", "axes[0].values: is empty"},
+        {R"({"axes":[{"param":"a","values":[[1]]}]})", "axes[0].values[0]: a parameter value must be"},
+        {R"({"axes":[{"param":"a","range":[1,1]}]})", "axes[0].range: is empty"},
+        {R"({"axes":[{"param":"a","range":[0,5,0]}]})", "axes[0].range: step must not be 0"},
+        {R"({"axes":[{"param":"a","linspace":[0,1]}]})", "axes[0].linspace: must be [first, last, n]"},
+        {R"({"axes":[{"param":"a","logspace":[0,1,3]}]})", "axes[0].logspace: both ends must be positive"},
+        {R"({"axes":[{"param":"a","uniform":[0,1]}]})", "axes[0]: a 'uniform' axis needs a count in a grid sweep"},
+        {R"({"axes":[{"param":"a","int":[0,1.5],"count":2}]})", "axes[0].int: both ends must be integers"},
+        {R"({"axes":[{"param":"a","uniform":[2,1],"count":2}]})", "axes[0].uniform: low must not exceed high"},
+        {R"({"axes":[{"param":"a","values":[1]},{"param":"a","values":[2]}]})", "axes[1]: parameter 'a' is given twice"},
+        {R"({"axes":[{"param":"a","values":[1]}],"exclude":[{"b":1}]})", "exclude[0]: 'b' is not a parameter"},
+        {R"({"axes":[{"param":"a","values":[1]}],"command":"run {b}"})", "command: {b} names no parameter"},
+        {R"({"axes":[{"param":"a","values":[1]}],"command":"run 'x"})", "command: command: unterminated single quote"},
+        {R"({"axes":[{"param":"a","values":[1]}],"phases":[{"name":"t","after":"p"}]})", "phases[0].after: 'p' is not an earlier phase"},
+        {R"({"axes":[{"param":"a","values":[1]}],"method":"random"})", "a random sweep needs \"trials\""},
+        {R"({"axes":[{"param":"a","values":[1]}],"method":"bayes"})", "method: must be \"grid\" or \"random\""},
+        {R"({"axes":[{"param":"a","values":[1]}],"slurm":{"pack":0}})", "slurm.pack: must be an integer >= 1"},
+        {R"({"axes":[{"param":"a","values":[1]}],"slurm":{"aihpc":["--gpus=1"]}})", "slurm.aihpc[0]: must be an --aihpc-* option"},
+        {R"({"axes":[{"param":"index","values":[1]}]})", "'index' is reserved"},
+        {R"({"axes":[{"repeat":0}]})", "axes[0].repeat: must be an integer >= 1"},
+        {R"({"axes":[]})", "axes: is empty"},
+        {R"({"axis":[]})", "unknown key 'axis'"},
+        {R"({"axes":[{"param":"a","values":[1]}]} x)", "not valid JSON"},
+        {R"({"axes":[{"param":"a","values":[1]}],)", "not valid JSON"},
+    };
+    for (auto& c : cases) expect_error_containing([&] { parse_spec(c.json); }, c.message);
+}
+
+static void normalized_spec_parses_back_to_the_same_tasks(void**) {
+    const char* json = R"({"name":"n","seed":3,"axes":[{"param":"lr","loguniform":[1e-5,1e-2],"count":3},
+        {"union":[{"fixed":{"o":"a"},"axes":[{"param":"m","values":[0.9]}]},{"zip":{"x":[1,2],"y":["a","b"]}}]},{"repeat":2}],
+        "exclude":[{"o":"a","repeat":1}],"command":"python t.py --lr {lr}",
+        "slurm":{"throttle":5,"max_array_size":100,"pack":2,"sbatch":["-c","2"],"aihpc":["--aihpc-bind=auto"]},
+        "phases":[{"name":"prep","command":"prep {index}"},{"name":"train","after":"prep","sbatch":["--gpus=1"]}]})";
+    auto spec = parse_spec(json);
+    auto again = parse_spec(normalize(spec));
+    assert_string_equal(normalize(again).c_str(), normalize(spec).c_str());
+    assert_true(task_lines(again) == task_lines(spec));
+    assert_int_equal(again.slurm.pack, 2);
+    assert_string_equal(again.phases[1].after.c_str(), "prep");
+}
+
+// ---- command templates
+
+static void commands_split_like_a_posix_shell(void**) {
+    struct Case {
+        const char* text;
+        std::vector<std::string> words;
+    } cases[] = {
+        {"python train.py --lr {lr}", {"python", "train.py", "--lr", "{lr}"}},
+        {"a 'b c' \"d e\"", {"a", "b c", "d e"}},
+        {"a\\ b 'it''s'", {"a b", "its"}},
+        {"sh -c 'echo $HOME > out'", {"sh", "-c", "echo $HOME > out"}},
+        {"\"a\\\"b\" \"$x\"", {"a\"b", "$x"}},
+        {"  x\t y  ", {"x", "y"}},
+        {"''", {""}},
+    };
+    for (auto& c : cases) assert_true(split_command(c.text) == c.words);
+    expect_error_containing([] { split_command("a \"b"); }, "unterminated double quote");
+    expect_error_containing([] { split_command("a\\"); }, "trailing backslash");
+}
+
+static void templates_substitute_inside_words(void**) {
+    auto lookup = [](std::string_view n) -> std::optional<std::string> {
+        if (n == "lr") return "0.1";
+        if (n == "index") return "7";
+        return std::nullopt;
+    };
+    auto out = substitute({"--lr={lr}", "run{index}.log", "{{literal}}", "${HOME}", "{}"}, lookup);
+    assert_true(out == (std::vector<std::string>{"--lr=0.1", "run7.log", "{literal}", "${HOME}", "{}"}));
+    expect_error_containing([&] { substitute({"{nope}"}, lookup); }, "{nope} names no parameter");
+    assert_true(template_references({"a{x}b{y}", "${z}"}) == (std::vector<std::string>{"x", "y"}));
+}
+
+static void task_command_uses_the_phase_command_or_the_spec_command(void**) {
+    auto spec = parse_spec(R"({"axes":[{"param":"lr","values":[0.5]},{"param":"name","values":["a b"]}],
+        "command":["train","--lr","{lr}","--name={name}","--seed","{task_seed}"],
+        "phases":[{"name":"prep","command":"prep {index} {phase}"},{"name":"train","after":"prep"}]})");
+    TaskRecord task = parse_task_line(R"({"index":3,"params":{"lr":0.5,"name":"a b"},"task_seed":99})");
+    assert_true(task_command(spec, spec.phases[0], task) == (std::vector<std::string>{"prep", "3", "prep"}));
+    assert_true(task_command(spec, spec.phases[1], task) ==
+                (std::vector<std::string>{"train", "--lr", "0.5", "--name=a b", "--seed", "99"}));
+}
+
+// ---- the sweep dir and the task index
+
+static void expansion_is_byte_for_byte_deterministic(void**) {
+    TempDir a, b;
+    const char* json = R"({"seed":1,"axes":[{"param":"x","uniform":[0,1],"count":20},{"param":"y","values":["p","q"]}]})";
+    write_sweep_dir(parse_spec(json), a.path() + "/s", Provenance{"t", "now", ""});
+    write_sweep_dir(parse_spec(json), b.path() + "/s", Provenance{"t", "later", ""});
+    assert_true(slurp(a.path() + "/s/tasks.jsonl") == slurp(b.path() + "/s/tasks.jsonl"));
+    assert_true(slurp(a.path() + "/s/tasks.idx") == slurp(b.path() + "/s/tasks.idx"));
+}
+
+static void sweep_dir_holds_tasks_index_and_metadata(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"name":"demo","axes":[{"param":"a","values":[1,2,3]},{"param":"b","values":["x","y"]}]})");
+    assert_int_equal(sweep.tasks, 6);
+    assert_string_equal(sweep.git_commit.c_str(), "abc123");
+    assert_int_equal(sweep.spec_hash.size(), 16);
+    assert_string_equal(sweep.spec_hash.c_str(), spec_hash(sweep.spec).c_str());
+    auto lines = slurp(sweep.path + "/tasks.jsonl");
+    std::string want = "{\"index\":0,\"params\":{\"a\":1,\"b\":\"x\"},\"task_seed\":" +
+                       std::to_string(task_seed(0, "{\"a\":1,\"b\":\"x\"}")) + "}";
+    assert_string_equal(lines.substr(0, lines.find('\n')).c_str(), want.c_str());
+    assert_int_equal(slurp(sweep.path + "/tasks.idx").size(), 6 * 8);
+    struct stat st;
+    for (auto sub : {"/results", "/logs", "/scripts"}) assert_int_equal(::stat((sweep.path + sub).c_str(), &st), 0);
+    expect_error_containing([&] { write_sweep_dir(sweep.spec, sweep.path, Provenance{}); }, "already holds a sweep");
+}
+
+static void task_index_returns_every_line_by_offset(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,300]},{"param":"s","values":["x","yy"]}]})");
+    TaskIndex index(sweep.path);
+    assert_int_equal(index.size(), 600);
+    std::istringstream all(slurp(sweep.path + "/tasks.jsonl"));
+    std::string line;
+    for (std::uint64_t i = 0; std::getline(all, line); ++i) {
+        assert_string_equal(index.line(i).c_str(), line.c_str());
+        assert_int_equal(index.task(i).index, i);
+    }
+    expect_error_containing([&] { index.line(600); }, "out of range");
+}
+
+static void task_index_reads_the_offset_table_not_the_lines_before(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","values":[1,2,3]}]})");
+    // Lines that are no task, and offsets shifted past them: counting newlines would now
+    // find the wrong line; following the offsets finds the right one.
+    std::string junk = "junk\nmore junk\n";
+    write_file_atomic(sweep.path + "/tasks.jsonl", junk + slurp(sweep.path + "/tasks.jsonl"));
+    std::string idx = slurp(sweep.path + "/tasks.idx");
+    for (std::size_t e = 0; e < idx.size() / 8; ++e) {
+        std::uint64_t v = 0;
+        for (int k = 7; k >= 0; --k) v = (v << 8) | static_cast<unsigned char>(idx[e * 8 + k]);
+        v += junk.size();
+        for (int k = 0; k < 8; ++k) idx[e * 8 + k] = static_cast<char>((v >> (8 * k)) & 0xff);
+    }
+    write_file_atomic(sweep.path + "/tasks.idx", idx);
+    TaskIndex index(sweep.path);
+    assert_int_equal(index.task(0).index, 0);
+    assert_int_equal(index.task(2).index, 2);
+    assert_string_equal(index.task(2).params_json.c_str(), "{\"a\":3}");
+}
+
+static void task_record_keeps_number_text_and_plain_strings(void**) {
+    auto rec = parse_task_line(R"({"index":5,"params":{"lr":1e-05,"opt":"a\"b","on":true},"task_seed":12})");
+    assert_int_equal(rec.index, 5);
+    assert_int_equal(rec.task_seed, 12);
+    assert_string_equal(rec.params_json.c_str(), R"({"lr":1e-05,"opt":"a\"b","on":true})");
+    assert_string_equal(rec.params[0].second.plain.c_str(), "1e-05");
+    assert_string_equal(rec.params[1].second.plain.c_str(), "a\"b");
+    assert_string_equal(rec.params[2].second.plain.c_str(), "true");
+}
+
+// ---- chunks and submission plans
+
+static void chunks_never_exceed_max_array_size(void**) {
+    auto c = plan_chunks(2500, 1001, 1);
+    assert_int_equal(c.size(), 3);
+    assert_int_equal(c[0].offset, 0);
+    assert_int_equal(c[1].offset, 1001);
+    assert_int_equal(c[2].offset, 2002);
+    assert_int_equal(c[0].elements, 1001);
+    assert_int_equal(c[2].count, 498);
+    assert_int_equal(c[2].elements, 498);
+    auto one = plan_chunks(1001, 1001, 1);
+    assert_int_equal(one.size(), 1);
+    assert_int_equal(plan_chunks(1002, 1001, 1).size(), 2);
+}
+
+static void pack_runs_k_tasks_per_element(void**) {
+    auto c = plan_chunks(2500, 1001, 10);
+    assert_int_equal(c.size(), 1);
+    assert_int_equal(c[0].elements, 250);
+    auto d = plan_chunks(25, 2, 10);  // 2 elements of 10 per chunk
+    assert_int_equal(d.size(), 2);
+    assert_int_equal(d[1].offset, 20);
+    assert_int_equal(d[1].count, 5);
+    assert_int_equal(d[1].elements, 1);
+    assert_true(element_tasks(3, 1001, 1001, 1) == (std::vector<std::uint64_t>{1004}));
+    assert_true(element_tasks(1, 20, 5, 3) == (std::vector<std::uint64_t>{23, 24}));
+    assert_true(element_tasks(2, 20, 5, 3).empty());
+}
+
+static void array_specs_compress_ranges_and_throttle(void**) {
+    assert_string_equal(array_spec({3, 7, 12, 13, 14, 15}, 0).c_str(), "3,7,12-15");
+    assert_string_equal(array_spec({0, 1, 2}, 50).c_str(), "0-2%50");
+    assert_true(parse_index_list("3,7,12-15") == (std::set<std::uint64_t>{3, 7, 12, 13, 14, 15}));
+    expect_error_containing([] { parse_index_list("3,x"); }, "not an index list");
+    expect_error_containing([] { parse_index_list("5-2"); }, "not an index list");
+}
+
+static void dry_run_lines_chain_phases_chunk_by_chunk(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,2500]}],"command":"true",
+        "phases":[{"name":"prep"},{"name":"train","after":"prep"},{"name":"eval","after":"train"}]})");
+    SubmitOptions o;
+    o.max_array_size = 1001;
+    o.throttle = 50;
+    auto subs = plan_submit(sweep, o);
+    assert_int_equal(subs.size(), 9);
+    std::string p = sweep.path + "/scripts/";
+    assert_string_equal(dry_run_line(subs[0]).c_str(), ("sbatch --parsable --array=0-1000%50 " + p + "prep.sh 0 1001 1").c_str());
+    assert_string_equal(dry_run_line(subs[2]).c_str(), ("sbatch --parsable --array=0-497%50 " + p + "prep.sh 2002 498 1").c_str());
+    assert_string_equal(dry_run_line(subs[4]).c_str(),
+                        ("sbatch --parsable --array=0-1000%50 --dependency=aftercorr:{prep.1} --kill-on-invalid-dep=yes " + p +
+                         "train.sh 1001 1001 1").c_str());
+    assert_string_equal(subs[8].after.c_str(), "train.2");
+    auto argv = subs[4].argv("123");
+    assert_string_equal(argv[3].c_str(), "--dependency=aftercorr:123");
+}
+
+static void dry_run_with_pack_gives_250_elements(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,2500]}],"command":"true"})");
+    SubmitOptions o;
+    o.max_array_size = 1001;
+    o.pack = 10;
+    auto subs = plan_submit(sweep, o);
+    assert_int_equal(subs.size(), 1);
+    assert_string_equal(dry_run_line(subs[0]).c_str(), ("sbatch --parsable --array=0-249 " + sweep.path + "/scripts/main.sh 0 2500 10").c_str());
+}
+
+static void resubmission_keeps_global_indices(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,2500]}],"command":"true",
+        "phases":[{"name":"prep"},{"name":"train","after":"prep"}]})");
+    SubmitOptions o;
+    o.max_array_size = 1001;
+    o.sbatch_args = {"--time=5"};
+    auto subs = plan_resubmit(sweep, {3, 7, 1005, 1007, 1008}, o, "r-");
+    assert_int_equal(subs.size(), 4);
+    assert_string_equal(subs[0].array.c_str(), "3,7");
+    assert_int_equal(subs[0].offset, 0);
+    assert_string_equal(subs[1].array.c_str(), "4,6-7");
+    assert_int_equal(subs[1].offset, 1001);
+    assert_int_equal(subs[1].pack, 1);
+    assert_string_equal(subs[3].after.c_str(), "prep.r-1");
+    auto argv = subs[3].argv("77");
+    assert_true(std::find(argv.begin(), argv.end(), "--time=5") != argv.end());
+    expect_error_containing([&] { plan_resubmit(sweep, {2500}, o, "r"); }, "out of range");
+}
+
+static void phase_scripts_carry_sbatch_and_aihpc_options(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"name":"demo","axes":[{"param":"a","values":[1]}],"command":"true",
+        "slurm":{"sbatch":["--time=01:00:00"],"aihpc":["--aihpc-bind=auto"]},
+        "phases":[{"name":"prep","sbatch":["-c","4"]}]})");
+    SubmitOptions o;
+    o.tool_path = "/opt/aihpc/bin/aihpc-sweep";
+    o.sbatch_args = {"--partition", "debug"};
+    auto text = phase_script(sweep, sweep.spec.phases[0], o);
+    for (auto want : {"#!/bin/sh\n", "#SBATCH --job-name=demo.prep\n", "#SBATCH --time=01:00:00\n", "#SBATCH -c 4\n",
+                      "#SBATCH --aihpc-bind=auto\n", "#SBATCH --partition debug\n", "/logs/%A_%a.out\n",
+                      "exec /opt/aihpc/bin/aihpc-sweep run "})
+        if (text.find(want) == std::string::npos) {
+            print_error("script lacks '%s':\n%s", want, text.c_str());
+            fail();
+        }
+    assert_true(text.find("--phase prep --offset \"$1\" --count \"$2\" --pack \"$3\"") != std::string::npos);
+}
+
+static void max_array_size_is_read_from_scontrol(void**) {
+    assert_int_equal(parse_max_array_size("AccountingStorageType = x\nMaxArraySize            = 1001\nMaxJobCount = 10\n"), 1001);
+    expect_error_containing([] { parse_max_array_size("MaxJobCount = 10\n"); }, "--max-array-size");
+}
+
+// ---- runner
+
+static void metrics_are_a_json_object_or_name_value_lines(void**) {
+    assert_string_equal(metrics_to_json("{\"loss\": 0.5, \"acc\": 1e-3}\n").c_str(), "{\"loss\":0.5,\"acc\":1e-3}");
+    assert_string_equal(metrics_to_json("loss=0.5\n# comment\nacc = 0.9\nnote=ok\n").c_str(), "{\"loss\":0.5,\"acc\":0.9,\"note\":\"ok\"}");
+    assert_string_equal(metrics_to_json("").c_str(), "{}");
+}
+
+static void result_paths_separate_earlier_phases(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","values":[1]}],"command":"true",
+        "phases":[{"name":"prep"},{"name":"train","after":"prep"}]})");
+    assert_string_equal(result_path(sweep, sweep.spec.phases[0], 7).c_str(), (sweep.path + "/results/prep/7.json").c_str());
+    assert_string_equal(result_path(sweep, sweep.spec.phases[1], 7).c_str(), (sweep.path + "/results/7.json").c_str());
+}
+
+static void run_writes_a_complete_result_and_returns_the_exit_code(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"lr","values":[0.5,0.25]},{"param":"name","values":["a b"]}],
+        "command":["sh","-c","echo \"loss=$0\" > \"$AIHPC_METRICS_FILE\"; test \"$AIHPC_PARAM_NAME\" = '{name}' && exit {index}","{lr}"]})");
+    ::setenv("AIHPC_STAGE_MANIFESTS", "cifar=abc,imnet=def", 1);
+    ::setenv("AIHPC_STAGE", "/data/cifar.tar.zst,/data/imagenet:imnet", 1);
+    ::setenv("CUDA_VISIBLE_DEVICES", "1,2", 1);
+    RunRequest req;
+    req.index = 0;
+    assert_int_equal(run_tasks(sweep, req), 0);
+    req.index = 1;
+    assert_int_equal(run_tasks(sweep, req), 1);
+    ::unsetenv("AIHPC_STAGE_MANIFESTS");
+    ::unsetenv("AIHPC_STAGE");
+    ::unsetenv("CUDA_VISIBLE_DEVICES");
+    json_object* r = json_tokener_parse(slurp(sweep.path + "/results/0.json").c_str());
+    assert_non_null(r);
+    auto field = [&](json_object* o, const char* k) {
+        json_object* v = nullptr;
+        if (!json_object_object_get_ex(o, k, &v)) {
+            print_error("result lacks %s\n", k);
+            fail();
+        }
+        return v;
+    };
+    assert_int_equal(json_object_get_int(field(r, "exit_code")), 0);
+    assert_true(json_object_get_double(field(field(r, "metrics"), "loss")) == 0.5);
+    assert_string_equal(json_object_get_string(field(field(r, "params"), "name")), "a b");
+    for (auto k : {"index", "task_seed", "start", "end", "elapsed_s", "node", "job_id", "array_job_id", "array_task_id"}) field(r, k);
+    auto prov = field(r, "provenance");
+    assert_string_equal(json_object_get_string(field(prov, "spec_hash")), sweep.spec_hash.c_str());
+    assert_string_equal(json_object_get_string(field(prov, "git_commit")), "abc123");
+    auto staged = field(prov, "staged");
+    assert_int_equal(json_object_array_length(staged), 2);
+    assert_string_equal(json_object_get_string(field(json_object_array_get_idx(staged, 1), "src")), "/data/imagenet");
+    assert_string_equal(json_object_get_string(field(json_object_array_get_idx(staged, 0), "manifest_hash")), "abc");
+    auto binding = field(prov, "binding");
+    assert_string_equal(json_object_get_string(field(binding, "gpus")), "1,2");
+    assert_non_null(json_object_get_string(field(binding, "cpus")));
+    json_object_put(r);
+    r = json_tokener_parse(slurp(sweep.path + "/results/1.json").c_str());
+    assert_int_equal(json_object_get_int(field(r, "exit_code")), 1);
+    json_object_put(r);
+    auto scan = scan_results(sweep);
+    assert_true(scan.done == (std::set<std::uint64_t>{0}));
+    assert_true(scan.failed == (std::set<std::uint64_t>{1}));
+}
+
+static void run_resolves_packed_tasks_from_the_array_task_id(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,30]}],"command":"true"})");
+    ::setenv("SLURM_ARRAY_TASK_ID", "2", 1);
+    RunRequest req;
+    req.offset = 20;
+    req.count = 10;
+    req.pack = 4;
+    assert_int_equal(run_tasks(sweep, req), 0);
+    ::unsetenv("SLURM_ARRAY_TASK_ID");
+    auto scan = scan_results(sweep);
+    assert_true(scan.done == (std::set<std::uint64_t>{28, 29}));
+    assert_int_equal(scan.missing(sweep.tasks).size(), 28);
+}
+
+static void a_command_that_cannot_start_exits_127(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","values":[1]}],"command":"/nonexistent/prog {a}"})");
+    RunRequest req;
+    req.index = 0;
+    assert_int_equal(run_tasks(sweep, req), 127);
+    assert_int_equal(*result_exit_code(slurp(sweep.path + "/results/0.json")), 127);
+}
+
+static void sigterm_is_forwarded_to_the_command_and_recorded(void**) {
+    TempDir tmp;
+    std::string marker = tmp.path() + "/started";
+    auto sweep = make_sweep(tmp, std::string(R"({"axes":[{"param":"a","values":[1]}],"command":["sh","-c","trap 'exit 7' TERM; touch )") +
+                                     marker + R"(; while :; do sleep 0.05; done"]})");
+    pid_t pid = ::fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        RunRequest req;
+        req.index = 0;
+        ::_exit(run_tasks(sweep, req));
+    }
+    struct stat st;
+    while (::stat(marker.c_str(), &st) != 0) ::usleep(10000);
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 7);
+    auto text = slurp(sweep.path + "/results/0.json");
+    assert_true(text.find("\"forwarded_signal\":\"SIGTERM\"") != std::string::npos);
+    assert_int_equal(*result_exit_code(text), 7);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(numbers_print_as_shortest_round_trip_text),
+        cmocka_unit_test(values_axis_keeps_types_and_order),
+        cmocka_unit_test(range_excludes_stop_and_keeps_integers),
+        cmocka_unit_test(linspace_and_logspace_include_both_ends),
+        cmocka_unit_test(distributions_draw_count_values_within_bounds),
+        cmocka_unit_test(zip_pairs_columns_row_by_row),
+        cmocka_unit_test(repeat_adds_a_counter_that_changes_task_seed),
+        cmocka_unit_test(product_varies_the_last_axis_fastest),
+        cmocka_unit_test(union_expands_each_branch_as_a_sub_product),
+        cmocka_unit_test(nested_unions_count_as_sums_of_products),
+        cmocka_unit_test(exclusions_drop_matching_tasks_and_renumber),
+        cmocka_unit_test(exclusion_matches_numbers_by_canonical_text),
+        cmocka_unit_test(exclusion_of_a_parameter_absent_from_a_branch_does_not_match),
+        cmocka_unit_test(same_spec_gives_the_same_tasks),
+        cmocka_unit_test(adding_an_axis_leaves_other_draws_unchanged),
+        cmocka_unit_test(a_different_seed_gives_different_draws),
+        cmocka_unit_test(random_method_keeps_repeat_as_a_product),
+        cmocka_unit_test(shorthand_compiles_to_the_same_tasks_as_json),
+        cmocka_unit_test(shorthand_functions_compile_to_their_axis_kinds),
+        cmocka_unit_test(shorthand_condition_without_a_declared_key_makes_a_union),
+        cmocka_unit_test(shorthand_random_seed_and_command_become_spec_fields),
+        cmocka_unit_test(shorthand_errors_name_the_term),
+        cmocka_unit_test(overrides_apply_to_a_json_spec),
+        cmocka_unit_test(bad_specs_name_the_path_into_the_document),
+        cmocka_unit_test(normalized_spec_parses_back_to_the_same_tasks),
+        cmocka_unit_test(commands_split_like_a_posix_shell),
+        cmocka_unit_test(templates_substitute_inside_words),
+        cmocka_unit_test(task_command_uses_the_phase_command_or_the_spec_command),
+        cmocka_unit_test(expansion_is_byte_for_byte_deterministic),
+        cmocka_unit_test(sweep_dir_holds_tasks_index_and_metadata),
+        cmocka_unit_test(task_index_returns_every_line_by_offset),
+        cmocka_unit_test(task_index_reads_the_offset_table_not_the_lines_before),
+        cmocka_unit_test(task_record_keeps_number_text_and_plain_strings),
+        cmocka_unit_test(chunks_never_exceed_max_array_size),
+        cmocka_unit_test(pack_runs_k_tasks_per_element),
+        cmocka_unit_test(array_specs_compress_ranges_and_throttle),
+        cmocka_unit_test(dry_run_lines_chain_phases_chunk_by_chunk),
+        cmocka_unit_test(dry_run_with_pack_gives_250_elements),
+        cmocka_unit_test(resubmission_keeps_global_indices),
+        cmocka_unit_test(phase_scripts_carry_sbatch_and_aihpc_options),
+        cmocka_unit_test(max_array_size_is_read_from_scontrol),
+        cmocka_unit_test(metrics_are_a_json_object_or_name_value_lines),
+        cmocka_unit_test(result_paths_separate_earlier_phases),
+        cmocka_unit_test(run_writes_a_complete_result_and_returns_the_exit_code),
+        cmocka_unit_test(run_resolves_packed_tasks_from_the_array_task_id),
+        cmocka_unit_test(a_command_that_cannot_start_exits_127),
+        cmocka_unit_test(sigterm_is_forwarded_to_the_command_and_recorded),
+    };
+    return cmocka_run_group_tests_name("sweep", tests, nullptr, nullptr);
+}

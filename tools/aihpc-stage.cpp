@@ -1,0 +1,355 @@
+// aihpc-stage: the staging engine of aihpc.so, run by hand or from scripts.
+//   aihpc-stage in SRC[:NAME]... --to DIR [--cache DIR] [--mode cache|private] [--verify]
+//                  [--threads N] [--max SIZE] [--allow DIR[:DIR...]] [--json] [--progress]
+//   aihpc-stage out LOCAL:DEST... [--from DIR] [--job-id ID] [--node NAME] [--threads N] [--json]
+//   aihpc-stage cache ls|gc|verify --cache DIR [--max SIZE] [--json]
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/text.hpp"
+#include "config.h"
+#include "config/site_config.hpp"
+#include "config/user_options.hpp"
+#include "stage/fs.hpp"
+#include "stage/node_cache.hpp"
+#include "stage/stage_in.hpp"
+#include "stage/stage_out.hpp"
+
+using namespace aihpc;
+using namespace aihpc::stage;
+
+namespace {
+
+const char* usage_text =
+    "Usage: aihpc-stage in SRC[:NAME]... --to DIR [--cache DIR] [--mode cache|private]\n"
+    "                      [--verify] [--threads N] [--max SIZE] [--allow DIR[:DIR...]]\n"
+    "                      [--json] [--progress]\n"
+    "       aihpc-stage out LOCAL:DEST... [--from DIR] [--job-id ID] [--node NAME] [--threads N] [--json]\n"
+    "       aihpc-stage cache ls|gc|verify --cache DIR [--max SIZE] [--json]\n"
+    "\n"
+    "Stages data to node-local storage with the engine of aihpc.so.\n"
+    "  in      copy or extract each SRC (file, directory, .tar, .tar.gz, .tar.zst) to DIR/NAME;\n"
+    "          with --cache, one read-only copy per source is shared (default mode: cache\n"
+    "          when --cache is given, else private)\n"
+    "  out     copy LOCAL to DEST beside-then-rename; an existing DEST is never replaced\n"
+    "          (the copy goes to DEST.<jobid>). DEST may contain %j and %n.\n"
+    "  cache   ls: list entries; gc: evict unused entries down to --max (default: all\n"
+    "          unused); verify: check every entry against its manifest\n"
+    "\n"
+    "Options:\n"
+    "  --to DIR          stage directory (created if missing)\n"
+    "  --cache DIR       the node cache directory of this user\n"
+    "  --mode MODE       cache or private\n"
+    "  --verify          check every staged file against xxh3 content hashes\n"
+    "  --threads N       copy workers (default: CPUs, at most 16)\n"
+    "  --max SIZE        cache cap: bytes with K/M/G/T suffix, or N% of the file system\n"
+    "  --allow DIRS      sources must lie under one of these (colon-separated)\n"
+"  --from DIR        the stage dir LOCAL is relative to (default: $AIHPC_STAGE_DIR,\n"
+    "                    else the current directory)\n"
+    "  --job-id ID       job id for %j and DEST.<jobid> (default: $SLURM_JOB_ID)\n"
+    "  --node NAME       node name for %n (default: $SLURMD_NODENAME or the host name)\n"
+    "  --json            one JSON object per item on stdout\n"
+    "  --progress        show progress on stderr even when it is not a terminal\n"
+    "  -h, --help        show this help\n"
+    "  -V, --version     show the version\n";
+
+struct UsageError : Error {
+    using Error::Error;
+};
+
+struct Args {
+    std::string command, subcommand;
+    std::vector<std::string> items;
+    std::string to, cache, mode, max, allow, job_id, node, from;
+    bool verify = false, json = false, progress = false;
+    unsigned threads = 0;
+};
+
+Args parse_args(int argc, char** argv) {
+    Args args;
+    std::vector<std::string> words(argv + 1, argv + argc);
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        const std::string& w = words[i];
+        auto value = [&](const char* name) -> std::string {
+            std::string prefix = std::string(name) + "=";
+            if (w.rfind(prefix, 0) == 0) return w.substr(prefix.size());
+            if (i + 1 >= words.size()) throw UsageError(std::string(name) + " needs a value");
+            return words[++i];
+        };
+        auto is = [&](const char* name) { return w == name || w.rfind(std::string(name) + "=", 0) == 0; };
+        if (is("--to")) args.to = value("--to");
+        else if (is("--cache")) args.cache = value("--cache");
+        else if (is("--mode")) args.mode = value("--mode");
+        else if (is("--max")) args.max = value("--max");
+        else if (is("--allow")) args.allow = value("--allow");
+        else if (is("--job-id")) args.job_id = value("--job-id");
+        else if (is("--node")) args.node = value("--node");
+        else if (is("--from")) args.from = value("--from");
+        else if (is("--threads")) {
+            auto n = parse_uint(value("--threads"));
+            if (!n || *n == 0 || *n > 256) throw UsageError("--threads needs a number from 1 to 256");
+            args.threads = static_cast<unsigned>(*n);
+        } else if (w == "--verify") args.verify = true;
+        else if (w == "--json") args.json = true;
+        else if (w == "--progress") args.progress = true;
+        else if (w == "--") {
+            for (++i; i < words.size(); ++i) args.items.push_back(words[i]);
+        } else if (w.size() > 1 && w[0] == '-') throw UsageError("unknown option " + w);
+        else if (args.command.empty()) args.command = w;
+        else if (args.command == "cache" && args.subcommand.empty()) args.subcommand = w;
+        else args.items.push_back(w);
+    }
+    return args;
+}
+
+unsigned default_threads() {
+    unsigned n = std::thread::hardware_concurrency();
+    return std::clamp(n == 0 ? 4u : n, 1u, 16u);
+}
+
+CacheLimits resolve_limits(const std::string& max, const std::string& cache_dir) {
+    if (max.empty()) return {};
+    config::SizeLimit limit = config::parse_size_limit("--max", max);
+    struct statvfs fs {};
+    std::uint64_t fs_bytes = 0;
+    if (::statvfs(cache_dir.c_str(), &fs) == 0) fs_bytes = static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize;
+    CacheLimits limits;
+    limits.max_bytes = limit.resolve(fs_bytes);
+    limits.low_bytes = limits.max_bytes / 10 * 9;
+    return limits;
+}
+
+std::string human(std::uint64_t bytes) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double value = static_cast<double>(bytes);
+    int unit = 0;
+    while (value >= 1024 && unit < 4) {
+        value /= 1024;
+        ++unit;
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, unit ? "%.1f %s" : "%.0f %s", value, units[unit]);
+    return text;
+}
+
+// A one-line progress bar on stderr, redrawn a few times a second.
+class ProgressBar {
+public:
+    ProgressBar(bool enabled, CopyProgress& progress) : enabled_(enabled), progress_(progress) {
+        if (enabled_) thread_ = std::thread([this] { loop(); });
+    }
+    ~ProgressBar() {
+        if (!enabled_) return;
+        {
+            std::lock_guard<std::mutex> guard(lock_);
+            done_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+        draw();
+        std::fputc('\n', stderr);
+    }
+
+private:
+    void loop() {
+        std::unique_lock<std::mutex> guard(lock_);
+        while (!wake_.wait_for(guard, std::chrono::milliseconds(200), [this] { return done_; })) draw();
+    }
+    void draw() {
+        std::uint64_t bytes = progress_.bytes, total = progress_.total_bytes;
+        double share = total ? std::min(1.0, static_cast<double>(bytes) / static_cast<double>(total)) : 0.0;
+        int filled = static_cast<int>(share * 30);
+        std::fprintf(stderr, "\raihpc-stage: [%-30s] %3d%% %s / %s, %" PRIu64 " files", std::string(filled, '#').c_str(),
+                     static_cast<int>(share * 100), human(bytes).c_str(), human(total).c_str(),
+                     static_cast<std::uint64_t>(progress_.files));
+        std::fflush(stderr);
+    }
+
+    bool enabled_;
+    CopyProgress& progress_;
+    std::thread thread_;
+    std::mutex lock_;
+    std::condition_variable wake_;
+    bool done_ = false;
+};
+
+int run_in(const Args& args) {
+    if (args.items.empty()) throw UsageError("in needs at least one SRC");
+    if (args.to.empty()) throw UsageError("in needs --to DIR");
+    if (!args.mode.empty() && args.mode != "cache" && args.mode != "private")
+        throw UsageError("--mode must be cache or private");
+    bool private_mode = args.mode == "private" || (args.mode.empty() && args.cache.empty());
+    if (!private_mode && args.cache.empty()) throw UsageError("--mode cache needs --cache DIR");
+
+    std::vector<config::StageItem> items;
+    for (const std::string& word : args.items)
+        for (config::StageItem& item : config::parse_stage(word)) items.push_back(std::move(item));
+
+    CopyProgress progress;
+    StageSettings settings;
+    settings.to_dir = args.to;
+    if (!private_mode) settings.cache_dir = args.cache;
+    settings.private_mode = private_mode;
+    settings.verify = args.verify;
+    settings.threads = args.threads ? args.threads : default_threads();
+    settings.uid = ::getuid();
+    char cwd[4096];
+    settings.base_dir = ::getcwd(cwd, sizeof cwd) ? cwd : "/";
+    for (const std::string& root : split(args.allow, ':'))
+        if (!root.empty()) settings.allow.push_back(root);
+    settings.progress = &progress;
+    if (!private_mode) settings.limits = resolve_limits(args.max, args.cache);
+
+    std::vector<StagedItem> staged;
+    {
+        ProgressBar bar(args.progress || ::isatty(STDERR_FILENO), progress);
+        for (const config::StageItem& item : items) staged.push_back(stage_in(item.src, item.name, settings));
+    }
+    for (const StagedItem& item : staged) {
+        if (args.json) std::printf("%s\n", staged_item_json(item).c_str());
+        else
+            std::printf("%s -> %s: %" PRIu64 " files, %s, %.3fs, %s\n", item.src.c_str(), item.path.c_str(), item.files,
+                        human(item.bytes).c_str(), item.seconds, to_string(item.outcome));
+    }
+    return 0;
+}
+
+int run_out(const Args& args) {
+    if (args.items.empty()) throw UsageError("out needs at least one LOCAL:DEST");
+    std::string job_id = args.job_id;
+    if (job_id.empty() && std::getenv("SLURM_JOB_ID")) job_id = std::getenv("SLURM_JOB_ID");
+    if (job_id.empty()) job_id = std::to_string(::getpid());
+    std::string node = args.node;
+    if (node.empty() && std::getenv("SLURMD_NODENAME")) node = std::getenv("SLURMD_NODENAME");
+    if (node.empty()) {
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        node = host;
+    }
+    // LOCAL is relative to the stage dir, as in --aihpc-stage-out.
+    std::string from = args.from;
+    if (from.empty() && std::getenv("AIHPC_STAGE_DIR")) from = std::getenv("AIHPC_STAGE_DIR");
+    if (from.empty()) from = ".";
+    std::vector<config::StageOutItem> items;
+    for (const std::string& word : args.items)
+        for (config::StageOutItem& item : config::parse_stage_out(word)) items.push_back(std::move(item));
+    CopyProgress progress;
+    int status = 0;
+    ProgressBar bar(args.progress || ::isatty(STDERR_FILENO), progress);
+    for (const config::StageOutItem& item : items) {
+        // LOCAL is relative to the stage dir when one is known, else to the current directory.
+        std::string local = join_path(from, item.local);
+        try {
+            StageOutResult r = stage_out(local, expand_dest(item.dest, job_id, node), job_id,
+                                         args.threads ? args.threads : default_threads(), &progress);
+            if (args.json)
+                std::printf("{\"local\": \"%s\", \"dest\": \"%s\", \"diverted\": %s, \"files\": %" PRIu64
+                            ", \"bytes\": %" PRIu64 ", \"seconds\": %.6f}\n",
+                            r.local.c_str(), r.dest.c_str(), r.diverted ? "true" : "false", r.files, r.bytes, r.seconds);
+            else
+                std::printf("%s\n", r.message().c_str());
+            if (r.diverted) std::fprintf(stderr, "aihpc-stage: %s\n", r.message().c_str());
+        } catch (const Error& e) {
+            std::fprintf(stderr, "aihpc-stage: %s\n", e.what());
+            status = 1;
+        }
+    }
+    return status;
+}
+
+int run_cache(const Args& args) {
+    if (args.cache.empty()) throw UsageError("cache needs --cache DIR");
+    NodeCache cache(args.cache, resolve_limits(args.max, args.cache));
+    if (args.subcommand == "ls") {
+        for (const CacheEntryInfo& e : cache.list()) {
+            if (args.json)
+                std::printf("{\"key\": \"%s\", \"src\": \"%s\", \"kind\": \"%s\", \"bytes\": %" PRIu64 ", \"files\": %" PRIu64
+                            ", \"last_used\": %" PRId64 ", \"in_use\": %s, \"manifest_hash\": \"%s\"}\n",
+                            e.key.c_str(), e.src.c_str(), e.kind.c_str(), e.bytes, e.files, e.last_used_ns / 1000000000,
+                            e.in_use ? "true" : "false", e.manifest_hash.c_str());
+            else
+                std::printf("%s %10s %8" PRIu64 " files %-6s %s\n", e.key.c_str(), human(e.bytes).c_str(), e.files,
+                            e.in_use ? "in-use" : "idle", e.realpath.empty() ? e.src.c_str() : e.realpath.c_str());
+        }
+        return 0;
+    }
+    if (args.subcommand == "gc") {
+        std::uint64_t target = args.max.empty() ? 0 : resolve_limits(args.max, args.cache).max_bytes;
+        std::vector<std::string> evicted = cache.collect(target);
+        if (args.json) std::printf("{\"evicted\": %zu}\n", evicted.size());
+        else std::printf("evicted %zu entries\n", evicted.size());
+        return 0;
+    }
+    if (args.subcommand == "verify") {
+        int status = 0;
+        for (const CacheEntryInfo& e : cache.list()) {
+            std::string verdict = "ok";
+            try {
+                std::optional<Lease> lease = cache.lease(e.key);
+                if (!lease) continue;  // evicted meanwhile
+                std::optional<Manifest> manifest = cache.stored_manifest(e.key);
+                if (!manifest) throw Error("no manifest");
+                std::string data = join_path(cache.entry_path(e.key), "data");
+                UniqueFd fd(::open(data.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                if (!fd) throw_errno("cannot open " + data);
+                verify_item(fd.get(), *manifest, true, args.threads ? args.threads : default_threads(), data);
+            } catch (const Error& err) {
+                verdict = err.what();
+                status = 1;
+            }
+            if (args.json)
+                std::printf("{\"key\": \"%s\", \"ok\": %s}\n", e.key.c_str(), verdict == "ok" ? "true" : "false");
+            else
+                std::printf("%s %s\n", e.key.c_str(), verdict.c_str());
+        }
+        return status;
+    }
+    throw UsageError(args.subcommand.empty() ? "cache needs ls, gc or verify" : "unknown cache command " + args.subcommand);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--") == 0) break;
+        if (std::strcmp(argv[i], "-h") == 0 || std::strcmp(argv[i], "--help") == 0) {
+            std::fputs(usage_text, stdout);
+            return 0;
+        }
+        if (std::strcmp(argv[i], "-V") == 0 || std::strcmp(argv[i], "--version") == 0) {
+            std::printf("aihpc-stage %s\n", PACKAGE_VERSION);
+            return 0;
+        }
+    }
+    try {
+        Args args = parse_args(argc, argv);
+        if (args.command == "in") return run_in(args);
+        if (args.command == "out") return run_out(args);
+        if (args.command == "cache") return run_cache(args);
+        throw UsageError(args.command.empty() ? "needs a command: in, out or cache" : "unknown command " + args.command);
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "aihpc-stage: %s\nTry 'aihpc-stage --help'.\n", e.what());
+        return 2;
+    } catch (const Error& e) {
+        std::fprintf(stderr, "aihpc-stage: %s\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "aihpc-stage: %s\n", e.what());
+        return 1;
+    }
+}

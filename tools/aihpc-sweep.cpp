@@ -1,0 +1,439 @@
+// aihpc-sweep: parameter sweeps as Slurm job arrays (expand, plan, submit, run, params,
+// resubmit). A thin main over lib/sweep; see aihpc-sweep(1).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <json-c/json.h>
+
+#include "common/error.hpp"
+#include "common/text.hpp"
+#include "config.h"
+#include "sweep/expand.hpp"
+#include "sweep/process.hpp"
+#include "sweep/results.hpp"
+#include "sweep/runner.hpp"
+#include "sweep/shorthand.hpp"
+#include "sweep/spec.hpp"
+#include "sweep/submit_plan.hpp"
+#include "sweep/sweep_dir.hpp"
+
+using namespace aihpc;
+using namespace aihpc::sweep;
+
+namespace {
+
+const char* kUsage =
+    "Usage: aihpc-sweep COMMAND SWEEP [OPTIONS]\n"
+    "Parameter sweeps as Slurm job arrays.\n"
+    "\n"
+    "  expand SPEC.json|PARAM... -o SWEEP [--random N] [--seed S] [--repeat N]\n"
+    "         [--exclude K=V,...] [--emit-json] [-- COMMAND-TEMPLATE...]\n"
+    "  plan SWEEP [--throttle N] [--max-array-size N|auto] [--pack K]\n"
+    "  submit SWEEP [--throttle N] [--max-array-size N|auto] [--pack K] [--dry-run]\n"
+    "         [-- SBATCH-ARGS...]\n"
+    "  run SWEEP [--index I] [--phase NAME] [--offset O --count C --pack K]\n"
+    "  params SWEEP --index I [--format json|env|args|shell]\n"
+    "  resubmit SWEEP --failed|--missing|--indices LIST [--throttle N]\n"
+    "         [--max-array-size N|auto] [--dry-run] [-- SBATCH-ARGS...]\n"
+    "\n"
+    "  -h, --help     show this help\n"
+    "  -V, --version  show the version\n"
+    "\n"
+    "Parameter shorthand: lr=1e-4,3e-4  bs=range(32,129,32)  lr=logspace(1e-5,1e-2,6)\n"
+    "  lr=loguniform(1e-5,1e-2,n=6)  zip(wd=[0,0.05],beta2=[0.95,0.999])\n"
+    "  momentum=0.9,0.99@opt=sgd\n"
+    "See aihpc-sweep(1).\n";
+
+struct UsageError : Error {
+    using Error::Error;
+};
+
+// Command-line words of one subcommand, consumed in order.
+class Args {
+public:
+    Args(std::vector<std::string> words) : words_(std::move(words)) {}
+    bool done() const { return pos_ >= words_.size(); }
+    const std::string& peek() const { return words_[pos_]; }
+    std::string next() { return words_[pos_++]; }
+    std::string value(const std::string& option) {
+        if (done()) throw UsageError(option + " needs a value");
+        return next();
+    }
+    std::uint64_t number(const std::string& option, std::uint64_t min = 0) {
+        auto text = value(option);
+        auto n = parse_uint(text);
+        if (!n || *n < min) throw UsageError(option + ": '" + text + "' is not an integer >= " + std::to_string(min));
+        return *n;
+    }
+    std::vector<std::string> rest() {
+        std::vector<std::string> out(words_.begin() + static_cast<long>(pos_), words_.end());
+        pos_ = words_.size();
+        return out;
+    }
+
+private:
+    std::vector<std::string> words_;
+    std::size_t pos_ = 0;
+};
+
+std::string self_path() {
+    char buf[PATH_MAX];
+    ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) throw_errno("cannot resolve /proc/self/exe");
+    return std::string(buf, static_cast<std::size_t>(n));
+}
+
+std::string git_commit() {
+    try {
+        auto r = capture_output({"git", "rev-parse", "--verify", "-q", "HEAD"});
+        if (r.status == 0) return std::string(trim(r.out));
+    } catch (const Error&) {
+    }
+    return "";
+}
+
+bool is_file(const std::string& path) {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int cmd_expand(Args args) {
+    std::vector<std::string> positional;
+    std::string out_dir;
+    bool emit_json = false;
+    SpecOverrides overrides;
+    while (!args.done()) {
+        auto w = args.next();
+        if (w == "-o" || w == "--output") out_dir = args.value(w);
+        else if (w == "--random") overrides.random_trials = args.number(w, 1);
+        else if (w == "--seed") overrides.seed = args.number(w);
+        else if (w == "--repeat") overrides.repeat = args.number(w, 1);
+        else if (w == "--exclude") overrides.exclude.push_back(args.value(w));
+        else if (w == "--emit-json") emit_json = true;
+        else if (w == "--") {
+            overrides.command = args.rest();
+            if (overrides.command.empty()) throw UsageError("no command template after --");
+        } else if (w.size() > 1 && w[0] == '-' && w.find('=') == std::string::npos) throw UsageError("expand: unknown option " + w);
+        else positional.push_back(w);
+    }
+    if (positional.empty()) throw UsageError("expand needs a spec file or parameters");
+    std::string text;
+    bool from_file = positional.size() == 1 && (is_file(positional[0]) || ends_with(positional[0], ".json"));
+    if (from_file) text = apply_overrides(read_file(positional[0]), overrides);
+    else text = compile_shorthand(positional, overrides);
+    SweepSpec spec = parse_spec(text);
+    if (emit_json) {
+        std::cout << text << "\n";
+        return 0;
+    }
+    if (out_dir.empty()) throw UsageError("expand needs -o SWEEP");
+    auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()});
+    std::cout << summary.tasks << " tasks";
+    if (summary.excluded) std::cout << " (" << summary.excluded << " excluded)";
+    std::cout << " in " << out_dir << "\n";
+    return 0;
+}
+
+// --throttle, --max-array-size and --pack, with the spec's slurm section as defaults.
+struct ArrayOptions {
+    std::optional<std::uint64_t> throttle, max_array_size, pack;
+    bool auto_size = false;
+    bool take(Args& args, const std::string& w) {
+        if (w == "--throttle") throttle = args.number(w);
+        else if (w == "--pack") pack = args.number(w, 1);
+        else if (w == "--max-array-size") {
+            auto v = args.value(w);
+            if (v == "auto") auto_size = true;
+            else if (auto n = parse_uint(v); n && *n > 0) max_array_size = *n;
+            else throw UsageError("--max-array-size: '" + v + "' is not a positive integer or auto");
+        } else return false;
+        return true;
+    }
+    SubmitOptions resolve(const SweepDir& sweep) const {
+        SubmitOptions o;
+        o.throttle = throttle.value_or(sweep.spec.slurm.throttle);
+        o.pack = pack.value_or(sweep.spec.slurm.pack);
+        if (max_array_size) o.max_array_size = *max_array_size;
+        else if (!auto_size && sweep.spec.slurm.max_array_size) o.max_array_size = sweep.spec.slurm.max_array_size;
+        else {
+            auto r = capture_output({"scontrol", "show", "config"});
+            if (r.status != 0)
+                throw Error("cannot read MaxArraySize: scontrol show config failed (" + std::string(trim(r.err)) +
+                            "); give --max-array-size N");
+            o.max_array_size = parse_max_array_size(r.out);
+        }
+        o.tool_path = self_path();
+        o.tool_version = PACKAGE_VERSION;
+        return o;
+    }
+};
+
+void write_scripts(const SweepDir& sweep, const SubmitOptions& options) {
+    for (const auto& phase : sweep.spec.phases) {
+        auto path = script_path(sweep, phase.name);
+        write_file_atomic(path, phase_script(sweep, phase, options));
+        if (::chmod(path.c_str(), 0755) != 0) throw_errno("cannot make " + path + " executable");
+    }
+}
+
+void check_commands(const SweepDir& sweep) {
+    for (const auto& phase : sweep.spec.phases)
+        if (sweep.spec.command_of(phase).empty())
+            throw Error("phase '" + phase.name + "' has no command: give one in the spec, or after -- at expand");
+}
+
+// Submits in order, since each dependency needs the job id of the array before it.
+void submit_all(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const SubmitOptions& options,
+                const std::function<void()>& record) {
+    for (auto& s : subs) {
+        std::string dep;
+        for (auto& prior : subs)
+            if (!s.after.empty() && prior.label == s.after) dep = prior.job_id;
+        auto r = capture_output(s.argv(dep));
+        if (r.status != 0) {
+            record();
+            throw Error("sbatch failed for " + s.label + " (exit " + std::to_string(r.status) + "): " + std::string(trim(r.err)) +
+                        "; the arrays submitted so far are in " + sweep.path + "/chunks.json");
+        }
+        auto id = std::string(trim(r.out));
+        s.job_id = id.substr(0, id.find(';'));
+        if (!parse_uint(s.job_id)) {
+            record();
+            throw Error("sbatch printed no job id for " + s.label + ": '" + id + "'");
+        }
+        record();
+        std::cerr << "aihpc-sweep: submitted " << s.label << " (tasks " << s.offset << "-" << s.offset + s.count - 1 << ") as job "
+                  << s.job_id << "\n";
+    }
+    (void)options;
+}
+
+int cmd_plan_or_submit(Args args, bool submit) {
+    if (args.done()) throw UsageError(std::string(submit ? "submit" : "plan") + " needs a SWEEP dir");
+    std::string dir = args.next();
+    ArrayOptions ao;
+    bool dry_run = !submit;
+    std::vector<std::string> extra;
+    while (!args.done()) {
+        auto w = args.next();
+        if (ao.take(args, w)) continue;
+        if (w == "--dry-run" && submit) dry_run = true;
+        else if (w == "--" && submit) extra = args.rest();
+        else throw UsageError(std::string(submit ? "submit" : "plan") + ": unknown argument " + w);
+    }
+    SweepDir sweep = open_sweep(dir);
+    SubmitOptions options = ao.resolve(sweep);
+    options.sbatch_args = extra;
+    auto subs = plan_submit(sweep, options);
+    if (!submit) {
+        auto chunks = plan_chunks(sweep.tasks, options.max_array_size, options.pack);
+        std::cout << sweep.tasks << " tasks, " << sweep.spec.phases.size() << " phase(s), " << chunks.size()
+                  << " chunk(s) of at most " << options.max_array_size << " array elements, pack " << options.pack << "\n";
+        for (auto& c : chunks)
+            std::cout << "chunk " << c.index << ": offset " << c.offset << ", " << c.count << " tasks, " << c.elements << " elements\n";
+    }
+    if (dry_run) {
+        for (auto& s : subs) std::cout << dry_run_line(s) << "\n";
+        return 0;
+    }
+    check_commands(sweep);
+    if (is_file(sweep.path + "/chunks.json"))
+        throw Error(dir + " was already submitted (see chunks.json); use aihpc-sweep resubmit");
+    write_scripts(sweep, options);
+    auto record = [&] { write_file_atomic(sweep.path + "/chunks.json", chunks_json(subs, options)); };
+    submit_all(sweep, subs, options, record);
+    for (auto& s : subs) std::cout << s.label << " " << s.job_id << "\n";
+    return 0;
+}
+
+int cmd_run(Args args) {
+    if (args.done()) throw UsageError("run needs a SWEEP dir");
+    std::string dir = args.next();
+    RunRequest req;
+    while (!args.done()) {
+        auto w = args.next();
+        if (w == "--index") req.index = args.number(w);
+        else if (w == "--phase") req.phase = args.value(w);
+        else if (w == "--offset") req.offset = args.number(w);
+        else if (w == "--count") req.count = args.number(w);
+        else if (w == "--pack") req.pack = args.number(w, 1);
+        else throw UsageError("run: unknown argument " + w);
+    }
+    return run_tasks(open_sweep(dir), req);
+}
+
+int cmd_params(Args args) {
+    if (args.done()) throw UsageError("params needs a SWEEP dir");
+    std::string dir = args.next();
+    std::optional<std::uint64_t> index;
+    std::string format = "json";
+    while (!args.done()) {
+        auto w = args.next();
+        if (w == "--index") index = args.number(w);
+        else if (w == "--format") format = args.value(w);
+        else throw UsageError("params: unknown argument " + w);
+    }
+    if (!index) throw UsageError("params needs --index I");
+    if (format != "json" && format != "env" && format != "args" && format != "shell")
+        throw UsageError("params: --format must be json, env, args or shell, not '" + format + "'");
+    TaskIndex tasks(dir);
+    TaskRecord task = tasks.task(*index);
+    std::string out;
+    if (format == "json") {
+        out = task.params_json + "\n";
+    } else if (format == "args") {
+        std::vector<std::string> words;
+        for (auto& [k, v] : task.params) words.push_back(shell_quote("--" + k + "=" + v.plain));
+        out = join(words, " ") + "\n";
+    } else {
+        std::vector<std::pair<std::string, std::string>> vars = {{"AIHPC_TASK_INDEX", std::to_string(task.index)},
+                                                                 {"AIHPC_TASK_SEED", std::to_string(task.task_seed)}};
+        for (auto& [k, v] : task.params) vars.emplace_back("AIHPC_PARAM_" + env_name_part(k), v.plain);
+        for (auto& [k, v] : vars) out += (format == "shell" ? "export " + k + "=" + shell_quote(v) : k + "=" + v) + "\n";
+    }
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return 0;
+}
+
+void append_chunks(const SweepDir& sweep, const std::vector<ArraySubmission>& subs, const SubmitOptions& options) {
+    std::string path = sweep.path + "/chunks.json";
+    std::string fresh = chunks_json(subs, options);
+    if (!is_file(path)) {
+        write_file_atomic(path, fresh);
+        return;
+    }
+    json_object* old = json_tokener_parse(read_file(path).c_str());
+    json_object* add = json_tokener_parse(fresh.c_str());
+    json_object *arrays = nullptr, *more = nullptr;
+    if (old && add && json_object_object_get_ex(old, "arrays", &arrays) && json_object_object_get_ex(add, "arrays", &more)) {
+        for (std::size_t i = 0; i < json_object_array_length(more); ++i)
+            json_object_array_add(arrays, json_object_get(json_object_array_get_idx(more, i)));
+        write_file_atomic(path, std::string(json_object_to_json_string_ext(old, JSON_C_TO_STRING_PLAIN)) + "\n");
+    } else {
+        write_file_atomic(path, fresh);
+    }
+    json_object_put(old);
+    json_object_put(add);
+}
+
+int cmd_resubmit(Args args) {
+    if (args.done()) throw UsageError("resubmit needs a SWEEP dir");
+    std::string dir = args.next();
+    ArrayOptions ao;
+    bool dry_run = false, failed = false, missing = false;
+    std::optional<std::string> list;
+    std::vector<std::string> extra;
+    while (!args.done()) {
+        auto w = args.next();
+        if (w == "--throttle" || w == "--max-array-size") ao.take(args, w);
+        else if (w == "--failed") failed = true;
+        else if (w == "--missing") missing = true;
+        else if (w == "--indices") list = args.value(w);
+        else if (w == "--dry-run") dry_run = true;
+        else if (w == "--") extra = args.rest();
+        else throw UsageError("resubmit: unknown argument " + w);
+    }
+    if (!failed && !missing && !list) throw UsageError("resubmit needs --failed, --missing or --indices LIST");
+    SweepDir sweep = open_sweep(dir);
+    std::set<std::uint64_t> indices;
+    if (list) indices = parse_index_list(*list);
+    if (failed || missing) {
+        auto scan = scan_results(sweep);
+        if (failed) indices.insert(scan.failed.begin(), scan.failed.end());
+        if (missing) {
+            auto m = scan.missing(sweep.tasks);
+            indices.insert(m.begin(), m.end());
+        }
+    }
+    if (indices.empty()) {
+        std::cerr << "aihpc-sweep: nothing to resubmit\n";
+        return 0;
+    }
+    SubmitOptions options = ao.resolve(sweep);
+    options.pack = 1;
+    options.sbatch_args = extra;
+    std::string prefix = "r" + std::to_string(static_cast<long long>(::time(nullptr))) + "-";
+    auto subs = plan_resubmit(sweep, indices, options, prefix);
+    if (dry_run) {
+        for (auto& s : subs) std::cout << dry_run_line(s) << "\n";
+        return 0;
+    }
+    check_commands(sweep);
+    for (auto& phase : sweep.spec.phases) {
+        auto script = script_path(sweep, phase.name);
+        if (!is_file(script)) {
+            SubmitOptions o = options;
+            o.sbatch_args.clear();
+            write_scripts(sweep, o);
+            break;
+        }
+    }
+    // Earlier results of these tasks are kept aside, so that status and collection see
+    // only the new run.
+    for (auto i : indices)
+        for (auto& phase : sweep.spec.phases) {
+            auto path = result_path(sweep, phase, i);
+            if (is_file(path)) ::rename(path.c_str(), (path + ".prev").c_str());
+        }
+    try {
+        submit_all(sweep, subs, options, [] {});
+    } catch (...) {
+        std::vector<ArraySubmission> submitted;
+        for (auto& s : subs)
+            if (!s.job_id.empty()) submitted.push_back(s);
+        if (!submitted.empty()) append_chunks(sweep, submitted, options);
+        throw;
+    }
+    append_chunks(sweep, subs, options);
+    std::cout << indices.size() << " tasks resubmitted: " << array_spec(indices, 0) << "\n";
+    for (auto& s : subs) std::cout << s.label << " " << s.job_id << "\n";
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> words(argv + 1, argv + argc);
+    if (words.empty()) {
+        std::cerr << kUsage;
+        return 2;
+    }
+    const std::string cmd = words[0];
+    if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+        std::cout << kUsage;
+        return 0;
+    }
+    if (cmd == "-V" || cmd == "--version") {
+        std::cout << "aihpc-sweep " << PACKAGE_VERSION << "\n";
+        return 0;
+    }
+    for (std::size_t i = 1; i < words.size() && words[i] != "--"; ++i)
+        if (words[i] == "--help" || words[i] == "-h") {
+            std::cout << kUsage;
+            return 0;
+        }
+    Args args(std::vector<std::string>(words.begin() + 1, words.end()));
+    try {
+        if (cmd == "expand") return cmd_expand(std::move(args));
+        if (cmd == "plan") return cmd_plan_or_submit(std::move(args), false);
+        if (cmd == "submit") return cmd_plan_or_submit(std::move(args), true);
+        if (cmd == "run") return cmd_run(std::move(args));
+        if (cmd == "params") return cmd_params(std::move(args));
+        if (cmd == "resubmit") return cmd_resubmit(std::move(args));
+        throw UsageError("unknown command '" + cmd + "' (expand, plan, submit, run, params, resubmit)");
+    } catch (const UsageError& e) {
+        std::cerr << "aihpc-sweep: " << e.what() << "\nTry 'aihpc-sweep --help'.\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "aihpc-sweep: " << e.what() << "\n";
+        return 1;
+    }
+}
