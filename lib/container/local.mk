@@ -16,24 +16,8 @@ pkglibexec_PROGRAMS = tools/aihpc-launch
 tools_aihpc_launch_SOURCES = tools/aihpc-launch.cpp
 tools_aihpc_launch_LDADD = lib/container/libaihpc_container.la $(tool_libs)
 
-# UNIT_TESTS is defined after the lib/ modules are included, so the test is added to the
-# check lists directly.
-if HAVE_CMOCKA
-check_PROGRAMS += tests/unit/test_container
-TESTS += tests/unit/test_container
-endif
+UNIT_TESTS += tests/unit/test_container
 tests_unit_test_container_SOURCES = tests/unit/test_container.cpp tests/unit/cmocka_cxx.hpp
 tests_unit_test_container_LDADD = lib/container/libaihpc_container.la $(unit_test_libs)
 
-EXTRA_DIST += man/aihpc-8-container.roff \
-	contrib/examples/container-image.sh \
-	bench/container/run.sh \
-	tests/integration/40-container-charliecloud.sh \
-	tests/integration/41-container-task-setup.sh \
-	tests/integration/42-container-stand-in-runtimes.sh \
-	tests/integration/43-container-refused-at-submit.sh \
-	tests/integration/stand-in-runtimes/stand-in-runtime \
-	tests/integration/stand-in-runtimes/apptainer \
-	tests/integration/stand-in-runtimes/singularity \
-	tests/integration/stand-in-runtimes/enroot \
-	tests/integration/stand-in-runtimes/podman
+EXTRA_DIST += contrib/examples/container-image.sh bench/container/run.sh
