@@ -122,6 +122,8 @@ std::vector<std::string> run_as_user(const StepInfo& step, const std::function<v
         int status = 0;
         try {
             if (::geteuid() != 0 && ::seteuid(0) != 0) throw_errno("cannot regain root in the staging child");
+            // Root's own directories must not take the user's group.
+            if (::setegid(0) != 0) throw_errno("cannot regain group root in the staging child");
             root_part(pipe.write_.get());
             drop_to_user(step);
             user_part(pipe.write_.get());

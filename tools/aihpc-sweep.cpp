@@ -18,6 +18,7 @@
 #include "config.h"
 #include "sweep/expand.hpp"
 #include "sweep/process.hpp"
+#include "sweep/refine.hpp"
 #include "sweep/results.hpp"
 #include "sweep/runner.hpp"
 #include "sweep/shorthand.hpp"
@@ -43,7 +44,10 @@ const char* kUsage =
     "  params SWEEP --index I [--format json|env|args|shell]\n"
     "  resubmit SWEEP --failed|--missing|--indices LIST [--throttle N]\n"
     "         [--max-array-size N|auto] [--dry-run] [-- SBATCH-ARGS...]\n"
+    "  refine SWEEP --metric NAME[:min|max] --top K [--shrink F] [--trials N]\n"
+    "         -o SWEEP2\n"
     "\n"
+    "  --progress     report each submitted array on stderr (default: when it is a terminal)\n"
     "  -h, --help     show this help\n"
     "  -V, --version  show the version\n"
     "\n"
@@ -51,6 +55,8 @@ const char* kUsage =
     "  lr=loguniform(1e-5,1e-2,n=6)  zip(wd=[0,0.05],beta2=[0.95,0.999])\n"
     "  momentum=0.9,0.99@opt=sgd\n"
     "See aihpc-sweep(1).\n";
+
+bool g_progress = false;
 
 struct UsageError : Error {
     using Error::Error;
@@ -210,7 +216,8 @@ void submit_all(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const
             throw Error("sbatch printed no job id for " + s.label + ": '" + id + "'");
         }
         record();
-        std::cerr << "aihpc-sweep: submitted " << s.label << " (tasks " << s.offset << "-" << s.offset + s.count - 1 << ") as job "
+        if (g_progress)
+            std::cerr << "aihpc-sweep: submitted " << s.label << " (tasks " << s.offset << "-" << s.offset + s.count - 1 << ") as job "
                   << s.job_id << "\n";
     }
     (void)options;
@@ -398,10 +405,58 @@ int cmd_resubmit(Args args) {
     return 0;
 }
 
+int cmd_refine(Args args) {
+    if (args.done()) throw UsageError("refine needs a SWEEP dir");
+    std::string dir = args.next();
+    std::string metric, out_dir;
+    bool maximize = false;
+    std::optional<std::uint64_t> top, trials;
+    double shrink = 0.5;
+    while (!args.done()) {
+        auto w = args.next();
+        if (w == "--metric") {
+            metric = args.value(w);
+            auto colon = metric.rfind(':');
+            if (colon != std::string::npos) {
+                auto dir_word = metric.substr(colon + 1);
+                if (dir_word != "min" && dir_word != "max") throw UsageError("--metric: direction must be min or max, not '" + dir_word + "'");
+                maximize = dir_word == "max";
+                metric.resize(colon);
+            }
+        } else if (w == "--top") top = args.number(w, 1);
+        else if (w == "--trials") trials = args.number(w, 1);
+        else if (w == "--shrink") {
+            auto v = args.value(w);
+            char* end = nullptr;
+            shrink = std::strtod(v.c_str(), &end);
+            if (v.empty() || *end || !(shrink > 0 && shrink <= 1)) throw UsageError("--shrink: '" + v + "' is not a number in (0, 1]");
+        } else if (w == "-o" || w == "--output") out_dir = args.value(w);
+        else throw UsageError("refine: unknown argument " + w);
+    }
+    if (metric.empty() || !top || out_dir.empty()) throw UsageError("refine needs --metric NAME, --top K and -o SWEEP2");
+    SweepDir sweep = open_sweep(dir);
+    auto ranked = best_tasks(sweep, metric, maximize, *top);
+    std::vector<TaskRecord> best;
+    for (auto& r : ranked) best.push_back(r.task);
+    auto spec = refine_spec(sweep.spec, best, shrink, trials.value_or(sweep.tasks));
+    auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()});
+    std::cout << summary.tasks << " tasks around the best " << best.size() << " (" << metric << " " << (maximize ? "max" : "min")
+              << " " << format_double(ranked.front().metric) << ") in " << out_dir << "\n";
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::vector<std::string> words(argv + 1, argv + argc);
+    std::vector<std::string> words;
+    g_progress = ::isatty(2);
+    bool after_dashes = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string w = argv[i];
+        after_dashes = after_dashes || w == "--";
+        if (w == "--progress" && !after_dashes) g_progress = true;
+        else words.push_back(w);
+    }
     if (words.empty()) {
         std::cerr << kUsage;
         return 2;
@@ -428,7 +483,8 @@ int main(int argc, char** argv) {
         if (cmd == "run") return cmd_run(std::move(args));
         if (cmd == "params") return cmd_params(std::move(args));
         if (cmd == "resubmit") return cmd_resubmit(std::move(args));
-        throw UsageError("unknown command '" + cmd + "' (expand, plan, submit, run, params, resubmit)");
+        if (cmd == "refine") return cmd_refine(std::move(args));
+        throw UsageError("unknown command '" + cmd + "' (expand, plan, submit, run, params, resubmit, refine)");
     } catch (const UsageError& e) {
         std::cerr << "aihpc-sweep: " << e.what() << "\nTry 'aihpc-sweep --help'.\n";
         return 2;

@@ -12,7 +12,10 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <condition_variable>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -271,9 +274,128 @@ void scan_dir(int dir_fd, const std::string& prefix, const std::string& shown_ro
 
 }  // namespace
 
-Manifest scan_tree(int dir_fd, const std::string& shown_path) {
+namespace {
+
+// One directory of a parallel scan: its direct entries, sorted, and the nodes of its
+// subdirectories in the same order.
+struct ScanNode {
+    std::string prefix;
+    std::vector<ManifestEntry> entries;
+    std::vector<ScanNode*> subdirs;
+};
+
+void list_one_dir(int root_fd, ScanNode& node, const std::string& shown_root,
+                  std::vector<std::unique_ptr<ScanNode>>& created) {
+    UniqueFd dir_fd = node.prefix.empty() ? UniqueFd(::fcntl(root_fd, F_DUPFD_CLOEXEC, 0))
+                                          : open_beneath_or_throw(root_fd, node.prefix, O_RDONLY | O_DIRECTORY,
+                                                                  join_path(shown_root, node.prefix));
+    Manifest direct;
+    int listing_fd = ::openat(dir_fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (listing_fd < 0) throw_errno("cannot list " + join_path(shown_root, node.prefix));
+    DIR* dir = ::fdopendir(listing_fd);
+    if (!dir) {
+        ::close(listing_fd);
+        throw_errno("cannot list " + join_path(shown_root, node.prefix));
+    }
+    std::vector<std::string> names;
+    errno = 0;
+    while (struct dirent* ent = ::readdir(dir))
+        if (std::strcmp(ent->d_name, ".") != 0 && std::strcmp(ent->d_name, "..") != 0) names.emplace_back(ent->d_name);
+    int err = errno;
+    ::closedir(dir);
+    if (err) throw SystemError("cannot list " + join_path(shown_root, node.prefix), err);
+    std::sort(names.begin(), names.end());
+    for (const std::string& name : names) {
+        std::string path = node.prefix.empty() ? name : node.prefix + "/" + name;
+        struct stat st {};
+        if (::fstatat(dir_fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno == ENOENT) continue;
+            throw_errno("cannot stat " + join_path(shown_root, path));
+        }
+        ManifestEntry e;
+        e.path = path;
+        e.mode = st.st_mode & 07777;
+        e.mtime_ns = mtime_of(st);
+        if (S_ISREG(st.st_mode)) {
+            e.size = static_cast<std::uint64_t>(st.st_size);
+        } else if (S_ISLNK(st.st_mode)) {
+            e.type = EntryType::symlink;
+            std::vector<char> buf(static_cast<std::size_t>(st.st_size) + 2);
+            ssize_t n = ::readlinkat(dir_fd.get(), name.c_str(), buf.data(), buf.size());
+            if (n < 0) throw_errno("cannot read link " + join_path(shown_root, path));
+            e.target.assign(buf.data(), static_cast<std::size_t>(n));
+            e.size = e.target.size();
+        } else if (S_ISDIR(st.st_mode)) {
+            e.type = EntryType::directory;
+            created.push_back(std::make_unique<ScanNode>());
+            created.back()->prefix = path;
+            node.subdirs.push_back(created.back().get());
+        } else {
+            throw Error("cannot stage " + join_path(shown_root, path) +
+                        ": it is a socket, FIFO or device file; only files, directories and symlinks can be staged");
+        }
+        node.entries.push_back(std::move(e));
+    }
+}
+
+void assemble(const ScanNode& node, Manifest& out) {
+    std::size_t sub = 0;
+    for (const ManifestEntry& e : node.entries) {
+        out.entries.push_back(e);
+        if (e.type == EntryType::directory) assemble(*node.subdirs[sub++], out);
+    }
+}
+
+}  // namespace
+
+Manifest scan_tree(int dir_fd, const std::string& shown_path, unsigned threads) {
     Manifest manifest;
-    scan_dir(dir_fd, "", shown_path, manifest, 0);
+    if (threads <= 1) {
+        scan_dir(dir_fd, "", shown_path, manifest, 0);
+        return manifest;
+    }
+    std::mutex lock;
+    std::condition_variable ready;
+    std::vector<std::unique_ptr<ScanNode>> nodes;
+    nodes.push_back(std::make_unique<ScanNode>());
+    std::deque<ScanNode*> queue{nodes.front().get()};
+    std::size_t busy = 0;
+    std::string first_error;
+    auto work = [&] {
+        std::unique_lock<std::mutex> guard(lock);
+        while (true) {
+            ready.wait(guard, [&] { return !queue.empty() || busy == 0 || !first_error.empty(); });
+            if (!first_error.empty() || (queue.empty() && busy == 0)) {
+                ready.notify_all();
+                return;
+            }
+            ScanNode* node = queue.front();
+            queue.pop_front();
+            ++busy;
+            guard.unlock();
+            std::vector<std::unique_ptr<ScanNode>> created;
+            std::string error;
+            try {
+                list_one_dir(dir_fd, *node, shown_path, created);
+            } catch (const std::exception& e) {
+                error = e.what();
+            }
+            guard.lock();
+            --busy;
+            if (!error.empty() && first_error.empty()) first_error = error;
+            for (auto& child : created) {
+                queue.push_back(child.get());
+                nodes.push_back(std::move(child));
+            }
+            ready.notify_all();
+        }
+    };
+    std::vector<std::thread> pool;
+    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (std::thread& t : pool) t.join();
+    if (!first_error.empty()) throw Error(first_error);
+    assemble(*nodes.front(), manifest);
     return manifest;
 }
 

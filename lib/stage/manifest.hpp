@@ -42,7 +42,9 @@ struct Manifest {
 
 // Scans the tree below an open directory, never following a symlink. Sockets, FIFOs and
 // device files are refused: they cannot be staged faithfully.
-Manifest scan_tree(int dir_fd, const std::string& shown_path);
+// With threads > 1, directories are listed by that many workers (the warm path of a
+// cache hit is this scan, and it is bound by one stat per entry).
+Manifest scan_tree(int dir_fd, const std::string& shown_path, unsigned threads = 1);
 // A manifest of one regular file, opened as fd, whose entry path is ".".
 Manifest scan_file(int file_fd, const std::string& shown_path);
 

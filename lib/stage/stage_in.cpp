@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -49,8 +50,8 @@ std::string json_string(const std::string& text) {
     return out + "\"";
 }
 
-Manifest scan_source(const OpenSource& source) {
-    if (source.kind == SourceKind::tree) return scan_tree(source.fd.get(), source.realpath);
+Manifest scan_source(const OpenSource& source, unsigned threads) {
+    if (source.kind == SourceKind::tree) return scan_tree(source.fd.get(), source.realpath, std::min(threads, 8u));
     return scan_file(source.fd.get(), source.realpath);
 }
 
@@ -77,8 +78,8 @@ Manifest produce_data(const OpenSource& source, Manifest source_manifest, int pa
     return written;
 }
 
-void check_unchanged(const OpenSource& source, const std::string& manifest_hash) {
-    if (scan_source(source).metadata_hash() != manifest_hash)
+void check_unchanged(const OpenSource& source, const std::string& manifest_hash, unsigned threads) {
+    if (scan_source(source, threads).metadata_hash() != manifest_hash)
         throw Error("stage source " + source.realpath +
                     " changed while it was being staged; stage it again once nothing writes to it");
 }
@@ -186,7 +187,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
 
     OpenSource source = open_source(src, settings.base_dir, settings.allow);
     item.realpath = source.realpath;
-    Manifest manifest = scan_source(source);
+    Manifest manifest = scan_source(source, settings.threads);
     item.manifest_hash = manifest.metadata_hash();
     UniqueFd to_dir = open_to_dir(settings.to_dir);
 
@@ -204,7 +205,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         Manifest written;
         try {
             written = produce_data(source, manifest, to_dir.get(), temp, temp_path, settings, false, &item.bytes, &item.files);
-            check_unchanged(source, item.manifest_hash);
+            check_unchanged(source, item.manifest_hash, settings.threads);
             if (settings.verify) {
                 UniqueFd data(::openat(to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                 if (!data) throw_errno("cannot open " + temp_path);
@@ -233,7 +234,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
             got = cache.obtain(item.key, manifest.byte_count(), info, [&](int entry_fd, const std::string& entry_path) {
                 Manifest written = produce_data(source, manifest, entry_fd, "data", join_path(entry_path, "data"), settings,
                                                 true, &item.bytes, &item.files);
-                check_unchanged(source, item.manifest_hash);
+                check_unchanged(source, item.manifest_hash, settings.threads);
                 if (settings.verify) {
                     UniqueFd data(::openat(entry_fd, "data", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                     if (!data) throw_errno("cannot open " + join_path(entry_path, "data"));

@@ -10,7 +10,8 @@ lib_sweep_libaihpc_sweep_la_SOURCES = \
 	lib/sweep/submit_plan.cpp lib/sweep/submit_plan.hpp \
 	lib/sweep/runner.cpp lib/sweep/runner.hpp \
 	lib/sweep/results.cpp lib/sweep/results.hpp \
-	lib/sweep/process.cpp lib/sweep/process.hpp
+	lib/sweep/process.cpp lib/sweep/process.hpp \
+	lib/sweep/refine.cpp lib/sweep/refine.hpp
 plugin_module_libs += lib/sweep/libaihpc_sweep.la
 EXTRA_DIST += lib/sweep/README
 

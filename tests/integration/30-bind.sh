@@ -14,15 +14,16 @@ cat >task.sh <<TASK
 #!/bin/bash
 cpus=\$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)
 policy=\$($bind_tool show | sed 's/.*mempolicy //; s/ /:/g')
-echo "\$SLURMD_NODENAME \$SLURM_PROCID \$SLURM_LOCALID \$cpus \${OMP_NUM_THREADS:--} \${OMP_PLACES:--} \${OMP_PROC_BIND:--} \${RANK:--} \${WORLD_SIZE:--} \${LOCAL_RANK:--} \${LOCAL_WORLD_SIZE:--} \${NODE_RANK:--} \${MASTER_ADDR:--} \${MASTER_PORT:--} \$policy" >"$work/\$1.\$SLURM_PROCID"
+echo "\$SLURMD_NODENAME \$SLURM_PROCID \$SLURM_LOCALID \$cpus \${OMP_NUM_THREADS:--} \${OMP_PLACES:--} \${OMP_PROC_BIND:--} \${RANK:--} \${WORLD_SIZE:--} \${LOCAL_RANK:--} \${LOCAL_WORLD_SIZE:--} \${NODE_RANK:--} \${MASTER_ADDR:--} \${MASTER_PORT:--} \$policy" >"$work/\$1.task.\$SLURM_PROCID"
 TASK
 chmod 0755 task.sh
 
 node_cpus=$(scontrol show node n1 | sed -n 's/.*CPUTot=\([0-9]*\).*/\1/p')
 
-as_user srun -N2 -n4 --cpu-bind=none --aihpc-bind=cores,verbose --aihpc-dist \
-    env OMP_NUM_THREADS=99 RANK=77 ./task.sh main >main.out 2>main.err
-rows() { cat "$work"/main.* 2>/dev/null | grep -v '^$' | grep '^n'; }
+# Stale values in the submitting environment must not survive into the tasks.
+as_user env OMP_NUM_THREADS=99 RANK=77 srun -N2 -n4 --cpu-bind=none --aihpc-bind=cores,verbose --aihpc-dist \
+    ./task.sh main >main.out 2>main.err
+rows() { cat "$work"/main.task.* 2>/dev/null | grep -v '^$' | grep '^n'; }
 
 ok "the step's four tasks ran and reported" test "$(rows | wc -l)" = 4
 
@@ -78,28 +79,28 @@ verbose_lines() {
 ok "verbose prints one line per task with its rank and CPUs" verbose_lines
 
 ok "the memory policy prefers the task's NUMA node" \
-    bash -c '[ "$(cat '"$work"'/main.* | awk "{print \$15}" | grep -c -E "^preferred(-many)?:0$")" = 4 ]'
+    bash -c '[ "$(cat '"$work"'/main.task.* | awk "{print \$15}" | grep -c -E "^preferred(-many)?:0$")" = 4 ]'
 
 ok "RANK is 0-3 (stale 77 overwritten) and WORLD_SIZE 4 in every task" \
-    bash -c '[ "$(cat '"$work"'/main.* | awk "{print \$8}" | sort -n | paste -sd,)" = 0,1,2,3 ] && [ "$(cat '"$work"'/main.* | awk "{print \$9}" | sort -u)" = 4 ]'
+    bash -c '[ "$(cat '"$work"'/main.task.* | awk "{print \$8}" | sort -n | paste -sd,)" = 0,1,2,3 ] && [ "$(cat '"$work"'/main.task.* | awk "{print \$9}" | sort -u)" = 4 ]'
 ok "LOCAL_RANK is 0-1 on each node, LOCAL_WORLD_SIZE 2, NODE_RANK the node's index" \
-    bash -c 'cat '"$work"'/main.* | awk "{ if (\$10 != \$3 || \$11 != 2 || \$12 != (\$1 == \"n1\" ? 0 : 1)) bad=1 } END { exit bad }"'
+    bash -c 'cat '"$work"'/main.task.* | awk "{ if (\$10 != \$3 || \$11 != 2 || \$12 != (\$1 == \"n1\" ? 0 : 1)) bad=1 } END { exit bad }"'
 ok "one MASTER_ADDR:MASTER_PORT for the step, the NodeAddr of its first node (127.0.0.1)" \
-    bash -c '[ "$(cat '"$work"'/main.* | awk "{print \$13\":\"\$14}" | sort -u | wc -l)" = 1 ] && [ "$(cat '"$work"'/main.* | awk "{print \$13}" | sort -u)" = 127.0.0.1 ]'
+    bash -c '[ "$(cat '"$work"'/main.task.* | awk "{print \$13\":\"\$14}" | sort -u | wc -l)" = 1 ] && [ "$(cat '"$work"'/main.task.* | awk "{print \$13}" | sort -u)" = 127.0.0.1 ]'
 
 concurrent_ports() {
     as_user srun -N1 -n1 --aihpc-dist ./task.sh one &
     as_user srun -N1 -n1 --aihpc-dist ./task.sh two &
     wait
     local p1 p2
-    p1=$(awk '{print $14}' one.0) p2=$(awk '{print $14}' two.0)
+    p1=$(awk '{print $14}' one.task.0) p2=$(awk '{print $14}' two.task.0)
     [ -n "$p1" ] && [ -n "$p2" ] && [ "$p1" != "$p2" ] && [ "$p1" -ge 20000 ] && [ "$p1" -lt 40000 ] || { echo "$p1 $p2"; return 1; }
 }
 ok "a concurrent job gets a different MASTER_PORT" concurrent_ports
 
 as_user srun -N1 -n2 --cpu-bind=none --aihpc-bind=cores,nomem ./task.sh nomem >nomem.out 2>&1
 ok "nomem leaves the memory policy alone" \
-    bash -c '[ "$(cat '"$work"'/nomem.* | awk "{print \$15}" | sort -u)" = default ]'
+    bash -c '[ "$(cat '"$work"'/nomem.task.* | awk "{print \$15}" | sort -u)" = default ]'
 ok "without verbose a bound step prints no aihpc line" bash -c '! grep -q aihpc nomem.out'
 
 cat >batch.sh <<JOB
@@ -109,7 +110,7 @@ srun --cpu-bind=none ./task.sh batch
 JOB
 state=$(sbatch_wait -o batch.out batch.sh)
 ok "a batch job's srun step sets its own per-task values, not the batch step's" \
-    bash -c '[ "'"$state"'" = COMPLETED ] && [ "$(cat '"$work"'/batch.* | awk "{print \$8}" | sort -n | paste -sd,)" = 0,1,2,3 ] && [ "$(cat '"$work"'/batch.* | awk "{print \$9}" | sort -u)" = 4 ]'
+    bash -c '[ "'"$state"'" = COMPLETED ] && [ "$(cat '"$work"'/batch.task.* | awk "{print \$8}" | sort -n | paste -sd,)" = 0,1,2,3 ] && [ "$(cat '"$work"'/batch.task.* | awk "{print \$9}" | sort -u)" = 4 ]'
 
 topology_cache() {
     local node file
@@ -122,8 +123,15 @@ topology_cache() {
 }
 ok "the topology is cached as root-owned 0644 XML under each node's local_root" topology_cache
 
-ok "aihpc-bind plan on a node agrees with the plugin's binding" \
-    bash -c 'out=$(runuser -u '"$test_user"' -- env SLURM_CONF='"$SLURM_CONF"' srun -N1 -n1 '"$bind_tool"' plan --tasks 1 --json) && grep -q "\"tasks\"" <<<"$out"'
+tool_in_step() {
+    local out shown planned
+    out=$(as_user srun -N1 -n1 --cpu-bind=none --aihpc-bind=cores \
+        bash -c "$bind_tool show; $bind_tool plan --tasks 1 --mode cores --json") || return 1
+    shown=$(sed -n 's/^cpus \([^ ]*\) .*/\1/p' <<<"$out")
+    # Inside a bound task, the tool plans within the task's own CPUs.
+    grep -q "\"cpus\": \"$shown\"" <<<"$out" || { echo "$out"; return 1; }
+}
+ok "aihpc-bind show and plan inside a bound task see the task's CPUs" tool_in_step
 
 site_default() {
     with_site_keys bind_default=auto
@@ -131,7 +139,7 @@ site_default() {
     local rc=$?
     restore_site_keys
     [ $rc = 0 ] || return 1
-    [ "$(cat "$work"/default.* | awk '{print $5}' | sort -u)" != - ] || { cat "$work"/default.*; return 1; }
+    [ "$(cat "$work"/default.task.* | awk '{print $5}' | sort -u)" != - ] || { cat "$work"/default.task.*; return 1; }
 }
 ok "bind_default=auto binds steps that give no --aihpc-bind" site_default
 

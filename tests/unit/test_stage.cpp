@@ -164,6 +164,21 @@ static void metadata_hash_changes_with_any_change_of_the_source(void**) {
     assert_string_not_equal(scan_path(d).metadata_hash().c_str(), touched.c_str());
 }
 
+static void parallel_scan_equals_sequential_scan(void**) {
+    std::string d = make_dataset();
+    for (int i = 0; i < 20; ++i) {
+        std::string sub = d + "/p" + std::to_string(i);
+        mkdir(sub.c_str(), 0755);
+        mkdir((sub + "/q").c_str(), 0755);
+        write_file(sub + "/q/f", std::to_string(i));
+    }
+    aihpc::UniqueFd fd(open(d.c_str(), O_RDONLY | O_DIRECTORY));
+    Manifest one = scan_tree(fd.get(), d, 1), many = scan_tree(fd.get(), d, 6);
+    assert_string_equal(one.serialize().c_str(), many.serialize().c_str());
+    mkfifo((d + "/p7/q/pipe").c_str(), 0644);
+    expect_error_containing([&] { scan_tree(fd.get(), d, 6); }, "FIFO");
+}
+
 static void scan_refuses_fifos(void**) {
     std::string d = make_dataset();
     mkfifo((d + "/pipe").c_str(), 0644);
@@ -695,6 +710,7 @@ int main() {
         T(manifest_text_round_trips_odd_names_and_hashes),
         T(manifest_parse_rejects_malformed_lines),
         T(metadata_hash_changes_with_any_change_of_the_source),
+        T(parallel_scan_equals_sequential_scan),
         T(scan_refuses_fifos),
         T(manifest_differences_names_added_removed_and_changed),
         T(copy_plan_splits_only_large_files_and_orders_largest_first),

@@ -16,6 +16,7 @@
 #include "cmocka_cxx.hpp"
 #include "sweep/command.hpp"
 #include "sweep/expand.hpp"
+#include "sweep/refine.hpp"
 #include "sweep/results.hpp"
 #include "sweep/runner.hpp"
 #include "sweep/shorthand.hpp"
@@ -736,6 +737,47 @@ static void sigterm_is_forwarded_to_the_command_and_recorded(void**) {
     assert_int_equal(*result_exit_code(text), 7);
 }
 
+// ---- refine
+
+static void param_ranges_cover_numeric_axes_only(void**) {
+    auto r = param_ranges(parse_spec(R"({"axes":[{"param":"lr","loguniform":[1e-5,1e-2],"count":2},{"param":"bs","range":[32,129,32]},
+        {"param":"opt","values":["a","b"]},{"param":"d","values":[0,0.5]},{"repeat":2}]})"));
+    assert_int_equal(r.size(), 3);
+    assert_true(r["lr"].log && !r["lr"].integer && r["lr"].lo == 1e-5 && r["lr"].hi == 1e-2);
+    assert_true(r["bs"].integer && r["bs"].lo == 32 && r["bs"].hi == 128);
+    assert_true(!r["d"].log && r["d"].hi == 0.5);
+}
+
+static void refine_draws_around_each_best_task_within_the_original_span(void**) {
+    auto spec = parse_spec(R"({"seed":4,"axes":[{"param":"lr","loguniform":[1e-5,1e-1],"count":8},{"param":"bs","range":[16,257,16]},
+        {"param":"opt","values":["sgd","adam"]},{"repeat":2}],"command":"train {lr} {bs} {opt}"})");
+    auto best = {parse_task_line(R"({"index":1,"params":{"lr":0.001,"bs":32,"opt":"adam","repeat":0},"task_seed":1})"),
+                 parse_task_line(R"({"index":2,"params":{"lr":0.001,"bs":32,"opt":"adam","repeat":1},"task_seed":2})"),
+                 parse_task_line(R"({"index":3,"params":{"lr":1e-5,"bs":256,"opt":"sgd","repeat":0},"task_seed":3})")};
+    auto next = refine_spec(spec, best, 0.5, 40);
+    assert_true(next.method == Method::random);
+    assert_int_equal(next.trials, 40);
+    assert_int_equal(next.seed, 5);
+    assert_int_equal(next.axes[0].branches.size(), 2);  // replicates of one config count once
+    assert_true(next.command == spec.command);
+    TaskStream s(next);
+    int n = 0;
+    while (s.next()) {
+        ++n;
+        auto p = std::string(s.params());
+        auto lr = std::strtod(column({p}, "lr")[0].c_str(), nullptr);
+        auto bs = std::strtol(column({p}, "bs")[0].c_str(), nullptr, 10);
+        if (p.find("\"opt\":\"adam\"") != std::string::npos) {
+            assert_true(lr >= 1e-4 && lr <= 1e-2);  // (1e4)^(0.25) = 10 either side of 1e-3
+            assert_true(bs >= 16 && bs <= 92);      // +-60 around 32, within 16..256
+        } else {
+            assert_true(lr >= 1e-5 && lr <= 1e-4);
+            assert_true(bs >= 196 && bs <= 256);
+        }
+    }
+    assert_int_equal(n, 80);  // 40 trials x repeat 2
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(numbers_print_as_shortest_round_trip_text),
@@ -785,6 +827,8 @@ int main(void) {
         cmocka_unit_test(run_resolves_packed_tasks_from_the_array_task_id),
         cmocka_unit_test(a_command_that_cannot_start_exits_127),
         cmocka_unit_test(sigterm_is_forwarded_to_the_command_and_recorded),
+        cmocka_unit_test(param_ranges_cover_numeric_axes_only),
+        cmocka_unit_test(refine_draws_around_each_best_task_within_the_original_span),
     };
     return cmocka_run_group_tests_name("sweep", tests, nullptr, nullptr);
 }

@@ -1,0 +1,189 @@
+#include "sweep/refine.hpp"
+
+#include <dirent.h>
+#include <json-c/json.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <set>
+
+#include "common/error.hpp"
+#include "common/text.hpp"
+
+namespace aihpc::sweep {
+
+namespace {
+
+void widen(std::map<std::string, ParamRange>& out, const std::string& name, ParamRange r) {
+    if (r.lo > r.hi) std::swap(r.lo, r.hi);
+    auto it = out.find(name);
+    if (it == out.end()) {
+        out[name] = r;
+        return;
+    }
+    it->second.lo = std::min(it->second.lo, r.lo);
+    it->second.hi = std::max(it->second.hi, r.hi);
+    it->second.log = it->second.log && r.log;
+    it->second.integer = it->second.integer && r.integer;
+}
+
+void collect(const std::vector<Axis>& axes, std::map<std::string, ParamRange>& out, std::set<std::string>& categorical) {
+    for (const auto& a : axes) {
+        switch (a.kind) {
+        case AxisKind::range: {
+            bool all_int = a.args[0].is_int && a.args[1].is_int && a.args[2].is_int;
+            widen(out, a.param, {a.args[0].value(), a.args[1].value() - (all_int ? (a.args[2].value() > 0 ? 1 : -1) : 0), false, all_int});
+            break;
+        }
+        case AxisKind::linspace: widen(out, a.param, {a.args[0].value(), a.args[1].value(), false, false}); break;
+        case AxisKind::logspace:
+        case AxisKind::loguniform: widen(out, a.param, {a.args[0].value(), a.args[1].value(), true, false}); break;
+        case AxisKind::uniform: widen(out, a.param, {a.args[0].value(), a.args[1].value(), false, false}); break;
+        case AxisKind::int_: widen(out, a.param, {a.args[0].value(), a.args[1].value(), false, true}); break;
+        case AxisKind::normal:
+            widen(out, a.param, {a.args[0].value() - 3 * a.args[1].value(), a.args[0].value() + 3 * a.args[1].value(), false, false});
+            break;
+        case AxisKind::values: {
+            ParamRange r{INFINITY, -INFINITY, false, true};
+            bool numeric = true;
+            for (auto& v : a.values) {
+                char* end = nullptr;
+                double d = std::strtod(v.json.c_str(), &end);
+                if (v.json.empty() || *end || v.json[0] == '"' || v.json == "true" || v.json == "false") numeric = false;
+                else {
+                    r.lo = std::min(r.lo, d);
+                    r.hi = std::max(r.hi, d);
+                    r.integer = r.integer && v.json.find_first_of(".eE") == std::string::npos;
+                }
+            }
+            if (numeric && a.values.size() > 1) widen(out, a.param, r);
+            else categorical.insert(a.param);
+            break;
+        }
+        case AxisKind::union_:
+            for (auto& b : a.branches) {
+                for (auto& [k, v] : b.fixed) categorical.insert(k);
+                collect(b.axes, out, categorical);
+            }
+            break;
+        case AxisKind::zip:
+            for (auto& n : a.zip_names) categorical.insert(n);
+            break;
+        case AxisKind::repeat: break;
+        }
+    }
+}
+
+std::optional<double> metric_of(json_object* result, const std::string& name) {
+    json_object *metrics = nullptr, *v = nullptr;
+    if (!json_object_object_get_ex(result, "metrics", &metrics) || !json_object_object_get_ex(metrics, name.c_str(), &v)) return std::nullopt;
+    if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) return std::nullopt;
+    double d = json_object_get_double(v);
+    return std::isfinite(d) ? std::optional<double>(d) : std::nullopt;
+}
+
+}  // namespace
+
+std::map<std::string, ParamRange> param_ranges(const SweepSpec& spec) {
+    std::map<std::string, ParamRange> out;
+    std::set<std::string> categorical;
+    collect(spec.axes, out, categorical);
+    // A name that is categorical anywhere is categorical everywhere.
+    for (auto& c : categorical) out.erase(c);
+    return out;
+}
+
+std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& metric, bool maximize, std::size_t top) {
+    std::vector<RankedTask> all;
+    TaskIndex index(sweep.path);
+    std::string dir = sweep.path + "/results";
+    std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+    if (!d) throw_errno("cannot read " + dir);
+    while (auto* e = ::readdir(d.get())) {
+        std::string_view name(e->d_name);
+        if (!ends_with(name, ".json")) continue;
+        auto i = parse_uint(name.substr(0, name.size() - 5));
+        if (!i || *i >= index.size()) continue;
+        json_object* r = json_tokener_parse(read_file(dir + "/" + std::string(name)).c_str());
+        json_object* code = nullptr;
+        std::optional<double> m;
+        if (r && json_object_object_get_ex(r, "exit_code", &code) && json_object_get_int(code) == 0) m = metric_of(r, metric);
+        json_object_put(r);
+        if (m) all.push_back({index.task(*i), *m});
+    }
+    if (all.empty()) throw Error("no finished task of " + sweep.path + " reports the metric '" + metric + "'");
+    std::sort(all.begin(), all.end(), [&](const RankedTask& a, const RankedTask& b) {
+        if (a.metric != b.metric) return maximize ? a.metric > b.metric : a.metric < b.metric;
+        return a.task.index < b.task.index;
+    });
+    if (all.size() > top) all.resize(top);
+    return all;
+}
+
+SweepSpec refine_spec(const SweepSpec& spec, const std::vector<TaskRecord>& best, double shrink, std::uint64_t trials) {
+    if (!(shrink > 0 && shrink <= 1)) throw Error("--shrink must be in (0, 1]");
+    if (best.empty()) throw Error("no task to refine around");
+    auto ranges = param_ranges(spec);
+    bool has_repeat = false;
+    for (auto& a : spec.axes) has_repeat = has_repeat || a.kind == AxisKind::repeat;
+
+    SweepSpec out = spec;
+    out.seed = spec.seed + 1;
+    out.method = Method::random;
+    out.trials = trials;
+    out.axes.clear();
+    Axis u;
+    u.kind = AxisKind::union_;
+    u.path = "axes[0]";
+    std::set<std::string> seen;
+    for (const auto& task : best) {
+        Branch b;
+        std::string key;
+        for (const auto& [name, value] : task.params) {
+            if (name == "repeat" && has_repeat) continue;
+            key += name + "=" + value.json + ";";
+            auto r = ranges.find(name);
+            double v = std::strtod(value.json.c_str(), nullptr);
+            if (r == ranges.end() || r->second.lo >= r->second.hi) {
+                b.fixed.emplace_back(name, value);
+                continue;
+            }
+            const auto& pr = r->second;
+            Axis a;
+            a.param = name;
+            a.path = u.path;
+            double lo, hi;
+            if (pr.log && v > 0 && pr.lo > 0) {
+                double f = std::pow(pr.hi / pr.lo, shrink / 2);
+                lo = std::max(pr.lo, v / f);
+                hi = std::min(pr.hi, v * f);
+                a.kind = AxisKind::loguniform;
+            } else {
+                double w = (pr.hi - pr.lo) * shrink / 2;
+                lo = std::max(pr.lo, v - w);
+                hi = std::min(pr.hi, v + w);
+                a.kind = pr.integer ? AxisKind::int_ : AxisKind::uniform;
+            }
+            if (a.kind == AxisKind::int_) {
+                lo = std::ceil(lo);
+                hi = std::floor(hi);
+                a.args = {Number{true, static_cast<std::int64_t>(lo), 0}, Number{true, static_cast<std::int64_t>(hi), 0}};
+            } else {
+                a.args = {Number{false, 0, lo}, Number{false, 0, hi}};
+            }
+            if (!(lo < hi)) b.fixed.emplace_back(name, value);
+            else b.axes.push_back(std::move(a));
+        }
+        if (seen.insert(key).second) u.branches.push_back(std::move(b));
+    }
+    out.axes.push_back(std::move(u));
+    if (has_repeat)
+        for (auto& a : spec.axes)
+            if (a.kind == AxisKind::repeat) out.axes.push_back(a);
+    // Round-trip through the text form, so that the result is validated like any spec.
+    return parse_spec(normalize(out));
+}
+
+}  // namespace aihpc::sweep

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Stage-out on the mini-cluster: beside-then-rename, never replacing DEST, and a failure
+# that keeps the local data.
+. "$(dirname "$0")/lib.sh"
+plan 5
+work=$(scratch)
+cd "$work"
+local_root_n1=${AIHPC_LOCAL_ROOT//%n/n1}
+
+cat >produce.sh <<'JOB'
+#!/bin/bash
+mkdir -p "$AIHPC_STAGE_DIR/ckpt" && echo "weights of $SLURM_JOB_ID" >"$AIHPC_STAGE_DIR/ckpt/model.pt"
+JOB
+id=$(as_user sbatch --parsable -w n1 -o out1 --aihpc-stage-out="ckpt:$work/result-%n" produce.sh)
+wait_job "$id" >/dev/null
+ok "stage-out copies LOCAL to DEST with %n expanded" grep -q "weights of $id" "$work/result-n1/model.pt"
+
+id2=$(as_user sbatch --parsable -w n1 -o out2 --aihpc-stage-out="ckpt:$work/result-%n" produce.sh)
+wait_job "$id2" >/dev/null
+ok "an existing DEST is never replaced: the copy goes to DEST.<jobid>" \
+    bash -c "grep -q 'weights of $id\$' '$work/result-n1/model.pt' && grep -q 'weights of $id2' '$work/result-n1.$id2/model.pt'"
+ok "the job's output says the copy went to DEST.<jobid>" grep -q "aihpc: .*already exists, so the copy went to $work/result-n1.$id2" out2
+
+mkdir -p "$work/locked" && chmod 0555 "$work/locked"
+id3=$(as_user sbatch --parsable -w n1 -o out3 --aihpc-stage-out="ckpt:$work/locked/result" produce.sh)
+wait_job "$id3" >/dev/null
+ok "a stage-out to an unwritable DEST is reported in the job's output, naming the kept data" \
+    grep -q "aihpc: stage-out of .*ckpt.* failed: .*the local data is kept in $local_root_n1/jobs/$id3/ckpt" out3
+ok "the local data of a failed stage-out is kept after the job ends" \
+    bash -c "sleep 2; grep -q 'weights of $id3' '$local_root_n1/jobs/$id3/ckpt/model.pt'"
+finish
