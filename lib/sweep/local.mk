@@ -12,7 +12,6 @@ lib_sweep_libaihpc_sweep_la_SOURCES = \
 	lib/sweep/results.cpp lib/sweep/results.hpp \
 	lib/sweep/process.cpp lib/sweep/process.hpp \
 	lib/sweep/refine.cpp lib/sweep/refine.hpp
-plugin_module_libs += lib/sweep/libaihpc_sweep.la
 EXTRA_DIST += lib/sweep/README
 
 bin_PROGRAMS += tools/aihpc-sweep
