@@ -4,8 +4,8 @@
 // forked task, as the user, once per task, just before exec). The planner lives in
 // lib/affinity.
 //
-// The topology comes from LOCAL_ROOT/topology.xml, written as root (the step's saved
-// uid) after a discovery and reused by later steps until the next boot.
+// The topology is loaded in init_post_opt, as root: from LOCAL_ROOT/topology.xml, or by
+// discovery, which then writes that cache for later steps until the next boot.
 //
 // MASTER_ADDR: a hook may not ask slurmctld (no scontrol, no slurm_load_node), so the
 // first name of SLURM_STEP_NODELIST (else SLURM_JOB_NODELIST) is looked up in
@@ -46,36 +46,6 @@ BindStep& bind_step() {
     return instance;
 }
 
-// user_init runs with euid = the user and the saved uid root: the cache under the
-// root-owned local_root is written as root, then the user's ids come back, whatever
-// happens in between.
-class RootIds {
-public:
-    RootIds() : euid_(geteuid()), egid_(getegid()) {
-        if (euid_ == 0 || getuid() != 0) return;
-        raised_ = seteuid(0) == 0;
-        if (raised_ && setegid(0) != 0) {
-            restore();
-            raised_ = false;
-        }
-    }
-    ~RootIds() { restore(); }
-    RootIds(const RootIds&) = delete;
-    RootIds& operator=(const RootIds&) = delete;
-    bool is_root() const { return geteuid() == 0; }
-
-private:
-    void restore() {
-        if (!raised_) return;
-        // Order matters: setegid needs root, so the group goes back first.
-        if (setegid(egid_) != 0 || seteuid(euid_) != 0) std::abort();   // never run user code as root
-        raised_ = false;
-    }
-    uid_t euid_;
-    gid_t egid_;
-    bool raised_ = false;
-};
-
 // The cache only goes into a local_root that is a root-owned directory no one else may
 // write (as the site keys require); otherwise the topology is discovered each step.
 std::string topology_cache_path(const PluginState& st) {
@@ -86,11 +56,6 @@ std::string topology_cache_path(const PluginState& st) {
     return root + "/topology.xml";
 }
 
-affinity::NodeTopology load_topology(const PluginState& st) {
-    RootIds root;
-    std::string cache = root.is_root() ? topology_cache_path(st) : "";
-    return affinity::load_node_topology(cache, !cache.empty());
-}
 
 void plan_step(const Spank& spank, BindStep& bs) {
     auto env = [&spank](const std::string& name) { return spank.getenv(name); };
@@ -113,15 +78,20 @@ std::string master_addr(const Spank& spank) {
 
 }  // namespace
 
-void bind_user_init(const Spank& spank, PluginState& st) {
+void bind_step_init(const Spank& /*spank*/, PluginState& st) {
     BindStep& bs = bind_step();
     bs.bind = st.options.bind.value_or(config::BindRequest{st.site.bind_default, false, false, false});
     bs.dist = st.options.dist.value_or(st.site.dist_default);
-    if (bs.dist == config::DistKind::torch) bs.master_addr = master_addr(spank);
     if (bs.bind.mode == config::BindMode::none) return;
-
-    bs.topology = load_topology(st);
+    std::string cache = geteuid() == 0 ? topology_cache_path(st) : "";
+    bs.topology = affinity::load_node_topology(cache, !cache.empty());
     st.note("bind: topology loaded");
+}
+
+void bind_user_init(const Spank& spank, PluginState& st) {
+    BindStep& bs = bind_step();
+    if (bs.dist == config::DistKind::torch) bs.master_addr = master_addr(spank);
+    if (bs.bind.mode == config::BindMode::none || !bs.topology) return;
     bs.request.tasks = st.step.local_task_count;
     bs.request.bind = bs.bind;
     affinity::CpuSet current = affinity::current_affinity();

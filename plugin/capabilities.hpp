@@ -24,6 +24,7 @@ void stage_task_exit(const Spank& spank, PluginState& st);
 void stage_job_epilog(const Spank& spank, const config::SiteConfig& site);
 
 // ---- affinity and distributed-training env (bind_step.cpp)
+void bind_step_init(const Spank& spank, PluginState& st);   // remote init_post_opt, root: topology
 void bind_user_init(const Spank& spank, PluginState& st);   // plan once per step per node
 void bind_task_init(const Spank& spank, PluginState& st);   // apply one task's slice
 

@@ -60,6 +60,7 @@ void step_init_post_opt(const Spank& spank) {
     st.note("step " + std::to_string(st.step.job_id) + "." +
             (st.step.is_batch_step ? std::string("batch") : std::to_string(st.step.step_id)) + " on " +
             st.step.node_name + ", options:" + (given.empty() ? " none" : given));
+    if (st.deferred_errors.empty()) bind_step_init(spank, st);
     if (st.step.is_batch_step) {
         // Stage-out belongs to the batch step: steps it launches must not repeat it.
         for (const config::OptionSpec& spec : config::option_table()) {
