@@ -5,37 +5,12 @@
 # in runtime_path. The site key is added to the cluster's plugstack.conf while the
 # test runs, and the file is restored after.
 # Run as root on a machine with the mini-cluster up; jobs run as the test user.
-set -u
-here=$(cd "$(dirname "$0")" && pwd)
-tree=$(cd "$here/../.." && pwd)
-[ -f "$here/lib.sh" ] && . "$here/lib.sh"
-: "${SLURM_CONF:=$("$tree/contrib/minicluster" env 2>/dev/null | sed -n 's/^export SLURM_CONF=//p')}"
-export SLURM_CONF
-test_user=${AIHPC_TEST_USER:-aihpc-test}
-if [ -z "$SLURM_CONF" ] || ! sinfo -h >/dev/null 2>&1 || ! command -v ch-run >/dev/null; then
-    echo "1..0 # SKIP needs the mini-cluster (contrib/minicluster up) and ch-run (charliecloud-runtime)"
-    exit 0
-fi
-as_user() { runuser -u "$test_user" -- "$@"; }
-n=0
-t_ok() { n=$((n + 1)); echo "ok $n - $1"; }
-t_not_ok() { n=$((n + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
-t_skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
-check() { local what=$1; shift; if "$@"; then t_ok "$what"; else t_not_ok "$what" "failed: $*"; fi; }
-wait_job() {  # prints "STATE EXITCODE" once the job has ended
-    local line
-    for _ in $(seq 240); do
-        line=$(scontrol show job "$1" -o 2>/dev/null)
-        case $line in *JobState=COMPLETED*|*JobState=FAILED*|*JobState=CANCELLED*|*JobState=TIMEOUT*|*JobState=NODE_FAIL*|*JobState=OUT_OF_MEMORY*)
-            echo "$(sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p' <<<"$line") $(sed -n 's/.* ExitCode=\([0-9:]*\).*/\1/p' <<<"$line")"
-            return ;;
-        esac
-        sleep 0.25
-    done
-    echo "TIMEOUT ?"
-}
+. "$(dirname "$0")/lib.sh"
+command -v ch-run >/dev/null || skip_all "needs ch-run (charliecloud-runtime)"
+here=$top_builddir/tests/integration
+tree=$top_builddir
 
-echo "1..8"
+plan 8
 scratch=$(mktemp -d /tmp/aihpc-it-container-standin.XXXXXX)
 chmod 0755 "$scratch"
 chown "$test_user" "$scratch"
@@ -61,43 +36,43 @@ argv_of() { tr '\n' '|' <"$log/$1.argv"; }
 run_step -n2 --aihpc-container="$scratch/img.sif" printf '%s\n' 'a b' c 2>&1
 expected="$stand_in/apptainer|exec|--pwd|$scratch|$scratch/img.sif|printf|%s\\n|a b|c|"
 if [ "$(argv_of apptainer.0)" = "$expected" ] && [ "$(argv_of apptainer.1)" = "$expected" ]; then
-    t_ok "the stand-in apptainer is exec'd with exactly 'apptainer exec --pwd CWD IMAGE CMD...' by both tasks"
+    pass "the stand-in apptainer is exec'd with exactly 'apptainer exec --pwd CWD IMAGE CMD...' by both tasks"
 else
-    t_not_ok "the stand-in apptainer is exec'd with exactly 'apptainer exec --pwd CWD IMAGE CMD...' by both tasks" \
+    fail "the stand-in apptainer is exec'd with exactly 'apptainer exec --pwd CWD IMAGE CMD...' by both tasks" \
         "got:      $(argv_of apptainer.0 2>&1)" "expected: $expected"
 fi
 env0=$log/apptainer.0.env
 if grep -qx 'MARK=stand-in-42' "$env0" && grep -qx 'SLURM_PROCID=0' "$env0" && grep -qx 'SLURM_PROCID=1' "$log/apptainer.1.env" &&
     grep -qx "AIHPC_CONTAINER_IMAGE=$scratch/img.sif" "$env0" && grep -q '^AIHPC_CONTAINER_DIGEST=xxh3:2d06800538d394c2$' "$env0" &&
     ! grep -q '^AIHPC_LAUNCH_REQUEST=' "$env0"; then
-    t_ok "the stand-in runtime gets the job's environment, the image variables, and no launch request"
+    pass "the stand-in runtime gets the job's environment, the image variables, and no launch request"
 else
-    t_not_ok "the stand-in runtime gets the job's environment, the image variables, and no launch request" "$(grep -E 'MARK|SLURM_PROCID|AIHPC' "$env0")"
+    fail "the stand-in runtime gets the job's environment, the image variables, and no launch request" "$(grep -E 'MARK|SLURM_PROCID|AIHPC' "$env0")"
 fi
 
 run_step -n1 --aihpc-container="singularity:$scratch/img.sif" true 2>&1
-check "singularity:IMAGE runs the stand-in singularity" \
+ok "singularity:IMAGE runs the stand-in singularity" \
     test "$(argv_of singularity.0)" = "$stand_in/singularity|exec|--pwd|$scratch|$scratch/img.sif|true|"
 
 run_step -n1 --aihpc-container="$scratch/img.sqsh" echo hi 2>&1
 a=$(argv_of enroot.0)
 if [[ $a == "$stand_in/enroot|start|"* && $a == *"|--env|MARK|"* && $a == *"|$scratch/img.sqsh|echo|hi|" && $a != *"|--env|PATH|"* ]]; then
-    t_ok "a .sqsh image runs the stand-in 'enroot start' with the job's variables passed by name"
+    pass "a .sqsh image runs the stand-in 'enroot start' with the job's variables passed by name"
 else
-    t_not_ok "a .sqsh image runs the stand-in 'enroot start' with the job's variables passed by name" "$a"
+    fail "a .sqsh image runs the stand-in 'enroot start' with the job's variables passed by name" "$a"
 fi
 
 run_step -n1 --aihpc-container="podman:$scratch/rootfs" --aihpc-container-bind="$scratch:/work:ro" id -u 2>&1
 a=$(argv_of podman.0)
 if [[ $a == "$stand_in/podman|run|--rm|--interactive|--network=host|--userns=keep-id|"* && $a == *"|--volume|$scratch:/work:ro|"* &&
       $a == *"|--env|MARK|"* && $a == *"|--rootfs|$scratch/rootfs|id|-u|" ]]; then
-    t_ok "podman:DIR runs the stand-in 'podman run --rootfs DIR' with the user's bind"
+    pass "podman:DIR runs the stand-in 'podman run --rootfs DIR' with the user's bind"
 else
-    t_not_ok "podman:DIR runs the stand-in 'podman run --rootfs DIR' with the user's bind" "$a"
+    fail "podman:DIR runs the stand-in 'podman run --rootfs DIR' with the user's bind" "$a"
 fi
 
 as_user env STAND_IN_LOG="$log" STAND_IN_EXIT=7 srun -Q -n1 --aihpc-container="$scratch/img.sif" true 2>/dev/null
-check "the runtime's exit status is the task's (7)" test $? = 7
+ok "the runtime's exit status is the task's (7)" test $? = 7
 
 cat >"$scratch/job.sh" <<'SCRIPT'
 #!/bin/sh
@@ -105,23 +80,24 @@ true
 SCRIPT
 chmod 0755 "$scratch/job.sh"
 jid=$(as_user env STAND_IN_LOG="$log" sbatch --parsable -o /dev/null --aihpc-container="$scratch/img.sif" "$scratch/job.sh")
-wait_job "$jid" >/dev/null
+wait_job_status "$jid" >/dev/null
 a=$(argv_of apptainer.0)
 if [[ $a =~ \|--bind\|(/[^|]*):([^|]*):ro\| ]] && [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ] &&
     [[ $a == *"|$scratch/img.sif|${BASH_REMATCH[1]}/slurm_script|" ]]; then
-    t_ok "with scope all the batch script in slurmd's spool is bound read-only at its own path and run"
+    pass "with scope all the batch script in slurmd's spool is bound read-only at its own path and run"
 else
-    t_not_ok "with scope all the batch script in slurmd's spool is bound read-only at its own path and run" "$a"
+    fail "with scope all the batch script in slurmd's spool is bound read-only at its own path and run" "$a"
 fi
 
 if ! command -v podman >/dev/null; then
-    t_skip "a real rootless podman runs a task" "podman is not installed (Debian 12 has it: apt-get install podman)"
+    skip "a real rootless podman runs a task" "podman is not installed (Debian 12 has it: apt-get install podman)"
 elif ! as_user podman info >/dev/null 2>&1; then
-    t_skip "a real rootless podman runs a task" "podman cannot run rootless as $test_user here"
+    skip "a real rootless podman runs a task" "podman cannot run rootless as $test_user here"
 else
     # The real podman from slurmd's PATH: the stand-ins leave runtime_path first.
     cp "$original" "$plugstack.aihpc-tmp" && mv -f "$plugstack.aihpc-tmp" "$plugstack"
     "$tree/contrib/examples/container-image.sh" "$scratch/busybox" >/dev/null
     out=$(as_user srun -Q -n1 --chdir="$scratch" --aihpc-container="podman:$scratch/busybox" cat /etc/aihpc-image 2>&1)
-    check "a real rootless podman runs a task in a directory image ($out)" test "$out" = "aihpc busybox image"
+    ok "a real rootless podman runs a task in a directory image ($out)" test "$out" = "aihpc busybox image"
 fi
+finish

@@ -5,37 +5,12 @@
 # The site keys go into a copy of the configuration that only the submitting commands
 # read.
 # Run as root on a machine with the mini-cluster up; jobs run as the test user.
-set -u
-here=$(cd "$(dirname "$0")" && pwd)
-tree=$(cd "$here/../.." && pwd)
-[ -f "$here/lib.sh" ] && . "$here/lib.sh"
-: "${SLURM_CONF:=$("$tree/contrib/minicluster" env 2>/dev/null | sed -n 's/^export SLURM_CONF=//p')}"
-export SLURM_CONF
-test_user=${AIHPC_TEST_USER:-aihpc-test}
-if [ -z "$SLURM_CONF" ] || ! sinfo -h >/dev/null 2>&1 || ! command -v ch-run >/dev/null; then
-    echo "1..0 # SKIP needs the mini-cluster (contrib/minicluster up) and ch-run (charliecloud-runtime)"
-    exit 0
-fi
-as_user() { runuser -u "$test_user" -- "$@"; }
-n=0
-t_ok() { n=$((n + 1)); echo "ok $n - $1"; }
-t_not_ok() { n=$((n + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
-t_skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
-check() { local what=$1; shift; if "$@"; then t_ok "$what"; else t_not_ok "$what" "failed: $*"; fi; }
-wait_job() {  # prints "STATE EXITCODE" once the job has ended
-    local line
-    for _ in $(seq 240); do
-        line=$(scontrol show job "$1" -o 2>/dev/null)
-        case $line in *JobState=COMPLETED*|*JobState=FAILED*|*JobState=CANCELLED*|*JobState=TIMEOUT*|*JobState=NODE_FAIL*|*JobState=OUT_OF_MEMORY*)
-            echo "$(sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p' <<<"$line") $(sed -n 's/.* ExitCode=\([0-9:]*\).*/\1/p' <<<"$line")"
-            return ;;
-        esac
-        sleep 0.25
-    done
-    echo "TIMEOUT ?"
-}
+. "$(dirname "$0")/lib.sh"
+command -v ch-run >/dev/null || skip_all "needs ch-run (charliecloud-runtime)"
+here=$top_builddir/tests/integration
+tree=$top_builddir
 
-echo "1..7"
+plan 7
 scratch=$(mktemp -d /tmp/aihpc-it-container-refuse.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 chmod 0755 "$scratch"
@@ -62,9 +37,9 @@ refused() {
     out=$(as_user env SLURM_CONF="$scratch/slurm.conf" "$@" 2>&1)
     rc=$?
     if [ $rc -ne 0 ] && grep -qF -- "$needle" <<<"$out" && [ "$(queued)" = "$before" ] && ! grep -q 'Submitted batch job' <<<"$out"; then
-        t_ok "$what"
+        pass "$what"
     else
-        t_not_ok "$what" "rc=$rc" "$out"
+        fail "$what" "rc=$rc" "$out"
     fi
 }
 
@@ -87,4 +62,5 @@ refused "srun refuses an image outside image_allow before any step starts" \
     "is outside the directories this cluster allows images from" \
     srun -Q -n1 --aihpc-container="$scratch/elsewhere/bad.sif" true
 out=$(as_user env SLURM_CONF="$scratch/slurm.conf" srun -Q -n1 --aihpc-container="$scratch/allowed/busybox" cat /etc/aihpc-image 2>&1)
-check "an image under image_allow with an allowed runtime is accepted and runs ($out)" test "$out" = "aihpc busybox image"
+ok "an image under image_allow with an allowed runtime is accepted and runs ($out)" test "$out" = "aihpc busybox image"
+finish

@@ -86,3 +86,24 @@ finish() {
     [ $tap_failed -eq 0 ]
 }
 trap restore_site_keys EXIT
+
+# pass DESCRIPTION / fail DESCRIPTION [DETAIL...]: a TAP line for a check made by hand.
+pass() { tap_count=$((tap_count + 1)); echo "ok $tap_count - $1"; }
+fail() {
+    tap_count=$((tap_count + 1))
+    tap_failed=$((tap_failed + 1))
+    echo "not ok $tap_count - $1"
+    shift
+    local line
+    for line in "$@"; do printf '%s\n' "$line" | sed 's/^/#   /' | head -40; done
+}
+
+# skip_all REASON: the whole file is skipped (a missing tool on this machine).
+skip_all() { echo "1..0 # SKIP $1"; exit 0; }
+
+# wait_job_status JOBID [SECONDS]: "STATE EXITCODE" once the job has ended.
+wait_job_status() {
+    local state
+    state=$(wait_job "$@") || { echo "TIMEOUT ?"; return 0; }
+    echo "$state $(job_field "$1" ExitCode)"
+}
