@@ -1,0 +1,90 @@
+// The rows of a sweep: one per task that left a result, read from SWEEP/results one file
+// at a time (each parsed, reduced to its row and freed), with the parameters joined from
+// tasks.jsonl through the TaskIndex. A task fails if any phase ended with a non-zero
+// exit code, as scan_results() counts it.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sweep/spec.hpp"
+#include "sweep/sweep_dir.hpp"
+
+namespace aihpc::collect {
+
+enum class TaskState { done, failed, missing };
+const char* task_state_name(TaskState state);
+
+// What sacct says about the array element that ran a task (--sacct).
+struct SacctRecord {
+    std::string state, exit_code, elapsed, max_rss;
+};
+
+struct ResultRow {
+    std::uint64_t index = 0;
+    TaskState state = TaskState::missing;
+    std::string phase;                 // the phase whose result the row shows
+    std::optional<long> exit_code;
+    std::optional<double> elapsed_s;
+    std::string node, start, end, job_id, array_job_id, array_task_id;
+    sweep::Assignment params;          // from tasks.jsonl
+    sweep::Assignment metrics;         // values as JSON text and plain text
+    std::optional<SacctRecord> sacct;
+};
+
+// A value of a row's cell as a number, when it is one.
+std::optional<double> number_of(const sweep::Scalar& value);
+
+struct ReadOptions {
+    bool include_missing = false;  // a row for every task without a result, too
+};
+
+struct ResultTable {
+    std::vector<ResultRow> rows;          // by index unless sorted
+    std::vector<std::string> param_names; // in spec order
+    std::vector<std::string> metric_names;// in order of first appearance by index
+    std::uint64_t tasks = 0;
+    std::set<std::uint64_t> done, failed; // over every task, whatever rows are kept
+    bool multi_phase = false;
+    bool with_sacct = false;
+
+    std::set<std::uint64_t> missing() const;
+    // Failed and missing indices: what `aihpc-sweep resubmit` would run again.
+    std::set<std::uint64_t> failed_or_missing() const;
+};
+
+ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& options = {});
+
+// The row of one result document (without parameters); nullopt if it is not a JSON
+// object with an index. `buffer` is the file's text.
+std::optional<ResultRow> parse_result(std::string_view text);
+
+// --sort METRIC[:min|max]: a metric, a parameter, or one of index, exit_code, elapsed_s.
+struct SortKey {
+    std::string column;
+    bool maximize = false;
+};
+SortKey parse_sort_key(const std::string& text);  // throws aihpc::Error
+
+// Sorts by the key (rows without a numeric value last, ties by index); then keeps the
+// first `top` rows when top > 0.
+void sort_rows(ResultTable& table, const SortKey& key);
+void keep_top(ResultTable& table, std::size_t top);
+
+// The columns every writer shows, and one cell's text ("" when the row has none).
+struct Column {
+    enum Kind { index, state, phase, param, metric, exit_code, elapsed_s, node, sacct_state, sacct_exit_code, sacct_elapsed, sacct_max_rss };
+    Kind kind;
+    std::string name;    // header
+    std::string key;     // parameter or metric name
+};
+std::vector<Column> columns(const ResultTable& table);
+std::string cell_text(const ResultRow& row, const Column& column);
+// The cell as JSON (numbers stay numbers; "null" when absent).
+std::string cell_json(const ResultRow& row, const Column& column);
+bool column_is_numeric(const ResultTable& table, const Column& column);
+
+}  // namespace aihpc::collect
