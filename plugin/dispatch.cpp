@@ -144,9 +144,14 @@ int slurm_spank_exit(spank_t sp, int, char**) {
     return guarded("exit", spank, false, [&] { step_exit(spank); return 0; });
 }
 
-int slurm_spank_job_epilog(spank_t sp, int, char**) {
+// Slurm 22.05 runs no slurm_spank_init before the epilog, so the site keys are read here.
+int slurm_spank_job_epilog(spank_t sp, int ac, char** av) {
     Spank spank(sp);
-    guarded("job_epilog", spank, false, [&] { job_epilog(spank); return 0; });
+    guarded("job_epilog", spank, false, [&] {
+        state().site = aihpc::config::parse_site_config(to_args(ac, av));
+        job_epilog(spank);
+        return 0;
+    });
     return 0;
 }
 
