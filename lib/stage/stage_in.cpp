@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cinttypes>
 #include <cstdio>
 #include <map>
@@ -260,7 +261,11 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
             }
         }
         item.lease = std::move(got.lease);
-        publish_link(to_dir.get(), name, item.data_path, item.path);
+        // A relative link: bound into a container together with the cache (one common
+        // parent, such as the node's local_root), DIR/NAME still resolves there.
+        std::filesystem::path link_dir = std::filesystem::absolute(settings.to_dir).lexically_normal();
+        std::filesystem::path target = std::filesystem::path(item.data_path).lexically_relative(link_dir);
+        publish_link(to_dir.get(), name, target.empty() ? item.data_path : target.string(), item.path);
     }
     item.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return item;
