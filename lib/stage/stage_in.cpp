@@ -264,8 +264,9 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         // A relative link: bound into a container together with the cache (one common
         // parent, such as the node's local_root), DIR/NAME still resolves there.
         std::filesystem::path link_dir = std::filesystem::absolute(settings.to_dir).lexically_normal();
-        std::filesystem::path target = std::filesystem::path(item.data_path).lexically_relative(link_dir);
-        publish_link(to_dir.get(), name, target.empty() ? item.data_path : target.string(), item.path);
+        std::filesystem::path data = std::filesystem::absolute(item.data_path).lexically_normal();
+        std::filesystem::path target = data.lexically_relative(link_dir);
+        publish_link(to_dir.get(), name, target.empty() ? data.string() : target.string(), item.path);
     }
     item.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return item;

@@ -317,6 +317,30 @@ static void second_stage_of_an_unchanged_source_is_a_hit_on_the_same_entry(void*
     assert_int_equal(second.files, 4);
 }
 
+static void staged_link_is_relative_and_resolves_from_a_relative_dir(void**) {
+    std::string d = make_dataset();
+    char previous[4096];
+    assert_non_null(getcwd(previous, sizeof previous));
+    assert_int_equal(chdir(path("").c_str()), 0);
+    StageSettings s;
+    s.to_dir = "jobs/7";  // both relative to the working directory
+    s.cache_dir = "cache";
+    s.threads = 2;
+    s.uid = getuid();
+    StagedItem item = stage_in(d, "set", s);
+    char target[4096] = {};
+    ssize_t n = readlink("jobs/7/set", target, sizeof target - 1);
+    assert_true(n > 0);
+    // Relative, so a container that binds jobs/ and cache/ under one parent resolves it.
+    assert_true(target[0] != '/');
+    assert_true(std::string(target).starts_with("../../cache/"));
+    std::ifstream in("jobs/7/set/a.txt");
+    std::string line;
+    std::getline(in, line);
+    assert_string_equal(line.c_str(), "alpha");
+    assert_int_equal(chdir(previous), 0);
+}
+
 static void cache_entries_are_read_only_and_hold_exactly_the_source(void**) {
     std::string d = make_dataset();
     stage_in(d, "set", cache_settings());
@@ -721,6 +745,7 @@ int main() {
         T(allow_roots_match_whole_components),
         T(sources_outside_stage_allow_are_refused_even_through_symlinks),
         T(second_stage_of_an_unchanged_source_is_a_hit_on_the_same_entry),
+        T(staged_link_is_relative_and_resolves_from_a_relative_dir),
         T(cache_entries_are_read_only_and_hold_exactly_the_source),
         T(a_changed_source_is_never_served_from_the_old_entry),
         T(a_failing_producer_leaves_nothing_visible),
