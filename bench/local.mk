@@ -1,1 +1,1 @@
-#
+EXTRA_DIST += bench/README bench/run-all
