@@ -20,6 +20,8 @@ void stage_user_init(const Spank& spank, PluginState& st);
 void stage_task_init(const Spank& spank, PluginState& st);
 // remote task_exit, as root in slurmstepd: the node's last local task stages out.
 void stage_task_exit(const Spank& spank, PluginState& st);
+// remote, any hook after user_init: whether this step has a stage dir on this node.
+bool stage_step_active();
 // job_script epilog, as root: remove private copies and the job's stage dir.
 void stage_job_epilog(const Spank& spank, const config::SiteConfig& site);
 

@@ -139,6 +139,9 @@ void container_task_init(const Spank& spank, PluginState& st) {
     request.image = sc.image.location;
     request.kind = sc.image.ref.kind;
     request.binds = st.options.container_binds;
+    // The whole local_root goes in: a cached item is a relative link from jobs/<jobid>/
+    // into cache/, and both must resolve inside.
+    if (stage_step_active()) request.stage_root = st.site.local_root_for(st.step.node_name);
     request.batch_script = st.step.is_batch_step;
     request.verbose = st.options.verbose;
 #if HAVE_DECL_SPANK_PREPEND_TASK_ARGV

@@ -369,6 +369,8 @@ void stage_user_init(const Spank&, PluginState& st) {
     throw Error("stage-in: the node cache " + s.cache_dir + " evicted the staged data three times in a row; the node's cache is too small for this job");
 }
 
+bool stage_step_active() { return staging().active; }
+
 void stage_task_init(const Spank& spank, PluginState& st) {
     StepStaging& s = staging();
     if (!s.active) return;

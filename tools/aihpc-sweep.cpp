@@ -1,5 +1,7 @@
 // aihpc-sweep: parameter sweeps as Slurm job arrays (expand, plan, submit, run, params,
 // resubmit). A thin main over lib/sweep; see aihpc-sweep(1).
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +11,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <json-c/json.h>
@@ -20,6 +23,7 @@
 #include "sweep/process.hpp"
 #include "sweep/refine.hpp"
 #include "sweep/results.hpp"
+#include "sweep/rounds.hpp"
 #include "sweep/runner.hpp"
 #include "sweep/shorthand.hpp"
 #include "sweep/spec.hpp"
@@ -39,6 +43,7 @@ const char* kUsage =
     "         [--exclude K=V,...] [--emit-json] [-- COMMAND-TEMPLATE...]\n"
     "  plan SWEEP [--throttle N] [--max-array-size N|auto] [--pack K]\n"
     "  submit SWEEP [--throttle N] [--max-array-size N|auto] [--pack K] [--dry-run]\n"
+    "         [--rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]]\n"
     "         [-- SBATCH-ARGS...]\n"
     "  run SWEEP [--index I] [--phase NAME] [--offset O --count C --pack K]\n"
     "  params SWEEP --index I [--format json|env|args|shell]\n"
@@ -46,6 +51,7 @@ const char* kUsage =
     "         [--max-array-size N|auto] [--dry-run] [-- SBATCH-ARGS...]\n"
     "  refine SWEEP --metric NAME[:min|max] --top K [--shrink F] [--trials N]\n"
     "         -o SWEEP2\n"
+    "  advance SWEEP  the controller step of submit --rounds (run by its job)\n"
     "\n"
     "  --progress     report each submitted array on stderr (default: when it is a terminal)\n"
     "  -h, --help     show this help\n"
@@ -223,19 +229,98 @@ void submit_all(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const
     (void)options;
 }
 
+// Submits every phase and chunk of a sweep that was never submitted; returns the
+// submissions with their job ids (also recorded in chunks.json).
+std::vector<ArraySubmission> submit_sweep(const SweepDir& sweep, const SubmitOptions& options) {
+    check_commands(sweep);
+    if (is_file(sweep.path + "/chunks.json"))
+        throw Error(sweep.path + " was already submitted (see chunks.json); use aihpc-sweep resubmit");
+    auto subs = plan_submit(sweep, options);
+    write_scripts(sweep, options);
+    auto record = [&] { write_file_atomic(sweep.path + "/chunks.json", chunks_json(subs, options)); };
+    submit_all(sweep, subs, options, record);
+    return subs;
+}
+
+// --rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]
+struct RoundsOptions {
+    std::optional<std::uint64_t> rounds, top, trials;
+    std::string metric;
+    bool maximize = false;
+    std::optional<double> shrink;
+    bool take(Args& args, const std::string& w) {
+        if (w == "--rounds") rounds = args.number(w, 1);
+        else if (w == "--top") top = args.number(w, 1);
+        else if (w == "--trials") trials = args.number(w, 1);
+        else if (w == "--metric") {
+            try {
+                std::tie(metric, maximize) = parse_metric_direction(args.value(w));
+            } catch (const UsageError&) {
+                throw;
+            } catch (const Error& e) {
+                throw UsageError(e.what());
+            }
+        } else if (w == "--shrink") {
+            auto v = args.value(w);
+            char* end = nullptr;
+            double f = std::strtod(v.c_str(), &end);
+            if (v.empty() || *end || !(f > 0 && f <= 1)) throw UsageError("--shrink: '" + v + "' is not a number in (0, 1]");
+            shrink = f;
+        } else return false;
+        return true;
+    }
+    bool given() const { return rounds || top || trials || shrink || !metric.empty(); }
+    void check() const {
+        if (!given()) return;
+        if (!rounds || metric.empty() || !top) throw UsageError("a closed loop needs --rounds R, --metric NAME[:min|max] and --top K");
+    }
+};
+
+void write_rounds(const std::string& root, const RoundsRecord& record) {
+    write_file_atomic(root + "/rounds.json", rounds_json(record));
+}
+
+// Submits the controller that advances the loop once every job of `round` has ended.
+std::string submit_controller(const SweepDir& root, RoundsRecord& record) {
+    auto script = controller_script_path(root.path);
+    write_file_atomic(script, controller_script(root.path, root.spec.name, record.plan.tool, PACKAGE_VERSION));
+    if (::chmod(script.c_str(), 0755) != 0) throw_errno("cannot make " + script + " executable");
+    auto& round = record.history.back();
+    auto r = capture_output(controller_argv(script, round.jobs, placement_args(record.plan.sbatch)));
+    if (r.status != 0)
+        throw Error("sbatch failed for the controller of round " + std::to_string(round.round) + " (exit " + std::to_string(r.status) +
+                    "): " + std::string(trim(r.err)) + "; the round runs, but the loop stops after it");
+    auto id = std::string(trim(r.out));
+    round.controller = id.substr(0, id.find(';'));
+    write_rounds(root.path, record);
+    if (g_progress)
+        std::cerr << "aihpc-sweep: controller of round " << round.round << " is job " << round.controller << " (after "
+                  << join(round.jobs, ":") << ")\n";
+    return round.controller;
+}
+
+std::vector<std::string> job_ids(const std::vector<ArraySubmission>& subs) {
+    std::vector<std::string> out;
+    for (auto& s : subs) out.push_back(s.job_id);
+    return out;
+}
+
 int cmd_plan_or_submit(Args args, bool submit) {
     if (args.done()) throw UsageError(std::string(submit ? "submit" : "plan") + " needs a SWEEP dir");
     std::string dir = args.next();
     ArrayOptions ao;
+    RoundsOptions ro;
     bool dry_run = !submit;
     std::vector<std::string> extra;
     while (!args.done()) {
         auto w = args.next();
         if (ao.take(args, w)) continue;
+        if (submit && ro.take(args, w)) continue;
         if (w == "--dry-run" && submit) dry_run = true;
         else if (w == "--" && submit) extra = args.rest();
         else throw UsageError(std::string(submit ? "submit" : "plan") + ": unknown argument " + w);
     }
+    ro.check();
     SweepDir sweep = open_sweep(dir);
     SubmitOptions options = ao.resolve(sweep);
     options.sbatch_args = extra;
@@ -249,15 +334,142 @@ int cmd_plan_or_submit(Args args, bool submit) {
     }
     if (dry_run) {
         for (auto& s : subs) std::cout << dry_run_line(s) << "\n";
+        if (ro.given()) {
+            std::vector<std::string> placeholders;
+            for (auto& s : subs) placeholders.push_back("{" + s.label + "}");
+            std::string line;
+            for (auto& w : controller_argv(controller_script_path(sweep.path), placeholders, placement_args(extra)))
+                line += (line.empty() ? "" : " ") + (w.find("afterany:{") != std::string::npos ? w : shell_quote(w));
+            std::cout << line << "\n";
+        }
         return 0;
     }
-    check_commands(sweep);
-    if (is_file(sweep.path + "/chunks.json"))
-        throw Error(dir + " was already submitted (see chunks.json); use aihpc-sweep resubmit");
-    write_scripts(sweep, options);
-    auto record = [&] { write_file_atomic(sweep.path + "/chunks.json", chunks_json(subs, options)); };
-    submit_all(sweep, subs, options, record);
+    RoundsRecord record;
+    if (ro.given()) {
+        // Checked before anything is queued: the metric must at least be a name refine accepts.
+        record.plan.rounds = *ro.rounds;
+        record.plan.metric = ro.metric;
+        record.plan.maximize = ro.maximize;
+        record.plan.top = *ro.top;
+        record.plan.shrink = ro.shrink.value_or(0.5);
+        record.plan.trials = ro.trials;
+        record.plan.throttle = options.throttle;
+        record.plan.max_array_size = options.max_array_size;
+        record.plan.pack = options.pack;
+        record.plan.sbatch = extra;
+        record.plan.tool = options.tool_path;
+        if (is_file(sweep.path + "/rounds.json")) throw Error(dir + " already runs a closed loop (see rounds.json)");
+    }
+    subs = submit_sweep(sweep, options);
     for (auto& s : subs) std::cout << s.label << " " << s.job_id << "\n";
+    if (ro.given()) {
+        Round first;
+        first.round = 1;
+        first.dir = sweep.path;
+        first.tasks = sweep.tasks;
+        first.jobs = job_ids(subs);
+        record.history.push_back(first);
+        write_rounds(sweep.path, record);
+        std::cout << "advance.1 " << submit_controller(sweep, record) << "\n";
+    }
+    return 0;
+}
+
+// Takes the environment of the controller's own job out of what sbatch sees, so that the
+// next round's jobs are shaped by their scripts alone. SLURM_CONF stays.
+void forget_job_environment() {
+    std::vector<std::string> names;
+    for (char** e = environ; *e; ++e) {
+        std::string_view kv(*e);
+        auto name = kv.substr(0, kv.find('='));
+        if (starts_with(name, "SLURM_") && name != "SLURM_CONF") names.emplace_back(name);
+    }
+    for (auto& n : names) ::unsetenv(n.c_str());
+}
+
+// A lock on rounds.json held for one step of the loop, so that a requeued controller
+// never advances the same round twice.
+class RoundsLock {
+public:
+    explicit RoundsLock(const std::string& root) : fd_(::open((root + "/rounds.json.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666)) {
+        if (!fd_) throw_errno("cannot open " + root + "/rounds.json.lock");
+        if (::flock(fd_.get(), LOCK_EX) != 0) throw_errno("cannot lock " + root + "/rounds.json.lock");
+    }
+
+private:
+    UniqueFd fd_;
+};
+
+int cmd_advance(Args args) {
+    if (args.done()) throw UsageError("advance needs the SWEEP dir of a closed loop");
+    std::string dir = args.next();
+    if (!args.done()) throw UsageError("advance: unknown argument " + args.peek());
+    SweepDir root = open_sweep(dir);
+    RoundsLock lock(root.path);
+    auto path = root.path + "/rounds.json";
+    if (!is_file(path)) throw Error(dir + " has no rounds.json: it was not submitted with --rounds");
+    RoundsRecord record = parse_rounds_json(read_file(path));
+    if (record.state != "running") {
+        std::cerr << "aihpc-sweep: the closed loop of " << dir << " is " << record.state << "; nothing to do\n";
+        return 0;
+    }
+    auto& plan = record.plan;
+    Round& current = record.history.back();
+    SweepDir sweep = open_sweep(current.dir);
+    std::vector<RankedTask> ranked;
+    try {
+        ranked = best_tasks(sweep, plan.metric, plan.maximize, plan.top);
+    } catch (const Error& e) {
+        record.state = "stopped";
+        record.message = "round " + std::to_string(current.round) + ": " + e.what();
+        write_rounds(root.path, record);
+        throw Error(record.message + "; the loop stops here");
+    }
+    current.best = RoundBest{ranked.front().task.index, ranked.front().metric, ranked.front().task.params_json};
+    std::cout << "round " << current.round << ": best " << plan.metric << " " << format_double(ranked.front().metric) << " (task "
+              << ranked.front().task.index << " " << ranked.front().task.params_json << ")\n";
+    if (current.round >= plan.rounds) {
+        record.state = "done";
+        write_rounds(root.path, record);
+        std::cout << "closed loop done after " << current.round << " round(s)\n";
+        return 0;
+    }
+
+    std::uint64_t next_round = current.round + 1;
+    std::string next_dir = round_dir(root.path, next_round);
+    if (!is_file(next_dir + "/sweep.json")) {
+        std::vector<TaskRecord> best;
+        for (auto& r : ranked) best.push_back(r.task);
+        auto spec = refine_spec(sweep.spec, best, plan.shrink, plan.trials.value_or(record.history.front().tasks));
+        write_sweep_dir(spec, next_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), root.git_commit});
+    }
+    SweepDir next = open_sweep(next_dir);
+    SubmitOptions options;
+    options.throttle = plan.throttle;
+    options.max_array_size = plan.max_array_size;
+    options.pack = plan.pack;
+    options.sbatch_args = plan.sbatch;
+    options.tool_path = plan.tool.empty() ? self_path() : plan.tool;
+    options.tool_version = PACKAGE_VERSION;
+    forget_job_environment();
+    std::vector<ArraySubmission> subs;
+    try {
+        subs = submit_sweep(next, options);
+    } catch (const Error& e) {
+        record.state = "stopped";
+        record.message = "round " + std::to_string(next_round) + " could not be submitted: " + e.what();
+        write_rounds(root.path, record);
+        throw;
+    }
+    Round round;
+    round.round = next_round;
+    round.dir = next.path;
+    round.tasks = next.tasks;
+    round.jobs = job_ids(subs);
+    record.history.push_back(round);
+    write_rounds(root.path, record);
+    std::cout << "round " << next_round << ": " << next.tasks << " tasks in " << next.path << ", jobs " << join(round.jobs, ",") << "\n";
+    std::cout << "advance." << next_round << " " << submit_controller(root, record) << "\n";
     return 0;
 }
 
@@ -415,13 +627,12 @@ int cmd_refine(Args args) {
     while (!args.done()) {
         auto w = args.next();
         if (w == "--metric") {
-            metric = args.value(w);
-            auto colon = metric.rfind(':');
-            if (colon != std::string::npos) {
-                auto dir_word = metric.substr(colon + 1);
-                if (dir_word != "min" && dir_word != "max") throw UsageError("--metric: direction must be min or max, not '" + dir_word + "'");
-                maximize = dir_word == "max";
-                metric.resize(colon);
+            try {
+                std::tie(metric, maximize) = parse_metric_direction(args.value(w));
+            } catch (const UsageError&) {
+                throw;
+            } catch (const Error& e) {
+                throw UsageError(e.what());
             }
         } else if (w == "--top") top = args.number(w, 1);
         else if (w == "--trials") trials = args.number(w, 1);
@@ -484,7 +695,8 @@ int main(int argc, char** argv) {
         if (cmd == "params") return cmd_params(std::move(args));
         if (cmd == "resubmit") return cmd_resubmit(std::move(args));
         if (cmd == "refine") return cmd_refine(std::move(args));
-        throw UsageError("unknown command '" + cmd + "' (expand, plan, submit, run, params, resubmit, refine)");
+        if (cmd == "advance") return cmd_advance(std::move(args));
+        throw UsageError("unknown command '" + cmd + "' (expand, plan, submit, run, params, resubmit, refine, advance)");
     } catch (const UsageError& e) {
         std::cerr << "aihpc-sweep: " << e.what() << "\nTry 'aihpc-sweep --help'.\n";
         return 2;

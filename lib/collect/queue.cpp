@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <optional>
 
 #include "common/error.hpp"
 #include "common/text.hpp"
@@ -199,39 +200,43 @@ SacctTable parse_sacct(const std::string& text) {
 
 namespace {
 
-const sweep::ArraySubmission* last_array_of(const std::vector<sweep::ArraySubmission>& arrays, const std::string& last_phase,
-                                            std::uint64_t index, std::uint64_t* element) {
-    // The latest submission wins: a resubmission replaces the first run.
-    for (auto it = arrays.rbegin(); it != arrays.rend(); ++it) {
-        const auto& a = *it;
-        if (a.phase != last_phase || a.job_id.empty() || index < a.offset || index >= a.offset + a.count) continue;
-        std::uint64_t e = (index - a.offset) / a.pack;
-        if (a.label.find(".r") != std::string::npos) {
-            // A resubmission runs only the ids its array spec lists.
-            auto ids = task_ids(a.array);
-            if (!ids.count(e)) continue;
-        }
-        *element = e;
-        return &a;
+// Which array element of the last phase ran a task: the latest submission wins, since a
+// resubmission replaces the first run, and a resubmission runs only the ids it lists.
+class LastRun {
+public:
+    LastRun(const std::vector<sweep::ArraySubmission>& arrays, const std::string& last_phase) {
+        for (auto& a : arrays)
+            if (a.phase == last_phase && !a.job_id.empty()) arrays_.push_back({&a, task_ids(a.array)});
     }
-    return nullptr;
-}
+    std::optional<std::pair<std::string, std::uint64_t>> find(std::uint64_t index) const {
+        for (auto it = arrays_.rbegin(); it != arrays_.rend(); ++it) {
+            const auto& a = *it->first;
+            if (index < a.offset || index >= a.offset + a.count) continue;
+            std::uint64_t e = (index - a.offset) / a.pack;
+            if (it->second.count(e)) return std::make_pair(a.job_id, e);
+        }
+        return std::nullopt;
+    }
+
+private:
+    std::vector<std::pair<const sweep::ArraySubmission*, std::set<std::uint64_t>>> arrays_;
+};
 
 }  // namespace
 
 void join_sacct(ResultTable& table, const SacctTable& sacct, const std::vector<sweep::ArraySubmission>& arrays,
                 const std::string& last_phase) {
     table.with_sacct = true;
+    LastRun runs(arrays, last_phase);
     for (auto& row : table.rows) {
         std::pair<std::string, std::uint64_t> key;
         auto task = parse_uint(row.array_task_id);
         if (!row.array_job_id.empty() && task) {
             key = {row.array_job_id, *task};
         } else {
-            std::uint64_t element = 0;
-            auto* a = last_array_of(arrays, last_phase, row.index, &element);
-            if (!a) continue;
-            key = {a->job_id, element};
+            auto found = runs.find(row.index);
+            if (!found) continue;
+            key = *found;
         }
         auto it = sacct.find(key);
         if (it != sacct.end()) row.sacct = it->second;
@@ -240,13 +245,13 @@ void join_sacct(ResultTable& table, const SacctTable& sacct, const std::vector<s
 
 SacctTable query_sacct(const ResultTable& table, const std::vector<sweep::ArraySubmission>& arrays, const std::string& last_phase) {
     std::set<std::string> jobs;
+    LastRun runs(arrays, last_phase);
     for (auto& row : table.rows) {
         if (!row.array_job_id.empty()) {
             jobs.insert(row.array_job_id);
             continue;
         }
-        std::uint64_t element = 0;
-        if (auto* a = last_array_of(arrays, last_phase, row.index, &element)) jobs.insert(a->job_id);
+        if (auto found = runs.find(row.index)) jobs.insert(found->first);
     }
     SacctTable out;
     for (auto& job : jobs) {

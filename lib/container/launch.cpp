@@ -64,8 +64,7 @@ std::vector<PlannedMount> wanted_mounts(const LaunchRequest& request, const Task
             if (m.src == src && m.dst == dst) return;
         mounts.push_back({src, dst, ro, role});
     };
-    if (auto stage = env_get(task.env, "AIHPC_STAGE_DIR"); stage && !stage->empty() && stage->front() == '/')
-        add(*stage, *stage, false, MountRole::stage);
+    if (request.stage_root) add(*request.stage_root, *request.stage_root, false, MountRole::stage);
     if (request.batch_script && !task.argv.empty() && task.argv[0].front() == '/') {
         std::string dir = parent_dir(task.argv[0]);
         add(dir, dir, true, MountRole::script);
@@ -78,8 +77,9 @@ std::vector<PlannedMount> wanted_mounts(const LaunchRequest& request, const Task
     return mounts;
 }
 
-// ch-run cannot create a mount point in a read-only image: stage and script dirs missing
-// from the image move to a spare mount point; a user's missing DST is an error.
+// ch-run cannot create a mount point in a read-only image: a stage root or script dir
+// missing from the image moves to a spare mount point (the stage root to /mnt/aihpc
+// first); a user's missing DST is an error.
 void place_for_charliecloud(std::vector<PlannedMount>& mounts, const ImageProbe& probe, const std::string& image) {
     std::set<std::string> taken;
     for (const PlannedMount& m : mounts) taken.insert(m.dst);
@@ -334,6 +334,8 @@ std::string encode_request(const LaunchRequest& request) {
         json_object_array_add(binds, b);
     }
     json_object_object_add(root.get(), "binds", binds);
+    if (request.stage_root)
+        json_object_object_add(root.get(), "stage_root", json_object_new_string(request.stage_root->c_str()));
     json_object_object_add(root.get(), "batch_script", json_object_new_boolean(request.batch_script));
     if (request.argv0) json_object_object_add(root.get(), "argv0", json_object_new_string(request.argv0->c_str()));
     json_object_object_add(root.get(), "verbose", json_object_new_boolean(request.verbose));
@@ -361,6 +363,12 @@ LaunchRequest decode_request(const std::string& text) {
             json_object* b = json_object_array_get_idx(binds, i);
             request.binds.push_back({get_string(b, "src"), get_string(b, "dst"), get_bool(b, "ro")});
         }
+    }
+    json_object* stage_root = nullptr;
+    if (json_object_object_get_ex(root.get(), "stage_root", &stage_root)) {
+        request.stage_root = get_string(root.get(), "stage_root");
+        if (request.stage_root->empty() || request.stage_root->front() != '/')
+            throw Error("launch request's stage_root '" + *request.stage_root + "' is not an absolute path");
     }
     request.batch_script = get_bool(root.get(), "batch_script");
     json_object* argv0 = nullptr;

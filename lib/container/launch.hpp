@@ -7,7 +7,7 @@
 //     by default (no --cleanenv), --bind SRC:DST[:ro], --pwd, --nv or --rocm.
 //   charliecloud: ch-run passes the environment through; -b SRC:DST (DST must exist in
 //     the read-only image, so missing ones are moved to /mnt/aihpc or /mnt/0-9 and the
-//     AIHPC_STAGE_DIR/AIHPC_DATA_* values follow); -c; TMPDIR=/tmp, where ch-run puts
+//     AIHPC_STAGE_DIR/AIHPC_DATA_* values follow); --cd; TMPDIR=/tmp, where ch-run puts
 //     the host's $TMPDIR. GPUs: /dev is the host's; libraries come from ch-fromhost.
 //   enroot: `start`, --env NAME for each job variable, --mount SRC:DST:FLAGS,
 //     NVIDIA_VISIBLE_DEVICES for enroot's NVIDIA hook.
@@ -15,6 +15,10 @@
 //     variable, -v SRC:DST[:ro], -w, CDI devices nvidia.com/gpu=N or /dev/kfd,/dev/dri.
 // PATH, LD_LIBRARY_PATH, LD_PRELOAD and HOME stay the image's for enroot and podman:
 // the host's values point at host paths.
+// Staged data: the node's local_root (the stage root) is bound whole, not the stage
+// dir, because a cached item is a relative link jobs/<jobid>/NAME ->
+// ../../cache/<uid>/entries/<key>/data that must resolve inside too. Other users' dirs
+// below it are 0700 and stay unreadable, as the container runs as the job's user.
 #pragma once
 #include <functional>
 #include <optional>
@@ -33,6 +37,9 @@ struct LaunchRequest {
     std::string image;                          // real path, or the reference
     ImageKind kind = ImageKind::directory;
     std::vector<config::ContainerMount> binds;  // --aihpc-container-bind
+    // The node's local_root, holding jobs/ and cache/, when the task has a stage dir;
+    // bound at its own path (charliecloud: /mnt/aihpc when the image lacks it).
+    std::optional<std::string> stage_root;
     bool batch_script = false;                  // the command is the batch script in slurmd's spool
     std::optional<std::string> argv0;           // set when Slurm's argv[0] was replaced by the launcher
     bool verbose = false;

@@ -11,7 +11,8 @@ lib_sweep_libaihpc_sweep_la_SOURCES = \
 	lib/sweep/runner.cpp lib/sweep/runner.hpp \
 	lib/sweep/results.cpp lib/sweep/results.hpp \
 	lib/sweep/process.cpp lib/sweep/process.hpp \
-	lib/sweep/refine.cpp lib/sweep/refine.hpp
+	lib/sweep/refine.cpp lib/sweep/refine.hpp \
+	lib/sweep/rounds.cpp lib/sweep/rounds.hpp
 EXTRA_DIST += lib/sweep/README
 
 bin_PROGRAMS += tools/aihpc-sweep

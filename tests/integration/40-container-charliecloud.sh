@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Containers with a real charliecloud image (a busybox directory): the batch script
 # inside (scope all) or on the host (scope steps), srun steps inside, exit codes,
-# output files, the image variables, staged data, and a runtime missing on the node.
+# output files, the image variables, staged data (cache and private modes, both scopes,
+# with other users' dirs unreadable), and a runtime missing on the node.
 # Run as root on a machine with the mini-cluster up; jobs run as the test user.
 . "$(dirname "$0")/lib.sh"
 command -v ch-run >/dev/null || skip_all "needs ch-run (charliecloud-runtime)"
 here=$top_builddir/tests/integration
 tree=$top_builddir
 
-plan 12
+plan 18
 scratch=$(mktemp -d /tmp/aihpc-it-container.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 chmod 0755 "$scratch"
@@ -76,19 +77,81 @@ as_user srun -Q -n1 --aihpc-container="$img" sh -c 'exit 4' 2>/dev/null
 ok "srun returns the containerized task's exit status" test $? = 4
 
 # ---- staged data inside the container
+# The image lacks the node's local_root, so it is bound at /mnt/aihpc, and the stage
+# variables name the paths there. A cached item is a relative link from
+# jobs/<jobid>/NAME to ../../cache/<uid>/..., which resolves inside only because the
+# whole local_root is bound.
 echo "staged content" >"$scratch/input.txt"
-chmod 0644 "$scratch/input.txt"
-probe=$(as_user srun -Q -n1 --aihpc-stage="$scratch/input.txt" sh -c 'echo "${AIHPC_STAGE_DIR:-}"' 2>&1)
-if [ -z "$probe" ]; then
-    skip "staged data is visible inside at \$AIHPC_STAGE_DIR" "staging sets no AIHPC_STAGE_DIR in this build yet"
+mkdir -p "$scratch/dataset/sub"
+echo "dataset content" >"$scratch/dataset/sub/sample.txt"
+chmod -R a+rX "$scratch/input.txt" "$scratch/dataset"
+out=$(as_user srun -Q -n1 --aihpc-stage="$scratch/input.txt" --aihpc-container="$img" \
+    sh -c 'echo "dir=$AIHPC_STAGE_DIR"; cat "$AIHPC_STAGE_DIR/input.txt"' 2>&1)
+if grep -qx 'staged content' <<<"$out" && grep -Eqx 'dir=/mnt/aihpc/jobs/[0-9]+' <<<"$out"; then
+    pass "staged data is visible inside at \$AIHPC_STAGE_DIR (/mnt/aihpc/jobs/JOBID)"
 else
-    out=$(as_user srun -Q -n1 --aihpc-stage="$scratch/input.txt" --aihpc-container="$img" \
-        sh -c 'echo "dir=$AIHPC_STAGE_DIR"; cat "$AIHPC_STAGE_DIR/input.txt"' 2>&1)
-    if grep -qx 'staged content' <<<"$out" && grep -q '^dir=/' <<<"$out"; then
-        pass "staged data is visible inside at \$AIHPC_STAGE_DIR"
-    else
-        fail "staged data is visible inside at \$AIHPC_STAGE_DIR" "$out"
-    fi
+    fail "staged data is visible inside at \$AIHPC_STAGE_DIR (/mnt/aihpc/jobs/JOBID)" "$out"
+fi
+
+# What a task reports about the staged dir, from inside the image.
+cat >"$scratch/report-stage.sh" <<'SCRIPT'
+#!/bin/sh
+echo "marker=$(cat /etc/aihpc-image 2>/dev/null)"
+echo "dir=$AIHPC_STAGE_DIR"
+echo "data=$AIHPC_DATA_DATASET"
+echo "link=$(readlink "$AIHPC_DATA_DATASET")"
+echo "via_data=$(cat "$AIHPC_DATA_DATASET/sub/sample.txt")"
+echo "via_dir=$(cat "$AIHPC_STAGE_DIR/dataset/sub/sample.txt")"
+SCRIPT
+cat >"$scratch/stage-steps.sh" <<SCRIPT
+#!/bin/sh
+srun -Q -n1 $scratch/report-stage.sh
+SCRIPT
+chmod 0755 "$scratch/report-stage.sh" "$scratch/stage-steps.sh"
+declare -A stage_jobs
+for mode in cache private; do
+    stage_jobs[$mode.all]=$(as_user sbatch --parsable -o "$scratch/stage-$mode-all.out" --aihpc-stage="$scratch/dataset" \
+        --aihpc-stage-mode=$mode --aihpc-container="$img" "$scratch/report-stage.sh")
+    stage_jobs[$mode.steps]=$(as_user sbatch --parsable -o "$scratch/stage-$mode-steps.out" --aihpc-stage="$scratch/dataset" \
+        --aihpc-stage-mode=$mode --aihpc-container="$img" --aihpc-container-scope=steps "$scratch/stage-steps.sh")
+done
+for mode in cache private; do
+    for scope in all steps; do
+        jid=${stage_jobs[$mode.$scope]}
+        result=$(wait_job_status "$jid")
+        f=$scratch/stage-$mode-$scope.out
+        if [ "$mode" = cache ]; then link_ok='^link=\.\./\.\./cache/[0-9]+/'; else link_ok='^link=$'; fi
+        description="mode $mode, scope $scope: the staged dir is read inside through \$AIHPC_DATA_DATASET"
+        if [ "$result" = "COMPLETED 0:0" ] && grep -qx 'marker=aihpc busybox image' "$f" &&
+            grep -qx "dir=/mnt/aihpc/jobs/$jid" "$f" && grep -qx "data=/mnt/aihpc/jobs/$jid/dataset" "$f" &&
+            grep -Eq "$link_ok" "$f" && grep -qx 'via_data=dataset content' "$f" && grep -qx 'via_dir=dataset content' "$f"; then
+            pass "$description"
+        else
+            fail "$description" "job $jid: $result" "$(cat "$f" 2>&1)"
+        fi
+    done
+done
+
+# Another user's node cache on the same node: present below the bound local_root, and
+# unreadable, as its 0700 mode says, since the container runs as the job's user.
+other_uid=$(id -u "$other_user")
+as_other_user srun -Q -w n1 -n1 --chdir=/ --aihpc-stage="$scratch/dataset" true >/dev/null 2>&1
+out=$(as_user srun -Q -w n1 -n1 --aihpc-stage="$scratch/dataset" --aihpc-container="$img" sh -c '
+    cache=$AIHPC_STAGE_DIR/../../cache
+    if [ -d "$cache/'"$other_uid"'" ]; then echo "other=present"; fi
+    if ls "$cache/'"$other_uid"'" >/dev/null 2>&1; then echo "other=listable"; fi
+    if ls "$cache/$(id -u)" >/dev/null 2>&1; then echo "own=listable"; fi
+    if ls "$AIHPC_STAGE_DIR/.." >/dev/null 2>&1; then echo "jobs=listable"; fi
+    if ls "$cache" >/dev/null 2>&1; then echo "cache=listable"; fi' 2>&1)
+if grep -qx 'other=present' <<<"$out" && ! grep -q 'other=listable' <<<"$out" && grep -qx 'own=listable' <<<"$out"; then
+    pass "inside, the user's own node cache is readable and another user's is not"
+else
+    fail "inside, the user's own node cache is readable and another user's is not" "other uid $other_uid" "$out"
+fi
+if [ -n "$out" ] && ! grep -Eq '^(jobs|cache)=listable$' <<<"$out"; then
+    pass "inside, the root-owned jobs/ and cache/ (0711) cannot be listed"
+else
+    fail "inside, the root-owned jobs/ and cache/ (0711) cannot be listed" "$out"
 fi
 
 # ---- a runtime the node lacks fails the step, naming it

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stand-in runtimes (argv-recording scripts named apptainer, singularity, enroot and
 # podman, in stand-in-runtimes/) prove that a task execs exactly the runtime command
-# line lib/container builds, with the job environment, and that the runtime is found
-# in runtime_path. The site key is added to the cluster's plugstack.conf while the
+# line lib/container builds, with the job environment and, for a job that stages, the
+# node's local_root bound, and that the runtime is found in runtime_path. The site key is added to the cluster's plugstack.conf while the
 # test runs, and the file is restored after.
 # Run as root on a machine with the mini-cluster up; jobs run as the test user.
 . "$(dirname "$0")/lib.sh"
@@ -10,7 +10,7 @@ command -v ch-run >/dev/null || skip_all "needs ch-run (charliecloud-runtime)"
 here=$top_builddir/tests/integration
 tree=$top_builddir
 
-plan 8
+plan 10
 scratch=$(mktemp -d /tmp/aihpc-it-container-standin.XXXXXX)
 chmod 0755 "$scratch"
 chown "$test_user" "$scratch"
@@ -69,6 +69,43 @@ if [[ $a == "$stand_in/podman|run|--rm|--interactive|--network=host|--userns=kee
     pass "podman:DIR runs the stand-in 'podman run --rootfs DIR' with the user's bind"
 else
     fail "podman:DIR runs the stand-in 'podman run --rootfs DIR' with the user's bind" "$a"
+fi
+
+# With staging, the node's local_root (jobs/ and cache/) is bound at its own path, so
+# the stage variables keep their host paths and a cached item's relative link into
+# cache/ resolves inside.
+mkdir -p "$scratch/data" && echo x >"$scratch/data/f" && chown -R "$test_user" "$scratch/data"
+root_template=$(sed -n 's/^required [^ ]*aihpc\.so.* local_root=\([^ ]*\).*$/\1/p' "$original")
+root_template=${root_template:-/tmp/aihpc}
+binds_bad=() env_bad=()
+# staged_step PROGRAM IMAGE BIND-WORDS: one staged task; %R in BIND-WORDS is local_root.
+staged_step() {
+    local program=$1 image=$2 words=$3 env_file node jid root want a
+    env_file=$log/$program.0.env
+    rm -f "$log/$program.0.argv" "$env_file"
+    run_step -n1 --aihpc-stage="$scratch/data" --aihpc-container="$image" true 2>&1
+    node=$(sed -n 's/^SLURMD_NODENAME=//p' "$env_file" 2>/dev/null)
+    jid=$(sed -n 's/^SLURM_JOB_ID=//p' "$env_file" 2>/dev/null)
+    root=${root_template//%n/$node}
+    want=${words//%R/$root}
+    a=$(argv_of "$program.0" 2>/dev/null)
+    [ -n "$node" ] && [[ $a == *"|$want|"* ]] && [[ $a != *"|$root/jobs/"* ]] || binds_bad+=("$program: $a (wanted |$want|)")
+    grep -qx "AIHPC_STAGE_DIR=$root/jobs/$jid" "$env_file" 2>/dev/null &&
+        grep -qx "AIHPC_DATA_DATA=$root/jobs/$jid/data" "$env_file" || env_bad+=("$program: $(grep '^AIHPC_[SD]' "$env_file" 2>&1)")
+}
+staged_step apptainer "$scratch/img.sif" "--bind|%R:%R"
+staged_step singularity "singularity:$scratch/img.sif" "--bind|%R:%R"
+staged_step enroot "$scratch/img.sqsh" "--mount|%R:%R:x-create=auto,rbind"
+staged_step podman "podman:$scratch/rootfs" "--volume|%R:%R"
+if [ ${#binds_bad[@]} -eq 0 ]; then
+    pass "with --aihpc-stage, apptainer, singularity, enroot and podman bind the node's local_root at its own path"
+else
+    fail "with --aihpc-stage, apptainer, singularity, enroot and podman bind the node's local_root at its own path" "${binds_bad[@]}"
+fi
+if [ ${#env_bad[@]} -eq 0 ]; then
+    pass "the stand-in runtimes get AIHPC_STAGE_DIR and AIHPC_DATA_* at their host paths (LOCAL_ROOT/jobs/JOBID/NAME)"
+else
+    fail "the stand-in runtimes get AIHPC_STAGE_DIR and AIHPC_DATA_* at their host paths (LOCAL_ROOT/jobs/JOBID/NAME)" "${env_bad[@]}"
 fi
 
 as_user env STAND_IN_LOG="$log" STAND_IN_EXIT=7 srun -Q -n1 --aihpc-container="$scratch/img.sif" true 2>/dev/null

@@ -56,18 +56,23 @@ struct TempDir {
     }
 };
 
+// The node's local_root, as the plugin's staging lays it out: jobs/<jobid>/NAME, a
+// relative link into cache/<uid>/entries/<key>/data (or a private copy).
+const std::string stage_root = "/local/aihpc/n1";
+
 // The task every argv case starts from: two ranks' worth of Slurm env, a stage dir, a
 // working dir the image lacks.
 TaskView base_task() {
     TaskView task;
     task.argv = {"python3", "train.py", "--lr", "1e-3"};
     task.env = {"PATH=/usr/bin:/bin", "HOME=/home/u", "SLURM_PROCID=1",
-                "AIHPC_STAGE_DIR=/local/aihpc/n1/job42", "AIHPC_DATA_CIFAR=/local/aihpc/n1/job42/cifar",
+                "AIHPC_STAGE_DIR=/local/aihpc/n1/jobs/42", "AIHPC_DATA_CIFAR=/local/aihpc/n1/jobs/42/cifar",
                 "TMPDIR=/tmp/job42"};
     task.cwd = "/home/u/project";
     return task;
 }
 
+// As the plugin asks for base_task, which stages: with the node's stage root.
 LaunchRequest request_for(Runtime runtime, const std::string& program, const std::string& image,
                           ImageKind kind = ImageKind::directory) {
     LaunchRequest r;
@@ -75,7 +80,25 @@ LaunchRequest request_for(Runtime runtime, const std::string& program, const std
     r.program = program;
     r.image = image;
     r.kind = kind;
+    r.stage_root = stage_root;
     return r;
+}
+
+// Where a relative link at `link` (a path inside the container) leads, resolved
+// lexically as the kernel does when no component on the way is itself a link.
+std::string resolve_relative_link(const std::string& link, const std::string& target) {
+    std::vector<std::string> parts;
+    for (const std::string& p : split(link.substr(0, link.find_last_of('/')), '/'))
+        if (!p.empty()) parts.push_back(p);
+    for (const std::string& p : split(target, '/')) {
+        if (p.empty() || p == ".") continue;
+        if (p == "..") {
+            if (!parts.empty()) parts.pop_back();
+        } else {
+            parts.push_back(p);
+        }
+    }
+    return "/" + join(parts, "/");
 }
 
 // An image that has /mnt/aihpc, /mnt/0..9, /data and /etc/hosts.
@@ -269,7 +292,7 @@ static void apptainer_exec_binds_stage_tmpdir_and_user_mounts(void**) {
     r.binds = {{"/scratch/u", "/scratch", false}, {"/ref", "/ref", true}};
     RuntimeCommand c = build_runtime_command(r, base_task(), bare_image);
     assert_words(c.argv,
-                 "/usr/bin/apptainer exec --bind /local/aihpc/n1/job42:/local/aihpc/n1/job42 "
+                 "/usr/bin/apptainer exec --bind /local/aihpc/n1:/local/aihpc/n1 "
                  "--bind /tmp/job42:/tmp/job42 --bind /scratch/u:/scratch --bind /ref:/ref:ro "
                  "--pwd /home/u/project /img/torch.sif python3 train.py --lr 1e-3");
     assert_true(c.env == base_task().env);  // passed through unchanged (no --cleanenv)
@@ -287,32 +310,33 @@ static void apptainer_and_singularity_get_nv_or_rocm_for_gpus(void**) {
     assert_string_equal(build_runtime_command(r, task, bare_image).argv[2].c_str(), "--bind");
 }
 
-static void charliecloud_moves_a_missing_stage_dir_to_mnt_aihpc(void**) {
+static void charliecloud_moves_a_missing_stage_root_to_mnt_aihpc(void**) {
     LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
     r.binds = {{"/scratch/u", "/data", false}};
     RuntimeCommand c = build_runtime_command(r, base_task(), typical_image);
     assert_words(c.argv,
-                 "/usr/bin/ch-run -b /local/aihpc/n1/job42:/mnt/aihpc -b /scratch/u:/data --cd=/ "
+                 "/usr/bin/ch-run -b /local/aihpc/n1:/mnt/aihpc -b /scratch/u:/data --cd=/ "
                  "--set-env=TMPDIR=/tmp /img/bb -- python3 train.py --lr 1e-3");
-    assert_string_equal(env_get(c.env, "AIHPC_STAGE_DIR").value().c_str(), "/mnt/aihpc");
-    assert_string_equal(env_get(c.env, "AIHPC_DATA_CIFAR").value().c_str(), "/mnt/aihpc/cifar");
+    assert_string_equal(env_get(c.env, "AIHPC_STAGE_DIR").value().c_str(), "/mnt/aihpc/jobs/42");
+    assert_string_equal(env_get(c.env, "AIHPC_DATA_CIFAR").value().c_str(), "/mnt/aihpc/jobs/42/cifar");
     assert_string_equal(env_get(c.env, "PATH").value().c_str(), "/usr/bin:/bin");
 }
 
-static void charliecloud_keeps_a_stage_dir_the_image_has(void**) {
+static void charliecloud_keeps_a_stage_root_the_image_has(void**) {
     LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
+    r.stage_root = "/data";
     TaskView task = base_task();
-    env_set(task.env, "AIHPC_STAGE_DIR", "/data");
+    env_set(task.env, "AIHPC_STAGE_DIR", "/data/jobs/42");
     RuntimeCommand c = build_runtime_command(r, task, typical_image);
     assert_string_equal(c.argv[2].c_str(), "/data:/data");
-    assert_string_equal(env_get(c.env, "AIHPC_STAGE_DIR").value().c_str(), "/data");
+    assert_string_equal(env_get(c.env, "AIHPC_STAGE_DIR").value().c_str(), "/data/jobs/42");
 }
 
 static void charliecloud_working_dir_follows_binds_then_the_image(void**) {
     LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
     TaskView task = base_task();
-    task.cwd = "/local/aihpc/n1/job42/cifar";
-    assert_true(words(build_runtime_command(r, task, typical_image).argv).find("--cd=/mnt/aihpc/cifar") != std::string::npos);
+    task.cwd = "/local/aihpc/n1/jobs/42/cifar";
+    assert_true(words(build_runtime_command(r, task, typical_image).argv).find("--cd=/mnt/aihpc/jobs/42/cifar") != std::string::npos);
     task.cwd = "/home";
     assert_true(words(build_runtime_command(r, task, typical_image).argv).find("--cd=/home ") != std::string::npos);
 }
@@ -342,7 +366,7 @@ static void charliecloud_batch_script_is_bound_into_a_spare_mount_point(void**) 
     task.argv = {"/var/spool/slurmd/job00042/slurm_script"};
     RuntimeCommand c = build_runtime_command(r, task, typical_image);
     assert_words(c.argv,
-                 "/usr/bin/ch-run -b /local/aihpc/n1/job42:/mnt/aihpc -b /var/spool/slurmd/job00042:/mnt/0 --cd=/ "
+                 "/usr/bin/ch-run -b /local/aihpc/n1:/mnt/aihpc -b /var/spool/slurmd/job00042:/mnt/0 --cd=/ "
                  "--set-env=TMPDIR=/tmp /img/bb -- /mnt/0/slurm_script");
 }
 
@@ -356,6 +380,83 @@ static void other_runtimes_bind_the_batch_script_at_its_own_path(void**) {
     assert_true(ends_with(argv, "/i.sif /var/spool/slurmd/job00042/slurm_script arg"));
 }
 
+// ---- staged data inside: the stage root (local_root, with jobs/ and cache/) is bound
+
+// An image with /mnt/0../mnt/9 but no /mnt/aihpc.
+PathKind image_without_mnt_aihpc(const std::string& path) {
+    return path == "/mnt/aihpc" ? PathKind::none : typical_image(path);
+}
+
+// An image that has the node's local_root itself.
+PathKind image_with_stage_root(const std::string& path) {
+    return path == stage_root ? PathKind::directory : bare_image(path);
+}
+
+static void every_runtime_binds_the_stage_root_and_names_the_staged_data_inside(void**) {
+    struct Case {
+        Runtime runtime;
+        const char* program;
+        ImageKind kind;
+        PathKind (*probe)(const std::string&);
+        const char* mount;       // the words that bind the stage root
+        const char* stage_dir;   // AIHPC_STAGE_DIR inside
+    };
+    const Case cases[] = {
+        {Runtime::apptainer, "/usr/bin/apptainer", ImageKind::sif, bare_image,
+         "--bind /local/aihpc/n1:/local/aihpc/n1", "/local/aihpc/n1/jobs/42"},
+        {Runtime::singularity, "/usr/bin/singularity", ImageKind::sif, bare_image,
+         "--bind /local/aihpc/n1:/local/aihpc/n1", "/local/aihpc/n1/jobs/42"},
+        {Runtime::enroot, "/usr/bin/enroot", ImageKind::squashfs, bare_image,
+         "--mount /local/aihpc/n1:/local/aihpc/n1:x-create=auto,rbind", "/local/aihpc/n1/jobs/42"},
+        {Runtime::podman, "/usr/bin/podman", ImageKind::registry, bare_image,
+         "--volume /local/aihpc/n1:/local/aihpc/n1", "/local/aihpc/n1/jobs/42"},
+        {Runtime::charliecloud, "/usr/bin/ch-run", ImageKind::directory, image_with_stage_root,
+         "-b /local/aihpc/n1:/local/aihpc/n1", "/local/aihpc/n1/jobs/42"},
+        {Runtime::charliecloud, "/usr/bin/ch-run", ImageKind::directory, typical_image,
+         "-b /local/aihpc/n1:/mnt/aihpc", "/mnt/aihpc/jobs/42"},
+        {Runtime::charliecloud, "/usr/bin/ch-run", ImageKind::directory, image_without_mnt_aihpc,
+         "-b /local/aihpc/n1:/mnt/0", "/mnt/0/jobs/42"},
+    };
+    for (const Case& c : cases) {
+        RuntimeCommand cmd = build_runtime_command(request_for(c.runtime, c.program, "/img/x", c.kind), base_task(), c.probe);
+        std::string argv = " " + words(cmd.argv) + " ";
+        std::string stage_dir = env_get(cmd.env, "AIHPC_STAGE_DIR").value_or("");
+        std::string data = env_get(cmd.env, "AIHPC_DATA_CIFAR").value_or("");
+        if (argv.find(" " + std::string(c.mount) + " ") == std::string::npos || stage_dir != c.stage_dir ||
+            data != std::string(c.stage_dir) + "/cifar" || argv.find("jobs/42:") != std::string::npos) {
+            print_error("%s: argv %s\n  AIHPC_STAGE_DIR=%s AIHPC_DATA_CIFAR=%s\n  expected %s and %s\n", c.program,
+                        argv.c_str(), stage_dir.c_str(), data.c_str(), c.mount, c.stage_dir);
+            fail();
+        }
+    }
+}
+
+static void cached_item_link_resolves_inside_the_bound_stage_root(void**) {
+    // jobs/42/cifar -> ../../cache/1000/entries/K/data, as the node cache publishes it.
+    const std::string link_target = "../../cache/1000/entries/0123abcd/data";
+    for (auto probe : {typical_image, image_with_stage_root}) {
+        RuntimeCommand c = build_runtime_command(request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb"),
+                                                 base_task(), probe);
+        std::string mount = c.argv[2];  // -b SRC:DST
+        std::string inside = mount.substr(mount.find(':') + 1);
+        std::string data = env_get(c.env, "AIHPC_DATA_CIFAR").value();
+        assert_string_equal(resolve_relative_link(data, link_target).c_str(),
+                            (inside + "/cache/1000/entries/0123abcd/data").c_str());
+    }
+}
+
+static void without_a_stage_root_nothing_of_local_root_is_bound(void**) {
+    for (Runtime runtime : {Runtime::apptainer, Runtime::charliecloud, Runtime::enroot, Runtime::podman}) {
+        LaunchRequest r = request_for(runtime, "/usr/bin/rt", "/img/x", runtime == Runtime::charliecloud
+                                                                              ? ImageKind::directory
+                                                                              : ImageKind::sif);
+        r.stage_root.reset();
+        RuntimeCommand c = build_runtime_command(r, base_task(), typical_image);
+        assert_true(words(c.argv).find("/local/aihpc") == std::string::npos);
+        assert_string_equal(env_get(c.env, "AIHPC_STAGE_DIR").value().c_str(), "/local/aihpc/n1/jobs/42");
+    }
+}
+
 static void enroot_start_passes_each_variable_by_name_and_sets_nvidia_hooks(void**) {
     LaunchRequest r = request_for(Runtime::enroot, "/usr/bin/enroot", "/img/t.sqsh", ImageKind::squashfs);
     r.binds = {{"/ref", "/ref", true}};
@@ -364,7 +465,7 @@ static void enroot_start_passes_each_variable_by_name_and_sets_nvidia_hooks(void
     RuntimeCommand c = build_runtime_command(r, task, bare_image);
     assert_words(c.argv,
                  "/usr/bin/enroot start "
-                 "--mount /local/aihpc/n1/job42:/local/aihpc/n1/job42:x-create=auto,rbind "
+                 "--mount /local/aihpc/n1:/local/aihpc/n1:x-create=auto,rbind "
                  "--mount /tmp/job42:/tmp/job42:x-create=auto,rbind --mount /ref:/ref:x-create=auto,rbind,ro "
                  "--env SLURM_PROCID --env AIHPC_STAGE_DIR --env AIHPC_DATA_CIFAR --env TMPDIR "
                  "--env NVIDIA_VISIBLE_DEVICES --env NVIDIA_DRIVER_CAPABILITIES "
@@ -378,13 +479,13 @@ static void podman_run_uses_cdi_devices_and_renumbers_cuda_devices(void**) {
     TaskView task = base_task();
     task.env.push_back("CUDA_VISIBLE_DEVICES=2,3");
     task.gpus = {GpuSet::Vendor::nvidia, {"2", "3"}};
-    task.cwd = "/local/aihpc/n1/job42";
+    task.cwd = "/local/aihpc/n1/jobs/42";
     RuntimeCommand c = build_runtime_command(r, task, bare_image);
     assert_words(c.argv,
                  "/usr/bin/podman run --rm --interactive --network=host --userns=keep-id "
                  "--device nvidia.com/gpu=2 --device nvidia.com/gpu=3 "
-                 "--volume /local/aihpc/n1/job42:/local/aihpc/n1/job42 --volume /tmp/job42:/tmp/job42 "
-                 "--workdir=/local/aihpc/n1/job42 "
+                 "--volume /local/aihpc/n1:/local/aihpc/n1 --volume /tmp/job42:/tmp/job42 "
+                 "--workdir=/local/aihpc/n1/jobs/42 "
                  "--env SLURM_PROCID --env AIHPC_STAGE_DIR --env AIHPC_DATA_CIFAR --env TMPDIR "
                  "--env CUDA_VISIBLE_DEVICES docker.io/library/alpine python3 train.py --lr 1e-3");
     assert_string_equal(env_get(c.env, "CUDA_VISIBLE_DEVICES").value().c_str(), "0,1");
@@ -439,6 +540,7 @@ static void launch_request_round_trips(void**) {
     r.binds = {{"/x", "/y", true}, {"/p,q", "/r", false}};
     r.batch_script = true;
     r.argv0 = "/spool/job1/slurm_script";
+    r.stage_root = "/local/aihpc/n1";
     r.verbose = true;
     LaunchRequest back = decode_request(encode_request(r));
     assert_true(back.runtime == Runtime::enroot);
@@ -450,7 +552,12 @@ static void launch_request_round_trips(void**) {
     assert_true(back.binds[0].read_only && !back.binds[1].read_only);
     assert_true(back.batch_script && back.verbose);
     assert_string_equal(back.argv0.value().c_str(), "/spool/job1/slurm_script");
-    assert_false(decode_request(encode_request(request_for(Runtime::podman, "/p", "i"))).argv0.has_value());
+    assert_string_equal(back.stage_root.value().c_str(), "/local/aihpc/n1");
+    LaunchRequest plain = request_for(Runtime::podman, "/p", "i");
+    plain.stage_root.reset();
+    LaunchRequest plain_back = decode_request(encode_request(plain));
+    assert_false(plain_back.argv0.has_value());
+    assert_false(plain_back.stage_root.has_value());
 }
 
 static void launch_request_that_is_damaged_is_refused(void**) {
@@ -459,6 +566,12 @@ static void launch_request_that_is_damaged_is_refused(void**) {
     expect_error_containing([] { decode_request("{\"runtime\":\"podman\",\"program\":\"podman\",\"image\":\"i\",\"kind\":\"registry\"}"); },
                             "not an absolute path");
     expect_error_containing([] { decode_request("{\"runtime\":\"podman\",\"image\":\"i\"}"); }, "lacks 'program'");
+    expect_error_containing(
+        [] {
+            decode_request("{\"runtime\":\"podman\",\"program\":\"/p\",\"image\":\"i\",\"kind\":\"registry\","
+                           "\"stage_root\":\"aihpc\"}");
+        },
+        "stage_root 'aihpc' is not an absolute path");
 }
 
 // ---- where the launcher is, and when Slurm's argv may be rewritten
@@ -536,14 +649,17 @@ int main() {
         cmocka_unit_test(runtime_is_looked_up_in_runtime_path_only),
         cmocka_unit_test(apptainer_exec_binds_stage_tmpdir_and_user_mounts),
         cmocka_unit_test(apptainer_and_singularity_get_nv_or_rocm_for_gpus),
-        cmocka_unit_test(charliecloud_moves_a_missing_stage_dir_to_mnt_aihpc),
-        cmocka_unit_test(charliecloud_keeps_a_stage_dir_the_image_has),
+        cmocka_unit_test(charliecloud_moves_a_missing_stage_root_to_mnt_aihpc),
+        cmocka_unit_test(charliecloud_keeps_a_stage_root_the_image_has),
         cmocka_unit_test(charliecloud_working_dir_follows_binds_then_the_image),
         cmocka_unit_test(charliecloud_refuses_a_user_bind_target_missing_from_the_image),
         cmocka_unit_test(charliecloud_refuses_read_only_binds),
         cmocka_unit_test(charliecloud_without_spare_mount_points_says_how_to_add_them),
         cmocka_unit_test(charliecloud_batch_script_is_bound_into_a_spare_mount_point),
         cmocka_unit_test(other_runtimes_bind_the_batch_script_at_its_own_path),
+        cmocka_unit_test(every_runtime_binds_the_stage_root_and_names_the_staged_data_inside),
+        cmocka_unit_test(cached_item_link_resolves_inside_the_bound_stage_root),
+        cmocka_unit_test(without_a_stage_root_nothing_of_local_root_is_bound),
         cmocka_unit_test(enroot_start_passes_each_variable_by_name_and_sets_nvidia_hooks),
         cmocka_unit_test(podman_run_uses_cdi_devices_and_renumbers_cuda_devices),
         cmocka_unit_test(podman_runs_a_directory_image_as_rootfs_and_passes_amd_devices),

@@ -1,0 +1,326 @@
+#include "collect/html.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+#include "sweep/refine.hpp"
+
+namespace aihpc::collect {
+
+std::string html_escape(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&#39;"; break;
+        default: out += c;
+        }
+    }
+    return out;
+}
+
+namespace {
+
+std::string num(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+    return buf;
+}
+
+std::string short_number(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4g", v);
+    return buf;
+}
+
+const sweep::Scalar* value_of(const ResultRow& row, const std::string& name, bool metric) {
+    for (auto& [k, v] : metric ? row.metrics : row.params)
+        if (k == name) return &v;
+    return nullptr;
+}
+
+// A perceptually ordered ramp (dark purple, teal, yellow), t in [0, 1].
+std::string ramp(double t) {
+    static const double stops[3][3] = {{68, 1, 84}, {33, 145, 140}, {253, 231, 37}};
+    t = std::clamp(t, 0.0, 1.0);
+    int seg = t < 0.5 ? 0 : 1;
+    double u = t < 0.5 ? t * 2 : (t - 0.5) * 2;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "#%02x%02x%02x", static_cast<int>(stops[seg][0] + (stops[seg + 1][0] - stops[seg][0]) * u),
+                  static_cast<int>(stops[seg][1] + (stops[seg + 1][1] - stops[seg][1]) * u),
+                  static_cast<int>(stops[seg][2] + (stops[seg + 1][2] - stops[seg][2]) * u));
+    return buf;
+}
+
+const char* kStyle = R"(body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222;background:#fff}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{color:#555;margin:0 0 12px}.counts span{display:inline-block;margin-right:14px;padding:2px 8px;border-radius:3px;background:#f1f1f1}
+.counts .failed{background:#fde2e1}.counts .done{background:#e3f4e1}.note{color:#666;font-size:12px}
+.scroll{max-height:480px;overflow:auto;border:1px solid #ddd}
+table{border-collapse:collapse;font-size:12px}th,td{padding:3px 8px;border-bottom:1px solid #eee;white-space:nowrap;text-align:left}
+th{position:sticky;top:0;background:#f7f7f7;cursor:pointer;user-select:none}th[data-dir=asc]::after{content:" \25B2"}th[data-dir=desc]::after{content:" \25BC"}
+td.n{text-align:right;font-variant-numeric:tabular-nums}tr.failed td{background:#fff3f2}tr.missing td{color:#999}
+.plots{display:flex;flex-wrap:wrap;gap:12px}svg{background:#fff;border:1px solid #e3e3e3}svg text{font-size:10px;fill:#444}
+svg .axis{stroke:#999;stroke-width:1}svg .grid{stroke:#eee}svg .title{font-size:11px;font-weight:600;fill:#222}
+svg circle{fill:#3b6fb6;fill-opacity:.75}svg circle.failed{fill:#d9534f}svg path.line{fill:none;stroke-opacity:.55;stroke-width:1.2}
+)";
+
+const char* kScript = R"(document.querySelectorAll('table.sortable th').forEach(function(th,i){th.addEventListener('click',function(){
+var tb=th.closest('table').tBodies[0],rows=Array.prototype.slice.call(tb.rows),asc=th.getAttribute('data-dir')!=='asc';
+th.parentNode.querySelectorAll('th').forEach(function(h){h.removeAttribute('data-dir')});th.setAttribute('data-dir',asc?'asc':'desc');
+rows.sort(function(a,b){var x=a.cells[i].textContent,y=b.cells[i].textContent,nx=parseFloat(x),ny=parseFloat(y);
+var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c});rows.forEach(function(r){tb.appendChild(r)})})});
+)";
+
+struct Dimension {
+    PlotAxis axis;
+    bool metric = false;
+};
+
+void write_scatter(std::string& out, const std::vector<const ResultRow*>& rows, const Dimension& x, const Dimension& y) {
+    const double W = 300, H = 230, L = 52, R = 12, T = 24, B = 40, pw = W - L - R, ph = H - T - B;
+    out += "<svg class=\"scatter\" width=\"300\" height=\"230\" viewBox=\"0 0 300 230\" role=\"img\" aria-label=\"" +
+           html_escape(y.axis.name + " against " + x.axis.name) + "\">";
+    out += "<text class=\"title\" x=\"" + num(L) + "\" y=\"15\">" + html_escape(y.axis.name) + " vs " + html_escape(x.axis.name) + "</text>";
+    for (int k = 0; k <= 2; ++k) {
+        double f = k / 2.0;
+        double gx = L + f * pw, gy = T + ph - f * ph;
+        out += "<line class=\"grid\" x1=\"" + num(gx) + "\" y1=\"" + num(T) + "\" x2=\"" + num(gx) + "\" y2=\"" + num(T + ph) + "\"/>";
+        out += "<line class=\"grid\" x1=\"" + num(L) + "\" y1=\"" + num(gy) + "\" x2=\"" + num(L + pw) + "\" y2=\"" + num(gy) + "\"/>";
+        if (!x.axis.categorical)
+            out += "<text x=\"" + num(gx) + "\" y=\"" + num(T + ph + 14) + "\" text-anchor=\"middle\">" + html_escape(x.axis.label(f)) + "</text>";
+        out += "<text x=\"" + num(L - 4) + "\" y=\"" + num(gy + 3) + "\" text-anchor=\"end\">" + html_escape(y.axis.label(f)) + "</text>";
+    }
+    if (x.axis.categorical)
+        for (std::size_t c = 0; c < x.axis.categories.size(); ++c) {
+            double f = x.axis.categories.size() == 1 ? 0.5 : static_cast<double>(c) / static_cast<double>(x.axis.categories.size() - 1);
+            out += "<text x=\"" + num(L + f * pw) + "\" y=\"" + num(T + ph + 14) + "\" text-anchor=\"middle\">" +
+                   html_escape(x.axis.categories[c].substr(0, 12)) + "</text>";
+        }
+    out += "<line class=\"axis\" x1=\"" + num(L) + "\" y1=\"" + num(T + ph) + "\" x2=\"" + num(L + pw) + "\" y2=\"" + num(T + ph) + "\"/>";
+    out += "<line class=\"axis\" x1=\"" + num(L) + "\" y1=\"" + num(T) + "\" x2=\"" + num(L) + "\" y2=\"" + num(T + ph) + "\"/>";
+    out += "<text x=\"" + num(L + pw / 2) + "\" y=\"" + num(H - 6) + "\" text-anchor=\"middle\">" + html_escape(x.axis.name) +
+           (x.axis.log ? " (log)" : "") + "</text>";
+    for (auto* row : rows) {
+        auto* xv = value_of(*row, x.axis.name, x.metric);
+        auto* yv = value_of(*row, y.axis.name, y.metric);
+        if (!xv || !yv) continue;
+        double fx = x.axis.position(*xv), fy = y.axis.position(*yv);
+        if (fx < 0 || fy < 0) continue;
+        out += "<circle" + std::string(row->state == TaskState::failed ? " class=\"failed\"" : "") + " cx=\"" + num(L + fx * pw) +
+               "\" cy=\"" + num(T + ph - fy * ph) + "\" r=\"3\"><title>#" + std::to_string(row->index) + " " +
+               html_escape(x.axis.name + "=" + xv->plain + " " + y.axis.name + "=" + yv->plain) + "</title></circle>";
+    }
+    out += "</svg>\n";
+}
+
+void write_parallel(std::string& out, const std::vector<const ResultRow*>& rows, const std::vector<Dimension>& dims,
+                    const Dimension* color, bool maximize) {
+    const double step = 150, L = 60, R = 60, T = 30, B = 40, H = 380, ph = H - T - B;
+    double W = L + R + step * static_cast<double>(dims.size() - 1);
+    out += "<svg class=\"parallel\" width=\"" + num(W) + "\" height=\"" + num(H) + "\" viewBox=\"0 0 " + num(W) + " " + num(H) +
+           "\" role=\"img\" aria-label=\"parallel coordinates\">";
+    for (auto* row : rows) {
+        std::string d;
+        bool pen = false;
+        for (std::size_t i = 0; i < dims.size(); ++i) {
+            auto* v = value_of(*row, dims[i].axis.name, dims[i].metric);
+            double f = v ? dims[i].axis.position(*v) : -1;
+            if (f < 0) {
+                pen = false;
+                continue;
+            }
+            d += (pen ? "L" : "M") + num(L + step * static_cast<double>(i)) + " " + num(T + ph - f * ph);
+            pen = true;
+        }
+        if (d.empty()) continue;
+        std::string stroke = row->state == TaskState::failed ? "#d9534f" : "#3b6fb6";
+        if (color && row->state != TaskState::failed)
+            if (auto* cv = value_of(*row, color->axis.name, true)) {
+                double f = color->axis.position(*cv);
+                if (f >= 0) stroke = ramp(maximize ? f : 1 - f);
+            }
+        out += "<path class=\"line\" stroke=\"" + stroke + "\" d=\"" + d + "\"><title>#" + std::to_string(row->index) + "</title></path>";
+    }
+    for (std::size_t i = 0; i < dims.size(); ++i) {
+        double x = L + step * static_cast<double>(i);
+        const auto& a = dims[i].axis;
+        out += "<line class=\"axis\" x1=\"" + num(x) + "\" y1=\"" + num(T) + "\" x2=\"" + num(x) + "\" y2=\"" + num(T + ph) + "\"/>";
+        out += "<text class=\"title\" x=\"" + num(x) + "\" y=\"" + num(T - 12) + "\" text-anchor=\"middle\">" + html_escape(a.name) +
+               (a.log ? " (log)" : "") + "</text>";
+        if (a.categorical) {
+            for (std::size_t c = 0; c < a.categories.size(); ++c) {
+                double f = a.categories.size() == 1 ? 0.5 : static_cast<double>(c) / static_cast<double>(a.categories.size() - 1);
+                out += "<text x=\"" + num(x + 4) + "\" y=\"" + num(T + ph - f * ph + 3) + "\">" + html_escape(a.categories[c].substr(0, 14)) +
+                       "</text>";
+            }
+        } else {
+            out += "<text x=\"" + num(x + 4) + "\" y=\"" + num(T + ph + 12) + "\">" + html_escape(a.label(0)) + "</text>";
+            out += "<text x=\"" + num(x + 4) + "\" y=\"" + num(T - 2) + "\">" + html_escape(a.label(1)) + "</text>";
+        }
+    }
+    out += "</svg>\n";
+}
+
+}  // namespace
+
+double PlotAxis::position(const sweep::Scalar& value) const {
+    if (categorical) {
+        auto it = std::find(categories.begin(), categories.end(), value.plain);
+        if (it == categories.end()) return -1;
+        if (categories.size() == 1) return 0.5;
+        return static_cast<double>(it - categories.begin()) / static_cast<double>(categories.size() - 1);
+    }
+    auto v = number_of(value);
+    if (!v) return -1;
+    if (hi <= lo) return 0.5;
+    if (log) return *v > 0 ? (std::log(*v) - std::log(lo)) / (std::log(hi) - std::log(lo)) : -1;
+    return (*v - lo) / (hi - lo);
+}
+
+std::string PlotAxis::label(double f) const {
+    if (categorical) return "";
+    if (log) return short_number(std::exp(std::log(lo) + f * (std::log(hi) - std::log(lo))));
+    return short_number(lo + f * (hi - lo));
+}
+
+PlotAxis make_axis(const std::string& name, const std::vector<const sweep::Scalar*>& values, bool prefer_log) {
+    PlotAxis a;
+    a.name = name;
+    a.lo = INFINITY;
+    a.hi = -INFINITY;
+    bool all_numeric = true, all_positive = true;
+    for (auto* v : values) {
+        auto n = number_of(*v);
+        if (!n) {
+            all_numeric = false;
+            break;
+        }
+        a.lo = std::min(a.lo, *n);
+        a.hi = std::max(a.hi, *n);
+        all_positive = all_positive && *n > 0;
+    }
+    if (!all_numeric || values.empty()) {
+        a.categorical = true;
+        std::set<std::string> seen;
+        for (auto* v : values)
+            if (seen.insert(v->plain).second) a.categories.push_back(v->plain);
+        std::sort(a.categories.begin(), a.categories.end());
+        return a;
+    }
+    a.log = prefer_log && all_positive && a.hi > a.lo;
+    return a;
+}
+
+void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const HtmlOptions& options, const Sink& sink) {
+    std::string out;
+    out.reserve(1 << 20);
+    std::uint64_t missing = table.tasks - table.done.size() - table.failed.size();
+    out += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" + html_escape(sweep.spec.name) +
+           " - aihpc-collect</title>\n<style>\n" + kStyle + "</style>\n</head>\n<body>\n";
+    out += "<h1>" + html_escape(sweep.spec.name) + "</h1>\n<p class=\"meta\">" + html_escape(sweep.path) + " &middot; spec " +
+           html_escape(sweep.spec_hash) + "</p>\n";
+    out += "<p class=\"counts\"><span>" + std::to_string(table.tasks) + " tasks</span><span class=\"done\">" +
+           std::to_string(table.done.size()) + " done</span><span class=\"failed\">" + std::to_string(table.failed.size()) +
+           " failed</span><span>" + std::to_string(missing) + " missing</span></p>\n";
+
+    // The table.
+    auto cols = columns(table);
+    out += "<h2>Results</h2>\n";
+    if (table.rows.size() > options.max_table_rows)
+        out += "<p class=\"note\">The first " + std::to_string(options.max_table_rows) + " of " + std::to_string(table.rows.size()) +
+               " rows; aihpc-collect --format csv gives them all.</p>\n";
+    out += "<div class=\"scroll\"><table class=\"sortable\" id=\"results\">\n<thead><tr>";
+    std::vector<bool> numeric;
+    for (auto& c : cols) {
+        numeric.push_back(column_is_numeric(table, c));
+        out += "<th>" + html_escape(c.name) + "</th>";
+    }
+    out += "</tr></thead>\n<tbody>\n";
+    std::size_t shown = std::min(table.rows.size(), options.max_table_rows);
+    for (std::size_t r = 0; r < shown; ++r) {
+        const auto& row = table.rows[r];
+        out += std::string("<tr class=\"") + task_state_name(row.state) + "\">";
+        for (std::size_t c = 0; c < cols.size(); ++c)
+            out += (numeric[c] ? "<td class=\"n\">" : "<td>") + html_escape(cell_text(row, cols[c])) + "</td>";
+        out += "</tr>\n";
+        if (out.size() > (1 << 20)) {
+            sink(out);
+            out.clear();
+        }
+    }
+    out += "</tbody>\n</table></div>\n";
+
+    // The dimensions: parameters that vary, then metrics with numbers.
+    std::vector<const ResultRow*> rows;
+    for (auto& row : table.rows) {
+        if (rows.size() >= options.max_plot_rows) break;
+        if (row.state != TaskState::missing) rows.push_back(&row);
+    }
+    auto ranges = sweep::param_ranges(sweep.spec);
+    std::vector<Dimension> params, metrics;
+    for (auto& name : table.param_names) {
+        std::vector<const sweep::Scalar*> values;
+        std::set<std::string> distinct;
+        for (auto* row : rows)
+            if (auto* v = value_of(*row, name, false)) {
+                values.push_back(v);
+                distinct.insert(v->json);
+            }
+        if (distinct.size() < 2) continue;
+        auto r = ranges.find(name);
+        params.push_back({make_axis(name, values, r != ranges.end() && r->second.log), false});
+    }
+    for (auto& name : table.metric_names) {
+        std::vector<const sweep::Scalar*> values;
+        for (auto* row : rows)
+            if (auto* v = value_of(*row, name, true)) values.push_back(v);
+        auto axis = make_axis(name, values, false);
+        if (!axis.categorical) metrics.push_back({axis, true});
+    }
+
+    out += "<h2>Metrics against parameters</h2>\n";
+    if (rows.size() < table.rows.size())
+        out += "<p class=\"note\">Plots show the first " + std::to_string(rows.size()) + " rows.</p>\n";
+    if (params.empty() || metrics.empty()) {
+        out += "<p class=\"note\">Nothing to plot: " + std::string(metrics.empty() ? "no numeric metric" : "no parameter varies") +
+               " among the results.</p>\n";
+    } else {
+        out += "<div class=\"plots\">\n";
+        for (auto& m : metrics)
+            for (auto& p : params) {
+                write_scatter(out, rows, p, m);
+                if (out.size() > (1 << 20)) {
+                    sink(out);
+                    out.clear();
+                }
+            }
+        out += "</div>\n";
+    }
+
+    out += "<h2>Parallel coordinates</h2>\n";
+    std::vector<Dimension> dims = params;
+    dims.insert(dims.end(), metrics.begin(), metrics.end());
+    if (dims.size() < 2) {
+        out += "<p class=\"note\">Parallel coordinates need at least two varying parameters or metrics.</p>\n";
+    } else {
+        const Dimension* color = nullptr;
+        for (auto& m : metrics)
+            if (m.axis.name == options.color_metric) color = &m;
+        if (!color && !metrics.empty()) color = &metrics.front();
+        if (color)
+            out += "<p class=\"note\">Lines are coloured by " + html_escape(color->axis.name) + ": bright is best (" +
+                   (options.maximize ? "highest" : "lowest") + "); failed tasks are red.</p>\n";
+        write_parallel(out, rows, dims, color, options.maximize);
+    }
+    out += "<script>\n" + std::string(kScript) + "</script>\n</body>\n</html>\n";
+    sink(out);
+}
+
+}  // namespace aihpc::collect

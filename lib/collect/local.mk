@@ -1,0 +1,23 @@
+# lib/collect: the result reader, the Slurm join (squeue, sacct), the writers (table,
+# csv, jsonl, markdown, MLflow file store, HTML report); the aihpc-collect tool, its unit
+# tests, man page, bench and integration test.
+noinst_LTLIBRARIES += lib/collect/libaihpc_collect.la
+lib_collect_libaihpc_collect_la_SOURCES = \
+	lib/collect/result_table.cpp lib/collect/result_table.hpp \
+	lib/collect/writers.cpp lib/collect/writers.hpp \
+	lib/collect/queue.cpp lib/collect/queue.hpp \
+	lib/collect/mlflow.cpp lib/collect/mlflow.hpp \
+	lib/collect/html.cpp lib/collect/html.hpp
+EXTRA_DIST += lib/collect/README
+
+bin_PROGRAMS += tools/aihpc-collect
+tools_aihpc_collect_SOURCES = tools/aihpc-collect.cpp
+tools_aihpc_collect_LDADD = lib/collect/libaihpc_collect.la lib/sweep/libaihpc_sweep.la $(tool_libs)
+
+UNIT_TESTS += tests/unit/test_collect
+tests_unit_test_collect_SOURCES = tests/unit/test_collect.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_collect_LDADD = lib/collect/libaihpc_collect.la lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+
+dist_man_MANS += man/aihpc-collect.1
+EXTRA_DIST += bench/collect/run.sh bench/collect/reference.py \
+	tests/integration/60-collect.sh

@@ -1,0 +1,187 @@
+#include "sweep/rounds.hpp"
+
+#include <json-c/json.h>
+
+#include <cmath>
+
+#include "common/error.hpp"
+#include "common/text.hpp"
+#include "sweep/spec.hpp"
+
+namespace aihpc::sweep {
+
+namespace {
+
+struct JsonRef {
+    json_object* p = nullptr;
+    explicit JsonRef(json_object* o) : p(o) {}
+    ~JsonRef() { json_object_put(p); }
+    JsonRef(const JsonRef&) = delete;
+    JsonRef& operator=(const JsonRef&) = delete;
+};
+
+std::string words_json(const std::vector<std::string>& words) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < words.size(); ++i) out += (i ? "," : "") + json_quote(words[i]);
+    return out + "]";
+}
+
+json_object* get(json_object* o, const char* key) {
+    json_object* v = nullptr;
+    return json_object_object_get_ex(o, key, &v) ? v : nullptr;
+}
+
+std::string get_text(json_object* o, const char* key) {
+    auto* v = get(o, key);
+    return v && !json_object_is_type(v, json_type_null) ? json_object_get_string(v) : "";
+}
+
+std::uint64_t get_uint(json_object* o, const char* key, std::uint64_t fallback = 0) {
+    auto* v = get(o, key);
+    if (!v || !json_object_is_type(v, json_type_int)) return fallback;
+    auto n = json_object_get_int64(v);
+    return n < 0 ? fallback : static_cast<std::uint64_t>(n);
+}
+
+std::vector<std::string> get_words(json_object* o, const char* key) {
+    std::vector<std::string> out;
+    auto* v = get(o, key);
+    if (!v || !json_object_is_type(v, json_type_array)) return out;
+    for (std::size_t i = 0; i < json_object_array_length(v); ++i) out.push_back(json_object_get_string(json_object_array_get_idx(v, i)));
+    return out;
+}
+
+}  // namespace
+
+std::pair<std::string, bool> parse_metric_direction(const std::string& text) {
+    std::string name = text;
+    bool maximize = false;
+    auto colon = text.rfind(':');
+    if (colon != std::string::npos) {
+        auto dir = text.substr(colon + 1);
+        if (dir != "min" && dir != "max") throw Error("--metric: direction must be min or max, not '" + dir + "'");
+        maximize = dir == "max";
+        name.resize(colon);
+    }
+    if (name.empty()) throw Error("--metric needs a name, as in --metric loss:min");
+    return {name, maximize};
+}
+
+std::string rounds_json(const RoundsRecord& r) {
+    const auto& p = r.plan;
+    std::string out = "{\"rounds\":" + std::to_string(p.rounds) + ",\"metric\":" + json_quote(p.metric) + ",\"direction\":\"" +
+                      (p.maximize ? "max" : "min") + "\",\"top\":" + std::to_string(p.top) + ",\"shrink\":" + format_double(p.shrink) +
+                      ",\"trials\":" + (p.trials ? std::to_string(*p.trials) : std::string("null")) +
+                      ",\"throttle\":" + std::to_string(p.throttle) + ",\"max_array_size\":" + std::to_string(p.max_array_size) +
+                      ",\"pack\":" + std::to_string(p.pack) + ",\"sbatch\":" + words_json(p.sbatch) + ",\"tool\":" + json_quote(p.tool) +
+                      ",\"state\":" + json_quote(r.state) + ",\"message\":" + (r.message.empty() ? "null" : json_quote(r.message)) +
+                      ",\n\"history\":[";
+    for (std::size_t i = 0; i < r.history.size(); ++i) {
+        const auto& h = r.history[i];
+        out += std::string(i ? ",\n" : "\n") + "{\"round\":" + std::to_string(h.round) + ",\"dir\":" + json_quote(h.dir) +
+               ",\"tasks\":" + std::to_string(h.tasks) + ",\"jobs\":" + words_json(h.jobs) +
+               ",\"controller\":" + (h.controller.empty() ? "null" : json_quote(h.controller)) + ",\"best\":";
+        if (h.best)
+            out += "{\"index\":" + std::to_string(h.best->index) + ",\"metric\":" +
+                   (std::isfinite(h.best->metric) ? format_double(h.best->metric) : std::string("null")) +
+                   ",\"params\":" + (h.best->params_json.empty() ? "null" : h.best->params_json) + "}";
+        else
+            out += "null";
+        out += "}";
+    }
+    return out + "]}\n";
+}
+
+RoundsRecord parse_rounds_json(const std::string& text) {
+    JsonRef doc(json_tokener_parse(text.c_str()));
+    if (!doc.p || !json_object_is_type(doc.p, json_type_object) || !get(doc.p, "history"))
+        throw Error("rounds.json is damaged (no history); the closed loop cannot go on");
+    RoundsRecord r;
+    auto& p = r.plan;
+    p.rounds = get_uint(doc.p, "rounds", 1);
+    p.metric = get_text(doc.p, "metric");
+    p.maximize = get_text(doc.p, "direction") == "max";
+    p.top = get_uint(doc.p, "top", 1);
+    if (auto* v = get(doc.p, "shrink")) p.shrink = json_object_get_double(v);
+    if (auto* v = get(doc.p, "trials"); v && json_object_is_type(v, json_type_int)) p.trials = get_uint(doc.p, "trials");
+    p.throttle = get_uint(doc.p, "throttle");
+    p.max_array_size = get_uint(doc.p, "max_array_size", 1001);
+    p.pack = get_uint(doc.p, "pack", 1);
+    p.sbatch = get_words(doc.p, "sbatch");
+    p.tool = get_text(doc.p, "tool");
+    r.state = get_text(doc.p, "state");
+    r.message = get_text(doc.p, "message");
+    auto* hist = get(doc.p, "history");
+    for (std::size_t i = 0; i < json_object_array_length(hist); ++i) {
+        auto* h = json_object_array_get_idx(hist, i);
+        Round round;
+        round.round = get_uint(h, "round", i + 1);
+        round.dir = get_text(h, "dir");
+        round.tasks = get_uint(h, "tasks");
+        round.jobs = get_words(h, "jobs");
+        round.controller = get_text(h, "controller");
+        if (auto* b = get(h, "best"); b && json_object_is_type(b, json_type_object)) {
+            RoundBest best;
+            best.index = get_uint(b, "index");
+            if (auto* m = get(b, "metric")) best.metric = json_object_get_double(m);
+            if (auto* ps = get(b, "params")) best.params_json = json_object_to_json_string_ext(ps, JSON_C_TO_STRING_PLAIN);
+            round.best = best;
+        }
+        r.history.push_back(std::move(round));
+    }
+    if (r.history.empty()) throw Error("rounds.json records no round; the closed loop cannot go on");
+    return r;
+}
+
+std::string round_dir(const std::string& root, std::uint64_t round) {
+    return round <= 1 ? root : root + "/rounds/" + std::to_string(round);
+}
+
+std::string controller_script_path(const std::string& root) { return root + "/scripts/advance.sh"; }
+
+std::string controller_script(const std::string& root, const std::string& sweep_name, const std::string& tool, const std::string& tool_version) {
+    return "#!/bin/sh\n"
+           "#SBATCH --job-name=" + sweep_name + ".advance\n"
+           "#SBATCH --output=" + root + "/logs/advance-%j.out\n"
+           "#SBATCH --ntasks=1\n"
+           "#SBATCH --cpus-per-task=1\n"
+           "#SBATCH --time=00:10:00\n"
+           "# Written by aihpc-sweep " + tool_version + ": the controller of the closed loop. It ranks the\n"
+           "# round that just ended, writes the next one under rounds/, submits it and the next controller.\n"
+           "exec " + shell_quote(tool) + " advance " + shell_quote(root) + "\n";
+}
+
+std::vector<std::string> placement_args(const std::vector<std::string>& words) {
+    static const char* long_names[] = {"--partition", "--account", "--qos", "--reservation", "--clusters", "--wckey"};
+    static const char* short_names[] = {"-p", "-A", "-q", "-M"};
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        const auto& w = words[i];
+        bool take = false, with_value = false;
+        for (auto* n : long_names) {
+            std::string name(n);
+            if (w == name) take = with_value = true;
+            else if (starts_with(w, name + "=")) take = true;
+        }
+        for (auto* n : short_names) {
+            std::string name(n);
+            if (w == name) take = with_value = true;
+            else if (starts_with(w, name) && w.size() > name.size() && w[1] != '-') take = true;
+        }
+        if (!take) continue;
+        out.push_back(w);
+        if (with_value && i + 1 < words.size()) out.push_back(words[++i]);
+    }
+    return out;
+}
+
+std::vector<std::string> controller_argv(const std::string& script, const std::vector<std::string>& jobs,
+                                         const std::vector<std::string>& placement) {
+    if (jobs.empty()) throw Error("a round without jobs cannot hold a controller");
+    std::vector<std::string> out = {"sbatch", "--parsable", "--dependency=afterany:" + join(jobs, ":")};
+    out.insert(out.end(), placement.begin(), placement.end());
+    out.push_back(script);
+    return out;
+}
+
+}  // namespace aihpc::sweep

@@ -1,0 +1,307 @@
+// aihpc-collect: the results of a sweep, gathered: one row per task (table, csv, jsonl,
+// markdown), the failed and missing indices, status counts, a live progress bar, an
+// MLflow file store and an HTML report. A thin main over lib/collect; see
+// aihpc-collect(1).
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "collect/html.hpp"
+#include "collect/mlflow.hpp"
+#include "collect/queue.hpp"
+#include "collect/result_table.hpp"
+#include "collect/writers.hpp"
+#include "common/error.hpp"
+#include "common/text.hpp"
+#include "config.h"
+#include "sweep/results.hpp"
+#include "sweep/submit_plan.hpp"
+#include "sweep/sweep_dir.hpp"
+
+using namespace aihpc;
+using namespace aihpc::collect;
+
+namespace {
+
+const char* kUsage =
+    "Usage: aihpc-collect SWEEP [OPTIONS]\n"
+    "Gathers the results of a sweep: one row per task, with its parameters, metrics,\n"
+    "exit code, elapsed time and node.\n"
+    "\n"
+    "  --format F        table (default), csv, jsonl or markdown\n"
+    "  -o, --output FILE write the table to FILE instead of stdout\n"
+    "  --sort M[:min|max] order by a metric (or parameter, index, exit_code, elapsed_s);\n"
+    "                    min by default\n"
+    "  --top K           keep the first K rows\n"
+    "  --all             add a row for every task without a result (status missing)\n"
+    "  --sacct           add State, ExitCode, Elapsed and MaxRSS from sacct\n"
+    "  --failed          print the failed and missing indices in Slurm array syntax;\n"
+    "                    with --format F -o FILE, also write the table, in one pass\n"
+    "  --status          print counts of done, failed, missing, running and pending\n"
+    "  --json            with --status: one JSON object\n"
+    "  --watch           a live progress bar on stderr until no task is queued\n"
+    "  --timeout S       with --watch: give up after S seconds\n"
+    "  --mlflow DIR      write an MLflow file store (a parent run, a child run per task)\n"
+    "  --html FILE       write a self-contained HTML report\n"
+    "  --progress        report what is written on stderr (default: when it is a terminal)\n"
+    "  -h, --help        show this help\n"
+    "  -V, --version     show the version\n"
+    "See aihpc-collect(1).\n";
+
+struct UsageError : Error {
+    using Error::Error;
+};
+
+struct Options {
+    std::string sweep;
+    std::optional<Format> format;
+    std::string output;
+    std::optional<SortKey> sort;
+    std::size_t top = 0;
+    bool all = false, sacct = false, failed = false, status = false, json = false, watch = false, progress = false;
+    std::optional<double> timeout;
+    std::string mlflow, html;
+};
+
+std::uint64_t number(const std::string& option, const std::string& text) {
+    auto n = parse_uint(text);
+    if (!n) throw UsageError(option + ": '" + text + "' is not a non-negative integer");
+    return *n;
+}
+
+Options parse_args(const std::vector<std::string>& words) {
+    Options o;
+    o.progress = ::isatty(2);
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        const auto& w = words[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= words.size()) throw UsageError(w + " needs a value");
+            return words[++i];
+        };
+        if (w == "--format") {
+            auto v = value();
+            try {
+                o.format = parse_format(v);
+            } catch (const Error& e) {
+                throw UsageError(e.what());
+            }
+        } else if (w == "-o" || w == "--output") o.output = value();
+        else if (w == "--sort") {
+            auto v = value();
+            try {
+                o.sort = parse_sort_key(v);
+            } catch (const Error& e) {
+                throw UsageError(e.what());
+            }
+        } else if (w == "--top") {
+            o.top = number(w, value());
+            if (o.top == 0) throw UsageError("--top must be at least 1");
+        } else if (w == "--all") o.all = true;
+        else if (w == "--sacct") o.sacct = true;
+        else if (w == "--failed") o.failed = true;
+        else if (w == "--status") o.status = true;
+        else if (w == "--json") o.json = true;
+        else if (w == "--watch") o.watch = true;
+        else if (w == "--timeout") o.timeout = static_cast<double>(number(w, value()));
+        else if (w == "--mlflow") o.mlflow = value();
+        else if (w == "--html") o.html = value();
+        else if (w == "--progress") o.progress = true;
+        else if (w.size() > 1 && w[0] == '-') throw UsageError("unknown option " + w);
+        else if (o.sweep.empty()) o.sweep = w;
+        else throw UsageError("one SWEEP dir only ('" + o.sweep + "', then '" + w + "')");
+    }
+    if (o.sweep.empty()) throw UsageError("give a SWEEP dir");
+    if (o.status && o.watch) throw UsageError("--status and --watch do not go together");
+    if ((o.status || o.watch) && (o.failed || o.format || !o.output.empty() || o.sort || o.top || o.sacct || !o.mlflow.empty() || !o.html.empty()))
+        throw UsageError(std::string(o.status ? "--status" : "--watch") + " takes no table options");
+    if (o.json && !o.status) throw UsageError("--json goes with --status (for rows, use --format jsonl)");
+    if (o.timeout && !o.watch) throw UsageError("--timeout goes with --watch");
+    if (o.failed && o.format && o.output.empty())
+        throw UsageError("--failed prints the index list on stdout; give -o FILE for the --format table");
+    return o;
+}
+
+// A stdio stream that is closed, and checked, exactly once.
+class OutputFile {
+public:
+    explicit OutputFile(const std::string& path) : path_(path) {
+        if (path.empty() || path == "-") {
+            f_ = stdout;
+            path_ = "standard output";
+        } else {
+            f_ = std::fopen(path.c_str(), "w");
+            if (!f_) throw_errno("cannot create " + path);
+            owned_ = true;
+        }
+    }
+    ~OutputFile() {
+        if (owned_ && f_) std::fclose(f_);
+    }
+    OutputFile(const OutputFile&) = delete;
+    OutputFile& operator=(const OutputFile&) = delete;
+    Sink sink() {
+        return [this](std::string_view text) {
+            if (std::fwrite(text.data(), 1, text.size(), f_) != text.size()) throw_errno("cannot write " + path_);
+        };
+    }
+    void close() {
+        bool bad = std::fflush(f_) != 0 || std::ferror(f_);
+        if (owned_) {
+            bad = std::fclose(f_) != 0 || bad;
+            f_ = nullptr;
+        }
+        if (bad) throw_errno("cannot write " + path_);
+    }
+
+private:
+    std::string path_;
+    std::FILE* f_ = nullptr;
+    bool owned_ = false;
+};
+
+int run_status(const Options& o) {
+    auto sweep = sweep::open_sweep(o.sweep);
+    auto scan = sweep::scan_results(sweep);
+    auto arrays = read_arrays(sweep.path);
+    auto counts = count_status(sweep.tasks, scan.done, scan.failed, arrays, query_queue(arrays));
+    std::cout << (o.json ? status_json(counts) : status_text(counts));
+    return 0;
+}
+
+std::string progress_line(const StatusCounts& c) {
+    const int width = 30;
+    std::uint64_t ended = c.done + c.failed;
+    int filled = c.tasks ? static_cast<int>(ended * width / c.tasks) : width;
+    std::string bar(static_cast<std::size_t>(filled), '#');
+    bar.resize(width, '-');
+    int pct = c.tasks ? static_cast<int>(ended * 100 / c.tasks) : 100;
+    return "[" + bar + "] " + std::to_string(pct) + "% " + std::to_string(c.done) + "/" + std::to_string(c.tasks) + " done, " +
+           std::to_string(c.failed) + " failed, " + std::to_string(c.running) + " running, " + std::to_string(c.pending) + " pending, " +
+           std::to_string(c.missing) + " missing";
+}
+
+int run_watch(const Options& o) {
+    auto sweep = sweep::open_sweep(o.sweep);
+    bool tty = ::isatty(2);
+    auto start = std::chrono::steady_clock::now();
+    std::string last;
+    StatusCounts counts;
+    for (;;) {
+        auto scan = sweep::scan_results(sweep);
+        auto arrays = read_arrays(sweep.path);
+        if (arrays.empty()) throw Error(o.sweep + " was not submitted (no chunks.json): nothing to watch");
+        counts = count_status(sweep.tasks, scan.done, scan.failed, arrays, query_queue(arrays));
+        auto line = progress_line(counts);
+        if (tty) std::cerr << "\r" << line << "\033[K" << std::flush;
+        else if (line != last) std::cerr << line << "\n";
+        last = line;
+        if (!counts.queued()) break;
+        double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (o.timeout && waited + 2 > *o.timeout) {
+            if (tty) std::cerr << "\n";
+            throw Error("still " + std::to_string(counts.running + counts.pending) + " tasks queued after " +
+                        std::to_string(static_cast<long>(*o.timeout)) + " s (--timeout)");
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(2));
+    }
+    if (tty) std::cerr << "\n";
+    if (counts.failed || counts.missing) {
+        std::cerr << "aihpc-collect: the sweep ended with " << counts.failed << " failed and " << counts.missing
+                  << " missing tasks; aihpc-sweep resubmit " << o.sweep << " --failed --missing runs them again\n";
+        return 1;
+    }
+    return 0;
+}
+
+int run_table(const Options& o) {
+    auto sweep = sweep::open_sweep(o.sweep);
+    bool rows_out = !o.failed && (o.format || !o.output.empty() || (o.mlflow.empty() && o.html.empty()));
+    bool rows_to_file = o.failed && !o.output.empty();
+    if (o.failed && !rows_to_file && o.mlflow.empty() && o.html.empty()) {
+        // The list alone: the result scan is all it takes.
+        auto scan = sweep::scan_results(sweep);
+        auto list = scan.missing(sweep.tasks);
+        list.insert(scan.failed.begin(), scan.failed.end());
+        if (!list.empty()) std::cout << sweep::array_spec(list, 0) << "\n";
+        return 0;
+    }
+
+    ReadOptions ro;
+    ro.include_missing = o.all;
+    ResultTable table = read_results(sweep, ro);
+    if (o.sacct) {
+        auto arrays = read_arrays(sweep.path);
+        join_sacct(table, query_sacct(table, arrays, sweep.spec.final_phase().name), arrays, sweep.spec.final_phase().name);
+    }
+    if (o.sort) sort_rows(table, *o.sort);
+    keep_top(table, o.top);
+
+    if (rows_out || rows_to_file) {
+        OutputFile out(o.output);
+        write_rows(table, o.format.value_or(Format::table), out.sink());
+        out.close();
+        if (o.progress && !o.output.empty())
+            std::cerr << "aihpc-collect: " << table.rows.size() << " rows in " << o.output << "\n";
+    }
+    if (!o.mlflow.empty()) {
+        auto s = write_mlflow(table, sweep, o.mlflow);
+        if (!s.skipped.empty())
+            std::cerr << "aihpc-collect: MLflow refuses these names as file names, so they were left out: " << join(s.skipped, ", ")
+                      << "\n";
+        if (o.progress)
+            std::cerr << "aihpc-collect: MLflow experiment " << s.experiment_id << " in " << s.root << ": parent run " << s.parent_run_id
+                      << ", " << s.child_runs << " child runs\n";
+    }
+    if (!o.html.empty()) {
+        HtmlOptions ho;
+        if (o.sort) {
+            ho.color_metric = o.sort->column;
+            ho.maximize = o.sort->maximize;
+        }
+        OutputFile out(o.html);
+        write_html(table, sweep, ho, out.sink());
+        out.close();
+        if (o.progress) std::cerr << "aihpc-collect: report in " << o.html << "\n";
+    }
+    if (o.failed) {
+        auto list = table.failed_or_missing();
+        if (!list.empty()) std::cout << sweep::array_spec(list, 0) << "\n";
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> words(argv + 1, argv + argc);
+    for (auto& w : words) {
+        if (w == "-h" || w == "--help") {
+            std::cout << kUsage;
+            return 0;
+        }
+        if (w == "-V" || w == "--version") {
+            std::cout << "aihpc-collect " << PACKAGE_VERSION << "\n";
+            return 0;
+        }
+    }
+    try {
+        Options o = parse_args(words);
+        if (o.status) return run_status(o);
+        if (o.watch) return run_watch(o);
+        return run_table(o);
+    } catch (const UsageError& e) {
+        std::cerr << "aihpc-collect: " << e.what() << "\nTry 'aihpc-collect --help'.\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "aihpc-collect: " << e.what() << "\n";
+        return 1;
+    }
+}
