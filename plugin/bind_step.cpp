@@ -17,7 +17,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "affinity/apply.hpp"
 #include "affinity/bind_plan.hpp"
@@ -104,8 +106,35 @@ void bind_user_init(const Spank& spank, PluginState& st) {
     st.note("bind: planned " + std::to_string(bs.request.tasks) + " tasks, mode " + config::to_string(bs.plan->mode));
 }
 
+namespace {
+
+// Names of the per-task variables aihpc exported, carried in the task's environment so a
+// later step (an srun inside a batch job) that neither binds nor asks for the training
+// variables drops the batch step's stale values instead of inheriting them. GPU
+// visibility is left alone: Slurm itself sets it for every step that has GPUs.
+constexpr const char* exported_marker = "AIHPC_TASK_ENV";
+
+void drop_stale_task_env(const Spank& spank, const std::set<std::string>& set_now) {
+    auto previous = spank.getenv(exported_marker);
+    if (!previous) return;
+    for (const std::string& name : split(*previous, ','))
+        if (!name.empty() && !set_now.count(name) && name != "CUDA_VISIBLE_DEVICES" && name != "ROCR_VISIBLE_DEVICES" &&
+            name != "CUDA_DEVICE_ORDER")
+            spank.unsetenv(name);
+}
+
+void export_task_env(const Spank& spank, const std::map<std::string, std::string>& env, std::set<std::string>& set_now) {
+    for (const auto& [name, value] : env) {
+        if (!spank.setenv(name, value)) throw Error("cannot set " + name + " in the task's environment");
+        set_now.insert(name);
+    }
+}
+
+}  // namespace
+
 void bind_task_init(const Spank& spank, PluginState& st) {
     BindStep& bs = bind_step();
+    std::set<std::string> set_now;
     const unsigned local_rank = static_cast<unsigned>(spank.task_id().value_or(0));
     const unsigned global_rank = spank.u32(S_TASK_GLOBAL_ID).value_or(local_rank);
 
@@ -123,8 +152,7 @@ void bind_task_init(const Spank& spank, PluginState& st) {
         if (verbose && local_rank == 0)
             for (const std::string& warning : plan.warnings) std::fprintf(stderr, "aihpc: warning: %s\n", warning.c_str());
         affinity::apply_binding(plan, task);
-        for (const auto& [name, value] : task.env)
-            if (!spank.setenv(name, value)) throw Error("cannot set " + name + " in the task's environment");
+        export_task_env(spank, task.env, set_now);
         if (verbose) std::fprintf(stderr, "aihpc: %s\n", affinity::describe_task(task, global_rank).c_str());
     }
 
@@ -138,9 +166,11 @@ void bind_task_init(const Spank& spank, PluginState& st) {
         shape.local_rank = local_rank;
         shape.local_world_size = st.step.local_task_count;
         shape.node_rank = st.step.node_index;
-        for (const auto& [name, value] : affinity::torch_env(shape))
-            if (!spank.setenv(name, value)) throw Error("cannot set " + name + " in the task's environment");
+        export_task_env(spank, affinity::torch_env(shape), set_now);
     }
+    drop_stale_task_env(spank, set_now);
+    if (set_now.empty()) spank.unsetenv(exported_marker);
+    else spank.setenv(exported_marker, join(std::vector<std::string>(set_now.begin(), set_now.end()), ","));
     std::fflush(stderr);
 }
 

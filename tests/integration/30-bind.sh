@@ -3,7 +3,7 @@
 # policy, verbose lines, the torch variables, the topology cache and the site default.
 # The two nodes share this host: each node's tasks are checked against each other.
 . "$(dirname "$0")/lib.sh"
-plan 16
+plan 17
 work=$(scratch)
 cd "$work"
 bind_tool=$top_builddir/tools/aihpc-bind
@@ -111,6 +111,15 @@ JOB
 state=$(sbatch_wait -o batch.out batch.sh)
 ok "a batch job's srun step sets its own per-task values, not the batch step's" \
     bash -c '[ "'"$state"'" = COMPLETED ] && [ "$(cat '"$work"'/batch.task.* | awk "{print \$8}" | sort -n | paste -sd,)" = 0,1,2,3 ] && [ "$(cat '"$work"'/batch.task.* | awk "{print \$9}" | sort -u)" = 4 ]'
+
+cat >unbound.sh <<JOB
+#!/bin/bash
+#SBATCH -N1 -n2 --aihpc-bind=cores --aihpc-dist
+srun -n2 --cpu-bind=none --aihpc-bind=none --aihpc-dist=none ./task.sh unbound
+JOB
+state=$(sbatch_wait -o unbound.out unbound.sh)
+ok "a step that neither binds nor asks for the training variables drops the batch step's" \
+    bash -c '[ "'"$state"'" = COMPLETED ] && [ "$(cat '"$work"'/unbound.task.* | awk "{print \$5 \$6 \$7 \$8 \$9 \$13}" | sort -u)" = ------ ]'
 
 topology_cache() {
     local node file
