@@ -2,7 +2,7 @@
 # Staging benchmark: aihpc-stage against cp -a and a tar pipe, in one run, as ratios.
 #   bench/stage/run.sh [BUILD_DIR]
 # Source on the local disk (read once first, so it is in the page cache), destination
-# on tmpfs (/dev/shm). Environment: FILES (20000), BIG_MB (1024), REPEAT (3),
+# on tmpfs (/dev/shm). Environment: FILES (20000), BIG_MB (1024, 0 to skip), REPEAT (3),
 # SRC_BASE (/var/tmp), DST_BASE (/dev/shm).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,7 +69,8 @@ printf 'conc  8 stagers      %8.3fs   copies made: %s (target 1), cache hits: %s
 clear_dst
 rm -rf "$src_base/tree"
 
-# Two large files.
+# Two large files (BIG_MB=0 skips them).
+((big_mb > 0)) || exit 0
 mkdir -p "$src_base/big"
 for i in 1 2; do head -c $((big_mb * 1048576)) /dev/urandom >"$src_base/big/f$i"; done
 cat "$src_base/big/"* >/dev/null

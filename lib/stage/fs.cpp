@@ -6,9 +6,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "common/error.hpp"
@@ -91,6 +93,32 @@ UniqueFd ensure_dir_at(int parent_fd, const std::string& name, mode_t mode, cons
     return UniqueFd(fd);
 }
 
+DirectoryNames::DirectoryNames(int dir_fd, const std::string& shown_path) {
+    // 32 KiB holds a few hundred entries: one call for most directories.
+    constexpr std::size_t batch = 32768;
+    std::unique_ptr<char[]> buffer(new char[batch]);
+    while (true) {
+        ssize_t n = ::getdents64(dir_fd, buffer.get(), batch);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("cannot list " + shown_path);
+        }
+        if (n == 0) break;
+        for (ssize_t offset = 0; offset < n;) {
+            const auto* ent = reinterpret_cast<const struct dirent64*>(buffer.get() + offset);
+            offset += ent->d_reclen;
+            const char* name = ent->d_name;
+            if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))) continue;
+            std::size_t length = std::strlen(name);
+            names_.push_back({static_cast<std::uint32_t>(text_.size()), static_cast<std::uint32_t>(length)});
+            text_.append(name, length + 1);
+        }
+    }
+    std::sort(names_.begin(), names_.end(), [this](const Name& a, const Name& b) {
+        return std::string_view(text_.data() + a.start, a.length) < std::string_view(text_.data() + b.start, b.length);
+    });
+}
+
 namespace {
 
 bool remove_children(int dir_fd, dev_t device, std::string* error, int depth);
@@ -151,21 +179,16 @@ bool remove_children(int dir_fd, dev_t device, std::string* error, int depth) {
         note_error(error, std::string("open for listing: ") + std::strerror(errno));
         return false;
     }
-    DIR* dir = ::fdopendir(listing_fd);
-    if (!dir) {
-        ::close(listing_fd);
-        note_error(error, std::string("fdopendir: ") + std::strerror(errno));
+    UniqueFd listing(listing_fd);
+    try {
+        DirectoryNames names(listing.get(), "a directory being removed");
+        bool ok = true;
+        for (std::size_t i = 0; i < names.size(); ++i) ok = remove_entry(dir_fd, names.c_str(i), device, error, depth) && ok;
+        return ok;
+    } catch (const Error& e) {
+        note_error(error, e.what());
         return false;
     }
-    std::vector<std::string> names;
-    while (struct dirent* ent = ::readdir(dir)) {
-        if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) continue;
-        names.emplace_back(ent->d_name);
-    }
-    ::closedir(dir);
-    bool ok = true;
-    for (const std::string& name : names) ok = remove_entry(dir_fd, name.c_str(), device, error, depth) && ok;
-    return ok;
 }
 
 }  // namespace

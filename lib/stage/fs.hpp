@@ -5,8 +5,11 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/fd.hpp"
 
@@ -26,6 +29,29 @@ UniqueFd open_dir(const std::string& path);
 
 // mkdirat unless present; then opens it with O_NOFOLLOW and checks it is a directory.
 UniqueFd ensure_dir_at(int parent_fd, const std::string& name, mode_t mode, const std::string& shown_path);
+
+// The names in one directory, sorted bytewise, without "." and "..": read with
+// getdents64 in large batches into one buffer, with no allocation per name. Every scan,
+// listing check and removal of the engine lists directories through it.
+class DirectoryNames {
+public:
+    // Lists the directory open as dir_fd, reading its position to the end. Throws
+    // aihpc::SystemError naming shown_path.
+    DirectoryNames(int dir_fd, const std::string& shown_path);
+
+    std::size_t size() const { return names_.size(); }
+    std::string_view operator[](std::size_t i) const { return {text_.data() + names_[i].start, names_[i].length}; }
+    // NUL-terminated, for the *at() calls.
+    const char* c_str(std::size_t i) const { return text_.data() + names_[i].start; }
+
+private:
+    struct Name {
+        std::uint32_t start;
+        std::uint32_t length;
+    };
+    std::string text_;
+    std::vector<Name> names_;
+};
 
 // Removes `name` below parent_fd and everything in it, fd-relative: symlinks are removed,
 // never followed; a directory on another device (a mount point) is left alone; read-only

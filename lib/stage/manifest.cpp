@@ -88,19 +88,76 @@ std::string hash_fd(int fd, const std::string& shown_path) {
     return hasher.hex();
 }
 
+namespace {
+
+// printf's "%o", "%" PRIu64 and "%" PRId64 without its per-call cost: the text form and
+// the metadata hash are computed over every entry of every stage-in.
+char* put_octal(char* out, unsigned value, int min_digits) {
+    char digits[12];
+    int n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + (value & 7));
+        value >>= 3;
+    } while (value);
+    for (int i = n; i < min_digits; ++i) *out++ = '0';
+    while (n) *out++ = digits[--n];
+    return out;
+}
+
+char* put_decimal(char* out, std::uint64_t value) {
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + value % 10);
+        value /= 10;
+    } while (value);
+    while (n) *out++ = digits[--n];
+    return out;
+}
+
+char* put_signed(char* out, std::int64_t value) {
+    if (value >= 0) return put_decimal(out, static_cast<std::uint64_t>(value));
+    *out++ = '-';
+    return put_decimal(out, ~static_cast<std::uint64_t>(value) + 1);
+}
+
+// "TYPE MODE SIZE MTIME_NS " with the mode's octal digits padded to mode_digits.
+constexpr std::size_t entry_head_max = 1 + 1 + 6 + 1 + 20 + 1 + 20 + 1;
+char* put_entry_head(char* out, const ManifestEntry& e, int mode_digits) {
+    *out++ = static_cast<char>(e.type);
+    *out++ = ' ';
+    out = put_octal(out, static_cast<unsigned>(e.mode), mode_digits);
+    *out++ = ' ';
+    out = put_decimal(out, e.size);
+    *out++ = ' ';
+    out = put_signed(out, e.mtime_ns);
+    *out++ = ' ';
+    return out;
+}
+
+}  // namespace
+
 std::string Manifest::metadata_hash() const {
+    // The stream hashed is, per entry: the head (mode unpadded), the path's and target's
+    // lengths as two native uint64s (so no choice of names can make two different lists
+    // hash alike), then the path and the target. It is gathered into large blocks, since
+    // xxh3's result does not depend on how its input is split.
     ContentHasher hasher;
+    std::string block;
+    block.reserve(1 << 16);
     for (const ManifestEntry& e : entries) {
-        char head[96];
-        int n = std::snprintf(head, sizeof head, "%c %o %" PRIu64 " %" PRId64 " ", static_cast<char>(e.type),
-                              static_cast<unsigned>(e.mode), e.size, e.mtime_ns);
-        hasher.update(head, static_cast<std::size_t>(n));
-        // Lengths first, so no choice of names can make two different lists hash alike.
+        char head[entry_head_max];
+        block.append(head, static_cast<std::size_t>(put_entry_head(head, e, 0) - head));
         std::uint64_t lengths[2] = {e.path.size(), e.target.size()};
-        hasher.update(lengths, sizeof lengths);
-        hasher.update(e.path.data(), e.path.size());
-        hasher.update(e.target.data(), e.target.size());
+        block.append(reinterpret_cast<const char*>(lengths), sizeof lengths);
+        block += e.path;
+        block += e.target;
+        if (block.size() >= (1 << 16) - 512) {
+            hasher.update(block.data(), block.size());
+            block.clear();
+        }
     }
+    hasher.update(block.data(), block.size());
     return hasher.hex();
 }
 
@@ -148,10 +205,8 @@ std::string Manifest::serialize() const {
     std::string out;
     out.reserve(entries.size() * 64);
     for (const ManifestEntry& e : entries) {
-        char head[96];
-        std::snprintf(head, sizeof head, "%c %04o %" PRIu64 " %" PRId64 " ", static_cast<char>(e.type),
-                      static_cast<unsigned>(e.mode), e.size, e.mtime_ns);
-        out += head;
+        char head[entry_head_max];
+        out.append(head, static_cast<std::size_t>(put_entry_head(head, e, 4) - head));
         out += e.content_hash ? *e.content_hash : "-";
         out += ' ';
         out += escape_path(e.path);
@@ -215,105 +270,43 @@ std::int64_t mtime_of(const struct stat& st) {
     return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 }
 
-void scan_dir(int dir_fd, const std::string& prefix, const std::string& shown_root, Manifest& out, int depth) {
-    if (depth > 1024) throw Error("cannot stage " + shown_root + ": directory nesting deeper than 1024");
-    int listing_fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (listing_fd < 0) throw_errno("cannot list " + join_path(shown_root, prefix));
-    DIR* dir = ::fdopendir(listing_fd);
-    if (!dir) {
-        ::close(listing_fd);
-        throw_errno("cannot list " + join_path(shown_root, prefix));
-    }
-    std::vector<std::string> names;
-    errno = 0;
-    while (struct dirent* ent = ::readdir(dir)) {
-        if (std::strcmp(ent->d_name, ".") == 0 || std::strcmp(ent->d_name, "..") == 0) continue;
-        names.emplace_back(ent->d_name);
-    }
-    int err = errno;
-    ::closedir(dir);
-    if (err) throw SystemError("cannot list " + join_path(shown_root, prefix), err);
-    std::sort(names.begin(), names.end());
-
-    for (const std::string& name : names) {
-        std::string path = prefix.empty() ? name : prefix + "/" + name;
-        struct stat st {};
-        if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            if (errno == ENOENT) continue;  // removed while scanning: the post-copy check catches churn
-            throw_errno("cannot stat " + join_path(shown_root, path));
-        }
-        ManifestEntry e;
-        e.path = path;
-        e.mode = st.st_mode & 07777;
-        e.mtime_ns = mtime_of(st);
-        if (S_ISREG(st.st_mode)) {
-            e.type = EntryType::file;
-            e.size = static_cast<std::uint64_t>(st.st_size);
-            out.entries.push_back(std::move(e));
-        } else if (S_ISLNK(st.st_mode)) {
-            e.type = EntryType::symlink;
-            std::vector<char> buf(static_cast<std::size_t>(st.st_size) + 2);
-            ssize_t n = ::readlinkat(dir_fd, name.c_str(), buf.data(), buf.size());
-            if (n < 0) throw_errno("cannot read link " + join_path(shown_root, path));
-            e.target.assign(buf.data(), static_cast<std::size_t>(n));
-            e.size = e.target.size();
-            out.entries.push_back(std::move(e));
-        } else if (S_ISDIR(st.st_mode)) {
-            e.type = EntryType::directory;
-            out.entries.push_back(std::move(e));
-            int sub = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (sub < 0) throw_errno("cannot open directory " + join_path(shown_root, path));
-            UniqueFd sub_fd(sub);
-            scan_dir(sub_fd.get(), path, shown_root, out, depth + 1);
-        } else {
-            throw Error("cannot stage " + join_path(shown_root, path) +
-                        ": it is a socket, FIFO or device file; only files, directories and symlinks can be staged");
-        }
-    }
-}
-
-}  // namespace
-
-namespace {
-
-// One directory of a parallel scan: its direct entries, sorted, and the nodes of its
-// subdirectories in the same order.
+// One directory of a scan: its direct entries in name order, and the nodes of its
+// subdirectories in the same order. Workers fill nodes independently; the manifest is
+// assembled from the tree of nodes at the end, so the order never depends on threads.
 struct ScanNode {
     std::string prefix;
+    int depth = 0;
     std::vector<ManifestEntry> entries;
     std::vector<ScanNode*> subdirs;
 };
 
-void list_one_dir(int root_fd, ScanNode& node, const std::string& shown_root,
-                  std::vector<std::unique_ptr<ScanNode>>& created) {
-    UniqueFd dir_fd = node.prefix.empty() ? UniqueFd(::fcntl(root_fd, F_DUPFD_CLOEXEC, 0))
-                                          : open_beneath_or_throw(root_fd, node.prefix, O_RDONLY | O_DIRECTORY,
-                                                                  join_path(shown_root, node.prefix));
-    Manifest direct;
-    int listing_fd = ::openat(dir_fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (listing_fd < 0) throw_errno("cannot list " + join_path(shown_root, node.prefix));
-    DIR* dir = ::fdopendir(listing_fd);
-    if (!dir) {
-        ::close(listing_fd);
-        throw_errno("cannot list " + join_path(shown_root, node.prefix));
+std::string child_path(const std::string& prefix, std::string_view name) {
+    std::string path;
+    path.reserve(prefix.size() + 1 + name.size());
+    if (!prefix.empty()) {
+        path += prefix;
+        path += '/';
     }
-    std::vector<std::string> names;
-    errno = 0;
-    while (struct dirent* ent = ::readdir(dir))
-        if (std::strcmp(ent->d_name, ".") != 0 && std::strcmp(ent->d_name, "..") != 0) names.emplace_back(ent->d_name);
-    int err = errno;
-    ::closedir(dir);
-    if (err) throw SystemError("cannot list " + join_path(shown_root, node.prefix), err);
-    std::sort(names.begin(), names.end());
-    for (const std::string& name : names) {
-        std::string path = node.prefix.empty() ? name : node.prefix + "/" + name;
+    path += name;
+    return path;
+}
+
+void scan_node(int root_fd, ScanNode& node, const std::string& shown_root, std::vector<std::unique_ptr<ScanNode>>& created) {
+    if (node.depth > 1024) throw Error("cannot stage " + shown_root + ": directory nesting deeper than 1024");
+    std::string shown_dir = join_path(shown_root, node.prefix);
+    UniqueFd dir_fd = node.prefix.empty() ? UniqueFd(::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC))
+                                          : open_beneath_or_throw(root_fd, node.prefix, O_RDONLY | O_DIRECTORY, shown_dir);
+    if (!dir_fd) throw_errno("cannot list " + shown_dir);
+    DirectoryNames names(dir_fd.get(), shown_dir);
+    node.entries.reserve(names.size());
+    for (std::size_t i = 0; i < names.size(); ++i) {
         struct stat st {};
-        if (::fstatat(dir_fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            if (errno == ENOENT) continue;
-            throw_errno("cannot stat " + join_path(shown_root, path));
+        if (::fstatat(dir_fd.get(), names.c_str(i), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno == ENOENT) continue;  // removed while scanning: the copy's own checks catch churn
+            throw_errno("cannot stat " + join_path(shown_root, child_path(node.prefix, names[i])));
         }
         ManifestEntry e;
-        e.path = path;
+        e.path = child_path(node.prefix, names[i]);
         e.mode = st.st_mode & 07777;
         e.mtime_ns = mtime_of(st);
         if (S_ISREG(st.st_mode)) {
@@ -321,39 +314,38 @@ void list_one_dir(int root_fd, ScanNode& node, const std::string& shown_root,
         } else if (S_ISLNK(st.st_mode)) {
             e.type = EntryType::symlink;
             std::vector<char> buf(static_cast<std::size_t>(st.st_size) + 2);
-            ssize_t n = ::readlinkat(dir_fd.get(), name.c_str(), buf.data(), buf.size());
-            if (n < 0) throw_errno("cannot read link " + join_path(shown_root, path));
+            ssize_t n = ::readlinkat(dir_fd.get(), names.c_str(i), buf.data(), buf.size());
+            if (n < 0) throw_errno("cannot read link " + join_path(shown_root, e.path));
             e.target.assign(buf.data(), static_cast<std::size_t>(n));
             e.size = e.target.size();
         } else if (S_ISDIR(st.st_mode)) {
             e.type = EntryType::directory;
             created.push_back(std::make_unique<ScanNode>());
-            created.back()->prefix = path;
+            created.back()->prefix = e.path;
+            created.back()->depth = node.depth + 1;
             node.subdirs.push_back(created.back().get());
         } else {
-            throw Error("cannot stage " + join_path(shown_root, path) +
+            throw Error("cannot stage " + join_path(shown_root, e.path) +
                         ": it is a socket, FIFO or device file; only files, directories and symlinks can be staged");
         }
         node.entries.push_back(std::move(e));
     }
 }
 
-void assemble(const ScanNode& node, Manifest& out) {
+void assemble(ScanNode& node, Manifest& out) {
     std::size_t sub = 0;
-    for (const ManifestEntry& e : node.entries) {
-        out.entries.push_back(e);
-        if (e.type == EntryType::directory) assemble(*node.subdirs[sub++], out);
+    for (ManifestEntry& e : node.entries) {
+        bool directory = e.type == EntryType::directory;
+        out.entries.push_back(std::move(e));
+        if (directory) assemble(*node.subdirs[sub++], out);
     }
 }
 
 }  // namespace
 
 Manifest scan_tree(int dir_fd, const std::string& shown_path, unsigned threads) {
-    Manifest manifest;
-    if (threads <= 1) {
-        scan_dir(dir_fd, "", shown_path, manifest, 0);
-        return manifest;
-    }
+    // Directories are the unit of work: each is listed and its entries stat'ed by one
+    // worker, which queues its subdirectories for whichever worker is free.
     std::mutex lock;
     std::condition_variable ready;
     std::vector<std::unique_ptr<ScanNode>> nodes;
@@ -376,7 +368,7 @@ Manifest scan_tree(int dir_fd, const std::string& shown_path, unsigned threads) 
             std::vector<std::unique_ptr<ScanNode>> created;
             std::string error;
             try {
-                list_one_dir(dir_fd, *node, shown_path, created);
+                scan_node(dir_fd, *node, shown_path, created);
             } catch (const std::exception& e) {
                 error = e.what();
             }
@@ -395,6 +387,10 @@ Manifest scan_tree(int dir_fd, const std::string& shown_path, unsigned threads) 
     work();
     for (std::thread& t : pool) t.join();
     if (!first_error.empty()) throw Error(first_error);
+    std::size_t total = 0;
+    for (const auto& node : nodes) total += node->entries.size();
+    Manifest manifest;
+    manifest.entries.reserve(total);
     assemble(*nodes.front(), manifest);
     return manifest;
 }

@@ -72,15 +72,13 @@ std::vector<std::string> list_names(int dir_fd) {
     std::vector<std::string> names;
     int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return names;
-    DIR* dir = ::fdopendir(fd);
-    if (!dir) {
-        ::close(fd);
-        return names;
+    UniqueFd listing(fd);
+    try {
+        DirectoryNames listed(listing.get(), "the cache");
+        for (std::size_t i = 0; i < listed.size(); ++i) names.emplace_back(listed[i]);
+    } catch (const Error&) {
+        names.clear();
     }
-    while (struct dirent* ent = ::readdir(dir))
-        if (std::strcmp(ent->d_name, ".") != 0 && std::strcmp(ent->d_name, "..") != 0) names.emplace_back(ent->d_name);
-    ::closedir(dir);
-    std::sort(names.begin(), names.end());
     return names;
 }
 
@@ -266,22 +264,38 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     return result;
 }
 
+std::optional<CacheEntryInfo> NodeCache::stored_info(const std::string& key) const {
+    if (!is_key_name(key)) return std::nullopt;
+    int fd = ::openat(entries_fd_.get(), key.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    UniqueFd entry(fd);
+    std::optional<std::string> text = read_small_file_at(entry.get(), "info");
+    if (!text) return std::nullopt;
+    auto info = parse_info(*text);
+    CacheEntryInfo e;
+    e.key = key;
+    e.src = info["src"];
+    e.realpath = info["realpath"];
+    e.kind = info["kind"];
+    e.manifest_hash = info["manifest_hash"];
+    e.bytes = parse_uint(info["bytes"]).value_or(0);
+    e.files = parse_uint(info["files"]).value_or(0);
+    return e;
+}
+
 std::vector<CacheEntryInfo> NodeCache::list() const {
     std::vector<CacheEntryInfo> out;
     for (const std::string& name : list_names(entries_fd_.get())) {
         if (!is_key_name(name)) continue;
-        CacheEntryInfo e;
-        e.key = name;
-        int fd = ::openat(entries_fd_.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) continue;
-        UniqueFd entry(fd);
-        auto info = parse_info(read_small_file_at(entry.get(), "info").value_or(""));
-        e.src = info["src"];
-        e.realpath = info["realpath"];
-        e.kind = info["kind"];
-        e.manifest_hash = info["manifest_hash"];
-        e.bytes = parse_uint(info["bytes"]).value_or(0);
-        e.files = parse_uint(info["files"]).value_or(0);
+        std::optional<CacheEntryInfo> stored = stored_info(name);
+        if (!stored) {
+            // An entry without its info file still holds space and may be evicted.
+            struct stat st {};
+            if (::fstatat(entries_fd_.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
+            stored = CacheEntryInfo{};
+            stored->key = name;
+        }
+        CacheEntryInfo e = std::move(*stored);
         std::string lock_name = name + ".lock";
         struct stat st {};
         if (::fstatat(locks_fd_.get(), lock_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)

@@ -104,6 +104,9 @@ public:
 
     std::string entry_path(const std::string& key) const;
     std::optional<Manifest> stored_manifest(const std::string& key) const;
+    // What the entry's info file says (not last_used_ns nor in_use), or nullopt when the
+    // entry or its info file is missing. Cheap: a hit needs its totals, not its manifest.
+    std::optional<CacheEntryInfo> stored_info(const std::string& key) const;
 
     std::vector<CacheEntryInfo> list() const;
     // Evicts entries not in use, least recently used first, until the cache holds at

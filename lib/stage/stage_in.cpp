@@ -57,7 +57,7 @@ Manifest scan_source(const OpenSource& source, unsigned threads) {
 }
 
 // The item as it must look after staging, from the data written.
-Manifest produce_data(const OpenSource& source, Manifest source_manifest, int parent_fd, const std::string& name,
+Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int parent_fd, const std::string& name,
                       const std::string& shown_dst, const StageSettings& settings, bool read_only, std::uint64_t* bytes,
                       std::uint64_t* files) {
     Manifest written;
@@ -79,8 +79,12 @@ Manifest produce_data(const OpenSource& source, Manifest source_manifest, int pa
     return written;
 }
 
-void check_unchanged(const OpenSource& source, const std::string& manifest_hash, unsigned threads) {
-    if (scan_source(source, threads).metadata_hash() != manifest_hash)
+// A tree or a lone file needs no second scan: the copy compares every entry with the
+// manifest as it goes (copy_item). An archive is read through libarchive, so the
+// archive file's own metadata is compared once it is extracted.
+void check_unchanged(const OpenSource& source, const std::string& manifest_hash) {
+    if (source.kind != SourceKind::archive) return;
+    if (scan_file(source.fd.get(), source.realpath).metadata_hash() != manifest_hash)
         throw Error("stage source " + source.realpath +
                     " changed while it was being staged; stage it again once nothing writes to it");
 }
@@ -205,8 +209,9 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         } guard{to_dir.get(), temp};
         Manifest written;
         try {
-            written = produce_data(source, manifest, to_dir.get(), temp, temp_path, settings, false, &item.bytes, &item.files);
-            check_unchanged(source, item.manifest_hash, settings.threads);
+            written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, settings, false, &item.bytes,
+                                   &item.files);
+            check_unchanged(source, item.manifest_hash);
             if (settings.verify) {
                 UniqueFd data(::openat(to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                 if (!data) throw_errno("cannot open " + temp_path);
@@ -233,9 +238,9 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         Obtained got;
         try {
             got = cache.obtain(item.key, manifest.byte_count(), info, [&](int entry_fd, const std::string& entry_path) {
-                Manifest written = produce_data(source, manifest, entry_fd, "data", join_path(entry_path, "data"), settings,
-                                                true, &item.bytes, &item.files);
-                check_unchanged(source, item.manifest_hash, settings.threads);
+                Manifest written = produce_data(source, std::move(manifest), entry_fd, "data", join_path(entry_path, "data"),
+                                                settings, true, &item.bytes, &item.files);
+                check_unchanged(source, item.manifest_hash);
                 if (settings.verify) {
                     UniqueFd data(::openat(entry_fd, "data", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                     if (!data) throw_errno("cannot open " + join_path(entry_path, "data"));
@@ -249,11 +254,15 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         item.outcome = got.hit ? StageOutcome::hit : StageOutcome::miss;
         item.data_path = got.data_path;
         if (got.hit) {
-            std::optional<Manifest> stored = cache.stored_manifest(item.key);
-            if (!stored) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(item.key) + " has no manifest; run aihpc-stage cache gc");
-            item.bytes = stored->byte_count();
-            item.files = stored->file_count();
+            // The totals come from the entry's small info file: a hit must not cost a
+            // parse of the whole stored manifest, which only verification needs.
+            std::optional<CacheEntryInfo> totals = cache.stored_info(item.key);
+            if (!totals) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(item.key) + " has no info file; run aihpc-stage cache gc");
+            item.bytes = totals->bytes;
+            item.files = totals->files;
             if (settings.verify) {
+                std::optional<Manifest> stored = cache.stored_manifest(item.key);
+                if (!stored) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(item.key) + " has no manifest; run aihpc-stage cache gc");
                 Manifest expected = stored->has_content_hashes() ? *stored : expected_with_hashes(source, *stored, settings.threads);
                 UniqueFd data(::open(got.data_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                 if (!data) throw_errno("cannot open " + got.data_path);

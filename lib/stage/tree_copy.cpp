@@ -10,7 +10,9 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
@@ -18,26 +20,58 @@
 
 namespace aihpc::stage {
 
+namespace {
+
+// The name of an entry inside its directory; NUL-terminated, for the *at() calls.
+const char* name_in_directory(const std::string& path) {
+    std::size_t slash = path.rfind('/');
+    return path.c_str() + (slash == std::string::npos ? 0 : slash + 1);
+}
+
+std::string_view directory_of(const std::string& path) {
+    std::size_t slash = path.rfind('/');
+    return slash == std::string::npos ? std::string_view() : std::string_view(path).substr(0, slash);
+}
+
+}  // namespace
+
 CopyPlan plan_copy(const Manifest& manifest, bool allow_split, PieceSizing sizing) {
     CopyPlan plan;
+    plan.listings.emplace_back();
+    std::unordered_map<std::string_view, std::size_t> listing_of{{std::string_view(), 0}};
+    std::vector<std::size_t> parent_listing(manifest.entries.size());
     for (std::size_t i = 0; i < manifest.entries.size(); ++i) {
         const ManifestEntry& e = manifest.entries[i];
+        auto parent = listing_of.find(directory_of(e.path));
+        if (parent == listing_of.end())
+            throw Error("the manifest lists " + e.path + " before its directory; it cannot be copied");
+        parent_listing[i] = parent->second;
+        plan.listings[parent->second].children.push_back(i);
         switch (e.type) {
-        case EntryType::directory: plan.directories.push_back(i); break;
+        case EntryType::directory:
+            plan.directories.push_back(i);
+            listing_of.emplace(e.path, plan.listings.size());
+            plan.listings.push_back({i, {}});
+            break;
         case EntryType::symlink: plan.symlinks.push_back(i); break;
         case EntryType::file:
             if (allow_split && sizing.piece_bytes > 0 && e.size > sizing.split_above) {
                 plan.split_files.push_back(i);
                 for (std::uint64_t off = 0; off < e.size; off += sizing.piece_bytes)
-                    plan.pieces.push_back({i, off, std::min(sizing.piece_bytes, e.size - off), false});
-            } else {
-                plan.pieces.push_back({i, 0, e.size, true});
+                    plan.pieces.push_back({i, off, std::min(sizing.piece_bytes, e.size - off), false, parent_listing[i]});
+            } else if (e.size > sizing.piece_bytes) {
+                plan.pieces.push_back({i, 0, e.size, true, parent_listing[i]});
             }
             break;
         }
     }
     std::stable_sort(plan.pieces.begin(), plan.pieces.end(),
                      [](const CopyPiece& a, const CopyPiece& b) { return a.length > b.length; });
+    for (std::size_t d = 0; d < plan.listings.size(); ++d)
+        for (std::size_t i : plan.listings[d].children) {
+            const ManifestEntry& e = manifest.entries[i];
+            if (e.type == EntryType::file && e.size <= sizing.piece_bytes) plan.pieces.push_back({i, 0, e.size, true, d});
+        }
     return plan;
 }
 
@@ -82,6 +116,27 @@ void write_all(int fd, const char* data, std::size_t size, std::uint64_t offset,
     }
 }
 
+std::int64_t mtime_of(const struct stat& st) {
+    return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+// Whether a source entry still has the metadata the manifest recorded for it.
+bool still_as_scanned(const struct stat& st, const ManifestEntry& e) {
+    bool same_type = e.type == EntryType::file        ? S_ISREG(st.st_mode)
+                     : e.type == EntryType::directory ? S_ISDIR(st.st_mode)
+                                                      : S_ISLNK(st.st_mode);
+    bool same_size = e.type == EntryType::directory || static_cast<std::uint64_t>(st.st_size) == e.size;
+    return same_type && same_size && (st.st_mode & 07777) == e.mode && mtime_of(st) == e.mtime_ns;
+}
+
+// One worker's handles on the source and destination directories it copies in now.
+struct OpenDirectories {
+    static constexpr std::size_t none = static_cast<std::size_t>(-1);
+    std::size_t listing = none;
+    int src = -1, dst = -1;
+    UniqueFd owned_src, owned_dst;
+};
+
 class CopyRun {
 public:
     CopyRun(int src_fd, Manifest& manifest, int dst_root_fd, bool lone_file, const CopyOptions& options,
@@ -91,13 +146,14 @@ public:
 
     void run(const CopyPlan& plan, const std::string& lone_name) {
         lone_name_ = lone_name;
-        pieces_ = &plan.pieces;
+        plan_ = &plan;
         remaining_.reset(new std::atomic<std::uint64_t>[manifest_.entries.size()]);
         for (std::size_t i = 0; i < manifest_.entries.size(); ++i) remaining_[i] = 0;
         for (const CopyPiece& piece : plan.pieces) remaining_[piece.entry] += 1;
         for (std::size_t index : plan.split_files) create_sized(index);
 
-        unsigned count = std::max(1u, std::min<unsigned>(options_.threads, static_cast<unsigned>(plan.pieces.size())));
+        std::size_t units = plan.pieces.size() + (lone_file_ ? 0 : plan.listings.size());
+        unsigned count = std::max(1u, std::min<unsigned>(options_.threads, static_cast<unsigned>(std::min<std::size_t>(units, 1u << 16))));
         std::vector<std::thread> pool;
         for (unsigned t = 1; t < count; ++t) pool.emplace_back([this] { work(); });
         work();
@@ -112,7 +168,33 @@ private:
     std::string dst_path(const ManifestEntry& e) const { return lone_file_ ? shown_dst_ : join_path(shown_dst_, e.path); }
     const char* dst_rel(const ManifestEntry& e) const { return lone_file_ ? lone_name_.c_str() : e.path.c_str(); }
 
-    UniqueFd open_source(const ManifestEntry& e) {
+    // `rel` is the path below the item; empty for the item itself.
+    Error changed(const std::string& rel) const {
+        return Error("cannot stage " + shown_src_ + ": " + (rel.empty() ? std::string("it") : rel) +
+                     " changed while staging; stage it again once nothing writes to it");
+    }
+
+    // Opens a directory of the item in the source and in the copy, unless already open.
+    void enter(OpenDirectories& dirs, std::size_t listing) {
+        if (dirs.listing == listing) return;
+        dirs.listing = OpenDirectories::none;
+        const DirectoryListing& l = plan_->listings[listing];
+        if (!l.entry) {
+            dirs.owned_src.reset();
+            dirs.owned_dst.reset();
+            dirs.src = src_fd_;
+            dirs.dst = dst_root_fd_;
+        } else {
+            const std::string& rel = manifest_.entries[*l.entry].path;
+            dirs.owned_src = open_beneath_or_throw(src_fd_, rel, O_RDONLY | O_DIRECTORY, join_path(shown_src_, rel));
+            dirs.owned_dst = open_beneath_or_throw(dst_root_fd_, rel, O_RDONLY | O_DIRECTORY, join_path(shown_dst_, rel));
+            dirs.src = dirs.owned_src.get();
+            dirs.dst = dirs.owned_dst.get();
+        }
+        dirs.listing = listing;
+    }
+
+    UniqueFd open_source(const ManifestEntry& e, int dir_fd) {
         if (lone_file_) {
             // The lone file was opened (beneath its allowed root) by the caller; every
             // read below is positional, so sharing its offset is harmless.
@@ -120,7 +202,12 @@ private:
             if (fd < 0) throw_errno("cannot open " + shown_src_);
             return UniqueFd(fd);
         }
-        return open_beneath_or_throw(src_fd_, e.path, O_RDONLY, src_path(e));
+        int fd = ::openat(dir_fd, name_in_directory(e.path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ENOENT || errno == ELOOP) throw changed(e.path);  // removed, or replaced by a symlink
+            throw_errno("cannot open " + src_path(e));
+        }
+        return UniqueFd(fd);
     }
 
     void create_sized(std::size_t index) {
@@ -148,8 +235,10 @@ private:
     }
 
     // Copies [offset, offset+length) and returns how many bytes the source had there.
-    std::uint64_t copy_range(int in, int out, std::uint64_t offset, std::uint64_t length, bool positional,
-                             ContentHasher* hasher, std::vector<char>& buffer, const ManifestEntry& e) {
+    // Ranges larger than the buffer move inside the kernel where it can; smaller ones
+    // (most files of a dataset) take one read and one write.
+    std::uint64_t copy_range(int in, int out, std::uint64_t offset, std::uint64_t length, ContentHasher* hasher,
+                             std::vector<char>& buffer, const ManifestEntry& e) {
         std::uint64_t done = 0;
         bool kernel_copy = !hasher && length > buffer.size();
         loff_t in_off = static_cast<loff_t>(offset), out_off = static_cast<loff_t>(offset);
@@ -157,31 +246,27 @@ private:
             ssize_t n = ::copy_file_range(in, &in_off, out, &out_off, length - done, 0);
             if (n < 0) {
                 if (errno == EINTR) continue;
-                if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP || errno == EBADF) {
-                    kernel_copy = false;  // falls back to sendfile/read-write from where it stopped
-                    break;
-                }
+                if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP || errno == EBADF)
+                    break;  // falls back to sendfile from where it stopped
                 throw_errno("cannot copy " + src_path(e) + " to " + dst_path(e));
             }
             if (n == 0) return done;
             done += static_cast<std::uint64_t>(n);
             account(static_cast<std::uint64_t>(n));
         }
-        if (!hasher && done < length) {
+        if (kernel_copy && done < length && ::lseek(out, static_cast<off_t>(offset + done), SEEK_SET) >= 0) {
             // sendfile moves the bytes inside the kernel where copy_file_range declines.
-            if (::lseek(out, static_cast<off_t>(offset + done), SEEK_SET) >= 0) {
-                off_t in_pos = static_cast<off_t>(offset + done);
-                while (done < length) {
-                    ssize_t n = ::sendfile(out, in, &in_pos, std::min<std::uint64_t>(length - done, 1u << 30));
-                    if (n < 0) {
-                        if (errno == EINTR) continue;
-                        if (errno == EINVAL || errno == ENOSYS) break;
-                        throw_errno("cannot copy " + src_path(e) + " to " + dst_path(e));
-                    }
-                    if (n == 0) return done;
-                    done += static_cast<std::uint64_t>(n);
-                    account(static_cast<std::uint64_t>(n));
+            off_t in_pos = static_cast<off_t>(offset + done);
+            while (done < length) {
+                ssize_t n = ::sendfile(out, in, &in_pos, std::min<std::uint64_t>(length - done, 1u << 30));
+                if (n < 0) {
+                    if (errno == EINTR) continue;
+                    if (errno == EINVAL || errno == ENOSYS) break;
+                    throw_errno("cannot copy " + src_path(e) + " to " + dst_path(e));
                 }
+                if (n == 0) return done;
+                done += static_cast<std::uint64_t>(n);
+                account(static_cast<std::uint64_t>(n));
             }
         }
         while (done < length) {
@@ -194,70 +279,96 @@ private:
             if (n == 0) return done;
             if (hasher) hasher->update(buffer.data(), static_cast<std::size_t>(n));
             write_all(out, buffer.data(), static_cast<std::size_t>(n), offset + done, true, dst_path(e));
-            (void)positional;
             done += static_cast<std::uint64_t>(n);
             account(static_cast<std::uint64_t>(n));
         }
         return done;
     }
 
-    void copy_piece(const CopyPiece& piece, std::vector<char>& buffer) {
+    void copy_piece(const CopyPiece& piece, std::vector<char>& buffer, OpenDirectories& dirs) {
         ManifestEntry& e = manifest_.entries[piece.entry];
-        UniqueFd in = open_source(e);
-        UniqueFd out;
-        if (piece.whole_file) {
-            mode_t mode = staged_mode(e.type, e.mode, options_.read_only);
-            int fd = ::openat(dst_root_fd_, dst_rel(e), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 0777);
-            if (fd < 0) throw_errno("cannot create " + dst_path(e));
-            out.reset(fd);
-        } else {
-            int fd = ::openat(dst_root_fd_, dst_rel(e), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-            if (fd < 0) throw_errno("cannot open " + dst_path(e));
-            out.reset(fd);
+        int dst_dir = dst_root_fd_;
+        const char* dst_name = lone_name_.c_str();
+        if (!lone_file_) {
+            enter(dirs, piece.directory);
+            dst_dir = dirs.dst;
+            dst_name = name_in_directory(e.path);
         }
+        UniqueFd in = open_source(e, dirs.src);
+        mode_t mode = staged_mode(e.type, e.mode, options_.read_only);
+        int flags = O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (piece.whole_file ? O_CREAT | O_EXCL : 0);
+        UniqueFd out(::openat(dst_dir, dst_name, flags, mode & 0777));
+        if (!out) throw_errno((piece.whole_file ? "cannot create " : "cannot open ") + dst_path(e));
         std::unique_ptr<ContentHasher> hasher;
         if (options_.hash) hasher = std::make_unique<ContentHasher>();
-        std::uint64_t got = copy_range(in.get(), out.get(), piece.offset, piece.length, !piece.whole_file,
-                                       hasher.get(), buffer, e);
-        bool grew = false;
-        if (piece.whole_file) {
-            char probe;
-            ssize_t extra = ::pread(in.get(), &probe, 1, static_cast<off_t>(e.size));
-            grew = extra > 0;
-        }
-        if (got != piece.length || grew)
-            throw Error("cannot stage " + src_path(e) + ": the file changed while staging (size " +
-                        std::to_string(e.size) + " in the scan); stage it again once it is no longer being written");
+        std::uint64_t got = copy_range(in.get(), out.get(), piece.offset, piece.length, hasher.get(), buffer, e);
+        // Taken once the bytes are copied: any write since the scan shows in the size or
+        // the mtime, so the copy holds the file as scanned or fails here.
+        struct stat now {};
+        if (::fstat(in.get(), &now) != 0) throw_errno("cannot stat " + src_path(e));
+        if (got != piece.length || !still_as_scanned(now, e)) throw changed(lone_file_ ? std::string() : e.path);
         if (hasher) e.content_hash = hasher->hex();
         if (remaining_[piece.entry].fetch_sub(1) == 1) {
-            if (!piece.whole_file) {
-                out.reset();
-                int fd = ::openat(dst_root_fd_, dst_rel(e), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-                if (fd < 0) throw_errno("cannot open " + dst_path(e));
-                out.reset(fd);
-                mode_t mode = staged_mode(e.type, e.mode, options_.read_only);
-                if (::fchmod(out.get(), mode) != 0) throw_errno("cannot set the mode of " + dst_path(e));
-            }
+            if (!piece.whole_file && ::fchmod(out.get(), mode) != 0) throw_errno("cannot set the mode of " + dst_path(e));
             finish_file(out.get(), e);
+        }
+    }
+
+    // Compares a source directory with the scan: its own metadata, its names, and the
+    // metadata of its symlinks (files are compared as they are copied).
+    void check_listing(const DirectoryListing& listing) {
+        std::string rel = listing.entry ? manifest_.entries[*listing.entry].path : std::string();
+        std::string shown = join_path(shown_src_, rel);
+        UniqueFd dir = rel.empty() ? UniqueFd(::openat(src_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC))
+                                   : UniqueFd(open_beneath(src_fd_, rel, O_RDONLY | O_DIRECTORY));
+        if (!dir) {
+            if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR) throw changed(rel);
+            throw_errno("cannot open " + shown);
+        }
+        struct stat st {};
+        if (listing.entry) {
+            if (::fstat(dir.get(), &st) != 0) throw_errno("cannot stat " + shown);
+            if (!still_as_scanned(st, manifest_.entries[*listing.entry])) throw changed(rel);
+        }
+        DirectoryNames names(dir.get(), shown);
+        if (names.size() != listing.children.size()) throw changed(rel);
+        for (std::size_t k = 0; k < names.size(); ++k) {
+            const ManifestEntry& child = manifest_.entries[listing.children[k]];
+            if (names[k] != name_in_directory(child.path)) throw changed(rel);
+            if (child.type != EntryType::symlink) continue;
+            if (::fstatat(dir.get(), names.c_str(k), &st, AT_SYMLINK_NOFOLLOW) != 0 || !still_as_scanned(st, child))
+                throw changed(child.path);
+        }
+    }
+
+    template <typename Unit>
+    void guarded(Unit&& unit) {
+        try {
+            unit();
+        } catch (const Error& err) {
+            std::lock_guard<std::mutex> guard(error_lock_);
+            if (first_error_.empty()) first_error_ = err.what();
+            failed_ = true;
+        } catch (const std::exception& err) {
+            std::lock_guard<std::mutex> guard(error_lock_);
+            if (first_error_.empty()) first_error_ = std::string("copy failed: ") + err.what();
+            failed_ = true;
         }
     }
 
     void work() {
         std::vector<char> buffer(1 << 20);
+        OpenDirectories dirs;
         while (!failed_.load(std::memory_order_relaxed)) {
-            std::size_t i = next_.fetch_add(1);
-            if (i >= pieces_->size()) return;
-            try {
-                copy_piece((*pieces_)[i], buffer);
-            } catch (const Error& err) {
-                std::lock_guard<std::mutex> guard(error_lock_);
-                if (first_error_.empty()) first_error_ = err.what();
-                failed_ = true;
-            } catch (const std::exception& err) {
-                std::lock_guard<std::mutex> guard(error_lock_);
-                if (first_error_.empty()) first_error_ = std::string("copy failed: ") + err.what();
-                failed_ = true;
-            }
+            std::size_t i = next_piece_.fetch_add(1);
+            if (i >= plan_->pieces.size()) break;
+            guarded([&] { copy_piece(plan_->pieces[i], buffer, dirs); });
+        }
+        if (lone_file_) return;
+        while (!failed_.load(std::memory_order_relaxed)) {
+            std::size_t i = next_listing_.fetch_add(1);
+            if (i >= plan_->listings.size()) break;
+            guarded([&] { check_listing(plan_->listings[i]); });
         }
     }
 
@@ -268,9 +379,9 @@ private:
     const CopyOptions& options_;
     std::string shown_src_, shown_dst_, lone_name_;
     mode_t umask_;
-    const std::vector<CopyPiece>* pieces_ = nullptr;
+    const CopyPlan* plan_ = nullptr;
     std::unique_ptr<std::atomic<std::uint64_t>[]> remaining_;
-    std::atomic<std::size_t> next_{0};
+    std::atomic<std::size_t> next_piece_{0}, next_listing_{0};
     std::atomic<bool> failed_{false};
     std::mutex error_lock_;
     std::string first_error_;

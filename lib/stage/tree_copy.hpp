@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,13 +27,26 @@ struct CopyPiece {
     std::uint64_t offset = 0;
     std::uint64_t length = 0;
     bool whole_file = true;
+    std::size_t directory = 0;   // index into CopyPlan::listings of the file's directory
+};
+
+// A directory of the item with its direct entries in name order (the scan's order).
+// Workers open each directory once for all its files, and compare the source's listing
+// with it after the copy, so a file added or removed during the copy is detected.
+struct DirectoryListing {
+    std::optional<std::size_t> entry;  // index into Manifest::entries; none for the item's root
+    std::vector<std::size_t> children;
 };
 
 struct CopyPlan {
     std::vector<std::size_t> directories;  // parents before children
     std::vector<std::size_t> symlinks;
     std::vector<std::size_t> split_files;  // files copied in pieces: created and sized first
-    std::vector<CopyPiece> pieces;         // largest first, so the tail is many small files
+    // The pieces of files larger than one piece, largest first; then the other files
+    // whole, one directory's files together in name order. So the tail is many small
+    // files, and a worker keeps the same directories open from one file to the next.
+    std::vector<CopyPiece> pieces;
+    std::vector<DirectoryListing> listings;  // [0] is the root; parents before children
 };
 
 struct PieceSizing {
@@ -41,6 +55,7 @@ struct PieceSizing {
 };
 
 // Splitting is disabled when content hashes are computed (a hash is one stream).
+// Throws aihpc::Error when an entry comes before its directory.
 CopyPlan plan_copy(const Manifest& manifest, bool allow_split, PieceSizing sizing = {});
 
 // How the copy's files and directories are left.
@@ -61,9 +76,13 @@ struct CopyStats {
 
 // Copies the item described by `manifest` from src_fd (its root directory, or the file
 // itself for a lone file) to dst_parent_fd/dst_name, which must not exist. Sources are
-// opened beneath src_fd and never through a symlink. A file whose size differs from the
-// manifest raises "changed while staging". Fills content hashes when options.hash.
-// On failure the partial copy is left for the caller to remove (it owns the name).
+// opened beneath src_fd and never through a symlink. Fills content hashes when
+// options.hash. On failure the partial copy is left for the caller to remove (it owns
+// the name).
+// The copy is of the source as the manifest describes it, or it fails with "changed
+// while staging": each file's type, mode, size and mtime are compared with the manifest
+// once its bytes are copied, and each directory's listing, mode and mtime and each
+// symlink's metadata once all files are. So no second scan is needed to trust it.
 CopyStats copy_item(int src_fd, Manifest& manifest, int dst_parent_fd, const std::string& dst_name,
                     const CopyOptions& options, const std::string& shown_src, const std::string& shown_dst);
 

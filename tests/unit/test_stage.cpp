@@ -9,8 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cinttypes>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -179,6 +182,55 @@ static void parallel_scan_equals_sequential_scan(void**) {
     expect_error_containing([&] { scan_tree(fd.get(), d, 6); }, "FIFO");
 }
 
+static void metadata_hash_is_xxh3_of_the_documented_stream(void**) {
+    // Cache keys are built on this hash: its bytes must not drift between versions.
+    Manifest m;
+    m.entries = {{"d", EntryType::directory, 04755, 0, -1500000000, "", {}},
+                 {"d/f g", EntryType::file, 0644, 12, 1700000000123456789LL, "", "00112233445566778899aabbccddeeff"},
+                 {"l", EntryType::symlink, 0777, 1, 5, "x", {}}};
+    for (int i = 0; i < 3000; ++i)  // more than one internal block
+        m.entries.push_back({"many/" + std::to_string(i), EntryType::file, 0600, static_cast<std::uint64_t>(i), i, "", {}});
+    std::string stream;
+    for (const ManifestEntry& e : m.entries) {
+        char head[96];
+        int n = std::snprintf(head, sizeof head, "%c %o %" PRIu64 " %" PRId64 " ", static_cast<char>(e.type),
+                              static_cast<unsigned>(e.mode), e.size, e.mtime_ns);
+        stream.append(head, static_cast<std::size_t>(n));
+        std::uint64_t lengths[2] = {e.path.size(), e.target.size()};
+        stream.append(reinterpret_cast<const char*>(lengths), sizeof lengths);
+        stream += e.path + e.target;
+    }
+    assert_string_equal(m.metadata_hash().c_str(), hash_bytes(stream.data(), stream.size()).c_str());
+    std::string text = m.serialize();
+    assert_string_equal(text.substr(0, text.find('\n')).c_str(), "d 4755 0 -1500000000 - d");
+    assert_true(text.find("\nf 0644 12 1700000000123456789 00112233445566778899aabbccddeeff d/f%20g\n") != std::string::npos);
+    assert_true(text.find("\nl 0777 1 5 - l x\n") != std::string::npos);
+}
+
+static void directory_names_are_sorted_and_complete_beyond_one_batch(void**) {
+    std::string d = path("many");
+    mkdir(d.c_str(), 0755);
+    std::set<std::string> expected;  // bytewise order, as the scan's
+    for (int i = 0; i < 1500; ++i) {  // about 100 KB of records: several getdents64 batches
+        std::string name = "entry-with-a-long-name-to-fill-the-buffer-" + std::to_string(i * 7919 % 1500);
+        write_file(d + "/" + name, "");
+        expected.insert(name);
+    }
+    write_file(d + "/.hidden", "");
+    write_file(d + "/Upper", "");
+    expected.insert(".hidden");
+    expected.insert("Upper");
+    aihpc::UniqueFd fd(open(d.c_str(), O_RDONLY | O_DIRECTORY));
+    DirectoryNames names(fd.get(), d);
+    assert_int_equal(names.size(), expected.size());  // "." and ".." left out
+    std::size_t k = 0;
+    for (const std::string& name : expected) {
+        assert_true(names[k] == name);
+        assert_string_equal(names.c_str(k), name.c_str());
+        ++k;
+    }
+}
+
 static void scan_refuses_fifos(void**) {
     std::string d = make_dataset();
     mkfifo((d + "/pipe").c_str(), 0644);
@@ -225,6 +277,35 @@ static void copy_plan_splits_only_large_files_and_orders_largest_first(void**) {
     assert_true(hashed.split_files.empty());
 }
 
+static void copy_plan_lists_each_directory_and_groups_small_files_by_directory(void**) {
+    Manifest m;
+    m.entries = {{"a", EntryType::directory, 0755, 0, 0, "", {}}, {"a/x", EntryType::file, 0644, 5, 0, "", {}},
+                 {"a/y", EntryType::file, 0644, 7, 0, "", {}},     {"b", EntryType::directory, 0755, 0, 0, "", {}},
+                 {"b/z", EntryType::file, 0644, 3, 0, "", {}},     {"c", EntryType::file, 0644, 2, 0, "", {}},
+                 {"l", EntryType::symlink, 0777, 1, 0, "c", {}}};
+    CopyPlan plan = plan_copy(m, true, PieceSizing{200, 100});
+    assert_int_equal(plan.listings.size(), 3);
+    assert_false(plan.listings[0].entry.has_value());
+    assert_true(plan.listings[0].children == (std::vector<std::size_t>{0, 3, 5, 6}));
+    assert_int_equal(*plan.listings[1].entry, 0);
+    assert_true(plan.listings[1].children == (std::vector<std::size_t>{1, 2}));
+    assert_int_equal(*plan.listings[2].entry, 3);
+    assert_true(plan.listings[2].children == (std::vector<std::size_t>{4}));
+    std::vector<std::size_t> order, dirs;
+    for (const CopyPiece& p : plan.pieces) {
+        order.push_back(p.entry);
+        dirs.push_back(p.directory);
+    }
+    assert_true(order == (std::vector<std::size_t>{5, 1, 2, 4}));  // the root's, then a's, then b's
+    assert_true(dirs == (std::vector<std::size_t>{0, 1, 1, 2}));
+}
+
+static void copy_plan_refuses_an_entry_before_its_directory(void**) {
+    Manifest m;
+    m.entries = {{"a/x", EntryType::file, 0644, 5, 0, "", {}}, {"a", EntryType::directory, 0755, 0, 0, "", {}}};
+    expect_error_containing([&] { plan_copy(m, true); }, "lists a/x before its directory");
+}
+
 static void staged_mode_is_read_only_for_cache_entries(void**) {
     assert_int_equal(staged_mode(EntryType::file, 0640, false), 0640);
     assert_int_equal(staged_mode(EntryType::file, 0640, true), 0444);
@@ -265,6 +346,98 @@ static void large_files_copied_in_pieces_are_exact(void**) {
     copy_item(src.get(), m, dst.get(), "copy", options, d, path("copy"));
     assert_true(read_file(path("copy/f")) == content);
     assert_int_equal(manifest_differences(scan_path(d), scan_path(path("copy"))).size(), 0);
+}
+
+// Scans a fresh dataset, applies `change` to the source, then copies it: the copy must
+// fail naming what changed, since the manifest (and a cache key) no longer describes it.
+static void expect_copy_refused_after(const std::function<void(const std::string&, const Manifest&)>& change,
+                                      const std::string& what) {
+    std::string d = make_dataset();
+    Manifest m = scan_path(d);
+    change(d, m);
+    aihpc::UniqueFd src(open(d.c_str(), O_RDONLY | O_DIRECTORY));
+    aihpc::UniqueFd dst(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
+    CopyOptions options;
+    options.threads = 2;
+    expect_error_containing([&] { copy_item(src.get(), m, dst.get(), "copy", options, d, path("copy")); },
+                            what + " changed while staging");
+}
+
+static void set_exact_mtime(const std::string& p, std::int64_t ns) {
+    struct timespec times[2] = {{0, UTIME_OMIT}, {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)}};
+    utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW);
+}
+
+static std::int64_t scanned_mtime(const Manifest& m, const std::string& rel) {
+    for (const ManifestEntry& e : m.entries)
+        if (e.path == rel) return e.mtime_ns;
+    fail_msg("%s is not in the manifest", rel.c_str());
+    return 0;
+}
+
+static void a_file_rewritten_after_the_scan_with_the_same_size_fails_the_copy(void**) {
+    expect_copy_refused_after([](const std::string& d, const Manifest&) { write_file(d + "/a.txt", "ALPHA\n"); }, "a.txt");
+}
+
+static void a_file_removed_after_the_scan_fails_the_copy(void**) {
+    expect_copy_refused_after([](const std::string& d, const Manifest&) { unlink((d + "/sub/b.bin").c_str()); }, "sub/b.bin");
+}
+
+static void a_file_added_after_the_scan_fails_the_copy_even_with_the_old_directory_mtime(void**) {
+    // The listing is compared, not only the directory's mtime, which may not have moved
+    // when the change falls in the same timestamp tick as the scan.
+    expect_copy_refused_after(
+        [](const std::string& d, const Manifest& m) {
+            write_file(d + "/sub/deeper/new", "n");
+            set_exact_mtime(d + "/sub/deeper", scanned_mtime(m, "sub/deeper"));
+        },
+        "sub/deeper");
+}
+
+static void a_directory_whose_mode_changed_after_the_scan_fails_the_copy(void**) {
+    expect_copy_refused_after([](const std::string& d, const Manifest&) { chmod((d + "/sub").c_str(), 0700); }, "sub");
+}
+
+static void a_symlink_replaced_after_the_scan_fails_the_copy(void**) {
+    expect_copy_refused_after(
+        [](const std::string& d, const Manifest&) {
+            unlink((d + "/link-in").c_str());
+            symlink("sub", (d + "/link-in").c_str());
+        },
+        "link-in");
+}
+
+static void a_lone_file_grown_after_the_scan_fails_the_copy(void**) {
+    std::string f = path("one.bin");
+    write_file(f, "12345");
+    aihpc::UniqueFd src(open(f.c_str(), O_RDONLY));
+    Manifest m = scan_file(src.get(), f);
+    write_file(f, "123456");
+    aihpc::UniqueFd dst(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
+    CopyOptions options;
+    expect_error_containing([&] { copy_item(src.get(), m, dst.get(), "copy.bin", options, f, path("copy.bin")); },
+                            "it changed while staging");
+}
+
+static void a_source_changed_while_producing_a_cache_entry_publishes_nothing(void**) {
+    std::string d = make_dataset();
+    NodeCache cache(path("cache"));
+    std::string key = cache_key(getuid(), d, SourceKind::tree, "changing");
+    expect_error_containing(
+        [&] {
+            cache.obtain(key, 0, {}, [&](int entry_fd, const std::string&) {
+                aihpc::UniqueFd src(open(d.c_str(), O_RDONLY | O_DIRECTORY));
+                Manifest m = scan_tree(src.get(), d);
+                write_file(d + "/sub/late", "written after the scan");
+                CopyOptions options;
+                options.read_only = true;
+                copy_item(src.get(), m, entry_fd, "data", options, d, "data");
+                return m;
+            });
+        },
+        "changed while staging");
+    assert_false(exists(cache.entry_path(key)));
+    assert_int_equal(cache.list().size(), 0);
 }
 
 // ---- source resolution
@@ -629,6 +802,21 @@ static void a_tar_zst_is_extracted_into_the_cache_and_verified(void**) {
     assert_string_equal(to_string(stage_in(path("set.tar.zst"), "set", again).outcome), "hit");
 }
 
+static void a_hit_reports_the_totals_of_the_entry_not_of_the_archive_file(void**) {
+    write_tar(path("set.tar"), {{"f.txt", "hello\n", 'f', ""}, {"g.txt", "bye\n", 'f', ""}}, false);
+    StagedItem miss = stage_in(path("set.tar"), "set", cache_settings("job1"));
+    StagedItem hit = stage_in(path("set.tar"), "set", cache_settings("job2"));
+    assert_string_equal(to_string(hit.outcome), "hit");
+    assert_int_equal(miss.files, 2);
+    assert_int_equal(miss.bytes, 10);
+    assert_int_equal(hit.files, miss.files);
+    assert_int_equal(hit.bytes, miss.bytes);
+    std::optional<CacheEntryInfo> info = NodeCache(path("cache")).stored_info(hit.key);
+    assert_true(info.has_value());
+    assert_string_equal(info->kind.c_str(), "archive");
+    assert_false(NodeCache(path("cache")).stored_info(cache_key(getuid(), "/none", SourceKind::tree, "x")).has_value());
+}
+
 static void a_tar_with_dotdot_entries_is_refused_whole(void**) {
     write_tar(path("evil.tar"), {{"ok.txt", "fine", 'f', ""}, {"../escaped.txt", "gotcha", 'f', ""}}, false);
     expect_error_containing([&] { stage_in(path("evil.tar"), "evil", cache_settings()); }, "contains '..'");
@@ -734,13 +922,24 @@ int main() {
         T(manifest_text_round_trips_odd_names_and_hashes),
         T(manifest_parse_rejects_malformed_lines),
         T(metadata_hash_changes_with_any_change_of_the_source),
+        T(metadata_hash_is_xxh3_of_the_documented_stream),
+        T(directory_names_are_sorted_and_complete_beyond_one_batch),
         T(parallel_scan_equals_sequential_scan),
         T(scan_refuses_fifos),
         T(manifest_differences_names_added_removed_and_changed),
         T(copy_plan_splits_only_large_files_and_orders_largest_first),
+        T(copy_plan_lists_each_directory_and_groups_small_files_by_directory),
+        T(copy_plan_refuses_an_entry_before_its_directory),
         T(staged_mode_is_read_only_for_cache_entries),
         T(private_copy_keeps_content_modes_mtimes_and_symlinks),
         T(large_files_copied_in_pieces_are_exact),
+        T(a_file_rewritten_after_the_scan_with_the_same_size_fails_the_copy),
+        T(a_file_removed_after_the_scan_fails_the_copy),
+        T(a_file_added_after_the_scan_fails_the_copy_even_with_the_old_directory_mtime),
+        T(a_directory_whose_mode_changed_after_the_scan_fails_the_copy),
+        T(a_symlink_replaced_after_the_scan_fails_the_copy),
+        T(a_lone_file_grown_after_the_scan_fails_the_copy),
+        T(a_source_changed_while_producing_a_cache_entry_publishes_nothing),
         T(source_paths_resolve_against_the_submit_dir),
         T(allow_roots_match_whole_components),
         T(sources_outside_stage_allow_are_refused_even_through_symlinks),
@@ -758,6 +957,7 @@ int main() {
         T(archive_entries_leaving_the_item_are_refused),
         T(archive_names_are_recognised_by_suffix),
         T(a_tar_zst_is_extracted_into_the_cache_and_verified),
+        T(a_hit_reports_the_totals_of_the_entry_not_of_the_archive_file),
         T(a_tar_with_dotdot_entries_is_refused_whole),
         T(stage_out_destinations_expand_job_and_node),
         T(stage_out_target_diverts_when_dest_exists),
