@@ -2,6 +2,7 @@
 // markdown), the failed and missing indices, status counts, a live progress bar, an
 // MLflow file store and an HTML report. A thin main over lib/collect; see
 // aihpc-collect(1).
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -281,6 +282,10 @@ int run_table(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // json-c allocates a few dozen small blocks per result parsed: grow the heap in large
+    // steps rather than one system call at a time.
+    ::mallopt(M_TOP_PAD, 64 << 20);
+    ::mallopt(M_TRIM_THRESHOLD, 256 << 20);
     std::vector<std::string> words(argv + 1, argv + argc);
     for (auto& w : words) {
         if (w == "-h" || w == "--help") {

@@ -287,9 +287,13 @@ std::string submit_controller(const SweepDir& root, RoundsRecord& record) {
     if (::chmod(script.c_str(), 0755) != 0) throw_errno("cannot make " + script + " executable");
     auto& round = record.history.back();
     auto r = capture_output(controller_argv(script, round.jobs, placement_args(record.plan.sbatch)));
-    if (r.status != 0)
-        throw Error("sbatch failed for the controller of round " + std::to_string(round.round) + " (exit " + std::to_string(r.status) +
-                    "): " + std::string(trim(r.err)) + "; the round runs, but the loop stops after it");
+    if (r.status != 0) {
+        record.state = "stopped";
+        record.message = "sbatch failed for the controller of round " + std::to_string(round.round) + " (exit " +
+                         std::to_string(r.status) + "): " + std::string(trim(r.err));
+        write_rounds(root.path, record);
+        throw Error(record.message + "; the round runs, but the loop stops after it");
+    }
     auto id = std::string(trim(r.out));
     round.controller = id.substr(0, id.find(';'));
     write_rounds(root.path, record);

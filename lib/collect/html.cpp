@@ -85,12 +85,15 @@ struct Dimension {
 
 void write_scatter(std::string& out, const std::vector<const ResultRow*>& rows, const Dimension& x, const Dimension& y) {
     const double W = 300, H = 230, L = 52, R = 12, T = 24, B = 40, pw = W - L - R, ph = H - T - B;
+    // Points keep clear of the axis lines: fractions map into the inner 92% of the area.
+    auto px = [&](double f) { return L + (0.04 + 0.92 * f) * pw; };
+    auto py = [&](double f) { return T + ph - (0.04 + 0.92 * f) * ph; };
     out += "<svg class=\"scatter\" width=\"300\" height=\"230\" viewBox=\"0 0 300 230\" role=\"img\" aria-label=\"" +
            html_escape(y.axis.name + " against " + x.axis.name) + "\">";
     out += "<text class=\"title\" x=\"" + num(L) + "\" y=\"15\">" + html_escape(y.axis.name) + " vs " + html_escape(x.axis.name) + "</text>";
     for (int k = 0; k <= 2; ++k) {
         double f = k / 2.0;
-        double gx = L + f * pw, gy = T + ph - f * ph;
+        double gx = px(f), gy = py(f);
         out += "<line class=\"grid\" x1=\"" + num(gx) + "\" y1=\"" + num(T) + "\" x2=\"" + num(gx) + "\" y2=\"" + num(T + ph) + "\"/>";
         out += "<line class=\"grid\" x1=\"" + num(L) + "\" y1=\"" + num(gy) + "\" x2=\"" + num(L + pw) + "\" y2=\"" + num(gy) + "\"/>";
         if (!x.axis.categorical)
@@ -100,7 +103,7 @@ void write_scatter(std::string& out, const std::vector<const ResultRow*>& rows, 
     if (x.axis.categorical)
         for (std::size_t c = 0; c < x.axis.categories.size(); ++c) {
             double f = x.axis.categories.size() == 1 ? 0.5 : static_cast<double>(c) / static_cast<double>(x.axis.categories.size() - 1);
-            out += "<text x=\"" + num(L + f * pw) + "\" y=\"" + num(T + ph + 14) + "\" text-anchor=\"middle\">" +
+            out += "<text x=\"" + num(px(f)) + "\" y=\"" + num(T + ph + 14) + "\" text-anchor=\"middle\">" +
                    html_escape(x.axis.categories[c].substr(0, 12)) + "</text>";
         }
     out += "<line class=\"axis\" x1=\"" + num(L) + "\" y1=\"" + num(T + ph) + "\" x2=\"" + num(L + pw) + "\" y2=\"" + num(T + ph) + "\"/>";
@@ -113,8 +116,8 @@ void write_scatter(std::string& out, const std::vector<const ResultRow*>& rows, 
         if (!xv || !yv) continue;
         double fx = x.axis.position(*xv), fy = y.axis.position(*yv);
         if (fx < 0 || fy < 0) continue;
-        out += "<circle" + std::string(row->state == TaskState::failed ? " class=\"failed\"" : "") + " cx=\"" + num(L + fx * pw) +
-               "\" cy=\"" + num(T + ph - fy * ph) + "\" r=\"3\"><title>#" + std::to_string(row->index) + " " +
+        out += "<circle" + std::string(row->state == TaskState::failed ? " class=\"failed\"" : "") + " cx=\"" + num(px(fx)) +
+               "\" cy=\"" + num(py(fy)) + "\" r=\"3\"><title>#" + std::to_string(row->index) + " " +
                html_escape(x.axis.name + "=" + xv->plain + " " + y.axis.name + "=" + yv->plain) + "</title></circle>";
     }
     out += "</svg>\n";

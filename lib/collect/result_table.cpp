@@ -6,6 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -70,16 +75,40 @@ struct JsonRef {
     JsonRef& operator=(const JsonRef&) = delete;
 };
 
+// The JSON text of a number or literal, without json-c's print buffer (an allocation
+// per call, which dominated on large sweeps). A parsed double keeps the text it was
+// written as: json-c holds it as the object's userdata.
+std::string json_text(json_object* v) {
+    switch (json_object_get_type(v)) {
+    case json_type_null: return "null";
+    case json_type_boolean: return json_object_get_boolean(v) ? "true" : "false";
+    case json_type_int: {
+        char buf[24];
+        auto r = std::to_chars(buf, buf + sizeof buf, json_object_get_int64(v));
+        return std::string(buf, r.ptr);
+    }
+    case json_type_double: {
+        auto* text = static_cast<const char*>(json_object_get_userdata(v));
+        if (text && *text) {
+            char* end = nullptr;
+            if (std::strtod(text, &end) == json_object_get_double(v) && *end == '\0') return text;
+        }
+        return sweep::format_double(json_object_get_double(v));
+    }
+    default: return json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    }
+}
+
 std::string text_of(json_object* v) {
     if (!v || json_object_is_type(v, json_type_null)) return "";
     if (json_object_is_type(v, json_type_string)) return json_object_get_string(v);
-    return json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    return json_text(v);
 }
 
 sweep::Scalar scalar_of(json_object* v) {
     if (json_object_is_type(v, json_type_string)) return sweep::scalar_string(json_object_get_string(v));
     sweep::Scalar s;
-    s.json = v ? json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN) : "null";
+    s.json = json_text(v);
     s.plain = s.json;
     return s;
 }
@@ -128,6 +157,9 @@ public:
             }
             if (n == 0) break;
             buf_.append(chunk, static_cast<std::size_t>(n));
+            // Results are published whole by rename: a short read is the end of the file,
+            // and saves a read() per result.
+            if (static_cast<std::size_t>(n) < sizeof chunk) break;
         }
         return true;
     }
@@ -137,24 +169,63 @@ private:
     std::string buf_;
 };
 
-// Visits every <index>.json directly in `dir` (no .prev, no temporary files).
-template <typename Fn>
-void each_result_file(const std::string& dir, std::uint64_t tasks, Fn fn) {
+struct ResultFile {
+    std::uint64_t index;
+    std::string name;
+};
+
+// Every <index>.json directly in `dir` (no .prev, no temporary files), below `tasks`.
+std::vector<ResultFile> list_results(const std::string& dir, std::uint64_t tasks) {
+    std::vector<ResultFile> out;
     std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
     if (!d) {
-        if (errno == ENOENT) return;
+        if (errno == ENOENT) return out;
         throw_errno("cannot read " + dir);
     }
-    FileText file;
     while (auto* e = ::readdir(d.get())) {
         std::string_view name(e->d_name);
         if (!ends_with(name, ".json")) continue;
         auto index = parse_uint(name.substr(0, name.size() - 5));
-        if (!index || *index >= tasks) continue;
-        if (!file.read(::dirfd(d.get()), e->d_name)) continue;
-        fn(*index, file.text());
+        if (index && *index < tasks) out.push_back({*index, std::string(name)});
     }
+    return out;
 }
+
+// Runs work(begin, end) over [0, n) split among worker threads; small jobs stay on this
+// thread. The first exception of any worker is rethrown here, after all have ended.
+template <typename Work>
+void in_parallel(std::size_t n, Work work) {
+    unsigned workers = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+    if (n < 2048 || workers == 1) {
+        work(std::size_t{0}, n);
+        return;
+    }
+    std::vector<std::exception_ptr> errors(workers);
+    {
+        std::vector<std::jthread> threads;
+        for (unsigned w = 0; w < workers; ++w)
+            threads.emplace_back([&, w] {
+                try {
+                    work(n * w / workers, n * (w + 1) / workers);
+                } catch (...) {
+                    errors[w] = std::current_exception();
+                }
+            });
+    }
+    for (auto& e : errors)
+        if (e) std::rethrow_exception(e);
+}
+
+// Opens a results dir for reading relative to its fd.
+class ResultDir {
+public:
+    explicit ResultDir(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {}
+    int fd() const { return fd_.get(); }
+    explicit operator bool() const { return static_cast<bool>(fd_); }
+
+private:
+    UniqueFd fd_;
+};
 
 std::optional<ResultRow> parse_with(json_tokener* tok, std::string_view text) {
     json_tokener_reset(tok);
@@ -170,64 +241,131 @@ std::optional<ResultRow> parse_result(std::string_view text) {
     return parse_with(tok.p, text);
 }
 
+namespace {
+
+// The parameters of task i, from its line in tasks.jsonl.
+sweep::Assignment params_of(const sweep::TaskIndex& index, std::uint64_t i, json_tokener* tok) {
+    auto line = index.line(i);
+    json_tokener_reset(tok);
+    JsonRef doc(json_tokener_parse_ex(tok, line.data(), static_cast<int>(line.size())));
+    json_object* params = nullptr;
+    if (json_tokener_get_error(tok) != json_tokener_success || !json_object_object_get_ex(doc.p, "params", &params) ||
+        !json_object_is_type(params, json_type_object))
+        throw Error("tasks.jsonl: task " + std::to_string(i) + " has a malformed line; expand the sweep again");
+    sweep::Assignment out;
+    json_object_object_foreach(params, key, value) out.emplace_back(key, scalar_of(value));
+    return out;
+}
+
+enum : std::uint8_t { kNone = 0, kDone = 1, kFailed = 2 };
+
+}  // namespace
+
 ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& options) {
     ResultTable table;
     table.tasks = sweep.tasks;
     table.multi_phase = sweep.spec.phases.size() > 1;
     table.param_names = sweep::parameter_names(sweep.spec);
     const auto& last = sweep.spec.final_phase().name;
-    JsonTokener tok;
+    // One byte per task: cheaper than set inserts from many threads.
+    std::vector<std::uint8_t> state(sweep.tasks, kNone);
+    std::mutex merge;
 
     // Earlier phases only matter when they failed: a quick look at the exit code first,
     // a full parse only then (such a task has no result of the last phase to show).
     std::map<std::uint64_t, ResultRow> failed_early;
     for (const auto& phase : sweep.spec.phases) {
         if (phase.name == last) continue;
-        each_result_file(sweep.path + "/results/" + phase.name, sweep.tasks, [&](std::uint64_t i, const std::string& text) {
-            auto code = sweep::result_exit_code(text);
-            if (!code || *code == 0 || failed_early.count(i)) return;
-            auto row = parse_with(tok.p, text);
-            if (!row) row = ResultRow{};
-            row->index = i;
-            row->exit_code = code;
-            if (row->phase.empty()) row->phase = phase.name;
-            row->state = TaskState::failed;
-            failed_early.emplace(i, std::move(*row));
+        std::string path = sweep.path + "/results/" + phase.name;
+        auto files = list_results(path, sweep.tasks);
+        ResultDir dir(path);
+        if (files.empty() || !dir) continue;
+        in_parallel(files.size(), [&](std::size_t begin, std::size_t end) {
+            JsonTokener tok;
+            FileText file;
+            std::vector<ResultRow> found;
+            for (std::size_t k = begin; k < end; ++k) {
+                if (!file.read(dir.fd(), files[k].name.c_str())) continue;
+                auto code = sweep::result_exit_code(file.text());
+                if (!code || *code == 0) continue;
+                auto row = parse_with(tok.p, file.text());
+                if (!row) row = ResultRow{};
+                row->index = files[k].index;
+                row->exit_code = code;
+                if (row->phase.empty()) row->phase = phase.name;
+                row->state = TaskState::failed;
+                found.push_back(std::move(*row));
+            }
+            std::lock_guard lock(merge);
+            for (auto& row : found) failed_early.emplace(row.index, std::move(row));  // the first phase that failed wins
         });
     }
-    each_result_file(sweep.path + "/results", sweep.tasks, [&](std::uint64_t i, const std::string& text) {
-        auto row = parse_with(tok.p, text);
-        if (!row || !row->exit_code) return;  // not a whole result: the task counts as missing
-        row->index = i;
-        if (row->phase.empty()) row->phase = last;
-        bool failed = *row->exit_code != 0 || failed_early.count(i);
-        row->state = failed ? TaskState::failed : TaskState::done;
-        (failed ? table.failed : table.done).insert(i);
-        table.rows.push_back(std::move(*row));
+
+    sweep::TaskIndex index(sweep.path);
+    std::string path = sweep.path + "/results";
+    auto files = list_results(path, sweep.tasks);
+    ResultDir dir(path);
+    if (!dir && !files.empty()) throw_errno("cannot open " + path);
+    std::vector<std::vector<ResultRow>> parts;
+    in_parallel(files.size(), [&](std::size_t begin, std::size_t end) {
+        JsonTokener tok;
+        FileText file;
+        std::vector<ResultRow> rows;
+        rows.reserve(end - begin);
+        for (std::size_t k = begin; k < end; ++k) {
+            if (!file.read(dir.fd(), files[k].name.c_str())) continue;
+            auto row = parse_with(tok.p, file.text());
+            if (!row || !row->exit_code) continue;  // not a whole result: the task counts as missing
+            std::uint64_t i = files[k].index;
+            row->index = i;
+            if (row->phase.empty()) row->phase = last;
+            row->state = *row->exit_code != 0 ? TaskState::failed : TaskState::done;
+            state[i] = row->state == TaskState::failed ? kFailed : kDone;
+            row->params = params_of(index, i, tok.p);
+            rows.push_back(std::move(*row));
+        }
+        std::lock_guard lock(merge);
+        parts.push_back(std::move(rows));
     });
+    std::size_t total = failed_early.size();
+    for (auto& p : parts) total += p.size();
+    table.rows.reserve(total);
+    for (auto& p : parts)
+        for (auto& row : p) table.rows.push_back(std::move(row));
+    parts.clear();
+
+    JsonTokener tok;
+    for (auto& row : table.rows)
+        if (failed_early.count(row.index)) {
+            row.state = TaskState::failed;  // a later success cannot hide an earlier failure
+            state[row.index] = kFailed;
+        }
     for (auto& [i, row] : failed_early) {
-        if (table.failed.count(i) || table.done.count(i)) continue;
-        table.failed.insert(i);
+        if (state[i] != kNone) continue;
+        state[i] = kFailed;
+        row.params = params_of(index, i, tok.p);
         table.rows.push_back(std::move(row));
     }
     if (options.include_missing) {
         for (std::uint64_t i = 0; i < sweep.tasks; ++i)
-            if (!table.done.count(i) && !table.failed.count(i)) {
+            if (state[i] == kNone) {
                 ResultRow row;
                 row.index = i;
                 row.state = TaskState::missing;
+                row.params = params_of(index, i, tok.p);
                 table.rows.push_back(std::move(row));
             }
     }
+    for (std::uint64_t i = 0; i < sweep.tasks; ++i) {
+        if (state[i] == kDone) table.done.insert(table.done.end(), i);
+        else if (state[i] == kFailed) table.failed.insert(table.failed.end(), i);
+    }
     std::sort(table.rows.begin(), table.rows.end(), [](const ResultRow& a, const ResultRow& b) { return a.index < b.index; });
 
-    sweep::TaskIndex index(sweep.path);
     std::unordered_set<std::string> seen;
-    for (auto& row : table.rows) {
-        row.params = index.task(row.index).params;
+    for (auto& row : table.rows)
         for (auto& [name, value] : row.metrics)
             if (seen.insert(name).second) table.metric_names.push_back(name);
-    }
     return table;
 }
 

@@ -1,0 +1,78 @@
+#!/bin/bash
+# Collecting 100,000 results: aihpc-collect against bench/collect/reference.py (tasks.jsonl
+# plus json.load of every result file, one CSV row per task), in the same run, on the
+# same files (warm page cache for both: the first run of each is not timed).
+#   1. the whole table as CSV;
+#   2. --sort loss --top 10 (the question a user asks most);
+#   3. --failed (the result scan alone).
+# Usage: bench/collect/run.sh [BUILD_DIR] [TASKS]   (default: the source tree, 100000)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-$here}
+tasks=${2:-100000}
+sweep_tool=$build/tools/aihpc-sweep
+collect_tool=$build/tools/aihpc-collect
+for t in "$sweep_tool" "$collect_tool"; do
+  [ -x "$t" ] || { echo "bench/collect: build $(basename "$t") first" >&2; exit 1; }
+done
+work=$(mktemp -d /tmp/aihpc-bench-collect.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+"$sweep_tool" expand "a=range(0,$tasks)" 'lr=1e-4,1e-3' 'opt=sgd' -o "$work/s" >/dev/null
+# Realistic result files, as aihpc-sweep run writes them (one task in 97 fails).
+python3 - "$work/s" "$tasks" <<'PY'
+import json, os, sys
+sweep, n = sys.argv[1], int(sys.argv[2])
+with open(os.path.join(sweep, "tasks.jsonl")) as f:
+    for line in f:
+        t = json.loads(line)
+        i = t["index"]
+        if i >= n:
+            break
+        r = {"index": i, "phase": "main", "params": t["params"], "task_seed": t["task_seed"],
+             "exit_code": 1 if i % 97 == 5 else 0, "start": "2024-06-11T12:00:00+00:00",
+             "end": "2024-06-11T12:01:00+00:00", "elapsed_s": 60.125, "node": "n%d" % (i % 2 + 1),
+             "job_id": 1000 + i, "array_job_id": 999, "array_task_id": i % 1001, "command": ["python", "train.py"],
+             "metrics": {"loss": (i * 7919 % 10007) / 10007.0, "acc": 1 - (i % 1000) / 1000.0, "epoch": 10},
+             "provenance": {"spec_hash": "0123456789abcdef", "git_commit": None, "container": None,
+                            "container_digest": None, "staged": [], "binding": {"cpus": "0-3", "mems": "0", "gpus": None}}}
+        with open(os.path.join(sweep, "results", "%d.json" % i), "w") as out:
+            out.write(json.dumps(r, separators=(",", ":")) + "\n")
+PY
+results=$(ls "$work/s/results" | wc -l)
+
+# best wall seconds of N runs of a command (after one untimed warm-up)
+best_of() {
+  local n=$1; shift
+  "$@" >/dev/null
+  local best= t0 t1 s
+  for ((r = 0; r < n; r++)); do
+    t0=$(date +%s%N)
+    "$@" >/dev/null
+    t1=$(date +%s%N)
+    s=$(awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.3f", ns / 1e9 }')
+    if [ -z "$best" ] || awk "BEGIN{exit !($s < $best)}"; then best=$s; fi
+  done
+  echo "$best"
+}
+ratio() { awk -v c="$1" -v p="$2" 'BEGIN { if (c < 0.001) c = 0.001; printf "%.1fx", p / c }'; }
+
+echo "collect $results results ($(du -sh "$work/s/results" | cut -f1) on disk), best of 3 (python: best of 2)"
+
+c=$(best_of 3 "$collect_tool" "$work/s" --format csv -o "$work/c.csv")
+p=$(best_of 2 python3 "$here/bench/collect/reference.py" "$work/s" "$work/p.csv")
+rows_c=$(($(wc -l <"$work/c.csv") - 1))
+rows_p=$(($(wc -l <"$work/p.csv") - 1))
+echo "  csv of every row:      aihpc-collect ${c}s, python reference ${p}s: $(ratio "$c" "$p") faster (target >= 10x)"
+[ "$rows_c" = "$results" ] && [ "$rows_p" = "$results" ] || { echo "FAIL: rows $rows_c (aihpc-collect) and $rows_p (reference), not $results"; exit 1; }
+# Both wrote the same table (columns index,status,a,lr,opt,loss,acc,epoch,exit_code,
+# elapsed_s,node), numbers compared as numbers: the tools may spell them differently.
+awk -F, 'NR == FNR { row[FNR] = $0; next }
+         { split(row[FNR], c, ","); for (k = 1; k <= 11; k++) if (c[k] != $k && (c[k] + 0 != $k + 0 || k == 2 || k == 5 || k == 11)) {
+             print "FAIL: line " FNR " column " k ": " c[k] " (aihpc-collect) vs " $k " (reference)"; exit 1 } }' \
+    "$work/c.csv" "$work/p.csv" || exit 1
+
+c=$(best_of 3 "$collect_tool" "$work/s" --sort loss --top 10)
+echo "  --sort loss --top 10:  aihpc-collect ${c}s, $(ratio "$c" "$p") faster than the reference's full pass"
+c=$(best_of 3 "$collect_tool" "$work/s" --failed)
+echo "  --failed:              aihpc-collect ${c}s ($("$collect_tool" "$work/s" --failed | tr ',' '\n' | wc -l) ranges)"
