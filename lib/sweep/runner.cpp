@@ -184,7 +184,10 @@ TaskContext task_context_from_environment() {
     c.container = env("AIHPC_CONTAINER_IMAGE");
     c.container_digest = env("AIHPC_CONTAINER_DIGEST");
     c.stage_manifests = env("AIHPC_STAGE_MANIFESTS");
-    c.stage_option = env("AIHPC_STAGE");
+    // What the job asked to stage: the option as Slurm forwards it to the job's steps
+    // (it overrides the variable), else the AIHPC_STAGE variable.
+    c.stage_option = env("SLURM_SPANK__SLURM_SPANK_OPTION_aihpc_aihpc_stage");
+    if (c.stage_option.empty()) c.stage_option = env("AIHPC_STAGE");
     return c;
 }
 

@@ -2,7 +2,7 @@
 # aihpc-sweep on a real Slurm: chunking by MaxArraySize (1001 on the mini-cluster),
 # packing, and every task of a 2,500-task sweep running once with its own parameters.
 . "$(dirname "$0")/lib.sh"
-plan 10
+plan 11
 work=$(scratch)
 cd "$work"
 sweep_tool=$top_builddir/tools/aihpc-sweep
@@ -69,4 +69,25 @@ ok "resubmit --missing has nothing to do when every task succeeded" \
     bash -c 'out=$(runuser -u '"$test_user"' -- env SLURM_CONF='"$SLURM_CONF"' '"$sweep_tool"' resubmit big --missing 2>&1) && grep -q "nothing to resubmit" <<<"$out"'
 ok "a second submit of the same sweep is refused" \
     bash -c '! out=$(runuser -u '"$test_user"' -- env SLURM_CONF='"$SLURM_CONF"' '"$sweep_tool"' submit big --max-array-size 100 2>&1) && grep -q "already submitted" <<<"$out"'
+# A sweep run through the plugin records what it staged and how it was bound.
+mkdir -p data && echo 42 >data/answer && chmod -R a+rX data
+as_user "$sweep_tool" expand 'x=1,2' -o "$work/staged" -- sh -c 'cat "$AIHPC_DATA_INPUT/answer" >/dev/null' >/dev/null
+as_user "$sweep_tool" submit staged -- --aihpc-stage="$work/data:input" --aihpc-bind=cores >/dev/null
+staged_job=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["arrays"][0]["job_id"])' staged/chunks.json)
+wait_job "$staged_job" >/dev/null
+provenance_recorded() {
+    python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+for i in (0, 1):
+    r = json.load(open(f"{work}/staged/results/{i}.json"))
+    assert r["exit_code"] == 0, r
+    staged = r["provenance"]["staged"]
+    assert [s["name"] for s in staged] == ["input"], staged
+    assert staged[0]["src"] == f"{work}/data", staged
+    assert len(staged[0]["manifest_hash"]) >= 16, staged
+    assert r["provenance"]["binding"]["cpus"], r["provenance"]
+PY
+}
+ok "a task run through the plugin records its staged source, manifest hash and CPUs" provenance_recorded
 finish
