@@ -114,6 +114,12 @@ int slurm_spank_init_post_opt(spank_t sp, int, char**) {
     }
 }
 
+int slurm_spank_local_user_init(spank_t sp, int, char**) {
+    Spank spank(sp);
+    if (spank.context() != S_CTX_LOCAL) return 0;
+    return guarded("local_user_init", spank, true, [&] { submit_local_user_init(spank); return 0; });
+}
+
 int slurm_spank_user_init(spank_t sp, int, char**) {
     Spank spank(sp);
     if (!is_remote(spank)) return 0;

@@ -9,6 +9,8 @@ namespace aihpc::plugin {
 
 // submit.cpp: srun (local) and sbatch/salloc (allocator). Run as the submitting user.
 void submit_init_post_opt(const Spank& spank);
+// srun only, once the step's shape is known and before any task starts.
+void submit_local_user_init(const Spank& spank);
 
 // slurmstepd.cpp: remote context, once per step per node (tasks: once per task).
 void step_init_post_opt(const Spank& spank);

@@ -60,6 +60,9 @@ void step_init_post_opt(const Spank& spank) {
     st.note("step " + std::to_string(st.step.job_id) + "." +
             (st.step.is_batch_step ? std::string("batch") : std::to_string(st.step.step_id)) + " on " +
             st.step.node_name + ", options:" + (given.empty() ? " none" : given));
+    // Normally refused by srun already; a step launched another way is checked here.
+    // The batch step runs on one node, whatever the job's size.
+    if (!st.step.is_batch_step) config::check_job_shape(st.options, st.step.node_count);
     if (st.deferred_errors.empty()) bind_step_init(spank, st);
     if (st.step.is_batch_step) {
         // Stage-out belongs to the batch step: steps it launches must not repeat it.

@@ -2,7 +2,7 @@
 # The plugin's option surface on a real Slurm: registration, submit-time validation,
 # forwarding to steps, and the site config.
 . "$(dirname "$0")/lib.sh"
-plan 15
+plan 16
 work=$(scratch)
 cd "$work"
 
@@ -36,6 +36,9 @@ ok "a bad AIHPC_BIND variable is refused at submit" \
     bash -c '! out=$(runuser -u '"$test_user"' -- env SLURM_CONF='"$SLURM_CONF"' AIHPC_BIND=sideways sbatch --wrap=true 2>&1) && grep -q "aihpc: --aihpc-bind: unknown mode .sideways." <<<"$out"'
 ok "srun refuses a bad option before launching anything" \
     bash -c '! out=$(runuser -u '"$test_user"' -- env SLURM_CONF='"$SLURM_CONF"' srun --aihpc-stage-mode=shared true 2>&1) && grep -q "aihpc: --aihpc-stage-mode" <<<"$out"'
+
+ok "srun -N2 refuses a stage-out DEST without %n before any task starts" \
+    bash -c '! out=$(runuser -u '"$test_user"' -- env SLURM_CONF='"$SLURM_CONF"' srun -N2 --aihpc-stage-out=out:/tmp/aihpc-collide bash -c "echo ran" 2>&1) && grep -q "aihpc: --aihpc-stage-out: .*add %n" <<<"$out" && ! grep -q ran <<<"$out"'
 
 cat >job.sh <<'JOB'
 #!/bin/bash
