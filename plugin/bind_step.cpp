@@ -12,7 +12,6 @@
 // SLURM_NODE_ALIASES, then in slurm.conf's NodeName/NodeAddr lines (SLURM_CONF of
 // slurmstepd, else of the job, else /etc/slurm/slurm.conf, else the configless copy in
 // /run/slurm/conf), then with getaddrinfo; failing all, the name itself.
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -29,6 +28,7 @@
 #include "common/error.hpp"
 #include "common/text.hpp"
 #include "plugin/capabilities.hpp"
+#include "stage/node_layout.hpp"
 
 namespace aihpc::plugin {
 
@@ -47,17 +47,6 @@ BindStep& bind_step() {
     static BindStep instance;
     return instance;
 }
-
-// The cache only goes into a local_root that is a root-owned directory no one else may
-// write (as the site keys require); otherwise the topology is discovered each step.
-std::string topology_cache_path(const PluginState& st) {
-    std::string root = st.site.local_root_for(st.step.node_name);
-    mkdir(root.c_str(), 0755);
-    struct stat sb{};
-    if (lstat(root.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode) || sb.st_uid != 0 || (sb.st_mode & 022) != 0) return "";
-    return root + "/topology.xml";
-}
-
 
 void plan_step(const Spank& spank, BindStep& bs) {
     auto env = [&spank](const std::string& name) { return spank.getenv(name); };
@@ -85,7 +74,8 @@ void bind_step_init(const Spank& /*spank*/, PluginState& st) {
     bs.bind = st.options.bind.value_or(config::BindRequest{st.site.bind_default, false, false, false});
     bs.dist = st.options.dist.value_or(st.site.dist_default);
     if (bs.bind.mode == config::BindMode::none) return;
-    std::string cache = geteuid() == 0 ? topology_cache_path(st) : "";
+    // The cache only goes into a root-private local_root, as the site keys require.
+    std::string cache = geteuid() == 0 ? stage::topology_cache_path(st.site.local_root_for(st.step.node_name)) : "";
     bs.topology = affinity::load_node_topology(cache, !cache.empty());
     st.note("bind: topology loaded");
 }
@@ -96,12 +86,7 @@ void bind_user_init(const Spank& spank, PluginState& st) {
     if (bs.bind.mode == config::BindMode::none || !bs.topology) return;
     bs.request.tasks = st.step.local_task_count;
     bs.request.bind = bs.bind;
-    affinity::CpuSet current = affinity::current_affinity();
-    affinity::CpuSet allowed;
-    if (auto cores = parse_id_list(st.step.step_cores); cores && !cores->empty())
-        for (unsigned pu : affinity::pus_of_cores(*bs.topology, *cores))
-            if (current.count(pu)) allowed.insert(pu);
-    bs.request.allowed = allowed.empty() ? current : allowed;
+    bs.request.allowed = affinity::step_allowed_pus(*bs.topology, st.step.step_cores, affinity::current_affinity());
     plan_step(spank, bs);
     st.note("bind: planned " + std::to_string(bs.request.tasks) + " tasks, mode " + config::to_string(bs.plan->mode));
 }
@@ -110,17 +95,12 @@ namespace {
 
 // Names of the per-task variables aihpc exported, carried in the task's environment so a
 // later step (an srun inside a batch job) that neither binds nor asks for the training
-// variables drops the batch step's stale values instead of inheriting them. GPU
-// visibility is left alone: Slurm itself sets it for every step that has GPUs.
+// variables drops the batch step's stale values instead of inheriting them.
 constexpr const char* exported_marker = "AIHPC_TASK_ENV";
 
 void drop_stale_task_env(const Spank& spank, const std::set<std::string>& set_now) {
-    auto previous = spank.getenv(exported_marker);
-    if (!previous) return;
-    for (const std::string& name : split(*previous, ','))
-        if (!name.empty() && !set_now.count(name) && name != "CUDA_VISIBLE_DEVICES" && name != "ROCR_VISIBLE_DEVICES" &&
-            name != "CUDA_DEVICE_ORDER")
-            spank.unsetenv(name);
+    if (auto previous = spank.getenv(exported_marker))
+        for (const std::string& name : affinity::stale_task_env(*previous, set_now)) spank.unsetenv(name);
 }
 
 void export_task_env(const Spank& spank, const std::map<std::string, std::string>& env, std::set<std::string>& set_now) {

@@ -29,6 +29,7 @@
 #include "stage/node_cache.hpp"
 #include "stage/stage_in.hpp"
 #include "stage/stage_out.hpp"
+#include "stage/tree_copy.hpp"
 
 using namespace aihpc;
 using namespace aihpc::stage;
@@ -56,7 +57,7 @@ const char* usage_text =
     "  --cache DIR       the node cache directory of this user\n"
     "  --mode MODE       cache or private\n"
     "  --verify          check every staged file against xxh3 content hashes\n"
-    "  --threads N       copy workers (default: CPUs, at most 16)\n"
+    "  --threads N       copy workers (default: the CPUs it may run on, at most 16)\n"
     "  --max SIZE        cache cap: bytes with K/M/G/T suffix, or N% of the file system\n"
     "  --allow DIRS      sources must lie under one of these (colon-separated)\n"
 "  --from DIR        the stage dir LOCAL is relative to (default: $AIHPC_STAGE_DIR,\n"
@@ -115,11 +116,6 @@ Args parse_args(int argc, char** argv) {
         else args.items.push_back(w);
     }
     return args;
-}
-
-unsigned default_threads() {
-    unsigned n = std::thread::hardware_concurrency();
-    return std::clamp(n == 0 ? 4u : n, 1u, 16u);
 }
 
 CacheLimits resolve_limits(const std::string& max, const std::string& cache_dir) {
@@ -206,7 +202,7 @@ int run_in(const Args& args) {
     if (!private_mode) settings.cache_dir = args.cache;
     settings.private_mode = private_mode;
     settings.verify = args.verify;
-    settings.threads = args.threads ? args.threads : default_threads();
+    settings.threads = args.threads ? args.threads : default_copy_threads();
     settings.uid = ::getuid();
     char cwd[4096];
     settings.base_dir = ::getcwd(cwd, sizeof cwd) ? cwd : "/";
@@ -256,7 +252,7 @@ int run_out(const Args& args) {
         std::string local = join_path(from, item.local);
         try {
             StageOutResult r = stage_out(local, expand_dest(item.dest, job_id, node), job_id,
-                                         args.threads ? args.threads : default_threads(), &progress);
+                                         args.threads ? args.threads : default_copy_threads(), &progress);
             if (args.json)
                 std::printf("{\"local\": \"%s\", \"dest\": \"%s\", \"diverted\": %s, \"files\": %" PRIu64
                             ", \"bytes\": %" PRIu64 ", \"seconds\": %.6f}\n",
@@ -307,7 +303,7 @@ int run_cache(const Args& args) {
                 std::string data = join_path(cache.entry_path(e.key), "data");
                 UniqueFd fd(::open(data.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                 if (!fd) throw_errno("cannot open " + data);
-                verify_item(fd.get(), *manifest, true, args.threads ? args.threads : default_threads(), data);
+                verify_item(fd.get(), *manifest, true, args.threads ? args.threads : default_copy_threads(), data);
             } catch (const Error& err) {
                 verdict = err.what();
                 status = 1;

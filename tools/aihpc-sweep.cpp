@@ -14,9 +14,8 @@
 #include <tuple>
 #include <vector>
 
-#include <json-c/json.h>
-
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 #include "config.h"
 #include "sweep/expand.hpp"
@@ -242,15 +241,15 @@ std::vector<ArraySubmission> submit_sweep(const SweepDir& sweep, const SubmitOpt
     return subs;
 }
 
-// --rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]
-struct RoundsOptions {
-    std::optional<std::uint64_t> rounds, top, trials;
+// How refine picks the best tasks and spreads the next sweep around them; also the
+// closed loop's options: --metric NAME[:min|max] --top K [--shrink F] [--trials N]
+struct RefineOptions {
     std::string metric;
     bool maximize = false;
+    std::optional<std::uint64_t> top, trials;
     std::optional<double> shrink;
     bool take(Args& args, const std::string& w) {
-        if (w == "--rounds") rounds = args.number(w, 1);
-        else if (w == "--top") top = args.number(w, 1);
+        if (w == "--top") top = args.number(w, 1);
         else if (w == "--trials") trials = args.number(w, 1);
         else if (w == "--metric") {
             try {
@@ -269,10 +268,23 @@ struct RoundsOptions {
         } else return false;
         return true;
     }
-    bool given() const { return rounds || top || trials || shrink || !metric.empty(); }
+    bool given() const { return top || trials || shrink || !metric.empty(); }
+};
+
+// --rounds R and the refine options of each round
+struct RoundsOptions {
+    std::optional<std::uint64_t> rounds;
+    RefineOptions refine;
+    bool take(Args& args, const std::string& w) {
+        if (w != "--rounds") return refine.take(args, w);
+        rounds = args.number(w, 1);
+        return true;
+    }
+    bool given() const { return rounds || refine.given(); }
     void check() const {
         if (!given()) return;
-        if (!rounds || metric.empty() || !top) throw UsageError("a closed loop needs --rounds R, --metric NAME[:min|max] and --top K");
+        if (!rounds || refine.metric.empty() || !refine.top)
+            throw UsageError("a closed loop needs --rounds R, --metric NAME[:min|max] and --top K");
     }
 };
 
@@ -352,11 +364,11 @@ int cmd_plan_or_submit(Args args, bool submit) {
     if (ro.given()) {
         // Checked before anything is queued: the metric must at least be a name refine accepts.
         record.plan.rounds = *ro.rounds;
-        record.plan.metric = ro.metric;
-        record.plan.maximize = ro.maximize;
-        record.plan.top = *ro.top;
-        record.plan.shrink = ro.shrink.value_or(0.5);
-        record.plan.trials = ro.trials;
+        record.plan.metric = ro.refine.metric;
+        record.plan.maximize = ro.refine.maximize;
+        record.plan.top = *ro.refine.top;
+        record.plan.shrink = ro.refine.shrink.value_or(0.5);
+        record.plan.trials = ro.refine.trials;
         record.plan.throttle = options.throttle;
         record.plan.max_array_size = options.max_array_size;
         record.plan.pack = options.pack;
@@ -533,18 +545,16 @@ void append_chunks(const SweepDir& sweep, const std::vector<ArraySubmission>& su
         write_file_atomic(path, fresh);
         return;
     }
-    json_object* old = json_tokener_parse(read_file(path).c_str());
-    json_object* add = json_tokener_parse(fresh.c_str());
+    JsonRef old = parse_json(read_file(path));
+    JsonRef add = parse_json(fresh);
     json_object *arrays = nullptr, *more = nullptr;
-    if (old && add && json_object_object_get_ex(old, "arrays", &arrays) && json_object_object_get_ex(add, "arrays", &more)) {
+    if (json_object_object_get_ex(old.get(), "arrays", &arrays) && json_object_object_get_ex(add.get(), "arrays", &more)) {
         for (std::size_t i = 0; i < json_object_array_length(more); ++i)
             json_object_array_add(arrays, json_object_get(json_object_array_get_idx(more, i)));
-        write_file_atomic(path, std::string(json_object_to_json_string_ext(old, JSON_C_TO_STRING_PLAIN)) + "\n");
+        write_file_atomic(path, std::string(json_object_to_json_string_ext(old.get(), JSON_C_TO_STRING_PLAIN)) + "\n");
     } else {
         write_file_atomic(path, fresh);
     }
-    json_object_put(old);
-    json_object_put(add);
 }
 
 int cmd_resubmit(Args args) {
@@ -624,38 +634,22 @@ int cmd_resubmit(Args args) {
 int cmd_refine(Args args) {
     if (args.done()) throw UsageError("refine needs a SWEEP dir");
     std::string dir = args.next();
-    std::string metric, out_dir;
-    bool maximize = false;
-    std::optional<std::uint64_t> top, trials;
-    double shrink = 0.5;
+    std::string out_dir;
+    RefineOptions ro;
     while (!args.done()) {
         auto w = args.next();
-        if (w == "--metric") {
-            try {
-                std::tie(metric, maximize) = parse_metric_direction(args.value(w));
-            } catch (const UsageError&) {
-                throw;
-            } catch (const Error& e) {
-                throw UsageError(e.what());
-            }
-        } else if (w == "--top") top = args.number(w, 1);
-        else if (w == "--trials") trials = args.number(w, 1);
-        else if (w == "--shrink") {
-            auto v = args.value(w);
-            char* end = nullptr;
-            shrink = std::strtod(v.c_str(), &end);
-            if (v.empty() || *end || !(shrink > 0 && shrink <= 1)) throw UsageError("--shrink: '" + v + "' is not a number in (0, 1]");
-        } else if (w == "-o" || w == "--output") out_dir = args.value(w);
+        if (ro.take(args, w)) continue;
+        if (w == "-o" || w == "--output") out_dir = args.value(w);
         else throw UsageError("refine: unknown argument " + w);
     }
-    if (metric.empty() || !top || out_dir.empty()) throw UsageError("refine needs --metric NAME, --top K and -o SWEEP2");
+    if (ro.metric.empty() || !ro.top || out_dir.empty()) throw UsageError("refine needs --metric NAME, --top K and -o SWEEP2");
     SweepDir sweep = open_sweep(dir);
-    auto ranked = best_tasks(sweep, metric, maximize, *top);
+    auto ranked = best_tasks(sweep, ro.metric, ro.maximize, *ro.top);
     std::vector<TaskRecord> best;
     for (auto& r : ranked) best.push_back(r.task);
-    auto spec = refine_spec(sweep.spec, best, shrink, trials.value_or(sweep.tasks));
+    auto spec = refine_spec(sweep.spec, best, ro.shrink.value_or(0.5), ro.trials.value_or(sweep.tasks));
     auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()});
-    std::cout << summary.tasks << " tasks around the best " << best.size() << " (" << metric << " " << (maximize ? "max" : "min")
+    std::cout << summary.tasks << " tasks around the best " << best.size() << " (" << ro.metric << " " << (ro.maximize ? "max" : "min")
               << " " << format_double(ranked.front().metric) << ") in " << out_dir << "\n";
     return 0;
 }

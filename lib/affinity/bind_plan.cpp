@@ -5,14 +5,12 @@
 // tasks are disjoint whenever the cores suffice.
 #include "affinity/bind_plan.hpp"
 
-#include <json-c/json.h>
-
 #include <algorithm>
 #include <functional>
 #include <limits>
-#include <memory>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 
 namespace aihpc::affinity {
@@ -360,10 +358,7 @@ std::string describe_task(const TaskBinding& task, unsigned shown_rank) {
 }
 
 std::string plan_to_json(const BindPlan& plan) {
-    struct JsonDeleter {
-        void operator()(json_object* obj) const { json_object_put(obj); }
-    };
-    std::unique_ptr<json_object, JsonDeleter> root(json_object_new_object());
+    JsonRef root(json_object_new_object());
     json_object* tasks = json_object_new_array();
     json_object_object_add(root.get(), "tasks", tasks);
     for (const TaskBinding& task : plan.tasks) {

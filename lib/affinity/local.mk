@@ -20,7 +20,7 @@ tests_unit_test_affinity_CPPFLAGS = $(AM_CPPFLAGS) \
 	-DAIHPC_SHARED_TOPOLOGIES='"$(abs_top_srcdir)/../shared/topologies"' \
 	-DAIHPC_FIXTURE_TOPOLOGIES='"$(abs_top_srcdir)/tests/fixtures/topologies"'
 tests_unit_test_affinity_LDADD = lib/affinity/libaihpc_affinity.la $(unit_test_libs)
-tests_unit_test_affinity_env_SOURCES = tests/unit/test_affinity_env.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_affinity_env_SOURCES = tests/unit/test_affinity_env.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_affinity_env_LDADD = lib/affinity/libaihpc_affinity.la $(unit_test_libs)
 
 dist_man_MANS += man/aihpc-bind.1

@@ -11,6 +11,23 @@ CpuSet pus_of_cores(const NodeTopology& topology, const std::set<unsigned>& core
     return pus;
 }
 
+CpuSet step_allowed_pus(const NodeTopology& topology, const std::string& step_cores, const CpuSet& current) {
+    CpuSet allowed;
+    if (auto cores = parse_id_list(step_cores); cores && !cores->empty())
+        for (unsigned pu : pus_of_cores(topology, *cores))
+            if (current.count(pu)) allowed.insert(pu);
+    return allowed.empty() ? current : allowed;
+}
+
+std::vector<std::string> stale_task_env(const std::string& exported_before, const std::set<std::string>& set_now) {
+    std::vector<std::string> stale;
+    for (const std::string& name : split(exported_before, ','))
+        if (!name.empty() && !set_now.count(name) && name != "CUDA_VISIBLE_DEVICES" && name != "ROCR_VISIBLE_DEVICES" &&
+            name != "CUDA_DEVICE_ORDER")
+            stale.push_back(name);
+    return stale;
+}
+
 StepGpus step_gpus_from_env(const std::function<std::optional<std::string>(const std::string&)>& getenv) {
     StepGpus gpus;
     std::optional<std::string> visible = getenv("CUDA_VISIBLE_DEVICES");

@@ -3,6 +3,7 @@
 #pragma once
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,17 @@ namespace aihpc::affinity {
 // hwloc's logical core order) to the OS PUs of those cores. Ids beyond the topology's
 // cores (a node configured with more CPUs than it has) are dropped.
 CpuSet pus_of_cores(const NodeTopology& topology, const std::set<unsigned>& core_ids);
+
+// The PUs the step's tasks are bound within: the PUs of its allocated cores (step_cores,
+// an id list as S_STEP_ALLOC_CORES gives it) that slurmstepd may run on now (`current`,
+// its cgroup). All of `current` when step_cores is empty, not a list, or shares nothing
+// with it.
+CpuSet step_allowed_pus(const NodeTopology& topology, const std::string& step_cores, const CpuSet& current);
+
+// Of the variables an earlier step exported to its tasks (the comma list that
+// AIHPC_TASK_ENV carries), those this task must unset: the ones not set again now. GPU
+// visibility stays, since Slurm itself sets it for every step that has GPUs.
+std::vector<std::string> stale_task_env(const std::string& exported_before, const std::set<std::string>& set_now);
 
 struct StepGpus {
     std::optional<std::vector<unsigned>> indices;   // nullopt: every GPU of the node

@@ -15,11 +15,11 @@ tools_aihpc_collect_SOURCES = tools/aihpc-collect.cpp
 tools_aihpc_collect_LDADD = lib/collect/libaihpc_collect.la lib/sweep/libaihpc_sweep.la $(tool_libs)
 
 UNIT_TESTS += tests/unit/test_collect
-tests_unit_test_collect_SOURCES = tests/unit/test_collect.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_collect_SOURCES = tests/unit/test_collect.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp tests/unit/built_tool.hpp
 tests_unit_test_collect_LDADD = lib/collect/libaihpc_collect.la lib/sweep/libaihpc_sweep.la $(unit_test_libs)
 # The closed loop of aihpc-sweep submit --rounds (lib/sweep/rounds and aihpc-sweep advance).
 UNIT_TESTS += tests/unit/test_collect_rounds
-tests_unit_test_collect_rounds_SOURCES = tests/unit/test_collect_rounds.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_collect_rounds_SOURCES = tests/unit/test_collect_rounds.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp tests/unit/built_tool.hpp
 tests_unit_test_collect_rounds_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
 
 dist_man_MANS += man/aihpc-collect.1

@@ -18,6 +18,7 @@
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
+#include "common/paths.hpp"
 #include "common/text.hpp"
 
 namespace aihpc::collect {
@@ -78,25 +79,11 @@ bool mlflow_name_ok(std::string_view name) {
 
 namespace {
 
-void make_dir(const std::string& path) {
-    if (::mkdir(path.c_str(), 0777) != 0 && errno != EEXIST) throw_errno("cannot create directory " + path);
-}
-
-void make_dirs(const std::string& path) {
-    for (std::size_t pos = 1; (pos = path.find('/', pos)) != std::string::npos; ++pos) make_dir(path.substr(0, pos));
-    make_dir(path);
-}
-
-bool exists(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0;
-}
-
 void write_text(const std::string& path, std::string_view text) {
     auto slash = path.rfind('/');
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
     if (!fd && errno == ENOENT && slash != std::string::npos) {
-        make_dirs(path.substr(0, slash));  // a name with '/' nests, as MLflow stores it
+        make_directories(path.substr(0, slash));  // a name with '/' nests, as MLflow stores it
         fd = UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
     }
     if (!fd) throw_errno("cannot create " + path);
@@ -114,7 +101,7 @@ void write_text(const std::string& path, std::string_view text) {
 }
 
 void remove_tree(const std::string& path) {
-    if (!exists(path)) return;
+    if (!path_exists(path)) return;
     ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -159,12 +146,12 @@ std::string find_or_create_experiment(const std::string& root, const std::string
         if (!id) continue;
         highest = std::max(highest, *id);
         std::string meta = root + "/" + e->d_name + "/meta.yaml";
-        if (!exists(meta)) continue;
+        if (!path_exists(meta)) continue;
         for (auto& line : split(sweep::read_file(meta), '\n'))
             if (starts_with(line, "name:") && yaml_unquote(std::string_view(line).substr(5)) == name) return e->d_name;
     }
     std::string id = std::to_string(highest + 1);
-    make_dir(root + "/" + id);
+    make_directory(root + "/" + id);
     write_text(root + "/" + id + "/meta.yaml", experiment_meta(root, id, name, now_millis()));
     return id;
 }
@@ -185,8 +172,8 @@ void write_run(const std::string& root, const std::string& experiment, const Run
     std::string final_dir = root + "/" + experiment + "/" + run.id;
     std::string dir = final_dir + ".tmp." + std::to_string(::getpid());
     remove_tree(dir);
-    make_dir(dir);
-    for (auto sub : {"/params", "/metrics", "/tags", "/artifacts"}) make_dir(dir + sub);
+    make_directory(dir);
+    for (auto sub : {"/params", "/metrics", "/tags", "/artifacts"}) make_directory(dir + sub);
     auto ms = [](const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : std::string("null"); };
     write_text(dir + "/meta.yaml", "artifact_uri: " + yaml_quote("file://" + final_dir + "/artifacts") +
                                        "\nend_time: " + ms(run.end) + "\nentry_point_name: ''\nexperiment_id: " + yaml_quote(experiment) +
@@ -223,11 +210,11 @@ std::string base_name(const std::string& path) {
 
 MlflowSummary write_mlflow(const ResultTable& table, const sweep::SweepDir& sweep, const std::string& dir) {
     MlflowSummary out;
-    make_dirs(dir);
+    make_directories(dir);
     out.root = absolute(dir);
-    make_dir(out.root + "/.trash");
-    if (!exists(out.root + "/0/meta.yaml")) {
-        make_dir(out.root + "/0");
+    make_directory(out.root + "/.trash");
+    if (!path_exists(out.root + "/0/meta.yaml")) {
+        make_directory(out.root + "/0");
         write_text(out.root + "/0/meta.yaml", experiment_meta(out.root, "0", "Default", now_millis()));
     }
     out.experiment_id = find_or_create_experiment(out.root, sweep.spec.name);

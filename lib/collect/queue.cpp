@@ -1,6 +1,5 @@
 #include "collect/queue.hpp"
 
-#include <json-c/json.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -8,6 +7,7 @@
 #include <optional>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 #include "sweep/process.hpp"
 #include "sweep/results.hpp"
@@ -15,14 +15,6 @@
 namespace aihpc::collect {
 
 namespace {
-
-struct JsonRef {
-    json_object* p = nullptr;
-    explicit JsonRef(json_object* o) : p(o) {}
-    ~JsonRef() { json_object_put(p); }
-    JsonRef(const JsonRef&) = delete;
-    JsonRef& operator=(const JsonRef&) = delete;
-};
 
 std::string field_text(json_object* obj, const char* key) {
     json_object* v = nullptr;
@@ -55,9 +47,9 @@ std::vector<sweep::ArraySubmission> read_arrays(const std::string& sweep_dir) {
     std::string path = sweep_dir + "/chunks.json";
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) return {};
-    JsonRef doc(json_tokener_parse(sweep::read_file(path).c_str()));
+    JsonRef doc = parse_json(sweep::read_file(path));
     json_object* arrays = nullptr;
-    if (!doc.p || !json_object_object_get_ex(doc.p, "arrays", &arrays) || !json_object_is_type(arrays, json_type_array))
+    if (!doc || !json_object_object_get_ex(doc.get(), "arrays", &arrays) || !json_object_is_type(arrays, json_type_array))
         throw Error(path + " is damaged (no arrays list); the sweep's job ids are unknown");
     std::vector<sweep::ArraySubmission> out;
     for (std::size_t i = 0; i < json_object_array_length(arrays); ++i) {

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <json-c/json.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 #include "sweep/results.hpp"
 
@@ -58,22 +58,6 @@ std::set<std::uint64_t> ResultTable::failed_or_missing() const {
 }
 
 namespace {
-
-struct JsonTokener {
-    json_tokener* p = json_tokener_new();
-    ~JsonTokener() { json_tokener_free(p); }
-    JsonTokener() = default;
-    JsonTokener(const JsonTokener&) = delete;
-    JsonTokener& operator=(const JsonTokener&) = delete;
-};
-
-struct JsonRef {
-    json_object* p = nullptr;
-    explicit JsonRef(json_object* o) : p(o) {}
-    ~JsonRef() { json_object_put(p); }
-    JsonRef(const JsonRef&) = delete;
-    JsonRef& operator=(const JsonRef&) = delete;
-};
 
 // The JSON text of a number or literal, without json-c's print buffer (an allocation
 // per call, which dominated on large sweeps). A parsed double keeps the text it was
@@ -231,14 +215,14 @@ std::optional<ResultRow> parse_with(json_tokener* tok, std::string_view text) {
     json_tokener_reset(tok);
     JsonRef doc(json_tokener_parse_ex(tok, text.data(), static_cast<int>(text.size())));
     if (json_tokener_get_error(tok) != json_tokener_success) return std::nullopt;
-    return row_of(doc.p);
+    return row_of(doc.get());
 }
 
 }  // namespace
 
 std::optional<ResultRow> parse_result(std::string_view text) {
     JsonTokener tok;
-    return parse_with(tok.p, text);
+    return parse_with(tok.get(), text);
 }
 
 namespace {
@@ -249,7 +233,7 @@ sweep::Assignment params_of(const sweep::TaskIndex& index, std::uint64_t i, json
     json_tokener_reset(tok);
     JsonRef doc(json_tokener_parse_ex(tok, line.data(), static_cast<int>(line.size())));
     json_object* params = nullptr;
-    if (json_tokener_get_error(tok) != json_tokener_success || !json_object_object_get_ex(doc.p, "params", &params) ||
+    if (json_tokener_get_error(tok) != json_tokener_success || !json_object_object_get_ex(doc.get(), "params", &params) ||
         !json_object_is_type(params, json_type_object))
         throw Error("tasks.jsonl: task " + std::to_string(i) + " has a malformed line; expand the sweep again");
     sweep::Assignment out;
@@ -288,7 +272,7 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
                 if (!file.read(dir.fd(), files[k].name.c_str())) continue;
                 auto code = sweep::result_exit_code(file.text());
                 if (!code || *code == 0) continue;
-                auto row = parse_with(tok.p, file.text());
+                auto row = parse_with(tok.get(), file.text());
                 if (!row) row = ResultRow{};
                 row->index = files[k].index;
                 row->exit_code = code;
@@ -314,14 +298,14 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
         rows.reserve(end - begin);
         for (std::size_t k = begin; k < end; ++k) {
             if (!file.read(dir.fd(), files[k].name.c_str())) continue;
-            auto row = parse_with(tok.p, file.text());
+            auto row = parse_with(tok.get(), file.text());
             if (!row || !row->exit_code) continue;  // not a whole result: the task counts as missing
             std::uint64_t i = files[k].index;
             row->index = i;
             if (row->phase.empty()) row->phase = last;
             row->state = *row->exit_code != 0 ? TaskState::failed : TaskState::done;
             state[i] = row->state == TaskState::failed ? kFailed : kDone;
-            row->params = params_of(index, i, tok.p);
+            row->params = params_of(index, i, tok.get());
             rows.push_back(std::move(*row));
         }
         std::lock_guard lock(merge);
@@ -343,7 +327,7 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
     for (auto& [i, row] : failed_early) {
         if (state[i] != kNone) continue;
         state[i] = kFailed;
-        row.params = params_of(index, i, tok.p);
+        row.params = params_of(index, i, tok.get());
         table.rows.push_back(std::move(row));
     }
     if (options.include_missing) {
@@ -352,7 +336,7 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
                 ResultRow row;
                 row.index = i;
                 row.state = TaskState::missing;
-                row.params = params_of(index, i, tok.p);
+                row.params = params_of(index, i, tok.get());
                 table.rows.push_back(std::move(row));
             }
     }
@@ -500,7 +484,7 @@ std::string cell_json(const ResultRow& row, const Column& c) {
     case Column::elapsed_s: return row.elapsed_s ? elapsed_text(*row.elapsed_s) : "null";
     default: {
         auto t = cell_text(row, c);
-        return t.empty() ? "null" : sweep::json_quote(t);
+        return json_quote_or_null(t);
     }
     }
 }

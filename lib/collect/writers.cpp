@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 
 namespace aihpc::collect {
 
@@ -129,11 +130,9 @@ void write_markdown(const ResultTable& table, const std::vector<Column>& cols, B
 std::string object_of(const sweep::Assignment& values) {
     std::string out = "{";
     for (std::size_t i = 0; i < values.size(); ++i)
-        out += (i ? "," : "") + sweep::json_quote(values[i].first) + ":" + values[i].second.json;
+        out += (i ? "," : "") + json_quote(values[i].first) + ":" + values[i].second.json;
     return out + "}";
 }
-
-std::string text_or_null(const std::string& text) { return text.empty() ? "null" : sweep::json_quote(text); }
 
 }  // namespace
 
@@ -149,18 +148,18 @@ std::string csv_field(std::string_view text) {
 
 std::string row_json(const ResultTable& table, const ResultRow& row) {
     std::string out = "{\"index\":" + std::to_string(row.index) + ",\"status\":\"" + task_state_name(row.state) + "\"";
-    if (!row.phase.empty()) out += ",\"phase\":" + sweep::json_quote(row.phase);
+    if (!row.phase.empty()) out += ",\"phase\":" + json_quote(row.phase);
     out += ",\"params\":" + object_of(row.params) + ",\"metrics\":" + object_of(row.metrics);
     out += ",\"exit_code\":" + (row.exit_code ? std::to_string(*row.exit_code) : std::string("null"));
     Column elapsed{Column::elapsed_s, "elapsed_s", ""};
     out += ",\"elapsed_s\":" + cell_json(row, elapsed);
-    out += ",\"node\":" + text_or_null(row.node) + ",\"start\":" + text_or_null(row.start) + ",\"end\":" + text_or_null(row.end) +
-           ",\"job_id\":" + text_or_null(row.job_id) + ",\"array_job_id\":" + text_or_null(row.array_job_id) +
-           ",\"array_task_id\":" + text_or_null(row.array_task_id);
+    out += ",\"node\":" + json_quote_or_null(row.node) + ",\"start\":" + json_quote_or_null(row.start) + ",\"end\":" + json_quote_or_null(row.end) +
+           ",\"job_id\":" + json_quote_or_null(row.job_id) + ",\"array_job_id\":" + json_quote_or_null(row.array_job_id) +
+           ",\"array_task_id\":" + json_quote_or_null(row.array_task_id);
     if (table.with_sacct) {
         if (row.sacct)
-            out += ",\"sacct\":{\"State\":" + text_or_null(row.sacct->state) + ",\"ExitCode\":" + text_or_null(row.sacct->exit_code) +
-                   ",\"Elapsed\":" + text_or_null(row.sacct->elapsed) + ",\"MaxRSS\":" + text_or_null(row.sacct->max_rss) + "}";
+            out += ",\"sacct\":{\"State\":" + json_quote_or_null(row.sacct->state) + ",\"ExitCode\":" + json_quote_or_null(row.sacct->exit_code) +
+                   ",\"Elapsed\":" + json_quote_or_null(row.sacct->elapsed) + ",\"MaxRSS\":" + json_quote_or_null(row.sacct->max_rss) + "}";
         else
             out += ",\"sacct\":null";
     }

@@ -1,5 +1,9 @@
 lib_libaihpc_la_SOURCES += \
+	lib/common/child_process.cpp lib/common/child_process.hpp \
 	lib/common/error.cpp lib/common/error.hpp \
 	lib/common/fd.hpp \
-	lib/common/text.cpp lib/common/text.hpp
+	lib/common/json.cpp lib/common/json.hpp \
+	lib/common/paths.cpp lib/common/paths.hpp \
+	lib/common/text.cpp lib/common/text.hpp \
+	lib/common/user_process.cpp lib/common/user_process.hpp
 EXTRA_DIST += lib/common/README

@@ -1,11 +1,9 @@
 #include "container/launch.hpp"
 
-#include <json-c/json.h>
-
-#include <memory>
 #include <set>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 
 namespace aihpc::container {
@@ -290,8 +288,6 @@ bool task_argv_is_step_argv(unsigned major, unsigned minor) {
 
 namespace {
 
-using JsonPtr = std::unique_ptr<json_object, decltype(&json_object_put)>;
-
 const char* kind_key(ImageKind kind) {
     switch (kind) {
     case ImageKind::sif: return "sif";
@@ -320,7 +316,7 @@ bool get_bool(json_object* obj, const char* key) {
 }  // namespace
 
 std::string encode_request(const LaunchRequest& request) {
-    JsonPtr root(json_object_new_object(), &json_object_put);
+    JsonRef root(json_object_new_object());
     json_object_object_add(root.get(), "runtime", json_object_new_string(runtime_name(request.runtime)));
     json_object_object_add(root.get(), "program", json_object_new_string(request.program.c_str()));
     json_object_object_add(root.get(), "image", json_object_new_string(request.image.c_str()));
@@ -343,7 +339,7 @@ std::string encode_request(const LaunchRequest& request) {
 }
 
 LaunchRequest decode_request(const std::string& text) {
-    JsonPtr root(json_tokener_parse(text.c_str()), &json_object_put);
+    JsonRef root = parse_json(text);
     if (!root || !json_object_is_type(root.get(), json_type_object)) throw Error("launch request is not a JSON object");
     LaunchRequest request;
     std::string runtime = get_string(root.get(), "runtime");

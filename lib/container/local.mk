@@ -17,7 +17,7 @@ tools_aihpc_launch_SOURCES = tools/aihpc-launch.cpp
 tools_aihpc_launch_LDADD = lib/container/libaihpc_container.la $(tool_libs)
 
 UNIT_TESTS += tests/unit/test_container
-tests_unit_test_container_SOURCES = tests/unit/test_container.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_container_SOURCES = tests/unit/test_container.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_container_LDADD = lib/container/libaihpc_container.la $(unit_test_libs)
 
 EXTRA_DIST += contrib/examples/container-image.sh bench/container/run.sh

@@ -76,8 +76,21 @@ namespace {
 
 struct ReadArchive {
     struct archive* a = archive_read_new();
+    ReadArchive() = default;
+    ReadArchive(const ReadArchive&) = delete;
+    ReadArchive& operator=(const ReadArchive&) = delete;
     ~ReadArchive() { archive_read_free(a); }
 };
+
+// Opens `reader` over the tar (plain, gzip or zstd) open as archive_fd, from its first byte.
+void open_tar(ReadArchive& reader, int archive_fd, const std::string& shown_src) {
+    archive_read_support_filter_all(reader.a);
+    archive_read_support_format_tar(reader.a);
+    archive_read_support_format_gnutar(reader.a);
+    if (::lseek(archive_fd, 0, SEEK_SET) < 0) throw_errno("cannot read " + shown_src);
+    if (archive_read_open_fd(reader.a, archive_fd, 1 << 20) != ARCHIVE_OK)
+        throw Error("cannot read " + shown_src + " as an archive: " + archive_error_string(reader.a));
+}
 
 struct WriteDisk {
     struct archive* a = archive_write_disk_new();
@@ -119,12 +132,7 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         return Error("refusing to extract " + shown_src + ": " + why + "; only archives whose entries stay inside them are staged");
     };
     ReadArchive reader;
-    archive_read_support_filter_all(reader.a);
-    archive_read_support_format_tar(reader.a);
-    archive_read_support_format_gnutar(reader.a);
-    if (::lseek(archive_fd, 0, SEEK_SET) < 0) throw_errno("cannot read " + shown_src);
-    if (archive_read_open_fd(reader.a, archive_fd, 1 << 20) != ARCHIVE_OK)
-        throw Error("cannot read " + shown_src + " as an archive: " + archive_error_string(reader.a));
+    open_tar(reader, archive_fd, shown_src);
 
     if (::mkdirat(dst_parent_fd, dst_name.c_str(), 0700) != 0) throw_errno("cannot create " + shown_dst);
     int root = ::openat(dst_parent_fd, dst_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -243,12 +251,7 @@ namespace aihpc::stage {
 
 std::map<std::string, std::string> archive_content_hashes(int archive_fd, const std::string& shown_src) {
     ReadArchive reader;
-    archive_read_support_filter_all(reader.a);
-    archive_read_support_format_tar(reader.a);
-    archive_read_support_format_gnutar(reader.a);
-    if (::lseek(archive_fd, 0, SEEK_SET) < 0) throw_errno("cannot read " + shown_src);
-    if (archive_read_open_fd(reader.a, archive_fd, 1 << 20) != ARCHIVE_OK)
-        throw Error("cannot read " + shown_src + " as an archive: " + archive_error_string(reader.a));
+    open_tar(reader, archive_fd, shown_src);
     std::map<std::string, std::string> hashes;
     static const std::vector<char> zeros(1 << 16);
     while (true) {

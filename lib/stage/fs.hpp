@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/fd.hpp"
@@ -58,6 +59,24 @@ private:
 // directories owned by the caller are made writable first. Returns false if anything was
 // left behind (the first error in *error when given); never throws.
 bool remove_tree_at(int parent_fd, const std::string& name, std::string* error = nullptr);
+
+// A tree being built under a temporary name below parent_fd: removed on every way out
+// of the scope unless keep() was called once it was published under its real name.
+class TemporaryTree {
+public:
+    TemporaryTree(int parent_fd, std::string name) : parent_fd_(parent_fd), name_(std::move(name)) {}
+    TemporaryTree(const TemporaryTree&) = delete;
+    TemporaryTree& operator=(const TemporaryTree&) = delete;
+    ~TemporaryTree() {
+        if (!kept_) remove_tree_at(parent_fd_, name_);
+    }
+    void keep() noexcept { kept_ = true; }
+
+private:
+    int parent_fd_;
+    std::string name_;
+    bool kept_ = false;
+};
 
 // Whole-file helpers for small metadata files.
 std::optional<std::string> read_small_file_at(int dir_fd, const std::string& name);

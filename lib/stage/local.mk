@@ -6,14 +6,18 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/tree_copy.cpp lib/stage/tree_copy.hpp \
 	lib/stage/archive.cpp lib/stage/archive.hpp \
 	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
+	lib/stage/node_layout.cpp lib/stage/node_layout.hpp \
 	lib/stage/source.cpp lib/stage/source.hpp \
 	lib/stage/stage_in.cpp lib/stage/stage_in.hpp \
 	lib/stage/stage_out.cpp lib/stage/stage_out.hpp
 plugin_module_libs += lib/stage/libaihpc_stage.la
 EXTRA_DIST += lib/stage/README
 UNIT_TESTS += tests/unit/test_stage
-tests_unit_test_stage_SOURCES = tests/unit/test_stage.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_stage_SOURCES = tests/unit/test_stage.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_stage_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
+UNIT_TESTS += tests/unit/test_node_layout
+tests_unit_test_node_layout_SOURCES = tests/unit/test_node_layout.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_node_layout_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
 bin_PROGRAMS += tools/aihpc-stage
 tools_aihpc_stage_SOURCES = tools/aihpc-stage.cpp
 tools_aihpc_stage_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)

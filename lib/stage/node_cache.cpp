@@ -13,6 +13,7 @@
 #include <map>
 
 #include "common/error.hpp"
+#include "common/paths.hpp"
 #include "common/text.hpp"
 #include "stage/fs.hpp"
 
@@ -111,15 +112,7 @@ std::uint64_t cache_bytes_at(int cache_fd) {
 
 NodeCache::NodeCache(const std::string& dir, CacheLimits limits) : dir_(dir), limits_(limits) {
     // Parents may be missing for a tool's private cache; the last component is ours.
-    std::string partial;
-    for (const std::string& part : split(dir, '/')) {
-        if (part.empty()) {
-            if (partial.empty()) partial = "/";
-            continue;
-        }
-        partial = join_path(partial, part);
-        if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("cannot create the cache directory " + partial);
-    }
+    make_directories(dir, 0700, "the cache directory");
     int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) throw_errno("cannot open the cache directory " + dir);
     dir_fd_.reset(fd);
@@ -230,14 +223,7 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     std::string temp = ".tmp." + key + "." + unique_suffix();
     std::string temp_path = join_path(join_path(dir_, "entries"), temp);
     if (::mkdirat(entries_fd_.get(), temp.c_str(), 0700) != 0) throw_errno("cannot create " + temp_path);
-    struct TempEntry {
-        int parent;
-        std::string name;
-        bool keep = false;
-        ~TempEntry() {
-            if (!keep) remove_tree_at(parent, name);
-        }
-    } guard{entries_fd_.get(), temp};
+    TemporaryTree unpublished(entries_fd_.get(), temp);
     UniqueFd entry(::openat(entries_fd_.get(), temp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!entry) throw_errno("cannot open " + temp_path);
 
@@ -253,7 +239,7 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     // entry appears whole or not at all.
     if (::renameat(entries_fd_.get(), temp.c_str(), entries_fd_.get(), key.c_str()) != 0)
         throw_errno("cannot publish the cache entry " + entry_path(key));
-    guard.keep = true;
+    unpublished.keep();
     ::fsync(entries_fd_.get());
     if (::flock(lock.get(), LOCK_SH) != 0) throw_errno("cannot share the cache lock of " + key);
     ::futimens(lock.get(), nullptr);

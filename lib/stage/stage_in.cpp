@@ -12,6 +12,8 @@
 #include <map>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
+#include "common/paths.hpp"
 #include "common/text.hpp"
 #include "stage/archive.hpp"
 #include "stage/fs.hpp"
@@ -29,27 +31,6 @@ const char* to_string(StageOutcome outcome) {
 }
 
 namespace {
-
-std::string json_string(const std::string& text) {
-    std::string out = "\"";
-    for (unsigned char c : text) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (c < 0x20) {
-                char code[8];
-                std::snprintf(code, sizeof code, "\\u%04x", c);
-                out += code;
-            } else {
-                out += static_cast<char>(c);
-            }
-        }
-    }
-    return out + "\"";
-}
 
 Manifest scan_source(const OpenSource& source, unsigned threads) {
     if (source.kind == SourceKind::tree) return scan_tree(source.fd.get(), source.realpath, std::min(threads, 8u));
@@ -121,15 +102,7 @@ void publish_link(int dir_fd, const std::string& name, const std::string& target
 }
 
 UniqueFd open_to_dir(const std::string& dir) {
-    std::string partial;
-    for (const std::string& part : split(dir, '/')) {
-        if (part.empty()) {
-            if (partial.empty()) partial = "/";
-            continue;
-        }
-        partial = partial.empty() ? part : join_path(partial, part);
-        if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("cannot create the stage directory " + partial);
-    }
+    make_directories(dir, 0700, "the stage directory");
     int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) throw_errno("cannot open the stage directory " + dir);
     return UniqueFd(fd);
@@ -147,9 +120,9 @@ std::string staged_item_json(const StagedItem& item) {
     char numbers[160];
     std::snprintf(numbers, sizeof numbers, "\"files\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"seconds\": %.6f", item.files,
                   item.bytes, item.seconds);
-    return "{\"src\": " + json_string(item.src) + ", \"name\": " + json_string(item.name) + ", \"path\": " +
-           json_string(item.path) + ", " + numbers + ", \"cache\": " + json_string(to_string(item.outcome)) +
-           ", \"manifest_hash\": " + json_string(item.manifest_hash) + "}";
+    return "{\"src\": " + json_quote(item.src) + ", \"name\": " + json_quote(item.name) + ", \"path\": " +
+           json_quote(item.path) + ", " + numbers + ", \"cache\": " + json_quote(to_string(item.outcome)) +
+           ", \"manifest_hash\": " + json_quote(item.manifest_hash) + "}";
 }
 
 void verify_item(int data_fd, const Manifest& expected, bool read_only_entry, unsigned threads, const std::string& shown) {
@@ -199,14 +172,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     if (settings.private_mode) {
         std::string temp = "." + name + ".aihpc-tmp." + unique_suffix();
         std::string temp_path = join_path(settings.to_dir, temp);
-        struct Guard {
-            int dir;
-            std::string name;
-            bool keep = false;
-            ~Guard() {
-                if (!keep) remove_tree_at(dir, name);
-            }
-        } guard{to_dir.get(), temp};
+        TemporaryTree copy(to_dir.get(), temp);
         Manifest written;
         try {
             written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, settings, false, &item.bytes,
@@ -225,7 +191,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
                 throw Error("stage-in of " + src + " failed: " + item.path + " already exists; remove it or choose another NAME");
             throw_errno("cannot publish " + item.path);
         }
-        guard.keep = true;
+        copy.keep();
         item.outcome = StageOutcome::private_copy;
         item.data_path = item.path;
     } else {

@@ -74,14 +74,7 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
         if (!parent_fd) throw_errno("cannot open the destination directory " + parent);
         std::string base = basename_of(target->path);
         std::string temp = "." + base + ".aihpc-out." + unique_suffix();
-        struct Guard {
-            int dir;
-            std::string name;
-            bool keep = false;
-            ~Guard() {
-                if (!keep) remove_tree_at(dir, name);
-            }
-        } guard{parent_fd.get(), temp};
+        TemporaryTree copy(parent_fd.get(), temp);
 
         CopyOptions options;
         options.threads = threads;
@@ -96,7 +89,7 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
             if (::renameat2(parent_fd.get(), temp.c_str(), parent_fd.get(), base.c_str(), RENAME_NOREPLACE) != 0)
                 throw_errno("cannot rename the copy to " + target->path);
         }
-        guard.keep = true;
+        copy.keep();
         result.dest = target->path;
         result.diverted = target->diverted;
         result.files = stats.files;

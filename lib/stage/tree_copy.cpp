@@ -1,6 +1,7 @@
 #include "stage/tree_copy.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -73,6 +74,13 @@ CopyPlan plan_copy(const Manifest& manifest, bool allow_split, PieceSizing sizin
             if (e.type == EntryType::file && e.size <= sizing.piece_bytes) plan.pieces.push_back({i, 0, e.size, true, d});
         }
     return plan;
+}
+
+unsigned default_copy_threads() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    unsigned n = ::sched_getaffinity(0, sizeof set, &set) == 0 ? static_cast<unsigned>(CPU_COUNT(&set)) : 4;
+    return std::clamp(n, 1u, 16u);
 }
 
 mode_t staged_mode(EntryType type, mode_t source_mode, bool read_only) {

@@ -66,6 +66,10 @@ struct CopyOptions {
     CopyProgress* progress = nullptr;
 };
 
+// Copy workers when none were asked for: the CPUs this process may run on (a job's
+// cgroup, not the whole node), at most 16, where more only contend for the disk.
+unsigned default_copy_threads();
+
 // Mode given to a copied entry: its own, or the read-only form for a cache entry.
 mode_t staged_mode(EntryType type, mode_t source_mode, bool read_only);
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 
 namespace aihpc::sweep {
 

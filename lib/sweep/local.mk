@@ -20,7 +20,7 @@ tools_aihpc_sweep_SOURCES = tools/aihpc-sweep.cpp
 tools_aihpc_sweep_LDADD = lib/sweep/libaihpc_sweep.la $(tool_libs)
 
 UNIT_TESTS += tests/unit/test_sweep
-tests_unit_test_sweep_SOURCES = tests/unit/test_sweep.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_sweep_SOURCES = tests/unit/test_sweep.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_sweep_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
 
 dist_man_MANS += man/aihpc-sweep.1

@@ -8,45 +8,19 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/child_process.hpp"
 #include "common/error.hpp"
-#include "common/fd.hpp"
 
 namespace aihpc::sweep {
 
 namespace {
 
-struct Pipe {
-    UniqueFd read, write;
-    Pipe() {
-        int fds[2];
-        if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("cannot create a pipe");
-        read = UniqueFd(fds[0]);
-        write = UniqueFd(fds[1]);
-    }
-};
-
-// Reaps the child on every path, so that no zombie outlives the call.
-class Child {
-public:
-    explicit Child(pid_t pid) : pid_(pid) {}
-    ~Child() {
-        if (pid_ > 0) wait();
-    }
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-    int wait() {
-        int status = 0;
-        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-        }
-        pid_ = -1;
-        if (WIFEXITED(status)) return WEXITSTATUS(status);
-        if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-        return -1;
-    }
-
-private:
-    pid_t pid_;
-};
+// The shell's convention: the exit status, or 128+N when signal N ended the command.
+int exit_status(int status) {
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+}
 
 }  // namespace
 
@@ -66,7 +40,7 @@ CommandOutput capture_output(const std::vector<std::string>& argv) {
         ::execvp(args[0], args.data());
         ::_exit(127);
     }
-    Child child(pid);
+    ChildProcess child(pid);
     out.write.reset();
     err.write.reset();
     CommandOutput result;
@@ -90,7 +64,7 @@ CommandOutput capture_output(const std::vector<std::string>& argv) {
             }
         }
     }
-    result.status = child.wait();
+    result.status = exit_status(child.wait());
     return result;
 }
 

@@ -1,7 +1,6 @@
 #include "sweep/refine.hpp"
 
 #include <dirent.h>
-#include <json-c/json.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +9,7 @@
 #include <set>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 
 namespace aihpc::sweep {
@@ -106,11 +106,10 @@ std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& met
         if (!ends_with(name, ".json")) continue;
         auto i = parse_uint(name.substr(0, name.size() - 5));
         if (!i || *i >= index.size()) continue;
-        json_object* r = json_tokener_parse(read_file(dir + "/" + std::string(name)).c_str());
-        json_object* code = nullptr;
+        JsonRef r = parse_json(read_file(dir + "/" + std::string(name)));
+        json_object* code = json_member(r.get(), "exit_code");
         std::optional<double> m;
-        if (r && json_object_object_get_ex(r, "exit_code", &code) && json_object_get_int(code) == 0) m = metric_of(r, metric);
-        json_object_put(r);
+        if (code && json_object_get_int(code) == 0) m = metric_of(r.get(), metric);
         if (m) all.push_back({index.task(*i), *m});
     }
     if (all.empty()) throw Error("no finished task of " + sweep.path + " reports the metric '" + metric + "'");

@@ -1,10 +1,9 @@
 #include "sweep/rounds.hpp"
 
-#include <json-c/json.h>
-
 #include <cmath>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 #include "sweep/spec.hpp"
 
@@ -12,32 +11,13 @@ namespace aihpc::sweep {
 
 namespace {
 
-struct JsonRef {
-    json_object* p = nullptr;
-    explicit JsonRef(json_object* o) : p(o) {}
-    ~JsonRef() { json_object_put(p); }
-    JsonRef(const JsonRef&) = delete;
-    JsonRef& operator=(const JsonRef&) = delete;
-};
-
-std::string words_json(const std::vector<std::string>& words) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < words.size(); ++i) out += (i ? "," : "") + json_quote(words[i]);
-    return out + "]";
-}
-
-json_object* get(json_object* o, const char* key) {
-    json_object* v = nullptr;
-    return json_object_object_get_ex(o, key, &v) ? v : nullptr;
-}
-
 std::string get_text(json_object* o, const char* key) {
-    auto* v = get(o, key);
+    auto* v = json_member(o, key);
     return v && !json_object_is_type(v, json_type_null) ? json_object_get_string(v) : "";
 }
 
 std::uint64_t get_uint(json_object* o, const char* key, std::uint64_t fallback = 0) {
-    auto* v = get(o, key);
+    auto* v = json_member(o, key);
     if (!v || !json_object_is_type(v, json_type_int)) return fallback;
     auto n = json_object_get_int64(v);
     return n < 0 ? fallback : static_cast<std::uint64_t>(n);
@@ -45,7 +25,7 @@ std::uint64_t get_uint(json_object* o, const char* key, std::uint64_t fallback =
 
 std::vector<std::string> get_words(json_object* o, const char* key) {
     std::vector<std::string> out;
-    auto* v = get(o, key);
+    auto* v = json_member(o, key);
     if (!v || !json_object_is_type(v, json_type_array)) return out;
     for (std::size_t i = 0; i < json_object_array_length(v); ++i) out.push_back(json_object_get_string(json_object_array_get_idx(v, i)));
     return out;
@@ -73,14 +53,14 @@ std::string rounds_json(const RoundsRecord& r) {
                       (p.maximize ? "max" : "min") + "\",\"top\":" + std::to_string(p.top) + ",\"shrink\":" + format_double(p.shrink) +
                       ",\"trials\":" + (p.trials ? std::to_string(*p.trials) : std::string("null")) +
                       ",\"throttle\":" + std::to_string(p.throttle) + ",\"max_array_size\":" + std::to_string(p.max_array_size) +
-                      ",\"pack\":" + std::to_string(p.pack) + ",\"sbatch\":" + words_json(p.sbatch) + ",\"tool\":" + json_quote(p.tool) +
-                      ",\"state\":" + json_quote(r.state) + ",\"message\":" + (r.message.empty() ? "null" : json_quote(r.message)) +
+                      ",\"pack\":" + std::to_string(p.pack) + ",\"sbatch\":" + json_string_array(p.sbatch) + ",\"tool\":" + json_quote(p.tool) +
+                      ",\"state\":" + json_quote(r.state) + ",\"message\":" + json_quote_or_null(r.message) +
                       ",\n\"history\":[";
     for (std::size_t i = 0; i < r.history.size(); ++i) {
         const auto& h = r.history[i];
         out += std::string(i ? ",\n" : "\n") + "{\"round\":" + std::to_string(h.round) + ",\"dir\":" + json_quote(h.dir) +
-               ",\"tasks\":" + std::to_string(h.tasks) + ",\"jobs\":" + words_json(h.jobs) +
-               ",\"controller\":" + (h.controller.empty() ? "null" : json_quote(h.controller)) + ",\"best\":";
+               ",\"tasks\":" + std::to_string(h.tasks) + ",\"jobs\":" + json_string_array(h.jobs) +
+               ",\"controller\":" + json_quote_or_null(h.controller) + ",\"best\":";
         if (h.best)
             out += "{\"index\":" + std::to_string(h.best->index) + ",\"metric\":" +
                    (std::isfinite(h.best->metric) ? format_double(h.best->metric) : std::string("null")) +
@@ -93,25 +73,25 @@ std::string rounds_json(const RoundsRecord& r) {
 }
 
 RoundsRecord parse_rounds_json(const std::string& text) {
-    JsonRef doc(json_tokener_parse(text.c_str()));
-    if (!doc.p || !json_object_is_type(doc.p, json_type_object) || !get(doc.p, "history"))
+    JsonRef doc = parse_json(text);
+    if (!doc.get() || !json_object_is_type(doc.get(), json_type_object) || !json_member(doc.get(), "history"))
         throw Error("rounds.json is damaged (no history); the closed loop cannot go on");
     RoundsRecord r;
     auto& p = r.plan;
-    p.rounds = get_uint(doc.p, "rounds", 1);
-    p.metric = get_text(doc.p, "metric");
-    p.maximize = get_text(doc.p, "direction") == "max";
-    p.top = get_uint(doc.p, "top", 1);
-    if (auto* v = get(doc.p, "shrink")) p.shrink = json_object_get_double(v);
-    if (auto* v = get(doc.p, "trials"); v && json_object_is_type(v, json_type_int)) p.trials = get_uint(doc.p, "trials");
-    p.throttle = get_uint(doc.p, "throttle");
-    p.max_array_size = get_uint(doc.p, "max_array_size", 1001);
-    p.pack = get_uint(doc.p, "pack", 1);
-    p.sbatch = get_words(doc.p, "sbatch");
-    p.tool = get_text(doc.p, "tool");
-    r.state = get_text(doc.p, "state");
-    r.message = get_text(doc.p, "message");
-    auto* hist = get(doc.p, "history");
+    p.rounds = get_uint(doc.get(), "rounds", 1);
+    p.metric = get_text(doc.get(), "metric");
+    p.maximize = get_text(doc.get(), "direction") == "max";
+    p.top = get_uint(doc.get(), "top", 1);
+    if (auto* v = json_member(doc.get(), "shrink")) p.shrink = json_object_get_double(v);
+    if (auto* v = json_member(doc.get(), "trials"); v && json_object_is_type(v, json_type_int)) p.trials = get_uint(doc.get(), "trials");
+    p.throttle = get_uint(doc.get(), "throttle");
+    p.max_array_size = get_uint(doc.get(), "max_array_size", 1001);
+    p.pack = get_uint(doc.get(), "pack", 1);
+    p.sbatch = get_words(doc.get(), "sbatch");
+    p.tool = get_text(doc.get(), "tool");
+    r.state = get_text(doc.get(), "state");
+    r.message = get_text(doc.get(), "message");
+    auto* hist = json_member(doc.get(), "history");
     for (std::size_t i = 0; i < json_object_array_length(hist); ++i) {
         auto* h = json_object_array_get_idx(hist, i);
         Round round;
@@ -120,11 +100,11 @@ RoundsRecord parse_rounds_json(const std::string& text) {
         round.tasks = get_uint(h, "tasks");
         round.jobs = get_words(h, "jobs");
         round.controller = get_text(h, "controller");
-        if (auto* b = get(h, "best"); b && json_object_is_type(b, json_type_object)) {
+        if (auto* b = json_member(h, "best"); b && json_object_is_type(b, json_type_object)) {
             RoundBest best;
             best.index = get_uint(b, "index");
-            if (auto* m = get(b, "metric")) best.metric = json_object_get_double(m);
-            if (auto* ps = get(b, "params")) best.params_json = json_object_to_json_string_ext(ps, JSON_C_TO_STRING_PLAIN);
+            if (auto* m = json_member(b, "metric")) best.metric = json_object_get_double(m);
+            if (auto* ps = json_member(b, "params")) best.params_json = json_object_to_json_string_ext(ps, JSON_C_TO_STRING_PLAIN);
             round.best = best;
         }
         r.history.push_back(std::move(round));

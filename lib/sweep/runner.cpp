@@ -1,7 +1,6 @@
 #include "sweep/runner.hpp"
 
 #include <fcntl.h>
-#include <json-c/json.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -12,6 +11,8 @@
 #include <cstring>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
+#include "common/paths.hpp"
 #include "common/text.hpp"
 #include "config/user_options.hpp"
 #include "sweep/command.hpp"
@@ -34,17 +35,10 @@ std::string status_field(const std::string& status, std::string_view key) {
     return "";
 }
 
-std::string json_or_null(const std::string& text) { return text.empty() ? "null" : json_quote(text); }
-
 // Slurm ids are numbers; anything else (or nothing) is kept as text or null.
 std::string id_json(const std::string& text) {
     if (text.empty()) return "null";
     return parse_uint(text) ? text : json_quote(text);
-}
-
-bool file_exists(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0;
 }
 
 volatile sig_atomic_t g_child = 0;
@@ -150,7 +144,7 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
         out.signal = signal_name(WTERMSIG(status));
     }
     if (g_signal) out.forwarded = signal_name(g_signal);
-    if (file_exists(metrics_file)) {
+    if (path_exists(metrics_file)) {
         try {
             out.metrics_json = metrics_to_json(read_file(metrics_file));
         } catch (const Error&) {
@@ -195,13 +189,9 @@ std::string metrics_to_json(const std::string& text) {
     auto body = trim(text);
     if (body.empty()) return "{}";
     if (body.front() == '{') {
-        json_object* obj = json_tokener_parse(std::string(body).c_str());
-        if (obj && json_object_is_type(obj, json_type_object)) {
-            std::string out = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
-            json_object_put(obj);
-            return out;
-        }
-        json_object_put(obj);
+        JsonRef obj = parse_json(std::string(body));
+        if (obj && json_object_is_type(obj.get(), json_type_object))
+            return json_object_to_json_string_ext(obj.get(), JSON_C_TO_STRING_PLAIN);
     }
     std::string out = "{";
     bool first = true;
@@ -256,12 +246,11 @@ std::string result_json(const SweepDir& sweep, const Phase& phase, const TaskRec
     char elapsed[64];
     std::snprintf(elapsed, sizeof elapsed, "%.3f", o.elapsed_s);
     out += ",\"start\":" + json_quote(o.start) + ",\"end\":" + json_quote(o.end) + ",\"elapsed_s\":" + elapsed +
-           ",\"node\":" + json_or_null(c.node) + ",\"job_id\":" + id_json(c.job_id) + ",\"array_job_id\":" + id_json(c.array_job_id) +
-           ",\"array_task_id\":" + id_json(c.array_task_id) + ",\"command\":[";
-    for (std::size_t i = 0; i < command.size(); ++i) out += (i ? "," : "") + json_quote(command[i]);
-    out += "],\"metrics\":" + o.metrics_json;
-    out += ",\"provenance\":{\"spec_hash\":" + json_or_null(sweep.spec_hash) + ",\"git_commit\":" + json_or_null(sweep.git_commit) +
-           ",\"container\":" + json_or_null(c.container) + ",\"container_digest\":" + json_or_null(c.container_digest) + ",\"staged\":[";
+           ",\"node\":" + json_quote_or_null(c.node) + ",\"job_id\":" + id_json(c.job_id) + ",\"array_job_id\":" + id_json(c.array_job_id) +
+           ",\"array_task_id\":" + id_json(c.array_task_id) + ",\"command\":" + json_string_array(command);
+    out += ",\"metrics\":" + o.metrics_json;
+    out += ",\"provenance\":{\"spec_hash\":" + json_quote_or_null(sweep.spec_hash) + ",\"git_commit\":" + json_quote_or_null(sweep.git_commit) +
+           ",\"container\":" + json_quote_or_null(c.container) + ",\"container_digest\":" + json_quote_or_null(c.container_digest) + ",\"staged\":[";
     std::vector<config::StageItem> sources;
     if (!c.stage_option.empty()) {
         try {
@@ -279,9 +268,9 @@ std::string result_json(const SweepDir& sweep, const Phase& phase, const TaskRec
             if (s.name == name) src = s.src;
         if (!first) out += ',';
         first = false;
-        out += "{\"src\":" + json_or_null(src) + ",\"name\":" + json_quote(name) + ",\"manifest_hash\":" + json_quote(item.substr(eq + 1)) + "}";
+        out += "{\"src\":" + json_quote_or_null(src) + ",\"name\":" + json_quote(name) + ",\"manifest_hash\":" + json_quote(item.substr(eq + 1)) + "}";
     }
-    out += "],\"binding\":{\"cpus\":" + json_or_null(c.cpus) + ",\"mems\":" + json_or_null(c.mems) + ",\"gpus\":" + json_or_null(c.gpus) +
+    out += "],\"binding\":{\"cpus\":" + json_quote_or_null(c.cpus) + ",\"mems\":" + json_quote_or_null(c.mems) + ",\"gpus\":" + json_quote_or_null(c.gpus) +
            "}}}\n";
     return out;
 }
@@ -305,7 +294,7 @@ int run_tasks(const SweepDir& sweep, const RunRequest& request) {
     std::string results = sweep.path + "/results";
     if (phase.name != sweep.spec.final_phase().name) {
         results += "/" + phase.name;
-        if (::mkdir(results.c_str(), 0777) != 0 && errno != EEXIST) throw_errno("cannot create " + results);
+        make_directory(results);
     }
     SignalForwarding forwarding;
     g_signal = 0;

@@ -1,11 +1,10 @@
 #include "sweep/shorthand.hpp"
 
-#include <json-c/json.h>
-
 #include <charconv>
 #include <cmath>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "sweep/spec.hpp"
 
 namespace aihpc::sweep {
@@ -259,25 +258,19 @@ std::string compile_shorthand(const std::vector<std::string>& raw_terms, const S
         out += "]";
     }
     if (!o.command.empty()) {
-        out += ",\"command\":[";
-        for (std::size_t i = 0; i < o.command.size(); ++i) out += (i ? "," : "") + json_quote(o.command[i]);
-        out += "]";
+        out += ",\"command\":" + json_string_array(o.command);
     }
     return out + "}";
 }
 
 std::string apply_overrides(const std::string& json_text, const SpecOverrides& o) {
     if (!o.random_trials && !o.seed && !o.repeat && o.exclude.empty() && o.command.empty()) return json_text;
-    json_object* root = json_tokener_parse(json_text.c_str());
-    if (!root || !json_object_is_type(root, json_type_object)) {
-        json_object_put(root);
+    JsonRef doc = parse_json(json_text);
+    if (!doc || !json_object_is_type(doc.get(), json_type_object)) {
         parse_spec(json_text);  // reports the syntax error with its position
         throw Error("sweep spec: must be a JSON object");
     }
-    struct Guard {
-        json_object* p;
-        ~Guard() { json_object_put(p); }
-    } guard{root};
+    json_object* root = doc.get();
     if (o.seed) json_object_object_add(root, "seed", json_object_new_int64(static_cast<std::int64_t>(*o.seed)));
     if (o.random_trials) {
         json_object_object_add(root, "method", json_object_new_string("random"));

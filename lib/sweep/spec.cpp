@@ -1,13 +1,11 @@
 #include "sweep/spec.hpp"
 
-#include <json-c/json.h>
-
 #include <charconv>
 #include <cmath>
-#include <memory>
 #include <set>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "sweep/command.hpp"
 
 namespace aihpc::sweep {
@@ -18,31 +16,6 @@ std::string format_double(double value) {
     char buf[64];
     auto r = std::to_chars(buf, buf + sizeof buf, value);
     return std::string(buf, r.ptr);
-}
-
-std::string json_quote(std::string_view text) {
-    std::string out;
-    out.reserve(text.size() + 2);
-    out += '"';
-    for (char c : text) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\t': out += "\\t"; break;
-        case '\r': out += "\\r"; break;
-        default:
-            if (static_cast<unsigned char>(c) < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
-                out += buf;
-            } else {
-                out += c;
-            }
-        }
-    }
-    out += '"';
-    return out;
 }
 
 Scalar scalar_int(std::int64_t value) {
@@ -84,11 +57,6 @@ namespace {
 
 // ---- a json-c document walked with its path, so that every error can name it
 
-struct JsonDoc {
-    json_object* root = nullptr;
-    ~JsonDoc() { json_object_put(root); }
-};
-
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
     throw Error("sweep spec: " + (path.empty() ? std::string("(top level)") : path) + ": " + what);
 }
@@ -106,11 +74,6 @@ void check_keys(json_object* obj, const std::string& path, std::initializer_list
         for (auto a : allowed) ok = ok || a == key;
         if (!ok) fail(path, "unknown key '" + std::string(key) + "'");
     }
-}
-
-json_object* get(json_object* obj, const char* key) {
-    json_object* v = nullptr;
-    return json_object_object_get_ex(obj, key, &v) ? v : nullptr;
 }
 
 void need_object(json_object* v, const std::string& path) {
@@ -218,7 +181,7 @@ struct Parser {
         need_object(v, path);
         Axis axis;
         axis.path = path;
-        if (json_object* u = get(v, "union")) {
+        if (json_object* u = json_member(v, "union")) {
             check_keys(v, path, {"union"});
             axis.kind = AxisKind::union_;
             auto upath = member_path(path, "union");
@@ -228,14 +191,14 @@ struct Parser {
                 axis.branches.push_back(parse_branch(json_object_array_get_idx(u, i), index_path(upath, i)));
             return axis;
         }
-        if (json_object* r = get(v, "repeat")) {
+        if (json_object* r = json_member(v, "repeat")) {
             check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"repeat", "fixed"} : std::initializer_list<std::string_view>{"repeat"});
             axis.kind = AxisKind::repeat;
             axis.param = "repeat";
             axis.repeat = get_uint(r, member_path(path, "repeat"), 1);
             return axis;
         }
-        if (json_object* z = get(v, "zip")) {
+        if (json_object* z = json_member(v, "zip")) {
             check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"zip", "fixed"} : std::initializer_list<std::string_view>{"zip"});
             axis.kind = AxisKind::zip;
             auto zpath = member_path(path, "zip");
@@ -258,7 +221,7 @@ struct Parser {
             if (rows == 0) fail(zpath, "columns are empty");
             return axis;
         }
-        json_object* p = get(v, "param");
+        json_object* p = json_member(v, "param");
         if (!p) fail(path, "an axis needs one of 'param', 'zip', 'union' or 'repeat'");
         axis.param = get_string(p, member_path(path, "param"));
         check_param_name(axis.param, member_path(path, "param"));
@@ -273,7 +236,7 @@ struct Parser {
         json_object* body = nullptr;
         int found = 0;
         for (auto& [name, kind] : kinds)
-            if (json_object* b = get(v, name)) {
+            if (json_object* b = json_member(v, name)) {
                 body = b;
                 axis.kind = kind;
                 ++found;
@@ -322,7 +285,7 @@ struct Parser {
             if (axis.kind != AxisKind::normal && a > b) fail(bpath, "low must not exceed high");
             if (axis.kind == AxisKind::loguniform && a <= 0) fail(bpath, "both ends must be positive");
             if (axis.kind == AxisKind::int_ && !(axis.args[0].is_int && axis.args[1].is_int)) fail(bpath, "both ends must be integers");
-            if (json_object* c = get(v, "count")) axis.count = get_uint(c, member_path(path, "count"), 1);
+            if (json_object* c = json_member(v, "count")) axis.count = get_uint(c, member_path(path, "count"), 1);
             else if (method == Method::grid) fail(path, "a '" + std::string(axis_kind_name(axis.kind)) + "' axis needs a count in a grid sweep");
         }
         }
@@ -332,13 +295,13 @@ struct Parser {
     Branch parse_branch(json_object* v, const std::string& path) {
         need_object(v, path);
         Branch branch;
-        if (json_object* f = get(v, "fixed")) {
+        if (json_object* f = json_member(v, "fixed")) {
             branch.fixed = get_assignment(f, member_path(path, "fixed"));
             for (auto& [k, value] : branch.fixed) check_param_name(k, member_path(path, "fixed." + k));
         }
-        if (get(v, "axes") || (get(v, "fixed") && json_object_object_length(v) == 1)) {
+        if (json_member(v, "axes") || (json_member(v, "fixed") && json_object_object_length(v) == 1)) {
             check_keys(v, path, {"fixed", "axes"});
-            if (json_object* a = get(v, "axes")) branch.axes = parse_axes(a, member_path(path, "axes"));
+            if (json_object* a = json_member(v, "axes")) branch.axes = parse_axes(a, member_path(path, "axes"));
         } else {
             branch.axes.push_back(parse_axis(v, path, true));
         }
@@ -406,12 +369,12 @@ std::vector<std::string> parameter_names(const SweepSpec& spec) {
 }
 
 SweepSpec parse_spec(std::string_view json_text) {
-    JsonDoc doc;
+    JsonRef doc;
     {
-        std::unique_ptr<json_tokener, void (*)(json_tokener*)> tok(json_tokener_new(), json_tokener_free);
-        doc.root = json_tokener_parse_ex(tok.get(), json_text.data(), static_cast<int>(json_text.size()));
+        JsonTokener tok;
+        doc = JsonRef(json_tokener_parse_ex(tok.get(), json_text.data(), static_cast<int>(json_text.size())));
         auto err = json_tokener_get_error(tok.get());
-        if (err != json_tokener_success || !doc.root)
+        if (err != json_tokener_success || !doc)
             throw Error(std::string("sweep spec: not valid JSON: ") + json_tokener_error_desc(err) + " near byte " +
                         std::to_string(json_tokener_get_parse_end(tok.get())));
         auto end = json_tokener_get_parse_end(tok.get());
@@ -419,33 +382,33 @@ SweepSpec parse_spec(std::string_view json_text) {
             if (!std::isspace(static_cast<unsigned char>(json_text[i])))
                 throw Error("sweep spec: not valid JSON: trailing text at byte " + std::to_string(i));
     }
-    json_object* root = doc.root;
+    json_object* root = doc.get();
     need_object(root, "");
     check_keys(root, "", {"name", "seed", "method", "trials", "axes", "exclude", "command", "slurm", "phases"});
     SweepSpec spec;
     Parser parser;
-    if (auto v = get(root, "name")) spec.name = get_string(v, "name");
-    if (auto v = get(root, "seed")) spec.seed = get_uint(v, "seed");
-    if (auto v = get(root, "method")) {
+    if (auto v = json_member(root, "name")) spec.name = get_string(v, "name");
+    if (auto v = json_member(root, "seed")) spec.seed = get_uint(v, "seed");
+    if (auto v = json_member(root, "method")) {
         auto m = get_string(v, "method");
         if (m == "grid") spec.method = Method::grid;
         else if (m == "random") spec.method = Method::random;
         else fail("method", "must be \"grid\" or \"random\", not \"" + m + "\"");
     }
     parser.method = spec.method;
-    if (auto v = get(root, "trials")) {
+    if (auto v = json_member(root, "trials")) {
         if (spec.method != Method::random) fail("trials", "is only for \"method\": \"random\"");
         spec.trials = get_uint(v, "trials", 1);
     } else if (spec.method == Method::random) {
         fail("", "a random sweep needs \"trials\"");
     }
-    auto axes = get(root, "axes");
+    auto axes = json_member(root, "axes");
     if (!axes) fail("", "needs \"axes\"");
     spec.axes = parser.parse_axes(axes, "axes");
     if (spec.axes.empty()) fail("axes", "is empty");
     check_names(spec.axes, {});
     auto names = parameter_names(spec);
-    if (auto v = get(root, "exclude")) {
+    if (auto v = json_member(root, "exclude")) {
         need_array(v, "exclude");
         for (std::size_t i = 0; i < json_object_array_length(v); ++i) {
             auto path = index_path("exclude", i);
@@ -459,28 +422,28 @@ SweepSpec parse_spec(std::string_view json_text) {
             spec.exclude.push_back(std::move(rule));
         }
     }
-    if (auto v = get(root, "command")) {
+    if (auto v = json_member(root, "command")) {
         spec.command = get_command(v, "command");
         check_template(spec.command, names, "command");
     }
-    if (auto s = get(root, "slurm")) {
+    if (auto s = json_member(root, "slurm")) {
         need_object(s, "slurm");
         check_keys(s, "slurm", {"throttle", "max_array_size", "pack", "sbatch", "aihpc"});
-        if (auto v = get(s, "throttle")) spec.slurm.throttle = get_uint(v, "slurm.throttle");
-        if (auto v = get(s, "pack")) spec.slurm.pack = get_uint(v, "slurm.pack", 1);
-        if (auto v = get(s, "max_array_size")) {
+        if (auto v = json_member(s, "throttle")) spec.slurm.throttle = get_uint(v, "slurm.throttle");
+        if (auto v = json_member(s, "pack")) spec.slurm.pack = get_uint(v, "slurm.pack", 1);
+        if (auto v = json_member(s, "max_array_size")) {
             if (json_object_is_type(v, json_type_string)) {
                 if (get_string(v, "slurm.max_array_size") != "auto") fail("slurm.max_array_size", "must be a positive integer or \"auto\"");
             } else {
                 spec.slurm.max_array_size = get_uint(v, "slurm.max_array_size", 1);
             }
         }
-        if (auto v = get(s, "sbatch")) spec.slurm.sbatch = get_words(v, "slurm.sbatch");
-        if (auto v = get(s, "aihpc")) spec.slurm.aihpc = get_words(v, "slurm.aihpc");
+        if (auto v = json_member(s, "sbatch")) spec.slurm.sbatch = get_words(v, "slurm.sbatch");
+        if (auto v = json_member(s, "aihpc")) spec.slurm.aihpc = get_words(v, "slurm.aihpc");
         for (std::size_t i = 0; i < spec.slurm.aihpc.size(); ++i)
             if (spec.slurm.aihpc[i].rfind("--aihpc-", 0) != 0) fail(index_path("slurm.aihpc", i), "must be an --aihpc-* option");
     }
-    if (auto p = get(root, "phases")) {
+    if (auto p = json_member(root, "phases")) {
         need_array(p, "phases");
         if (json_object_array_length(p) == 0) fail("phases", "is empty");
         for (std::size_t i = 0; i < json_object_array_length(p); ++i) {
@@ -489,7 +452,7 @@ SweepSpec parse_spec(std::string_view json_text) {
             need_object(v, path);
             check_keys(v, path, {"name", "after", "sbatch", "aihpc", "command"});
             Phase phase;
-            auto n = get(v, "name");
+            auto n = json_member(v, "name");
             if (!n) fail(path, "needs a name");
             phase.name = get_string(n, member_path(path, "name"));
             for (char c : phase.name)
@@ -498,15 +461,15 @@ SweepSpec parse_spec(std::string_view json_text) {
             if (phase.name.empty()) fail(member_path(path, "name"), "is empty");
             for (auto& other : spec.phases)
                 if (other.name == phase.name) fail(member_path(path, "name"), "phase '" + phase.name + "' is given twice");
-            if (auto a = get(v, "after")) {
+            if (auto a = json_member(v, "after")) {
                 phase.after = get_string(a, member_path(path, "after"));
                 bool earlier = false;
                 for (auto& other : spec.phases) earlier = earlier || other.name == phase.after;
                 if (!earlier) fail(member_path(path, "after"), "'" + phase.after + "' is not an earlier phase");
             }
-            if (auto s = get(v, "sbatch")) phase.sbatch = get_words(s, member_path(path, "sbatch"));
-            if (auto s = get(v, "aihpc")) phase.aihpc = get_words(s, member_path(path, "aihpc"));
-            if (auto c = get(v, "command")) {
+            if (auto s = json_member(v, "sbatch")) phase.sbatch = get_words(s, member_path(path, "sbatch"));
+            if (auto s = json_member(v, "aihpc")) phase.aihpc = get_words(s, member_path(path, "aihpc"));
+            if (auto c = json_member(v, "command")) {
                 phase.command = get_command(c, member_path(path, "command"));
                 phase.command_given = true;
                 check_template(phase.command, names, member_path(path, "command"));

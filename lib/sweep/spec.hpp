@@ -104,8 +104,7 @@ std::string normalize(const SweepSpec& spec);
 // Every parameter name a task may carry, in spec order (including repeat).
 std::vector<std::string> parameter_names(const SweepSpec& spec);
 
-// JSON text helpers shared by the writers of the sweep dir.
-std::string json_quote(std::string_view text);
+// Numbers in the sweep dir's JSON text (quoting is common/json.hpp's json_quote).
 std::string format_double(double value);  // shortest round-trip text
 
 }  // namespace aihpc::sweep

@@ -1,6 +1,7 @@
 #include "sweep/submit_plan.hpp"
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 
 namespace aihpc::sweep {
@@ -181,8 +182,8 @@ std::string chunks_json(const std::vector<ArraySubmission>& subs, const SubmitOp
         if (i) out += ",\n";
         out += "{\"phase\":" + json_quote(s.phase) + ",\"label\":" + json_quote(s.label) + ",\"offset\":" + std::to_string(s.offset) +
                ",\"count\":" + std::to_string(s.count) + ",\"pack\":" + std::to_string(s.pack) + ",\"array\":" + json_quote(s.array) +
-               ",\"after\":" + (s.after.empty() ? std::string("null") : json_quote(s.after)) +
-               ",\"job_id\":" + (s.job_id.empty() ? std::string("null") : json_quote(s.job_id)) + "}";
+               ",\"after\":" + json_quote_or_null(s.after) +
+               ",\"job_id\":" + json_quote_or_null(s.job_id) + "}";
     }
     return out + "]}\n";
 }

@@ -1,7 +1,6 @@
 #include "sweep/sweep_dir.hpp"
 
 #include <fcntl.h>
-#include <json-c/json.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -11,28 +10,15 @@
 #include <climits>
 #include <cstring>
 #include <ctime>
-#include <memory>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
+#include "common/paths.hpp"
 #include "sweep/expand.hpp"
 
 namespace aihpc::sweep {
 
 namespace {
-
-void make_dir(const std::string& path) {
-    if (::mkdir(path.c_str(), 0777) != 0 && errno != EEXIST) throw_errno("cannot create directory " + path);
-}
-
-void make_dirs(const std::string& path) {
-    for (std::size_t pos = 1; (pos = path.find('/', pos)) != std::string::npos; ++pos) make_dir(path.substr(0, pos));
-    make_dir(path);
-}
-
-bool exists(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0;
-}
 
 void write_all(int fd, const char* data, std::size_t size, const std::string& path) {
     while (size) {
@@ -96,11 +82,6 @@ std::string absolute(const std::string& path) {
     return buf;
 }
 
-struct JsonPtr {
-    json_object* p = nullptr;
-    ~JsonPtr() { json_object_put(p); }
-};
-
 }  // namespace
 
 std::string spec_hash(const SweepSpec& spec) {
@@ -158,10 +139,10 @@ std::string read_file(const std::string& path) {
 }
 
 ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, const Provenance& provenance) {
-    if (exists(dir + "/sweep.json") || exists(dir + "/tasks.jsonl"))
+    if (path_exists(dir + "/sweep.json") || path_exists(dir + "/tasks.jsonl"))
         throw Error(dir + " already holds a sweep; remove it or choose another -o");
-    make_dirs(dir);
-    for (auto sub : {"/results", "/logs", "/scripts"}) make_dir(dir + sub);
+    make_directories(dir);
+    for (auto sub : {"/results", "/logs", "/scripts"}) make_directory(dir + sub);
 
     ExpandSummary summary;
     summary.spec_hash = spec_hash(spec);
@@ -192,7 +173,7 @@ ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, con
     offsets.commit();
 
     std::string meta = "{\"version\":" + json_quote(provenance.version) + ",\"created\":" + json_quote(provenance.created) +
-                       ",\"git_commit\":" + (provenance.git_commit.empty() ? std::string("null") : json_quote(provenance.git_commit)) +
+                       ",\"git_commit\":" + json_quote_or_null(provenance.git_commit) +
                        ",\"spec_hash\":" + json_quote(summary.spec_hash) + ",\"tasks\":" + std::to_string(summary.tasks) +
                        ",\"excluded\":" + std::to_string(summary.excluded) + ",\"spec\":" + normalize(spec) + "}\n";
     write_file_atomic(dir + "/sweep.json", meta);
@@ -201,20 +182,19 @@ ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, con
 
 SweepDir open_sweep(const std::string& dir) {
     std::string path = dir + "/sweep.json";
-    if (!exists(path)) throw Error(dir + " is not a sweep dir (no sweep.json); create one with aihpc-sweep expand");
+    if (!path_exists(path)) throw Error(dir + " is not a sweep dir (no sweep.json); create one with aihpc-sweep expand");
     auto text = read_file(path);
-    JsonPtr doc;
-    doc.p = json_tokener_parse(text.c_str());
+    JsonRef doc = parse_json(text);
     json_object *spec = nullptr, *v = nullptr;
-    if (!doc.p || !json_object_object_get_ex(doc.p, "spec", &spec))
+    if (!doc.get() || !json_object_object_get_ex(doc.get(), "spec", &spec))
         throw Error(path + " is damaged (no spec); expand the sweep again");
     SweepDir out;
     out.path = absolute(dir);
     out.spec = parse_spec(json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN));
-    if (json_object_object_get_ex(doc.p, "spec_hash", &v)) out.spec_hash = json_object_get_string(v);
-    if (json_object_object_get_ex(doc.p, "git_commit", &v) && json_object_is_type(v, json_type_string))
+    if (json_object_object_get_ex(doc.get(), "spec_hash", &v)) out.spec_hash = json_object_get_string(v);
+    if (json_object_object_get_ex(doc.get(), "git_commit", &v) && json_object_is_type(v, json_type_string))
         out.git_commit = json_object_get_string(v);
-    if (json_object_object_get_ex(doc.p, "tasks", &v)) out.tasks = static_cast<std::uint64_t>(json_object_get_int64(v));
+    if (json_object_object_get_ex(doc.get(), "tasks", &v)) out.tasks = static_cast<std::uint64_t>(json_object_get_int64(v));
     return out;
 }
 
@@ -224,12 +204,11 @@ TaskRecord parse_task_line(std::string_view line) {
     auto s = line.rfind(",\"task_seed\":");
     if (p == std::string_view::npos || s == std::string_view::npos || s < p) throw Error("tasks.jsonl: malformed line");
     rec.params_json = std::string(line.substr(p + 9, s - p - 9));
-    JsonPtr doc;
-    doc.p = json_tokener_parse(std::string(line).c_str());
+    JsonRef doc = parse_json(std::string(line));
     json_object *v = nullptr, *params = nullptr;
-    if (!doc.p || !json_object_object_get_ex(doc.p, "params", &params)) throw Error("tasks.jsonl: malformed line");
-    if (json_object_object_get_ex(doc.p, "index", &v)) rec.index = static_cast<std::uint64_t>(json_object_get_int64(v));
-    if (json_object_object_get_ex(doc.p, "task_seed", &v)) rec.task_seed = static_cast<std::uint64_t>(json_object_get_int64(v));
+    if (!doc.get() || !json_object_object_get_ex(doc.get(), "params", &params)) throw Error("tasks.jsonl: malformed line");
+    if (json_object_object_get_ex(doc.get(), "index", &v)) rec.index = static_cast<std::uint64_t>(json_object_get_int64(v));
+    if (json_object_object_get_ex(doc.get(), "task_seed", &v)) rec.task_seed = static_cast<std::uint64_t>(json_object_get_int64(v));
     json_object_object_foreach(params, key, value) {
         Scalar s;
         if (json_object_is_type(value, json_type_string)) {

@@ -10,10 +10,7 @@ here=$top_builddir/tests/integration
 tree=$top_builddir
 
 plan 18
-scratch=$(mktemp -d /tmp/aihpc-it-container.XXXXXX)
-trap 'rm -rf "$scratch"' EXIT
-chmod 0755 "$scratch"
-chown "$test_user" "$scratch"
+scratch=$(user_scratch)
 cd "$scratch" || exit 1
 img=$scratch/busybox
 if "$tree/contrib/examples/container-image.sh" "$img" >/dev/null && [ -x "$img/bin/sh" ]; then

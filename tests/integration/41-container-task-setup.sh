@@ -8,10 +8,7 @@ here=$top_builddir/tests/integration
 tree=$top_builddir
 
 plan 6
-scratch=$(mktemp -d /tmp/aihpc-it-container-setup.XXXXXX)
-trap 'rm -rf "$scratch"' EXIT
-chmod 0755 "$scratch"
-chown "$test_user" "$scratch"
+scratch=$(user_scratch)
 cd "$scratch" || exit 1
 img=$scratch/busybox
 "$tree/contrib/examples/container-image.sh" "$img" >/dev/null || { echo "Bail out! cannot build the image"; exit 1; }

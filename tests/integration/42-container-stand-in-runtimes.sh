@@ -11,9 +11,7 @@ here=$top_builddir/tests/integration
 tree=$top_builddir
 
 plan 10
-scratch=$(mktemp -d /tmp/aihpc-it-container-standin.XXXXXX)
-chmod 0755 "$scratch"
-chown "$test_user" "$scratch"
+scratch=$(user_scratch)
 cd "$scratch" || exit 1
 stand_in=$here/stand-in-runtimes
 log=$scratch/log
@@ -22,8 +20,8 @@ mkdir -p "$log" && chown "$test_user" "$log"
 plugstack=$(scontrol show config | sed -n 's/^PlugStackConfig *= *//p')
 original=$scratch/plugstack.orig
 cp "$plugstack" "$original"
-restore() { cp "$original" "$plugstack.aihpc-tmp" && mv -f "$plugstack.aihpc-tmp" "$plugstack"; rm -rf "$scratch"; }
-trap restore EXIT
+restore() { cp "$original" "$plugstack.aihpc-tmp" && mv -f "$plugstack.aihpc-tmp" "$plugstack"; }
+trap 'restore; remove_scratch' EXIT
 # Atomic: every step reads the file when it starts.
 sed "/aihpc.so/ s|\$| runtime_path=$stand_in:/usr/bin:/bin|" "$original" >"$plugstack.aihpc-tmp"
 chmod 0644 "$plugstack.aihpc-tmp" && mv -f "$plugstack.aihpc-tmp" "$plugstack"

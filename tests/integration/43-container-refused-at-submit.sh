@@ -11,10 +11,7 @@ here=$top_builddir/tests/integration
 tree=$top_builddir
 
 plan 7
-scratch=$(mktemp -d /tmp/aihpc-it-container-refuse.XXXXXX)
-trap 'rm -rf "$scratch"' EXIT
-chmod 0755 "$scratch"
-chown "$test_user" "$scratch"
+scratch=$(user_scratch)
 cd "$scratch" || exit 1
 mkdir -p "$scratch/allowed" "$scratch/elsewhere"
 : >"$scratch/allowed/ok.sif"; : >"$scratch/elsewhere/bad.sif"

@@ -33,11 +33,26 @@ ok() {
 
 skip() { tap_count=$((tap_count + 1)); echo "ok $tap_count - $1 # SKIP $2"; }
 
-# A scratch directory the test users can write; removed at exit.
+# Scratch directories carry this test's pid in their names, so that the test removes
+# them at exit even though each is made in a subshell: work=$(scratch).
+scratch_prefix=/tmp/aihpc-it.$$
+remove_scratch() { rm -rf "$scratch_prefix".*; }
+
+# scratch: a scratch directory that every test user can write (0777).
 scratch() {
     local dir
-    dir=$(mktemp -d /tmp/aihpc-it.XXXXXX)
+    dir=$(mktemp -d "$scratch_prefix.XXXXXX")
     chmod 0777 "$dir"
+    echo "$dir"
+}
+
+# user_scratch: a scratch directory that the test user owns and only they may write
+# (0755), as a user's own image and job files are.
+user_scratch() {
+    local dir
+    dir=$(mktemp -d "$scratch_prefix.XXXXXX")
+    chmod 0755 "$dir"
+    chown "$test_user" "$dir"
     echo "$dir"
 }
 
@@ -85,7 +100,7 @@ finish() {
     restore_site_keys
     [ $tap_failed -eq 0 ]
 }
-trap restore_site_keys EXIT
+trap 'restore_site_keys; remove_scratch' EXIT
 
 # pass DESCRIPTION / fail DESCRIPTION [DETAIL...]: a TAP line for a check made by hand.
 pass() { tap_count=$((tap_count + 1)); echo "ok $tap_count - $1"; }

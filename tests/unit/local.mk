@@ -4,3 +4,6 @@
 UNIT_TESTS += tests/unit/test_config
 tests_unit_test_config_SOURCES = tests/unit/test_config.cpp tests/unit/cmocka_cxx.hpp
 tests_unit_test_config_LDADD = $(unit_test_libs)
+UNIT_TESTS += tests/unit/test_common
+tests_unit_test_common_SOURCES = tests/unit/test_common.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_common_LDADD = $(unit_test_libs)

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
 
 #include "affinity/apply.hpp"
@@ -15,6 +16,7 @@
 #include "affinity/topology.hpp"
 #include "cmocka_cxx.hpp"
 #include "common/text.hpp"
+#include "temp_dir.hpp"
 
 using namespace aihpc::affinity;
 
@@ -61,17 +63,13 @@ static void slurm_conf_node_lines_give_the_address(void**) {
 }
 
 static void master_addr_prefers_aliases_then_slurm_conf_then_resolver(void**) {
-    char dir[] = "/tmp/aihpc-test-dist-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    std::string conf = std::string(dir) + "/slurm.conf";
-    std::ofstream(conf) << "NodeName=n[1-2] NodeAddr=127.0.0.1\n";
+    TempDir dir;
+    std::string conf = dir.write("slurm.conf", "NodeName=n[1-2] NodeAddr=127.0.0.1\n");
     assert_string_equal(resolve_master_addr("n[1-2]", "", {conf}).c_str(), "127.0.0.1");
     assert_string_equal(resolve_master_addr("n[1-2]", "n1:10.9.9.9:h", {conf}).c_str(), "10.9.9.9");
     assert_string_equal(resolve_master_addr("localhost", "", {conf}).c_str(), "127.0.0.1");
-    assert_string_equal(resolve_master_addr("no-such-host.invalid", "", {dir + std::string("/absent")}).c_str(),
+    assert_string_equal(resolve_master_addr("no-such-host.invalid", "", {dir.path() + "/absent"}).c_str(),
                         "no-such-host.invalid");
-    unlink(conf.c_str());
-    rmdir(dir);
 }
 
 // ---- ports and variables
@@ -140,6 +138,41 @@ static void allocated_cores_map_to_their_pus(void**) {
     assert_string_equal(aihpc::format_id_list(pus_of_cores(topo, {1, 7})).c_str(), "1,9");   // 7: no such core
 }
 
+static void step_binds_within_its_cores_that_slurmstepd_may_use(void**) {
+    NodeTopology topo;
+    topo.cores = {Core{{0, 8}, 0, 0}, Core{{1, 9}, 0, 0}, Core{{2, 10}, 0, 0}};
+    const CpuSet current = {0, 1, 2, 8, 9};
+    struct Case {
+        const char* step_cores;
+        const char* allowed;
+    } cases[] = {
+        {"0,2", "0,2,8"},     // 10 is outside slurmstepd's cgroup
+        {"1", "1,9"},
+        {"", "0-2,8-9"},      // no allocation given: everything slurmstepd may use
+        {"x", "0-2,8-9"},     // not a list
+        {"7", "0-2,8-9"},     // no such core: nothing in common
+    };
+    for (const Case& c : cases)
+        assert_string_equal(aihpc::format_id_list(step_allowed_pus(topo, c.step_cores, current)).c_str(), c.allowed);
+}
+
+static void stale_task_env_is_what_was_exported_before_and_not_set_now(void**) {
+    struct Case {
+        const char* before;
+        std::set<std::string> set_now;
+        const char* stale;
+    } cases[] = {
+        {"OMP_NUM_THREADS,RANK,WORLD_SIZE", {"RANK"}, "OMP_NUM_THREADS WORLD_SIZE"},
+        {"OMP_NUM_THREADS", {"OMP_NUM_THREADS"}, ""},
+        {"", {}, ""},
+        {"A,,B", {}, "A B"},
+        // Slurm sets GPU visibility for each step itself.
+        {"CUDA_VISIBLE_DEVICES,ROCR_VISIBLE_DEVICES,CUDA_DEVICE_ORDER,GOMP_CPU_AFFINITY", {}, "GOMP_CPU_AFFINITY"},
+    };
+    for (const Case& c : cases)
+        assert_string_equal(aihpc::join(stale_task_env(c.before, c.set_now), " ").c_str(), c.stale);
+}
+
 // ---- acting on this process
 
 static void cpu_binding_is_what_affinity_reads_back(void**) {
@@ -173,9 +206,8 @@ static void export_env_overwrites_inherited_values(void**) {
 // ---- the node's topology cache
 
 static void topology_cache_is_written_0644_and_read_back(void**) {
-    char dir[] = "/tmp/aihpc-test-topo-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    std::string cache = std::string(dir) + "/topology.xml";
+    TempDir dir;
+    std::string cache = dir.path() + "/topology.xml";
     mode_t old = umask(077);
     NodeTopology fresh = load_node_topology(cache, true);
     umask(old);
@@ -186,23 +218,18 @@ static void topology_cache_is_written_0644_and_read_back(void**) {
     assert_true(cached.all_cpus() == fresh.all_cpus());
     assert_int_equal(cached.gpus.size(), fresh.gpus.size());
     assert_true(aihpc::parse_id_list(aihpc::format_id_list(current_affinity())).has_value());
-    unlink(cache.c_str());
-    rmdir(dir);
 }
 
 static void damaged_cache_is_replaced(void**) {
-    char dir[] = "/tmp/aihpc-test-topo-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    std::string cache = std::string(dir) + "/topology.xml";
-    std::ofstream(cache) << "not xml";
+    TempDir dir;
+    std::string cache = dir.path() + "/topology.xml";
+    dir.write("topology.xml", "not xml");
     NodeTopology topo = load_node_topology(cache, true);
     assert_false(topo.cores.empty());
     std::ifstream back(cache);
     std::string head;
     std::getline(back, head);
     assert_true(head.find("<?xml") != std::string::npos);
-    unlink(cache.c_str());
-    rmdir(dir);
 }
 
 int main(void) {
@@ -221,6 +248,8 @@ int main(void) {
         cmocka_unit_test(step_gpus_come_from_slurm_with_visible_names),
         cmocka_unit_test(step_gpus_from_visible_devices_alone),
         cmocka_unit_test(allocated_cores_map_to_their_pus),
+        cmocka_unit_test(step_binds_within_its_cores_that_slurmstepd_may_use),
+        cmocka_unit_test(stale_task_env_is_what_was_exported_before_and_not_set_now),
         cmocka_unit_test(cpu_binding_is_what_affinity_reads_back),
         cmocka_unit_test(memory_preference_is_visible_in_the_policy),
         cmocka_unit_test(export_env_overwrites_inherited_values),

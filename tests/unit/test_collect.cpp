@@ -2,52 +2,35 @@
 // MLflow file store and the HTML report. Every sweep here is a real sweep dir written by
 // lib/sweep, with result files written by the runner's own result_json().
 #include <dirent.h>
-#include <ftw.h>
 #include <json-c/json.h>
-#include <limits.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
-#include <fstream>
 #include <map>
-#include <sstream>
 
+#include "built_tool.hpp"
 #include "cmocka_cxx.hpp"
 #include "collect/html.hpp"
 #include "collect/mlflow.hpp"
 #include "collect/queue.hpp"
 #include "collect/result_table.hpp"
 #include "collect/writers.hpp"
+#include "common/paths.hpp"
 #include "common/text.hpp"
 #include "sweep/results.hpp"
 #include "sweep/runner.hpp"
 #include "sweep/spec.hpp"
 #include "sweep/submit_plan.hpp"
 #include "sweep/sweep_dir.hpp"
+#include "temp_dir.hpp"
 
 using namespace aihpc;
 using namespace aihpc::collect;
 
 namespace {
-
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/aihpc-test-collect-XXXXXX";
-        if (!::mkdtemp(tmpl)) fail();
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        ::nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16, FTW_DEPTH | FTW_PHYS);
-    }
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
 
 sweep::SweepDir make_sweep(const TempDir& tmp, const std::string& spec_json, const std::string& name = "s") {
     auto spec = sweep::parse_spec(spec_json);
@@ -92,18 +75,6 @@ std::vector<std::uint64_t> indices(const ResultTable& t) {
     std::vector<std::uint64_t> out;
     for (auto& r : t.rows) out.push_back(r.index);
     return out;
-}
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-bool exists(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0;
 }
 
 std::vector<std::string> entries(const std::string& dir) {
@@ -393,16 +364,6 @@ static void the_failed_list_does_not_depend_on_sort_or_top(void**) {
 }
 
 // The tool, run for real: one pass writes the table to FILE and the list to stdout.
-static std::string collect_tool() {
-    char self[PATH_MAX];
-    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return "";
-    std::string dir(self, static_cast<std::size_t>(n));
-    dir = dir.substr(0, dir.rfind('/'));
-    if (ends_with(dir, "/.libs")) dir = dir.substr(0, dir.rfind('/'));
-    return dir + "/../../tools/aihpc-collect";
-}
-
 static void run_failed_with_output(const std::string& tool) {
     TempDir tmp;
     auto sw = make_sweep(tmp, kGrid);
@@ -410,8 +371,8 @@ static void run_failed_with_output(const std::string& tool) {
     put_result(sw, 2, 4);
     std::string cmd = tool + " " + sw.path + " --failed --format csv -o " + tmp.path() + "/t.csv > " + tmp.path() + "/list";
     assert_int_equal(std::system(cmd.c_str()), 0);
-    assert_string_equal(slurp(tmp.path() + "/list").c_str(), "1-5\n");
-    auto csv = lines_of(slurp(tmp.path() + "/t.csv"));
+    assert_string_equal(file_text(tmp.path() + "/list").c_str(), "1-5\n");
+    auto csv = lines_of(file_text(tmp.path() + "/t.csv"));
     assert_int_equal(csv.size(), 3);
     assert_true(starts_with(csv[2], "2,failed,0.01,sgd,"));
     // --format without -o would put two things on stdout: refused as a usage error.
@@ -421,8 +382,8 @@ static void run_failed_with_output(const std::string& tool) {
 }
 
 static void tool_failed_with_output_writes_table_and_list_in_one_run(void**) {
-    if (!exists(collect_tool())) skip();  // nothing with a destructor is alive here
-    run_failed_with_output(collect_tool());
+    if (!path_exists(built_tool("aihpc-collect"))) skip();  // nothing with a destructor is alive here
+    run_failed_with_output(built_tool("aihpc-collect"));
 }
 
 // ---- Slurm: chunks.json, squeue, sacct
@@ -560,53 +521,53 @@ static void mlflow_store_has_experiments_a_parent_run_and_a_child_per_task(void*
     auto t = read_results(sw);
     auto s = write_mlflow(t, sw, tmp.path() + "/mlruns");
     std::string root = tmp.path() + "/mlruns";
-    auto def = yaml_fields(slurp(root + "/0/meta.yaml"));
+    auto def = yaml_fields(file_text(root + "/0/meta.yaml"));
     assert_string_equal(def["name"].c_str(), "'Default'");
     assert_string_equal(def["experiment_id"].c_str(), "'0'");
     assert_string_equal(s.experiment_id.c_str(), "1");
-    auto exp = yaml_fields(slurp(root + "/1/meta.yaml"));
+    auto exp = yaml_fields(file_text(root + "/1/meta.yaml"));
     assert_string_equal(exp["name"].c_str(), "'grid'");
     assert_string_equal(exp["lifecycle_stage"].c_str(), "active");
     assert_true(starts_with(exp["artifact_location"], "'file:///"));
     for (auto k : {"creation_time", "last_update_time"}) assert_true(parse_uint(exp[k]).has_value());
-    assert_true(exists(root + "/.trash"));
+    assert_true(path_exists(root + "/.trash"));
 
     auto runs = entries(root + "/1");
     assert_int_equal(runs.size(), 4);  // meta.yaml, parent, 2 children
     assert_int_equal(s.child_runs, 2);
     std::string parent = root + "/1/" + s.parent_run_id;
     assert_int_equal(s.parent_run_id.size(), 32);
-    auto pm = yaml_fields(slurp(parent + "/meta.yaml"));
+    auto pm = yaml_fields(file_text(parent + "/meta.yaml"));
     assert_string_equal(pm["run_id"].c_str(), s.parent_run_id.c_str());
     assert_string_equal(pm["run_uuid"].c_str(), s.parent_run_id.c_str());
     assert_string_equal(pm["experiment_id"].c_str(), "'1'");
     assert_string_equal(pm["status"].c_str(), "1");  // tasks still missing: RUNNING
-    assert_string_equal(slurp(parent + "/tags/mlflow.runName").c_str(), "s");
+    assert_string_equal(file_text(parent + "/tags/mlflow.runName").c_str(), "s");
 
     int children = 0;
     for (auto& r : runs) {
         if (r == "meta.yaml" || r == s.parent_run_id) continue;
         ++children;
         std::string run = root + "/1/" + r;
-        auto m = yaml_fields(slurp(run + "/meta.yaml"));
+        auto m = yaml_fields(file_text(run + "/meta.yaml"));
         for (auto k : {"artifact_uri", "end_time", "entry_point_name", "experiment_id", "lifecycle_stage", "run_id", "run_name", "run_uuid",
                        "source_name", "source_type", "source_version", "start_time", "status", "tags", "user_id"})
             assert_true(m.count(k));
         assert_string_equal(m["run_id"].c_str(), r.c_str());
-        assert_string_equal(slurp(run + "/tags/mlflow.parentRunId").c_str(), s.parent_run_id.c_str());
+        assert_string_equal(file_text(run + "/tags/mlflow.parentRunId").c_str(), s.parent_run_id.c_str());
         assert_string_equal(m["start_time"].c_str(), "1718107200000");
         assert_string_equal(m["end_time"].c_str(), "1718107202500");
-        std::string index = slurp(run + "/tags/aihpc.index");
-        assert_string_equal(slurp(run + "/tags/mlflow.runName").c_str(), ("s-" + index).c_str());
-        assert_string_equal(slurp(run + "/params/lr").c_str(), "0.001");
-        assert_string_equal(slurp(run + "/params/opt").c_str(), index == "0" ? "sgd" : "adam");
+        std::string index = file_text(run + "/tags/aihpc.index");
+        assert_string_equal(file_text(run + "/tags/mlflow.runName").c_str(), ("s-" + index).c_str());
+        assert_string_equal(file_text(run + "/params/lr").c_str(), "0.001");
+        assert_string_equal(file_text(run + "/params/opt").c_str(), index == "0" ? "sgd" : "adam");
         if (index == "0") {
             assert_string_equal(m["status"].c_str(), "3");
-            assert_string_equal(slurp(run + "/metrics/loss").c_str(), "1718107202500 0.5 0\n");
-            assert_string_equal(slurp(run + "/tags/aihpc.metric.note").c_str(), "ok");  // metrics are numbers
+            assert_string_equal(file_text(run + "/metrics/loss").c_str(), "1718107202500 0.5 0\n");
+            assert_string_equal(file_text(run + "/tags/aihpc.metric.note").c_str(), "ok");  // metrics are numbers
         } else {
             assert_string_equal(m["status"].c_str(), "4");
-            assert_string_equal(slurp(run + "/tags/aihpc.exit_code").c_str(), "2");
+            assert_string_equal(file_text(run + "/tags/aihpc.exit_code").c_str(), "2");
         }
     }
     assert_int_equal(children, 2);

@@ -1,65 +1,26 @@
 // The closed loop of `aihpc-sweep submit --rounds`: rounds.json, the controller's script
 // and sbatch line (pure), and one real `aihpc-sweep advance` step against an sbatch
 // stand-in that records its arguments and hands out job ids.
-#include <ftw.h>
-#include <limits.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
+#include "built_tool.hpp"
 #include "cmocka_cxx.hpp"
+#include "common/paths.hpp"
 #include "common/text.hpp"
 #include "sweep/rounds.hpp"
 #include "sweep/runner.hpp"
 #include "sweep/spec.hpp"
 #include "sweep/sweep_dir.hpp"
+#include "temp_dir.hpp"
 
 using namespace aihpc;
 using namespace aihpc::sweep;
 
 namespace {
-
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/aihpc-test-rounds-XXXXXX";
-        if (!::mkdtemp(tmpl)) fail();
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        ::nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16, FTW_DEPTH | FTW_PHYS);
-    }
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-bool exists(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0;
-}
-
-std::string tool_path(const char* name) {
-    char self[PATH_MAX];
-    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return "";
-    std::string dir(self, static_cast<std::size_t>(n));
-    dir = dir.substr(0, dir.rfind('/'));
-    if (ends_with(dir, "/.libs")) dir = dir.substr(0, dir.rfind('/'));
-    return dir + "/../../tools/" + name;
-}
 
 RoundsRecord sample_record() {
     RoundsRecord r;
@@ -207,14 +168,14 @@ static void run_advance_two_rounds(const std::string& tool) {
 
     std::string cmd = "PATH=" + bin + ":$PATH SLURM_JOB_ID=77 " + tool + " advance " + root + " > " + tmp.path() + "/out 2>&1";
     int st = std::system(cmd.c_str());
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) print_error("%s\n", slurp(tmp.path() + "/out").c_str());
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) print_error("%s\n", file_text(tmp.path() + "/out").c_str());
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
     // Round 2: a complete sweep dir of 12 trials (round 1's task count), 3 chunks of <= 5.
     SweepDir next = open_sweep(root + "/rounds/2");
     assert_int_equal(next.tasks, 12);
-    assert_true(exists(root + "/rounds/2/tasks.idx") && exists(root + "/rounds/2/scripts/main.sh"));
-    auto rec = parse_rounds_json(slurp(root + "/rounds.json"));
+    assert_true(path_exists(root + "/rounds/2/tasks.idx") && path_exists(root + "/rounds/2/scripts/main.sh"));
+    auto rec = parse_rounds_json(file_text(root + "/rounds.json"));
     assert_string_equal(rec.state.c_str(), "running");
     assert_int_equal(rec.history.size(), 2);
     assert_true(rec.history[0].best.has_value());
@@ -222,12 +183,12 @@ static void run_advance_two_rounds(const std::string& tool) {
     assert_int_equal(rec.history[0].best->index, 0);
     assert_true(rec.history[1].jobs == (std::vector<std::string>{"500", "501", "502"}));
     assert_string_equal(rec.history[1].controller.c_str(), "503");
-    assert_true(slurp(root + "/rounds/2/chunks.json").find("\"job_id\":\"502\"") != std::string::npos);
-    auto calls = split(slurp(bin + "/sbatch.log"), '\n');
+    assert_true(file_text(root + "/rounds/2/chunks.json").find("\"job_id\":\"502\"") != std::string::npos);
+    auto calls = split(file_text(bin + "/sbatch.log"), '\n');
     assert_true(starts_with(calls[0], "--parsable --array=0-4 " + root + "/rounds/2/scripts/main.sh 0 5 1"));
     assert_string_equal(calls[3].c_str(), ("--parsable --dependency=afterany:500:501:502 -p debug " + root + "/scripts/advance.sh").c_str());
     // The arrays of every round keep the options given at submit.
-    assert_true(slurp(root + "/rounds/2/scripts/main.sh").find("#SBATCH --time=5\n") != std::string::npos);
+    assert_true(file_text(root + "/rounds/2/scripts/main.sh").find("#SBATCH --time=5\n") != std::string::npos);
 
     // The last controller records round 2's best and ends the loop; a requeued one does nothing.
     TaskIndex index2(next.path);
@@ -238,17 +199,17 @@ static void run_advance_two_rounds(const std::string& tool) {
                           result_json(next, next.spec.final_phase(), index2.task(i), {"true"}, o, TaskContext{}));
     }
     assert_int_equal(std::system(cmd.c_str()), 0);
-    rec = parse_rounds_json(slurp(root + "/rounds.json"));
+    rec = parse_rounds_json(file_text(root + "/rounds.json"));
     assert_string_equal(rec.state.c_str(), "done");
     assert_int_equal(rec.history[1].best->index, 11);
     assert_int_equal(std::system(cmd.c_str()), 0);
-    assert_int_equal(split(slurp(bin + "/sbatch.log"), '\n').size(), 5);  // 4 calls and the final newline
-    assert_false(exists(root + "/rounds/3"));
+    assert_int_equal(split(file_text(bin + "/sbatch.log"), '\n').size(), 5);  // 4 calls and the final newline
+    assert_false(path_exists(root + "/rounds/3"));
 }
 
 static void advance_refines_submits_the_next_round_and_its_controller(void**) {
-    if (!exists(tool_path("aihpc-sweep"))) skip();  // nothing with a destructor is alive here
-    run_advance_two_rounds(tool_path("aihpc-sweep"));
+    if (!path_exists(built_tool("aihpc-sweep"))) skip();  // nothing with a destructor is alive here
+    run_advance_two_rounds(built_tool("aihpc-sweep"));
 }
 
 static void run_advance_without_metric(const std::string& tool) {
@@ -267,14 +228,14 @@ static void run_advance_without_metric(const std::string& tool) {
     std::string cmd = tool + " advance " + root + " > /dev/null 2>&1";
     int st = std::system(cmd.c_str());
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
-    auto rec = parse_rounds_json(slurp(root + "/rounds.json"));
+    auto rec = parse_rounds_json(file_text(root + "/rounds.json"));
     assert_string_equal(rec.state.c_str(), "stopped");
     assert_true(rec.message.find("reports the metric 'loss'") != std::string::npos);
 }
 
 static void advance_stops_the_loop_when_no_task_reports_the_metric(void**) {
-    if (!exists(tool_path("aihpc-sweep"))) skip();
-    run_advance_without_metric(tool_path("aihpc-sweep"));
+    if (!path_exists(built_tool("aihpc-sweep"))) skip();
+    run_advance_without_metric(built_tool("aihpc-sweep"));
 }
 
 int main() {

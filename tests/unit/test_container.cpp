@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -16,6 +15,7 @@
 #include "container/digest.hpp"
 #include "container/image.hpp"
 #include "container/launch.hpp"
+#include "temp_dir.hpp"
 
 using namespace aihpc;
 using namespace aihpc::container;
@@ -35,26 +35,6 @@ void assert_words(const std::vector<std::string>& argv, const std::string& expec
         fail();
     }
 }
-
-// A scratch directory removed at the end of each test that makes one.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/aihpc-test-container.XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
-    std::string make_dir(const std::string& rel) const {
-        std::system(("mkdir -p '" + path + "/" + rel + "'").c_str());
-        return path + "/" + rel;
-    }
-    std::string write(const std::string& rel, const std::string& text, mode_t mode = 0644) const {
-        std::string p = path + "/" + rel;
-        std::ofstream(p) << text;
-        ::chmod(p.c_str(), mode);
-        return p;
-    }
-};
 
 // The node's local_root, as the plugin's staging lays it out: jobs/<jobid>/NAME, a
 // relative link into cache/<uid>/entries/<key>/data (or a private copy).
@@ -229,35 +209,35 @@ static void relative_image_is_taken_from_the_submit_dir(void**) {
 
 static void nonexistent_image_is_refused(void**) {
     TempDir t;
-    expect_error_containing([&] { check_image(t.path + "/none.sif", {}, "/", every_runtime); },
+    expect_error_containing([&] { check_image(t.path() + "/none.sif", {}, "/", every_runtime); },
                             "No such file or directory");
-    expect_error_containing([&] { check_image("missing-dir", {}, t.path, every_runtime); }, "cannot tell");
+    expect_error_containing([&] { check_image("missing-dir", {}, t.path(), every_runtime); }, "cannot tell");
 }
 
 static void image_outside_image_allow_is_refused(void**) {
     TempDir t;
     t.make_dir("allowed");
     std::string sif = t.write("elsewhere.sif", "x");
-    config::SiteConfig site = site_with({"image_allow=" + t.path + "/allowed"});
+    config::SiteConfig site = site_with({"image_allow=" + t.path() + "/allowed"});
     expect_error_containing([&] { check_image(sif, site, "/", every_runtime); }, "outside the directories");
-    expect_error_containing([&] { check_image(sif, site, "/", every_runtime); }, "image_allow=" + t.path + "/allowed");
+    expect_error_containing([&] { check_image(sif, site, "/", every_runtime); }, "image_allow=" + t.path() + "/allowed");
 }
 
 static void image_allow_is_checked_on_the_real_path(void**) {
     TempDir t;
     t.make_dir("allowed");
     t.write("outside.sif", "x");
-    std::string link = t.path + "/allowed/inside.sif";
-    assert_int_equal(::symlink((t.path + "/outside.sif").c_str(), link.c_str()), 0);
-    config::SiteConfig site = site_with({"image_allow=" + t.path + "/allowed"});
+    std::string link = t.path() + "/allowed/inside.sif";
+    assert_int_equal(::symlink((t.path() + "/outside.sif").c_str(), link.c_str()), 0);
+    config::SiteConfig site = site_with({"image_allow=" + t.path() + "/allowed"});
     expect_error_containing([&] { check_image(link, site, "/", every_runtime); }, "outside the directories");
 }
 
 static void image_inside_image_allow_resolves_to_its_real_path(void**) {
     TempDir t;
     std::string dir = t.make_dir("allowed/busybox");
-    config::SiteConfig site = site_with({"image_allow=" + t.path + "/allowed"});
-    ResolvedImage image = check_image("allowed/busybox", site, t.path, every_runtime);
+    config::SiteConfig site = site_with({"image_allow=" + t.path() + "/allowed"});
+    ResolvedImage image = check_image("allowed/busybox", site, t.path(), every_runtime);
     assert_true(image.runtime == Runtime::charliecloud);
     assert_true(image.ref.kind == ImageKind::directory);
     char real[4096];
@@ -268,7 +248,7 @@ static void image_inside_image_allow_resolves_to_its_real_path(void**) {
 static void sif_path_that_is_a_directory_is_refused(void**) {
     TempDir t;
     t.make_dir("odd.sif");
-    expect_error_containing([&] { check_image(t.path + "/odd.sif", {}, "/", every_runtime); }, "is not a SIF file");
+    expect_error_containing([&] { check_image(t.path() + "/odd.sif", {}, "/", every_runtime); }, "is not a SIF file");
 }
 
 static void runtime_is_looked_up_in_runtime_path_only(void**) {
@@ -277,8 +257,8 @@ static void runtime_is_looked_up_in_runtime_path_only(void**) {
     t.make_dir("b");
     t.write("a/ch-run", "#!/bin/sh\n", 0644);   // not executable: skipped
     std::string good = t.write("b/ch-run", "#!/bin/sh\n", 0755);
-    assert_string_equal(find_program("ch-run", {t.path + "/a", t.path + "/b"}).value().c_str(), good.c_str());
-    assert_false(find_program("apptainer", {t.path + "/a", t.path + "/b"}).has_value());
+    assert_string_equal(find_program("ch-run", {t.path() + "/a", t.path() + "/b"}).value().c_str(), good.c_str());
+    assert_false(find_program("apptainer", {t.path() + "/a", t.path() + "/b"}).has_value());
     assert_true(runtime_search_path(site_with({"runtime_path=/opt/rt:/usr/bin"}), "/job/bin") ==
                 std::vector<std::string>({"/opt/rt", "/usr/bin"}));
     assert_true(runtime_search_path(config::SiteConfig{}, "/usr/bin:relative:/bin") ==
@@ -605,14 +585,14 @@ static void directory_digest_is_stable_and_follows_the_manifest(void**) {
     t.make_dir("img/bin");
     t.write("img/bin/sh", "#!", 0755);
     t.write("img/etc", "x");
-    std::string first = directory_digest(t.path + "/img");
+    std::string first = directory_digest(t.path() + "/img");
     assert_true(starts_with(first, "xxh3:") && first.size() == 21);
-    assert_string_equal(directory_digest(t.path + "/img").c_str(), first.c_str());
-    ::chmod((t.path + "/img/bin/sh").c_str(), 0700);
-    std::string after_chmod = directory_digest(t.path + "/img");
+    assert_string_equal(directory_digest(t.path() + "/img").c_str(), first.c_str());
+    ::chmod((t.path() + "/img/bin/sh").c_str(), 0700);
+    std::string after_chmod = directory_digest(t.path() + "/img");
     assert_string_not_equal(after_chmod.c_str(), first.c_str());
     t.write("img/etc", "xy");
-    assert_string_not_equal(directory_digest(t.path + "/img").c_str(), after_chmod.c_str());
+    assert_string_not_equal(directory_digest(t.path() + "/img").c_str(), after_chmod.c_str());
 }
 
 static void path_kind_in_image_resolves_links_inside_the_image(void**) {
@@ -620,8 +600,8 @@ static void path_kind_in_image_resolves_links_inside_the_image(void**) {
     t.make_dir("img/mnt/aihpc");
     t.make_dir("img/usr/bin");
     t.write("img/usr/bin/sh", "");
-    assert_int_equal(::symlink("/usr/bin", (t.path + "/img/bin").c_str()), 0);
-    std::string root = t.path + "/img";
+    assert_int_equal(::symlink("/usr/bin", (t.path() + "/img/bin").c_str()), 0);
+    std::string root = t.path() + "/img";
     assert_true(path_kind_in_image(root, "/mnt/aihpc") == PathKind::directory);
     assert_true(path_kind_in_image(root, "/bin/sh") == PathKind::file);   // /bin -> /usr/bin of the image
     assert_true(path_kind_in_image(root, "/mnt/0") == PathKind::none);

@@ -15,7 +15,6 @@
 #include <fstream>
 #include <functional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -29,6 +28,7 @@
 #include "stage/stage_in.hpp"
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
+#include "temp_dir.hpp"
 
 using namespace aihpc::stage;
 
@@ -54,13 +54,6 @@ static std::string path(const std::string& rel) { return g_root + "/" + rel; }
 static void write_file(const std::string& p, const std::string& content, mode_t mode = 0644) {
     std::ofstream(p, std::ios::binary) << content;
     chmod(p.c_str(), mode);
-}
-
-static std::string read_file(const std::string& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
 }
 
 static bool exists(const std::string& p) {
@@ -323,13 +316,13 @@ static void private_copy_keeps_content_modes_mtimes_and_symlinks(void**) {
     assert_int_equal(item.files, 4);
     std::vector<std::string> diffs = manifest_differences(scan_path(d), scan_path(path("job/set")));
     assert_int_equal(diffs.size(), 0);
-    assert_string_equal(read_file(path("job/set/sub/b.bin")).c_str(), std::string(300000, 'b').c_str());
+    assert_string_equal(file_text(path("job/set/sub/b.bin")).c_str(), std::string(300000, 'b').c_str());
     char target[64] = {};
     assert_int_equal(readlink(path("job/set/link-out").c_str(), target, sizeof target - 1), 11);
     assert_string_equal(target, "/etc/passwd");  // copied as a link, never followed
     // Writable, for this job alone.
     write_file(path("job/set/a.txt"), "changed");
-    assert_string_equal(read_file(d + "/a.txt").c_str(), "alpha\n");
+    assert_string_equal(file_text(d + "/a.txt").c_str(), "alpha\n");
 }
 
 static void large_files_copied_in_pieces_are_exact(void**) {
@@ -344,7 +337,7 @@ static void large_files_copied_in_pieces_are_exact(void**) {
     CopyOptions options;
     options.threads = 3;
     copy_item(src.get(), m, dst.get(), "copy", options, d, path("copy"));
-    assert_true(read_file(path("copy/f")) == content);
+    assert_true(file_text(path("copy/f")) == content);
     assert_int_equal(manifest_differences(scan_path(d), scan_path(path("copy"))).size(), 0);
 }
 
@@ -538,8 +531,8 @@ static void a_changed_source_is_never_served_from_the_old_entry(void**) {
     write_file(d + "/a.txt", "ALPHA\n");
     StagedItem after = stage_in(d, "set", cache_settings("job2"));
     assert_string_equal(to_string(after.outcome), "miss");
-    assert_string_equal(read_file(path("job2/set/a.txt")).c_str(), "ALPHA\n");
-    assert_string_equal(read_file(path("job1/set/a.txt")).c_str(), "alpha\n");  // the old job keeps its copy
+    assert_string_equal(file_text(path("job2/set/a.txt")).c_str(), "ALPHA\n");
+    assert_string_equal(file_text(path("job1/set/a.txt")).c_str(), "alpha\n");  // the old job keeps its copy
 
     write_file(d + "/added", "new");
     assert_string_equal(to_string(stage_in(d, "set", cache_settings("job3")).outcome), "miss");
@@ -605,7 +598,7 @@ static void a_producer_killed_mid_copy_is_redone_by_the_next_stager(void**) {
     assert_false(got.hit);
     aihpc::UniqueFd data(open(got.data_path.c_str(), O_RDONLY | O_DIRECTORY));
     verify_item(data.get(), scan_path(d), true, 2, got.data_path);  // complete and exact
-    assert_string_equal(read_file(got.data_path + "/a.txt").c_str(), "alpha\n");
+    assert_string_equal(file_text(got.data_path + "/a.txt").c_str(), "alpha\n");
     assert_int_equal(system(("test -z \"$(ls -A " + path("cache/entries") + " | grep '^\\.')\"").c_str()), 0);
 }
 
@@ -617,7 +610,7 @@ static void concurrent_stagers_of_one_source_copy_it_once(void**) {
         if (pid == 0) {
             try {
                 StagedItem item = stage_in(d, "set", cache_settings("job" + std::to_string(i)));
-                _exit(read_file(path("job" + std::to_string(i) + "/set/a.txt")) == "alpha\n" ? 0 : 3);
+                _exit(file_text(path("job" + std::to_string(i) + "/set/a.txt")) == "alpha\n" ? 0 : 3);
             } catch (...) {
                 _exit(2);
             }
@@ -679,7 +672,7 @@ static void eviction_never_removes_an_entry_under_lease(void**) {
     assert_string_equal(to_string(c.outcome), "miss");
     assert_true(exists(path("cache/entries/" + a.key)));   // oldest, but leased
     assert_false(exists(path("cache/entries/" + b.key)));  // unleased: evicted
-    assert_string_equal(read_file(path("job/a/a.txt")).c_str(), "alpha\n");
+    assert_string_equal(file_text(path("job/a/a.txt")).c_str(), "alpha\n");
     // Once released, gc may take it.
     a.lease = Lease();
     c.lease = Lease();
@@ -794,9 +787,9 @@ static void a_tar_zst_is_extracted_into_the_cache_and_verified(void**) {
     s.verify = true;
     StagedItem item = stage_in(path("set.tar.zst"), "set", s);
     assert_string_equal(to_string(item.outcome), "miss");
-    assert_string_equal(read_file(path("job/set/top/f.txt")).c_str(), "hello\n");
-    assert_string_equal(read_file(path("job/set/top/h")).c_str(), "hello\n");
-    assert_string_equal(read_file(path("job/set/top/l")).c_str(), "hello\n");
+    assert_string_equal(file_text(path("job/set/top/f.txt")).c_str(), "hello\n");
+    assert_string_equal(file_text(path("job/set/top/h")).c_str(), "hello\n");
+    assert_string_equal(file_text(path("job/set/top/l")).c_str(), "hello\n");
     StageSettings again = cache_settings("job2");
     again.verify = true;
     assert_string_equal(to_string(stage_in(path("set.tar.zst"), "set", again).outcome), "hit");
@@ -867,12 +860,12 @@ static void stage_out_copies_then_renames_and_never_replaces_dest(void**) {
     StageOutResult second = stage_out(local, path("out"), "7", 2);
     assert_true(second.diverted);
     assert_string_equal(second.dest.c_str(), path("out.7").c_str());
-    assert_string_equal(read_file(path("out/a.txt")).c_str(), "alpha\n");  // untouched
-    assert_string_equal(read_file(path("out.7/a.txt")).c_str(), "second run\n");
+    assert_string_equal(file_text(path("out/a.txt")).c_str(), "alpha\n");  // untouched
+    assert_string_equal(file_text(path("out.7/a.txt")).c_str(), "second run\n");
     assert_true(second.message().find("already exists") != std::string::npos);
 
     expect_error_containing([&] { stage_out(local, path("out"), "7", 2); }, "neither is replaced");
-    assert_string_equal(read_file(local + "/a.txt").c_str(), "second run\n");
+    assert_string_equal(file_text(local + "/a.txt").c_str(), "second run\n");
 }
 
 static void failed_stage_out_keeps_the_local_data_and_says_where(void**) {
@@ -892,7 +885,7 @@ static void failed_stage_out_keeps_the_local_data_and_says_where(void**) {
 static void stage_out_of_a_single_file_is_atomic_and_exact(void**) {
     write_file(path("model.pt"), "weights", 0640);
     StageOutResult r = stage_out(path("model.pt"), path("final.pt"), "9", 2);
-    assert_string_equal(read_file(path("final.pt")).c_str(), "weights");
+    assert_string_equal(file_text(path("final.pt")).c_str(), "weights");
     struct stat st {};
     stat(path("final.pt").c_str(), &st);
     assert_int_equal(st.st_mode & 0777, 0640);
@@ -911,7 +904,7 @@ static void tree_removal_never_follows_links_out(void**) {
     aihpc::UniqueFd root(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
     assert_true(remove_tree_at(root.get(), "data"));
     assert_false(exists(d));
-    assert_string_equal(read_file(outside + "/keep").c_str(), "keep");
+    assert_string_equal(file_text(outside + "/keep").c_str(), "keep");
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, make_root, drop_root)

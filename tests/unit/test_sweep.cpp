@@ -1,6 +1,5 @@
 // lib/sweep: the spec, the shorthand, expansion, the task index, submission planning
 // and the runner.
-#include <ftw.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -9,7 +8,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <sstream>
 
@@ -23,28 +21,13 @@
 #include "sweep/spec.hpp"
 #include "sweep/submit_plan.hpp"
 #include "sweep/sweep_dir.hpp"
+#include "temp_dir.hpp"
 
 using namespace aihpc::sweep;
 
 // ---- helpers
 
 namespace {
-
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/aihpc-test-sweep-XXXXXX";
-        if (!::mkdtemp(tmpl)) fail();
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        ::nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16, FTW_DEPTH | FTW_PHYS);
-    }
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
 
 std::vector<std::string> task_lines(const SweepSpec& spec) {
     std::vector<std::string> out;

@@ -1,0 +1,35 @@
+// RAII for the two halves of running a child: the pipe its output comes back through,
+// and the child itself, reaped on every path.
+#pragma once
+#include <sys/types.h>
+
+#include "common/fd.hpp"
+
+namespace aihpc {
+
+// Both ends close on every path, and on exec (O_CLOEXEC): only a child that keeps an end
+// on purpose (dup2 onto 1 or 2) passes it to a program.
+struct Pipe {
+    Pipe();  // throws aihpc::SystemError
+    UniqueFd read;
+    UniqueFd write;
+};
+
+// A forked child that no path leaves behind as a zombie. The owner waits for it; an owner
+// that leaves early (an exception) kills it first, since nobody would read what it
+// writes or act on how it ended.
+class ChildProcess {
+public:
+    explicit ChildProcess(pid_t pid) noexcept : pid_(pid) {}
+    ChildProcess(const ChildProcess&) = delete;
+    ChildProcess& operator=(const ChildProcess&) = delete;
+    ~ChildProcess();
+
+    // Waits until the child ends; returns its waitpid() status (WIFEXITED, ...).
+    int wait() noexcept;
+
+private:
+    pid_t pid_;
+};
+
+}  // namespace aihpc

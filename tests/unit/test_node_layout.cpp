@@ -1,0 +1,319 @@
+// lib/stage/node_layout: the node-local layout below local_root that every user's jobs
+// share. Names, records and limits are pure; the ownership checks run for real, and as
+// root (as the plugin does), since only root can make a directory another user's. Those
+// skip without root.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "cmocka_cxx.hpp"
+#include "common/fd.hpp"
+#include "common/paths.hpp"
+#include "stage/node_layout.hpp"
+#include "temp_dir.hpp"
+
+using namespace aihpc;
+using namespace aihpc::stage;
+
+namespace {
+
+constexpr uid_t user = 65534;
+constexpr gid_t group = 65534;
+constexpr uid_t other_user = 65533;
+
+bool skip_unless_root() {
+    if (::geteuid() == 0) return false;
+    print_message("skipped: only root can make a directory another user's\n");
+    return true;
+}
+
+struct stat stat_of(const std::string& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) fail_msg("cannot stat %s", path.c_str());
+    return st;
+}
+
+UniqueFd open_dir(const std::string& path) { return UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); }
+
+// A published entry of a user's cache as cache_bytes_at reads it: entries/KEY/info.
+void put_cache_entry(const TempDir& tmp, const std::string& user_dir, const std::string& key, std::uint64_t bytes) {
+    tmp.make_dir("cache/" + user_dir + "/entries/" + key);
+    tmp.write("cache/" + user_dir + "/entries/" + key + "/info", "key=" + key + "\nbytes=" + std::to_string(bytes) + "\n");
+}
+
+}  // namespace
+
+// ---- names, records and limits
+
+static void job_layout_names_the_jobs_and_the_users_directories(void**) {
+    JobLayout layout = job_layout("/local/aihpc", 4242, 1000);
+    assert_string_equal(layout.stage_dir.c_str(), "/local/aihpc/jobs/4242");
+    assert_string_equal(layout.meta_dir.c_str(), "/local/aihpc/jobs/4242.aihpc");
+    assert_string_equal(layout.cache_dir.c_str(), "/local/aihpc/cache/1000");
+}
+
+static void root_private_means_a_root_owned_dir_no_one_else_may_write(void**) {
+    struct Case {
+        uid_t uid;
+        mode_t mode;
+        bool root_private;
+    } cases[] = {
+        {0, S_IFDIR | 0755, true},  {0, S_IFDIR | 0711, true},  {0, S_IFDIR | 0700, true},
+        {0, S_IFDIR | 01755, true},                              // sticky alone changes nothing
+        {0, S_IFDIR | 0775, false}, {0, S_IFDIR | 0757, false}, {0, S_IFDIR | 01777, false},
+        {1000, S_IFDIR | 0755, false}, {65534, S_IFDIR | 0700, false},
+        {0, S_IFREG | 0755, false}, {0, S_IFLNK | 0755, false},
+    };
+    for (const Case& c : cases) {
+        struct stat st {};
+        st.st_uid = c.uid;
+        st.st_mode = c.mode;
+        assert_int_equal(is_root_private(st), c.root_private);
+    }
+}
+
+static void user_cache_limits_leave_what_other_users_hold(void**) {
+    struct Case {
+        std::uint64_t max, low, others, user_max, user_low;
+    } cases[] = {
+        {1000, 900, 0, 1000, 900},
+        {1000, 900, 300, 700, 600},
+        {1000, 900, 950, 50, 0},
+        {1000, 900, 1000, 1, 0},  // full: a cap of one byte, never 0 (no cap)
+        {1000, 900, 5000, 1, 0},
+    };
+    for (const Case& c : cases) {
+        CacheLimits limits = user_cache_limits(c.max, c.low, c.others);
+        assert_int_equal(limits.max_bytes, c.user_max);
+        assert_int_equal(limits.low_bytes, c.user_low);
+    }
+}
+
+static void job_items_read_back_as_written_whatever_their_names(void**) {
+    std::vector<JobItem> items = {
+        {"cifar", "/local/aihpc/jobs/7/cifar", "0123abcd", "00112233445566778899aabbccddeeff", "hit"},
+        {"my data\n%x", "/local/aihpc/jobs/7/my data\n%x", "feed", "", "private"},
+    };
+    std::vector<JobItem> back = parse_job_items(format_job_items(items));
+    assert_int_equal(back.size(), 2);
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        assert_string_equal(back[i].name.c_str(), items[i].name.c_str());
+        assert_string_equal(back[i].path.c_str(), items[i].path.c_str());
+        assert_string_equal(back[i].manifest_hash.c_str(), items[i].manifest_hash.c_str());
+        assert_string_equal(back[i].key.c_str(), items[i].key.c_str());
+        assert_string_equal(back[i].outcome.c_str(), items[i].outcome.c_str());
+    }
+}
+
+static void job_items_skip_lines_that_are_not_five_fields(void**) {
+    std::vector<JobItem> back = parse_job_items("a /p h - miss\nbroken line\n\nb /q h k hit extra\nc /r h k hit\n");
+    assert_int_equal(back.size(), 2);
+    assert_string_equal(back[0].name.c_str(), "a");
+    assert_string_equal(back[0].key.c_str(), "");
+    assert_string_equal(back[1].name.c_str(), "c");
+}
+
+// ---- local_root and the root-owned directories
+
+static void open_local_root_makes_a_missing_root_and_its_parents(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    std::string root = tmp.path() + "/local/aihpc";
+    UniqueFd fd = open_local_root(root, true);
+    assert_true(static_cast<bool>(fd));
+    assert_true(is_root_private(stat_of(root)));
+}
+
+static void open_local_root_does_not_make_one_unless_asked(void**) {
+    TempDir tmp;
+    expect_error_containing([&] { open_local_root(tmp.path() + "/absent", false); }, "cannot open local_root");
+}
+
+static void open_local_root_refuses_a_group_writable_dir(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    std::string root = tmp.make_dir("root");
+    ::chmod(root.c_str(), 0775);
+    expect_error_containing([&] { open_local_root(root, true); }, "mode 0775); ask the administrators");
+}
+
+static void open_local_root_refuses_a_dir_owned_by_another_uid(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    std::string root = tmp.make_dir("root");
+    assert_int_equal(::chown(root.c_str(), user, group), 0);
+    expect_error_containing([&] { open_local_root(root, false); },
+                            "must be owned by root and writable by no one else (it is uid 65534");
+}
+
+static void open_local_root_refuses_a_symlink(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("real");
+    std::string link = tmp.path() + "/link";
+    assert_int_equal(::symlink("real", link.c_str()), 0);
+    expect_error_containing([&] { open_local_root(link, false); }, "cannot open local_root " + link);
+}
+
+static void root_dirs_are_made_0711_and_refused_when_others_may_write(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    UniqueFd root = open_dir(tmp.path());
+    mode_t old = ::umask(0);
+    UniqueFd jobs = root_dir_at(root.get(), "jobs", tmp.path() + "/jobs");
+    ::umask(old);
+    assert_true(static_cast<bool>(jobs));
+    assert_int_equal(stat_of(tmp.path() + "/jobs").st_mode & 07777, 0711);
+    std::string cache = tmp.make_dir("cache");
+    ::chmod(cache.c_str(), 0777);
+    expect_error_containing([&] { root_dir_at(root.get(), "cache", cache); }, cache + " must be owned by root");
+}
+
+// ---- the users' directories
+
+static void user_dir_is_made_0700_and_given_to_the_user(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    UniqueFd jobs = open_dir(tmp.path());
+    user_dir_at(jobs.get(), "42", user, group, tmp.path() + "/42");
+    struct stat st = stat_of(tmp.path() + "/42");
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0700);
+    assert_int_equal(st.st_uid, user);
+    assert_int_equal(st.st_gid, group);
+}
+
+static void user_dir_left_by_root_before_it_was_given_away_is_given_now(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    std::string dir = tmp.make_dir("42");
+    ::chmod(dir.c_str(), 0700);
+    UniqueFd jobs = open_dir(tmp.path());
+    user_dir_at(jobs.get(), "42", user, group, dir);
+    assert_int_equal(stat_of(dir).st_uid, user);
+}
+
+static void user_dir_of_the_same_user_is_kept_as_it_is(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    std::string dir = tmp.make_dir("42");
+    assert_int_equal(::chown(dir.c_str(), user, group), 0);
+    ::chmod(dir.c_str(), 0750);
+    UniqueFd jobs = open_dir(tmp.path());
+    user_dir_at(jobs.get(), "42", user, group, dir);
+    assert_int_equal(stat_of(dir).st_mode & 07777, 0750);
+}
+
+static void user_dir_of_another_user_is_refused_never_taken_over(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    std::string dir = tmp.make_dir("42");
+    assert_int_equal(::chown(dir.c_str(), other_user, group), 0);
+    UniqueFd jobs = open_dir(tmp.path());
+    expect_error_containing([&] { user_dir_at(jobs.get(), "42", user, group, dir); },
+                            dir + " belongs to uid 65533, not to uid 65534");
+    assert_int_equal(stat_of(dir).st_uid, other_user);
+}
+
+static void user_dir_is_never_made_through_a_symlink(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("elsewhere");
+    assert_int_equal(::symlink("elsewhere", (tmp.path() + "/42").c_str()), 0);
+    UniqueFd jobs = open_dir(tmp.path());
+    expect_error_containing([&] { user_dir_at(jobs.get(), "42", user, group, tmp.path() + "/42"); }, "cannot open");
+    assert_int_equal(stat_of(tmp.path() + "/elsewhere").st_uid, 0);
+}
+
+// ---- the node-wide cache
+
+static void other_users_cache_bytes_count_every_cache_but_the_users_own(void**) {
+    TempDir tmp;
+    put_cache_entry(tmp, "1000", "00000000000000000000000000000001", 100);
+    put_cache_entry(tmp, "1000", "00000000000000000000000000000002", 20);
+    put_cache_entry(tmp, "1001", "00000000000000000000000000000003", 3000);
+    put_cache_entry(tmp, "1002", "not-a-key", 50000);  // not a published entry
+    tmp.make_dir("cache/1003");                         // a user with an empty cache
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    assert_int_equal(other_users_cache_bytes(cache.get(), 1001, tmp.path() + "/cache"), 120);
+    assert_int_equal(other_users_cache_bytes(cache.get(), 1000, tmp.path() + "/cache"), 3000);
+    assert_int_equal(other_users_cache_bytes(cache.get(), 9999, tmp.path() + "/cache"), 3120);
+}
+
+// ---- the job epilog
+
+static void job_dirs_are_removed_when_the_job_ends(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("jobs/7/data");
+    tmp.write("jobs/7/data/f", "x");
+    tmp.make_dir("jobs/7.aihpc");
+    tmp.make_dir("jobs/8");
+    JobCleanup cleanup = remove_job_dirs(tmp.path(), 7);
+    assert_false(cleanup.kept_after_failed_stage_out);
+    assert_string_equal(cleanup.error.c_str(), "");
+    assert_false(path_exists(tmp.path() + "/jobs/7"));
+    assert_false(path_exists(tmp.path() + "/jobs/7.aihpc"));
+    assert_true(path_exists(tmp.path() + "/jobs/8"));  // another job's
+}
+
+static void job_dirs_are_kept_after_a_failed_stage_out(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("jobs/7");
+    tmp.make_dir("jobs/7.aihpc");
+    tmp.write(std::string("jobs/7.aihpc/") + stage_out_failed_marker, "cannot write /home/u/out\n");
+    JobCleanup cleanup = remove_job_dirs(tmp.path(), 7);
+    assert_true(cleanup.kept_after_failed_stage_out);
+    assert_true(path_exists(tmp.path() + "/jobs/7"));
+    assert_true(path_exists(tmp.path() + "/jobs/7.aihpc"));
+}
+
+static void job_epilog_without_jobs_dir_has_nothing_to_do(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    JobCleanup cleanup = remove_job_dirs(tmp.path(), 7);
+    assert_false(cleanup.kept_after_failed_stage_out);
+    assert_string_equal(cleanup.error.c_str(), "");
+}
+
+// ---- the topology cache
+
+static void topology_cache_goes_only_into_a_root_private_local_root(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    assert_string_equal(topology_cache_path(tmp.path() + "/node").c_str(), (tmp.path() + "/node/topology.xml").c_str());
+    std::string open_to_all = tmp.make_dir("open");
+    ::chmod(open_to_all.c_str(), 0777);
+    assert_string_equal(topology_cache_path(open_to_all).c_str(), "");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(job_layout_names_the_jobs_and_the_users_directories),
+        cmocka_unit_test(root_private_means_a_root_owned_dir_no_one_else_may_write),
+        cmocka_unit_test(user_cache_limits_leave_what_other_users_hold),
+        cmocka_unit_test(job_items_read_back_as_written_whatever_their_names),
+        cmocka_unit_test(job_items_skip_lines_that_are_not_five_fields),
+        cmocka_unit_test(open_local_root_makes_a_missing_root_and_its_parents),
+        cmocka_unit_test(open_local_root_does_not_make_one_unless_asked),
+        cmocka_unit_test(open_local_root_refuses_a_group_writable_dir),
+        cmocka_unit_test(open_local_root_refuses_a_dir_owned_by_another_uid),
+        cmocka_unit_test(open_local_root_refuses_a_symlink),
+        cmocka_unit_test(root_dirs_are_made_0711_and_refused_when_others_may_write),
+        cmocka_unit_test(user_dir_is_made_0700_and_given_to_the_user),
+        cmocka_unit_test(user_dir_left_by_root_before_it_was_given_away_is_given_now),
+        cmocka_unit_test(user_dir_of_the_same_user_is_kept_as_it_is),
+        cmocka_unit_test(user_dir_of_another_user_is_refused_never_taken_over),
+        cmocka_unit_test(user_dir_is_never_made_through_a_symlink),
+        cmocka_unit_test(other_users_cache_bytes_count_every_cache_but_the_users_own),
+        cmocka_unit_test(job_dirs_are_removed_when_the_job_ends),
+        cmocka_unit_test(job_dirs_are_kept_after_a_failed_stage_out),
+        cmocka_unit_test(job_epilog_without_jobs_dir_has_nothing_to_do),
+        cmocka_unit_test(topology_cache_goes_only_into_a_root_private_local_root),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}
