@@ -209,6 +209,8 @@ void stage_task_exit(const Spank&, PluginState& st) {
                         stage::StageOutResult r = stage::stage_out(stage::join_path(s.layout.stage_dir, item.local), dest,
                                                                    job_text(step), stage_threads(st.site));
                         if (r.diverted) report.note(r.message());
+                    } catch (const stage::NothingToStageOut& e) {
+                        report.note(e.what());  // nothing to keep, so no reason to keep the stage dir
                     } catch (const Error& e) {
                         failures.push_back(e.what());
                     }

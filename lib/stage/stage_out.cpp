@@ -57,6 +57,12 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
     try {
         // LOCAL itself may be a staged item's link; below it nothing is followed.
         int src = ::open(local_path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (src < 0 && errno == ENOENT)
+            // Not a failure to keep anything: there is nothing to keep. Said apart, so the
+            // message does not point at data that does not exist.
+            throw NothingToStageOut("stage-out of " + local_path + " to " + dest + ": " + local_path +
+                                    " does not exist, so nothing was copied; check the LOCAL name "
+                                    "(it is relative to $AIHPC_STAGE_DIR)");
         if (src < 0) throw_errno("cannot open " + local_path);
         UniqueFd src_fd(src);
         struct stat st {};
@@ -94,6 +100,8 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
         result.diverted = target->diverted;
         result.files = stats.files;
         result.bytes = stats.bytes;
+    } catch (const NothingToStageOut&) {
+        throw;
     } catch (const Error& e) {
         throw kept(e.what());
     }

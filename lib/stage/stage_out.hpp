@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "common/error.hpp"
 #include "stage/tree_copy.hpp"
 
 namespace aihpc::stage {
@@ -21,6 +22,12 @@ struct OutTarget {
 };
 std::optional<OutTarget> choose_out_target(const std::string& dest, const std::string& job_id,
                                            const std::function<bool(const std::string&)>& exists);
+
+// LOCAL does not exist: the job wrote nothing there, so there is nothing to keep.
+class NothingToStageOut : public Error {
+public:
+    using Error::Error;
+};
 
 struct StageOutResult {
     std::string local;

@@ -882,6 +882,20 @@ static void failed_stage_out_keeps_the_local_data_and_says_where(void**) {
     assert_false(exists(path("ro/out")));
 }
 
+static void stage_out_of_a_missing_local_says_so_and_claims_nothing_kept(void**) {
+    bool thrown = false;
+    try {
+        stage_out(path("never-written"), path("out"), "7", 2);
+    } catch (const NothingToStageOut& e) {
+        thrown = true;
+        std::string message = e.what();
+        assert_true(message.find("does not exist, so nothing was copied") != std::string::npos);
+        assert_true(message.find("kept") == std::string::npos);
+    }
+    assert_true(thrown);
+    assert_false(exists(path("out")));
+}
+
 static void stage_out_of_a_single_file_is_atomic_and_exact(void**) {
     write_file(path("model.pt"), "weights", 0640);
     StageOutResult r = stage_out(path("model.pt"), path("final.pt"), "9", 2);
@@ -956,6 +970,7 @@ int main() {
         T(stage_out_target_diverts_when_dest_exists),
         T(stage_out_copies_then_renames_and_never_replaces_dest),
         T(failed_stage_out_keeps_the_local_data_and_says_where),
+        T(stage_out_of_a_missing_local_says_so_and_claims_nothing_kept),
         T(stage_out_of_a_single_file_is_atomic_and_exact),
         T(tree_removal_never_follows_links_out),
     };
