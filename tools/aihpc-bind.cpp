@@ -95,7 +95,10 @@ Arguments parse_arguments(int argc, char** argv) {
             value = argv[++i];
         }
         if (name == "--topology") args.topology = value;
-        else if (name == "--tasks") args.tasks = parse_count(name, value);
+        else if (name == "--tasks") {
+            args.tasks = parse_count(name, value);
+            if (*args.tasks == 0) throw UsageError("--tasks: a plan needs at least one task");
+        }
         else if (name == "--rank") args.rank = parse_count(name, value);
         else if (name == "--gpus") args.gpus = value;
         else if (name == "--cpus") args.cpus = value;
