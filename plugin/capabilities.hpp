@@ -32,6 +32,8 @@ void bind_task_init(const Spank& spank, PluginState& st);   // apply one task's 
 
 // ---- containers (container_step.cpp)
 void container_check_at_submit(const config::UserOptions& options, const config::SiteConfig& site);
+// remote init_post_opt, root: the user's cache/<uid> below local_root, for the digest cache
+void container_step_init(const Spank& spank, PluginState& st);
 void container_user_init(const Spank& spank, PluginState& st);
 void container_task_init(const Spank& spank, PluginState& st);  // last: may exec
 

@@ -18,14 +18,18 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 #include "config.h"
 #include "common/error.hpp"
+#include "common/fd.hpp"
 #include "common/text.hpp"
 #include "container/digest.hpp"
+#include "container/digest_cache.hpp"
 #include "container/image.hpp"
 #include "container/launch.hpp"
 #include "plugin/capabilities.hpp"
+#include "stage/node_layout.hpp"
 
 namespace aihpc::plugin {
 
@@ -45,6 +49,42 @@ struct StepContainer {
 std::optional<StepContainer>& step_container() {
     static std::optional<StepContainer> value;
     return value;
+}
+
+// The user's digests directory (LOCAL_ROOT/cache/<uid>/digests), or why there is none:
+// root makes cache/<uid> in init_post_opt, the user makes digests/ below it.
+struct DigestCachePlace {
+    std::string dir;
+    std::string problem;
+};
+
+DigestCachePlace& digest_cache_place() {
+    static DigestCachePlace value;
+    return value;
+}
+
+// The digest, from the node's cache for an unchanged image file, and what the verbose
+// line says of where it came from.
+std::pair<std::string, std::string> step_image_digest(const container::ResolvedImage& image) {
+    switch (image.ref.kind) {
+    case container::ImageKind::sif:
+    case container::ImageKind::squashfs: {
+        container::DigestCacheSettings settings;
+        settings.dir = digest_cache_place().dir;
+        container::CachedDigest d = container::cached_file_digest(image.location, settings);
+        if (d.from_cache) return {d.digest, "digest from the node's digest cache " + settings.dir};
+        if (d.stored) return {d.digest, "digest computed, stored in the node's digest cache " + settings.dir};
+        const std::string& why = d.cache_problem.empty() ? digest_cache_place().problem : d.cache_problem;
+        return {d.digest, "digest computed, not cached: " + why};
+    }
+    case container::ImageKind::directory:
+        // A directory's own identity misses changes deep inside it, and a complete check
+        // is the very metadata walk the digest is: it is computed for each step.
+        return {container::directory_digest(image.location), "digest computed from the directory's manifest"};
+    case container::ImageKind::registry:
+    case container::ImageKind::named: break;
+    }
+    return {"", "no local image to digest"};
 }
 
 bool runs_inside(const PluginState& st) {
@@ -98,6 +138,26 @@ void container_check_at_submit(const config::UserOptions& options, const config:
     container::check_image(options.container, site, base, [](container::Runtime) { return true; });
 }
 
+void container_step_init(const Spank& /*spank*/, PluginState& st) {
+    DigestCachePlace& place = digest_cache_place();
+    place = {};
+    if (!runs_inside(st)) return;
+    const StepInfo& step = st.step;
+    std::string local_root = st.site.local_root_for(step.node_name);
+    std::string user_dir = stage::job_layout(local_root, step.job_id, step.uid).cache_dir;
+    // Only the directories: the image is read later, as the user, so that the user's
+    // read permission decides. Without them the digest is computed, never refused.
+    try {
+        if (step.uid == 0) throw Error("root's steps keep no digest cache");
+        UniqueFd root = stage::open_local_root(local_root, true);
+        UniqueFd cache = stage::root_dir_at(root.get(), "cache", local_root + "/cache");
+        stage::user_dir_at(cache.get(), std::to_string(step.uid), step.uid, step.gid, user_dir);
+        place.dir = user_dir + "/digests";
+    } catch (const Error& e) {
+        place.problem = e.what();
+    }
+}
+
 void container_user_init(const Spank& /*spank*/, PluginState& st) {
     step_container().reset();
     if (!runs_inside(st)) return;
@@ -116,10 +176,11 @@ void container_user_init(const Spank& /*spank*/, PluginState& st) {
                     (st.site.runtime_path.empty() ? "slurmd's PATH " : "runtime_path=") + join(dirs, ":") +
                     "; ask the site to install it, or name another runtime as RUNTIME:IMAGE");
     sc.program = *found;
-    sc.digest = container::image_digest(sc.image);
+    auto [digest, origin] = step_image_digest(sc.image);
+    sc.digest = std::move(digest);
     sc.launcher = find_launcher();
     st.note("container: " + std::string(container::runtime_name(sc.image.runtime)) + " " + sc.image.location + " " +
-            sc.digest);
+            sc.digest + " (" + origin + ")");
     step_container() = std::move(sc);
 }
 

@@ -63,7 +63,10 @@ void step_init_post_opt(const Spank& spank) {
     // Normally refused by srun already; a step launched another way is checked here.
     // The batch step runs on one node, whatever the job's size.
     if (!st.step.is_batch_step) config::check_job_shape(st.options, st.step.node_count);
-    if (st.deferred_errors.empty()) bind_step_init(spank, st);
+    if (st.deferred_errors.empty()) {
+        bind_step_init(spank, st);
+        container_step_init(spank, st);
+    }
     if (st.step.is_batch_step) {
         // Stage-out belongs to the batch step: steps it launches must not repeat it.
         for (const config::OptionSpec& spec : config::option_table()) {

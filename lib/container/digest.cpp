@@ -92,21 +92,27 @@ void walk(int dir_fd, const std::string& prefix, const std::string& root, std::v
 
 }  // namespace
 
-std::string file_digest(const std::string& path) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) throw_errno("cannot read image " + path + " for its digest");
+std::string hash_open_file(int fd, const std::string& shown_path) {
     Xxh3 hash;
     std::vector<char> buf(1 << 20);
+    off_t offset = 0;
     while (true) {
-        ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        ssize_t n = ::pread(fd, buf.data(), buf.size(), offset);
         if (n < 0) {
             if (errno == EINTR) continue;
-            throw_errno("cannot read image " + path + " for its digest");
+            throw_errno("cannot read image " + shown_path + " for its digest");
         }
         if (n == 0) break;
         hash.update(buf.data(), static_cast<std::size_t>(n));
+        offset += n;
     }
     return hash.hex();
+}
+
+std::string file_digest(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno("cannot read image " + path + " for its digest");
+    return hash_open_file(fd.get(), path);
 }
 
 std::string directory_digest(const std::string& root) {

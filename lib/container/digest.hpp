@@ -14,6 +14,8 @@ namespace aihpc::container {
 // Registry and named images have no local bytes: "".
 std::string image_digest(const ResolvedImage& image);
 std::string file_digest(const std::string& path);
+// The same hash of a file already open, read from its start.
+std::string hash_open_file(int fd, const std::string& shown_path);
 std::string directory_digest(const std::string& root);
 
 // What a path is inside a directory image, resolved as the container would see it

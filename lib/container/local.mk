@@ -4,7 +4,8 @@ noinst_LTLIBRARIES += lib/container/libaihpc_container.la
 lib_container_libaihpc_container_la_SOURCES = \
 	lib/container/image.cpp lib/container/image.hpp \
 	lib/container/launch.cpp lib/container/launch.hpp \
-	lib/container/digest.cpp lib/container/digest.hpp
+	lib/container/digest.cpp lib/container/digest.hpp \
+	lib/container/digest_cache.cpp lib/container/digest_cache.hpp
 lib_container_libaihpc_container_la_CPPFLAGS = $(AM_CPPFLAGS) \
 	-DAIHPC_LAUNCH_PATH='"$(pkglibexecdir)/aihpc-launch"'
 plugin_module_libs += lib/container/libaihpc_container.la

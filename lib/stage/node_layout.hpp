@@ -8,6 +8,7 @@
 //                         and a marker when stage-out failed
 //   cache/                root, 0711
 //   cache/<uid>/          the user, 0700: that user's NodeCache (node_cache.hpp)
+//   cache/<uid>/digests/  the user, 0700: image digests (container/digest_cache.hpp)
 //   topology.xml          root, 0644: the node's topology, cached by lib/affinity
 // Root makes the root-owned directories and each user's top directory, fd-relative and
 // without following links; everything below those is made as the user.

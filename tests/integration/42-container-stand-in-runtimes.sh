@@ -10,7 +10,7 @@ command -v ch-run >/dev/null || skip_all "needs ch-run (charliecloud-runtime)"
 here=$top_builddir/tests/integration
 tree=$top_builddir
 
-plan 10
+plan 13
 scratch=$(user_scratch)
 cd "$scratch" || exit 1
 stand_in=$here/stand-in-runtimes
@@ -28,6 +28,8 @@ chmod 0644 "$plugstack.aihpc-tmp" && mv -f "$plugstack.aihpc-tmp" "$plugstack"
 
 : >"$scratch/img.sif"; : >"$scratch/img.sqsh"; mkdir -p "$scratch/rootfs"
 chmod 0644 "$scratch/img.sif" "$scratch/img.sqsh"
+# For the digest cache, made now so that it has settled by the time it is used.
+head -c 300000 /dev/urandom >"$scratch/cached.sif" && chown "$test_user" "$scratch/cached.sif"
 run_step() { as_user env -u TMPDIR STAND_IN_LOG="$log" MARK=stand-in-42 srun -Q --chdir="$scratch" "$@"; }
 argv_of() { tr '\n' '|' <"$log/$1.argv"; }
 
@@ -122,6 +124,43 @@ if [[ $a =~ \|--bind\|(/[^|]*):([^|]*):ro\| ]] && [ "${BASH_REMATCH[1]}" = "${BA
     pass "with scope all the batch script in slurmd's spool is bound read-only at its own path and run"
 else
     fail "with scope all the batch script in slurmd's spool is bound read-only at its own path and run" "$a"
+fi
+
+# The node's digest cache: two steps of one job on one node hash an unchanged image
+# once; the first step says it computed the digest, the second that it came from the
+# cache. The job then rewrites the image, and its next step computes a new digest. An
+# image whose ctime is under two seconds old is not cached, so the test waits for that.
+while [ $(($(date +%s) - $(stat -c %Z "$scratch/cached.sif"))) -lt 3 ]; do sleep 1; done
+cat >"$scratch/digest-job.sh" <<'SCRIPT'
+#!/bin/sh
+log=$1 image=$2
+for step in 1 2 3; do
+    [ $step = 3 ] && head -c 300000 /dev/urandom >"$image"
+    rm -f "$log/apptainer.0.env"
+    srun -Q -n1 --aihpc-verbose --aihpc-container="$image" true 2>"$log/digest-step$step.err"
+    cp "$log/apptainer.0.env" "$log/digest-step$step.env"
+done
+SCRIPT
+chmod 0755 "$scratch/digest-job.sh"
+sbatch_wait -N1 -o "$log/digest-job.out" --export=ALL,STAND_IN_LOG="$log" "$scratch/digest-job.sh" "$log" "$scratch/cached.sif" >/dev/null
+digest_of() { sed -n 's/^AIHPC_CONTAINER_DIGEST=//p' "$log/digest-step$1.env" 2>/dev/null; }
+note_of() { grep -h 'container: apptainer' "$log/digest-step$1.err" 2>/dev/null; }
+d1=$(digest_of 1) d2=$(digest_of 2) d3=$(digest_of 3)
+if [[ $(note_of 1) == *"$d1 (digest computed, stored in the node's digest cache "*"/cache/"*"/digests)" && -n $d1 ]]; then
+    pass "the first step of a job computes the image's digest and stores it in the node's digest cache"
+else
+    fail "the first step of a job computes the image's digest and stores it in the node's digest cache" "$(note_of 1)" "$(cat "$log/digest-job.out" 2>&1)"
+fi
+if [[ $(note_of 2) == *"$d2 (digest from the node's digest cache "* ]] && [ -n "$d1" ] && [ "$d1" = "$d2" ]; then
+    pass "the job's second step takes the unchanged image's digest from the node's digest cache, the same AIHPC_CONTAINER_DIGEST"
+else
+    fail "the job's second step takes the unchanged image's digest from the node's digest cache, the same AIHPC_CONTAINER_DIGEST" \
+        "step 1: $d1, step 2: $d2" "$(note_of 2)"
+fi
+if [[ $(note_of 3) == *"$d3 (digest computed"* ]] && [[ $d3 == xxh3:* ]] && [ "$d3" != "$d1" ]; then
+    pass "after the image is rewritten the next step computes a new digest"
+else
+    fail "after the image is rewritten the next step computes a new digest" "before: $d1, after: $d3" "$(note_of 3)"
 fi
 
 # podman runs a directory image with --rootfs and writes the user's passwd entry into it,

@@ -1,6 +1,7 @@
 // lib/container: image classification, the site's runtime policy, the runtime command
 // line of every runtime, the launch request, image digests and the launcher's place.
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include "common/text.hpp"
 #include "config/site_config.hpp"
 #include "container/digest.hpp"
+#include "container/digest_cache.hpp"
 #include "container/image.hpp"
 #include "container/launch.hpp"
 #include "temp_dir.hpp"
@@ -608,6 +610,240 @@ static void path_kind_in_image_resolves_links_inside_the_image(void**) {
     assert_true(path_kind_in_image(root, "/") == PathKind::directory);
 }
 
+
+// ---- the node's digest cache
+
+namespace {
+
+// A cache in the scratch dir whose hasher counts the times it reads an image.
+struct CountingCache {
+    TempDir& t;
+    int reads = 0;
+    DigestCacheSettings settings;
+    explicit CountingCache(TempDir& dir) : t(dir) {
+        settings.dir = t.path() + "/digests";
+        settings.settle_ns = 0;
+        settings.hasher = [this](int fd, const std::string& shown) {
+            ++reads;
+            return hash_open_file(fd, shown);
+        };
+    }
+    CachedDigest lookup(const std::string& path) { return cached_file_digest(path, settings); }
+    std::string entry_path(const std::string& image) const {
+        char real[PATH_MAX];
+        if (!::realpath(image.c_str(), real)) fail_msg("no real path for %s", image.c_str());
+        return settings.dir + "/" + digest_entry_name(real);
+    }
+};
+
+mode_t mode_of(const std::string& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) fail_msg("cannot stat %s", path.c_str());
+    return st.st_mode & 07777;
+}
+
+void set_mtime(const std::string& path, time_t seconds) {
+    struct timespec times[2] = {{seconds, 0}, {seconds, 0}};
+    if (::utimensat(AT_FDCWD, path.c_str(), times, 0) != 0) fail_msg("cannot set the mtime of %s", path.c_str());
+}
+
+ImageFileIdentity sample_identity() {
+    ImageFileIdentity id;
+    id.realpath = "/images/a b\nc.sif";
+    id.device = 2049;
+    id.inode = 131;
+    id.size = 4096;
+    id.mtime_ns = 1700000000123456789;
+    id.ctime_ns = 1700000001000000007;
+    return id;
+}
+
+}  // namespace
+
+static void digest_entry_is_served_only_for_the_identity_it_was_written_for(void**) {
+    const ImageFileIdentity id = sample_identity();
+    const std::string entry = format_digest_entry(id, "xxh3:0123456789abcdef");
+    auto served = digest_from_entry(entry, id);
+    assert_true(served.has_value());
+    assert_string_equal(served->c_str(), "xxh3:0123456789abcdef");
+    struct Change {
+        const char* field;
+        void (*apply)(ImageFileIdentity&);
+    };
+    const Change changes[] = {
+        {"realpath", [](ImageFileIdentity& i) { i.realpath += "x"; }},
+        {"device", [](ImageFileIdentity& i) { ++i.device; }},
+        {"inode", [](ImageFileIdentity& i) { ++i.inode; }},
+        {"size", [](ImageFileIdentity& i) { ++i.size; }},
+        {"mtime", [](ImageFileIdentity& i) { ++i.mtime_ns; }},
+        // Bytes rewritten and the mtime set back (cp -p, rsync -t): only ctime tells.
+        {"ctime", [](ImageFileIdentity& i) { ++i.ctime_ns; }},
+    };
+    for (const Change& c : changes) {
+        ImageFileIdentity other = id;
+        c.apply(other);
+        if (digest_from_entry(entry, other)) fail_msg("an entry was served after its image's %s changed", c.field);
+    }
+}
+
+static void damaged_digest_entry_text_is_not_served(void**) {
+    const ImageFileIdentity id = sample_identity();
+    const std::string entry = format_digest_entry(id, "xxh3:0123456789abcdef");
+    const std::string damaged[] = {
+        "",
+        "garbage",
+        entry.substr(0, entry.size() - 1),                       // torn before the last newline
+        entry.substr(0, entry.size() / 2),                       // torn in the middle
+        "x" + entry,                                             // another header
+        format_digest_entry(id, "xxh3:0123"),                    // short digest
+        format_digest_entry(id, "xxh3:0123456789ABCDEF"),        // not lower-case hex
+        format_digest_entry(id, "md5:0123456789abcdef01"),       // another hash
+        entry + "digest=xxh3:fedcba9876543210\n",                // a field appended
+    };
+    for (const std::string& text : damaged)
+        if (digest_from_entry(text, id)) fail_msg("a damaged entry was served:\n%s", text.c_str());
+}
+
+static void digest_entry_names_differ_per_real_path(void**) {
+    std::string a = digest_entry_name("/images/a.sif");
+    assert_int_equal(a.size(), 32);
+    assert_string_equal(digest_entry_name("/images/a.sif").c_str(), a.c_str());
+    assert_string_not_equal(digest_entry_name("/images/b.sif").c_str(), a.c_str());
+}
+
+static void first_lookup_hashes_the_image_and_stores_its_digest(void**) {
+    TempDir t;
+    CountingCache cache(t);
+    std::string image = t.write("img.sif", "image bytes");
+    CachedDigest d = cache.lookup(image);
+    assert_string_equal(d.digest.c_str(), file_digest(image).c_str());
+    assert_false(d.from_cache);
+    assert_true(d.stored);
+    assert_string_equal(d.cache_problem.c_str(), "");
+    assert_int_equal(cache.reads, 1);
+    assert_int_equal(mode_of(cache.settings.dir), 0700);
+    assert_int_equal(mode_of(cache.entry_path(image)), 0600);
+    assert_true(file_text(cache.entry_path(image)).find("digest=" + d.digest + "\n") != std::string::npos);
+}
+
+static void unchanged_image_is_served_from_the_cache_without_reading_it(void**) {
+    TempDir t;
+    CountingCache cache(t);
+    std::string image = t.write("img.sif", "image bytes");
+    std::string first = cache.lookup(image).digest;
+    CachedDigest second = cache.lookup(image);
+    assert_true(second.from_cache);
+    assert_false(second.stored);
+    assert_string_equal(second.digest.c_str(), first.c_str());
+    assert_int_equal(cache.reads, 1);
+}
+
+static void image_reached_by_another_path_shares_its_entry(void**) {
+    TempDir t;
+    CountingCache cache(t);
+    std::string image = t.write("img.sif", "image bytes");
+    assert_int_equal(::symlink(image.c_str(), (t.path() + "/link.sif").c_str()), 0);
+    cache.lookup(image);
+    assert_true(cache.lookup(t.path() + "/link.sif").from_cache);
+    assert_int_equal(cache.reads, 1);
+}
+
+static void image_of_the_same_size_with_a_new_mtime_is_hashed_again(void**) {
+    TempDir t;
+    CountingCache cache(t);
+    std::string image = t.write("img.sif", "aaaa");
+    set_mtime(image, 1600000000);
+    std::string before = cache.lookup(image).digest;
+    t.write("img.sif", "bbbb");  // in place: same inode, same size
+    set_mtime(image, 1600000100);
+    CachedDigest after = cache.lookup(image);
+    assert_false(after.from_cache);
+    assert_true(after.stored);
+    assert_string_equal(after.digest.c_str(), file_digest(image).c_str());
+    assert_string_not_equal(after.digest.c_str(), before.c_str());
+    assert_int_equal(cache.reads, 2);
+    assert_true(cache.lookup(image).from_cache);
+}
+
+static void image_replaced_by_a_rename_is_hashed_again(void**) {
+    TempDir t;
+    CountingCache cache(t);
+    std::string image = t.write("img.sif", "old image");
+    std::string before = cache.lookup(image).digest;
+    std::string fresh = t.write("img.sif.new", "new image");
+    assert_int_equal(::rename(fresh.c_str(), image.c_str()), 0);
+    CachedDigest after = cache.lookup(image);
+    assert_false(after.from_cache);
+    assert_string_equal(after.digest.c_str(), file_digest(image).c_str());
+    assert_string_not_equal(after.digest.c_str(), before.c_str());
+    assert_int_equal(cache.reads, 2);
+}
+
+static void corrupt_entry_is_ignored_and_rewritten(void**) {
+    TempDir t;
+    CountingCache cache(t);
+    std::string image = t.write("img.sif", "image bytes");
+    std::string digest = cache.lookup(image).digest;
+    std::string entry = cache.entry_path(image);
+    std::string text = file_text(entry);
+    std::string forged = text.substr(0, text.rfind("digest=")) + "digest=xxh3:00000000000000\n";
+    t.write(entry.substr(t.path().size() + 1), forged, 0600);
+    CachedDigest again = cache.lookup(image);
+    assert_false(again.from_cache);
+    assert_true(again.stored);
+    assert_string_equal(again.digest.c_str(), digest.c_str());
+    assert_string_equal(file_text(entry).c_str(), text.c_str());
+    assert_int_equal(cache.reads, 2);
+}
+
+static void image_changed_within_the_settle_time_is_hashed_but_not_stored(void**) {
+    TempDir t;
+    CountingCache cache(t);
+    cache.settings.settle_ns = 3600LL * 1'000'000'000;  // the image was written just now
+    std::string image = t.write("img.sif", "image bytes");
+    CachedDigest d = cache.lookup(image);
+    assert_string_equal(d.digest.c_str(), file_digest(image).c_str());
+    assert_false(d.stored);
+    assert_true(d.cache_problem.find("changed too recently") != std::string::npos);
+    assert_int_equal(::access(cache.entry_path(image).c_str(), F_OK), -1);
+}
+
+static void cache_dir_others_can_reach_is_not_used(void**) {
+    TempDir t;
+    CountingCache cache(t);
+    std::string image = t.write("img.sif", "image bytes");
+    ::mkdir(cache.settings.dir.c_str(), 0700);
+    ::chmod(cache.settings.dir.c_str(), 0755);
+    CachedDigest d = cache.lookup(image);
+    assert_string_equal(d.digest.c_str(), file_digest(image).c_str());
+    assert_false(d.stored);
+    assert_true(d.cache_problem.find("not private") != std::string::npos);
+    assert_false(cache.lookup(image).from_cache);
+    assert_int_equal(cache.reads, 2);
+}
+
+static void without_a_cache_dir_the_digest_is_computed(void**) {
+    TempDir t;
+    CountingCache cache(t);
+    cache.settings.dir.clear();
+    std::string image = t.write("img.sif", "image bytes");
+    CachedDigest d = cache.lookup(image);
+    assert_string_equal(d.digest.c_str(), file_digest(image).c_str());
+    assert_false(d.from_cache || d.stored);
+    assert_true(d.cache_problem.find("no digest cache") != std::string::npos);
+}
+
+static void cached_image_the_user_can_no_longer_read_is_refused(void**) {
+    if (::geteuid() == 0) skip();  // root reads any file: the permission check needs a user
+    TempDir t;
+    CountingCache cache(t);
+    std::string image = t.write("img.sif", "image bytes");
+    cache.lookup(image);
+    ::chmod(image.c_str(), 0);
+    expect_error_containing([&] { cache.lookup(image); }, "cannot read image");
+    assert_int_equal(cache.reads, 1);
+}
+
 int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(image_kind_follows_suffix_directory_and_scheme),
@@ -653,6 +889,19 @@ int main() {
         cmocka_unit_test(file_digest_is_xxh3_of_the_bytes),
         cmocka_unit_test(directory_digest_is_stable_and_follows_the_manifest),
         cmocka_unit_test(path_kind_in_image_resolves_links_inside_the_image),
+        cmocka_unit_test(digest_entry_is_served_only_for_the_identity_it_was_written_for),
+        cmocka_unit_test(damaged_digest_entry_text_is_not_served),
+        cmocka_unit_test(digest_entry_names_differ_per_real_path),
+        cmocka_unit_test(first_lookup_hashes_the_image_and_stores_its_digest),
+        cmocka_unit_test(unchanged_image_is_served_from_the_cache_without_reading_it),
+        cmocka_unit_test(image_reached_by_another_path_shares_its_entry),
+        cmocka_unit_test(image_of_the_same_size_with_a_new_mtime_is_hashed_again),
+        cmocka_unit_test(image_replaced_by_a_rename_is_hashed_again),
+        cmocka_unit_test(corrupt_entry_is_ignored_and_rewritten),
+        cmocka_unit_test(image_changed_within_the_settle_time_is_hashed_but_not_stored),
+        cmocka_unit_test(cache_dir_others_can_reach_is_not_used),
+        cmocka_unit_test(without_a_cache_dir_the_digest_is_computed),
+        cmocka_unit_test(cached_image_the_user_can_no_longer_read_is_refused),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
