@@ -33,7 +33,7 @@ bool is_remote(const Spank& spank) { return spank.context() == S_CTX_REMOTE; }
 // Runs a hook body; turns any exception into an aihpc: message. In contexts where a
 // failure must not be returned, it is deferred instead.
 template <typename Body>
-int guarded(const char* hook, const Spank& spank, bool may_fail, Body&& body) {
+int guarded(const char* hook, bool may_fail, Body&& body) {
     try {
         return body();
     } catch (const std::exception& e) {
@@ -52,7 +52,6 @@ int guarded(const char* hook, const Spank& spank, bool may_fail, Body&& body) {
         }
         slurm_error("aihpc: internal error in %s", hook);
     }
-    (void)spank;
     return -1;
 }
 
@@ -74,7 +73,7 @@ extern "C" {
 int slurm_spank_init(spank_t sp, int ac, char** av) {
     Spank spank(sp);
     bool remote = is_remote(spank);
-    return guarded("init", spank, true, [&] {
+    return guarded("init", true, [&] {
         try {
             state().site = aihpc::config::parse_site_config(to_args(ac, av));
         } catch (const aihpc::Error& e) {
@@ -106,9 +105,9 @@ int slurm_spank_init_post_opt(spank_t sp, int, char**) {
     switch (spank.context()) {
     case S_CTX_LOCAL:
     case S_CTX_ALLOCATOR:
-        return guarded("init_post_opt", spank, true, [&] { submit_init_post_opt(spank); return 0; });
+        return guarded("init_post_opt", true, [&] { submit_init_post_opt(spank); return 0; });
     case S_CTX_REMOTE:
-        return guarded("init_post_opt", spank, false, [&] { step_init_post_opt(spank); return 0; });
+        return guarded("init_post_opt", false, [&] { step_init_post_opt(spank); return 0; });
     default:
         return 0;
     }
@@ -117,43 +116,31 @@ int slurm_spank_init_post_opt(spank_t sp, int, char**) {
 int slurm_spank_local_user_init(spank_t sp, int, char**) {
     Spank spank(sp);
     if (spank.context() != S_CTX_LOCAL) return 0;
-    return guarded("local_user_init", spank, true, [&] { submit_local_user_init(spank); return 0; });
+    return guarded("local_user_init", true, [&] { submit_local_user_init(spank); return 0; });
 }
 
 int slurm_spank_user_init(spank_t sp, int, char**) {
     Spank spank(sp);
     if (!is_remote(spank)) return 0;
-    return guarded("user_init", spank, false, [&] { step_user_init(spank); return 0; });
-}
-
-int slurm_spank_task_init_privileged(spank_t sp, int, char**) {
-    Spank spank(sp);
-    if (!is_remote(spank)) return 0;
-    return guarded("task_init_privileged", spank, true, [&] { step_task_init_privileged(spank); return 0; });
+    return guarded("user_init", false, [&] { step_user_init(spank); return 0; });
 }
 
 int slurm_spank_task_init(spank_t sp, int, char**) {
     Spank spank(sp);
     if (!is_remote(spank)) return 0;
-    return guarded("task_init", spank, true, [&] { return step_task_init(spank); });
+    return guarded("task_init", true, [&] { return step_task_init(spank); });
 }
 
 int slurm_spank_task_exit(spank_t sp, int, char**) {
     Spank spank(sp);
     if (!is_remote(spank)) return 0;
-    return guarded("task_exit", spank, false, [&] { step_task_exit(spank); return 0; });
-}
-
-int slurm_spank_exit(spank_t sp, int, char**) {
-    Spank spank(sp);
-    if (!is_remote(spank)) return 0;
-    return guarded("exit", spank, false, [&] { step_exit(spank); return 0; });
+    return guarded("task_exit", false, [&] { step_task_exit(spank); return 0; });
 }
 
 // Slurm 22.05 runs no slurm_spank_init before the epilog, so the site keys are read here.
 int slurm_spank_job_epilog(spank_t sp, int ac, char** av) {
     Spank spank(sp);
-    guarded("job_epilog", spank, false, [&] {
+    guarded("job_epilog", false, [&] {
         state().site = aihpc::config::parse_site_config(to_args(ac, av));
         job_epilog(spank);
         return 0;

@@ -15,10 +15,8 @@ void submit_local_user_init(const Spank& spank);
 // slurmstepd.cpp: remote context, once per step per node (tasks: once per task).
 void step_init_post_opt(const Spank& spank);
 void step_user_init(const Spank& spank);
-void step_task_init_privileged(const Spank& spank);
 int step_task_init(const Spank& spank);
 void step_task_exit(const Spank& spank);
-void step_exit(const Spank& spank);
 
 // job_script.cpp: prolog/epilog context, as root, once per job per node.
 void job_epilog(const Spank& spank);

@@ -42,7 +42,7 @@ struct PluginState {
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
     void defer(const std::string& message) { deferred_errors.push_back(message); }
-    void note(const std::string& phase);  // verbose: "aihpc: +12.3ms phase"
+    void note(const std::string& phase);  // verbose: "aihpc: [12.3ms] phase"
 };
 
 PluginState& state();

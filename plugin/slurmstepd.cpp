@@ -1,7 +1,6 @@
 // Context: remote (slurmstepd), once per step per node; the task hooks once per task.
-// Users: init_post_opt as root; user_init with euid = the job's user;
-// task_init_privileged as root in the forked task; task_init as the user, just before
-// exec; task_exit and exit as root in slurmstepd.
+// Users: init_post_opt as root; user_init with euid = the job's user; task_init as the
+// user, in the forked task just before exec; task_exit as root in slurmstepd.
 //
 // Nothing here returns an error before task_init: errors are deferred, and task_init
 // prints them on the task's stderr and fails the task, so the job ends FAILED with the
@@ -92,8 +91,6 @@ void step_user_init(const Spank& spank) {
     st.note("user_init done");
 }
 
-void step_task_init_privileged(const Spank& /*spank*/) {}
-
 int step_task_init(const Spank& spank) {
     PluginState& st = state();
     // The task's stderr is the job's: verbose lines and errors land where the user reads.
@@ -117,7 +114,5 @@ int step_task_init(const Spank& spank) {
 }
 
 void step_task_exit(const Spank& spank) { stage_task_exit(spank, state()); }
-
-void step_exit(const Spank& /*spank*/) {}
 
 }  // namespace aihpc::plugin
