@@ -12,6 +12,7 @@
 // aihpc-launch is looked for beside the plugin (the build tree's plugin/.libs/aihpc.so
 // finds tools/aihpc-launch), then at the installed $(pkglibexecdir)/aihpc-launch.
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <unistd.h>
 
@@ -63,30 +64,6 @@ DigestCachePlace& digest_cache_place() {
     return value;
 }
 
-// The digest, from the node's cache for an unchanged image file, and what the verbose
-// line says of where it came from.
-std::pair<std::string, std::string> step_image_digest(const container::ResolvedImage& image) {
-    switch (image.ref.kind) {
-    case container::ImageKind::sif:
-    case container::ImageKind::squashfs: {
-        container::DigestCacheSettings settings;
-        settings.dir = digest_cache_place().dir;
-        container::CachedDigest d = container::cached_file_digest(image.location, settings);
-        if (d.from_cache) return {d.digest, "digest from the node's digest cache " + settings.dir};
-        if (d.stored) return {d.digest, "digest computed, stored in the node's digest cache " + settings.dir};
-        const std::string& why = d.cache_problem.empty() ? digest_cache_place().problem : d.cache_problem;
-        return {d.digest, "digest computed, not cached: " + why};
-    }
-    case container::ImageKind::directory:
-        // A directory's own identity misses changes deep inside it, and a complete check
-        // is the very metadata walk the digest is: it is computed for each step.
-        return {container::directory_digest(image.location), "digest computed from the directory's manifest"};
-    case container::ImageKind::registry:
-    case container::ImageKind::named: break;
-    }
-    return {"", "no local image to digest"};
-}
-
 bool runs_inside(const PluginState& st) {
     if (st.options.container.empty() || st.step.step_id == extern_step_id) return false;
     // scope=steps: the batch script stays on the host; its srun steps inherit the option.
@@ -104,7 +81,7 @@ std::string find_launcher() {
     for (const std::string& candidate :
          container::launcher_candidates(plugin_path(), container::installed_launcher_path())) {
         char real[PATH_MAX];
-        if (::realpath(candidate.c_str(), real) && ::access(real, X_OK) == 0) return real;
+        if (::realpath(candidate.c_str(), real) && ::faccessat(AT_FDCWD, real, X_OK, AT_EACCESS) == 0) return real;
         tried.push_back(candidate);
     }
     throw Error("the container launcher aihpc-launch is missing (looked at " + join(tried, ", ") +
@@ -176,7 +153,9 @@ void container_user_init(const Spank& /*spank*/, PluginState& st) {
                     (st.site.runtime_path.empty() ? "slurmd's PATH " : "runtime_path=") + join(dirs, ":") +
                     "; ask the site to install it, or name another runtime as RUNTIME:IMAGE");
     sc.program = *found;
-    auto [digest, origin] = step_image_digest(sc.image);
+    container::DigestCacheSettings cache;
+    cache.dir = digest_cache_place().dir;
+    auto [digest, origin] = container::image_digest(sc.image, cache, digest_cache_place().problem);
     sc.digest = std::move(digest);
     sc.launcher = find_launcher();
     st.note("container: " + std::string(container::runtime_name(sc.image.runtime)) + " " + sc.image.location + " " +

@@ -30,29 +30,40 @@ namespace {
 
 bool is_remote(const Spank& spank) { return spank.context() == S_CTX_REMOTE; }
 
-// Runs a hook body; turns any exception into an aihpc: message. In contexts where a
-// failure must not be returned, it is deferred instead.
+// What a hook does with an error: fail the command (srun, sbatch: nothing is queued);
+// defer it to task_init (slurmstepd before the tasks: failing there drains the node on a
+// batch job); or only log it (after the tasks, and in the epilog, where nobody is left to
+// tell and failing would drain the node).
+enum class OnError { fail, defer, log };
+
+// Runs a hook body; no exception of any kind crosses into Slurm.
 template <typename Body>
-int guarded(const char* hook, bool may_fail, Body&& body) {
+int guarded(const char* hook, OnError on_error, Body&& body) {
+    std::string reason;
     try {
         return body();
     } catch (const std::exception& e) {
-        std::string message = std::string("aihpc: ") + e.what();
-        if (!may_fail) {
-            state().defer(e.what());
-            slurm_error("%s (in %s; deferred to task start)", message.c_str(), hook);
-            return 0;
-        }
-        slurm_error("%s", message.c_str());
+        reason = e.what();
     } catch (...) {
-        if (!may_fail) {
-            state().defer(std::string("internal error in ") + hook);
-            slurm_error("aihpc: internal error in %s (deferred to task start)", hook);
-            return 0;
-        }
-        slurm_error("aihpc: internal error in %s", hook);
+        reason = std::string("internal error in ") + hook;
     }
-    return -1;
+    switch (on_error) {
+    case OnError::fail:
+        slurm_error("aihpc: %s", reason.c_str());
+        return -1;
+    case OnError::defer:
+        state().defer(reason);
+        slurm_error("aihpc: %s (in %s; reported when the tasks start)", reason.c_str(), hook);
+        return 0;
+    case OnError::log:
+        slurm_error("aihpc: %s (in %s)", reason.c_str(), hook);
+        return 0;
+    }
+    return 0;
+}
+
+bool fails_at_submit(const Spank& spank) {
+    return spank.context() == S_CTX_LOCAL || spank.context() == S_CTX_ALLOCATOR;
 }
 
 std::vector<std::string> to_args(int ac, char** av) {
@@ -73,7 +84,8 @@ extern "C" {
 int slurm_spank_init(spank_t sp, int ac, char** av) {
     Spank spank(sp);
     bool remote = is_remote(spank);
-    return guarded("init", true, [&] {
+    // Only srun and sbatch may fail here; on a node an error is kept for task_init.
+    return guarded("init", fails_at_submit(spank) ? OnError::fail : (remote ? OnError::defer : OnError::log), [&] {
         try {
             state().site = aihpc::config::parse_site_config(to_args(ac, av));
         } catch (const aihpc::Error& e) {
@@ -81,7 +93,7 @@ int slurm_spank_init(spank_t sp, int ac, char** av) {
             if (remote) {
                 state().site_error = message;
                 slurm_error("aihpc: %s", message.c_str());
-            } else if (spank.context() == S_CTX_LOCAL || spank.context() == S_CTX_ALLOCATOR) {
+            } else if (fails_at_submit(spank)) {
                 slurm_error("aihpc: %s; the plugin refuses to load until the site config is fixed", message.c_str());
                 return -1;
             } else {
@@ -105,9 +117,9 @@ int slurm_spank_init_post_opt(spank_t sp, int, char**) {
     switch (spank.context()) {
     case S_CTX_LOCAL:
     case S_CTX_ALLOCATOR:
-        return guarded("init_post_opt", true, [&] { submit_init_post_opt(spank); return 0; });
+        return guarded("init_post_opt", OnError::fail, [&] { submit_init_post_opt(spank); return 0; });
     case S_CTX_REMOTE:
-        return guarded("init_post_opt", false, [&] { step_init_post_opt(spank); return 0; });
+        return guarded("init_post_opt", OnError::defer, [&] { step_init_post_opt(spank); return 0; });
     default:
         return 0;
     }
@@ -116,31 +128,31 @@ int slurm_spank_init_post_opt(spank_t sp, int, char**) {
 int slurm_spank_local_user_init(spank_t sp, int, char**) {
     Spank spank(sp);
     if (spank.context() != S_CTX_LOCAL) return 0;
-    return guarded("local_user_init", true, [&] { submit_local_user_init(spank); return 0; });
+    return guarded("local_user_init", OnError::fail, [&] { submit_local_user_init(spank); return 0; });
 }
 
 int slurm_spank_user_init(spank_t sp, int, char**) {
     Spank spank(sp);
     if (!is_remote(spank)) return 0;
-    return guarded("user_init", false, [&] { step_user_init(spank); return 0; });
+    return guarded("user_init", OnError::defer, [&] { step_user_init(spank); return 0; });
 }
 
 int slurm_spank_task_init(spank_t sp, int, char**) {
     Spank spank(sp);
     if (!is_remote(spank)) return 0;
-    return guarded("task_init", true, [&] { return step_task_init(spank); });
+    return guarded("task_init", OnError::fail, [&] { return step_task_init(spank); });
 }
 
 int slurm_spank_task_exit(spank_t sp, int, char**) {
     Spank spank(sp);
     if (!is_remote(spank)) return 0;
-    return guarded("task_exit", false, [&] { step_task_exit(spank); return 0; });
+    return guarded("task_exit", OnError::log, [&] { step_task_exit(spank); return 0; });
 }
 
 // Slurm 22.05 runs no slurm_spank_init before the epilog, so the site keys are read here.
 int slurm_spank_job_epilog(spank_t sp, int ac, char** av) {
     Spank spank(sp);
-    guarded("job_epilog", false, [&] {
+    guarded("job_epilog", OnError::log, [&] {
         state().site = aihpc::config::parse_site_config(to_args(ac, av));
         job_epilog(spank);
         return 0;

@@ -1,7 +1,9 @@
 // Option callbacks may fire more than once (sbatch re-parses #SBATCH lines; slurmstepd
 // replays inherited and own options), and a failing callback in remote context is only
 // logged. So a callback stores the raw text and nothing else; validation happens once,
-// in init_post_opt.
+// in init_post_opt. The same rule holds in every context: a command-line option, else
+// its AIHPC_* variable. Steps of a batch job do not inherit step-local options because
+// the batch step removes both forms from the job's environment.
 #include "plugin/options.hpp"
 
 #include <cstring>
@@ -56,9 +58,6 @@ void resolve_options(const Spank& spank) {
     PluginState& st = state();
     for (const config::OptionSpec& spec : config::option_table()) {
         if (st.raw_options.count(spec.name)) continue;
-        // Step-local options reach an srun step only by its own command line; the batch
-        // step may take them from the submit environment.
-        if (spec.step_local && spank.context() == S_CTX_REMOTE && !st.step.is_batch_step) continue;
         if (auto value = spank.getenv(spec.env_var)) st.raw_options[spec.name] = *value;
     }
     st.options = config::parse_user_options(st.raw_options);

@@ -85,7 +85,7 @@ void step_user_init(const Spank& spank) {
         stage_user_init(spank, st);
         bind_user_init(spank, st);
         container_user_init(spank, st);
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
         st.defer(e.what());
     }
     st.note("user_init done");
@@ -105,7 +105,8 @@ int step_task_init(const Spank& spank) {
         stage_task_init(spank, st);
         bind_task_init(spank, st);
         container_task_init(spank, st);  // last: it may exec the runtime
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
+        // On the task's stderr, where the user reads it; Slurm's log would hide it.
         std::fprintf(stderr, "aihpc: %s\n", e.what());
         std::fflush(stderr);
         return -1;

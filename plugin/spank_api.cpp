@@ -41,29 +41,6 @@ std::optional<int> Spank::task_id() const {
     return value;
 }
 
-std::optional<int> Spank::task_exit_status() const {
-    int value = 0;
-    if (spank_get_item(handle_, S_TASK_EXIT_STATUS, &value) != ESPANK_SUCCESS) return std::nullopt;
-    return value;
-}
-
-std::vector<std::string> Spank::job_argv() const {
-    int argc = 0;
-    char** argv = nullptr;
-    std::vector<std::string> out;
-    if (spank_get_item(handle_, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || !argv) return out;
-    for (int i = 0; i < argc && argv[i]; ++i) out.emplace_back(argv[i]);
-    return out;
-}
-
-std::vector<std::string> Spank::job_env() const {
-    char** env = nullptr;
-    std::vector<std::string> out;
-    if (spank_get_item(handle_, S_JOB_ENV, &env) != ESPANK_SUCCESS || !env) return out;
-    for (char** e = env; *e; ++e) out.emplace_back(*e);
-    return out;
-}
-
 std::optional<std::string> Spank::getenv(const std::string& name) const {
     if (context() != S_CTX_REMOTE) {
         const char* value = std::getenv(name.c_str());

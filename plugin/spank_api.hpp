@@ -28,10 +28,6 @@ public:
     std::optional<gid_t> gid() const;
     std::vector<gid_t> supplementary_gids() const;
     std::optional<int> task_id() const;
-    std::optional<int> task_exit_status() const;
-    // argv and env of the job, as the step holds them (remote context).
-    std::vector<std::string> job_argv() const;
-    std::vector<std::string> job_env() const;
 
     // The job's environment (remote) or the process's (local, allocator).
     std::optional<std::string> getenv(const std::string& name) const;

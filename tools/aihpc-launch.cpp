@@ -7,6 +7,8 @@
 // execs this program as the job's user, which execs the runtime in its own place: the
 // runtime's exit status is the task's.
 #include <pwd.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,10 +16,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/error.hpp"
+#include "common/fd.hpp"
 #include "common/text.hpp"
 #include "config.h"
 #include "container/digest.hpp"
@@ -25,10 +29,32 @@
 
 extern char** environ;
 
-namespace {
-
 using namespace aihpc;
 using namespace aihpc::container;
+
+namespace {
+
+// Marks every descriptor above stderr close-on-exec: close_range where the kernel has
+// CLOSE_RANGE_CLOEXEC (5.11), else one fcntl per entry of /proc/self/fd.
+void close_inherited_descriptors() {
+#if defined(HAVE_CLOSE_RANGE) && defined(CLOSE_RANGE_CLOEXEC)
+    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+#endif
+    UniqueFd fds(::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fds) throw SystemError("cannot list the open descriptors in /proc/self/fd", errno);
+    DIR* dir = ::fdopendir(fds.get());
+    if (!dir) throw SystemError("cannot list the open descriptors in /proc/self/fd", errno);
+    fds.release();  // the DIR owns it now
+    std::unique_ptr<DIR, int (*)(DIR*)> owned(dir, ::closedir);
+    const int listing = ::dirfd(dir);
+    while (struct dirent* entry = ::readdir(dir)) {
+        auto fd = parse_uint(entry->d_name);
+        if (!fd || *fd <= 2 || static_cast<int>(*fd) == listing) continue;
+        int flags = ::fcntl(static_cast<int>(*fd), F_GETFD);
+        if (flags >= 0) ::fcntl(static_cast<int>(*fd), F_SETFD, flags | FD_CLOEXEC);
+    }
+}
+
 
 constexpr const char* usage =
     "Usage: aihpc-launch [ARG...]\n"
@@ -99,10 +125,8 @@ int run(int argc, char** argv) {
         std::fprintf(stderr, "aihpc: container: %s\n", join(quoted, " ").c_str());
     }
     std::fflush(nullptr);
-#if defined(HAVE_CLOSE_RANGE) && defined(CLOSE_RANGE_CLOEXEC)
     // Descriptors Slurm or a TaskProlog left open do not belong in the container.
-    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-#endif
+    close_inherited_descriptors();
     std::vector<char*> c_argv = c_strings(command.argv);
     std::vector<char*> c_env = c_strings(command.env);
     ::execve(command.argv[0].c_str(), c_argv.data(), c_env.data());

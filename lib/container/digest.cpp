@@ -130,17 +130,6 @@ std::string directory_digest(const std::string& root) {
     return hash.hex();
 }
 
-std::string image_digest(const ResolvedImage& image) {
-    switch (image.ref.kind) {
-    case ImageKind::sif:
-    case ImageKind::squashfs: return file_digest(image.location);
-    case ImageKind::directory: return directory_digest(image.location);
-    case ImageKind::registry:
-    case ImageKind::named: return "";
-    }
-    return "";
-}
-
 PathKind path_kind_in_image(const std::string& root, const std::string& path_in_image) {
     UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root_fd) return PathKind::none;

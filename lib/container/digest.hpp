@@ -11,8 +11,7 @@ namespace aihpc::container {
 // "xxh3:<16 hex>". A file (SIF, SquashFS) hashes its bytes. A directory hashes its
 // manifest: one line per entry, sorted by relative path, with type, mode, size, mtime
 // (ns) and link target; contents are not read, so a tree of any size costs one walk.
-// Registry and named images have no local bytes: "".
-std::string image_digest(const ResolvedImage& image);
+// Registry and named images have no local bytes (see image_digest in digest_cache.hpp).
 std::string file_digest(const std::string& path);
 // The same hash of a file already open, read from its start.
 std::string hash_open_file(int fd, const std::string& shown_path);

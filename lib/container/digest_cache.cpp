@@ -209,4 +209,24 @@ CachedDigest cached_file_digest(const std::string& path, const DigestCacheSettin
     return result;
 }
 
+ImageDigest image_digest(const ResolvedImage& image, const DigestCacheSettings& cache,
+                         const std::string& cache_unavailable) {
+    switch (image.ref.kind) {
+    case ImageKind::sif:
+    case ImageKind::squashfs: {
+        CachedDigest d = cached_file_digest(image.location, cache);
+        if (d.from_cache) return {d.digest, "digest from the node's digest cache " + cache.dir};
+        if (d.stored) return {d.digest, "digest computed, stored in the node's digest cache " + cache.dir};
+        return {d.digest, "digest computed, not cached: " + (d.cache_problem.empty() ? cache_unavailable : d.cache_problem)};
+    }
+    case ImageKind::directory:
+        // A directory's own identity misses changes deep inside it, and a complete check
+        // is the very metadata walk the digest is: it is computed each time.
+        return {directory_digest(image.location), "digest computed from the directory's manifest"};
+    case ImageKind::registry:
+    case ImageKind::named: break;
+    }
+    return {"", "no local image to digest"};
+}
+
 }  // namespace aihpc::container

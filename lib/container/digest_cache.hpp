@@ -70,4 +70,15 @@ struct CachedDigest {
 // used only fills cache_problem.
 CachedDigest cached_file_digest(const std::string& path, const DigestCacheSettings& settings);
 
+// The digest of any image for AIHPC_CONTAINER_DIGEST, and a few words on where it came
+// from for the verbose line: an image file through the cache in `cache`, a directory
+// from its manifest, a registry or named image none (""). `cache_unavailable` says why
+// there is no cache when cache.dir is empty.
+struct ImageDigest {
+    std::string digest;
+    std::string provenance;
+};
+ImageDigest image_digest(const ResolvedImage& image, const DigestCacheSettings& cache,
+                         const std::string& cache_unavailable);
+
 }  // namespace aihpc::container

@@ -1,5 +1,6 @@
 #include "container/image.hpp"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -206,7 +207,9 @@ ResolvedImage check_image(const std::string& text, const config::SiteConfig& sit
         char real[PATH_MAX];
         if (!::realpath(path.c_str(), real)) throw_errno("--aihpc-container: cannot resolve image " + path);
         out.location = real;
-        if (::access(real, R_OK | (S_ISDIR(st.st_mode) ? X_OK : 0)) != 0)
+        // The effective ids decide: on a node this runs with euid = the job's user and
+        // the real uid root, which access() would consult instead.
+        if (::faccessat(AT_FDCWD, real, R_OK | (S_ISDIR(st.st_mode) ? X_OK : 0), AT_EACCESS) != 0)
             throw Error("--aihpc-container: image " + out.location + " is not readable by you");
         if (!site.image_allow.empty() && !path_is_under(out.location, site.image_allow))
             throw Error("--aihpc-container: image " + out.location +
@@ -232,7 +235,7 @@ std::optional<std::string> find_program(const std::string& program, const std::v
     for (const std::string& dir : dirs) {
         std::string path = dir + (dir.back() == '/' ? "" : "/") + program;
         struct stat st {};
-        if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0) return path;
+        if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::faccessat(AT_FDCWD, path.c_str(), X_OK, AT_EACCESS) == 0) return path;
     }
     return std::nullopt;
 }
