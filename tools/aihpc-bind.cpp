@@ -125,8 +125,13 @@ std::set<unsigned> parse_list(const std::string& option, const std::string& text
 }
 
 BindPlan make_plan(const Arguments& args, NodeTopology& topo) {
-    // Reading XML needs no hwloc plugin at all; each one loaded costs startup time.
-    if (args.topology) setenv("HWLOC_PLUGINS_BLACKLIST", "hwloc_gl,hwloc_opencl,hwloc_xml_libxml,hwloc_pci", 0);
+    // hwloc dlopens every plugin it finds at its first use: GL pulls in X11, OpenCL its
+    // loader, libxml2 ICU, together milliseconds per process. None is needed (GPUs are
+    // also found by PCI class; hwloc's own parser reads its XML), and reading XML needs
+    // not even PCI. Set here, in a single-threaded process before hwloc starts; the
+    // plugin in slurmstepd leaves the environment alone. A site's own setting wins.
+    setenv("HWLOC_PLUGINS_BLACKLIST",
+           args.topology ? "hwloc_gl,hwloc_opencl,hwloc_xml_libxml,hwloc_pci" : "hwloc_gl,hwloc_opencl,hwloc_xml_libxml", 0);
     topo = args.topology ? load_topology_xml(*args.topology) : discover_this_machine();
     PlanRequest req;
     req.tasks = *args.tasks;

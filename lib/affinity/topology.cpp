@@ -59,20 +59,7 @@ struct XmlBufferDeleter {
     void operator()(char* buffer) const { hwloc_free_xmlbuffer(topo, buffer); }
 };
 
-// hwloc dlopens every plugin it finds at its first use: GL pulls in X11, OpenCL its
-// loader, libxml2 ICU. None is needed here (GPUs are found by PCI class as well, and
-// hwloc's own XML parser reads its own exports), and together they cost milliseconds per
-// process. PCI stays: discovering this machine needs it. A site's own setting wins.
-void skip_unneeded_hwloc_plugins() {
-    static const bool done = [] {
-        setenv("HWLOC_PLUGINS_BLACKLIST", "hwloc_gl,hwloc_opencl,hwloc_xml_libxml", 0);
-        return true;
-    }();
-    (void)done;
-}
-
 TopologyHandle new_topology(const std::string& what) {
-    skip_unneeded_hwloc_plugins();
     hwloc_topology_t raw = nullptr;
     if (hwloc_topology_init(&raw) != 0) throw_errno("hwloc cannot start reading " + what);
     TopologyHandle topo(raw);
