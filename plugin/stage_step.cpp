@@ -68,7 +68,7 @@ void stage_items_as_user(const PluginState& st, const stage::JobLayout& layout, 
         if (errno != EINTR) throw_errno("cannot lock " + stage::join_path(layout.meta_dir, "lock"));
 
     std::map<std::string, stage::JobItem> before;
-    for (stage::JobItem& i : stage::parse_job_items(stage::read_small_file_at(meta.get(), "items").value_or("")))
+    for (stage::JobItem& i : stage::parse_job_items(stage::read_small_file_at(meta.get(), "items", stage::small_file_max).value_or("")))
         before[i.name] = i;
 
     stage::StageSettings settings;
@@ -98,6 +98,10 @@ void stage_items_as_user(const PluginState& st, const stage::JobLayout& layout, 
                                 stage::join_path(layout.meta_dir, "items"));
 }
 
+bool needs_cache_limits(const config::UserOptions& options) {
+    return !options.stage.empty() && options.stage_mode != config::StageMode::private_;
+}
+
 // As root, in the child: the job's and the user's directories, and the user's share of
 // the node-wide cache limits.
 stage::CacheLimits prepare_node_dirs(const PluginState& st, const std::string& local_root, const stage::JobLayout& layout) {
@@ -110,6 +114,9 @@ stage::CacheLimits prepare_node_dirs(const PluginState& st, const std::string& l
     stage::user_dir_at(cache.get(), std::to_string(step.uid), step.uid, step.gid, layout.cache_dir);
     struct statvfs fs {};
     std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
+    // Only a cache-mode stage-in uses the limits; the scan of every other user's cache
+    // is not worth its cost on each step otherwise.
+    if (!needs_cache_limits(st.options)) return stage::CacheLimits{};
     std::uint64_t others = stage::other_users_cache_bytes(cache.get(), step.uid, stage::join_path(local_root, "cache"));
     return stage::user_cache_limits(st.site.cache_max.resolve(fs_bytes), st.site.cache_low_bytes(fs_bytes), others);
 }
@@ -152,7 +159,7 @@ void stage_user_init(const Spank&, PluginState& st) {
         // The step holds a lease on each cache entry it uses until it ends; taken here,
         // as the user, after the child published, and checked against eviction between.
         UniqueFd meta = stage::open_dir(s.layout.meta_dir);
-        s.items = stage::parse_job_items(stage::read_small_file_at(meta.get(), "items").value_or(""));
+        s.items = stage::parse_job_items(stage::read_small_file_at(meta.get(), "items", stage::small_file_max).value_or(""));
         s.leases.clear();
         bool all_leased = true;
         if (std::any_of(s.items.begin(), s.items.end(), [](const stage::JobItem& i) { return !i.key.empty(); })) {

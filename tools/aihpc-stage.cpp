@@ -254,9 +254,7 @@ int run_out(const Args& args) {
             StageOutResult r = stage_out(local, expand_dest(item.dest, job_id, node), job_id,
                                          args.threads ? args.threads : default_copy_threads(), &progress);
             if (args.json)
-                std::printf("{\"local\": \"%s\", \"dest\": \"%s\", \"diverted\": %s, \"files\": %" PRIu64
-                            ", \"bytes\": %" PRIu64 ", \"seconds\": %.6f}\n",
-                            r.local.c_str(), r.dest.c_str(), r.diverted ? "true" : "false", r.files, r.bytes, r.seconds);
+                std::printf("%s\n", stage_out_result_json(r).c_str());
             else
                 std::printf("%s\n", r.message().c_str());
             if (r.diverted) std::fprintf(stderr, "aihpc-stage: %s\n", r.message().c_str());
@@ -274,10 +272,7 @@ int run_cache(const Args& args) {
     if (args.subcommand == "ls") {
         for (const CacheEntryInfo& e : cache.list()) {
             if (args.json)
-                std::printf("{\"key\": \"%s\", \"src\": \"%s\", \"kind\": \"%s\", \"bytes\": %" PRIu64 ", \"files\": %" PRIu64
-                            ", \"last_used\": %" PRId64 ", \"in_use\": %s, \"manifest_hash\": \"%s\"}\n",
-                            e.key.c_str(), e.src.c_str(), e.kind.c_str(), e.bytes, e.files, e.last_used_ns / 1000000000,
-                            e.in_use ? "true" : "false", e.manifest_hash.c_str());
+                std::printf("%s\n", cache_entry_json(e).c_str());
             else
                 std::printf("%s %10s %8" PRIu64 " files %-6s %s\n", e.key.c_str(), human(e.bytes).c_str(), e.files,
                             e.in_use ? "in-use" : "idle", e.realpath.empty() ? e.src.c_str() : e.realpath.c_str());
@@ -309,7 +304,7 @@ int run_cache(const Args& args) {
                 status = 1;
             }
             if (args.json)
-                std::printf("{\"key\": \"%s\", \"ok\": %s}\n", e.key.c_str(), verdict == "ok" ? "true" : "false");
+                std::printf("%s\n", cache_verdict_json(e.key, verdict == "ok" ? "" : verdict).c_str());
             else
                 std::printf("%s %s\n", e.key.c_str(), verdict.c_str());
         }

@@ -24,12 +24,16 @@ ChildProcess::~ChildProcess() {
     wait();
 }
 
+// When waitpid itself fails (ECHILD: the child was reaped elsewhere, or SIGCHLD is
+// ignored), how the child ended is unknown: the status returned then is an exit with
+// code 255, so that no caller takes it for success.
 int ChildProcess::wait() noexcept {
     int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    pid_t reaped;
+    while ((reaped = ::waitpid(pid_, &status, 0)) < 0 && errno == EINTR) {
     }
     pid_ = -1;
-    return status;
+    return reaped < 0 ? W_EXITCODE(255, 0) : status;
 }
 
 }  // namespace aihpc

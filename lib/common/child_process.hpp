@@ -25,7 +25,8 @@ public:
     ChildProcess& operator=(const ChildProcess&) = delete;
     ~ChildProcess();
 
-    // Waits until the child ends; returns its waitpid() status (WIFEXITED, ...).
+    // Waits until the child ends; returns its waitpid() status (WIFEXITED, ...), or exit
+    // code 255 when the status cannot be read, so that never passes for a success.
     int wait() noexcept;
 
 private:

@@ -92,7 +92,9 @@ std::string default_stage_name(const std::string& src) {
     std::string path = src;
     while (path.size() > 1 && path.back() == '/') path.pop_back();
     std::string base = path.substr(path.find_last_of('/') + 1);
-    for (const char* suffix : {".tar.gz", ".tar.zst", ".tgz", ".tar"}) {
+    // The one list of archive suffixes: staging extracts exactly the sources whose
+    // default NAME loses one of them (aihpc::stage::is_archive_name).
+    for (const char* suffix : {".tar.gz", ".tar.zst", ".tgz", ".tzst", ".tar"}) {
         if (base.size() > std::string(suffix).size() && ends_with(base, suffix)) {
             base.resize(base.size() - std::string(suffix).size());
             break;

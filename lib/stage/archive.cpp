@@ -3,10 +3,14 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <vector>
@@ -14,6 +18,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/text.hpp"
+#include "config/user_options.hpp"
 #include "stage/fs.hpp"
 
 namespace aihpc::stage {
@@ -30,6 +35,37 @@ std::optional<std::vector<std::string>> plain_components(const std::string& path
         out.push_back(part);
     }
     return out;
+}
+
+// The path of an open fd, as the kernel names it.
+std::string fd_path(int fd) {
+    char link[64], target[4096];
+    std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = ::readlink(link, target, sizeof target - 1);
+    return n < 0 ? std::string() : std::string(target, static_cast<std::size_t>(n));
+}
+
+// Whether the symlink at `path` below root_fd, followed as the kernel follows it through
+// every link of the tree, stays below root_fd. Each link may look harmless alone ("l" ->
+// ".", "m" -> "l/.."), so the tree is checked once whole. A dangling or looping link
+// reaches nothing outside and passes.
+bool link_stays_beneath(int root_fd, const std::string& path) {
+    struct open_how how {};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH;
+    long fd = ::syscall(SYS_openat2, root_fd, path.c_str(), &how, sizeof how);
+    if (fd >= 0) {
+        ::close(static_cast<int>(fd));
+        return true;
+    }
+    if (errno == EXDEV) return false;
+    if (errno != ENOSYS && errno != EPERM) return true;
+    // No openat2 (an old kernel, or filtered): resolve and compare where it landed.
+    int opened = ::openat(root_fd, path.c_str(), O_PATH | O_CLOEXEC);
+    if (opened < 0) return errno == ENOENT || errno == ELOOP;
+    UniqueFd landed(opened);
+    std::string where = fd_path(landed.get()), root = fd_path(root_fd);
+    return !root.empty() && (where == root || where.rfind(root + "/", 0) == 0);
 }
 
 }  // namespace
@@ -67,9 +103,8 @@ std::optional<std::string> archive_entry_refusal(const std::string& path, Archiv
 }
 
 bool is_archive_name(const std::string& name) {
-    for (const char* suffix : {".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"})
-        if (ends_with(name, suffix) && name.size() > std::string(suffix).size()) return true;
-    return false;
+    // Config owns the suffix list: NAME defaults to the source without it.
+    return config::default_stage_name(name) != basename_of(name);
 }
 
 namespace {
@@ -215,6 +250,9 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         throw Error("cannot finish extracting into " + shown_dst + ": " + archive_error_string(writer.a));
 
     result.manifest = scan_tree(dst_root.get(), shown_dst);
+    for (const ManifestEntry& e : result.manifest.entries)
+        if (e.type == EntryType::symlink && !link_stays_beneath(dst_root.get(), e.path))
+            throw refuse("symlink '" + e.path + "' leads out of the archive through other links ('" + e.target + "')");
     for (ManifestEntry& e : result.manifest.entries) {
         if (e.type != EntryType::file) continue;
         auto it = hashes.find(e.path);

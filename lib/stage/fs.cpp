@@ -202,10 +202,15 @@ bool remove_tree_at(int parent_fd, const std::string& name, std::string* error) 
     return remove_entry(parent_fd, name.c_str(), parent.st_dev, error, 0);
 }
 
-std::optional<std::string> read_small_file_at(int dir_fd, const std::string& name) {
-    int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+std::optional<std::string> read_small_file_at(int dir_fd, const std::string& name, std::size_t max_bytes) {
+    // O_NONBLOCK: a FIFO or device planted under the name must not hang the reader,
+    // which may be root or slurmstepd; it is refused by the S_ISREG check below.
+    int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return std::nullopt;
     UniqueFd file(fd);
+    struct stat st {};
+    if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+    if (static_cast<std::uint64_t>(st.st_size) > max_bytes) return std::nullopt;
     std::string text;
     char buf[65536];
     while (true) {
@@ -216,6 +221,8 @@ std::optional<std::string> read_small_file_at(int dir_fd, const std::string& nam
         }
         if (n == 0) break;
         text.append(buf, static_cast<std::size_t>(n));
+        // The file may grow after fstat.
+        if (text.size() > max_bytes) return std::nullopt;
     }
     return text;
 }

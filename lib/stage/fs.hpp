@@ -78,8 +78,15 @@ private:
     bool kept_ = false;
 };
 
-// Whole-file helpers for small metadata files.
-std::optional<std::string> read_small_file_at(int dir_fd, const std::string& name);
+// Size caps for read_small_file_at: an entry's info and a job's items are a few lines;
+// a manifest lists every file of a tree.
+inline constexpr std::size_t small_file_max = 64 * 1024;
+inline constexpr std::size_t manifest_file_max = std::size_t{1} << 30;
+
+// Whole-file helper for metadata files: reads dir_fd/name, not following a symlink, and
+// returns nullopt if it is missing, not a regular file (a FIFO is refused without
+// blocking) or larger than max_bytes.
+std::optional<std::string> read_small_file_at(int dir_fd, const std::string& name, std::size_t max_bytes);
 // Writes `text` to dir_fd/name atomically (temp file, then rename), with `mode`.
 void write_file_atomic_at(int dir_fd, const std::string& name, const std::string& text, mode_t mode,
                           const std::string& shown_path);

@@ -8,11 +8,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <map>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/paths.hpp"
 #include "common/text.hpp"
 #include "stage/fs.hpp"
@@ -35,6 +38,20 @@ std::string cache_key(uid_t uid, const std::string& realpath, SourceKind kind, c
         text += part;
     }
     return hash_bytes(text.data(), text.size());
+}
+
+std::string cache_entry_json(const CacheEntryInfo& e) {
+    char numbers[160];
+    std::snprintf(numbers, sizeof numbers, "\"bytes\": %" PRIu64 ", \"files\": %" PRIu64 ", \"last_used\": %" PRId64,
+                  e.bytes, e.files, e.last_used_ns / 1000000000);
+    return "{\"key\": " + json_quote(e.key) + ", \"src\": " + json_quote(e.src) + ", \"kind\": " + json_quote(e.kind) +
+           ", " + numbers + ", \"in_use\": " + (e.in_use ? "true" : "false") +
+           ", \"manifest_hash\": " + json_quote(e.manifest_hash) + "}";
+}
+
+std::string cache_verdict_json(const std::string& key, const std::string& failure) {
+    return "{\"key\": " + json_quote(key) + ", \"ok\": " + (failure.empty() ? "true" : "false") +
+           (failure.empty() ? std::string() : ", \"error\": " + json_quote(failure)) + "}";
 }
 
 std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entries, std::uint64_t incoming,
@@ -104,7 +121,7 @@ std::uint64_t cache_bytes_at(int cache_fd) {
         int entry_fd = ::openat(entries.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (entry_fd < 0) continue;
         UniqueFd entry(entry_fd);
-        auto info = parse_info(read_small_file_at(entry.get(), "info").value_or(""));
+        auto info = parse_info(read_small_file_at(entry.get(), "info", small_file_max).value_or(""));
         total += parse_uint(info["bytes"]).value_or(0);
     }
     return total;
@@ -166,7 +183,7 @@ std::optional<Manifest> NodeCache::stored_manifest(const std::string& key) const
     int fd = ::openat(entries_fd_.get(), key.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return std::nullopt;
     UniqueFd entry(fd);
-    auto text = read_small_file_at(entry.get(), "manifest");
+    auto text = read_small_file_at(entry.get(), "manifest", manifest_file_max);
     if (!text) return std::nullopt;
     return Manifest::parse(*text);
 }
@@ -188,11 +205,31 @@ void NodeCache::log(const std::string& what, const std::string& key, const std::
     (void)::write(file.get(), line.data(), line.size());
 }
 
-void NodeCache::remove_leftovers(const std::string& key_prefix) {
+void NodeCache::remove_leftovers(const std::string& key) {
+    // The caller holds the key's lock exclusively: every temporary of that key belongs
+    // to a producer that died.
+    for (const std::string& name : list_names(entries_fd_.get()))
+        if (name.rfind(".tmp." + key, 0) == 0) remove_tree_at(entries_fd_.get(), name);
+}
+
+void NodeCache::remove_orphans() {
     for (const std::string& name : list_names(entries_fd_.get())) {
-        bool tmp = name.rfind(".tmp." + key_prefix, 0) == 0;
-        bool dead = name.rfind(".dead.", 0) == 0 && key_prefix.empty();
-        if (tmp || dead) remove_tree_at(entries_fd_.get(), name);
+        if (name.rfind(".dead.", 0) == 0) {
+            // Unpublished by an evictor; removing it twice is harmless.
+            remove_tree_at(entries_fd_.get(), name);
+            continue;
+        }
+        if (name.rfind(".tmp.", 0) != 0 || name.size() < 5 + 32) continue;
+        std::string key = name.substr(5, 32);
+        if (!is_key_name(key)) continue;
+        // A live producer holds its key's lock file exclusively until it publishes, and
+        // no evictor unlinks a lock file held by someone else: a missing lock file means
+        // a dead producer. The probe never creates a lock file.
+        struct stat st {};
+        bool no_lock_file = ::fstatat(locks_fd_.get(), (key + ".lock").c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
+        UniqueFd lock;
+        if (!no_lock_file) lock = lock_key(key, LOCK_EX | LOCK_NB, false);
+        if (no_lock_file || lock) remove_tree_at(entries_fd_.get(), name);
     }
 }
 
@@ -234,7 +271,9 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     info_text += "bytes=" + std::to_string(manifest.byte_count()) + "\nfiles=" + std::to_string(manifest.file_count()) + "\n";
     write_file_atomic_at(entry.get(), "info", info_text, 0444, join_path(temp_path, "info"));
     if (::fchmod(entry.get(), 0555) != 0) throw_errno("cannot make " + temp_path + " read-only");
-    ::fsync(entry.get());
+    // A published entry is trusted by metadata alone: its content must reach the disk
+    // before its name does, or a crash could leave a complete-looking, empty entry.
+    if (::syncfs(entry.get()) != 0) throw_errno("cannot flush " + temp_path + " to disk");
     // Same parent, so renaming a read-only directory needs no write access to it; the
     // entry appears whole or not at all.
     if (::renameat(entries_fd_.get(), temp.c_str(), entries_fd_.get(), key.c_str()) != 0)
@@ -255,7 +294,7 @@ std::optional<CacheEntryInfo> NodeCache::stored_info(const std::string& key) con
     int fd = ::openat(entries_fd_.get(), key.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return std::nullopt;
     UniqueFd entry(fd);
-    std::optional<std::string> text = read_small_file_at(entry.get(), "info");
+    std::optional<std::string> text = read_small_file_at(entry.get(), "info", small_file_max);
     if (!text) return std::nullopt;
     auto info = parse_info(*text);
     CacheEntryInfo e;
@@ -333,15 +372,7 @@ void NodeCache::make_room(std::uint64_t incoming) {
 }
 
 std::vector<std::string> NodeCache::collect(std::uint64_t target) {
-    remove_leftovers("");
-    // Temporary entries whose key nobody holds belong to dead producers.
-    for (const std::string& name : list_names(entries_fd_.get())) {
-        if (name.rfind(".tmp.", 0) != 0 || name.size() < 5 + 32) continue;
-        std::string key = name.substr(5, 32);
-        if (!is_key_name(key)) continue;
-        UniqueFd lock = lock_key(key, LOCK_EX | LOCK_NB, true);
-        if (lock) remove_tree_at(entries_fd_.get(), name);
-    }
+    remove_orphans();
     std::vector<std::string> evicted;
     for (const std::string& key : plan_eviction(list(), 0, target))
         if (evict(key)) evicted.push_back(key);

@@ -61,6 +61,11 @@ struct CacheEntryInfo {
     bool in_use = false;
 };
 
+// Pure: the one-line JSON objects aihpc-stage cache ls and verify --json print; an empty
+// `failure` is a verified entry.
+std::string cache_entry_json(const CacheEntryInfo& entry);
+std::string cache_verdict_json(const std::string& key, const std::string& failure);
+
 // Pure: which entries to evict, least recently used first, skipping those in use, so
 // that `used + incoming` falls to `low` or below. Returns the keys in eviction order.
 std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entries, std::uint64_t incoming,
@@ -120,7 +125,11 @@ private:
     UniqueFd lock_key(const std::string& key, int operation, bool create) const;
     bool published(const std::string& key) const;
     void make_room(std::uint64_t incoming);
-    void remove_leftovers(const std::string& key_prefix);
+    // Temporaries of `key`, whose lock the caller holds exclusively.
+    void remove_leftovers(const std::string& key);
+    // Temporaries whose producer is gone (its key's lock free or absent) and entries an
+    // evictor unpublished; a live producer's temporary is never touched.
+    void remove_orphans();
     void log(const std::string& what, const std::string& key, const std::vector<std::string>& info) const;
 
     std::string dir_;

@@ -6,13 +6,24 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cinttypes>
+#include <cstdio>
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
+#include "common/json.hpp"
 #include "stage/fs.hpp"
 #include "stage/manifest.hpp"
 
 namespace aihpc::stage {
+
+std::string stage_out_result_json(const StageOutResult& result) {
+    char numbers[160];
+    std::snprintf(numbers, sizeof numbers, "\"files\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"seconds\": %.6f", result.files,
+                  result.bytes, result.seconds);
+    return "{\"local\": " + json_quote(result.local) + ", \"dest\": " + json_quote(result.dest) +
+           ", \"diverted\": " + (result.diverted ? "true" : "false") + ", " + numbers + "}";
+}
 
 std::string expand_dest(const std::string& dest, const std::string& job_id, const std::string& node) {
     std::string out;
@@ -86,7 +97,9 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
         options.threads = threads;
         options.progress = progress;
         CopyStats stats = copy_item(src_fd.get(), manifest, parent_fd.get(), temp, options, local_path, join_path(parent, temp));
-        ::fsync(parent_fd.get());
+        // The epilog deletes the local copy once this returns: the copy's data and
+        // metadata must be on disk before its name appears, and the name after.
+        if (::syncfs(parent_fd.get()) != 0) throw_errno("cannot flush the copy " + join_path(parent, temp) + " to disk");
         if (::renameat2(parent_fd.get(), temp.c_str(), parent_fd.get(), base.c_str(), RENAME_NOREPLACE) != 0) {
             if (errno != EEXIST || target->diverted) throw_errno("cannot rename the copy to " + target->path);
             // DEST appeared meanwhile: divert, never replace.
@@ -96,6 +109,8 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
                 throw_errno("cannot rename the copy to " + target->path);
         }
         copy.keep();
+        if (::fsync(parent_fd.get()) != 0)
+            throw_errno("cannot flush the directory " + parent + " after renaming the copy to " + target->path);
         result.dest = target->path;
         result.diverted = target->diverted;
         result.files = stats.files;

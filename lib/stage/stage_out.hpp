@@ -39,10 +39,14 @@ struct StageOutResult {
     std::string message() const;  // one line for the user: says when DEST existed
 };
 
+// Pure: the one-line JSON object aihpc-stage out --json prints for an item.
+std::string stage_out_result_json(const StageOutResult& result);
+
 // Copies local_path (a file or a tree; symlinks are copied as links) to the target for
 // `dest` (already expanded). The copy is written beside the target under a hidden temp
-// name and renamed with RENAME_NOREPLACE. On failure the temp is removed and the Error
-// names local_path as kept.
+// name, flushed to disk (syncfs) and renamed with RENAME_NOREPLACE, and the rename is
+// flushed too (fsync of the parent), so the local data may be removed once this
+// returns. On failure the temp is removed and the Error names local_path as kept.
 StageOutResult stage_out(const std::string& local_path, const std::string& dest, const std::string& job_id,
                          unsigned threads, CopyProgress* progress = nullptr);
 

@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "cmocka_cxx.hpp"
+#include "common/child_process.hpp"
 #include "common/json.hpp"
 #include "common/paths.hpp"
 #include "common/user_process.hpp"
@@ -233,6 +235,17 @@ static void a_child_that_exits_without_a_word_is_reported_as_died(void**) {
     assert_string_equal(message.c_str(), "the stage-out child died (exit 3)");
 }
 
+static void a_child_whose_status_cannot_be_read_never_counts_as_a_success(void**) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    int reaped = 0;
+    assert_int_equal(waitpid(pid, &reaped, 0), pid);  // reaped elsewhere: waitpid fails with ECHILD
+    assert_true(WIFEXITED(reaped) && WEXITSTATUS(reaped) == 0);
+    aihpc::ChildProcess child(pid);
+    int status = child.wait();
+    assert_false(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(json_quote_escapes_what_json_requires),
@@ -252,6 +265,7 @@ int main(void) {
         cmocka_unit_test(an_exception_in_the_root_part_stops_the_child_before_the_user_part),
         cmocka_unit_test(a_child_killed_by_a_signal_is_reported_as_died),
         cmocka_unit_test(a_child_that_exits_without_a_word_is_reported_as_died),
+        cmocka_unit_test(a_child_whose_status_cannot_be_read_never_counts_as_a_success),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

@@ -30,6 +30,18 @@ static void stage_explicit_name_follows_last_colon(void**) {
     assert_string_equal(items[1].name.c_str(), "val");
 }
 
+static void stage_name_drops_every_archive_suffix_staging_extracts(void**) {
+    struct Case {
+        const char* src;
+        const char* name;
+    } cases[] = {
+        {"/d/a.tar", "a"},       {"/d/a.tar.gz", "a"},  {"/d/a.tgz", "a"},     {"/d/a.tar.zst", "a"},
+        {"/d/a.tzst", "a"},      {"/d/a.zst", "a.zst"}, {"/d/a.gz", "a.gz"},   {"/d/.tzst", ".tzst"},
+        {"/d/a.tar.bz2", "a.tar.bz2"},
+    };
+    for (const Case& c : cases) assert_string_equal(default_stage_name(c.src).c_str(), c.name);
+}
+
 static void stage_name_must_be_one_component(void**) {
     expect_error_containing([] { parse_stage("a:../x"); }, "one path component");
     expect_error_containing([] { parse_stage("a:x/y"); }, "one path component");
@@ -228,6 +240,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(stage_name_defaults_to_base_name_without_archive_suffix),
         cmocka_unit_test(stage_explicit_name_follows_last_colon),
+        cmocka_unit_test(stage_name_drops_every_archive_suffix_staging_extracts),
         cmocka_unit_test(stage_name_must_be_one_component),
         cmocka_unit_test(stage_rejects_empty_and_duplicate_entries),
         cmocka_unit_test(stage_out_parses_local_and_dest),

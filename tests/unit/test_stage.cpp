@@ -20,6 +20,8 @@
 
 #include "cmocka_cxx.hpp"
 #include "common/fd.hpp"
+#include "common/json.hpp"
+#include "config/user_options.hpp"
 #include "stage/archive.hpp"
 #include "stage/fs.hpp"
 #include "stage/manifest.hpp"
@@ -640,6 +642,50 @@ static void verify_detects_a_corrupted_entry(void**) {
     expect_error_containing([&] { stage_in(d, "set", s); }, "a.txt has other content");
 }
 
+// ---- metadata files
+
+static void metadata_reads_refuse_a_fifo_without_blocking(void**) {
+    assert_int_equal(mkfifo(path("info").c_str(), 0600), 0);
+    aihpc::UniqueFd dir(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
+    // A blocking open of a FIFO with no writer would never return.
+    assert_false(read_small_file_at(dir.get(), "info", small_file_max).has_value());
+}
+
+static void metadata_reads_refuse_a_file_over_the_cap(void**) {
+    write_file(path("items"), std::string(small_file_max + 1, 'x'));
+    write_file(path("fits"), std::string(small_file_max, 'x'));
+    aihpc::UniqueFd dir(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
+    assert_false(read_small_file_at(dir.get(), "items", small_file_max).has_value());
+    assert_int_equal(read_small_file_at(dir.get(), "fits", small_file_max)->size(), small_file_max);
+}
+
+static void metadata_reads_refuse_a_symlink(void**) {
+    write_file(path("real"), "key=x\n");
+    symlink("real", path("info").c_str());
+    aihpc::UniqueFd dir(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
+    assert_false(read_small_file_at(dir.get(), "info", small_file_max).has_value());
+}
+
+static void gc_keeps_the_temporary_of_a_live_producer(void**) {
+    NodeCache cache(path("cache"));
+    std::string live = cache_key(getuid(), "/live", SourceKind::tree, "h");
+    std::string dead = cache_key(getuid(), "/dead", SourceKind::tree, "h");
+    std::string live_tmp = path("cache/entries/.tmp." + live + ".99.0");
+    std::string dead_tmp = path("cache/entries/.tmp." + dead + ".98.0");
+    mkdir(live_tmp.c_str(), 0700);
+    write_file(live_tmp + "/partial", "half");
+    mkdir(dead_tmp.c_str(), 0700);
+    aihpc::UniqueFd held(open(path("cache/locks/" + live + ".lock").c_str(), O_RDWR | O_CREAT, 0600));
+    assert_int_equal(flock(held.get(), LOCK_EX), 0);  // as the producer holds it
+    cache.collect(0);
+    assert_true(exists(live_tmp + "/partial"));
+    assert_false(exists(dead_tmp));
+    assert_false(exists(path("cache/locks/" + dead + ".lock")));  // gc creates no lock files
+    held.reset();
+    cache.collect(0);
+    assert_false(exists(live_tmp));  // its producer gone, it is a leftover
+}
+
 // ---- eviction
 
 static void eviction_plan_takes_least_recently_used_first_and_skips_leased(void**) {
@@ -735,9 +781,18 @@ static void archive_names_are_recognised_by_suffix(void**) {
     assert_true(is_archive_name("x.tar.gz"));
     assert_true(is_archive_name("x.tar.zst"));
     assert_true(is_archive_name("x.tgz"));
+    assert_true(is_archive_name("x.tzst"));
+    assert_true(is_archive_name("/d/x.tar.zst"));
     assert_false(is_archive_name("x.gz"));
     assert_false(is_archive_name(".tar"));
     assert_false(is_archive_name("x.zip"));
+}
+
+static void archive_names_are_exactly_those_whose_default_name_loses_a_suffix(void**) {
+    for (const char* name : {"x.tar", "x.tar.gz", "x.tgz", "x.tar.zst", "x.tzst", "x.gz", "x.zst", ".tar", "x.zip", "x.tar.bz2", "x"}) {
+        bool stripped = aihpc::config::default_stage_name(name) != name;
+        assert_int_equal(is_archive_name(name), stripped);
+    }
 }
 
 struct TarEntry {
@@ -827,6 +882,27 @@ static void a_tar_with_dotdot_entries_is_refused_whole(void**) {
     assert_false(exists(path("job/evil3")));
 }
 
+static void a_tar_whose_symlinks_chain_out_of_it_is_refused_whole(void**) {
+    // Each link alone stays inside; together "m" resolves to the item's parent.
+    write_tar(path("chain.tar"), {{"f.txt", "x", 'f', ""}, {"l", "", 'l', "."}, {"m", "", 'l', "l/.."}}, false);
+    expect_error_containing([&] { stage_in(path("chain.tar"), "chain", cache_settings()); }, "'m' leads out");
+    assert_false(exists(path("job/chain")));
+    assert_int_equal(NodeCache(path("cache")).list().size(), 0);
+    assert_int_equal(system(("test -z \"$(ls -A " + path("cache/entries") + ")\"").c_str()), 0);
+    StageSettings s = cache_settings();
+    s.private_mode = true;
+    expect_error_containing([&] { stage_in(path("chain.tar"), "chain", s); }, "'m' leads out");
+    assert_false(exists(path("job/chain")));
+}
+
+static void a_tar_with_a_dangling_or_inner_chain_of_symlinks_is_staged(void**) {
+    write_tar(path("ok.tar"), {{"d", "", 'd', ""}, {"d/f.txt", "x", 'f', ""}, {"l", "", 'l', "d"}, {"m", "", 'l', "l/f.txt"},
+                               {"gone", "", 'l', "missing"}},
+              false);
+    StagedItem item = stage_in(path("ok.tar"), "ok", cache_settings());
+    assert_string_equal(file_text(path("job/ok/m")).c_str(), "x");
+}
+
 // ---- stage-out
 
 static void stage_out_destinations_expand_job_and_node(void**) {
@@ -906,6 +982,38 @@ static void stage_out_of_a_single_file_is_atomic_and_exact(void**) {
     assert_int_equal(r.files, 1);
 }
 
+// ---- JSON lines of the tool
+
+static std::string json_text_of(const std::string& line, const char* member) {
+    aihpc::JsonRef doc = aihpc::parse_json(line);
+    assert_true(static_cast<bool>(doc));
+    json_object* value = aihpc::json_member(doc.get(), member);
+    assert_non_null(value);
+    return json_object_get_string(value);
+}
+
+static void json_lines_quote_odd_paths_and_keep_them_exact(void**) {
+    std::string odd = "/d/a \"quoted\" \\ name\twith\ncontrols";
+    StageOutResult out;
+    out.local = odd;
+    out.dest = odd + ".1";
+    assert_string_equal(json_text_of(stage_out_result_json(out), "local").c_str(), odd.c_str());
+    assert_string_equal(json_text_of(stage_out_result_json(out), "dest").c_str(), (odd + ".1").c_str());
+    CacheEntryInfo e;
+    e.key = "k";
+    e.src = odd;
+    assert_string_equal(json_text_of(cache_entry_json(e), "src").c_str(), odd.c_str());
+}
+
+static void cache_verify_json_says_why_an_entry_failed(void**) {
+    std::string why = "a.txt has other content \"x\"";
+    assert_string_equal(json_text_of(cache_verdict_json("k", why), "error").c_str(), why.c_str());
+    assert_string_equal(json_text_of(cache_verdict_json("k", why), "ok").c_str(), "false");
+    aihpc::JsonRef ok = aihpc::parse_json(cache_verdict_json("k", ""));
+    assert_true(json_object_get_boolean(aihpc::json_member(ok.get(), "ok")));
+    assert_null(aihpc::json_member(ok.get(), "error"));
+}
+
 // ---- safe removal
 
 static void tree_removal_never_follows_links_out(void**) {
@@ -958,14 +1066,21 @@ int main() {
         T(a_producer_killed_mid_copy_is_redone_by_the_next_stager),
         T(concurrent_stagers_of_one_source_copy_it_once),
         T(verify_detects_a_corrupted_entry),
+        T(metadata_reads_refuse_a_fifo_without_blocking),
+        T(metadata_reads_refuse_a_file_over_the_cap),
+        T(metadata_reads_refuse_a_symlink),
+        T(gc_keeps_the_temporary_of_a_live_producer),
         T(eviction_plan_takes_least_recently_used_first_and_skips_leased),
         T(eviction_never_removes_an_entry_under_lease),
         T(a_full_cache_of_leased_entries_refuses_with_advice),
         T(archive_entries_leaving_the_item_are_refused),
         T(archive_names_are_recognised_by_suffix),
+        T(archive_names_are_exactly_those_whose_default_name_loses_a_suffix),
         T(a_tar_zst_is_extracted_into_the_cache_and_verified),
         T(a_hit_reports_the_totals_of_the_entry_not_of_the_archive_file),
         T(a_tar_with_dotdot_entries_is_refused_whole),
+        T(a_tar_whose_symlinks_chain_out_of_it_is_refused_whole),
+        T(a_tar_with_a_dangling_or_inner_chain_of_symlinks_is_staged),
         T(stage_out_destinations_expand_job_and_node),
         T(stage_out_target_diverts_when_dest_exists),
         T(stage_out_copies_then_renames_and_never_replaces_dest),
@@ -973,6 +1088,8 @@ int main() {
         T(stage_out_of_a_missing_local_says_so_and_claims_nothing_kept),
         T(stage_out_of_a_single_file_is_atomic_and_exact),
         T(tree_removal_never_follows_links_out),
+        T(json_lines_quote_odd_paths_and_keep_them_exact),
+        T(cache_verify_json_says_why_an_entry_failed),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
