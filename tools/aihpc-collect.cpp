@@ -24,6 +24,7 @@
 #include "common/text.hpp"
 #include "config.h"
 #include "sweep/results.hpp"
+#include "sweep/rounds.hpp"
 #include "sweep/submit_plan.hpp"
 #include "sweep/sweep_dir.hpp"
 
@@ -98,7 +99,8 @@ Options parse_args(const std::vector<std::string>& words) {
         else if (w == "--sort") {
             auto v = value();
             try {
-                o.sort = parse_sort_key(v);
+                auto [column, maximize] = sweep::parse_metric_direction(v, "--sort");
+                o.sort = SortKey{column, maximize};
             } catch (const Error& e) {
                 throw UsageError(e.what());
             }

@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <iostream>
 #include <optional>
@@ -202,43 +204,43 @@ void check_commands(const SweepDir& sweep) {
 }
 
 // Submits in order, since each dependency needs the job id of the array before it.
-void submit_all(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const SubmitOptions& options,
-                const std::function<void()>& record) {
+void submit_all(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const std::function<void()>& record) {
     for (auto& s : subs) {
         std::string dep;
         for (auto& prior : subs)
             if (!s.after.empty() && prior.label == s.after) dep = prior.job_id;
+        // Nothing is recorded while nothing was submitted, so that the sweep can simply be
+        // submitted again.
+        bool any = &s != &subs.front();
+        std::string where = any ? "; the arrays submitted so far are in " + sweep.path + "/chunks.json" : "; no array was submitted";
         auto r = capture_output(s.argv(dep));
         if (r.status != 0) {
-            record();
-            throw Error("sbatch failed for " + s.label + " (exit " + std::to_string(r.status) + "): " + std::string(trim(r.err)) +
-                        "; the arrays submitted so far are in " + sweep.path + "/chunks.json");
+            if (any) record();
+            throw Error("sbatch failed for " + s.label + " (exit " + std::to_string(r.status) + "): " + std::string(trim(r.err)) + where);
         }
         auto id = std::string(trim(r.out));
         s.job_id = id.substr(0, id.find(';'));
         if (!parse_uint(s.job_id)) {
-            record();
-            throw Error("sbatch printed no job id for " + s.label + ": '" + id + "'");
+            s.job_id.clear();
+            if (any) record();
+            throw Error("sbatch printed no job id for " + s.label + ": '" + id + "'" + where);
         }
         record();
         if (g_progress)
             std::cerr << "aihpc-sweep: submitted " << s.label << " (tasks " << s.offset << "-" << s.offset + s.count - 1 << ") as job "
                   << s.job_id << "\n";
     }
-    (void)options;
 }
 
-// Submits every phase and chunk of a sweep that was never submitted; returns the
-// submissions with their job ids (also recorded in chunks.json).
-std::vector<ArraySubmission> submit_sweep(const SweepDir& sweep, const SubmitOptions& options) {
+// Submits `subs`, plan_submit's every phase and chunk of a sweep that was never
+// submitted; fills in their job ids (also recorded in chunks.json).
+void submit_sweep(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const SubmitOptions& options) {
     check_commands(sweep);
     if (is_file(sweep.path + "/chunks.json"))
         throw Error(sweep.path + " was already submitted (see chunks.json); use aihpc-sweep resubmit");
-    auto subs = plan_submit(sweep, options);
     write_scripts(sweep, options);
     auto record = [&] { write_file_atomic(sweep.path + "/chunks.json", chunks_json(subs, options)); };
-    submit_all(sweep, subs, options, record);
-    return subs;
+    submit_all(sweep, subs, record);
 }
 
 // How refine picks the best tasks and spreads the next sweep around them; also the
@@ -376,7 +378,7 @@ int cmd_plan_or_submit(Args args, bool submit) {
         record.plan.tool = options.tool_path;
         if (is_file(sweep.path + "/rounds.json")) throw Error(dir + " already runs a closed loop (see rounds.json)");
     }
-    subs = submit_sweep(sweep, options);
+    submit_sweep(sweep, subs, options);
     for (auto& s : subs) std::cout << s.label << " " << s.job_id << "\n";
     if (ro.given()) {
         Round first;
@@ -470,7 +472,8 @@ int cmd_advance(Args args) {
     forget_job_environment();
     std::vector<ArraySubmission> subs;
     try {
-        subs = submit_sweep(next, options);
+        subs = plan_submit(next, options);
+        submit_sweep(next, subs, options);
     } catch (const Error& e) {
         record.state = "stopped";
         record.message = "round " + std::to_string(next_round) + " could not be submitted: " + e.what();
@@ -529,10 +532,7 @@ int cmd_params(Args args) {
         for (auto& [k, v] : task.params) words.push_back(shell_quote("--" + k + "=" + v.plain));
         out = join(words, " ") + "\n";
     } else {
-        std::vector<std::pair<std::string, std::string>> vars = {{"AIHPC_TASK_INDEX", std::to_string(task.index)},
-                                                                 {"AIHPC_TASK_SEED", std::to_string(task.task_seed)}};
-        for (auto& [k, v] : task.params) vars.emplace_back("AIHPC_PARAM_" + env_name_part(k), v.plain);
-        for (auto& [k, v] : vars) out += (format == "shell" ? "export " + k + "=" + shell_quote(v) : k + "=" + v) + "\n";
+        for (auto& [k, v] : task_environment(task)) out += (format == "shell" ? "export " + k + "=" + shell_quote(v) : k + "=" + v) + "\n";
     }
     std::fwrite(out.data(), 1, out.size(), stdout);
     return 0;
@@ -610,20 +610,40 @@ int cmd_resubmit(Args args) {
         }
     }
     // Earlier results of these tasks are kept aside, so that status and collection see
-    // only the new run.
-    for (auto i : indices)
-        for (auto& phase : sweep.spec.phases) {
-            auto path = result_path(sweep, phase, i);
-            if (is_file(path)) ::rename(path.c_str(), (path + ".prev").c_str());
+    // only the new run; those of an array that was not submitted are put back.
+    struct SetAside {
+        std::string path;
+        std::size_t sub;
+    };
+    std::vector<SetAside> aside;
+    auto put_back = [&](bool all) {
+        std::string failed;
+        for (auto& a : aside)
+            if ((all || subs[a.sub].job_id.empty()) && ::rename((a.path + ".prev").c_str(), a.path.c_str()) != 0)
+                failed += " " + a.path + ".prev";
+        return failed.empty() ? std::string() : "; could not restore" + failed + " (rename them back by hand)";
+    };
+    for (std::size_t k = 0; k < subs.size(); ++k) {
+        const Phase& phase = find_phase(sweep.spec, subs[k].phase);
+        for (auto it = indices.lower_bound(subs[k].offset); it != indices.end() && *it < subs[k].offset + subs[k].count; ++it) {
+            auto path = result_path(sweep, phase, *it);
+            if (!is_file(path)) continue;
+            if (::rename(path.c_str(), (path + ".prev").c_str()) != 0) {
+                int e = errno;
+                auto restore = put_back(true);
+                throw Error("cannot set aside " + path + ": " + std::strerror(e) + "; nothing was submitted" + restore);
+            }
+            aside.push_back({path, k});
         }
+    }
     try {
-        submit_all(sweep, subs, options, [] {});
-    } catch (...) {
+        submit_all(sweep, subs, [] {});
+    } catch (const Error& e) {
         std::vector<ArraySubmission> submitted;
         for (auto& s : subs)
             if (!s.job_id.empty()) submitted.push_back(s);
         if (!submitted.empty()) append_chunks(sweep, submitted, options);
-        throw;
+        throw Error(e.what() + put_back(false));
     }
     append_chunks(sweep, subs, options);
     std::cout << indices.size() << " tasks resubmitted: " << array_spec(indices, 0) << "\n";

@@ -22,6 +22,7 @@
 #include "common/json.hpp"
 #include "common/text.hpp"
 #include "sweep/results.hpp"
+#include "sweep/runner.hpp"
 
 namespace aihpc::collect {
 
@@ -218,15 +219,6 @@ std::optional<ResultRow> parse_with(json_tokener* tok, std::string_view text) {
     return row_of(doc.get());
 }
 
-}  // namespace
-
-std::optional<ResultRow> parse_result(std::string_view text) {
-    JsonTokener tok;
-    return parse_with(tok.get(), text);
-}
-
-namespace {
-
 // The parameters of task i, from its line in tasks.jsonl.
 sweep::Assignment params_of(const sweep::TaskIndex& index, std::uint64_t i, json_tokener* tok) {
     auto line = index.line(i);
@@ -260,7 +252,7 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
     std::map<std::uint64_t, ResultRow> failed_early;
     for (const auto& phase : sweep.spec.phases) {
         if (phase.name == last) continue;
-        std::string path = sweep.path + "/results/" + phase.name;
+        std::string path = sweep::results_dir(sweep, phase);
         auto files = list_results(path, sweep.tasks);
         ResultDir dir(path);
         if (files.empty() || !dir) continue;
@@ -286,7 +278,7 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
     }
 
     sweep::TaskIndex index(sweep.path);
-    std::string path = sweep.path + "/results";
+    std::string path = sweep::results_dir(sweep, sweep.spec.final_phase());
     auto files = list_results(path, sweep.tasks);
     ResultDir dir(path);
     if (!dir && !files.empty()) throw_errno("cannot open " + path);
@@ -351,20 +343,6 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
         for (auto& [name, value] : row.metrics)
             if (seen.insert(name).second) table.metric_names.push_back(name);
     return table;
-}
-
-SortKey parse_sort_key(const std::string& text) {
-    SortKey key;
-    key.column = text;
-    auto colon = text.rfind(':');
-    if (colon != std::string::npos) {
-        auto dir = text.substr(colon + 1);
-        if (dir != "min" && dir != "max") throw Error("--sort: direction must be min or max, not '" + dir + "'");
-        key.maximize = dir == "max";
-        key.column.resize(colon);
-    }
-    if (key.column.empty()) throw Error("--sort needs a metric name, as in --sort loss:min");
-    return key;
 }
 
 namespace {

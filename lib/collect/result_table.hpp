@@ -58,16 +58,12 @@ struct ResultTable {
 
 ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& options = {});
 
-// The row of one result document (without parameters); nullopt if it is not a JSON
-// object with an index. `buffer` is the file's text.
-std::optional<ResultRow> parse_result(std::string_view text);
-
-// --sort METRIC[:min|max]: a metric, a parameter, or one of index, exit_code, elapsed_s.
+// --sort METRIC[:min|max] (read with sweep::parse_metric_direction): a metric, a
+// parameter, or one of index, exit_code, elapsed_s.
 struct SortKey {
     std::string column;
     bool maximize = false;
 };
-SortKey parse_sort_key(const std::string& text);  // throws aihpc::Error
 
 // Sorts by the key (rows without a numeric value last, ties by index); then keeps the
 // first `top` rows when top > 0.

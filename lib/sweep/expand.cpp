@@ -185,11 +185,56 @@ std::string union_key(const Axis& axis) {
     return key;
 }
 
+}  // namespace
+
+// What a random sweep samples from, computed once: per axis its value rows and the key
+// its index is drawn under, per union branch the same for the branch's axes.
+struct TrialAxis {
+    const Axis* axis = nullptr;
+    std::vector<Row> rows;
+    std::string key;
+    std::vector<Row> branch_fixed;
+    std::vector<std::vector<TrialAxis>> branch_axes;
+};
+
+namespace {
+
+std::vector<TrialAxis> trial_axes(const std::vector<Axis>& axes, std::uint64_t seed) {
+    std::vector<TrialAxis> out;
+    for (const auto& axis : axes) {
+        TrialAxis t;
+        t.axis = &axis;
+        switch (axis.kind) {
+        case AxisKind::union_:
+            t.key = union_key(axis);
+            for (const auto& b : axis.branches) {
+                t.branch_fixed.push_back(make_row(b.fixed));
+                t.branch_axes.push_back(trial_axes(b.axes, seed));
+            }
+            break;
+        case AxisKind::uniform:
+        case AxisKind::loguniform:
+        case AxisKind::int_:
+        case AxisKind::normal: break;
+        case AxisKind::zip:
+            t.rows = rows_of(axis, seed);
+            t.key = "zip:";
+            for (auto& n : axis.zip_names) t.key += n + ",";
+            break;
+        default: t.rows = rows_of(axis, seed); t.key = axis.param;
+        }
+        out.push_back(std::move(t));
+    }
+    return out;
+}
+
 // One trial of a random sweep: every axis sampled once, except repeat, which stays a
 // product so that replicates of a trial share its parameters.
-std::vector<Node> trial_nodes(const std::vector<Axis>& axes, std::uint64_t seed, std::uint64_t trial) {
+std::vector<Node> trial_nodes(const std::vector<TrialAxis>& axes, std::uint64_t seed, std::uint64_t trial) {
     std::vector<Node> nodes;
-    for (const auto& axis : axes) {
+    nodes.reserve(axes.size());
+    for (const auto& t : axes) {
+        const Axis& axis = *t.axis;
         Node node;
         auto pick = [&](std::string_view key, std::size_t n) {
             return std::min<std::size_t>(n - 1, static_cast<std::size_t>(unit_draw(seed, key, trial) * static_cast<double>(n)));
@@ -197,26 +242,16 @@ std::vector<Node> trial_nodes(const std::vector<Axis>& axes, std::uint64_t seed,
         switch (axis.kind) {
         case AxisKind::union_: {
             node.is_union = true;
-            const auto& b = axis.branches[pick(union_key(axis), axis.branches.size())];
-            node.branches.push_back(Branch_{make_row(b.fixed), trial_nodes(b.axes, seed, trial)});
+            auto b = pick(t.key, t.branch_axes.size());
+            node.branches.push_back(Branch_{t.branch_fixed[b], trial_nodes(t.branch_axes[b], seed, trial)});
             break;
         }
-        case AxisKind::repeat: node.rows = rows_of(axis, seed); break;
+        case AxisKind::repeat: node.rows = t.rows; break;
         case AxisKind::uniform:
         case AxisKind::loguniform:
         case AxisKind::int_:
         case AxisKind::normal: node.rows.push_back(make_row({{axis.param, draw_value(axis, seed, trial)}})); break;
-        case AxisKind::zip: {
-            auto rows = rows_of(axis, seed);
-            std::string key = "zip:";
-            for (auto& n : axis.zip_names) key += n + ",";
-            node.rows.push_back(std::move(rows[pick(key, rows.size())]));
-            break;
-        }
-        default: {
-            auto rows = rows_of(axis, seed);
-            node.rows.push_back(std::move(rows[pick(axis.param, rows.size())]));
-        }
+        default: node.rows.push_back(t.rows[pick(t.key, t.rows.size())]);
         }
         nodes.push_back(std::move(node));
     }
@@ -265,20 +300,21 @@ void render(const std::vector<Node>& nodes, std::string& out, std::vector<const 
 
 TaskStream::TaskStream(const SweepSpec& spec) : spec_(spec) {
     if (spec.method == Method::grid) {
-        nodes_ = grid_nodes(spec.axes, spec.seed);
+        nodes_ = grid_nodes(spec_.axes, spec.seed);
         product_size_ = size_of(nodes_);
     } else {
         std::uint64_t per_trial = 1;
         for (auto& a : spec.axes)
             if (a.kind == AxisKind::repeat) per_trial = checked_mul(per_trial, a.repeat);
         product_size_ = checked_mul(spec.trials, per_trial);
+        trial_axes_ = trial_axes(spec_.axes, spec.seed);
     }
     params_.reserve(256);
 }
 
 TaskStream::~TaskStream() = default;
 
-void TaskStream::build_trial() { nodes_ = trial_nodes(spec_.axes, spec_.seed, trial_); }
+void TaskStream::build_trial() { nodes_ = trial_nodes(trial_axes_, spec_.seed, trial_); }
 
 bool TaskStream::step() {
     if (done_) return false;
@@ -296,6 +332,7 @@ bool TaskStream::step() {
         done_ = true;
         return false;
     }
+    ++generated_;
     params_.assign(1, '{');
     cells_.clear();
     render(nodes_, params_, cells_);

@@ -28,6 +28,7 @@ std::vector<Scalar> axis_values(const Axis& axis, std::uint64_t seed);
 std::uint64_t task_seed(std::uint64_t seed, std::string_view params_object);
 
 struct Node;
+struct TrialAxis;
 
 class TaskStream {
 public:
@@ -42,8 +43,11 @@ public:
     // The params object of the current task, braces included: {"lr":0.001,"bs":32}
     std::string_view params() const { return params_; }
     std::uint64_t task_seed() const;
-    // Tasks before exclusions.
+    // Tasks before exclusions: an upper bound known up front (it counts a random
+    // sweep's repeat only where it is not inside a union branch)...
     std::uint64_t product_size() const { return product_size_; }
+    // ...and the exact number so far: the tasks next() has looked at, excluded or not.
+    std::uint64_t generated() const { return generated_; }
 
 private:
     bool step();
@@ -52,9 +56,11 @@ private:
 
     SweepSpec spec_;  // a copy: a stream may outlive the spec it was made from
     std::vector<Node> nodes_;
+    std::vector<TrialAxis> trial_axes_;  // random sweeps only; points into spec_
     std::uint64_t product_size_ = 0;
     std::uint64_t index_ = 0;
     std::uint64_t produced_ = 0;
+    std::uint64_t generated_ = 0;
     std::uint64_t trial_ = 0;
     bool started_ = false;
     bool done_ = false;

@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
+#include "sweep/runner.hpp"
 
 namespace aihpc::sweep {
 
@@ -98,7 +99,7 @@ std::map<std::string, ParamRange> param_ranges(const SweepSpec& spec) {
 std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& metric, bool maximize, std::size_t top) {
     std::vector<RankedTask> all;
     TaskIndex index(sweep.path);
-    std::string dir = sweep.path + "/results";
+    std::string dir = results_dir(sweep, sweep.spec.final_phase());
     std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
     if (!d) throw_errno("cannot read " + dir);
     while (auto* e = ::readdir(d.get())) {

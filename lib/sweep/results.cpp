@@ -7,6 +7,7 @@
 
 #include "common/error.hpp"
 #include "common/text.hpp"
+#include "sweep/runner.hpp"
 
 namespace aihpc::sweep {
 
@@ -17,14 +18,55 @@ std::set<std::uint64_t> ResultScan::missing(std::uint64_t tasks) const {
     return out;
 }
 
-std::optional<long> result_exit_code(const std::string& text) {
-    auto pos = text.find("\"exit_code\":");
-    if (pos == std::string::npos) return std::nullopt;
-    const char* b = text.data() + pos + 12;
+namespace {
+
+std::optional<long> parse_long(std::string_view text, std::size_t at) {
+    while (at < text.size() && (text[at] == ' ' || text[at] == '\t' || text[at] == '\n' || text[at] == '\r')) ++at;
     long v = 0;
-    auto r = std::from_chars(b, text.data() + text.size(), v);
+    auto r = std::from_chars(text.data() + at, text.data() + text.size(), v);
     if (r.ec != std::errc()) return std::nullopt;
     return v;
+}
+
+// Index just past the string that starts at text[at] (a '"'), escapes skipped.
+std::size_t skip_string(std::string_view text, std::size_t at) {
+    for (++at; at < text.size(); ++at) {
+        if (text[at] == '\\') ++at;
+        else if (text[at] == '"') return at + 1;
+    }
+    return text.size();
+}
+
+}  // namespace
+
+std::optional<long> result_exit_code(std::string_view text) {
+    // What the runner writes: {"index":N,"exit_code":C,...
+    constexpr std::string_view head = "{\"index\":", member = ",\"exit_code\":";
+    if (text.substr(0, head.size()) == head) {
+        std::size_t at = head.size();
+        while (at < text.size() && text[at] >= '0' && text[at] <= '9') ++at;
+        if (text.substr(at, member.size()) == member) return parse_long(text, at + member.size());
+    }
+    // Anything else (older results, other writers): the top-level member only, never
+    // a parameter or a metric of that name.
+    int depth = 0;
+    for (std::size_t at = 0; at < text.size();) {
+        char c = text[at];
+        if (c == '"') {
+            std::size_t end = skip_string(text, at);
+            if (depth == 1 && text.substr(at, end - at) == "\"exit_code\"") {
+                std::size_t colon = end;
+                while (colon < text.size() && (text[colon] == ' ' || text[colon] == '\t' || text[colon] == '\n' || text[colon] == '\r')) ++colon;
+                if (colon < text.size() && text[colon] == ':') return parse_long(text, colon + 1);
+            }
+            at = end;
+            continue;
+        }
+        if (c == '{' || c == '[') ++depth;
+        else if (c == '}' || c == ']') --depth;
+        ++at;
+    }
+    return std::nullopt;
 }
 
 namespace {
@@ -48,7 +90,7 @@ ResultScan scan_results(const SweepDir& sweep) {
     ResultScan scan;
     for (const auto& phase : sweep.spec.phases) {
         bool last = phase.name == sweep.spec.final_phase().name;
-        std::string dir = sweep.path + "/results" + (last ? "" : "/" + phase.name);
+        std::string dir = results_dir(sweep, phase);
         each_result(dir, [&](std::uint64_t index, const std::string& path) {
             if (index >= sweep.tasks) return;
             std::string text;

@@ -4,6 +4,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "sweep/sweep_dir.hpp"
 
@@ -17,8 +18,9 @@ struct ResultScan {
 
 ResultScan scan_results(const SweepDir& sweep);
 
-// exit_code out of one result document, or nullopt if it has none.
-std::optional<long> result_exit_code(const std::string& text);
+// The top-level exit_code of one result document, or nullopt if it has none; a
+// parameter or metric named exit_code is not it.
+std::optional<long> result_exit_code(std::string_view text);
 
 // Slurm array syntax, "3,7,12-15", into indices; throws on anything else.
 std::set<std::uint64_t> parse_index_list(const std::string& text);

@@ -33,17 +33,18 @@ std::vector<std::string> get_words(json_object* o, const char* key) {
 
 }  // namespace
 
-std::pair<std::string, bool> parse_metric_direction(const std::string& text) {
+std::pair<std::string, bool> parse_metric_direction(const std::string& text, std::string_view option) {
+    std::string opt(option);
     std::string name = text;
     bool maximize = false;
     auto colon = text.rfind(':');
     if (colon != std::string::npos) {
         auto dir = text.substr(colon + 1);
-        if (dir != "min" && dir != "max") throw Error("--metric: direction must be min or max, not '" + dir + "'");
+        if (dir != "min" && dir != "max") throw Error(opt + ": direction must be min or max, not '" + dir + "'");
         maximize = dir == "max";
         name.resize(colon);
     }
-    if (name.empty()) throw Error("--metric needs a name, as in --metric loss:min");
+    if (name.empty()) throw Error(opt + " needs a name, as in " + opt + " loss:min");
     return {name, maximize};
 }
 

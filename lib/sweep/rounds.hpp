@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sweep/submit_plan.hpp"
@@ -50,8 +51,9 @@ struct RoundsRecord {
 std::string rounds_json(const RoundsRecord& record);
 RoundsRecord parse_rounds_json(const std::string& text);  // throws aihpc::Error
 
-// "loss", "loss:min", "acc:max" -> name and direction.
-std::pair<std::string, bool> parse_metric_direction(const std::string& text);
+// "loss", "loss:min", "acc:max" -> name and direction (true: maximize); errors name
+// `option` (--metric, --sort).
+std::pair<std::string, bool> parse_metric_direction(const std::string& text, std::string_view option = "--metric");
 
 // SWEEP for round 1, SWEEP/rounds/<r> after.
 std::string round_dir(const std::string& root, std::uint64_t round);

@@ -98,8 +98,6 @@ std::string signal_name(int sig) {
     return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
 }
 
-std::string param_env_name(const std::string& name) { return "AIHPC_PARAM_" + env_name_part(name); }
-
 TaskOutcome execute(const std::vector<std::string>& command, const std::vector<std::pair<std::string, std::string>>& extra_env,
                     const std::string& metrics_file) {
     TaskOutcome out;
@@ -229,17 +227,28 @@ std::vector<std::string> task_command(const SweepSpec& spec, const Phase& phase,
     });
 }
 
+std::string results_dir(const SweepDir& sweep, const Phase& phase) {
+    if (&phase == &sweep.spec.final_phase() || phase.name == sweep.spec.final_phase().name) return sweep.path + "/results";
+    return sweep.path + "/results/" + phase.name;
+}
+
 std::string result_path(const SweepDir& sweep, const Phase& phase, std::uint64_t index) {
-    if (&phase == &sweep.spec.final_phase() || phase.name == sweep.spec.final_phase().name)
-        return sweep.path + "/results/" + std::to_string(index) + ".json";
-    return sweep.path + "/results/" + phase.name + "/" + std::to_string(index) + ".json";
+    return results_dir(sweep, phase) + "/" + std::to_string(index) + ".json";
+}
+
+std::vector<std::pair<std::string, std::string>> task_environment(const TaskRecord& task) {
+    std::vector<std::pair<std::string, std::string>> vars = {{"AIHPC_TASK_INDEX", std::to_string(task.index)},
+                                                             {"AIHPC_TASK_SEED", std::to_string(task.task_seed)}};
+    for (auto& [k, v] : task.params) vars.emplace_back("AIHPC_PARAM_" + env_name_part(k), v.plain);
+    return vars;
 }
 
 std::string result_json(const SweepDir& sweep, const Phase& phase, const TaskRecord& task, const std::vector<std::string>& command,
                         const TaskOutcome& o, const TaskContext& c) {
-    std::string out = "{\"index\":" + std::to_string(task.index) + ",\"phase\":" + json_quote(phase.name) + ",\"params\":" +
-                      task.params_json + ",\"task_seed\":" + std::to_string(task.task_seed) + ",\"exit_code\":" +
-                      std::to_string(o.exit_code);
+    // exit_code right after index: readers that only need it stop there (result_exit_code).
+    std::string out = "{\"index\":" + std::to_string(task.index) + ",\"exit_code\":" + std::to_string(o.exit_code) +
+                      ",\"phase\":" + json_quote(phase.name) + ",\"params\":" + task.params_json +
+                      ",\"task_seed\":" + std::to_string(task.task_seed);
     if (!o.signal.empty()) out += ",\"signal\":" + json_quote(o.signal);
     if (!o.forwarded.empty()) out += ",\"forwarded_signal\":" + json_quote(o.forwarded);
     if (!o.error.empty()) out += ",\"error\":" + json_quote(o.error);
@@ -291,11 +300,8 @@ int run_tasks(const SweepDir& sweep, const RunRequest& request) {
     }
     TaskIndex index(sweep.path);
     TaskContext context = task_context_from_environment();
-    std::string results = sweep.path + "/results";
-    if (phase.name != sweep.spec.final_phase().name) {
-        results += "/" + phase.name;
-        make_directory(results);
-    }
+    std::string results = results_dir(sweep, phase);
+    if (phase.name != sweep.spec.final_phase().name) make_directory(results);
     SignalForwarding forwarding;
     g_signal = 0;
     int status = 0;
@@ -303,10 +309,8 @@ int run_tasks(const SweepDir& sweep, const RunRequest& request) {
         TaskRecord task = index.task(i);
         auto command = task_command(sweep.spec, phase, task);
         std::string metrics = results + "/." + std::to_string(i) + ".metrics." + std::to_string(::getpid());
-        std::vector<std::pair<std::string, std::string>> extra = {
-            {"AIHPC_METRICS_FILE", metrics}, {"AIHPC_SWEEP_DIR", sweep.path},   {"AIHPC_TASK_INDEX", std::to_string(i)},
-            {"AIHPC_TASK_SEED", std::to_string(task.task_seed)},             {"AIHPC_PHASE", phase.name}};
-        for (auto& [k, v] : task.params) extra.emplace_back(param_env_name(k), v.plain);
+        auto extra = task_environment(task);
+        extra.insert(extra.end(), {{"AIHPC_METRICS_FILE", metrics}, {"AIHPC_SWEEP_DIR", sweep.path}, {"AIHPC_PHASE", phase.name}});
         TaskOutcome outcome = execute(command, extra, metrics);
         write_file_atomic(result_path(sweep, phase, i), result_json(sweep, phase, task, command, outcome, context));
         if (outcome.exit_code != 0 && status == 0) status = outcome.exit_code;

@@ -44,8 +44,14 @@ std::vector<std::string> task_command(const SweepSpec& spec, const Phase& phase,
 std::string result_json(const SweepDir& sweep, const Phase& phase, const TaskRecord& task, const std::vector<std::string>& command,
                         const TaskOutcome& outcome, const TaskContext& context);
 
-// results/<index>.json for the last phase, results/<phase>/<index>.json for the others.
+// results/ for the last phase, results/<phase>/ for the others.
+std::string results_dir(const SweepDir& sweep, const Phase& phase);
+// <results_dir>/<index>.json
 std::string result_path(const SweepDir& sweep, const Phase& phase, std::uint64_t index);
+
+// What a task sees of itself in its environment: AIHPC_TASK_INDEX, AIHPC_TASK_SEED and
+// one AIHPC_PARAM_<NAME> per parameter, in that order.
+std::vector<std::pair<std::string, std::string>> task_environment(const TaskRecord& task);
 
 const Phase& find_phase(const SweepSpec& spec, const std::string& name);  // empty: the last
 

@@ -164,6 +164,13 @@ void check_param_name(const std::string& name, const std::string& path) {
             fail(path, "parameter name '" + name + "' may hold only letters, digits, '_', '.' and '-'");
     if (name == "index" || name == "task_seed" || name == "phase")
         fail(path, "'" + name + "' is reserved for the command template");
+    // The top-level fields of a result: a parameter of the same name would be mistaken
+    // for them in results and in collect's table.
+    static constexpr std::string_view result_fields[] = {"exit_code", "signal", "forwarded_signal", "error", "start", "end",
+                                                         "elapsed_s", "node", "job_id", "array_job_id", "array_task_id",
+                                                         "command", "metrics", "provenance", "params"};
+    for (auto field : result_fields)
+        if (name == field) fail(path, "'" + name + "' is a field of every result; give the parameter another name");
 }
 
 struct Parser {
@@ -387,7 +394,14 @@ SweepSpec parse_spec(std::string_view json_text) {
     check_keys(root, "", {"name", "seed", "method", "trials", "axes", "exclude", "command", "slurm", "phases"});
     SweepSpec spec;
     Parser parser;
-    if (auto v = json_member(root, "name")) spec.name = get_string(v, "name");
+    if (auto v = json_member(root, "name")) {
+        spec.name = get_string(v, "name");
+        // It goes into #SBATCH --job-name= lines unquoted.
+        if (spec.name.empty()) fail("name", "is empty");
+        for (char c : spec.name)
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
+                fail("name", "may hold only letters, digits, '_', '-' and '.'");
+    }
     if (auto v = json_member(root, "seed")) spec.seed = get_uint(v, "seed");
     if (auto v = json_member(root, "method")) {
         auto m = get_string(v, "method");

@@ -167,7 +167,7 @@ ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, con
         offsets.maybe_flush();
         ++summary.tasks;
     }
-    summary.excluded = stream.product_size() - summary.tasks;
+    summary.excluded = stream.generated() - summary.tasks;
     if (summary.tasks == 0) throw Error("the sweep has no tasks: every task is excluded");
     lines.commit();
     offsets.commit();

@@ -250,6 +250,37 @@ static void random_method_keeps_repeat_as_a_product(void**) {
     assert_strings(column(p, "repeat"), {"0", "1", "0", "1", "0", "1"});
 }
 
+// The expansion of this spec as first released: draws, picks by index from value lists,
+// union branches with a repeat inside, zip rows and exclusions must keep giving it.
+static void random_sweep_gives_the_recorded_tasks(void**) {
+    auto spec = parse_spec(R"({"seed":7,"method":"random","trials":12,"axes":[{"param":"lr","logspace":[1e-5,1e-2,50]},
+        {"param":"bs","values":[16,32,64]},{"param":"w","range":[0,10,3]},{"zip":{"a":[1,2,3],"b":["x","y","z"]}},
+        {"param":"n","normal":[0,1]},{"param":"k","int":[1,9]},
+        {"union":[{"fixed":{"o":"sgd"},"axes":[{"param":"m","values":[0.9,0.99]},{"repeat":2}]},
+                  {"fixed":{"o":"adam"},"axes":[{"param":"beta","uniform":[0.9,0.999]}]}]}],
+        "exclude":[{"o":"sgd","m":0.9}]})");
+    assert_strings(task_lines(spec), {
+        R"(0 {"lr":0.0004498432668969444,"bs":32,"w":6,"a":1,"b":"x","n":-0.5737459853678684,"k":8,"o":"adam","beta":0.9464746236644168})",
+        R"(1 {"lr":0.0021209508879201904,"bs":16,"w":9,"a":2,"b":"y","n":0.6582463432326655,"k":7,"o":"sgd","m":0.99,"repeat":0})",
+        R"(2 {"lr":0.0021209508879201904,"bs":16,"w":9,"a":2,"b":"y","n":0.6582463432326655,"k":7,"o":"sgd","m":0.99,"repeat":1})",
+        R"(3 {"lr":6.250551925273976e-05,"bs":64,"w":0,"a":1,"b":"x","n":-0.044780630575557305,"k":4,"o":"adam","beta":0.9836851618287266})",
+        R"(4 {"lr":8.286427728546843e-05,"bs":32,"w":3,"a":1,"b":"x","n":1.3430886177955623,"k":3,"o":"adam","beta":0.9560385133170296})",
+        R"(5 {"lr":0.0021209508879201904,"bs":64,"w":9,"a":2,"b":"y","n":-0.11863655758880443,"k":1,"o":"sgd","m":0.99,"repeat":0})",
+        R"(6 {"lr":0.0021209508879201904,"bs":64,"w":9,"a":2,"b":"y","n":-0.11863655758880443,"k":1,"o":"sgd","m":0.99,"repeat":1})",
+        R"(7 {"lr":0.00019306977288832496,"bs":32,"w":9,"a":1,"b":"x","n":-0.11082478004753646,"k":9,"o":"adam","beta":0.9049576659488855})",
+    });
+}
+
+static void random_sweep_counts_excluded_tasks_of_a_repeat_inside_a_union(void**) {
+    TempDir tmp;
+    auto summary = write_sweep_dir(parse_spec(R"({"method":"random","trials":2,
+        "axes":[{"union":[{"fixed":{"o":"a"},"axes":[{"repeat":3}]}]}],"exclude":[{"repeat":0}]})"),
+                                   tmp.path() + "/sweep", Provenance{"test", "2024-01-01T00:00:00+00:00", "abc123"});
+    assert_int_equal(summary.tasks, 4);
+    assert_int_equal(summary.excluded, 2);
+    assert_true(slurp(tmp.path() + "/sweep/sweep.json").find("\"excluded\":2,") != std::string::npos);
+}
+
 // ---- shorthand
 
 static void shorthand_compiles_to_the_same_tasks_as_json(void**) {
@@ -357,6 +388,9 @@ static void bad_specs_name_the_path_into_the_document(void**) {
         {R"({"axes":[{"param":"a","values":[1]}],"slurm":{"pack":0}})", "slurm.pack: must be an integer >= 1"},
         {R"({"axes":[{"param":"a","values":[1]}],"slurm":{"aihpc":["--gpus=1"]}})", "slurm.aihpc[0]: must be an --aihpc-* option"},
         {R"({"axes":[{"param":"index","values":[1]}]})", "'index' is reserved"},
+        {R"({"name":"a b","axes":[{"param":"a","values":[1]}]})", "name: may hold only letters, digits, '_', '-' and '.'"},
+        {R"({"name":"x\n#SBATCH --uid=0","axes":[{"param":"a","values":[1]}]})", "name: may hold only letters"},
+        {R"({"name":"","axes":[{"param":"a","values":[1]}]})", "name: is empty"},
         {R"({"axes":[{"repeat":0}]})", "axes[0].repeat: must be an integer >= 1"},
         {R"({"axes":[]})", "axes: is empty"},
         {R"({"axis":[]})", "unknown key 'axis'"},
@@ -364,6 +398,45 @@ static void bad_specs_name_the_path_into_the_document(void**) {
         {R"({"axes":[{"param":"a","values":[1]}],)", "not valid JSON"},
     };
     for (auto& c : cases) expect_error_containing([&] { parse_spec(c.json); }, c.message);
+}
+
+static void result_field_names_are_not_parameter_names(void**) {
+    struct Case {
+        const char* json;
+        const char* message;
+    } cases[] = {
+        {R"({"axes":[{"param":"exit_code","values":[0,1]}]})", "axes[0].param: 'exit_code' is a field of every result"},
+        {R"({"axes":[{"param":"elapsed_s","values":[1]}]})", "axes[0].param: 'elapsed_s' is a field of every result"},
+        {R"({"axes":[{"param":"a","values":[1]},{"param":"metrics","values":[1]}]})", "axes[1].param: 'metrics' is a field"},
+        {R"({"axes":[{"zip":{"a":[1],"node":[2]}}]})", "'node' is a field of every result"},
+        {R"({"axes":[{"union":[{"fixed":{"job_id":1}}]}]})", "'job_id' is a field of every result"},
+        {R"({"axes":[{"param":"provenance","values":[1]}]})", "'provenance' is a field of every result"},
+        {R"({"axes":[{"param":"params","values":[1]}]})", "'params' is a field of every result"},
+    };
+    for (auto& c : cases) expect_error_containing([&] { parse_spec(c.json); }, c.message);
+}
+
+static void result_exit_code_reads_only_the_top_level_member(void**) {
+    struct Case {
+        const char* text;
+        std::optional<long> code;
+    } cases[] = {
+        {R"({"index":3,"exit_code":7,"phase":"main","params":{"a":1}})", 7},
+        // the layout of results written before exit_code came second
+        {R"({"index":3,"phase":"main","params":{"exit_code":0},"task_seed":1,"exit_code":2,"metrics":{}})", 2},
+        {R"({"index":3,"metrics":{"exit_code":0},"exit_code":4})", 4},
+        {R"({"index":1,"command":["echo \"exit_code\":9"],"exit_code" : 1})", 1},
+        {R"({"index":1,"params":{"exit_code":0},"metrics":{"exit_code":0}})", std::nullopt},
+        {R"({"index":1,"exit_code":"x"})", std::nullopt},
+        {"", std::nullopt},
+    };
+    for (auto& c : cases) {
+        auto got = result_exit_code(c.text);
+        if (got != c.code) {
+            print_error("%s: got %ld, want %ld\n", c.text, got ? *got : -999L, c.code ? *c.code : -999L);
+            fail();
+        }
+    }
 }
 
 static void normalized_spec_parses_back_to_the_same_tasks(void**) {
@@ -780,6 +853,8 @@ int main(void) {
         cmocka_unit_test(adding_an_axis_leaves_other_draws_unchanged),
         cmocka_unit_test(a_different_seed_gives_different_draws),
         cmocka_unit_test(random_method_keeps_repeat_as_a_product),
+        cmocka_unit_test(random_sweep_gives_the_recorded_tasks),
+        cmocka_unit_test(random_sweep_counts_excluded_tasks_of_a_repeat_inside_a_union),
         cmocka_unit_test(shorthand_compiles_to_the_same_tasks_as_json),
         cmocka_unit_test(shorthand_functions_compile_to_their_axis_kinds),
         cmocka_unit_test(shorthand_condition_without_a_declared_key_makes_a_union),
@@ -787,6 +862,8 @@ int main(void) {
         cmocka_unit_test(shorthand_errors_name_the_term),
         cmocka_unit_test(overrides_apply_to_a_json_spec),
         cmocka_unit_test(bad_specs_name_the_path_into_the_document),
+        cmocka_unit_test(result_field_names_are_not_parameter_names),
+        cmocka_unit_test(result_exit_code_reads_only_the_top_level_member),
         cmocka_unit_test(normalized_spec_parses_back_to_the_same_tasks),
         cmocka_unit_test(commands_split_like_a_posix_shell),
         cmocka_unit_test(templates_substitute_inside_words),
