@@ -47,6 +47,10 @@ std::optional<std::uint64_t> parse_uint(std::string_view text) {
     return value;
 }
 
+// Far above any machine's CPU or NUMA count (Linux's NR_CPUS tops out at 8192), and low
+// enough that a hostile "0-N" cannot make a parse build millions of set nodes.
+constexpr std::uint64_t max_list_id = 1u << 16;
+
 std::optional<std::set<unsigned>> parse_id_list(std::string_view text) {
     std::set<unsigned> ids;
     text = trim(text);
@@ -55,7 +59,7 @@ std::optional<std::set<unsigned>> parse_id_list(std::string_view text) {
         std::size_t dash = part.find('-');
         auto first = parse_uint(std::string_view(part).substr(0, dash));
         auto last = dash == std::string::npos ? first : parse_uint(std::string_view(part).substr(dash + 1));
-        if (!first || !last || *first > *last || *last > 1u << 20) return std::nullopt;
+        if (!first || !last || *first > *last || *last >= max_list_id) return std::nullopt;
         for (auto id = *first; id <= *last; ++id) ids.insert(static_cast<unsigned>(id));
     }
     return ids;

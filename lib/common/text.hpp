@@ -18,7 +18,7 @@ bool ends_with(std::string_view text, std::string_view suffix);
 // Unsigned decimal, whole string, no sign, no overflow.
 std::optional<std::uint64_t> parse_uint(std::string_view text);
 
-// Linux list syntax ("0-3,8,10-11"), as in cpuset and Cpus_allowed_list.
+// Linux list syntax ("0-3,8,10-11"), as in cpuset and Cpus_allowed_list; ids below 65536.
 std::optional<std::set<unsigned>> parse_id_list(std::string_view text);
 std::string format_id_list(const std::set<unsigned>& ids);
 

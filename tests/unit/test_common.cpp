@@ -14,6 +14,7 @@
 #include "common/child_process.hpp"
 #include "common/json.hpp"
 #include "common/paths.hpp"
+#include "common/text.hpp"
 #include "common/user_process.hpp"
 #include "temp_dir.hpp"
 
@@ -34,6 +35,18 @@ bool skip_unless_root() {
 }  // namespace
 
 // ---- JSON
+
+static void id_lists_parse_ranges_and_refuse_huge_or_reversed_ones(void**) {
+    auto ids = aihpc::parse_id_list("0-3,8,10-11");
+    assert_true(ids.has_value());
+    assert_string_equal(aihpc::format_id_list(*ids).c_str(), "0-3,8,10-11");
+    assert_true(aihpc::parse_id_list("65535").has_value());
+    // A hostile range must not build millions of entries.
+    assert_false(aihpc::parse_id_list("0-4294967295").has_value());
+    assert_false(aihpc::parse_id_list("65536").has_value());
+    assert_false(aihpc::parse_id_list("5-3").has_value());
+    assert_false(aihpc::parse_id_list("1,,2").has_value());
+}
 
 static void json_quote_escapes_what_json_requires(void**) {
     struct Case {
@@ -248,6 +261,7 @@ static void a_child_whose_status_cannot_be_read_never_counts_as_a_success(void**
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(id_lists_parse_ranges_and_refuse_huge_or_reversed_ones),
         cmocka_unit_test(json_quote_escapes_what_json_requires),
         cmocka_unit_test(json_quote_or_null_is_null_for_empty_text),
         cmocka_unit_test(json_string_array_quotes_each_word),
