@@ -1,5 +1,6 @@
 #include "config/site_config.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <set>
@@ -82,6 +83,25 @@ SizeLimit parse_size_limit(const std::string& what, const std::string& text) {
     return limit;
 }
 
+unsigned parse_duration(const std::string& what, const std::string& text) {
+    std::string number = text;
+    unsigned scale = 1;
+    if (!number.empty()) {
+        switch (number.back()) {
+        case 's': number.pop_back(); break;
+        case 'm': scale = 60; number.pop_back(); break;
+        case 'h': scale = 3600; number.pop_back(); break;
+        case 'd': scale = 86400; number.pop_back(); break;
+        default: break;
+        }
+    }
+    auto value = parse_uint(number);
+    constexpr std::uint64_t longest = 30ull * 86400;
+    if (!value || *value == 0 || *value > longest / scale)
+        bad_key(what, "'" + text + "' is not a duration from 1s to 30d (a number with s, m, h or d)");
+    return static_cast<unsigned>(*value * scale);
+}
+
 std::string SiteConfig::local_root_for(const std::string& node_name) const {
     std::string out;
     for (std::size_t i = 0; i < local_root.size(); ++i) {
@@ -98,6 +118,12 @@ std::string SiteConfig::local_root_for(const std::string& node_name) const {
 std::uint64_t SiteConfig::cache_low_bytes(std::uint64_t filesystem_bytes) const {
     if (cache_low) return cache_low->resolve(filesystem_bytes);
     return cache_max.resolve(filesystem_bytes) / 10 * 9;
+}
+
+std::uint64_t SiteConfig::cache_user_max_bytes(std::uint64_t filesystem_bytes) const {
+    std::uint64_t whole = cache_max.resolve(filesystem_bytes);
+    if (!cache_user_max) return whole;
+    return std::min(whole, cache_user_max->resolve(filesystem_bytes));
 }
 
 const std::vector<std::string>& known_runtimes() {
@@ -123,6 +149,14 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
             site.cache_max = parse_size_limit(key, value);
         } else if (key == "cache_low") {
             site.cache_low = parse_size_limit(key, value);
+        } else if (key == "cache_user_max") {
+            site.cache_user_max = parse_size_limit(key, value);
+        } else if (key == "stage_timeout") {
+            site.stage_timeout_s = parse_duration(key, value);
+        } else if (key == "keep_failed_days") {
+            auto n = parse_uint(value);
+            if (!n || *n > 3650) bad_key(key, "'" + value + "' is not a number of days from 0 to 3650");
+            site.keep_failed_days = static_cast<unsigned>(*n);
         } else if (key == "stage_allow") {
             site.stage_allow = parse_dir_list(key, value, true);
         } else if (key == "stage_threads") {
@@ -156,7 +190,8 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
             site.dist_default = value == "torch" ? DistKind::torch : DistKind::none;
         } else {
             throw Error("unknown site key '" + key +
-                        "'; known keys: local_root, cache_max, cache_low, stage_allow, stage_threads, "
+                        "'; known keys: local_root, cache_max, cache_low, cache_user_max, stage_allow, stage_threads, "
+                        "stage_timeout, keep_failed_days, "
                         "container_runtimes, container_default, image_allow, registry, runtime_path, "
                         "bind_default, dist_default");
         }

@@ -22,10 +22,17 @@ struct SizeLimit {
 // "80%", "512M", "2G", "1T", "4096". Throws aihpc::Error naming `what`.
 SizeLimit parse_size_limit(const std::string& what, const std::string& text);
 
+// "90", "90s", "15m", "1h", "2d": a duration in seconds, from 1 s to 30 days. Throws
+// aihpc::Error naming `what`.
+unsigned parse_duration(const std::string& what, const std::string& text);
+
 struct SiteConfig {
-    std::string local_root = "/tmp/aihpc";          // may contain %n
+    std::string local_root = "/var/lib/aihpc";      // may contain %n; root-owned, see aihpc(8)
     SizeLimit cache_max;                            // 50%
     std::optional<SizeLimit> cache_low;             // default: 90% of cache_max
+    std::optional<SizeLimit> cache_user_max;        // one user's share; default: cache_max
+    unsigned stage_timeout_s = 3600;                // a stage-in or stage-out is killed after this
+    unsigned keep_failed_days = 7;                  // a stage dir kept after a failed stage-out expires
     std::vector<std::string> stage_allow;           // empty: anything the user can read
     unsigned stage_threads = 0;                     // 0: allowed CPUs, at most 16
     std::vector<std::string> container_runtimes;    // empty: all found on runtime_path
@@ -40,6 +47,8 @@ struct SiteConfig {
     std::string local_root_for(const std::string& node_name) const;
     // cache_low in bytes for a file system of the given size.
     std::uint64_t cache_low_bytes(std::uint64_t filesystem_bytes) const;
+    // cache_user_max in bytes, never above cache_max.
+    std::uint64_t cache_user_max_bytes(std::uint64_t filesystem_bytes) const;
 };
 
 // The runtimes aihpc knows, in the order container_default falls back to.
