@@ -166,7 +166,10 @@ static void option_table_names_env_vars(void**) {
 
 static void site_defaults(void**) {
     SiteConfig site = parse_site_config({});
-    assert_string_equal(site.local_root.c_str(), "/tmp/aihpc");
+    assert_string_equal(site.local_root.c_str(), "/var/lib/aihpc");
+    assert_int_equal(site.stage_timeout_s, 3600);
+    assert_int_equal(site.keep_failed_days, 7);
+    assert_int_equal(site.cache_user_max_bytes(1000), 500);
     assert_true(site.cache_max.is_percent);
     assert_int_equal(site.cache_max.resolve(1000), 500);
     assert_int_equal(site.cache_low_bytes(1000), 450);
@@ -180,7 +183,11 @@ static void site_every_key_good_value(void**) {
                                          "stage_allow=/datasets:/scratch/", "stage_threads=8",
                                          "container_runtimes=charliecloud,podman", "container_default=podman",
                                          "image_allow=/images", "registry=yes", "runtime_path=/usr/bin:/opt/bin",
-                                         "bind_default=auto", "dist_default=torch"});
+                                         "bind_default=auto", "dist_default=torch", "cache_user_max=1G",
+                                         "stage_timeout=15m", "keep_failed_days=0"});
+    assert_int_equal(site.cache_user_max_bytes(0), 1ull << 30);
+    assert_int_equal(site.stage_timeout_s, 900);
+    assert_int_equal(site.keep_failed_days, 0);
     assert_string_equal(site.local_root_for("n1").c_str(), "/local/n1/aihpc");
     assert_int_equal(site.cache_max.bytes, 2ull << 30);
     assert_int_equal(site.cache_low_bytes(0), 1ull << 30);
@@ -212,6 +219,11 @@ static void site_bad_values_name_the_key(void**) {
         {"local_root=relative", "site key local_root"},
         {"local_root=/a/../b", "site key local_root"},
         {"cache_max=lots", "site key cache_max"},
+        {"stage_timeout=0", "site key stage_timeout"},
+        {"stage_timeout=1w", "site key stage_timeout"},
+        {"stage_timeout=31d", "site key stage_timeout"},
+        {"keep_failed_days=-1", "site key keep_failed_days"},
+        {"cache_user_max=big", "site key cache_user_max"},
         {"cache_low=2G", "site key cache_low"},  // above the cache_max given below
         {"stage_allow=data", "site key stage_allow"},
         {"stage_threads=0", "site key stage_threads"},
