@@ -13,8 +13,8 @@ namespace aihpc::plugin {
 // ---- staging (stage_step.cpp)
 // local/allocator, as the submitting user: sources exist, readable, under stage_allow.
 void stage_check_at_submit(const config::UserOptions& options, const config::SiteConfig& site);
-// remote user_init, euid = user (stage as the user in a forked child): stage in, once
-// per node per job; fills what stage_task_init exports.
+// remote user_init, euid = user (aihpc-node stages as the user): stage in, once per
+// node per job; fills what stage_task_init exports.
 void stage_user_init(const Spank& spank, PluginState& st);
 // remote task_init, as the user, in the task: AIHPC_STAGE_DIR, AIHPC_DATA_*, ...
 void stage_task_init(const Spank& spank, PluginState& st);
@@ -23,7 +23,7 @@ void stage_task_exit(const Spank& spank, PluginState& st);
 // remote, any hook after user_init: whether this step has a stage dir on this node.
 bool stage_step_active();
 // job_script epilog, as root: remove private copies and the job's stage dir.
-void stage_job_epilog(const Spank& spank, const config::SiteConfig& site);
+void stage_job_epilog(const Spank& spank, PluginState& st);
 
 // ---- affinity and distributed-training env (bind_step.cpp)
 void bind_step_init(const Spank& spank, PluginState& st);   // remote init_post_opt, root: topology

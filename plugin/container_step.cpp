@@ -25,12 +25,10 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/text.hpp"
-#include "container/digest.hpp"
-#include "container/digest_cache.hpp"
 #include "container/image.hpp"
 #include "container/launch.hpp"
 #include "plugin/capabilities.hpp"
-#include "stage/node_layout.hpp"
+#include "plugin/node_work.hpp"
 
 namespace aihpc::plugin {
 
@@ -49,18 +47,6 @@ struct StepContainer {
 
 std::optional<StepContainer>& step_container() {
     static std::optional<StepContainer> value;
-    return value;
-}
-
-// The user's digests directory (LOCAL_ROOT/cache/<uid>/digests), or why there is none:
-// root makes cache/<uid> in init_post_opt, the user makes digests/ below it.
-struct DigestCachePlace {
-    std::string dir;
-    std::string problem;
-};
-
-DigestCachePlace& digest_cache_place() {
-    static DigestCachePlace value;
     return value;
 }
 
@@ -115,25 +101,7 @@ void container_check_at_submit(const config::UserOptions& options, const config:
     container::check_image(options.container, site, base, [](container::Runtime) { return true; });
 }
 
-void container_step_init(const Spank& /*spank*/, PluginState& st) {
-    DigestCachePlace& place = digest_cache_place();
-    place = {};
-    if (!runs_inside(st)) return;
-    const StepInfo& step = st.step;
-    std::string local_root = st.site.local_root_for(step.node_name);
-    std::string user_dir = stage::job_layout(local_root, step.job_id, step.uid).cache_dir;
-    // Only the directories: the image is read later, as the user, so that the user's
-    // read permission decides. Without them the digest is computed, never refused.
-    try {
-        if (step.uid == 0) throw Error("root's steps keep no digest cache");
-        UniqueFd root = stage::open_local_root(local_root, true);
-        UniqueFd cache = stage::root_dir_at(root.get(), "cache", local_root + "/cache");
-        stage::user_dir_at(cache.get(), std::to_string(step.uid), step.uid, step.gid, user_dir);
-        place.dir = user_dir + "/digests";
-    } catch (const Error& e) {
-        place.problem = e.what();
-    }
-}
+void container_step_init(const Spank& /*spank*/, PluginState& /*st*/) {}
 
 void container_user_init(const Spank& /*spank*/, PluginState& st) {
     step_container().reset();
@@ -153,10 +121,23 @@ void container_user_init(const Spank& /*spank*/, PluginState& st) {
                     (st.site.runtime_path.empty() ? "slurmd's PATH " : "runtime_path=") + join(dirs, ":") +
                     "; ask the site to install it, or name another runtime as RUNTIME:IMAGE");
     sc.program = *found;
-    container::DigestCacheSettings cache;
-    cache.dir = digest_cache_place().dir;
-    auto [digest, origin] = container::image_digest(sc.image, cache, digest_cache_place().problem);
-    sc.digest = std::move(digest);
+    // The image is read by aihpc-node as the user, so that the user's read permission
+    // decides and a FIFO or a slow file system stalls the helper, never slurmstepd.
+    // Root first makes the user's cache directory, where the digest is remembered; a
+    // staging step has made it already.
+    std::string origin;
+    if (st.step.uid != 0 && !stage_step_active()) {
+        try {
+            node_work(st, "prepare", RunAs::root);
+        } catch (const HelperFailed& e) {
+            if (e.timed_out()) throw;
+            origin = std::string("no digest cache: ") + e.what();
+        }
+    }
+    HelperOutcome digest = node_work(st, "digest", RunAs::user, origin.empty() ? "" : "\"no_cache\":true");
+    std::size_t newline = digest.result.find('\n');
+    sc.digest = digest.result.substr(0, newline);
+    if (origin.empty() && newline != std::string::npos) origin = digest.result.substr(newline + 1);
     sc.launcher = find_launcher();
     st.note("container: " + std::string(container::runtime_name(sc.image.runtime)) + " " + sc.image.location + " " +
             sc.digest + " (" + origin + ")");

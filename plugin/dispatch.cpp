@@ -87,7 +87,8 @@ int slurm_spank_init(spank_t sp, int ac, char** av) {
     // Only srun and sbatch may fail here; on a node an error is kept for task_init.
     return guarded("init", fails_at_submit(spank) ? OnError::fail : (remote ? OnError::defer : OnError::log), [&] {
         try {
-            state().site = aihpc::config::parse_site_config(to_args(ac, av));
+            state().site_args = to_args(ac, av);
+            state().site = aihpc::config::parse_site_config(state().site_args);
         } catch (const aihpc::Error& e) {
             std::string message = std::string("plugstack.conf: ") + e.what();
             if (remote) {
@@ -153,7 +154,8 @@ int slurm_spank_task_exit(spank_t sp, int, char**) {
 int slurm_spank_job_epilog(spank_t sp, int ac, char** av) {
     Spank spank(sp);
     guarded("job_epilog", OnError::log, [&] {
-        state().site = aihpc::config::parse_site_config(to_args(ac, av));
+        state().site_args = to_args(ac, av);
+        state().site = aihpc::config::parse_site_config(state().site_args);
         job_epilog(spank);
         return 0;
     });

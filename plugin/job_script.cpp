@@ -6,6 +6,6 @@
 
 namespace aihpc::plugin {
 
-void job_epilog(const Spank& spank) { stage_job_epilog(spank, state().site); }
+void job_epilog(const Spank& spank) { stage_job_epilog(spank, state()); }
 
 }  // namespace aihpc::plugin

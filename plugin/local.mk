@@ -5,9 +5,13 @@ plugin_aihpc_la_SOURCES = \
 	plugin/plugin_state.cpp plugin/plugin_state.hpp \
 	plugin/options.cpp plugin/options.hpp \
 	plugin/submit.cpp plugin/capabilities.hpp \
+	plugin/node_work.cpp plugin/node_work.hpp \
 	plugin/stage_step.cpp plugin/bind_step.cpp plugin/container_step.cpp \
 	plugin/slurmstepd.cpp \
 	plugin/job_script.cpp
+# aihpc-node is installed where the plugin looks for it; in the build tree the plugin
+# finds tools/aihpc-node beside plugin/.libs/aihpc.so.
+plugin_aihpc_la_CPPFLAGS = $(AM_CPPFLAGS) -DAIHPC_NODE_PATH='"$(pkglibexecdir)/aihpc-node"'
 plugin_aihpc_la_LIBADD = $(plugin_module_libs) lib/libaihpc.la
 plugin_aihpc_la_LDFLAGS = -module -avoid-version -shared \
 	-Wl,--version-script=$(srcdir)/plugin/aihpc.lds

@@ -26,10 +26,14 @@ struct StepInfo {
     std::string submit_dir;
     std::string step_cores;   // S_STEP_ALLOC_CORES, list syntax
     bool is_batch_step = false;
+    // Slurm gave the job id, uid and gid. Without them aihpc acts for nobody: it never
+    // falls back to 0, which would be root's.
+    bool identified = false;
 };
 
 struct PluginState {
     config::SiteConfig site;
+    std::vector<std::string> site_args;         // as plugstack.conf gave them, for aihpc-node
     std::optional<std::string> site_error;      // a bad site key, kept in remote context
     config::RawOptions raw_options;             // as the option callbacks stored them
     config::UserOptions options;

@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 #include "common/error.hpp"
 #include "plugin/capabilities.hpp"
@@ -25,10 +26,14 @@ constexpr std::uint32_t batch_step_id = 0xfffffffb;
 
 StepInfo read_step(const Spank& spank) {
     StepInfo step;
-    step.job_id = spank.u32(S_JOB_ID).value_or(0);
-    step.step_id = spank.u32(S_JOB_STEPID).value_or(0);
-    step.uid = spank.uid().value_or(0);
-    step.gid = spank.gid().value_or(0);
+    std::optional<std::uint32_t> job = spank.u32(S_JOB_ID), step_id = spank.u32(S_JOB_STEPID);
+    std::optional<uid_t> uid = spank.uid();
+    std::optional<gid_t> gid = spank.gid();
+    step.identified = job && *job != 0 && step_id && uid && gid;
+    step.job_id = job.value_or(0);
+    step.step_id = step_id.value_or(0);
+    step.uid = uid.value_or(static_cast<uid_t>(-1));
+    step.gid = gid.value_or(static_cast<gid_t>(-1));
     step.groups = spank.supplementary_gids();
     step.node_count = spank.u32(S_JOB_NNODES).value_or(1);
     step.node_index = spank.u32(S_JOB_NODEID).value_or(0);

@@ -1,3 +1,8 @@
 # The tools link lib/ statically (a convenience library), so the build tree holds real
 # executables, not libtool wrappers.
 tool_libs = lib/libaihpc.la
+
+# aihpc-node: the node work the plugin runs out of slurmstepd (fork, then exec at once).
+pkglibexec_PROGRAMS += tools/aihpc-node
+tools_aihpc_node_SOURCES = tools/aihpc-node.cpp
+tools_aihpc_node_LDADD = lib/stage/libaihpc_stage.la lib/container/libaihpc_container.la $(tool_libs)

@@ -28,6 +28,9 @@ public:
     // Waits until the child ends; returns its waitpid() status (WIFEXITED, ...), or exit
     // code 255 when the status cannot be read, so that never passes for a success.
     int wait() noexcept;
+    // The owner has reaped the child itself, or gives up on a child stuck in the kernel:
+    // the destructor then neither kills nor waits.
+    void forget() noexcept { pid_ = -1; }
 
 private:
     pid_t pid_;

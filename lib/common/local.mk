@@ -3,6 +3,7 @@ lib_libaihpc_la_SOURCES += \
 	lib/common/error.cpp lib/common/error.hpp \
 	lib/common/fd.hpp \
 	lib/common/json.cpp lib/common/json.hpp \
+	lib/common/node_helper.cpp lib/common/node_helper.hpp \
 	lib/common/paths.cpp lib/common/paths.hpp \
 	lib/common/text.cpp lib/common/text.hpp \
 	lib/common/user_process.cpp lib/common/user_process.hpp

@@ -1,10 +1,14 @@
 #include "common/paths.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 
 #include "common/error.hpp"
+#include "common/fd.hpp"
 #include "common/text.hpp"
 
 namespace aihpc {
@@ -26,6 +30,64 @@ void make_directories(const std::string& path, mode_t mode, std::string_view wha
 bool path_exists(const std::string& path) {
     struct stat st {};
     return ::stat(path.c_str(), &st) == 0;
+}
+
+std::vector<std::string> helper_program_candidates(const std::string& plugin_path, const std::string& name,
+                                                   const std::string& installed_path) {
+    std::vector<std::string> out;
+    std::size_t slash = plugin_path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : plugin_path.substr(0, slash);
+    if (dir.ends_with("/.libs")) out.push_back(dir + "/../../tools/" + name);
+    else if (dir.ends_with("/plugin")) out.push_back(dir + "/../tools/" + name);
+    if (!installed_path.empty()) out.push_back(installed_path);
+    return out;
+}
+
+namespace {
+
+std::string mode_octal(mode_t mode) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+    return buf;
+}
+
+// Root-owned and writable by no one else; `below_sticky`: the parent is a sticky
+// world-writable directory, which protects only what root owns.
+void check_trusted(int fd, const std::string& shown, std::string_view what) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw_errno("cannot stat " + shown);
+    bool sticky_shared = (st.st_mode & S_ISVTX) && st.st_uid == 0;
+    if (st.st_uid != 0 || ((st.st_mode & 022) && !sticky_shared))
+        throw Error(std::string(what) + ": " + shown + " must be owned by root and writable by no one else (it is uid " +
+                    std::to_string(st.st_uid) + ", mode " + mode_octal(st.st_mode) +
+                    "); aihpc refuses to act until an administrator fixes it");
+}
+
+}  // namespace
+
+int open_root_owned_dir(const std::string& path, bool create, mode_t mode, std::string_view what) {
+    if (!path.starts_with('/')) throw Error(std::string(what) + ": " + path + " is not an absolute path");
+    UniqueFd dir(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) throw_errno("cannot open /");
+    check_trusted(dir.get(), "/", what);
+    std::string shown;
+    for (const std::string& part : split(path, '/')) {
+        if (part.empty() || part == ".") continue;
+        if (part == "..") throw Error(std::string(what) + ": " + path + " must not contain '..'");
+        shown += "/" + part;
+        if (create && ::mkdirat(dir.get(), part.c_str(), mode) != 0 && errno != EEXIST)
+            throw_errno("cannot create " + std::string(what) + " " + shown);
+        UniqueFd next(::openat(dir.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!next) {
+            if (errno == ELOOP || errno == ENOTDIR)
+                throw Error(std::string(what) + ": " + shown + " is not a directory (a symbolic link or a file); aihpc " +
+                            "refuses to act until an administrator fixes it");
+            throw_errno("cannot open " + std::string(what) + " " + shown);
+        }
+        check_trusted(next.get(), shown, what);
+        dir = std::move(next);
+    }
+    return dir.release();
 }
 
 }  // namespace aihpc

@@ -14,15 +14,6 @@
 
 namespace aihpc::stage {
 
-namespace {
-
-std::string mode_text(mode_t mode) {
-    char text[8];
-    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
-    return text;
-}
-
-}  // namespace
 
 JobLayout job_layout(const std::string& local_root, std::uint32_t job_id, uid_t uid) {
     JobLayout layout;
@@ -70,15 +61,7 @@ std::vector<JobItem> parse_job_items(const std::string& text) {
 bool is_root_private(const struct stat& st) { return S_ISDIR(st.st_mode) && st.st_uid == 0 && (st.st_mode & 022) == 0; }
 
 UniqueFd open_local_root(const std::string& local_root, bool create) {
-    if (create) make_directories(local_root, 0755, "local_root");
-    UniqueFd root(::open(local_root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!root) throw_errno("cannot open local_root " + local_root);
-    struct stat st {};
-    if (::fstat(root.get(), &st) != 0) throw_errno("cannot stat local_root " + local_root);
-    if (!is_root_private(st))
-        throw Error("local_root " + local_root + " must be owned by root and writable by no one else (it is uid " +
-                    std::to_string(st.st_uid) + ", mode " + mode_text(st.st_mode) + "); ask the administrators to fix it");
-    return root;
+    return UniqueFd(open_root_owned_dir(local_root, create, 0755, "local_root"));
 }
 
 UniqueFd root_dir_at(int parent_fd, const std::string& name, const std::string& shown_path) {

@@ -1,0 +1,430 @@
+#include "common/node_helper.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/child_process.hpp"
+#include "common/text.hpp"
+
+namespace aihpc {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// ---- records on the result socket: a kind, the length in decimal, ':', the text
+
+void write_all(int fd, std::string_view bytes) noexcept {
+    while (!bytes.empty()) {
+        ssize_t n = ::write(fd, bytes.data(), bytes.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;  // the parent is gone: nobody is left to tell
+        bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+}
+
+void write_record(int fd, char kind, std::string_view text) noexcept {
+    try {
+        std::string record = kind + std::to_string(text.size()) + ":";
+        record.append(text);
+        write_all(fd, record);
+    } catch (...) {
+        // Out of memory while reporting: the exit status still tells the parent.
+    }
+}
+
+struct Records {
+    std::vector<std::string> notes;
+    std::string result;
+    std::string error;
+    bool has_error = false;
+};
+
+// Complete records are taken off the front of `text`; an unfinished one stays.
+void take_records(std::string& text, Records& out) {
+    std::size_t at = 0;
+    while (text.size() - at > 2) {
+        char kind = text[at];
+        std::size_t colon = text.find(':', at);
+        if (colon == std::string::npos || colon - at > 12) break;
+        std::size_t length = 0;
+        for (std::size_t i = at + 1; i < colon; ++i) {
+            if (text[i] < '0' || text[i] > '9') {
+                text.clear();  // not our protocol: drop it rather than misread it
+                return;
+            }
+            length = length * 10 + static_cast<std::size_t>(text[i] - '0');
+        }
+        if (text.size() - colon - 1 < length) break;
+        std::string body = text.substr(colon + 1, length);
+        at = colon + 1 + length;
+        if (kind == 'N') out.notes.push_back(std::move(body));
+        else if (kind == 'R') out.result = std::move(body);
+        else if (kind == 'E') { out.error = std::move(body); out.has_error = true; }
+    }
+    text.erase(0, at);
+}
+
+// ---- the child, between fork and exec: async-signal-safe calls only
+
+// A failure before the exec: "cannot <what>: <errno number>" on the result socket. No
+// strerror, no allocation: neither is async-signal-safe.
+[[noreturn]] void child_fail(const char* what) noexcept {
+    int err = errno;
+    char buf[200];
+    std::size_t n = 0;
+    auto put = [&](const char* s) { while (*s && n < sizeof buf - 16) buf[n++] = *s++; };
+    put("cannot ");
+    put(what);
+    put(" (errno ");
+    char digits[12];
+    int d = 0;
+    unsigned v = static_cast<unsigned>(err);
+    do { digits[d++] = static_cast<char>('0' + v % 10); v /= 10; } while (v && d < 11);
+    while (d) buf[n++] = digits[--d];
+    buf[n++] = ')';
+    // The record header: 'E', the length, ':'.
+    char header[16];
+    std::size_t h = 0;
+    header[h++] = 'E';
+    d = 0;
+    v = static_cast<unsigned>(n);
+    do { digits[d++] = static_cast<char>('0' + v % 10); v /= 10; } while (v && d < 11);
+    while (d) header[h++] = digits[--d];
+    header[h++] = ':';
+    (void)!::write(helper_result_fd, header, h);
+    (void)!::write(helper_result_fd, buf, n);
+    ::_exit(127);
+}
+
+struct ChildPlan {
+    const char* program;
+    char* const* argv;
+    char* const* envp;
+    int devnull, request_read, result_child, output_write;
+    int max_fd;
+    pid_t parent;
+    bool as_user;
+    uid_t uid;
+    gid_t gid;
+    const gid_t* groups;
+    std::size_t group_count;
+};
+
+[[noreturn]] void child_exec(const ChildPlan& p) noexcept {
+    // Signals: an empty mask and default actions, since both survive exec.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig)
+        if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+
+    // The descriptors first, so that a later failure reaches the parent on fd 4. All of
+    // the parent's ends were moved above 9 before the fork, so no dup2 overwrites another.
+    if (::dup2(p.result_child, helper_result_fd) < 0) ::_exit(127);
+    if (::dup2(p.devnull, 0) < 0 || ::dup2(p.output_write, 1) < 0 || ::dup2(p.output_write, 2) < 0 ||
+        ::dup2(p.request_read, helper_request_fd) < 0)
+        child_fail("set up the helper's descriptors");
+    if (::syscall(SYS_close_range, 5u, ~0u, 0u) != 0)
+        for (int fd = 5; fd <= p.max_fd; ++fd) ::close(fd);
+
+    if (::setpgid(0, 0) != 0) child_fail("start a process group for the helper");
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail("set the helper's parent-death signal");
+    if (::getppid() != p.parent) ::_exit(127);  // the parent died before the line above
+
+    // Back to root wholly (user_init runs with euid = the user, saved uid 0), then, for
+    // the user's work, down to the user for good.
+    if (::setresuid(static_cast<uid_t>(-1), 0, static_cast<uid_t>(-1)) != 0) child_fail("regain root for the helper");
+    int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (oom >= 0) {
+        (void)!::write(oom, "0", 1);
+        ::close(oom);
+    }
+    if (p.as_user) {
+        if (::setgroups(p.group_count, p.groups) != 0) child_fail("set the job's supplementary groups");
+        if (::setresgid(p.gid, p.gid, p.gid) != 0) child_fail("set the job's gid");
+        if (::setresuid(p.uid, p.uid, p.uid) != 0) child_fail("set the job's uid");
+        // Checked rather than trusted: a half-done drop must not go on as root.
+        uid_t r, e, s;
+        gid_t gr, ge, gs;
+        if (::getresuid(&r, &e, &s) != 0 || r != p.uid || e != p.uid || s != p.uid || ::getresgid(&gr, &ge, &gs) != 0 ||
+            gr != p.gid || ge != p.gid || gs != p.gid) {
+            errno = EPERM;
+            child_fail("drop to the job's user");
+        }
+    } else {
+        if (::setresuid(0, 0, 0) != 0 || ::setgroups(0, nullptr) != 0 || ::setresgid(0, 0, 0) != 0)
+            child_fail("become root for the helper");
+    }
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail("set no_new_privs for the helper");
+    ::execve(p.program, p.argv, p.envp);
+    child_fail("execute the helper");
+}
+
+// Moves an fd to 10 or above, close-on-exec, so that the child's dup2 calls onto 0-4
+// never overwrite one of the descriptors it still needs.
+UniqueFd high_fd(int fd) {
+    UniqueFd original(fd);
+    int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    if (moved < 0) throw_errno("cannot prepare the helper's descriptors");
+    return UniqueFd(moved);
+}
+
+void set_nonblocking(int fd) {
+    int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) throw_errno("cannot prepare the helper's pipes");
+}
+
+std::string how_it_ended(int status) {
+    if (WIFSIGNALED(status)) return std::string("killed by ") + strsignal(WTERMSIG(status));
+    if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+    return "status " + std::to_string(status);
+}
+
+std::string seconds_text(std::chrono::milliseconds ms) {
+    if (ms.count() % 1000 == 0) return std::to_string(ms.count() / 1000) + "s";
+    return std::to_string(ms.count()) + "ms";
+}
+
+// Receives what the socket holds now: bytes into `text`, descriptors into `fds`.
+// Returns false at end of stream.
+bool receive(int fd, std::string& text, std::vector<UniqueFd>& fds) {
+    char data[8192];
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 64)];
+    struct iovec iov = {data, sizeof data};
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0) return errno == EINTR || errno == EAGAIN;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const unsigned char* at = CMSG_DATA(c);
+        for (std::size_t i = 0; i < count; ++i) {
+            int received;
+            std::memcpy(&received, at + i * sizeof(int), sizeof(int));
+            fds.emplace_back(received);
+        }
+    }
+    text.append(data, static_cast<std::size_t>(n));
+    return n > 0;
+}
+
+}  // namespace
+
+// ---- OutputTail
+
+void OutputTail::append(std::string_view bytes) {
+    for (char c : bytes) {
+        if (c == '\n') {
+            if (!partial_.empty()) kept_.push_back(std::move(partial_));
+            partial_.clear();
+            if (kept_.size() > lines_) kept_.erase(kept_.begin());
+        } else if (partial_.size() < line_bytes_) {
+            partial_ += (c == '\t' || (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f)) ? c : '?';
+        }
+    }
+}
+
+std::string OutputTail::text() const {
+    std::vector<std::string> all = kept_;
+    if (!partial_.empty()) all.push_back(partial_);
+    if (all.size() > lines_) all.erase(all.begin(), all.end() - static_cast<std::ptrdiff_t>(lines_));
+    return join(all, " | ");
+}
+
+// ---- HelperChannel
+
+void HelperChannel::note(std::string_view text) const noexcept { write_record(fd_, 'N', text); }
+void HelperChannel::error(std::string_view text) const noexcept { write_record(fd_, 'E', text); }
+void HelperChannel::result(std::string_view text) const noexcept { write_record(fd_, 'R', text); }
+
+void HelperChannel::send_fds(const std::vector<int>& fds) const {
+    for (std::size_t at = 0; at < fds.size(); at += 64) {
+        std::size_t count = std::min<std::size_t>(64, fds.size() - at);
+        char marker = 'F';
+        struct iovec iov = {&marker, 1};
+        alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 64)] = {};
+        struct msghdr msg {};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+        struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+        std::memcpy(CMSG_DATA(c), fds.data() + at, sizeof(int) * count);
+        while (::sendmsg(fd_, &msg, 0) < 0)
+            if (errno != EINTR) throw_errno("cannot hand descriptors to slurmstepd");
+        // The marker byte is no record: "F0:" keeps the stream in step.
+        write_all(fd_, "0:");
+    }
+}
+
+std::string read_helper_request(std::size_t limit) {
+    std::string text;
+    char buf[8192];
+    while (true) {
+        ssize_t n = ::read(helper_request_fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("cannot read the request from slurmstepd on fd 3");
+        if (n == 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+        if (text.size() > limit) throw Error("the request from slurmstepd is larger than " + std::to_string(limit) + " bytes");
+    }
+    return text;
+}
+
+// ---- run_helper
+
+HelperOutcome run_helper(const HelperRun& run) {
+    // Everything the child needs is made here, before the fork: it may not allocate.
+    std::vector<std::string> words;
+    words.push_back(run.program);
+    words.insert(words.end(), run.args.begin(), run.args.end());
+    std::vector<char*> argv;
+    for (std::string& w : words) argv.push_back(w.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
+    std::vector<char*> envp;
+    for (std::string& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+
+    int request_pipe[2], output_pipe[2], sockets[2];
+    if (::pipe2(request_pipe, O_CLOEXEC) != 0) throw_errno("cannot create the " + run.purpose + " helper's request pipe");
+    UniqueFd request_read = high_fd(request_pipe[0]), request_write = high_fd(request_pipe[1]);
+    if (::pipe2(output_pipe, O_CLOEXEC) != 0) throw_errno("cannot create the " + run.purpose + " helper's output pipe");
+    UniqueFd output_read = high_fd(output_pipe[0]), output_write = high_fd(output_pipe[1]);
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) != 0)
+        throw_errno("cannot create the " + run.purpose + " helper's result socket");
+    UniqueFd result_parent = high_fd(sockets[0]), result_child = high_fd(sockets[1]);
+    UniqueFd devnull = high_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    struct rlimit files {};
+    int max_fd = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
+                     ? static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20))
+                     : 65536;
+
+    ChildPlan plan{run.program.c_str(), argv.data(), envp.data(), devnull.get(), request_read.get(),
+                   result_child.get(), output_write.get(), max_fd, ::getpid(), run.user.has_value(),
+                   run.user ? run.user->uid : 0, run.user ? run.user->gid : 0,
+                   run.user && !run.user->groups.empty() ? run.user->groups.data() : nullptr,
+                   run.user ? run.user->groups.size() : 0};
+    if (run.user && run.user->uid == 0)
+        throw Error("refusing to run the " + run.purpose + " helper as root for a job of uid 0");
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("cannot start the " + run.purpose + " helper");
+    if (pid == 0) child_exec(plan);
+    ChildProcess child(pid);
+    // The child may not have made its group yet: setting it here too closes the race.
+    ::setpgid(pid, pid);
+    request_read.reset();
+    result_child.reset();
+    output_write.reset();
+    devnull.reset();
+    set_nonblocking(request_write.get());
+    set_nonblocking(output_read.get());
+
+    std::string_view unsent = run.request;
+    if (unsent.empty()) request_write.reset();
+    std::string record_text;
+    Records records;
+    HelperOutcome outcome;
+    OutputTail tail;
+    bool result_open = true, output_open = true;
+    Clock::time_point deadline = Clock::now() + run.deadline;
+    int signals_sent = 0;  // 0 none, 1 SIGTERM, 2 SIGKILL
+    bool timed_out = false;
+    Clock::time_point kill_at{};
+
+    while (result_open || output_open) {
+        Clock::time_point now = Clock::now();
+        if (now >= deadline && signals_sent == 0) {
+            timed_out = true;
+            ::kill(-pid, SIGTERM);
+            signals_sent = 1;
+            kill_at = now + run.grace;
+        } else if (signals_sent == 1 && now >= kill_at) {
+            ::kill(-pid, SIGKILL);
+            signals_sent = 2;
+            kill_at = now + std::chrono::seconds(10);
+        } else if (signals_sent == 2 && now >= kill_at) {
+            break;  // a process stuck in the kernel: stop waiting on its pipes
+        }
+        Clock::time_point wake = signals_sent == 0 ? deadline : kill_at;
+        auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
+        struct pollfd fds[3];
+        nfds_t n = 0;
+        int result_slot = -1, output_slot = -1, request_slot = -1;
+        if (result_open) { result_slot = static_cast<int>(n); fds[n++] = {result_parent.get(), POLLIN, 0}; }
+        if (output_open) { output_slot = static_cast<int>(n); fds[n++] = {output_read.get(), POLLIN, 0}; }
+        if (request_write) { request_slot = static_cast<int>(n); fds[n++] = {request_write.get(), POLLOUT, 0}; }
+        int ready = ::poll(fds, n, static_cast<int>(std::clamp<long long>(wait_ms, 0, 1000)));
+        if (ready < 0 && errno != EINTR) throw_errno("cannot wait for the " + run.purpose + " helper");
+        if (ready <= 0) continue;
+        if (request_slot >= 0 && fds[request_slot].revents) {
+            ssize_t w = ::write(request_write.get(), unsent.data(), unsent.size());
+            if (w > 0) unsent.remove_prefix(static_cast<std::size_t>(w));
+            if (unsent.empty() || (w < 0 && errno != EAGAIN && errno != EINTR)) request_write.reset();
+        }
+        if (result_slot >= 0 && fds[result_slot].revents) {
+            result_open = receive(result_parent.get(), record_text, outcome.fds);
+            take_records(record_text, records);
+            if (record_text.size() > (1u << 24)) result_open = false;  // a runaway helper
+        }
+        if (output_slot >= 0 && fds[output_slot].revents) {
+            char buf[4096];
+            ssize_t r = ::read(output_read.get(), buf, sizeof buf);
+            if (r > 0) tail.append(std::string_view(buf, static_cast<std::size_t>(r)));
+            else if (r == 0 || (errno != EAGAIN && errno != EINTR)) output_open = false;
+        }
+    }
+    request_write.reset();
+    // Whatever the helper left behind in its group goes with it.
+    ::kill(-pid, SIGKILL);
+    int status = W_EXITCODE(255, 0);
+    bool reaped = false;
+    for (int i = 0; i < 100 && !reaped; ++i) {
+        int s = 0;
+        pid_t r = ::waitpid(pid, &s, WNOHANG);
+        if (r == pid) { status = s; reaped = true; }
+        else if (r < 0 && errno != EINTR) break;
+        else ::usleep(10000);
+    }
+    // One stuck in the kernel is left as it is: a hung slurmstepd would be worse.
+    child.forget();
+
+    std::string output = tail.text();
+    std::string printed = output.empty() ? "" : "; it printed: " + output;
+    if (timed_out)
+        throw HelperFailed("the " + run.purpose + " did not finish within " + seconds_text(run.deadline) +
+                               " (site key stage_timeout) and was stopped" + printed,
+                           true);
+    if (records.has_error) throw HelperFailed(records.error, false);
+    if (!reaped || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        throw HelperFailed("the " + run.purpose + " helper " + run.program + " ended without finishing (" +
+                               (reaped ? how_it_ended(status) : std::string("not reaped")) + ")" + printed,
+                           false);
+    outcome.notes = std::move(records.notes);
+    outcome.result = std::move(records.result);
+    return outcome;
+}
+
+}  // namespace aihpc

@@ -1,0 +1,70 @@
+// Context: remote (slurmstepd) and job_script (epilog), as root or with euid = the user;
+// the helper's own user is set between fork and exec. See node_work.hpp.
+#include "plugin/node_work.hpp"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+
+#include "common/error.hpp"
+#include "common/json.hpp"
+#include "common/paths.hpp"
+#include "common/text.hpp"
+
+namespace aihpc::plugin {
+
+namespace {
+
+std::string plugin_path() {
+    Dl_info info{};
+    if (::dladdr(reinterpret_cast<void*>(&node_helper_program), &info) == 0 || !info.dli_fname) return "";
+    return info.dli_fname;
+}
+
+std::string request_text(const PluginState& st, const std::string& extra) {
+    const StepInfo& step = st.step;
+    std::string text = "{\"site\":" + json_string_array(st.site_args) + ",\"options\":{";
+    bool first = true;
+    for (const auto& [name, value] : st.raw_options) {
+        text += (first ? "" : ",") + json_quote(name) + ":" + json_quote(value);
+        first = false;
+    }
+    text += "},\"job\":" + std::to_string(step.job_id) + ",\"uid\":" + std::to_string(step.uid) +
+            ",\"gid\":" + std::to_string(step.gid) + ",\"node\":" + json_quote(step.node_name) +
+            ",\"submit_dir\":" + json_quote(step.submit_dir);
+    if (!extra.empty()) text += "," + extra;
+    return text + "}";
+}
+
+}  // namespace
+
+std::string node_helper_program() {
+    static std::string found;
+    if (!found.empty()) return found;
+    std::vector<std::string> tried;
+    for (const std::string& candidate : helper_program_candidates(plugin_path(), "aihpc-node", AIHPC_NODE_PATH)) {
+        char real[PATH_MAX];
+        if (::realpath(candidate.c_str(), real) && ::faccessat(AT_FDCWD, real, X_OK, AT_EACCESS) == 0) return found = real;
+        tried.push_back(candidate);
+    }
+    throw Error("the node helper aihpc-node is missing (looked at " + join(tried, ", ") + "); reinstall aihpc on this node");
+}
+
+HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs as, const std::string& extra) {
+    if (!st.step.identified)
+        throw Error("cannot read this step's job id, uid or gid from Slurm, so aihpc does nothing for it (" + command + ")");
+    HelperRun run;
+    run.program = node_helper_program();
+    run.args = {command};
+    run.request = request_text(st, extra);
+    if (as == RunAs::user) run.user = UserIds{st.step.uid, st.step.gid, st.step.groups};
+    run.deadline = std::chrono::seconds(st.site.stage_timeout_s);
+    run.purpose = command;
+    return run_helper(run);
+}
+
+}  // namespace aihpc::plugin

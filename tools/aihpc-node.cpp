@@ -1,0 +1,289 @@
+// aihpc-node: the node work that the aihpc plugin hands out of slurmstepd.
+//
+// The plugin forks and at once execs this program (lib/common/node_helper.hpp): as the
+// job's user for the user's work (stage-in, stage-out, image digests), as root for
+// root's (the directories under local_root, the epilog's cleanup). It reads one request
+// on fd 3 and answers on fd 4: notes, an error, a result, and the cache leases the step
+// holds, as descriptors. Everything it needs comes in the request, from slurmstepd: the
+// site's plugstack arguments, the job's raw --aihpc-* options and the step's identity,
+// which this program parses with the same code as the plugin. Not meant to be run by
+// hand.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+#include "common/json.hpp"
+#include "common/node_helper.hpp"
+#include "common/text.hpp"
+#include "config.h"
+#include "config/site_config.hpp"
+#include "config/user_options.hpp"
+#include "container/digest_cache.hpp"
+#include "container/image.hpp"
+#include "stage/fs.hpp"
+#include "stage/node_cache.hpp"
+#include "stage/node_layout.hpp"
+#include "stage/stage_in.hpp"
+#include "stage/stage_out.hpp"
+#include "stage/tree_copy.hpp"
+
+using namespace aihpc;
+
+namespace {
+
+constexpr const char* usage =
+    "Usage: aihpc-node prepare|stage-in|stage-out|digest|epilog\n"
+    "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
+    "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
+    "\n"
+    "  --help      show this help\n"
+    "  --version   show the version\n"
+    "\n"
+    "See aihpc(8), section SECURITY.\n";
+
+// The step as slurmstepd described it.
+struct NodeRequest {
+    std::vector<std::string> site_args;
+    config::SiteConfig site;
+    config::RawOptions raw_options;
+    config::UserOptions options;
+    std::uint32_t job_id = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::string node;
+    std::string submit_dir;
+    stage::CacheLimits limits;  // stage-in: what prepare measured
+    bool no_cache = false;      // digest: prepare could not make the user's cache dir
+};
+
+std::string text_member(json_object* object, const char* key) {
+    json_object* value = json_member(object, key);
+    if (!value || !json_object_is_type(value, json_type_string)) throw Error(std::string("request: '") + key + "' is missing");
+    return json_object_get_string(value);
+}
+
+std::uint64_t number_member(json_object* object, const char* key) {
+    json_object* value = json_member(object, key);
+    if (!value || !json_object_is_type(value, json_type_int) || json_object_get_int64(value) < 0)
+        throw Error(std::string("request: '") + key + "' is missing");
+    return static_cast<std::uint64_t>(json_object_get_int64(value));
+}
+
+NodeRequest parse_request(const std::string& text) {
+    JsonRef doc = parse_json(text);
+    if (!doc || !json_object_is_type(doc.get(), json_type_object)) throw Error("the request from slurmstepd is not a JSON object");
+    NodeRequest r;
+    json_object* site = json_member(doc.get(), "site");
+    if (!site || !json_object_is_type(site, json_type_array)) throw Error("request: 'site' is missing");
+    for (std::size_t i = 0; i < json_object_array_length(site); ++i) {
+        json_object* arg = json_object_array_get_idx(site, i);
+        if (!json_object_is_type(arg, json_type_string)) throw Error("request: 'site' holds a non-string");
+        r.site_args.emplace_back(json_object_get_string(arg));
+    }
+    r.site = config::parse_site_config(r.site_args);
+    json_object* options = json_member(doc.get(), "options");
+    if (!options || !json_object_is_type(options, json_type_object)) throw Error("request: 'options' is missing");
+    json_object_object_foreach(options, name, value) {
+        if (!json_object_is_type(value, json_type_string)) throw Error("request: option " + std::string(name) + " is no string");
+        r.raw_options[name] = json_object_get_string(value);
+    }
+    r.options = config::parse_user_options(r.raw_options);
+    r.job_id = static_cast<std::uint32_t>(number_member(doc.get(), "job"));
+    r.uid = static_cast<uid_t>(number_member(doc.get(), "uid"));
+    r.gid = static_cast<gid_t>(number_member(doc.get(), "gid"));
+    r.node = text_member(doc.get(), "node");
+    r.submit_dir = text_member(doc.get(), "submit_dir");
+    if (json_object* limits = json_member(doc.get(), "limits")) {
+        r.limits.max_bytes = number_member(limits, "max");
+        r.limits.low_bytes = number_member(limits, "low");
+    }
+    if (json_object* no_cache = json_member(doc.get(), "no_cache")) r.no_cache = json_object_get_boolean(no_cache);
+    // Fail closed: a request without a real job and user is refused, never run as 0.
+    if (r.job_id == 0 || r.node.empty()) throw Error("the request names no job or node; nothing was done");
+    return r;
+}
+
+std::string local_root(const NodeRequest& r) { return r.site.local_root_for(r.node); }
+std::string job_text(const NodeRequest& r) { return std::to_string(r.job_id); }
+stage::JobLayout layout(const NodeRequest& r) { return stage::job_layout(local_root(r), r.job_id, r.uid); }
+
+unsigned stage_threads(const config::SiteConfig& site) {
+    return site.stage_threads ? site.stage_threads : stage::default_copy_threads();
+}
+
+bool needs_cache_limits(const config::UserOptions& options) {
+    return !options.stage.empty() && options.stage_mode != config::StageMode::private_;
+}
+
+// As root: the job's and the user's directories under the root-owned local_root, and,
+// for a cache-mode stage-in, the user's share of the node cache. Result: "MAX LOW".
+void prepare(const NodeRequest& r, const HelperChannel& channel) {
+    if (r.uid == 0) throw Error("root's jobs are not staged; run the job as a regular user");
+    std::string root_path = local_root(r);
+    stage::JobLayout l = layout(r);
+    UniqueFd root = stage::open_local_root(root_path, true);
+    UniqueFd cache = stage::root_dir_at(root.get(), "cache", stage::join_path(root_path, "cache"));
+    stage::user_dir_at(cache.get(), std::to_string(r.uid), r.uid, r.gid, l.cache_dir);
+    if (!r.options.stage.empty() || !r.options.stage_out.empty()) {
+        UniqueFd jobs = stage::root_dir_at(root.get(), "jobs", stage::join_path(root_path, "jobs"));
+        stage::user_dir_at(jobs.get(), job_text(r), r.uid, r.gid, l.stage_dir);
+        stage::user_dir_at(jobs.get(), job_text(r) + ".aihpc", r.uid, r.gid, l.meta_dir);
+    }
+    if (!needs_cache_limits(r.options)) return channel.result("0 0");
+    struct statvfs fs {};
+    std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
+    std::uint64_t others = stage::other_users_cache_bytes(cache.get(), r.uid, stage::join_path(root_path, "cache"));
+    stage::CacheLimits limits =
+        stage::user_cache_limits(r.site.cache_max.resolve(fs_bytes), r.site.cache_low_bytes(fs_bytes), others);
+    channel.result(std::to_string(limits.max_bytes) + " " + std::to_string(limits.low_bytes));
+}
+
+// As the user: every item staged, its lease handed to slurmstepd, the list recorded in
+// the job's meta dir for the steps that follow. Result: the items (format_job_items).
+void stage_in(const NodeRequest& r, const HelperChannel& channel) {
+    stage::JobLayout l = layout(r);
+    UniqueFd meta = stage::open_dir(l.meta_dir);
+    UniqueFd job_lock(::openat(meta.get(), "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
+    if (!job_lock) throw_errno("cannot open " + stage::join_path(l.meta_dir, "lock"));
+    // Steps of one job starting together on a node stage one after the other: the
+    // second finds the first one's work. The wait is the helper's: its deadline bounds it.
+    while (::flock(job_lock.get(), LOCK_EX) != 0)
+        if (errno != EINTR) throw_errno("cannot lock " + stage::join_path(l.meta_dir, "lock"));
+
+    std::map<std::string, stage::JobItem> before;
+    for (stage::JobItem& i :
+         stage::parse_job_items(stage::read_small_file_at(meta.get(), "items", stage::small_file_max).value_or("")))
+        before[i.name] = i;
+
+    stage::StageSettings settings;
+    settings.to_dir = l.stage_dir;
+    settings.cache_dir = l.cache_dir;
+    settings.limits = r.limits;
+    settings.private_mode = r.options.stage_mode == config::StageMode::private_;
+    settings.verify = r.options.stage_verify;
+    settings.threads = stage_threads(r.site);
+    settings.uid = r.uid;
+    settings.base_dir = r.submit_dir;
+    settings.allow = r.site.stage_allow;
+
+    std::vector<stage::JobItem> recorded;
+    std::vector<stage::Lease> leases;
+    for (const config::StageItem& item : r.options.stage) {
+        auto old = before.find(item.name);
+        if (settings.private_mode && old != before.end() && old->second.outcome == "private") {
+            recorded.push_back(old->second);  // the job's own writable copy: never redone
+            continue;
+        }
+        stage::StagedItem staged = stage::stage_in(item.src, item.name, settings);
+        channel.note("stage-in " + item.name + ": " + stage::to_string(staged.outcome) + ", " + std::to_string(staged.files) +
+                     " files, " + std::to_string(staged.bytes) + " bytes, " + std::to_string(staged.seconds) + "s");
+        recorded.push_back({staged.name, staged.path, staged.manifest_hash, staged.key, stage::to_string(staged.outcome)});
+        if (staged.lease) leases.push_back(std::move(staged.lease));
+    }
+    stage::write_file_atomic_at(meta.get(), "items", stage::format_job_items(recorded), 0600,
+                                stage::join_path(l.meta_dir, "items"));
+    std::vector<int> fds;
+    for (const stage::Lease& lease : leases) fds.push_back(lease.fd());
+    // The descriptors first: slurmstepd takes the result as the sign that all arrived.
+    channel.send_fds(fds);
+    channel.result(stage::format_job_items(recorded));
+}
+
+// As the user: each LOCAL of --aihpc-stage-out to its DEST. Any failure fails the
+// helper, after the stage dir was marked to be kept.
+void stage_out(const NodeRequest& r, const HelperChannel& channel) {
+    stage::JobLayout l = layout(r);
+    std::vector<std::string> failures;
+    unsigned delivered = 0;
+    for (const config::StageOutItem& item : r.options.stage_out) {
+        std::string dest = stage::expand_dest(item.dest, job_text(r), r.node);
+        if (dest.empty() || dest[0] != '/') dest = stage::join_path(r.submit_dir, dest);
+        try {
+            stage::StageOutResult result =
+                stage::stage_out(stage::join_path(l.stage_dir, item.local), dest, job_text(r), stage_threads(r.site));
+            ++delivered;
+            if (result.diverted) channel.note(result.message());
+        } catch (const stage::NothingToStageOut& e) {
+            channel.note(e.what());  // nothing to keep, so no reason to keep the stage dir
+        } catch (const Error& e) {
+            failures.push_back(e.what());
+        }
+    }
+    if (failures.empty()) return channel.result(std::to_string(delivered));
+    UniqueFd meta = stage::open_dir(l.meta_dir);
+    stage::write_file_atomic_at(meta.get(), stage::stage_out_failed_marker, join(failures, "\n") + "\n", 0600,
+                                stage::join_path(l.meta_dir, stage::stage_out_failed_marker));
+    throw Error(join(failures, "; "));
+}
+
+// As the user: the image's content hash, through the user's digest cache.
+// Result: the digest, a newline, where it came from.
+void digest(const NodeRequest& r, const HelperChannel& channel) {
+    std::vector<std::string> dirs = container::runtime_search_path(r.site, std::getenv("PATH"));
+    auto installed = [&](container::Runtime rt) {
+        return container::find_program(container::runtime_program(rt), dirs).has_value();
+    };
+    container::ResolvedImage image = container::check_image(r.options.container, r.site, r.submit_dir, installed);
+    container::DigestCacheSettings cache;
+    if (!r.no_cache && r.uid != 0) cache.dir = layout(r).cache_dir + "/digests";
+    container::ImageDigest d = container::image_digest(image, cache, r.no_cache ? "the user's cache directory is missing" : "");
+    channel.result(d.digest + "\n" + d.provenance);
+}
+
+// As root, from the job epilog: the job's stage dirs go, unless a stage-out failed.
+void epilog(const NodeRequest& r, const HelperChannel& channel) {
+    std::string root_path = local_root(r);
+    stage::JobCleanup cleanup = stage::remove_job_dirs(root_path, r.job_id);
+    std::string name = job_text(r);
+    if (cleanup.kept_after_failed_stage_out)
+        channel.note("job " + name + ": stage-out failed, so " + root_path + "/jobs/" + name + " is kept");
+    else if (!cleanup.error.empty())
+        channel.note("job " + name + ": could not remove all of its stage dir: " + cleanup.error);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc == 2 && std::strcmp(argv[1], "--help") == 0) {
+        std::fputs(usage, stdout);
+        return 0;
+    }
+    if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+        std::printf("aihpc-node %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    if (argc != 2) {
+        std::fputs(usage, stderr);
+        return 2;
+    }
+    const std::map<std::string, void (*)(const NodeRequest&, const HelperChannel&)> commands = {
+        {"prepare", prepare}, {"stage-in", stage_in}, {"stage-out", stage_out}, {"digest", digest}, {"epilog", epilog}};
+    auto command = commands.find(argv[1]);
+    if (command == commands.end()) {
+        std::fprintf(stderr, "aihpc-node: unknown command '%s'\n%s", argv[1], usage);
+        return 2;
+    }
+    HelperChannel channel;
+    struct stat st {};
+    if (::fstat(helper_request_fd, &st) != 0 || ::fstat(helper_result_fd, &st) != 0) {
+        std::fputs("aihpc-node: started without its request and result descriptors; it is run by the aihpc plugin\n", stderr);
+        return 2;
+    }
+    try {
+        command->second(parse_request(read_helper_request()), channel);
+        return 0;
+    } catch (const std::exception& e) {
+        channel.error(e.what());
+    }
+    return 1;
+}
