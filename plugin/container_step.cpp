@@ -2,12 +2,10 @@
 // capabilities.hpp. Detection, policy and argv building live in lib/container.
 //
 // How a task enters its container: task_init (as the user, in the task, before Slurm
-// runs TaskProlog, makes TMPDIR and sets the resource limits) puts aihpc-launch where
-// Slurm will exec the task's command, and the request in AIHPC_LAUNCH_REQUEST. On Slurm
-// 23.11+ that is spank_prepend_task_argv. On 22.05 to 23.02 the argv that S_JOB_ARGV
-// hands back is the array the task is exec'd from (slurmstepd_job.c), so argv[0] is
-// replaced and its old value travels in the request. Slurm then finishes its setup
-// exactly as for a task outside, and aihpc-launch execs the runtime in its own place.
+// runs TaskProlog, makes TMPDIR and sets the resource limits) puts aihpc-launch in front
+// of the task's command (plugin/task_argv.hpp), with the request in
+// AIHPC_LAUNCH_REQUEST. Slurm then finishes its setup exactly as for a task outside,
+// and aihpc-launch execs the runtime in its own place.
 //
 // aihpc-launch is looked for beside the plugin (the build tree's plugin/.libs/aihpc.so
 // finds tools/aihpc-launch), then at the installed $(pkglibexecdir)/aihpc-launch.
@@ -29,6 +27,7 @@
 #include "container/launch.hpp"
 #include "plugin/capabilities.hpp"
 #include "plugin/node_work.hpp"
+#include "plugin/task_argv.hpp"
 
 namespace aihpc::plugin {
 
@@ -72,23 +71,6 @@ std::string find_launcher() {
     }
     throw Error("the container launcher aihpc-launch is missing (looked at " + join(tried, ", ") +
                 "); reinstall aihpc on this node");
-}
-
-// Slurm 22.05 to 23.02: the task is exec'd from the step's argv array, so the launcher
-// goes into argv[0]. Checked before anything changes; the version guard keeps this off
-// the Slurm versions where that is not so.
-char** step_argv(const Spank& spank) {
-    auto major = parse_uint(spank.str(S_SLURM_VERSION_MAJOR).value_or(""));
-    auto minor = parse_uint(spank.str(S_SLURM_VERSION_MINOR).value_or(""));
-    if (!major || !minor ||
-        !container::task_argv_is_step_argv(static_cast<unsigned>(*major), static_cast<unsigned>(*minor)))
-        throw Error("--aihpc-container: this Slurm (" + spank.str(S_SLURM_VERSION).value_or("unknown version") +
-                    ") cannot start tasks in containers through aihpc; rebuild aihpc against its headers");
-    int argc = 0;
-    char** argv = nullptr;
-    if (spank_get_item(spank.handle(), S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || !argv || argc < 1 || !argv[0])
-        throw Error("--aihpc-container: the task has no command to run in the container");
-    return argv;
 }
 
 }  // namespace
@@ -165,24 +147,10 @@ void container_task_init(const Spank& spank, PluginState& st) {
     if (stage_step_active()) request.stage_root = st.site.local_root_for(st.step.node_name);
     request.batch_script = st.step.is_batch_step;
     request.verbose = st.options.verbose;
-#if HAVE_DECL_SPANK_PREPEND_TASK_ARGV
+    // On 22.05 the displaced argv[0] travels in the request.
+    request.argv0 = put_in_front_of_task(spank, {sc.launcher}, "--aihpc-container");
     if (!spank.setenv(container::launch_env_var, container::encode_request(request)))
         throw Error("--aihpc-container: cannot pass the container request to the task");
-    const char* launcher_argv[] = {sc.launcher.c_str()};
-    if (spank_prepend_task_argv(spank.handle(), 1, launcher_argv) != ESPANK_SUCCESS)
-        throw Error("--aihpc-container: Slurm refused to start the task through aihpc-launch");
-#else
-    char** argv = step_argv(spank);
-    request.argv0 = argv[0];
-    char* launcher = ::strdup(sc.launcher.c_str());
-    if (!launcher) throw Error("out of memory while starting the container");
-    if (!spank.setenv(container::launch_env_var, container::encode_request(request))) {
-        std::free(launcher);
-        throw Error("--aihpc-container: cannot pass the container request to the task");
-    }
-    // The array is Slurm's, in this task's own memory; the task execs right after.
-    argv[0] = launcher;
-#endif
 }
 
 }  // namespace aihpc::plugin

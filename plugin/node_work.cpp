@@ -25,7 +25,9 @@ std::string plugin_path() {
     return info.dli_fname;
 }
 
-std::string request_text(const PluginState& st, const std::string& extra) {
+}  // namespace
+
+std::string node_request(const PluginState& st, const std::string& extra) {
     const StepInfo& step = st.step;
     std::string text = "{\"site\":" + json_string_array(st.site_args) + ",\"options\":{";
     bool first = true;
@@ -35,12 +37,11 @@ std::string request_text(const PluginState& st, const std::string& extra) {
     }
     text += "},\"job\":" + std::to_string(step.job_id) + ",\"uid\":" + std::to_string(step.uid) +
             ",\"gid\":" + std::to_string(step.gid) + ",\"node\":" + json_quote(step.node_name) +
-            ",\"submit_dir\":" + json_quote(step.submit_dir);
+            ",\"submit_dir\":" + json_quote(step.submit_dir) + ",\"step\":" + std::to_string(step.step_id) +
+            ",\"local_tasks\":" + std::to_string(step.local_task_count);
     if (!extra.empty()) text += "," + extra;
     return text + "}";
 }
-
-}  // namespace
 
 std::string node_helper_program() {
     static std::string found;
@@ -60,7 +61,7 @@ HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs
     HelperRun run;
     run.program = node_helper_program();
     run.args = {command};
-    run.request = request_text(st, extra);
+    run.request = node_request(st, extra);
     if (as == RunAs::user) run.user = UserIds{st.step.uid, st.step.gid, st.step.groups};
     run.deadline = std::chrono::seconds(st.site.stage_timeout_s);
     run.purpose = command;

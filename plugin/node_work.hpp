@@ -18,6 +18,10 @@ enum class RunAs { user, root };
 // Throws HelperFailed; the message names the work and quotes the helper's last lines.
 HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs as, const std::string& extra = "");
 
+// The request aihpc-node reads: the step's site arguments, raw options and identity,
+// plus `extra` members.
+std::string node_request(const PluginState& st, const std::string& extra = "");
+
 // Where aihpc-node is: beside the plugin in a build tree, else where it is installed.
 std::string node_helper_program();
 

@@ -109,7 +109,8 @@ int step_task_init(const Spank& spank) {
     try {
         stage_task_init(spank, st);
         bind_task_init(spank, st);
-        container_task_init(spank, st);  // last: it may exec the runtime
+        container_task_init(spank, st);
+        stage_out_task_init(spank, st);  // last: it goes in front of the container's launcher
     } catch (const std::exception& e) {
         // On the task's stderr, where the user reads it; Slurm's log would hide it.
         std::fprintf(stderr, "aihpc: %s\n", e.what());

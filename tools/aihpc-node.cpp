@@ -10,10 +10,16 @@
 // hand.
 #include <fcntl.h>
 #include <sys/file.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -43,6 +49,7 @@ namespace {
 
 constexpr const char* usage =
     "Usage: aihpc-node prepare|stage-in|stage-out|digest|epilog\n"
+    "       aihpc-node run-task COMMAND...   (with AIHPC_STAGE_OUT_TASK set)\n"
     "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
     "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
     "\n"
@@ -64,6 +71,9 @@ struct NodeRequest {
     std::string submit_dir;
     stage::CacheLimits limits;  // stage-in: what prepare measured
     bool no_cache = false;      // digest: prepare could not make the user's cache dir
+    std::uint32_t step_id = 0;
+    std::uint32_t local_tasks = 1;
+    std::optional<std::string> argv0;  // run-task on Slurm < 23.11: the task's own argv[0]
 };
 
 std::string text_member(json_object* object, const char* key) {
@@ -108,6 +118,10 @@ NodeRequest parse_request(const std::string& text) {
         r.limits.low_bytes = number_member(limits, "low");
     }
     if (json_object* no_cache = json_member(doc.get(), "no_cache")) r.no_cache = json_object_get_boolean(no_cache);
+    if (json_member(doc.get(), "step")) r.step_id = static_cast<std::uint32_t>(number_member(doc.get(), "step"));
+    if (json_member(doc.get(), "local_tasks"))
+        r.local_tasks = static_cast<std::uint32_t>(number_member(doc.get(), "local_tasks"));
+    if (json_member(doc.get(), "argv0")) r.argv0 = text_member(doc.get(), "argv0");
     // Fail closed: a request without a real job and user is refused, never run as 0.
     if (r.job_id == 0 || r.node.empty()) throw Error("the request names no job or node; nothing was done");
     return r;
@@ -199,31 +213,148 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     channel.result(stage::format_job_items(recorded));
 }
 
-// As the user: each LOCAL of --aihpc-stage-out to its DEST. Any failure fails the
-// helper, after the stage dir was marked to be kept.
-void stage_out(const NodeRequest& r, const HelperChannel& channel) {
-    stage::JobLayout l = layout(r);
+// Written in the job's meta dir once a step's stage-out was tried on this node, so that
+// it is tried once: by the step's last task (run-task) or, when the tasks were killed
+// before they could, by slurmstepd afterwards.
+std::string stage_out_tried_marker(const NodeRequest& r) { return "stage-out-tried." + std::to_string(r.step_id); }
+
+struct StageOutReport {
+    std::vector<std::string> notes;
     std::vector<std::string> failures;
-    unsigned delivered = 0;
+};
+
+// As the user: each LOCAL of --aihpc-stage-out to its DEST. On any failure the stage dir
+// is marked to be kept, and the failures say why.
+StageOutReport stage_out_items(const NodeRequest& r) {
+    stage::JobLayout l = layout(r);
+    UniqueFd meta = stage::open_dir(l.meta_dir);
+    stage::write_file_atomic_at(meta.get(), stage_out_tried_marker(r), "", 0600,
+                                stage::join_path(l.meta_dir, stage_out_tried_marker(r)));
+    StageOutReport report;
     for (const config::StageOutItem& item : r.options.stage_out) {
         std::string dest = stage::expand_dest(item.dest, job_text(r), r.node);
         if (dest.empty() || dest[0] != '/') dest = stage::join_path(r.submit_dir, dest);
         try {
             stage::StageOutResult result =
                 stage::stage_out(stage::join_path(l.stage_dir, item.local), dest, job_text(r), stage_threads(r.site));
-            ++delivered;
-            if (result.diverted) channel.note(result.message());
+            if (result.diverted) report.notes.push_back(result.message());
         } catch (const stage::NothingToStageOut& e) {
-            channel.note(e.what());  // nothing to keep, so no reason to keep the stage dir
+            report.notes.push_back(e.what());  // nothing to keep, so no reason to keep the stage dir
         } catch (const Error& e) {
-            failures.push_back(e.what());
+            report.failures.push_back(e.what());
         }
     }
-    if (failures.empty()) return channel.result(std::to_string(delivered));
+    if (!report.failures.empty())
+        stage::write_file_atomic_at(meta.get(), stage::stage_out_failed_marker, join(report.failures, "\n") + "\n", 0600,
+                                    stage::join_path(l.meta_dir, stage::stage_out_failed_marker));
+    return report;
+}
+
+// As the user, from slurmstepd once the step's tasks on this node ended: the stage-out
+// that the last task could not do because it was killed first.
+void stage_out(const NodeRequest& r, const HelperChannel& channel) {
+    stage::JobLayout l = layout(r);
     UniqueFd meta = stage::open_dir(l.meta_dir);
-    stage::write_file_atomic_at(meta.get(), stage::stage_out_failed_marker, join(failures, "\n") + "\n", 0600,
-                                stage::join_path(l.meta_dir, stage::stage_out_failed_marker));
-    throw Error(join(failures, "; "));
+    struct stat st {};
+    if (::fstatat(meta.get(), stage_out_tried_marker(r).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return;
+    StageOutReport report = stage_out_items(r);
+    for (const std::string& note : report.notes) channel.note(note);
+    if (!report.failures.empty())
+        throw Error("stage-out failed: " + join(report.failures, "; ") + "; the stage dir " + l.stage_dir + " is kept");
+}
+
+// ---- run-task: a task of a step with --aihpc-stage-out
+
+// Counts this task's end in the job's meta dir; true for the step's last task here.
+bool last_task_to_end(const NodeRequest& r) {
+    stage::JobLayout l = layout(r);
+    UniqueFd meta = stage::open_dir(l.meta_dir);
+    std::string name = "tasks-ended." + std::to_string(r.step_id);
+    UniqueFd counter(::openat(meta.get(), name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
+    if (!counter) throw_errno("cannot open " + stage::join_path(l.meta_dir, name));
+    while (::flock(counter.get(), LOCK_EX) != 0)
+        if (errno != EINTR) throw_errno("cannot lock " + stage::join_path(l.meta_dir, name));
+    char buf[32] = {};
+    ssize_t n = ::pread(counter.get(), buf, sizeof buf - 1, 0);
+    std::uint64_t ended = (n > 0 ? parse_uint(std::string(buf, static_cast<std::size_t>(n))).value_or(0) : 0) + 1;
+    std::string text = std::to_string(ended);
+    if (::ftruncate(counter.get(), 0) != 0 || ::pwrite(counter.get(), text.data(), text.size(), 0) < 0)
+        throw_errno("cannot update " + stage::join_path(l.meta_dir, name));
+    return ended >= r.local_tasks;
+}
+
+// The task's command runs as this program's child; when it ends, the step's last task
+// on the node stages out, as the user, before the task's status goes to Slurm. So a
+// stage-out that delivered nothing fails the task, the step and a batch job: afterok
+// never sees such a job COMPLETED.
+int run_task(int argc, char** argv) {
+    const char* text = std::getenv("AIHPC_STAGE_OUT_TASK");
+    if (!text) {
+        std::fputs("aihpc-node: run-task is started by the aihpc plugin for a step with --aihpc-stage-out\n", stderr);
+        return 2;
+    }
+    NodeRequest r;
+    try {
+        r = parse_request(text);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "aihpc: cannot start the task: %s\n", e.what());
+        return 1;
+    }
+    ::unsetenv("AIHPC_STAGE_OUT_TASK");
+    std::vector<std::string> command;
+    if (r.argv0) command.push_back(*r.argv0);
+    for (int i = r.argv0 ? 1 : 2; i < argc; ++i) command.emplace_back(argv[i]);
+    if (command.empty()) {
+        std::fputs("aihpc: the task has no command to run\n", stderr);
+        return 1;
+    }
+    std::vector<char*> words;
+    for (std::string& w : command) words.push_back(w.data());
+    words.push_back(nullptr);
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        std::fprintf(stderr, "aihpc: cannot start the task: %s\n", std::strerror(errno));
+        return 1;
+    }
+    if (pid == 0) {
+        ::execvp(words[0], words.data());
+        std::fprintf(stderr, "aihpc: cannot run %s: %s\n", words[0], std::strerror(errno));
+        ::_exit(errno == ENOENT ? 127 : 126);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            status = W_EXITCODE(1, 0);
+            break;
+        }
+    bool delivered = true;
+    try {
+        if (last_task_to_end(r)) {
+            StageOutReport report = stage_out_items(r);
+            for (const std::string& note : report.notes) std::fprintf(stderr, "aihpc: %s\n", note.c_str());
+            if (!report.failures.empty()) {
+                delivered = false;
+                for (const std::string& failure : report.failures) std::fprintf(stderr, "aihpc: %s\n", failure.c_str());
+                std::fprintf(stderr, "aihpc: the task fails because its stage-out did not deliver; the stage dir %s is kept\n",
+                             layout(r).stage_dir.c_str());
+            }
+        }
+    } catch (const std::exception& e) {
+        delivered = false;
+        std::fprintf(stderr, "aihpc: stage-out failed: %s; the task fails\n", e.what());
+    }
+    std::fflush(stderr);
+    if (WIFSIGNALED(status)) {
+        // The task ends as its command did, without a core of this program.
+        struct rlimit none {};
+        ::setrlimit(RLIMIT_CORE, &none);
+        ::signal(WTERMSIG(status), SIG_DFL);
+        ::raise(WTERMSIG(status));
+        return 128 + WTERMSIG(status);
+    }
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    return code == 0 && !delivered ? 1 : code;
 }
 
 // As the user: the image's content hash, through the user's digest cache.
@@ -262,6 +393,7 @@ int main(int argc, char** argv) {
         std::printf("aihpc-node %s\n", PACKAGE_VERSION);
         return 0;
     }
+    if (std::getenv("AIHPC_STAGE_OUT_TASK")) return run_task(argc, argv);
     if (argc != 2) {
         std::fputs(usage, stderr);
         return 2;

@@ -2,7 +2,7 @@
 # Stage-out on the mini-cluster: beside-then-rename, never replacing DEST, and a failure
 # that keeps the local data.
 . "$(dirname "$0")/lib.sh"
-plan 5
+plan 8
 work=$(scratch)
 cd "$work"
 local_root_n1=${AIHPC_LOCAL_ROOT//%n/n1}
@@ -23,9 +23,21 @@ ok "the job's output says the copy went to DEST.<jobid>" grep -q "aihpc: .*alrea
 
 mkdir -p "$work/locked" && chmod 0555 "$work/locked"
 id3=$(as_user sbatch --parsable -w n1 -o out3 --aihpc-stage-out="ckpt:$work/locked/result" produce.sh)
-wait_job "$id3" >/dev/null
+state3=$(wait_job_status "$id3")
 ok "a stage-out to an unwritable DEST is reported in the job's output, naming the kept data" \
     grep -q "aihpc: stage-out of .*ckpt.* failed: .*the local data is kept in $local_root_n1/jobs/$id3/ckpt" out3
 ok "the local data of a failed stage-out is kept after the job ends" \
     bash -c "sleep 2; grep -q 'weights of $id3' '$local_root_n1/jobs/$id3/ckpt/model.pt'"
+ok "a batch job whose stage-out delivered nothing is FAILED, not COMPLETED (got: $state3)" test "$state3" = "FAILED 1:0"
+ok "the job's stderr says why the job failed" grep -q "aihpc: the task fails because its stage-out did not deliver" out3
+
+# An srun step's stage-out failure fails the step: srun exits non-zero.
+cat >step.sh <<JOB
+#!/bin/bash
+srun -n1 --aihpc-stage-out="ckpt:$work/locked/step-result" bash -c 'mkdir -p "\$AIHPC_STAGE_DIR/ckpt" && echo x >"\$AIHPC_STAGE_DIR/ckpt/f"'
+echo "srun exit \$?"
+JOB
+id4=$(as_user sbatch --parsable -w n1 -o out4 step.sh)
+wait_job "$id4" >/dev/null
+ok "an srun step whose stage-out delivered nothing exits non-zero" grep -q "srun exit 1" out4
 finish
