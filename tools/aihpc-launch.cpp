@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -34,11 +35,35 @@ using namespace aihpc::container;
 
 namespace {
 
-// Marks every descriptor above stderr close-on-exec: close_range where the kernel has
-// CLOSE_RANGE_CLOEXEC (5.11), else one fcntl per entry of /proc/self/fd.
-void close_inherited_descriptors() {
+// The descriptors an MPI library hands its ranks by number in the environment: the
+// PMI-2 wire-up socket that Slurm's mpi/pmi2 (and MPICH's and Intel MPI's launchers)
+// pass in PMI_FD. PMIx reaches its server by a socket path, not a descriptor.
+std::vector<int> descriptors_named_in_env(const std::vector<std::string>& env) {
+    std::vector<int> keep;
+    for (const std::string& entry : env) {
+        for (const char* name : {"PMI_FD=", "PMI_CONTROL_FD="}) {
+            if (!entry.starts_with(name)) continue;
+            auto fd = parse_uint(entry.substr(std::strlen(name)));
+            if (fd && *fd > 2 && *fd < (1u << 20)) keep.push_back(static_cast<int>(*fd));
+        }
+    }
+    return keep;
+}
+
+// Marks every descriptor above stderr close-on-exec, but those in `keep`: close_range
+// where the kernel has CLOSE_RANGE_CLOEXEC (5.11), else one fcntl per entry of
+// /proc/self/fd.
+void close_inherited_descriptors(std::vector<int> keep) {
+    std::sort(keep.begin(), keep.end());
 #if defined(HAVE_CLOSE_RANGE) && defined(CLOSE_RANGE_CLOEXEC)
-    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+    unsigned from = 3;
+    bool ranges_done = true;
+    for (int fd : keep) {
+        if (static_cast<unsigned>(fd) > from && ::close_range(from, static_cast<unsigned>(fd) - 1, CLOSE_RANGE_CLOEXEC) != 0)
+            ranges_done = false;
+        from = static_cast<unsigned>(fd) + 1;
+    }
+    if (ranges_done && ::close_range(from, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
 #endif
     UniqueFd fds(::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fds) throw SystemError("cannot list the open descriptors in /proc/self/fd", errno);
@@ -50,6 +75,7 @@ void close_inherited_descriptors() {
     while (struct dirent* entry = ::readdir(dir)) {
         auto fd = parse_uint(entry->d_name);
         if (!fd || *fd <= 2 || static_cast<int>(*fd) == listing) continue;
+        if (std::binary_search(keep.begin(), keep.end(), static_cast<int>(*fd))) continue;
         int flags = ::fcntl(static_cast<int>(*fd), F_GETFD);
         if (flags >= 0) ::fcntl(static_cast<int>(*fd), F_SETFD, flags | FD_CLOEXEC);
     }
@@ -125,8 +151,9 @@ int run(int argc, char** argv) {
         std::fprintf(stderr, "aihpc: container: %s\n", join(quoted, " ").c_str());
     }
     std::fflush(nullptr);
-    // Descriptors Slurm or a TaskProlog left open do not belong in the container.
-    close_inherited_descriptors();
+    // Descriptors Slurm or a TaskProlog left open do not belong in the container; those
+    // the MPI library was handed do (PMI_FD), or its ranks could not wire up.
+    close_inherited_descriptors(descriptors_named_in_env(command.env));
     std::vector<char*> c_argv = c_strings(command.argv);
     std::vector<char*> c_env = c_strings(command.env);
     ::execve(command.argv[0].c_str(), c_argv.data(), c_env.data());

@@ -9,6 +9,7 @@
 // which this program parses with the same code as the plugin. Not meant to be run by
 // hand.
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/file.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -18,12 +19,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/error.hpp"
@@ -42,6 +46,8 @@
 #include "stage/stage_in.hpp"
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
+
+extern char** environ;
 
 using namespace aihpc;
 
@@ -138,6 +144,81 @@ unsigned stage_threads(const config::SiteConfig& site) {
 bool needs_cache_limits(const config::UserOptions& options) {
     return !options.stage.empty() && options.stage_mode != config::StageMode::private_;
 }
+
+// ---- the job's state, watched while the work runs
+
+// Slurm cannot tell a step that is still starting that its job was cancelled: slurmd
+// waits for the step to finish starting before it signals it, so the node would stay
+// COMPLETING for as long as a stage-in ran. The helper asks instead: every few seconds
+// squeue says whether the job still runs, and once it does not, the work stops and the
+// helper exits. A squeue that fails (no controller) says nothing, and the work goes on.
+class JobWatch {
+public:
+    explicit JobWatch(std::uint32_t job_id) : job_(std::to_string(job_id)), thread_([this] { watch(); }) {}
+    JobWatch(const JobWatch&) = delete;
+    JobWatch& operator=(const JobWatch&) = delete;
+    ~JobWatch() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            done_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+    }
+
+private:
+    // The job's state as squeue prints it, or "" when squeue could not say.
+    std::string job_state() const {
+        int out[2];
+        if (::pipe2(out, O_CLOEXEC) != 0) return "";
+        UniqueFd read_end(out[0]), write_end(out[1]);
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+        std::string job = job_;
+        char* argv[] = {const_cast<char*>("squeue"), const_cast<char*>("-h"), const_cast<char*>("-j"), job.data(),
+                        const_cast<char*>("-o"), const_cast<char*>("%T"), nullptr};
+        pid_t pid = -1;
+        int rc = ::posix_spawnp(&pid, "squeue", &actions, nullptr, argv, environ);
+        posix_spawn_file_actions_destroy(&actions);
+        write_end.reset();
+        if (rc != 0) return "";
+        std::string text;
+        char buf[256];
+        ssize_t n;
+        while ((n = ::read(read_end.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+            if (n > 0) text.append(buf, static_cast<std::size_t>(n));
+        int status = 0;
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        std::string state(trim(text));
+        // An unknown job id: squeue exits 1 ("Invalid job id"); the job is gone.
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && state.empty()) return "GONE";
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "";
+        return state.empty() ? "GONE" : state;
+    }
+
+    void watch() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        while (!wake_.wait_for(lock, std::chrono::seconds(5), [this] { return done_; })) {
+            lock.unlock();
+            std::string state = job_state();
+            lock.lock();
+            if (done_ || state.empty() || state == "RUNNING" || state == "CONFIGURING" || state == "SUSPENDED") continue;
+            std::fprintf(stderr, "aihpc-node: job %s is %s; stopping its node work\n", job_.c_str(), state.c_str());
+            std::fflush(stderr);
+            // Nothing half-made becomes visible: every copy is published by rename.
+            ::_exit(3);
+        }
+    }
+
+    std::string job_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool done_ = false;
+    std::thread thread_;
+};
 
 // As root: the job's and the user's directories under the root-owned local_root, and,
 // for a cache-mode stage-in, the user's share of the node cache. Result: "MAX LOW".
@@ -412,7 +493,11 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        command->second(parse_request(read_helper_request()), channel);
+        NodeRequest request = parse_request(read_helper_request());
+        // Only the user's work can take long; the epilog runs after the job anyway.
+        std::optional<JobWatch> watch;
+        if (command->first != "epilog" && command->first != "prepare") watch.emplace(request.job_id);
+        command->second(request, channel);
         return 0;
     } catch (const std::exception& e) {
         channel.error(e.what());

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/child_process.hpp"
@@ -303,7 +304,11 @@ HelperOutcome run_helper(const HelperRun& run) {
     std::vector<char*> argv;
     for (std::string& w : words) argv.push_back(w.data());
     argv.push_back(nullptr);
-    std::vector<std::string> env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
+    // slurmd's own PATH and SLURM_CONF (never the job's), so that the helper finds the
+    // Slurm commands it asks whether the job still runs.
+    const char* path = std::getenv("PATH");
+    std::vector<std::string> env = {std::string("PATH=") + (path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL=C"};
+    if (const char* conf = std::getenv("SLURM_CONF")) env.push_back(std::string("SLURM_CONF=") + conf);
     std::vector<char*> envp;
     for (std::string& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);

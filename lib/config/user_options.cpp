@@ -60,6 +60,9 @@ namespace {
 // NAME is a single path component a user can type in a variable name's place.
 void check_component(const std::string& option, const std::string& what, const std::string& name) {
     if (name.empty()) bad(option, what + " is empty");
+    // NAME_MAX: a longer name would be queued and fail on every node.
+    if (name.size() > 255)
+        bad(option, what + " is " + std::to_string(name.size()) + " bytes long; a file name has at most 255");
     if (name == "." || name == ".." || name.find('/') != std::string::npos)
         bad(option, what + " '" + name + "' must be one path component: no '/', '.' or '..'");
     for (char c : name)
@@ -76,6 +79,8 @@ void check_relative_path(const std::string& option, const std::string& what, con
 
 void check_path_text(const std::string& option, const std::string& what, const std::string& path) {
     if (path.empty()) bad(option, what + " is empty");
+    if (path.size() >= 4096)
+        bad(option, what + " is " + std::to_string(path.size()) + " bytes long; a path has fewer than 4096");
     for (char c : path)
         if (static_cast<unsigned char>(c) < 0x20) bad(option, what + " '" + path + "' contains a control character");
 }
@@ -231,10 +236,20 @@ UserOptions parse_user_options(const RawOptions& raw) {
     return options;
 }
 
+bool dest_names_node(const std::string& dest) {
+    // "%%n" is a literal "%n", not the node name: escapes are read left to right.
+    for (std::size_t i = 0; i + 1 < dest.size(); ++i) {
+        if (dest[i] != '%') continue;
+        if (dest[i + 1] == 'n') return true;
+        ++i;
+    }
+    return false;
+}
+
 void check_job_shape(const UserOptions& options, unsigned node_count) {
     if (node_count <= 1) return;
     for (const StageOutItem& item : options.stage_out)
-        if (item.dest.find("%n") == std::string::npos)
+        if (!dest_names_node(item.dest))
             bad("aihpc-stage-out", "DEST '" + item.dest + "' runs on " + std::to_string(node_count) +
                                        " nodes and would collide; add %n (node name) to it");
 }

@@ -83,6 +83,9 @@ DistKind parse_dist(const std::string& what, const std::string& value);
 // Stage NAME default: base name of SRC minus any archive suffix.
 std::string default_stage_name(const std::string& src);
 
+// Whether a stage-out DEST holds the %n escape (the node name); "%%n" does not.
+bool dest_names_node(const std::string& dest);
+
 // Checks that need to know the job's shape, done at submit: a stage-out DEST without %n
 // on more than one node.
 void check_job_shape(const UserOptions& options, unsigned node_count);

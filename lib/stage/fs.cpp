@@ -58,7 +58,9 @@ int open_beneath(int dir_fd, const std::string& relative, int flags, mode_t mode
             have_openat2.store(1, std::memory_order_relaxed);
             return static_cast<int>(fd);
         }
-        if (errno != ENOSYS) return -1;
+        // ENOSYS: an old kernel; EPERM: a seccomp filter (some container runtimes) that
+        // refuses the call itself. Both mean "use the fallback", never "refused".
+        if (errno != ENOSYS && errno != EPERM) return -1;
         have_openat2.store(0, std::memory_order_relaxed);
     }
     return open_by_components(dir_fd, relative, flags, mode);

@@ -81,6 +81,20 @@ static void stage_out_on_several_nodes_needs_node_escape(void**) {
     expect_error_containing([&] { check_job_shape(options, 2); }, "add %n");
     options = parse1("aihpc-stage-out", "out:/scratch/%j/%n");
     check_job_shape(options, 4);
+    // "%%n" is a literal "%n": every node would write the same DEST.
+    options = parse1("aihpc-stage-out", "out:/scratch/%%n");
+    expect_error_containing([&] { check_job_shape(options, 2); }, "add %n");
+    options = parse1("aihpc-stage-out", "out:/scratch/%%%n");
+    check_job_shape(options, 2);
+    assert_false(dest_names_node("/a/%%n%%"));
+    assert_true(dest_names_node("/a/%%%n"));
+}
+
+static void stage_names_and_paths_are_bounded(void**) {
+    std::string long_name(70000, 'a');
+    expect_error_containing([&] { parse_stage("/data:" + long_name); }, "at most 255");
+    expect_error_containing([&] { parse_stage("/" + long_name); }, "fewer than 4096");
+    parse_stage("/data:" + std::string(255, 'b'));
 }
 
 // ---- --aihpc-stage-mode, --aihpc-stage-verify, --aihpc-verbose
@@ -258,6 +272,7 @@ int main(void) {
         cmocka_unit_test(stage_out_parses_local_and_dest),
         cmocka_unit_test(stage_out_rejects_escapes_and_bad_local),
         cmocka_unit_test(stage_out_on_several_nodes_needs_node_escape),
+        cmocka_unit_test(stage_names_and_paths_are_bounded),
         cmocka_unit_test(stage_mode_accepts_cache_and_private),
         cmocka_unit_test(flags_take_no_value),
         cmocka_unit_test(container_options_parse),
