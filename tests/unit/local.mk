@@ -7,3 +7,7 @@ tests_unit_test_config_LDADD = $(unit_test_libs)
 UNIT_TESTS += tests/unit/test_common
 tests_unit_test_common_SOURCES = tests/unit/test_common.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_common_LDADD = $(unit_test_libs)
+
+UNIT_TESTS += tests/unit/test_node_helper
+tests_unit_test_node_helper_SOURCES = tests/unit/test_node_helper.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_node_helper_LDADD = $(unit_test_libs)

@@ -1,5 +1,5 @@
-// lib/common: JSON quoting and handles, directory creation, and the child that drops to
-// a user (run for real: those tests need root, as the plugin does, and skip without it).
+// lib/common: JSON quoting and handles, directory creation, and the child process handle.
+// The exec'd helper that drops to a user is tested in test_node_helper.cpp.
 #include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -15,24 +15,10 @@
 #include "common/json.hpp"
 #include "common/paths.hpp"
 #include "common/text.hpp"
-#include "common/user_process.hpp"
 #include "temp_dir.hpp"
 
 using namespace aihpc;
 
-namespace {
-
-// uid and gid 65534 are nobody and nogroup on Debian; 65533 as a second, supplementary
-// group needs no name, since the kernel looks none up.
-const UserIds nobody{65534, 65534, {65534, 65533}};
-
-bool skip_unless_root() {
-    if (::geteuid() == 0) return false;
-    print_message("skipped: dropping to another user needs root\n");
-    return true;
-}
-
-}  // namespace
 
 // ---- JSON
 
@@ -137,116 +123,7 @@ static void path_exists_follows_symlinks(void**) {
     assert_false(path_exists(tmp.path() + "/absent"));
 }
 
-// ---- the child that drops to a user
-
-static void ids_text(const ChildReport& report) {
-    gid_t groups[16];
-    int n = std::max(0, ::getgroups(16, groups));
-    std::sort(groups, groups + n);  // the kernel keeps its own order
-    std::string text = std::to_string(::getuid()) + " " + std::to_string(::geteuid()) + " " + std::to_string(::getgid()) +
-                       " " + std::to_string(::getegid()) + " groups";
-    for (int i = 0; i < n; ++i) text += " " + std::to_string(groups[i]);
-    report.note(text);
-}
-
-static void user_part_runs_with_the_users_uid_gid_and_groups(void**) {
-    if (skip_unless_root()) skip();
-    std::vector<std::string> notes = run_as_user(nobody, "test", ids_text, ids_text);
-    assert_int_equal(notes.size(), 2);
-    assert_true(notes[0].rfind("0 0 0 0 groups", 0) == 0);  // the root part
-    assert_string_equal(notes[1].c_str(), "65534 65534 65534 65534 groups 65533 65534");
-}
-
-static void root_part_is_root_when_the_caller_had_dropped_its_euid(void**) {
-    if (skip_unless_root()) skip();
-    // As slurmstepd in user_init: real uid 0, effective ids the job's user's.
-    assert_int_equal(::setegid(65534), 0);
-    assert_int_equal(::seteuid(65534), 0);
-    std::vector<std::string> notes;
-    bool failed = false;
-    try {
-        notes = run_as_user(nobody, "test", ids_text, [](const ChildReport&) {});
-    } catch (const Error&) {
-        failed = true;
-    }
-    int back = ::seteuid(0) | ::setegid(0);
-    assert_int_equal(back, 0);
-    assert_false(failed);
-    assert_int_equal(notes.size(), 1);
-    assert_true(notes[0].rfind("0 0 0 0 groups", 0) == 0);
-}
-
-static void notes_come_back_in_order_and_whole(void**) {
-    if (skip_unless_root()) skip();
-    std::vector<std::string> notes = run_as_user(
-        nobody, "test", [](const ChildReport& r) { r.note("first"); },
-        [](const ChildReport& r) {
-            r.note("two\nlines");
-            r.note("");
-            r.note(std::string(100000, 'x'));  // more than a pipe holds
-        });
-    assert_int_equal(notes.size(), 4);
-    assert_string_equal(notes[0].c_str(), "first");
-    assert_string_equal(notes[1].c_str(), "two\nlines");
-    assert_string_equal(notes[2].c_str(), "");
-    assert_int_equal(notes[3].size(), 100000);
-}
-
-static void an_exception_in_the_user_part_comes_back_as_an_error_with_its_text(void**) {
-    if (skip_unless_root()) skip();
-    bool died = false;
-    std::string message;
-    try {
-        run_as_user(
-            nobody, "test", [](const ChildReport&) {},
-            [](const ChildReport& r) {
-                r.note("before");
-                throw Error("stage-in of /data/x failed: No space left on device");
-            });
-    } catch (const ChildDied&) {
-        died = true;
-    } catch (const Error& e) {
-        message = e.what();
-    }
-    assert_false(died);
-    assert_string_equal(message.c_str(), "stage-in of /data/x failed: No space left on device");
-}
-
-static void an_exception_in_the_root_part_stops_the_child_before_the_user_part(void**) {
-    if (skip_unless_root()) skip();
-    TempDir tmp;
-    std::string mark = tmp.path() + "/user-part-ran";
-    expect_error_containing(
-        [&] {
-            run_as_user(
-                nobody, "test", [](const ChildReport&) { throw Error("local_root is not safe"); },
-                [&](const ChildReport&) { ::mkdir(mark.c_str(), 0700); });
-        },
-        "local_root is not safe");
-    assert_false(path_exists(mark));
-}
-
-static void a_child_killed_by_a_signal_is_reported_as_died(void**) {
-    if (skip_unless_root()) skip();
-    std::string message;
-    try {
-        run_as_user(nobody, "staging", [](const ChildReport&) {}, [](const ChildReport&) { ::raise(SIGKILL); });
-    } catch (const ChildDied& e) {
-        message = e.what();
-    }
-    assert_string_equal(message.c_str(), "the staging child died (Killed)");
-}
-
-static void a_child_that_exits_without_a_word_is_reported_as_died(void**) {
-    if (skip_unless_root()) skip();
-    std::string message;
-    try {
-        run_as_user(nobody, "stage-out", [](const ChildReport&) {}, [](const ChildReport&) { ::_exit(3); });
-    } catch (const ChildDied& e) {
-        message = e.what();
-    }
-    assert_string_equal(message.c_str(), "the stage-out child died (exit 3)");
-}
+// ---- the child process handle
 
 static void a_child_whose_status_cannot_be_read_never_counts_as_a_success(void**) {
     pid_t pid = fork();
@@ -272,13 +149,6 @@ int main(void) {
         cmocka_unit_test(make_directories_creates_every_missing_parent),
         cmocka_unit_test(make_directories_names_the_directory_it_could_not_make),
         cmocka_unit_test(path_exists_follows_symlinks),
-        cmocka_unit_test(user_part_runs_with_the_users_uid_gid_and_groups),
-        cmocka_unit_test(root_part_is_root_when_the_caller_had_dropped_its_euid),
-        cmocka_unit_test(notes_come_back_in_order_and_whole),
-        cmocka_unit_test(an_exception_in_the_user_part_comes_back_as_an_error_with_its_text),
-        cmocka_unit_test(an_exception_in_the_root_part_stops_the_child_before_the_user_part),
-        cmocka_unit_test(a_child_killed_by_a_signal_is_reported_as_died),
-        cmocka_unit_test(a_child_that_exits_without_a_word_is_reported_as_died),
         cmocka_unit_test(a_child_whose_status_cannot_be_read_never_counts_as_a_success),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
