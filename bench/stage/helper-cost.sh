@@ -1,0 +1,65 @@
+#!/bin/bash
+# What running node work in an exec'd aihpc-node costs per step, against the plugin that
+# forked slurmstepd and staged in the copy (no exec), in the same run:
+#   `srun -n2 --aihpc-stage=TREE true` on a cache hit, the two plugins interleaved
+#   (target: at most 5 ms more per step).
+# The baseline plugin is built from BASE_REF (default: the last commit before aihpc-node)
+# into a scratch worktree, once; or give a built one as AIHPC_BASE_PLUGIN=/path/aihpc.so.
+# Usage: bench/stage/helper-cost.sh [RUNS]   (default 20; as root, mini-cluster up)
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+runs=${1:-20}
+base_ref=${BASE_REF:-$(git -C "$top" log --format=%H -1 --grep='^Node work out of slurmstepd' 2>/dev/null)^}
+"$top/contrib/minicluster" status >/dev/null 2>&1 || { echo "helper cost: skipped (mini-cluster not up)"; exit 0; }
+eval "$("$top/contrib/minicluster" env)"
+export SLURM_CONF
+plugstack=$(dirname "$SLURM_CONF")/plugstack.conf
+
+base_plugin=${AIHPC_BASE_PLUGIN:-}
+if [ -z "$base_plugin" ]; then
+    base_tree=/tmp/aihpc-bench-base
+    if [ ! -f "$base_tree/plugin/.libs/aihpc.so" ]; then
+        echo "# building the baseline plugin from $base_ref in $base_tree"
+        rm -rf "$base_tree"
+        git -C "$top" worktree add -f --detach "$base_tree" "$base_ref" >/dev/null
+        (cd "$base_tree" && ./autogen.sh >/dev/null 2>&1 && ./configure -q && make -j"$(nproc)" >/dev/null 2>&1)
+    fi
+    base_plugin=$base_tree/plugin/.libs/aihpc.so
+fi
+chmod -R a+rX "$(dirname "$(dirname "$(dirname "$base_plugin")")")" 2>/dev/null || true
+
+work=$(mktemp -d /tmp/aihpc-bench-helper.XXXXXX)
+chmod 0755 "$work"
+cp "$plugstack" "$work/plugstack.orig"
+trap 'cp "$work/plugstack.orig" "$plugstack"; rm -rf "$work"' EXIT
+python3 "$top/bench/stage/make_tree.py" "$work/tree" 200 >/dev/null
+chmod -R a+rX "$work"
+
+exec python3 - "$runs" "$plugstack" "$work" "$base_plugin" "$top/plugin/.libs/aihpc.so" <<'PY'
+import re, statistics, subprocess, sys, time
+
+runs, plugstack, work, base_so, new_so = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+original = open(work + "/plugstack.orig").read()
+
+def use(plugin):
+    text = re.sub(r"^required \S*aihpc\.so", "required " + plugin, original, flags=re.M)
+    open(plugstack, "w").write(text)
+
+cmd = ["runuser", "-u", "aihpc-test", "--", "srun", "-n2", "-w", "n1",
+       "--aihpc-stage=%s/tree:benchtree" % work, "true"]
+samples = {base_so: [], new_so: []}
+for plugin in (base_so, new_so):   # one cold stage each, so that every timed run is a hit
+    use(plugin)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+for _ in range(runs):
+    for plugin in (base_so, new_so):
+        use(plugin)
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        samples[plugin].append((time.perf_counter() - start) * 1000)
+base, new = statistics.median(samples[base_so]), statistics.median(samples[new_so])
+verdict = "ok" if new - base <= 5.0 else "SLOW"
+print("# exec'd node helper against the forked child, srun -n2 --aihpc-stage (cache hit), median of %d" % runs)
+print("forked child (baseline): %.1f ms   exec'd aihpc-node: %.1f ms   difference %+.1f ms   ratio %.3f (target <= +5 ms) %s"
+      % (base, new, new - base, new / base, verdict))
+PY
