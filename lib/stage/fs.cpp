@@ -6,11 +6,17 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <sys/file.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "common/error.hpp"
@@ -121,30 +127,49 @@ DirectoryNames::DirectoryNames(int dir_fd, const std::string& shown_path) {
 
 namespace {
 
-bool remove_children(int dir_fd, dev_t device, std::string* error, int depth);
+// What one removal carries down the tree.
+struct Removal {
+    dev_t device = 0;
+    std::string* error = nullptr;
+    const std::chrono::steady_clock::time_point* deadline = nullptr;
+    bool out_of_time = false;
+    unsigned since_check = 0;
+
+    // The clock is read once per 64 entries: cheap next to the unlinks it bounds.
+    bool expired() {
+        if (out_of_time) return true;
+        if (!deadline || ++since_check < 64) return false;
+        since_check = 0;
+        out_of_time = std::chrono::steady_clock::now() >= *deadline;
+        return out_of_time;
+    }
+};
+
+bool remove_children(int dir_fd, Removal& r, int depth);
 
 void note_error(std::string* error, const std::string& what) {
     if (error && error->empty()) *error = what;
 }
 
-bool remove_entry(int parent_fd, const char* name, dev_t device, std::string* error, int depth) {
+bool remove_entry(int parent_fd, const char* name, Removal& r, int depth) {
+    if (r.expired()) return false;
     struct stat st {};
     if (::fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT) return true;
-        note_error(error, std::string("stat ") + name + ": " + std::strerror(errno));
+        note_error(r.error, std::string("stat ") + name + ": " + std::strerror(errno));
         return false;
     }
     if (!S_ISDIR(st.st_mode)) {
         if (::unlinkat(parent_fd, name, 0) == 0 || errno == ENOENT) return true;
-        note_error(error, std::string("unlink ") + name + ": " + std::strerror(errno));
+        note_error(r.error, std::string("unlink ") + name + ": " + std::strerror(errno));
         return false;
     }
-    if (st.st_dev != device) {
-        note_error(error, std::string(name) + " is a mount point; left in place");
+    if (st.st_dev != r.device) {
+        note_error(r.error, std::string(name) + " is a mount point; left in place");
         return false;
     }
     if (depth > 4096) {
-        note_error(error, "directory tree too deep");
+        note_error(r.error, "directory tree too deep");
         return false;
     }
     int fd = ::openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -154,52 +179,205 @@ bool remove_entry(int parent_fd, const char* name, dev_t device, std::string* er
         fd = ::openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     }
     if (fd < 0) {
-        note_error(error, std::string("open ") + name + ": " + std::strerror(errno));
+        note_error(r.error, std::string("open ") + name + ": " + std::strerror(errno));
         return false;
     }
     UniqueFd dir(fd);
     struct stat opened {};
     if (::fstat(dir.get(), &opened) != 0 || opened.st_ino != st.st_ino || opened.st_dev != st.st_dev) {
-        note_error(error, std::string(name) + " changed while being removed");
+        note_error(r.error, std::string(name) + " changed while being removed");
         return false;
     }
     if ((opened.st_mode & 0300) != 0300) ::fchmod(dir.get(), (opened.st_mode & 07777) | 0700);
-    bool ok = remove_children(dir.get(), device, error, depth + 1);
+    bool ok = remove_children(dir.get(), r, depth + 1);
     dir.reset();
+    if (r.out_of_time) return false;
     if (::unlinkat(parent_fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
-        note_error(error, std::string("rmdir ") + name + ": " + std::strerror(errno));
+        note_error(r.error, std::string("rmdir ") + name + ": " + std::strerror(errno));
         return false;
     }
     return ok;
 }
 
-bool remove_children(int dir_fd, dev_t device, std::string* error, int depth) {
+bool remove_children(int dir_fd, Removal& r, int depth) {
     int listing_fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (listing_fd < 0) {
-        note_error(error, std::string("open for listing: ") + std::strerror(errno));
+        note_error(r.error, std::string("open for listing: ") + std::strerror(errno));
         return false;
     }
     UniqueFd listing(listing_fd);
     try {
         DirectoryNames names(listing.get(), "a directory being removed");
         bool ok = true;
-        for (std::size_t i = 0; i < names.size(); ++i) ok = remove_entry(dir_fd, names.c_str(i), device, error, depth) && ok;
-        return ok;
+        for (std::size_t i = 0; i < names.size() && !r.out_of_time; ++i) ok = remove_entry(dir_fd, names.c_str(i), r, depth) && ok;
+        return ok && !r.out_of_time;
     } catch (const Error& e) {
-        note_error(error, e.what());
+        note_error(r.error, e.what());
         return false;
     }
+}
+
+bool remove_with(int parent_fd, const std::string& name, Removal& r) {
+    struct stat parent {};
+    if (::fstat(parent_fd, &parent) != 0) {
+        note_error(r.error, std::string("fstat: ") + std::strerror(errno));
+        return false;
+    }
+    r.device = parent.st_dev;
+    return remove_entry(parent_fd, name.c_str(), r, 0);
 }
 
 }  // namespace
 
 bool remove_tree_at(int parent_fd, const std::string& name, std::string* error) {
-    struct stat parent {};
-    if (::fstat(parent_fd, &parent) != 0) {
-        note_error(error, std::string("fstat: ") + std::strerror(errno));
-        return false;
+    Removal r;
+    r.error = error;
+    return remove_with(parent_fd, name, r);
+}
+
+bool remove_tree_until(int parent_fd, const std::string& name, std::chrono::steady_clock::time_point deadline,
+                       bool* out_of_time, std::string* error) {
+    Removal r;
+    r.error = error;
+    r.deadline = &deadline;
+    bool ok = remove_with(parent_fd, name, r);
+    if (out_of_time) *out_of_time = r.out_of_time;
+    return ok;
+}
+
+namespace {
+
+// One unit of fsync_tree's work: an entry below an open directory, shared by its siblings.
+struct SyncItem {
+    std::shared_ptr<UniqueFd> parent;
+    std::string name;
+};
+
+}  // namespace
+
+void fsync_tree(int dir_fd, unsigned threads, const std::string& shown_path) {
+    struct stat root {};
+    if (::fstat(dir_fd, &root) != 0) throw_errno("cannot stat " + shown_path);
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::deque<SyncItem> queue;
+    std::size_t busy = 0;
+    std::string failure;
+
+    // Lists a directory into the queue and fsyncs it; runs on any worker.
+    auto sync_directory = [&](int fd, const std::string& shown) {
+        UniqueFd listing(::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!listing) throw SystemError("cannot open " + shown + " to flush it", errno);
+        DirectoryNames names(listing.get(), shown);
+        if (names.size() > 0) {
+            auto shared = std::make_shared<UniqueFd>(::dup(fd));
+            if (!*shared) throw SystemError("cannot flush " + shown, errno);
+            std::lock_guard<std::mutex> hold(mutex);
+            for (std::size_t i = 0; i < names.size(); ++i) queue.push_back({shared, std::string(names[i])});
+            changed.notify_all();
+        }
+        if (::fsync(fd) != 0) throw SystemError("cannot flush the directory " + shown + " to disk", errno);
+    };
+    auto sync_item = [&](const SyncItem& item) {
+        std::string shown = join_path(shown_path, item.name);
+        // O_NONBLOCK: whatever was planted under the name never blocks the open; a
+        // symlink fails with ELOOP and needs nothing beyond its directory's fsync.
+        int fd = ::openat(item.parent->get(), item.name.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ELOOP || errno == ENOENT) return;
+            throw SystemError("cannot open " + shown + " to flush it", errno);
+        }
+        UniqueFd file(fd);
+        struct stat st {};
+        if (::fstat(file.get(), &st) != 0) throw SystemError("cannot stat " + shown, errno);
+        if (st.st_dev != root.st_dev) return;
+        if (S_ISDIR(st.st_mode)) sync_directory(file.get(), shown);
+        else if (S_ISREG(st.st_mode) && ::fsync(file.get()) != 0)
+            throw SystemError("cannot flush " + shown + " to disk", errno);
+    };
+    auto worker = [&] {
+        std::unique_lock<std::mutex> hold(mutex);
+        while (true) {
+            changed.wait(hold, [&] { return !queue.empty() || busy == 0 || !failure.empty(); });
+            if (!failure.empty() || queue.empty()) return;
+            SyncItem item = std::move(queue.front());
+            queue.pop_front();
+            ++busy;
+            hold.unlock();
+            try {
+                sync_item(item);
+            } catch (const Error& e) {
+                hold.lock();
+                if (failure.empty()) failure = e.what();
+                --busy;
+                changed.notify_all();
+                return;
+            }
+            item = SyncItem{};
+            hold.lock();
+            --busy;
+            changed.notify_all();
+        }
+    };
+    // The root is listed first, so the workers start with its entries queued.
+    sync_directory(dir_fd, shown_path);
+    unsigned count = std::max(1u, threads);
+    std::vector<std::thread> workers;
+    for (unsigned i = 1; i < count; ++i) workers.emplace_back(worker);
+    worker();
+    for (std::thread& t : workers) t.join();
+    if (!failure.empty()) throw Error(failure);
+}
+
+void fsync_item_at(int parent_fd, const std::string& name, unsigned threads, const std::string& shown_path) {
+    UniqueFd item(::openat(parent_fd, name.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+    if (!item) {
+        if (errno != ELOOP) throw_errno("cannot open " + shown_path + " to flush it");
+    } else {
+        struct stat st {};
+        if (::fstat(item.get(), &st) != 0) throw_errno("cannot stat " + shown_path);
+        if (S_ISDIR(st.st_mode)) fsync_tree(item.get(), threads, shown_path);
+        else if (::fsync(item.get()) != 0) throw_errno("cannot flush " + shown_path + " to disk");
     }
-    return remove_entry(parent_fd, name.c_str(), parent.st_dev, error, 0);
+    if (::fsync(parent_fd) != 0) throw_errno("cannot flush the directory of " + shown_path + " to disk");
+}
+
+UniqueFd open_lock_file_at(int dir_fd, const std::string& name, bool create, const std::string& shown_path) {
+    int fd = ::openat(dir_fd, name.c_str(), O_RDWR | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+    if (fd < 0) {
+        if (!create && errno == ENOENT) return UniqueFd();
+        if (errno == ELOOP) throw Error("the lock file " + shown_path + " is a symlink; remove it");
+        throw_errno("cannot open the lock file " + shown_path);
+    }
+    UniqueFd lock(fd);
+    struct stat st {};
+    if (::fstat(lock.get(), &st) != 0) throw_errno("cannot stat the lock file " + shown_path);
+    if (!S_ISREG(st.st_mode)) throw Error("the lock file " + shown_path + " is not a regular file; remove it");
+    return lock;
+}
+
+bool lock_with_deadline(int fd, int operation, std::chrono::milliseconds wait, const std::string& shown_path) {
+    const bool try_once = (operation & LOCK_NB) != 0;
+    const int kind = operation & ~LOCK_NB;
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    // flock has no timeout of its own: poll, backing off from 1 ms to 50 ms, which costs
+    // nothing measurable next to the stage a waiter waits for.
+    std::chrono::milliseconds pause{1};
+    while (true) {
+        if (::flock(fd, kind | LOCK_NB) == 0) return true;
+        if (errno == EINTR) continue;
+        if (errno != EWOULDBLOCK) throw_errno("cannot lock " + shown_path);
+        if (try_once) return false;
+        auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) {
+            auto seconds = std::chrono::duration_cast<std::chrono::seconds>(wait).count();
+            throw Error("gave up waiting for the lock " + shown_path + " after " + std::to_string(seconds) +
+                        " s: another process holds it (another stage of the same data, or a process of the file's owner); "
+                        "try again once it ends, or end the process that holds it (fuser " + shown_path + ")");
+        }
+        std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
+        pause = std::min(pause * 2, std::chrono::milliseconds(50));
+    }
 }
 
 std::optional<std::string> read_small_file_at(int dir_fd, const std::string& name, std::size_t max_bytes) {
