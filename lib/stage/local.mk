@@ -7,6 +7,7 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/archive.cpp lib/stage/archive.hpp \
 	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
 	lib/stage/node_layout.cpp lib/stage/node_layout.hpp \
+	lib/stage/cache_ledger.cpp lib/stage/cache_ledger.hpp \
 	lib/stage/source.cpp lib/stage/source.hpp \
 	lib/stage/stage_in.cpp lib/stage/stage_in.hpp \
 	lib/stage/stage_out.cpp lib/stage/stage_out.hpp

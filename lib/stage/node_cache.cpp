@@ -129,7 +129,8 @@ std::uint64_t cache_bytes_at(int cache_fd) {
         if (entry_fd < 0) continue;
         UniqueFd entry(entry_fd);
         auto info = parse_info(read_small_file_at(entry.get(), "info", small_file_max).value_or(""));
-        total += parse_uint(info["bytes"]).value_or(0);
+        std::uint64_t bytes = parse_uint(info["bytes"]).value_or(0);
+        total = bytes > UINT64_MAX - total ? UINT64_MAX : total + bytes;
     }
     return total;
 }
