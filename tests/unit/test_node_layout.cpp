@@ -236,6 +236,7 @@ static void other_users_cache_bytes_are_measured_never_read_from_info_files(void
     TempDir tmp;
     // An info file claims anything its user likes; root counts the blocks it finds.
     put_cache_entry(tmp, "1000", "00000000000000000000000000000001", 18000000000000000000ull);
+    tmp.make_dir("cache/1001");
     tmp.write("cache/1001/big", std::string(1 << 20, 'x'));
     tmp.make_dir("cache/1003");  // a user with an empty cache
     UniqueFd cache = open_dir(tmp.path() + "/cache");
