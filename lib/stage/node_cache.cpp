@@ -278,11 +278,13 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     for (const std::string& line : info) info_text += line + "\n";
     info_text += "bytes=" + std::to_string(manifest.byte_count()) + "\nfiles=" + std::to_string(manifest.file_count()) + "\n";
     write_file_atomic_at(entry.get(), "info", info_text, 0444, join_path(temp_path, "info"));
-    if (::fchmod(entry.get(), 0555) != 0) throw_errno("cannot make " + temp_path + " read-only");
     // A published entry is trusted by metadata alone: its content must reach the disk
     // before its name does, or a crash could leave a complete-looking, empty entry. Only
-    // the entry's own files are flushed, in parallel; other writers' data is not ours to wait for.
+    // the entry's own files are flushed, in parallel; other writers' data is not ours to
+    // wait for. Flushed while the entry is still writable, then its mode once more.
     fsync_tree(entry.get(), sync_threads_, temp_path);
+    if (::fchmod(entry.get(), 0555) != 0) throw_errno("cannot make " + temp_path + " read-only");
+    if (::fsync(entry.get()) != 0) throw_errno("cannot flush " + temp_path + " to disk");
     // Same parent, so renaming a read-only directory needs no write access to it; the
     // entry appears whole or not at all.
     if (::renameat(entries_fd_.get(), temp.c_str(), entries_fd_.get(), key.c_str()) != 0)
