@@ -190,9 +190,13 @@ std::optional<Manifest> NodeCache::stored_manifest(const std::string& key) const
 }
 
 void NodeCache::log(const std::string& what, const std::string& key, const std::vector<std::string>& info) const {
-    int fd = ::openat(dir_fd_.get(), "log", O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    // O_NONBLOCK: a FIFO planted as the log must not hang the stager; only a regular
+    // file is written.
+    int fd = ::openat(dir_fd_.get(), "log", O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) return;
     UniqueFd file(fd);
+    struct stat st {};
+    if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) return;
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
     std::string line = std::to_string(::time(nullptr)) + " " + host + " pid=" + std::to_string(::getpid()) + " " + what +
