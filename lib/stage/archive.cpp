@@ -161,8 +161,18 @@ std::string normalized(const std::string& path) {
 
 }  // namespace
 
+std::uint64_t extracted_charge(ArchiveEntryKind kind, std::uint64_t size) {
+    constexpr std::uint64_t block = 4096;
+    switch (kind) {
+    case ArchiveEntryKind::file: return size > UINT64_MAX - block ? UINT64_MAX : (size + block - 1) / block * block;
+    case ArchiveEntryKind::directory: return block;
+    default: return 0;  // a link is a name in its directory
+    }
+}
+
 ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::string& dst_name, bool read_only, bool hash,
-                              CopyProgress* progress, const std::string& shown_src, const std::string& shown_dst) {
+                              CopyProgress* progress, const std::string& shown_src, const std::string& shown_dst,
+                              const ExtractLimits& limits) {
     auto refuse = [&](const std::string& why) {
         return Error("refusing to extract " + shown_src + ": " + why + "; only archives whose entries stay inside them are staged");
     };
@@ -185,6 +195,24 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
 
     ExtractResult result;
     std::map<std::string, std::string> hashes;
+    std::uint64_t charged = 0, entries = 0;
+    auto too_big = [&](const std::string& why) {
+        return Error("refusing to extract " + shown_src + ": " + why +
+                     "; nothing of it was kept. Stage a smaller archive, extract it yourself, or ask for a node with more local disk");
+    };
+    // Charges `bytes` more, throwing once past a bound; before a byte of it is written.
+    auto charge = [&](std::uint64_t bytes) {
+        charged = bytes > UINT64_MAX - charged ? UINT64_MAX : charged + bytes;
+        if (limits.max_bytes && charged > limits.max_bytes)
+            throw too_big("it expands to more than " + std::to_string(limits.max_bytes) + " bytes, the room left for it");
+        if (limits.max_ratio && charged > limits.ratio_floor) {
+            la_int64_t read = archive_filter_bytes(reader.a, -1);
+            std::uint64_t raw = read > 0 ? static_cast<std::uint64_t>(read) : 1;
+            if (charged / limits.max_ratio > raw)
+                throw too_big("it expands more than " + std::to_string(limits.max_ratio) + " times (" + std::to_string(charged) +
+                              " bytes out of " + std::to_string(raw) + " read), as only a crafted archive does");
+        }
+    };
     std::vector<char> buffer;
     while (true) {
         struct archive_entry* entry = nullptr;
@@ -199,6 +227,13 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         else if (kind == ArchiveEntryKind::symlink && archive_entry_symlink(entry)) target = archive_entry_symlink(entry);
         if (auto why = archive_entry_refusal(path, kind, target)) throw refuse(*why);
         if (plain_components(path)->empty()) continue;  // "./" itself: the root exists
+        if (++entries > limits.max_entries)
+            throw too_big("it has more than " + std::to_string(limits.max_entries) + " entries");
+        std::uint64_t declared = archive_entry_size_is_set(entry) && archive_entry_size(entry) > 0
+                                     ? static_cast<std::uint64_t>(archive_entry_size(entry))
+                                     : 0;
+        std::uint64_t entry_charge = extracted_charge(kind, declared);
+        charge(entry_charge);
         // Set-id bits and ownership are never carried into a node-local copy.
         archive_entry_set_perm(entry, archive_entry_perm(entry) & 01777);
         if (kind == ArchiveEntryKind::hardlink) archive_entry_set_hardlink(entry, normalized(target).c_str());
@@ -228,6 +263,13 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
             if (rc == ARCHIVE_EOF) break;
             if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
             hash_zeros_to(static_cast<std::uint64_t>(offset));
+            // The header's size bounds the data in a well-formed archive; charge anything past it anyway.
+            std::uint64_t end = static_cast<std::uint64_t>(offset < 0 ? 0 : offset) + size;
+            if (extracted_charge(kind, end) > entry_charge) {
+                std::uint64_t more = extracted_charge(kind, end) - entry_charge;
+                entry_charge += more;
+                charge(more);
+            }
             if (hasher) {
                 hasher->update(block, size);
                 position += size;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -59,6 +60,35 @@ private:
 // directories owned by the caller are made writable first. Returns false if anything was
 // left behind (the first error in *error when given); never throws.
 bool remove_tree_at(int parent_fd, const std::string& name, std::string* error = nullptr);
+
+// As remove_tree_at, but stops once `deadline` has passed, leaving the rest in place for a
+// later call; *out_of_time says whether it stopped for that reason. A million-file tree is
+// then removed in slices that each fit the caller's time budget.
+bool remove_tree_until(int parent_fd, const std::string& name, std::chrono::steady_clock::time_point deadline,
+                       bool* out_of_time, std::string* error = nullptr);
+
+// Makes every regular file and directory below dir_fd, and dir_fd itself, durable with
+// fsync, `threads` at a time, so that only what was written is flushed, never the whole
+// file system (as syncfs does). Symlinks are persisted by their directory's fsync, and a
+// directory on another device is left alone. Throws aihpc::SystemError naming the entry.
+void fsync_tree(int dir_fd, unsigned threads, const std::string& shown_path);
+// The same for one item: a directory tree, or a lone file and its parent directory.
+void fsync_item_at(int parent_fd, const std::string& name, unsigned threads, const std::string& shown_path);
+
+// Lock files live in directories their user may write, so whoever owns them may hold a
+// lock forever or plant a FIFO under the name. They are opened O_NONBLOCK and O_NOFOLLOW
+// and refused unless regular files. Returns an empty fd when the file is missing and
+// `create` is false; throws aihpc::Error naming shown_path otherwise.
+UniqueFd open_lock_file_at(int dir_fd, const std::string& name, bool create, const std::string& shown_path);
+
+// flock(operation) with a bounded wait: true once locked, false at once when operation
+// has LOCK_NB and the lock is held. Otherwise retries until `wait` has passed and then
+// throws aihpc::Error naming shown_path and who may hold it.
+bool lock_with_deadline(int fd, int operation, std::chrono::milliseconds wait, const std::string& shown_path);
+
+// How long stagers wait for a lock another stager holds (one that produces the same data
+// may take long), unless told otherwise.
+inline constexpr std::chrono::milliseconds default_lock_wait{std::chrono::hours(1)};
 
 // A tree being built under a temporary name below parent_fd: removed on every way out
 // of the scope unless keep() was called once it was published under its real name.

@@ -7,6 +7,7 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/archive.cpp lib/stage/archive.hpp \
 	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
 	lib/stage/node_layout.cpp lib/stage/node_layout.hpp \
+	lib/stage/cache_ledger.cpp lib/stage/cache_ledger.hpp \
 	lib/stage/source.cpp lib/stage/source.hpp \
 	lib/stage/stage_in.cpp lib/stage/stage_in.hpp \
 	lib/stage/stage_out.cpp lib/stage/stage_out.hpp
@@ -26,3 +27,9 @@ EXTRA_DIST += man/aihpc-8-stage.roff \
 	bench/stage/run.sh bench/stage/make_tree.py bench/stage/helper-cost.sh \
 	tests/integration/20-stage-array.sh tests/integration/21-stage-faults.sh \
 	tests/integration/22-stage-out.sh tests/integration/23-stage-security.sh
+# Built on demand by bench/stage/fsync.sh, never by make all.
+EXTRA_PROGRAMS += bench/stage/aihpc-bench-fsync
+bench_stage_aihpc_bench_fsync_SOURCES = bench/stage/fsync_flush.cpp
+bench_stage_aihpc_bench_fsync_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)
+CLEANFILES += bench/stage/aihpc-bench-fsync
+EXTRA_DIST += bench/stage/fsync.sh

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -75,6 +76,12 @@ std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entrie
 
 namespace {
 
+std::uint64_t free_space(int fd) {
+    struct statvfs fs {};
+    if (::fstatvfs(fd, &fs) != 0) return UINT64_MAX;
+    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+}
+
 // The cache's own directories are never reached through a symlink.
 UniqueFd cache_subdir(int parent_fd, const char* name, const std::string& shown) {
     return ensure_dir_at(parent_fd, name, 0700, shown);
@@ -122,7 +129,8 @@ std::uint64_t cache_bytes_at(int cache_fd) {
         if (entry_fd < 0) continue;
         UniqueFd entry(entry_fd);
         auto info = parse_info(read_small_file_at(entry.get(), "info", small_file_max).value_or(""));
-        total += parse_uint(info["bytes"]).value_or(0);
+        std::uint64_t bytes = parse_uint(info["bytes"]).value_or(0);
+        total = bytes > UINT64_MAX - total ? UINT64_MAX : total + bytes;
     }
     return total;
 }
@@ -144,18 +152,11 @@ std::string NodeCache::entry_path(const std::string& key) const { return join_pa
 
 UniqueFd NodeCache::lock_key(const std::string& key, int operation, bool create) const {
     std::string name = key + ".lock";
+    std::string shown = join_path(join_path(dir_, "locks"), name);
     for (int attempt = 0; attempt < 1000; ++attempt) {
-        int fd = ::openat(locks_fd_.get(), name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
-        if (fd < 0) {
-            if (!create && errno == ENOENT) return UniqueFd();
-            throw_errno("cannot open the cache lock " + join_path(join_path(dir_, "locks"), name));
-        }
-        UniqueFd lock(fd);
-        while (::flock(lock.get(), operation) != 0) {
-            if (errno == EINTR) continue;
-            if (errno == EWOULDBLOCK) return UniqueFd();
-            throw_errno("cannot lock " + join_path(join_path(dir_, "locks"), name));
-        }
+        UniqueFd lock = open_lock_file_at(locks_fd_.get(), name, create, shown);
+        if (!lock) return UniqueFd();
+        if (!lock_with_deadline(lock.get(), operation, lock_wait_, shown)) return UniqueFd();
         // An evictor unlinks the lock file while holding it: a lock on the unlinked
         // inode protects nothing, so start again with the current file.
         struct stat held {}, current {};
@@ -189,9 +190,13 @@ std::optional<Manifest> NodeCache::stored_manifest(const std::string& key) const
 }
 
 void NodeCache::log(const std::string& what, const std::string& key, const std::vector<std::string>& info) const {
-    int fd = ::openat(dir_fd_.get(), "log", O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    // O_NONBLOCK: a FIFO planted as the log must not hang the stager; only a regular
+    // file is written.
+    int fd = ::openat(dir_fd_.get(), "log", O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) return;
     UniqueFd file(fd);
+    struct stat st {};
+    if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) return;
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
     std::string line = std::to_string(::time(nullptr)) + " " + host + " pid=" + std::to_string(::getpid()) + " " + what +
@@ -235,6 +240,12 @@ void NodeCache::remove_orphans() {
 
 Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes, const std::vector<std::string>& info,
                            const Producer& produce) {
+    return obtain(key, incoming_bytes, info,
+                  [&](int entry_fd, const std::string& entry_path, std::uint64_t) { return produce(entry_fd, entry_path); });
+}
+
+Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes, const std::vector<std::string>& info,
+                           const SizedProducer& produce) {
     if (!is_key_name(key)) throw Error("bad cache key '" + key + "'");
     UniqueFd lock = lock_key(key, LOCK_SH, true);
     if (!published(key)) {
@@ -246,6 +257,7 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     Obtained result;
     result.data_path = join_path(entry_path(key), "data");
     if (published(key)) {
+        // Downgrading an exclusive lock never waits.
         if (::flock(lock.get(), LOCK_SH) != 0) throw_errno("cannot share the cache lock of " + key);
         ::futimens(lock.get(), nullptr);
         log("hit", key, info);
@@ -256,7 +268,7 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
 
     // This process is the producer. Whatever a dead producer left is removed first.
     remove_leftovers(key);
-    make_room(incoming_bytes);
+    std::uint64_t room = make_room(incoming_bytes);
     std::string temp = ".tmp." + key + "." + unique_suffix();
     std::string temp_path = join_path(join_path(dir_, "entries"), temp);
     if (::mkdirat(entries_fd_.get(), temp.c_str(), 0700) != 0) throw_errno("cannot create " + temp_path);
@@ -264,16 +276,19 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     UniqueFd entry(::openat(entries_fd_.get(), temp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!entry) throw_errno("cannot open " + temp_path);
 
-    Manifest manifest = produce(entry.get(), temp_path);
+    Manifest manifest = produce(entry.get(), temp_path, room);
     write_file_atomic_at(entry.get(), "manifest", manifest.serialize(), 0444, join_path(temp_path, "manifest"));
     std::string info_text = "key=" + key + "\n";
     for (const std::string& line : info) info_text += line + "\n";
     info_text += "bytes=" + std::to_string(manifest.byte_count()) + "\nfiles=" + std::to_string(manifest.file_count()) + "\n";
     write_file_atomic_at(entry.get(), "info", info_text, 0444, join_path(temp_path, "info"));
-    if (::fchmod(entry.get(), 0555) != 0) throw_errno("cannot make " + temp_path + " read-only");
     // A published entry is trusted by metadata alone: its content must reach the disk
-    // before its name does, or a crash could leave a complete-looking, empty entry.
-    if (::syncfs(entry.get()) != 0) throw_errno("cannot flush " + temp_path + " to disk");
+    // before its name does, or a crash could leave a complete-looking, empty entry. Only
+    // the entry's own files are flushed, in parallel; other writers' data is not ours to
+    // wait for. Flushed while the entry is still writable, then its mode once more.
+    fsync_tree(entry.get(), sync_threads_, temp_path);
+    if (::fchmod(entry.get(), 0555) != 0) throw_errno("cannot make " + temp_path + " read-only");
+    if (::fsync(entry.get()) != 0) throw_errno("cannot flush " + temp_path + " to disk");
     // Same parent, so renaming a read-only directory needs no write access to it; the
     // entry appears whole or not at all.
     if (::renameat(entries_fd_.get(), temp.c_str(), entries_fd_.get(), key.c_str()) != 0)
@@ -325,10 +340,13 @@ std::vector<CacheEntryInfo> NodeCache::list() const {
         struct stat st {};
         if (::fstatat(locks_fd_.get(), lock_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
             e.last_used_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-        int lock = ::openat(locks_fd_.get(), lock_name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        int lock = ::openat(locks_fd_.get(), lock_name.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
         if (lock >= 0) {
             UniqueFd probe(lock);
-            e.in_use = ::flock(probe.get(), LOCK_EX | LOCK_NB) != 0;
+            struct stat opened {};
+            // Whatever is not a regular file is no lock, and no lease protects the entry.
+            e.in_use = ::fstat(probe.get(), &opened) == 0 && S_ISREG(opened.st_mode) &&
+                       ::flock(probe.get(), LOCK_EX | LOCK_NB) != 0;
         }
         out.push_back(std::move(e));
     }
@@ -355,20 +373,25 @@ bool NodeCache::evict(const std::string& key) {
     return true;
 }
 
-void NodeCache::make_room(std::uint64_t incoming) {
-    if (limits_.max_bytes == 0) return;
+std::uint64_t NodeCache::make_room(std::uint64_t incoming) {
+    std::uint64_t free_bytes = free_space(entries_fd_.get());
+    if (limits_.max_bytes == 0) return free_bytes;
     std::vector<CacheEntryInfo> entries = list();
     std::uint64_t used = 0;
-    for (const CacheEntryInfo& e : entries) used += e.bytes;
-    if (used + incoming <= limits_.max_bytes) return;
-    for (const std::string& key : plan_eviction(entries, incoming, limits_.low_bytes)) {
-        auto it = std::find_if(entries.begin(), entries.end(), [&](const CacheEntryInfo& e) { return e.key == key; });
-        if (evict(key)) used -= it->bytes;
+    // Saturating: an info file may claim any number, and only its own user pays for it.
+    for (const CacheEntryInfo& e : entries) used = e.bytes > UINT64_MAX - used ? UINT64_MAX : used + e.bytes;
+    if (used > limits_.max_bytes || incoming > limits_.max_bytes - used) {
+        for (const std::string& key : plan_eviction(entries, incoming, limits_.low_bytes)) {
+            auto it = std::find_if(entries.begin(), entries.end(), [&](const CacheEntryInfo& e) { return e.key == key; });
+            if (evict(key)) used -= std::min(used, it->bytes);
+        }
     }
-    if (used + incoming > limits_.max_bytes)
+    if (used > limits_.max_bytes || incoming > limits_.max_bytes - used)
         throw Error("the node cache " + dir_ + " cannot take " + std::to_string(incoming) + " bytes: " +
-                    std::to_string(used) + " bytes are held by running jobs and cache_max is " +
-                    std::to_string(limits_.max_bytes) + " bytes; use --aihpc-stage-mode=private or a node with more local disk");
+                    std::to_string(used) + " bytes are held by running jobs and this user's share of the node cache is " +
+                    std::to_string(limits_.max_bytes) +
+                    " bytes (cache_user_max, and cache_max less what other users hold); use --aihpc-stage-mode=private or a node with more local disk");
+    return std::min(limits_.max_bytes - used, free_bytes);
 }
 
 std::vector<std::string> NodeCache::collect(std::uint64_t target) {

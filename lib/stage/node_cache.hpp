@@ -16,6 +16,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -76,6 +77,10 @@ std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entrie
 // for other users' caches against the node-wide cache_max.
 std::uint64_t cache_bytes_at(int cache_fd);
 
+// What one user's stager may hold in its own cache, counted as that stager counts: the
+// `bytes=` of its entries' info files. Root computes it (cache_ledger.hpp) from what it
+// measured itself, so that the cache stays within both that user's share and the room the
+// node has left; the stager evicts only its own entries to keep to it.
 struct CacheLimits {
     std::uint64_t max_bytes = 0;  // 0: no cap
     std::uint64_t low_bytes = 0;  // eviction target when max_bytes would be exceeded
@@ -90,6 +95,10 @@ struct Obtained {
 // Produces the entry's data inside a temporary entry directory (writes `data` below
 // entry_fd) and returns the manifest to store beside it.
 using Producer = std::function<Manifest(int entry_fd, const std::string& entry_path)>;
+// The same, told the room left for the entry: the user's share less what the cache holds,
+// and never more than the file system's free space. A producer whose output size is only
+// known as it is written (an archive) stops once over it.
+using SizedProducer = std::function<Manifest(int entry_fd, const std::string& entry_path, std::uint64_t room)>;
 
 class NodeCache {
 public:
@@ -103,6 +112,15 @@ public:
     // share the result. `info` lines are stored in the entry's info file.
     Obtained obtain(const std::string& key, std::uint64_t incoming_bytes, const std::vector<std::string>& info,
                     const Producer& produce);
+    Obtained obtain(const std::string& key, std::uint64_t incoming_bytes, const std::vector<std::string>& info,
+                    const SizedProducer& produce);
+
+    // The longest wait for a key's lock (a producer of the same key holds it while it
+    // copies; the user may hold it forever). Past it, obtain and lease throw, naming the
+    // lock file. Default: default_lock_wait.
+    void set_lock_wait(std::chrono::milliseconds wait) { lock_wait_ = wait; }
+    // Workers that flush a new entry to disk before it is published.
+    void set_sync_threads(unsigned threads) { sync_threads_ = threads; }
 
     // A lease on an already published entry, or nullopt when there is none.
     std::optional<Lease> lease(const std::string& key);
@@ -124,7 +142,8 @@ public:
 private:
     UniqueFd lock_key(const std::string& key, int operation, bool create) const;
     bool published(const std::string& key) const;
-    void make_room(std::uint64_t incoming);
+    // Evicts down to low_bytes when `incoming` would not fit; returns the room then left.
+    std::uint64_t make_room(std::uint64_t incoming);
     // Temporaries of `key`, whose lock the caller holds exclusively.
     void remove_leftovers(const std::string& key);
     // Temporaries whose producer is gone (its key's lock free or absent) and entries an
@@ -134,6 +153,8 @@ private:
 
     std::string dir_;
     CacheLimits limits_;
+    std::chrono::milliseconds lock_wait_ = std::chrono::hours(1);
+    unsigned sync_threads_ = 8;
     UniqueFd dir_fd_, entries_fd_, locks_fd_;
 };
 

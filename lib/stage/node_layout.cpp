@@ -3,12 +3,17 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <sys/file.h>
+
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <ctime>
 
 #include "common/error.hpp"
 #include "common/paths.hpp"
 #include "common/text.hpp"
+#include "stage/cache_ledger.hpp"
 #include "stage/fs.hpp"
 #include "stage/manifest.hpp"
 
@@ -38,6 +43,155 @@ JobCleanup remove_job_dirs(const std::string& local_root, std::uint32_t job_id) 
     remove_tree_at(jobs.get(), name, &cleanup.error);
     remove_tree_at(jobs.get(), name + ".aihpc");
     return cleanup;
+}
+
+namespace {
+
+// A root-owned directory below the open local_root that only root may enter.
+UniqueFd root_only_dir_at(int root_fd, const std::string& name, const std::string& shown_path) {
+    UniqueFd dir = ensure_dir_at(root_fd, name, 0700, shown_path);
+    struct stat st {};
+    if (::fstat(dir.get(), &st) != 0 || st.st_uid != 0 || (st.st_mode & 077) != 0)
+        throw Error(shown_path + " must be owned by root and open to no one else; ask the administrators to fix it");
+    return dir;
+}
+
+std::optional<std::uint32_t> job_id_name(std::string_view name) {
+    auto n = parse_uint(name);
+    if (!n || *n > UINT32_MAX || std::to_string(*n) != name) return std::nullopt;
+    return static_cast<std::uint32_t>(*n);
+}
+
+// Moves jobs/<name> into trash/ under a unique name; false when it was not there.
+bool move_to_trash(int jobs_fd, int trash_fd, const std::string& name, std::string* error) {
+    std::string trashed = name + "." + unique_suffix();
+    if (::renameat(jobs_fd, name.c_str(), trash_fd, trashed.c_str()) == 0) return true;
+    if (errno == ENOENT) return false;
+    // Another file system below local_root (a site's mount): removed in place instead.
+    if (errno == EXDEV) {
+        remove_tree_at(jobs_fd, name, error);
+        return true;
+    }
+    if (error && error->empty()) *error = "cannot move " + name + " into trash: " + std::strerror(errno);
+    return false;
+}
+
+bool empty_trash_at(int trash_fd, std::chrono::steady_clock::time_point deadline, std::string* error) {
+    UniqueFd listing(::openat(trash_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!listing) return false;
+    DirectoryNames names(listing.get(), "trash");
+    bool done = true;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        bool out_of_time = false;
+        if (!remove_tree_until(trash_fd, names.c_str(i), deadline, &out_of_time, error)) done = false;
+        if (out_of_time) return false;
+    }
+    return done;
+}
+
+}  // namespace
+
+void mark_job_kept(const std::string& local_root, std::uint32_t job_id, uid_t uid, const std::string& reason) {
+    UniqueFd root = open_local_root(local_root, false);
+    UniqueFd kept = root_only_dir_at(root.get(), "kept", join_path(local_root, "kept"));
+    std::string text = "uid=" + std::to_string(uid) + "\nsince=" + std::to_string(::time(nullptr)) +
+                       "\nreason=" + escape_path(reason) + "\n";
+    write_file_atomic_at(kept.get(), std::to_string(job_id), text, 0600, join_path(join_path(local_root, "kept"), std::to_string(job_id)));
+}
+
+std::vector<KeptJob> kept_jobs_at(int local_root_fd) {
+    std::vector<KeptJob> out;
+    UniqueFd kept(::openat(local_root_fd, "kept", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!kept) return out;
+    struct stat dir {};
+    if (::fstat(kept.get(), &dir) != 0 || dir.st_uid != 0 || (dir.st_mode & 022) != 0) return out;
+    UniqueFd listing(::openat(kept.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!listing) return out;
+    DirectoryNames names(listing.get(), "kept");
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        std::optional<std::uint32_t> job = job_id_name(names[i]);
+        if (!job) continue;
+        struct stat st {};
+        if (::fstatat(kept.get(), names.c_str(i), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0)
+            continue;
+        std::optional<std::string> text = read_small_file_at(kept.get(), names.c_str(i), small_file_max);
+        if (!text) continue;
+        KeptJob k;
+        k.job_id = *job;
+        bool have_uid = false;
+        k.since = st.st_mtim.tv_sec;
+        for (const std::string& line : split(*text, '\n')) {
+            if (line.rfind("uid=", 0) == 0) {
+                auto n = parse_uint(line.substr(4));
+                if (n && *n < UINT32_MAX) k.uid = static_cast<uid_t>(*n), have_uid = true;
+            } else if (line.rfind("since=", 0) == 0) {
+                if (auto n = parse_uint(line.substr(6))) k.since = static_cast<std::int64_t>(*n);
+            } else if (line.rfind("reason=", 0) == 0) {
+                k.reason = unescape_path(line.substr(7)).value_or("");
+            }
+        }
+        if (have_uid) out.push_back(std::move(k));
+    }
+    return out;
+}
+
+JobCleanup retire_job_dirs(const std::string& local_root, std::uint32_t job_id, unsigned keep_failed_days,
+                           std::chrono::milliseconds budget) {
+    const auto deadline = std::chrono::steady_clock::now() + budget;
+    JobCleanup cleanup;
+    struct stat exists {};
+    if (::lstat(local_root.c_str(), &exists) != 0 && errno == ENOENT) return cleanup;
+    UniqueFd root = open_local_root(local_root, false);
+    UniqueFd jobs(::openat(root.get(), "jobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd trash = root_only_dir_at(root.get(), "trash", join_path(local_root, "trash"));
+    UniqueFd kept_dir(::openat(root.get(), "kept", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+
+    const std::int64_t now = ::time(nullptr);
+    const std::int64_t keep_seconds = static_cast<std::int64_t>(keep_failed_days) * 86400;
+    auto retire = [&](std::uint32_t job) {
+        if (!jobs) return;
+        const std::string name = std::to_string(job);
+        move_to_trash(jobs.get(), trash.get(), name, &cleanup.error);
+        move_to_trash(jobs.get(), trash.get(), name + ".aihpc", &cleanup.error);
+    };
+    bool this_job_kept = false;
+    for (const KeptJob& k : kept_jobs_at(root.get())) {
+        bool expired = keep_failed_days == 0 || now - k.since >= keep_seconds;
+        if (!expired) {
+            if (k.job_id == job_id) this_job_kept = true;
+            continue;
+        }
+        // The dirs go first: a marker without its dirs is harmless, dirs without their
+        // marker would be retired by their job's epilog alone, which has run.
+        retire(k.job_id);
+        if (kept_dir) ::unlinkat(kept_dir.get(), std::to_string(k.job_id).c_str(), 0);
+        if (k.job_id != job_id) cleanup.expired.push_back(k.job_id);
+    }
+    if (this_job_kept) cleanup.kept_after_failed_stage_out = true;
+    else retire(job_id);
+    cleanup.finished = empty_trash_at(trash.get(), deadline, &cleanup.error);
+    return cleanup;
+}
+
+bool empty_trash(const std::string& local_root, std::chrono::milliseconds budget, std::string* error) {
+    const auto deadline = std::chrono::steady_clock::now() + budget;
+    struct stat exists {};
+    if (::lstat(local_root.c_str(), &exists) != 0 && errno == ENOENT) return true;
+    UniqueFd root = open_local_root(local_root, false);
+    UniqueFd trash(::openat(root.get(), "trash", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!trash) return true;
+    struct stat st {};
+    if (::fstat(trash.get(), &st) != 0 || st.st_uid != 0 || (st.st_mode & 077) != 0)
+        throw Error(join_path(local_root, "trash") + " must be owned by root and open to no one else; ask the administrators to fix it");
+    return empty_trash_at(trash.get(), deadline, error);
+}
+
+UniqueFd lock_job_meta(int meta_fd, std::chrono::milliseconds wait, const std::string& shown_meta_dir) {
+    std::string shown = join_path(shown_meta_dir, "lock");
+    UniqueFd lock = open_lock_file_at(meta_fd, "lock", true, shown);
+    lock_with_deadline(lock.get(), LOCK_EX, wait, shown);
+    return lock;
 }
 
 std::string format_job_items(const std::vector<JobItem>& items) {
@@ -90,18 +244,7 @@ void user_dir_at(int parent_fd, const std::string& name, uid_t uid, gid_t gid, c
 }
 
 std::uint64_t other_users_cache_bytes(int cache_fd, uid_t uid, const std::string& shown_path) {
-    // A descriptor of its own: listing reads the directory's position to its end.
-    UniqueFd listing(::openat(cache_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!listing) throw_errno("cannot open " + shown_path);
-    DirectoryNames names(listing.get(), shown_path);
-    const std::string own = std::to_string(uid);
-    std::uint64_t total = 0;
-    for (std::size_t i = 0; i < names.size(); ++i) {
-        if (names[i].starts_with('.') || names[i] == own) continue;
-        UniqueFd user_cache(::openat(cache_fd, names.c_str(i), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (user_cache) total += cache_bytes_at(user_cache.get());
-    }
-    return total;
+    return refresh_cache_ledger(cache_fd, shown_path).other_users_bytes(uid);
 }
 
 CacheLimits user_cache_limits(std::uint64_t node_max_bytes, std::uint64_t node_low_bytes, std::uint64_t other_users_bytes) {

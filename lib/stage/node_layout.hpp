@@ -9,6 +9,12 @@
 //   cache/                root, 0711
 //   cache/<uid>/          the user, 0700: that user's NodeCache (node_cache.hpp)
 //   cache/<uid>/digests/  the user, 0700: image digests (container/digest_cache.hpp)
+//   cache/ledger          root, 0600: root's measure of every user's cache (cache_ledger.hpp)
+//   kept/<jobid>          root, 0600 in a root 0700 dir: the job's dirs outlive it, since
+//                         its stage-out failed; written by root alone, so no user can keep
+//                         (or forge keeping) a job dir. It expires after keep_failed_days.
+//   trash/                root, 0700: job dirs retired by the epilog, removed a time
+//                         budget at a time
 //   topology.xml          root, 0644: the node's topology, cached by lib/affinity
 // Root makes the root-owned directories and each user's top directory, fd-relative and
 // without following links; everything below those is made as the user.
@@ -16,7 +22,9 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,19 +41,58 @@ struct JobLayout {
 };
 JobLayout job_layout(const std::string& local_root, std::uint32_t job_id, uid_t uid);
 
-// In meta_dir when a stage-out failed: the job's directories then outlive the job, so
-// that its user can still copy out what could not be.
+// In meta_dir when a stage-out failed, written by the user's stager: the user's account
+// of the failure, shown to them. It decides nothing; root's kept/<jobid> does.
 inline constexpr const char* stage_out_failed_marker = "stage-out-failed";
 
 // What the job epilog did with jobs/<jobid> and jobs/<jobid>.aihpc.
 struct JobCleanup {
     bool kept_after_failed_stage_out = false;
-    std::string error;  // the first thing that could not be removed; empty if none
+    std::string error;     // the first thing that could not be removed; empty if none
+    bool finished = true;  // false: the time budget ran out, and trash/ holds the rest
+    std::vector<std::uint32_t> expired;  // kept jobs whose keep_failed_days ran out now
 };
 // As root, once the job has ended on the node: removes the job's two directories (links
 // removed, never followed), or keeps both where stage-out failed. Nothing to do when
 // local_root has no jobs/. Throws aihpc::Error when local_root is not root-private.
+// Superseded by retire_job_dirs, which trusts no marker a user wrote.
 JobCleanup remove_job_dirs(const std::string& local_root, std::uint32_t job_id);
+
+// A job whose dirs root keeps after its stage-out failed (kept/<jobid>).
+struct KeptJob {
+    std::uint32_t job_id = 0;
+    uid_t uid = 0;
+    std::int64_t since = 0;  // seconds since the epoch
+    std::string reason;
+};
+
+// As root, when the job's stage-out failed on this node: records kept/<jobid> for the
+// job's user, so that retire_job_dirs keeps jobs/<jobid> and jobs/<jobid>.aihpc for
+// keep_failed_days and the cache ledger counts them. Creates kept/ (root 0700) if
+// missing. Throws aihpc::Error when local_root is not root-private.
+void mark_job_kept(const std::string& local_root, std::uint32_t job_id, uid_t uid, const std::string& reason);
+
+// The kept jobs recorded below the open local_root; a marker root did not write (not a
+// root-owned regular file) is ignored.
+std::vector<KeptJob> kept_jobs_at(int local_root_fd);
+
+// As root, in the job epilog: moves jobs/<jobid> and jobs/<jobid>.aihpc into trash/ by
+// rename (instant whatever their size), unless root kept the job; moves the dirs of kept
+// jobs older than keep_failed_days (0: none is kept) likewise; then removes what trash/
+// holds until `budget` has passed, leaving the rest for the next call (or empty_trash).
+// Never follows a link or crosses a mount. Nothing to do when local_root does not exist;
+// throws aihpc::Error when it is not root-private.
+JobCleanup retire_job_dirs(const std::string& local_root, std::uint32_t job_id, unsigned keep_failed_days,
+                           std::chrono::milliseconds budget);
+
+// As root: removes what trash/ holds until `budget` has passed. True when trash/ is empty
+// (or missing); the first failure in *error when given.
+bool empty_trash(const std::string& local_root, std::chrono::milliseconds budget, std::string* error = nullptr);
+
+// As the job's user: the job's staging lock (meta_dir/lock), so that steps of one job
+// starting together on a node stage one after the other. Opened O_NONBLOCK|O_NOFOLLOW and
+// refused unless a regular file; waits at most `wait`, then throws aihpc::Error naming it.
+UniqueFd lock_job_meta(int meta_fd, std::chrono::milliseconds wait, const std::string& shown_meta_dir);
 
 // An item a job staged on this node, as jobs/<jobid>.aihpc/items records it for the
 // step's later hooks and for later steps of the job.
@@ -80,9 +127,9 @@ UniqueFd root_dir_at(int parent_fd, const std::string& name, const std::string& 
 // now; one that belongs to another uid is refused, never taken over.
 void user_dir_at(int parent_fd, const std::string& name, uid_t uid, gid_t gid, const std::string& shown_path);
 
-// Bytes the caches of every user but `uid` hold below the open cache/, read from their
-// entries' info files (as root), so that one node-wide cache_max holds while each user
-// evicts only their own entries.
+// Bytes the caches of every user but `uid` hold below the open cache/, as root measures
+// them (cache_ledger.hpp: st_blocks, never a number a user wrote), with the ledger
+// brought up to date. root_cache_limits gives the limits in one call.
 std::uint64_t other_users_cache_bytes(int cache_fd, uid_t uid, const std::string& shown_path);
 
 // The node-wide limits less what other users hold: the share one user's cache may fill.

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,8 +40,8 @@ Manifest scan_source(const OpenSource& source, unsigned threads) {
 
 // The item as it must look after staging, from the data written.
 Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int parent_fd, const std::string& name,
-                      const std::string& shown_dst, const StageSettings& settings, bool read_only, std::uint64_t* bytes,
-                      std::uint64_t* files) {
+                      const std::string& shown_dst, const StageSettings& settings, bool read_only, std::uint64_t room,
+                      std::uint64_t* bytes, std::uint64_t* files) {
     Manifest written;
     CopyOptions options;
     options.threads = settings.threads;
@@ -48,10 +49,16 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
     options.hash = settings.verify;
     options.progress = settings.progress;
     if (source.kind == SourceKind::archive) {
+        ExtractLimits limits;
+        limits.max_bytes = room ? room : 1;
         ExtractResult extracted = extract_archive(source.fd.get(), parent_fd, name, read_only, settings.verify,
-                                                  settings.progress, source.realpath, shown_dst);
+                                                  settings.progress, source.realpath, shown_dst, limits);
         written = std::move(extracted.manifest);
     } else {
+        if (source_manifest.byte_count() > room)
+            throw Error(source.realpath + " holds " + std::to_string(source_manifest.byte_count()) + " bytes, more than the " +
+                        std::to_string(room) + " bytes of room left for it in " + dirname_of(shown_dst) +
+                        "; nothing was copied. Stage less, or ask for a node with more local disk");
         copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
         written = std::move(source_manifest);
     }
@@ -85,6 +92,14 @@ Manifest expected_with_hashes(const OpenSource& source, const Manifest& staged, 
         hash_contents(source.fd.get(), expected, threads, source.realpath);
     }
     return expected;
+}
+
+// Free bytes of the file system holding fd, for unprivileged users: what a private copy
+// may fill.
+std::uint64_t free_space(int fd) {
+    struct statvfs fs {};
+    if (::fstatvfs(fd, &fs) != 0) return UINT64_MAX;
+    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
 }
 
 // DIR/NAME appears in one step: a symlink made aside, then renamed over the name.
@@ -175,8 +190,8 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         TemporaryTree copy(to_dir.get(), temp);
         Manifest written;
         try {
-            written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, settings, false, &item.bytes,
-                                   &item.files);
+            written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, settings, false,
+                                   free_space(to_dir.get()), &item.bytes, &item.files);
             check_unchanged(source, item.manifest_hash);
             if (settings.verify) {
                 UniqueFd data(::openat(to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -197,15 +212,17 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     } else {
         if (!settings.cache_dir) throw Error("stage-in of " + src + " in cache mode needs a cache directory");
         NodeCache cache(*settings.cache_dir, settings.limits);
+        cache.set_lock_wait(settings.lock_wait);
+        cache.set_sync_threads(settings.threads);
         item.key = cache_key(settings.uid, source.realpath, source.kind, item.manifest_hash);
         std::vector<std::string> info = {"src=" + src, "realpath=" + source.realpath,
                                           std::string("kind=") + to_string(source.kind),
                                           "manifest_hash=" + item.manifest_hash};
         Obtained got;
         try {
-            got = cache.obtain(item.key, manifest.byte_count(), info, [&](int entry_fd, const std::string& entry_path) {
+            SizedProducer produce = [&](int entry_fd, const std::string& entry_path, std::uint64_t room) {
                 Manifest written = produce_data(source, std::move(manifest), entry_fd, "data", join_path(entry_path, "data"),
-                                                settings, true, &item.bytes, &item.files);
+                                                settings, true, room, &item.bytes, &item.files);
                 check_unchanged(source, item.manifest_hash);
                 if (settings.verify) {
                     UniqueFd data(::openat(entry_fd, "data", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -213,7 +230,8 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
                     verify_item(data.get(), written, true, settings.threads, join_path(entry_path, "data"));
                 }
                 return written;
-            });
+            };
+            got = cache.obtain(item.key, manifest.byte_count(), info, produce);
         } catch (const Error& e) {
             throw Error("stage-in of " + src + " failed: " + with_advice(e.what(), *settings.cache_dir));
         }
@@ -229,10 +247,19 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
             if (settings.verify) {
                 std::optional<Manifest> stored = cache.stored_manifest(item.key);
                 if (!stored) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(item.key) + " has no manifest; run aihpc-stage cache gc");
-                Manifest expected = stored->has_content_hashes() ? *stored : expected_with_hashes(source, *stored, settings.threads);
+                // The source is hashed now, never trusted from the hashes stored when the
+                // entry was made: a file rewritten in place with its old size and times
+                // must fail here. One pass over the source, one over the copy.
+                Manifest expected = expected_with_hashes(source, *stored, settings.threads);
                 UniqueFd data(::open(got.data_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                 if (!data) throw_errno("cannot open " + got.data_path);
-                verify_item(data.get(), expected, true, settings.threads, got.data_path);
+                try {
+                    verify_item(data.get(), expected, true, settings.threads, got.data_path);
+                } catch (const Error& e) {
+                    throw Error("stage-in of " + src + " failed: the source no longer matches its cached copy (" + e.what() +
+                                "); it was changed without changing its size or times. Touch the changed files, or run "
+                                "aihpc-stage cache gc, then stage again");
+                }
             }
         }
         item.lease = std::move(got.lease);

@@ -3,6 +3,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,6 +28,8 @@ struct StageSettings {
     std::string base_dir;                 // relative SRC is resolved against it
     std::vector<std::string> allow;       // stage_allow
     CopyProgress* progress = nullptr;
+    // The longest wait for a cache entry's lock; see NodeCache::set_lock_wait.
+    std::chrono::milliseconds lock_wait = std::chrono::hours(1);
 };
 
 struct StagedItem {
@@ -51,8 +54,9 @@ std::string staged_item_json(const StagedItem& item);
 // do; on failure nothing is left at DIR/NAME and the cache holds no partial entry.
 StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings);
 
-// Checks every file of a staged item against content hashes: the stored ones when the
-// entry has them, else freshly computed from the source. Throws naming the differences.
+// Checks every file of a staged item against `expected`'s content hashes (taken from the
+// source as it was read for a copy, or hashed from the source now for a cache hit), and
+// every entry's type, size and mode. Throws naming the differences.
 void verify_item(int data_fd_or_file, const Manifest& expected, bool read_only_entry, unsigned threads,
                  const std::string& shown);
 

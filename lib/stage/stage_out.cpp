@@ -98,8 +98,9 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
         options.progress = progress;
         CopyStats stats = copy_item(src_fd.get(), manifest, parent_fd.get(), temp, options, local_path, join_path(parent, temp));
         // The epilog deletes the local copy once this returns: the copy's data and
-        // metadata must be on disk before its name appears, and the name after.
-        if (::syncfs(parent_fd.get()) != 0) throw_errno("cannot flush the copy " + join_path(parent, temp) + " to disk");
+        // metadata must be on disk before its name appears, and the name after. Only the
+        // copy's own files and directories are flushed, in parallel.
+        fsync_item_at(parent_fd.get(), temp, threads, join_path(parent, temp));
         if (::renameat2(parent_fd.get(), temp.c_str(), parent_fd.get(), base.c_str(), RENAME_NOREPLACE) != 0) {
             if (errno != EEXIST || target->diverted) throw_errno("cannot rename the copy to " + target->path);
             // DEST appeared meanwhile: divert, never replace.

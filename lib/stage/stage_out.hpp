@@ -44,7 +44,8 @@ std::string stage_out_result_json(const StageOutResult& result);
 
 // Copies local_path (a file or a tree; symlinks are copied as links) to the target for
 // `dest` (already expanded). The copy is written beside the target under a hidden temp
-// name, flushed to disk (syncfs) and renamed with RENAME_NOREPLACE, and the rename is
+// name, flushed to disk (fsync of its files and directories, in parallel) and renamed
+// with RENAME_NOREPLACE, and the rename is
 // flushed too (fsync of the parent), so the local data may be removed once this
 // returns. On failure the temp is removed and the Error names local_path as kept.
 StageOutResult stage_out(const std::string& local_path, const std::string& dest, const std::string& job_id,

@@ -7,7 +7,9 @@ tests_unit_test_config_LDADD = $(unit_test_libs)
 UNIT_TESTS += tests/unit/test_common
 tests_unit_test_common_SOURCES = tests/unit/test_common.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_common_LDADD = $(unit_test_libs)
-
 UNIT_TESTS += tests/unit/test_node_helper
 tests_unit_test_node_helper_SOURCES = tests/unit/test_node_helper.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_node_helper_LDADD = $(unit_test_libs)
+UNIT_TESTS += tests/unit/test_stage_trust
+tests_unit_test_stage_trust_SOURCES = tests/unit/test_stage_trust.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_stage_trust_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -230,17 +231,20 @@ static void user_dir_is_never_made_through_a_symlink(void**) {
 
 // ---- the node-wide cache
 
-static void other_users_cache_bytes_count_every_cache_but_the_users_own(void**) {
+static void other_users_cache_bytes_are_measured_never_read_from_info_files(void**) {
+    if (skip_unless_root()) skip();
     TempDir tmp;
-    put_cache_entry(tmp, "1000", "00000000000000000000000000000001", 100);
-    put_cache_entry(tmp, "1000", "00000000000000000000000000000002", 20);
-    put_cache_entry(tmp, "1001", "00000000000000000000000000000003", 3000);
-    put_cache_entry(tmp, "1002", "not-a-key", 50000);  // not a published entry
-    tmp.make_dir("cache/1003");                         // a user with an empty cache
+    // An info file claims anything its user likes; root counts the blocks it finds.
+    put_cache_entry(tmp, "1000", "00000000000000000000000000000001", 18000000000000000000ull);
+    tmp.make_dir("cache/1001");
+    tmp.write("cache/1001/big", std::string(1 << 20, 'x'));
+    tmp.make_dir("cache/1003");  // a user with an empty cache
     UniqueFd cache = open_dir(tmp.path() + "/cache");
-    assert_int_equal(other_users_cache_bytes(cache.get(), 1001, tmp.path() + "/cache"), 120);
-    assert_int_equal(other_users_cache_bytes(cache.get(), 1000, tmp.path() + "/cache"), 3000);
-    assert_int_equal(other_users_cache_bytes(cache.get(), 9999, tmp.path() + "/cache"), 3120);
+    std::uint64_t without_1000 = other_users_cache_bytes(cache.get(), 1000, tmp.path() + "/cache");
+    std::uint64_t without_1001 = other_users_cache_bytes(cache.get(), 1001, tmp.path() + "/cache");
+    assert_true(without_1000 >= (1u << 20));  // 1001's megabyte
+    assert_true(without_1001 < (1u << 20));   // 1000's forged 18 EB is a few blocks
+    assert_true(without_1000 > without_1001);
 }
 
 // ---- the job epilog
@@ -309,7 +313,7 @@ int main(void) {
         cmocka_unit_test(user_dir_of_the_same_user_is_kept_as_it_is),
         cmocka_unit_test(user_dir_of_another_user_is_refused_never_taken_over),
         cmocka_unit_test(user_dir_is_never_made_through_a_symlink),
-        cmocka_unit_test(other_users_cache_bytes_count_every_cache_but_the_users_own),
+        cmocka_unit_test(other_users_cache_bytes_are_measured_never_read_from_info_files),
         cmocka_unit_test(job_dirs_are_removed_when_the_job_ends),
         cmocka_unit_test(job_dirs_are_kept_after_a_failed_stage_out),
         cmocka_unit_test(job_epilog_without_jobs_dir_has_nothing_to_do),

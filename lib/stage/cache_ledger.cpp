@@ -1,0 +1,364 @@
+#include "stage/cache_ledger.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <optional>
+#include <tuple>
+
+#include "common/error.hpp"
+#include "common/text.hpp"
+#include "stage/fs.hpp"
+#include "stage/manifest.hpp"
+#include "stage/node_layout.hpp"
+
+namespace aihpc::stage {
+
+namespace {
+
+constexpr const char* ledger_name = "ledger";
+constexpr const char* ledger_header = "aihpc-cache-ledger 1";
+// Deep enough for any real tree; what lies deeper is not walked (and the measure says so).
+constexpr int measure_depth_max = 512;
+
+std::uint64_t add_saturating(std::uint64_t a, std::uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
+
+std::uint64_t occupied(const struct stat& st) {
+    return static_cast<std::uint64_t>(st.st_blocks < 0 ? 0 : st.st_blocks) * 512;
+}
+
+std::int64_t ctime_ns(const struct stat& st) {
+    return static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+}
+
+void measure_children(int dir_fd, dev_t device, std::uint64_t* budget, int depth, TreeMeasure& m) {
+    UniqueFd listing(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!listing) return;
+    try {
+        DirectoryNames names(listing.get(), "a cache dir being measured");
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            if (*budget == 0) {
+                m.complete = false;
+                return;
+            }
+            --*budget;
+            struct stat st {};
+            if (::fstatat(dir_fd, names.c_str(i), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+            ++m.entries;
+            m.bytes = add_saturating(m.bytes, occupied(st));
+            if (!S_ISDIR(st.st_mode) || st.st_dev != device) continue;
+            if (depth >= measure_depth_max) {
+                m.complete = false;
+                continue;
+            }
+            UniqueFd child(::openat(dir_fd, names.c_str(i), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+            struct stat opened {};
+            if (!child || ::fstat(child.get(), &opened) != 0 || opened.st_ino != st.st_ino || opened.st_dev != st.st_dev) continue;
+            measure_children(child.get(), device, budget, depth + 1, m);
+        }
+    } catch (const Error&) {
+        m.complete = false;
+    }
+}
+
+// The records of one refresh, with last time's measures to reuse.
+struct Refresh {
+    std::map<std::tuple<uid_t, char, std::string>, LedgerRecord> previous;
+    std::vector<LedgerRecord> records;
+    std::uint64_t budget = ledger_walk_budget;
+    std::int64_t now = ::time(nullptr);
+
+    explicit Refresh(const CacheLedger& old) {
+        for (const LedgerRecord& r : old.records) previous[{r.uid, static_cast<char>(r.kind), r.name}] = r;
+    }
+
+    // Measures parent_fd/name as a record, reusing last time's measure when `reusable` and
+    // the entry is the same inode with the same ctime, measured recently and in full.
+    void measure(uid_t uid, LedgerRecord::Kind kind, int parent_fd, const std::string& name, bool reusable) {
+        struct stat st {};
+        if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;
+        LedgerRecord r;
+        r.uid = uid;
+        r.kind = kind;
+        r.name = name;
+        r.dev = st.st_dev;
+        r.ino = st.st_ino;
+        r.ctime_ns = ctime_ns(st);
+        auto old = previous.find({uid, static_cast<char>(kind), name});
+        if (reusable && old != previous.end() && old->second.complete && old->second.dev == r.dev &&
+            old->second.ino == r.ino && old->second.ctime_ns == r.ctime_ns &&
+            now - old->second.measured_at < ledger_remeasure_after.count() && old->second.measured_at <= now) {
+            records.push_back(old->second);
+            return;
+        }
+        TreeMeasure m = measure_tree_at(parent_fd, name, &budget);
+        r.bytes = m.bytes;
+        r.complete = m.complete;
+        r.measured_at = now;
+        // An incomplete walk never counts less than the last full one of the same entry.
+        if (!m.complete && old != previous.end() && old->second.ino == r.ino) r.bytes = std::max(r.bytes, old->second.bytes);
+        records.push_back(std::move(r));
+    }
+
+    // A user's cache dir: each entry of entries/ on its own, the rest whole.
+    void measure_user(uid_t uid, int user_fd) {
+        UniqueFd entries(::openat(user_fd, "entries", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+        TreeMeasure rest;
+        struct stat self {};
+        if (::fstat(user_fd, &self) != 0) return;
+        rest.bytes = occupied(self);
+        UniqueFd listing(::openat(user_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (listing) {
+            try {
+                DirectoryNames names(listing.get(), "a user's cache");
+                for (std::size_t i = 0; i < names.size(); ++i) {
+                    if (entries && names[i] == "entries") continue;
+                    TreeMeasure m = measure_tree_at(user_fd, names.c_str(i), &budget);
+                    rest.bytes = add_saturating(rest.bytes, m.bytes);
+                    rest.complete = rest.complete && m.complete;
+                }
+            } catch (const Error&) {
+                rest.complete = false;
+            }
+        }
+        if (entries) {
+            struct stat st {};
+            if (::fstat(entries.get(), &st) == 0) rest.bytes = add_saturating(rest.bytes, occupied(st));
+            UniqueFd entry_listing(::openat(entries.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (entry_listing) {
+                try {
+                    DirectoryNames names(entry_listing.get(), "a user's cache entries");
+                    for (std::size_t i = 0; i < names.size(); ++i) {
+                        std::string name(names[i]);
+                        // Temporaries grow while their producer lives: always measured.
+                        measure(uid, LedgerRecord::entry, entries.get(), name, !name.starts_with('.'));
+                    }
+                } catch (const Error&) {
+                    rest.complete = false;
+                }
+            }
+        }
+        LedgerRecord r;
+        r.uid = uid;
+        r.kind = LedgerRecord::rest;
+        r.name = ".";
+        r.dev = self.st_dev;
+        r.ino = self.st_ino;
+        r.ctime_ns = ctime_ns(self);
+        r.bytes = rest.bytes;
+        r.complete = rest.complete;
+        r.measured_at = now;
+        records.push_back(std::move(r));
+    }
+
+    void measure_kept(int local_root_fd) {
+        UniqueFd jobs(::openat(local_root_fd, "jobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!jobs) return;
+        for (const KeptJob& k : kept_jobs_at(local_root_fd)) {
+            std::string name = std::to_string(k.job_id);
+            measure(k.uid, LedgerRecord::kept, jobs.get(), name, true);
+            measure(k.uid, LedgerRecord::kept, jobs.get(), name + ".aihpc", true);
+        }
+    }
+};
+
+std::optional<uid_t> uid_name(std::string_view name) {
+    auto n = parse_uint(name);
+    if (!n || *n >= UINT32_MAX || std::to_string(*n) != name) return std::nullopt;
+    return static_cast<uid_t>(*n);
+}
+
+// Root's lock on the ledger, so concurrent steps never lose each other's measures. The
+// file is in root's cache/, so no user can hold it; the wait is bounded all the same.
+UniqueFd lock_ledger(int cache_root_fd, const std::string& shown_path) {
+    std::string shown = join_path(shown_path, "ledger.lock");
+    UniqueFd lock = open_lock_file_at(cache_root_fd, "ledger.lock", true, shown);
+    lock_with_deadline(lock.get(), LOCK_EX, std::chrono::seconds(60), shown);
+    return lock;
+}
+
+// The local_root above the open cache/: root-private, or nothing (kept dirs then go uncounted).
+UniqueFd local_root_above(int cache_root_fd) {
+    UniqueFd root(::openat(cache_root_fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st {};
+    if (!root || ::fstat(root.get(), &st) != 0 || !is_root_private(st)) return UniqueFd();
+    return root;
+}
+
+void write_ledger(int cache_root_fd, const CacheLedger& ledger, const std::string& shown_path) {
+    write_file_atomic_at(cache_root_fd, ledger_name, ledger.serialize(), 0600, join_path(shown_path, ledger_name));
+}
+
+void check_root_private(int cache_root_fd, const std::string& shown_path) {
+    struct stat st {};
+    if (::fstat(cache_root_fd, &st) != 0 || !is_root_private(st))
+        throw Error(shown_path + " must be owned by root and writable by no one else; ask the administrators to fix it");
+}
+
+// What the user's own stager counts: the saturating sum of its entries' `bytes=`.
+std::uint64_t claimed_bytes(int cache_root_fd, uid_t uid) {
+    UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    return user ? cache_bytes_at(user.get()) : 0;
+}
+
+}  // namespace
+
+TreeMeasure measure_tree_at(int parent_fd, const std::string& name, std::uint64_t* budget) {
+    TreeMeasure m;
+    if (*budget == 0) {
+        m.complete = false;
+        return m;
+    }
+    --*budget;
+    struct stat st {};
+    if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return m;
+    m.entries = 1;
+    m.bytes = occupied(st);
+    if (!S_ISDIR(st.st_mode)) return m;
+    struct stat parent {};
+    if (::fstat(parent_fd, &parent) != 0 || parent.st_dev != st.st_dev) return m;
+    UniqueFd dir(::openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat opened {};
+    if (!dir || ::fstat(dir.get(), &opened) != 0 || opened.st_ino != st.st_ino) {
+        m.complete = static_cast<bool>(dir);
+        return m;
+    }
+    measure_children(dir.get(), st.st_dev, budget, 1, m);
+    return m;
+}
+
+std::string CacheLedger::serialize() const {
+    std::string text = std::string(ledger_header) + "\n";
+    char line[256];
+    for (const LedgerRecord& r : records) {
+        std::snprintf(line, sizeof line, "%c %u %" PRIu64 " %" PRIu64 " %" PRId64 " %" PRIu64 " %" PRId64 " %d ",
+                      static_cast<char>(r.kind), static_cast<unsigned>(r.uid), r.dev, r.ino, r.ctime_ns, r.bytes,
+                      r.measured_at, r.complete ? 1 : 0);
+        text += line + escape_path(r.name) + "\n";
+    }
+    return text;
+}
+
+CacheLedger CacheLedger::parse(const std::string& text) {
+    CacheLedger ledger;
+    std::vector<std::string> lines = split(text, '\n');
+    if (lines.empty() || lines[0] != ledger_header) return ledger;
+    for (std::size_t i = 1; i < lines.size(); ++i) {
+        std::vector<std::string> w = split(lines[i], ' ');
+        if (w.size() != 9 || w[0].size() != 1) continue;
+        char kind = w[0][0];
+        if (kind != LedgerRecord::entry && kind != LedgerRecord::rest && kind != LedgerRecord::kept) continue;
+        auto uid = parse_uint(w[1]);
+        auto dev = parse_uint(w[2]);
+        auto ino = parse_uint(w[3]);
+        auto ctime = parse_uint(w[4]);
+        auto bytes = parse_uint(w[5]);
+        auto at = parse_uint(w[6]);
+        auto name = unescape_path(w[8]);
+        if (!uid || *uid >= UINT32_MAX || !dev || !ino || !ctime || *ctime > INT64_MAX || !bytes || !at || *at > INT64_MAX ||
+            (w[7] != "0" && w[7] != "1") || !name || name->empty())
+            continue;
+        LedgerRecord r;
+        r.kind = static_cast<LedgerRecord::Kind>(kind);
+        r.uid = static_cast<uid_t>(*uid);
+        r.dev = *dev;
+        r.ino = *ino;
+        r.ctime_ns = static_cast<std::int64_t>(*ctime);
+        r.bytes = *bytes;
+        r.measured_at = static_cast<std::int64_t>(*at);
+        r.complete = w[7] == "1";
+        r.name = *name;
+        ledger.records.push_back(std::move(r));
+    }
+    return ledger;
+}
+
+std::uint64_t CacheLedger::user_bytes(uid_t uid) const {
+    std::uint64_t total = 0;
+    for (const LedgerRecord& r : records)
+        if (r.uid == uid) total = add_saturating(total, r.bytes);
+    return total;
+}
+
+std::uint64_t CacheLedger::other_users_bytes(uid_t uid) const {
+    std::uint64_t total = 0;
+    for (const LedgerRecord& r : records)
+        if (r.uid != uid) total = add_saturating(total, r.bytes);
+    return total;
+}
+
+CacheLimits plan_user_cache_limits(std::uint64_t cache_max, std::uint64_t cache_low, std::uint64_t cache_user_max,
+                                   std::uint64_t own_measured, std::uint64_t own_claimed, std::uint64_t others_measured) {
+    CacheLimits limits;
+    if (cache_max == 0) return limits;  // no cap at all
+    std::uint64_t share = cache_user_max == 0 ? cache_max : std::min(cache_user_max, cache_max);
+    std::uint64_t room = cache_max > others_measured ? cache_max - others_measured : 0;
+    std::uint64_t cap = std::min(share, room);
+    // cache_low as a share of cache_max, applied to the user's share; and never above the
+    // node's own low mark less what others hold.
+    std::uint64_t low_share = static_cast<std::uint64_t>(static_cast<long double>(share) *
+                                                         static_cast<long double>(std::min(cache_low, cache_max)) /
+                                                         static_cast<long double>(cache_max));
+    std::uint64_t low_room = cache_low > others_measured ? cache_low - others_measured : 0;
+    std::uint64_t low_cap = std::min(low_share, low_room);
+    std::uint64_t overhead = own_measured > own_claimed ? own_measured - own_claimed : 0;
+    limits.max_bytes = cap > overhead ? cap - overhead : 1;
+    limits.low_bytes = low_cap > overhead ? low_cap - overhead : 0;
+    limits.low_bytes = std::min(limits.low_bytes, limits.max_bytes);
+    return limits;
+}
+
+CacheLedger read_cache_ledger(int cache_root_fd) {
+    struct stat st {};
+    if (::fstatat(cache_root_fd, ledger_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 ||
+        (st.st_mode & 077) != 0)
+        return CacheLedger{};
+    return CacheLedger::parse(read_small_file_at(cache_root_fd, ledger_name, std::size_t{256} << 20).value_or(""));
+}
+
+CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_path) {
+    check_root_private(cache_root_fd, shown_path);
+    UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
+    Refresh refresh(read_cache_ledger(cache_root_fd));
+    UniqueFd listing(::openat(cache_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!listing) throw_errno("cannot open " + shown_path);
+    DirectoryNames names(listing.get(), shown_path);
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        std::optional<uid_t> uid = uid_name(names[i]);
+        if (!uid) continue;
+        UniqueFd user(::openat(cache_root_fd, names.c_str(i), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+        if (user) refresh.measure_user(*uid, user.get());
+    }
+    if (UniqueFd root = local_root_above(cache_root_fd)) refresh.measure_kept(root.get());
+    CacheLedger ledger{std::move(refresh.records)};
+    write_ledger(cache_root_fd, ledger, shown_path);
+    return ledger;
+}
+
+CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_max, std::uint64_t cache_low,
+                              std::uint64_t cache_user_max, const std::string& shown_path) {
+    CacheLedger ledger = refresh_cache_ledger(cache_root_fd, shown_path);
+    return plan_user_cache_limits(cache_max, cache_low, cache_user_max, ledger.user_bytes(uid),
+                                  claimed_bytes(cache_root_fd, uid), ledger.other_users_bytes(uid));
+}
+
+void root_account_user_cache(int cache_root_fd, uid_t uid, const std::string& shown_path) {
+    check_root_private(cache_root_fd, shown_path);
+    UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
+    CacheLedger old = read_cache_ledger(cache_root_fd);
+    Refresh refresh(old);
+    // Everyone else's measures stay as they are; this user's are taken again.
+    for (const LedgerRecord& r : old.records)
+        if (r.uid != uid || r.kind == LedgerRecord::kept) refresh.records.push_back(r);
+    UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (user) refresh.measure_user(uid, user.get());
+    write_ledger(cache_root_fd, CacheLedger{std::move(refresh.records)}, shown_path);
+}
+
+}  // namespace aihpc::stage

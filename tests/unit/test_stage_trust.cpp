@@ -1,0 +1,535 @@
+// lib/stage on a shared node: root's cache ledger (measured, never read from what users
+// write), the per-user share, archives bounded as they extract, bounded lock waits,
+// verification against the source as it is now, fsync of a written tree, and the
+// epilog's budgeted retirement of job dirs with root-only keep markers. Everything acts
+// on real temp dirs; the ledger and epilog tests need root, as on a node, and say so
+// when skipped.
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cmocka_cxx.hpp"
+#include "common/fd.hpp"
+#include "stage/archive.hpp"
+#include "stage/cache_ledger.hpp"
+#include "stage/fs.hpp"
+#include "stage/node_cache.hpp"
+#include "stage/node_layout.hpp"
+#include "stage/stage_in.hpp"
+#include "temp_dir.hpp"
+
+using namespace aihpc;
+using namespace aihpc::stage;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool skip_unless_root() {
+    if (::geteuid() == 0) return false;
+    print_message("skipped: root keeps the ledger and retires job dirs, as on a node\n");
+    return true;
+}
+
+bool exists(const std::string& p) {
+    struct stat st {};
+    return ::lstat(p.c_str(), &st) == 0;
+}
+
+std::size_t count_entries(const std::string& dir) {
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) return 0;
+    return DirectoryNames(fd.get(), dir).size();
+}
+
+constexpr std::uint64_t mib = 1 << 20;
+const std::string key_a = "0000000000000000000000000000000a";
+
+// A tar.zst of `count` files of `size` zero bytes each: tiny on disk, large extracted.
+void write_zero_tar(const std::string& file, std::uint64_t size, int count) {
+    struct archive* a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    archive_write_add_filter_zstd(a);
+    archive_write_open_filename(a, file.c_str());
+    std::string zeros(1 << 16, '\0');
+    for (int i = 0; i < count; ++i) {
+        struct archive_entry* e = archive_entry_new();
+        archive_entry_set_pathname(e, ("zeros" + std::to_string(i)).c_str());
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        archive_entry_set_size(e, static_cast<la_int64_t>(size));
+        archive_write_header(a, e);
+        for (std::uint64_t done = 0; done < size; done += zeros.size())
+            archive_write_data(a, zeros.data(), std::min<std::uint64_t>(zeros.size(), size - done));
+        archive_entry_free(e);
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+}
+
+}  // namespace
+
+// ---- the ledger's text and the share arithmetic (pure)
+
+static void ledger_text_reads_back_and_skips_what_is_malformed(void**) {
+    CacheLedger ledger;
+    LedgerRecord r;
+    r.uid = 1000;
+    r.kind = LedgerRecord::entry;
+    r.name = "name with space\n%";
+    r.dev = 2049;
+    r.ino = 77;
+    r.ctime_ns = 1700000000123456789;
+    r.bytes = 4096;
+    r.measured_at = 1700000000;
+    r.complete = false;
+    ledger.records.push_back(r);
+    std::string text = ledger.serialize() + "e 1 2 3 4 5 6 1\n" + "x 1 2 3 4 5 6 1 n\n" + "e 1 2 3 4 99999999999999999999 6 1 n\n";
+    CacheLedger back = CacheLedger::parse(text);
+    assert_int_equal(back.records.size(), 1);
+    const LedgerRecord& b = back.records[0];
+    assert_string_equal(b.name.c_str(), r.name.c_str());
+    assert_int_equal(b.uid, 1000);
+    assert_int_equal(b.ino, 77);
+    assert_true(b.ctime_ns == r.ctime_ns);
+    assert_int_equal(b.bytes, 4096);
+    assert_false(b.complete);
+    assert_int_equal(CacheLedger::parse("not a ledger\n" + text.substr(text.find('\n') + 1)).records.size(), 0);
+}
+
+static void ledger_sums_saturate_instead_of_wrapping(void**) {
+    CacheLedger ledger;
+    for (uid_t uid : {1u, 2u, 2u}) {
+        LedgerRecord r;
+        r.uid = uid;
+        r.name = "x";
+        r.bytes = UINT64_MAX / 2 + 1;
+        ledger.records.push_back(r);
+    }
+    assert_true(ledger.user_bytes(2) == UINT64_MAX);
+    assert_true(ledger.other_users_bytes(1) == UINT64_MAX);
+    assert_true(ledger.other_users_bytes(2) == UINT64_MAX / 2 + 1);
+}
+
+static void a_users_limits_keep_to_their_share_and_the_node_room(void**) {
+    struct Case {
+        const char* what;
+        std::uint64_t max, low, user_max, own, claimed, others, want_max, want_low;
+    } cases[] = {
+        {"alone, no share set", 1000, 900, 0, 0, 0, 0, 1000, 900},
+        {"the share caps", 1000, 900, 400, 0, 0, 0, 400, 360},
+        {"others leave less than the share", 1000, 900, 400, 0, 0, 700, 300, 200},
+        {"a full node leaves a one-byte cap, never none", 1000, 900, 400, 0, 0, 1000, 1, 0},
+        {"another user's forged 18 EB is not in others", 1000, 900, 0, 0, 0, 100, 900, 800},
+        {"overhead beyond what the stager counts is taken off", 1000, 900, 400, 150, 100, 0, 350, 310},
+        {"a forged low claim costs its own user alone", 1000, 900, 400, 150, 0, 0, 250, 210},
+        {"a forged high claim leaves the cap, and its stager counts it", 1000, 900, 400, 150, UINT64_MAX, 0, 400, 360},
+        {"no cache_max: no cap", 0, 0, 0, 500, 0, 500, 0, 0},
+        {"a share above cache_max is cache_max", 1000, 900, 5000, 0, 0, 0, 1000, 900},
+    };
+    for (const Case& c : cases) {
+        CacheLimits l = plan_user_cache_limits(c.max, c.low, c.user_max, c.own, c.claimed, c.others);
+        if (l.max_bytes != c.want_max || l.low_bytes != c.want_low) {
+            print_error("%s: got max %llu low %llu\n", c.what, static_cast<unsigned long long>(l.max_bytes),
+                        static_cast<unsigned long long>(l.low_bytes));
+            fail();
+        }
+    }
+}
+
+// ---- measuring
+
+static void a_measure_counts_blocks_and_never_follows_a_link(void**) {
+    TempDir tmp;
+    tmp.write("outside", std::string(4 * mib, 'o'));
+    tmp.make_dir("tree/sub");
+    tmp.write("tree/sub/f", std::string(mib, 'f'));
+    assert_int_equal(::symlink((tmp.path() + "/outside").c_str(), (tmp.path() + "/tree/link").c_str()), 0);
+    assert_int_equal(::symlink("..", (tmp.path() + "/tree/sub/up").c_str()), 0);
+    UniqueFd root = open_dir(tmp.path());
+    std::uint64_t budget = 1000;
+    TreeMeasure m = measure_tree_at(root.get(), "tree", &budget);
+    assert_true(m.complete);
+    assert_int_equal(m.entries, 5);  // tree, sub, f, link, up
+    assert_true(m.bytes >= mib);
+    assert_true(m.bytes < 2 * mib);  // not the 4 MiB the link points at
+    assert_int_equal(budget, 995);
+}
+
+static void a_measure_stops_at_its_entry_bound(void**) {
+    TempDir tmp;
+    tmp.make_dir("tree");
+    for (int i = 0; i < 50; ++i) tmp.write("tree/f" + std::to_string(i), "x");
+    UniqueFd root = open_dir(tmp.path());
+    std::uint64_t budget = 10;
+    TreeMeasure m = measure_tree_at(root.get(), "tree", &budget);
+    assert_false(m.complete);
+    assert_int_equal(m.entries, 10);
+    assert_int_equal(budget, 0);
+}
+
+// ---- the ledger, as root
+
+static void a_forged_info_file_starves_no_one(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("cache/1000/entries/" + key_a + "/data");
+    tmp.write("cache/1000/entries/" + key_a + "/info", "key=" + key_a + "\nbytes=18000000000000000000\n");
+    tmp.make_dir("cache/1001/entries");
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    CacheLimits limits = root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(limits.max_bytes > 99 * mib);  // 1000 holds a few blocks, whatever it claims
+    assert_true(limits.low_bytes > 89 * mib);
+    // The forger's own limits are whole too: a high claim is only what its stager counts.
+    CacheLimits own = root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(own.max_bytes > 99 * mib);
+}
+
+static void the_ledger_is_roots_alone_and_measures_what_users_hold(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("cache/1000/entries/" + key_a + "/data");
+    tmp.write("cache/1000/entries/" + key_a + "/data/f", std::string(2 * mib, 'a'));
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    root_account_user_cache(cache.get(), 1000, tmp.path() + "/cache");
+    struct stat st {};
+    assert_int_equal(::lstat((tmp.path() + "/cache/ledger").c_str(), &st), 0);
+    assert_int_equal(st.st_uid, 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    CacheLedger ledger = read_cache_ledger(cache.get());
+    assert_true(ledger.user_bytes(1000) >= 2 * mib);
+    assert_true(ledger.other_users_bytes(1000) == 0);
+
+    // A ledger root did not write is not believed.
+    ::chmod((tmp.path() + "/cache/ledger").c_str(), 0644);
+    assert_int_equal(read_cache_ledger(cache.get()).records.size(), 0);
+}
+
+static void a_changed_entry_is_measured_again(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    std::string entry = "cache/1000/entries/" + key_a;
+    tmp.make_dir(entry + "/data");
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    root_account_user_cache(cache.get(), 1000, tmp.path() + "/cache");
+    std::uint64_t before = read_cache_ledger(cache.get()).user_bytes(1000);
+    // Writing below the entry's top directory changes its ctime.
+    tmp.write(entry + "/grown", std::string(3 * mib, 'g'));
+    root_account_user_cache(cache.get(), 1000, tmp.path() + "/cache");
+    std::uint64_t after = read_cache_ledger(cache.get()).user_bytes(1000);
+    assert_true(after >= before + 3 * mib);
+}
+
+static void a_killed_producers_temporary_counts_until_removed(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    std::string temp = "cache/1000/entries/.tmp." + key_a + ".4242.0";
+    tmp.make_dir(temp + "/data");
+    tmp.write(temp + "/data/half", std::string(8 * mib, 't'));
+    tmp.make_dir("cache/1001");
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    CacheLimits while_there = root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(while_there.max_bytes <= 92 * mib);
+    UniqueFd entries = open_dir(tmp.path() + "/cache/1000/entries");
+    assert_true(remove_tree_at(entries.get(), ".tmp." + key_a + ".4242.0"));
+    CacheLimits after = root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(after.max_bytes > 99 * mib);
+}
+
+static void a_kept_job_dir_counts_against_its_user(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("cache/1000");
+    tmp.make_dir("jobs/7");
+    tmp.write("jobs/7/results", std::string(4 * mib, 'r'));
+    mark_job_kept(tmp.path(), 7, 1000, "cannot write /home/u/out");
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    CacheLedger ledger = refresh_cache_ledger(cache.get(), tmp.path() + "/cache");
+    assert_true(ledger.user_bytes(1000) >= 4 * mib);
+    CacheLimits own = root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(own.max_bytes <= 96 * mib);
+}
+
+// ---- the user's stager keeps to its share
+
+static void a_stager_over_its_share_is_refused_with_its_share_named(void**) {
+    TempDir tmp;
+    tmp.make_dir("src");
+    tmp.write("src/f", std::string(2 * mib, 's'));
+    StageSettings settings;
+    settings.to_dir = tmp.path() + "/to";
+    settings.cache_dir = tmp.path() + "/cache";
+    settings.limits = CacheLimits{mib, mib / 2};
+    settings.uid = ::geteuid();
+    expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); }, "share of the node cache is 1048576 bytes");
+    assert_false(exists(tmp.path() + "/to/src"));
+}
+
+// ---- archives
+
+static void an_archive_bomb_is_abandoned_whole_in_cache_mode(void**) {
+    TempDir tmp;
+    write_zero_tar(tmp.path() + "/bomb.tar.zst", 16 * mib, 4);
+    struct stat st {};
+    assert_int_equal(::stat((tmp.path() + "/bomb.tar.zst").c_str(), &st), 0);
+    assert_true(static_cast<std::uint64_t>(st.st_size) < mib);  // what a size check would let in
+    StageSettings settings;
+    settings.to_dir = tmp.path() + "/to";
+    settings.cache_dir = tmp.path() + "/cache";
+    settings.limits = CacheLimits{8 * mib, 4 * mib};
+    settings.uid = ::geteuid();
+    expect_error_containing([&] { stage_in(tmp.path() + "/bomb.tar.zst", "bomb", settings); }, "expands to more than");
+    assert_false(exists(tmp.path() + "/to/bomb"));
+    assert_int_equal(count_entries(tmp.path() + "/cache/entries"), 0);  // no temporary left
+}
+
+static void an_archive_within_the_room_is_extracted(void**) {
+    TempDir tmp;
+    write_zero_tar(tmp.path() + "/fits.tar.zst", mib, 2);
+    StageSettings settings;
+    settings.to_dir = tmp.path() + "/to";
+    settings.cache_dir = tmp.path() + "/cache";
+    settings.limits = CacheLimits{8 * mib, 4 * mib};
+    settings.uid = ::geteuid();
+    StagedItem item = stage_in(tmp.path() + "/fits.tar.zst", "fits", settings);
+    assert_int_equal(item.bytes, 2 * mib);
+    assert_true(exists(tmp.path() + "/to/fits/zeros1"));
+}
+
+static void extraction_stops_at_the_entry_count_and_the_expansion_ratio(void**) {
+    TempDir tmp;
+    write_zero_tar(tmp.path() + "/many.tar.zst", 10, 20);
+    write_zero_tar(tmp.path() + "/dense.tar.zst", 8 * mib, 1);
+    UniqueFd dir = open_dir(tmp.path());
+    UniqueFd many(::open((tmp.path() + "/many.tar.zst").c_str(), O_RDONLY | O_CLOEXEC));
+    ExtractLimits few;
+    few.max_entries = 5;
+    expect_error_containing([&] { extract_archive(many.get(), dir.get(), "m", false, false, nullptr, "many", "m", few); },
+                            "more than 5 entries");
+    UniqueFd dense(::open((tmp.path() + "/dense.tar.zst").c_str(), O_RDONLY | O_CLOEXEC));
+    ExtractLimits ratio;
+    ratio.max_ratio = 10;
+    ratio.ratio_floor = mib;
+    expect_error_containing([&] { extract_archive(dense.get(), dir.get(), "d", false, false, nullptr, "dense", "d", ratio); },
+                            "expands more than 10 times");
+}
+
+static void extraction_charges_whole_blocks(void**) {
+    assert_int_equal(extracted_charge(ArchiveEntryKind::file, 0), 0);
+    assert_int_equal(extracted_charge(ArchiveEntryKind::file, 1), 4096);
+    assert_int_equal(extracted_charge(ArchiveEntryKind::file, 4097), 8192);
+    assert_int_equal(extracted_charge(ArchiveEntryKind::directory, 0), 4096);
+    assert_int_equal(extracted_charge(ArchiveEntryKind::symlink, 100), 0);
+    assert_true(extracted_charge(ArchiveEntryKind::file, UINT64_MAX) == UINT64_MAX);
+}
+
+// ---- locks
+
+static void a_held_cache_lock_fails_naming_it_instead_of_hanging(void**) {
+    TempDir tmp;
+    NodeCache cache(tmp.path() + "/cache");
+    cache.set_lock_wait(200ms);
+    std::string lock_path = tmp.path() + "/cache/locks/" + key_a + ".lock";
+    // Another open file description: its flock conflicts as another process's would.
+    UniqueFd held(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    assert_int_equal(::flock(held.get(), LOCK_EX), 0);
+    expect_error_containing(
+        [&] { cache.obtain(key_a, 0, {}, [](int, const std::string&) -> Manifest { return Manifest{}; }); },
+        "gave up waiting for the lock " + lock_path);
+}
+
+static void a_fifo_as_lock_file_is_refused_at_once(void**) {
+    TempDir tmp;
+    NodeCache cache(tmp.path() + "/cache");
+    std::string lock_path = tmp.path() + "/cache/locks/" + key_a + ".lock";
+    assert_int_equal(::mkfifo(lock_path.c_str(), 0600), 0);
+    expect_error_containing(
+        [&] { cache.obtain(key_a, 0, {}, [](int, const std::string&) -> Manifest { return Manifest{}; }); },
+        "is not a regular file");
+    expect_error_containing([&] { cache.lease(key_a); }, "is not a regular file");
+}
+
+static void the_job_lock_waits_a_bounded_time(void**) {
+    TempDir tmp;
+    UniqueFd meta = open_dir(tmp.path());
+    UniqueFd first = lock_job_meta(meta.get(), 1s, tmp.path());
+    expect_error_containing([&] { lock_job_meta(meta.get(), 100ms, tmp.path()); }, tmp.path() + "/lock");
+    first.reset();
+    UniqueFd again = lock_job_meta(meta.get(), 1s, tmp.path());
+    assert_true(static_cast<bool>(again));
+}
+
+// ---- verification
+
+static void verify_catches_a_source_changed_behind_a_cache_hit(void**) {
+    TempDir tmp;
+    tmp.make_dir("src");
+    std::string file = tmp.write("src/f", std::string(1000, 'a'));
+    StageSettings settings;
+    settings.to_dir = tmp.path() + "/to";
+    settings.cache_dir = tmp.path() + "/cache";
+    settings.uid = ::geteuid();
+    settings.verify = true;
+    StagedItem first = stage_in(tmp.path() + "/src", "src", settings);
+    assert_int_equal(static_cast<int>(first.outcome), static_cast<int>(StageOutcome::miss));
+    // Same size, same mtime: only the content differs.
+    struct stat st {};
+    assert_int_equal(::stat(file.c_str(), &st), 0);
+    tmp.write("src/f", std::string(1000, 'b'));
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    assert_int_equal(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
+    settings.to_dir = tmp.path() + "/to2";
+    expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); }, "no longer matches its cached copy");
+    // Unchanged, a verified hit passes.
+    tmp.write("src/f", std::string(1000, 'a'));
+    assert_int_equal(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
+    settings.to_dir = tmp.path() + "/to3";
+    StagedItem hit = stage_in(tmp.path() + "/src", "src", settings);
+    assert_int_equal(static_cast<int>(hit.outcome), static_cast<int>(StageOutcome::hit));
+}
+
+// ---- durability
+
+static void fsync_tree_flushes_a_tree_without_following_or_blocking(void**) {
+    TempDir tmp;
+    tmp.make_dir("tree/a/b");
+    for (int i = 0; i < 200; ++i) tmp.write("tree/a/f" + std::to_string(i), "x");
+    tmp.write("tree/a/b/g", "y");
+    assert_int_equal(::symlink("/nonexistent", (tmp.path() + "/tree/dangling").c_str()), 0);
+    assert_int_equal(::mkfifo((tmp.path() + "/tree/fifo").c_str(), 0600), 0);  // opened O_NONBLOCK, skipped
+    UniqueFd tree = open_dir(tmp.path() + "/tree");
+    fsync_tree(tree.get(), 4, tmp.path() + "/tree");
+    UniqueFd parent = open_dir(tmp.path());
+    fsync_item_at(parent.get(), "tree", 1, tmp.path() + "/tree");
+    expect_error_containing([&] { fsync_item_at(parent.get(), "missing", 2, tmp.path() + "/missing"); },
+                            tmp.path() + "/missing");
+}
+
+// ---- the epilog
+
+static void retired_job_dirs_go_to_trash_and_are_removed_within_the_budget(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("jobs/7/data");
+    for (int i = 0; i < 300; ++i) tmp.write("jobs/7/data/f" + std::to_string(i), "x");
+    tmp.make_dir("jobs/7.aihpc");
+    tmp.make_dir("jobs/8");
+    // No time at all: the dirs are moved, and trash keeps them for later.
+    JobCleanup out_of_time = retire_job_dirs(tmp.path(), 7, 7, 0ms);
+    assert_false(out_of_time.finished);
+    assert_false(exists(tmp.path() + "/jobs/7"));
+    assert_false(exists(tmp.path() + "/jobs/7.aihpc"));
+    assert_true(exists(tmp.path() + "/jobs/8"));
+    assert_true(count_entries(tmp.path() + "/trash") > 0);
+    struct stat st {};
+    assert_int_equal(::lstat((tmp.path() + "/trash").c_str(), &st), 0);
+    assert_int_equal(st.st_uid, 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    assert_true(empty_trash(tmp.path(), 10s));
+    assert_int_equal(count_entries(tmp.path() + "/trash"), 0);
+}
+
+static void a_users_own_keep_marker_keeps_nothing(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("jobs/7");
+    tmp.make_dir("jobs/7.aihpc");
+    tmp.write(std::string("jobs/7.aihpc/") + stage_out_failed_marker, "forged\n");
+    JobCleanup cleanup = retire_job_dirs(tmp.path(), 7, 7, 5s);
+    assert_false(cleanup.kept_after_failed_stage_out);
+    assert_true(cleanup.finished);
+    assert_false(exists(tmp.path() + "/jobs/7"));
+}
+
+static void roots_keep_marker_keeps_the_job_until_it_expires(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("jobs/7");
+    tmp.make_dir("jobs/7.aihpc");
+    mark_job_kept(tmp.path(), 7, 1000, "cannot write /home/u/out");
+    struct stat st {};
+    assert_int_equal(::lstat((tmp.path() + "/kept/7").c_str(), &st), 0);
+    assert_int_equal(st.st_uid, 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    std::vector<KeptJob> kept = kept_jobs_at(open_dir(tmp.path()).get());
+    assert_int_equal(kept.size(), 1);
+    assert_int_equal(kept[0].uid, 1000);
+    assert_string_equal(kept[0].reason.c_str(), "cannot write /home/u/out");
+
+    JobCleanup cleanup = retire_job_dirs(tmp.path(), 7, 7, 5s);
+    assert_true(cleanup.kept_after_failed_stage_out);
+    assert_true(exists(tmp.path() + "/jobs/7"));
+
+    // Eight days later, another job's epilog retires it.
+    tmp.write("kept/7", "uid=1000\nsince=" + std::to_string(::time(nullptr) - 8 * 86400) + "\nreason=x\n", 0600);
+    JobCleanup later = retire_job_dirs(tmp.path(), 9, 7, 5s);
+    assert_int_equal(later.expired.size(), 1);
+    assert_int_equal(later.expired[0], 7);
+    assert_false(exists(tmp.path() + "/jobs/7"));
+    assert_false(exists(tmp.path() + "/kept/7"));
+}
+
+static void a_keep_marker_root_did_not_write_is_ignored(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("jobs/7");
+    tmp.make_dir("kept");
+    ::chmod((tmp.path() + "/kept").c_str(), 0700);
+    tmp.write("kept/7", "uid=1000\nsince=" + std::to_string(::time(nullptr)) + "\n", 0600);
+    assert_int_equal(::chown((tmp.path() + "/kept/7").c_str(), 1000, 1000), 0);
+    JobCleanup cleanup = retire_job_dirs(tmp.path(), 7, 7, 5s);
+    assert_false(cleanup.kept_after_failed_stage_out);
+    assert_false(exists(tmp.path() + "/jobs/7"));
+}
+
+static void a_removal_past_its_deadline_leaves_the_rest(void**) {
+    TempDir tmp;
+    tmp.make_dir("tree");
+    for (int i = 0; i < 200; ++i) tmp.write("tree/f" + std::to_string(i), "x");
+    UniqueFd parent = open_dir(tmp.path());
+    bool out_of_time = false;
+    assert_false(remove_tree_until(parent.get(), "tree", std::chrono::steady_clock::now() - 1s, &out_of_time));
+    assert_true(out_of_time);
+    assert_true(exists(tmp.path() + "/tree"));
+    assert_true(remove_tree_until(parent.get(), "tree", std::chrono::steady_clock::now() + 60s, &out_of_time));
+    assert_false(out_of_time);
+    assert_false(exists(tmp.path() + "/tree"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(ledger_text_reads_back_and_skips_what_is_malformed),
+        cmocka_unit_test(ledger_sums_saturate_instead_of_wrapping),
+        cmocka_unit_test(a_users_limits_keep_to_their_share_and_the_node_room),
+        cmocka_unit_test(a_measure_counts_blocks_and_never_follows_a_link),
+        cmocka_unit_test(a_measure_stops_at_its_entry_bound),
+        cmocka_unit_test(a_forged_info_file_starves_no_one),
+        cmocka_unit_test(the_ledger_is_roots_alone_and_measures_what_users_hold),
+        cmocka_unit_test(a_changed_entry_is_measured_again),
+        cmocka_unit_test(a_killed_producers_temporary_counts_until_removed),
+        cmocka_unit_test(a_kept_job_dir_counts_against_its_user),
+        cmocka_unit_test(a_stager_over_its_share_is_refused_with_its_share_named),
+        cmocka_unit_test(an_archive_bomb_is_abandoned_whole_in_cache_mode),
+        cmocka_unit_test(an_archive_within_the_room_is_extracted),
+        cmocka_unit_test(extraction_stops_at_the_entry_count_and_the_expansion_ratio),
+        cmocka_unit_test(extraction_charges_whole_blocks),
+        cmocka_unit_test(a_held_cache_lock_fails_naming_it_instead_of_hanging),
+        cmocka_unit_test(a_fifo_as_lock_file_is_refused_at_once),
+        cmocka_unit_test(the_job_lock_waits_a_bounded_time),
+        cmocka_unit_test(verify_catches_a_source_changed_behind_a_cache_hit),
+        cmocka_unit_test(fsync_tree_flushes_a_tree_without_following_or_blocking),
+        cmocka_unit_test(retired_job_dirs_go_to_trash_and_are_removed_within_the_budget),
+        cmocka_unit_test(a_users_own_keep_marker_keeps_nothing),
+        cmocka_unit_test(roots_keep_marker_keeps_the_job_until_it_expires),
+        cmocka_unit_test(a_keep_marker_root_did_not_write_is_ignored),
+        cmocka_unit_test(a_removal_past_its_deadline_leaves_the_rest),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}
