@@ -83,6 +83,7 @@ void stage_user_init(const Spank&, PluginState& st) {
     s.items = stage::parse_job_items(staged.result);
     s.leases = std::move(staged.fds);
     s.active = true;
+    if (st.options.stage_mode != config::StageMode::private_) node_work(st, "account", RunAs::root);
 }
 
 bool stage_step_active() { return staging().active; }
@@ -113,15 +114,22 @@ void stage_task_exit(const Spank&, PluginState& st) {
     StepStaging& s = staging();
     if (!s.active || st.options.stage_out.empty()) return;
     if (++s.task_exits < st.step.local_task_count) return;
-    HelperOutcome outcome;
+    // After the tasks ended only slurmstepd's log reaches the job's output.
+    bool failed = false;
     try {
-        outcome = node_work(st, "stage-out", RunAs::user);
+        HelperOutcome outcome = node_work(st, "stage-out", RunAs::user);
+        for (const std::string& note : outcome.notes) slurm_error("aihpc: %s", note.c_str());
+        failed = outcome.result == "failed";
     } catch (const Error& e) {
-        // After the tasks ended only slurmstepd's log reaches the job's output.
         slurm_error("aihpc: %s", e.what());
-        return;
+        failed = true;
     }
-    for (const std::string& note : outcome.notes) slurm_error("aihpc: %s", note.c_str());
+    if (!failed) return;
+    try {
+        for (const std::string& note : node_work(st, "keep", RunAs::root).notes) slurm_info("aihpc: %s", note.c_str());
+    } catch (const Error& e) {
+        slurm_error("aihpc: %s", e.what());
+    }
 }
 
 void stage_job_epilog(const Spank& spank, PluginState& st) {

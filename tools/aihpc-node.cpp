@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -40,6 +41,7 @@
 #include "config/user_options.hpp"
 #include "container/digest_cache.hpp"
 #include "container/image.hpp"
+#include "stage/cache_ledger.hpp"
 #include "stage/fs.hpp"
 #include "stage/node_cache.hpp"
 #include "stage/node_layout.hpp"
@@ -54,7 +56,7 @@ using namespace aihpc;
 namespace {
 
 constexpr const char* usage =
-    "Usage: aihpc-node prepare|stage-in|stage-out|digest|epilog\n"
+    "Usage: aihpc-node prepare|stage-in|account|stage-out|keep|digest|epilog\n"
     "       aihpc-node run-task COMMAND...   (with AIHPC_STAGE_OUT_TASK set)\n"
     "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
     "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
@@ -237,10 +239,28 @@ void prepare(const NodeRequest& r, const HelperChannel& channel) {
     if (!needs_cache_limits(r.options)) return channel.result("0 0");
     struct statvfs fs {};
     std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
-    std::uint64_t others = stage::other_users_cache_bytes(cache.get(), r.uid, stage::join_path(root_path, "cache"));
-    stage::CacheLimits limits =
-        stage::user_cache_limits(r.site.cache_max.resolve(fs_bytes), r.site.cache_low_bytes(fs_bytes), others);
+    // Root's own measures of every user's cache (the ledger), never a number a user wrote.
+    stage::CacheLimits limits = stage::root_cache_limits(cache.get(), r.uid, r.site.cache_max.resolve(fs_bytes),
+                                                         r.site.cache_low_bytes(fs_bytes),
+                                                         r.site.cache_user_max_bytes(fs_bytes),
+                                                         stage::join_path(root_path, "cache"));
     channel.result(std::to_string(limits.max_bytes) + " " + std::to_string(limits.low_bytes));
+}
+
+// As root, after the user's stage-in: what the user's cache now holds, into the ledger.
+void account(const NodeRequest& r, const HelperChannel&) {
+    std::string root_path = local_root(r);
+    UniqueFd root = stage::open_local_root(root_path, false);
+    UniqueFd cache = stage::root_dir_at(root.get(), "cache", stage::join_path(root_path, "cache"));
+    stage::root_account_user_cache(cache.get(), r.uid, stage::join_path(root_path, "cache"));
+}
+
+// As root, after a stage-out that did not deliver: root's own record that the job's
+// stage dir stays (keep_failed_days), which the epilog honours and the ledger counts.
+void keep(const NodeRequest& r, const HelperChannel& channel) {
+    stage::mark_job_kept(local_root(r), r.job_id, r.uid, "stage-out failed");
+    channel.note("job " + job_text(r) + ": stage-out failed, so " + layout(r).stage_dir + " is kept for " +
+                 std::to_string(r.site.keep_failed_days) + " days");
 }
 
 // As the user: every item staged, its lease handed to slurmstepd, the list recorded in
@@ -337,11 +357,16 @@ void stage_out(const NodeRequest& r, const HelperChannel& channel) {
     stage::JobLayout l = layout(r);
     UniqueFd meta = stage::open_dir(l.meta_dir);
     struct stat st {};
-    if (::fstatat(meta.get(), stage_out_tried_marker(r).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return;
+    if (::fstatat(meta.get(), stage_out_tried_marker(r).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        // The step's last task tried; the result says whether root is to keep the dir.
+        bool failed = ::fstatat(meta.get(), stage::stage_out_failed_marker, &st, AT_SYMLINK_NOFOLLOW) == 0;
+        return channel.result(failed ? "failed" : "delivered");
+    }
     StageOutReport report = stage_out_items(r);
     for (const std::string& note : report.notes) channel.note(note);
     if (!report.failures.empty())
         throw Error("stage-out failed: " + join(report.failures, "; ") + "; the stage dir " + l.stage_dir + " is kept");
+    channel.result("delivered");
 }
 
 // ---- run-task: a task of a step with --aihpc-stage-out
@@ -452,15 +477,21 @@ void digest(const NodeRequest& r, const HelperChannel& channel) {
     channel.result(d.digest + "\n" + d.provenance);
 }
 
-// As root, from the job epilog: the job's stage dirs go, unless a stage-out failed.
+// As root, from the job epilog: the job's stage dirs go to trash/ at once (unless root
+// kept them after a failed stage-out), and are removed within a time budget; what is
+// left goes with the next epilog.
 void epilog(const NodeRequest& r, const HelperChannel& channel) {
     std::string root_path = local_root(r);
-    stage::JobCleanup cleanup = stage::remove_job_dirs(root_path, r.job_id);
+    stage::JobCleanup cleanup =
+        stage::retire_job_dirs(root_path, r.job_id, r.site.keep_failed_days, std::chrono::seconds(2));
     std::string name = job_text(r);
     if (cleanup.kept_after_failed_stage_out)
-        channel.note("job " + name + ": stage-out failed, so " + root_path + "/jobs/" + name + " is kept");
+        channel.note("job " + name + ": stage-out failed, so " + root_path + "/jobs/" + name + " is kept for " +
+                     std::to_string(r.site.keep_failed_days) + " days");
     else if (!cleanup.error.empty())
         channel.note("job " + name + ": could not remove all of its stage dir: " + cleanup.error);
+    for (std::uint32_t expired : cleanup.expired)
+        channel.note("job " + std::to_string(expired) + ": its kept stage dir expired (keep_failed_days) and is removed");
 }
 
 }  // namespace
@@ -480,7 +511,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     const std::map<std::string, void (*)(const NodeRequest&, const HelperChannel&)> commands = {
-        {"prepare", prepare}, {"stage-in", stage_in}, {"stage-out", stage_out}, {"digest", digest}, {"epilog", epilog}};
+        {"prepare", prepare}, {"account", account}, {"stage-in", stage_in}, {"stage-out", stage_out},
+        {"keep", keep},       {"digest", digest},   {"epilog", epilog}};
     auto command = commands.find(argv[1]);
     if (command == commands.end()) {
         std::fprintf(stderr, "aihpc-node: unknown command '%s'\n%s", argv[1], usage);
@@ -496,7 +528,8 @@ int main(int argc, char** argv) {
         NodeRequest request = parse_request(read_helper_request());
         // Only the user's work can take long; the epilog runs after the job anyway.
         std::optional<JobWatch> watch;
-        if (command->first != "epilog" && command->first != "prepare") watch.emplace(request.job_id);
+        bool users_work = command->first == "stage-in" || command->first == "stage-out" || command->first == "digest";
+        if (users_work) watch.emplace(request.job_id);
         command->second(request, channel);
         return 0;
     } catch (const std::exception& e) {
