@@ -3,6 +3,7 @@ noinst_LTLIBRARIES += lib/stage/libaihpc_stage.la
 lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/fs.cpp lib/stage/fs.hpp \
 	lib/stage/manifest.cpp lib/stage/manifest.hpp \
+	lib/stage/io_pool.cpp lib/stage/io_pool.hpp \
 	lib/stage/tree_copy.cpp lib/stage/tree_copy.hpp \
 	lib/stage/archive.cpp lib/stage/archive.hpp \
 	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
