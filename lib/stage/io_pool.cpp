@@ -108,6 +108,7 @@ void IoPool::grow_to(unsigned workers) {
 }
 
 void IoPool::observe_latency(std::uint64_t ns) {
+    if (sized_.load(std::memory_order_relaxed)) return;
     std::lock_guard<std::mutex> guard(lock_);
     if (sized_) return;
     samples_.push_back(ns);

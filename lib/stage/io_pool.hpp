@@ -103,7 +103,7 @@ private:
     std::exception_ptr error_;
     std::atomic<bool> failed_{false};
     std::vector<std::uint64_t> samples_;
-    bool sized_ = false;
+    std::atomic<bool> sized_{false};
     std::uint64_t median_ns_ = 0;
 };
 

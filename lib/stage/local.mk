@@ -24,6 +24,10 @@ tools_aihpc_stage_SOURCES = tools/aihpc-stage.cpp
 tools_aihpc_stage_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)
 dist_man_MANS += man/aihpc-stage.1
 EXTRA_DIST += man/aihpc-8-stage.roff \
-	bench/stage/run.sh bench/stage/make_tree.py \
+	bench/stage/run.sh bench/stage/make_tree.py bench/stage/remote.sh bench/stage/latencyfs.c \
 	tests/integration/20-stage-array.sh tests/integration/21-stage-faults.sh \
-	tests/integration/22-stage-out.sh tests/integration/23-stage-security.sh
+	tests/integration/22-stage-out.sh tests/integration/23-stage-security.sh \
+	tests/integration/24-stage-remote-fuse.sh
+UNIT_TESTS += tests/unit/test_stage_io
+tests_unit_test_stage_io_SOURCES = tests/unit/test_stage_io.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_stage_io_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)

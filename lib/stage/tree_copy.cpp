@@ -256,12 +256,12 @@ private:
                 throw_errno("cannot open " + src_path(e));
             }
         }
-        struct stat st {};
-        {
-            TimedOp op(options_.ops, nullptr);
-            if (::fstat(in.get(), &st) != 0) throw_errno("cannot stat " + src_path(e));
-        }
-        if (!S_ISREG(st.st_mode)) throw changed(lone_file_ ? std::string() : e.path);
+        // The type of an open file never changes, so the cached attributes answer: no
+        // round trip to a network file system's server.
+        struct statx stx {};
+        if (::statx(in.get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) != 0)
+            throw_errno("cannot stat " + src_path(e));
+        if (!S_ISREG(stx.stx_mode)) throw changed(lone_file_ ? std::string() : e.path);
         return in;
     }
 
