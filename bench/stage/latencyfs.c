@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
+#include <fuse_lowlevel.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -203,7 +204,32 @@ int main(int argc, char *argv[]) {
     for (int i = 2; i < argc; ++i) fuse_opt_add_arg(&args, argv[i]);
     if (fuse_opt_parse(&args, &settings, options, NULL) != 0) return 2;
     fuse_opt_add_arg(&args, "-oro,default_permissions,fsname=latencyfs");
-    int rc = fuse_main(args.argc, args.argv, &operations, NULL);
+    /* Not fuse_main: it would serve at most 10 requests at a time, whatever max_threads
+     * says, and the server would be the bound instead of the latency. */
+    struct fuse_cmdline_opts cmdline;
+    memset(&cmdline, 0, sizeof cmdline);
+    if (fuse_parse_cmdline(&args, &cmdline) != 0 || !cmdline.mountpoint) {
+        fprintf(stderr, "latencyfs: give SOURCE and MOUNTPOINT\n");
+        return 2;
+    }
+    unsigned max_threads = cmdline.max_threads && cmdline.max_threads < 100000 ? cmdline.max_threads : 1024;
+    struct fuse *fuse = fuse_new(&args, &operations, sizeof operations, NULL);
+    if (!fuse) return 1;
+    int rc = 1;
+    if (fuse_mount(fuse, cmdline.mountpoint) == 0) {
+        struct fuse_session *se = fuse_get_session(fuse);
+        if (fuse_daemonize(cmdline.foreground) == 0 && fuse_set_signal_handlers(se) == 0) {
+            struct fuse_loop_config *loop = fuse_loop_cfg_create();
+            fuse_loop_cfg_set_max_threads(loop, max_threads);
+            fuse_loop_cfg_set_idle_threads(loop, max_threads);
+            rc = fuse_loop_mt(fuse, loop) == 0 ? 0 : 1;
+            fuse_loop_cfg_destroy(loop);
+            fuse_remove_signal_handlers(se);
+        }
+        fuse_unmount(fuse);
+    }
+    fuse_destroy(fuse);
+    free(cmdline.mountpoint);
     fuse_opt_free_args(&args);
     return rc;
 }
