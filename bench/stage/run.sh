@@ -1,11 +1,14 @@
 #!/bin/bash
 # Staging benchmark: aihpc-stage against cp -a and a tar pipe, in one run, as ratios.
 #   bench/stage/run.sh [BUILD_DIR]
+#   bench/stage/run.sh remote [BUILD_DIR]   (remote.sh: a source with a latency per operation)
 # Source on the local disk (read once first, so it is in the page cache), destination
 # on tmpfs (/dev/shm). Environment: FILES (20000), BIG_MB (1024, 0 to skip), REPEAT (3),
 # SRC_BASE (/var/tmp), DST_BASE (/dev/shm).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# `run.sh remote [BUILD_DIR]`: the same trees from a source with a latency per operation.
+if [ "${1:-}" = remote ]; then shift; exec "$here/remote.sh" "$@"; fi
 build=${1:-$(cd "$here/../.." && pwd)}
 stage="$build/tools/aihpc-stage"
 files=${FILES:-20000}

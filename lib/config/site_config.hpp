@@ -34,7 +34,7 @@ struct SiteConfig {
     unsigned stage_timeout_s = 3600;                // a stage-in or stage-out is killed after this
     unsigned keep_failed_days = 7;                  // a stage dir kept after a failed stage-out expires
     std::vector<std::string> stage_allow;           // empty: anything the user can read
-    unsigned stage_threads = 0;                     // 0: allowed CPUs, at most 16
+    unsigned stage_threads = 0;                     // 0: the default cap, 64; the engine adapts below it
     std::vector<std::string> container_runtimes;    // empty: all found on runtime_path
     std::string container_default;                  // empty: first allowed
     std::vector<std::string> image_allow;           // empty: any

@@ -3,6 +3,7 @@ noinst_LTLIBRARIES += lib/stage/libaihpc_stage.la
 lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/fs.cpp lib/stage/fs.hpp \
 	lib/stage/manifest.cpp lib/stage/manifest.hpp \
+	lib/stage/io_pool.cpp lib/stage/io_pool.hpp \
 	lib/stage/tree_copy.cpp lib/stage/tree_copy.hpp \
 	lib/stage/archive.cpp lib/stage/archive.hpp \
 	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
@@ -24,12 +25,17 @@ tools_aihpc_stage_SOURCES = tools/aihpc-stage.cpp
 tools_aihpc_stage_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)
 dist_man_MANS += man/aihpc-stage.1
 EXTRA_DIST += man/aihpc-8-stage.roff \
-	bench/stage/run.sh bench/stage/make_tree.py bench/stage/helper-cost.sh \
+	bench/stage/run.sh bench/stage/make_tree.py bench/stage/helper-cost.sh bench/stage/remote.sh \
+	bench/stage/latencyfs.c \
 	tests/integration/20-stage-array.sh tests/integration/21-stage-faults.sh \
-	tests/integration/22-stage-out.sh tests/integration/23-stage-security.sh
+	tests/integration/22-stage-out.sh tests/integration/23-stage-security.sh \
+	tests/integration/24-stage-remote-fuse.sh
 # Built on demand by bench/stage/fsync.sh, never by make all.
 EXTRA_PROGRAMS += bench/stage/aihpc-bench-fsync
 bench_stage_aihpc_bench_fsync_SOURCES = bench/stage/fsync_flush.cpp
 bench_stage_aihpc_bench_fsync_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)
 CLEANFILES += bench/stage/aihpc-bench-fsync
 EXTRA_DIST += bench/stage/fsync.sh
+UNIT_TESTS += tests/unit/test_stage_io
+tests_unit_test_stage_io_SOURCES = tests/unit/test_stage_io.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_stage_io_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)

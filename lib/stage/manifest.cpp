@@ -23,6 +23,7 @@
 #include "common/fd.hpp"
 #include "common/text.hpp"
 #include "stage/fs.hpp"
+#include "stage/io_pool.hpp"
 
 namespace aihpc::stage {
 
@@ -161,6 +162,24 @@ std::string Manifest::metadata_hash() const {
     return hasher.hex();
 }
 
+std::string Manifest::freshness_hash() const {
+    ContentHasher hasher;
+    std::string metadata = metadata_hash();
+    hasher.update(metadata.data(), metadata.size());
+    std::vector<std::uint64_t> block;
+    block.reserve(4096);
+    for (const ManifestEntry& e : entries) {
+        block.push_back(static_cast<std::uint64_t>(e.ctime_ns));
+        block.push_back(e.inode);
+        if (block.size() >= 4096) {
+            hasher.update(block.data(), block.size() * sizeof block[0]);
+            block.clear();
+        }
+    }
+    hasher.update(block.data(), block.size() * sizeof block[0]);
+    return hasher.hex();
+}
+
 // ---- text form: "TYPE MODE SIZE MTIME_NS HASH|- PATH [TARGET]", one entry per line
 
 std::string escape_path(const std::string& path) {
@@ -270,14 +289,24 @@ std::int64_t mtime_of(const struct stat& st) {
     return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 }
 
-// One directory of a scan: its direct entries in name order, and the nodes of its
-// subdirectories in the same order. Workers fill nodes independently; the manifest is
+std::int64_t ns_of(const struct statx_timestamp& t) { return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
+// One directory of a scan: its direct entries in name order, and the node of each
+// subdirectory at the same index. Workers fill entries independently; the manifest is
 // assembled from the tree of nodes at the end, so the order never depends on threads.
 struct ScanNode {
     std::string prefix;
     int depth = 0;
     std::vector<ManifestEntry> entries;
-    std::vector<ScanNode*> subdirs;
+    std::vector<char> present;  // 0 where an entry vanished between listing and statx
+    std::vector<std::unique_ptr<ScanNode>> subdirs;
+};
+
+// A listed directory shared by the tasks that statx its entries.
+struct ListedDirectory {
+    UniqueFd fd;
+    DirectoryNames names;
+    ListedDirectory(UniqueFd dir, const std::string& shown) : fd(std::move(dir)), names(fd.get(), shown) {}
 };
 
 std::string child_path(const std::string& prefix, std::string_view name) {
@@ -291,108 +320,143 @@ std::string child_path(const std::string& prefix, std::string_view name) {
     return path;
 }
 
-void scan_node(int root_fd, ScanNode& node, const std::string& shown_root, std::vector<std::unique_ptr<ScanNode>>& created) {
-    if (node.depth > 1024) throw Error("cannot stage " + shown_root + ": directory nesting deeper than 1024");
-    std::string shown_dir = join_path(shown_root, node.prefix);
-    UniqueFd dir_fd = node.prefix.empty() ? UniqueFd(::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC))
-                                          : open_beneath_or_throw(root_fd, node.prefix, O_RDONLY | O_DIRECTORY, shown_dir);
-    if (!dir_fd) throw_errno("cannot list " + shown_dir);
-    DirectoryNames names(dir_fd.get(), shown_dir);
-    node.entries.reserve(names.size());
-    for (std::size_t i = 0; i < names.size(); ++i) {
-        struct stat st {};
-        if (::fstatat(dir_fd.get(), names.c_str(i), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            if (errno == ENOENT) continue;  // removed while scanning: the copy's own checks catch churn
-            throw_errno("cannot stat " + join_path(shown_root, child_path(node.prefix, names[i])));
+// Entries whose statx go together in one task: enough to make a task worth its cost on
+// a local source, few enough to spread one directory over many workers on a remote one.
+constexpr std::size_t stat_batch = 8;
+
+class TreeScan {
+public:
+    TreeScan(int root_fd, const std::string& shown_root, IoPool& pool, SourceOps* ops)
+        : root_fd_(root_fd), shown_root_(shown_root), pool_(pool), ops_(ops) {}
+
+    void list(ScanNode* node) {
+        if (node->depth > 1024) throw Error("cannot stage " + shown_root_ + ": directory nesting deeper than 1024");
+        std::string shown_dir = join_path(shown_root_, node->prefix);
+        std::shared_ptr<ListedDirectory> dir;
+        {
+            TimedOp op(ops_, nullptr);
+            // O_NONBLOCK: a FIFO put in place of the directory cannot block the open;
+            // O_DIRECTORY refuses it.
+            int flags = O_RDONLY | O_DIRECTORY | O_NONBLOCK;
+            UniqueFd fd = node->prefix.empty() ? UniqueFd(::openat(root_fd_, ".", flags | O_CLOEXEC))
+                                               : open_beneath_or_throw(root_fd_, node->prefix, flags, shown_dir);
+            if (!fd) throw_errno("cannot list " + shown_dir);
+            dir = std::make_shared<ListedDirectory>(std::move(fd), shown_dir);
         }
-        ManifestEntry e;
-        e.path = child_path(node.prefix, names[i]);
-        e.mode = st.st_mode & 07777;
-        e.mtime_ns = mtime_of(st);
-        if (S_ISREG(st.st_mode)) {
-            e.size = static_cast<std::uint64_t>(st.st_size);
-        } else if (S_ISLNK(st.st_mode)) {
-            e.type = EntryType::symlink;
-            std::vector<char> buf(static_cast<std::size_t>(st.st_size) + 2);
-            ssize_t n = ::readlinkat(dir_fd.get(), names.c_str(i), buf.data(), buf.size());
-            if (n < 0) throw_errno("cannot read link " + join_path(shown_root, e.path));
-            e.target.assign(buf.data(), static_cast<std::size_t>(n));
-            e.size = e.target.size();
-        } else if (S_ISDIR(st.st_mode)) {
-            e.type = EntryType::directory;
-            created.push_back(std::make_unique<ScanNode>());
-            created.back()->prefix = e.path;
-            created.back()->depth = node.depth + 1;
-            node.subdirs.push_back(created.back().get());
-        } else {
-            throw Error("cannot stage " + join_path(shown_root, e.path) +
-                        ": it is a socket, FIFO or device file; only files, directories and symlinks can be staged");
+        if (ops_) ops_->ops.fetch_add(1, std::memory_order_relaxed);  // the listing itself
+        std::size_t n = dir->names.size();
+        node->entries.resize(n);
+        node->present.assign(n, 0);
+        node->subdirs.resize(n);
+        for (std::size_t first = 0; first < n; first += stat_batch) {
+            std::size_t last = std::min(n, first + stat_batch);
+            pool_.submit_first([this, node, dir, first, last] { stat_entries(node, *dir, first, last); });
         }
-        node.entries.push_back(std::move(e));
+    }
+
+private:
+    void stat_entries(ScanNode* node, const ListedDirectory& dir, std::size_t first, std::size_t last) {
+        for (std::size_t i = first; i < last && !pool_.failed(); ++i) {
+            struct statx stx {};
+            int rc;
+            {
+                TimedOp op(ops_, &pool_);
+                rc = ::statx(dir.fd.get(), dir.names.c_str(i), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
+                             STATX_BASIC_STATS, &stx);
+            }
+            if (rc != 0) {
+                if (errno == ENOENT) continue;  // removed while scanning: the copy's own checks catch churn
+                throw_errno("cannot stat " + join_path(shown_root_, child_path(node->prefix, dir.names[i])));
+            }
+            ManifestEntry& e = node->entries[i];
+            e.path = child_path(node->prefix, dir.names[i]);
+            e.mode = stx.stx_mode & 07777;
+            e.mtime_ns = ns_of(stx.stx_mtime);
+            e.ctime_ns = ns_of(stx.stx_ctime);
+            e.inode = stx.stx_ino;
+            e.blocks = stx.stx_blocks;
+            if (S_ISREG(stx.stx_mode)) {
+                e.size = stx.stx_size;
+            } else if (S_ISLNK(stx.stx_mode)) {
+                e.type = EntryType::symlink;
+                std::vector<char> buf(static_cast<std::size_t>(stx.stx_size) + 2);
+                ssize_t got;
+                {
+                    TimedOp op(ops_, &pool_);
+                    got = ::readlinkat(dir.fd.get(), dir.names.c_str(i), buf.data(), buf.size());
+                }
+                if (got < 0) throw_errno("cannot read link " + join_path(shown_root_, e.path));
+                e.target.assign(buf.data(), static_cast<std::size_t>(got));
+                e.size = e.target.size();
+            } else if (S_ISDIR(stx.stx_mode)) {
+                e.type = EntryType::directory;
+                auto child = std::make_unique<ScanNode>();
+                child->prefix = e.path;
+                child->depth = node->depth + 1;
+                ScanNode* raw = child.get();
+                node->subdirs[i] = std::move(child);
+                pool_.submit([this, raw] { list(raw); });
+            } else {
+                throw Error("cannot stage " + join_path(shown_root_, e.path) +
+                            ": it is a socket, FIFO or device file; only files, directories and symlinks can be staged");
+            }
+            node->present[i] = 1;
+        }
+    }
+
+    int root_fd_;
+    const std::string& shown_root_;
+    IoPool& pool_;
+    SourceOps* ops_;
+};
+
+void assemble(ScanNode& node, Manifest& out) {
+    for (std::size_t i = 0; i < node.entries.size(); ++i) {
+        if (!node.present[i]) continue;
+        bool directory = node.entries[i].type == EntryType::directory;
+        out.entries.push_back(std::move(node.entries[i]));
+        if (directory) assemble(*node.subdirs[i], out);
     }
 }
 
-void assemble(ScanNode& node, Manifest& out) {
-    std::size_t sub = 0;
-    for (ManifestEntry& e : node.entries) {
-        bool directory = e.type == EntryType::directory;
-        out.entries.push_back(std::move(e));
-        if (directory) assemble(*node.subdirs[sub++], out);
-    }
+std::size_t count_entries(const ScanNode& node) {
+    std::size_t total = node.entries.size();
+    for (const auto& sub : node.subdirs)
+        if (sub) total += count_entries(*sub);
+    return total;
 }
 
 }  // namespace
 
-Manifest scan_tree(int dir_fd, const std::string& shown_path, unsigned threads) {
-    // Directories are the unit of work: each is listed and its entries stat'ed by one
-    // worker, which queues its subdirectories for whichever worker is free.
-    std::mutex lock;
-    std::condition_variable ready;
-    std::vector<std::unique_ptr<ScanNode>> nodes;
-    nodes.push_back(std::make_unique<ScanNode>());
-    std::deque<ScanNode*> queue{nodes.front().get()};
-    std::size_t busy = 0;
-    std::string first_error;
-    auto work = [&] {
-        std::unique_lock<std::mutex> guard(lock);
-        while (true) {
-            ready.wait(guard, [&] { return !queue.empty() || busy == 0 || !first_error.empty(); });
-            if (!first_error.empty() || (queue.empty() && busy == 0)) {
-                ready.notify_all();
-                return;
-            }
-            ScanNode* node = queue.front();
-            queue.pop_front();
-            ++busy;
-            guard.unlock();
-            std::vector<std::unique_ptr<ScanNode>> created;
-            std::string error;
-            try {
-                scan_node(dir_fd, *node, shown_path, created);
-            } catch (const std::exception& e) {
-                error = e.what();
-            }
-            guard.lock();
-            --busy;
-            if (!error.empty() && first_error.empty()) first_error = error;
-            for (auto& child : created) {
-                queue.push_back(child.get());
-                nodes.push_back(std::move(child));
-            }
-            ready.notify_all();
-        }
-    };
-    std::vector<std::thread> pool;
-    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-    for (std::thread& t : pool) t.join();
-    if (!first_error.empty()) throw Error(first_error);
-    std::size_t total = 0;
-    for (const auto& node : nodes) total += node->entries.size();
+Manifest scan_tree(int dir_fd, const std::string& shown_path, const ScanOptions& options, ScanReport* report) {
+    unsigned cap = std::max(1u, options.cap);
+    unsigned initial = options.initial ? options.initial : usable_cpus();
+    IoPool pool(std::min(initial, cap), cap);
+    ScanNode root;
+    TreeScan scan(dir_fd, shown_path, pool, options.ops);
+    pool.submit([&] { scan.list(&root); });
+    try {
+        pool.run();
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw Error("cannot scan " + shown_path + ": " + e.what());
+    }
+    if (report) {
+        report->workers = pool.workers();
+        report->median_latency_ns = pool.median_latency_ns();
+    }
     Manifest manifest;
-    manifest.entries.reserve(total);
-    assemble(*nodes.front(), manifest);
+    manifest.entries.reserve(count_entries(root));
+    assemble(root, manifest);
     return manifest;
+}
+
+Manifest scan_tree(int dir_fd, const std::string& shown_path, unsigned threads) {
+    ScanOptions options;
+    options.cap = std::max(1u, threads);
+    options.initial = options.cap;
+    return scan_tree(dir_fd, shown_path, options);
 }
 
 Manifest scan_file(int file_fd, const std::string& shown_path) {
@@ -405,6 +469,9 @@ Manifest scan_file(int file_fd, const std::string& shown_path) {
     e.mode = st.st_mode & 07777;
     e.size = static_cast<std::uint64_t>(st.st_size);
     e.mtime_ns = mtime_of(st);
+    e.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+    e.inode = static_cast<std::uint64_t>(st.st_ino);
+    e.blocks = static_cast<std::uint64_t>(st.st_blocks);
     Manifest manifest;
     manifest.entries.push_back(std::move(e));
     return manifest;
@@ -426,7 +493,10 @@ void hash_contents(int root_fd, Manifest& manifest, unsigned threads, const std:
             std::string shown = e.path == "." ? shown_root : join_path(shown_root, e.path);
             try {
                 UniqueFd fd = e.path == "." ? UniqueFd(::fcntl(root_fd, F_DUPFD_CLOEXEC, 0))
-                                            : open_beneath_or_throw(root_fd, e.path, O_RDONLY, shown);
+                                            : open_beneath_or_throw(root_fd, e.path, O_RDONLY | O_NONBLOCK, shown);
+                struct stat st {};
+                if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat " + shown);
+                if (!S_ISREG(st.st_mode)) throw Error("cannot hash " + shown + ": it is no longer a regular file");
                 if (e.path == ".") ::lseek(fd.get(), 0, SEEK_SET);
                 e.content_hash = hash_fd(fd.get(), shown);
             } catch (const Error& err) {

@@ -21,6 +21,12 @@ struct ManifestEntry {
     std::int64_t mtime_ns = 0;
     std::string target;      // symlinks only
     std::optional<std::string> content_hash;  // xxh3-128 hex of a file's bytes
+    // Freshness only, from the scan of a source; not in the text form. A change that
+    // puts back the size and mtime (`touch -d`) still moves the ctime, and a file
+    // replaced by another has another inode.
+    std::int64_t ctime_ns = 0;
+    std::uint64_t inode = 0;
+    std::uint64_t blocks = 0;  // 512-byte blocks allocated: fewer than the size needs means holes
 
     bool same_metadata(const ManifestEntry& other) const;
 };
@@ -34,16 +40,39 @@ struct Manifest {
     // xxh3-128 over the metadata of every entry (never the content hashes): equal for an
     // unchanged source, different after any size, mtime, mode, type, link or name change.
     std::string metadata_hash() const;
+    // metadata_hash extended by each entry's ctime and inode, as scanned: what decides
+    // whether a cache entry still matches its source. Meaningful only for a manifest
+    // from a scan, not from parse().
+    std::string freshness_hash() const;
     bool has_content_hashes() const;
 
     std::string serialize() const;
     static Manifest parse(const std::string& text);  // throws aihpc::Error on malformed text
 };
 
+struct SourceOps;
+
+// How a scan runs: at most `cap` operations in flight, starting from `initial` workers
+// (0: the usable CPUs) and growing to the latency-sized count (io_pool.hpp).
+struct ScanOptions {
+    unsigned cap = 1;
+    unsigned initial = 0;
+    SourceOps* ops = nullptr;  // counts the scan's operations, when given
+};
+
+// What a scan learned about the source, to size the copy that follows.
+struct ScanReport {
+    unsigned workers = 1;                // workers the scan ended with
+    std::uint64_t median_latency_ns = 0; // of one metadata operation; 0 if not measured
+};
+
 // Scans the tree below an open directory, never following a symlink. Sockets, FIFOs and
 // device files are refused: they cannot be staged faithfully.
-// With threads > 1, directories are listed by that many workers (the warm path of a
-// cache hit is this scan, and it is bound by one stat per entry).
+// Each directory is read once and each entry costs one statx (plus a readlink for a
+// symlink); the statx calls of a directory are spread over the workers, so a warm hit's
+// staleness check (this scan) keeps as many in flight as the copy would.
+Manifest scan_tree(int dir_fd, const std::string& shown_path, const ScanOptions& options, ScanReport* report = nullptr);
+// The same with at most `threads` workers.
 Manifest scan_tree(int dir_fd, const std::string& shown_path, unsigned threads = 1);
 // A manifest of one regular file, opened as fd, whose entry path is ".".
 Manifest scan_file(int file_fd, const std::string& shown_path);

@@ -64,7 +64,8 @@ OpenSource open_source(const std::string& src, const std::string& base_dir, cons
     UniqueFd root_fd(::open(root->c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root_fd) throw_errno("cannot open " + *root);
     std::string relative = *root == "/" ? out.realpath.substr(1) : out.realpath.substr(std::min(out.realpath.size(), root->size() + 1));
-    int fd = open_beneath(root_fd.get(), relative, O_RDONLY | O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO at the path must not hang the stage; the fstat below refuses it.
+    int fd = open_beneath(root_fd.get(), relative, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
         int err = errno;
         if (err == EACCES) throw Error("stage source " + src + " is not readable by you (" + out.realpath + ")");

@@ -33,18 +33,28 @@ const char* to_string(StageOutcome outcome) {
 
 namespace {
 
-Manifest scan_source(const OpenSource& source, unsigned threads) {
-    if (source.kind == SourceKind::tree) return scan_tree(source.fd.get(), source.realpath, std::min(threads, 8u));
+// The scan is also the warm hit's staleness check: it runs with the copy's concurrency,
+// and tells the copy how many workers the source's latency needs.
+Manifest scan_source(const OpenSource& source, unsigned threads, SourceOps* ops, ScanReport* report) {
+    if (source.kind == SourceKind::tree) {
+        ScanOptions options;
+        options.cap = threads;
+        options.ops = ops;
+        return scan_tree(source.fd.get(), source.realpath, options, report);
+    }
     return scan_file(source.fd.get(), source.realpath);
 }
 
 // The item as it must look after staging, from the data written.
 Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int parent_fd, const std::string& name,
                       const std::string& shown_dst, const StageSettings& settings, bool read_only, std::uint64_t room,
-                      std::uint64_t* bytes, std::uint64_t* files) {
+                      std::uint64_t* bytes, std::uint64_t* files, SourceOps* ops, const ScanReport& scanned,
+                      unsigned* workers) {
     Manifest written;
     CopyOptions options;
     options.threads = settings.threads;
+    options.initial_workers = scanned.workers;
+    options.ops = ops;
     options.read_only = read_only;
     options.hash = settings.verify;
     options.progress = settings.progress;
@@ -59,7 +69,8 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
             throw Error(source.realpath + " holds " + std::to_string(source_manifest.byte_count()) + " bytes, more than the " +
                         std::to_string(room) + " bytes of room left for it in " + dirname_of(shown_dst) +
                         "; nothing was copied. Stage less, or ask for a node with more local disk");
-        copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
+        CopyStats copied = copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
+        *workers = std::max(*workers, copied.workers);
         written = std::move(source_manifest);
     }
     *bytes = written.byte_count();
@@ -135,9 +146,19 @@ std::string staged_item_json(const StagedItem& item) {
     char numbers[160];
     std::snprintf(numbers, sizeof numbers, "\"files\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"seconds\": %.6f", item.files,
                   item.bytes, item.seconds);
+    double seconds = item.seconds > 0 ? item.seconds : 1e-9;
+    char io[400];
+    std::snprintf(io, sizeof io,
+                  "\"workers\": %u, \"peak_in_flight\": %" PRIu64 ", \"source_ops\": %" PRIu64
+                  ", \"round_trips_per_file\": %.2f, \"op_latency_us\": %.1f, \"bytes_per_second\": %.0f"
+                  ", \"files_per_second\": %.0f",
+                  item.workers, item.peak_in_flight, item.source_ops,
+                  static_cast<double>(item.source_ops) / static_cast<double>(std::max<std::uint64_t>(item.files, 1)),
+                  static_cast<double>(item.op_latency_ns) / 1000.0, static_cast<double>(item.bytes) / seconds,
+                  static_cast<double>(item.files) / seconds);
     return "{\"src\": " + json_quote(item.src) + ", \"name\": " + json_quote(item.name) + ", \"path\": " +
            json_quote(item.path) + ", " + numbers + ", \"cache\": " + json_quote(to_string(item.outcome)) +
-           ", \"manifest_hash\": " + json_quote(item.manifest_hash) + "}";
+           ", \"manifest_hash\": " + json_quote(item.manifest_hash) + ", " + io + "}";
 }
 
 void verify_item(int data_fd, const Manifest& expected, bool read_only_entry, unsigned threads, const std::string& shown) {
@@ -180,8 +201,12 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
 
     OpenSource source = open_source(src, settings.base_dir, settings.allow);
     item.realpath = source.realpath;
-    Manifest manifest = scan_source(source, settings.threads);
+    SourceOps ops;
+    ScanReport scanned;
+    Manifest manifest = scan_source(source, settings.threads, &ops, &scanned);
     item.manifest_hash = manifest.metadata_hash();
+    item.workers = scanned.workers;
+    item.op_latency_ns = scanned.median_latency_ns;
     UniqueFd to_dir = open_to_dir(settings.to_dir);
 
     if (settings.private_mode) {
@@ -191,7 +216,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         Manifest written;
         try {
             written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, settings, false,
-                                   free_space(to_dir.get()), &item.bytes, &item.files);
+                                   free_space(to_dir.get()), &item.bytes, &item.files, &ops, scanned, &item.workers);
             check_unchanged(source, item.manifest_hash);
             if (settings.verify) {
                 UniqueFd data(::openat(to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -214,7 +239,9 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         NodeCache cache(*settings.cache_dir, settings.limits);
         cache.set_lock_wait(settings.lock_wait);
         cache.set_sync_threads(settings.threads);
-        item.key = cache_key(settings.uid, source.realpath, source.kind, item.manifest_hash);
+        // Keyed by the freshness hash: a source changed with its size and mtime put
+        // back, or swapped for a copy, has another ctime or inode and is staged anew.
+        item.key = cache_key(settings.uid, source.realpath, source.kind, manifest.freshness_hash());
         std::vector<std::string> info = {"src=" + src, "realpath=" + source.realpath,
                                           std::string("kind=") + to_string(source.kind),
                                           "manifest_hash=" + item.manifest_hash};
@@ -222,7 +249,8 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         try {
             SizedProducer produce = [&](int entry_fd, const std::string& entry_path, std::uint64_t room) {
                 Manifest written = produce_data(source, std::move(manifest), entry_fd, "data", join_path(entry_path, "data"),
-                                                settings, true, room, &item.bytes, &item.files);
+                                                settings, true, room, &item.bytes, &item.files, &ops, scanned,
+                                                &item.workers);
                 check_unchanged(source, item.manifest_hash);
                 if (settings.verify) {
                     UniqueFd data(::openat(entry_fd, "data", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -271,6 +299,8 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         publish_link(to_dir.get(), name, target.empty() ? data.string() : target.string(), item.path);
     }
     item.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    item.source_ops = ops.ops.load();
+    item.peak_in_flight = ops.peak_in_flight.load();
     return item;
 }
 

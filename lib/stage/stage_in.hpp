@@ -23,7 +23,7 @@ struct StageSettings {
     CacheLimits limits;
     bool private_mode = false;
     bool verify = false;
-    unsigned threads = 4;
+    unsigned threads = 4;                 // cap on source operations in flight
     uid_t uid = 0;                        // part of the cache key
     std::string base_dir;                 // relative SRC is resolved against it
     std::vector<std::string> allow;       // stage_allow
@@ -45,6 +45,13 @@ struct StagedItem {
     std::string manifest_hash;
     std::string key;            // cache mode only
     Lease lease;                // cache mode only: hold it while the data is used
+    // Why a stage took the time it took: source operations (each a round trip on a
+    // network file system), how many were in flight at most, the workers that carried
+    // them and the median latency of one metadata operation.
+    std::uint64_t source_ops = 0;
+    std::uint64_t peak_in_flight = 0;
+    unsigned workers = 0;
+    std::uint64_t op_latency_ns = 0;
 };
 
 // Pure: the one-line JSON object aihpc-stage in --json prints for an item.

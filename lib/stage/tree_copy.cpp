@@ -18,6 +18,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "stage/fs.hpp"
+#include "stage/io_pool.hpp"
 
 namespace aihpc::stage {
 
@@ -76,12 +77,7 @@ CopyPlan plan_copy(const Manifest& manifest, bool allow_split, PieceSizing sizin
     return plan;
 }
 
-unsigned default_copy_threads() {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    unsigned n = ::sched_getaffinity(0, sizeof set, &set) == 0 ? static_cast<unsigned>(CPU_COUNT(&set)) : 4;
-    return std::clamp(n, 1u, 16u);
-}
+unsigned default_copy_threads() { return default_in_flight_cap; }
 
 mode_t staged_mode(EntryType type, mode_t source_mode, bool read_only) {
     if (!read_only) return source_mode & 07777;
@@ -128,22 +124,38 @@ std::int64_t mtime_of(const struct stat& st) {
     return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 }
 
-// Whether a source entry still has the metadata the manifest recorded for it.
+std::int64_t ctime_of(const struct stat& st) {
+    return static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+}
+
+// Whether a source entry still has the metadata the manifest recorded for it. The ctime
+// and inode, where the scan took them, catch what size and mtime miss: a change whose
+// mtime was put back, an entry added in the same timestamp tick, a file swapped for
+// another.
 bool still_as_scanned(const struct stat& st, const ManifestEntry& e) {
     bool same_type = e.type == EntryType::file        ? S_ISREG(st.st_mode)
                      : e.type == EntryType::directory ? S_ISDIR(st.st_mode)
                                                       : S_ISLNK(st.st_mode);
     bool same_size = e.type == EntryType::directory || static_cast<std::uint64_t>(st.st_size) == e.size;
-    return same_type && same_size && (st.st_mode & 07777) == e.mode && mtime_of(st) == e.mtime_ns;
+    bool same_identity = (e.ctime_ns == 0 || ctime_of(st) == e.ctime_ns) &&
+                         (e.inode == 0 || static_cast<std::uint64_t>(st.st_ino) == e.inode);
+    return same_type && same_size && same_identity && (st.st_mode & 07777) == e.mode && mtime_of(st) == e.mtime_ns;
 }
 
-// One worker's handles on the source and destination directories it copies in now.
-struct OpenDirectories {
-    static constexpr std::size_t none = static_cast<std::size_t>(-1);
-    std::size_t listing = none;
+// A directory of the item, opened once for all the files copied into it (O_PATH: a base
+// for openat and fstat, which costs a network file system no open of its own), and
+// checked against the scan once its last file is copied.
+struct OpenListing {
+    std::mutex lock;
+    bool opened = false;
     int src = -1, dst = -1;
     UniqueFd owned_src, owned_dst;
+    std::atomic<std::size_t> remaining{0};  // pieces still to copy in it
 };
+
+// A sparse file's allocation is smaller than its size: only such files pay the extra
+// SEEK_DATA/SEEK_HOLE round trips that find their holes.
+bool looks_sparse(const ManifestEntry& e) { return e.blocks != 0 && e.blocks * 512 < e.size; }
 
 class CopyRun {
 public:
@@ -157,19 +169,35 @@ public:
         plan_ = &plan;
         remaining_.reset(new std::atomic<std::uint64_t>[manifest_.entries.size()]);
         for (std::size_t i = 0; i < manifest_.entries.size(); ++i) remaining_[i] = 0;
-        for (const CopyPiece& piece : plan.pieces) remaining_[piece.entry] += 1;
+        listings_ = std::make_unique<OpenListing[]>(plan.listings.size());
+        for (const CopyPiece& piece : plan.pieces) {
+            remaining_[piece.entry] += 1;
+            listings_[piece.directory].remaining += 1;
+        }
         for (std::size_t index : plan.split_files) create_sized(index);
 
-        std::size_t units = plan.pieces.size() + (lone_file_ ? 0 : plan.listings.size());
-        unsigned count = std::max(1u, std::min<unsigned>(options_.threads, static_cast<unsigned>(std::min<std::size_t>(units, 1u << 16))));
-        std::vector<std::thread> pool;
-        for (unsigned t = 1; t < count; ++t) pool.emplace_back([this] { work(); });
-        work();
-        for (std::thread& t : pool) t.join();
-        if (failed_) throw Error(first_error_);
+        unsigned cap = std::max(1u, options_.threads);
+        unsigned initial = options_.initial_workers ? options_.initial_workers : usable_cpus();
+        IoPool pool(std::min(initial, cap), cap);
+        pool_ = &pool;
+        for (std::size_t i = 0; i < plan.pieces.size(); ++i)
+            pool.submit([this, i] { copy_piece(plan_->pieces[i]); });
+        // Directories without files of their own are checked once everything is copied.
+        if (!lone_file_)
+            for (std::size_t d = 0; d < plan.listings.size(); ++d)
+                if (listings_[d].remaining == 0) pool.submit([this, d] { check_listing(d); });
+        try {
+            pool.run();
+        } catch (const Error&) {
+            throw;
+        } catch (const std::exception& err) {
+            throw Error(std::string("copy failed: ") + err.what());
+        }
+        workers_ = pool.workers();
+        pool_ = nullptr;
     }
 
-    CopyStats stats() const { return {files_done_.load(), bytes_done_.load()}; }
+    CopyStats stats() const { return {files_done_.load(), bytes_done_.load(), workers_}; }
 
 private:
     std::string src_path(const ManifestEntry& e) const { return lone_file_ ? shown_src_ : join_path(shown_src_, e.path); }
@@ -182,40 +210,59 @@ private:
                      " changed while staging; stage it again once nothing writes to it");
     }
 
-    // Opens a directory of the item in the source and in the copy, unless already open.
-    void enter(OpenDirectories& dirs, std::size_t listing) {
-        if (dirs.listing == listing) return;
-        dirs.listing = OpenDirectories::none;
+    // The directory's handles in the source and in the copy, opened by the first file.
+    OpenListing& enter(std::size_t listing) {
+        OpenListing& open = listings_[listing];
+        std::lock_guard<std::mutex> guard(open.lock);
+        if (open.opened) return open;
         const DirectoryListing& l = plan_->listings[listing];
         if (!l.entry) {
-            dirs.owned_src.reset();
-            dirs.owned_dst.reset();
-            dirs.src = src_fd_;
-            dirs.dst = dst_root_fd_;
+            open.src = src_fd_;
+            open.dst = dst_root_fd_;
         } else {
             const std::string& rel = manifest_.entries[*l.entry].path;
-            dirs.owned_src = open_beneath_or_throw(src_fd_, rel, O_RDONLY | O_DIRECTORY, join_path(shown_src_, rel));
-            dirs.owned_dst = open_beneath_or_throw(dst_root_fd_, rel, O_RDONLY | O_DIRECTORY, join_path(shown_dst_, rel));
-            dirs.src = dirs.owned_src.get();
-            dirs.dst = dirs.owned_dst.get();
+            {
+                TimedOp op(options_.ops, nullptr);
+                int fd = open_beneath(src_fd_, rel, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+                if (fd < 0) {
+                    if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR || errno == EXDEV) throw changed(rel);
+                    throw_errno("cannot open " + join_path(shown_src_, rel));
+                }
+                open.owned_src.reset(fd);
+            }
+            open.owned_dst = open_beneath_or_throw(dst_root_fd_, rel, O_PATH | O_DIRECTORY, join_path(shown_dst_, rel));
+            open.src = open.owned_src.get();
+            open.dst = open.owned_dst.get();
         }
-        dirs.listing = listing;
+        open.opened = true;
+        return open;
     }
 
+    // Opens a source file without blocking and without following a symlink, and refuses
+    // anything that is not a regular file: a FIFO, socket or device put in place of a
+    // scanned file after the scan.
     UniqueFd open_source(const ManifestEntry& e, int dir_fd) {
+        UniqueFd in;
         if (lone_file_) {
             // The lone file was opened (beneath its allowed root) by the caller; every
             // read below is positional, so sharing its offset is harmless.
-            int fd = ::fcntl(src_fd_, F_DUPFD_CLOEXEC, 0);
-            if (fd < 0) throw_errno("cannot open " + shown_src_);
-            return UniqueFd(fd);
+            in.reset(::fcntl(src_fd_, F_DUPFD_CLOEXEC, 0));
+            if (!in) throw_errno("cannot open " + shown_src_);
+        } else {
+            TimedOp op(options_.ops, pool_);
+            in.reset(::openat(dir_fd, name_in_directory(e.path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+            if (!in) {
+                if (errno == ENOENT || errno == ELOOP) throw changed(e.path);  // removed, or replaced by a symlink
+                throw_errno("cannot open " + src_path(e));
+            }
         }
-        int fd = ::openat(dir_fd, name_in_directory(e.path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-            if (errno == ENOENT || errno == ELOOP) throw changed(e.path);  // removed, or replaced by a symlink
-            throw_errno("cannot open " + src_path(e));
-        }
-        return UniqueFd(fd);
+        // The type of an open file never changes, so the cached attributes answer: no
+        // round trip to a network file system's server.
+        struct statx stx {};
+        if (::statx(in.get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) != 0)
+            throw_errno("cannot stat " + src_path(e));
+        if (!S_ISREG(stx.stx_mode)) throw changed(lone_file_ ? std::string() : e.path);
+        return in;
     }
 
     void create_sized(std::size_t index) {
@@ -242,16 +289,26 @@ private:
         if (options_.progress) options_.progress->bytes += bytes;
     }
 
-    // Copies [offset, offset+length) and returns how many bytes the source had there.
-    // Ranges larger than the buffer move inside the kernel where it can; smaller ones
-    // (most files of a dataset) take one read and one write.
-    std::uint64_t copy_range(int in, int out, std::uint64_t offset, std::uint64_t length, ContentHasher* hasher,
-                             std::vector<char>& buffer, const ManifestEntry& e) {
+    static std::vector<char>& buffer() {
+        thread_local std::vector<char> buf(1 << 20);
+        return buf;
+    }
+
+    // Copies [offset, offset+length) of data (no holes) and returns how many bytes the
+    // source had there. Ranges larger than the buffer move inside the kernel where it
+    // can; smaller ones (most files of a dataset) take one read and one write.
+    std::uint64_t copy_dense(int in, int out, std::uint64_t offset, std::uint64_t length, ContentHasher* hasher,
+                             const ManifestEntry& e) {
+        std::vector<char>& buf = buffer();
         std::uint64_t done = 0;
-        bool kernel_copy = !hasher && length > buffer.size();
+        bool kernel_copy = !hasher && length > buf.size();
         loff_t in_off = static_cast<loff_t>(offset), out_off = static_cast<loff_t>(offset);
         while (kernel_copy && done < length) {
-            ssize_t n = ::copy_file_range(in, &in_off, out, &out_off, length - done, 0);
+            ssize_t n;
+            {
+                TimedOp op(options_.ops, nullptr);
+                n = ::copy_file_range(in, &in_off, out, &out_off, length - done, 0);
+            }
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP || errno == EBADF)
@@ -266,7 +323,11 @@ private:
             // sendfile moves the bytes inside the kernel where copy_file_range declines.
             off_t in_pos = static_cast<off_t>(offset + done);
             while (done < length) {
-                ssize_t n = ::sendfile(out, in, &in_pos, std::min<std::uint64_t>(length - done, 1u << 30));
+                ssize_t n;
+                {
+                    TimedOp op(options_.ops, nullptr);
+                    n = ::sendfile(out, in, &in_pos, std::min<std::uint64_t>(length - done, 1u << 30));
+                }
                 if (n < 0) {
                     if (errno == EINTR) continue;
                     if (errno == EINVAL || errno == ENOSYS) break;
@@ -278,106 +339,125 @@ private:
             }
         }
         while (done < length) {
-            std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), length - done));
-            ssize_t n = ::pread(in, buffer.data(), want, static_cast<off_t>(offset + done));
+            std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - done));
+            ssize_t n;
+            {
+                TimedOp op(options_.ops, nullptr);
+                n = ::pread(in, buf.data(), want, static_cast<off_t>(offset + done));
+            }
             if (n < 0) {
                 if (errno == EINTR) continue;
                 throw_errno("cannot read " + src_path(e));
             }
             if (n == 0) return done;
-            if (hasher) hasher->update(buffer.data(), static_cast<std::size_t>(n));
-            write_all(out, buffer.data(), static_cast<std::size_t>(n), offset + done, true, dst_path(e));
+            if (hasher) hasher->update(buf.data(), static_cast<std::size_t>(n));
+            write_all(out, buf.data(), static_cast<std::size_t>(n), offset + done, true, dst_path(e));
             done += static_cast<std::uint64_t>(n);
             account(static_cast<std::uint64_t>(n));
         }
         return done;
     }
 
-    void copy_piece(const CopyPiece& piece, std::vector<char>& buffer, OpenDirectories& dirs) {
+    // As copy_dense, but skips the holes of a sparse source: they stay holes in the
+    // copy (which the caller sizes), and read as zeros into the hash.
+    std::uint64_t copy_range(int in, int out, std::uint64_t offset, std::uint64_t length, ContentHasher* hasher,
+                             const ManifestEntry& e) {
+        if (!looks_sparse(e)) return copy_dense(in, out, offset, length, hasher, e);
+        std::uint64_t end = offset + length, pos = offset;
+        auto zeros = [&](std::uint64_t count) {
+            if (!hasher) return;
+            static const std::vector<char> zero(1 << 16, 0);
+            for (std::uint64_t left = count; left > 0;) {
+                std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, zero.size()));
+                hasher->update(zero.data(), n);
+                left -= n;
+            }
+        };
+        while (pos < end) {
+            off_t data = ::lseek(in, static_cast<off_t>(pos), SEEK_DATA);
+            if (data < 0) {
+                if (errno == ENXIO) data = static_cast<off_t>(end);  // a hole up to the end of the file
+                else if (errno == EINVAL || errno == EOPNOTSUPP) return pos - offset + copy_dense(in, out, pos, end - pos, hasher, e);
+                else throw_errno("cannot read " + src_path(e));
+            }
+            std::uint64_t data_at = std::min<std::uint64_t>(static_cast<std::uint64_t>(data), end);
+            zeros(data_at - pos);
+            account(data_at - pos);
+            pos = data_at;
+            if (pos >= end) break;
+            off_t hole = ::lseek(in, static_cast<off_t>(pos), SEEK_HOLE);
+            std::uint64_t data_end = hole < 0 ? end : std::min<std::uint64_t>(static_cast<std::uint64_t>(hole), end);
+            std::uint64_t want = data_end - pos;
+            std::uint64_t got = copy_dense(in, out, pos, want, hasher, e);
+            pos += got;
+            if (got < want) return pos - offset;  // the file shrank
+        }
+        return length;
+    }
+
+    void copy_piece(const CopyPiece& piece) {
         ManifestEntry& e = manifest_.entries[piece.entry];
-        int dst_dir = dst_root_fd_;
+        int dst_dir = dst_root_fd_, src_dir = src_fd_;
         const char* dst_name = lone_name_.c_str();
         if (!lone_file_) {
-            enter(dirs, piece.directory);
-            dst_dir = dirs.dst;
+            OpenListing& open = enter(piece.directory);
+            src_dir = open.src;
+            dst_dir = open.dst;
             dst_name = name_in_directory(e.path);
         }
-        UniqueFd in = open_source(e, dirs.src);
+        UniqueFd in = open_source(e, src_dir);
         mode_t mode = staged_mode(e.type, e.mode, options_.read_only);
         int flags = O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (piece.whole_file ? O_CREAT | O_EXCL : 0);
         UniqueFd out(::openat(dst_dir, dst_name, flags, mode & 0777));
         if (!out) throw_errno((piece.whole_file ? "cannot create " : "cannot open ") + dst_path(e));
         std::unique_ptr<ContentHasher> hasher;
         if (options_.hash) hasher = std::make_unique<ContentHasher>();
-        std::uint64_t got = copy_range(in.get(), out.get(), piece.offset, piece.length, hasher.get(), buffer, e);
-        // Taken once the bytes are copied: any write since the scan shows in the size or
-        // the mtime, so the copy holds the file as scanned or fails here.
+        std::uint64_t got = copy_range(in.get(), out.get(), piece.offset, piece.length, hasher.get(), e);
+        if (piece.whole_file && looks_sparse(e) && ::ftruncate(out.get(), static_cast<off_t>(e.size)) != 0)
+            throw_errno("cannot size " + dst_path(e));
+        // Taken on the open descriptor once the bytes are copied: any write since the
+        // scan shows in the size, mtime or ctime, so the copy holds the file as scanned
+        // or fails here.
         struct stat now {};
-        if (::fstat(in.get(), &now) != 0) throw_errno("cannot stat " + src_path(e));
+        {
+            TimedOp op(options_.ops, nullptr);
+            if (::fstat(in.get(), &now) != 0) throw_errno("cannot stat " + src_path(e));
+        }
         if (got != piece.length || !still_as_scanned(now, e)) throw changed(lone_file_ ? std::string() : e.path);
         if (hasher) e.content_hash = hasher->hex();
         if (remaining_[piece.entry].fetch_sub(1) == 1) {
             if (!piece.whole_file && ::fchmod(out.get(), mode) != 0) throw_errno("cannot set the mode of " + dst_path(e));
             finish_file(out.get(), e);
         }
+        if (!lone_file_ && listings_[piece.directory].remaining.fetch_sub(1) == 1) check_listing(piece.directory);
     }
 
-    // Compares a source directory with the scan: its own metadata, its names, and the
-    // metadata of its symlinks (files are compared as they are copied).
-    void check_listing(const DirectoryListing& listing) {
+    // Compares a source directory with the scan once all its files are copied: its own
+    // metadata (a name added or removed moves its mtime and ctime, so the directory is
+    // not read again) and that of its symlinks. Its handles are closed then.
+    void check_listing(std::size_t index) {
+        const DirectoryListing& listing = plan_->listings[index];
+        OpenListing& open = enter(index);
         std::string rel = listing.entry ? manifest_.entries[*listing.entry].path : std::string();
         std::string shown = join_path(shown_src_, rel);
-        UniqueFd dir = rel.empty() ? UniqueFd(::openat(src_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC))
-                                   : UniqueFd(open_beneath(src_fd_, rel, O_RDONLY | O_DIRECTORY));
-        if (!dir) {
-            if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR) throw changed(rel);
-            throw_errno("cannot open " + shown);
-        }
         struct stat st {};
         if (listing.entry) {
-            if (::fstat(dir.get(), &st) != 0) throw_errno("cannot stat " + shown);
+            TimedOp op(options_.ops, nullptr);
+            if (::fstat(open.src, &st) != 0) throw_errno("cannot stat " + shown);
             if (!still_as_scanned(st, manifest_.entries[*listing.entry])) throw changed(rel);
         }
-        DirectoryNames names(dir.get(), shown);
-        if (names.size() != listing.children.size()) throw changed(rel);
-        for (std::size_t k = 0; k < names.size(); ++k) {
-            const ManifestEntry& child = manifest_.entries[listing.children[k]];
-            if (names[k] != name_in_directory(child.path)) throw changed(rel);
+        for (std::size_t child_index : listing.children) {
+            const ManifestEntry& child = manifest_.entries[child_index];
             if (child.type != EntryType::symlink) continue;
-            if (::fstatat(dir.get(), names.c_str(k), &st, AT_SYMLINK_NOFOLLOW) != 0 || !still_as_scanned(st, child))
+            TimedOp op(options_.ops, nullptr);
+            if (::fstatat(open.src, name_in_directory(child.path), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                !still_as_scanned(st, child))
                 throw changed(child.path);
         }
-    }
-
-    template <typename Unit>
-    void guarded(Unit&& unit) {
-        try {
-            unit();
-        } catch (const Error& err) {
-            std::lock_guard<std::mutex> guard(error_lock_);
-            if (first_error_.empty()) first_error_ = err.what();
-            failed_ = true;
-        } catch (const std::exception& err) {
-            std::lock_guard<std::mutex> guard(error_lock_);
-            if (first_error_.empty()) first_error_ = std::string("copy failed: ") + err.what();
-            failed_ = true;
-        }
-    }
-
-    void work() {
-        std::vector<char> buffer(1 << 20);
-        OpenDirectories dirs;
-        while (!failed_.load(std::memory_order_relaxed)) {
-            std::size_t i = next_piece_.fetch_add(1);
-            if (i >= plan_->pieces.size()) break;
-            guarded([&] { copy_piece(plan_->pieces[i], buffer, dirs); });
-        }
-        if (lone_file_) return;
-        while (!failed_.load(std::memory_order_relaxed)) {
-            std::size_t i = next_listing_.fetch_add(1);
-            if (i >= plan_->listings.size()) break;
-            guarded([&] { check_listing(plan_->listings[i]); });
-        }
+        std::lock_guard<std::mutex> guard(open.lock);
+        open.owned_src.reset();
+        open.owned_dst.reset();
+        open.src = open.dst = -1;
     }
 
     int src_fd_;
@@ -388,12 +468,11 @@ private:
     std::string shown_src_, shown_dst_, lone_name_;
     mode_t umask_;
     const CopyPlan* plan_ = nullptr;
+    IoPool* pool_ = nullptr;
     std::unique_ptr<std::atomic<std::uint64_t>[]> remaining_;
-    std::atomic<std::size_t> next_piece_{0}, next_listing_{0};
-    std::atomic<bool> failed_{false};
-    std::mutex error_lock_;
-    std::string first_error_;
+    std::unique_ptr<OpenListing[]> listings_;
     std::atomic<std::uint64_t> files_done_{0}, bytes_done_{0};
+    unsigned workers_ = 0;
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "stage/io_pool.hpp"
 #include "stage/manifest.hpp"
 
 namespace aihpc::stage {
@@ -60,14 +61,18 @@ CopyPlan plan_copy(const Manifest& manifest, bool allow_split, PieceSizing sizin
 
 // How the copy's files and directories are left.
 struct CopyOptions {
+    // Cap on source operations in flight (stage_threads). The workers start at
+    // initial_workers (0: the usable CPUs) and grow to what the source's latency needs.
     unsigned threads = 4;
+    unsigned initial_workers = 0;
+    SourceOps* ops = nullptr;  // counts the copy's source operations, when given
     bool read_only = false;   // cache entries: files 0444 (0555 if executable), dirs 0555
     bool hash = false;        // compute each file's xxh3 from the bytes read
     CopyProgress* progress = nullptr;
 };
 
-// Copy workers when none were asked for: the CPUs this process may run on (a job's
-// cgroup, not the whole node), at most 16, where more only contend for the disk.
+// The cap on work in flight when none was asked for (io_pool.hpp): the engine itself
+// keeps few in flight on a fast local source and grows toward the cap on a slow one.
 unsigned default_copy_threads();
 
 // Mode given to a copied entry: its own, or the read-only form for a cache entry.
@@ -76,6 +81,7 @@ mode_t staged_mode(EntryType type, mode_t source_mode, bool read_only);
 struct CopyStats {
     std::uint64_t files = 0;
     std::uint64_t bytes = 0;
+    unsigned workers = 0;  // the copy's workers at its end
 };
 
 // Copies the item described by `manifest` from src_fd (its root directory, or the file
