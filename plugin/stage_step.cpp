@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <sstream>
@@ -83,7 +84,9 @@ void stage_user_init(const Spank&, PluginState& st) {
     s.items = stage::parse_job_items(staged.result);
     s.leases = std::move(staged.fds);
     s.active = true;
-    if (st.options.stage_mode != config::StageMode::private_) node_work(st, "account", RunAs::root);
+    // Root's books change only when something was copied into the cache.
+    bool copied = std::any_of(s.items.begin(), s.items.end(), [](const stage::JobItem& i) { return i.outcome == "miss"; });
+    if (copied) node_work(st, "account", RunAs::root);
 }
 
 bool stage_step_active() { return staging().active; }

@@ -143,6 +143,12 @@ unsigned stage_threads(const config::SiteConfig& site) {
     return site.stage_threads ? site.stage_threads : stage::default_copy_threads();
 }
 
+// How long a lock may be waited for: nine tenths of stage_timeout, so that the wait
+// ends with its own message before the helper is stopped.
+std::chrono::milliseconds lock_wait(const NodeRequest& r) {
+    return std::chrono::milliseconds(static_cast<std::uint64_t>(r.site.stage_timeout_s) * 900);
+}
+
 bool needs_cache_limits(const config::UserOptions& options) {
     return !options.stage.empty() && options.stage_mode != config::StageMode::private_;
 }
@@ -229,6 +235,8 @@ void prepare(const NodeRequest& r, const HelperChannel& channel) {
     std::string root_path = local_root(r);
     stage::JobLayout l = layout(r);
     UniqueFd root = stage::open_local_root(root_path, true);
+    // What earlier epilogs left in trash/ goes first, within a small budget.
+    stage::empty_trash(root_path, std::chrono::milliseconds(500));
     UniqueFd cache = stage::root_dir_at(root.get(), "cache", stage::join_path(root_path, "cache"));
     stage::user_dir_at(cache.get(), std::to_string(r.uid), r.uid, r.gid, l.cache_dir);
     if (!r.options.stage.empty() || !r.options.stage_out.empty()) {
@@ -268,12 +276,10 @@ void keep(const NodeRequest& r, const HelperChannel& channel) {
 void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     stage::JobLayout l = layout(r);
     UniqueFd meta = stage::open_dir(l.meta_dir);
-    UniqueFd job_lock(::openat(meta.get(), "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
-    if (!job_lock) throw_errno("cannot open " + stage::join_path(l.meta_dir, "lock"));
     // Steps of one job starting together on a node stage one after the other: the
-    // second finds the first one's work. The wait is the helper's: its deadline bounds it.
-    while (::flock(job_lock.get(), LOCK_EX) != 0)
-        if (errno != EINTR) throw_errno("cannot lock " + stage::join_path(l.meta_dir, "lock"));
+    // second finds the first one's work. A lock the user holds forever costs a bounded
+    // wait, a little under the helper's own deadline, and a message naming it.
+    UniqueFd job_lock = stage::lock_job_meta(meta.get(), lock_wait(r), l.meta_dir);
 
     std::map<std::string, stage::JobItem> before;
     for (stage::JobItem& i :
@@ -290,6 +296,7 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     settings.uid = r.uid;
     settings.base_dir = r.submit_dir;
     settings.allow = r.site.stage_allow;
+    settings.lock_wait = lock_wait(r);
 
     std::vector<stage::JobItem> recorded;
     std::vector<stage::Lease> leases;

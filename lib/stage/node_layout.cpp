@@ -19,30 +19,12 @@
 
 namespace aihpc::stage {
 
-
 JobLayout job_layout(const std::string& local_root, std::uint32_t job_id, uid_t uid) {
     JobLayout layout;
     layout.stage_dir = join_path(join_path(local_root, "jobs"), std::to_string(job_id));
     layout.meta_dir = layout.stage_dir + ".aihpc";
     layout.cache_dir = join_path(join_path(local_root, "cache"), std::to_string(uid));
     return layout;
-}
-
-JobCleanup remove_job_dirs(const std::string& local_root, std::uint32_t job_id) {
-    JobCleanup cleanup;
-    UniqueFd root = open_local_root(local_root, false);
-    UniqueFd jobs(::openat(root.get(), "jobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!jobs) return cleanup;
-    const std::string name = std::to_string(job_id);
-    const std::string marker = name + ".aihpc/" + stage_out_failed_marker;
-    struct stat st {};
-    if (::fstatat(jobs.get(), marker.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        cleanup.kept_after_failed_stage_out = true;
-        return cleanup;
-    }
-    remove_tree_at(jobs.get(), name, &cleanup.error);
-    remove_tree_at(jobs.get(), name + ".aihpc");
-    return cleanup;
 }
 
 namespace {
@@ -241,17 +223,6 @@ void user_dir_at(int parent_fd, const std::string& name, uid_t uid, gid_t gid, c
         throw Error(shown_path + " belongs to uid " + std::to_string(st.st_uid) + ", not to uid " + std::to_string(uid) +
                     "; ask the administrators to remove it");
     }
-}
-
-std::uint64_t other_users_cache_bytes(int cache_fd, uid_t uid, const std::string& shown_path) {
-    return refresh_cache_ledger(cache_fd, shown_path).other_users_bytes(uid);
-}
-
-CacheLimits user_cache_limits(std::uint64_t node_max_bytes, std::uint64_t node_low_bytes, std::uint64_t other_users_bytes) {
-    CacheLimits limits;
-    limits.max_bytes = node_max_bytes > other_users_bytes ? node_max_bytes - other_users_bytes : 1;
-    limits.low_bytes = node_low_bytes > other_users_bytes ? node_low_bytes - other_users_bytes : 0;
-    return limits;
 }
 
 std::string topology_cache_path(const std::string& local_root) {

@@ -52,11 +52,6 @@ struct JobCleanup {
     bool finished = true;  // false: the time budget ran out, and trash/ holds the rest
     std::vector<std::uint32_t> expired;  // kept jobs whose keep_failed_days ran out now
 };
-// As root, once the job has ended on the node: removes the job's two directories (links
-// removed, never followed), or keeps both where stage-out failed. Nothing to do when
-// local_root has no jobs/. Throws aihpc::Error when local_root is not root-private.
-// Superseded by retire_job_dirs, which trusts no marker a user wrote.
-JobCleanup remove_job_dirs(const std::string& local_root, std::uint32_t job_id);
 
 // A job whose dirs root keeps after its stage-out failed (kept/<jobid>).
 struct KeptJob {
@@ -126,15 +121,6 @@ UniqueFd root_dir_at(int parent_fd, const std::string& name, const std::string& 
 // root made but did not give away yet (root:root 0700, a crash between the two) is given
 // now; one that belongs to another uid is refused, never taken over.
 void user_dir_at(int parent_fd, const std::string& name, uid_t uid, gid_t gid, const std::string& shown_path);
-
-// Bytes the caches of every user but `uid` hold below the open cache/, as root measures
-// them (cache_ledger.hpp: st_blocks, never a number a user wrote), with the ledger
-// brought up to date. root_cache_limits gives the limits in one call.
-std::uint64_t other_users_cache_bytes(int cache_fd, uid_t uid, const std::string& shown_path);
-
-// The node-wide limits less what other users hold: the share one user's cache may fill.
-// max_bytes stays at least 1, since 0 would mean no cap at all.
-CacheLimits user_cache_limits(std::uint64_t node_max_bytes, std::uint64_t node_low_bytes, std::uint64_t other_users_bytes);
 
 // local_root/topology.xml when local_root is (or can be made) root-private; empty
 // otherwise, and then the topology is discovered afresh for each step.

@@ -39,11 +39,6 @@ struct stat stat_of(const std::string& path) {
 
 UniqueFd open_dir(const std::string& path) { return UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); }
 
-// A published entry of a user's cache as cache_bytes_at reads it: entries/KEY/info.
-void put_cache_entry(const TempDir& tmp, const std::string& user_dir, const std::string& key, std::uint64_t bytes) {
-    tmp.make_dir("cache/" + user_dir + "/entries/" + key);
-    tmp.write("cache/" + user_dir + "/entries/" + key + "/info", "key=" + key + "\nbytes=" + std::to_string(bytes) + "\n");
-}
 
 }  // namespace
 
@@ -76,22 +71,6 @@ static void root_private_means_a_root_owned_dir_no_one_else_may_write(void**) {
     }
 }
 
-static void user_cache_limits_leave_what_other_users_hold(void**) {
-    struct Case {
-        std::uint64_t max, low, others, user_max, user_low;
-    } cases[] = {
-        {1000, 900, 0, 1000, 900},
-        {1000, 900, 300, 700, 600},
-        {1000, 900, 950, 50, 0},
-        {1000, 900, 1000, 1, 0},  // full: a cap of one byte, never 0 (no cap)
-        {1000, 900, 5000, 1, 0},
-    };
-    for (const Case& c : cases) {
-        CacheLimits limits = user_cache_limits(c.max, c.low, c.others);
-        assert_int_equal(limits.max_bytes, c.user_max);
-        assert_int_equal(limits.low_bytes, c.user_low);
-    }
-}
 
 static void job_items_read_back_as_written_whatever_their_names(void**) {
     std::vector<JobItem> items = {
@@ -138,7 +117,7 @@ static void open_local_root_refuses_a_group_writable_dir(void**) {
     TempDir tmp;
     std::string root = tmp.make_dir("root");
     ::chmod(root.c_str(), 0775);
-    expect_error_containing([&] { open_local_root(root, true); }, "mode 0775); ask the administrators");
+    expect_error_containing([&] { open_local_root(root, true); }, "mode 0775); aihpc refuses to act");
 }
 
 static void open_local_root_refuses_a_dir_owned_by_another_uid(void**) {
@@ -156,7 +135,7 @@ static void open_local_root_refuses_a_symlink(void**) {
     tmp.make_dir("real");
     std::string link = tmp.path() + "/link";
     assert_int_equal(::symlink("real", link.c_str()), 0);
-    expect_error_containing([&] { open_local_root(link, false); }, "cannot open local_root " + link);
+    expect_error_containing([&] { open_local_root(link, false); }, link + " is not a directory (a symbolic link");
 }
 
 static void root_dirs_are_made_0711_and_refused_when_others_may_write(void**) {
@@ -229,60 +208,6 @@ static void user_dir_is_never_made_through_a_symlink(void**) {
     assert_int_equal(stat_of(tmp.path() + "/elsewhere").st_uid, 0);
 }
 
-// ---- the node-wide cache
-
-static void other_users_cache_bytes_are_measured_never_read_from_info_files(void**) {
-    if (skip_unless_root()) skip();
-    TempDir tmp;
-    // An info file claims anything its user likes; root counts the blocks it finds.
-    put_cache_entry(tmp, "1000", "00000000000000000000000000000001", 18000000000000000000ull);
-    tmp.make_dir("cache/1001");
-    tmp.write("cache/1001/big", std::string(1 << 20, 'x'));
-    tmp.make_dir("cache/1003");  // a user with an empty cache
-    UniqueFd cache = open_dir(tmp.path() + "/cache");
-    std::uint64_t without_1000 = other_users_cache_bytes(cache.get(), 1000, tmp.path() + "/cache");
-    std::uint64_t without_1001 = other_users_cache_bytes(cache.get(), 1001, tmp.path() + "/cache");
-    assert_true(without_1000 >= (1u << 20));  // 1001's megabyte
-    assert_true(without_1001 < (1u << 20));   // 1000's forged 18 EB is a few blocks
-    assert_true(without_1000 > without_1001);
-}
-
-// ---- the job epilog
-
-static void job_dirs_are_removed_when_the_job_ends(void**) {
-    if (skip_unless_root()) skip();
-    TempDir tmp;
-    tmp.make_dir("jobs/7/data");
-    tmp.write("jobs/7/data/f", "x");
-    tmp.make_dir("jobs/7.aihpc");
-    tmp.make_dir("jobs/8");
-    JobCleanup cleanup = remove_job_dirs(tmp.path(), 7);
-    assert_false(cleanup.kept_after_failed_stage_out);
-    assert_string_equal(cleanup.error.c_str(), "");
-    assert_false(path_exists(tmp.path() + "/jobs/7"));
-    assert_false(path_exists(tmp.path() + "/jobs/7.aihpc"));
-    assert_true(path_exists(tmp.path() + "/jobs/8"));  // another job's
-}
-
-static void job_dirs_are_kept_after_a_failed_stage_out(void**) {
-    if (skip_unless_root()) skip();
-    TempDir tmp;
-    tmp.make_dir("jobs/7");
-    tmp.make_dir("jobs/7.aihpc");
-    tmp.write(std::string("jobs/7.aihpc/") + stage_out_failed_marker, "cannot write /home/u/out\n");
-    JobCleanup cleanup = remove_job_dirs(tmp.path(), 7);
-    assert_true(cleanup.kept_after_failed_stage_out);
-    assert_true(path_exists(tmp.path() + "/jobs/7"));
-    assert_true(path_exists(tmp.path() + "/jobs/7.aihpc"));
-}
-
-static void job_epilog_without_jobs_dir_has_nothing_to_do(void**) {
-    if (skip_unless_root()) skip();
-    TempDir tmp;
-    JobCleanup cleanup = remove_job_dirs(tmp.path(), 7);
-    assert_false(cleanup.kept_after_failed_stage_out);
-    assert_string_equal(cleanup.error.c_str(), "");
-}
 
 // ---- the topology cache
 
@@ -299,7 +224,6 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(job_layout_names_the_jobs_and_the_users_directories),
         cmocka_unit_test(root_private_means_a_root_owned_dir_no_one_else_may_write),
-        cmocka_unit_test(user_cache_limits_leave_what_other_users_hold),
         cmocka_unit_test(job_items_read_back_as_written_whatever_their_names),
         cmocka_unit_test(job_items_skip_lines_that_are_not_five_fields),
         cmocka_unit_test(open_local_root_makes_a_missing_root_and_its_parents),
@@ -313,10 +237,6 @@ int main(void) {
         cmocka_unit_test(user_dir_of_the_same_user_is_kept_as_it_is),
         cmocka_unit_test(user_dir_of_another_user_is_refused_never_taken_over),
         cmocka_unit_test(user_dir_is_never_made_through_a_symlink),
-        cmocka_unit_test(other_users_cache_bytes_are_measured_never_read_from_info_files),
-        cmocka_unit_test(job_dirs_are_removed_when_the_job_ends),
-        cmocka_unit_test(job_dirs_are_kept_after_a_failed_stage_out),
-        cmocka_unit_test(job_epilog_without_jobs_dir_has_nothing_to_do),
         cmocka_unit_test(topology_cache_goes_only_into_a_root_private_local_root),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);

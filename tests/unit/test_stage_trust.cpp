@@ -379,18 +379,31 @@ static void verify_catches_a_source_changed_behind_a_cache_hit(void**) {
     settings.verify = true;
     StagedItem first = stage_in(tmp.path() + "/src", "src", settings);
     assert_int_equal(static_cast<int>(first.outcome), static_cast<int>(StageOutcome::miss));
-    // Same size, same mtime: only the content differs.
+    // Same size, same mtime: only the content differs. The new ctime makes it a miss,
+    // so it is staged anew rather than served.
     struct stat st {};
     assert_int_equal(::stat(file.c_str(), &st), 0);
     tmp.write("src/f", std::string(1000, 'b'));
     struct timespec times[2] = {st.st_atim, st.st_mtim};
     assert_int_equal(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
     settings.to_dir = tmp.path() + "/to2";
+    StagedItem second = stage_in(tmp.path() + "/src", "src", settings);
+    assert_int_equal(static_cast<int>(second.outcome), static_cast<int>(StageOutcome::miss));
+    // A cached copy that no longer equals the source (damaged on disk) fails a verified hit.
+    std::string cached = second.data_path + "/f";
+    struct stat dir_st {}, file_st {};
+    assert_int_equal(::stat(second.data_path.c_str(), &dir_st), 0);
+    assert_int_equal(::stat(cached.c_str(), &file_st), 0);
+    ::chmod(second.data_path.c_str(), 0700);
+    ::chmod(cached.c_str(), 0600);
+    tmp.write(cached.substr(tmp.path().size() + 1), std::string(1000, 'c'));
+    settings.to_dir = tmp.path() + "/to3";
     expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); }, "no longer matches its cached copy");
     // Unchanged, a verified hit passes.
-    tmp.write("src/f", std::string(1000, 'a'));
-    assert_int_equal(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
-    settings.to_dir = tmp.path() + "/to3";
+    tmp.write(cached.substr(tmp.path().size() + 1), std::string(1000, 'b'));
+    ::chmod(cached.c_str(), file_st.st_mode & 07777);
+    ::chmod(second.data_path.c_str(), dir_st.st_mode & 07777);
+    settings.to_dir = tmp.path() + "/to4";
     StagedItem hit = stage_in(tmp.path() + "/src", "src", settings);
     assert_int_equal(static_cast<int>(hit.outcome), static_cast<int>(StageOutcome::hit));
 }
