@@ -158,21 +158,29 @@ std::vector<unsigned> core_order(const NodeTopology& topo, const CpuSet& cpus) {
     return order;
 }
 
+std::size_t pus_in(const NodeTopology& topo, const std::vector<unsigned>& cores, const CpuSet& allowed) {
+    std::size_t n = 0;
+    for (unsigned c : cores)
+        for (unsigned pu : topo.cores[c].pus) n += allowed.count(pu);
+    return n;
+}
+
 // A GPU's CPU domain: the allowed CPUs of its deepest locality (its L3, NUMA node or
-// package, as hwloc places it), else of its NUMA node(s), else of its package, else the
-// nearest allowed NUMA nodes by the distance matrix, else all allowed CPUs. `fallback`
-// is set, and a warning names the choice, in the last two cases.
-CpuSet gpu_domain(const NodeTopology& topo, const Gpu& gpu, const CpuSet& allowed, bool& fallback,
+// package, as hwloc places it), else of its NUMA node(s) (level 0), else of its package
+// (level 1), else the nearest allowed NUMA nodes by the distance matrix, else all
+// allowed CPUs (level 2, with a warning naming the choice).
+CpuSet gpu_domain(const NodeTopology& topo, const Gpu& gpu, const CpuSet& allowed, int& level,
                   std::vector<std::string>& warnings) {
-    fallback = false;
+    level = 0;
     CpuSet domain = intersect(gpu.where.cpus, allowed);
     if (!domain.empty()) return domain;
     domain = intersect(cpus_of_numa(topo, gpu.where.numa), allowed);
     if (!domain.empty()) return domain;
+    level = 1;
     domain = intersect(cpus_of_packages(topo, gpu.where.packages), allowed);
     if (!domain.empty()) return domain;
 
-    fallback = true;
+    level = 2;
     NodeSet nearest;
     std::uint64_t best = std::numeric_limits<std::uint64_t>::max();
     for (const NumaNode& node : topo.numa) {
@@ -373,16 +381,19 @@ void settle_overlaps(const NodeTopology& topo, std::vector<Group>& groups, std::
         std::vector<unsigned> free;
         for (unsigned c : outer.cores)
             if (!used.count(c)) free.push_back(c);
-        const std::size_t total = outer.cores.size();
+        // Fair shares counted in PUs, so that SMT siblings serve tasks too.
+        const std::size_t total = pus_in(topo, outer.cores, outer.domain);
         const std::size_t fair = std::max<std::size_t>(1, total * outer.tasks.size() / tasks_inside);
         // Take from the inner groups, richest first, what the free cores lack.
-        while (free.size() < fair) {
+        while (pus_in(topo, free, outer.domain) < fair) {
             Group* richest = nullptr;
-            double most = 1.0;
+            double most = 0;
             for (std::size_t h : inner) {
                 Group& in = groups[h];
-                if (in.cores.size() <= in.tasks.size()) continue;
-                double per_task = static_cast<double>(in.cores.size()) / static_cast<double>(in.tasks.size());
+                if (in.cores.empty()) continue;
+                std::size_t pus = pus_in(topo, in.cores, outer.domain);
+                if (pus < in.tasks.size() + pus_in(topo, {in.cores.back()}, outer.domain)) continue;
+                double per_task = static_cast<double>(pus) / static_cast<double>(in.tasks.size());
                 if (per_task > most) {
                     most = per_task;
                     richest = &in;
@@ -480,6 +491,71 @@ std::vector<std::vector<std::size_t>> gpu_shares(const NodeTopology& topo, const
     return shares;
 }
 
+// A group with more tasks than PUs while others have PUs to spare takes whole cores
+// from them, the same package's first, from the far end of theirs, until its tasks
+// need share no CPU: disjoint sets come before strict locality, and a warning says so.
+void relieve_crowding(const NodeTopology& topo, std::vector<Group>& groups, const CpuSet& allowed,
+                      std::vector<std::string>& warnings) {
+    std::size_t tasks = 0;
+    for (const Group& g : groups) tasks += g.tasks.size();
+    if (allowed.size() < tasks) return;
+    std::set<unsigned> used;
+    for (const Group& g : groups) used.insert(g.cores.begin(), g.cores.end());
+    std::vector<unsigned> free;   // allowed cores no group uses, in topology order
+    for (unsigned c : core_order(topo, allowed))
+        if (!used.count(c)) free.push_back(c);
+    for (Group& crowded : groups) {
+        std::vector<unsigned> taken;
+        while (pus_in(topo, crowded.cores, allowed) < crowded.tasks.size()) {
+            const unsigned home = crowded.cores.empty() ? 0 : topo.cores[crowded.cores.front()].package;
+            Group* donor = nullptr;
+            std::ptrdiff_t free_pick = -1;
+            int best_rank = 4;
+            for (std::size_t i = 0; i < free.size(); ++i) {
+                int rank = topo.cores[free[i]].package == home ? 0 : 2;
+                if (rank < best_rank) {
+                    best_rank = rank;
+                    free_pick = static_cast<std::ptrdiff_t>(i);
+                }
+            }
+            for (Group& other : groups) {
+                if (&other == &crowded || other.cores.empty()) continue;
+                const unsigned last = other.cores.back();
+                std::size_t spare = pus_in(topo, other.cores, allowed);
+                std::size_t keep = pus_in(topo, {last}, allowed);
+                if (spare < other.tasks.size() + keep) continue;
+                int rank = topo.cores[last].package == home ? 1 : 3;
+                if (rank < best_rank) {
+                    best_rank = rank;
+                    donor = &other;
+                    free_pick = -1;
+                }
+            }
+            unsigned core;
+            if (free_pick >= 0) {
+                core = free[static_cast<std::size_t>(free_pick)];
+                free.erase(free.begin() + free_pick);
+            } else if (donor != nullptr) {
+                core = donor->cores.back();
+                donor->cores.pop_back();
+            } else {
+                break;
+            }
+            taken.push_back(core);
+            crowded.cores.push_back(core);
+        }
+        if (taken.empty()) continue;
+        CpuSet given;
+        for (unsigned c : taken)
+            for (unsigned pu : topo.cores[c].pus)
+                if (allowed.count(pu)) given.insert(pu);
+        std::vector<std::string> ranks;
+        for (std::size_t t : crowded.tasks) ranks.push_back(std::to_string(t));
+        warnings.push_back("local ranks " + join(ranks, ",") + " outnumber the allowed CPUs near their GPUs: they also get " +
+                           list(given) + ", so that no two tasks share a CPU");
+    }
+}
+
 }  // namespace
 
 std::string omp_places(const NodeTopology& topology, const CpuSet& cpus) {
@@ -557,32 +633,38 @@ BindPlan plan_binding(const NodeTopology& topo, const PlanRequest& request) {
 
     if (plan.mode == BindMode::gpu) {
         std::vector<CpuSet> gpu_domains;
-        std::vector<bool> gpu_fallback;
+        std::vector<int> gpu_levels;
         for (unsigned index : step_gpus) {
-            bool fallback = false;
-            gpu_domains.push_back(gpu_domain(topo, topo.gpus[index], allowed, fallback, plan.warnings));
-            gpu_fallback.push_back(fallback);
+            int level = 0;
+            gpu_domains.push_back(gpu_domain(topo, topo.gpus[index], allowed, level, plan.warnings));
+            gpu_levels.push_back(level);
         }
         const auto shares = gpu_shares(topo, step_gpus, n);
         for (std::size_t t = 0; t < n; ++t) {
+            // The domain of the task's most local GPUs: one with allowed CPUs of its own
+            // outranks one that falls back to its package or farther.
+            int best = 3;
+            for (std::size_t r : shares[t]) best = std::min(best, gpu_levels[r]);
             CpuSet domain;
-            bool fallback = false;
             for (std::size_t r : shares[t]) {
                 const Gpu& gpu = topo.gpus[step_gpus[r]];
                 std::string name = names.empty() ? std::to_string(gpu.vendor_ordinal) : names[r];
                 plan.tasks[t].gpus.push_back(GpuRef{gpu.index, gpu.pci, name, gpu.vendor});
-                domain.insert(gpu_domains[r].begin(), gpu_domains[r].end());
-                fallback = fallback || gpu_fallback[r];
+                if (gpu_levels[r] == best) domain.insert(gpu_domains[r].begin(), gpu_domains[r].end());
             }
-            join_group(t, domain, fallback);
+            join_group(t, domain, best > 0);
         }
     } else {
         // numa: NUMA nodes with allowed CPUs; cores: packages. Memory-only nodes own no
         // CPU and so never count.
         std::vector<CpuSet> units;
         if (plan.mode == BindMode::numa) {
-            for (const NumaNode& node : topo.numa)
+            CpuSet orphans = allowed;   // CPUs of no NUMA node (an offline node's) form one more unit
+            for (const NumaNode& node : topo.numa) {
                 if (CpuSet d = intersect(node.cpus, allowed); !d.empty()) units.push_back(std::move(d));
+                for (unsigned pu : node.cpus) orphans.erase(pu);
+            }
+            if (!orphans.empty() && !units.empty()) units.push_back(std::move(orphans));
         } else {
             for (const auto& [os_index, pcpus] : topo.packages)
                 if (CpuSet d = intersect(pcpus, allowed); !d.empty()) units.push_back(std::move(d));
@@ -599,9 +681,11 @@ BindPlan plan_binding(const NodeTopology& topo, const PlanRequest& request) {
     }
     for (Group& g : groups) g.cores = core_order(topo, g.domain);
     settle_overlaps(topo, groups, plan.warnings);
+    relieve_crowding(topo, groups, allowed, plan.warnings);
 
     // GPU mode: allowed cores near no step GPU (GPU-less NUMA nodes, L3s without a GPU)
-    // go to the nearest group, so that the tasks' CPU work uses them.
+    // go to the nearest group in the same package, so that the tasks' CPU work (data
+    // loading, host threads) uses them.
     std::vector<std::vector<unsigned>> extra(groups.size());
     if (plan.mode == BindMode::gpu) {
         std::set<unsigned> used;
@@ -617,6 +701,7 @@ BindPlan plan_binding(const NodeTopology& topo, const PlanRequest& request) {
             for (std::size_t g = 0; g < groups.size(); ++g) {
                 if (groups[g].cores.empty()) continue;
                 const Core& home = topo.cores[groups[g].cores.front()];
+                if (core.package != home.package) continue;   // never across a socket
                 auto it = topo.numa_distance.find({numa, home.numa});
                 std::uint64_t distance = it == topo.numa_distance.end() ? (numa == home.numa ? 10 : 20) : it->second;
                 double per_task = static_cast<double>(groups[g].cores.size() + extra[g].size()) /
@@ -636,6 +721,10 @@ BindPlan plan_binding(const NodeTopology& topo, const PlanRequest& request) {
         const std::size_t k = group.tasks.size();
         auto own = cores_within(topo, group.cores, allowed);
         auto more = cores_within(topo, extra[g], allowed);
+        if (own.size() < k) {   // one list, so that no task mixes part of a core with whole ones
+            own.insert(own.end(), more.begin(), more.end());
+            more.clear();
+        }
         for (std::size_t j = 0; j < k; ++j) {
             CpuSet share = share_of(own, k, j);
             TaskBinding& task = plan.tasks[group.tasks[j]];
