@@ -699,9 +699,10 @@ BindPlan plan_binding(const NodeTopology& topo, const PlanRequest& request) {
             std::size_t best = groups.size();
             std::tuple<int, std::uint64_t, double> best_key{};
             for (std::size_t g = 0; g < groups.size(); ++g) {
-                if (groups[g].cores.empty()) continue;
+                // Only GPUs with CPUs of their own; never across a socket.
+                if (groups[g].cores.empty() || groups[g].fallback) continue;
                 const Core& home = topo.cores[groups[g].cores.front()];
-                if (core.package != home.package) continue;   // never across a socket
+                if (core.package != home.package) continue;
                 auto it = topo.numa_distance.find({numa, home.numa});
                 std::uint64_t distance = it == topo.numa_distance.end() ? (numa == home.numa ? 10 : 20) : it->second;
                 double per_task = static_cast<double>(groups[g].cores.size() + extra[g].size()) /
