@@ -8,7 +8,7 @@
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 runs=${1:-20}
-topologies=${AIHPC_TOPOLOGIES:-$top/../shared/topologies}
+topologies=${AIHPC_TOPOLOGIES:-$top/tests/fixtures/topologies}
 dgx2=$topologies/hwloc-nvidiaDGX2.xml
 [ -f "$dgx2" ] || dgx2=""
 

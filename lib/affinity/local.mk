@@ -46,4 +46,5 @@ EXTRA_DIST += man/aihpc-8-bind.roff \
 	tests/fixtures/topologies/mpibind-expected/expected.epyc-corona \
 	tests/fixtures/topologies/mpibind-expected/expected.cts1-quartz \
 	bench/bind/run.sh bench/bind/README \
-	tests/integration/30-bind.sh
+	tests/integration/30-bind.sh tests/integration/31-dist-torch.sh tests/integration/32-mpi4py.sh \
+	contrib/deps-clients
