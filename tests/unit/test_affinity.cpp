@@ -514,6 +514,16 @@ static void threads_use_smt_only_past_the_cores(void**) {
     assert_int_equal(plan_binding(*topo, eight).warnings.size(), 2);   // each task: more threads than CPUs
 }
 
+static void bind_option_reads_hbm_and_threads(void**) {
+    BindRequest bind = aihpc::config::parse_bind("numa,hbm,threads=4,verbose");
+    assert_true(bind.hbm);
+    assert_int_equal(bind.threads, 4);
+    assert_true(bind.verbose);
+    expect_error_containing([] { aihpc::config::parse_bind("cores,threads=0"); }, "threads=N needs a count");
+    expect_error_containing([] { aihpc::config::parse_bind("cores,threads=x"); }, "threads=N needs a count");
+    expect_error_containing([] { aihpc::config::parse_bind("cores,fast"); }, "hbm or threads=N");
+}
+
 // ---- renderings
 
 static void verbose_line_names_rank_cpus_mems_gpus_nics(void**) {
@@ -592,6 +602,7 @@ int main(void) {
         cmocka_unit_test(smt_shares_never_straddle_cores),
         cmocka_unit_test(tasks_that_do_not_divide_the_gpus_stay_in_one_package),
         cmocka_unit_test(threads_use_smt_only_past_the_cores),
+        cmocka_unit_test(bind_option_reads_hbm_and_threads),
         cmocka_unit_test(verbose_line_names_rank_cpus_mems_gpus_nics),
         cmocka_unit_test(json_has_the_documented_shape),
     };
