@@ -5,7 +5,9 @@
 # kernel's ephemeral range. PyTorch comes from contrib/deps-clients; without it the
 # file is skipped, saying so.
 . "$(dirname "$0")/lib.sh"
-python3 -c 'import torch.distributed as d; assert d.is_available() and d.is_gloo_available()' 2>/dev/null ||
+# Debian's own interpreter: the packages are installed for it, whatever python3 PATH finds.
+python=/usr/bin/python3
+$python -c 'import torch.distributed as d; assert d.is_available() and d.is_gloo_available()' 2>/dev/null ||
     skip_all "PyTorch with gloo is not installed (python3-torch; run contrib/deps-clients)"
 plan 12
 work=$(scratch)
@@ -64,7 +66,7 @@ ddp_ran() {
 }
 
 timeout 300 runuser -u "$test_user" -- env SLURM_CONF="$SLURM_CONF" \
-    srun -N2 -n4 --cpu-bind=none --aihpc-dist python3 ddp.py step >step.out 2>&1
+    srun -N2 -n4 --cpu-bind=none --aihpc-dist $python ddp.py step >step.out 2>&1
 ok "DDP in a step of 2 nodes x 2 tasks: ranks 0-3, all_reduce 10, equal parameters" ddp_ran step 4
 ok "LOCAL_RANK, LOCAL_WORLD_SIZE and NODE_RANK describe 2 tasks on each of 2 nodes" \
     bash -c '[ "$(cat '"$work"'/step.rank.* | awk "{print \$3 \$4 \$5}" | sort | paste -sd,)" = 020,021,120,121 ]'
@@ -82,7 +84,7 @@ outside_ephemeral() {
 ok "MASTER_PORT lies outside ip_local_port_range and Slurm's ports" outside_ephemeral
 
 timeout 300 runuser -u "$test_user" -- env SLURM_CONF="$SLURM_CONF" \
-    srun -N2 -n4 --cpu-bind=none --aihpc-bind=cores --aihpc-dist python3 ddp.py cores >cores.out 2>&1
+    srun -N2 -n4 --cpu-bind=none --aihpc-bind=cores --aihpc-dist $python ddp.py cores >cores.out 2>&1
 ok "DDP with --aihpc-bind=cores: ranks 0-3, all_reduce 10, equal parameters" ddp_ran cores 4
 
 bound_threads() {
@@ -94,7 +96,7 @@ bound_threads() {
     done || return 1
     local node
     for node in 0 1; do
-        python3 - "$node" $(rows cores | awk -v n=$node '$5 == n {print $10}') <<'PY' || return 1
+        $python - "$node" $(rows cores | awk -v n=$node '$5 == n {print $10}') <<'PY' || return 1
 import sys
 node, sets = sys.argv[1], [set(s.split(",")) for s in sys.argv[2:]]
 if len(sets) != 2 or sets[0] & sets[1]:
@@ -112,7 +114,7 @@ fi
 cat >array.sh <<'JOB'
 #!/bin/bash
 #SBATCH -N2 -n4 --aihpc-dist
-srun --cpu-bind=none python3 ddp.py array$SLURM_ARRAY_TASK_ID
+srun --cpu-bind=none /usr/bin/python3 ddp.py array$SLURM_ARRAY_TASK_ID
 JOB
 id=$(as_user sbatch --parsable --array=0-1%1 -o array.%a.out array.sh)
 state=$(wait_job "${id%%;*}" 600)
@@ -128,7 +130,7 @@ cat >batch.sh <<'JOB'
 #!/bin/bash
 #SBATCH -N2 -n4 --aihpc-dist
 echo "WORLD_SIZE=$WORLD_SIZE RANK=$RANK"
-timeout 120 python3 ddp.py batch
+timeout 120 /usr/bin/python3 ddp.py batch
 JOB
 state=$(sbatch_wait -o batch.out batch.sh)
 ok "in the batch step WORLD_SIZE=1 and RANK=0, and init_process_group returns" \

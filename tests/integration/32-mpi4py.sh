@@ -5,7 +5,9 @@
 # rank. mpi4py, Open MPI and PMIx come from contrib/deps-clients; without them the file
 # is skipped, saying which is missing.
 . "$(dirname "$0")/lib.sh"
-python3 -c 'from mpi4py import MPI' 2>/dev/null ||
+# Debian's own interpreter: the packages are installed for it, whatever python3 PATH finds.
+python=/usr/bin/python3
+$python -c 'from mpi4py import MPI' 2>/dev/null ||
     skip_all "mpi4py is not installed (python3-mpi4py; run contrib/deps-clients)"
 srun --mpi=list 2>&1 | grep -q pmix ||
     skip_all "Slurm's mpi/pmix plugin cannot load (libpmix2; run contrib/deps-clients)"
@@ -37,7 +39,7 @@ chmod 0644 ranks.py
 disjoint() {
     local file=$1 n=$2
     [ -s "$file" ] || { echo "no $file"; cat "${file%.txt}.out" 2>/dev/null | tail -20; return 1; }
-    python3 - "$file" "$n" <<'PY'
+    $python - "$file" "$n" <<'PY'
 import sys
 rows = [line.split() for line in open(sys.argv[1])]
 n = int(sys.argv[2])
@@ -57,12 +59,12 @@ PY
 }
 
 timeout 120 runuser -u "$test_user" -- env SLURM_CONF="$SLURM_CONF" \
-    srun -N1 -n2 --mpi=pmix --cpu-bind=none --aihpc-bind=cores python3 ranks.py pmix.txt >pmix.out 2>&1
+    srun -N1 -n2 --mpi=pmix --cpu-bind=none --aihpc-bind=cores $python ranks.py pmix.txt >pmix.out 2>&1
 ok "srun --mpi=pmix: 2 mpi4py ranks on one node, allreduce 3, disjoint CPUs, OMP_NUM_THREADS their own" \
     disjoint pmix.txt 2
 
 timeout 120 runuser -u "$test_user" -- env SLURM_CONF="$SLURM_CONF" \
-    srun -N1 -n2 --mpi=pmix --cpu-bind=none python3 ranks.py unbound.txt >unbound.out 2>&1
+    srun -N1 -n2 --mpi=pmix --cpu-bind=none $python ranks.py unbound.txt >unbound.out 2>&1
 overlapping() { [ -s "$1" ] && ! disjoint "$1" 2 >/dev/null; }
 ok "without --aihpc-bind the same ranks share their CPUs (the check can fail)" overlapping unbound.txt
 
@@ -75,9 +77,9 @@ if [ -n "$have_mpirun" ]; then
 #SBATCH -N1 -n2
 export OMP_NUM_THREADS=99   # what a whole-allocation setting would leave
 mpirun -np 2 --oversubscribe --bind-to none --mca plm isolated --mca btl self,vader \
-    $bind_tool exec --mode cores -- python3 ranks.py $work/mpirun.txt
+    $bind_tool exec --mode cores -- $python ranks.py $work/mpirun.txt
 mpirun -np 2 --oversubscribe --bind-to none --mca plm isolated --mca btl self,vader \
-    python3 ranks.py $work/mpirun-plain.txt
+    $python ranks.py $work/mpirun-plain.txt
 JOB
     state=$(sbatch_wait -o mpirun.out mpirun.sh)
     ok "the mpirun job completed" test "$state" = COMPLETED
