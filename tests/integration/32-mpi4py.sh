@@ -9,8 +9,8 @@
 python=/usr/bin/python3
 $python -c 'from mpi4py import MPI' 2>/dev/null ||
     skip_all "mpi4py is not installed (python3-mpi4py; run contrib/deps-clients)"
-srun --mpi=list 2>&1 | grep -q pmix ||
-    skip_all "Slurm's mpi/pmix plugin cannot load (libpmix2; run contrib/deps-clients)"
+probe=$(as_user srun -N1 -n1 --mpi=pmix true 2>&1) ||
+    skip_all "srun --mpi=pmix cannot start a task here (libpmix2 and libpmix-dev; run contrib/deps-clients): $(head -1 <<<"$probe")"
 [ "$(nproc --all)" -ge 2 ] || skip_all "disjoint bindings need at least 2 CPUs"
 plan 6
 work=$(scratch)
@@ -76,9 +76,11 @@ if [ -n "$have_mpirun" ]; then
 #!/bin/bash
 #SBATCH -N1 -n2
 export OMP_NUM_THREADS=99   # what a whole-allocation setting would leave
-mpirun -np 2 --oversubscribe --bind-to none --mca plm isolated --mca btl self,vader \
+# mpirun starts its ranks itself (plm isolated), on this node (ras ^slurm: the job's
+# node names are the mini-cluster's, not host names).
+mpirun -np 2 --oversubscribe --bind-to none --mca ras ^slurm --mca plm isolated --mca btl self,vader \
     $bind_tool exec --mode cores -- $python ranks.py $work/mpirun.txt
-mpirun -np 2 --oversubscribe --bind-to none --mca plm isolated --mca btl self,vader \
+mpirun -np 2 --oversubscribe --bind-to none --mca ras ^slurm --mca plm isolated --mca btl self,vader \
     $python ranks.py $work/mpirun-plain.txt
 JOB
     state=$(sbatch_wait -o mpirun.out mpirun.sh)
