@@ -7,6 +7,10 @@
 // The topology is loaded in init_post_opt, as root: from LOCAL_ROOT/topology.xml, or by
 // discovery, which then writes that cache for later steps until the next boot.
 //
+// MASTER_PORT: outside the kernel's ephemeral range and slurm.conf's ports, bind-tested
+// on the master node and connect-tested from the others in user_init (dist_env.hpp).
+// The batch step is a world of one (WORLD_SIZE=1, RANK=0), never the job's task count.
+//
 // MASTER_ADDR: a hook may not ask slurmctld (no scontrol, no slurm_load_node), so the
 // first name of SLURM_STEP_NODELIST (else SLURM_JOB_NODELIST) is looked up in
 // SLURM_NODE_ALIASES, then in slurm.conf's NodeName/NodeAddr lines (SLURM_CONF of
@@ -16,6 +20,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -41,6 +47,7 @@ struct BindStep {
     affinity::PlanRequest request;
     std::optional<affinity::BindPlan> plan;
     std::string master_addr;
+    unsigned master_port = 0;
 };
 
 BindStep& bind_step() {
@@ -56,15 +63,40 @@ void plan_step(const Spank& spank, BindStep& bs) {
     bs.plan = affinity::plan_binding(*bs.topology, bs.request);
 }
 
-std::string master_addr(const Spank& spank) {
-    std::string nodelist = spank.getenv("SLURM_STEP_NODELIST").value_or(spank.getenv("SLURM_JOB_NODELIST").value_or(""));
-    if (nodelist.empty()) return "";
+std::vector<std::string> slurm_conf_paths(const Spank& spank) {
     std::vector<std::string> confs;
     if (const char* own = std::getenv("SLURM_CONF")) confs.push_back(own);
     if (auto job = spank.getenv("SLURM_CONF")) confs.push_back(*job);
     confs.push_back("/etc/slurm/slurm.conf");
     confs.push_back("/run/slurm/conf/slurm.conf");
-    return affinity::resolve_master_addr(nodelist, spank.getenv("SLURM_NODE_ALIASES").value_or(""), confs);
+    return confs;
+}
+
+std::string master_addr(const Spank& spank) {
+    std::string nodelist = spank.getenv("SLURM_STEP_NODELIST").value_or(spank.getenv("SLURM_JOB_NODELIST").value_or(""));
+    if (nodelist.empty()) return "";
+    return affinity::resolve_master_addr(nodelist, spank.getenv("SLURM_NODE_ALIASES").value_or(""), slurm_conf_paths(spank));
+}
+
+// The ports the first readable slurm.conf reserves (Slurm's own daemons and srun).
+std::set<unsigned> reserved_ports(const Spank& spank) {
+    for (const std::string& path : slurm_conf_paths(spank)) {
+        std::ifstream file(path);
+        if (!file) continue;
+        std::stringstream text;
+        text << file.rdbuf();
+        return affinity::slurm_conf_ports(text.str());
+    }
+    return {};
+}
+
+// MASTER_PORT for this step, the same on every node (dist_env.hpp says how). The batch
+// step runs alone on its node and needs only a free port there.
+unsigned master_port(const Spank& spank, const PluginState& st, const std::string& addr) {
+    auto candidates = affinity::master_port_candidates(st.step.job_id, st.step.step_id, affinity::ephemeral_ports(),
+                                                       reserved_ports(spank));
+    bool on_master = st.step.is_batch_step || st.step.node_index == 0;
+    return affinity::choose_master_port(candidates, on_master, addr);
 }
 
 }  // namespace
@@ -82,10 +114,18 @@ void bind_step_init(const Spank& /*spank*/, PluginState& st) {
 
 void bind_user_init(const Spank& spank, PluginState& st) {
     BindStep& bs = bind_step();
-    if (bs.dist == config::DistKind::torch) bs.master_addr = master_addr(spank);
+    if (bs.dist == config::DistKind::torch) {
+        bs.master_addr = master_addr(spank);
+        bs.master_port = master_port(spank, st, bs.master_addr);
+        st.note("dist: MASTER_PORT " + std::to_string(bs.master_port));
+    }
     if (bs.bind.mode == config::BindMode::none || !bs.topology) return;
     bs.request.tasks = st.step.local_task_count;
     bs.request.bind = bs.bind;
+    // mpibind's threads: --aihpc-bind=...,threads=N, else the step's CPUs per task.
+    if (bs.request.bind.threads == 0)
+        if (auto cpt = spank.getenv("SLURM_CPUS_PER_TASK"))
+            if (auto n = parse_uint(trim(*cpt)); n && *n > 0 && *n <= 65536) bs.request.bind.threads = static_cast<unsigned>(*n);
     bs.request.allowed = affinity::step_allowed_pus(*bs.topology, st.step.step_cores, affinity::current_affinity());
     plan_step(spank, bs);
     st.note("bind: planned " + std::to_string(bs.request.tasks) + " tasks, mode " + config::to_string(bs.plan->mode));
@@ -139,6 +179,7 @@ void bind_task_init(const Spank& spank, PluginState& st) {
     if (bs.dist == config::DistKind::torch) {
         affinity::DistShape shape;
         shape.master_addr = bs.master_addr.empty() ? master_addr(spank) : bs.master_addr;
+        shape.master_port = bs.master_port;
         shape.job_id = st.step.job_id;
         shape.step_id = st.step.step_id;
         shape.world_size = st.step.total_task_count;
@@ -146,6 +187,9 @@ void bind_task_init(const Spank& spank, PluginState& st) {
         shape.local_rank = local_rank;
         shape.local_world_size = st.step.local_task_count;
         shape.node_rank = st.step.node_index;
+        shape.node_count = st.step.node_count;
+        // The batch step is one process whatever the job's size: a world of one.
+        if (st.step.is_batch_step) shape = affinity::batch_step_shape(shape);
         export_task_env(spank, affinity::torch_env(shape), set_now);
     }
     drop_stale_task_env(spank, set_now);

@@ -1,17 +1,22 @@
 // aihpc-bind: the affinity planner from the command line. `plan` shows where each
 // local task of a step would run; `exec` applies one task's binding to itself and runs
-// a command; `show` prints the calling process's binding (for checks in jobs).
+// a command (the way to bind ranks that mpirun starts inside a job: each rank plans
+// the node from the CPUs and GPUs it inherited, and takes its own slice, so its
+// OMP_NUM_THREADS follows its own CPUs); `show` prints the calling process's binding.
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "affinity/apply.hpp"
 #include "affinity/bind_plan.hpp"
+#include "affinity/step_view.hpp"
 #include "affinity/topology.hpp"
 #include "common/error.hpp"
 #include "common/text.hpp"
@@ -25,9 +30,9 @@ namespace {
 
 const char* const usage_text =
     "Usage: aihpc-bind plan [--topology FILE.xml] --tasks N [--gpus LIST] [--cpus LIST]\n"
-    "                       [--mode MODE[,nomem][,nonic]] [--json]\n"
-    "       aihpc-bind exec [--topology FILE.xml] --rank R --tasks N [--gpus LIST]\n"
-    "                       [--cpus LIST] [--mode MODE[,verbose][,nomem][,nonic]] -- CMD [ARG...]\n"
+    "                       [--mode MODE[,nomem][,nonic][,hbm][,threads=N]] [--json]\n"
+    "       aihpc-bind exec [--topology FILE.xml] [--rank R --tasks N] [--gpus LIST]\n"
+    "                       [--cpus LIST] [--mode MODE[,verbose][,...]] -- CMD [ARG...]\n"
     "       aihpc-bind show\n"
     "\n"
     "Plans the CPUs, NUMA nodes, GPUs and NICs of each local task of a step, GPU-aware.\n"
@@ -38,11 +43,16 @@ const char* const usage_text =
     "\n"
     "  --topology FILE  hwloc XML of the node (default: this machine)\n"
     "  --tasks N        local task count\n"
-    "  --rank R         local rank of this task (exec), 0 to N-1\n"
+    "  --rank R         local rank of this task (exec), 0 to N-1; without --rank and\n"
+    "                   --tasks, exec reads the node-local rank and count that the MPI\n"
+    "                   launcher exports (Open MPI, MPICH/Hydra, PMIx, Slurm), so that\n"
+    "                   'mpirun ... aihpc-bind exec -- CMD' binds every rank\n"
     "  --gpus LIST      the step's GPUs by index, in PCI bus-id order (default: all)\n"
     "  --cpus LIST      allowed OS CPUs (default: all of the topology; on this machine,\n"
     "                   the CPUs this process may use)\n"
-    "  --mode MODE      auto, gpu, numa, cores or none, with ,verbose ,nomem ,nonic\n"
+    "  --mode MODE      auto, gpu, numa, cores or none, with ,verbose ,nomem ,nonic,\n"
+    "                   ,hbm (prefer memory-only high-bandwidth nodes) and ,threads=N\n"
+    "                   (threads per task; hardware threads only past the cores)\n"
     "                   (default: auto)\n"
     "  --json           plan as one JSON object\n"
     "  --help, --version\n";
@@ -67,6 +77,49 @@ unsigned parse_count(const std::string& option, const std::string& text) {
     auto value = parse_uint(text);
     if (!value || *value > 1000000) throw UsageError(option + ": '" + text + "' is not a count");
     return static_cast<unsigned>(*value);
+}
+
+// The node-local rank and task count an MPI launcher (or srun) gives each process it
+// starts, in the variables each one documents.
+std::optional<std::pair<unsigned, unsigned>> launcher_rank() {
+    const char* const pairs[][2] = {
+        {"OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"},   // Open MPI mpirun/prterun
+        {"MPI_LOCALRANKID", "MPI_LOCALNRANKS"},                         // MPICH, Intel MPI (Hydra)
+        {"PMIX_LOCAL_RANK", "PMIX_LOCAL_SIZE"},                         // PMIx launchers
+        {"MV2_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_SIZE"},     // MVAPICH2
+    };
+    for (const auto& pair : pairs) {
+        const char* rank = std::getenv(pair[0]);
+        const char* size = std::getenv(pair[1]);
+        if (!rank || !size) continue;
+        auto r = parse_uint(rank), n = parse_uint(size);
+        if (r && n && *r < *n && *n <= 1000000) return std::make_pair(static_cast<unsigned>(*r), static_cast<unsigned>(*n));
+    }
+    // srun: SLURM_LOCALID of the node's SLURM_STEP_TASKS_PER_NODE ("2(x2)" or "3,1").
+    const char* local = std::getenv("SLURM_LOCALID");
+    const char* per_node = std::getenv("SLURM_STEP_TASKS_PER_NODE");
+    const char* node = std::getenv("SLURM_NODEID");
+    if (local && per_node && node) {
+        auto r = parse_uint(local), index = parse_uint(node);
+        if (!r || !index) return std::nullopt;
+        std::uint64_t seen = 0;
+        for (const std::string& item : split(per_node, ',')) {
+            auto paren = item.find('(');
+            auto count = parse_uint(item.substr(0, paren));
+            std::uint64_t times = 1;
+            if (paren != std::string::npos && item.size() > paren + 3) {
+                auto t = parse_uint(item.substr(paren + 2, item.size() - paren - 3));
+                if (t) times = *t;
+            }
+            if (!count) return std::nullopt;
+            if (*index < seen + times) {
+                if (*r < *count) return std::make_pair(static_cast<unsigned>(*r), static_cast<unsigned>(*count));
+                return std::nullopt;
+            }
+            seen += times;
+        }
+    }
+    return std::nullopt;
 }
 
 Arguments parse_arguments(int argc, char** argv) {
@@ -105,7 +158,17 @@ Arguments parse_arguments(int argc, char** argv) {
         else if (name == "--mode") args.mode = value;
         else throw UsageError("unknown option '" + word + "'");
     }
+    if (args.cpus && trim(*args.cpus).empty())
+        throw UsageError("--cpus: the list is empty; give CPUs such as 0-3,8, or leave --cpus out for all of them");
     if (args.command == "show") return args;
+    if (args.command == "exec" && !args.rank && !args.tasks) {
+        if (auto launcher = launcher_rank()) {
+            args.rank = launcher->first;
+            args.tasks = launcher->second;
+        } else {
+            throw UsageError("exec needs --rank R and --tasks N: no MPI launcher or Slurm step exported a local rank");
+        }
+    }
     if (!args.tasks) throw UsageError(args.command + " needs --tasks N");
     if (args.command == "exec") {
         if (!args.rank) throw UsageError("exec needs --rank R");
@@ -145,6 +208,14 @@ BindPlan make_plan(const Arguments& args, NodeTopology& topo) {
     if (args.gpus) {
         auto ids = parse_list("--gpus", *args.gpus);
         req.gpus = std::vector<unsigned>(ids.begin(), ids.end());
+    } else if (!args.topology) {
+        // Inside a job: the GPUs the step (or the batch script) was given.
+        StepGpus step = step_gpus_from_env([](const std::string& name) -> std::optional<std::string> {
+            const char* value = std::getenv(name.c_str());
+            return value ? std::optional<std::string>(value) : std::nullopt;
+        });
+        req.gpus = step.indices;
+        req.gpu_names = step.names;
     }
     return plan_binding(topo, req);
 }

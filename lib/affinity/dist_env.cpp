@@ -2,7 +2,13 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 
 #include <cctype>
 #include <fstream>
@@ -167,25 +173,178 @@ std::optional<std::string> node_addr_from_slurm_conf(std::string_view conf_text,
     return std::nullopt;
 }
 
-unsigned master_port(std::uint32_t job_id, std::uint32_t step_id) {
+PortRange ephemeral_ports(const std::string& path) {
+    PortRange range;
+    std::ifstream file(path);
+    unsigned low = 0, high = 0;
+    if (file >> low >> high && low >= 1 && low <= high && high <= 65535) {
+        range.low = low;
+        range.high = high;
+    }
+    return range;
+}
+
+std::set<unsigned> slurm_conf_ports(std::string_view conf_text) {
+    std::set<unsigned> ports;
+    auto add_range = [&ports](const std::string& value) {
+        auto dash = value.find('-');
+        auto lo = parse_uint(value.substr(0, dash));
+        auto hi = dash == std::string::npos ? lo : parse_uint(value.substr(dash + 1));
+        if (!lo || !hi || *lo > *hi || *hi > 65535) return;
+        for (std::uint64_t p = *lo; p <= *hi; ++p) ports.insert(static_cast<unsigned>(p));
+    };
+    std::istringstream in{std::string(conf_text)};
+    std::string line;
+    while (std::getline(in, line)) {
+        line = line.substr(0, line.find('#'));
+        std::istringstream words(line);
+        std::string word;
+        while (words >> word) {
+            auto eq = word.find('=');
+            if (eq == std::string::npos) continue;
+            std::string key = word.substr(0, eq), value = word.substr(eq + 1);
+            if (iequals(key, "SlurmctldPort") || iequals(key, "SlurmdPort") || iequals(key, "SrunPortRange") ||
+                iequals(key, "Port"))
+                add_range(value);
+        }
+    }
+    return ports;
+}
+
+PortRange master_port_window(const PortRange& ephemeral) {
+    constexpr unsigned enough = 2000;
+    if (ephemeral.low > 20000 + enough) return PortRange{20000, ephemeral.low - 1};
+    if (ephemeral.high + enough < 65535) return PortRange{std::max(ephemeral.high + 1, 20000u), 65535};
+    return PortRange{1024, 65535};
+}
+
+namespace {
+
+std::uint64_t mix(std::uint32_t job_id, std::uint32_t step_id) {
     // splitmix64: consecutive job ids land far apart, so neighbours rarely collide.
     std::uint64_t x = (static_cast<std::uint64_t>(job_id) << 32) | step_id;
     x += 0x9e3779b97f4a7c15ULL;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return 20000 + static_cast<unsigned>(x % 20000);
+    return x ^ (x >> 31);
+}
+
+}  // namespace
+
+std::vector<unsigned> master_port_candidates(std::uint32_t job_id, std::uint32_t step_id, const PortRange& ephemeral,
+                                             const std::set<unsigned>& reserved, std::size_t count) {
+    const PortRange window = master_port_window(ephemeral);
+    const unsigned size = window.high - window.low + 1;
+    std::vector<unsigned> out;
+    const unsigned start = static_cast<unsigned>(mix(job_id, step_id) % size);
+    for (unsigned i = 0; i < size && out.size() < count; ++i) {
+        unsigned port = window.low + (start + i) % size;
+        if (port >= ephemeral.low && port <= ephemeral.high) continue;
+        if (reserved.count(port)) continue;
+        out.push_back(port);
+    }
+    return out;
+}
+
+unsigned master_port(std::uint32_t job_id, std::uint32_t step_id) {
+    return master_port_candidates(job_id, step_id, PortRange{}, {}, 1).front();
+}
+
+bool port_free_here(unsigned port) {
+    for (int family : {AF_INET, AF_INET6}) {
+        int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;   // no IPv6 here: nothing to collide with
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        int rc;
+        if (family == AF_INET) {
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(static_cast<std::uint16_t>(port));
+            a.sin_addr.s_addr = htonl(INADDR_ANY);
+            rc = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        } else {
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+            sockaddr_in6 a{};
+            a.sin6_family = AF_INET6;
+            a.sin6_port = htons(static_cast<std::uint16_t>(port));
+            a.sin6_addr = in6addr_any;
+            rc = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        }
+        int err = errno;
+        close(fd);
+        if (rc != 0 && err == EADDRINUSE) return false;
+    }
+    return true;
+}
+
+bool port_listening_at(const std::string& addr, unsigned port, int timeout_ms) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* raw = nullptr;
+    if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &raw) != 0 || raw == nullptr) return false;
+    std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> result(raw, freeaddrinfo);
+    for (addrinfo* ai = result.get(); ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        if (fd < 0) continue;
+        bool listening = false;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            listening = true;
+        } else if (errno == EINPROGRESS) {
+            pollfd p{fd, POLLOUT, 0};
+            if (poll(&p, 1, timeout_ms) == 1) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                listening = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+            }
+        }
+        close(fd);
+        if (listening) return true;
+    }
+    return false;
+}
+
+unsigned choose_master_port(const std::vector<unsigned>& candidates, bool on_master_node, const std::string& master_addr) {
+    for (unsigned port : candidates) {
+        bool free = on_master_node ? port_free_here(port) : !port_listening_at(master_addr, port, 200);
+        if (free) return port;
+    }
+    return candidates.empty() ? 0 : candidates.front();
+}
+
+DistShape batch_step_shape(DistShape shape) {
+    shape.world_size = 1;
+    shape.rank = 0;
+    shape.local_rank = 0;
+    shape.local_world_size = 1;
+    shape.node_rank = 0;
+    shape.node_count = 1;
+    return shape;
 }
 
 std::map<std::string, std::string> torch_env(const DistShape& shape) {
+    const unsigned port = shape.master_port != 0 ? shape.master_port : master_port(shape.job_id, shape.step_id);
     return {
         {"MASTER_ADDR", shape.master_addr},
-        {"MASTER_PORT", std::to_string(master_port(shape.job_id, shape.step_id))},
+        {"MASTER_PORT", std::to_string(port)},
         {"WORLD_SIZE", std::to_string(shape.world_size)},
         {"RANK", std::to_string(shape.rank)},
         {"LOCAL_RANK", std::to_string(shape.local_rank)},
         {"LOCAL_WORLD_SIZE", std::to_string(shape.local_world_size)},
         {"NODE_RANK", std::to_string(shape.node_rank)},
+        // torchrun's worker variables: one agent group per node, one role.
+        {"GROUP_RANK", std::to_string(shape.node_rank)},
+        {"GROUP_WORLD_SIZE", std::to_string(shape.node_count)},
+        {"ROLE_NAME", "default"},
+        {"ROLE_RANK", std::to_string(shape.rank)},
+        {"ROLE_WORLD_SIZE", std::to_string(shape.world_size)},
+        {"TORCHELASTIC_RUN_ID", std::to_string(shape.job_id) + "." + std::to_string(shape.step_id)},
+        {"TORCHELASTIC_RESTART_COUNT", "0"},
+        {"TORCHELASTIC_MAX_RESTARTS", "0"},
+        // No agent runs a store here: workers start their own at MASTER_ADDR:MASTER_PORT.
+        {"TORCHELASTIC_USE_AGENT_STORE", "False"},
     };
 }
 

@@ -1,5 +1,7 @@
 // Reading hwloc into NodeTopology. Only what the planner needs is kept; hwloc is
-// configured so that XML loads stay in the millisecond range: caches are filtered out,
+// configured so that XML loads stay in the millisecond range: caches are filtered out
+// but for L3s that add structure (an MI250X GCD's locality is its L3, where hwloc hangs
+// its PCI tree),
 // I/O is kept at the "important" level (GPUs, NICs and the bridges above them), and
 // disallowed CPUs are kept, since which CPUs a step may use is the planner's input.
 #include "affinity/topology.hpp"
@@ -16,6 +18,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <tuple>
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
@@ -67,6 +71,7 @@ TopologyHandle new_topology(const std::string& what) {
     hwloc_topology_set_io_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
     hwloc_topology_set_cache_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_NONE);
     hwloc_topology_set_icache_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_NONE);
+    hwloc_topology_set_type_filter(raw, HWLOC_OBJ_L3CACHE, HWLOC_TYPE_FILTER_KEEP_STRUCTURE);
     return topo;
 }
 
@@ -93,10 +98,7 @@ std::string format_busid(const hwloc_obj_t pcidev) {
 
 PciLocality locate(hwloc_topology_t topo, hwloc_obj_t io_object, const std::map<unsigned, CpuSet>& packages) {
     PciLocality where;
-    for (hwloc_obj_t up = io_object->parent; up != nullptr; up = up->parent) {
-        if (up->type == HWLOC_OBJ_BRIDGE && up->attr->bridge.upstream_type == HWLOC_OBJ_BRIDGE_PCI)
-            where.bridges.push_back(up->gp_index);
-    }
+    for (hwloc_obj_t up = io_object->parent; up != nullptr; up = up->parent) where.ancestors.push_back(up->gp_index);
     hwloc_obj_t anchor = hwloc_get_non_io_ancestor_obj(topo, io_object);
     if (anchor != nullptr) {
         where.cpus = ids_of(anchor->cpuset);
@@ -141,8 +143,22 @@ std::vector<unsigned> active_ports(hwloc_obj_t osdev) {
     return ports;
 }
 
+// The N of the osdev a vendor runtime counts by: nvmlN (NVML, PCI order, what CUDA
+// counts under CUDA_DEVICE_ORDER=PCI_BUS_ID), else cudaN, else rsmiN.
+std::optional<unsigned> named_ordinal(const std::vector<std::string>& osdevs) {
+    for (const char* prefix : {"nvml", "cuda", "rsmi"}) {
+        for (const std::string& name : osdevs) {
+            if (name.rfind(prefix, 0) != 0) continue;
+            if (auto n = parse_uint(std::string_view(name).substr(std::strlen(prefix))); n && *n < 65536)
+                return static_cast<unsigned>(*n);
+        }
+    }
+    return std::nullopt;
+}
+
 NodeTopology read_topology(hwloc_topology_t topo) {
     NodeTopology node;
+    std::vector<NumaNode> node_list;
 
     int npackages = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE);
     for (int i = 0; i < npackages; ++i) {
@@ -157,6 +173,40 @@ NodeTopology read_topology(hwloc_topology_t topo) {
         return 0u;
     };
 
+    // Each PU's own NUMA node: of the nodes whose locality holds it, the narrowest, then
+    // one that is not a memory kind (MCDRAM, HBM...), then the lowest OS index. A node
+    // that owns no PU is memory-only.
+    int nnuma = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
+    for (int i = 0; i < nnuma; ++i) {
+        hwloc_obj_t obj = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, i);
+        NumaNode entry;
+        entry.os_index = obj->os_index;
+        entry.near = ids_of(obj->cpuset);
+        entry.subtype = obj->subtype ? obj->subtype : "";
+        node_list.push_back(std::move(entry));
+    }
+    std::sort(node_list.begin(), node_list.end(),
+              [](const NumaNode& a, const NumaNode& b) { return a.os_index < b.os_index; });
+    auto memory_kind = [](const std::string& subtype) {
+        return subtype == "MCDRAM" || subtype == "HBM" || subtype == "GPUMemory" || subtype == "NVM" ||
+               subtype == "SPM" || subtype.rfind("CXL", 0) == 0;
+    };
+    std::map<unsigned, unsigned> owner;   // PU -> NUMA os index
+    for (unsigned pu : ids_of(hwloc_get_root_obj(topo)->cpuset)) {
+        const NumaNode* best = nullptr;
+        auto key = [&](const NumaNode* n) { return std::make_tuple(n->near.size(), memory_kind(n->subtype), n->os_index); };
+        for (const NumaNode& entry : node_list)
+            if (entry.near.count(pu) && (best == nullptr || key(&entry) < key(best))) best = &entry;
+        if (best != nullptr) owner[pu] = best->os_index;
+    }
+    for (NumaNode& entry : node_list)
+        for (unsigned pu : entry.near)
+            if (auto it = owner.find(pu); it != owner.end() && it->second == entry.os_index) entry.cpus.insert(pu);
+    auto numa_of_pu = [&](unsigned pu) {
+        auto it = owner.find(pu);
+        return it == owner.end() ? 0u : it->second;
+    };
+
     CpuSet in_cores;
     int ncores = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
     for (int i = 0; i < ncores; ++i) {
@@ -165,7 +215,7 @@ NodeTopology read_topology(hwloc_topology_t topo) {
         CpuSet pus = ids_of(obj->cpuset);
         if (pus.empty()) continue;
         core.pus.assign(pus.begin(), pus.end());
-        core.numa = hwloc_bitmap_first(obj->nodeset) >= 0 ? hwloc_bitmap_first(obj->nodeset) : 0;
+        core.numa = numa_of_pu(core.pus.front());
         core.package = package_of(core.pus.front());
         in_cores.insert(pus.begin(), pus.end());
         node.cores.push_back(std::move(core));
@@ -177,18 +227,12 @@ NodeTopology read_topology(hwloc_topology_t topo) {
         if (in_cores.count(pu->os_index)) continue;
         Core core;
         core.pus = {pu->os_index};
-        core.numa = hwloc_bitmap_first(pu->nodeset) >= 0 ? hwloc_bitmap_first(pu->nodeset) : 0;
+        core.numa = numa_of_pu(pu->os_index);
         core.package = package_of(pu->os_index);
         node.cores.push_back(std::move(core));
     }
 
-    int nnuma = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
-    for (int i = 0; i < nnuma; ++i) {
-        hwloc_obj_t obj = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, i);
-        node.numa.push_back(NumaNode{obj->os_index, ids_of(obj->cpuset)});
-    }
-    std::sort(node.numa.begin(), node.numa.end(),
-              [](const NumaNode& a, const NumaNode& b) { return a.os_index < b.os_index; });
+    node.numa = std::move(node_list);
 
     // GPUs: one per PCI function, however many osdevs name it.
     struct Found {
@@ -207,7 +251,15 @@ NodeTopology read_topology(hwloc_topology_t topo) {
         return std::make_tuple(a.domain, a.bus, a.dev, a.func);
     };
     std::sort(found.begin(), found.end(), [&](const Found& a, const Found& b) { return bus_key(a.pcidev) < bus_key(b.pcidev); });
-    std::map<GpuVendor, unsigned> per_vendor;
+    std::map<GpuVendor, std::set<unsigned>> named;
+    for (const Found& f : found) {
+        unsigned vendor = f.pcidev->attr->pcidev.vendor_id;
+        GpuVendor kind = vendor == pci_vendor_nvidia ? GpuVendor::nvidia
+                         : vendor == pci_vendor_amd  ? GpuVendor::amd
+                                                     : GpuVendor::other;
+        if (auto n = named_ordinal(f.osdevs)) named[kind].insert(*n);
+    }
+    std::map<GpuVendor, unsigned> next_unnamed;
     for (const Found& f : found) {
         Gpu gpu;
         gpu.index = static_cast<unsigned>(node.gpus.size());
@@ -216,8 +268,14 @@ NodeTopology read_topology(hwloc_topology_t topo) {
         gpu.vendor = vendor == pci_vendor_nvidia ? GpuVendor::nvidia
                      : vendor == pci_vendor_amd  ? GpuVendor::amd
                                                  : GpuVendor::other;
-        gpu.vendor_ordinal = per_vendor[gpu.vendor]++;
         gpu.osdevs = f.osdevs;
+        if (auto n = named_ordinal(gpu.osdevs)) {
+            gpu.vendor_ordinal = *n;
+        } else {
+            unsigned& next = next_unnamed[gpu.vendor];
+            while (named[gpu.vendor].count(next)) ++next;
+            gpu.vendor_ordinal = next++;
+        }
         gpu.where = locate(topo, f.pcidev, node.packages);
         node.gpus.push_back(std::move(gpu));
     }
@@ -229,7 +287,12 @@ NodeTopology read_topology(hwloc_topology_t topo) {
         Nic nic;
         nic.name = os->name;
         nic.openfabrics = type == HWLOC_OBJ_OSDEV_OPENFABRICS;
-        if (os->parent && os->parent->type == HWLOC_OBJ_PCI_DEVICE) nic.pci = format_busid(os->parent);
+        if (os->parent && os->parent->type == HWLOC_OBJ_PCI_DEVICE) {
+            nic.pci = format_busid(os->parent);
+            nic.pci_vendor = os->parent->attr->pcidev.vendor_id;
+            nic.pci_class = os->parent->attr->pcidev.class_id;
+            nic.link_gbytes = os->parent->attr->pcidev.linkspeed;
+        }
         nic.ports = nic.openfabrics ? active_ports(os) : std::vector<unsigned>{};
         nic.where = locate(topo, os, node.packages);
         node.nics.push_back(std::move(nic));

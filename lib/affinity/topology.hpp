@@ -18,11 +18,12 @@ enum class GpuVendor { nvidia, amd, other };
 
 const char* to_string(GpuVendor vendor);
 
-// Where a PCI device sits: the PCI-to-PCI bridges above it (switch ports, root ports;
-// host bridges excluded), nearest first, and the CPUs, NUMA nodes and packages of its
-// first non-I/O ancestor.
+// Where a PCI device sits: every object above it (bridges, host bridges included, then
+// caches, groups, packages, the machine), nearest first, by hwloc gp_index; and the
+// CPUs, NUMA nodes and packages of its first non-I/O ancestor, which is its deepest
+// locality (an L3 for an MI250X GCD, a NUMA node or a package elsewhere).
 struct PciLocality {
-    std::vector<std::uint64_t> bridges;
+    std::vector<std::uint64_t> ancestors;
     CpuSet cpus;
     NodeSet numa;
     std::set<unsigned> packages;
@@ -34,14 +35,25 @@ struct Core {
     unsigned package = 0;
 };
 
+// A NUMA node. `cpus` are the PUs whose own memory it is; a memory-only node (KNL
+// MCDRAM, HBM, CXL memory, GPU memory) has none and is never a CPU domain. `near` is
+// hwloc's locality for it: the PUs it is attached to, which for a memory-only node are
+// those of the node(s) beside it.
 struct NumaNode {
     unsigned os_index = 0;
     CpuSet cpus;
+    CpuSet near;
+    std::string subtype;     // hwloc's: "MCDRAM", "HBM", "GPUMemory", "NVM"...; may be empty
+    bool memory_only() const { return cpus.empty(); }
 };
 
 struct Gpu {
     unsigned index = 0;           // position in PCI bus-id order among all GPUs
-    unsigned vendor_ordinal = 0;  // position among GPUs of the same vendor: what CUDA/ROCr count
+    // What the vendor runtime numbers it (CUDA_/ROCR_VISIBLE_DEVICES): the N of hwloc's
+    // nvmlN, cudaN or rsmiN osdev, which can differ from the PCI order (Corona's rsmi
+    // devices run 2,3,1,0,...); only where no osdev names it, its place in PCI order
+    // among the same vendor's GPUs, after the ordinals names already took.
+    unsigned vendor_ordinal = 0;
     std::string pci;              // "0000:d1:00.0"
     GpuVendor vendor = GpuVendor::other;
     std::vector<std::string> osdevs;   // cuda0, nvml0, rsmi4, opencl0d1...; may be empty
@@ -52,6 +64,9 @@ struct Nic {
     std::string name;             // mlx5_0 (OpenFabrics) or eth0 (Net)
     bool openfabrics = false;
     std::string pci;
+    unsigned pci_vendor = 0;      // 0 where the device is not on PCI
+    unsigned pci_class = 0;       // 0x0207 InfiniBand, 0x0200 Ethernet
+    float link_gbytes = 0;        // PCI link speed in GB/s as hwloc reports it; 0 unknown
     std::vector<unsigned> ports;  // active ports where the topology says, else {1}
     PciLocality where;
 };

@@ -35,7 +35,7 @@ const std::vector<OptionSpec>& option_table() {
          "all: batch script and steps run inside; steps: only srun steps run inside", "AIHPC_CONTAINER_SCOPE", false},
         {"aihpc-container-bind", "SRC:DST[:ro][,...]", false,
          "Extra bind mounts into the container", "AIHPC_CONTAINER_BIND", false},
-        {"aihpc-bind", "MODE[,verbose][,nomem][,nonic]", false,
+        {"aihpc-bind", "MODE[,verbose][,nomem][,nonic][,hbm][,threads=N]", false,
          "Bind tasks to CPUs, memory, GPUs and NICs: auto, gpu, numa, cores or none", "AIHPC_BIND", false},
         {"aihpc-dist", "torch|none", true,
          "Export MASTER_ADDR, RANK, WORLD_SIZE and friends (bare: torch)", "AIHPC_DIST", false},
@@ -188,7 +188,7 @@ BindMode parse_bind_mode(const std::string& what, const std::string& value) {
 
 BindRequest parse_bind(const std::string& value) {
     const std::string option = "aihpc-bind";
-    if (value.empty()) bad(option, "needs MODE[,verbose][,nomem][,nonic]");
+    if (value.empty()) bad(option, "needs MODE[,verbose][,nomem][,nonic][,hbm][,threads=N]");
     std::vector<std::string> words = split(value, ',');
     BindRequest request;
     request.mode = parse_bind_mode(option, words[0]);
@@ -196,7 +196,12 @@ BindRequest parse_bind(const std::string& value) {
         if (words[i] == "verbose") request.verbose = true;
         else if (words[i] == "nomem") request.nomem = true;
         else if (words[i] == "nonic") request.nonic = true;
-        else bad(option, "unknown flag '" + words[i] + "'; use verbose, nomem or nonic");
+        else if (words[i] == "hbm") request.hbm = true;
+        else if (words[i].rfind("threads=", 0) == 0) {
+            auto n = parse_uint(words[i].substr(8));
+            if (!n || *n == 0 || *n > 65536) bad(option, "threads=N needs a count from 1 to 65536, not '" + words[i].substr(8) + "'");
+            request.threads = static_cast<unsigned>(*n);
+        } else bad(option, "unknown flag '" + words[i] + "'; use verbose, nomem, nonic, hbm or threads=N");
     }
     return request;
 }

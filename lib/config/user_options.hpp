@@ -50,6 +50,8 @@ struct BindRequest {
     bool verbose = false;
     bool nomem = false;
     bool nonic = false;
+    bool hbm = false;          // prefer the memory-only (high-bandwidth) nodes near each task
+    unsigned threads = 0;      // threads per task (OMP_NUM_THREADS); 0: one per core
 };
 
 // Raw option values as Slurm handed them: name (without "--") -> value ("" for a flag).

@@ -1,6 +1,9 @@
 // lib/affinity: the distributed-training environment (host lists, NodeAddr lookup,
 // ports) and the acting part (CPU affinity, memory policy, the topology cache), the
 // latter on this process and this machine for real.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -79,18 +82,93 @@ static void master_port_is_in_range_and_differs_between_steps_and_jobs(void**) {
     for (std::uint32_t job = 1000; job < 1100; ++job)
         for (std::uint32_t step = 0; step < 3; ++step) {
             unsigned port = master_port(job, step);
-            assert_true(port >= 20000 && port < 40000);
+            assert_true(port >= 20000 && port < 32768);   // below Linux's default ephemeral range
             ports.insert(port);
         }
     assert_true(ports.size() > 290);   // 300 steps: collisions are rare, not systematic
     assert_int_equal(master_port(42, 0), master_port(42, 0));
-    assert_int_not_equal(master_port(42, 0), master_port(43, 0));
     assert_int_not_equal(master_port(42, 0), master_port(42, 1));
 }
 
+static void master_port_stays_outside_the_ephemeral_range(void**) {
+    for (PortRange ephemeral : {PortRange{32768, 60999}, PortRange{10000, 65535}, PortRange{1024, 65000},
+                                PortRange{15000, 50000}, PortRange{49152, 65535}}) {
+        for (std::uint32_t job = 1; job < 200; ++job) {
+            auto candidates = master_port_candidates(job, 0, ephemeral, {}, 8);
+            assert_int_equal(candidates.size(), 8);
+            for (unsigned port : candidates) {
+                if (port >= ephemeral.low && port <= ephemeral.high)
+                    fail_msg("port %u inside the ephemeral range %u-%u", port, ephemeral.low, ephemeral.high);
+                assert_true(port >= 1024 && port <= 65535);
+            }
+        }
+    }
+    TempDir dir;
+    std::string path = dir.path() + "/ip_local_port_range";
+    std::ofstream(path) << "40000\t50000\n";
+    PortRange read = ephemeral_ports(path);
+    assert_int_equal(read.low, 40000);
+    assert_int_equal(read.high, 50000);
+    PortRange absent = ephemeral_ports(dir.path() + "/absent");
+    assert_int_equal(absent.low, 32768);
+}
+
+static void slurm_ports_are_reserved_and_skipped(void**) {
+    std::set<unsigned> ports = slurm_conf_ports(
+        "SlurmctldPort=21817\nSlurmdPort=6818\nSrunPortRange=60001-60003\n"
+        "NodeName=n[1-2] NodeHostname=localhost NodeAddr=127.0.0.1 Port=21001-21002 # comment Port=1\n");
+    for (unsigned p : {21817u, 6818u, 60001u, 60002u, 60003u, 21001u, 21002u}) assert_int_equal(ports.count(p), 1);
+    assert_int_equal(ports.count(1), 0);
+    // A job whose first candidate is a slurmd port moves to the next one.
+    const PortRange ephemeral{32768, 60999};
+    auto free_list = master_port_candidates(77, 0, ephemeral, {}, 2);
+    auto moved = master_port_candidates(77, 0, ephemeral, {free_list[0]}, 1);
+    assert_int_equal(moved[0], free_list[1]);
+}
+
+static void a_taken_master_port_moves_to_the_next_candidate_on_every_node(void**) {
+    auto candidates = master_port_candidates(4242, 1, ephemeral_ports(), {}, 16);
+    // Find a candidate this test can hold open, listening on the loopback and any address.
+    int fd = -1;
+    std::size_t held = 0;
+    for (; held + 1 < candidates.size(); ++held) {
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<std::uint16_t>(candidates[held]));
+        a.sin_addr.s_addr = htonl(INADDR_ANY);
+        if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && listen(fd, 1) == 0) break;
+        close(fd);
+        fd = -1;
+    }
+    assert_true(fd >= 0);
+    std::vector<unsigned> from_held(candidates.begin() + static_cast<std::ptrdiff_t>(held), candidates.end());
+    assert_false(port_free_here(from_held[0]));
+    assert_true(port_listening_at("127.0.0.1", from_held[0], 200));
+    unsigned on_master = choose_master_port(from_held, true, "127.0.0.1");
+    unsigned elsewhere = choose_master_port(from_held, false, "127.0.0.1");
+    assert_int_not_equal(on_master, from_held[0]);
+    assert_int_equal(on_master, elsewhere);   // the master's bind test and the others' connect test agree
+    close(fd);
+    assert_int_equal(choose_master_port(from_held, true, "127.0.0.1"), from_held[0]);
+}
+
+static DistShape sample_shape() {
+    DistShape shape;
+    shape.master_addr = "10.0.0.1";
+    shape.job_id = 7;
+    shape.step_id = 0;
+    shape.world_size = 4;
+    shape.rank = 3;
+    shape.local_rank = 1;
+    shape.local_world_size = 2;
+    shape.node_rank = 1;
+    shape.node_count = 2;
+    return shape;
+}
+
 static void torch_env_has_every_variable(void**) {
-    DistShape shape{"10.0.0.1", 7, 0, 4, 3, 1, 2, 1};
-    auto env = torch_env(shape);
+    auto env = torch_env(sample_shape());
     assert_string_equal(env.at("MASTER_ADDR").c_str(), "10.0.0.1");
     assert_string_equal(env.at("MASTER_PORT").c_str(), std::to_string(master_port(7, 0)).c_str());
     assert_string_equal(env.at("WORLD_SIZE").c_str(), "4");
@@ -98,7 +176,33 @@ static void torch_env_has_every_variable(void**) {
     assert_string_equal(env.at("LOCAL_RANK").c_str(), "1");
     assert_string_equal(env.at("LOCAL_WORLD_SIZE").c_str(), "2");
     assert_string_equal(env.at("NODE_RANK").c_str(), "1");
-    assert_int_equal(env.size(), 7);
+    DistShape chosen = sample_shape();
+    chosen.master_port = 23456;
+    assert_string_equal(torch_env(chosen).at("MASTER_PORT").c_str(), "23456");
+}
+
+static void torchrun_worker_variables_are_exported(void**) {
+    auto env = torch_env(sample_shape());
+    assert_string_equal(env.at("GROUP_RANK").c_str(), "1");
+    assert_string_equal(env.at("GROUP_WORLD_SIZE").c_str(), "2");
+    assert_string_equal(env.at("ROLE_RANK").c_str(), "3");
+    assert_string_equal(env.at("ROLE_WORLD_SIZE").c_str(), "4");
+    assert_string_equal(env.at("ROLE_NAME").c_str(), "default");
+    assert_string_equal(env.at("TORCHELASTIC_RUN_ID").c_str(), "7.0");
+    assert_string_equal(env.at("TORCHELASTIC_RESTART_COUNT").c_str(), "0");
+    assert_string_equal(env.at("TORCHELASTIC_MAX_RESTARTS").c_str(), "0");
+    assert_string_equal(env.at("TORCHELASTIC_USE_AGENT_STORE").c_str(), "False");
+}
+
+static void the_batch_step_is_a_world_of_one(void**) {
+    DistShape job = sample_shape();
+    job.world_size = 8;   // the job's task count, which the batch step must not claim
+    auto env = torch_env(batch_step_shape(job));
+    assert_string_equal(env.at("WORLD_SIZE").c_str(), "1");
+    assert_string_equal(env.at("RANK").c_str(), "0");
+    assert_string_equal(env.at("LOCAL_WORLD_SIZE").c_str(), "1");
+    assert_string_equal(env.at("ROLE_WORLD_SIZE").c_str(), "1");
+    assert_string_equal(env.at("GROUP_WORLD_SIZE").c_str(), "1");
 }
 
 // ---- the step's view: cores and GPUs
@@ -244,6 +348,11 @@ int main(void) {
         cmocka_unit_test(slurm_conf_node_lines_give_the_address),
         cmocka_unit_test(master_addr_prefers_aliases_then_slurm_conf_then_resolver),
         cmocka_unit_test(master_port_is_in_range_and_differs_between_steps_and_jobs),
+        cmocka_unit_test(master_port_stays_outside_the_ephemeral_range),
+        cmocka_unit_test(slurm_ports_are_reserved_and_skipped),
+        cmocka_unit_test(a_taken_master_port_moves_to_the_next_candidate_on_every_node),
+        cmocka_unit_test(torchrun_worker_variables_are_exported),
+        cmocka_unit_test(the_batch_step_is_a_world_of_one),
         cmocka_unit_test(torch_env_has_every_variable),
         cmocka_unit_test(step_gpus_come_from_slurm_with_visible_names),
         cmocka_unit_test(step_gpus_from_visible_devices_alone),
