@@ -119,6 +119,7 @@ int run(int argc, char** argv) {
     RuntimeCommand command = build_runtime_command(request, task, [&](const std::string& path) {
         return path_kind_in_image(image_root, path);
     });
+    for (const std::string& warning : command.warnings) std::fprintf(stderr, "aihpc: warning: %s\n", warning.c_str());
     if (request.verbose) {
         std::vector<std::string> quoted;
         for (const std::string& w : command.argv) quoted.push_back(shell_quote(w));

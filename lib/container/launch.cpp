@@ -211,9 +211,20 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
             argv.emplace_back("-b");
             argv.push_back(m.src + ":" + m.dst);
         }
-        if (cwd_inside) argv.push_back("--cd=" + *cwd_inside);
-        else if (!task.cwd.empty() && probe(task.cwd) == PathKind::directory) argv.push_back("--cd=" + task.cwd);
-        else argv.emplace_back("--cd=/");
+        // The task starts where the user stood when that directory is bound in; else
+        // relative paths (python3 train.py) would resolve against another directory,
+        // so say which.
+        if (cwd_inside) {
+            argv.push_back("--cd=" + *cwd_inside);
+        } else {
+            bool same_path = !task.cwd.empty() && probe(task.cwd) == PathKind::directory;
+            argv.push_back("--cd=" + (same_path ? task.cwd : std::string("/")));
+            if (!task.cwd.empty() && !request.batch_script)
+                out.warnings.push_back("the working directory " + task.cwd + " is not bound into the container " + request.image +
+                                       ", so the task starts in the image's " + (same_path ? task.cwd : std::string("/")) +
+                                       "; bind it with --aihpc-container-bind=" + task.cwd + ":" + task.cwd +
+                                       " (the path must exist in the image) so that relative paths work");
+        }
         // ch-run unsets TMPDIR and shows the host's $TMPDIR at /tmp.
         if (env_get(task.env, "TMPDIR")) argv.emplace_back("--set-env=TMPDIR=/tmp");
         argv.push_back(request.image);

@@ -75,6 +75,9 @@ using ImageProbe = std::function<PathKind(const std::string& path_in_image)>;
 struct RuntimeCommand {
     std::vector<std::string> argv;   // argv[0] is the runtime's program
     std::vector<std::string> env;
+    // What the task should know before it starts, such as a working directory the
+    // container cannot see (full sentences, without the aihpc: prefix).
+    std::vector<std::string> warnings;
 };
 
 // Pure. Throws aihpc::Error when the runtime cannot honour the request (a charliecloud
