@@ -471,6 +471,9 @@ int cmd_advance(Args args) {
         record.state = "done";
         write_rounds(root.path, record);
         std::cout << "closed loop done after " << current.round << " round(s)\n";
+        if (auto best = overall_best(record))
+            std::cout << "best over all rounds: " << plan.metric << " " << format_double(best->second.metric) << " (round " << best->first
+                      << ", task " << best->second.index << " " << best->second.params_json << ")\n";
         return 0;
     }
 
