@@ -928,6 +928,35 @@ static void param_ranges_cover_numeric_axes_only(void**) {
     assert_true(!r["d"].log && r["d"].hi == 0.5);
 }
 
+static void refine_widens_the_numbers_of_union_members(void**) {
+    // momentum=0.9,0.99@opt=sgd and zip(wd=[0,0.05],beta2=[0.95,0.999])@opt=adamw, and
+    // numbers fixed in a member.
+    auto spec = parse_spec(R"({"axes":[{"union":[
+        {"fixed":{"opt":"sgd","layers":2},"axes":[{"param":"momentum","values":[0.9,0.99]}]},
+        {"fixed":{"opt":"adamw","layers":4},"axes":[{"zip":{"wd":[0.0,0.05],"beta2":[0.95,0.999]}}]}]}]})");
+    auto r = param_ranges(spec);
+    assert_true(r.count("momentum") && r["momentum"].lo == 0.9 && r["momentum"].hi == 0.99 && !r["momentum"].integer);
+    assert_true(r.count("wd") && r["wd"].hi == 0.05 && !r["wd"].integer);
+    assert_true(r.count("beta2") && r["beta2"].lo == 0.95);
+    assert_true(r.count("layers") && r["layers"].integer && r["layers"].lo == 2 && r["layers"].hi == 4);
+    assert_false(r.count("opt"));
+    auto best = {parse_task_line(R"({"index":2,"params":{"opt":"adamw","layers":4,"wd":0.05,"beta2":0.95},"task_seed":1})")};
+    auto next = refine_spec(spec, best, 0.5, 20);
+    TaskStream s(next);
+    std::set<std::string> wd, layers;
+    while (s.next()) {
+        auto p = std::string(s.params());
+        wd.insert(column({p}, "wd")[0]);
+        layers.insert(column({p}, "layers")[0]);
+        assert_true(p.find("\"opt\":\"adamw\"") != std::string::npos);
+    }
+    assert_true(wd.size() > 1);  // drawn, not fixed
+    for (auto& l : layers) assert_true(l == "3" || l == "4");  // integers stay integers
+    // A float axis never becomes an int one: 1.0 and 2.0 are floats.
+    auto f = param_ranges(parse_spec(R"({"axes":[{"param":"x","values":[1.0,2.0]}]})"));
+    assert_false(f["x"].integer);
+}
+
 static void refine_draws_around_each_best_task_within_the_original_span(void**) {
     auto spec = parse_spec(R"({"seed":4,"axes":[{"param":"lr","loguniform":[1e-5,1e-1],"count":8},{"param":"bs","range":[16,257,16]},
         {"param":"opt","values":["sgd","adam"]},{"repeat":2}],"command":"train {lr} {bs} {opt}"})");
@@ -1021,6 +1050,7 @@ int main(void) {
         cmocka_unit_test(sigterm_is_forwarded_to_the_command_and_recorded),
         cmocka_unit_test(param_ranges_cover_numeric_axes_only),
         cmocka_unit_test(refine_draws_around_each_best_task_within_the_original_span),
+        cmocka_unit_test(refine_widens_the_numbers_of_union_members),
     };
     return cmocka_run_group_tests_name("sweep", tests, nullptr, nullptr);
 }
