@@ -166,6 +166,8 @@ void check_param_name(const std::string& name, const std::string& path) {
     for (char c : name)
         if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'))
             fail(path, "parameter name '" + name + "' may hold only letters, digits, '_', '.' and '-'");
+    // MLflow stores a parameter as a file named after it, and refuses these.
+    if (name == "." || name.rfind("..", 0) == 0) fail(path, "parameter name '" + name + "' is one MLflow refuses ('.' or starting with '..')");
     if (name == "index" || name == "task_seed" || name == "phase")
         fail(path, "'" + name + "' is reserved for the command template");
     // The top-level fields of a result: a parameter of the same name would be mistaken

@@ -684,6 +684,44 @@ static void mlflow_names_are_those_its_file_store_accepts(void**) {
     for (auto ok : {"loss", "val/acc", "lr-1", "top 5", "a.b_c"}) assert_true(mlflow_name_ok(ok));
     for (auto bad : {"", "/abs", "a/../b", "x/", "a//b", "semi;colon", "new\nline", "quote'"}) assert_false(mlflow_name_ok(bad));
     assert_string_equal(yaml_quote("it's").c_str(), "'it''s'");
+    // What MLflow's path check refuses: '.', a '.' component, a leading '..'.
+    for (auto bad : {".", "x/.", "./x", "..a", ".."}) assert_false(mlflow_name_ok(bad));
+    assert_string_equal(mlflow_escaped_name(".").c_str(), "_");
+    assert_string_equal(mlflow_escaped_name("x/.").c_str(), "x/_");
+    assert_string_equal(mlflow_escaped_name("a;b").c_str(), "a_b");
+    assert_true(mlflow_name_ok(mlflow_escaped_name("..a")));
+    // A parameter MLflow would refuse is refused at expand.
+    expect_error_containing([] { sweep::parse_spec(R"({"axes":[{"param":".","values":[1]}]})"); }, "MLflow refuses");
+}
+
+static void mlflow_store_takes_odd_metric_names_nan_and_skips_trashed_ids(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({".":1,"x/.":2,"loss":null})");
+    {
+        // A NaN loss, as the runner writes it.
+        const auto& phase = sw.spec.final_phase();
+        auto task = sweep::TaskIndex(sw.path).task(1);
+        sweep::TaskOutcome o;
+        auto m = sweep::parse_metrics(R"({"loss": NaN})");
+        o.metrics_json = m.json;
+        o.non_finite = m.non_finite;
+        sweep::write_file_atomic(sweep::result_path(sw, phase, 1), sweep::result_json(sw, phase, task, {"true"}, o, sweep::TaskContext{}));
+    }
+    std::string root = tmp.path() + "/mlruns";
+    ::mkdir(root.c_str(), 0777);
+    ::mkdir((root + "/.trash").c_str(), 0777);
+    ::mkdir((root + "/.trash/7").c_str(), 0777);  // a deleted experiment
+    auto s = write_mlflow(read_results(sw), sw, root);
+    assert_string_equal(s.experiment_id.c_str(), "8");
+    std::string run0 = root + "/8/" + mlflow_run_id(sw.spec_hash + "\n" + sw.path + "\n0");
+    assert_true(path_exists(run0 + "/metrics/_"));
+    assert_true(path_exists(run0 + "/metrics/x/_"));
+    assert_string_equal(file_text(run0 + "/tags/aihpc.metric_name.x/_").c_str(), "x/.");
+    std::string run1 = root + "/8/" + mlflow_run_id(sw.spec_hash + "\n" + sw.path + "\n1");
+    assert_true(file_text(run1 + "/metrics/loss").find(" nan 0") != std::string::npos);
+    assert_string_equal(file_text(run1 + "/tags/aihpc.non_finite").c_str(), "loss");
+    for (auto& e : entries(root + "/8")) assert_true(e.find(".tmp") == std::string::npos);  // nothing half-written
 }
 
 // ---- HTML
@@ -772,6 +810,7 @@ int main() {
         cmocka_unit_test(collecting_again_replaces_the_same_runs),
         cmocka_unit_test(rfc3339_times_become_epoch_milliseconds),
         cmocka_unit_test(mlflow_names_are_those_its_file_store_accepts),
+        cmocka_unit_test(mlflow_store_takes_odd_metric_names_nan_and_skips_trashed_ids),
         cmocka_unit_test(html_report_holds_table_scatter_plots_and_parallel_coordinates),
         cmocka_unit_test(plot_axes_place_numbers_logs_and_categories),
     };
