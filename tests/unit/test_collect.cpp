@@ -761,9 +761,19 @@ static void plot_axes_place_numbers_logs_and_categories(void**) {
     auto s = [](const std::string& json) { return sweep::Scalar{json, json}; };
     std::vector<sweep::Scalar> v = {s("1"), s("10"), s("100")};
     std::vector<const sweep::Scalar*> p = {&v[0], &v[1], &v[2]};
-    auto lin = make_axis("x", p, false);
+    std::vector<sweep::Scalar> even = {s("1"), s("10"), s("100"), s("50")};
+    auto lin = make_axis("x", {&even[0], &even[1], &even[2], &even[3]}, false);
     assert_false(lin.categorical);
+    assert_false(lin.log);
     assert_true(std::abs(lin.position(v[1]) - 9.0 / 99) < 1e-9);
+    // Listed values spaced by factors get a log axis of their own accord.
+    assert_true(make_axis("x", p, false).log);
+    // A NaN (null) stays out of the scale: the axis stays numeric, and it has no place.
+    std::vector<sweep::Scalar> nan = {s("1"), sweep::Scalar{"null", "NaN"}, s("3")};
+    auto with_nan = make_axis("m", {&nan[0], &nan[1], &nan[2]}, false);
+    assert_false(with_nan.categorical);
+    assert_true(with_nan.lo == 1 && with_nan.hi == 3);
+    assert_true(with_nan.position(nan[1]) < 0);
     auto lg = make_axis("x", p, true);
     assert_true(lg.log);
     assert_true(std::abs(lg.position(v[1]) - 0.5) < 1e-9);
