@@ -113,6 +113,10 @@ int run(int argc, char** argv) {
         if (const passwd* pw = ::getpwuid(::getuid())) env_set(task.env, "USER", pw->pw_name);
     char cwd[4096];
     if (::getcwd(cwd, sizeof cwd)) task.cwd = cwd;
+    task.exists_on_host = [](const std::string& relative) {
+        struct stat st;
+        return ::stat(relative.c_str(), &st) == 0;  // relative to our working directory, the task's
+    };
     task.gpus = detect_gpus(task.env);
 
     const std::string image_root = request.image;

@@ -219,8 +219,21 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
         } else {
             bool same_path = !task.cwd.empty() && probe(task.cwd) == PathKind::directory;
             argv.push_back("--cd=" + (same_path ? task.cwd : std::string("/")));
-            if (!task.cwd.empty() && !request.batch_script)
-                out.warnings.push_back("the working directory " + task.cwd + " is not bound into the container " + request.image +
+            // Warn when it matters, so that a task that needs no file of its working
+            // directory runs as quietly as any other: a command word naming a file there
+            // (python3 train.py) will not be found inside.
+            std::string relative;
+            if (task.exists_on_host)
+                for (std::size_t i = 0; i < task.argv.size(); ++i) {
+                    const std::string& word = task.argv[i];
+                    if (i == 0 && word.find('/') == std::string::npos) continue;  // a program looked up in PATH
+                    if (!word.empty() && word[0] != '/' && word[0] != '-' && task.exists_on_host(word)) {
+                        relative = word;
+                        break;
+                    }
+                }
+            if (!task.cwd.empty() && !request.batch_script && !relative.empty())
+                out.warnings.push_back("'" + relative + "' is relative to the working directory " + task.cwd + ", which is not bound into the container " + request.image +
                                        ", so the task starts in the image's " + (same_path ? task.cwd : std::string("/")) +
                                        "; bind it with --aihpc-container-bind=" + task.cwd + ":" + task.cwd +
                                        " (the path must exist in the image) so that relative paths work");

@@ -66,6 +66,9 @@ struct TaskView {
     std::vector<std::string> env;   // NAME=VALUE
     std::string cwd;
     GpuSet gpus;
+    // Whether a path relative to cwd names a file on the host: a command word that does
+    // is one the task will not find when cwd is not in the container. Empty: not asked.
+    std::function<bool(const std::string& relative_path)> exists_on_host;
 };
 
 enum class PathKind { none, directory, file };
