@@ -47,6 +47,8 @@ const char* kUsage =
     "  --sacct           add State, ExitCode, Elapsed and MaxRSS from sacct\n"
     "  --failed          print the failed and missing indices in Slurm array syntax;\n"
     "                    with --format F -o FILE, also write the table, in one pass\n"
+    "  --why             with --failed: also each failed task's failing phase, exit\n"
+    "                    code or signal, and the last lines of its stderr\n"
     "  --status          print counts of done, failed, missing, running and pending\n"
     "  --json            with --status: one JSON object\n"
     "  --watch           a live progress bar on stderr until no task is queued\n"
@@ -68,7 +70,7 @@ struct Options {
     std::string output;
     std::optional<SortKey> sort;
     std::size_t top = 0;
-    bool all = false, sacct = false, failed = false, status = false, json = false, watch = false, progress = false;
+    bool all = false, sacct = false, failed = false, status = false, json = false, watch = false, progress = false, why = false;
     std::optional<double> timeout;
     std::string mlflow, html;
 };
@@ -110,6 +112,7 @@ Options parse_args(const std::vector<std::string>& words) {
         } else if (w == "--all") o.all = true;
         else if (w == "--sacct") o.sacct = true;
         else if (w == "--failed") o.failed = true;
+        else if (w == "--why") o.why = true;
         else if (w == "--status") o.status = true;
         else if (w == "--json") o.json = true;
         else if (w == "--watch") o.watch = true;
@@ -125,6 +128,7 @@ Options parse_args(const std::vector<std::string>& words) {
     if (o.status && o.watch) throw UsageError("--status and --watch do not go together");
     if ((o.status || o.watch) && (o.failed || o.format || !o.output.empty() || o.sort || o.top || o.sacct || !o.mlflow.empty() || !o.html.empty()))
         throw UsageError(std::string(o.status ? "--status" : "--watch") + " takes no table options");
+    if (o.why && !o.failed) throw UsageError("--why goes with --failed");
     if (o.json && !o.status) throw UsageError("--json goes with --status (for rows, use --format jsonl)");
     if (o.timeout && !o.watch) throw UsageError("--timeout goes with --watch");
     if (o.failed && o.format && o.output.empty())
@@ -228,7 +232,7 @@ int run_table(const Options& o) {
     auto sweep = sweep::open_sweep(o.sweep);
     bool rows_out = !o.failed && (o.format || !o.output.empty() || (o.mlflow.empty() && o.html.empty()));
     bool rows_to_file = o.failed && !o.output.empty();
-    if (o.failed && !rows_to_file && o.mlflow.empty() && o.html.empty()) {
+    if (o.failed && !o.why && !rows_to_file && o.mlflow.empty() && o.html.empty()) {
         // The list alone: the result scan is all it takes.
         auto scan = sweep::scan_results(sweep);
         auto list = scan.missing(sweep.tasks);
@@ -277,6 +281,22 @@ int run_table(const Options& o) {
     if (o.failed) {
         auto list = table.failed_or_missing();
         if (!list.empty()) std::cout << sweep::array_spec(list, 0) << "\n";
+        if (o.why) {
+            // The reasons come from the full read, whatever --top kept.
+            if (o.top || o.sort) table = read_results(sweep, ro);
+            for (const auto& row : table.rows) {
+                if (row.state != TaskState::failed) continue;
+                std::cout << "task " << row.index << ": phase " << (row.phase.empty() ? "?" : row.phase);
+                if (!row.signal.empty()) std::cout << ", killed by " << row.signal;
+                else if (row.exit_code) std::cout << ", exit code " << *row.exit_code;
+                if (!row.node.empty()) std::cout << ", on " << row.node;
+                std::cout << "\n";
+                if (!row.error.empty()) std::cout << "  " << row.error << "\n";
+                for (const auto& line : row.stderr_tail) std::cout << "  | " << line << "\n";
+            }
+            auto missing = table.missing();
+            if (!missing.empty()) std::cout << "missing (no result): " << sweep::array_spec(missing, 0) << "\n";
+        }
     }
     return 0;
 }

@@ -139,12 +139,17 @@ int run(int argc, char** argv) {
         if (const passwd* pw = ::getpwuid(::getuid())) env_set(task.env, "USER", pw->pw_name);
     char cwd[4096];
     if (::getcwd(cwd, sizeof cwd)) task.cwd = cwd;
+    task.exists_on_host = [](const std::string& relative) {
+        struct stat st;
+        return ::stat(relative.c_str(), &st) == 0;  // relative to our working directory, the task's
+    };
     task.gpus = detect_gpus(task.env);
 
     const std::string image_root = request.image;
     RuntimeCommand command = build_runtime_command(request, task, [&](const std::string& path) {
         return path_kind_in_image(image_root, path);
     });
+    for (const std::string& warning : command.warnings) std::fprintf(stderr, "aihpc: warning: %s\n", warning.c_str());
     if (request.verbose) {
         std::vector<std::string> quoted;
         for (const std::string& w : command.argv) quoted.push_back(shell_quote(w));

@@ -41,7 +41,8 @@ const char* kUsage =
     "Parameter sweeps as Slurm job arrays.\n"
     "\n"
     "  expand SPEC.json|PARAM... -o SWEEP [--random N] [--seed S] [--repeat N]\n"
-    "         [--exclude K=V,...] [--emit-json] [-- COMMAND-TEMPLATE...]\n"
+    "         [--exclude K=V,...] [--allow-empty-exclude] [--max-tasks N (10000000)]\n"
+    "         [--emit-json] [-- COMMAND-TEMPLATE...]\n"
     "  plan SWEEP [--throttle N] [--max-array-size N|auto] [--pack K]\n"
     "  submit SWEEP [--throttle N] [--max-array-size N|auto] [--pack K] [--dry-run]\n"
     "         [--rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]]\n"
@@ -118,11 +119,21 @@ bool is_file(const std::string& path) {
     return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+// A refined round keeps the first round's exclusion rules, which its narrower space may
+// no longer reach; its size was bounded by the first round's.
+ExpandOptions refined_options() {
+    ExpandOptions o;
+    o.allow_empty_exclude = true;
+    o.max_tasks = kMaxSweepTasks;
+    return o;
+}
+
 int cmd_expand(Args args) {
     std::vector<std::string> positional;
     std::string out_dir;
     bool emit_json = false;
     SpecOverrides overrides;
+    ExpandOptions options;
     while (!args.done()) {
         auto w = args.next();
         if (w == "-o" || w == "--output") out_dir = args.value(w);
@@ -130,6 +141,8 @@ int cmd_expand(Args args) {
         else if (w == "--seed") overrides.seed = args.number(w);
         else if (w == "--repeat") overrides.repeat = args.number(w, 1);
         else if (w == "--exclude") overrides.exclude.push_back(args.value(w));
+        else if (w == "--allow-empty-exclude") options.allow_empty_exclude = true;
+        else if (w == "--max-tasks") options.max_tasks = args.number(w, 1);
         else if (w == "--emit-json") emit_json = true;
         else if (w == "--") {
             overrides.command = args.rest();
@@ -148,10 +161,18 @@ int cmd_expand(Args args) {
         return 0;
     }
     if (out_dir.empty()) throw UsageError("expand needs -o SWEEP");
-    auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()});
+    auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()}, options);
     std::cout << summary.tasks << " tasks";
     if (summary.excluded) std::cout << " (" << summary.excluded << " excluded)";
     std::cout << " in " << out_dir << "\n";
+    if (spec.method == Method::random && summary.distinct) {
+        if (summary.whole_space)
+            std::cout << "random search: the space has " << summary.distinct << " distinct configurations, no more than the " << spec.trials
+                      << " trials asked; each runs once\n";
+        else
+            std::cout << "random search: " << spec.trials << " distinct configurations drawn without replacement out of "
+                      << summary.distinct << "\n";
+    }
     return 0;
 }
 
@@ -450,6 +471,9 @@ int cmd_advance(Args args) {
         record.state = "done";
         write_rounds(root.path, record);
         std::cout << "closed loop done after " << current.round << " round(s)\n";
+        if (auto best = overall_best(record))
+            std::cout << "best over all rounds: " << plan.metric << " " << format_double(best->second.metric) << " (round " << best->first
+                      << ", task " << best->second.index << " " << best->second.params_json << ")\n";
         return 0;
     }
 
@@ -459,7 +483,7 @@ int cmd_advance(Args args) {
         std::vector<TaskRecord> best;
         for (auto& r : ranked) best.push_back(r.task);
         auto spec = refine_spec(sweep.spec, best, plan.shrink, plan.trials.value_or(record.history.front().tasks));
-        write_sweep_dir(spec, next_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), root.git_commit});
+        write_sweep_dir(spec, next_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), root.git_commit}, refined_options());
     }
     SweepDir next = open_sweep(next_dir);
     SubmitOptions options;
@@ -668,7 +692,7 @@ int cmd_refine(Args args) {
     std::vector<TaskRecord> best;
     for (auto& r : ranked) best.push_back(r.task);
     auto spec = refine_spec(sweep.spec, best, ro.shrink.value_or(0.5), ro.trials.value_or(sweep.tasks));
-    auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()});
+    auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()}, refined_options());
     std::cout << summary.tasks << " tasks around the best " << best.size() << " (" << ro.metric << " " << (ro.maximize ? "max" : "min")
               << " " << format_double(ranked.front().metric) << ") in " << out_dir << "\n";
     return 0;

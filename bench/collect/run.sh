@@ -72,6 +72,14 @@ awk -F, 'NR == FNR { row[FNR] = $0; next }
              print "FAIL: line " FNR " column " k ": " c[k] " (aihpc-collect) vs " $k " (reference)"; exit 1 } }' \
     "$work/c.csv" "$work/p.csv" || exit 1
 
+# Peak memory of one full pass each (ru_maxrss of the child, in KiB).
+peak_kib() { python3 -c 'import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"; }
+mc=$(peak_kib "$collect_tool" "$work/s" --format csv -o "$work/c.csv")
+mp=$(peak_kib python3 "$here/bench/collect/reference.py" "$work/s" "$work/p.csv")
+echo "  peak memory (csv):     aihpc-collect $((mc / 1024)) MiB, python reference $((mp / 1024)) MiB"
+mt=$(peak_kib "$collect_tool" "$work/s" --sort loss --top 10)
+echo "  peak memory (--top 10): aihpc-collect $((mt / 1024)) MiB"
+
 c=$(best_of 3 "$collect_tool" "$work/s" --sort loss --top 10)
 echo "  --sort loss --top 10:  aihpc-collect ${c}s, $(ratio "$c" "$p") faster than the reference's full pass"
 c=$(best_of 3 "$collect_tool" "$work/s" --failed)

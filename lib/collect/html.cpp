@@ -199,7 +199,11 @@ PlotAxis make_axis(const std::string& name, const std::vector<const sweep::Scala
     a.lo = INFINITY;
     a.hi = -INFINITY;
     bool all_numeric = true, all_positive = true;
+    std::vector<double> numbers;
     for (auto* v : values) {
+        // NaN and infinities (null) are kept out of the scale: one of them must not
+        // turn a metric into categories or stretch its axis.
+        if (v->json == "null") continue;
         auto n = number_of(*v);
         if (!n) {
             all_numeric = false;
@@ -208,16 +212,29 @@ PlotAxis make_axis(const std::string& name, const std::vector<const sweep::Scala
         a.lo = std::min(a.lo, *n);
         a.hi = std::max(a.hi, *n);
         all_positive = all_positive && *n > 0;
+        numbers.push_back(*n);
     }
-    if (!all_numeric || values.empty()) {
+    if (!all_numeric) {
         a.categorical = true;
         std::set<std::string> seen;
         for (auto* v : values)
-            if (seen.insert(v->plain).second) a.categories.push_back(v->plain);
+            if (v->json != "null" && seen.insert(v->plain).second) a.categories.push_back(v->plain);
         std::sort(a.categories.begin(), a.categories.end());
         return a;
     }
-    a.log = prefer_log && all_positive && a.hi > a.lo;
+    // Listed values spaced by factors (1e-5, 1e-4, 1e-3) read best on a log axis too:
+    // their middle value sits far nearer the low end than the linear middle.
+    bool log_spaced = false;
+    if (all_positive && !numbers.empty() && a.hi >= 100 * a.lo) {
+        std::sort(numbers.begin(), numbers.end());
+        numbers.erase(std::unique(numbers.begin(), numbers.end()), numbers.end());
+        if (numbers.size() >= 3) log_spaced = numbers[numbers.size() / 2] < a.lo + (a.hi - a.lo) / 10;
+    }
+    a.log = (prefer_log || log_spaced) && all_positive && a.hi > a.lo;
+    if (numbers.empty()) {
+        a.categorical = true;  // nothing numeric to scale
+        a.lo = a.hi = 0;
+    }
     return a;
 }
 

@@ -68,13 +68,34 @@ std::string yaml_quote(std::string_view text) {
 }
 
 bool mlflow_name_ok(std::string_view name) {
-    if (name.empty() || name.front() == '/' || name.back() == '/' || name.find("..") != std::string_view::npos ||
-        name.find("//") != std::string_view::npos)
+    // MLflow's own check: only these characters, and a name that posixpath.normpath
+    // leaves as it is, that is not '.', and that does not start with '..' or '/'.
+    if (name.empty() || name.front() == '/' || name.substr(0, 2) == "..") return false;
+    if (!std::all_of(name.begin(), name.end(), [](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' ||
+                   c == ' ' || c == '/';
+        }))
         return false;
-    return std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' ||
-               c == ' ' || c == '/';
-    });
+    for (auto& part : split(std::string(name), '/'))
+        if (part.empty() || part == "." || part == "..") return false;
+    return true;
+}
+
+std::string mlflow_escaped_name(std::string_view name) {
+    std::string out;
+    for (char c : name) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' ||
+                  c == ' ' || c == '/';
+        out += ok ? c : '_';
+    }
+    std::string joined;
+    for (auto& part : split(out, '/')) {
+        std::string p = part.empty() || part == "." || part == ".." ? "_" : part;
+        joined += (joined.empty() ? "" : "/") + p;
+    }
+    if (joined.substr(0, 2) == "..") joined[0] = '_';
+    if (joined.empty()) joined = "_";
+    return joined;
 }
 
 namespace {
@@ -150,6 +171,11 @@ std::string find_or_create_experiment(const std::string& root, const std::string
         for (auto& line : split(sweep::read_file(meta), '\n'))
             if (starts_with(line, "name:") && yaml_unquote(std::string_view(line).substr(5)) == name) return e->d_name;
     }
+    // A deleted experiment keeps its id in .trash, and MLflow restores it there: never
+    // reuse it.
+    if (std::unique_ptr<DIR, int (*)(DIR*)> trash(::opendir((root + "/.trash").c_str()), ::closedir); trash)
+        while (auto* e = ::readdir(trash.get()))
+            if (auto id = parse_uint(e->d_name)) highest = std::max(highest, *id);
     std::string id = std::to_string(highest + 1);
     make_directory(root + "/" + id);
     write_text(root + "/" + id + "/meta.yaml", experiment_meta(root, id, name, now_millis()));
@@ -173,6 +199,14 @@ void write_run(const std::string& root, const std::string& experiment, const Run
     std::string dir = final_dir + ".tmp." + std::to_string(::getpid());
     remove_tree(dir);
     make_directory(dir);
+    // Whatever fails below, no half-written run stays where MLflow would read it.
+    struct RemoveUnlessRenamed {
+        const std::string& path;
+        bool renamed = false;
+        ~RemoveUnlessRenamed() {
+            if (!renamed) remove_tree(path);
+        }
+    } guard{dir};
     for (auto sub : {"/params", "/metrics", "/tags", "/artifacts"}) make_directory(dir + sub);
     auto ms = [](const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : std::string("null"); };
     write_text(dir + "/meta.yaml", "artifact_uri: " + yaml_quote("file://" + final_dir + "/artifacts") +
@@ -193,6 +227,7 @@ void write_run(const std::string& root, const std::string& experiment, const Run
     for (auto& [k, v] : run.metrics) put("/metrics/", k, std::to_string(run.metric_time) + " " + v + " 0\n");
     remove_tree(final_dir);
     if (::rename(dir.c_str(), final_dir.c_str()) != 0) throw_errno("cannot rename " + dir + " to " + final_dir);
+    guard.renamed = true;
 }
 
 std::string absolute(const std::string& path) {
@@ -251,9 +286,17 @@ MlflowSummary write_mlflow(const ResultTable& table, const sweep::SweepDir& swee
         run.metric_time = run.end.value_or(now_millis());
         for (auto& [k, v] : row.params) run.params.emplace_back(k, v.plain);
         for (auto& [k, v] : row.metrics) {
-            if (number_of(v)) run.metrics.emplace_back(k, v.json);
-            else run.tags.emplace_back("aihpc.metric." + k, v.plain);  // MLflow metrics are numbers
+            bool non_finite = std::find(row.non_finite.begin(), row.non_finite.end(), k) != row.non_finite.end();
+            // A metric name MLflow refuses goes under its escaped name, and a tag keeps the
+            // original.
+            std::string name = mlflow_name_ok(k) ? k : mlflow_escaped_name(k);
+            if (name != k) run.tags.emplace_back("aihpc.metric_name." + name, k);
+            // NaN as MLflow's file store writes it (str of a float): "nan".
+            if (non_finite && v.json == "null") run.metrics.emplace_back(name, "nan");
+            else if (number_of(v)) run.metrics.emplace_back(name, v.json);
+            else run.tags.emplace_back("aihpc.metric." + name, v.plain);  // MLflow metrics are numbers
         }
+        if (!row.non_finite.empty()) run.tags.emplace_back("aihpc.non_finite", join(row.non_finite, ","));
         run.tags.insert(run.tags.begin(), {{"mlflow.parentRunId", parent.id},
                                            {"mlflow.runName", run.name},
                                            {"mlflow.user", user},

@@ -37,5 +37,8 @@ std::string yaml_quote(std::string_view text);
 // A param, metric or tag name MLflow accepts: letters, digits, _ - . space and /, no
 // leading /, no "..".
 bool mlflow_name_ok(std::string_view name);
+// A metric name MLflow refuses, made one it takes: each character it refuses and each
+// empty, '.' or '..' path component becomes '_' ("x/." -> "x/_", "." -> "_").
+std::string mlflow_escaped_name(std::string_view name);
 
 }  // namespace aihpc::collect

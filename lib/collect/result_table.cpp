@@ -60,70 +60,72 @@ std::set<std::uint64_t> ResultTable::failed_or_missing() const {
 
 namespace {
 
-// The JSON text of a number or literal, without json-c's print buffer (an allocation
-// per call, which dominated on large sweeps). A parsed double keeps the text it was
-// written as: json-c holds it as the object's userdata.
-std::string json_text(json_object* v) {
-    switch (json_object_get_type(v)) {
-    case json_type_null: return "null";
-    case json_type_boolean: return json_object_get_boolean(v) ? "true" : "false";
-    case json_type_int: {
-        char buf[24];
-        auto r = std::to_chars(buf, buf + sizeof buf, json_object_get_int64(v));
-        return std::string(buf, r.ptr);
-    }
-    case json_type_double: {
-        auto* text = static_cast<const char*>(json_object_get_userdata(v));
-        if (text && *text) {
-            char* end = nullptr;
-            if (std::strtod(text, &end) == json_object_get_double(v) && *end == '\0') return text;
-        }
-        return sweep::format_double(json_object_get_double(v));
-    }
-    default: return json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
-    }
+std::string text_of(const JsonValue& v) {
+    if (v.is_null()) return "";
+    if (v.is_string()) return v.text();
+    return v.to_json();
 }
 
-std::string text_of(json_object* v) {
-    if (!v || json_object_is_type(v, json_type_null)) return "";
-    if (json_object_is_type(v, json_type_string)) return json_object_get_string(v);
-    return json_text(v);
-}
-
-sweep::Scalar scalar_of(json_object* v) {
-    if (json_object_is_type(v, json_type_string)) return sweep::scalar_string(json_object_get_string(v));
+sweep::Scalar scalar_of(const JsonValue& v) {
+    if (v.is_string()) return sweep::scalar_string(v.text());
     sweep::Scalar s;
-    s.json = json_text(v);
+    s.json = v.to_json();
     s.plain = s.json;
     return s;
 }
 
-std::optional<ResultRow> row_of(json_object* doc) {
-    if (!doc || !json_object_is_type(doc, json_type_object)) return std::nullopt;
+const JsonReadOptions kLenient{true};
+
+}  // namespace
+
+ResultRow parse_result(std::string_view text) {
+    // Results written before NaN became null may hold it bare, as Python writes it.
+    JsonValue doc = parse_json_value(text, kLenient);
     ResultRow row;
-    bool has_index = false;
-    json_object_object_foreach(doc, key, v) {
-        std::string_view k(key);
-        if (k == "index" && json_object_is_type(v, json_type_int)) {
-            row.index = static_cast<std::uint64_t>(json_object_get_int64(v));
-            has_index = json_object_get_int64(v) >= 0;
-        } else if (k == "exit_code" && json_object_is_type(v, json_type_int)) {
-            row.exit_code = static_cast<long>(json_object_get_int64(v));
-        } else if (k == "elapsed_s" && (json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int))) {
-            row.elapsed_s = json_object_get_double(v);
-        } else if (k == "phase") row.phase = text_of(v);
+    for (const auto& [k, v] : doc.as_object("")) {
+        if (k == "index") row.index = v.as_uint64("index");
+        else if (k == "exit_code") row.exit_code = static_cast<long>(v.as_int64("exit_code"));
+        else if (k == "elapsed_s") row.elapsed_s = v.as_double("elapsed_s");
+        else if (k == "phase") row.phase = text_of(v);
         else if (k == "node") row.node = text_of(v);
         else if (k == "start") row.start = text_of(v);
         else if (k == "end") row.end = text_of(v);
         else if (k == "job_id") row.job_id = text_of(v);
         else if (k == "array_job_id") row.array_job_id = text_of(v);
         else if (k == "array_task_id") row.array_task_id = text_of(v);
-        else if (k == "metrics" && json_object_is_type(v, json_type_object)) {
-            json_object_object_foreach(v, name, value) row.metrics.emplace_back(name, scalar_of(value));
+        else if (k == "signal") row.signal = text_of(v);
+        else if (k == "error") row.error = text_of(v);
+        else if (k == "stderr_tail") {
+            for (std::size_t i = 0; const auto& line : v.as_array("stderr_tail")) row.stderr_tail.push_back(line.as_string(json_index_path("stderr_tail", i++)));
+        } else if (k == "non_finite") {
+            for (std::size_t i = 0; const auto& name : v.as_array("non_finite")) row.non_finite.push_back(name.as_string(json_index_path("non_finite", i++)));
+        } else if (k == "metrics") {
+            for (const auto& [name, value] : v.as_object("metrics")) {
+                if (value.is_non_finite()) {
+                    row.metrics.emplace_back(name, sweep::Scalar{"null", "NaN"});
+                    row.non_finite.push_back(name);
+                } else {
+                    row.metrics.emplace_back(name, scalar_of(value));
+                }
+            }
         }
     }
-    if (!has_index) return std::nullopt;
+    // A metric listed as non-finite is null in JSON and NaN as text.
+    for (auto& name : row.non_finite)
+        for (auto& [m, value] : row.metrics)
+            if (m == name && value.json == "null") value.plain = "NaN";
     return row;
+}
+
+namespace {
+
+std::optional<ResultRow> row_of(std::string_view text) {
+    try {
+        auto row = parse_result(text);
+        return row;
+    } catch (const Error&) {
+        return std::nullopt;  // not a whole result: the task counts as missing
+    }
 }
 
 // Reads whole files into one reused buffer.
@@ -212,25 +214,13 @@ private:
     UniqueFd fd_;
 };
 
-std::optional<ResultRow> parse_with(json_tokener* tok, std::string_view text) {
-    json_tokener_reset(tok);
-    JsonRef doc(json_tokener_parse_ex(tok, text.data(), static_cast<int>(text.size())));
-    if (json_tokener_get_error(tok) != json_tokener_success) return std::nullopt;
-    return row_of(doc.get());
-}
-
 // The parameters of task i, from its line in tasks.jsonl.
-sweep::Assignment params_of(const sweep::TaskIndex& index, std::uint64_t i, json_tokener* tok) {
-    auto line = index.line(i);
-    json_tokener_reset(tok);
-    JsonRef doc(json_tokener_parse_ex(tok, line.data(), static_cast<int>(line.size())));
-    json_object* params = nullptr;
-    if (json_tokener_get_error(tok) != json_tokener_success || !json_object_object_get_ex(doc.get(), "params", &params) ||
-        !json_object_is_type(params, json_type_object))
-        throw Error("tasks.jsonl: task " + std::to_string(i) + " has a malformed line; expand the sweep again");
-    sweep::Assignment out;
-    json_object_object_foreach(params, key, value) out.emplace_back(key, scalar_of(value));
-    return out;
+sweep::Assignment params_of(const sweep::TaskIndex& index, std::uint64_t i) {
+    try {
+        return sweep::parse_task_line(index.line(i)).params;
+    } catch (const Error& e) {
+        throw Error("task " + std::to_string(i) + ": " + e.what());
+    }
 }
 
 enum : std::uint8_t { kNone = 0, kDone = 1, kFailed = 2 };
@@ -257,14 +247,13 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
         ResultDir dir(path);
         if (files.empty() || !dir) continue;
         in_parallel(files.size(), [&](std::size_t begin, std::size_t end) {
-            JsonTokener tok;
             FileText file;
             std::vector<ResultRow> found;
             for (std::size_t k = begin; k < end; ++k) {
                 if (!file.read(dir.fd(), files[k].name.c_str())) continue;
                 auto code = sweep::result_exit_code(file.text());
                 if (!code || *code == 0) continue;
-                auto row = parse_with(tok.get(), file.text());
+                auto row = row_of(file.text());
                 if (!row) row = ResultRow{};
                 row->index = files[k].index;
                 row->exit_code = code;
@@ -284,20 +273,19 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
     if (!dir && !files.empty()) throw_errno("cannot open " + path);
     std::vector<std::vector<ResultRow>> parts;
     in_parallel(files.size(), [&](std::size_t begin, std::size_t end) {
-        JsonTokener tok;
         FileText file;
         std::vector<ResultRow> rows;
         rows.reserve(end - begin);
         for (std::size_t k = begin; k < end; ++k) {
             if (!file.read(dir.fd(), files[k].name.c_str())) continue;
-            auto row = parse_with(tok.get(), file.text());
+            auto row = row_of(file.text());
             if (!row || !row->exit_code) continue;  // not a whole result: the task counts as missing
             std::uint64_t i = files[k].index;
             row->index = i;
             if (row->phase.empty()) row->phase = last;
             row->state = *row->exit_code != 0 ? TaskState::failed : TaskState::done;
             state[i] = row->state == TaskState::failed ? kFailed : kDone;
-            row->params = params_of(index, i, tok.get());
+            row->params = params_of(index, i);
             rows.push_back(std::move(*row));
         }
         std::lock_guard lock(merge);
@@ -310,16 +298,20 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
         for (auto& row : p) table.rows.push_back(std::move(row));
     parts.clear();
 
-    JsonTokener tok;
     for (auto& row : table.rows)
-        if (failed_early.count(row.index)) {
-            row.state = TaskState::failed;  // a later success cannot hide an earlier failure
+        if (auto early = failed_early.find(row.index); early != failed_early.end()) {
+            // A later phase's result cannot hide an earlier failure: the row shows the
+            // phase that failed, and why.
+            auto params = std::move(row.params);
+            row = std::move(early->second);
+            row.params = std::move(params);
+            row.state = TaskState::failed;
             state[row.index] = kFailed;
         }
     for (auto& [i, row] : failed_early) {
         if (state[i] != kNone) continue;
         state[i] = kFailed;
-        row.params = params_of(index, i, tok.get());
+        row.params = params_of(index, i);
         table.rows.push_back(std::move(row));
     }
     if (options.include_missing) {
@@ -328,7 +320,7 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
                 ResultRow row;
                 row.index = i;
                 row.state = TaskState::missing;
-                row.params = params_of(index, i, tok.get());
+                row.params = params_of(index, i);
                 table.rows.push_back(std::move(row));
             }
     }

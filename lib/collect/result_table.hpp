@@ -31,9 +31,19 @@ struct ResultRow {
     std::optional<double> elapsed_s;
     std::string node, start, end, job_id, array_job_id, array_task_id;
     sweep::Assignment params;          // from tasks.jsonl
-    sweep::Assignment metrics;         // values as JSON text and plain text
+    sweep::Assignment metrics;         // values as JSON text and plain text; NaN and
+                                       // infinities are null in JSON and NaN as text
+    std::vector<std::string> non_finite;  // the metrics that were NaN or infinite
+    // Why a failed task failed: the signal that ended it, why it could not start, and
+    // the last lines of its stderr.
+    std::string signal, error;
+    std::vector<std::string> stderr_tail;
     std::optional<SacctRecord> sacct;
 };
+
+// One result document as a row (index, state and params are the caller's), read
+// strictly: malformed text is an aihpc::Error naming the path. The text a fuzzer feeds.
+ResultRow parse_result(std::string_view text);
 
 // A value of a row's cell as a number, when it is one.
 std::optional<double> number_of(const sweep::Scalar& value);

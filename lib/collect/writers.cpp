@@ -150,12 +150,17 @@ std::string row_json(const ResultTable& table, const ResultRow& row) {
     std::string out = "{\"index\":" + std::to_string(row.index) + ",\"status\":\"" + task_state_name(row.state) + "\"";
     if (!row.phase.empty()) out += ",\"phase\":" + json_quote(row.phase);
     out += ",\"params\":" + object_of(row.params) + ",\"metrics\":" + object_of(row.metrics);
+    // NaN and infinities are not JSON: null, and named here.
+    if (!row.non_finite.empty()) out += ",\"non_finite\":" + json_string_array(row.non_finite);
     out += ",\"exit_code\":" + (row.exit_code ? std::to_string(*row.exit_code) : std::string("null"));
     Column elapsed{Column::elapsed_s, "elapsed_s", ""};
     out += ",\"elapsed_s\":" + cell_json(row, elapsed);
     out += ",\"node\":" + json_quote_or_null(row.node) + ",\"start\":" + json_quote_or_null(row.start) + ",\"end\":" + json_quote_or_null(row.end) +
            ",\"job_id\":" + json_quote_or_null(row.job_id) + ",\"array_job_id\":" + json_quote_or_null(row.array_job_id) +
            ",\"array_task_id\":" + json_quote_or_null(row.array_task_id);
+    if (!row.signal.empty()) out += ",\"signal\":" + json_quote(row.signal);
+    if (!row.error.empty()) out += ",\"error\":" + json_quote(row.error);
+    if (!row.stderr_tail.empty()) out += ",\"stderr_tail\":" + json_string_array(row.stderr_tail);
     if (table.with_sacct) {
         if (row.sacct)
             out += ",\"sacct\":{\"State\":" + json_quote_or_null(row.sacct->state) + ",\"ExitCode\":" + json_quote_or_null(row.sacct->exit_code) +

@@ -211,9 +211,33 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
             argv.emplace_back("-b");
             argv.push_back(m.src + ":" + m.dst);
         }
-        if (cwd_inside) argv.push_back("--cd=" + *cwd_inside);
-        else if (!task.cwd.empty() && probe(task.cwd) == PathKind::directory) argv.push_back("--cd=" + task.cwd);
-        else argv.emplace_back("--cd=/");
+        // The task starts where the user stood when that directory is bound in; else
+        // relative paths (python3 train.py) would resolve against another directory,
+        // so say which.
+        if (cwd_inside) {
+            argv.push_back("--cd=" + *cwd_inside);
+        } else {
+            bool same_path = !task.cwd.empty() && probe(task.cwd) == PathKind::directory;
+            argv.push_back("--cd=" + (same_path ? task.cwd : std::string("/")));
+            // Warn when it matters, so that a task that needs no file of its working
+            // directory runs as quietly as any other: a command word naming a file there
+            // (python3 train.py) will not be found inside.
+            std::string relative;
+            if (task.exists_on_host)
+                for (std::size_t i = 0; i < task.argv.size(); ++i) {
+                    const std::string& word = task.argv[i];
+                    if (i == 0 && word.find('/') == std::string::npos) continue;  // a program looked up in PATH
+                    if (!word.empty() && word[0] != '/' && word[0] != '-' && task.exists_on_host(word)) {
+                        relative = word;
+                        break;
+                    }
+                }
+            if (!task.cwd.empty() && !request.batch_script && !relative.empty())
+                out.warnings.push_back("'" + relative + "' is relative to the working directory " + task.cwd + ", which is not bound into the container " + request.image +
+                                       ", so the task starts in the image's " + (same_path ? task.cwd : std::string("/")) +
+                                       "; bind it with --aihpc-container-bind=" + task.cwd + ":" + task.cwd +
+                                       " (the path must exist in the image) so that relative paths work");
+        }
         // ch-run unsets TMPDIR and shows the host's $TMPDIR at /tmp.
         if (env_get(task.env, "TMPDIR")) argv.emplace_back("--set-env=TMPDIR=/tmp");
         argv.push_back(request.image);

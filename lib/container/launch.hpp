@@ -66,6 +66,9 @@ struct TaskView {
     std::vector<std::string> env;   // NAME=VALUE
     std::string cwd;
     GpuSet gpus;
+    // Whether a path relative to cwd names a file on the host: a command word that does
+    // is one the task will not find when cwd is not in the container. Empty: not asked.
+    std::function<bool(const std::string& relative_path)> exists_on_host;
 };
 
 enum class PathKind { none, directory, file };
@@ -75,6 +78,9 @@ using ImageProbe = std::function<PathKind(const std::string& path_in_image)>;
 struct RuntimeCommand {
     std::vector<std::string> argv;   // argv[0] is the runtime's program
     std::vector<std::string> env;
+    // What the task should know before it starts, such as a working directory the
+    // container cannot see (full sentences, without the aihpc: prefix).
+    std::vector<std::string> warnings;
 };
 
 // Pure. Throws aihpc::Error when the runtime cannot honour the request (a charliecloud

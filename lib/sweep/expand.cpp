@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <unordered_set>
 
 #include "common/error.hpp"
 #include "common/json.hpp"
@@ -39,49 +40,113 @@ Scalar draw_value(const Axis& axis, std::uint64_t seed, std::uint64_t n) {
     }
 }
 
-std::vector<Scalar> axis_values(const Axis& axis, std::uint64_t seed) {
-    std::vector<Scalar> out;
+namespace {
+
+// A seeded bijection on [0, span): a Feistel network on the smallest even power of two
+// that holds span, walked until it lands inside (cycle walking). The k-th draw of a
+// grid's int axis is lo + permute(k), so n draws never repeat a value and need no memory.
+std::uint64_t permute(std::uint64_t k, std::uint64_t span, std::uint64_t seed, std::string_view name) {
+    unsigned bits = 2;
+    while (bits < 64 && (std::uint64_t(1) << bits) < span) bits += 2;
+    unsigned half = bits / 2;
+    std::uint64_t mask = (std::uint64_t(1) << half) - 1;
+    std::uint64_t x = k;
+    do {
+        std::uint64_t l = x >> half, r = x & mask;
+        for (unsigned round = 0; round < 4; ++round) {
+            std::uint64_t f = static_cast<std::uint64_t>(unit_draw(seed ^ (r * 0x9e3779b97f4a7c15ULL), name, round, 7) * 0x1p53) & mask;
+            std::uint64_t next = l ^ f;
+            l = r;
+            r = next;
+        }
+        x = (l << half) | r;
+    } while (x >= span);
+    return x;
+}
+
+// Values of a float range: start + k*step while short of stop, counted without a loop.
+std::uint64_t float_range_length(const Axis& axis) {
+    double s = axis.args[0].value(), e = axis.args[1].value(), st = axis.args[2].value();
+    auto inside = [&](double k) {
+        double v = s + k * st;
+        return st > 0 ? v < e : v > e;
+    };
+    double n = std::ceil((e - s) / st);
+    if (!(n > 0)) return 0;
+    while (n > 0 && !inside(n - 1)) --n;
+    while (inside(n)) ++n;
+    return static_cast<std::uint64_t>(n);
+}
+
+}  // namespace
+
+std::uint64_t int_span(const Axis& axis) {
+    // hi - lo + 1 in unsigned arithmetic; 0 stands for the whole 2^64.
+    return static_cast<std::uint64_t>(axis.args[1].i) - static_cast<std::uint64_t>(axis.args[0].i) + 1;
+}
+
+std::uint64_t axis_length(const Axis& axis) {
     switch (axis.kind) {
-    case AxisKind::values: return axis.values;
-    case AxisKind::repeat:
-        for (std::uint64_t i = 0; i < axis.repeat; ++i) out.push_back(scalar_int(static_cast<std::int64_t>(i)));
-        return out;
+    case AxisKind::values: return axis.values.size();
+    case AxisKind::repeat: return axis.repeat;
+    case AxisKind::zip: return axis.zip_columns.empty() ? 0 : axis.zip_columns[0].size();
     case AxisKind::range: {
         const auto &s = axis.args[0], &e = axis.args[1], &st = axis.args[2];
         if (s.is_int && e.is_int && st.is_int) {
-            for (auto v = s.i; st.i > 0 ? v < e.i : v > e.i; v += st.i) out.push_back(scalar_int(v));
-        } else {
-            // start + k*step, not a running sum, so that errors do not accumulate.
-            for (std::uint64_t k = 0;; ++k) {
-                double v = s.value() + static_cast<double>(k) * st.value();
-                if (st.value() > 0 ? v >= e.value() : v <= e.value()) break;
-                out.push_back(scalar_double(v));
-            }
+            if (st.i > 0) return e.i > s.i ? (static_cast<std::uint64_t>(e.i - s.i) + static_cast<std::uint64_t>(st.i) - 1) / static_cast<std::uint64_t>(st.i) : 0;
+            return s.i > e.i ? (static_cast<std::uint64_t>(s.i - e.i) + static_cast<std::uint64_t>(-st.i) - 1) / static_cast<std::uint64_t>(-st.i) : 0;
         }
-        return out;
+        return float_range_length(axis);
+    }
+    case AxisKind::linspace:
+    case AxisKind::logspace: return static_cast<std::uint64_t>(axis.args[2].i);
+    case AxisKind::uniform:
+    case AxisKind::loguniform:
+    case AxisKind::int_:
+    case AxisKind::normal: return axis.count;
+    default: throw Error(std::string("internal: ") + axis_kind_name(axis.kind) + " is not a leaf axis");
+    }
+}
+
+Scalar axis_value_at(const Axis& axis, std::uint64_t seed, std::uint64_t k) {
+    switch (axis.kind) {
+    case AxisKind::values: return axis.values[k];
+    case AxisKind::repeat: return scalar_int(static_cast<std::int64_t>(k));
+    case AxisKind::range: {
+        const auto &s = axis.args[0], &st = axis.args[2];
+        if (s.is_int && axis.args[1].is_int && st.is_int) return scalar_int(s.i + static_cast<std::int64_t>(k) * st.i);
+        // start + k*step, not a running sum, so that errors do not accumulate.
+        return scalar_double(s.value() + static_cast<double>(k) * st.value());
     }
     case AxisKind::linspace:
     case AxisKind::logspace: {
         auto n = static_cast<std::uint64_t>(axis.args[2].i);
         double a = axis.args[0].value(), b = axis.args[1].value();
-        for (std::uint64_t k = 0; k < n; ++k) {
-            double v;
-            if (k == 0) v = a;
-            else if (k == n - 1) v = b;
-            else if (axis.kind == AxisKind::linspace) v = a + (b - a) * static_cast<double>(k) / static_cast<double>(n - 1);
-            else v = std::pow(10.0, std::log10(a) + (std::log10(b) - std::log10(a)) * static_cast<double>(k) / static_cast<double>(n - 1));
-            out.push_back(scalar_double(v));
-        }
-        return out;
+        double v;
+        if (k == 0) v = a;
+        else if (k == n - 1) v = b;
+        else if (axis.kind == AxisKind::linspace) v = a + (b - a) * static_cast<double>(k) / static_cast<double>(n - 1);
+        else v = std::pow(10.0, std::log10(a) + (std::log10(b) - std::log10(a)) * static_cast<double>(k) / static_cast<double>(n - 1));
+        return scalar_double(v);
+    }
+    case AxisKind::int_: {
+        auto span = int_span(axis);
+        if (span == 0 || span > (std::uint64_t(1) << 62)) return draw_value(axis, seed, k);
+        return scalar_int(static_cast<std::int64_t>(static_cast<std::uint64_t>(axis.args[0].i) + permute(k, span, seed, axis.param)));
     }
     case AxisKind::uniform:
     case AxisKind::loguniform:
-    case AxisKind::int_:
-    case AxisKind::normal:
-        for (std::uint64_t k = 0; k < axis.count; ++k) out.push_back(draw_value(axis, seed, k));
-        return out;
+    case AxisKind::normal: return draw_value(axis, seed, k);
     default: throw Error(std::string("internal: ") + axis_kind_name(axis.kind) + " is not a leaf axis");
     }
+}
+
+std::vector<Scalar> axis_values(const Axis& axis, std::uint64_t seed) {
+    std::vector<Scalar> out;
+    auto n = axis_length(axis);
+    out.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(n, 1 << 20)));
+    for (std::uint64_t k = 0; k < n; ++k) out.push_back(axis_value_at(axis, seed, k));
+    return out;
 }
 
 std::uint64_t task_seed(std::uint64_t seed, std::string_view params_object) {
@@ -109,30 +174,46 @@ struct Branch_ {
     std::vector<Node> nodes;
 };
 
+// One axis in the odometer. A computed axis (range, linspace, logspace, draws, repeat)
+// keeps no value list: its value at `pos` is computed when the task is written, so that
+// memory does not grow with the axis's length.
 struct Node {
     bool is_union = false;
     std::vector<Row> rows;
     std::vector<Branch_> branches;
-    std::size_t pos = 0;
+    const Axis* computed = nullptr;
+    std::uint64_t length = 0;  // of a computed axis
+    std::uint64_t seed = 0;
+    Row current;               // a computed axis's row at pos
+    std::uint64_t current_pos = ~std::uint64_t(0);
+    std::uint64_t pos = 0;
+
+    std::uint64_t size() const { return is_union ? branches.size() : computed ? length : rows.size(); }
+    const Row& row() {
+        if (!computed) return rows[pos];
+        if (current_pos != pos) {
+            current = make_row({{computed->param, axis_value_at(*computed, seed, pos)}});
+            current_pos = pos;
+        }
+        return current;
+    }
 };
 
 namespace {
 
-constexpr std::uint64_t kMaxTasks = std::uint64_t(1) << 48;
-
 std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b) {
-    if (a && b > kMaxTasks / a) throw Error("sweep spec: the sweep has more than 2^48 tasks");
+    if (a && b > kMaxSweepTasks / a) throw Error("sweep spec: the sweep has more than 2^48 tasks");
     return a * b;
 }
 
 std::uint64_t size_of(const std::vector<Node>& nodes);
 
 std::uint64_t size_of(const Node& node) {
-    if (!node.is_union) return node.rows.size();
+    if (!node.is_union) return node.size();
     std::uint64_t sum = 0;
     for (auto& b : node.branches) {
         sum += size_of(b.nodes);
-        if (sum > kMaxTasks) throw Error("sweep spec: the sweep has more than 2^48 tasks");
+        if (sum > kMaxSweepTasks) throw Error("sweep spec: the sweep has more than 2^48 tasks");
     }
     return sum;
 }
@@ -143,29 +224,42 @@ std::uint64_t size_of(const std::vector<Node>& nodes) {
     return n;
 }
 
-std::vector<Row> rows_of(const Axis& axis, std::uint64_t seed) {
+std::vector<Row> zip_rows(const Axis& axis) {
     std::vector<Row> rows;
-    if (axis.kind == AxisKind::zip) {
-        for (std::size_t r = 0; r < axis.zip_columns[0].size(); ++r) {
-            Assignment cells;
-            for (std::size_t c = 0; c < axis.zip_names.size(); ++c) cells.emplace_back(axis.zip_names[c], axis.zip_columns[c][r]);
-            rows.push_back(make_row(std::move(cells)));
-        }
-    } else {
-        for (auto& v : axis_values(axis, seed)) rows.push_back(make_row({{axis.param, v}}));
+    for (std::size_t r = 0; r < axis.zip_columns[0].size(); ++r) {
+        Assignment cells;
+        for (std::size_t c = 0; c < axis.zip_names.size(); ++c) cells.emplace_back(axis.zip_names[c], axis.zip_columns[c][r]);
+        rows.push_back(make_row(std::move(cells)));
     }
     return rows;
 }
 
-std::vector<Node> grid_nodes(const std::vector<Axis>& axes, std::uint64_t seed) {
+Node leaf_node(const Axis& axis, std::uint64_t seed) {
+    Node node;
+    if (axis.kind == AxisKind::zip) {
+        node.rows = zip_rows(axis);
+    } else if (axis.kind == AxisKind::values) {
+        for (auto& v : axis.values) node.rows.push_back(make_row({{axis.param, v}}));
+    } else {
+        node.computed = &axis;
+        node.seed = seed;
+        node.length = axis_length(axis);
+    }
+    return node;
+}
+
+// `whole_int`: an int axis stands for every integer of its range (a random sweep whose
+// space is enumerated), not for `count` draws.
+std::vector<Node> grid_nodes(const std::vector<Axis>& axes, std::uint64_t seed, bool whole_int = false) {
     std::vector<Node> nodes;
     for (const auto& axis : axes) {
         Node node;
         if (axis.kind == AxisKind::union_) {
             node.is_union = true;
-            for (const auto& b : axis.branches) node.branches.push_back(Branch_{make_row(b.fixed), grid_nodes(b.axes, seed)});
+            for (const auto& b : axis.branches) node.branches.push_back(Branch_{make_row(b.fixed), grid_nodes(b.axes, seed, whole_int)});
         } else {
-            node.rows = rows_of(axis, seed);
+            node = leaf_node(axis, seed);
+            if (whole_int && axis.kind == AxisKind::int_) node.length = int_span(axis);
         }
         nodes.push_back(std::move(node));
     }
@@ -185,13 +279,45 @@ std::string union_key(const Axis& axis) {
     return key;
 }
 
+// The number of distinct configurations a random sweep can draw (repeat left out, as it
+// stays a product per trial); 0 when some axis is continuous.
+std::uint64_t finite_space(const std::vector<Axis>& axes) {
+    std::uint64_t n = 1;
+    for (const auto& axis : axes) {
+        std::uint64_t k = 0;
+        switch (axis.kind) {
+        case AxisKind::uniform:
+        case AxisKind::loguniform:
+        case AxisKind::normal: return 0;
+        case AxisKind::int_:
+            k = int_span(axis);
+            if (k == 0 || k > kMaxSweepTasks) return 0;
+            break;
+        case AxisKind::repeat: k = 1; break;
+        case AxisKind::union_:
+            for (const auto& b : axis.branches) {
+                auto m = finite_space(b.axes);
+                if (m == 0) return 0;
+                k += m;
+                if (k > kMaxSweepTasks) return 0;
+            }
+            break;
+        default: k = axis_length(axis);
+        }
+        if (k && n > kMaxSweepTasks / k) return 0;
+        n *= k;
+    }
+    return n;
+}
+
 }  // namespace
 
-// What a random sweep samples from, computed once: per axis its value rows and the key
-// its index is drawn under, per union branch the same for the branch's axes.
+// What a random sweep samples from, computed once: per axis its value rows (or the axis
+// itself when computed) and the key its index is drawn under, per union branch the same
+// for the branch's axes.
 struct TrialAxis {
     const Axis* axis = nullptr;
-    std::vector<Row> rows;
+    Node leaf;
     std::string key;
     std::vector<Row> branch_fixed;
     std::vector<std::vector<TrialAxis>> branch_axes;
@@ -217,11 +343,11 @@ std::vector<TrialAxis> trial_axes(const std::vector<Axis>& axes, std::uint64_t s
         case AxisKind::int_:
         case AxisKind::normal: break;
         case AxisKind::zip:
-            t.rows = rows_of(axis, seed);
+            t.leaf = leaf_node(axis, seed);
             t.key = "zip:";
             for (auto& n : axis.zip_names) t.key += n + ",";
             break;
-        default: t.rows = rows_of(axis, seed); t.key = axis.param;
+        default: t.leaf = leaf_node(axis, seed); t.key = axis.param;
         }
         out.push_back(std::move(t));
     }
@@ -230,14 +356,14 @@ std::vector<TrialAxis> trial_axes(const std::vector<Axis>& axes, std::uint64_t s
 
 // One trial of a random sweep: every axis sampled once, except repeat, which stays a
 // product so that replicates of a trial share its parameters.
-std::vector<Node> trial_nodes(const std::vector<TrialAxis>& axes, std::uint64_t seed, std::uint64_t trial) {
+std::vector<Node> trial_nodes(std::vector<TrialAxis>& axes, std::uint64_t seed, std::uint64_t trial) {
     std::vector<Node> nodes;
     nodes.reserve(axes.size());
-    for (const auto& t : axes) {
+    for (auto& t : axes) {
         const Axis& axis = *t.axis;
         Node node;
-        auto pick = [&](std::string_view key, std::size_t n) {
-            return std::min<std::size_t>(n - 1, static_cast<std::size_t>(unit_draw(seed, key, trial) * static_cast<double>(n)));
+        auto pick = [&](std::string_view key, std::uint64_t n) {
+            return std::min<std::uint64_t>(n - 1, static_cast<std::uint64_t>(unit_draw(seed, key, trial) * static_cast<double>(n)));
         };
         switch (axis.kind) {
         case AxisKind::union_: {
@@ -246,12 +372,14 @@ std::vector<Node> trial_nodes(const std::vector<TrialAxis>& axes, std::uint64_t 
             node.branches.push_back(Branch_{t.branch_fixed[b], trial_nodes(t.branch_axes[b], seed, trial)});
             break;
         }
-        case AxisKind::repeat: node.rows = t.rows; break;
+        case AxisKind::repeat: node = leaf_node(axis, seed); break;
         case AxisKind::uniform:
         case AxisKind::loguniform:
         case AxisKind::int_:
         case AxisKind::normal: node.rows.push_back(make_row({{axis.param, draw_value(axis, seed, trial)}})); break;
-        default: node.rows.push_back(t.rows[pick(t.key, t.rows.size())]);
+        default:
+            t.leaf.pos = pick(t.key, t.leaf.size());
+            node.rows.push_back(t.leaf.row());
         }
         nodes.push_back(std::move(node));
     }
@@ -265,8 +393,7 @@ bool advance(Node& node) {
     if (node.is_union) {
         if (!advance(node.branches[node.pos].nodes)) return false;
     }
-    std::size_t n = node.is_union ? node.branches.size() : node.rows.size();
-    if (++node.pos < n) return false;
+    if (++node.pos < node.size()) return false;
     node.pos = 0;
     return true;
 }
@@ -284,21 +411,26 @@ void append_fragment(std::string& out, const Row& row, std::vector<const std::pa
     for (auto& c : row.cells) cells.push_back(&c);
 }
 
-void render(const std::vector<Node>& nodes, std::string& out, std::vector<const std::pair<std::string, Scalar>*>& cells) {
-    for (const auto& node : nodes) {
+void render(std::vector<Node>& nodes, std::string& out, std::vector<const std::pair<std::string, Scalar>*>& cells) {
+    for (auto& node : nodes) {
         if (node.is_union) {
-            const auto& b = node.branches[node.pos];
+            auto& b = node.branches[node.pos];
             append_fragment(out, b.fixed, cells);
             render(b.nodes, out, cells);
         } else {
-            append_fragment(out, node.rows[node.pos], cells);
+            append_fragment(out, node.row(), cells);
         }
     }
 }
 
+// Trials drawn at most this many times over before a random sweep of a finite space
+// settles for the distinct configurations it has found.
+constexpr std::uint64_t kDrawsPerTrial = 64;
+
 }  // namespace
 
 TaskStream::TaskStream(const SweepSpec& spec) : spec_(spec) {
+    rule_hits_.assign(spec_.exclude.size(), 0);
     if (spec.method == Method::grid) {
         nodes_ = grid_nodes(spec_.axes, spec.seed);
         product_size_ = size_of(nodes_);
@@ -306,29 +438,54 @@ TaskStream::TaskStream(const SweepSpec& spec) : spec_(spec) {
         std::uint64_t per_trial = 1;
         for (auto& a : spec.axes)
             if (a.kind == AxisKind::repeat) per_trial = checked_mul(per_trial, a.repeat);
-        product_size_ = checked_mul(spec.trials, per_trial);
-        trial_axes_ = trial_axes(spec_.axes, spec.seed);
+        distinct_ = finite_space(spec_.axes);
+        if (distinct_ && distinct_ <= spec.trials) {
+            // Every configuration is wanted: run each once rather than draw with repeats.
+            enumerate_ = true;
+            nodes_ = grid_nodes(spec_.axes, spec.seed, true);
+            product_size_ = size_of(nodes_);
+        } else {
+            product_size_ = checked_mul(spec.trials, per_trial);
+            trial_axes_ = trial_axes(spec_.axes, spec.seed);
+        }
     }
     params_.reserve(256);
 }
 
 TaskStream::~TaskStream() = default;
 
-void TaskStream::build_trial() { nodes_ = trial_nodes(trial_axes_, spec_.seed, trial_); }
+void TaskStream::build_trial() {
+    // Draws of a finite space that repeat an earlier trial are drawn again, under the
+    // next draw number: trials sample without replacement.
+    for (;;) {
+        nodes_ = trial_nodes(trial_axes_, spec_.seed, draw_);
+        ++draw_;
+        if (!distinct_) return;
+        std::string first = "{";
+        std::vector<const std::pair<std::string, Scalar>*> cells;
+        render(nodes_, first, cells);
+        if (seen_trials_.insert(XXH3_64bits(first.data(), first.size())).second) return;
+        if (draw_ >= kDrawsPerTrial * spec_.trials + 1024) {
+            exhausted_ = true;
+            return;
+        }
+    }
+}
 
 bool TaskStream::step() {
     if (done_) return false;
+    bool random = spec_.method == Method::random && !enumerate_;
     if (!started_) {
         started_ = true;
-        if (spec_.method == Method::random) build_trial();
+        if (random) build_trial();
     } else if (advance(nodes_)) {
-        if (spec_.method == Method::grid || ++trial_ >= spec_.trials) {
+        if (!random || ++trial_ >= spec_.trials) {
             done_ = true;
             return false;
         }
         build_trial();
     }
-    if (product_size_ == 0) {
+    if (product_size_ == 0 || exhausted_) {
         done_ = true;
         return false;
     }
@@ -340,13 +497,15 @@ bool TaskStream::step() {
     return true;
 }
 
-bool TaskStream::excluded() const {
-    for (const auto& rule : spec_.exclude) {
+bool TaskStream::excluded() {
+    bool any = false;
+    for (std::size_t r = 0; r < spec_.exclude.size(); ++r) {
         bool all = true;
-        for (const auto& [k, v] : rule) {
+        for (const auto& [k, v] : spec_.exclude[r]) {
             bool hit = false;
             for (auto* c : cells_)
                 if (c->first == k) {
+                    // Typed: the JSON texts differ for 96 and 96.0, and for 1 and true.
                     hit = c->second.json == v.json;
                     break;
                 }
@@ -355,9 +514,12 @@ bool TaskStream::excluded() const {
                 break;
             }
         }
-        if (all) return true;
+        if (all) {
+            ++rule_hits_[r];
+            any = true;
+        }
     }
-    return false;
+    return any;
 }
 
 bool TaskStream::next() {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "sweep/spec.hpp"
@@ -18,6 +19,16 @@ double unit_draw(std::uint64_t seed, std::string_view name, std::uint64_t n, uns
 
 // Draw number n of a distribution axis (uniform, loguniform, int, normal).
 Scalar draw_value(const Axis& axis, std::uint64_t seed, std::uint64_t n);
+
+// The most tasks a sweep may have at all; --max-tasks sets the limit below it.
+constexpr std::uint64_t kMaxSweepTasks = std::uint64_t(1) << 48;
+
+// A leaf axis's number of values, and its k-th value, computed without a value list. A
+// grid's int axis draws without replacement: its n values are distinct.
+std::uint64_t axis_length(const Axis& axis);
+Scalar axis_value_at(const Axis& axis, std::uint64_t seed, std::uint64_t k);
+// The number of integers an int axis spans (0: all 2^64).
+std::uint64_t int_span(const Axis& axis);
 
 // The value list of a leaf axis in a grid sweep (values, range, linspace, logspace, or
 // `count` draws of a distribution, or 0..N-1 for repeat).
@@ -48,10 +59,16 @@ public:
     std::uint64_t product_size() const { return product_size_; }
     // ...and the exact number so far: the tasks next() has looked at, excluded or not.
     std::uint64_t generated() const { return generated_; }
+    // How many tasks each exclusion rule matched so far, in spec order.
+    const std::vector<std::uint64_t>& exclude_hits() const { return rule_hits_; }
+    // A random sweep over a finite space: its number of distinct configurations (repeat
+    // left out), else 0. When it is no more than the trials asked, each runs once.
+    std::uint64_t distinct_configurations() const { return distinct_; }
+    bool enumerates_space() const { return enumerate_; }
 
 private:
     bool step();
-    bool excluded() const;
+    bool excluded();
     void build_trial();
 
     SweepSpec spec_;  // a copy: a stream may outlive the spec it was made from
@@ -61,7 +78,13 @@ private:
     std::uint64_t index_ = 0;
     std::uint64_t produced_ = 0;
     std::uint64_t generated_ = 0;
-    std::uint64_t trial_ = 0;
+    std::uint64_t trial_ = 0;   // trials accepted
+    std::uint64_t draw_ = 0;    // draw numbers used (a repeated configuration is drawn again)
+    std::uint64_t distinct_ = 0;
+    bool enumerate_ = false;
+    bool exhausted_ = false;
+    std::unordered_set<std::uint64_t> seen_trials_;
+    std::vector<std::uint64_t> rule_hits_;
     bool started_ = false;
     bool done_ = false;
     std::string params_;

@@ -30,6 +30,26 @@ void widen(std::map<std::string, ParamRange>& out, const std::string& name, Para
     it->second.integer = it->second.integer && r.integer;
 }
 
+// Listed values: numbers give their span (integers stay integers only when every value
+// is one), anything else makes the parameter categorical.
+void widen_values(std::map<std::string, ParamRange>& out, std::set<std::string>& categorical, const std::string& name,
+                  const std::vector<Scalar>& values, bool may_be_log = false) {
+    ParamRange r{INFINITY, -INFINITY, may_be_log, true};
+    for (auto& v : values) {
+        char* end = nullptr;
+        double d = std::strtod(v.json.c_str(), &end);
+        if (v.json.empty() || *end || v.json[0] == '"' || v.json == "true" || v.json == "false" || !std::isfinite(d)) {
+            categorical.insert(name);
+            return;
+        }
+        r.lo = std::min(r.lo, d);
+        r.hi = std::max(r.hi, d);
+        r.integer = r.integer && v.json.find_first_of(".eE") == std::string::npos;
+        r.log = r.log && d > 0;
+    }
+    if (!values.empty()) widen(out, name, r);
+}
+
 void collect(const std::vector<Axis>& axes, std::map<std::string, ParamRange>& out, std::set<std::string>& categorical) {
     for (const auto& a : axes) {
         switch (a.kind) {
@@ -46,42 +66,28 @@ void collect(const std::vector<Axis>& axes, std::map<std::string, ParamRange>& o
         case AxisKind::normal:
             widen(out, a.param, {a.args[0].value() - 3 * a.args[1].value(), a.args[0].value() + 3 * a.args[1].value(), false, false});
             break;
-        case AxisKind::values: {
-            ParamRange r{INFINITY, -INFINITY, false, true};
-            bool numeric = true;
-            for (auto& v : a.values) {
-                char* end = nullptr;
-                double d = std::strtod(v.json.c_str(), &end);
-                if (v.json.empty() || *end || v.json[0] == '"' || v.json == "true" || v.json == "false") numeric = false;
-                else {
-                    r.lo = std::min(r.lo, d);
-                    r.hi = std::max(r.hi, d);
-                    r.integer = r.integer && v.json.find_first_of(".eE") == std::string::npos;
-                }
-            }
-            if (numeric && a.values.size() > 1) widen(out, a.param, r);
-            else categorical.insert(a.param);
-            break;
-        }
+        case AxisKind::values: widen_values(out, categorical, a.param, a.values); break;
         case AxisKind::union_:
+            // A union member's numbers widen like any other: a fixed number is one point
+            // of its parameter's span.
             for (auto& b : a.branches) {
-                for (auto& [k, v] : b.fixed) categorical.insert(k);
+                for (auto& [k, v] : b.fixed) widen_values(out, categorical, k, {v}, true);
                 collect(b.axes, out, categorical);
             }
             break;
         case AxisKind::zip:
-            for (auto& n : a.zip_names) categorical.insert(n);
+            for (std::size_t c = 0; c < a.zip_names.size(); ++c) widen_values(out, categorical, a.zip_names[c], a.zip_columns[c]);
             break;
         case AxisKind::repeat: break;
         }
     }
 }
 
-std::optional<double> metric_of(json_object* result, const std::string& name) {
-    json_object *metrics = nullptr, *v = nullptr;
-    if (!json_object_object_get_ex(result, "metrics", &metrics) || !json_object_object_get_ex(metrics, name.c_str(), &v)) return std::nullopt;
-    if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) return std::nullopt;
-    double d = json_object_get_double(v);
+std::optional<double> metric_of(const JsonValue& result, const std::string& name) {
+    const JsonValue* metrics = result.find("metrics");
+    const JsonValue* v = metrics ? metrics->find(name) : nullptr;
+    if (!v || !v->is_number() || v->is_non_finite()) return std::nullopt;
+    double d = v->as_double(name);
     return std::isfinite(d) ? std::optional<double>(d) : std::nullopt;
 }
 
@@ -107,10 +113,14 @@ std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& met
         if (!ends_with(name, ".json")) continue;
         auto i = parse_uint(name.substr(0, name.size() - 5));
         if (!i || *i >= index.size()) continue;
-        JsonRef r = parse_json(read_file(dir + "/" + std::string(name)));
-        json_object* code = json_member(r.get(), "exit_code");
         std::optional<double> m;
-        if (code && json_object_get_int(code) == 0) m = metric_of(r.get(), metric);
+        try {
+            JsonValue r = parse_json_value(read_file(dir + "/" + std::string(name)), JsonReadOptions{true});
+            const JsonValue* code = r.find("exit_code");
+            if (code && code->is_integer() && code->text() == "0") m = metric_of(r, metric);
+        } catch (const Error&) {
+            continue;  // not a whole result
+        }
         if (m) all.push_back({index.task(*i), *m});
     }
     if (all.empty()) throw Error("no finished task of " + sweep.path + " reports the metric '" + metric + "'");
@@ -155,7 +165,7 @@ SweepSpec refine_spec(const SweepSpec& spec, const std::vector<TaskRecord>& best
             a.param = name;
             a.path = u.path;
             double lo, hi;
-            if (pr.log && v > 0 && pr.lo > 0) {
+            if (pr.log && !pr.integer && v > 0 && pr.lo > 0) {
                 double f = std::pow(pr.hi / pr.lo, shrink / 2);
                 lo = std::max(pr.lo, v / f);
                 hi = std::min(pr.hi, v * f);

@@ -70,7 +70,23 @@ std::string rounds_json(const RoundsRecord& r) {
             out += "null";
         out += "}";
     }
-    return out + "]}\n";
+    out += "]";
+    // The best of the whole loop, which need not be the last round's.
+    if (auto best = overall_best(r))
+        out += ",\n\"best\":{\"round\":" + std::to_string(best->first) + ",\"index\":" + std::to_string(best->second.index) +
+               ",\"metric\":" + format_double(best->second.metric) +
+               ",\"params\":" + (best->second.params_json.empty() ? "null" : best->second.params_json) + "}";
+    return out + "}\n";
+}
+
+std::optional<std::pair<std::uint64_t, RoundBest>> overall_best(const RoundsRecord& r) {
+    std::optional<std::pair<std::uint64_t, RoundBest>> best;
+    for (const auto& h : r.history) {
+        if (!h.best || !std::isfinite(h.best->metric)) continue;
+        bool better = !best || (r.plan.maximize ? h.best->metric > best->second.metric : h.best->metric < best->second.metric);
+        if (better) best = std::make_pair(h.round, *h.best);
+    }
+    return best;
 }
 
 RoundsRecord parse_rounds_json(const std::string& text) {

@@ -49,6 +49,9 @@ struct RoundsRecord {
 };
 
 std::string rounds_json(const RoundsRecord& record);
+// The best task over every round so far (its round and its best), in the plan's direction;
+// earlier rounds win ties.
+std::optional<std::pair<std::uint64_t, RoundBest>> overall_best(const RoundsRecord& record);
 RoundsRecord parse_rounds_json(const std::string& text);  // throws aihpc::Error
 
 // "loss", "loss:min", "acc:max" -> name and direction (true: maximize); errors name

@@ -1,16 +1,20 @@
 #include "sweep/runner.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 
 #include "common/error.hpp"
+#include "common/fd.hpp"
 #include "common/json.hpp"
 #include "common/paths.hpp"
 #include "common/text.hpp"
@@ -93,6 +97,27 @@ private:
     bool active_ = true;
 };
 
+// Passes a command's stderr on to our own and keeps its last 64 KiB, enough for the
+// last kStderrTailLines lines of any reasonable output.
+class StderrTail {
+public:
+    void add(std::string_view data) {
+        for (std::size_t done = 0; done < data.size();) {
+            ssize_t n = ::write(2, data.data() + done, data.size() - done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;  // our stderr is gone: keep the tail all the same
+            done += static_cast<std::size_t>(n);
+        }
+        kept_.append(data);
+        if (kept_.size() > 2 * kKeep) kept_.erase(0, kept_.size() - kKeep);
+    }
+    std::vector<std::string> lines() const { return last_lines(kept_, kStderrTailLines); }
+
+private:
+    static constexpr std::size_t kKeep = 64 * 1024;
+    std::string kept_;
+};
+
 std::string signal_name(int sig) {
     const char* abbrev = sigabbrev_np(sig);
     return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
@@ -108,6 +133,12 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
     for (auto& w : command) argv.push_back(const_cast<char*>(w.c_str()));
     argv.push_back(nullptr);
     int status = 0;
+    // The command's stderr goes through a pipe: passed on to ours (the task's log) and its
+    // tail kept, so that a failed task's result says why it failed.
+    int err_pipe[2];
+    if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw_errno("cannot make a pipe for the stderr of " + command[0]);
+    UniqueFd err_read(err_pipe[0]), err_write(err_pipe[1]);
+    StderrTail tail;
     {
         BlockedSignals blocked;
         pid_t pid = ::fork();
@@ -116,6 +147,7 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
             ::signal(SIGTERM, SIG_DFL);
             ::signal(SIGINT, SIG_DFL);
             ::sigprocmask(SIG_SETMASK, &blocked.old(), nullptr);
+            ::dup2(err_pipe[1], 2);
             for (auto& [k, v] : extra_env) ::setenv(k.c_str(), v.c_str(), 1);
             ::execvp(argv[0], argv.data());
             int err = errno;
@@ -125,7 +157,37 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
         }
         g_child = pid;
         blocked.restore();
-        while (::waitpid(pid, &status, 0) < 0) {
+        err_write.reset();
+        bool reaped = false;
+        for (;;) {
+            // Poll with a timeout: a grandchild left behind may hold the pipe open after
+            // the command itself has ended.
+            struct pollfd pfd {err_read.get(), POLLIN, 0};
+            int ready = ::poll(&pfd, 1, 200);
+            if (ready > 0) {
+                char buf[8192];
+                ssize_t n = ::read(err_read.get(), buf, sizeof buf);
+                if (n > 0) {
+                    tail.add(std::string_view(buf, static_cast<std::size_t>(n)));
+                    continue;
+                }
+                if (n < 0 && errno == EINTR) continue;
+                break;  // end of file: every writer is gone
+            }
+            if (ready < 0 && errno != EINTR) break;
+            pid_t r = ::waitpid(pid, &status, WNOHANG);
+            if (r == pid) {
+                reaped = true;
+                // Whatever is already in the pipe, without waiting for more.
+                int flags = ::fcntl(err_read.get(), F_GETFL);
+                ::fcntl(err_read.get(), F_SETFL, flags | O_NONBLOCK);
+                char buf[8192];
+                ssize_t n;
+                while ((n = ::read(err_read.get(), buf, sizeof buf)) > 0) tail.add(std::string_view(buf, static_cast<std::size_t>(n)));
+                break;
+            }
+        }
+        while (!reaped && ::waitpid(pid, &status, 0) < 0) {
             if (errno != EINTR) {
                 g_child = 0;
                 throw_errno("cannot wait for " + command[0]);
@@ -133,6 +195,7 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
         }
         g_child = 0;
     }
+    out.stderr_tail = tail.lines();
     out.end = rfc3339_now();
     out.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (WIFEXITED(status)) {
@@ -144,7 +207,9 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
     if (g_signal) out.forwarded = signal_name(g_signal);
     if (path_exists(metrics_file)) {
         try {
-            out.metrics_json = metrics_to_json(read_file(metrics_file));
+            auto m = parse_metrics(read_file(metrics_file));
+            out.metrics_json = std::move(m.json);
+            out.non_finite = std::move(m.non_finite);
         } catch (const Error&) {
             out.metrics_json = "{}";
         }
@@ -183,13 +248,57 @@ TaskContext task_context_from_environment() {
     return c;
 }
 
-std::string metrics_to_json(const std::string& text) {
+namespace {
+
+void sanitize(const JsonValue& v, const std::string& name, std::string& out, std::vector<std::string>& non_finite) {
+    if (v.is_non_finite()) {
+        out += "null";
+        non_finite.push_back(name);
+    } else if (v.is_object()) {
+        out += '{';
+        for (std::size_t i = 0; i < v.members().size(); ++i) {
+            const auto& [k, m] = v.members()[i];
+            if (i) out += ',';
+            out += json_quote(k) + ':';
+            sanitize(m, name.empty() ? k : name + "." + k, out, non_finite);
+        }
+        out += '}';
+    } else if (v.is_array()) {
+        out += '[';
+        for (std::size_t i = 0; i < v.items().size(); ++i) {
+            if (i) out += ',';
+            sanitize(v.items()[i], name + "[" + std::to_string(i) + "]", out, non_finite);
+        }
+        out += ']';
+    } else {
+        v.append_json(out);
+    }
+}
+
+bool non_finite_word(std::string_view t) {
+    std::string lower;
+    for (char c : t) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return lower == "nan" || lower == "-nan" || lower == "inf" || lower == "-inf" || lower == "+inf" || lower == "infinity" ||
+           lower == "-infinity" || lower == "+infinity";
+}
+
+}  // namespace
+
+Metrics parse_metrics(std::string_view text) {
+    Metrics m;
     auto body = trim(text);
-    if (body.empty()) return "{}";
+    if (body.empty()) return m;
     if (body.front() == '{') {
-        JsonRef obj = parse_json(std::string(body));
-        if (obj && json_object_is_type(obj.get(), json_type_object))
-            return json_object_to_json_string_ext(obj.get(), JSON_C_TO_STRING_PLAIN);
+        try {
+            JsonValue doc = parse_json_value(body, JsonReadOptions{true});
+            if (doc.is_object()) {
+                m.json.clear();
+                sanitize(doc, "", m.json, m.non_finite);
+                return m;
+            }
+        } catch (const JsonError&) {
+            // not JSON: read it as name=value lines
+        }
     }
     std::string out = "{";
     bool first = true;
@@ -200,9 +309,39 @@ std::string metrics_to_json(const std::string& text) {
         if (eq == std::string_view::npos || eq == 0) continue;
         if (!first) out += ',';
         first = false;
-        out += json_quote(trim(l.substr(0, eq))) + ":" + shorthand_value(std::string(trim(l.substr(eq + 1))));
+        auto name = std::string(trim(l.substr(0, eq)));
+        auto value = std::string(trim(l.substr(eq + 1)));
+        out += json_quote(name) + ":";
+        bool integer = !value.empty() && value.find_first_not_of("0123456789", value[0] == '-' ? 1 : 0) == std::string::npos &&
+                       value != "-" && (value.size() == 1 || value[value[0] == '-' ? 1 : 0] != '0');
+        if (non_finite_word(value)) {
+            out += "null";
+            m.non_finite.push_back(name);
+        } else if (integer) {
+            out += value;  // every digit of an integer, whatever its size
+        } else {
+            out += shorthand_value(value);
+        }
     }
-    return out + "}";
+    m.json = out + "}";
+    return m;
+}
+
+std::string metrics_to_json(const std::string& text) { return parse_metrics(text).json; }
+
+std::vector<std::string> last_lines(std::string_view text, std::size_t lines) {
+    std::vector<std::string> out;
+    if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    while (!text.empty() && out.size() < lines) {
+        auto nl = text.rfind('\n');
+        std::string_view line = nl == std::string_view::npos ? text : text.substr(nl + 1);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        out.emplace_back(line);
+        if (nl == std::string_view::npos) break;
+        text = text.substr(0, nl);
+    }
+    std::reverse(out.begin(), out.end());
+    return out;
 }
 
 const Phase& find_phase(const SweepSpec& spec, const std::string& name) {
@@ -258,6 +397,8 @@ std::string result_json(const SweepDir& sweep, const Phase& phase, const TaskRec
            ",\"node\":" + json_quote_or_null(c.node) + ",\"job_id\":" + id_json(c.job_id) + ",\"array_job_id\":" + id_json(c.array_job_id) +
            ",\"array_task_id\":" + id_json(c.array_task_id) + ",\"command\":" + json_string_array(command);
     out += ",\"metrics\":" + o.metrics_json;
+    if (!o.non_finite.empty()) out += ",\"non_finite\":" + json_string_array(o.non_finite);
+    if (o.exit_code != 0 && !o.stderr_tail.empty()) out += ",\"stderr_tail\":" + json_string_array(o.stderr_tail);
     out += ",\"provenance\":{\"spec_hash\":" + json_quote_or_null(sweep.spec_hash) + ",\"git_commit\":" + json_quote_or_null(sweep.git_commit) +
            ",\"container\":" + json_quote_or_null(c.container) + ",\"container_digest\":" + json_quote_or_null(c.container_digest) + ",\"staged\":[";
     std::vector<config::StageItem> sources;

@@ -32,10 +32,26 @@ struct TaskOutcome {
     std::string start, end;      // RFC 3339
     double elapsed_s = 0;
     std::string metrics_json = "{}";
+    std::vector<std::string> non_finite;   // metrics that were NaN or infinite (null in metrics_json)
+    std::vector<std::string> stderr_tail;  // the last lines the command wrote to stderr
 };
 
-// The metrics a task wrote: a JSON object, or name=value lines.
-std::string metrics_to_json(const std::string& text);
+// How many of the last stderr lines a failed task's result keeps.
+constexpr std::size_t kStderrTailLines = 20;
+
+// The metrics a task wrote: a JSON object (Python's bare NaN and Infinity allowed), or
+// name=value lines. Integers keep all 64 bits and numbers their text; a NaN or an
+// infinity becomes null and its name goes into `non_finite` (dotted for nested ones).
+struct Metrics {
+    std::string json = "{}";
+    std::vector<std::string> non_finite;
+};
+Metrics parse_metrics(std::string_view text);
+std::string metrics_to_json(const std::string& text);  // parse_metrics(text).json
+
+// The last `lines` lines of `text` (a last line without its newline counts), without
+// their newlines.
+std::vector<std::string> last_lines(std::string_view text, std::size_t lines);
 
 // The words of the phase's command for one task ({name}, {index}, {task_seed}, {phase}).
 std::vector<std::string> task_command(const SweepSpec& spec, const Phase& phase, const TaskRecord& task);

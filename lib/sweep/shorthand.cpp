@@ -63,6 +63,39 @@ std::size_t find_top(const std::string& text, char c) {
     return found;
 }
 
+const char* const kFunctions[] = {"range", "linspace", "logspace", "uniform", "loguniform", "int", "normal"};
+
+std::string known_functions() {
+    std::string out;
+    for (const char* f : kFunctions) out += (out.empty() ? "" : ", ") + std::string(f) + "()";
+    return out + " and zip()";
+}
+
+// A value that reads as a call, NAME(..., is a typo of a function far more often than a
+// string wanted: it must be quoted to be a string. Unbalanced brackets likewise.
+void check_plain_value(const std::string& token, const std::string& term) {
+    if (token.size() >= 2 && (token.front() == '\'' || token.front() == '"') && token.back() == token.front()) return;
+    std::size_t i = 0;
+    while (i < token.size() && (std::isalnum(static_cast<unsigned char>(token[i])) || token[i] == '_')) ++i;
+    if (i > 0 && i < token.size() && token[i] == '(' && !std::isdigit(static_cast<unsigned char>(token[0])))
+        fail(term, "'" + token.substr(0, i) + "(' is not a known function; the known ones are " + known_functions() +
+                       " (quote the value, as '" + token + "', to mean the text)");
+    int depth = 0;
+    char quote = 0;
+    for (char c : token) {
+        if (quote) {
+            if (c == quote) quote = 0;
+        } else if (c == '\'' || c == '"') {
+            quote = c;
+        } else if (c == '(' || c == '[') {
+            ++depth;
+        } else if (c == ')' || c == ']') {
+            if (--depth < 0) break;
+        }
+    }
+    if (depth != 0 || quote) fail(term, "'" + token + "' has unbalanced quotes, brackets or parentheses (quote the value to mean the text)");
+}
+
 std::string number_text(const std::string& token, const std::string& term) {
     auto v = shorthand_value(token);
     if (v.empty() || !(std::isdigit(static_cast<unsigned char>(v[0])) || v[0] == '-'))
@@ -75,6 +108,7 @@ std::string values_array(const std::string& list, const std::string& term) {
     auto items = split_top(list, ',');
     for (std::size_t i = 0; i < items.size(); ++i) {
         if (items[i].empty()) fail(term, "has an empty value");
+        check_plain_value(items[i], term);
         if (i) out += ',';
         out += shorthand_value(items[i]);
     }
@@ -98,6 +132,7 @@ Term parse_term(const std::string& raw) {
         auto eq = cond.find('=');
         if (eq == std::string::npos || eq == 0 || eq + 1 == cond.size()) fail(raw, "the condition after @ must be NAME=VALUE");
         t.cond_key = cond.substr(0, eq);
+        check_plain_value(cond.substr(eq + 1), raw);
         t.cond_value = shorthand_value(cond.substr(eq + 1));
     }
     if (body.rfind("zip(", 0) == 0) {
@@ -120,8 +155,7 @@ Term parse_term(const std::string& raw) {
     t.param = body.substr(0, eq);
     auto rhs = body.substr(eq + 1);
     if (rhs.empty()) fail(raw, "has no values");
-    static const char* funcs[] = {"range", "linspace", "logspace", "uniform", "loguniform", "int", "normal"};
-    for (const char* f : funcs) {
+    for (const char* f : kFunctions) {
         std::string prefix = std::string(f) + "(";
         if (rhs.rfind(prefix, 0) != 0) continue;
         if (rhs.back() != ')') fail(raw, std::string(f) + "(...) is not closed");
@@ -146,6 +180,7 @@ Term parse_term(const std::string& raw) {
     }
     for (auto& v : split_top(rhs, ',')) {
         if (v.empty()) fail(raw, "has an empty value");
+        check_plain_value(v, raw);
         t.values.push_back(shorthand_value(v));
     }
     t.axis_json = "{\"param\":" + json_quote(t.param) + ",\"values\":" + values_array(rhs, raw) + "}";
@@ -178,6 +213,7 @@ std::string exclusion_rule(const std::string& text) {
     for (std::size_t i = 0; i < items.size(); ++i) {
         auto eq = items[i].find('=');
         if (eq == std::string::npos || eq == 0) throw Error("--exclude '" + text + "': each item must be NAME=VALUE");
+        check_plain_value(items[i].substr(eq + 1), "--exclude " + text);
         if (i) out += ',';
         out += json_quote(items[i].substr(0, eq)) + ":" + shorthand_value(items[i].substr(eq + 1));
     }
@@ -264,38 +300,52 @@ std::string compile_shorthand(const std::vector<std::string>& raw_terms, const S
 }
 
 std::string apply_overrides(const std::string& json_text, const SpecOverrides& o) {
+    JsonValue doc;
+    try {
+        doc = parse_json_value(json_text);
+        doc.as_object("");
+    } catch (const JsonError& e) {
+        throw Error(std::string("sweep spec: not valid JSON: ") + e.what());
+    }
     if (!o.random_trials && !o.seed && !o.repeat && o.exclude.empty() && o.command.empty()) return json_text;
-    JsonRef doc = parse_json(json_text);
-    if (!doc || !json_object_is_type(doc.get(), json_type_object)) {
-        parse_spec(json_text);  // reports the syntax error with its position
-        throw Error("sweep spec: must be a JSON object");
-    }
-    json_object* root = doc.get();
-    if (o.seed) json_object_object_add(root, "seed", json_object_new_int64(static_cast<std::int64_t>(*o.seed)));
-    if (o.random_trials) {
-        json_object_object_add(root, "method", json_object_new_string("random"));
-        json_object_object_add(root, "trials", json_object_new_int64(static_cast<std::int64_t>(*o.random_trials)));
-    }
-    if (o.repeat) {
-        json_object* axes = nullptr;
-        if (json_object_object_get_ex(root, "axes", &axes) && json_object_is_type(axes, json_type_array))
-            json_object_array_add(axes, json_tokener_parse(("{\"repeat\":" + std::to_string(*o.repeat) + "}").c_str()));
-    }
-    if (!o.exclude.empty()) {
-        json_object* ex = nullptr;
-        if (!json_object_object_get_ex(root, "exclude", &ex)) {
-            ex = json_object_new_array();
-            json_object_object_add(root, "exclude", ex);
+    // The document again, member by member, with the overridden members replaced.
+    std::string out = "{";
+    auto put = [&](std::string_view key, const std::string& value) {
+        if (out.size() > 1) out += ',';
+        out += json_quote(key) + ':' + value;
+    };
+    bool exclude_done = false;
+    for (const auto& [key, value] : doc.members()) {
+        if ((key == "seed" && o.seed) || ((key == "method" || key == "trials") && o.random_trials) || (key == "command" && !o.command.empty()))
+            continue;
+        if (key == "axes" && o.repeat && value.is_array()) {
+            std::string axes = value.to_json();
+            axes.pop_back();
+            put(key, axes + (value.items().empty() ? "" : ",") + "{\"repeat\":" + std::to_string(*o.repeat) + "}]");
+            continue;
         }
-        if (json_object_is_type(ex, json_type_array))
-            for (auto& rule : o.exclude) json_object_array_add(ex, json_tokener_parse(exclusion_rule(rule).c_str()));
+        if (key == "exclude" && !o.exclude.empty() && value.is_array()) {
+            std::string rules = value.to_json();
+            rules.pop_back();
+            for (std::size_t i = 0; i < o.exclude.size(); ++i) rules += (i || !value.items().empty() ? "," : "") + exclusion_rule(o.exclude[i]);
+            put(key, rules + "]");
+            exclude_done = true;
+            continue;
+        }
+        put(key, value.to_json());
     }
-    if (!o.command.empty()) {
-        json_object* cmd = json_object_new_array();
-        for (auto& w : o.command) json_object_array_add(cmd, json_object_new_string(w.c_str()));
-        json_object_object_add(root, "command", cmd);
+    if (o.seed) put("seed", std::to_string(*o.seed));
+    if (o.random_trials) {
+        put("method", "\"random\"");
+        put("trials", std::to_string(*o.random_trials));
     }
-    return json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
+    if (!o.exclude.empty() && !exclude_done) {
+        std::string rules = "[";
+        for (std::size_t i = 0; i < o.exclude.size(); ++i) rules += (i ? "," : "") + exclusion_rule(o.exclude[i]);
+        put("exclude", rules + "]");
+    }
+    if (!o.command.empty()) put("command", json_string_array(o.command));
+    return out + "}";
 }
 
 }  // namespace aihpc::sweep

@@ -15,7 +15,11 @@ namespace aihpc::sweep {
 std::string format_double(double value) {
     char buf[64];
     auto r = std::to_chars(buf, buf + sizeof buf, value);
-    return std::string(buf, r.ptr);
+    std::string text(buf, r.ptr);
+    // A float stays a float when read back (1.0, not 1; -0.0, not -0), as Python and
+    // JSON readers that tell the two apart expect.
+    if (text.find_first_of(".eEni") == std::string::npos) text += ".0";
+    return text;
 }
 
 Scalar scalar_int(std::int64_t value) {
@@ -55,90 +59,91 @@ const char* axis_kind_name(AxisKind kind) {
 
 namespace {
 
-// ---- a json-c document walked with its path, so that every error can name it
+// ---- the document walked with its path, so that every error can name it
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
     throw Error("sweep spec: " + (path.empty() ? std::string("(top level)") : path) + ": " + what);
 }
 
-std::string member_path(const std::string& path, std::string_view key) {
-    return path.empty() ? std::string(key) : path + "." + std::string(key);
+std::string member_path(const std::string& path, std::string_view key) { return json_member_path(path, key); }
+
+std::string index_path(const std::string& path, std::size_t i) { return json_index_path(path, i); }
+
+// The typed reads of the JSON reader, with its errors given the spec's prefix.
+template <typename Read>
+auto typed(Read read) -> decltype(read()) {
+    try {
+        return read();
+    } catch (const JsonError& e) {
+        throw Error(std::string("sweep spec: ") + e.what());
+    }
 }
 
-std::string index_path(const std::string& path, std::size_t i) { return path + "[" + std::to_string(i) + "]"; }
-
-void check_keys(json_object* obj, const std::string& path, std::initializer_list<std::string_view> allowed) {
-    json_object_object_foreach(obj, key, value) {
+void check_keys(const JsonValue& obj, const std::string& path, std::initializer_list<std::string_view> allowed) {
+    for (const auto& [key, value] : obj.members()) {
         (void)value;
         bool ok = false;
         for (auto a : allowed) ok = ok || a == key;
-        if (!ok) fail(path, "unknown key '" + std::string(key) + "'");
+        if (!ok) fail(path, "unknown key '" + key + "'");
     }
 }
 
-void need_object(json_object* v, const std::string& path) {
-    if (!json_object_is_type(v, json_type_object)) fail(path, "must be an object");
+const std::vector<JsonValue::Member>& need_object(const JsonValue& v, const std::string& path) {
+    return typed([&]() -> const std::vector<JsonValue::Member>& { return v.as_object(path); });
 }
 
-void need_array(json_object* v, const std::string& path) {
-    if (!json_object_is_type(v, json_type_array)) fail(path, "must be an array");
+const std::vector<JsonValue>& need_array(const JsonValue& v, const std::string& path) {
+    return typed([&]() -> const std::vector<JsonValue>& { return v.as_array(path); });
 }
 
-std::string get_string(json_object* v, const std::string& path) {
-    if (!json_object_is_type(v, json_type_string)) fail(path, "must be a string");
-    return std::string(json_object_get_string(v), json_object_get_string_len(v));
+std::string get_string(const JsonValue& v, const std::string& path) {
+    return typed([&] { return v.as_string(path); });
 }
 
-std::uint64_t get_uint(json_object* v, const std::string& path, std::uint64_t min = 0) {
-    if (!json_object_is_type(v, json_type_int)) fail(path, "must be an integer");
-    errno = 0;
-    auto n = json_object_get_int64(v);
-    if (n < 0 || static_cast<std::uint64_t>(n) < min || errno == ERANGE)
-        fail(path, "must be an integer >= " + std::to_string(min));
-    return static_cast<std::uint64_t>(n);
+std::uint64_t get_uint(const JsonValue& v, const std::string& path, std::uint64_t min = 0) {
+    if (!v.is_integer() || (!v.text().empty() && v.text()[0] == '-')) fail(path, "must be an integer >= " + std::to_string(min));
+    auto n = typed([&] { return v.as_uint64(path); });
+    if (n < min) fail(path, "must be an integer >= " + std::to_string(min));
+    return n;
 }
 
-Number get_number(json_object* v, const std::string& path) {
-    if (json_object_is_type(v, json_type_int)) return Number{true, json_object_get_int64(v), 0};
-    if (json_object_is_type(v, json_type_double)) {
-        double d = json_object_get_double(v);
-        if (!std::isfinite(d)) fail(path, "must be a finite number");
-        return Number{false, 0, d};
-    }
-    fail(path, "must be a number");
+Number get_number(const JsonValue& v, const std::string& path) {
+    if (v.is_integer()) return Number{true, typed([&] { return v.as_int64(path); }), 0};
+    double d = typed([&] { return v.as_double(path); });
+    if (!std::isfinite(d)) fail(path, "must be a finite number");
+    return Number{false, 0, d};
 }
 
-Scalar get_scalar(json_object* v, const std::string& path) {
-    switch (json_object_get_type(v)) {
-    case json_type_int: return scalar_int(json_object_get_int64(v));
-    case json_type_double: {
-        double d = json_object_get_double(v);
+Scalar get_scalar(const JsonValue& v, const std::string& path) {
+    switch (v.kind()) {
+    case JsonValue::Kind::integer: return scalar_int(typed([&] { return v.as_int64(path); }));
+    case JsonValue::Kind::number: {
+        double d = v.as_double(path);
         if (!std::isfinite(d)) fail(path, "must be a finite number");
         return scalar_double(d);
     }
-    case json_type_string: return scalar_string(get_string(v, path));
-    case json_type_boolean: return scalar_bool(json_object_get_boolean(v));
+    case JsonValue::Kind::string: return scalar_string(v.text());
+    case JsonValue::Kind::boolean: return scalar_bool(v.boolean());
     default: fail(path, "a parameter value must be a number, a string or a boolean");
     }
 }
 
-std::vector<std::string> get_words(json_object* v, const std::string& path) {
-    need_array(v, path);
+std::vector<std::string> get_words(const JsonValue& v, const std::string& path) {
+    const auto& items = need_array(v, path);
     std::vector<std::string> words;
-    for (std::size_t i = 0; i < json_object_array_length(v); ++i)
-        words.push_back(get_string(json_object_array_get_idx(v, i), index_path(path, i)));
+    for (std::size_t i = 0; i < items.size(); ++i) words.push_back(get_string(items[i], index_path(path, i)));
     return words;
 }
 
-std::vector<std::string> get_command(json_object* v, const std::string& path) {
+std::vector<std::string> get_command(const JsonValue& v, const std::string& path) {
     std::vector<std::string> words;
-    if (json_object_is_type(v, json_type_string)) {
+    if (v.is_string()) {
         try {
-            words = split_command(json_object_get_string(v));
+            words = split_command(v.text());
         } catch (const Error& e) {
             fail(path, e.what());
         }
-    } else if (json_object_is_type(v, json_type_array)) {
+    } else if (v.is_array()) {
         words = get_words(v, path);
     } else {
         fail(path, "must be a string or an array of words");
@@ -147,11 +152,10 @@ std::vector<std::string> get_command(json_object* v, const std::string& path) {
     return words;
 }
 
-Assignment get_assignment(json_object* v, const std::string& path) {
-    need_object(v, path);
+Assignment get_assignment(const JsonValue& v, const std::string& path) {
     Assignment out;
-    json_object_object_foreach(v, key, value) {
-        if (!*key) fail(path, "a parameter name is empty");
+    for (const auto& [key, value] : need_object(v, path)) {
+        if (key.empty()) fail(path, "a parameter name is empty");
         out.emplace_back(key, get_scalar(value, member_path(path, key)));
     }
     return out;
@@ -162,6 +166,8 @@ void check_param_name(const std::string& name, const std::string& path) {
     for (char c : name)
         if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'))
             fail(path, "parameter name '" + name + "' may hold only letters, digits, '_', '.' and '-'");
+    // MLflow stores a parameter as a file named after it, and refuses these.
+    if (name == "." || name.rfind("..", 0) == 0) fail(path, "parameter name '" + name + "' is one MLflow refuses ('.' or starting with '..')");
     if (name == "index" || name == "task_seed" || name == "phase")
         fail(path, "'" + name + "' is reserved for the command template");
     // The top-level fields of a result: a parameter of the same name would be mistaken
@@ -176,51 +182,48 @@ void check_param_name(const std::string& name, const std::string& path) {
 struct Parser {
     Method method = Method::grid;
 
-    std::vector<Axis> parse_axes(json_object* v, const std::string& path) {
-        need_array(v, path);
+    std::vector<Axis> parse_axes(const JsonValue& v, const std::string& path) {
+        const auto& items = need_array(v, path);
         std::vector<Axis> axes;
-        for (std::size_t i = 0; i < json_object_array_length(v); ++i)
-            axes.push_back(parse_axis(json_object_array_get_idx(v, i), index_path(path, i), false));
+        for (std::size_t i = 0; i < items.size(); ++i) axes.push_back(parse_axis(items[i], index_path(path, i), false));
         return axes;
     }
 
-    Axis parse_axis(json_object* v, const std::string& path, bool in_union) {
+    Axis parse_axis(const JsonValue& v, const std::string& path, bool in_union) {
         need_object(v, path);
         Axis axis;
         axis.path = path;
-        if (json_object* u = json_member(v, "union")) {
+        if (const JsonValue* u = v.find("union")) {
             check_keys(v, path, {"union"});
             axis.kind = AxisKind::union_;
             auto upath = member_path(path, "union");
-            need_array(u, upath);
-            if (json_object_array_length(u) == 0) fail(upath, "has no members");
-            for (std::size_t i = 0; i < json_object_array_length(u); ++i)
-                axis.branches.push_back(parse_branch(json_object_array_get_idx(u, i), index_path(upath, i)));
+            const auto& members = need_array(*u, upath);
+            if (members.empty()) fail(upath, "has no members");
+            for (std::size_t i = 0; i < members.size(); ++i) axis.branches.push_back(parse_branch(members[i], index_path(upath, i)));
             return axis;
         }
-        if (json_object* r = json_member(v, "repeat")) {
+        if (const JsonValue* r = v.find("repeat")) {
             check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"repeat", "fixed"} : std::initializer_list<std::string_view>{"repeat"});
             axis.kind = AxisKind::repeat;
             axis.param = "repeat";
-            axis.repeat = get_uint(r, member_path(path, "repeat"), 1);
+            axis.repeat = get_uint(*r, member_path(path, "repeat"), 1);
             return axis;
         }
-        if (json_object* z = json_member(v, "zip")) {
+        if (const JsonValue* z = v.find("zip")) {
             check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"zip", "fixed"} : std::initializer_list<std::string_view>{"zip"});
             axis.kind = AxisKind::zip;
             auto zpath = member_path(path, "zip");
-            need_object(z, zpath);
             std::size_t rows = 0;
-            json_object_object_foreach(z, key, column) {
+            for (const auto& [key, column] : need_object(*z, zpath)) {
                 auto cpath = member_path(zpath, key);
                 check_param_name(key, cpath);
-                need_array(column, cpath);
-                std::size_t n = json_object_array_length(column);
+                const auto& cells = need_array(column, cpath);
+                std::size_t n = cells.size();
                 if (axis.zip_names.empty()) rows = n;
                 else if (n != rows)
                     fail(zpath, "columns have lengths " + std::to_string(rows) + " and " + std::to_string(n));
                 std::vector<Scalar> values;
-                for (std::size_t i = 0; i < n; ++i) values.push_back(get_scalar(json_object_array_get_idx(column, i), index_path(cpath, i)));
+                for (std::size_t i = 0; i < n; ++i) values.push_back(get_scalar(cells[i], index_path(cpath, i)));
                 axis.zip_names.emplace_back(key);
                 axis.zip_columns.push_back(std::move(values));
             }
@@ -228,9 +231,9 @@ struct Parser {
             if (rows == 0) fail(zpath, "columns are empty");
             return axis;
         }
-        json_object* p = json_member(v, "param");
+        const JsonValue* p = v.find("param");
         if (!p) fail(path, "an axis needs one of 'param', 'zip', 'union' or 'repeat'");
-        axis.param = get_string(p, member_path(path, "param"));
+        axis.param = get_string(*p, member_path(path, "param"));
         check_param_name(axis.param, member_path(path, "param"));
         static const std::pair<const char*, AxisKind> kinds[] = {
             {"values", AxisKind::values},       {"range", AxisKind::range},     {"linspace", AxisKind::linspace},
@@ -240,10 +243,10 @@ struct Parser {
             check_keys(v, path, {"param", "values", "range", "linspace", "logspace", "uniform", "loguniform", "int", "normal", "count", "fixed"});
         else
             check_keys(v, path, {"param", "values", "range", "linspace", "logspace", "uniform", "loguniform", "int", "normal", "count"});
-        json_object* body = nullptr;
+        const JsonValue* body = nullptr;
         int found = 0;
         for (auto& [name, kind] : kinds)
-            if (json_object* b = json_member(v, name)) {
+            if (const JsonValue* b = v.find(name)) {
                 body = b;
                 axis.kind = kind;
                 ++found;
@@ -260,14 +263,14 @@ struct Parser {
             check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"param", axis_kind_name(axis.kind), "fixed"}
                                          : std::initializer_list<std::string_view>{"param", axis_kind_name(axis.kind)});
         auto bpath = member_path(path, axis_kind_name(axis.kind));
-        need_array(body, bpath);
-        std::size_t n = json_object_array_length(body);
+        const auto& items = need_array(*body, bpath);
+        std::size_t n = items.size();
         if (axis.kind == AxisKind::values) {
             if (n == 0) fail(bpath, "is empty");
-            for (std::size_t i = 0; i < n; ++i) axis.values.push_back(get_scalar(json_object_array_get_idx(body, i), index_path(bpath, i)));
+            for (std::size_t i = 0; i < n; ++i) axis.values.push_back(get_scalar(items[i], index_path(bpath, i)));
             return axis;
         }
-        for (std::size_t i = 0; i < n; ++i) axis.args.push_back(get_number(json_object_array_get_idx(body, i), index_path(bpath, i)));
+        for (std::size_t i = 0; i < n; ++i) axis.args.push_back(get_number(items[i], index_path(bpath, i)));
         switch (axis.kind) {
         case AxisKind::range: {
             if (n != 2 && n != 3) fail(bpath, "must be [start, stop] or [start, stop, step]");
@@ -292,23 +295,31 @@ struct Parser {
             if (axis.kind != AxisKind::normal && a > b) fail(bpath, "low must not exceed high");
             if (axis.kind == AxisKind::loguniform && a <= 0) fail(bpath, "both ends must be positive");
             if (axis.kind == AxisKind::int_ && !(axis.args[0].is_int && axis.args[1].is_int)) fail(bpath, "both ends must be integers");
-            if (json_object* c = json_member(v, "count")) axis.count = get_uint(c, member_path(path, "count"), 1);
+            if (const JsonValue* c = v.find("count")) axis.count = get_uint(*c, member_path(path, "count"), 1);
             else if (method == Method::grid) fail(path, "a '" + std::string(axis_kind_name(axis.kind)) + "' axis needs a count in a grid sweep");
+            if (method == Method::grid && axis.kind == AxisKind::int_ && axis.count) {
+                // The draws never repeat, so there can be no more of them than integers.
+                auto span = static_cast<std::uint64_t>(axis.args[1].i) - static_cast<std::uint64_t>(axis.args[0].i) + 1;
+                if (span != 0 && axis.count > span)
+                    fail(member_path(path, "count"), "asks for " + std::to_string(axis.count) + " distinct integers of [" +
+                                                         std::to_string(axis.args[0].i) + ", " + std::to_string(axis.args[1].i) + "], which has " +
+                                                         std::to_string(span));
+            }
         }
         }
         return axis;
     }
 
-    Branch parse_branch(json_object* v, const std::string& path) {
+    Branch parse_branch(const JsonValue& v, const std::string& path) {
         need_object(v, path);
         Branch branch;
-        if (json_object* f = json_member(v, "fixed")) {
-            branch.fixed = get_assignment(f, member_path(path, "fixed"));
+        if (const JsonValue* f = v.find("fixed")) {
+            branch.fixed = get_assignment(*f, member_path(path, "fixed"));
             for (auto& [k, value] : branch.fixed) check_param_name(k, member_path(path, "fixed." + k));
         }
-        if (json_member(v, "axes") || (json_member(v, "fixed") && json_object_object_length(v) == 1)) {
+        if (v.find("axes") || (v.find("fixed") && v.members().size() == 1)) {
             check_keys(v, path, {"fixed", "axes"});
-            if (json_object* a = json_member(v, "axes")) branch.axes = parse_axes(a, member_path(path, "axes"));
+            if (const JsonValue* a = v.find("axes")) branch.axes = parse_axes(*a, member_path(path, "axes"));
         } else {
             branch.axes.push_back(parse_axis(v, path, true));
         }
@@ -376,57 +387,50 @@ std::vector<std::string> parameter_names(const SweepSpec& spec) {
 }
 
 SweepSpec parse_spec(std::string_view json_text) {
-    JsonRef doc;
-    {
-        JsonTokener tok;
-        doc = JsonRef(json_tokener_parse_ex(tok.get(), json_text.data(), static_cast<int>(json_text.size())));
-        auto err = json_tokener_get_error(tok.get());
-        if (err != json_tokener_success || !doc)
-            throw Error(std::string("sweep spec: not valid JSON: ") + json_tokener_error_desc(err) + " near byte " +
-                        std::to_string(json_tokener_get_parse_end(tok.get())));
-        auto end = json_tokener_get_parse_end(tok.get());
-        for (auto i = end; i < json_text.size(); ++i)
-            if (!std::isspace(static_cast<unsigned char>(json_text[i])))
-                throw Error("sweep spec: not valid JSON: trailing text at byte " + std::to_string(i));
+    JsonValue doc;
+    try {
+        doc = parse_json_value(json_text);
+    } catch (const JsonError& e) {
+        throw Error(std::string("sweep spec: not valid JSON: ") + e.what());
     }
-    json_object* root = doc.get();
+    const JsonValue& root = doc;
     need_object(root, "");
     check_keys(root, "", {"name", "seed", "method", "trials", "axes", "exclude", "command", "slurm", "phases"});
     SweepSpec spec;
     Parser parser;
-    if (auto v = json_member(root, "name")) {
-        spec.name = get_string(v, "name");
+    if (const JsonValue* v = root.find("name")) {
+        spec.name = get_string(*v, "name");
         // It goes into #SBATCH --job-name= lines unquoted.
         if (spec.name.empty()) fail("name", "is empty");
         for (char c : spec.name)
             if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
                 fail("name", "may hold only letters, digits, '_', '-' and '.'");
     }
-    if (auto v = json_member(root, "seed")) spec.seed = get_uint(v, "seed");
-    if (auto v = json_member(root, "method")) {
-        auto m = get_string(v, "method");
+    if (const JsonValue* v = root.find("seed")) spec.seed = get_uint(*v, "seed");
+    if (const JsonValue* v = root.find("method")) {
+        auto m = get_string(*v, "method");
         if (m == "grid") spec.method = Method::grid;
         else if (m == "random") spec.method = Method::random;
         else fail("method", "must be \"grid\" or \"random\", not \"" + m + "\"");
     }
     parser.method = spec.method;
-    if (auto v = json_member(root, "trials")) {
+    if (const JsonValue* v = root.find("trials")) {
         if (spec.method != Method::random) fail("trials", "is only for \"method\": \"random\"");
-        spec.trials = get_uint(v, "trials", 1);
+        spec.trials = get_uint(*v, "trials", 1);
     } else if (spec.method == Method::random) {
         fail("", "a random sweep needs \"trials\"");
     }
-    auto axes = json_member(root, "axes");
+    const JsonValue* axes = root.find("axes");
     if (!axes) fail("", "needs \"axes\"");
-    spec.axes = parser.parse_axes(axes, "axes");
+    spec.axes = parser.parse_axes(*axes, "axes");
     if (spec.axes.empty()) fail("axes", "is empty");
     check_names(spec.axes, {});
     auto names = parameter_names(spec);
-    if (auto v = json_member(root, "exclude")) {
-        need_array(v, "exclude");
-        for (std::size_t i = 0; i < json_object_array_length(v); ++i) {
+    if (const JsonValue* v = root.find("exclude")) {
+        const auto& rules = need_array(*v, "exclude");
+        for (std::size_t i = 0; i < rules.size(); ++i) {
             auto path = index_path("exclude", i);
-            auto rule = get_assignment(json_object_array_get_idx(v, i), path);
+            auto rule = get_assignment(rules[i], path);
             if (rule.empty()) fail(path, "is empty: it would exclude every task");
             for (auto& [k, val] : rule) {
                 bool known = false;
@@ -436,55 +440,55 @@ SweepSpec parse_spec(std::string_view json_text) {
             spec.exclude.push_back(std::move(rule));
         }
     }
-    if (auto v = json_member(root, "command")) {
-        spec.command = get_command(v, "command");
+    if (const JsonValue* v = root.find("command")) {
+        spec.command = get_command(*v, "command");
         check_template(spec.command, names, "command");
     }
-    if (auto s = json_member(root, "slurm")) {
-        need_object(s, "slurm");
-        check_keys(s, "slurm", {"throttle", "max_array_size", "pack", "sbatch", "aihpc"});
-        if (auto v = json_member(s, "throttle")) spec.slurm.throttle = get_uint(v, "slurm.throttle");
-        if (auto v = json_member(s, "pack")) spec.slurm.pack = get_uint(v, "slurm.pack", 1);
-        if (auto v = json_member(s, "max_array_size")) {
-            if (json_object_is_type(v, json_type_string)) {
-                if (get_string(v, "slurm.max_array_size") != "auto") fail("slurm.max_array_size", "must be a positive integer or \"auto\"");
+    if (const JsonValue* s = root.find("slurm")) {
+        need_object(*s, "slurm");
+        check_keys(*s, "slurm", {"throttle", "max_array_size", "pack", "sbatch", "aihpc"});
+        if (const JsonValue* v = s->find("throttle")) spec.slurm.throttle = get_uint(*v, "slurm.throttle");
+        if (const JsonValue* v = s->find("pack")) spec.slurm.pack = get_uint(*v, "slurm.pack", 1);
+        if (const JsonValue* v = s->find("max_array_size")) {
+            if (v->is_string()) {
+                if (get_string(*v, "slurm.max_array_size") != "auto") fail("slurm.max_array_size", "must be a positive integer or \"auto\"");
             } else {
-                spec.slurm.max_array_size = get_uint(v, "slurm.max_array_size", 1);
+                spec.slurm.max_array_size = get_uint(*v, "slurm.max_array_size", 1);
             }
         }
-        if (auto v = json_member(s, "sbatch")) spec.slurm.sbatch = get_words(v, "slurm.sbatch");
-        if (auto v = json_member(s, "aihpc")) spec.slurm.aihpc = get_words(v, "slurm.aihpc");
+        if (const JsonValue* v = s->find("sbatch")) spec.slurm.sbatch = get_words(*v, "slurm.sbatch");
+        if (const JsonValue* v = s->find("aihpc")) spec.slurm.aihpc = get_words(*v, "slurm.aihpc");
         for (std::size_t i = 0; i < spec.slurm.aihpc.size(); ++i)
             if (spec.slurm.aihpc[i].rfind("--aihpc-", 0) != 0) fail(index_path("slurm.aihpc", i), "must be an --aihpc-* option");
     }
-    if (auto p = json_member(root, "phases")) {
-        need_array(p, "phases");
-        if (json_object_array_length(p) == 0) fail("phases", "is empty");
-        for (std::size_t i = 0; i < json_object_array_length(p); ++i) {
+    if (const JsonValue* p = root.find("phases")) {
+        const auto& list = need_array(*p, "phases");
+        if (list.empty()) fail("phases", "is empty");
+        for (std::size_t i = 0; i < list.size(); ++i) {
             auto path = index_path("phases", i);
-            auto v = json_object_array_get_idx(p, i);
+            const JsonValue& v = list[i];
             need_object(v, path);
             check_keys(v, path, {"name", "after", "sbatch", "aihpc", "command"});
             Phase phase;
-            auto n = json_member(v, "name");
+            const JsonValue* n = v.find("name");
             if (!n) fail(path, "needs a name");
-            phase.name = get_string(n, member_path(path, "name"));
+            phase.name = get_string(*n, member_path(path, "name"));
             for (char c : phase.name)
                 if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
                     fail(member_path(path, "name"), "may hold only letters, digits, '_' and '-'");
             if (phase.name.empty()) fail(member_path(path, "name"), "is empty");
             for (auto& other : spec.phases)
                 if (other.name == phase.name) fail(member_path(path, "name"), "phase '" + phase.name + "' is given twice");
-            if (auto a = json_member(v, "after")) {
-                phase.after = get_string(a, member_path(path, "after"));
+            if (const JsonValue* a = v.find("after")) {
+                phase.after = get_string(*a, member_path(path, "after"));
                 bool earlier = false;
                 for (auto& other : spec.phases) earlier = earlier || other.name == phase.after;
                 if (!earlier) fail(member_path(path, "after"), "'" + phase.after + "' is not an earlier phase");
             }
-            if (auto s = json_member(v, "sbatch")) phase.sbatch = get_words(s, member_path(path, "sbatch"));
-            if (auto s = json_member(v, "aihpc")) phase.aihpc = get_words(s, member_path(path, "aihpc"));
-            if (auto c = json_member(v, "command")) {
-                phase.command = get_command(c, member_path(path, "command"));
+            if (const JsonValue* s = v.find("sbatch")) phase.sbatch = get_words(*s, member_path(path, "sbatch"));
+            if (const JsonValue* s = v.find("aihpc")) phase.aihpc = get_words(*s, member_path(path, "aihpc"));
+            if (const JsonValue* c = v.find("command")) {
+                phase.command = get_command(*c, member_path(path, "command"));
                 phase.command_given = true;
                 check_template(phase.command, names, member_path(path, "command"));
             }

@@ -105,6 +105,6 @@ std::string normalize(const SweepSpec& spec);
 std::vector<std::string> parameter_names(const SweepSpec& spec);
 
 // Numbers in the sweep dir's JSON text (quoting is common/json.hpp's json_quote).
-std::string format_double(double value);  // shortest round-trip text
+std::string format_double(double value);  // shortest round-trip text, always with a fraction or an exponent
 
 }  // namespace aihpc::sweep

@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstring>
 #include <ctime>
+#include <vector>
 
 #include "common/error.hpp"
 #include "common/json.hpp"
@@ -138,17 +139,69 @@ std::string read_file(const std::string& path) {
     return out;
 }
 
-ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, const Provenance& provenance) {
+namespace {
+
+// Removes, unless dismissed, the files and directories an expand created, newest first.
+class CreatedPaths {
+public:
+    ~CreatedPaths() {
+        if (dismissed_) return;
+        for (auto it = paths_.rbegin(); it != paths_.rend(); ++it)
+            if (::rmdir(it->c_str()) != 0 && errno == ENOTDIR) ::unlink(it->c_str());
+    }
+    void directory(const std::string& path) {
+        if (path_exists(path)) return;
+        make_directory(path);
+        paths_.push_back(path);
+    }
+    // Every missing directory down to `path`, as mkdir -p.
+    void directories(const std::string& path) {
+        std::vector<std::string> chain;
+        for (std::string p = path; !p.empty() && p != "/" && p != "." && !path_exists(p);) {
+            chain.push_back(p);
+            auto slash = p.find_last_of('/');
+            if (slash == std::string::npos) break;
+            p = p.substr(0, slash);
+        }
+        for (auto it = chain.rbegin(); it != chain.rend(); ++it) directory(*it);
+    }
+    void file(const std::string& path) { paths_.push_back(path); }
+    void dismiss() { dismissed_ = true; }
+
+private:
+    std::vector<std::string> paths_;
+    bool dismissed_ = false;
+};
+
+std::string with_commas(std::uint64_t n) {
+    auto digits = std::to_string(n);
+    std::string out;
+    for (std::size_t i = 0; i < digits.size(); ++i) {
+        if (i && (digits.size() - i) % 3 == 0) out += ',';
+        out += digits[i];
+    }
+    return out;
+}
+
+}  // namespace
+
+ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, const Provenance& provenance, const ExpandOptions& options) {
     if (path_exists(dir + "/sweep.json") || path_exists(dir + "/tasks.jsonl"))
         throw Error(dir + " already holds a sweep; remove it or choose another -o");
-    make_directories(dir);
-    for (auto sub : {"/results", "/logs", "/scripts"}) make_directory(dir + sub);
+    // The size is known before any task is made: refuse first, so that nothing is written.
+    TaskStream stream(spec);
+    if (stream.product_size() > options.max_tasks)
+        throw Error("the sweep has " + with_commas(stream.product_size()) + " tasks" + (spec.exclude.empty() ? "" : " before exclusions") +
+                    ", more than --max-tasks " + with_commas(options.max_tasks) + "; shrink the spec or raise --max-tasks");
+
+    CreatedPaths created;
+    created.directories(dir);
+    for (auto sub : {"/results", "/logs", "/scripts"}) created.directory(dir + sub);
 
     ExpandSummary summary;
     summary.spec_hash = spec_hash(spec);
     BufferedFile lines(dir + "/tasks.jsonl");
     BufferedFile offsets(dir + "/tasks.idx");
-    TaskStream stream(spec);
     std::uint64_t offset = 0;
     std::string& out = lines.buffer();
     std::string& idx = offsets.buffer();
@@ -168,15 +221,31 @@ ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, con
         ++summary.tasks;
     }
     summary.excluded = stream.generated() - summary.tasks;
+    summary.distinct = stream.distinct_configurations();
+    summary.whole_space = stream.enumerates_space();
     if (summary.tasks == 0) throw Error("the sweep has no tasks: every task is excluded");
+    if (!options.allow_empty_exclude)
+        for (std::size_t r = 0; r < spec.exclude.size(); ++r)
+            if (stream.exclude_hits()[r] == 0) {
+                std::string rule;
+                for (auto& [k, v] : spec.exclude[r]) rule += (rule.empty() ? "" : ",") + k + "=" + v.json;
+                throw Error("exclusion rule " + std::to_string(r) + " (" + rule +
+                            ") matches no task; check its names and values (96 and 96.0 differ), or pass --allow-empty-exclude");
+            }
+    created.file(dir + "/tasks.jsonl");
     lines.commit();
+    created.file(dir + "/tasks.idx");
     offsets.commit();
 
     std::string meta = "{\"version\":" + json_quote(provenance.version) + ",\"created\":" + json_quote(provenance.created) +
                        ",\"git_commit\":" + json_quote_or_null(provenance.git_commit) +
                        ",\"spec_hash\":" + json_quote(summary.spec_hash) + ",\"tasks\":" + std::to_string(summary.tasks) +
-                       ",\"excluded\":" + std::to_string(summary.excluded) + ",\"spec\":" + normalize(spec) + "}\n";
+                       ",\"excluded\":" + std::to_string(summary.excluded) +
+                       (summary.distinct ? ",\"distinct\":" + std::to_string(summary.distinct) : std::string()) +
+                       ",\"spec\":" + normalize(spec) + "}\n";
+    created.file(dir + "/sweep.json");
     write_file_atomic(dir + "/sweep.json", meta);
+    created.dismiss();
     return summary;
 }
 
@@ -184,41 +253,54 @@ SweepDir open_sweep(const std::string& dir) {
     std::string path = dir + "/sweep.json";
     if (!path_exists(path)) throw Error(dir + " is not a sweep dir (no sweep.json); create one with aihpc-sweep expand");
     auto text = read_file(path);
-    JsonRef doc = parse_json(text);
-    json_object *spec = nullptr, *v = nullptr;
-    if (!doc.get() || !json_object_object_get_ex(doc.get(), "spec", &spec))
-        throw Error(path + " is damaged (no spec); expand the sweep again");
     SweepDir out;
+    try {
+        JsonValue doc = parse_json_value(text);
+        const JsonValue* spec = doc.find("spec");
+        if (!spec) throw JsonError("", "has no spec");
+        out.spec = parse_spec(spec->to_json());
+        if (const JsonValue* v = doc.find("spec_hash")) out.spec_hash = v->as_string("spec_hash");
+        if (const JsonValue* v = doc.find("git_commit"); v && v->is_string()) out.git_commit = v->text();
+        if (const JsonValue* v = doc.find("tasks")) out.tasks = v->as_uint64("tasks");
+    } catch (const JsonError& e) {
+        throw Error(path + " is damaged (" + e.what() + "); expand the sweep again");
+    }
     out.path = absolute(dir);
-    out.spec = parse_spec(json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN));
-    if (json_object_object_get_ex(doc.get(), "spec_hash", &v)) out.spec_hash = json_object_get_string(v);
-    if (json_object_object_get_ex(doc.get(), "git_commit", &v) && json_object_is_type(v, json_type_string))
-        out.git_commit = json_object_get_string(v);
-    if (json_object_object_get_ex(doc.get(), "tasks", &v)) out.tasks = static_cast<std::uint64_t>(json_object_get_int64(v));
     return out;
 }
 
 TaskRecord parse_task_line(std::string_view line) {
     TaskRecord rec;
-    auto p = line.find("\"params\":");
-    auto s = line.rfind(",\"task_seed\":");
-    if (p == std::string_view::npos || s == std::string_view::npos || s < p) throw Error("tasks.jsonl: malformed line");
-    rec.params_json = std::string(line.substr(p + 9, s - p - 9));
-    JsonRef doc = parse_json(std::string(line));
-    json_object *v = nullptr, *params = nullptr;
-    if (!doc.get() || !json_object_object_get_ex(doc.get(), "params", &params)) throw Error("tasks.jsonl: malformed line");
-    if (json_object_object_get_ex(doc.get(), "index", &v)) rec.index = static_cast<std::uint64_t>(json_object_get_int64(v));
-    if (json_object_object_get_ex(doc.get(), "task_seed", &v)) rec.task_seed = static_cast<std::uint64_t>(json_object_get_int64(v));
-    json_object_object_foreach(params, key, value) {
-        Scalar s;
-        if (json_object_is_type(value, json_type_string)) {
-            s = scalar_string(json_object_get_string(value));
-        } else {
-            // Numbers and booleans keep the exact text tasks.jsonl holds.
-            s.json = json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN);
-            s.plain = s.json;
+    try {
+        JsonValue doc = parse_json_value(line);
+        const auto& members = doc.as_object("");
+        const JsonValue* index = doc.find("index");
+        const JsonValue* params = doc.find("params");
+        const JsonValue* seed = doc.find("task_seed");
+        if (!index || !params || !seed || members.size() != 3) throw JsonError("", "must hold exactly index, params and task_seed");
+        rec.index = index->as_uint64("index");
+        rec.task_seed = seed->as_uint64("task_seed");
+        for (const auto& [key, value] : params->as_object("params")) {
+            auto path = json_member_path("params", key);
+            Scalar s;
+            switch (value.kind()) {
+            case JsonValue::Kind::string: s = scalar_string(value.text()); break;
+            case JsonValue::Kind::integer:
+                value.as_int64(path);
+                [[fallthrough]];
+            case JsonValue::Kind::number:
+                // Numbers keep the exact text tasks.jsonl holds.
+                s.json = value.text();
+                s.plain = s.json;
+                break;
+            case JsonValue::Kind::boolean: s = scalar_bool(value.boolean()); break;
+            default: throw JsonError(path, "a parameter value must be a number, a string or a boolean");
+            }
+            rec.params.emplace_back(key, std::move(s));
         }
-        rec.params.emplace_back(key, std::move(s));
+        rec.params_json = params->to_json();
+    } catch (const JsonError& e) {
+        throw Error(std::string("tasks.jsonl: malformed line: ") + e.what() + "; expand the sweep again");
     }
     return rec;
 }

@@ -21,14 +21,29 @@ struct ExpandSummary {
     std::uint64_t tasks = 0;
     std::uint64_t excluded = 0;
     std::string spec_hash;
+    // A random sweep over a finite space: its distinct configurations (0: not finite),
+    // and whether there were no more of them than trials, so that each ran once.
+    std::uint64_t distinct = 0;
+    bool whole_space = false;
+};
+
+struct ExpandOptions {
+    // Above this many tasks (before exclusions) the expand is refused before anything
+    // is written.
+    std::uint64_t max_tasks = 10'000'000;
+    // An exclusion rule that matches no task is an error unless this is set: it is a
+    // typo far more often than intended.
+    bool allow_empty_exclude = false;
 };
 
 // Hex XXH3-64 of the normalized spec text.
 std::string spec_hash(const SweepSpec& spec);
 
 // Writes tasks.jsonl, tasks.idx and sweep.json under `dir` (created if missing), with
-// results/, logs/ and scripts/. Refuses a dir that already holds a sweep.
-ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, const Provenance& provenance);
+// results/, logs/ and scripts/. Refuses a dir that already holds a sweep. When it fails,
+// it leaves nothing behind: no file, and no directory it created.
+ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, const Provenance& provenance,
+                              const ExpandOptions& options = {});
 
 struct SweepDir {
     std::string path;  // absolute
@@ -48,6 +63,8 @@ struct TaskRecord {
     std::uint64_t task_seed = 0;
 };
 
+// One line of tasks.jsonl, read strictly: malformed text or a value of the wrong type
+// (a `params` that is not an object) is an aihpc::Error, never a crash.
 TaskRecord parse_task_line(std::string_view line);
 
 // O(1) lookup of task i: two preads in tasks.idx, one in tasks.jsonl.

@@ -18,6 +18,7 @@
 #include "collect/queue.hpp"
 #include "collect/result_table.hpp"
 #include "collect/writers.hpp"
+#include "common/json.hpp"
 #include "common/paths.hpp"
 #include "common/text.hpp"
 #include "sweep/results.hpp"
@@ -148,6 +149,75 @@ static void a_failed_earlier_phase_makes_the_task_failed_and_shows_that_phase(vo
     assert_int_equal(*t.rows[1].exit_code, 7);
     assert_string_equal(t.rows[0].phase.c_str(), "train");
     assert_true(t.missing() == (std::set<std::uint64_t>{3}));
+}
+
+
+static void a_failed_phase_shows_even_when_a_later_phase_left_a_result(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,2]}],"command":"true",
+        "phases":[{"name":"prep"},{"name":"train","after":"prep"},{"name":"eval","after":"train"}]})");
+    put_result(sw, 0, 0, "{}", "prep");
+    put_result(sw, 0, 9, "{}", "train");
+    put_result(sw, 0, 0, R"({"acc":0.5})");  // eval ran anyway (resubmitted by hand)
+    auto t = read_results(sw);
+    assert_true(t.rows[0].state == TaskState::failed);
+    assert_string_equal(t.rows[0].phase.c_str(), "train");
+    assert_int_equal(*t.rows[0].exit_code, 9);
+}
+
+static void non_finite_metrics_are_null_in_json_and_nan_in_tables(void**) {
+    // What Python's json.dump writes for float('nan') and float('inf').
+    auto m = sweep::parse_metrics(R"({"loss": NaN, "acc": Infinity, "low": -Infinity, "big": 9223372036854775807, "f": 1.0, "nest": {"x": NaN}})");
+    assert_string_equal(m.json.c_str(), R"({"loss":null,"acc":null,"low":null,"big":9223372036854775807,"f":1.0,"nest":{"x":null}})");
+    assert_true(m.non_finite == (std::vector<std::string>{"loss", "acc", "low", "nest.x"}));
+    auto lines = sweep::parse_metrics("loss=nan\nacc=inf\nn=18446744073709551615\nk=9223372036854775807\n");
+    assert_string_equal(lines.json.c_str(), R"({"loss":null,"acc":null,"n":18446744073709551615,"k":9223372036854775807})");
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,2]}],"command":"true"})");
+    put_result(sw, 0, 0, R"({"loss":0.5,"big":9223372036854775807})");
+    {
+        const auto& phase = sw.spec.final_phase();
+        auto task = sweep::TaskIndex(sw.path).task(1);
+        sweep::TaskOutcome o;
+        o.metrics_json = m.json;
+        o.non_finite = m.non_finite;
+        sweep::write_file_atomic(sweep::result_path(sw, phase, 1), sweep::result_json(sw, phase, task, {"true"}, o, sweep::TaskContext{}));
+    }
+    auto t = read_results(sw);
+    auto table = render(t, Format::table);
+    assert_true(table.find("NaN") != std::string::npos);
+    assert_true(table.find("9223372036854775807") != std::string::npos);
+    auto jsonl = lines_of(render(t, Format::jsonl));
+    assert_true(jsonl[1].find(R"("loss":null)") != std::string::npos);
+    assert_true(jsonl[1].find(R"("non_finite":["loss","acc","low","nest.x"])") != std::string::npos);
+    for (auto& line : jsonl) parse_json_value(line);  // strict JSON: no bare NaN
+    // A NaN is kept out of sorting: it goes last, like an absent value.
+    sort_rows(t, SortKey{"loss", false});
+    assert_int_equal(t.rows[0].index, 0);
+}
+
+static void a_failed_task_result_keeps_its_stderr_tail_and_signal(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,1]}],"command":"true"})");
+    const auto& phase = sw.spec.final_phase();
+    auto task = sweep::TaskIndex(sw.path).task(0);
+    sweep::TaskOutcome o;
+    o.exit_code = 137;
+    o.signal = "SIGKILL";
+    std::string err;
+    for (int i = 0; i < 30; ++i) err += "line " + std::to_string(i) + "\n";
+    o.stderr_tail = sweep::last_lines(err, sweep::kStderrTailLines);
+    assert_int_equal(o.stderr_tail.size(), 20);
+    assert_string_equal(o.stderr_tail.front().c_str(), "line 10");
+    assert_string_equal(o.stderr_tail.back().c_str(), "line 29");
+    sweep::write_file_atomic(sweep::result_path(sw, phase, 0), sweep::result_json(sw, phase, task, {"true"}, o, sweep::TaskContext{}));
+    auto t = read_results(sw);
+    assert_string_equal(t.rows[0].signal.c_str(), "SIGKILL");
+    assert_int_equal(t.rows[0].stderr_tail.size(), 20);
+    assert_true(render(t, Format::jsonl).find(R"("stderr_tail":["line 10",)") != std::string::npos);
+    // A malformed result is an error naming its path, never a crash.
+    expect_error_containing([] { parse_result(R"({"index":1,"metrics":[1]})"); }, "metrics: must be an object");
+    expect_error_containing([] { parse_result(R"({"index":1,"exit_code":0,})"); }, "trailing comma");
 }
 
 static void the_reader_counts_tasks_exactly_as_scan_results(void**) {
@@ -614,6 +684,44 @@ static void mlflow_names_are_those_its_file_store_accepts(void**) {
     for (auto ok : {"loss", "val/acc", "lr-1", "top 5", "a.b_c"}) assert_true(mlflow_name_ok(ok));
     for (auto bad : {"", "/abs", "a/../b", "x/", "a//b", "semi;colon", "new\nline", "quote'"}) assert_false(mlflow_name_ok(bad));
     assert_string_equal(yaml_quote("it's").c_str(), "'it''s'");
+    // What MLflow's path check refuses: '.', a '.' component, a leading '..'.
+    for (auto bad : {".", "x/.", "./x", "..a", ".."}) assert_false(mlflow_name_ok(bad));
+    assert_string_equal(mlflow_escaped_name(".").c_str(), "_");
+    assert_string_equal(mlflow_escaped_name("x/.").c_str(), "x/_");
+    assert_string_equal(mlflow_escaped_name("a;b").c_str(), "a_b");
+    assert_true(mlflow_name_ok(mlflow_escaped_name("..a")));
+    // A parameter MLflow would refuse is refused at expand.
+    expect_error_containing([] { sweep::parse_spec(R"({"axes":[{"param":".","values":[1]}]})"); }, "MLflow refuses");
+}
+
+static void mlflow_store_takes_odd_metric_names_nan_and_skips_trashed_ids(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({".":1,"x/.":2,"loss":null})");
+    {
+        // A NaN loss, as the runner writes it.
+        const auto& phase = sw.spec.final_phase();
+        auto task = sweep::TaskIndex(sw.path).task(1);
+        sweep::TaskOutcome o;
+        auto m = sweep::parse_metrics(R"({"loss": NaN})");
+        o.metrics_json = m.json;
+        o.non_finite = m.non_finite;
+        sweep::write_file_atomic(sweep::result_path(sw, phase, 1), sweep::result_json(sw, phase, task, {"true"}, o, sweep::TaskContext{}));
+    }
+    std::string root = tmp.path() + "/mlruns";
+    ::mkdir(root.c_str(), 0777);
+    ::mkdir((root + "/.trash").c_str(), 0777);
+    ::mkdir((root + "/.trash/7").c_str(), 0777);  // a deleted experiment
+    auto s = write_mlflow(read_results(sw), sw, root);
+    assert_string_equal(s.experiment_id.c_str(), "8");
+    std::string run0 = root + "/8/" + mlflow_run_id(sw.spec_hash + "\n" + sw.path + "\n0");
+    assert_true(path_exists(run0 + "/metrics/_"));
+    assert_true(path_exists(run0 + "/metrics/x/_"));
+    assert_string_equal(file_text(run0 + "/tags/aihpc.metric_name.x/_").c_str(), "x/.");
+    std::string run1 = root + "/8/" + mlflow_run_id(sw.spec_hash + "\n" + sw.path + "\n1");
+    assert_true(file_text(run1 + "/metrics/loss").find(" nan 0") != std::string::npos);
+    assert_string_equal(file_text(run1 + "/tags/aihpc.non_finite").c_str(), "loss");
+    for (auto& e : entries(root + "/8")) assert_true(e.find(".tmp") == std::string::npos);  // nothing half-written
 }
 
 // ---- HTML
@@ -653,9 +761,19 @@ static void plot_axes_place_numbers_logs_and_categories(void**) {
     auto s = [](const std::string& json) { return sweep::Scalar{json, json}; };
     std::vector<sweep::Scalar> v = {s("1"), s("10"), s("100")};
     std::vector<const sweep::Scalar*> p = {&v[0], &v[1], &v[2]};
-    auto lin = make_axis("x", p, false);
+    std::vector<sweep::Scalar> even = {s("1"), s("10"), s("100"), s("50")};
+    auto lin = make_axis("x", {&even[0], &even[1], &even[2], &even[3]}, false);
     assert_false(lin.categorical);
+    assert_false(lin.log);
     assert_true(std::abs(lin.position(v[1]) - 9.0 / 99) < 1e-9);
+    // Listed values spaced by factors get a log axis of their own accord.
+    assert_true(make_axis("x", p, false).log);
+    // A NaN (null) stays out of the scale: the axis stays numeric, and it has no place.
+    std::vector<sweep::Scalar> nan = {s("1"), sweep::Scalar{"null", "NaN"}, s("3")};
+    auto with_nan = make_axis("m", {&nan[0], &nan[1], &nan[2]}, false);
+    assert_false(with_nan.categorical);
+    assert_true(with_nan.lo == 1 && with_nan.hi == 3);
+    assert_true(with_nan.position(nan[1]) < 0);
     auto lg = make_axis("x", p, true);
     assert_true(lg.log);
     assert_true(std::abs(lg.position(v[1]) - 0.5) < 1e-9);
@@ -672,6 +790,9 @@ int main() {
         cmocka_unit_test(rows_join_parameters_from_the_task_index),
         cmocka_unit_test(a_non_zero_exit_code_is_failed_and_no_result_is_missing),
         cmocka_unit_test(a_failed_earlier_phase_makes_the_task_failed_and_shows_that_phase),
+        cmocka_unit_test(a_failed_phase_shows_even_when_a_later_phase_left_a_result),
+        cmocka_unit_test(non_finite_metrics_are_null_in_json_and_nan_in_tables),
+        cmocka_unit_test(a_failed_task_result_keeps_its_stderr_tail_and_signal),
         cmocka_unit_test(the_reader_counts_tasks_exactly_as_scan_results),
         cmocka_unit_test(kept_aside_and_temporary_files_are_not_results),
         cmocka_unit_test(a_large_sweep_read_in_parallel_loses_no_row),
@@ -699,6 +820,7 @@ int main() {
         cmocka_unit_test(collecting_again_replaces_the_same_runs),
         cmocka_unit_test(rfc3339_times_become_epoch_milliseconds),
         cmocka_unit_test(mlflow_names_are_those_its_file_store_accepts),
+        cmocka_unit_test(mlflow_store_takes_odd_metric_names_nan_and_skips_trashed_ids),
         cmocka_unit_test(html_report_holds_table_scatter_plots_and_parallel_coordinates),
         cmocka_unit_test(plot_axes_place_numbers_logs_and_categories),
     };

@@ -77,6 +77,20 @@ static void rounds_json_reads_back_the_plan_and_every_round(void**) {
     assert_string_equal(r.history[1].controller.c_str(), "");
 }
 
+static void a_closed_loop_reports_the_best_over_all_rounds(void**) {
+    auto r = sample_record();
+    r.plan.metric = "loss";
+    r.plan.maximize = false;
+    r.history[1].best = RoundBest{7, 0.5, "{\"lr\":0.002}"};  // round 2 is worse than round 1
+    auto best = overall_best(r);
+    assert_true(best.has_value());
+    assert_int_equal(best->first, 1);
+    assert_int_equal(best->second.index, 3);
+    assert_true(rounds_json(r).find(R"("best":{"round":1,"index":3,"metric":0.125,"params":{"lr":0.001}})") != std::string::npos);
+    r.plan.maximize = true;
+    assert_int_equal(overall_best(r)->first, 2);
+}
+
 static void a_damaged_rounds_json_is_refused(void**) {
     expect_error_containing([] { parse_rounds_json("{\"rounds\":2}"); }, "rounds.json is damaged");
     expect_error_containing([] { parse_rounds_json("not json"); }, "rounds.json is damaged");
@@ -242,6 +256,7 @@ int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rounds_json_reads_back_the_plan_and_every_round),
         cmocka_unit_test(a_damaged_rounds_json_is_refused),
+        cmocka_unit_test(a_closed_loop_reports_the_best_over_all_rounds),
         cmocka_unit_test(metric_direction_defaults_to_min),
         cmocka_unit_test(round_one_is_the_sweep_itself_later_rounds_nest),
         cmocka_unit_test(the_controller_script_is_tiny_and_calls_the_tool_by_its_path),

@@ -319,8 +319,32 @@ static void charliecloud_working_dir_follows_binds_then_the_image(void**) {
     TaskView task = base_task();
     task.cwd = "/local/aihpc/n1/jobs/42/cifar";
     assert_true(words(build_runtime_command(r, task, typical_image).argv).find("--cd=/mnt/aihpc/jobs/42/cifar") != std::string::npos);
+    assert_true(build_runtime_command(r, task, typical_image).warnings.empty());
+    // A bound working directory: the task starts at the same path inside.
+    r.binds = {{"/home/u/proj", "/home", false}};
+    task.cwd = "/home/u/proj/sub";
+    assert_true(words(build_runtime_command(r, task, typical_image).argv).find("--cd=/home/sub ") != std::string::npos);
+    r.binds = {{"/data", "/data", false}};
+    task.cwd = "/data/run";
+    assert_true(words(build_runtime_command(r, task, typical_image).argv).find("--cd=/data/run ") != std::string::npos);
+    assert_true(build_runtime_command(r, task, typical_image).warnings.empty());
+    // Not bound, and the command names a file there (python3 train.py): a warning naming
+    // the working directory, never a silent --cd=/.
+    r.binds.clear();
+    task.argv = {"python3", "train.py", "--lr", "1e-3"};
+    task.exists_on_host = [](const std::string& p) { return p == "train.py" || p == "python3"; };
     task.cwd = "/home";
-    assert_true(words(build_runtime_command(r, task, typical_image).argv).find("--cd=/home ") != std::string::npos);
+    RuntimeCommand c = build_runtime_command(r, task, typical_image);
+    assert_true(words(c.argv).find("--cd=/home ") != std::string::npos);
+    assert_int_equal(c.warnings.size(), 1);
+    assert_true(c.warnings[0].find("'train.py' is relative to the working directory /home, which is not bound") != std::string::npos);
+    task.cwd = "/home/u/proj";
+    c = build_runtime_command(r, task, typical_image);
+    assert_true(words(c.argv).find("--cd=/ ") != std::string::npos);
+    assert_true(c.warnings[0].find("--aihpc-container-bind=/home/u/proj:/home/u/proj") != std::string::npos);
+    // A command that needs no file of its working directory runs as quietly as any other.
+    task.argv = {"sh", "-c", "pwd"};
+    assert_true(build_runtime_command(r, task, typical_image).warnings.empty());
 }
 
 static void charliecloud_refuses_a_user_bind_target_missing_from_the_image(void**) {

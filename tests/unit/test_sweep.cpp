@@ -9,9 +9,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "cmocka_cxx.hpp"
+#include "common/paths.hpp"
 #include "sweep/command.hpp"
 #include "sweep/expand.hpp"
 #include "sweep/refine.hpp"
@@ -84,7 +86,10 @@ SweepDir make_sweep(const TempDir& tmp, const std::string& spec_json) {
 
 static void numbers_print_as_shortest_round_trip_text(void**) {
     assert_string_equal(format_double(0.1).c_str(), "0.1");
-    assert_string_equal(format_double(3.0).c_str(), "3");
+    // A float stays a float when read back: 3.0, not 3; -0.0 keeps its sign.
+    assert_string_equal(format_double(3.0).c_str(), "3.0");
+    assert_string_equal(format_double(-0.0).c_str(), "-0.0");
+    assert_string_equal(format_double(1e22).c_str(), "1e+22");
     assert_string_equal(format_double(0.001).c_str(), "0.001");
     assert_string_equal(format_double(1.0 / 3).c_str(), "0.3333333333333333");
     assert_true(std::strtod(format_double(1e-4).c_str(), nullptr) == 1e-4);
@@ -103,13 +108,14 @@ static void range_excludes_stop_and_keeps_integers(void**) {
     assert_strings(column(params_of(R"({"axes":[{"param":"bs","range":[32,129,32]}]})"), "bs"), {"32", "64", "96", "128"});
     assert_strings(column(params_of(R"({"axes":[{"param":"i","range":[0,3]}]})"), "i"), {"0", "1", "2"});
     assert_strings(column(params_of(R"({"axes":[{"param":"d","range":[3,0,-1]}]})"), "d"), {"3", "2", "1"});
-    assert_strings(column(params_of(R"({"axes":[{"param":"f","range":[0,1,0.25]}]})"), "f"), {"0", "0.25", "0.5", "0.75"});
-    assert_strings(column(params_of(R"({"axes":[{"param":"f","range":[0,0.3,0.1]}]})"), "f"), {"0", "0.1", "0.2"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"f","range":[0,1,0.25]}]})"), "f"), {"0.0", "0.25", "0.5", "0.75"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"f","range":[0,0.3,0.1]}]})"), "f"), {"0.0", "0.1", "0.2"});
 }
 
 static void linspace_and_logspace_include_both_ends(void**) {
-    assert_strings(column(params_of(R"({"axes":[{"param":"x","linspace":[0,1,5]}]})"), "x"), {"0", "0.25", "0.5", "0.75", "1"});
-    assert_strings(column(params_of(R"({"axes":[{"param":"x","linspace":[2,2,1]}]})"), "x"), {"2"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"x","linspace":[0,1,5]}]})"), "x"), {"0.0", "0.25", "0.5", "0.75", "1.0"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"x","linspace":[2,2,1]}]})"), "x"), {"2.0"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"x","logspace":[1,1000,4]}]})"), "x"), {"1.0", "10.0", "100.0", "1000.0"});
     auto lr = column(params_of(R"({"axes":[{"param":"lr","logspace":[1e-5,1e-2,4]}]})"), "lr");
     assert_int_equal(lr.size(), 4);
     const double want[] = {1e-5, 1e-4, 1e-3, 1e-2};
@@ -130,11 +136,14 @@ static void distributions_draw_count_values_within_bounds(void**) {
         double d = std::strtod(v.c_str(), nullptr);
         assert_true(d >= 1e-5 && d <= 1e-2);
     }
-    auto n = column(params_of(R"({"seed":7,"axes":[{"param":"n","int":[1,3],"count":200}]})"), "n");
+    // A grid's int draws never repeat: n draws of [1, 3] with n = 3 are 1, 2 and 3.
+    auto n = column(params_of(R"({"seed":7,"axes":[{"param":"n","int":[1,3],"count":3}]})"), "n");
     std::set<std::string> seen(n.begin(), n.end());
     assert_true(seen == (std::set<std::string>{"1", "2", "3"}));  // integers, both ends included
+    auto wide = column(params_of(R"({"seed":7,"axes":[{"param":"n","int":[0,999999],"count":5000}]})"), "n");
+    assert_int_equal(std::set<std::string>(wide.begin(), wide.end()).size(), 5000);
     auto g = column(params_of(R"({"seed":7,"axes":[{"param":"g","normal":[10,0],"count":3}]})"), "g");
-    assert_strings(g, {"10", "10", "10"});
+    assert_strings(g, {"10.0", "10.0", "10.0"});  // draws of a normal are floats
     auto g2 = column(params_of(R"({"seed":7,"axes":[{"param":"g","normal":[0,1],"count":400}]})"), "g");
     double sum = 0;
     for (auto& v : g2) sum += std::strtod(v.c_str(), nullptr);
@@ -199,16 +208,129 @@ static void exclusions_drop_matching_tasks_and_renumber(void**) {
     assert_strings(lines, {"0 {\"opt\":\"sgd\",\"bs\":32}", "1 {\"opt\":\"adam\",\"bs\":32}", "2 {\"opt\":\"adam\",\"bs\":96}"});
 }
 
-static void exclusion_matches_numbers_by_canonical_text(void**) {
-    // 96.0 from linspace prints as 96 and is excluded by bs=96
+static void exclusion_compares_typed_values(void**) {
+    // linspace gives floats: 96.0 is not the int 96, and bs=96.0 matches it.
     auto p = params_of(R"({"axes":[{"param":"bs","linspace":[32,96,3]}],"exclude":[{"bs":96}]})");
-    assert_strings(column(p, "bs"), {"32", "64"});
+    assert_strings(column(p, "bs"), {"32.0", "64.0", "96.0"});
+    p = params_of(R"({"axes":[{"param":"bs","linspace":[32,96,3]}],"exclude":[{"bs":96.0}]})");
+    assert_strings(column(p, "bs"), {"32.0", "64.0"});
+    p = params_of(R"({"axes":[{"param":"bs","values":[64,96]}],"exclude":[{"bs":96}]})");
+    assert_strings(column(p, "bs"), {"64"});
 }
 
 static void exclusion_of_a_parameter_absent_from_a_branch_does_not_match(void**) {
     auto p = params_of(R"({"axes":[{"union":[{"fixed":{"o":"a"},"axes":[{"param":"m","values":[1,2]}]},{"fixed":{"o":"b"}}]}],
                           "exclude":[{"m":1}]})");
     assert_strings(p, {"{\"o\":\"a\",\"m\":2}", "{\"o\":\"b\"}"});
+}
+
+
+// ---- exact values, strict input, nothing silent
+
+static void integral_floats_stay_floats_and_ints_stay_ints(void**) {
+    auto text = compile_shorthand({"dropout=0.0,0.5", "bs=32,64", "z=-0.0"}, {});
+    auto p = params_of(text);
+    assert_strings(column(p, "dropout"), {"0.0", "0.0", "0.5", "0.5"});
+    assert_strings(column(p, "bs"), {"32", "64", "32", "64"});
+    assert_strings(column(p, "z"), {"-0.0", "-0.0", "-0.0", "-0.0"});
+    assert_strings(column(params_of(R"({"axes":[{"param":"x","values":[1.0,2.0,3]}]})"), "x"), {"1.0", "2.0", "3"});
+    // The text substituted into commands keeps the type too: python's float("1.0").
+    auto spec = parse_spec(R"({"axes":[{"param":"x","values":[1.0]}],"command":"run {x}"})");
+    assert_string_equal(spec.axes[0].values[0].plain.c_str(), "1.0");
+}
+
+static void an_exclude_rule_that_matches_nothing_is_an_error(void**) {
+    TempDir tmp;
+    auto spec = parse_spec(R"({"axes":[{"param":"bs","values":[64.0,96.0]}],"exclude":[{"bs":96}]})");
+    expect_error_containing([&] { write_sweep_dir(spec, tmp.path() + "/s", Provenance{}); }, "matches no task");
+    expect_error_containing([&] { write_sweep_dir(spec, tmp.path() + "/s", Provenance{}); }, "--allow-empty-exclude");
+    // ...and the failed expand left nothing behind.
+    assert_false(aihpc::path_exists(tmp.path() + "/s"));
+    ExpandOptions allow;
+    allow.allow_empty_exclude = true;
+    auto summary = write_sweep_dir(spec, tmp.path() + "/s", Provenance{}, allow);
+    assert_int_equal(summary.tasks, 2);
+}
+
+static void a_sweep_above_max_tasks_is_refused_before_anything_is_written(void**) {
+    TempDir tmp;
+    // 10^12 tasks
+    auto spec = parse_spec(R"({"axes":[{"param":"a","range":[0,1000000]},{"param":"b","range":[0,1000000]}]})");
+    expect_error_containing([&] { write_sweep_dir(spec, tmp.path() + "/deep/s", Provenance{}); }, "1,000,000,000,000 tasks");
+    expect_error_containing([&] { write_sweep_dir(spec, tmp.path() + "/deep/s", Provenance{}); }, "--max-tasks 10,000,000");
+    assert_false(aihpc::path_exists(tmp.path() + "/deep"));
+    ExpandOptions small;
+    small.max_tasks = 3;
+    expect_error_containing([&] { write_sweep_dir(parse_spec(R"({"axes":[{"param":"a","range":[0,4]}]})"), tmp.path() + "/s", Provenance{}, small); },
+                            "has 4 tasks");
+    assert_false(aihpc::path_exists(tmp.path() + "/s"));
+}
+
+static void a_long_computed_axis_is_never_held_in_memory(void**) {
+    // 10^7 values: the stream computes each one as it goes (a value list would take GBs).
+    auto spec = parse_spec(R"({"axes":[{"param":"i","range":[0,10000000]},{"param":"x","linspace":[0,1,10000001]}]})");
+    assert_int_equal(axis_length(spec.axes[0]), 10000000);
+    assert_string_equal(axis_value_at(spec.axes[0], 0, 9999999).json.c_str(), "9999999");
+    assert_string_equal(axis_value_at(spec.axes[1], 0, 5000000).json.c_str(), "0.5");
+    TaskStream s(spec);
+    assert_true(s.product_size() == 100000010000000ULL);
+    assert_true(s.next());
+    assert_string_equal(std::string(s.params()).c_str(), "{\"i\":0,\"x\":0.0}");
+    assert_true(s.next());
+    assert_string_equal(std::string(s.params()).c_str(), "{\"i\":0,\"x\":1e-07}");
+}
+
+static void strict_json_errors_name_the_path(void**) {
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"x","values":[1,2,]}]})"); }, "axes[0].values");
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"x","values":[1,2,]}]})"); }, "trailing comma");
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"x","values":[1]},],})"); }, "trailing comma");
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"x","param":"y","values":[1]}]})"); }, "axes[0]: duplicate key 'param'");
+    expect_error_containing([] { parse_spec(R"({"seed":"7","axes":[{"param":"x","values":[1]}]})"); }, "seed: must be an integer");
+    expect_error_containing([] { parse_spec(R"({"axes":{"param":"x"}})"); }, "axes: must be an array, not an object");
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"x","values":[[1]]}]})"); }, "axes[0].values[0]");
+}
+
+static void a_shorthand_call_of_an_unknown_function_is_an_error(void**) {
+    expect_error_containing([] { compile_shorthand({"lr=logspce(1e-5,1e-2,4)"}, {}); }, "'logspce(' is not a known function");
+    expect_error_containing([] { compile_shorthand({"lr=logspce(1e-5,1e-2,4)"}, {}); }, "logspace()");
+    expect_error_containing([] { compile_shorthand({"pat=a(b,[c"}, {}); }, "parameter 'pat=a(b,[c'");
+    expect_error_containing([] { compile_shorthand({"pat=[c"}, {}); }, "unbalanced");
+    // Quoted, it is the text.
+    auto p = params_of(compile_shorthand({"pat='a(b,[c'"}, {}));
+    assert_strings(p, {R"({"pat":"a(b,[c"})"});
+}
+
+static void random_search_of_a_small_space_runs_each_configuration_once(void**) {
+    // --random 9 over a 3x3 space: all 9, each once.
+    auto text = compile_shorthand({"a=1,2,3", "b=x,y,z"}, SpecOverrides{9, 1, std::nullopt, {}, {}});
+    auto p = params_of(text);
+    assert_int_equal(p.size(), 9);
+    assert_int_equal(std::set<std::string>(p.begin(), p.end()).size(), 9);
+    TaskStream s(parse_spec(text));
+    assert_int_equal(s.distinct_configurations(), 9);
+    assert_true(s.enumerates_space());
+    // --random 12 asks for more than there are: still the 9.
+    assert_int_equal(params_of(compile_shorthand({"a=1,2,3", "b=x,y,z"}, SpecOverrides{12, 1, std::nullopt, {}, {}})).size(), 9);
+    // --random 6: six distinct draws, for any seed.
+    for (std::uint64_t seed = 0; seed < 20; ++seed) {
+        auto q = params_of(compile_shorthand({"a=1,2,3", "b=x,y,z"}, SpecOverrides{6, seed, std::nullopt, {}, {}}));
+        assert_int_equal(q.size(), 6);
+        assert_int_equal(std::set<std::string>(q.begin(), q.end()).size(), 6);
+    }
+}
+
+static void a_task_line_whose_params_is_not_an_object_is_an_error(void**) {
+    // This used to crash aihpc-sweep (json-c's object walk on a number).
+    expect_error_containing([] { parse_task_line(R"({"index":0,"params":5,"task_seed":1})"); }, "params: must be an object");
+    expect_error_containing([] { parse_task_line(R"({"index":0,"params":[1],"task_seed":1})"); }, "params: must be an object");
+    expect_error_containing([] { parse_task_line(R"({"index":0,"params":{"a":{"b":1}},"task_seed":1})"); }, "params.a");
+    expect_error_containing([] { parse_task_line(R"({"index":0,"params":{},"task_seed":1,})"); }, "trailing comma");
+    expect_error_containing([] { parse_task_line(R"({"index":"0","params":{},"task_seed":1})"); }, "index: must be an integer");
+    expect_error_containing([] { parse_task_line("{\"index\":0,\"par"); }, "tasks.jsonl");
+    auto rec = parse_task_line(R"({"index":4,"params":{"lr":1.0,"bs":32,"o":"a"},"task_seed":9})");
+    assert_int_equal(rec.index, 4);
+    assert_string_equal(rec.params_json.c_str(), R"({"lr":1.0,"bs":32,"o":"a"})");
+    assert_string_equal(rec.params[0].second.plain.c_str(), "1.0");
 }
 
 // ---- random draws
@@ -273,12 +395,14 @@ static void random_sweep_gives_the_recorded_tasks(void**) {
 
 static void random_sweep_counts_excluded_tasks_of_a_repeat_inside_a_union(void**) {
     TempDir tmp;
+    // Two trials of a space with one configuration: it runs once, with its 3 replicates.
     auto summary = write_sweep_dir(parse_spec(R"({"method":"random","trials":2,
         "axes":[{"union":[{"fixed":{"o":"a"},"axes":[{"repeat":3}]}]}],"exclude":[{"repeat":0}]})"),
                                    tmp.path() + "/sweep", Provenance{"test", "2024-01-01T00:00:00+00:00", "abc123"});
-    assert_int_equal(summary.tasks, 4);
-    assert_int_equal(summary.excluded, 2);
-    assert_true(slurp(tmp.path() + "/sweep/sweep.json").find("\"excluded\":2,") != std::string::npos);
+    assert_int_equal(summary.tasks, 2);
+    assert_int_equal(summary.excluded, 1);
+    assert_int_equal(summary.distinct, 1);
+    assert_true(slurp(tmp.path() + "/sweep/sweep.json").find("\"excluded\":1,") != std::string::npos);
 }
 
 // ---- shorthand
@@ -804,6 +928,35 @@ static void param_ranges_cover_numeric_axes_only(void**) {
     assert_true(!r["d"].log && r["d"].hi == 0.5);
 }
 
+static void refine_widens_the_numbers_of_union_members(void**) {
+    // momentum=0.9,0.99@opt=sgd and zip(wd=[0,0.05],beta2=[0.95,0.999])@opt=adamw, and
+    // numbers fixed in a member.
+    auto spec = parse_spec(R"({"axes":[{"union":[
+        {"fixed":{"opt":"sgd","layers":2},"axes":[{"param":"momentum","values":[0.9,0.99]}]},
+        {"fixed":{"opt":"adamw","layers":4},"axes":[{"zip":{"wd":[0.0,0.05],"beta2":[0.95,0.999]}}]}]}]})");
+    auto r = param_ranges(spec);
+    assert_true(r.count("momentum") && r["momentum"].lo == 0.9 && r["momentum"].hi == 0.99 && !r["momentum"].integer);
+    assert_true(r.count("wd") && r["wd"].hi == 0.05 && !r["wd"].integer);
+    assert_true(r.count("beta2") && r["beta2"].lo == 0.95);
+    assert_true(r.count("layers") && r["layers"].integer && r["layers"].lo == 2 && r["layers"].hi == 4);
+    assert_false(r.count("opt"));
+    auto best = {parse_task_line(R"({"index":2,"params":{"opt":"adamw","layers":4,"wd":0.05,"beta2":0.95},"task_seed":1})")};
+    auto next = refine_spec(spec, best, 0.5, 20);
+    TaskStream s(next);
+    std::set<std::string> wd, layers;
+    while (s.next()) {
+        auto p = std::string(s.params());
+        wd.insert(column({p}, "wd")[0]);
+        layers.insert(column({p}, "layers")[0]);
+        assert_true(p.find("\"opt\":\"adamw\"") != std::string::npos);
+    }
+    assert_true(wd.size() > 1);  // drawn, not fixed
+    for (auto& l : layers) assert_true(l == "3" || l == "4");  // integers stay integers
+    // A float axis never becomes an int one: 1.0 and 2.0 are floats.
+    auto f = param_ranges(parse_spec(R"({"axes":[{"param":"x","values":[1.0,2.0]}]})"));
+    assert_false(f["x"].integer);
+}
+
 static void refine_draws_around_each_best_task_within_the_original_span(void**) {
     auto spec = parse_spec(R"({"seed":4,"axes":[{"param":"lr","loguniform":[1e-5,1e-1],"count":8},{"param":"bs","range":[16,257,16]},
         {"param":"opt","values":["sgd","adam"]},{"repeat":2}],"command":"train {lr} {bs} {opt}"})");
@@ -847,8 +1000,16 @@ int main(void) {
         cmocka_unit_test(union_expands_each_branch_as_a_sub_product),
         cmocka_unit_test(nested_unions_count_as_sums_of_products),
         cmocka_unit_test(exclusions_drop_matching_tasks_and_renumber),
-        cmocka_unit_test(exclusion_matches_numbers_by_canonical_text),
+        cmocka_unit_test(exclusion_compares_typed_values),
         cmocka_unit_test(exclusion_of_a_parameter_absent_from_a_branch_does_not_match),
+        cmocka_unit_test(integral_floats_stay_floats_and_ints_stay_ints),
+        cmocka_unit_test(an_exclude_rule_that_matches_nothing_is_an_error),
+        cmocka_unit_test(a_sweep_above_max_tasks_is_refused_before_anything_is_written),
+        cmocka_unit_test(a_long_computed_axis_is_never_held_in_memory),
+        cmocka_unit_test(strict_json_errors_name_the_path),
+        cmocka_unit_test(a_shorthand_call_of_an_unknown_function_is_an_error),
+        cmocka_unit_test(random_search_of_a_small_space_runs_each_configuration_once),
+        cmocka_unit_test(a_task_line_whose_params_is_not_an_object_is_an_error),
         cmocka_unit_test(same_spec_gives_the_same_tasks),
         cmocka_unit_test(adding_an_axis_leaves_other_draws_unchanged),
         cmocka_unit_test(a_different_seed_gives_different_draws),
@@ -889,6 +1050,7 @@ int main(void) {
         cmocka_unit_test(sigterm_is_forwarded_to_the_command_and_recorded),
         cmocka_unit_test(param_ranges_cover_numeric_axes_only),
         cmocka_unit_test(refine_draws_around_each_best_task_within_the_original_span),
+        cmocka_unit_test(refine_widens_the_numbers_of_union_members),
     };
     return cmocka_run_group_tests_name("sweep", tests, nullptr, nullptr);
 }
