@@ -46,4 +46,4 @@ tests_fuzz_replay_hostlist_LDADD = lib/affinity/libaihpc_affinity.la lib/libaihp
 tests_fuzz_replay_launch_request_SOURCES = $(fuzz_replay_sources) tests/fuzz/fuzz_launch_request.cpp
 tests_fuzz_replay_launch_request_LDADD = lib/container/libaihpc_container.la lib/libaihpc.la
 
-EXTRA_DIST += tests/fuzz/run tests/fuzz/fuzz.mk tests/fuzz/dicts tests/fuzz/unfixed-crashes tests/fuzz/corpus tests/fuzz/regressions
+EXTRA_DIST += tests/fuzz/README tests/fuzz/run tests/fuzz/fuzz.mk tests/fuzz/dicts tests/fuzz/unfixed-crashes tests/fuzz/corpus tests/fuzz/regressions
