@@ -177,10 +177,13 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
     RuntimeCommand out;
     out.env = task.env;
     // Variables that name host paths now name the container's.
+    // An entry without '=' (execve allows one) names no value to translate.
     for (std::string& entry : out.env) {
-        std::string name = entry.substr(0, entry.find('='));
+        std::size_t eq = entry.find('=');
+        if (eq == std::string::npos) continue;
+        std::string name = entry.substr(0, eq);
         if (name != "AIHPC_STAGE_DIR" && !starts_with(name, "AIHPC_DATA_")) continue;
-        if (auto inside = translate(mounts, entry.substr(name.size() + 1))) entry = name + "=" + *inside;
+        if (auto inside = translate(mounts, entry.substr(eq + 1))) entry = name + "=" + *inside;
     }
     std::vector<std::string> command = task.argv;
     if (request.batch_script)
