@@ -51,6 +51,8 @@ std::string pad(std::uint64_t value, std::size_t width) {
 
 // "pre[1-3,7]post" -> pre1post pre2post pre3post pre7post; nested ranges are expanded
 // left to right ("r[1-2]n[1-2]").
+constexpr std::size_t max_hostlist_names = 1000000;
+
 void expand_item(const std::string& item, std::vector<std::string>& out) {
     auto open = item.find('[');
     if (open == std::string::npos) {
@@ -67,7 +69,12 @@ void expand_item(const std::string& item, std::vector<std::string>& out) {
         auto lo = parse_uint(lo_text), hi = parse_uint(hi_text);
         if (!lo || !hi || *lo > *hi || *hi - *lo > 1000000)
             throw Error("malformed host list range '[" + range + "]' in '" + item + "'");
-        for (std::uint64_t v = *lo; v <= *hi; ++v) expand_item(prefix + pad(v, lo_text.size()) + suffix, out);
+        for (std::uint64_t v = *lo; v <= *hi; ++v) {
+            // Nested ranges multiply: the whole list is bounded, not each range.
+            if (out.size() >= max_hostlist_names)
+                throw Error("host list '" + item + "' names more than " + std::to_string(max_hostlist_names) + " hosts");
+            expand_item(prefix + pad(v, lo_text.size()) + suffix, out);
+        }
     }
 }
 

@@ -27,7 +27,13 @@ std::vector<std::string> get_words(json_object* o, const char* key) {
     std::vector<std::string> out;
     auto* v = json_member(o, key);
     if (!v || !json_object_is_type(v, json_type_array)) return out;
-    for (std::size_t i = 0; i < json_object_array_length(v); ++i) out.push_back(json_object_get_string(json_object_array_get_idx(v, i)));
+    for (std::size_t i = 0; i < json_object_array_length(v); ++i) {
+        json_object* word = json_object_array_get_idx(v, i);
+        if (!json_object_is_type(word, json_type_string))
+            throw Error(std::string("rounds.json is damaged (") + key + "[" + std::to_string(i) +
+                        "] is not a string); the closed loop cannot go on");
+        out.push_back(json_object_get_string(word));
+    }
     return out;
 }
 
@@ -91,7 +97,8 @@ std::optional<std::pair<std::uint64_t, RoundBest>> overall_best(const RoundsReco
 
 RoundsRecord parse_rounds_json(const std::string& text) {
     JsonRef doc = parse_json(text);
-    if (!doc.get() || !json_object_is_type(doc.get(), json_type_object) || !json_member(doc.get(), "history"))
+    if (!doc.get() || !json_object_is_type(doc.get(), json_type_object) || !json_member(doc.get(), "history") ||
+        !json_object_is_type(json_member(doc.get(), "history"), json_type_array))
         throw Error("rounds.json is damaged (no history); the closed loop cannot go on");
     RoundsRecord r;
     auto& p = r.plan;
@@ -111,6 +118,8 @@ RoundsRecord parse_rounds_json(const std::string& text) {
     auto* hist = json_member(doc.get(), "history");
     for (std::size_t i = 0; i < json_object_array_length(hist); ++i) {
         auto* h = json_object_array_get_idx(hist, i);
+        if (!json_object_is_type(h, json_type_object))
+            throw Error("rounds.json is damaged (history[" + std::to_string(i) + "] is not an object); the closed loop cannot go on");
         Round round;
         round.round = get_uint(h, "round", i + 1);
         round.dir = get_text(h, "dir");

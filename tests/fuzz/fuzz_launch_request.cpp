@@ -20,7 +20,7 @@
 namespace {
 
 aihpc::container::TaskView task(std::vector<std::string> env) {
-    aihpc::container::TaskView view{{"python3", "train.py", "--lr", "0.1"}, std::move(env), "/home/alice", {}};
+    aihpc::container::TaskView view{{"python3", "train.py", "--lr", "0.1"}, std::move(env), "/home/alice", {}, {}};
     view.gpus = aihpc::container::detect_gpus(view.env);
     return view;
 }
