@@ -88,6 +88,7 @@ std::string find_launcher() {
                 "); reinstall aihpc on this node");
 }
 
+#if !HAVE_DECL_SPANK_PREPEND_TASK_ARGV
 // Slurm 22.05 to 23.02: the task is exec'd from the step's argv array, so the launcher
 // goes into argv[0]. Checked before anything changes; the version guard keeps this off
 // the Slurm versions where that is not so.
@@ -104,6 +105,7 @@ char** step_argv(const Spank& spank) {
         throw Error("--aihpc-container: the task has no command to run in the container");
     return argv;
 }
+#endif
 
 }  // namespace
 

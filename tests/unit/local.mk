@@ -7,3 +7,7 @@ tests_unit_test_config_LDADD = $(unit_test_libs)
 UNIT_TESTS += tests/unit/test_common
 tests_unit_test_common_SOURCES = tests/unit/test_common.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_common_LDADD = $(unit_test_libs)
+UNIT_TESTS += tests/unit/test_slurm_release
+tests_unit_test_slurm_release_SOURCES = tests/unit/test_slurm_release.cpp tests/unit/cmocka_cxx.hpp \
+	plugin/slurm_release.cpp plugin/slurm_release.hpp
+tests_unit_test_slurm_release_LDADD = $(CMOCKA_LIBS)

@@ -140,12 +140,13 @@ static void path_exists_follows_symlinks(void**) {
 // ---- the child that drops to a user
 
 static void ids_text(const ChildReport& report) {
-    gid_t groups[16];
-    int n = std::max(0, ::getgroups(16, groups));
-    std::sort(groups, groups + n);  // the kernel keeps its own order
+    std::vector<gid_t> groups(16);
+    int n = ::getgroups(static_cast<int>(groups.size()), groups.data());
+    groups.resize(static_cast<std::size_t>(std::max(0, n)));
+    std::sort(groups.begin(), groups.end());  // the kernel keeps its own order
     std::string text = std::to_string(::getuid()) + " " + std::to_string(::geteuid()) + " " + std::to_string(::getgid()) +
                        " " + std::to_string(::getegid()) + " groups";
-    for (int i = 0; i < n; ++i) text += " " + std::to_string(groups[i]);
+    for (gid_t group : groups) text += " " + std::to_string(group);
     report.note(text);
 }
 
