@@ -6,17 +6,29 @@
 #include <slurm/slurm_version.h>
 
 #include <exception>
+#include <string>
 
 #include "plugin/plugin_state.hpp"
 #include "plugin/slurm_release.hpp"
 
 namespace aihpc::plugin {
+namespace {
+
+// The version of the headers this file was compiled with, as Slurm prints versions.
+std::string built_version() {
+    return std::to_string(SLURM_VERSION_MAJOR(SLURM_VERSION_NUMBER)) + "." +
+           (SLURM_VERSION_MINOR(SLURM_VERSION_NUMBER) < 10 ? "0" : "") +
+           std::to_string(SLURM_VERSION_MINOR(SLURM_VERSION_NUMBER)) + "." +
+           std::to_string(SLURM_VERSION_MICRO(SLURM_VERSION_NUMBER));
+}
+
+}  // namespace
 
 int refuse_other_slurm_release(const Spank& spank) noexcept {
     try {
         auto running = spank.str(S_SLURM_VERSION);
         if (!running) return 0;
-        auto message = slurm_release_mismatch(SLURM_VERSION_STRING, *running);
+        auto message = slurm_release_mismatch(built_version(), *running);
         if (!message) return 0;
         switch (spank.context()) {
         case S_CTX_LOCAL:
