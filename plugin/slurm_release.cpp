@@ -11,7 +11,7 @@ std::optional<std::string> slurm_release_of(std::string_view version) {
     auto number = [&]() {
         std::size_t start = i;
         while (i < version.size() && std::isdigit(static_cast<unsigned char>(version[i]))) ++i;
-        return i > start && i - start <= 4;
+        return i > start && i - start <= 2;  // YY and MM
     };
     if (!number() || i >= version.size() || version[i] != '.') return std::nullopt;
     ++i;
