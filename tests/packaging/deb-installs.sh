@@ -9,6 +9,8 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d /tmp/aihpc-deb.XXXXXX)
+# The mini-cluster's state lies below: munged (as user munge) must reach its pid dir.
+chmod 0755 "$work"
 trap 'rm -rf "$work"' EXIT
 version=$(sed -n 's/^PACKAGE_VERSION = //p' "$top/Makefile")
 status=0
