@@ -14,6 +14,11 @@
 #include "plugin/hooks.hpp"
 #include "plugin/options.hpp"
 #include "plugin/plugin_state.hpp"
+#include "plugin/slurm_release_check.hpp"
+
+// The plugin is built with -fvisibility=hidden: the hooks and the plugin identity below
+// are the only symbols Slurm may see (the linker version script says the same).
+#pragma GCC visibility push(default)
 
 extern "C" {
 // Declared extern "C" before SPANK_PLUGIN defines them: in C++ a const global has
@@ -83,6 +88,7 @@ extern "C" {
 // the plugin refuse to load at submit; on a node the error is deferred to task_init.
 int slurm_spank_init(spank_t sp, int ac, char** av) {
     Spank spank(sp);
+    if (refuse_other_slurm_release(spank) != 0) return -1;
     bool remote = is_remote(spank);
     // Only srun and sbatch may fail here; on a node an error is kept for task_init.
     return guarded("init", fails_at_submit(spank) ? OnError::fail : (remote ? OnError::defer : OnError::log), [&] {
@@ -163,3 +169,5 @@ int slurm_spank_job_epilog(spank_t sp, int ac, char** av) {
 }
 
 }  // extern "C"
+
+#pragma GCC visibility pop

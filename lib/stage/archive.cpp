@@ -137,7 +137,8 @@ class CwdGuard {
 public:
     CwdGuard() : saved_(::open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {}
     ~CwdGuard() {
-        if (saved_) (void)::fchdir(saved_.get());
+        // A destructor has no one to tell; the caller's later paths are absolute.
+        if (saved_ && ::fchdir(saved_.get()) != 0) return;
     }
 
 private:

@@ -181,7 +181,8 @@ bool remove_entry(int parent_fd, const char* name, Removal& r, int depth) {
     int fd = ::openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && errno == EACCES) {
         // A published cache entry is read-only (0555); its owner may open it after chmod.
-        ::fchmodat(parent_fd, name, 0700, 0);
+        // If chmod fails, the open below fails too and reports why.
+        if (::fchmodat(parent_fd, name, 0700, 0) != 0) errno = EACCES;
         fd = ::openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     }
     if (fd < 0) {

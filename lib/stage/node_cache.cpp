@@ -207,7 +207,7 @@ void NodeCache::log(const std::string& what, const std::string& key, const std::
         if (item.rfind("bytes=", 0) == 0) line += " " + item;
     line += "\n";
     // One write with O_APPEND: lines of concurrent stagers never interleave.
-    (void)::write(file.get(), line.data(), line.size());
+    [[maybe_unused]] ssize_t written = ::write(file.get(), line.data(), line.size());
 }
 
 void NodeCache::remove_leftovers(const std::string& key) {

@@ -3,7 +3,7 @@
 # fails with an aihpc: message (or the submit is refused at once), the nodes are idle
 # again, and the helper that does the node work inherits nothing from slurmstepd.
 . "$(dirname "$0")/lib.sh"
-plan 15
+plan 21
 work=$(scratch)
 cd "$work"
 local_root_n1=${AIHPC_LOCAL_ROOT//%n/n1}
@@ -68,6 +68,46 @@ ok "a DEST with '%%n' (a literal %n) on two nodes is refused before the step sta
 long_name=$(head -c 70000 /dev/zero | tr '\0' a)
 out=$(as_user sbatch --aihpc-stage="$work/job.sh:$long_name" job.sh 2>&1); rc=$?
 ok "a 70,000-character NAME is refused at submit" refused "$rc" "$out" 'aihpc: .*at most 255'
+
+# ---- Forged cache records: the other user claims 18 EB in their own cache's info file.
+as_other_user mkdir -p "$work/other-src" && as_other_user sh -c "echo theirs >'$work/other-src/f'"
+id=$(as_other_user sbatch --parsable -w n1 -o /dev/null --aihpc-stage="$work/other-src:theirs" "$work/job.sh")
+wait_job "$id" >/dev/null
+other_cache=$local_root_n1/cache/$(id -u "$other_user")
+forged=$other_cache/entries/forged
+as_other_user mkdir -p "$forged" &&
+    as_other_user sh -c "printf 'key=forged\nbytes=18000000000000000000\nfiles=1\n' >'$forged/info'"
+entries_before=$(ls "$other_cache/entries" | grep -vc '^forged$')
+with_site_keys cache_max=64M
+mkdir -p "$work/mine" && echo mine >"$work/mine/f" && chmod -R a+rX "$work/mine"
+id=$(as_user sbatch --parsable -w n1 -o forged.out --aihpc-stage="$work/mine:mine" job.sh)
+state=$([ -n "$id" ] && wait_job_status "$id" 60)
+ok "a forged 18 EB record of another user starves no one: the stage works (state $state)" \
+    bash -c "[ '$state' = 'COMPLETED 0:0' ] && grep -q 'task ran' forged.out"
+ok "the other user's entries are all still there" \
+    test "$(ls "$other_cache/entries" | grep -vc '^forged$')" = "$entries_before"
+ok "root's ledger is root's alone" \
+    bash -c "[ \"\$(stat -c '%u %a' '$local_root_n1/cache/ledger')\" = '0 600' ]"
+restore_site_keys
+
+# ---- An archive bomb: a small .tar.zst that would fill the node-local disk.
+if command -v zstd >/dev/null; then
+    mkdir -p "$work/bomb"
+    head -c 96M /dev/zero >"$work/bomb/zeros"
+    tar -C "$work" -cf - bomb | zstd -q -19 -o "$work/bomb.tar.zst"
+    rm -rf "$work/bomb" && chmod a+r "$work/bomb.tar.zst"
+    with_site_keys cache_max=32M
+    id=$(as_user sbatch --parsable -w n1 -o bomb.out --aihpc-stage="$work/bomb.tar.zst" job.sh)
+    state=$([ -n "$id" ] && wait_job_status "$id" 60)
+    ok "a $(stat -c %s "$work/bomb.tar.zst")-byte archive that expands to 96 MiB is refused (state $state)" \
+        bash -c "[ '${state%% *}' = FAILED ] && grep -q 'aihpc: ' bomb.out && ! grep -q 'task ran' bomb.out"
+    ok "nothing of the bomb is left in the cache" \
+        bash -c "! find '$local_root_n1/cache/$(id -u "$test_user")/entries' -name zeros | grep -q ."
+    ok "the node is idle again" wait_nodes_idle 30
+    restore_site_keys
+else
+    for d in "an archive bomb is refused" "nothing of the bomb is left" "the node is idle again"; do skip "$d" "no zstd"; done
+fi
 
 # ---- What the helper inherits, seen from inside it: a probe put where the plugin looks
 # for aihpc-node records its own identity and descriptors, then execs the real one.

@@ -78,8 +78,8 @@ static std::string make_dataset(const std::string& name = "data") {
     write_file(d + "/sub/b.bin", std::string(300000, 'b'));
     write_file(d + "/sub/deeper/run.sh", "#!/bin/sh\necho hi\n", 0755);
     write_file(d + "/sub/deeper/with space %.txt", "odd name\n", 0600);
-    symlink("a.txt", (d + "/link-in").c_str());
-    symlink("/etc/passwd", (d + "/link-out").c_str());
+    assert_int_equal(::symlink("a.txt", (d + "/link-in").c_str()), 0);
+    assert_int_equal(::symlink("/etc/passwd", (d + "/link-out").c_str()), 0);
     set_mtime(d + "/a.txt", 1000000000);
     return d;
 }
@@ -397,7 +397,7 @@ static void a_symlink_replaced_after_the_scan_fails_the_copy(void**) {
     expect_copy_refused_after(
         [](const std::string& d, const Manifest&) {
             unlink((d + "/link-in").c_str());
-            symlink("sub", (d + "/link-in").c_str());
+            assert_int_equal(::symlink("sub", (d + "/link-in").c_str()), 0);
         },
         "link-in");
 }
@@ -458,7 +458,7 @@ static void allow_roots_match_whole_components(void**) {
 static void sources_outside_stage_allow_are_refused_even_through_symlinks(void**) {
     std::string d = make_dataset();
     mkdir(path("allowed").c_str(), 0755);
-    symlink(d.c_str(), path("allowed/sneaky").c_str());
+    assert_int_equal(::symlink(d.c_str(), path("allowed/sneaky").c_str()), 0);
     expect_error_containing([&] { open_source(path("allowed/sneaky"), "", {path("allowed")}); }, "not under stage_allow");
     expect_error_containing([&] { open_source("../data", path("allowed/x"), {path("allowed")}); }, "does not exist");
     expect_error_containing([&] { open_source(path("missing"), "", {}); }, "does not exist");
@@ -661,7 +661,7 @@ static void metadata_reads_refuse_a_file_over_the_cap(void**) {
 
 static void metadata_reads_refuse_a_symlink(void**) {
     write_file(path("real"), "key=x\n");
-    symlink("real", path("info").c_str());
+    assert_int_equal(::symlink("real", path("info").c_str()), 0);
     aihpc::UniqueFd dir(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
     assert_false(read_small_file_at(dir.get(), "info", small_file_max).has_value());
 }
@@ -1021,7 +1021,7 @@ static void tree_removal_never_follows_links_out(void**) {
     std::string outside = path("precious");
     mkdir(outside.c_str(), 0755);
     write_file(outside + "/keep", "keep");
-    symlink(outside.c_str(), (d + "/sub/to-precious").c_str());
+    assert_int_equal(::symlink(outside.c_str(), (d + "/sub/to-precious").c_str()), 0);
     chmod((d + "/sub").c_str(), 0555);
     aihpc::UniqueFd root(open(g_root.c_str(), O_RDONLY | O_DIRECTORY));
     assert_true(remove_tree_at(root.get(), "data"));
