@@ -66,8 +66,9 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
         written = std::move(extracted.manifest);
     } else {
         if (source_manifest.byte_count() > room)
-            throw Error(source.realpath + " holds " + std::to_string(source_manifest.byte_count()) + " bytes, more than the " +
-                        std::to_string(room) + " bytes of room left for it in " + dirname_of(shown_dst) +
+            throw Error("No space left on device for " + source.realpath + ": it holds " +
+                        std::to_string(source_manifest.byte_count()) + " bytes, more than the " + std::to_string(room) +
+                        " bytes of room left for it in " + dirname_of(shown_dst) +
                         "; nothing was copied. Stage less, or ask for a node with more local disk");
         CopyStats copied = copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
         *workers = std::max(*workers, copied.workers);
