@@ -7,7 +7,7 @@ top=${top_builddir:-.}
 status=0
 fail() { echo "not hardened: $*"; status=1; }
 for bin in "$top/plugin/.libs/aihpc.so" "$top/tools/aihpc-sweep" "$top/tools/aihpc-stage" \
-           "$top/tools/aihpc-bind" "$top/tools/aihpc-collect"; do
+           "$top/tools/aihpc-bind" "$top/tools/aihpc-collect" "$top/tools/aihpc-node" "$top/tools/aihpc-launch"; do
     [ -f "$bin" ] || { fail "$bin is missing"; continue; }
     readelf -lW "$bin" | grep -q GNU_RELRO || fail "$bin has no RELRO segment"
     readelf -dW "$bin" | grep -Eq '\(BIND_NOW\)|\(FLAGS\).*NOW' || fail "$bin does not bind immediately (-z now)"
