@@ -3,6 +3,7 @@
 #include <set>
 
 #include "common/error.hpp"
+#include "common/paths.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
 
@@ -287,13 +288,7 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
 }
 
 std::vector<std::string> launcher_candidates(const std::string& plugin_path, const std::string& installed_path) {
-    std::vector<std::string> out;
-    std::string dir = parent_dir(plugin_path);
-    // libtool keeps the built module in plugin/.libs; the tools sit in tools/.
-    if (ends_with(dir, "/.libs")) out.push_back(dir + "/../../tools/aihpc-launch");
-    else if (ends_with(dir, "/plugin")) out.push_back(dir + "/../tools/aihpc-launch");
-    if (!installed_path.empty()) out.push_back(installed_path);
-    return out;
+    return helper_program_candidates(plugin_path, "aihpc-launch", installed_path);
 }
 
 const char* installed_launcher_path() {
