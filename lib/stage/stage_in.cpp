@@ -213,7 +213,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         if (!settings.cache_dir) throw Error("stage-in of " + src + " in cache mode needs a cache directory");
         NodeCache cache(*settings.cache_dir, settings.limits);
         cache.set_lock_wait(settings.lock_wait);
-        cache.set_sync_threads(settings.threads);
+        cache.set_sync_threads(std::max(settings.threads, fsync_threads));
         item.key = cache_key(settings.uid, source.realpath, source.kind, item.manifest_hash);
         std::vector<std::string> info = {"src=" + src, "realpath=" + source.realpath,
                                           std::string("kind=") + to_string(source.kind),
