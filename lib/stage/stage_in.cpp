@@ -56,9 +56,10 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
         written = std::move(extracted.manifest);
     } else {
         if (source_manifest.byte_count() > room)
-            throw Error(source.realpath + " holds " + std::to_string(source_manifest.byte_count()) + " bytes, more than the " +
-                        std::to_string(room) + " bytes of room left for it in " + dirname_of(shown_dst) +
-                        "; nothing was copied. Stage less, or ask for a node with more local disk");
+            // Said as ENOSPC is, so the advice for a full disk follows (with_advice).
+            throw Error(source.realpath + " holds " + std::to_string(source_manifest.byte_count()) + " bytes and only " +
+                        std::to_string(room) + " are left for it in " + dirname_of(shown_dst) +
+                        ", so nothing was copied: No space left on device");
         copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
         written = std::move(source_manifest);
     }
