@@ -8,14 +8,14 @@
 # source outside the loop file system), then flushes it one way; the order alternates.
 # Two cases: the tree alone, and the tree beside OTHER_MB of another job's dirty data on
 # the same file system, which syncfs must flush too and fsync leaves alone.
-# Environment: FILES (20000), REPEAT (5), THREADS (8), OTHER_MB (512), IMAGE_MB (4096),
+# Environment: FILES (20000), REPEAT (5), THREADS (32), OTHER_MB (512), IMAGE_MB (4096),
 # IMAGE_BASE (/var/tmp).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$(cd "$here/../.." && pwd)}
 files=${FILES:-20000}
 repeat=${REPEAT:-5}
-threads=${THREADS:-8}
+threads=${THREADS:-32}
 other_mb=${OTHER_MB:-512}
 image_mb=${IMAGE_MB:-4096}
 [ "$(id -u)" = 0 ] || { echo "fsync.sh: run as root (it makes and mounts a loop file system)" >&2; exit 1; }

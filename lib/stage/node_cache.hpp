@@ -154,7 +154,7 @@ private:
     std::string dir_;
     CacheLimits limits_;
     std::chrono::milliseconds lock_wait_ = std::chrono::hours(1);
-    unsigned sync_threads_ = 8;
+    unsigned sync_threads_ = 32;
     UniqueFd dir_fd_, entries_fd_, locks_fd_;
 };
 

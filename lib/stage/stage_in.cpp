@@ -66,10 +66,10 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
         written = std::move(extracted.manifest);
     } else {
         if (source_manifest.byte_count() > room)
-            throw Error("No space left on device for " + source.realpath + ": it holds " +
-                        std::to_string(source_manifest.byte_count()) + " bytes, more than the " + std::to_string(room) +
-                        " bytes of room left for it in " + dirname_of(shown_dst) +
-                        "; nothing was copied. Stage less, or ask for a node with more local disk");
+            // Said as ENOSPC is, so the advice for a full disk follows (with_advice).
+            throw Error(source.realpath + " holds " + std::to_string(source_manifest.byte_count()) + " bytes and only " +
+                        std::to_string(room) + " are left for it in " + dirname_of(shown_dst) +
+                        ", so nothing was copied: No space left on device");
         CopyStats copied = copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
         *workers = std::max(*workers, copied.workers);
         written = std::move(source_manifest);
@@ -239,7 +239,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         if (!settings.cache_dir) throw Error("stage-in of " + src + " in cache mode needs a cache directory");
         NodeCache cache(*settings.cache_dir, settings.limits);
         cache.set_lock_wait(settings.lock_wait);
-        cache.set_sync_threads(settings.threads);
+        cache.set_sync_threads(std::max(settings.threads, fsync_threads));
         // Keyed by the freshness hash: a source changed with its size and mtime put
         // back, or swapped for a copy, has another ctime or inode and is staged anew.
         item.key = cache_key(settings.uid, source.realpath, source.kind, manifest.freshness_hash());

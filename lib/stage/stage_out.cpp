@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -100,7 +101,7 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
         // The epilog deletes the local copy once this returns: the copy's data and
         // metadata must be on disk before its name appears, and the name after. Only the
         // copy's own files and directories are flushed, in parallel.
-        fsync_item_at(parent_fd.get(), temp, threads, join_path(parent, temp));
+        fsync_item_at(parent_fd.get(), temp, std::max(threads, fsync_threads), join_path(parent, temp));
         if (::renameat2(parent_fd.get(), temp.c_str(), parent_fd.get(), base.c_str(), RENAME_NOREPLACE) != 0) {
             if (errno != EEXIST || target->diverted) throw_errno("cannot rename the copy to " + target->path);
             // DEST appeared meanwhile: divert, never replace.
