@@ -6,5 +6,3 @@ tool_libs = lib/libaihpc.la
 pkglibexec_PROGRAMS += tools/aihpc-node
 tools_aihpc_node_SOURCES = tools/aihpc-node.cpp
 tools_aihpc_node_LDADD = lib/stage/libaihpc_stage.la lib/container/libaihpc_container.la $(tool_libs)
-# Started once or more per step: only the libraries it uses are loaded.
-tools_aihpc_node_LDFLAGS = $(AM_LDFLAGS) -Wl,--as-needed
