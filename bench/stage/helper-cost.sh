@@ -31,11 +31,12 @@ chmod -R a+rX "$(dirname "$(dirname "$(dirname "$base_plugin")")")" 2>/dev/null 
 work=$(mktemp -d /tmp/aihpc-bench-helper.XXXXXX)
 chmod 0755 "$work"
 cp "$plugstack" "$work/plugstack.orig"
+# Not exec: the trap must run to put plugstack.conf back and remove the scratch tree.
 trap 'cp "$work/plugstack.orig" "$plugstack"; rm -rf "$work"' EXIT
 python3 "$top/bench/stage/make_tree.py" "$work/tree" 200 >/dev/null
 chmod -R a+rX "$work"
 
-exec python3 - "$runs" "$plugstack" "$work" "$base_plugin" "$top/plugin/.libs/aihpc.so" <<'PY'
+python3 - "$runs" "$plugstack" "$work" "$base_plugin" "$top/plugin/.libs/aihpc.so" <<'PY'
 import re, statistics, subprocess, sys, time
 
 runs, plugstack, work, base_so, new_so = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
