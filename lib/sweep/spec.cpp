@@ -427,7 +427,8 @@ SweepSpec parse_spec(std::string_view json_text) {
     check_names(spec.axes, {});
     auto names = parameter_names(spec);
     if (const JsonValue* v = root.find("exclude")) {
-        const auto& rules = need_array(*v, "exclude");
+        const std::string exclude_path = "exclude";  // named: a reference result must not hang on a temporary argument
+        const auto& rules = need_array(*v, exclude_path);
         for (std::size_t i = 0; i < rules.size(); ++i) {
             auto path = index_path("exclude", i);
             auto rule = get_assignment(rules[i], path);
@@ -462,7 +463,8 @@ SweepSpec parse_spec(std::string_view json_text) {
             if (spec.slurm.aihpc[i].rfind("--aihpc-", 0) != 0) fail(index_path("slurm.aihpc", i), "must be an --aihpc-* option");
     }
     if (const JsonValue* p = root.find("phases")) {
-        const auto& list = need_array(*p, "phases");
+        const std::string phases_path = "phases";
+        const auto& list = need_array(*p, phases_path);
         if (list.empty()) fail("phases", "is empty");
         for (std::size_t i = 0; i < list.size(); ++i) {
             auto path = index_path("phases", i);
