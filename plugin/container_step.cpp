@@ -42,6 +42,9 @@ struct StepContainer {
     std::string program;
     std::string digest;
     std::string launcher;
+    // The batch script of --aihpc-container-scope=steps: it stays on the host and is
+    // told the image its steps run in (aihpc-sweep records it), but enters nothing.
+    bool host_batch = false;
 };
 
 std::optional<StepContainer>& step_container() {
@@ -53,6 +56,11 @@ bool runs_inside(const PluginState& st) {
     if (st.options.container.empty() || st.step.step_id == extern_step_id) return false;
     // scope=steps: the batch script stays on the host; its srun steps inherit the option.
     return !(st.step.is_batch_step && st.options.container_scope == config::ContainerScope::steps);
+}
+
+bool host_batch_of_steps(const PluginState& st) {
+    return !st.options.container.empty() && st.step.is_batch_step &&
+           st.options.container_scope == config::ContainerScope::steps;
 }
 
 std::string plugin_path() {
@@ -87,22 +95,24 @@ void container_step_init(const Spank& /*spank*/, PluginState& /*st*/) {}
 
 void container_user_init(const Spank& /*spank*/, PluginState& st) {
     step_container().reset();
-    if (!runs_inside(st)) return;
     StepContainer sc;
+    sc.host_batch = host_batch_of_steps(st);
+    if (!runs_inside(st) && !sc.host_batch) return;
     std::vector<std::string> dirs = container::runtime_search_path(st.site, std::getenv("PATH"));
     auto installed = [&](container::Runtime r) {
-        return container::find_program(container::runtime_program(r), dirs).has_value();
+        // The host batch script runs no runtime: its steps may land on other nodes.
+        return sc.host_batch || container::find_program(container::runtime_program(r), dirs).has_value();
     };
     sc.image = container::check_image(st.options.container, st.site, st.step.submit_dir, installed);
     const char* program = container::runtime_program(sc.image.runtime);
     auto found = container::find_program(program, dirs);
-    if (!found)
+    if (!found && !sc.host_batch)
         throw Error("--aihpc-container: the container runtime " + std::string(program) + " (" +
                     container::runtime_name(sc.image.runtime) + ", for " + sc.image.location +
                     ") is not installed on node " + st.step.node_name + ": not found in " +
                     (st.site.runtime_path.empty() ? "slurmd's PATH " : "runtime_path=") + join(dirs, ":") +
                     "; ask the site to install it, or name another runtime as RUNTIME:IMAGE");
-    sc.program = *found;
+    if (found) sc.program = *found;
     // The image is read by aihpc-node as the user, so that the user's read permission
     // decides and a FIFO or a slow file system stalls the helper, never slurmstepd.
     // Root first makes the user's cache directory, where the digest is remembered; a
@@ -120,7 +130,7 @@ void container_user_init(const Spank& /*spank*/, PluginState& st) {
     std::size_t newline = digest.result.find('\n');
     sc.digest = digest.result.substr(0, newline);
     if (origin.empty() && newline != std::string::npos) origin = digest.result.substr(newline + 1);
-    sc.launcher = find_launcher();
+    if (!sc.host_batch) sc.launcher = find_launcher();
     st.note("container: " + std::string(container::runtime_name(sc.image.runtime)) + " " + sc.image.location + " " +
             sc.digest + " (" + origin + ")");
     step_container() = std::move(sc);
@@ -129,6 +139,11 @@ void container_user_init(const Spank& /*spank*/, PluginState& st) {
 void container_task_init(const Spank& spank, PluginState& st) {
     if (!step_container()) return;
     const StepContainer& sc = *step_container();
+    if (sc.host_batch) {
+        spank.setenv("AIHPC_CONTAINER_IMAGE", sc.image.location);
+        spank.setenv("AIHPC_CONTAINER_DIGEST", sc.digest);
+        return;
+    }
     // task_init runs as the job's user; the runtime must never start as root.
     if (::geteuid() != st.step.uid || ::geteuid() == 0)
         throw Error("--aihpc-container: refusing to start a container as uid " + std::to_string(::geteuid()) +

@@ -62,6 +62,9 @@ const char* kUsage =
     "Parameter shorthand: lr=1e-4,3e-4  bs=range(32,129,32)  lr=logspace(1e-5,1e-2,6)\n"
     "  lr=loguniform(1e-5,1e-2,n=6)  zip(wd=[0,0.05],beta2=[0.95,0.999])\n"
     "  momentum=0.9,0.99@opt=sgd\n"
+    "Tasks in a container: --aihpc-container=IMAGE in the spec's slurm.aihpc or after\n"
+    "  submit's --; aihpc-sweep stays on the host and runs each command as a step in the\n"
+    "  image, which needs nothing of aihpc.\n"
     "See aihpc-sweep(1).\n";
 
 bool g_progress = false;

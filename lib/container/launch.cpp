@@ -24,7 +24,7 @@ std::vector<std::string> spare_mount_points(bool stage_first) {
     return slots;
 }
 
-enum class MountRole { stage, script, tmpdir, user };
+enum class MountRole { stage, script, tmpdir, metrics, user };
 
 struct PlannedMount {
     std::string src, dst;
@@ -74,6 +74,62 @@ std::vector<PlannedMount> wanted_mounts(const LaunchRequest& request, const Task
             add(*tmp, *tmp, false, MountRole::tmpdir);
     for (const config::ContainerMount& bind : request.binds) add(bind.src, bind.dst, bind.read_only, MountRole::user);
     return mounts;
+}
+
+// The directory ch-run shows at the container's /tmp: the host's $TMPDIR, else /tmp.
+std::string charliecloud_host_tmp(const std::vector<std::string>& env) {
+    auto tmp = env_get(env, "TMPDIR");
+    return tmp && !tmp->empty() && tmp->front() == '/' ? *tmp : "/tmp";
+}
+
+// A sweep task's metrics file (AIHPC_METRICS_FILE) lives on the host, where aihpc-sweep
+// reads it; its directory is bound unless a mount already shows it (ch-run's /tmp does
+// for a file below the host's $TMPDIR).
+void add_metrics_mount(std::vector<PlannedMount>& mounts, const LaunchRequest& request, const TaskView& task) {
+    auto file = env_get(task.env, metrics_file_var);
+    if (!file || file->size() < 2 || file->front() != '/') return;
+    std::string dir = parent_dir(*file);
+    if (dir == "/" || translate(mounts, dir)) return;
+    if (request.runtime == Runtime::charliecloud && below(dir, charliecloud_host_tmp(task.env))) return;
+    mounts.push_back({dir, dir, false, MountRole::metrics});
+}
+
+// Where a host path is seen inside: through the planned mounts, or for charliecloud
+// through the /tmp that ch-run binds itself.
+std::optional<std::string> inside_path(const std::vector<PlannedMount>& mounts, const LaunchRequest& request,
+                                       const TaskView& task, const std::string& path) {
+    if (auto inside = translate(mounts, path)) return inside;
+    if (request.runtime == Runtime::charliecloud) {
+        std::string tmp = charliecloud_host_tmp(task.env);
+        if (below(path, tmp)) return "/tmp" + path.substr(tmp == "/" ? 0 : tmp.size());
+    }
+    return std::nullopt;
+}
+
+// The first word of the command that names a file in the working directory, which the
+// task will not find when that directory is not in the container ("train.py" of
+// python3 train.py); empty when there is none or the question cannot be asked.
+std::string relative_file_word(const TaskView& task) {
+    if (!task.exists_on_host) return "";
+    for (std::size_t i = 0; i < task.argv.size(); ++i) {
+        const std::string& word = task.argv[i];
+        if (i == 0 && word.find('/') == std::string::npos) continue;  // a program looked up in PATH
+        if (!word.empty() && word[0] != '/' && word[0] != '-' && task.exists_on_host(word)) return word;
+    }
+    return "";
+}
+
+// Says, when it matters, that the task will not start where the user stood: a task that
+// needs no file of its working directory runs as quietly as any other.
+void warn_unbound_cwd(RuntimeCommand& out, const LaunchRequest& request, const TaskView& task, const std::string& starts_in,
+                      const char* bind_note) {
+    if (task.cwd.empty() || request.batch_script) return;
+    std::string relative = relative_file_word(task);
+    if (relative.empty()) return;
+    out.warnings.push_back("'" + relative + "' is relative to the working directory " + task.cwd +
+                           ", which is not bound into the container " + request.image + ", so the task starts in " +
+                           starts_in + "; bind it with --aihpc-container-bind=" + task.cwd + ":" + task.cwd + bind_note +
+                           " so that relative paths work");
 }
 
 // ch-run cannot create a mount point in a read-only image: a stage root or script dir
@@ -173,6 +229,7 @@ GpuSet detect_gpus(const std::vector<std::string>& env) {
 RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskView& task, const ImageProbe& probe) {
     if (task.argv.empty()) throw Error("the task has no command to run in the container");
     std::vector<PlannedMount> mounts = wanted_mounts(request, task);
+    add_metrics_mount(mounts, request, task);
     if (request.runtime == Runtime::charliecloud) place_for_charliecloud(mounts, probe, request.image);
 
     RuntimeCommand out;
@@ -183,13 +240,13 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
         std::size_t eq = entry.find('=');
         if (eq == std::string::npos) continue;
         std::string name = entry.substr(0, eq);
-        if (name != "AIHPC_STAGE_DIR" && !starts_with(name, "AIHPC_DATA_")) continue;
-        if (auto inside = translate(mounts, entry.substr(eq + 1))) entry = name + "=" + *inside;
+        if (name != "AIHPC_STAGE_DIR" && !starts_with(name, "AIHPC_DATA_") && name != metrics_file_var) continue;
+        if (auto inside = inside_path(mounts, request, task, entry.substr(eq + 1))) entry = name + "=" + *inside;
     }
     std::vector<std::string> command = task.argv;
     if (request.batch_script)
         if (auto inside = translate(mounts, command[0])) command[0] = *inside;
-    std::optional<std::string> cwd_inside = translate(mounts, task.cwd);
+    std::optional<std::string> cwd_inside = inside_path(mounts, request, task, task.cwd);
     const GpuSet& gpus = task.gpus;
     std::vector<std::string>& argv = out.argv;
     argv.push_back(request.program);
@@ -223,24 +280,8 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
         } else {
             bool same_path = !task.cwd.empty() && probe(task.cwd) == PathKind::directory;
             argv.push_back("--cd=" + (same_path ? task.cwd : std::string("/")));
-            // Warn when it matters, so that a task that needs no file of its working
-            // directory runs as quietly as any other: a command word naming a file there
-            // (python3 train.py) will not be found inside.
-            std::string relative;
-            if (task.exists_on_host)
-                for (std::size_t i = 0; i < task.argv.size(); ++i) {
-                    const std::string& word = task.argv[i];
-                    if (i == 0 && word.find('/') == std::string::npos) continue;  // a program looked up in PATH
-                    if (!word.empty() && word[0] != '/' && word[0] != '-' && task.exists_on_host(word)) {
-                        relative = word;
-                        break;
-                    }
-                }
-            if (!task.cwd.empty() && !request.batch_script && !relative.empty())
-                out.warnings.push_back("'" + relative + "' is relative to the working directory " + task.cwd + ", which is not bound into the container " + request.image +
-                                       ", so the task starts in the image's " + (same_path ? task.cwd : std::string("/")) +
-                                       "; bind it with --aihpc-container-bind=" + task.cwd + ":" + task.cwd +
-                                       " (the path must exist in the image) so that relative paths work");
+            warn_unbound_cwd(out, request, task, "the image's " + (same_path ? task.cwd : std::string("/")),
+                             " (the path must exist in the image)");
         }
         // ch-run unsets TMPDIR and shows the host's $TMPDIR at /tmp.
         if (env_get(task.env, "TMPDIR")) argv.emplace_back("--set-env=TMPDIR=/tmp");
@@ -260,6 +301,15 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
         }
         pass_env_by_name(argv, "--env", out.env);
         argv.push_back(request.image);
+        // enroot start has no working-directory option: its init goes to $HOME and the
+        // image's /etc/rc to the image's WORKDIR before the command runs. So the image's
+        // shell changes to the task's directory, then execs the command, keeping every
+        // word as it is.
+        if (cwd_inside) {
+            argv.insert(argv.end(), {"/bin/sh", "-c", "cd \"$1\" && shift && exec \"$@\"", "aihpc-cd", *cwd_inside});
+        } else {
+            warn_unbound_cwd(out, request, task, "the image's own working directory", "");
+        }
         break;
     case Runtime::podman:
         argv.insert(argv.end(), {"run", "--rm", "--interactive", "--network=host", "--userns=keep-id"});
@@ -278,6 +328,7 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
             argv.push_back(m.src + ":" + m.dst + (m.read_only ? ":ro" : ""));
         }
         if (cwd_inside) argv.push_back("--workdir=" + *cwd_inside);
+        else warn_unbound_cwd(out, request, task, "the image's WORKDIR", "");
         pass_env_by_name(argv, "--env", out.env);
         if (request.kind == ImageKind::directory) argv.emplace_back("--rootfs");
         argv.push_back(request.image);

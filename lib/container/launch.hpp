@@ -10,9 +10,13 @@
 //     AIHPC_STAGE_DIR/AIHPC_DATA_* values follow); --cd; TMPDIR=/tmp, where ch-run puts
 //     the host's $TMPDIR. GPUs: /dev is the host's; libraries come from ch-fromhost.
 //   enroot: `start`, --env NAME for each job variable, --mount SRC:DST:FLAGS,
-//     NVIDIA_VISIBLE_DEVICES for enroot's NVIDIA hook.
+//     NVIDIA_VISIBLE_DEVICES for enroot's NVIDIA hook; no working-directory option, so
+//     the image's /bin/sh changes to it (`sh -c 'cd "$1" && shift && exec "$@"'`).
 //   podman: `run --rm -i --network=host --userns=keep-id`, --env NAME for each job
 //     variable, -v SRC:DST[:ro], -w, CDI devices nvidia.com/gpu=N or /dev/kfd,/dev/dri.
+// Every runtime starts the task in its working directory when a mount shows it inside
+// (apptainer mounts it itself); else charliecloud, enroot and podman warn, naming it,
+// when the command names a file there.
 // PATH, LD_LIBRARY_PATH, LD_PRELOAD and HOME stay the image's for enroot and podman:
 // the host's values point at host paths.
 // Staged data: the node's local_root (the stage root) is bound whole, not the stage
@@ -44,6 +48,10 @@ struct LaunchRequest {
     std::optional<std::string> argv0;           // set when Slurm's argv[0] was replaced by the launcher
     bool verbose = false;
 };
+
+// The file a sweep task writes its metrics to (aihpc-sweep sets it on the host): its
+// directory is bound into the container and the variable names it inside.
+inline constexpr const char* metrics_file_var = "AIHPC_METRICS_FILE";
 
 // The environment variable that carries a LaunchRequest to aihpc-launch.
 inline constexpr const char* launch_env_var = "AIHPC_LAUNCH_REQUEST";

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/error.hpp"
@@ -22,6 +23,8 @@
 #include "sweep/command.hpp"
 #include "sweep/shorthand.hpp"
 #include "sweep/submit_plan.hpp"
+
+extern char** environ;
 
 namespace aihpc::sweep {
 
@@ -219,6 +222,73 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
 }
 
 }  // namespace
+
+namespace {
+
+std::string env_value(const std::vector<std::string>& env, const std::string& name) {
+    for (const auto& entry : env)
+        if (entry.size() > name.size() && entry[name.size()] == '=' && entry.compare(0, name.size(), name) == 0)
+            return entry.substr(name.size() + 1);
+    return "";
+}
+
+// An option as the job's steps see it: Slurm's forwarded value, else the variable.
+std::string job_option(const std::vector<std::string>& env, const std::string& option, const std::string& variable) {
+    std::string forwarded = env_value(env, "SLURM_SPANK__SLURM_SPANK_OPTION_aihpc_" + option);
+    return forwarded.empty() ? env_value(env, variable) : forwarded;
+}
+
+std::vector<std::string> environment_entries() {
+    std::vector<std::string> out;
+    for (char** e = environ; e && *e; ++e) out.emplace_back(*e);
+    return out;
+}
+
+// A private directory for one task's metrics file, below $TMPDIR (else /tmp) on the
+// node: ch-run shows that at the container's /tmp, and the other runtimes get it
+// bound; the sweep dir itself need not be in the image.
+class MetricsDir {
+public:
+    MetricsDir() {
+        std::string base = env("TMPDIR");
+        if (base.empty() || base.front() != '/') base = "/tmp";
+        std::string pattern = base + "/aihpc-sweep-metrics.XXXXXX";
+        if (!::mkdtemp(pattern.data())) throw_errno("cannot make a directory for a task's metrics in " + base);
+        path_ = pattern;
+    }
+    ~MetricsDir() {
+        ::unlink(file().c_str());
+        ::rmdir(path_.c_str());
+    }
+    MetricsDir(const MetricsDir&) = delete;
+    MetricsDir& operator=(const MetricsDir&) = delete;
+    std::string file() const { return path_ + "/metrics"; }
+
+private:
+    std::string path_;
+};
+
+}  // namespace
+
+TaskLaunch task_launch_from(const std::vector<std::string>& env) {
+    TaskLaunch launch;
+    if (env_value(env, "SLURM_JOB_ID").empty() || !env_value(env, "SLURM_STEP_ID").empty()) return launch;
+    if (job_option(env, "aihpc_container", "AIHPC_CONTAINER").empty()) return launch;
+    if (job_option(env, "aihpc_container_scope", "AIHPC_CONTAINER_SCOPE") != "steps") return launch;
+    launch.as_step = true;
+    launch.node = env_value(env, "SLURMD_NODENAME");
+    return launch;
+}
+
+std::vector<std::string> step_command(const TaskLaunch& launch, const std::vector<std::string>& command) {
+    if (!launch.as_step) return command;
+    // One task on the batch step's node (the metrics directory is node-local); the CPUs,
+    // GPUs and --aihpc-* options come from the job, as for any step.
+    std::vector<std::string> words = {"srun", "--ntasks=1", "--nodes=1", "--quiet"};
+    if (!launch.node.empty()) words.push_back("--nodelist=" + launch.node);
+    words.insert(words.end(), command.begin(), command.end());
+    return words;
+}
 
 TaskContext task_context_from_environment() {
     TaskContext c;
@@ -443,16 +513,20 @@ int run_tasks(const SweepDir& sweep, const RunRequest& request) {
     TaskContext context = task_context_from_environment();
     std::string results = results_dir(sweep, phase);
     if (phase.name != sweep.spec.final_phase().name) make_directory(results);
+    TaskLaunch launch = task_launch_from(environment_entries());
     SignalForwarding forwarding;
     g_signal = 0;
     int status = 0;
     for (auto i : indices) {
         TaskRecord task = index.task(i);
         auto command = task_command(sweep.spec, phase, task);
-        std::string metrics = results + "/." + std::to_string(i) + ".metrics." + std::to_string(::getpid());
+        std::optional<MetricsDir> metrics_dir;
+        if (launch.as_step) metrics_dir.emplace();
+        std::string metrics = metrics_dir ? metrics_dir->file()
+                                          : results + "/." + std::to_string(i) + ".metrics." + std::to_string(::getpid());
         auto extra = task_environment(task);
         extra.insert(extra.end(), {{"AIHPC_METRICS_FILE", metrics}, {"AIHPC_SWEEP_DIR", sweep.path}, {"AIHPC_PHASE", phase.name}});
-        TaskOutcome outcome = execute(command, extra, metrics);
+        TaskOutcome outcome = execute(step_command(launch, command), extra, metrics);
         write_file_atomic(result_path(sweep, phase, i), result_json(sweep, phase, task, command, outcome, context));
         if (outcome.exit_code != 0 && status == 0) status = outcome.exit_code;
         if (g_signal) break;  // the job is being ended: start nothing more

@@ -71,6 +71,26 @@ std::vector<std::pair<std::string, std::string>> task_environment(const TaskReco
 
 const Phase& find_phase(const SweepSpec& spec, const std::string& name);  // empty: the last
 
+// How the commands of an array element reach the sweep's container. When the job asks
+// for a container with --aihpc-container-scope=steps (submit adds it), aihpc-sweep runs
+// on the host in the batch step and starts each command as a one-task srun step on its
+// own node: the plugin puts that step in the image, which needs nothing of aihpc, while
+// parsing, results and phase chaining stay on the host. Otherwise (no container, or the
+// batch script itself inside one) the command runs as a child.
+struct TaskLaunch {
+    bool as_step = false;
+    std::string node;   // the batch step's node, where the step must run
+};
+
+// Pure, from the element's environment (NAME=VALUE): the job's container options as
+// Slurm forwards them (SLURM_SPANK__SLURM_SPANK_OPTION_aihpc_aihpc_container...), which
+// override AIHPC_CONTAINER and AIHPC_CONTAINER_SCOPE; SLURM_JOB_ID; and SLURM_STEP_ID,
+// which a step has and the batch step does not.
+TaskLaunch task_launch_from(const std::vector<std::string>& env);
+
+// The words that start one task's command as a step of the element's job.
+std::vector<std::string> step_command(const TaskLaunch& launch, const std::vector<std::string>& command);
+
 struct RunRequest {
     std::string phase;                      // empty: the last phase
     std::optional<std::uint64_t> index;     // one task, outside an array

@@ -1,5 +1,7 @@
 #include "sweep/submit_plan.hpp"
 
+#include <cstring>
+
 #include "common/error.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
@@ -137,10 +139,22 @@ std::vector<ArraySubmission> plan_resubmit(const SweepDir& sweep, const std::set
             s.array = array_spec(groups[g].second, options.throttle);
             if (!phase.after.empty()) s.after = chunk_label(phase.after, label_prefix + std::to_string(g));
             s.script = script_path(sweep, phase.name);
-            s.extra = options.sbatch_args;
+            s.extra = with_host_runner(options.sbatch_args);
             out.push_back(std::move(s));
         }
     return out;
+}
+
+std::vector<std::string> with_host_runner(std::vector<std::string> words) {
+    bool container = false, scope = false;
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        const std::string& w = words[i];
+        if (w == "--aihpc-container" && i + 1 < words.size()) container = !words[i + 1].empty();
+        else if (starts_with(w, "--aihpc-container=")) container = w.size() > std::strlen("--aihpc-container=");
+        else if (w == "--aihpc-container-scope" || starts_with(w, "--aihpc-container-scope=")) scope = true;
+    }
+    if (container && !scope) words.emplace_back("--aihpc-container-scope=steps");
+    return words;
 }
 
 std::string phase_script(const SweepDir& sweep, const Phase& phase, const SubmitOptions& options) {
@@ -150,6 +164,7 @@ std::string phase_script(const SweepDir& sweep, const Phase& phase, const Submit
     words.insert(words.end(), spec.slurm.aihpc.begin(), spec.slurm.aihpc.end());
     words.insert(words.end(), phase.aihpc.begin(), phase.aihpc.end());
     words.insert(words.end(), options.sbatch_args.begin(), options.sbatch_args.end());
+    words = with_host_runner(std::move(words));
     std::string out = "#!/bin/sh\n";
     out += "#SBATCH --job-name=" + spec.name + "." + phase.name + "\n";
     out += "#SBATCH --output=" + sweep.path + "/logs/%A_%a.out\n";

@@ -64,6 +64,11 @@ std::vector<ArraySubmission> plan_resubmit(const SweepDir& sweep, const std::set
 
 std::string script_path(const SweepDir& sweep, const std::string& phase);
 
+// Sbatch words for a sweep: when they ask for a container (--aihpc-container) without
+// saying where the batch script runs, --aihpc-container-scope=steps is added, so that
+// aihpc-sweep stays on the host and each task's command runs in the image as a step.
+std::vector<std::string> with_host_runner(std::vector<std::string> words);
+
 // The batch script of one phase; its arguments are OFFSET COUNT PACK.
 std::string phase_script(const SweepDir& sweep, const Phase& phase, const SubmitOptions& options);
 

@@ -7,10 +7,16 @@
 command -v ch-run >/dev/null || skip_all "needs ch-run (charliecloud-runtime)"
 plan 3
 scratch=$(user_scratch)
+# A scratch directory outside /tmp, which ch-run shows inside every image at /tmp: what
+# lies there is in the container only when it is bound.
+off_tmp=$(mktemp -d /var/tmp/aihpc-it.$$.XXXXXX)
+chmod 0755 "$off_tmp"
+chown "$test_user" "$off_tmp"
+trap 'restore_site_keys; remove_scratch; rm -rf "$off_tmp"' EXIT
 cd "$scratch" || exit 1
 img=$scratch/busybox
 "$top_builddir/contrib/examples/container-image.sh" "$img" >/dev/null
-proj=$scratch/proj
+proj=$off_tmp/proj
 as_user mkdir -p "$proj/sub" "$img$proj"  # the mount point at the same path inside
 cat >"$proj/sub/hello.sh" <<'SCRIPT'
 echo "inside=$(cat /etc/aihpc-image) pwd=$(pwd)"

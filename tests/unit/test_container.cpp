@@ -511,6 +511,78 @@ static void podman_runs_a_directory_image_as_rootfs_and_passes_amd_devices(void*
     assert_true(argv.find("--env HOME") == std::string::npos);
 }
 
+static void enroot_starts_in_a_bound_working_dir_through_the_image_shell(void**) {
+    LaunchRequest r = request_for(Runtime::enroot, "/usr/bin/enroot", "/img/t.sqsh", ImageKind::squashfs);
+    r.binds = {{"/home/u/project", "/work", false}};
+    TaskView task = base_task();
+    task.argv = {"python3", "train.py", "--name", "a b"};
+    RuntimeCommand c = build_runtime_command(r, task, bare_image);
+    std::vector<std::string> tail(c.argv.end() - 10, c.argv.end());
+    std::vector<std::string> expected = {"/img/t.sqsh", "/bin/sh", "-c", "cd \"$1\" && shift && exec \"$@\"",
+                                         "aihpc-cd", "/work", "python3", "train.py", "--name", "a b"};
+    assert_true(tail == expected);  // every word kept as it was, none joined or split
+    assert_true(c.warnings.empty());
+}
+
+static void enroot_and_podman_warn_of_an_unbound_working_dir_the_command_needs(void**) {
+    for (Runtime runtime : {Runtime::enroot, Runtime::podman}) {
+        LaunchRequest r = request_for(runtime, "/usr/bin/rt", "/img/t.sqsh", ImageKind::squashfs);
+        TaskView task = base_task();
+        task.exists_on_host = [](const std::string& p) { return p == "train.py"; };
+        RuntimeCommand c = build_runtime_command(r, task, bare_image);
+        assert_int_equal(c.warnings.size(), 1);
+        assert_true(c.warnings[0].find("'train.py' is relative to the working directory /home/u/project, which is not bound") !=
+                    std::string::npos);
+        assert_true(c.warnings[0].find("--aihpc-container-bind=/home/u/project:/home/u/project") != std::string::npos);
+        assert_true(words(c.argv).find("aihpc-cd") == std::string::npos);
+        assert_true(words(c.argv).find("--workdir") == std::string::npos);
+        task.argv = {"sh", "-c", "pwd"};
+        assert_true(build_runtime_command(r, task, bare_image).warnings.empty());
+    }
+    // apptainer mounts the working directory itself: nothing to say.
+    TaskView task = base_task();
+    task.exists_on_host = [](const std::string& p) { return p == "train.py"; };
+    assert_true(build_runtime_command(request_for(Runtime::apptainer, "/a", "/i.sif", ImageKind::sif), task, bare_image)
+                    .warnings.empty());
+}
+
+static void charliecloud_shows_a_metrics_file_below_the_host_tmpdir_at_its_tmp(void**) {
+    LaunchRequest r = request_for(Runtime::charliecloud, "/usr/bin/ch-run", "/img/bb");
+    r.stage_root.reset();
+    TaskView task = base_task();
+    task.env.push_back("AIHPC_METRICS_FILE=/tmp/job42/aihpc-sweep-metrics.Ab12/metrics");
+    RuntimeCommand c = build_runtime_command(r, task, typical_image);
+    assert_string_equal(env_get(c.env, "AIHPC_METRICS_FILE").value().c_str(), "/tmp/aihpc-sweep-metrics.Ab12/metrics");
+    assert_true(words(c.argv).find("-b ") == std::string::npos);  // ch-run's own /tmp shows it
+    // Without TMPDIR, ch-run shows the host's /tmp.
+    env_unset(task.env, "TMPDIR");
+    env_set(task.env, "AIHPC_METRICS_FILE", "/tmp/aihpc-sweep-metrics.Cd34/metrics");
+    c = build_runtime_command(r, task, typical_image);
+    assert_string_equal(env_get(c.env, "AIHPC_METRICS_FILE").value().c_str(), "/tmp/aihpc-sweep-metrics.Cd34/metrics");
+    // Elsewhere, its directory goes to a spare mount point.
+    env_set(task.env, "AIHPC_METRICS_FILE", "/scratch/sweep/results/.3.metrics");
+    c = build_runtime_command(r, task, typical_image);
+    assert_true(words(c.argv).find("-b /scratch/sweep/results:/mnt/0 ") != std::string::npos);
+    assert_string_equal(env_get(c.env, "AIHPC_METRICS_FILE").value().c_str(), "/mnt/0/.3.metrics");
+}
+
+static void other_runtimes_bind_the_metrics_dir_unless_a_mount_shows_it(void**) {
+    TaskView task = base_task();
+    task.env.push_back("AIHPC_METRICS_FILE=/var/tmp/aihpc-sweep-metrics.Ab12/metrics");
+    std::string argv = words(build_runtime_command(request_for(Runtime::podman, "/usr/bin/podman", "alpine", ImageKind::registry),
+                                                   task, bare_image).argv);
+    assert_true(argv.find("--volume /var/tmp/aihpc-sweep-metrics.Ab12:/var/tmp/aihpc-sweep-metrics.Ab12 ") != std::string::npos);
+    argv = words(build_runtime_command(request_for(Runtime::enroot, "/usr/bin/enroot", "/i.sqsh", ImageKind::squashfs), task,
+                                       bare_image).argv);
+    assert_true(argv.find("--mount /var/tmp/aihpc-sweep-metrics.Ab12:/var/tmp/aihpc-sweep-metrics.Ab12:x-create=auto,rbind ") !=
+                std::string::npos);
+    // Below the task's TMPDIR, which is bound already: no second mount.
+    env_set(task.env, "AIHPC_METRICS_FILE", "/tmp/job42/aihpc-sweep-metrics.Ab12/metrics");
+    RuntimeCommand c = build_runtime_command(request_for(Runtime::apptainer, "/a", "/i.sif", ImageKind::sif), task, bare_image);
+    assert_true(words(c.argv).find("aihpc-sweep-metrics") == std::string::npos);
+    assert_string_equal(env_get(c.env, "AIHPC_METRICS_FILE").value().c_str(), "/tmp/job42/aihpc-sweep-metrics.Ab12/metrics");
+}
+
 static void task_without_a_command_is_refused(void**) {
     TaskView task = base_task();
     task.argv.clear();
@@ -903,6 +975,10 @@ int main() {
         cmocka_unit_test(enroot_start_passes_each_variable_by_name_and_sets_nvidia_hooks),
         cmocka_unit_test(podman_run_uses_cdi_devices_and_renumbers_cuda_devices),
         cmocka_unit_test(podman_runs_a_directory_image_as_rootfs_and_passes_amd_devices),
+        cmocka_unit_test(enroot_starts_in_a_bound_working_dir_through_the_image_shell),
+        cmocka_unit_test(enroot_and_podman_warn_of_an_unbound_working_dir_the_command_needs),
+        cmocka_unit_test(charliecloud_shows_a_metrics_file_below_the_host_tmpdir_at_its_tmp),
+        cmocka_unit_test(other_runtimes_bind_the_metrics_dir_unless_a_mount_shows_it),
         cmocka_unit_test(task_without_a_command_is_refused),
         cmocka_unit_test(gpus_come_from_slurm_physical_indices),
         cmocka_unit_test(no_gpus_without_visible_devices),

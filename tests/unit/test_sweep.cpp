@@ -801,6 +801,55 @@ static void phase_scripts_carry_sbatch_and_aihpc_options(void**) {
     assert_true(text.find("--phase prep --offset \"$1\" --count \"$2\" --pack \"$3\"") != std::string::npos);
 }
 
+static void a_container_in_the_spec_or_sbatch_args_keeps_the_runner_on_the_host(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"name":"demo","axes":[{"param":"a","values":[1]}],"command":"python3 t.py",
+        "slurm":{"aihpc":["--aihpc-container=/img/py"]}})");
+    SubmitOptions o;
+    o.tool_path = "/opt/aihpc/bin/aihpc-sweep";
+    auto text = phase_script(sweep, sweep.spec.phases[0], o);
+    assert_true(text.find("#SBATCH --aihpc-container=/img/py\n#SBATCH --aihpc-container-scope=steps\n") != std::string::npos);
+    // In submit's sbatch args, in either spelling.
+    TempDir tmp2;
+    auto plain = make_sweep(tmp2, R"({"name":"p","axes":[{"param":"a","values":[1]}],"command":"true"})");
+    o.sbatch_args = {"--aihpc-container", "/img/py"};
+    assert_true(phase_script(plain, plain.spec.phases[0], o).find("#SBATCH --aihpc-container-scope=steps\n") != std::string::npos);
+    // A scope the user chose stays theirs; no container, no scope.
+    using V = std::vector<std::string>;
+    assert_true(with_host_runner({"--aihpc-container=/i", "--aihpc-container-scope=all"}) ==
+                V({"--aihpc-container=/i", "--aihpc-container-scope=all"}));
+    assert_true(with_host_runner({"--gpus=1"}) == V({"--gpus=1"}));
+    assert_true(with_host_runner({"--aihpc-container="}) == V({"--aihpc-container="}));
+    assert_true(with_host_runner({"--aihpc-container-bind=/a:/a"}) == V({"--aihpc-container-bind=/a:/a"}));
+    // resubmit's extra sbatch words get it too.
+    o.sbatch_args = {"--aihpc-container=/img/py"};
+    o.max_array_size = 10;
+    auto subs = plan_resubmit(plain, {0}, o, "r");
+    assert_true(subs[0].extra == V({"--aihpc-container=/img/py", "--aihpc-container-scope=steps"}));
+}
+
+static void tasks_run_as_steps_only_from_a_host_batch_script_of_a_container_job(void**) {
+    using V = std::vector<std::string>;
+    const std::string opt = "SLURM_SPANK__SLURM_SPANK_OPTION_aihpc_aihpc_container";
+    V host = {"SLURM_JOB_ID=7", "SLURMD_NODENAME=n2", opt + "=/img/py", opt + "_scope=steps"};
+    TaskLaunch l = task_launch_from(host);
+    assert_true(l.as_step);
+    assert_true(step_command(l, {"python3", "t.py", "a b"}) ==
+                V({"srun", "--ntasks=1", "--nodes=1", "--quiet", "--nodelist=n2", "python3", "t.py", "a b"}));
+    // The variables do as well as the forwarded options.
+    assert_true(task_launch_from({"SLURM_JOB_ID=7", "AIHPC_CONTAINER=/img/py", "AIHPC_CONTAINER_SCOPE=steps"}).as_step);
+    // The batch script inside the container (scope all), a step, no container, no job.
+    assert_false(task_launch_from({"SLURM_JOB_ID=7", opt + "=/img/py"}).as_step);
+    assert_false(task_launch_from({"SLURM_JOB_ID=7", opt + "=/img/py", opt + "_scope=all", "AIHPC_CONTAINER_SCOPE=steps"}).as_step);
+    V in_step = host;
+    in_step.push_back("SLURM_STEP_ID=0");
+    assert_false(task_launch_from(in_step).as_step);
+    assert_false(task_launch_from({"SLURM_JOB_ID=7", opt + "_scope=steps"}).as_step);
+    assert_false(task_launch_from({opt + "=/img/py", opt + "_scope=steps"}).as_step);
+    TaskLaunch direct;
+    assert_true(step_command(direct, {"python3", "t.py"}) == V({"python3", "t.py"}));
+}
+
 static void max_array_size_is_read_from_scontrol(void**) {
     assert_int_equal(parse_max_array_size("AccountingStorageType = x\nMaxArraySize            = 1001\nMaxJobCount = 10\n"), 1001);
     expect_error_containing([] { parse_max_array_size("MaxJobCount = 10\n"); }, "--max-array-size");
@@ -1042,6 +1091,8 @@ int main(void) {
         cmocka_unit_test(dry_run_with_pack_gives_250_elements),
         cmocka_unit_test(resubmission_keeps_global_indices),
         cmocka_unit_test(phase_scripts_carry_sbatch_and_aihpc_options),
+        cmocka_unit_test(a_container_in_the_spec_or_sbatch_args_keeps_the_runner_on_the_host),
+        cmocka_unit_test(tasks_run_as_steps_only_from_a_host_batch_script_of_a_container_job),
         cmocka_unit_test(max_array_size_is_read_from_scontrol),
         cmocka_unit_test(metrics_are_a_json_object_or_name_value_lines),
         cmocka_unit_test(result_paths_separate_earlier_phases),
