@@ -1,6 +1,7 @@
 #include "collect/html.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <set>
@@ -63,12 +64,14 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px;border-bott
 .meta{color:#555;margin:0 0 12px}.counts span{display:inline-block;margin-right:14px;padding:2px 8px;border-radius:3px;background:#f1f1f1}
 .counts .failed{background:#fde2e1}.counts .done{background:#e3f4e1}.note{color:#666;font-size:12px}
 .scroll{max-height:480px;overflow:auto;border:1px solid #ddd}
-table{border-collapse:collapse;font-size:12px}th,td{padding:3px 8px;border-bottom:1px solid #eee;white-space:nowrap;text-align:left}
+table{border-collapse:collapse;font-size:12px}th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+th{max-width:9em;overflow-wrap:anywhere}td{max-width:28em;overflow-wrap:anywhere}td.n{white-space:nowrap}
 th{position:sticky;top:0;background:#f7f7f7;cursor:pointer;user-select:none}th[data-dir=asc]::after{content:" \25B2"}th[data-dir=desc]::after{content:" \25BC"}
 td.n{text-align:right;font-variant-numeric:tabular-nums}tr.failed td{background:#fff3f2}tr.missing td{color:#999}
 .plots{display:flex;flex-wrap:wrap;gap:12px}svg{background:#fff;border:1px solid #e3e3e3}svg text{font-size:10px;fill:#444}
 svg .axis{stroke:#999;stroke-width:1}svg .grid{stroke:#eee}svg .title{font-size:11px;font-weight:600;fill:#222}
 svg circle{fill:#3b6fb6;fill-opacity:.75}svg circle.failed{fill:#d9534f}svg path.line{fill:none;stroke-opacity:.55;stroke-width:1.2}
+svg path.line.dim{stroke-opacity:.04}svg rect.brush{fill:transparent;cursor:crosshair}svg rect.sel{fill:#f0ad4e;fill-opacity:.25;stroke:#c77c02;pointer-events:none}
 )";
 
 const char* kScript = R"(document.querySelectorAll('table.sortable th').forEach(function(th,i){th.addEventListener('click',function(){
@@ -76,6 +79,20 @@ var tb=th.closest('table').tBodies[0],rows=Array.prototype.slice.call(tb.rows),a
 th.parentNode.querySelectorAll('th').forEach(function(h){h.removeAttribute('data-dir')});th.setAttribute('data-dir',asc?'asc':'desc');
 rows.sort(function(a,b){var x=a.cells[i].textContent,y=b.cells[i].textContent,nx=parseFloat(x),ny=parseFloat(y);
 var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c});rows.forEach(function(r){tb.appendChild(r)})})});
+document.querySelectorAll('svg.parallel').forEach(function(svg){
+var T=+svg.getAttribute('data-top'),PH=+svg.getAttribute('data-height'),lines=[].slice.call(svg.querySelectorAll('path.line')),
+ranges={},pt=svg.createSVGPoint(),count=document.getElementById(svg.getAttribute('data-count')),active=null;
+function frac(e){pt.x=e.clientX;pt.y=e.clientY;var p=pt.matrixTransform(svg.getScreenCTM().inverse());return Math.min(1,Math.max(0,(T+PH-p.y)/PH))}
+function apply(){var n=0;lines.forEach(function(l){var f=l.getAttribute('data-f').split(','),ok=true;
+for(var k in ranges){var v=parseFloat(f[k]);if(isNaN(v)||v<ranges[k][0]||v>ranges[k][1]){ok=false;break}}
+l.classList.toggle('dim',!ok);if(ok)n++});if(count)count.textContent=Object.keys(ranges).length?n+' of '+lines.length+' lines selected':''}
+svg.querySelectorAll('rect.brush').forEach(function(r){r.addEventListener('mousedown',function(e){
+active={i:r.getAttribute('data-i'),sel:r.nextElementSibling,start:frac(e)};e.preventDefault()})});
+svg.addEventListener('mousemove',function(e){if(!active)return;var f=frac(e),lo=Math.min(active.start,f),hi=Math.max(active.start,f);
+ranges[active.i]=[lo,hi];active.sel.setAttribute('y',T+PH-hi*PH);active.sel.setAttribute('height',Math.max(1,(hi-lo)*PH));
+active.sel.style.display='';apply()});
+window.addEventListener('mouseup',function(e){if(!active)return;if(Math.abs(frac(e)-active.start)<0.01){delete ranges[active.i];
+active.sel.style.display='none';apply()}active=null})});
 )";
 
 struct Dimension {
@@ -127,18 +144,24 @@ void write_parallel(std::string& out, const std::vector<const ResultRow*>& rows,
                     const Dimension* color, bool maximize) {
     const double step = 150, L = 60, R = 60, T = 30, B = 40, H = 380, ph = H - T - B;
     double W = L + R + step * static_cast<double>(dims.size() - 1);
+    // data-f on each line holds its position on every axis, and a transparent rect over
+    // each axis takes a drag: the script dims the lines outside every dragged range.
     out += "<svg class=\"parallel\" width=\"" + num(W) + "\" height=\"" + num(H) + "\" viewBox=\"0 0 " + num(W) + " " + num(H) +
-           "\" role=\"img\" aria-label=\"parallel coordinates\">";
+           "\" data-top=\"" + num(T) + "\" data-height=\"" + num(ph) + "\" data-count=\"brushed\" role=\"img\" aria-label=\"parallel coordinates\">";
     for (auto* row : rows) {
-        std::string d;
+        std::string d, fractions;
         bool pen = false;
         for (std::size_t i = 0; i < dims.size(); ++i) {
             auto* v = value_of(*row, dims[i].axis.name, dims[i].metric);
             double f = v ? dims[i].axis.position(*v) : -1;
+            if (i > 0) fractions += ',';
             if (f < 0) {
                 pen = false;
                 continue;
             }
+            char text[16];
+            std::snprintf(text, sizeof text, "%.4g", f);  // finer than num(): a brush selects by it
+            fractions += text;
             d += (pen ? "L" : "M") + num(L + step * static_cast<double>(i)) + " " + num(T + ph - f * ph);
             pen = true;
         }
@@ -149,12 +172,16 @@ void write_parallel(std::string& out, const std::vector<const ResultRow*>& rows,
                 double f = color->axis.position(*cv);
                 if (f >= 0) stroke = ramp(maximize ? f : 1 - f);
             }
-        out += "<path class=\"line\" stroke=\"" + stroke + "\" d=\"" + d + "\"><title>#" + std::to_string(row->index) + "</title></path>";
+        out += "<path class=\"line\" stroke=\"" + stroke + "\" data-f=\"" + fractions + "\" d=\"" + d + "\"><title>#" +
+               std::to_string(row->index) + "</title></path>";
     }
     for (std::size_t i = 0; i < dims.size(); ++i) {
         double x = L + step * static_cast<double>(i);
         const auto& a = dims[i].axis;
         out += "<line class=\"axis\" x1=\"" + num(x) + "\" y1=\"" + num(T) + "\" x2=\"" + num(x) + "\" y2=\"" + num(T + ph) + "\"/>";
+        out += "<rect class=\"brush\" data-i=\"" + std::to_string(i) + "\" x=\"" + num(x - 9) + "\" y=\"" + num(T) +
+               "\" width=\"18\" height=\"" + num(ph) + "\"/><rect class=\"sel\" x=\"" + num(x - 6) + "\" y=\"" + num(T) +
+               "\" width=\"12\" height=\"0\" style=\"display:none\"/>";
         out += "<text class=\"title\" x=\"" + num(x) + "\" y=\"" + num(T - 12) + "\" text-anchor=\"middle\">" + html_escape(a.name) +
                (a.log ? " (log)" : "") + "</text>";
         if (a.categorical) {
@@ -172,6 +199,18 @@ void write_parallel(std::string& out, const std::vector<const ResultRow*>& rows,
 }
 
 }  // namespace
+
+bool higher_is_better(std::string_view metric_name) {
+    std::string name;
+    for (char c : metric_name) name += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    // A falling word wins over a rising one: "score_loss" and "error_rate" fall.
+    for (std::string_view falling : {"loss", "err", "perplexity", "ppl", "mse", "mae", "rmse", "time", "latency", "regret", "cost", "wer", "cer"})
+        if (name.find(falling) != std::string::npos) return false;
+    for (std::string_view rising : {"acc", "auc", "f1", "precision", "recall", "score", "reward", "r2", "iou", "map", "bleu", "rouge",
+                                    "throughput", "per_sec", "per_second", "psnr", "ssim", "return"})
+        if (name.find(rising) != std::string::npos) return true;
+    return false;
+}
 
 double PlotAxis::position(const sweep::Scalar& value) const {
     if (categorical) {
@@ -334,10 +373,15 @@ void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const Ht
         for (auto& m : metrics)
             if (m.axis.name == options.color_metric) color = &m;
         if (!color && !metrics.empty()) color = &metrics.front();
+        bool maximize = options.maximize;
+        if (color && !(options.direction_given && color->axis.name == options.color_metric))
+            maximize = higher_is_better(color->axis.name);
         if (color)
             out += "<p class=\"note\">Lines are coloured by " + html_escape(color->axis.name) + ": bright is best (" +
-                   (options.maximize ? "highest" : "lowest") + "); failed tasks are red.</p>\n";
-        write_parallel(out, rows, dims, color, options.maximize);
+                   (maximize ? "highest" : "lowest") +
+                   (options.direction_given && color->axis.name == options.color_metric ? "" : ", as its name says; choose with --sort METRIC:max or :min") +
+                   "); failed tasks are red. Drag along an axis to select a range; click it to clear. <span id=\"brushed\"></span></p>\n";
+        write_parallel(out, rows, dims, color, maximize);
     }
     out += "<script>\n" + std::string(kScript) + "</script>\n</body>\n</html>\n";
     sink(out);

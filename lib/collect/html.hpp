@@ -18,7 +18,13 @@ struct HtmlOptions {
     std::size_t max_plot_rows = 5000;
     std::string color_metric;           // colours the parallel coordinates; default: the first metric
     bool maximize = false;              // whether high values of color_metric are the good ones
+    bool direction_given = false;       // false: the direction is read from the metric's name
 };
+
+// Whether high values of a metric named so are the good ones, by the names ML code
+// gives them: accuracy, AUC, F1, precision, recall, score, reward, R2, IoU, mAP, BLEU,
+// ROUGE and throughput rise; loss, error, perplexity, time and anything else fall.
+bool higher_is_better(std::string_view metric_name);
 
 void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const HtmlOptions& options, const Sink& sink);
 

@@ -757,6 +757,50 @@ static void html_report_holds_table_scatter_plots_and_parallel_coordinates(void*
     for (auto ref : {"http://", "https://", "src=", "<link"}) assert_int_equal(count_of(page, ref), 0);
 }
 
+static std::string parallel_stroke_of(const std::string& page, int index) {
+    // The stroke of the line whose title is #index.
+    auto title = page.find("<title>#" + std::to_string(index) + "</title></path>");
+    auto start = page.rfind("<path class=\"line\"", title);
+    auto s = page.find("stroke=\"", start) + 8;
+    return page.substr(s, page.find('"', s) - s);
+}
+
+static void html_report_colours_by_the_metric_direction_and_brushes(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"name":"r","axes":[{"param":"lr","values":[0.1,0.2,0.3,0.4]}],"command":"true"})");
+    for (int i = 0; i < 4; ++i) put_result(sw, i, 0, "{\"accuracy\":0." + std::to_string(i + 1) + "}");
+    auto t = read_results(sw);
+    std::string page;
+    // No --sort: accuracy rises, so the highest accuracy (#3) gets the bright end of the ramp.
+    write_html(t, sw, HtmlOptions{}, [&](std::string_view s) { page += s; });
+    assert_true(page.find("bright is best (highest, as its name says") != std::string::npos);
+    std::string best = parallel_stroke_of(page, 3), worst = parallel_stroke_of(page, 0);
+    // --sort accuracy:min turns it round.
+    HtmlOptions given;
+    given.color_metric = "accuracy";
+    given.maximize = false;
+    given.direction_given = true;
+    std::string sorted;
+    write_html(t, sw, given, [&](std::string_view s) { sorted += s; });
+    assert_true(sorted.find("bright is best (lowest)") != std::string::npos);
+    assert_string_equal(parallel_stroke_of(sorted, 0).c_str(), best.c_str());
+    assert_string_equal(parallel_stroke_of(sorted, 3).c_str(), worst.c_str());
+    assert_string_not_equal(best.c_str(), worst.c_str());
+    // Brushing: every line carries its axis positions, every axis a drag target.
+    assert_int_equal(count_of(page, "<rect class=\"brush\""), 2);
+    assert_int_equal(count_of(page, "data-f=\""), 4);
+    assert_true(page.find("data-f=\"0,0\"") != std::string::npos);  // #0: lowest lr, lowest accuracy
+    assert_true(page.find("data-f=\"1,1\"") != std::string::npos);
+    // Wide tables wrap rather than run off the page.
+    assert_true(page.find("overflow-wrap:anywhere") != std::string::npos);
+}
+
+static void metric_names_say_their_direction(void**) {
+    for (auto name : {"accuracy", "val_acc", "AUC", "f1_macro", "mean_reward", "bleu", "samples_per_sec"}) assert_true(higher_is_better(name));
+    for (auto name : {"loss", "val_loss", "error_rate", "perplexity", "rmse", "train_time", "score_loss", "unknown"})
+        assert_false(higher_is_better(name));
+}
+
 static void plot_axes_place_numbers_logs_and_categories(void**) {
     auto s = [](const std::string& json) { return sweep::Scalar{json, json}; };
     std::vector<sweep::Scalar> v = {s("1"), s("10"), s("100")};
@@ -822,6 +866,8 @@ int main() {
         cmocka_unit_test(mlflow_names_are_those_its_file_store_accepts),
         cmocka_unit_test(mlflow_store_takes_odd_metric_names_nan_and_skips_trashed_ids),
         cmocka_unit_test(html_report_holds_table_scatter_plots_and_parallel_coordinates),
+        cmocka_unit_test(html_report_colours_by_the_metric_direction_and_brushes),
+        cmocka_unit_test(metric_names_say_their_direction),
         cmocka_unit_test(plot_axes_place_numbers_logs_and_categories),
     };
     return cmocka_run_group_tests_name("collect", tests, nullptr, nullptr);
