@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# MPI ranks inside a container: aihpc-launch keeps what PMIx and PMI-2 hand a task (the
+# PMIx server's address and rendezvous directory, the PMI_FD socket), so that mpi4py
+# ranks started by `srun --mpi=pmix` (and `--mpi=pmi2`) in a charliecloud image wire up
+# and reduce. The image is a skeleton directory with the host's /usr and /etc bound in,
+# so that the host's python3, mpi4py and Open MPI run inside it; a marker file that only
+# the image has proves where each rank ran. Needs ch-run, mpi4py and Slurm's pmix plugin
+# (contrib/deps-clients); without them the file is skipped, saying which is missing.
+. "$(dirname "$0")/lib.sh"
+python=/usr/bin/python3
+command -v ch-run >/dev/null || skip_all "needs ch-run (charliecloud-runtime)"
+$python -c 'from mpi4py import MPI' 2>/dev/null ||
+    skip_all "mpi4py is not installed (python3-mpi4py; run contrib/deps-clients)"
+probe=$(as_user srun -N1 -n1 --mpi=pmix true 2>&1) ||
+    skip_all "srun --mpi=pmix cannot start a task here (libpmix2 and libpmix-dev; run contrib/deps-clients): $(head -1 <<<"$probe")"
+[ -e /aihpc-mpi-image ] && echo "# warning: the host has /aihpc-mpi-image; the inside/outside checks are void"
+plan 6
+scratch=$(user_scratch)
+cd "$scratch" || exit 1
+
+# The skeleton: the host's /usr and /etc come in by --aihpc-container-bind (ch-run needs
+# their mount points), the merged-/usr links make /lib64's loader and /bin resolve, and
+# ch-run binds /dev, /proc, /sys and the host's /tmp itself. The rank program lives in
+# the image, beside the marker.
+img=$scratch/mpi-image
+mkdir -p "$img"/{usr,etc,dev,proc,sys,tmp,home,run,var/tmp,mnt/aihpc,opt}
+for dir in bin sbin lib lib32 lib64 libx32; do
+    [ -L "/$dir" ] && ln -s "usr/$dir" "$img/$dir"
+done
+for dir in bin sbin lib lib64; do
+    [ -e "$img/$dir" ] || mkdir "$img/$dir"
+done
+echo "aihpc mpi image" >"$img/aihpc-mpi-image"
+cat >"$img/opt/ranks.py" <<'PY'
+import os
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+total = comm.allreduce(rank + 1)
+marker = open("/aihpc-mpi-image").read().strip() if os.path.exists("/aihpc-mpi-image") else "host"
+print("rank=%d size=%d sum=%d marker=%s" % (rank, size, total, marker), flush=True)
+PY
+chmod -R a+rX "$img"
+binds=/usr:/usr,/etc:/etc
+
+# ranks_inside FILE N: N lines, ranks 0..N-1, each of size N, the allreduce summed 1..N,
+# every one inside the image.
+ranks_inside() {
+    local file=$1 n=$2
+    $python - "$file" "$n" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+n = int(sys.argv[2])
+rows = re.findall(r"^rank=(\d+) size=(\d+) sum=(\d+) marker=(.*)$", text, re.M)
+ranks = sorted(int(r[0]) for r in rows)
+if ranks != list(range(n)):
+    sys.exit("ranks %s, not 0..%d:\n%s" % (ranks, n - 1, text[-3000:]))
+for rank, size, total, marker in rows:
+    if int(size) != n or int(total) != n * (n + 1) // 2:
+        sys.exit("rank %s: size %s sum %s" % (rank, size, total))
+    if marker != "aihpc mpi image":
+        sys.exit("rank %s ran outside the image (marker %r)" % (rank, marker))
+PY
+}
+
+# The same program on the host: no marker there, so the inside check can fail.
+timeout 120 runuser -u "$test_user" -- env SLURM_CONF="$SLURM_CONF" \
+    srun -N1 -n2 --mpi=pmix $python "$img/opt/ranks.py" >host.out 2>&1
+ok "on the host the same ranks see no marker (the inside check can fail)" \
+    bash -c "grep -c 'marker=host\$' host.out | grep -qx 2"
+
+timeout 180 runuser -u "$test_user" -- env SLURM_CONF="$SLURM_CONF" \
+    srun -N1 -n2 --mpi=pmix --aihpc-container="$img" --aihpc-container-bind="$binds" \
+    $python /opt/ranks.py >pmix.out 2>&1
+status=$?
+ok "srun --mpi=pmix in a charliecloud image: the step succeeds (exit $status)" test "$status" = 0
+ok "srun --mpi=pmix: 2 mpi4py ranks inside the image, size 2, allreduce 3" ranks_inside pmix.out 2
+
+timeout 180 runuser -u "$test_user" -- env SLURM_CONF="$SLURM_CONF" \
+    srun -N1 -n2 --mpi=pmi2 --aihpc-container="$img" --aihpc-container-bind="$binds" \
+    env OMPI_MCA_pmix=s2 $python /opt/ranks.py >pmi2.out 2>&1
+status=$?
+ok "srun --mpi=pmi2 in a charliecloud image: the step succeeds (exit $status)" test "$status" = 0
+ok "srun --mpi=pmi2: 2 mpi4py ranks inside the image wire up over PMI_FD, allreduce 3" ranks_inside pmi2.out 2
+
+ok "no node was drained" bash -c '! sinfo -h -N -o "%t" | grep -q -E "drain|down"'
+finish
