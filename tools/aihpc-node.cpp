@@ -1,8 +1,10 @@
 // aihpc-node: the node work that the aihpc plugin hands out of slurmstepd.
 //
 // The plugin forks and at once execs this program (lib/common/node_helper.hpp): as the
-// job's user for the user's work (stage-in, stage-out, image digests), as root for
-// root's (the directories under local_root, the epilog's cleanup). It reads one request
+// job's user for the user's work (stage-out, image digests), as root for root's (the
+// directories under local_root, the epilog's cleanup). A step's stage-in starts it once,
+// as root (prepare-stage-in): root's part, then the stage-in after the program dropped
+// to the job's user for good, as the plugin would before an exec. It reads one request
 // on fd 3 and answers on fd 4: notes, an error, a result, and the cache leases the step
 // holds, as descriptors. Everything it needs comes in the request, from slurmstepd: the
 // site's plugstack arguments, the job's raw --aihpc-* options and the step's identity,
