@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <optional>
-#include <sstream>
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
@@ -70,16 +69,15 @@ void stage_user_init(const Spank&, PluginState& st) {
     if (!wants_staging(st.options)) return;
     StepStaging& s = staging();
     s.layout = stage::job_layout(st.site.local_root_for(st.step.node_name), st.step.job_id, st.step.uid);
-    HelperOutcome prepared = node_work(st, "prepare", RunAs::root);
     if (st.options.stage.empty()) {
+        node_work(st, "prepare", RunAs::root);
         s.active = true;
         return;
     }
-    std::uint64_t max_bytes = 0, low_bytes = 0;
-    std::istringstream(prepared.result) >> max_bytes >> low_bytes;
-    HelperOutcome staged = node_work(st, "stage-in", RunAs::user,
-                                     "\"limits\":{\"max\":" + std::to_string(max_bytes) + ",\"low\":" +
-                                         std::to_string(low_bytes) + "}");
+    // One exec: root's part, then the stage-in after the helper dropped to the user.
+    std::string groups;
+    for (gid_t g : st.step.groups) groups += (groups.empty() ? "" : ",") + std::to_string(g);
+    HelperOutcome staged = node_work(st, "prepare-stage-in", RunAs::root, "\"groups\":[" + groups + "]");
     for (const std::string& note : staged.notes) st.note(note);
     s.items = stage::parse_job_items(staged.result);
     s.leases = std::move(staged.fds);

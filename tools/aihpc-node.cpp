@@ -1,8 +1,10 @@
 // aihpc-node: the node work that the aihpc plugin hands out of slurmstepd.
 //
 // The plugin forks and at once execs this program (lib/common/node_helper.hpp): as the
-// job's user for the user's work (stage-in, stage-out, image digests), as root for
-// root's (the directories under local_root, the epilog's cleanup). It reads one request
+// job's user for the user's work (stage-out, image digests), as root for root's (the
+// directories under local_root, the epilog's cleanup). A step's stage-in starts it once,
+// as root (prepare-stage-in): root's part, then the stage-in after the program dropped
+// to the job's user for good, as the plugin would before an exec. It reads one request
 // on fd 3 and answers on fd 4: notes, an error, a result, and the cache leases the step
 // holds, as descriptors. Everything it needs comes in the request, from slurmstepd: the
 // site's plugstack arguments, the job's raw --aihpc-* options and the step's identity,
@@ -10,8 +12,11 @@
 // hand.
 #include <fcntl.h>
 #include <spawn.h>
+#include <grp.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -56,7 +61,7 @@ using namespace aihpc;
 namespace {
 
 constexpr const char* usage =
-    "Usage: aihpc-node prepare|stage-in|account|stage-out|keep|digest|epilog\n"
+    "Usage: aihpc-node prepare|stage-in|prepare-stage-in|account|stage-out|keep|digest|epilog\n"
     "       aihpc-node run-task COMMAND...   (with AIHPC_STAGE_OUT_TASK set)\n"
     "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
     "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
@@ -75,6 +80,7 @@ struct NodeRequest {
     std::uint32_t job_id = 0;
     uid_t uid = 0;
     gid_t gid = 0;
+    std::vector<gid_t> groups;  // prepare-stage-in: the job's supplementary groups
     std::string node;
     std::string submit_dir;
     stage::CacheLimits limits;  // stage-in: what prepare measured
@@ -124,6 +130,15 @@ NodeRequest parse_request(const std::string& text) {
     if (json_object* limits = json_member(doc.get(), "limits")) {
         r.limits.max_bytes = number_member(limits, "max");
         r.limits.low_bytes = number_member(limits, "low");
+    }
+    if (json_object* groups = json_member(doc.get(), "groups")) {
+        if (!json_object_is_type(groups, json_type_array)) throw Error("request: 'groups' is no array");
+        for (std::size_t i = 0; i < json_object_array_length(groups); ++i) {
+            json_object* g = json_object_array_get_idx(groups, i);
+            if (!json_object_is_type(g, json_type_int) || json_object_get_int64(g) < 0)
+                throw Error("request: 'groups' holds a non-number");
+            r.groups.push_back(static_cast<gid_t>(json_object_get_int64(g)));
+        }
     }
     if (json_object* no_cache = json_member(doc.get(), "no_cache")) r.no_cache = json_object_get_boolean(no_cache);
     if (json_member(doc.get(), "step")) r.step_id = static_cast<std::uint32_t>(number_member(doc.get(), "step"));
@@ -229,8 +244,8 @@ private:
 };
 
 // As root: the job's and the user's directories under the root-owned local_root, and,
-// for a cache-mode stage-in, the user's share of the node cache. Result: "MAX LOW".
-void prepare(const NodeRequest& r, const HelperChannel& channel) {
+// for a cache-mode stage-in, the user's share of the node cache (else zeros).
+stage::CacheLimits prepare_node(const NodeRequest& r) {
     if (r.uid == 0) throw Error("root's jobs are not staged; run the job as a regular user");
     std::string root_path = local_root(r);
     stage::JobLayout l = layout(r);
@@ -244,7 +259,7 @@ void prepare(const NodeRequest& r, const HelperChannel& channel) {
         stage::user_dir_at(jobs.get(), job_text(r), r.uid, r.gid, l.stage_dir);
         stage::user_dir_at(jobs.get(), job_text(r) + ".aihpc", r.uid, r.gid, l.meta_dir);
     }
-    if (!needs_cache_limits(r.options)) return channel.result("0 0");
+    if (!needs_cache_limits(r.options)) return {};
     struct statvfs fs {};
     std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
     // Root's own measures of every user's cache (the ledger), never a number a user wrote.
@@ -252,6 +267,12 @@ void prepare(const NodeRequest& r, const HelperChannel& channel) {
                                                          r.site.cache_low_bytes(fs_bytes),
                                                          r.site.cache_user_max_bytes(fs_bytes),
                                                          stage::join_path(root_path, "cache"));
+    return limits;
+}
+
+// As root. Result: "MAX LOW".
+void prepare(const NodeRequest& r, const HelperChannel& channel) {
+    stage::CacheLimits limits = prepare_node(r);
     channel.result(std::to_string(limits.max_bytes) + " " + std::to_string(limits.low_bytes));
 }
 
@@ -319,6 +340,39 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     // The descriptors first: slurmstepd takes the result as the sign that all arrived.
     channel.send_fds(fds);
     channel.result(stage::format_job_items(recorded));
+}
+
+// Drops this process to the job's user for good, as the plugin does before it execs the
+// user's work (lib/common/node_helper.cpp): every descriptor but the request, result and
+// output ones closed first (root's opened only root-owned paths under local_root), then
+// the groups, gid and uid, checked. The kernel makes a process that changed its
+// credentials undumpable, so the user can neither trace it nor read what root's part
+// left in its memory; it also clears the parent-death signal, which is set again.
+void become_job_user(const NodeRequest& r) {
+    if (r.uid == 0) throw Error("refusing to stage in as root for a job of uid 0");
+    if (::syscall(SYS_close_range, 5u, ~0u, 0u) != 0) throw_errno("cannot close root's descriptors before the stage-in");
+    if (::setgroups(r.groups.size(), r.groups.empty() ? nullptr : r.groups.data()) != 0)
+        throw_errno("cannot set the job's supplementary groups");
+    if (::setresgid(r.gid, r.gid, r.gid) != 0) throw_errno("cannot set the job's gid");
+    if (::setresuid(r.uid, r.uid, r.uid) != 0) throw_errno("cannot set the job's uid");
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+    if (::getresuid(&ru, &eu, &su) != 0 || ru != r.uid || eu != r.uid || su != r.uid || ::getresgid(&rg, &eg, &sg) != 0 ||
+        rg != r.gid || eg != r.gid || sg != r.gid)
+        throw Error("could not drop to the job's user; the stage-in was not done");
+    pid_t parent = ::getppid();
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) throw_errno("cannot set the parent-death signal");
+    if (::getppid() != parent || parent == 1) throw Error("slurmstepd went away before the stage-in");
+}
+
+// As root, then as the user, in one start of this program: prepare, then the stage-in
+// with prepare's limits, after dropping to the job's user for good. A step's hit in the
+// cache thus costs one exec, not two. The result is stage-in's.
+void prepare_stage_in(NodeRequest& r, const HelperChannel& channel) {
+    r.limits = prepare_node(r);
+    become_job_user(r);
+    JobWatch watch(r.job_id);
+    stage_in(r, channel);
 }
 
 // Written in the job's meta dir once a step's stage-out was tried on this node, so that
@@ -519,7 +573,7 @@ int main(int argc, char** argv) {
     }
     const std::map<std::string, void (*)(const NodeRequest&, const HelperChannel&)> commands = {
         {"prepare", prepare}, {"account", account}, {"stage-in", stage_in}, {"stage-out", stage_out},
-        {"keep", keep},       {"digest", digest},   {"epilog", epilog}};
+        {"keep", keep},       {"digest", digest},   {"epilog", epilog}, {"prepare-stage-in", nullptr}};
     auto command = commands.find(argv[1]);
     if (command == commands.end()) {
         std::fprintf(stderr, "aihpc-node: unknown command '%s'\n%s", argv[1], usage);
@@ -533,6 +587,10 @@ int main(int argc, char** argv) {
     }
     try {
         NodeRequest request = parse_request(read_helper_request());
+        if (command->first == "prepare-stage-in") {
+            prepare_stage_in(request, channel);
+            return 0;
+        }
         // Only the user's work can take long; the epilog runs after the job anyway.
         std::optional<JobWatch> watch;
         bool users_work = command->first == "stage-in" || command->first == "stage-out" || command->first == "digest";

@@ -6,3 +6,6 @@ tool_libs = lib/libaihpc.la
 pkglibexec_PROGRAMS += tools/aihpc-node
 tools_aihpc_node_SOURCES = tools/aihpc-node.cpp
 tools_aihpc_node_LDADD = lib/stage/libaihpc_stage.la lib/container/libaihpc_container.la $(tool_libs)
+# Started for every step that stages: without libstdc++ to load and relocate, each start
+# costs less.
+tools_aihpc_node_LDFLAGS = $(AM_LDFLAGS) -static-libstdc++ -static-libgcc

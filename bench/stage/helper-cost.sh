@@ -5,6 +5,8 @@
 #   (target: at most 5 ms more per step).
 # The baseline plugin is built from BASE_REF (default: the last commit before aihpc-node)
 # into a scratch worktree, once; or give a built one as AIHPC_BASE_PLUGIN=/path/aihpc.so.
+# AIHPC_OTHER_PLUGIN=/path/aihpc.so adds another built tree's plugin (an earlier state
+# of this one, say) to the same interleaved runs.
 # Usage: bench/stage/helper-cost.sh [RUNS]   (default 20; as root, mini-cluster up)
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -36,10 +38,11 @@ trap 'cp "$work/plugstack.orig" "$plugstack"; rm -rf "$work"' EXIT
 python3 "$top/bench/stage/make_tree.py" "$work/tree" 200 >/dev/null
 chmod -R a+rX "$work"
 
-python3 - "$runs" "$plugstack" "$work" "$base_plugin" "$top/plugin/.libs/aihpc.so" <<'PY'
+python3 - "$runs" "$plugstack" "$work" "$base_plugin" "$top/plugin/.libs/aihpc.so" ${AIHPC_OTHER_PLUGIN:-} <<'PY'
 import re, statistics, subprocess, sys, time
 
 runs, plugstack, work, base_so, new_so = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+others = sys.argv[6:]
 original = open(work + "/plugstack.orig").read()
 
 def use(plugin):
@@ -48,12 +51,13 @@ def use(plugin):
 
 cmd = ["runuser", "-u", "aihpc-test", "--", "srun", "-n2", "-w", "n1",
        "--aihpc-stage=%s/tree:benchtree" % work, "true"]
-samples = {base_so: [], new_so: []}
-for plugin in (base_so, new_so):   # one cold stage each, so that every timed run is a hit
+plugins = [base_so, new_so] + others
+samples = {plugin: [] for plugin in plugins}
+for plugin in plugins:   # one cold stage each, so that every timed run is a hit
     use(plugin)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 for _ in range(runs):
-    for plugin in (base_so, new_so):
+    for plugin in plugins:
         use(plugin)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -63,4 +67,7 @@ verdict = "ok" if new - base <= 5.0 else "SLOW"
 print("# exec'd node helper against the forked child, srun -n2 --aihpc-stage (cache hit), median of %d" % runs)
 print("forked child (baseline): %.1f ms   exec'd aihpc-node: %.1f ms   difference %+.1f ms   ratio %.3f (target <= +5 ms) %s"
       % (base, new, new - base, new / base, verdict))
+for other in others:
+    median = statistics.median(samples[other])
+    print("%s: %.1f ms   difference %+.1f ms   ratio %.3f" % (other, median, median - base, median / base))
 PY

@@ -2,6 +2,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
@@ -102,6 +103,76 @@ std::optional<std::string> archive_entry_refusal(const std::string& path, Archiv
     return std::nullopt;
 }
 
+namespace {
+
+// libarchive is loaded when an archive is first read, not when a program starts: it
+// brings in libxml2, ICU, nettle and five compressors, whose loading and relocation
+// every start of aihpc-node (twice per step) and of the plugin would otherwise pay for.
+#define AIHPC_LIBARCHIVE_FUNCTIONS(X) \
+    X(archive_read_new) \
+    X(archive_read_free) \
+    X(archive_read_support_filter_all) \
+    X(archive_read_support_format_tar) \
+    X(archive_read_support_format_gnutar) \
+    X(archive_read_open_fd) \
+    X(archive_error_string) \
+    X(archive_write_disk_new) \
+    X(archive_write_free) \
+    X(archive_entry_hardlink) \
+    X(archive_entry_filetype) \
+    X(archive_write_disk_set_options) \
+    X(archive_write_disk_set_standard_lookup) \
+    X(archive_filter_bytes) \
+    X(archive_read_next_header) \
+    X(archive_entry_pathname) \
+    X(archive_entry_symlink) \
+    X(archive_entry_size_is_set) \
+    X(archive_entry_size) \
+    X(archive_entry_set_perm) \
+    X(archive_entry_perm) \
+    X(archive_entry_set_hardlink) \
+    X(archive_entry_set_pathname) \
+    X(archive_write_header) \
+    X(archive_read_data_block) \
+    X(archive_write_data_block) \
+    X(archive_write_finish_entry) \
+    X(archive_write_close)
+
+struct Libarchive {
+#define AIHPC_LIBARCHIVE_POINTER(name) decltype(&::name) name = nullptr;
+    AIHPC_LIBARCHIVE_FUNCTIONS(AIHPC_LIBARCHIVE_POINTER)
+#undef AIHPC_LIBARCHIVE_POINTER
+};
+
+// The soname of libarchive 3 (Debian's libarchive13), then the development link.
+constexpr const char* libarchive_names[] = {"libarchive.so.13", "libarchive.so"};
+
+Libarchive load_libarchive() {
+    void* handle = nullptr;
+    std::string why;
+    for (const char* name : libarchive_names) {
+        if ((handle = ::dlopen(name, RTLD_NOW | RTLD_LOCAL))) break;
+        const char* error = ::dlerror();
+        why = error ? error : name;
+    }
+    if (!handle) throw Error("cannot load libarchive to read archives (" + why + "); install libarchive13 on this node");
+    Libarchive l;
+#define AIHPC_LIBARCHIVE_RESOLVE(name)                                                             \
+    l.name = reinterpret_cast<decltype(&::name)>(::dlsym(handle, #name));                            \
+    if (!l.name) throw Error("the libarchive on this node lacks " #name "; install libarchive 3.3 or later");
+    AIHPC_LIBARCHIVE_FUNCTIONS(AIHPC_LIBARCHIVE_RESOLVE)
+#undef AIHPC_LIBARCHIVE_RESOLVE
+    return l;  // the handle stays open for the life of the process
+}
+
+// Loaded once; a failed load is tried again by the next caller.
+const Libarchive& libarchive() {
+    static const Libarchive loaded = load_libarchive();
+    return loaded;
+}
+
+}  // namespace
+
 bool is_archive_name(const std::string& name) {
     // Config owns the suffix list: NAME defaults to the source without it.
     return config::default_stage_name(name) != basename_of(name);
@@ -110,26 +181,26 @@ bool is_archive_name(const std::string& name) {
 namespace {
 
 struct ReadArchive {
-    struct archive* a = archive_read_new();
+    struct archive* a = libarchive().archive_read_new();
     ReadArchive() = default;
     ReadArchive(const ReadArchive&) = delete;
     ReadArchive& operator=(const ReadArchive&) = delete;
-    ~ReadArchive() { archive_read_free(a); }
+    ~ReadArchive() { libarchive().archive_read_free(a); }
 };
 
 // Opens `reader` over the tar (plain, gzip or zstd) open as archive_fd, from its first byte.
 void open_tar(ReadArchive& reader, int archive_fd, const std::string& shown_src) {
-    archive_read_support_filter_all(reader.a);
-    archive_read_support_format_tar(reader.a);
-    archive_read_support_format_gnutar(reader.a);
+    libarchive().archive_read_support_filter_all(reader.a);
+    libarchive().archive_read_support_format_tar(reader.a);
+    libarchive().archive_read_support_format_gnutar(reader.a);
     if (::lseek(archive_fd, 0, SEEK_SET) < 0) throw_errno("cannot read " + shown_src);
-    if (archive_read_open_fd(reader.a, archive_fd, 1 << 20) != ARCHIVE_OK)
-        throw Error("cannot read " + shown_src + " as an archive: " + archive_error_string(reader.a));
+    if (libarchive().archive_read_open_fd(reader.a, archive_fd, 1 << 20) != ARCHIVE_OK)
+        throw Error("cannot read " + shown_src + " as an archive: " + libarchive().archive_error_string(reader.a));
 }
 
 struct WriteDisk {
-    struct archive* a = archive_write_disk_new();
-    ~WriteDisk() { archive_write_free(a); }
+    struct archive* a = libarchive().archive_write_disk_new();
+    ~WriteDisk() { libarchive().archive_write_free(a); }
 };
 
 // Restores the working directory on every path out of the extraction.
@@ -146,8 +217,8 @@ private:
 };
 
 ArchiveEntryKind kind_of(struct archive_entry* entry) {
-    if (archive_entry_hardlink(entry)) return ArchiveEntryKind::hardlink;
-    switch (archive_entry_filetype(entry)) {
+    if (libarchive().archive_entry_hardlink(entry)) return ArchiveEntryKind::hardlink;
+    switch (libarchive().archive_entry_filetype(entry)) {
     case AE_IFREG: return ArchiveEntryKind::file;
     case AE_IFDIR: return ArchiveEntryKind::directory;
     case AE_IFLNK: return ArchiveEntryKind::symlink;
@@ -186,10 +257,10 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
     UniqueFd dst_root(root);
 
     WriteDisk writer;
-    archive_write_disk_set_options(writer.a, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+    libarchive().archive_write_disk_set_options(writer.a, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
                                                  ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
                                                  ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS | ARCHIVE_EXTRACT_UNLINK);
-    archive_write_disk_set_standard_lookup(writer.a);
+    libarchive().archive_write_disk_set_standard_lookup(writer.a);
 
     CwdGuard cwd;
     if (::fchdir(dst_root.get()) != 0) throw_errno("cannot enter " + shown_dst);
@@ -207,7 +278,7 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         if (limits.max_bytes && charged > limits.max_bytes)
             throw too_big("it expands to more than " + std::to_string(limits.max_bytes) + " bytes, the room left for it");
         if (limits.max_ratio && charged > limits.ratio_floor) {
-            la_int64_t read = archive_filter_bytes(reader.a, -1);
+            la_int64_t read = libarchive().archive_filter_bytes(reader.a, -1);
             std::uint64_t raw = read > 0 ? static_cast<std::uint64_t>(read) : 1;
             if (charged / limits.max_ratio > raw)
                 throw too_big("it expands more than " + std::to_string(limits.max_ratio) + " times (" + std::to_string(charged) +
@@ -217,32 +288,32 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
     std::vector<char> buffer;
     while (true) {
         struct archive_entry* entry = nullptr;
-        int rc = archive_read_next_header(reader.a, &entry);
+        int rc = libarchive().archive_read_next_header(reader.a, &entry);
         if (rc == ARCHIVE_EOF) break;
-        if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
-        const char* raw_path = archive_entry_pathname(entry);
+        if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + libarchive().archive_error_string(reader.a));
+        const char* raw_path = libarchive().archive_entry_pathname(entry);
         std::string path = raw_path ? raw_path : "";
         ArchiveEntryKind kind = kind_of(entry);
         std::string target;
-        if (kind == ArchiveEntryKind::hardlink) target = archive_entry_hardlink(entry);
-        else if (kind == ArchiveEntryKind::symlink && archive_entry_symlink(entry)) target = archive_entry_symlink(entry);
+        if (kind == ArchiveEntryKind::hardlink) target = libarchive().archive_entry_hardlink(entry);
+        else if (kind == ArchiveEntryKind::symlink && libarchive().archive_entry_symlink(entry)) target = libarchive().archive_entry_symlink(entry);
         if (auto why = archive_entry_refusal(path, kind, target)) throw refuse(*why);
         if (plain_components(path)->empty()) continue;  // "./" itself: the root exists
         if (++entries > limits.max_entries)
             throw too_big("it has more than " + std::to_string(limits.max_entries) + " entries");
-        std::uint64_t declared = archive_entry_size_is_set(entry) && archive_entry_size(entry) > 0
-                                     ? static_cast<std::uint64_t>(archive_entry_size(entry))
+        std::uint64_t declared = libarchive().archive_entry_size_is_set(entry) && libarchive().archive_entry_size(entry) > 0
+                                     ? static_cast<std::uint64_t>(libarchive().archive_entry_size(entry))
                                      : 0;
         std::uint64_t entry_charge = extracted_charge(kind, declared);
         charge(entry_charge);
         // Set-id bits and ownership are never carried into a node-local copy.
-        archive_entry_set_perm(entry, archive_entry_perm(entry) & 01777);
-        if (kind == ArchiveEntryKind::hardlink) archive_entry_set_hardlink(entry, normalized(target).c_str());
-        archive_entry_set_pathname(entry, normalized(path).c_str());
+        libarchive().archive_entry_set_perm(entry, libarchive().archive_entry_perm(entry) & 01777);
+        if (kind == ArchiveEntryKind::hardlink) libarchive().archive_entry_set_hardlink(entry, normalized(target).c_str());
+        libarchive().archive_entry_set_pathname(entry, normalized(path).c_str());
 
-        rc = archive_write_header(writer.a, entry);
+        rc = libarchive().archive_write_header(writer.a, entry);
         if (rc < ARCHIVE_WARN) throw Error("cannot extract '" + path + "' from " + shown_src + " into " + shown_dst + ": " +
-                                           archive_error_string(writer.a));
+                                           libarchive().archive_error_string(writer.a));
         std::unique_ptr<ContentHasher> hasher;
         if (hash && kind == ArchiveEntryKind::file) hasher = std::make_unique<ContentHasher>();
         const void* block = nullptr;
@@ -260,9 +331,9 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
             }
         };
         while (kind == ArchiveEntryKind::file) {
-            rc = archive_read_data_block(reader.a, &block, &size, &offset);
+            rc = libarchive().archive_read_data_block(reader.a, &block, &size, &offset);
             if (rc == ARCHIVE_EOF) break;
-            if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
+            if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + libarchive().archive_error_string(reader.a));
             hash_zeros_to(static_cast<std::uint64_t>(offset));
             // The header's size bounds the data in a well-formed archive; charge anything past it anyway.
             std::uint64_t end = static_cast<std::uint64_t>(offset < 0 ? 0 : offset) + size;
@@ -275,22 +346,22 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
                 hasher->update(block, size);
                 position += size;
             }
-            if (archive_write_data_block(writer.a, block, size, offset) < ARCHIVE_WARN)
-                throw Error("cannot write '" + path + "' into " + shown_dst + ": " + archive_error_string(writer.a));
+            if (libarchive().archive_write_data_block(writer.a, block, size, offset) < ARCHIVE_WARN)
+                throw Error("cannot write '" + path + "' into " + shown_dst + ": " + libarchive().archive_error_string(writer.a));
             result.stats.bytes += size;
             if (progress) progress->bytes += size;
         }
-        if (archive_entry_size_is_set(entry)) hash_zeros_to(static_cast<std::uint64_t>(archive_entry_size(entry)));
-        if (archive_write_finish_entry(writer.a) < ARCHIVE_WARN)
-            throw Error("cannot finish '" + path + "' in " + shown_dst + ": " + archive_error_string(writer.a));
+        if (libarchive().archive_entry_size_is_set(entry)) hash_zeros_to(static_cast<std::uint64_t>(libarchive().archive_entry_size(entry)));
+        if (libarchive().archive_write_finish_entry(writer.a) < ARCHIVE_WARN)
+            throw Error("cannot finish '" + path + "' in " + shown_dst + ": " + libarchive().archive_error_string(writer.a));
         if (kind == ArchiveEntryKind::file) {
             result.stats.files += 1;
             if (progress) progress->files += 1;
         }
         if (hasher) hashes[normalized(path)] = hasher->hex();
     }
-    if (archive_write_close(writer.a) != ARCHIVE_OK)
-        throw Error("cannot finish extracting into " + shown_dst + ": " + archive_error_string(writer.a));
+    if (libarchive().archive_write_close(writer.a) != ARCHIVE_OK)
+        throw Error("cannot finish extracting into " + shown_dst + ": " + libarchive().archive_error_string(writer.a));
 
     result.manifest = scan_tree(dst_root.get(), shown_dst);
     for (const ManifestEntry& e : result.manifest.entries)
@@ -337,11 +408,11 @@ std::map<std::string, std::string> archive_content_hashes(int archive_fd, const 
     static const std::vector<char> zeros(1 << 16);
     while (true) {
         struct archive_entry* entry = nullptr;
-        int rc = archive_read_next_header(reader.a, &entry);
+        int rc = libarchive().archive_read_next_header(reader.a, &entry);
         if (rc == ARCHIVE_EOF) break;
-        if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
+        if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + libarchive().archive_error_string(reader.a));
         if (kind_of(entry) != ArchiveEntryKind::file) continue;
-        const char* raw_path = archive_entry_pathname(entry);
+        const char* raw_path = libarchive().archive_entry_pathname(entry);
         ContentHasher hasher;
         std::uint64_t position = 0;
         auto zeros_to = [&](std::uint64_t end) {
@@ -354,13 +425,13 @@ std::map<std::string, std::string> archive_content_hashes(int archive_fd, const 
         const void* block = nullptr;
         size_t size = 0;
         la_int64_t offset = 0;
-        while ((rc = archive_read_data_block(reader.a, &block, &size, &offset)) != ARCHIVE_EOF) {
-            if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + archive_error_string(reader.a));
+        while ((rc = libarchive().archive_read_data_block(reader.a, &block, &size, &offset)) != ARCHIVE_EOF) {
+            if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + libarchive().archive_error_string(reader.a));
             zeros_to(static_cast<std::uint64_t>(offset));
             hasher.update(block, size);
             position += size;
         }
-        if (archive_entry_size_is_set(entry)) zeros_to(static_cast<std::uint64_t>(archive_entry_size(entry)));
+        if (libarchive().archive_entry_size_is_set(entry)) zeros_to(static_cast<std::uint64_t>(libarchive().archive_entry_size(entry)));
         hashes[normalized(raw_path ? raw_path : "")] = hasher.hex();
     }
     return hashes;

@@ -146,11 +146,18 @@ if cc -o "$work/probe/tools/aihpc-node" "$work/probe.c" 2>"$work/cc.err"; then
     cp "$plugstack" "$plugstack.orig"
     sed "s|^required [^ ]*aihpc.so|required $work/probe/plugin/.libs/aihpc.so|" "$plugstack.orig" >"$plugstack"
     echo data >"$work/data.txt"
-    id=$(as_user sbatch --parsable -w n1 -o probe.out --aihpc-stage="$work/data.txt" job.sh)
+    # The stage-in's own record in the job's meta dir says whose it was.
+    cat >probe-job.sh <<'JOB'
+#!/bin/bash
+echo "task ran"
+echo "items_owner=$(stat -c %u "$AIHPC_STAGE_DIR.aihpc/items")"
+JOB
+    chmod 0755 probe-job.sh
+    id=$(as_user sbatch --parsable -w n1 -o probe.out --aihpc-stage="$work/data.txt" probe-job.sh)
     wait_job "$id" >/dev/null
     restore_site_keys
-    ok "the helper ran for prepare (as root) and stage-in (as the user)" \
-        bash -c "grep -q '^prepare uid=0 euid=0 ' '$work/probe.log' && grep -q '^stage-in uid=$(id -u "$test_user") euid=$(id -u "$test_user") ' '$work/probe.log'"
+    ok "the helper started as root for prepare and did the stage-in as the user" \
+        bash -c "grep -q '^prepare-stage-in uid=0 euid=0 ' '$work/probe.log' && grep -qx 'items_owner=$(id -u "$test_user")' probe.out"
     ok "the helper inherits only fds 0-4 from slurmstepd" \
         bash -c "[ -z \"\$(grep -v 'fds=0,1,2,3,4,\$' '$work/probe.log')\" ]"
     ok "the helper runs with no_new_privs, in its own process group, with oom_score_adj 0" \
