@@ -16,7 +16,8 @@ plugin_module_libs += lib/stage/libaihpc_stage.la
 EXTRA_DIST += lib/stage/README
 UNIT_TESTS += tests/unit/test_stage
 tests_unit_test_stage_SOURCES = tests/unit/test_stage.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
-tests_unit_test_stage_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
+# The tests write archives with libarchive itself; the engine loads it on its own.
+tests_unit_test_stage_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs) $(ARCHIVE_LIBS)
 UNIT_TESTS += tests/unit/test_node_layout
 tests_unit_test_node_layout_SOURCES = tests/unit/test_node_layout.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_node_layout_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)

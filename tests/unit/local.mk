@@ -12,7 +12,7 @@ tests_unit_test_node_helper_SOURCES = tests/unit/test_node_helper.cpp tests/unit
 tests_unit_test_node_helper_LDADD = $(unit_test_libs)
 UNIT_TESTS += tests/unit/test_stage_trust
 tests_unit_test_stage_trust_SOURCES = tests/unit/test_stage_trust.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
-tests_unit_test_stage_trust_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
+tests_unit_test_stage_trust_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs) $(ARCHIVE_LIBS)
 UNIT_TESTS += tests/unit/test_slurm_release
 tests_unit_test_slurm_release_SOURCES = tests/unit/test_slurm_release.cpp tests/unit/cmocka_cxx.hpp \
 	plugin/slurm_release.cpp plugin/slurm_release.hpp
