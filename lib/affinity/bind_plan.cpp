@@ -303,8 +303,8 @@ void fill_env(const NodeTopology& topo, TaskBinding& task, const std::vector<con
     // in no variable.
     std::optional<std::string> cuda, rocr;
     for (const GpuRef& gpu : task.gpus) {
-        std::optional<std::string>& names = gpu.vendor == GpuVendor::nvidia ? cuda : rocr;
         if (gpu.vendor == GpuVendor::other) continue;
+        std::optional<std::string>& names = gpu.vendor == GpuVendor::nvidia ? cuda : rocr;
         if (names) *names += ',';
         else names.emplace();
         *names += gpu.visible_name;
