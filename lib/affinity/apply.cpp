@@ -1,8 +1,9 @@
 #include "affinity/apply.hpp"
 
-#include <numa.h>
-#include <numaif.h>
+#include <numaif.h>   // MPOL_* only: the system calls are made directly, see below
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -36,6 +37,23 @@ struct CpuMask {
 constexpr unsigned max_nodes = 1024;
 using NodeMask = std::vector<unsigned long>;
 constexpr unsigned bits_per_word = 8 * sizeof(unsigned long);
+
+// The memory-policy system calls, made directly rather than through libnuma's wrappers
+// of them: libnuma reads /proc and sysfs in a constructor in every process that loads
+// it, which every plan and every `aihpc-bind exec` (one per MPI rank) would pay for.
+long set_memory_policy(int mode, const unsigned long* mask, unsigned long max_node) {
+    return syscall(SYS_set_mempolicy, mode, mask, max_node);
+}
+
+long get_memory_policy(int* mode, unsigned long* mask, unsigned long max_node) {
+    return syscall(SYS_get_mempolicy, mode, mask, max_node, nullptr, 0UL);
+}
+
+// As libnuma's numa_available(): a kernel without NUMA support, or a seccomp filter
+// that forbids the calls, answers ENOSYS or EPERM.
+bool numa_supported() {
+    return !(get_memory_policy(nullptr, nullptr, 0) < 0 && (errno == ENOSYS || errno == EPERM));
+}
 
 NodeMask node_mask(const NodeSet& nodes) {
     NodeMask mask(max_nodes / bits_per_word, 0);
@@ -80,20 +98,20 @@ const char* to_string(MemoryPolicy policy) {
 }
 
 MemoryPolicy prefer_memory(const NodeSet& nodes) {
-    if (nodes.empty() || numa_available() < 0) return MemoryPolicy::none;
+    if (nodes.empty() || !numa_supported()) return MemoryPolicy::none;
     NodeMask mask = node_mask(nodes);
-    if (set_mempolicy(MPOL_PREFERRED_MANY, mask.data(), max_nodes + 1) == 0) return MemoryPolicy::preferred_many;
+    if (set_memory_policy(MPOL_PREFERRED_MANY, mask.data(), max_nodes + 1) == 0) return MemoryPolicy::preferred_many;
     if (errno != EINVAL) throw_errno("cannot set the memory policy to NUMA nodes " + format_id_list(nodes));
     // Kernels before 5.15 know one preferred node only: the first of the task's nodes.
     NodeMask first = node_mask({*nodes.begin()});
-    if (set_mempolicy(MPOL_PREFERRED, first.data(), max_nodes + 1) == 0) return MemoryPolicy::preferred;
+    if (set_memory_policy(MPOL_PREFERRED, first.data(), max_nodes + 1) == 0) return MemoryPolicy::preferred;
     throw_errno("cannot set the memory policy to prefer NUMA node " + std::to_string(*nodes.begin()));
 }
 
 std::string describe_memory_policy() {
     int mode = 0;
     NodeMask mask(max_nodes / bits_per_word, 0);
-    if (get_mempolicy(&mode, mask.data(), max_nodes, nullptr, 0) != 0) throw_errno("cannot read the memory policy");
+    if (get_memory_policy(&mode, mask.data(), max_nodes) != 0) throw_errno("cannot read the memory policy");
     NodeSet nodes;
     for (unsigned node = 0; node < max_nodes; ++node)
         if (mask[node / bits_per_word] & (1UL << (node % bits_per_word))) nodes.insert(node);

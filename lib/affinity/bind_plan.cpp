@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <functional>
 #include <limits>
+#include <optional>
+#include <string_view>
 #include <tuple>
 
 #include "common/error.hpp"
@@ -284,20 +286,32 @@ unsigned core_count(const NodeTopology& topo, const CpuSet& cpus) {
 
 // OMP_PLACES with one place per PU: "{0},{64},{1},{65}".
 std::string pu_places(const NodeTopology& topology, const CpuSet& cpus) {
-    std::vector<std::string> places;
+    std::string places;
     for (const Core& core : topology.cores)
         for (unsigned pu : core.pus)
-            if (cpus.count(pu)) places.push_back("{" + std::to_string(pu) + "}");
-    return join(places, ",");
+            if (cpus.count(pu)) {
+                places += places.empty() ? "{" : ",{";
+                places += std::to_string(pu);
+                places += '}';
+            }
+    return places;
 }
 
 void fill_env(const NodeTopology& topo, TaskBinding& task, const std::vector<const Nic*>& nics, unsigned threads,
               std::vector<std::string>& warnings) {
-    std::map<GpuVendor, std::vector<std::string>> visible;
-    for (const GpuRef& gpu : task.gpus) visible[gpu.vendor].push_back(gpu.visible_name);
+    // Each vendor's runtime sees its own GPUs; a GPU of another vendor is bound but named
+    // in no variable.
+    std::optional<std::string> cuda, rocr;
+    for (const GpuRef& gpu : task.gpus) {
+        if (gpu.vendor == GpuVendor::other) continue;
+        std::optional<std::string>& names = gpu.vendor == GpuVendor::nvidia ? cuda : rocr;
+        if (names) *names += ',';
+        else names.emplace();
+        *names += gpu.visible_name;
+    }
     if (!task.gpus.empty()) task.env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
-    if (visible.count(GpuVendor::nvidia)) task.env["CUDA_VISIBLE_DEVICES"] = join(visible[GpuVendor::nvidia], ",");
-    if (visible.count(GpuVendor::amd)) task.env["ROCR_VISIBLE_DEVICES"] = join(visible[GpuVendor::amd], ",");
+    if (cuda) task.env["CUDA_VISIBLE_DEVICES"] = std::move(*cuda);
+    if (rocr) task.env["ROCR_VISIBLE_DEVICES"] = std::move(*rocr);
 
     // mpibind's SMT rule: one thread per core while the cores suffice, then hardware
     // threads as places.
@@ -559,14 +573,18 @@ void relieve_crowding(const NodeTopology& topo, std::vector<Group>& groups, cons
 }  // namespace
 
 std::string omp_places(const NodeTopology& topology, const CpuSet& cpus) {
-    std::vector<std::string> places;
+    std::string places;
     for (const Core& core : topology.cores) {
-        std::vector<std::string> pus;
-        for (unsigned pu : core.pus)
-            if (cpus.count(pu)) pus.push_back(std::to_string(pu));
-        if (!pus.empty()) places.push_back("{" + join(pus, ",") + "}");
+        bool open = false;   // this core's place has been started
+        for (unsigned pu : core.pus) {
+            if (!cpus.count(pu)) continue;
+            places += open ? "," : places.empty() ? "{" : ",{";
+            places += std::to_string(pu);
+            open = true;
+        }
+        if (open) places += '}';
     }
-    return join(places, ",");
+    return places;
 }
 
 BindPlan plan_binding(const NodeTopology& topo, const PlanRequest& request) {
@@ -778,35 +796,84 @@ std::string describe_task(const TaskBinding& task, unsigned shown_rank) {
            (gpus.empty() ? "-" : join(gpus, ",")) + " nics " + (task.nics.empty() ? "-" : join(task.nics, ","));
 }
 
-std::string plan_to_json(const BindPlan& plan) {
-    JsonRef root(json_object_new_object());
-    json_object* tasks = json_object_new_array();
-    json_object_object_add(root.get(), "tasks", tasks);
-    for (const TaskBinding& task : plan.tasks) {
-        json_object* obj = json_object_new_object();
-        json_object_array_add(tasks, obj);
-        json_object_object_add(obj, "rank", json_object_new_int64(task.rank));
-        json_object_object_add(obj, "cpus", json_object_new_string(format_id_list(task.cpus).c_str()));
-        json_object_object_add(obj, "mems", json_object_new_string(format_id_list(task.mems).c_str()));
-        json_object* gpus = json_object_new_array();
-        json_object_object_add(obj, "gpus", gpus);
-        for (const GpuRef& gpu : task.gpus) {
-            json_object* g = json_object_new_object();
-            json_object_object_add(g, "index", json_object_new_int64(gpu.index));
-            json_object_object_add(g, "pci", json_object_new_string(gpu.pci.c_str()));
-            json_object_array_add(gpus, g);
+namespace {
+
+// Appends `text` as a JSON string. Plan strings (CPU lists, bus ids, device names) need
+// no escaping as a rule, so they are copied whole; anything else goes through json_quote.
+void append_quoted(std::string& out, std::string_view text) {
+    for (char c : text)
+        if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
+            out += json_quote(text);
+            return;
         }
-        json_object* nics = json_object_new_array();
-        json_object_object_add(obj, "nics", nics);
-        for (const std::string& nic : task.nics) json_object_array_add(nics, json_object_new_string(nic.c_str()));
-        json_object* env = json_object_new_object();
-        json_object_object_add(obj, "env", env);
-        for (const auto& [name, value] : task.env) json_object_object_add(env, name.c_str(), json_object_new_string(value.c_str()));
+    out += '"';
+    out += text;
+    out += '"';
+}
+
+}  // namespace
+
+// Written as text, not built as a json-c document: for a node of many tasks, building
+// and freeing the tree cost more than the whole plan. The layout is json-c's spaced one
+// ("{ "a": 1, "b": [ ] }"), which the plan has always been printed in.
+std::string plan_to_json(const BindPlan& plan) {
+    std::string out;
+    out.reserve(256 + plan.tasks.size() * 320);
+    // A space after each opening bracket and before each closing one ("[ ]" when
+    // empty); ", " between members and elements.
+    auto separate = [&out](bool& first) {
+        out += first ? " " : ", ";
+        first = false;
+    };
+    out += "{ \"tasks\": [";
+    bool first_task = true;
+    for (const TaskBinding& task : plan.tasks) {
+        separate(first_task);
+        out += "{ \"rank\": ";
+        out += std::to_string(task.rank);
+        out += ", \"cpus\": ";
+        append_quoted(out, format_id_list(task.cpus));
+        out += ", \"mems\": ";
+        append_quoted(out, format_id_list(task.mems));
+        out += ", \"gpus\": [";
+        bool first = true;
+        for (const GpuRef& gpu : task.gpus) {
+            separate(first);
+            out += "{ \"index\": ";
+            out += std::to_string(gpu.index);
+            out += ", \"pci\": ";
+            append_quoted(out, gpu.pci);
+            out += " }";
+        }
+        out += " ]";
+        out += ", \"nics\": [";
+        first = true;
+        for (const std::string& nic : task.nics) {
+            separate(first);
+            append_quoted(out, nic);
+        }
+        out += " ]";
+        out += ", \"env\": {";
+        first = true;
+        for (const auto& [name, value] : task.env) {
+            separate(first);
+            append_quoted(out, name);
+            out += ": ";
+            append_quoted(out, value);
+        }
+        out += " }";
+        out += " }";
     }
-    json_object* warnings = json_object_new_array();
-    json_object_object_add(root.get(), "warnings", warnings);
-    for (const std::string& w : plan.warnings) json_object_array_add(warnings, json_object_new_string(w.c_str()));
-    return json_object_to_json_string_ext(root.get(), JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+    out += " ]";
+    out += ", \"warnings\": [";
+    bool first = true;
+    for (const std::string& warning : plan.warnings) {
+        separate(first);
+        append_quoted(out, warning);
+    }
+    out += " ]";
+    out += " }";
+    return out;
 }
 
 }  // namespace aihpc::affinity

@@ -13,6 +13,15 @@ EXTRA_DIST += lib/affinity/README
 bin_PROGRAMS += tools/aihpc-bind
 tools_aihpc_bind_SOURCES = tools/aihpc-bind.cpp
 tools_aihpc_bind_LDADD = lib/affinity/libaihpc_affinity.la lib/libaihpc.la
+# aihpc-bind starts once per rank ('mpirun ... aihpc-bind exec') and once per plan, so
+# its start-up counts: binding the shared libstdc++'s symbols at each start cost about
+# as much as the plan itself. It is linked in instead (not under the sanitizers, whose
+# runtime must see operator new).
+if SANITIZERS
+tools_aihpc_bind_LDFLAGS = $(AM_LDFLAGS)
+else
+tools_aihpc_bind_LDFLAGS = $(AM_LDFLAGS) -static-libstdc++ -static-libgcc
+endif
 
 UNIT_TESTS += tests/unit/test_affinity tests/unit/test_affinity_env tests/unit/test_affinity_properties
 tests_unit_test_affinity_SOURCES = tests/unit/test_affinity.cpp tests/unit/cmocka_cxx.hpp
