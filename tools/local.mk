@@ -8,4 +8,9 @@ tools_aihpc_node_SOURCES = tools/aihpc-node.cpp
 tools_aihpc_node_LDADD = lib/stage/libaihpc_stage.la lib/container/libaihpc_container.la $(tool_libs)
 # Started for every step that stages: without libstdc++ to load and relocate, each start
 # costs less.
+# (Not under the sanitizers, whose runtimes take over operator new from the shared one.)
+if SANITIZERS
+tools_aihpc_node_LDFLAGS = $(AM_LDFLAGS)
+else
 tools_aihpc_node_LDFLAGS = $(AM_LDFLAGS) -static-libstdc++ -static-libgcc
+endif
