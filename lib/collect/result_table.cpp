@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -460,14 +462,48 @@ private:
     std::size_t size_ = 0;
 };
 
-struct ResultFile {
-    std::uint64_t index;
-    std::string name;
+// The result files of a dir, by index: most are named <index>.json and take no more
+// than their index; another spelling of an index (007.json) keeps its name aside.
+class ResultFiles {
+public:
+    std::size_t size() const { return files_.size(); }
+    bool empty() const { return files_.empty(); }
+    std::uint64_t index(std::size_t k) const { return files_[k].index; }
+    const char* name(std::size_t k, char (&buf)[32]) const {
+        if (files_[k].odd != kCanonical) return odd_[files_[k].odd].c_str();
+        auto r = std::to_chars(buf, buf + 20, files_[k].index);
+        std::memcpy(r.ptr, ".json", 6);
+        return buf;
+    }
+    void add(std::uint64_t index, std::string_view name) {
+        std::uint32_t odd = kCanonical;
+        char buf[32];
+        auto r = std::to_chars(buf, buf + 20, index);
+        if (name.substr(0, name.size() - 5) != std::string_view(buf, static_cast<std::size_t>(r.ptr - buf))) {
+            odd = static_cast<std::uint32_t>(odd_.size());
+            odd_.emplace_back(name);
+        }
+        files_.push_back({index, odd});
+    }
+    // Index order: each reader thread takes a run of neighbouring tasks, whose lines of
+    // tasks.jsonl lie together.
+    void sort() {
+        std::sort(files_.begin(), files_.end(), [](const File& a, const File& b) { return a.index < b.index; });
+    }
+
+private:
+    static constexpr std::uint32_t kCanonical = ~0u;
+    struct File {
+        std::uint64_t index;
+        std::uint32_t odd;
+    };
+    std::vector<File> files_;
+    std::vector<std::string> odd_;
 };
 
 // Every <index>.json directly in `dir` (no .prev, no temporary files), below `tasks`.
-std::vector<ResultFile> list_results(const std::string& dir, std::uint64_t tasks) {
-    std::vector<ResultFile> out;
+ResultFiles list_results(const std::string& dir, std::uint64_t tasks) {
+    ResultFiles out;
     std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
     if (!d) {
         if (errno == ENOENT) return out;
@@ -477,10 +513,81 @@ std::vector<ResultFile> list_results(const std::string& dir, std::uint64_t tasks
         std::string_view name(e->d_name);
         if (!ends_with(name, ".json")) continue;
         auto index = parse_uint(name.substr(0, name.size() - 5));
-        if (index && *index < tasks) out.push_back({*index, std::string(name)});
+        if (index && *index < tasks) out.add(*index, name);
     }
+    out.sort();
     return out;
 }
+
+// A read-only map of a whole file (nothing for an empty one).
+class MappedFile {
+public:
+    explicit MappedFile(const std::string& path) {
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) throw_errno("cannot open " + path);
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat " + path);
+        size_ = static_cast<std::size_t>(st.st_size);
+        if (size_ == 0) return;
+        void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd.get(), 0);
+        if (p == MAP_FAILED) throw_errno("cannot map " + path);
+        data_ = static_cast<const char*>(p);
+    }
+    ~MappedFile() {
+        if (data_) ::munmap(const_cast<char*>(data_), size_);
+    }
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+    const char* data() const { return data_; }
+    std::size_t size() const { return size_; }
+    // Lets the pages of [from, to) go from this process (they stay in the page cache):
+    // the lines already read do not add up in its memory.
+    void release(std::size_t from, std::size_t to) const {
+        static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+        from = (from + page - 1) / page * page;
+        to = std::min(to, size_) / page * page;
+        if (data_ && from < to) ::madvise(const_cast<char*>(data_) + from, to - from, MADV_DONTNEED);
+    }
+
+private:
+    const char* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+// tasks.jsonl through tasks.idx (the little-endian byte offset of each line), both
+// mapped: a task's line costs no system call.
+class TaskLines {
+public:
+    explicit TaskLines(const std::string& dir) : dir_(dir), lines_(dir + "/tasks.jsonl"), offsets_(dir + "/tasks.idx") {}
+    std::uint64_t count() const { return offsets_.size() / 8; }
+    std::uint64_t offset(std::uint64_t i) const {
+        if (i >= count()) return lines_.size();
+        std::uint64_t v = 0;
+        const auto* p = reinterpret_cast<const unsigned char*>(offsets_.data()) + i * 8;
+        for (int k = 7; k >= 0; --k) v = (v << 8) | p[k];
+        return v;
+    }
+    // The line of task i, as sweep::TaskIndex::line reads it.
+    std::string_view line(std::uint64_t i) const {
+        if (i >= count())
+            throw Error("task index " + std::to_string(i) + " is out of range: " + dir_ + " has " + std::to_string(count()) + " tasks (0-" +
+                        std::to_string(count() ? count() - 1 : 0) + ")");
+        std::uint64_t start = offset(i), end = offset(i + 1);
+        if (end <= start || end > lines_.size()) throw Error(dir_ + "/tasks.idx does not match tasks.jsonl; expand the sweep again");
+        std::string_view out(lines_.data() + start, end - start);
+        if (out.back() == '\n') out.remove_suffix(1);
+        return out;
+    }
+    // Drops the pages of the lines of tasks [from, to) from this process.
+    void release(std::uint64_t from, std::uint64_t to) const {
+        offsets_.release(std::min(from, count()) * 8, std::min(to, count()) * 8);
+        lines_.release(offset(from), offset(to));
+    }
+
+private:
+    std::string dir_;
+    MappedFile lines_, offsets_;
+};
 
 // Runs work(worker, begin, end) over [0, n) split among worker threads; small jobs stay on this
 // thread. The first exception of any worker is rethrown here, after all have ended.
@@ -519,7 +626,7 @@ private:
 };
 
 // The parameters of task i, from its line in tasks.jsonl.
-sweep::Assignment params_of(const sweep::TaskIndex& index, std::uint64_t i) {
+sweep::Assignment params_of(const TaskLines& index, std::uint64_t i) {
     try {
         return sweep::parse_task_line(index.line(i)).params;
     } catch (const Error& e) {
@@ -547,14 +654,15 @@ std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_m
         if (files.empty() || !dir) continue;
         in_parallel(files.size(), [&](unsigned, std::size_t begin, std::size_t end) {
             FileText file;
+            char buf[32];
             std::vector<ResultRow> found;
             for (std::size_t k = begin; k < end; ++k) {
-                if (!file.read(dir.fd(), files[k].name.c_str())) continue;
+                if (!file.read(dir.fd(), files.name(k, buf))) continue;
                 auto code = sweep::result_exit_code(file.text());
                 if (!code || *code == 0) continue;
                 auto row = row_of(file.text());
                 if (!row) row = ResultRow{};
-                row->index = files[k].index;
+                row->index = files.index(k);
                 row->exit_code = code;
                 if (row->phase.empty()) row->phase = phase.name;
                 row->state = TaskState::failed;
@@ -565,18 +673,24 @@ std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_m
         });
     }
 
-    sweep::TaskIndex index(sweep.path);
+    TaskLines index(sweep.path);
     std::string path = sweep::results_dir(sweep, sweep.spec.final_phase());
     auto files = list_results(path, sweep.tasks);
     ResultDir dir(path);
     if (!dir && !files.empty()) throw_errno("cannot open " + path);
     in_parallel(files.size(), [&](unsigned worker, std::size_t begin, std::size_t end) {
         FileText file;
+        char buf[32];
+        std::size_t released = begin;
         for (std::size_t k = begin; k < end; ++k) {
-            if (!file.read(dir.fd(), files[k].name.c_str())) continue;
+            if (k - released >= 4096) {
+                index.release(files.index(released), files.index(k));
+                released = k;
+            }
+            if (!file.read(dir.fd(), files.name(k, buf))) continue;
             auto row = row_of(file.text());
             if (!row || !row->exit_code) continue;  // not a whole result: the task counts as missing
-            std::uint64_t i = files[k].index;
+            std::uint64_t i = files.index(k);
             if (auto early = failed_early.find(i); early != failed_early.end()) {
                 // A later phase's result cannot hide an earlier failure: the row shows the
                 // phase that failed, and why.
