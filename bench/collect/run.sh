@@ -57,10 +57,11 @@ with open(os.path.join(sweep, "tasks.jsonl")) as f, multiprocessing.Pool() as po
 PY
 }
 
-# best wall seconds of N runs of a command (after one untimed warm-up)
+# best wall seconds of N runs of a command (after one untimed warm-up, unless warm=0:
+# the runs before it have read the same files)
 best_of() {
   local n=$1; shift
-  "$@" >/dev/null
+  [ "${warm:-1}" = 0 ] || "$@" >/dev/null
   local best= t0 t1 s
   for ((r = 0; r < n; r++)); do
     t0=$(date +%s%N)
@@ -82,10 +83,10 @@ for tasks in $sizes; do
   # A million results: fewer timed runs of the reference, which takes minutes.
   runs_p=2
   [ "$tasks" -ge 1000000 ] && runs_p=1
-  echo "collect $results results ($(du -sh "$work/s/results" | cut -f1) on disk, $(nproc) cores), best of 3 (python: best of $runs_p)"
+  echo "collect $results results ($(du -sh "$work/s/results" | cut -f1) on disk, $(nproc) cores), best of 3 (python: best of $runs_p$([ $runs_p = 1 ] && echo ", no warm-up run: aihpc-collect's runs read the same files just before"))"
 
   c=$(best_of 3 "$collect_tool" "$work/s" --format csv -o "$work/c.csv")
-  p=$(best_of $runs_p python3 "$here/bench/collect/reference.py" "$work/s" "$work/p.csv")
+  p=$(warm=$((runs_p > 1)) best_of $runs_p python3 "$here/bench/collect/reference.py" "$work/s" "$work/p.csv")
   rows_c=$(($(wc -l <"$work/c.csv") - 1))
   rows_p=$(($(wc -l <"$work/p.csv") - 1))
   echo "  csv of every row:       aihpc-collect ${c}s, python reference ${p}s: $(ratio "$c" "$p") faster"
