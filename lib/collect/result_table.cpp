@@ -167,8 +167,100 @@ public:
         return true;
     }
 
+    // A line of tasks.jsonl: exactly index, params and task_seed; its params, as
+    // sweep::parse_task_line reads them.
+    bool task_params(sweep::Assignment& params) {
+        space();
+        if (!peek('{')) return false;
+        ++at_;
+        bool index = false, seed = false, have_params = false;
+        for (;;) {
+            space();
+            std::string_view key;
+            if (!string(key)) return false;
+            space();
+            if (!peek(':')) return false;
+            ++at_;
+            space();
+            std::string_view v;
+            if (key == "index" && !index) {
+                index = true;
+                if (scalar(v) != Token::integer || !unsigned_64(v)) return false;
+            } else if (key == "task_seed" && !seed) {
+                seed = true;
+                if (scalar(v) != Token::integer || !unsigned_64(v)) return false;
+            } else if (key == "params" && !have_params) {
+                have_params = true;
+                if (!parameters(params)) return false;
+            } else {
+                return false;
+            }
+            space();
+            if (peek('}')) {
+                ++at_;
+                break;
+            }
+            if (!peek(',')) return false;
+            ++at_;
+        }
+        space();
+        return index && seed && have_params && at_ == t_.size();
+    }
+
 private:
     enum class Token { none, string, integer, number, literal };
+
+    static bool unsigned_64(std::string_view v) {
+        std::uint64_t n = 0;
+        if (v[0] == '-') return false;
+        auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+        return r.ec == std::errc() && r.ptr == v.data() + v.size();
+    }
+
+    bool parameters(sweep::Assignment& out) {
+        if (!peek('{')) return false;
+        ++at_;
+        space();
+        if (peek('}')) {
+            ++at_;
+            return true;
+        }
+        for (;;) {
+            space();
+            std::string_view name;
+            if (!string(name)) return false;
+            for (auto& m : out)
+                if (m.first == name) return false;
+            space();
+            if (!peek(':')) return false;
+            ++at_;
+            space();
+            std::string_view v;
+            switch (scalar(v)) {
+            case Token::string: out.emplace_back(std::string(name), sweep::scalar_string(v)); break;
+            case Token::integer: {
+                std::int64_t n = 0;
+                auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+                if (r.ec != std::errc() || r.ptr != v.data() + v.size()) return false;
+                out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)});
+                break;
+            }
+            case Token::number: out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)}); break;
+            case Token::literal:
+                if (v == "null") return false;
+                out.emplace_back(std::string(name), sweep::scalar_bool(v == "true"));
+                break;
+            case Token::none: return false;
+            }
+            space();
+            if (peek('}')) {
+                ++at_;
+                return true;
+            }
+            if (!peek(',')) return false;
+            ++at_;
+        }
+    }
 
     bool peek(char c) const { return at_ < t_.size() && t_[at_] == c; }
 
@@ -413,6 +505,12 @@ private:
 
 }  // namespace
 
+sweep::Assignment task_params(std::string_view line) {
+    sweep::Assignment params;
+    if (ResultScan(line).task_params(params)) return params;
+    return sweep::parse_task_line(line).params;
+}
+
 ResultRow parse_result(std::string_view text) {
     ResultRow row;
     if (ResultScan(text).row(row)) return row;
@@ -628,7 +726,7 @@ private:
 // The parameters of task i, from its line in tasks.jsonl.
 sweep::Assignment params_of(const TaskLines& index, std::uint64_t i) {
     try {
-        return sweep::parse_task_line(index.line(i)).params;
+        return task_params(index.line(i));
     } catch (const Error& e) {
         throw Error("task " + std::to_string(i) + ": " + e.what());
     }

@@ -50,6 +50,10 @@ ResultRow parse_result(std::string_view text);
 // document its single pass is not sure of, and the reference the tests hold it to.
 ResultRow parse_result_tree(std::string_view text);
 
+// The params of a line of tasks.jsonl, as sweep::parse_task_line reads them (a single
+// pass, that reader for any line it is unsure of).
+sweep::Assignment task_params(std::string_view line);
+
 // A value of a row's cell as a number, when it is one.
 std::optional<double> number_of(const sweep::Scalar& value);
 

@@ -179,6 +179,41 @@ static void the_single_pass_reader_reads_every_document_as_the_tree_reader(void*
     assert_string_equal(outcome(parse_result, deep).c_str(), "refused");
 }
 
+static void task_lines_read_as_the_sweep_reads_them(void**) {
+    const char* lines[] = {
+        R"({"index":0,"params":{"lr":0.001,"opt":"sgd","n":9223372036854775807,"z":-0.0,"on":true,"off":false},"task_seed":1})",
+        R"({"task_seed":18446744073709551615,"params":{},"index":2})",
+        R"( {"index":3 ,"params":{"a":1e-05,"b":"x y"},"task_seed":4} )",
+        // what the sweep's reader decides
+        R"({"index":4,"params":{"s":"caf\u00e9"},"task_seed":1})",
+        R"({"index":5,"params":{"n":9223372036854775808},"task_seed":1})",
+        R"({"index":6,"params":{"n":null},"task_seed":1})",
+        R"({"index":7,"params":{"n":[1]},"task_seed":1})",
+        R"({"index":8,"params":{"a":1,"a":2},"task_seed":1})",
+        R"({"index":9,"params":{},"task_seed":1,"extra":0})",
+        R"({"index":10,"params":{}})",
+        R"({"index":-1,"params":{},"task_seed":1})",
+        R"({"index":11,"params":{"a":1,},"task_seed":1})",
+        R"({"index":12,"params":{},"task_seed":1,"index":12})",
+        R"({"index":13,"params":{"a":NaN},"task_seed":1})",
+        "",
+    };
+    for (const char* line : lines) {
+        std::string fast, tree;
+        try {
+            fast = describe(task_params(line));
+        } catch (const Error& e) {
+            fast = std::string("refused: ") + e.what();
+        }
+        try {
+            tree = describe(sweep::parse_task_line(line).params);
+        } catch (const Error& e) {
+            tree = std::string("refused: ") + e.what();
+        }
+        if (fast != tree) fail_msg("%s\n  single pass: %s\n  sweep:       %s", line, fast.c_str(), tree.c_str());
+    }
+}
+
 // ---- compact rows
 
 static void a_row_encoded_and_decoded_is_the_same_row(void**) {
@@ -329,6 +364,7 @@ static void an_unknown_sort_column_is_the_same_error(void**) {
 int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_single_pass_reader_reads_every_document_as_the_tree_reader),
+        cmocka_unit_test(task_lines_read_as_the_sweep_reads_them),
         cmocka_unit_test(a_row_encoded_and_decoded_is_the_same_row),
         cmocka_unit_test(top_k_is_the_first_k_of_the_full_sort_with_ties_by_index),
         cmocka_unit_test(the_kept_rows_are_only_those_shown),
