@@ -79,6 +79,7 @@ peak_kib() { python3 -c 'import resource, subprocess, sys; subprocess.run(sys.ar
 summary=()
 for tasks in $sizes; do
   make_results "$tasks"
+  sync  # the results just written go to disk now, not during the first timed runs
   results=$(ls "$work/s/results" | wc -l)
   # A million results: fewer timed runs of the reference, which takes minutes.
   runs_p=2
