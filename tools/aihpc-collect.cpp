@@ -20,6 +20,7 @@
 #include "collect/mlflow.hpp"
 #include "collect/queue.hpp"
 #include "collect/result_table.hpp"
+#include "collect/row_store.hpp"
 #include "collect/writers.hpp"
 #include "common/error.hpp"
 #include "common/text.hpp"
@@ -259,6 +260,26 @@ int run_table(const Options& o) {
         auto list = scan.missing(sweep.tasks);
         list.insert(scan.failed.begin(), scan.failed.end());
         if (!list.empty()) std::cout << sweep::array_spec(list, 0) << "\n";
+        return 0;
+    }
+
+    if (!o.sacct && !o.why && o.mlflow.empty() && o.html.empty()) {
+        // Rows alone: kept compact, and only those shown (the first K of --top).
+        CollectOptions co;
+        co.include_missing = o.all;
+        co.sort = o.sort;
+        co.top = o.top;
+        Format format = o.format.value_or(Format::table);
+        co.detail = format == Format::jsonl ? RowDetail::full : RowDetail::columns;
+        auto rows = collect_rows(sweep, co);
+        OutputFile out(o.output);
+        write_rows(rows.header, rows, format, out.sink());
+        out.close();
+        if (o.progress && !o.output.empty()) std::cerr << "aihpc-collect: " << rows.size() << " rows in " << o.output << "\n";
+        if (o.failed) {
+            auto list = rows.failed_or_missing();
+            if (!list.empty()) std::cout << sweep::array_spec(list, 0) << "\n";
+        }
         return 0;
     }
 

@@ -4,6 +4,7 @@
 noinst_LTLIBRARIES += lib/collect/libaihpc_collect.la
 lib_collect_libaihpc_collect_la_SOURCES = \
 	lib/collect/result_table.cpp lib/collect/result_table.hpp \
+	lib/collect/row_store.cpp lib/collect/row_store.hpp \
 	lib/collect/writers.cpp lib/collect/writers.hpp \
 	lib/collect/queue.cpp lib/collect/queue.hpp \
 	lib/collect/mlflow.cpp lib/collect/mlflow.hpp \
@@ -25,3 +26,7 @@ tests_unit_test_collect_rounds_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_l
 dist_man_MANS += man/aihpc-collect.1
 EXTRA_DIST += bench/collect/run.sh bench/collect/reference.py \
 	tests/integration/60-collect.sh
+# The large-sweep paths: the single-pass result reader, compact rows, --top and --sort.
+UNIT_TESTS += tests/unit/test_collect_stream
+tests_unit_test_collect_stream_SOURCES = tests/unit/test_collect_stream.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_collect_stream_LDADD = lib/collect/libaihpc_collect.la lib/sweep/libaihpc_sweep.la $(unit_test_libs)

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,7 +80,7 @@ const JsonReadOptions kLenient{true};
 
 }  // namespace
 
-ResultRow parse_result(std::string_view text) {
+ResultRow parse_result_tree(std::string_view text) {
     // Results written before NaN became null may hold it bare, as Python writes it.
     JsonValue doc = parse_json_value(text, kLenient);
     ResultRow row;
@@ -119,6 +121,404 @@ ResultRow parse_result(std::string_view text) {
 
 namespace {
 
+// A single pass over a result document that builds its row without a JSON tree. It
+// accepts only what the strict reader accepts and reads it the same way; whatever it is
+// not sure of (an escape in a string, a bare NaN, a metric that is an object, a number
+// that does not fit) sends the document to the tree reader, which decides.
+class ResultScan {
+public:
+    explicit ResultScan(std::string_view text) : t_(text) {}
+
+    bool row(ResultRow& row) {
+        space();
+        if (!peek('{')) return false;
+        ++at_;
+        std::vector<std::string_view> keys;
+        space();
+        if (peek('}')) {
+            ++at_;
+        } else {
+            for (;;) {
+                space();
+                std::string_view key;
+                if (!string(key)) return false;
+                for (auto k : keys)
+                    if (k == key) return false;
+                keys.push_back(key);
+                space();
+                if (!peek(':')) return false;
+                ++at_;
+                space();
+                if (!member(key, row)) return false;
+                space();
+                if (peek('}')) {
+                    ++at_;
+                    break;
+                }
+                if (!peek(',')) return false;
+                ++at_;
+            }
+        }
+        space();
+        if (at_ != t_.size()) return false;
+        for (auto& name : row.non_finite)
+            for (auto& [m, value] : row.metrics)
+                if (m == name && value.json == "null") value.plain = "NaN";
+        return true;
+    }
+
+    // A line of tasks.jsonl: exactly index, params and task_seed; its params, as
+    // sweep::parse_task_line reads them.
+    bool task_params(sweep::Assignment& params) {
+        space();
+        if (!peek('{')) return false;
+        ++at_;
+        bool index = false, seed = false, have_params = false;
+        for (;;) {
+            space();
+            std::string_view key;
+            if (!string(key)) return false;
+            space();
+            if (!peek(':')) return false;
+            ++at_;
+            space();
+            std::string_view v;
+            if (key == "index" && !index) {
+                index = true;
+                if (scalar(v) != Token::integer || !unsigned_64(v)) return false;
+            } else if (key == "task_seed" && !seed) {
+                seed = true;
+                if (scalar(v) != Token::integer || !unsigned_64(v)) return false;
+            } else if (key == "params" && !have_params) {
+                have_params = true;
+                if (!parameters(params)) return false;
+            } else {
+                return false;
+            }
+            space();
+            if (peek('}')) {
+                ++at_;
+                break;
+            }
+            if (!peek(',')) return false;
+            ++at_;
+        }
+        space();
+        return index && seed && have_params && at_ == t_.size();
+    }
+
+private:
+    enum class Token { none, string, integer, number, literal };
+
+    static bool unsigned_64(std::string_view v) {
+        std::uint64_t n = 0;
+        if (v[0] == '-') return false;
+        auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+        return r.ec == std::errc() && r.ptr == v.data() + v.size();
+    }
+
+    bool parameters(sweep::Assignment& out) {
+        if (!peek('{')) return false;
+        ++at_;
+        space();
+        if (peek('}')) {
+            ++at_;
+            return true;
+        }
+        for (;;) {
+            space();
+            std::string_view name;
+            if (!string(name)) return false;
+            for (auto& m : out)
+                if (m.first == name) return false;
+            space();
+            if (!peek(':')) return false;
+            ++at_;
+            space();
+            std::string_view v;
+            switch (scalar(v)) {
+            case Token::string: out.emplace_back(std::string(name), sweep::scalar_string(v)); break;
+            case Token::integer: {
+                std::int64_t n = 0;
+                auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+                if (r.ec != std::errc() || r.ptr != v.data() + v.size()) return false;
+                out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)});
+                break;
+            }
+            case Token::number: out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)}); break;
+            case Token::literal:
+                if (v == "null") return false;
+                out.emplace_back(std::string(name), sweep::scalar_bool(v == "true"));
+                break;
+            case Token::none: return false;
+            }
+            space();
+            if (peek('}')) {
+                ++at_;
+                return true;
+            }
+            if (!peek(',')) return false;
+            ++at_;
+        }
+    }
+
+    bool peek(char c) const { return at_ < t_.size() && t_[at_] == c; }
+
+    void space() {
+        while (at_ < t_.size() && (t_[at_] == ' ' || t_[at_] == '\t' || t_[at_] == '\n' || t_[at_] == '\r')) ++at_;
+    }
+
+    // A string without escapes (its text is its bytes); false for anything else.
+    bool string(std::string_view& out) {
+        if (!peek('"')) return false;
+        std::size_t start = ++at_;
+        while (at_ < t_.size()) {
+            unsigned char c = static_cast<unsigned char>(t_[at_]);
+            if (c == '"') {
+                out = t_.substr(start, at_ - start);
+                ++at_;
+                return true;
+            }
+            if (c == '\\' || c < 0x20) return false;
+            ++at_;
+        }
+        return false;
+    }
+
+    std::size_t digits() {
+        std::size_t from = at_;
+        while (at_ < t_.size() && t_[at_] >= '0' && t_[at_] <= '9') ++at_;
+        return at_ - from;
+    }
+
+    // A number as RFC 8259 writes it (no NaN or Infinity).
+    bool number(std::string_view& out, bool& integer) {
+        std::size_t start = at_;
+        integer = true;
+        if (peek('-')) ++at_;
+        if (peek('0')) {
+            ++at_;
+            if (at_ < t_.size() && t_[at_] >= '0' && t_[at_] <= '9') return false;
+        } else if (digits() == 0) {
+            return false;
+        }
+        if (peek('.')) {
+            ++at_;
+            integer = false;
+            if (digits() == 0) return false;
+        }
+        if (peek('e') || peek('E')) {
+            ++at_;
+            integer = false;
+            if (peek('+') || peek('-')) ++at_;
+            if (digits() == 0) return false;
+        }
+        out = t_.substr(start, at_ - start);
+        return true;
+    }
+
+    bool literal(std::string_view word) {
+        if (t_.substr(at_, word.size()) != word) return false;
+        at_ += word.size();
+        return true;
+    }
+
+    // A scalar value: its kind and text (a string's text without quotes).
+    Token scalar(std::string_view& out) {
+        if (at_ >= t_.size()) return Token::none;
+        char c = t_[at_];
+        if (c == '"') return string(out) ? Token::string : Token::none;
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            bool integer = false;
+            if (!number(out, integer)) return Token::none;
+            return integer ? Token::integer : Token::number;
+        }
+        for (std::string_view word : {"true", "false", "null"})
+            if (literal(word)) {
+                out = word;
+                return Token::literal;
+            }
+        return Token::none;
+    }
+
+    // Any value, checked and passed over.
+    bool skip(int depth) {
+        if (depth > 128) return false;
+        if (peek('{')) {
+            ++at_;
+            space();
+            if (peek('}')) {
+                ++at_;
+                return true;
+            }
+            std::vector<std::string_view> keys;
+            for (;;) {
+                space();
+                std::string_view key;
+                if (!string(key)) return false;
+                for (auto k : keys)
+                    if (k == key) return false;
+                keys.push_back(key);
+                space();
+                if (!peek(':')) return false;
+                ++at_;
+                space();
+                if (!skip(depth + 1)) return false;
+                space();
+                if (peek('}')) {
+                    ++at_;
+                    return true;
+                }
+                if (!peek(',')) return false;
+                ++at_;
+            }
+        }
+        if (peek('[')) {
+            ++at_;
+            space();
+            if (peek(']')) {
+                ++at_;
+                return true;
+            }
+            for (;;) {
+                space();
+                if (!skip(depth + 1)) return false;
+                space();
+                if (peek(']')) {
+                    ++at_;
+                    return true;
+                }
+                if (!peek(',')) return false;
+                ++at_;
+            }
+        }
+        std::string_view ignored;
+        return scalar(ignored) != Token::none;
+    }
+
+    // A text member: null is empty, a string its text, a number or literal as written.
+    bool text(std::string& out) {
+        std::string_view v;
+        Token k = scalar(v);
+        if (k == Token::none) return false;
+        if (k == Token::literal && v == "null") out.clear();
+        else out.assign(v);
+        return true;
+    }
+
+    bool strings(std::vector<std::string>& out) {
+        if (!peek('[')) return false;
+        ++at_;
+        space();
+        if (peek(']')) {
+            ++at_;
+            return true;
+        }
+        for (;;) {
+            space();
+            std::string_view s;
+            if (!string(s)) return false;
+            out.emplace_back(s);
+            space();
+            if (peek(']')) {
+                ++at_;
+                return true;
+            }
+            if (!peek(',')) return false;
+            ++at_;
+        }
+    }
+
+    bool metrics(sweep::Assignment& out) {
+        if (!peek('{')) return false;
+        ++at_;
+        space();
+        if (peek('}')) {
+            ++at_;
+            return true;
+        }
+        for (;;) {
+            space();
+            std::string_view name;
+            if (!string(name)) return false;
+            for (auto& m : out)
+                if (m.first == name) return false;
+            space();
+            if (!peek(':')) return false;
+            ++at_;
+            space();
+            std::string_view v;
+            Token k = scalar(v);
+            if (k == Token::none) return false;
+            if (k == Token::string) out.emplace_back(std::string(name), sweep::scalar_string(v));
+            else out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)});
+            space();
+            if (peek('}')) {
+                ++at_;
+                return true;
+            }
+            if (!peek(',')) return false;
+            ++at_;
+        }
+    }
+
+    bool member(std::string_view key, ResultRow& row) {
+        std::string_view v;
+        if (key == "index") {
+            if (scalar(v) != Token::integer || v[0] == '-') return false;
+            auto r = std::from_chars(v.data(), v.data() + v.size(), row.index);
+            return r.ec == std::errc() && r.ptr == v.data() + v.size();
+        }
+        if (key == "exit_code") {
+            std::int64_t code = 0;
+            if (scalar(v) != Token::integer) return false;
+            auto r = std::from_chars(v.data(), v.data() + v.size(), code);
+            if (r.ec != std::errc() || r.ptr != v.data() + v.size()) return false;
+            row.exit_code = static_cast<long>(code);
+            return true;
+        }
+        if (key == "elapsed_s") {
+            Token k = scalar(v);
+            if (k != Token::integer && k != Token::number) return false;
+            std::string copy(v);
+            row.elapsed_s = std::strtod(copy.c_str(), nullptr);
+            return true;
+        }
+        if (key == "phase") return text(row.phase);
+        if (key == "node") return text(row.node);
+        if (key == "start") return text(row.start);
+        if (key == "end") return text(row.end);
+        if (key == "job_id") return text(row.job_id);
+        if (key == "array_job_id") return text(row.array_job_id);
+        if (key == "array_task_id") return text(row.array_task_id);
+        if (key == "signal") return text(row.signal);
+        if (key == "error") return text(row.error);
+        if (key == "stderr_tail") return strings(row.stderr_tail);
+        if (key == "non_finite") return strings(row.non_finite);
+        if (key == "metrics") return metrics(row.metrics);
+        return skip(1);
+    }
+
+    std::string_view t_;
+    std::size_t at_ = 0;
+};
+
+}  // namespace
+
+sweep::Assignment task_params(std::string_view line) {
+    sweep::Assignment params;
+    if (ResultScan(line).task_params(params)) return params;
+    return sweep::parse_task_line(line).params;
+}
+
+ResultRow parse_result(std::string_view text) {
+    ResultRow row;
+    if (ResultScan(text).row(row)) return row;
+    return parse_result_tree(text);
+}
+
+namespace {
+
 std::optional<ResultRow> row_of(std::string_view text) {
     try {
         auto row = parse_result(text);
@@ -128,42 +528,80 @@ std::optional<ResultRow> row_of(std::string_view text) {
     }
 }
 
-// Reads whole files into one reused buffer.
+// Reads whole files into one reused buffer: an open, one read (results are small) and a
+// close per file, no stat.
 class FileText {
 public:
+    FileText() : buf_(kStart, '\0') {}
     bool read(int dir_fd, const char* name) {
         UniqueFd fd(::openat(dir_fd, name, O_RDONLY | O_CLOEXEC));
         if (!fd) return false;
-        buf_.clear();
-        char chunk[16384];
+        size_ = 0;
         for (;;) {
-            ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+            if (size_ == buf_.size()) buf_.resize(buf_.size() * 2);
+            ssize_t n = ::read(fd.get(), buf_.data() + size_, buf_.size() - size_);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 return false;
             }
             if (n == 0) break;
-            buf_.append(chunk, static_cast<std::size_t>(n));
+            size_ += static_cast<std::size_t>(n);
             // Results are published whole by rename: a short read is the end of the file,
             // and saves a read() per result.
-            if (static_cast<std::size_t>(n) < sizeof chunk) break;
+            if (size_ < buf_.size()) break;
         }
         return true;
     }
-    const std::string& text() const { return buf_; }
+    std::string_view text() const { return {buf_.data(), size_}; }
 
 private:
+    static constexpr std::size_t kStart = 1 << 16;
     std::string buf_;
+    std::size_t size_ = 0;
 };
 
-struct ResultFile {
-    std::uint64_t index;
-    std::string name;
+// The result files of a dir, by index: most are named <index>.json and take no more
+// than their index; another spelling of an index (007.json) keeps its name aside.
+class ResultFiles {
+public:
+    std::size_t size() const { return files_.size(); }
+    bool empty() const { return files_.empty(); }
+    std::uint64_t index(std::size_t k) const { return files_[k].index; }
+    const char* name(std::size_t k, char (&buf)[32]) const {
+        if (files_[k].odd != kCanonical) return odd_[files_[k].odd].c_str();
+        auto r = std::to_chars(buf, buf + 20, files_[k].index);
+        std::memcpy(r.ptr, ".json", 6);
+        return buf;
+    }
+    void add(std::uint64_t index, std::string_view name) {
+        std::uint32_t odd = kCanonical;
+        char buf[32];
+        auto r = std::to_chars(buf, buf + 20, index);
+        if (name.substr(0, name.size() - 5) != std::string_view(buf, static_cast<std::size_t>(r.ptr - buf))) {
+            odd = static_cast<std::uint32_t>(odd_.size());
+            odd_.emplace_back(name);
+        }
+        files_.push_back({index, odd});
+    }
+    // Index order: each reader thread takes a run of neighbouring tasks, whose lines of
+    // tasks.jsonl lie together.
+    void sort() {
+        std::sort(files_.begin(), files_.end(), [](const File& a, const File& b) { return a.index < b.index; });
+    }
+
+private:
+    static constexpr std::uint32_t kCanonical = ~0u;
+    struct File {
+        std::uint64_t index;
+        std::uint32_t odd;
+    };
+    std::vector<File> files_;
+    std::vector<std::string> odd_;
 };
 
 // Every <index>.json directly in `dir` (no .prev, no temporary files), below `tasks`.
-std::vector<ResultFile> list_results(const std::string& dir, std::uint64_t tasks) {
-    std::vector<ResultFile> out;
+ResultFiles list_results(const std::string& dir, std::uint64_t tasks) {
+    ResultFiles out;
     std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
     if (!d) {
         if (errno == ENOENT) return out;
@@ -173,18 +611,89 @@ std::vector<ResultFile> list_results(const std::string& dir, std::uint64_t tasks
         std::string_view name(e->d_name);
         if (!ends_with(name, ".json")) continue;
         auto index = parse_uint(name.substr(0, name.size() - 5));
-        if (index && *index < tasks) out.push_back({*index, std::string(name)});
+        if (index && *index < tasks) out.add(*index, name);
     }
+    out.sort();
     return out;
 }
 
-// Runs work(begin, end) over [0, n) split among worker threads; small jobs stay on this
+// A read-only map of a whole file (nothing for an empty one).
+class MappedFile {
+public:
+    explicit MappedFile(const std::string& path) {
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) throw_errno("cannot open " + path);
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat " + path);
+        size_ = static_cast<std::size_t>(st.st_size);
+        if (size_ == 0) return;
+        void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd.get(), 0);
+        if (p == MAP_FAILED) throw_errno("cannot map " + path);
+        data_ = static_cast<const char*>(p);
+    }
+    ~MappedFile() {
+        if (data_) ::munmap(const_cast<char*>(data_), size_);
+    }
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+    const char* data() const { return data_; }
+    std::size_t size() const { return size_; }
+    // Lets the pages of [from, to) go from this process (they stay in the page cache):
+    // the lines already read do not add up in its memory.
+    void release(std::size_t from, std::size_t to) const {
+        static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+        from = (from + page - 1) / page * page;
+        to = std::min(to, size_) / page * page;
+        if (data_ && from < to) ::madvise(const_cast<char*>(data_) + from, to - from, MADV_DONTNEED);
+    }
+
+private:
+    const char* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+// tasks.jsonl through tasks.idx (the little-endian byte offset of each line), both
+// mapped: a task's line costs no system call.
+class TaskLines {
+public:
+    explicit TaskLines(const std::string& dir) : dir_(dir), lines_(dir + "/tasks.jsonl"), offsets_(dir + "/tasks.idx") {}
+    std::uint64_t count() const { return offsets_.size() / 8; }
+    std::uint64_t offset(std::uint64_t i) const {
+        if (i >= count()) return lines_.size();
+        std::uint64_t v = 0;
+        const auto* p = reinterpret_cast<const unsigned char*>(offsets_.data()) + i * 8;
+        for (int k = 7; k >= 0; --k) v = (v << 8) | p[k];
+        return v;
+    }
+    // The line of task i, as sweep::TaskIndex::line reads it.
+    std::string_view line(std::uint64_t i) const {
+        if (i >= count())
+            throw Error("task index " + std::to_string(i) + " is out of range: " + dir_ + " has " + std::to_string(count()) + " tasks (0-" +
+                        std::to_string(count() ? count() - 1 : 0) + ")");
+        std::uint64_t start = offset(i), end = offset(i + 1);
+        if (end <= start || end > lines_.size()) throw Error(dir_ + "/tasks.idx does not match tasks.jsonl; expand the sweep again");
+        std::string_view out(lines_.data() + start, end - start);
+        if (out.back() == '\n') out.remove_suffix(1);
+        return out;
+    }
+    // Drops the pages of the lines of tasks [from, to) from this process.
+    void release(std::uint64_t from, std::uint64_t to) const {
+        offsets_.release(std::min(from, count()) * 8, std::min(to, count()) * 8);
+        lines_.release(offset(from), offset(to));
+    }
+
+private:
+    std::string dir_;
+    MappedFile lines_, offsets_;
+};
+
+// Runs work(worker, begin, end) over [0, n) split among worker threads; small jobs stay on this
 // thread. The first exception of any worker is rethrown here, after all have ended.
 template <typename Work>
 void in_parallel(std::size_t n, Work work) {
-    unsigned workers = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+    unsigned workers = reader_threads();
     if (n < 2048 || workers == 1) {
-        work(std::size_t{0}, n);
+        work(0u, std::size_t{0}, n);
         return;
     }
     std::vector<std::exception_ptr> errors(workers);
@@ -193,7 +702,7 @@ void in_parallel(std::size_t n, Work work) {
         for (unsigned w = 0; w < workers; ++w)
             threads.emplace_back([&, w] {
                 try {
-                    work(n * w / workers, n * (w + 1) / workers);
+                    work(w, n * w / workers, n * (w + 1) / workers);
                 } catch (...) {
                     errors[w] = std::current_exception();
                 }
@@ -215,26 +724,21 @@ private:
 };
 
 // The parameters of task i, from its line in tasks.jsonl.
-sweep::Assignment params_of(const sweep::TaskIndex& index, std::uint64_t i) {
+sweep::Assignment params_of(const TaskLines& index, std::uint64_t i) {
     try {
-        return sweep::parse_task_line(index.line(i)).params;
+        return task_params(index.line(i));
     } catch (const Error& e) {
         throw Error("task " + std::to_string(i) + ": " + e.what());
     }
 }
 
-enum : std::uint8_t { kNone = 0, kDone = 1, kFailed = 2 };
-
 }  // namespace
 
-ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& options) {
-    ResultTable table;
-    table.tasks = sweep.tasks;
-    table.multi_phase = sweep.spec.phases.size() > 1;
-    table.param_names = sweep::parameter_names(sweep.spec);
+unsigned reader_threads() { return std::max(1u, std::min(8u, std::thread::hardware_concurrency())); }
+
+std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add) {
     const auto& last = sweep.spec.final_phase().name;
-    // One byte per task: cheaper than set inserts from many threads.
-    std::vector<std::uint8_t> state(sweep.tasks, kNone);
+    std::vector<TaskState> state(sweep.tasks, TaskState::missing);
     std::mutex merge;
 
     // Earlier phases only matter when they failed: a quick look at the exit code first,
@@ -246,16 +750,17 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
         auto files = list_results(path, sweep.tasks);
         ResultDir dir(path);
         if (files.empty() || !dir) continue;
-        in_parallel(files.size(), [&](std::size_t begin, std::size_t end) {
+        in_parallel(files.size(), [&](unsigned, std::size_t begin, std::size_t end) {
             FileText file;
+            char buf[32];
             std::vector<ResultRow> found;
             for (std::size_t k = begin; k < end; ++k) {
-                if (!file.read(dir.fd(), files[k].name.c_str())) continue;
+                if (!file.read(dir.fd(), files.name(k, buf))) continue;
                 auto code = sweep::result_exit_code(file.text());
                 if (!code || *code == 0) continue;
                 auto row = row_of(file.text());
                 if (!row) row = ResultRow{};
-                row->index = files[k].index;
+                row->index = files.index(k);
                 row->exit_code = code;
                 if (row->phase.empty()) row->phase = phase.name;
                 row->state = TaskState::failed;
@@ -266,67 +771,78 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
         });
     }
 
-    sweep::TaskIndex index(sweep.path);
+    TaskLines index(sweep.path);
     std::string path = sweep::results_dir(sweep, sweep.spec.final_phase());
     auto files = list_results(path, sweep.tasks);
     ResultDir dir(path);
     if (!dir && !files.empty()) throw_errno("cannot open " + path);
-    std::vector<std::vector<ResultRow>> parts;
-    in_parallel(files.size(), [&](std::size_t begin, std::size_t end) {
+    in_parallel(files.size(), [&](unsigned worker, std::size_t begin, std::size_t end) {
         FileText file;
-        std::vector<ResultRow> rows;
-        rows.reserve(end - begin);
+        char buf[32];
+        std::size_t released = begin;
         for (std::size_t k = begin; k < end; ++k) {
-            if (!file.read(dir.fd(), files[k].name.c_str())) continue;
+            if (k - released >= 4096) {
+                index.release(files.index(released), files.index(k));
+                released = k;
+            }
+            if (!file.read(dir.fd(), files.name(k, buf))) continue;
             auto row = row_of(file.text());
             if (!row || !row->exit_code) continue;  // not a whole result: the task counts as missing
-            std::uint64_t i = files[k].index;
+            std::uint64_t i = files.index(k);
+            if (auto early = failed_early.find(i); early != failed_early.end()) {
+                // A later phase's result cannot hide an earlier failure: the row shows the
+                // phase that failed, and why.
+                ResultRow failed = early->second;
+                failed.params = params_of(index, i);
+                failed.state = TaskState::failed;
+                state[i] = TaskState::failed;
+                add(worker, std::move(failed));
+                continue;
+            }
             row->index = i;
             if (row->phase.empty()) row->phase = last;
             row->state = *row->exit_code != 0 ? TaskState::failed : TaskState::done;
-            state[i] = row->state == TaskState::failed ? kFailed : kDone;
+            state[i] = row->state;
             row->params = params_of(index, i);
-            rows.push_back(std::move(*row));
+            add(worker, std::move(*row));
         }
-        std::lock_guard lock(merge);
-        parts.push_back(std::move(rows));
     });
-    std::size_t total = failed_early.size();
-    for (auto& p : parts) total += p.size();
-    table.rows.reserve(total);
-    for (auto& p : parts)
-        for (auto& row : p) table.rows.push_back(std::move(row));
-    parts.clear();
-
-    for (auto& row : table.rows)
-        if (auto early = failed_early.find(row.index); early != failed_early.end()) {
-            // A later phase's result cannot hide an earlier failure: the row shows the
-            // phase that failed, and why.
-            auto params = std::move(row.params);
-            row = std::move(early->second);
-            row.params = std::move(params);
-            row.state = TaskState::failed;
-            state[row.index] = kFailed;
-        }
     for (auto& [i, row] : failed_early) {
-        if (state[i] != kNone) continue;
-        state[i] = kFailed;
+        if (state[i] != TaskState::missing) continue;
+        state[i] = TaskState::failed;
         row.params = params_of(index, i);
-        table.rows.push_back(std::move(row));
+        add(0, std::move(row));
     }
-    if (options.include_missing) {
+    if (include_missing) {
+        ResultRow row;
         for (std::uint64_t i = 0; i < sweep.tasks; ++i)
-            if (state[i] == kNone) {
-                ResultRow row;
+            if (state[i] == TaskState::missing) {
                 row.index = i;
                 row.state = TaskState::missing;
                 row.params = params_of(index, i);
-                table.rows.push_back(std::move(row));
+                add(0, ResultRow(row));
             }
     }
+    return state;
+}
+
+ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& options) {
+    ResultTable table;
+    table.tasks = sweep.tasks;
+    table.multi_phase = sweep.spec.phases.size() > 1;
+    table.param_names = sweep::parameter_names(sweep.spec);
+    std::vector<std::vector<ResultRow>> parts(reader_threads());
+    auto state = for_each_row(sweep, options.include_missing, [&](unsigned worker, ResultRow&& row) { parts[worker].push_back(std::move(row)); });
+    std::size_t total = 0;
+    for (auto& p : parts) total += p.size();
+    table.rows.reserve(total);
+    for (auto& p : parts) {
+        for (auto& row : p) table.rows.push_back(std::move(row));
+        p = {};
+    }
     for (std::uint64_t i = 0; i < sweep.tasks; ++i) {
-        if (state[i] == kDone) table.done.insert(table.done.end(), i);
-        else if (state[i] == kFailed) table.failed.insert(table.failed.end(), i);
+        if (state[i] == TaskState::done) table.done.insert(table.done.end(), i);
+        else if (state[i] == TaskState::failed) table.failed.insert(table.failed.end(), i);
     }
     std::sort(table.rows.begin(), table.rows.end(), [](const ResultRow& a, const ResultRow& b) { return a.index < b.index; });
 
@@ -347,31 +863,48 @@ const sweep::Scalar* find_value(const sweep::Assignment& values, const std::stri
 
 }  // namespace
 
+SortSource fixed_sort_source(const ResultTable& header, const std::string& column) {
+    if (std::find(header.param_names.begin(), header.param_names.end(), column) != header.param_names.end()) return SortSource::param;
+    if (column == "index") return SortSource::index;
+    if (column == "exit_code") return SortSource::exit_code;
+    if (column == "elapsed_s") return SortSource::elapsed_s;
+    return SortSource::none;
+}
+
+std::optional<double> sort_value(const ResultRow& row, SortSource source, const std::string& column) {
+    switch (source) {
+    case SortSource::none: return std::nullopt;
+    case SortSource::metric:
+        if (auto* s = find_value(row.metrics, column)) return number_of(*s);
+        return std::nullopt;
+    case SortSource::param:
+        if (auto* s = find_value(row.params, column)) return number_of(*s);
+        return std::nullopt;
+    case SortSource::index: return static_cast<double>(row.index);
+    case SortSource::exit_code:
+        if (row.exit_code) return static_cast<double>(*row.exit_code);
+        return std::nullopt;
+    case SortSource::elapsed_s: return row.elapsed_s;
+    }
+    return std::nullopt;
+}
+
+void throw_unknown_sort_column(const std::string& column, const std::vector<std::string>& metric_names) {
+    throw Error("--sort: no result reports a metric '" + column + "'" +
+                (metric_names.empty() ? std::string(" (the results have no metrics)") : " (metrics: " + join(metric_names, ", ") + ")"));
+}
+
 void sort_rows(ResultTable& table, const SortKey& key) {
     bool is_metric = std::find(table.metric_names.begin(), table.metric_names.end(), key.column) != table.metric_names.end();
-    bool is_param = std::find(table.param_names.begin(), table.param_names.end(), key.column) != table.param_names.end();
-    bool builtin = key.column == "index" || key.column == "exit_code" || key.column == "elapsed_s";
-    if (!is_metric && !is_param && !builtin) {
+    SortSource source = is_metric ? SortSource::metric : fixed_sort_source(table, key.column);
+    if (source == SortSource::none) {
         if (table.rows.empty()) return;
-        throw Error("--sort: no result reports a metric '" + key.column + "'" +
-                    (table.metric_names.empty() ? std::string(" (the results have no metrics)")
-                                                : " (metrics: " + join(table.metric_names, ", ") + ")"));
+        throw_unknown_sort_column(key.column, table.metric_names);
     }
     // The keys are computed once: a strtod per comparison would dominate on large sweeps.
     std::vector<std::pair<std::optional<double>, std::size_t>> keys;
     keys.reserve(table.rows.size());
-    for (std::size_t i = 0; i < table.rows.size(); ++i) {
-        const auto& row = table.rows[i];
-        std::optional<double> v;
-        if (is_metric) {
-            if (auto* s = find_value(row.metrics, key.column)) v = number_of(*s);
-        } else if (is_param) {
-            if (auto* s = find_value(row.params, key.column)) v = number_of(*s);
-        } else if (key.column == "index") v = static_cast<double>(row.index);
-        else if (key.column == "exit_code" && row.exit_code) v = static_cast<double>(*row.exit_code);
-        else if (key.column == "elapsed_s") v = row.elapsed_s;
-        keys.emplace_back(v, i);
-    }
+    for (std::size_t i = 0; i < table.rows.size(); ++i) keys.emplace_back(sort_value(table.rows[i], source, key.column), i);
     std::stable_sort(keys.begin(), keys.end(), [&](const auto& a, const auto& b) {
         if (a.first.has_value() != b.first.has_value()) return a.first.has_value();
         if (a.first && *a.first != *b.first) return key.maximize ? *a.first > *b.first : *a.first < *b.first;

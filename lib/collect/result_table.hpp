@@ -4,6 +4,7 @@
 // exit code, as scan_results() counts it.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
@@ -15,7 +16,7 @@
 
 namespace aihpc::collect {
 
-enum class TaskState { done, failed, missing };
+enum class TaskState : std::uint8_t { done, failed, missing };
 const char* task_state_name(TaskState state);
 
 // What sacct says about the array element that ran a task (--sacct).
@@ -45,6 +46,14 @@ struct ResultRow {
 // strictly: malformed text is an aihpc::Error naming the path. The text a fuzzer feeds.
 ResultRow parse_result(std::string_view text);
 
+// The same row read through a full JSON tree: what parse_result falls back to for any
+// document its single pass is not sure of, and the reference the tests hold it to.
+ResultRow parse_result_tree(std::string_view text);
+
+// The params of a line of tasks.jsonl, as sweep::parse_task_line reads them (a single
+// pass, that reader for any line it is unsure of).
+sweep::Assignment task_params(std::string_view line);
+
 // A value of a row's cell as a number, when it is one.
 std::optional<double> number_of(const sweep::Scalar& value);
 
@@ -68,6 +77,36 @@ struct ResultTable {
 
 ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& options = {});
 
+// The threads that read results (at most 8).
+unsigned reader_threads();
+
+// Hands every row of a sweep to add(worker, row) as it is read, from up to
+// reader_threads() threads at once (worker is the calling thread's number, rows come in
+// no order); the rows of earlier failed phases and, with include_missing, of tasks without
+// a result come last, from worker 0. Returns each task's state (missing: no result).
+// What read_results builds its table from, and what streams rows without keeping them.
+using RowConsumer = std::function<void(unsigned worker, ResultRow&& row)>;
+std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add);
+
+// The rows a writer shows, in order. row(k) stays valid until the next call.
+class RowSource {
+public:
+    virtual ~RowSource() = default;
+    virtual std::size_t size() const = 0;
+    virtual const ResultRow& row(std::size_t k) const = 0;
+};
+
+// The rows of a ResultTable, as they are.
+class TableRows : public RowSource {
+public:
+    explicit TableRows(const ResultTable& table) : table_(table) {}
+    std::size_t size() const override { return table_.rows.size(); }
+    const ResultRow& row(std::size_t k) const override { return table_.rows[k]; }
+
+private:
+    const ResultTable& table_;
+};
+
 // --sort METRIC[:min|max] (read with sweep::parse_metric_direction): a metric, a
 // parameter, or one of index, exit_code, elapsed_s.
 struct SortKey {
@@ -78,6 +117,15 @@ struct SortKey {
 // Sorts by the key (rows without a numeric value last, ties by index); then keeps the
 // first `top` rows when top > 0.
 void sort_rows(ResultTable& table, const SortKey& key);
+
+// Where --sort reads its column in a row: a metric when any row reports one of that name,
+// else a parameter, else one of the built-in columns.
+enum class SortSource { none, metric, param, index, exit_code, elapsed_s };
+// The reading of a column that is not a metric's: param, a built-in one, or none.
+SortSource fixed_sort_source(const ResultTable& header, const std::string& column);
+std::optional<double> sort_value(const ResultRow& row, SortSource source, const std::string& column);
+// The error of a sort column no reading fits.
+[[noreturn]] void throw_unknown_sort_column(const std::string& column, const std::vector<std::string>& metric_names);
 void keep_top(ResultTable& table, std::size_t top);
 
 // The columns every writer shows, and one cell's text ("" when the row has none).

@@ -56,18 +56,20 @@ std::size_t display_width(std::string_view s) {
     return n;
 }
 
-void write_table(const ResultTable& table, const std::vector<Column>& cols, Buffered& out) {
+void write_table(const RowSource& rows, const std::vector<Column>& cols, Buffered& out) {
     std::vector<std::size_t> width(cols.size());
     std::vector<bool> right(cols.size());
     for (std::size_t c = 0; c < cols.size(); ++c) {
         width[c] = display_width(cols[c].name);
-        right[c] = column_is_numeric(table, cols[c]);
+        right[c] = column_is_numeric(rows, cols[c]);
     }
-    for (auto& row : table.rows)
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+        const auto& row = rows.row(r);
         for (std::size_t c = 0; c < cols.size(); ++c) {
             auto t = cell_text(row, cols[c]);
             width[c] = std::max(width[c], t.empty() ? 1 : display_width(t));
         }
+    }
     auto emit = [&](std::size_t c, const std::string& text) {
         auto& s = out.text();
         std::size_t pad = width[c] - display_width(text);
@@ -79,7 +81,8 @@ void write_table(const ResultTable& table, const std::vector<Column>& cols, Buff
     };
     for (std::size_t c = 0; c < cols.size(); ++c) emit(c, cols[c].name);
     out.text() += '\n';
-    for (auto& row : table.rows) {
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+        const auto& row = rows.row(r);
         for (std::size_t c = 0; c < cols.size(); ++c) {
             auto t = cell_text(row, cols[c]);
             emit(c, t.empty() ? "-" : t);
@@ -89,10 +92,11 @@ void write_table(const ResultTable& table, const std::vector<Column>& cols, Buff
     }
 }
 
-void write_csv(const ResultTable& table, const std::vector<Column>& cols, Buffered& out) {
+void write_csv(const RowSource& rows, const std::vector<Column>& cols, Buffered& out) {
     for (std::size_t c = 0; c < cols.size(); ++c) out.text() += (c ? "," : "") + csv_field(cols[c].name);
     out.text() += '\n';
-    for (auto& row : table.rows) {
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+        const auto& row = rows.row(r);
         for (std::size_t c = 0; c < cols.size(); ++c) {
             if (c) out.text() += ',';
             out.text() += csv_field(cell_text(row, cols[c]));
@@ -112,14 +116,15 @@ std::string markdown_cell(std::string_view text) {
     return out;
 }
 
-void write_markdown(const ResultTable& table, const std::vector<Column>& cols, Buffered& out) {
+void write_markdown(const RowSource& rows, const std::vector<Column>& cols, Buffered& out) {
     auto& s = out.text();
     s += "|";
     for (auto& c : cols) s += " " + markdown_cell(c.name) + " |";
     s += "\n|";
-    for (auto& c : cols) s += column_is_numeric(table, c) ? " ---: |" : " --- |";
+    for (auto& c : cols) s += column_is_numeric(rows, c) ? " ---: |" : " --- |";
     s += "\n";
-    for (auto& row : table.rows) {
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+        const auto& row = rows.row(r);
         out.text() += "|";
         for (auto& c : cols) out.text() += " " + markdown_cell(cell_text(row, c)) + " |";
         out.text() += "\n";
@@ -171,16 +176,40 @@ std::string row_json(const ResultTable& table, const ResultRow& row) {
     return out + "}";
 }
 
-void write_rows(const ResultTable& table, Format format, const Sink& sink) {
+void write_rows(const ResultTable& table, Format format, const Sink& sink) { write_rows(table, TableRows(table), format, sink); }
+
+bool column_is_numeric(const RowSource& rows, const Column& c) {
+    switch (c.kind) {
+    case Column::index:
+    case Column::exit_code:
+    case Column::elapsed_s: return true;
+    case Column::param:
+    case Column::metric: {
+        bool any = false;
+        for (std::size_t r = 0; r < rows.size(); ++r) {
+            const auto& row = rows.row(r);
+            const auto& values = c.kind == Column::param ? row.params : row.metrics;
+            auto v = std::find_if(values.begin(), values.end(), [&](const auto& kv) { return kv.first == c.key; });
+            if (v == values.end()) continue;
+            if (!number_of(v->second)) return false;
+            any = true;
+        }
+        return any;
+    }
+    default: return false;
+    }
+}
+
+void write_rows(const ResultTable& header, const RowSource& rows, Format format, const Sink& sink) {
     Buffered out(sink);
-    auto cols = columns(table);
+    auto cols = columns(header);
     switch (format) {
-    case Format::table: write_table(table, cols, out); break;
-    case Format::csv: write_csv(table, cols, out); break;
-    case Format::markdown: write_markdown(table, cols, out); break;
+    case Format::table: write_table(rows, cols, out); break;
+    case Format::csv: write_csv(rows, cols, out); break;
+    case Format::markdown: write_markdown(rows, cols, out); break;
     case Format::jsonl:
-        for (auto& row : table.rows) {
-            out.text() += row_json(table, row);
+        for (std::size_t r = 0; r < rows.size(); ++r) {
+            out.text() += row_json(header, rows.row(r));
             out.text() += '\n';
             out.line_done();
         }
