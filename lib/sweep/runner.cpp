@@ -270,9 +270,19 @@ private:
 
 }  // namespace
 
+namespace {
+
+// Whether SLURM_STEP_ID names the batch step: Slurm up to 24.11 leaves it unset there,
+// 26.05 sets it to the batch step's id, SLURM_BATCH_SCRIPT (0xfffffffb, printed signed).
+bool is_batch_step_id(const std::string& step_id) {
+    return step_id.empty() || step_id == "-5" || step_id == "4294967291" || step_id == "batch";
+}
+
+}  // namespace
+
 TaskLaunch task_launch_from(const std::vector<std::string>& env) {
     TaskLaunch launch;
-    if (env_value(env, "SLURM_JOB_ID").empty() || !env_value(env, "SLURM_STEP_ID").empty()) return launch;
+    if (env_value(env, "SLURM_JOB_ID").empty() || !is_batch_step_id(env_value(env, "SLURM_STEP_ID"))) return launch;
     if (job_option(env, "aihpc_container", "AIHPC_CONTAINER").empty()) return launch;
     if (job_option(env, "aihpc_container_scope", "AIHPC_CONTAINER_SCOPE") != "steps") return launch;
     launch.as_step = true;

@@ -85,7 +85,7 @@ struct TaskLaunch {
 // Pure, from the element's environment (NAME=VALUE): the job's container options as
 // Slurm forwards them (SLURM_SPANK__SLURM_SPANK_OPTION_aihpc_aihpc_container...), which
 // override AIHPC_CONTAINER and AIHPC_CONTAINER_SCOPE; SLURM_JOB_ID; and SLURM_STEP_ID,
-// which a step has and the batch step does not.
+// unset or the batch step's id in the batch step (by release), a number in a step.
 TaskLaunch task_launch_from(const std::vector<std::string>& env);
 
 // The words that start one task's command as a step of the element's job.

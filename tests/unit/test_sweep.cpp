@@ -844,6 +844,10 @@ static void tasks_run_as_steps_only_from_a_host_batch_script_of_a_container_job(
     V in_step = host;
     in_step.push_back("SLURM_STEP_ID=0");
     assert_false(task_launch_from(in_step).as_step);
+    // Slurm 26.05 names the batch step in SLURM_STEP_ID: -5, SLURM_BATCH_SCRIPT.
+    V batch_26 = host;
+    batch_26.push_back("SLURM_STEP_ID=-5");
+    assert_true(task_launch_from(batch_26).as_step);
     assert_false(task_launch_from({"SLURM_JOB_ID=7", opt + "_scope=steps"}).as_step);
     assert_false(task_launch_from({opt + "=/img/py", opt + "_scope=steps"}).as_step);
     TaskLaunch direct;
