@@ -298,7 +298,7 @@ void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const Ht
     out += "<div class=\"scroll\"><table class=\"sortable\" id=\"results\">\n<thead><tr>";
     std::vector<bool> numeric;
     for (auto& c : cols) {
-        numeric.push_back(column_is_numeric(table, c));
+        numeric.push_back(column_is_numeric(TableRows(table), c));
         out += "<th>" + html_escape(c.name) + "</th>";
     }
     out += "</tr></thead>\n<tbody>\n";

@@ -131,34 +131,14 @@ public:
 
     bool row(ResultRow& row) {
         space();
-        if (!peek('{')) return false;
-        ++at_;
         std::vector<std::string_view> keys;
-        space();
-        if (peek('}')) {
-            ++at_;
-        } else {
-            for (;;) {
-                space();
-                std::string_view key;
-                if (!string(key)) return false;
-                for (auto k : keys)
-                    if (k == key) return false;
-                keys.push_back(key);
-                space();
-                if (!peek(':')) return false;
-                ++at_;
-                space();
-                if (!member(key, row)) return false;
-                space();
-                if (peek('}')) {
-                    ++at_;
-                    break;
-                }
-                if (!peek(',')) return false;
-                ++at_;
-            }
-        }
+        bool ok = object([&](std::string_view key) {
+            for (auto k : keys)
+                if (k == key) return false;
+            keys.push_back(key);
+            return member(key, row);
+        });
+        if (!ok) return false;
         space();
         if (at_ != t_.size()) return false;
         for (auto& name : row.non_finite)
@@ -171,38 +151,24 @@ public:
     // sweep::parse_task_line reads them.
     bool task_params(sweep::Assignment& params) {
         space();
-        if (!peek('{')) return false;
-        ++at_;
         bool index = false, seed = false, have_params = false;
-        for (;;) {
-            space();
-            std::string_view key;
-            if (!string(key)) return false;
-            space();
-            if (!peek(':')) return false;
-            ++at_;
-            space();
+        bool ok = object([&](std::string_view key) {
             std::string_view v;
             if (key == "index" && !index) {
                 index = true;
-                if (scalar(v) != Token::integer || !unsigned_64(v)) return false;
-            } else if (key == "task_seed" && !seed) {
+                return scalar(v) == Token::integer && unsigned_64(v);
+            }
+            if (key == "task_seed" && !seed) {
                 seed = true;
-                if (scalar(v) != Token::integer || !unsigned_64(v)) return false;
-            } else if (key == "params" && !have_params) {
+                return scalar(v) == Token::integer && unsigned_64(v);
+            }
+            if (key == "params" && !have_params) {
                 have_params = true;
-                if (!parameters(params)) return false;
-            } else {
-                return false;
+                return parameters(params);
             }
-            space();
-            if (peek('}')) {
-                ++at_;
-                break;
-            }
-            if (!peek(',')) return false;
-            ++at_;
-        }
+            return false;
+        });
+        if (!ok) return false;
         space();
         return index && seed && have_params && at_ == t_.size();
     }
@@ -218,6 +184,34 @@ private:
     }
 
     bool parameters(sweep::Assignment& out) {
+        return object([&](std::string_view name) {
+            for (auto& m : out)
+                if (m.first == name) return false;
+            std::string_view v;
+            switch (scalar(v)) {
+            case Token::string: out.emplace_back(std::string(name), sweep::scalar_string(v)); return true;
+            case Token::integer: {
+                std::int64_t n = 0;
+                auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+                if (r.ec != std::errc() || r.ptr != v.data() + v.size()) return false;
+                out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)});
+                return true;
+            }
+            case Token::number: out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)}); return true;
+            case Token::literal:
+                if (v == "null") return false;
+                out.emplace_back(std::string(name), sweep::scalar_bool(v == "true"));
+                return true;
+            case Token::none: return false;
+            }
+            return false;
+        });
+    }
+
+    // Walks an object, '{' and members separated by ',' then '}', calling value(name)
+    // at each member's value: every object in these documents is read by this one loop.
+    template <class Value>
+    bool object(Value&& value) {
         if (!peek('{')) return false;
         ++at_;
         space();
@@ -229,29 +223,11 @@ private:
             space();
             std::string_view name;
             if (!string(name)) return false;
-            for (auto& m : out)
-                if (m.first == name) return false;
             space();
             if (!peek(':')) return false;
             ++at_;
             space();
-            std::string_view v;
-            switch (scalar(v)) {
-            case Token::string: out.emplace_back(std::string(name), sweep::scalar_string(v)); break;
-            case Token::integer: {
-                std::int64_t n = 0;
-                auto r = std::from_chars(v.data(), v.data() + v.size(), n);
-                if (r.ec != std::errc() || r.ptr != v.data() + v.size()) return false;
-                out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)});
-                break;
-            }
-            case Token::number: out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)}); break;
-            case Token::literal:
-                if (v == "null") return false;
-                out.emplace_back(std::string(name), sweep::scalar_bool(v == "true"));
-                break;
-            case Token::none: return false;
-            }
+            if (!value(name)) return false;
             space();
             if (peek('}')) {
                 ++at_;
@@ -430,36 +406,16 @@ private:
     }
 
     bool metrics(sweep::Assignment& out) {
-        if (!peek('{')) return false;
-        ++at_;
-        space();
-        if (peek('}')) {
-            ++at_;
-            return true;
-        }
-        for (;;) {
-            space();
-            std::string_view name;
-            if (!string(name)) return false;
+        return object([&](std::string_view name) {
             for (auto& m : out)
                 if (m.first == name) return false;
-            space();
-            if (!peek(':')) return false;
-            ++at_;
-            space();
             std::string_view v;
             Token k = scalar(v);
             if (k == Token::none) return false;
             if (k == Token::string) out.emplace_back(std::string(name), sweep::scalar_string(v));
             else out.emplace_back(std::string(name), sweep::Scalar{std::string(v), std::string(v)});
-            space();
-            if (peek('}')) {
-                ++at_;
-                return true;
-            }
-            if (!peek(',')) return false;
-            ++at_;
-        }
+            return true;
+        });
     }
 
     bool member(std::string_view key, ResultRow& row) {
@@ -989,26 +945,6 @@ std::string cell_json(const ResultRow& row, const Column& c) {
         auto t = cell_text(row, c);
         return json_quote_or_null(t);
     }
-    }
-}
-
-bool column_is_numeric(const ResultTable& table, const Column& c) {
-    switch (c.kind) {
-    case Column::index:
-    case Column::exit_code:
-    case Column::elapsed_s: return true;
-    case Column::param:
-    case Column::metric: {
-        bool any = false;
-        for (auto& row : table.rows) {
-            auto* v = find_value(c.kind == Column::param ? row.params : row.metrics, c.key);
-            if (!v) continue;
-            if (!number_of(*v)) return false;
-            any = true;
-        }
-        return any;
-    }
-    default: return false;
     }
 }
 

@@ -139,6 +139,5 @@ std::vector<Column> columns(const ResultTable& table);
 std::string cell_text(const ResultRow& row, const Column& column);
 // The cell as JSON (numbers stay numbers; "null" when absent).
 std::string cell_json(const ResultRow& row, const Column& column);
-bool column_is_numeric(const ResultTable& table, const Column& column);
 
 }  // namespace aihpc::collect

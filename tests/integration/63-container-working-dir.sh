@@ -7,12 +7,8 @@
 command -v ch-run >/dev/null || skip_all "needs ch-run (charliecloud-runtime)"
 plan 3
 scratch=$(user_scratch)
-# A scratch directory outside /tmp, which ch-run shows inside every image at /tmp: what
-# lies there is in the container only when it is bound.
-off_tmp=$(mktemp -d /var/tmp/aihpc-it.$$.XXXXXX)
-chmod 0755 "$off_tmp"
-chown "$test_user" "$off_tmp"
-trap 'restore_site_keys; remove_scratch; rm -rf "$off_tmp"' EXIT
+off_tmp=$(user_scratch_off_tmp)
+trap 'restore_site_keys; remove_scratch' EXIT
 cd "$scratch" || exit 1
 img=$scratch/busybox
 "$top_builddir/contrib/examples/container-image.sh" "$img" >/dev/null

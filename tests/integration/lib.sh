@@ -36,7 +36,8 @@ skip() { tap_count=$((tap_count + 1)); echo "ok $tap_count - $1 # SKIP $2"; }
 # Scratch directories carry this test's pid in their names, so that the test removes
 # them at exit even though each is made in a subshell: work=$(scratch).
 scratch_prefix=/tmp/aihpc-it.$$
-remove_scratch() { rm -rf "$scratch_prefix".*; }
+off_tmp_prefix=/var/tmp/aihpc-it.$$
+remove_scratch() { rm -rf "$scratch_prefix".* "$off_tmp_prefix".*; }
 
 # scratch: a scratch directory that every test user can write (0777).
 scratch() {
@@ -46,15 +47,19 @@ scratch() {
     echo "$dir"
 }
 
-# user_scratch: a scratch directory that the test user owns and only they may write
-# (0755), as a user's own image and job files are.
+# user_scratch [PREFIX]: a scratch directory that the test user owns and only they may
+# write (0755), as a user's own image and job files are.
 user_scratch() {
     local dir
-    dir=$(mktemp -d "$scratch_prefix.XXXXXX")
+    dir=$(mktemp -d "${1:-$scratch_prefix}.XXXXXX")
     chmod 0755 "$dir"
     chown "$test_user" "$dir"
     echo "$dir"
 }
+
+# user_scratch_off_tmp: the same, outside /tmp, which ch-run shows inside every image at
+# /tmp: what lies there is in a container only when it is bound.
+user_scratch_off_tmp() { user_scratch "$off_tmp_prefix"; }
 
 as_user() { runuser -u "$test_user" -- env SLURM_CONF="$SLURM_CONF" "$@"; }
 as_other_user() { runuser -u "$other_user" -- env SLURM_CONF="$SLURM_CONF" "$@"; }
