@@ -230,26 +230,6 @@ int run_watch(const Options& o) {
     return 0;
 }
 
-// The metric and direction of the closed loop SWEEP belongs to (SWEEP/rounds.json for
-// round 1, SWEEP/rounds/<r>/../../rounds.json for later rounds), when there is one.
-std::optional<std::pair<std::string, bool>> closed_loop_goal(const std::string& sweep_path) {
-    std::string parent = sweep_path.substr(0, sweep_path.find_last_of('/'));
-    std::vector<std::string> candidates{sweep_path + "/rounds.json"};
-    if (parent.size() >= 7 && parent.compare(parent.size() - 7, 7, "/rounds") == 0)
-        candidates.push_back(parent.substr(0, parent.size() - 7) + "/rounds.json");
-    for (auto& path : candidates) {
-        struct stat st {};
-        if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-        try {
-            auto record = sweep::parse_rounds_json(sweep::read_file(path));
-            if (!record.plan.metric.empty()) return std::make_pair(record.plan.metric, record.plan.maximize);
-        } catch (const Error&) {
-            // A damaged record only costs the report its colour direction; advance reports it.
-        }
-    }
-    return std::nullopt;
-}
-
 int run_table(const Options& o) {
     auto sweep = sweep::open_sweep(o.sweep);
     bool rows_out = !o.failed && (o.format || !o.output.empty() || (o.mlflow.empty() && o.html.empty()));
@@ -315,7 +295,7 @@ int run_table(const Options& o) {
             ho.color_metric = o.sort->column;
             ho.maximize = o.sort->maximize;
             ho.direction_given = true;
-        } else if (auto loop = closed_loop_goal(sweep.path)) {
+        } else if (auto loop = sweep::closed_loop_goal(sweep.path)) {
             // A closed loop's metric and direction, from SWEEP/rounds.json.
             std::tie(ho.color_metric, ho.maximize) = *loop;
             ho.direction_given = true;

@@ -8,6 +8,7 @@
 
 #include <linux/magic.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
 
@@ -25,6 +26,7 @@
 
 #include "common/error.hpp"
 #include "common/text.hpp"
+#include "stage/io_pool.hpp"
 
 namespace aihpc::stage {
 
@@ -122,7 +124,7 @@ DirectoryNames::DirectoryNames(int dir_fd, const std::string& shown_path) {
             const char* name = ent->d_name;
             if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))) continue;
             std::size_t length = std::strlen(name);
-            names_.push_back({static_cast<std::uint32_t>(text_.size()), static_cast<std::uint32_t>(length)});
+            names_.push_back({static_cast<std::uint32_t>(text_.size()), static_cast<std::uint32_t>(length), ent->d_type});
             text_.append(name, length + 1);
         }
     }
@@ -275,29 +277,47 @@ bool journal_orders_metadata(int fd) {
     return ::stat(("/proc/fs/jbd2/" + device + "-8").c_str(), &journal) == 0;
 }
 
+// How many written files one flush worker keeps open while their writeback runs: enough
+// that the oldest is usually on disk by the time it is waited for, and all workers
+// together within half the descriptors the process may open.
+std::size_t flush_window(unsigned workers) {
+    struct rlimit limit {};
+    std::size_t budget = 64;
+    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0)
+        budget = limit.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 16
+                 : limit.rlim_cur > 128          ? static_cast<std::size_t>(limit.rlim_cur - 64) / 2
+                                                 : 16;
+    return std::clamp<std::size_t>(budget / std::max(1u, workers), 1, 256);
+}
+
 }  // namespace
 
 void fsync_tree(int dir_fd, unsigned threads, const std::string& shown_path) {
-    // Two passes, as dpkg does: ext4 commits its journal on each fsync of an inode whose
-    // blocks were only just allocated, so fsyncs of 20,000 fresh files, one after the
-    // other, cost 20,000 commits. The first pass starts every file's writeback (which
-    // allocates its blocks, in one or a few transactions); in the second, the first fsync
-    // commits those, and every later one finds its inode already committed and only waits
-    // for its data. Entries are named by their path below dir_fd and reopened beneath it
-    // (no symlink followed), so no descriptor is held per directory.
-    // On a journaled XFS or ext4, even those fsyncs are not needed: each would still send
-    // the device a cache flush. There the files' data is written and waited for, and the
-    // directories' fsyncs commit the journal holding every file's metadata, with one
-    // flush that also covers the data.
-    const bool journaled = journal_orders_metadata(dir_fd);
+    // One pass over the tree. On a journaled XFS or ext4 each file's fsync would commit
+    // the journal and send the device a cache flush: 20,000 of each for 20,000 fresh
+    // files. There each file's writeback is started as the walk finds it (which allocates
+    // its blocks), waited for a window of files later, and then one journal commit makes
+    // every file's metadata durable, with one flush that also covers the data. The
+    // commit is the fsync of an unnamed file made in the root: it has no name, so no
+    // directory changes, and it is newer than every allocation, so it commits the
+    // journal through all of them. Where no unnamed file can be made, or on any other
+    // file system, each file is fsynced as it is found.
     struct stat root {};
     if (::fstat(dir_fd, &root) != 0) throw_errno("cannot stat " + shown_path);
-    const unsigned count = std::max(1u, threads);
+    UniqueFd commit_file;
+    if (journal_orders_metadata(dir_fd)) commit_file.reset(::openat(dir_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
+    const bool journaled = static_cast<bool>(commit_file);
+    const unsigned count = journaled ? std::clamp(threads, 1u, 2 * usable_cpus()) : std::max(1u, threads);
+    const std::size_t window = journaled ? flush_window(count) : 0;
+
+    struct WrittenFile {
+        UniqueFd fd;
+        std::string relative;
+    };
     std::mutex mutex;
     std::condition_variable changed;
-    std::deque<std::string> directories{""};
-    std::vector<std::string> to_sync{""};  // the root, the directories below it and the files
-    std::vector<char> is_file{0};
+    std::deque<std::string> unlisted{""};
+    std::vector<std::string> directories{""};  // every directory of the tree, flushed last
     std::size_t busy = 0;
     std::string failure;
     auto fail = [&](const std::string& what) {
@@ -305,89 +325,124 @@ void fsync_tree(int dir_fd, unsigned threads, const std::string& shown_path) {
         if (failure.empty()) failure = what;
         changed.notify_all();
     };
-    auto list_directory = [&](const std::string& relative) {
+    auto flush_file = [&](const WrittenFile& file) {
+        if (journaled) {
+            if (::sync_file_range(file.fd.get(), 0, 0,
+                                  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+                throw SystemError("cannot write " + join_path(shown_path, file.relative) + " to disk", errno);
+        } else if (::fsync(file.fd.get()) != 0) {
+            throw SystemError("cannot flush " + join_path(shown_path, file.relative) + " to disk", errno);
+        }
+    };
+    // Lists one directory: its subdirectories are returned, its files opened (no symlink
+    // followed, and O_NONBLOCK, so whatever was planted under a name never blocks) and
+    // added to `written` once their writeback has started.
+    auto list_directory = [&](const std::string& relative, std::deque<WrittenFile>& written) {
+        std::vector<std::string> subdirs;
         std::string shown = relative.empty() ? shown_path : join_path(shown_path, relative);
         UniqueFd dir(relative.empty() ? ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
                                       : open_beneath(dir_fd, relative, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK));
-        if (!dir) throw SystemError("cannot open " + shown + " to flush it", errno);
+        if (!dir) {
+            if (errno == ENOENT) return subdirs;
+            throw SystemError("cannot open " + shown + " to flush it", errno);
+        }
         DirectoryNames names(dir.get(), shown);
-        std::vector<std::string> subdirs, files;
         for (std::size_t i = 0; i < names.size(); ++i) {
             std::string child = relative.empty() ? std::string(names[i]) : relative + "/" + std::string(names[i]);
-            struct stat st {};
-            if (::fstatat(dir.get(), names.c_str(i), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-                if (errno == ENOENT) continue;
-                throw SystemError("cannot stat " + join_path(shown_path, child), errno);
+            const unsigned char type = names.type(i);
+            if (type == DT_DIR || type == DT_UNKNOWN) {
+                struct stat st {};
+                if (::fstatat(dir.get(), names.c_str(i), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                    if (errno == ENOENT) continue;
+                    throw SystemError("cannot stat " + join_path(shown_path, child), errno);
+                }
+                if (S_ISDIR(st.st_mode)) {
+                    if (st.st_dev == root.st_dev) subdirs.push_back(std::move(child));
+                    continue;
+                }
+                if (!S_ISREG(st.st_mode)) continue;
+            } else if (type != DT_REG) {
+                continue;
             }
-            if (st.st_dev != root.st_dev) continue;
-            if (S_ISDIR(st.st_mode)) {
-                subdirs.push_back(child);
-            } else if (S_ISREG(st.st_mode)) {
-                // O_NONBLOCK: whatever was planted under the name never blocks the open.
-                UniqueFd file(::openat(dir.get(), names.c_str(i), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
-                if (file) ::sync_file_range(file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
-                files.push_back(std::move(child));
+            UniqueFd file(::openat(dir.get(), names.c_str(i), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+            if (!file) {
+                if (errno == ENOENT || errno == ELOOP) continue;
+                throw SystemError("cannot open " + join_path(shown_path, child) + " to flush it", errno);
+            }
+            if (journaled) ::sync_file_range(file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+            written.push_back({std::move(file), std::move(child)});
+            while (written.size() > window) {
+                flush_file(written.front());
+                written.pop_front();
             }
         }
-        std::lock_guard<std::mutex> hold(mutex);
-        for (std::string& d : subdirs) {
-            to_sync.push_back(d);
-            is_file.push_back(0);
-            directories.push_back(std::move(d));
-        }
-        for (std::string& f : files) {
-            to_sync.push_back(std::move(f));
-            is_file.push_back(1);
-        }
-        changed.notify_all();
+        return subdirs;
     };
     auto walker = [&] {
-        std::unique_lock<std::mutex> hold(mutex);
-        while (true) {
-            changed.wait(hold, [&] { return !directories.empty() || busy == 0 || !failure.empty(); });
-            if (!failure.empty() || directories.empty()) return;
-            std::string relative = std::move(directories.front());
-            directories.pop_front();
-            ++busy;
-            hold.unlock();
-            try {
-                list_directory(relative);
-            } catch (const Error& e) {
-                fail(e.what());
+        std::deque<WrittenFile> written;
+        try {
+            std::unique_lock<std::mutex> hold(mutex);
+            while (failure.empty()) {
+                if (unlisted.empty()) {
+                    if (busy == 0) break;
+                    if (!written.empty()) {
+                        // Nothing to list now: wait for this worker's own files meanwhile.
+                        hold.unlock();
+                        for (; !written.empty(); written.pop_front()) flush_file(written.front());
+                        hold.lock();
+                    } else {
+                        changed.wait(hold, [&] { return !unlisted.empty() || busy == 0 || !failure.empty(); });
+                    }
+                    continue;
+                }
+                std::string relative = std::move(unlisted.front());
+                unlisted.pop_front();
+                ++busy;
+                hold.unlock();
+                std::vector<std::string> subdirs;
+                try {
+                    subdirs = list_directory(relative, written);
+                } catch (...) {
+                    hold.lock();
+                    --busy;
+                    changed.notify_all();
+                    throw;
+                }
+                hold.lock();
+                --busy;
+                for (std::string& d : subdirs) {
+                    directories.push_back(d);
+                    unlisted.push_back(std::move(d));
+                }
+                changed.notify_all();
             }
-            hold.lock();
-            --busy;
-            changed.notify_all();
+            bool stopped = !failure.empty();
+            hold.unlock();
+            if (!stopped)
+                for (; !written.empty(); written.pop_front()) flush_file(written.front());
+        } catch (const Error& e) {
+            fail(e.what());
         }
     };
-    std::atomic<std::size_t> next{0};
-    // pass 0: every file's data, waited for (journaled only); pass 1: fsync of what is left.
-    int pass = 0;
-    auto syncer = [&] {
+    std::atomic<std::size_t> next_directory{0};
+    auto directory_syncer = [&] {
         while (true) {
-            std::size_t i = next.fetch_add(1);
-            if (i >= to_sync.size()) return;
-            if (journaled && (pass == 0) != (is_file[i] != 0)) continue;
+            std::size_t i = next_directory.fetch_add(1);
+            if (i >= directories.size()) return;
             {
                 std::lock_guard<std::mutex> hold(mutex);
                 if (!failure.empty()) return;
             }
-            const std::string& relative = to_sync[i];
+            const std::string& relative = directories[i];
             std::string shown = relative.empty() ? shown_path : join_path(shown_path, relative);
             UniqueFd fd(relative.empty() ? ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                                         : open_beneath(dir_fd, relative, O_RDONLY | O_NONBLOCK | O_NOFOLLOW));
+                                         : open_beneath(dir_fd, relative, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_NOFOLLOW));
             if (!fd) {
                 if (errno == ENOENT) continue;
                 fail("cannot open " + shown + " to flush it: " + std::strerror(errno));
                 return;
             }
-            if (journaled && pass == 0) {
-                if (::sync_file_range(fd.get(), 0, 0,
-                                      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
-                    fail("cannot write " + shown + " to disk: " + std::strerror(errno));
-                    return;
-                }
-            } else if (::fsync(fd.get()) != 0) {
+            if (::fsync(fd.get()) != 0) {
                 fail("cannot flush " + shown + " to disk: " + std::strerror(errno));
                 return;
             }
@@ -400,20 +455,10 @@ void fsync_tree(int dir_fd, unsigned threads, const std::string& shown_path) {
         for (std::thread& t : workers) t.join();
     };
     run(walker);
-    if (journaled && failure.empty()) {
-        run(syncer);
-        next = 0;
-        pass = 1;
-        // A directory's fsync commits only up to its own last change, which may predate
-        // the block allocations of the writeback just waited for. An unnamed file made
-        // now (no name, so no directory changes) is newer than all of them: its fsync
-        // commits the journal through every one. Without O_TMPFILE, each file is fsynced.
-        UniqueFd newest(::openat(dir_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
-        if (!newest || ::write(newest.get(), "", 1) != 1 || ::fsync(newest.get()) != 0) {
-            std::fill(is_file.begin(), is_file.end(), 0);
-        }
-    }
-    if (failure.empty()) run(syncer);
+    if (!failure.empty()) throw Error(failure);
+    if (journaled && (::write(commit_file.get(), "", 1) != 1 || ::fsync(commit_file.get()) != 0))
+        throw_errno("cannot commit the journal of " + shown_path + " to disk");
+    run(directory_syncer);
     if (!failure.empty()) throw Error(failure);
 }
 

@@ -45,11 +45,15 @@ public:
     std::string_view operator[](std::size_t i) const { return {text_.data() + names_[i].start, names_[i].length}; }
     // NUL-terminated, for the *at() calls.
     const char* c_str(std::size_t i) const { return text_.data() + names_[i].start; }
+    // The entry's type as the directory records it (DT_REG, DT_DIR, ...), or DT_UNKNOWN
+    // where the file system does not say; a hint that an fstat must confirm.
+    unsigned char type(std::size_t i) const { return names_[i].type; }
 
 private:
     struct Name {
         std::uint32_t start;
         std::uint32_t length;
+        unsigned char type;
     };
     std::string text_;
     std::vector<Name> names_;
@@ -69,11 +73,12 @@ bool remove_tree_until(int parent_fd, const std::string& name, std::chrono::stea
 
 // Makes every regular file and directory below dir_fd, and dir_fd itself, durable,
 // `threads` at a time, so that only what was written is flushed, never the whole file
-// system (as syncfs does). Each file's fsync where nothing better is known; on a
+// system (as syncfs does). Each file's fsync where nothing better is known (a network
+// file system, whose every fsync waits on its server: `threads` of them in flight); on a
 // journaled ext4 or XFS, each file's data written and waited for, then one journal
-// commit and each directory's fsync. Symlinks are persisted by their directory's fsync,
-// and a directory on another device is left alone. Throws aihpc::Error naming the entry.
-// The workers wait on the device, not on a CPU: fsync_threads of them pay off anywhere.
+// commit and each directory's fsync, with at most twice the usable CPUs at work, since
+// there the cost is the CPU that submits the writeback. Symlinks are persisted by their directory's fsync, and a directory on another
+// device is left alone. Throws aihpc::Error naming the entry.
 inline constexpr unsigned fsync_threads = 32;
 void fsync_tree(int dir_fd, unsigned threads, const std::string& shown_path);
 // The same for one item: a directory tree, or a lone file and its parent directory.

@@ -1,11 +1,14 @@
 #include "sweep/rounds.hpp"
 
+#include <sys/stat.h>
+
 #include <cmath>
 
 #include "common/error.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
 #include "sweep/spec.hpp"
+#include "sweep/sweep_dir.hpp"
 
 namespace aihpc::sweep {
 
@@ -141,6 +144,24 @@ RoundsRecord parse_rounds_json(const std::string& text) {
 
 std::string round_dir(const std::string& root, std::uint64_t round) {
     return round <= 1 ? root : root + "/rounds/" + std::to_string(round);
+}
+
+std::optional<std::pair<std::string, bool>> closed_loop_goal(const std::string& sweep_path) {
+    std::string parent = sweep_path.substr(0, sweep_path.find_last_of('/'));
+    std::vector<std::string> candidates{sweep_path + "/rounds.json"};
+    if (parent.size() >= 7 && parent.compare(parent.size() - 7, 7, "/rounds") == 0)
+        candidates.push_back(parent.substr(0, parent.size() - 7) + "/rounds.json");
+    for (const std::string& path : candidates) {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        try {
+            RoundsRecord record = parse_rounds_json(read_file(path));
+            if (!record.plan.metric.empty()) return std::make_pair(record.plan.metric, record.plan.maximize);
+        } catch (const Error&) {
+            // A damaged record only costs the reader its direction; advance reports it.
+        }
+    }
+    return std::nullopt;
 }
 
 std::string controller_script_path(const std::string& root) { return root + "/scripts/advance.sh"; }

@@ -61,6 +61,12 @@ std::pair<std::string, bool> parse_metric_direction(const std::string& text, std
 // SWEEP for round 1, SWEEP/rounds/<r> after.
 std::string round_dir(const std::string& root, std::uint64_t round);
 
+// The metric and direction (true: maximize) of the closed loop the sweep at sweep_path
+// belongs to: SWEEP/rounds.json for round 1, and for a later round's SWEEP/rounds/<r>,
+// SWEEP/rounds.json two levels up. Nothing when there is no loop or its record is
+// damaged: a reader that only wants the direction goes on without it.
+std::optional<std::pair<std::string, bool>> closed_loop_goal(const std::string& sweep_path);
+
 // The controller job script: tiny resources, its log in SWEEP/logs.
 std::string controller_script(const std::string& root, const std::string& sweep_name, const std::string& tool, const std::string& tool_version);
 std::string controller_script_path(const std::string& root);

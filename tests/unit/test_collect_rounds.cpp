@@ -111,6 +111,21 @@ static void round_one_is_the_sweep_itself_later_rounds_nest(void**) {
     assert_string_equal(round_dir("/w/s", 10).c_str(), "/w/s/rounds/10");
 }
 
+static void a_later_round_finds_the_goal_of_its_loop(void**) {
+    TempDir tmp;
+    tmp.make_dir("s/rounds/2");
+    tmp.make_dir("plain");
+    tmp.write("s/rounds.json", rounds_json(sample_record()));
+    auto first = closed_loop_goal(tmp.path() + "/s");
+    auto later = closed_loop_goal(tmp.path() + "/s/rounds/2");
+    assert_true(first.has_value() && later.has_value());
+    assert_true(*first == std::make_pair(std::string("val loss"), true));
+    assert_true(*later == *first);
+    assert_false(closed_loop_goal(tmp.path() + "/plain").has_value());
+    tmp.write("s/rounds.json", "{\"plan\": 3");
+    assert_false(closed_loop_goal(tmp.path() + "/s/rounds/2").has_value());  // damaged: no direction, no error
+}
+
 static void the_controller_script_is_tiny_and_calls_the_tool_by_its_path(void**) {
     auto text = controller_script("/w/my sweep", "grid", "/opt/x/aihpc-sweep", "1.0");
     assert_true(starts_with(text, "#!/bin/sh\n"));
@@ -259,6 +274,7 @@ int main() {
         cmocka_unit_test(a_closed_loop_reports_the_best_over_all_rounds),
         cmocka_unit_test(metric_direction_defaults_to_min),
         cmocka_unit_test(round_one_is_the_sweep_itself_later_rounds_nest),
+        cmocka_unit_test(a_later_round_finds_the_goal_of_its_loop),
         cmocka_unit_test(the_controller_script_is_tiny_and_calls_the_tool_by_its_path),
         cmocka_unit_test(only_placement_options_reach_the_controller),
         cmocka_unit_test(the_controller_waits_for_every_job_of_the_round),

@@ -8,6 +8,7 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -425,6 +426,28 @@ static void fsync_tree_flushes_a_tree_without_following_or_blocking(void**) {
                             tmp.path() + "/missing");
 }
 
+// The files whose writeback is under way stay open until they are waited for: never
+// more than the process may open, even with a low descriptor limit and many files.
+static void fsync_tree_stays_within_the_descriptor_limit(void**) {
+    TempDir tmp;
+    tmp.make_dir("tree/d");
+    for (int i = 0; i < 600; ++i) tmp.write("tree/d/f" + std::to_string(i), std::string(100, 'z'));
+    UniqueFd tree = open_dir(tmp.path() + "/tree");
+    struct rlimit saved {};
+    assert_int_equal(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+    struct rlimit low = saved;
+    low.rlim_cur = 100;
+    assert_int_equal(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    std::string error;
+    try {
+        fsync_tree(tree.get(), 8, tmp.path() + "/tree");
+    } catch (const std::exception& e) {
+        error = e.what();
+    }
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+    assert_string_equal(error.c_str(), "");
+}
+
 // ---- the epilog
 
 static void retired_job_dirs_go_to_trash_and_are_removed_within_the_budget(void**) {
@@ -538,6 +561,7 @@ int main(void) {
         cmocka_unit_test(the_job_lock_waits_a_bounded_time),
         cmocka_unit_test(verify_catches_a_source_changed_behind_a_cache_hit),
         cmocka_unit_test(fsync_tree_flushes_a_tree_without_following_or_blocking),
+        cmocka_unit_test(fsync_tree_stays_within_the_descriptor_limit),
         cmocka_unit_test(retired_job_dirs_go_to_trash_and_are_removed_within_the_budget),
         cmocka_unit_test(a_users_own_keep_marker_keeps_nothing),
         cmocka_unit_test(roots_keep_marker_keeps_the_job_until_it_expires),
