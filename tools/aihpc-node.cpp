@@ -50,6 +50,7 @@
 #include "stage/fs.hpp"
 #include "stage/node_cache.hpp"
 #include "stage/node_layout.hpp"
+#include "stage/node_request.hpp"
 #include "stage/stage_in.hpp"
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
@@ -71,84 +72,7 @@ constexpr const char* usage =
     "\n"
     "See aihpc(8), section SECURITY.\n";
 
-// The step as slurmstepd described it.
-struct NodeRequest {
-    std::vector<std::string> site_args;
-    config::SiteConfig site;
-    config::RawOptions raw_options;
-    config::UserOptions options;
-    std::uint32_t job_id = 0;
-    uid_t uid = 0;
-    gid_t gid = 0;
-    std::vector<gid_t> groups;  // prepare-stage-in: the job's supplementary groups
-    std::string node;
-    std::string submit_dir;
-    stage::CacheLimits limits;  // stage-in: what prepare measured
-    bool no_cache = false;      // digest: prepare could not make the user's cache dir
-    std::uint32_t step_id = 0;
-    std::uint32_t local_tasks = 1;
-    std::optional<std::string> argv0;  // run-task on Slurm < 23.11: the task's own argv[0]
-};
-
-std::string text_member(json_object* object, const char* key) {
-    json_object* value = json_member(object, key);
-    if (!value || !json_object_is_type(value, json_type_string)) throw Error(std::string("request: '") + key + "' is missing");
-    return json_object_get_string(value);
-}
-
-std::uint64_t number_member(json_object* object, const char* key) {
-    json_object* value = json_member(object, key);
-    if (!value || !json_object_is_type(value, json_type_int) || json_object_get_int64(value) < 0)
-        throw Error(std::string("request: '") + key + "' is missing");
-    return static_cast<std::uint64_t>(json_object_get_int64(value));
-}
-
-NodeRequest parse_request(const std::string& text) {
-    JsonRef doc = parse_json(text);
-    if (!doc || !json_object_is_type(doc.get(), json_type_object)) throw Error("the request from slurmstepd is not a JSON object");
-    NodeRequest r;
-    json_object* site = json_member(doc.get(), "site");
-    if (!site || !json_object_is_type(site, json_type_array)) throw Error("request: 'site' is missing");
-    for (std::size_t i = 0; i < json_object_array_length(site); ++i) {
-        json_object* arg = json_object_array_get_idx(site, i);
-        if (!json_object_is_type(arg, json_type_string)) throw Error("request: 'site' holds a non-string");
-        r.site_args.emplace_back(json_object_get_string(arg));
-    }
-    r.site = config::parse_site_config(r.site_args);
-    json_object* options = json_member(doc.get(), "options");
-    if (!options || !json_object_is_type(options, json_type_object)) throw Error("request: 'options' is missing");
-    json_object_object_foreach(options, name, value) {
-        if (!json_object_is_type(value, json_type_string)) throw Error("request: option " + std::string(name) + " is no string");
-        r.raw_options[name] = json_object_get_string(value);
-    }
-    r.options = config::parse_user_options(r.raw_options);
-    r.job_id = static_cast<std::uint32_t>(number_member(doc.get(), "job"));
-    r.uid = static_cast<uid_t>(number_member(doc.get(), "uid"));
-    r.gid = static_cast<gid_t>(number_member(doc.get(), "gid"));
-    r.node = text_member(doc.get(), "node");
-    r.submit_dir = text_member(doc.get(), "submit_dir");
-    if (json_object* limits = json_member(doc.get(), "limits")) {
-        r.limits.max_bytes = number_member(limits, "max");
-        r.limits.low_bytes = number_member(limits, "low");
-    }
-    if (json_object* groups = json_member(doc.get(), "groups")) {
-        if (!json_object_is_type(groups, json_type_array)) throw Error("request: 'groups' is no array");
-        for (std::size_t i = 0; i < json_object_array_length(groups); ++i) {
-            json_object* g = json_object_array_get_idx(groups, i);
-            if (!json_object_is_type(g, json_type_int) || json_object_get_int64(g) < 0)
-                throw Error("request: 'groups' holds a non-number");
-            r.groups.push_back(static_cast<gid_t>(json_object_get_int64(g)));
-        }
-    }
-    if (json_object* no_cache = json_member(doc.get(), "no_cache")) r.no_cache = json_object_get_boolean(no_cache);
-    if (json_member(doc.get(), "step")) r.step_id = static_cast<std::uint32_t>(number_member(doc.get(), "step"));
-    if (json_member(doc.get(), "local_tasks"))
-        r.local_tasks = static_cast<std::uint32_t>(number_member(doc.get(), "local_tasks"));
-    if (json_member(doc.get(), "argv0")) r.argv0 = text_member(doc.get(), "argv0");
-    // Fail closed: a request without a real job and user is refused, never run as 0.
-    if (r.job_id == 0 || r.node.empty()) throw Error("the request names no job or node; nothing was done");
-    return r;
-}
+using stage::NodeRequest;
 
 std::string local_root(const NodeRequest& r) { return r.site.local_root_for(r.node); }
 std::string job_text(const NodeRequest& r) { return std::to_string(r.job_id); }
@@ -462,7 +386,7 @@ int run_task(int argc, char** argv) {
     }
     NodeRequest r;
     try {
-        r = parse_request(text);
+        r = stage::parse_node_request(text);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "aihpc: cannot start the task: %s\n", e.what());
         return 1;
@@ -586,7 +510,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        NodeRequest request = parse_request(read_helper_request());
+        NodeRequest request = stage::parse_node_request(read_helper_request());
         if (command->first == "prepare-stage-in") {
             prepare_stage_in(request, channel);
             return 0;

@@ -24,7 +24,8 @@ fuzz_replays = \
 	tests/fuzz/replay_result \
 	tests/fuzz/replay_stage_records \
 	tests/fuzz/replay_hostlist \
-	tests/fuzz/replay_launch_request
+	tests/fuzz/replay_launch_request \
+	tests/fuzz/replay_node_request
 check_PROGRAMS += $(fuzz_replays)
 TESTS += $(fuzz_replays)
 fuzz_replay_sources = tests/fuzz/replay.cpp tests/fuzz/fuzz_support.hpp
@@ -45,5 +46,7 @@ tests_fuzz_replay_hostlist_SOURCES = $(fuzz_replay_sources) tests/fuzz/fuzz_host
 tests_fuzz_replay_hostlist_LDADD = lib/affinity/libaihpc_affinity.la lib/libaihpc.la
 tests_fuzz_replay_launch_request_SOURCES = $(fuzz_replay_sources) tests/fuzz/fuzz_launch_request.cpp
 tests_fuzz_replay_launch_request_LDADD = lib/container/libaihpc_container.la lib/libaihpc.la
+tests_fuzz_replay_node_request_SOURCES = $(fuzz_replay_sources) tests/fuzz/fuzz_node_request.cpp
+tests_fuzz_replay_node_request_LDADD = lib/stage/libaihpc_stage.la lib/libaihpc.la
 
 EXTRA_DIST += tests/fuzz/README tests/fuzz/run tests/fuzz/fuzz.mk tests/fuzz/dicts tests/fuzz/unfixed-crashes tests/fuzz/corpus tests/fuzz/regressions

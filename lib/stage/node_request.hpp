@@ -1,0 +1,43 @@
+// The request slurmstepd's plugin hands aihpc-node on fd 3: one JSON object naming the
+// step (job, user, node), the site's plugstack arguments and the user's --aihpc options,
+// with what one piece of node work needs besides. The helper often runs as root, so the
+// text is read by a parser that checks every member's type and refuses, never guesses:
+// a request that names no job, user or node is an error, never "job 0 as uid 0".
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/site_config.hpp"
+#include "config/user_options.hpp"
+#include "stage/node_cache.hpp"
+
+namespace aihpc::stage {
+
+struct NodeRequest {
+    std::vector<std::string> site_args;  // plugstack.conf's arguments, as given
+    config::SiteConfig site;             // ... and parsed
+    config::RawOptions raw_options;      // the user's --aihpc-* options, as given
+    config::UserOptions options;         // ... and parsed
+    std::uint32_t job_id = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;  // prepare-stage-in: the job's supplementary groups
+    std::string node;
+    std::string submit_dir;
+    CacheLimits limits;         // stage-in: what prepare measured
+    bool no_cache = false;      // digest: prepare could not make the user's cache dir
+    std::uint32_t step_id = 0;
+    std::uint32_t local_tasks = 1;
+    std::optional<std::string> argv0;  // run-task on Slurm < 23.11: the task's own argv[0]
+};
+
+// Throws aihpc::Error naming the member that is missing or of the wrong type, or what
+// the site arguments or user options got wrong.
+NodeRequest parse_node_request(const std::string& text);
+
+}  // namespace aihpc::stage
