@@ -10,18 +10,31 @@
  * stream, 0 for none (default). Requests are served by up to max_threads threads (give
  * a large number: a server has no small limit on requests in flight). Inode numbers,
  * ctimes and mtimes are those of SOURCE, so a staging cache sees a stable source.
- * Attribute and entry caching follow libfuse's defaults (1 s), like NFS's attribute
- * cache; remount to start cold.
+ * Attribute and entry caching last 1 s, like NFS's attribute cache; remount to start
+ * cold.
+ *
+ * What reaches it, as what reaches an NFS server: every request the kernel sends
+ * (lookup, getattr, readlink, opendir, readdir, open, read, lseek, statfs, release,
+ * releasedir) sleeps the latency; only forget, which has no reply, does not. It is
+ * written to the FUSE low-level API, its inodes kept by source inode with their path
+ * below SOURCE, so a request costs the CPU of this machine (which the client tools
+ * share, where an NFS server's CPU is another machine's) little more than the source's
+ * own system call. Like NFS's READDIRPLUS, a directory listing returns every entry's
+ * attributes, so a stat of a listed entry needs no lookup of its own, for every tool
+ * alike. The kernel may keep 1024 reads and releases in flight (max_background): as
+ * with NFS, which has no small limit on outstanding requests, the server, not the
+ * client's queue, is the bound.
  */
 #define FUSE_USE_VERSION 312
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,13 +44,13 @@
 #include <unistd.h>
 
 struct settings {
-    char *source;
     unsigned latency_us;
     unsigned bandwidth_mib;
 };
 
-static struct settings settings = {NULL, 500, 0};
+static struct settings settings = {500, 0};
 static int source_fd = -1;
+static const double cache_seconds = 1.0;
 
 #define OPTION(t, p) {t, offsetof(struct settings, p), 1}
 static const struct fuse_opt options[] = {
@@ -59,126 +72,316 @@ static void round_trip(size_t bytes) {
     if (ns) sleep_ns(ns);
 }
 
-/* Paths from FUSE start with '/'; below the source they are relative. */
-static const char *relative(const char *path) {
-    while (*path == '/') path++;
-    return *path ? path : ".";
+/* ---- inodes: one per source inode the kernel knows, with its path below SOURCE */
+
+struct inode {
+    struct inode *next; /* in its hash bucket */
+    char *path;         /* relative to SOURCE; "." for the root */
+    dev_t dev;
+    ino_t ino;
+    uint64_t nlookup;
+};
+
+#define BUCKETS 65536
+static struct inode *buckets[BUCKETS];
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct inode root = {NULL, ".", 0, 0, 1};
+
+static struct inode *inode_of(fuse_ino_t ino) {
+    return ino == FUSE_ROOT_ID ? &root : (struct inode *)(uintptr_t)ino;
 }
 
-static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
-    (void)conn;
-    cfg->use_ino = 1;
-    cfg->kernel_cache = 0;
-    cfg->nullpath_ok = 0;
-    return NULL;
+static size_t bucket_of(dev_t dev, ino_t ino) { return (size_t)((ino * 0x9E3779B97F4A7C15ull) ^ dev) % BUCKETS; }
+
+static char *child_path(const struct inode *parent, const char *name) {
+    char *path;
+    if (strcmp(parent->path, ".") == 0) return strdup(name);
+    if (asprintf(&path, "%s/%s", parent->path, name) < 0) return NULL;
+    return path;
 }
 
-static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
-    round_trip(0);
-    int rc = fi ? fstat((int)fi->fh, st) : fstatat(source_fd, relative(path), st, AT_SYMLINK_NOFOLLOW);
-    return rc == 0 ? 0 : -errno;
-}
-
-static int fs_readlink(const char *path, char *buf, size_t size) {
-    round_trip(0);
-    ssize_t n = readlinkat(source_fd, relative(path), buf, size - 1);
-    if (n < 0) return -errno;
-    buf[n] = '\0';
-    return 0;
-}
-
-static int fs_opendir(const char *path, struct fuse_file_info *fi) {
-    round_trip(0);
-    int fd = openat(source_fd, relative(path), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
+/* The entry for name below parent, its lookup count raised: 0 or an errno. */
+static int lookup_entry(struct inode *parent, const char *name, struct fuse_entry_param *e) {
+    memset(e, 0, sizeof *e);
+    char *path = child_path(parent, name);
+    if (!path) return ENOMEM;
+    if (fstatat(source_fd, path, &e->attr, AT_SYMLINK_NOFOLLOW) != 0) {
         int err = errno;
+        free(path);
+        return err;
+    }
+    e->attr_timeout = cache_seconds;
+    e->entry_timeout = cache_seconds;
+    size_t b = bucket_of(e->attr.st_dev, e->attr.st_ino);
+    pthread_mutex_lock(&table_lock);
+    struct inode *found = buckets[b];
+    while (found && !(found->dev == e->attr.st_dev && found->ino == e->attr.st_ino)) found = found->next;
+    if (found) {
+        found->nlookup++;
+        free(path);
+    } else {
+        found = calloc(1, sizeof *found);
+        if (!found) {
+            pthread_mutex_unlock(&table_lock);
+            free(path);
+            return ENOMEM;
+        }
+        found->path = path;
+        found->dev = e->attr.st_dev;
+        found->ino = e->attr.st_ino;
+        found->nlookup = 1;
+        found->next = buckets[b];
+        buckets[b] = found;
+    }
+    pthread_mutex_unlock(&table_lock);
+    e->ino = (fuse_ino_t)(uintptr_t)found;
+    return 0;
+}
+
+static void forget_one(fuse_ino_t ino, uint64_t count) {
+    struct inode *inode = inode_of(ino);
+    if (inode == &root) return;
+    pthread_mutex_lock(&table_lock);
+    inode->nlookup = inode->nlookup > count ? inode->nlookup - count : 0;
+    if (inode->nlookup == 0) {
+        struct inode **link = &buckets[bucket_of(inode->dev, inode->ino)];
+        while (*link && *link != inode) link = &(*link)->next;
+        if (*link) *link = inode->next;
+        free(inode->path);
+        free(inode);
+    }
+    pthread_mutex_unlock(&table_lock);
+}
+
+/* ---- operations */
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn) {
+    (void)userdata;
+    conn->max_background = 1024;
+    conn->congestion_threshold = 768;
+    if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+    round_trip(0);
+    struct fuse_entry_param e;
+    int err = lookup_entry(inode_of(parent), name, &e);
+    if (err) fuse_reply_err(req, err);
+    else fuse_reply_entry(req, &e);
+}
+
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+    forget_one(ino, nlookup);
+    fuse_reply_none(req);
+}
+
+static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+    for (size_t i = 0; i < count; ++i) forget_one(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+    round_trip(0);
+    struct stat st;
+    int rc = fi ? fstat((int)fi->fh, &st) : fstatat(source_fd, inode_of(ino)->path, &st, AT_SYMLINK_NOFOLLOW);
+    if (rc != 0) fuse_reply_err(req, errno);
+    else fuse_reply_attr(req, &st, cache_seconds);
+}
+
+static void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
+    round_trip(0);
+    char buf[PATH_MAX + 1];
+    ssize_t n = readlinkat(source_fd, inode_of(ino)->path, buf, sizeof buf - 1);
+    if (n < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    buf[n] = '\0';
+    fuse_reply_readlink(req, buf);
+}
+
+/* An open directory: the stream and the entry read but not yet returned. */
+struct open_dir {
+    DIR *dir;
+    off_t offset;
+    struct dirent *entry;
+};
+
+static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+    round_trip(0);
+    int fd = openat(source_fd, inode_of(ino)->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    struct open_dir *d = calloc(1, sizeof *d);
+    if (!d || !(d->dir = fdopendir(fd))) {
+        int err = d ? errno : ENOMEM;
+        free(d);
         close(fd);
-        return -err;
+        fuse_reply_err(req, err);
+        return;
     }
-    fi->fh = (uint64_t)(uintptr_t)dir;
-    return 0;
+    fi->fh = (uint64_t)(uintptr_t)d;
+    fuse_reply_open(req, fi);
 }
 
-static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t offset, struct fuse_file_info *fi,
-                      enum fuse_readdir_flags flags) {
-    (void)path;
-    (void)offset;
-    (void)flags;
+static int is_dot_or_dotdot(const char *name) {
+    return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi, int plus) {
     round_trip(0);
-    DIR *dir = (DIR *)(uintptr_t)fi->fh;
-    rewinddir(dir);
-    struct dirent *d;
-    while ((d = readdir(dir)) != NULL) {
-        struct stat st;
-        memset(&st, 0, sizeof st);
-        st.st_ino = d->d_ino;
-        st.st_mode = (mode_t)DTTOIF(d->d_type);
-        if (fill(buf, d->d_name, &st, 0, 0)) break;
+    struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
+    char *buf = malloc(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
     }
-    return 0;
+    if (offset != d->offset) {
+        seekdir(d->dir, offset);
+        d->entry = NULL;
+        d->offset = offset;
+    }
+    size_t used = 0;
+    int err = 0;
+    while (1) {
+        if (!d->entry) {
+            errno = 0;
+            d->entry = readdir(d->dir);
+            if (!d->entry) {
+                err = errno;
+                break;
+            }
+        }
+        off_t next = d->entry->d_off;
+        const char *name = d->entry->d_name;
+        size_t entry_size;
+        if (plus) {
+            struct fuse_entry_param e;
+            fuse_ino_t looked_up = 0;
+            if (is_dot_or_dotdot(name)) {
+                memset(&e, 0, sizeof e);
+                e.attr.st_ino = d->entry->d_ino;
+                e.attr.st_mode = (mode_t)DTTOIF(d->entry->d_type);
+            } else {
+                err = lookup_entry(inode_of(ino), name, &e);
+                if (err == ENOENT) { /* removed since it was listed */
+                    d->entry = NULL;
+                    d->offset = next;
+                    err = 0;
+                    continue;
+                }
+                if (err) break;
+                looked_up = e.ino;
+            }
+            entry_size = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, next);
+            if (entry_size > size - used) {
+                if (looked_up) forget_one(looked_up, 1);
+                break;
+            }
+        } else {
+            struct stat st;
+            memset(&st, 0, sizeof st);
+            st.st_ino = d->entry->d_ino;
+            st.st_mode = (mode_t)DTTOIF(d->entry->d_type);
+            entry_size = fuse_add_direntry(req, buf + used, size - used, name, &st, next);
+            if (entry_size > size - used) break;
+        }
+        used += entry_size;
+        d->entry = NULL;
+        d->offset = next;
+    }
+    if (err && used == 0) fuse_reply_err(req, err);
+    else fuse_reply_buf(req, buf, used);
+    free(buf);
 }
 
-static int fs_releasedir(const char *path, struct fuse_file_info *fi) {
-    (void)path;
-    closedir((DIR *)(uintptr_t)fi->fh);
-    return 0;
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
+    list_dir(req, ino, size, offset, fi, 0);
 }
 
-static int fs_open(const char *path, struct fuse_file_info *fi) {
+static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
+    list_dir(req, ino, size, offset, fi, 1);
+}
+
+static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+    (void)ino;
     round_trip(0);
-    if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
-    int fd = openat(source_fd, relative(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return -errno;
+    struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
+    closedir(d->dir);
+    free(d);
+    fuse_reply_err(req, 0);
+}
+
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+    round_trip(0);
+    if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    int fd = openat(source_fd, inode_of(ino)->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
     fi->fh = (uint64_t)fd;
-    return 0;
+    fuse_reply_open(req, fi);
 }
 
-static int fs_read(const char *path, char *buf, size_t size, off_t offset, struct fuse_file_info *fi) {
-    (void)path;
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
+    (void)ino;
     round_trip(size);
+    char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
     ssize_t n = pread((int)fi->fh, buf, size, offset);
-    return n < 0 ? -errno : (int)n;
+    if (n < 0) fuse_reply_err(req, errno);
+    else fuse_reply_buf(req, buf, (size_t)n);
+    free(buf);
 }
 
-static int fs_release(const char *path, struct fuse_file_info *fi) {
-    (void)path;
+static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+    (void)ino;
+    round_trip(0);
     close((int)fi->fh);
-    return 0;
+    fuse_reply_err(req, 0);
 }
 
-static int fs_statfs(const char *path, struct statvfs *st) {
-    (void)path;
+static void fs_statfs(fuse_req_t req, fuse_ino_t ino) {
+    (void)ino;
     round_trip(0);
-    return fstatvfs(source_fd, st) == 0 ? 0 : -errno;
+    struct statvfs st;
+    if (fstatvfs(source_fd, &st) != 0) fuse_reply_err(req, errno);
+    else fuse_reply_statfs(req, &st);
 }
 
-static int fs_access(const char *path, int mask) {
-    round_trip(0);
-    if (mask & W_OK) return -EROFS;
-    return faccessat(source_fd, relative(path), mask, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno;
-}
-
-static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi) {
-    (void)path;
+static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+    (void)ino;
     round_trip(0);
     off_t r = lseek((int)fi->fh, off, whence);
-    return r < 0 ? -errno : r;
+    if (r < 0) fuse_reply_err(req, errno);
+    else fuse_reply_lseek(req, r);
 }
 
-static const struct fuse_operations operations = {
+static const struct fuse_lowlevel_ops operations = {
     .init = fs_init,
+    .lookup = fs_lookup,
+    .forget = fs_forget,
+    .forget_multi = fs_forget_multi,
     .getattr = fs_getattr,
     .readlink = fs_readlink,
     .opendir = fs_opendir,
     .readdir = fs_readdir,
+    .readdirplus = fs_readdirplus,
     .releasedir = fs_releasedir,
     .open = fs_open,
     .read = fs_read,
     .release = fs_release,
     .statfs = fs_statfs,
-    .access = fs_access,
     .lseek = fs_lseek,
 };
 
@@ -198,37 +401,44 @@ int main(int argc, char *argv[]) {
         fprintf(stderr, "latencyfs: cannot open the source %s: %s\n", real, strerror(errno));
         return 1;
     }
+    struct stat root_st;
+    if (fstat(source_fd, &root_st) != 0) {
+        fprintf(stderr, "latencyfs: cannot stat the source %s: %s\n", real, strerror(errno));
+        return 1;
+    }
+    root.dev = root_st.st_dev;
+    root.ino = root_st.st_ino;
     /* argv without SOURCE: the rest is FUSE's (mount point, -f, -o ...). */
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
     fuse_opt_add_arg(&args, argv[0]);
     for (int i = 2; i < argc; ++i) fuse_opt_add_arg(&args, argv[i]);
     if (fuse_opt_parse(&args, &settings, options, NULL) != 0) return 2;
     fuse_opt_add_arg(&args, "-oro,default_permissions,fsname=latencyfs");
-    /* Not fuse_main: it would serve at most 10 requests at a time, whatever max_threads
-     * says, and the server would be the bound instead of the latency. */
     struct fuse_cmdline_opts cmdline;
     memset(&cmdline, 0, sizeof cmdline);
     if (fuse_parse_cmdline(&args, &cmdline) != 0 || !cmdline.mountpoint) {
         fprintf(stderr, "latencyfs: give SOURCE and MOUNTPOINT\n");
         return 2;
     }
+    /* Many threads, all of them kept: each sleeping request holds one, and a server
+     * has no small limit on requests in flight. */
     unsigned max_threads = cmdline.max_threads && cmdline.max_threads < 100000 ? cmdline.max_threads : 1024;
-    struct fuse *fuse = fuse_new(&args, &operations, sizeof operations, NULL);
-    if (!fuse) return 1;
     int rc = 1;
-    if (fuse_mount(fuse, cmdline.mountpoint) == 0) {
-        struct fuse_session *se = fuse_get_session(fuse);
-        if (fuse_daemonize(cmdline.foreground) == 0 && fuse_set_signal_handlers(se) == 0) {
-            struct fuse_loop_config *loop = fuse_loop_cfg_create();
-            fuse_loop_cfg_set_max_threads(loop, max_threads);
-            fuse_loop_cfg_set_idle_threads(loop, max_threads);
-            rc = fuse_loop_mt(fuse, loop) == 0 ? 0 : 1;
-            fuse_loop_cfg_destroy(loop);
-            fuse_remove_signal_handlers(se);
+    struct fuse_session *se = fuse_session_new(&args, &operations, sizeof operations, NULL);
+    if (se) {
+        if (fuse_session_mount(se, cmdline.mountpoint) == 0) {
+            if (fuse_daemonize(cmdline.foreground) == 0 && fuse_set_signal_handlers(se) == 0) {
+                struct fuse_loop_config *loop = fuse_loop_cfg_create();
+                fuse_loop_cfg_set_max_threads(loop, max_threads);
+                fuse_loop_cfg_set_idle_threads(loop, max_threads);
+                rc = fuse_session_loop_mt(se, loop) == 0 ? 0 : 1;
+                fuse_loop_cfg_destroy(loop);
+                fuse_remove_signal_handlers(se);
+            }
+            fuse_session_unmount(se);
         }
-        fuse_unmount(fuse);
+        fuse_session_destroy(se);
     }
-    fuse_destroy(fuse);
     free(cmdline.mountpoint);
     fuse_opt_free_args(&args);
     return rc;

@@ -289,8 +289,22 @@ private:
         if (options_.progress) options_.progress->bytes += bytes;
     }
 
-    static std::vector<char>& buffer() {
-        thread_local std::vector<char> buf(1 << 20);
+    // A worker's copy buffer, as large as the largest range it has copied, up to 1 MiB,
+    // and never zeroed: a pool of dozens of workers copying small files must not fill
+    // (and fault in) a megabyte each before its first byte is read.
+    static constexpr std::size_t copy_buffer_max = 1 << 20;
+    struct CopyBuffer {
+        std::unique_ptr<char[]> data;
+        std::size_t size = 0;
+    };
+    static CopyBuffer& buffer(std::uint64_t wanted) {
+        constexpr std::size_t smallest = 64 << 10;
+        thread_local CopyBuffer buf;
+        std::size_t need = static_cast<std::size_t>(std::clamp<std::uint64_t>(wanted, smallest, copy_buffer_max));
+        if (buf.size < need) {
+            buf.data.reset(new char[need]);
+            buf.size = need;
+        }
         return buf;
     }
 
@@ -299,9 +313,9 @@ private:
     // can; smaller ones (most files of a dataset) take one read and one write.
     std::uint64_t copy_dense(int in, int out, std::uint64_t offset, std::uint64_t length, ContentHasher* hasher,
                              const ManifestEntry& e) {
-        std::vector<char>& buf = buffer();
+        CopyBuffer& buf = buffer(length);
         std::uint64_t done = 0;
-        bool kernel_copy = !hasher && length > buf.size();
+        bool kernel_copy = !hasher && length > copy_buffer_max;
         loff_t in_off = static_cast<loff_t>(offset), out_off = static_cast<loff_t>(offset);
         while (kernel_copy && done < length) {
             ssize_t n;
@@ -339,19 +353,19 @@ private:
             }
         }
         while (done < length) {
-            std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - done));
+            std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size, length - done));
             ssize_t n;
             {
                 TimedOp op(options_.ops, nullptr);
-                n = ::pread(in, buf.data(), want, static_cast<off_t>(offset + done));
+                n = ::pread(in, buf.data.get(), want, static_cast<off_t>(offset + done));
             }
             if (n < 0) {
                 if (errno == EINTR) continue;
                 throw_errno("cannot read " + src_path(e));
             }
             if (n == 0) return done;
-            if (hasher) hasher->update(buf.data(), static_cast<std::size_t>(n));
-            write_all(out, buf.data(), static_cast<std::size_t>(n), offset + done, true, dst_path(e));
+            if (hasher) hasher->update(buf.data.get(), static_cast<std::size_t>(n));
+            write_all(out, buf.data.get(), static_cast<std::size_t>(n), offset + done, true, dst_path(e));
             done += static_cast<std::uint64_t>(n);
             account(static_cast<std::uint64_t>(n));
         }
