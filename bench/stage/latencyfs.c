@@ -15,11 +15,13 @@
  *
  * What reaches it, as what reaches an NFS server: every request the kernel sends
  * (lookup, getattr, readlink, opendir, readdir, open, read, lseek, statfs, release,
- * releasedir) sleeps the latency; only forget, which has no reply, does not. It is
- * written to the FUSE low-level API, its inodes kept by source inode with their path
- * below SOURCE, so a request costs the CPU of this machine (which the client tools
- * share, where an NFS server's CPU is another machine's) little more than the source's
- * own system call. Like NFS's READDIRPLUS, a directory listing returns every entry's
+ * releasedir) is answered the latency after it arrived; only forget, which has no
+ * reply, is not delayed. A server answers many requests in flight without a thread
+ * asleep for each: here a request is served at once and its answer queued, and one
+ * thread sends the answers as they fall due. It is written to the FUSE low-level API,
+ * its inodes kept by source inode with their path below SOURCE. So a request costs the
+ * CPU of this machine (which the client tools share, where an NFS server's CPU is
+ * another machine's) little more than the source's own system call. Like NFS's READDIRPLUS, a directory listing returns every entry's
  * attributes, so a stat of a listed entry needs no lookup of its own, for every tool
  * alike. The kernel may keep 1024 reads and releases in flight (max_background): as
  * with NFS, which has no small limit on outstanding requests, the server, not the
@@ -59,17 +61,118 @@ static const struct fuse_opt options[] = {
     FUSE_OPT_END,
 };
 
+static unsigned long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
 static void sleep_ns(unsigned long long ns) {
     struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
 }
 
-static void round_trip(size_t bytes) {
-    unsigned long long ns = (unsigned long long)settings.latency_us * 1000ull;
-    if (settings.bandwidth_mib && bytes)
-        ns += (unsigned long long)bytes * 1000000000ull / ((unsigned long long)settings.bandwidth_mib << 20);
-    if (ns) sleep_ns(ns);
+/* ---- answers, each sent the latency after its request arrived */
+
+enum answer_kind { ANSWER_ERR, ANSWER_ENTRY, ANSWER_ATTR, ANSWER_OPEN, ANSWER_BUF, ANSWER_READLINK, ANSWER_STATFS, ANSWER_LSEEK };
+
+struct answer {
+    struct answer *next;
+    unsigned long long due_ns;
+    fuse_req_t req;
+    enum answer_kind kind;
+    int err;
+    union {
+        struct fuse_entry_param entry;
+        struct stat attr;
+        struct fuse_file_info fi;
+        struct statvfs fs;
+        off_t offset;
+    } u;
+    char *buf; /* owned: the data of a read, a listing or a link target */
+    size_t len;
+};
+
+static struct answer *queue_head, *queue_tail;
+static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t queue_ready = PTHREAD_COND_INITIALIZER;
+
+static struct answer *new_answer(fuse_req_t req, enum answer_kind kind) {
+    struct answer *a = calloc(1, sizeof *a);
+    if (!a) {
+        fuse_reply_err(req, ENOMEM);
+        return NULL;
+    }
+    a->due_ns = now_ns() + (unsigned long long)settings.latency_us * 1000ull;
+    a->req = req;
+    a->kind = kind;
+    return a;
+}
+
+static void deliver(struct answer *a) {
+    switch (a->kind) {
+    case ANSWER_ERR: fuse_reply_err(a->req, a->err); break;
+    case ANSWER_ENTRY: fuse_reply_entry(a->req, &a->u.entry); break;
+    case ANSWER_ATTR: fuse_reply_attr(a->req, &a->u.attr, cache_seconds); break;
+    case ANSWER_OPEN: fuse_reply_open(a->req, &a->u.fi); break;
+    case ANSWER_BUF: fuse_reply_buf(a->req, a->buf, a->len); break;
+    case ANSWER_READLINK: fuse_reply_readlink(a->req, a->buf); break;
+    case ANSWER_STATFS: fuse_reply_statfs(a->req, &a->u.fs); break;
+    case ANSWER_LSEEK: fuse_reply_lseek(a->req, a->u.offset); break;
+    }
+    free(a->buf);
+    free(a);
+}
+
+/* Queues the answer for its due time. Every request waits the same latency, so the
+ * queue is in due order; a read's transfer time at the bandwidth cap is slept before. */
+static void answer(struct answer *a) {
+    if (!a) return;
+    if (settings.latency_us == 0) {
+        deliver(a);
+        return;
+    }
+    pthread_mutex_lock(&queue_lock);
+    if (queue_tail) queue_tail->next = a;
+    else queue_head = a;
+    queue_tail = a;
+    pthread_cond_signal(&queue_ready);
+    pthread_mutex_unlock(&queue_lock);
+}
+
+static void *send_answers(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&queue_lock);
+    while (1) {
+        while (!queue_head) pthread_cond_wait(&queue_ready, &queue_lock);
+        unsigned long long due = queue_head->due_ns;
+        if (due > now_ns()) {
+            pthread_mutex_unlock(&queue_lock);
+            struct timespec at = {(time_t)(due / 1000000000ull), (long)(due % 1000000000ull)};
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR) {
+            }
+            pthread_mutex_lock(&queue_lock);
+        }
+        /* Everything due now goes out together. */
+        unsigned long long now = now_ns();
+        struct answer *due_list = NULL, **end = &due_list;
+        while (queue_head && queue_head->due_ns <= now) {
+            *end = queue_head;
+            end = &queue_head->next;
+            queue_head = queue_head->next;
+        }
+        *end = NULL;
+        if (!queue_head) queue_tail = NULL;
+        pthread_mutex_unlock(&queue_lock);
+        while (due_list) {
+            struct answer *next = due_list->next;
+            deliver(due_list);
+            due_list = next;
+        }
+        pthread_mutex_lock(&queue_lock);
+    }
+    return NULL;
 }
 
 /* ---- inodes: one per source inode the kernel knows, with its path below SOURCE */
@@ -164,11 +267,14 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
-    round_trip(0);
-    struct fuse_entry_param e;
-    int err = lookup_entry(inode_of(parent), name, &e);
-    if (err) fuse_reply_err(req, err);
-    else fuse_reply_entry(req, &e);
+    struct answer *a = new_answer(req, ANSWER_ENTRY);
+    if (!a) return;
+    int err = lookup_entry(inode_of(parent), name, &a->u.entry);
+    if (err) {
+        a->kind = ANSWER_ERR;
+        a->err = err;
+    }
+    answer(a);
 }
 
 static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
@@ -182,23 +288,28 @@ static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 }
 
 static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-    round_trip(0);
-    struct stat st;
-    int rc = fi ? fstat((int)fi->fh, &st) : fstatat(source_fd, inode_of(ino)->path, &st, AT_SYMLINK_NOFOLLOW);
-    if (rc != 0) fuse_reply_err(req, errno);
-    else fuse_reply_attr(req, &st, cache_seconds);
+    struct answer *a = new_answer(req, ANSWER_ATTR);
+    if (!a) return;
+    int rc = fi ? fstat((int)fi->fh, &a->u.attr) : fstatat(source_fd, inode_of(ino)->path, &a->u.attr, AT_SYMLINK_NOFOLLOW);
+    if (rc != 0) {
+        a->kind = ANSWER_ERR;
+        a->err = errno;
+    }
+    answer(a);
 }
 
 static void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
-    round_trip(0);
-    char buf[PATH_MAX + 1];
-    ssize_t n = readlinkat(source_fd, inode_of(ino)->path, buf, sizeof buf - 1);
+    struct answer *a = new_answer(req, ANSWER_READLINK);
+    if (!a) return;
+    a->buf = malloc(PATH_MAX + 1);
+    ssize_t n = a->buf ? readlinkat(source_fd, inode_of(ino)->path, a->buf, PATH_MAX) : -1;
     if (n < 0) {
-        fuse_reply_err(req, errno);
-        return;
+        a->kind = ANSWER_ERR;
+        a->err = a->buf ? errno : ENOMEM;
+    } else {
+        a->buf[n] = '\0';
     }
-    buf[n] = '\0';
-    fuse_reply_readlink(req, buf);
+    answer(a);
 }
 
 /* An open directory: the stream and the entry read but not yet returned. */
@@ -209,22 +320,21 @@ struct open_dir {
 };
 
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-    round_trip(0);
+    struct answer *a = new_answer(req, ANSWER_OPEN);
+    if (!a) return;
     int fd = openat(source_fd, inode_of(ino)->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        fuse_reply_err(req, errno);
-        return;
-    }
-    struct open_dir *d = calloc(1, sizeof *d);
+    struct open_dir *d = fd >= 0 ? calloc(1, sizeof *d) : NULL;
     if (!d || !(d->dir = fdopendir(fd))) {
-        int err = d ? errno : ENOMEM;
+        a->kind = ANSWER_ERR;
+        a->err = fd < 0 || d ? errno : ENOMEM;
         free(d);
-        close(fd);
-        fuse_reply_err(req, err);
+        if (fd >= 0) close(fd);
+        answer(a);
         return;
     }
     fi->fh = (uint64_t)(uintptr_t)d;
-    fuse_reply_open(req, fi);
+    a->u.fi = *fi;
+    answer(a);
 }
 
 static int is_dot_or_dotdot(const char *name) {
@@ -232,11 +342,14 @@ static int is_dot_or_dotdot(const char *name) {
 }
 
 static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi, int plus) {
-    round_trip(0);
+    struct answer *a = new_answer(req, ANSWER_BUF);
+    if (!a) return;
     struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
-    char *buf = malloc(size);
+    char *buf = a->buf = malloc(size ? size : 1);
     if (!buf) {
-        fuse_reply_err(req, ENOMEM);
+        a->kind = ANSWER_ERR;
+        a->err = ENOMEM;
+        answer(a);
         return;
     }
     if (offset != d->offset) {
@@ -293,9 +406,12 @@ static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, 
         d->entry = NULL;
         d->offset = next;
     }
-    if (err && used == 0) fuse_reply_err(req, err);
-    else fuse_reply_buf(req, buf, used);
-    free(buf);
+    if (err && used == 0) {
+        a->kind = ANSWER_ERR;
+        a->err = err;
+    }
+    a->len = used;
+    answer(a);
 }
 
 static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
@@ -308,63 +424,83 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
     (void)ino;
-    round_trip(0);
+    struct answer *a = new_answer(req, ANSWER_ERR);
+    if (!a) return;
     struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
     closedir(d->dir);
     free(d);
-    fuse_reply_err(req, 0);
+    answer(a);
 }
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-    round_trip(0);
+    struct answer *a = new_answer(req, ANSWER_OPEN);
+    if (!a) return;
+    int fd = -1;
     if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-        fuse_reply_err(req, EROFS);
-        return;
+        a->kind = ANSWER_ERR;
+        a->err = EROFS;
+    } else if ((fd = openat(source_fd, inode_of(ino)->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0) {
+        a->kind = ANSWER_ERR;
+        a->err = errno;
+    } else {
+        fi->fh = (uint64_t)fd;
+        a->u.fi = *fi;
     }
-    int fd = openat(source_fd, inode_of(ino)->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        fuse_reply_err(req, errno);
-        return;
-    }
-    fi->fh = (uint64_t)fd;
-    fuse_reply_open(req, fi);
+    answer(a);
 }
 
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
     (void)ino;
-    round_trip(size);
-    char *buf = malloc(size ? size : 1);
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
+    struct answer *a = new_answer(req, ANSWER_BUF);
+    if (!a) return;
+    /* The transfer at the bandwidth cap takes its time before the answer's latency. */
+    if (settings.bandwidth_mib && size) {
+        unsigned long long ns = (unsigned long long)size * 1000000000ull / ((unsigned long long)settings.bandwidth_mib << 20);
+        sleep_ns(ns);
+        a->due_ns += ns;
     }
-    ssize_t n = pread((int)fi->fh, buf, size, offset);
-    if (n < 0) fuse_reply_err(req, errno);
-    else fuse_reply_buf(req, buf, (size_t)n);
-    free(buf);
+    a->buf = malloc(size ? size : 1);
+    ssize_t n = a->buf ? pread((int)fi->fh, a->buf, size, offset) : -1;
+    if (n < 0) {
+        a->kind = ANSWER_ERR;
+        a->err = a->buf ? errno : ENOMEM;
+    } else {
+        a->len = (size_t)n;
+    }
+    answer(a);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
     (void)ino;
-    round_trip(0);
+    struct answer *a = new_answer(req, ANSWER_ERR);
+    if (!a) return;
     close((int)fi->fh);
-    fuse_reply_err(req, 0);
+    answer(a);
 }
 
 static void fs_statfs(fuse_req_t req, fuse_ino_t ino) {
     (void)ino;
-    round_trip(0);
-    struct statvfs st;
-    if (fstatvfs(source_fd, &st) != 0) fuse_reply_err(req, errno);
-    else fuse_reply_statfs(req, &st);
+    struct answer *a = new_answer(req, ANSWER_STATFS);
+    if (!a) return;
+    if (fstatvfs(source_fd, &a->u.fs) != 0) {
+        a->kind = ANSWER_ERR;
+        a->err = errno;
+    }
+    answer(a);
 }
 
 static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
     (void)ino;
-    round_trip(0);
+    struct answer *a = new_answer(req, ANSWER_LSEEK);
+    if (!a) return;
     off_t r = lseek((int)fi->fh, off, whence);
-    if (r < 0) fuse_reply_err(req, errno);
-    else fuse_reply_lseek(req, r);
+    if (r < 0) {
+        a->kind = ANSWER_ERR;
+        a->err = errno;
+    } else {
+        a->u.offset = r;
+    }
+    answer(a);
 }
 
 static const struct fuse_lowlevel_ops operations = {
@@ -427,7 +563,11 @@ int main(int argc, char *argv[]) {
     struct fuse_session *se = fuse_session_new(&args, &operations, sizeof operations, NULL);
     if (se) {
         if (fuse_session_mount(se, cmdline.mountpoint) == 0) {
-            if (fuse_daemonize(cmdline.foreground) == 0 && fuse_set_signal_handlers(se) == 0) {
+            /* The thread that sends answers starts once daemonized: a fork keeps no thread. */
+            pthread_t sender;
+            if (fuse_daemonize(cmdline.foreground) == 0 && fuse_set_signal_handlers(se) == 0 &&
+                pthread_create(&sender, NULL, send_answers, NULL) == 0) {
+                pthread_detach(sender);
                 struct fuse_loop_config *loop = fuse_loop_cfg_create();
                 fuse_loop_cfg_set_max_threads(loop, max_threads);
                 fuse_loop_cfg_set_idle_threads(loop, max_threads);
