@@ -334,7 +334,9 @@ public:
         std::string shown_dir = join_path(shown_root_, node->prefix);
         std::shared_ptr<ListedDirectory> dir;
         {
-            TimedOp op(ops_, nullptr);
+            // The listing is timed whole (its open and its reads): on a network file
+            // system that lists with attributes, it is the scan's round trip.
+            TimedOp op(ops_, &pool_, OpKind::listing);
             // O_NONBLOCK: a FIFO put in place of the directory cannot block the open;
             // O_DIRECTORY refuses it.
             int flags = O_RDONLY | O_DIRECTORY | O_NONBLOCK;
