@@ -75,8 +75,8 @@ TimedOp::~TimedOp() {
 
 IoPool::IoPool(unsigned initial, unsigned cap) : cap_(std::max(1u, cap)) {
     workers_ = std::clamp(initial, 1u, cap_);
-    samples_[0].reserve(probe_samples);
-    samples_[1].reserve(listing_probe_samples);
+    for (int k = 0; k < kinds; ++k)
+        samples_[k].reserve(k == static_cast<int>(OpKind::listing) ? listing_probe_samples : probe_samples);
 }
 
 IoPool::~IoPool() {
@@ -84,6 +84,7 @@ IoPool::~IoPool() {
         std::lock_guard<std::mutex> guard(lock_);
         queue_.clear();
         failed_ = true;
+        stopping_ = true;
     }
     ready_.notify_all();
     for (std::thread& t : threads_)
@@ -147,11 +148,11 @@ std::uint64_t IoPool::median_latency_ns() const {
 void IoPool::work() {
     std::unique_lock<std::mutex> guard(lock_);
     while (true) {
-        ready_.wait(guard, [&] { return !queue_.empty() || busy_ == 0 || failed_; });
-        if (failed_ || queue_.empty()) {
-            // Nothing queued and nothing running that could queue more: the run is over.
-            ready_.notify_all();
-            return;
+        ready_.wait(guard, [&] { return !queue_.empty() || stopping_; });
+        if (stopping_) return;
+        if (failed_) {
+            queue_.clear();
+            continue;
         }
         std::function<void()> task = std::move(queue_.front());
         queue_.pop_front();
@@ -171,30 +172,17 @@ void IoPool::work() {
             failed_ = true;
             queue_.clear();
         }
-        if (queue_.empty() || failed_) ready_.notify_all();
+        // Nothing queued and nothing running that could queue more: the run is over.
+        if (busy_ == 0 && queue_.empty()) idle_.notify_all();
     }
 }
 
 void IoPool::run() {
-    {
-        std::lock_guard<std::mutex> guard(lock_);
-        running_ = true;
-        spawn(workers_);
-    }
-    // Workers leave only when the queue is empty and none is busy (or after a failure),
-    // so joining them all is waiting for the whole run, tasks queued by tasks included.
-    for (std::size_t i = 0;; ++i) {
-        std::thread t;
-        {
-            std::lock_guard<std::mutex> guard(lock_);
-            if (i >= threads_.size()) break;
-            t = std::move(threads_[i]);
-        }
-        t.join();
-    }
-    std::lock_guard<std::mutex> guard(lock_);
-    threads_.clear();
-    running_ = false;
+    std::unique_lock<std::mutex> guard(lock_);
+    running_ = true;
+    if (threads_.size() < workers_) spawn(workers_ - static_cast<unsigned>(threads_.size()));
+    ready_.notify_all();
+    idle_.wait(guard, [&] { return busy_ == 0 && queue_.empty(); });
     if (error_) std::rethrow_exception(error_);
 }
 

@@ -49,7 +49,9 @@ struct SourceOps {
 // may answer one kind from a cache and not the other: a network file system that lists
 // directories with every entry's attributes (NFS's READDIRPLUS) answers the stats of a
 // scan from the client's cache, and only its listings are round trips.
-enum class OpKind { entry = 0, listing = 1 };
+// Opens and reads of files are a third kind: NFS answers the stats of a listed
+// directory from the client's cache, never the open of a file.
+enum class OpKind { entry = 0, listing = 1, data = 2 };
 
 // Times one source operation for the counters and, while the pool is still sizing
 // itself, for its probe: then it also notes whether the operation waited (the thread
@@ -74,7 +76,9 @@ private:
 // first operations of a kind have been timed, to choose_in_flight() of their median
 // latency, an operation that did not wait counting as none.
 // Tasks may submit more tasks. run() returns when the queue is empty and no task runs;
-// the first exception a task threw is rethrown there, and no task starts after it.
+// the first exception a task threw is rethrown there, and no task starts after it. The
+// workers outlive run(): a stage's scan and copy share them (and what the probe learnt),
+// and they leave with the pool.
 class IoPool {
 public:
     IoPool(unsigned initial, unsigned cap);
@@ -105,6 +109,7 @@ public:
     // for every hundred or so entries, so few listings decide.
     static constexpr std::size_t probe_samples = 24;
     static constexpr std::size_t listing_probe_samples = 4;
+    static constexpr int kinds = 3;
 
 private:
     void work();
@@ -115,13 +120,15 @@ private:
     mutable std::mutex lock_;
     std::condition_variable ready_;
     std::deque<std::function<void()>> queue_;
+    std::condition_variable idle_;
     std::size_t busy_ = 0;
     bool running_ = false;
+    bool stopping_ = false;
     std::vector<std::thread> threads_;
     std::exception_ptr error_;
     std::atomic<bool> failed_{false};
-    std::vector<std::uint64_t> samples_[2];
-    std::atomic<bool> sized_[2] = {false, false};
+    std::vector<std::uint64_t> samples_[kinds];
+    std::atomic<bool> sized_[kinds] = {false, false, false};
     std::uint64_t median_ns_ = 0;  // the largest of the kinds measured
 };
 

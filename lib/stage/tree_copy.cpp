@@ -11,6 +11,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
@@ -178,14 +179,20 @@ public:
 
         unsigned cap = std::max(1u, options_.threads);
         unsigned initial = options_.initial_workers ? options_.initial_workers : usable_cpus();
-        IoPool pool(std::min(initial, cap), cap);
+        std::optional<IoPool> own;
+        if (!options_.pool) own.emplace(std::min(initial, cap), cap);
+        IoPool& pool = options_.pool ? *options_.pool : *own;
         pool_ = &pool;
-        for (std::size_t i = 0; i < plan.pieces.size(); ++i)
-            pool.submit([this, i] { copy_piece(plan_->pieces[i]); });
         // Directories without files of their own are checked once everything is copied.
+        // Told apart before any piece is queued: a shared pool's workers are already
+        // running, and a directory whose last file is copied is checked by that file.
+        std::vector<std::size_t> without_files;
         if (!lone_file_)
             for (std::size_t d = 0; d < plan.listings.size(); ++d)
-                if (listings_[d].remaining == 0) pool.submit([this, d] { check_listing(d); });
+                if (listings_[d].remaining == 0) without_files.push_back(d);
+        for (std::size_t i = 0; i < plan.pieces.size(); ++i)
+            pool.submit([this, i] { copy_piece(plan_->pieces[i]); });
+        for (std::size_t d : without_files) pool.submit([this, d] { check_listing(d); });
         try {
             pool.run();
         } catch (const Error&) {
@@ -249,7 +256,7 @@ private:
             in.reset(::fcntl(src_fd_, F_DUPFD_CLOEXEC, 0));
             if (!in) throw_errno("cannot open " + shown_src_);
         } else {
-            TimedOp op(options_.ops, pool_);
+            TimedOp op(options_.ops, pool_, OpKind::data);
             in.reset(::openat(dir_fd, name_in_directory(e.path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
             if (!in) {
                 if (errno == ENOENT || errno == ELOOP) throw changed(e.path);  // removed, or replaced by a symlink
