@@ -76,7 +76,7 @@ TimedOp::~TimedOp() {
 IoPool::IoPool(unsigned initial, unsigned cap) : cap_(std::max(1u, cap)) {
     workers_ = std::clamp(initial, 1u, cap_);
     for (int k = 0; k < kinds; ++k)
-        samples_[k].reserve(k == static_cast<int>(OpKind::listing) ? listing_probe_samples : probe_samples);
+        samples_[k].reserve(k == static_cast<int>(OpKind::entry) ? probe_samples : few_probe_samples);
 }
 
 IoPool::~IoPool() {
@@ -129,7 +129,7 @@ void IoPool::observe_latency(std::uint64_t ns, bool waited, OpKind kind) {
     if (sized_[k]) return;
     std::vector<std::uint64_t>& samples = samples_[k];
     samples.push_back(waited ? ns : 0);
-    if (samples.size() < (kind == OpKind::listing ? listing_probe_samples : probe_samples)) return;
+    if (samples.size() < (kind == OpKind::entry ? probe_samples : few_probe_samples)) return;
     std::nth_element(samples.begin(), samples.begin() + static_cast<long>(samples.size() / 2), samples.end());
     std::uint64_t median = samples[samples.size() / 2];
     median_ns_ = std::max(median_ns_, median);

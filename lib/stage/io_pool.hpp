@@ -44,13 +44,12 @@ struct SourceOps {
     std::uint64_t done(std::uint64_t started_ns);
 };
 
-// What a timed operation is, for the pool's probe: one of the many per entry (a stat, an
-// open, a read), or the listing of a directory, of which a tree has far fewer. A source
-// may answer one kind from a cache and not the other: a network file system that lists
-// directories with every entry's attributes (NFS's READDIRPLUS) answers the stats of a
-// scan from the client's cache, and only its listings are round trips.
-// Opens and reads of files are a third kind: NFS answers the stats of a listed
-// directory from the client's cache, never the open of a file.
+// What a timed operation is, for the pool's probe, which sizes the pool by each kind on
+// its own: the stat of an entry, the listing of a directory (of which a tree has far
+// fewer), or an open or read of a file. A source may answer one kind from a cache and
+// not another: a network file system that lists directories with every entry's
+// attributes (NFS's READDIRPLUS) answers a scan's stats from the client's cache, while
+// its listings, and every open of a file, are round trips.
 enum class OpKind { entry = 0, listing = 1, data = 2 };
 
 // Times one source operation for the counters and, while the pool is still sizing
@@ -105,10 +104,12 @@ public:
     std::uint64_t median_latency_ns() const;
     bool failed() const { return failed_.load(std::memory_order_relaxed); }
 
-    // Samples of each kind taken before the pool is sized by them: a tree has a listing
-    // for every hundred or so entries, so few listings decide.
+    // Samples of each kind taken before the pool is sized by them. A tree has a listing
+    // for every hundred or so entries, and a large file is read in a few long pieces, so
+    // few listings, opens and reads decide; stats, which one source may answer from a
+    // cache for some entries and not others, take more.
     static constexpr std::size_t probe_samples = 24;
-    static constexpr std::size_t listing_probe_samples = 4;
+    static constexpr std::size_t few_probe_samples = 4;
     static constexpr int kinds = 3;
 
 private:

@@ -327,7 +327,7 @@ private:
         while (kernel_copy && done < length) {
             ssize_t n;
             {
-                TimedOp op(options_.ops, nullptr);
+                TimedOp op(options_.ops, pool_, OpKind::data);
                 n = ::copy_file_range(in, &in_off, out, &out_off, length - done, 0);
             }
             if (n < 0) {
@@ -346,7 +346,7 @@ private:
             while (done < length) {
                 ssize_t n;
                 {
-                    TimedOp op(options_.ops, nullptr);
+                    TimedOp op(options_.ops, pool_, OpKind::data);
                     n = ::sendfile(out, in, &in_pos, std::min<std::uint64_t>(length - done, 1u << 30));
                 }
                 if (n < 0) {
@@ -363,7 +363,7 @@ private:
             std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size, length - done));
             ssize_t n;
             {
-                TimedOp op(options_.ops, nullptr);
+                TimedOp op(options_.ops, pool_, OpKind::data);
                 n = ::pread(in, buf.data.get(), want, static_cast<off_t>(offset + done));
             }
             if (n < 0) {
