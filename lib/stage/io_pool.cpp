@@ -1,6 +1,7 @@
 #include "stage/io_pool.hpp"
 
 #include <sched.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <algorithm>
@@ -53,16 +54,29 @@ std::uint64_t SourceOps::done(std::uint64_t started_ns) {
     return took;
 }
 
-TimedOp::TimedOp(SourceOps* ops, IoPool* pool) : ops_(ops), pool_(pool), started_(ops ? ops->start() : now_ns()) {}
+namespace {
+
+long voluntary_switches() {
+    struct rusage usage {};
+    return ::getrusage(RUSAGE_THREAD, &usage) == 0 ? usage.ru_nvcsw : -1;
+}
+
+}  // namespace
+
+TimedOp::TimedOp(SourceOps* ops, IoPool* pool, OpKind kind) : ops_(ops), pool_(pool), kind_(kind) {
+    if (pool_ && pool_->probing(kind_)) waits_ = voluntary_switches();
+    started_ = ops ? ops->start() : now_ns();
+}
 
 TimedOp::~TimedOp() {
     std::uint64_t took = ops_ ? ops_->done(started_) : now_ns() - started_;
-    if (pool_) pool_->observe_latency(took);
+    if (pool_ && waits_ >= 0) pool_->observe_latency(took, voluntary_switches() != waits_, kind_);
 }
 
 IoPool::IoPool(unsigned initial, unsigned cap) : cap_(std::max(1u, cap)) {
     workers_ = std::clamp(initial, 1u, cap_);
-    samples_.reserve(probe_samples);
+    for (int k = 0; k < kinds; ++k)
+        samples_[k].reserve(k == static_cast<int>(OpKind::entry) ? probe_samples : few_probe_samples);
 }
 
 IoPool::~IoPool() {
@@ -70,6 +84,7 @@ IoPool::~IoPool() {
         std::lock_guard<std::mutex> guard(lock_);
         queue_.clear();
         failed_ = true;
+        stopping_ = true;
     }
     ready_.notify_all();
     for (std::thread& t : threads_)
@@ -100,23 +115,26 @@ void IoPool::spawn(unsigned count) {
 
 void IoPool::grow_to(unsigned workers) {
     std::lock_guard<std::mutex> guard(lock_);
-    sized_ = true;
+    for (auto& sized : sized_) sized = true;
     unsigned target = std::clamp(workers, 1u, cap_);
     if (target <= workers_) return;
     if (running_) spawn(target - workers_);
     workers_ = target;
 }
 
-void IoPool::observe_latency(std::uint64_t ns) {
-    if (sized_.load(std::memory_order_relaxed)) return;
+void IoPool::observe_latency(std::uint64_t ns, bool waited, OpKind kind) {
+    int k = static_cast<int>(kind);
+    if (sized_[k].load(std::memory_order_relaxed)) return;
     std::lock_guard<std::mutex> guard(lock_);
-    if (sized_) return;
-    samples_.push_back(ns);
-    if (samples_.size() < probe_samples) return;
-    std::nth_element(samples_.begin(), samples_.begin() + static_cast<long>(samples_.size() / 2), samples_.end());
-    median_ns_ = samples_[samples_.size() / 2];
-    sized_ = true;
-    unsigned target = choose_in_flight(median_ns_, usable_cpus(), cap_);
+    if (sized_[k]) return;
+    std::vector<std::uint64_t>& samples = samples_[k];
+    samples.push_back(waited ? ns : 0);
+    if (samples.size() < (kind == OpKind::entry ? probe_samples : few_probe_samples)) return;
+    std::nth_element(samples.begin(), samples.begin() + static_cast<long>(samples.size() / 2), samples.end());
+    std::uint64_t median = samples[samples.size() / 2];
+    median_ns_ = std::max(median_ns_, median);
+    sized_[k] = true;
+    unsigned target = choose_in_flight(median, usable_cpus(), cap_);
     if (target <= workers_) return;
     if (running_) spawn(target - workers_);
     workers_ = target;
@@ -130,11 +148,11 @@ std::uint64_t IoPool::median_latency_ns() const {
 void IoPool::work() {
     std::unique_lock<std::mutex> guard(lock_);
     while (true) {
-        ready_.wait(guard, [&] { return !queue_.empty() || busy_ == 0 || failed_; });
-        if (failed_ || queue_.empty()) {
-            // Nothing queued and nothing running that could queue more: the run is over.
-            ready_.notify_all();
-            return;
+        ready_.wait(guard, [&] { return !queue_.empty() || stopping_; });
+        if (stopping_) return;
+        if (failed_) {
+            queue_.clear();
+            continue;
         }
         std::function<void()> task = std::move(queue_.front());
         queue_.pop_front();
@@ -154,30 +172,17 @@ void IoPool::work() {
             failed_ = true;
             queue_.clear();
         }
-        if (queue_.empty() || failed_) ready_.notify_all();
+        // Nothing queued and nothing running that could queue more: the run is over.
+        if (busy_ == 0 && queue_.empty()) idle_.notify_all();
     }
 }
 
 void IoPool::run() {
-    {
-        std::lock_guard<std::mutex> guard(lock_);
-        running_ = true;
-        spawn(workers_);
-    }
-    // Workers leave only when the queue is empty and none is busy (or after a failure),
-    // so joining them all is waiting for the whole run, tasks queued by tasks included.
-    for (std::size_t i = 0;; ++i) {
-        std::thread t;
-        {
-            std::lock_guard<std::mutex> guard(lock_);
-            if (i >= threads_.size()) break;
-            t = std::move(threads_[i]);
-        }
-        t.join();
-    }
-    std::lock_guard<std::mutex> guard(lock_);
-    threads_.clear();
-    running_ = false;
+    std::unique_lock<std::mutex> guard(lock_);
+    running_ = true;
+    if (threads_.size() < workers_) spawn(workers_ - static_cast<unsigned>(threads_.size()));
+    ready_.notify_all();
+    idle_.wait(guard, [&] { return busy_ == 0 && queue_.empty(); });
     if (error_) std::rethrow_exception(error_);
 }
 

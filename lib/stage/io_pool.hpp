@@ -44,10 +44,21 @@ struct SourceOps {
     std::uint64_t done(std::uint64_t started_ns);
 };
 
-// Times one source operation for the pool's latency probe and the counters.
+// What a timed operation is, for the pool's probe, which sizes the pool by each kind on
+// its own: the stat of an entry, the listing of a directory (of which a tree has far
+// fewer), or an open or read of a file. A source may answer one kind from a cache and
+// not another: a network file system that lists directories with every entry's
+// attributes (NFS's READDIRPLUS) answers a scan's stats from the client's cache, while
+// its listings, and every open of a file, are round trips.
+enum class OpKind { entry = 0, listing = 1, data = 2 };
+
+// Times one source operation for the counters and, while the pool is still sizing
+// itself, for its probe: then it also notes whether the operation waited (the thread
+// gave up its CPU, as for a round trip or a disk read) or was CPU work (the page cache,
+// the client's attribute cache), which a loaded machine's preemption does not blur.
 class TimedOp {
 public:
-    TimedOp(SourceOps* ops, class IoPool* pool);
+    TimedOp(SourceOps* ops, class IoPool* pool, OpKind kind = OpKind::entry);
     ~TimedOp();
     TimedOp(const TimedOp&) = delete;
     TimedOp& operator=(const TimedOp&) = delete;
@@ -55,13 +66,18 @@ public:
 private:
     SourceOps* ops_;
     IoPool* pool_;
+    OpKind kind_;
+    long waits_ = -1;  // voluntary context switches before it, while probing
     std::uint64_t started_;
 };
 
 // A queue of tasks run by a pool that starts at `initial` workers and grows, once the
-// first operations have been timed, to choose_in_flight() of their median latency.
+// first operations of a kind have been timed, to choose_in_flight() of their median
+// latency, an operation that did not wait counting as none.
 // Tasks may submit more tasks. run() returns when the queue is empty and no task runs;
-// the first exception a task threw is rethrown there, and no task starts after it.
+// the first exception a task threw is rethrown there, and no task starts after it. The
+// workers outlive run(): a stage's scan and copy share them (and what the probe learnt),
+// and they leave with the pool.
 class IoPool {
 public:
     IoPool(unsigned initial, unsigned cap);
@@ -75,8 +91,11 @@ public:
     void submit_first(std::function<void()> task);
     void run();
 
-    // A source operation took this long: feeds the probe that sizes the pool.
-    void observe_latency(std::uint64_t ns);
+    // A source operation took this long, and waited or not: feeds the probe that sizes
+    // the pool. Operations that never wait have no latency to hide.
+    void observe_latency(std::uint64_t ns, bool waited = true, OpKind kind = OpKind::entry);
+    // Whether operations of this kind are still being sampled.
+    bool probing(OpKind kind) const { return !sized_[static_cast<int>(kind)].load(std::memory_order_relaxed); }
     // Starts the latency-sized count of workers at once, skipping the probe (the scan
     // already measured the source).
     void grow_to(unsigned workers);
@@ -85,8 +104,13 @@ public:
     std::uint64_t median_latency_ns() const;
     bool failed() const { return failed_.load(std::memory_order_relaxed); }
 
-    // Samples taken before the pool is sized.
+    // Samples of each kind taken before the pool is sized by them. A tree has a listing
+    // for every hundred or so entries, and a large file is read in a few long pieces, so
+    // few listings, opens and reads decide; stats, which one source may answer from a
+    // cache for some entries and not others, take more.
     static constexpr std::size_t probe_samples = 24;
+    static constexpr std::size_t few_probe_samples = 4;
+    static constexpr int kinds = 3;
 
 private:
     void work();
@@ -97,14 +121,16 @@ private:
     mutable std::mutex lock_;
     std::condition_variable ready_;
     std::deque<std::function<void()>> queue_;
+    std::condition_variable idle_;
     std::size_t busy_ = 0;
     bool running_ = false;
+    bool stopping_ = false;
     std::vector<std::thread> threads_;
     std::exception_ptr error_;
     std::atomic<bool> failed_{false};
-    std::vector<std::uint64_t> samples_;
-    std::atomic<bool> sized_{false};
-    std::uint64_t median_ns_ = 0;
+    std::vector<std::uint64_t> samples_[kinds];
+    std::atomic<bool> sized_[kinds] = {false, false, false};
+    std::uint64_t median_ns_ = 0;  // the largest of the kinds measured
 };
 
 }  // namespace aihpc::stage

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "common/error.hpp"
@@ -334,7 +335,9 @@ public:
         std::string shown_dir = join_path(shown_root_, node->prefix);
         std::shared_ptr<ListedDirectory> dir;
         {
-            TimedOp op(ops_, nullptr);
+            // The listing is timed whole (its open and its reads): on a network file
+            // system that lists with attributes, it is the scan's round trip.
+            TimedOp op(ops_, &pool_, OpKind::listing);
             // O_NONBLOCK: a FIFO put in place of the directory cannot block the open;
             // O_DIRECTORY refuses it.
             int flags = O_RDONLY | O_DIRECTORY | O_NONBLOCK;
@@ -431,7 +434,9 @@ std::size_t count_entries(const ScanNode& node) {
 Manifest scan_tree(int dir_fd, const std::string& shown_path, const ScanOptions& options, ScanReport* report) {
     unsigned cap = std::max(1u, options.cap);
     unsigned initial = options.initial ? options.initial : usable_cpus();
-    IoPool pool(std::min(initial, cap), cap);
+    std::optional<IoPool> own;
+    if (!options.pool) own.emplace(std::min(initial, cap), cap);
+    IoPool& pool = options.pool ? *options.pool : *own;
     ScanNode root;
     TreeScan scan(dir_fd, shown_path, pool, options.ops);
     pool.submit([&] { scan.list(&root); });

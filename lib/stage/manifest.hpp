@@ -54,10 +54,14 @@ struct SourceOps;
 
 // How a scan runs: at most `cap` operations in flight, starting from `initial` workers
 // (0: the usable CPUs) and growing to the latency-sized count (io_pool.hpp).
+class IoPool;
 struct ScanOptions {
     unsigned cap = 1;
     unsigned initial = 0;
     SourceOps* ops = nullptr;  // counts the scan's operations, when given
+    // The workers to run on, shared with the copy that follows, when given (cap and
+    // initial are then the pool's own).
+    IoPool* pool = nullptr;
 };
 
 // What a scan learned about the source, to size the copy that follows.

@@ -2,8 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -22,6 +24,18 @@
 #include "stage/fs.hpp"
 
 namespace aihpc::stage {
+
+namespace {
+
+// Whether the file system of fd keeps its files in memory only (tmpfs, ramfs): nothing
+// written there outlives a crash or a reboot, so flushing an entry would cost a walk and
+// a reopen of every file for no durability at all.
+bool memory_backed(int fd) {
+    struct statfs fs {};
+    return ::fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+}
+
+}  // namespace
 
 const char* to_string(SourceKind kind) {
     switch (kind) {
@@ -285,8 +299,9 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     // A published entry is trusted by metadata alone: its content must reach the disk
     // before its name does, or a crash could leave a complete-looking, empty entry. Only
     // the entry's own files are flushed, in parallel; other writers' data is not ours to
-    // wait for. Flushed while the entry is still writable, then its mode once more.
-    fsync_tree(entry.get(), sync_threads_, temp_path);
+    // wait for. Flushed while the entry is still writable, then its mode once more. A
+    // cache in memory (a tmpfs local_root) has no disk to reach.
+    if (!memory_backed(entry.get())) fsync_tree(entry.get(), sync_threads_, temp_path);
     if (::fchmod(entry.get(), 0555) != 0) throw_errno("cannot make " + temp_path + " read-only");
     if (::fsync(entry.get()) != 0) throw_errno("cannot flush " + temp_path + " to disk");
     // Same parent, so renaming a read-only directory needs no write access to it; the

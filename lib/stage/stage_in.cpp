@@ -35,10 +35,10 @@ namespace {
 
 // The scan is also the warm hit's staleness check: it runs with the copy's concurrency,
 // and tells the copy how many workers the source's latency needs.
-Manifest scan_source(const OpenSource& source, unsigned threads, SourceOps* ops, ScanReport* report) {
+Manifest scan_source(const OpenSource& source, IoPool& pool, SourceOps* ops, ScanReport* report) {
     if (source.kind == SourceKind::tree) {
         ScanOptions options;
-        options.cap = threads;
+        options.pool = &pool;
         options.ops = ops;
         return scan_tree(source.fd.get(), source.realpath, options, report);
     }
@@ -48,12 +48,11 @@ Manifest scan_source(const OpenSource& source, unsigned threads, SourceOps* ops,
 // The item as it must look after staging, from the data written.
 Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int parent_fd, const std::string& name,
                       const std::string& shown_dst, const StageSettings& settings, bool read_only, std::uint64_t room,
-                      std::uint64_t* bytes, std::uint64_t* files, SourceOps* ops, const ScanReport& scanned,
-                      unsigned* workers) {
+                      std::uint64_t* bytes, std::uint64_t* files, SourceOps* ops, IoPool& pool, unsigned* workers) {
     Manifest written;
     CopyOptions options;
     options.threads = settings.threads;
-    options.initial_workers = scanned.workers;
+    options.pool = &pool;
     options.ops = ops;
     options.read_only = read_only;
     options.hash = settings.verify;
@@ -204,7 +203,11 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     item.realpath = source.realpath;
     SourceOps ops;
     ScanReport scanned;
-    Manifest manifest = scan_source(source, settings.threads, &ops, &scanned);
+    // One pool of workers for the scan and the copy: what the scan learnt of the
+    // source's latency sizes the copy from its first file, and no worker starts twice.
+    unsigned cap = std::max(1u, settings.threads);
+    IoPool pool(std::min(usable_cpus(), cap), cap);
+    Manifest manifest = scan_source(source, pool, &ops, &scanned);
     item.manifest_hash = manifest.metadata_hash();
     item.workers = scanned.workers;
     item.op_latency_ns = scanned.median_latency_ns;
@@ -217,7 +220,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         Manifest written;
         try {
             written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, settings, false,
-                                   free_space(to_dir.get()), &item.bytes, &item.files, &ops, scanned, &item.workers);
+                                   free_space(to_dir.get()), &item.bytes, &item.files, &ops, pool, &item.workers);
             check_unchanged(source, item.manifest_hash);
             if (settings.verify) {
                 UniqueFd data(::openat(to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -250,7 +253,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         try {
             SizedProducer produce = [&](int entry_fd, const std::string& entry_path, std::uint64_t room) {
                 Manifest written = produce_data(source, std::move(manifest), entry_fd, "data", join_path(entry_path, "data"),
-                                                settings, true, room, &item.bytes, &item.files, &ops, scanned,
+                                                settings, true, room, &item.bytes, &item.files, &ops, pool,
                                                 &item.workers);
                 check_unchanged(source, item.manifest_hash);
                 if (settings.verify) {
@@ -300,6 +303,8 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         publish_link(to_dir.get(), name, target.empty() ? data.string() : target.string(), item.path);
     }
     item.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    item.op_latency_ns = pool.median_latency_ns();
+    item.workers = std::max(item.workers, pool.workers());
     item.source_ops = ops.ops.load();
     item.peak_in_flight = ops.peak_in_flight.load();
     return item;

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
@@ -178,14 +179,20 @@ public:
 
         unsigned cap = std::max(1u, options_.threads);
         unsigned initial = options_.initial_workers ? options_.initial_workers : usable_cpus();
-        IoPool pool(std::min(initial, cap), cap);
+        std::optional<IoPool> own;
+        if (!options_.pool) own.emplace(std::min(initial, cap), cap);
+        IoPool& pool = options_.pool ? *options_.pool : *own;
         pool_ = &pool;
-        for (std::size_t i = 0; i < plan.pieces.size(); ++i)
-            pool.submit([this, i] { copy_piece(plan_->pieces[i]); });
         // Directories without files of their own are checked once everything is copied.
+        // Told apart before any piece is queued: a shared pool's workers are already
+        // running, and a directory whose last file is copied is checked by that file.
+        std::vector<std::size_t> without_files;
         if (!lone_file_)
             for (std::size_t d = 0; d < plan.listings.size(); ++d)
-                if (listings_[d].remaining == 0) pool.submit([this, d] { check_listing(d); });
+                if (listings_[d].remaining == 0) without_files.push_back(d);
+        for (std::size_t i = 0; i < plan.pieces.size(); ++i)
+            pool.submit([this, i] { copy_piece(plan_->pieces[i]); });
+        for (std::size_t d : without_files) pool.submit([this, d] { check_listing(d); });
         try {
             pool.run();
         } catch (const Error&) {
@@ -249,7 +256,7 @@ private:
             in.reset(::fcntl(src_fd_, F_DUPFD_CLOEXEC, 0));
             if (!in) throw_errno("cannot open " + shown_src_);
         } else {
-            TimedOp op(options_.ops, pool_);
+            TimedOp op(options_.ops, pool_, OpKind::data);
             in.reset(::openat(dir_fd, name_in_directory(e.path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
             if (!in) {
                 if (errno == ENOENT || errno == ELOOP) throw changed(e.path);  // removed, or replaced by a symlink
@@ -289,8 +296,22 @@ private:
         if (options_.progress) options_.progress->bytes += bytes;
     }
 
-    static std::vector<char>& buffer() {
-        thread_local std::vector<char> buf(1 << 20);
+    // A worker's copy buffer, as large as the largest range it has copied, up to 1 MiB,
+    // and never zeroed: a pool of dozens of workers copying small files must not fill
+    // (and fault in) a megabyte each before its first byte is read.
+    static constexpr std::size_t copy_buffer_max = 1 << 20;
+    struct CopyBuffer {
+        std::unique_ptr<char[]> data;
+        std::size_t size = 0;
+    };
+    static CopyBuffer& buffer(std::uint64_t wanted) {
+        constexpr std::size_t smallest = 64 << 10;
+        thread_local CopyBuffer buf;
+        std::size_t need = static_cast<std::size_t>(std::clamp<std::uint64_t>(wanted, smallest, copy_buffer_max));
+        if (buf.size < need) {
+            buf.data.reset(new char[need]);
+            buf.size = need;
+        }
         return buf;
     }
 
@@ -299,14 +320,14 @@ private:
     // can; smaller ones (most files of a dataset) take one read and one write.
     std::uint64_t copy_dense(int in, int out, std::uint64_t offset, std::uint64_t length, ContentHasher* hasher,
                              const ManifestEntry& e) {
-        std::vector<char>& buf = buffer();
+        CopyBuffer& buf = buffer(length);
         std::uint64_t done = 0;
-        bool kernel_copy = !hasher && length > buf.size();
+        bool kernel_copy = !hasher && length > copy_buffer_max;
         loff_t in_off = static_cast<loff_t>(offset), out_off = static_cast<loff_t>(offset);
         while (kernel_copy && done < length) {
             ssize_t n;
             {
-                TimedOp op(options_.ops, nullptr);
+                TimedOp op(options_.ops, pool_, OpKind::data);
                 n = ::copy_file_range(in, &in_off, out, &out_off, length - done, 0);
             }
             if (n < 0) {
@@ -325,7 +346,7 @@ private:
             while (done < length) {
                 ssize_t n;
                 {
-                    TimedOp op(options_.ops, nullptr);
+                    TimedOp op(options_.ops, pool_, OpKind::data);
                     n = ::sendfile(out, in, &in_pos, std::min<std::uint64_t>(length - done, 1u << 30));
                 }
                 if (n < 0) {
@@ -339,19 +360,19 @@ private:
             }
         }
         while (done < length) {
-            std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - done));
+            std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size, length - done));
             ssize_t n;
             {
-                TimedOp op(options_.ops, nullptr);
-                n = ::pread(in, buf.data(), want, static_cast<off_t>(offset + done));
+                TimedOp op(options_.ops, pool_, OpKind::data);
+                n = ::pread(in, buf.data.get(), want, static_cast<off_t>(offset + done));
             }
             if (n < 0) {
                 if (errno == EINTR) continue;
                 throw_errno("cannot read " + src_path(e));
             }
             if (n == 0) return done;
-            if (hasher) hasher->update(buf.data(), static_cast<std::size_t>(n));
-            write_all(out, buf.data(), static_cast<std::size_t>(n), offset + done, true, dst_path(e));
+            if (hasher) hasher->update(buf.data.get(), static_cast<std::size_t>(n));
+            write_all(out, buf.data.get(), static_cast<std::size_t>(n), offset + done, true, dst_path(e));
             done += static_cast<std::uint64_t>(n);
             account(static_cast<std::uint64_t>(n));
         }

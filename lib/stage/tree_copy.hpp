@@ -66,6 +66,9 @@ struct CopyOptions {
     unsigned threads = 4;
     unsigned initial_workers = 0;
     SourceOps* ops = nullptr;  // counts the copy's source operations, when given
+    // The workers to run on, shared with the scan before, when given (threads and
+    // initial_workers are then the pool's own).
+    IoPool* pool = nullptr;
     bool read_only = false;   // cache entries: files 0444 (0555 if executable), dirs 0555
     bool hash = false;        // compute each file's xxh3 from the bytes read
     CopyProgress* progress = nullptr;

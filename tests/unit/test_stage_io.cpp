@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <stdexcept>
@@ -115,6 +116,65 @@ static void the_pool_stays_at_the_cpu_count_on_a_fast_source(void**) {
     assert_int_equal(pool.workers(), std::min(choose_in_flight(pool.median_latency_ns(), cpus, 64), 64u));
     assert_true(pool.workers() < 64);
     assert_int_equal(ops.ops.load(), 400);
+}
+
+// CPU work that takes long (a busy loop, as a listing of a huge directory in the page
+// cache) gives the thread up to nothing: it is no latency to hide with more workers.
+static void long_operations_that_never_wait_do_not_grow_the_pool(void**) {
+    SourceOps ops;
+    IoPool pool(1, 64);
+    for (int i = 0; i < 100; ++i)
+        pool.submit([&] {
+            TimedOp op(&ops, &pool);
+            struct timespec start {}, now {};
+            ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+            do {
+                ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+            } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < 300000);
+        });
+    pool.run();
+    assert_int_equal(pool.median_latency_ns(), 0);
+    assert_true(pool.workers() <= std::max(1u, usable_cpus()));  // at most one per CPU, never 64
+}
+
+// A source that answers stats from a cache (NFS after READDIRPLUS) but makes a round trip
+// of each directory listing: the few listings size the pool.
+static void slow_listings_grow_the_pool_among_fast_stats(void**) {
+    SourceOps ops;
+    IoPool pool(1, 32);
+    std::atomic<int> running{0}, peak{0};
+    for (int d = 0; d < 8; ++d)
+        pool.submit([&] {
+            {
+                TimedOp op(&ops, &pool, OpKind::listing);
+                sleep_us(2000);
+            }
+            for (int i = 0; i < 50; ++i) slow_op(ops, pool, 0, running, peak);
+        });
+    pool.run();
+    assert_int_equal(pool.workers(), 32);
+    assert_true(pool.median_latency_ns() >= 2000000);
+}
+
+// A stage's scan and copy share one pool: it runs again after run() returned, with the
+// workers and the size the first run gave it.
+static void a_pool_runs_again_with_its_workers_and_its_size(void**) {
+    SourceOps ops;
+    IoPool pool(1, 16);
+    std::atomic<int> running{0}, peak{0}, done{0};
+    for (int i = 0; i < 100; ++i) pool.submit([&] { slow_op(ops, pool, 1000, running, peak); });
+    pool.run();
+    assert_int_equal(pool.workers(), 16);
+    peak = 0;
+    for (int i = 0; i < 64; ++i)
+        pool.submit([&] {
+            slow_op(ops, pool, 2000, running, peak);
+            ++done;
+        });
+    pool.run();
+    assert_int_equal(done.load(), 64);
+    assert_true(peak.load() > 8);  // all 16 workers from the first task on
+    assert_int_equal(pool.workers(), 16);
 }
 
 static void tasks_queued_by_tasks_all_run_before_the_pool_returns(void**) {
@@ -315,6 +375,9 @@ int main() {
         T(stage_threads_caps_the_operations_in_flight),
         T(the_pool_grows_to_the_latency_sized_count_on_a_slow_source),
         T(the_pool_stays_at_the_cpu_count_on_a_fast_source),
+        T(long_operations_that_never_wait_do_not_grow_the_pool),
+        T(slow_listings_grow_the_pool_among_fast_stats),
+        T(a_pool_runs_again_with_its_workers_and_its_size),
         T(tasks_queued_by_tasks_all_run_before_the_pool_returns),
         T(the_first_failure_stops_the_pool_and_is_rethrown),
         T(a_scan_reads_each_directory_once_and_stats_each_entry_once),
