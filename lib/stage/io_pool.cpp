@@ -149,11 +149,9 @@ void IoPool::work() {
     std::unique_lock<std::mutex> guard(lock_);
     while (true) {
         ready_.wait(guard, [&] { return !queue_.empty() || stopping_; });
+        // After a failure the queue stays empty: it is cleared with the failure, under
+        // this lock, and submit() takes nothing more.
         if (stopping_) return;
-        if (failed_) {
-            queue_.clear();
-            continue;
-        }
         std::function<void()> task = std::move(queue_.front());
         queue_.pop_front();
         ++busy_;
