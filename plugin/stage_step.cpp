@@ -115,19 +115,24 @@ void stage_task_exit(const Spank&, PluginState& st) {
     StepStaging& s = staging();
     if (!s.active || st.options.stage_out.empty()) return;
     if (++s.task_exits < st.step.local_task_count) return;
-    // After the tasks ended only slurmstepd's log reaches the job's output.
-    bool failed = false;
+    // After the tasks ended only slurmstepd's log reaches the job's output. Root's record
+    // (kept/<jobid>, made before the tasks started) keeps the stage dir until root hears
+    // here that the step delivered; any other end leaves it kept.
+    bool delivered = false;
     try {
         HelperOutcome outcome = node_work(st, "stage-out", RunAs::user);
         for (const std::string& note : outcome.notes) slurm_error("aihpc: %s", note.c_str());
-        failed = outcome.result == "failed";
+        delivered = outcome.result == "delivered";
     } catch (const Error& e) {
         slurm_error("aihpc: %s", e.what());
-        failed = true;
     }
-    if (!failed) return;
     try {
-        for (const std::string& note : node_work(st, "keep", RunAs::root).notes) slurm_info("aihpc: %s", note.c_str());
+        if (delivered) {
+            node_work(st, "delivered", RunAs::root);
+            return;
+        }
+        for (const std::string& note : node_work(st, "keep", RunAs::root).notes)
+            slurm_info("aihpc: %s", note.c_str());
     } catch (const Error& e) {
         slurm_error("aihpc: %s", e.what());
     }

@@ -11,7 +11,6 @@
 // which this program parses with the same code as the plugin. Not meant to be run by
 // hand.
 #include <fcntl.h>
-#include <spawn.h>
 #include <grp.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
@@ -25,15 +24,12 @@
 
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/error.hpp"
@@ -54,6 +50,7 @@
 #include "stage/stage_in.hpp"
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
+#include "sweep/process.hpp"
 
 extern char** environ;
 
@@ -92,80 +89,16 @@ bool needs_cache_limits(const config::UserOptions& options) {
     return !options.stage.empty() && options.stage_mode != config::StageMode::private_;
 }
 
-// ---- the job's state, watched while the work runs
-
-// Slurm cannot tell a step that is still starting that its job was cancelled: slurmd
-// waits for the step to finish starting before it signals it, so the node would stay
-// COMPLETING for as long as a stage-in ran. The helper asks instead: every few seconds
-// squeue says whether the job still runs, and once it does not, the work stops and the
-// helper exits. A squeue that fails (no controller) says nothing, and the work goes on.
-class JobWatch {
-public:
-    explicit JobWatch(std::uint32_t job_id) : job_(std::to_string(job_id)), thread_([this] { watch(); }) {}
-    JobWatch(const JobWatch&) = delete;
-    JobWatch& operator=(const JobWatch&) = delete;
-    ~JobWatch() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            done_ = true;
-        }
-        wake_.notify_all();
-        thread_.join();
+// Each --aihpc-stage-out item of the step: LOCAL, and DEST expanded and made absolute.
+std::vector<stage::KeptDelivery> planned_deliveries(const NodeRequest& r) {
+    std::vector<stage::KeptDelivery> out;
+    for (const config::StageOutItem& item : r.options.stage_out) {
+        std::string dest = stage::expand_dest(item.dest, job_text(r), r.node);
+        if (dest.empty() || dest[0] != '/') dest = stage::join_path(r.submit_dir, dest);
+        out.push_back({r.step_id, item.local, dest});
     }
-
-private:
-    // The job's state as squeue prints it, or "" when squeue could not say.
-    std::string job_state() const {
-        int out[2];
-        if (::pipe2(out, O_CLOEXEC) != 0) return "";
-        UniqueFd read_end(out[0]), write_end(out[1]);
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-        std::string job = job_;
-        char* argv[] = {const_cast<char*>("squeue"), const_cast<char*>("-h"), const_cast<char*>("-j"), job.data(),
-                        const_cast<char*>("-o"), const_cast<char*>("%T"), nullptr};
-        pid_t pid = -1;
-        int rc = ::posix_spawnp(&pid, "squeue", &actions, nullptr, argv, environ);
-        posix_spawn_file_actions_destroy(&actions);
-        write_end.reset();
-        if (rc != 0) return "";
-        std::string text;
-        char buf[256];
-        ssize_t n;
-        while ((n = ::read(read_end.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-            if (n > 0) text.append(buf, static_cast<std::size_t>(n));
-        int status = 0;
-        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
-        std::string state(trim(text));
-        // An unknown job id: squeue exits 1 ("Invalid job id"); the job is gone.
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && state.empty()) return "GONE";
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "";
-        return state.empty() ? "GONE" : state;
-    }
-
-    void watch() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        while (!wake_.wait_for(lock, std::chrono::seconds(5), [this] { return done_; })) {
-            lock.unlock();
-            std::string state = job_state();
-            lock.lock();
-            if (done_ || state.empty() || state == "RUNNING" || state == "CONFIGURING" || state == "SUSPENDED") continue;
-            std::fprintf(stderr, "aihpc-node: job %s is %s; stopping its node work\n", job_.c_str(), state.c_str());
-            std::fflush(stderr);
-            // Nothing half-made becomes visible: every copy is published by rename.
-            ::_exit(3);
-        }
-    }
-
-    std::string job_;
-    std::mutex mutex_;
-    std::condition_variable wake_;
-    bool done_ = false;
-    std::thread thread_;
-};
+    return out;
+}
 
 // As root: the job's and the user's directories under the root-owned local_root, and,
 // for a cache-mode stage-in, the user's share of the node cache (else zeros).
@@ -183,6 +116,9 @@ stage::CacheLimits prepare_node(const NodeRequest& r) {
         stage::user_dir_at(jobs.get(), job_text(r), r.uid, r.gid, l.stage_dir);
         stage::user_dir_at(jobs.get(), job_text(r) + ".aihpc", r.uid, r.gid, l.meta_dir);
     }
+    // Before any task runs: the job is kept until root hears that this step delivered.
+    if (!r.options.stage_out.empty())
+        stage::keep_until_delivered(root_path, r.job_id, r.uid, r.step_id, planned_deliveries(r));
     if (!needs_cache_limits(r.options)) return {};
     struct statvfs fs {};
     std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
@@ -211,9 +147,11 @@ void account(const NodeRequest& r, const HelperChannel&) {
 // As root, after a stage-out that did not deliver: root's own record that the job's
 // stage dir stays (keep_failed_days), which the epilog honours and the ledger counts.
 void keep(const NodeRequest& r, const HelperChannel& channel) {
-    stage::mark_job_kept(local_root(r), r.job_id, r.uid, "stage-out failed");
-    channel.note("job " + job_text(r) + ": stage-out failed, so " + layout(r).stage_dir + " is kept for " +
-                 std::to_string(r.site.keep_failed_days) + " days");
+    stage::mark_job_kept(local_root(r), r.job_id, r.uid,
+                         "the stage-out of step " + std::to_string(r.step_id) + " did not deliver");
+    channel.note("job " + job_text(r) + ": stage-out did not deliver, so " + layout(r).stage_dir + " is kept for " +
+                 std::to_string(r.site.keep_failed_days) + " days; 'aihpc-stage deliver " + job_text(r) +
+                 "' in a job on " + r.node + " finishes it");
 }
 
 // As the user: every item staged, its lease handed to slurmstepd, the list recorded in
@@ -295,64 +233,79 @@ void become_job_user(const NodeRequest& r) {
 void prepare_stage_in(NodeRequest& r, const HelperChannel& channel) {
     r.limits = prepare_node(r);
     become_job_user(r);
-    JobWatch watch(r.job_id);
     stage_in(r, channel);
 }
 
-// Written in the job's meta dir once a step's stage-out was tried on this node, so that
-// it is tried once: by the step's last task (run-task) or, when the tasks were killed
-// before they could, by slurmstepd afterwards.
-std::string stage_out_tried_marker(const NodeRequest& r) { return "stage-out-tried." + std::to_string(r.step_id); }
+// In the job's meta dir when a step's stage-out failed for a reason that another try
+// would meet again (DEST unwritable, both DEST and DEST.<jobid> taken): tried once.
+std::string stage_out_failed_marker(const NodeRequest& r) {
+    return std::string(stage::stage_out_failed_marker) + "." + std::to_string(r.step_id);
+}
+
+bool meta_has(int meta_fd, const std::string& name) {
+    struct stat st {};
+    return ::fstatat(meta_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
 
 struct StageOutReport {
     std::vector<std::string> notes;
     std::vector<std::string> failures;
 };
 
-// As the user: each LOCAL of --aihpc-stage-out to its DEST. On any failure the stage dir
-// is marked to be kept, and the failures say why.
-StageOutReport stage_out_items(const NodeRequest& r) {
+// As the user: each LOCAL of --aihpc-stage-out to its DEST. An item is marked delivered
+// after its rename at DEST, and the step once all are, so a try cut short (time limit,
+// scancel, a killed slurmstepd) is taken up where it stopped, never redone over a DEST
+// it made. On a failure the failures say why; root keeps the stage dir either way until
+// it hears that the step delivered.
+StageOutReport stage_out_items(const NodeRequest& r, const std::vector<stage::KeptDelivery>& deliveries,
+                               std::uint32_t step) {
     stage::JobLayout l = layout(r);
     UniqueFd meta = stage::open_dir(l.meta_dir);
-    stage::write_file_atomic_at(meta.get(), stage_out_tried_marker(r), "", 0600,
-                                stage::join_path(l.meta_dir, stage_out_tried_marker(r)));
     StageOutReport report;
-    for (const config::StageOutItem& item : r.options.stage_out) {
-        std::string dest = stage::expand_dest(item.dest, job_text(r), r.node);
-        if (dest.empty() || dest[0] != '/') dest = stage::join_path(r.submit_dir, dest);
+    auto mark = [&](const std::string& name, const std::string& text) {
+        stage::write_file_atomic_at(meta.get(), name, text, 0600, stage::join_path(l.meta_dir, name));
+    };
+    for (std::size_t i = 0; i < deliveries.size(); ++i) {
+        const stage::KeptDelivery& item = deliveries[i];
+        if (meta_has(meta.get(), stage::delivered_marker(step, i))) continue;
         try {
-            stage::StageOutResult result =
-                stage::stage_out(stage::join_path(l.stage_dir, item.local), dest, job_text(r), stage_threads(r.site));
+            stage::StageOutResult result = stage::stage_out(stage::join_path(l.stage_dir, item.local), item.dest,
+                                                            job_text(r), stage_threads(r.site));
             if (result.diverted) report.notes.push_back(result.message());
+            mark(stage::delivered_marker(step, i), result.dest + "\n");
         } catch (const stage::NothingToStageOut& e) {
             report.notes.push_back(e.what());  // nothing to keep, so no reason to keep the stage dir
+            mark(stage::delivered_marker(step, i), "");
         } catch (const Error& e) {
             report.failures.push_back(e.what());
         }
     }
-    if (!report.failures.empty())
-        stage::write_file_atomic_at(meta.get(), stage::stage_out_failed_marker, join(report.failures, "\n") + "\n", 0600,
-                                    stage::join_path(l.meta_dir, stage::stage_out_failed_marker));
+    if (report.failures.empty()) {
+        mark(stage::delivered_marker(step), "");
+    } else {
+        std::string text = join(report.failures, "\n") + "\n";
+        mark(stage::stage_out_failed_marker, text);
+        if (step == r.step_id) mark(stage_out_failed_marker(r), text);
+    }
     return report;
 }
 
 // As the user, from slurmstepd once the step's tasks on this node ended: the stage-out
-// that the last task could not do because it was killed first.
+// that the last task did not finish, because it was killed first or never got to it.
 void stage_out(const NodeRequest& r, const HelperChannel& channel) {
     stage::JobLayout l = layout(r);
     UniqueFd meta = stage::open_dir(l.meta_dir);
-    struct stat st {};
-    if (::fstatat(meta.get(), stage_out_tried_marker(r).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        // The step's last task tried; the result says whether root is to keep the dir.
-        bool failed = ::fstatat(meta.get(), stage::stage_out_failed_marker, &st, AT_SYMLINK_NOFOLLOW) == 0;
-        return channel.result(failed ? "failed" : "delivered");
-    }
-    StageOutReport report = stage_out_items(r);
+    if (meta_has(meta.get(), stage::delivered_marker(r.step_id))) return channel.result("delivered");
+    if (meta_has(meta.get(), stage_out_failed_marker(r))) return channel.result("failed");
+    StageOutReport report = stage_out_items(r, planned_deliveries(r), r.step_id);
     for (const std::string& note : report.notes) channel.note(note);
     if (!report.failures.empty())
         throw Error("stage-out failed: " + join(report.failures, "; ") + "; the stage dir " + l.stage_dir + " is kept");
     channel.result("delivered");
 }
+
+// As root, once the step's stage-out delivered: root's record of it, after the renames.
+void delivered(const NodeRequest& r, const HelperChannel&) { stage::record_delivered(local_root(r), r.job_id, r.step_id); }
 
 // ---- run-task: a task of a step with --aihpc-stage-out
 
@@ -372,6 +325,45 @@ bool last_task_to_end(const NodeRequest& r) {
     if (::ftruncate(counter.get(), 0) != 0 || ::pwrite(counter.get(), text.data(), text.size(), 0) < 0)
         throw_errno("cannot update " + stage::join_path(l.meta_dir, name));
     return ended >= r.local_tasks;
+}
+
+// The signals passed on to the task's command: those Slurm sends at a time limit, a
+// cancel, a preemption or --signal, and those users send.
+constexpr int forwarded_signals[] = {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCONT, SIGHUP};
+
+void task_signals(sigset_t* set) {
+    sigemptyset(set);
+    for (int sig : forwarded_signals) sigaddset(set, sig);
+}
+
+std::string stage_out_interrupt_note;
+volatile sig_atomic_t stage_out_interrupted = 0;
+
+void note_interrupted_stage_out(int) {
+    if (stage_out_interrupted) return;
+    stage_out_interrupted = 1;
+    (void)!::write(2, stage_out_interrupt_note.data(), stage_out_interrupt_note.size());
+}
+
+// Waits for the command, passing on each signal this wrapper takes to its process
+// group, which the command shares. Slurm signals every process of a step itself
+// (proctrack), so what slurmstepd (this wrapper's parent) sends already reached the
+// command and is not sent twice; what anyone else sends the wrapper alone is passed on.
+// The wrapper's own forwards come back to it through the group, and are dropped.
+int wait_passing_signals(pid_t pid, const sigset_t& taken) {
+    const pid_t self = ::getpid(), slurmstepd = ::getppid();
+    while (true) {
+        int status = 0;
+        pid_t done = ::waitpid(pid, &status, WNOHANG);
+        if (done == pid) return status;
+        if (done < 0 && errno != EINTR) return W_EXITCODE(1, 0);
+        siginfo_t info{};
+        int sig = ::sigwaitinfo(&taken, &info);
+        if (sig < 0 || sig == SIGCHLD) continue;
+        bool sent_by_process = info.si_code == SI_USER || info.si_code == SI_QUEUE || info.si_code == SI_TKILL;
+        if (sent_by_process && (info.si_pid == self || info.si_pid == slurmstepd)) continue;
+        ::kill(0, sig);
+    }
 }
 
 // The task's command runs as this program's child; when it ends, the step's last task
@@ -403,26 +395,40 @@ int run_task(int argc, char** argv) {
     for (std::string& w : command) words.push_back(w.data());
     words.push_back(nullptr);
     std::fflush(nullptr);
+    // The signals a task gets from Slurm and users are taken here, never by default
+    // action: this wrapper outlives its command, so that the command has all of its
+    // KillWait, and the stage-out runs after it.
+    sigset_t taken, original;
+    task_signals(&taken);
+    sigaddset(&taken, SIGCHLD);
+    ::sigprocmask(SIG_BLOCK, &taken, &original);
     pid_t pid = ::fork();
     if (pid < 0) {
         std::fprintf(stderr, "aihpc: cannot start the task: %s\n", std::strerror(errno));
         return 1;
     }
     if (pid == 0) {
+        ::sigprocmask(SIG_SETMASK, &original, nullptr);
         ::execvp(words[0], words.data());
         std::fprintf(stderr, "aihpc: cannot run %s: %s\n", words[0], std::strerror(errno));
         ::_exit(errno == ENOENT ? 127 : 126);
     }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) {
-            status = W_EXITCODE(1, 0);
-            break;
-        }
+    int status = wait_passing_signals(pid, taken);
+    // A time limit or a cancel during the stage-out: the copy goes on until Slurm kills
+    // the task, and what is not delivered by then stays kept on the node.
+    stage_out_interrupt_note =
+        "aihpc: the task was signalled during its stage-out, which goes on until Slurm stops it; what it does not "
+        "deliver stays on " + r.node + ", and 'aihpc-stage deliver " + job_text(r) + "' in a job there finishes it\n";
+    struct sigaction note {};
+    note.sa_handler = note_interrupted_stage_out;
+    sigemptyset(&note.sa_mask);
+    for (int sig : forwarded_signals)
+        if (sig != SIGCONT) ::sigaction(sig, &note, nullptr);
+    ::sigprocmask(SIG_SETMASK, &original, nullptr);
     bool delivered = true;
     try {
         if (last_task_to_end(r)) {
-            StageOutReport report = stage_out_items(r);
+            StageOutReport report = stage_out_items(r, planned_deliveries(r), r.step_id);
             for (const std::string& note : report.notes) std::fprintf(stderr, "aihpc: %s\n", note.c_str());
             if (!report.failures.empty()) {
                 delivered = false;
@@ -441,6 +447,10 @@ int run_task(int argc, char** argv) {
         struct rlimit none {};
         ::setrlimit(RLIMIT_CORE, &none);
         ::signal(WTERMSIG(status), SIG_DFL);
+        sigset_t just;
+        sigemptyset(&just);
+        sigaddset(&just, WTERMSIG(status));
+        ::sigprocmask(SIG_UNBLOCK, &just, nullptr);
         ::raise(WTERMSIG(status));
         return 128 + WTERMSIG(status);
     }
@@ -470,11 +480,31 @@ void epilog(const NodeRequest& r, const HelperChannel& channel) {
     stage::JobCleanup cleanup =
         stage::retire_job_dirs(root_path, r.job_id, r.site.keep_failed_days, std::chrono::seconds(2));
     std::string name = job_text(r);
-    if (cleanup.kept_after_failed_stage_out)
-        channel.note("job " + name + ": stage-out failed, so " + root_path + "/jobs/" + name + " is kept for " +
-                     std::to_string(r.site.keep_failed_days) + " days");
-    else if (!cleanup.error.empty())
+    if (cleanup.kept_after_failed_stage_out) {
+        std::string what;
+        for (const stage::KeptDelivery& d : cleanup.undelivered)
+            what += (what.empty() ? "" : ", ") + d.local + " to " + d.dest;
+        std::string text = "stage-out of " + (what.empty() ? std::string("the job") : what) + " was not delivered; " +
+                           root_path + "/jobs/" + name + " is kept on " + r.node + " for " +
+                           std::to_string(r.site.keep_failed_days) + " days: run 'aihpc-stage deliver " + name +
+                           "' in a job on " + r.node + " to finish it";
+        channel.note("job " + name + ": " + text);
+        // The job's accounting record says it too (sacct -o AdminComment), where the user
+        // looks once the job is over. Nothing depends on it: a controller that does not
+        // answer costs a note in slurmd's log.
+        try {
+            sweep::CommandOutput out =
+                sweep::capture_output({"scontrol", "update", "JobId=" + name, "AdminComment=aihpc: " + text});
+            if (out.status != 0) channel.note("job " + name + ": cannot record what was kept in its AdminComment: " +
+                                              std::string(trim(out.err)));
+        } catch (const Error& e) {
+            channel.note("job " + name + ": cannot record what was kept in its AdminComment: " + e.what());
+        }
+    } else if (!cleanup.error.empty()) {
         channel.note("job " + name + ": could not remove all of its stage dir: " + cleanup.error);
+    }
+    for (std::uint32_t later : cleanup.delivered_later)
+        channel.note("job " + std::to_string(later) + ": its kept stage dir was delivered (aihpc-stage deliver) and is removed");
     for (std::uint32_t expired : cleanup.expired)
         channel.note("job " + std::to_string(expired) + ": its kept stage dir expired (keep_failed_days) and is removed");
 }
@@ -497,12 +527,19 @@ int main(int argc, char** argv) {
     }
     const std::map<std::string, void (*)(const NodeRequest&, const HelperChannel&)> commands = {
         {"prepare", prepare}, {"account", account}, {"stage-in", stage_in}, {"stage-out", stage_out},
-        {"keep", keep},       {"digest", digest},   {"epilog", epilog}, {"prepare-stage-in", nullptr}};
+        {"keep", keep},       {"digest", digest},   {"epilog", epilog}, {"delivered", delivered},
+        {"prepare-stage-in", nullptr}};
     auto command = commands.find(argv[1]);
     if (command == commands.end()) {
         std::fprintf(stderr, "aihpc-node: unknown command '%s'\n%s", argv[1], usage);
         return 2;
     }
+    // No one but root traces this process or takes its descriptors (ptrace,
+    // pidfd_getfd): the user could otherwise write into slurmstepd's channel. The
+    // channel is close-on-exec, so no program this helper starts inherits it.
+    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    ::fcntl(helper_request_fd, F_SETFD, FD_CLOEXEC);
+    ::fcntl(helper_result_fd, F_SETFD, FD_CLOEXEC);
     HelperChannel channel;
     struct stat st {};
     if (::fstat(helper_request_fd, &st) != 0 || ::fstat(helper_result_fd, &st) != 0) {
@@ -515,10 +552,6 @@ int main(int argc, char** argv) {
             prepare_stage_in(request, channel);
             return 0;
         }
-        // Only the user's work can take long; the epilog runs after the job anyway.
-        std::optional<JobWatch> watch;
-        bool users_work = command->first == "stage-in" || command->first == "stage-out" || command->first == "digest";
-        if (users_work) watch.emplace(request.job_id);
         command->second(request, channel);
         return 0;
     } catch (const std::exception& e) {

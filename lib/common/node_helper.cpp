@@ -144,8 +144,6 @@ struct ChildPlan {
         for (int fd = 5; fd <= p.max_fd; ++fd) ::close(fd);
 
     if (::setpgid(0, 0) != 0) child_fail("start a process group for the helper");
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail("set the helper's parent-death signal");
-    if (::getppid() != p.parent) ::_exit(127);  // the parent died before the line above
 
     // Back to root wholly (user_init runs with euid = the user, saved uid 0), then, for
     // the user's work, down to the user for good.
@@ -171,6 +169,10 @@ struct ChildPlan {
         if (::setresuid(0, 0, 0) != 0 || ::setgroups(0, nullptr) != 0 || ::setresgid(0, 0, 0) != 0)
             child_fail("become root for the helper");
     }
+    // After the credential change, which clears it: set before, it would be gone, and a
+    // helper would outlive a slurmstepd that crashed.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail("set the helper's parent-death signal");
+    if (::getppid() != p.parent) ::_exit(127);  // the parent died before the line above
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail("set no_new_privs for the helper");
     ::execve(p.program, p.argv, p.envp);
     child_fail("execute the helper");
@@ -254,7 +256,129 @@ bool reap_within(pid_t pid, std::chrono::milliseconds limit, int& status) {
     }
 }
 
+// The first executable `name` in PATH, or `name` itself when it holds a '/'.
+std::string find_in_path(const std::string& name) {
+    if (name.find('/') != std::string::npos) return name;
+    const char* path = std::getenv("PATH");
+    for (const std::string& dir : split(path ? path : "/usr/bin:/bin", ':')) {
+        std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+        if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+    return "";
+}
+
+// One query of the job's state, in flight: a child (fork, then at once exec) whose
+// standard output comes back through a pipe that the helper's loop polls. It runs with
+// the caller's identity and none of its descriptors.
+class JobStateQuery {
+public:
+    JobStateQuery(const std::vector<std::string>& command, char* const* envp) {
+        std::string program = find_in_path(command.at(0));
+        if (program.empty()) return;
+        std::vector<std::string> words = command;
+        std::vector<char*> argv;
+        for (std::string& w : words) argv.push_back(w.data());
+        argv.push_back(nullptr);
+        int out[2];
+        if (::pipe2(out, O_CLOEXEC) != 0) return;
+        UniqueFd read_end = high_fd(out[0]), write_end = high_fd(out[1]);
+        UniqueFd devnull = high_fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        if (!devnull) return;
+        pid_t pid = ::fork();
+        if (pid < 0) return;
+        if (pid == 0) {
+            sigset_t none;
+            sigemptyset(&none);
+            ::sigprocmask(SIG_SETMASK, &none, nullptr);
+            if (::dup2(devnull.get(), 0) < 0 || ::dup2(write_end.get(), 1) < 0 || ::dup2(devnull.get(), 2) < 0)
+                ::_exit(127);
+            ::syscall(SYS_close_range, 3u, ~0u, 0u);
+            ::execve(program.c_str(), argv.data(), envp);
+            ::_exit(127);
+        }
+        pid_ = pid;
+        started_ = Clock::now();
+        output_ = std::move(read_end);
+        set_nonblocking(output_.get());
+    }
+    JobStateQuery(const JobStateQuery&) = delete;
+    JobStateQuery& operator=(const JobStateQuery&) = delete;
+    ~JobStateQuery() {
+        if (pid_ <= 0) return;
+        ::kill(pid_, SIGKILL);
+        while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+        }
+    }
+
+    bool started() const { return pid_ > 0; }
+    int fd() const { return output_.get(); }
+    Clock::time_point started_at() const { return started_; }
+
+    // Reads what is there; true once the query is over, its answer in *job (an empty
+    // state when it failed).
+    bool read_some(WatchedJob* job) {
+        char buf[512];
+        ssize_t n = ::read(output_.get(), buf, sizeof buf);
+        if (n > 0) {
+            if (text_.size() < 4096) text_.append(buf, static_cast<std::size_t>(n));
+            return false;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
+        int status = 0;
+        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+        }
+        pid_ = -1;
+        bool gone = WIFEXITED(status) && WEXITSTATUS(status) == 1 && trim(text_).empty();
+        bool answered = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        // squeue says "Invalid job id" (exit 1) for a job that has left the controller.
+        *job = gone ? WatchedJob{"GONE", std::nullopt} : answered ? parse_job_state(text_) : WatchedJob{};
+        return true;
+    }
+
+private:
+    pid_t pid_ = -1;
+    Clock::time_point started_{};
+    UniqueFd output_;
+    std::string text_;
+};
+
 }  // namespace
+
+WatchedJob parse_job_state(std::string_view squeue_output) {
+    std::vector<std::string> words;
+    for (const std::string& w : split(std::string(trim(squeue_output)), ' '))
+        if (!w.empty()) words.push_back(w);
+    WatchedJob job;
+    if (words.empty()) return job;
+    for (char c : words[0])
+        if (!(c >= 'A' && c <= 'Z') && c != '_') return job;
+    job.state = words[0];
+    if (words.size() < 2) return job;
+    // squeue's %L: [DAYS-][HOURS:]MINUTES:SECONDS, or UNLIMITED, NOT_SET, INVALID.
+    std::string left = words[1];
+    std::uint64_t days = 0;
+    if (auto dash = left.find('-'); dash != std::string::npos) {
+        auto d = parse_uint(left.substr(0, dash));
+        if (!d) return job;
+        days = *d;
+        left = left.substr(dash + 1);
+    }
+    std::vector<std::string> parts = split(left, ':');
+    if (parts.size() < 2 || parts.size() > 3) return job;
+    std::uint64_t seconds = 0;
+    for (const std::string& part : parts) {
+        auto v = parse_uint(part);
+        if (!v || *v > 1000000) return job;
+        seconds = seconds * 60 + *v;
+    }
+    if (parts.size() == 2 && days) return job;  // "D-MM:SS" is no form squeue prints
+    job.seconds_left = seconds + days * 86400;
+    return job;
+}
+
+bool job_still_runs(const WatchedJob& job) {
+    return job.state.empty() || job.state == "RUNNING" || job.state == "CONFIGURING" || job.state == "SUSPENDED";
+}
 
 // ---- OutputTail
 
@@ -384,9 +508,27 @@ HelperOutcome run_helper(const HelperRun& run) {
     int signals_sent = 0;  // 0 none, 1 SIGTERM, 2 SIGKILL
     bool timed_out = false;
     Clock::time_point kill_at{};
+    // The job's state, watched from here: the helper may be stopped.
+    const Clock::time_point started = Clock::now();
+    Clock::time_point next_query = started + run.watch_after;
+    std::optional<JobStateQuery> query;
+    WatchedJob ended;            // the state of a job that stopped running
+    bool clamped = false;        // the deadline was brought down to the job's time left
+    std::size_t received = 0;    // bytes on the result socket, bounded
+    constexpr std::size_t received_max = 1u << 24;
+    constexpr std::size_t fds_max = 4096;
 
     while (result_open || output_open) {
         Clock::time_point now = Clock::now();
+        if (!run.job_state_command.empty() && signals_sent == 0) {
+            if (!query && now >= next_query) {
+                query.emplace(run.job_state_command, envp.data());
+                if (!query->started()) query.reset();
+                next_query = now + run.watch_every;
+            } else if (query && now - query->started_at() > std::chrono::seconds(20)) {
+                query.reset();  // a controller that does not answer says nothing
+            }
+        }
         if (now >= deadline && signals_sent == 0) {
             timed_out = true;
             ::kill(-pid, SIGTERM);
@@ -400,25 +542,52 @@ HelperOutcome run_helper(const HelperRun& run) {
             break;  // a process stuck in the kernel: stop waiting on its pipes
         }
         Clock::time_point wake = signals_sent == 0 ? deadline : kill_at;
+        if (signals_sent == 0 && !run.job_state_command.empty() && !query) wake = std::min(wake, next_query);
         auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
-        struct pollfd fds[3];
+        struct pollfd fds[4];
         nfds_t n = 0;
-        int result_slot = -1, output_slot = -1, request_slot = -1;
+        int result_slot = -1, output_slot = -1, request_slot = -1, query_slot = -1;
         if (result_open) { result_slot = static_cast<int>(n); fds[n++] = {result_parent.get(), POLLIN, 0}; }
         if (output_open) { output_slot = static_cast<int>(n); fds[n++] = {output_read.get(), POLLIN, 0}; }
         if (request_write) { request_slot = static_cast<int>(n); fds[n++] = {request_write.get(), POLLOUT, 0}; }
+        if (query) { query_slot = static_cast<int>(n); fds[n++] = {query->fd(), POLLIN, 0}; }
         int ready = ::poll(fds, n, static_cast<int>(std::clamp<long long>(wait_ms, 0, 1000)));
         if (ready < 0 && errno != EINTR) throw_errno("cannot wait for the " + run.purpose + " helper");
         if (ready <= 0) continue;
+        if (query_slot >= 0 && fds[query_slot].revents) {
+            WatchedJob job;
+            if (query->read_some(&job)) {
+                query.reset();
+                if (!job_still_runs(job) && signals_sent == 0) {
+                    // SIGKILL: a stopped helper does not take SIGTERM until it is continued.
+                    ended = job;
+                    ::kill(-pid, SIGKILL);
+                    signals_sent = 2;
+                    kill_at = Clock::now() + std::chrono::seconds(10);
+                } else if (job.seconds_left && !clamped) {
+                    clamped = true;
+                    deadline = std::min(deadline, Clock::now() + std::chrono::seconds(*job.seconds_left));
+                }
+            }
+        }
         if (request_slot >= 0 && fds[request_slot].revents) {
             ssize_t w = ::write(request_write.get(), unsent.data(), unsent.size());
             if (w > 0) unsent.remove_prefix(static_cast<std::size_t>(w));
             if (unsent.empty() || (w < 0 && errno != EAGAIN && errno != EINTR)) request_write.reset();
         }
         if (result_slot >= 0 && fds[result_slot].revents) {
+            std::size_t before = record_text.size();
             result_open = receive(result_parent.get(), record_text, outcome.fds);
+            received += record_text.size() - before;
             take_records(record_text, records);
-            if (record_text.size() > (1u << 24)) result_open = false;  // a runaway helper
+            // A runaway (or tampered-with) helper is cut off, and its work counts as failed.
+            if (received > received_max || outcome.fds.size() > fds_max) {
+                result_open = false;
+                records.has_error = true;
+                records.error = "the " + run.purpose + " helper sent more than " + std::to_string(received_max) +
+                                " bytes or " + std::to_string(fds_max) + " descriptors, and was stopped";
+                outcome.fds.clear();
+            }
         }
         if (output_slot >= 0 && fds[output_slot].revents) {
             char buf[4096];
@@ -437,6 +606,11 @@ HelperOutcome run_helper(const HelperRun& run) {
 
     std::string output = tail.text();
     std::string printed = output.empty() ? "" : "; it printed: " + output;
+    if (!ended.state.empty())
+        throw HelperFailed("the job is " + ended.state + ", so its " + run.purpose + " was stopped" + printed, false, true);
+    if (timed_out && clamped)
+        throw HelperFailed("the " + run.purpose + " did not finish before the job's time limit and was stopped" + printed,
+                           true);
     if (timed_out)
         throw HelperFailed("the " + run.purpose + " did not finish within " + seconds_text(run.deadline) +
                                " (site key stage_timeout) and was stopped" + printed,

@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -44,7 +45,27 @@ struct HelperRun {
     std::chrono::milliseconds deadline{std::chrono::hours(1)};
     std::chrono::milliseconds grace{std::chrono::seconds(5)};  // SIGTERM to SIGKILL
     std::string purpose;                 // "stage-in", for messages
+    // The job's state, asked while the helper runs: a program and its arguments that
+    // print "STATE TIMELEFT" as `squeue -h -j JOB -o "%T %L"` does. Empty: not watched.
+    // A helper the user stopped (SIGSTOP) cannot watch for itself, so the parent does:
+    // once the job is no longer running, the helper's group is killed at once, and the
+    // deadline is brought down to the job's time left.
+    std::vector<std::string> job_state_command;
+    std::chrono::milliseconds watch_after{std::chrono::seconds(2)};  // no query for quick work
+    std::chrono::milliseconds watch_every{std::chrono::seconds(5)};
 };
+
+// What a job-state query printed, read: the state, and the seconds left before the
+// time limit (nullopt: unlimited or unknown). An empty state: nothing could be read, so
+// nothing is concluded.
+struct WatchedJob {
+    std::string state;
+    std::optional<std::uint64_t> seconds_left;
+};
+WatchedJob parse_job_state(std::string_view squeue_output);
+// Whether work for a job in this state may go on: running, starting or suspended (or
+// unknown, when no answer came).
+bool job_still_runs(const WatchedJob& job);
 
 struct HelperOutcome {
     std::vector<std::string> notes;
@@ -56,11 +77,15 @@ struct HelperOutcome {
 // deadline. The message says which, with the last lines the helper printed.
 class HelperFailed : public Error {
 public:
-    HelperFailed(const std::string& message, bool timed_out) : Error(message), timed_out_(timed_out) {}
+    HelperFailed(const std::string& message, bool timed_out, bool job_ended = false)
+        : Error(message), timed_out_(timed_out), job_ended_(job_ended) {}
     bool timed_out() const noexcept { return timed_out_; }
+    // The job stopped running (cancelled, timed out, preempted) while the helper worked.
+    bool job_ended() const noexcept { return job_ended_; }
 
 private:
     bool timed_out_;
+    bool job_ended_;
 };
 
 // Runs the helper and waits for it (see above). Throws HelperFailed. Root's work needs

@@ -5,6 +5,7 @@
 
 #include <sys/file.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -74,12 +75,154 @@ bool empty_trash_at(int trash_fd, std::chrono::steady_clock::time_point deadline
 
 }  // namespace
 
+std::string delivered_marker(std::uint32_t step) { return "delivered." + std::to_string(step); }
+std::string delivered_marker(std::uint32_t step, std::size_t item) {
+    return delivered_marker(step) + "." + std::to_string(item);
+}
+
+std::string format_kept_job(const KeptJob& job) {
+    std::string text = "uid=" + std::to_string(job.uid) + "\nsince=" + std::to_string(job.since) +
+                       "\nreason=" + escape_path(job.reason) + "\n";
+    if (job.ended) text += "ended=1\n";
+    for (std::uint32_t step : job.pending_steps) text += "pending=" + std::to_string(step) + "\n";
+    for (const KeptDelivery& d : job.deliveries)
+        text += "deliver=" + std::to_string(d.step) + " " + escape_path(d.local) + " " + escape_path(d.dest) + "\n";
+    return text;
+}
+
+std::optional<KeptJob> parse_kept_job(std::uint32_t job_id, const std::string& text) {
+    KeptJob k;
+    k.job_id = job_id;
+    bool have_uid = false;
+    auto step_of = [](std::string_view word) -> std::optional<std::uint32_t> {
+        auto n = parse_uint(word);
+        if (!n || *n > UINT32_MAX) return std::nullopt;
+        return static_cast<std::uint32_t>(*n);
+    };
+    for (const std::string& line : split(text, '\n')) {
+        if (line.rfind("uid=", 0) == 0) {
+            auto n = parse_uint(line.substr(4));
+            if (n && *n < UINT32_MAX) k.uid = static_cast<uid_t>(*n), have_uid = true;
+        } else if (line.rfind("since=", 0) == 0) {
+            if (auto n = parse_uint(line.substr(6))) k.since = static_cast<std::int64_t>(*n);
+        } else if (line.rfind("reason=", 0) == 0) {
+            k.reason = unescape_path(line.substr(7)).value_or("");
+        } else if (line == "ended=1") {
+            k.ended = true;
+        } else if (line.rfind("pending=", 0) == 0) {
+            if (auto step = step_of(line.substr(8))) k.pending_steps.push_back(*step);
+        } else if (line.rfind("deliver=", 0) == 0) {
+            std::vector<std::string> w = split(line.substr(8), ' ');
+            auto step = w.size() == 3 ? step_of(w[0]) : std::nullopt;
+            auto local = w.size() == 3 ? unescape_path(w[1]) : std::nullopt;
+            auto dest = w.size() == 3 ? unescape_path(w[2]) : std::nullopt;
+            if (step && local && dest) k.deliveries.push_back({*step, *local, *dest});
+        }
+    }
+    if (!have_uid) return std::nullopt;
+    return k;
+}
+
+namespace {
+
+// kept/ below the open local_root: root 0755, so that users can list their own kept jobs
+// (aihpc-stage kept); one made 0700 by an earlier release is opened up.
+UniqueFd kept_dir_at(int root_fd, const std::string& shown_path) {
+    UniqueFd dir = ensure_dir_at(root_fd, "kept", 0755, shown_path);
+    struct stat st {};
+    if (::fstat(dir.get(), &st) != 0 || st.st_uid != 0 || (st.st_mode & 022) != 0)
+        throw Error(shown_path + " must be owned by root and writable by no one else; ask the administrators to fix it");
+    if ((st.st_mode & 0755) != 0755) ::fchmod(dir.get(), 0755);
+    return dir;
+}
+
+// Steps of one job end on a node at once: their changes to the record are made one at a
+// time, under a lock on the root-only kept/ itself.
+class KeptRecord {
+public:
+    KeptRecord(const std::string& local_root, std::uint32_t job_id)
+        : root_(open_local_root(local_root, false)),
+          dir_(kept_dir_at(root_.get(), join_path(local_root, "kept"))),
+          name_(std::to_string(job_id)),
+          shown_(join_path(join_path(local_root, "kept"), name_)) {
+        while (::flock(dir_.get(), LOCK_EX) != 0)
+            if (errno != EINTR) throw_errno("cannot lock " + join_path(local_root, "kept"));
+        job_ = kept_job_at(root_.get(), job_id);
+    }
+    std::optional<KeptJob>& job() { return job_; }
+    void save() {
+        write_file_atomic_at(dir_.get(), name_, format_kept_job(*job_), 0644, shown_);
+    }
+    void remove() { ::unlinkat(dir_.get(), name_.c_str(), 0); }
+
+private:
+    UniqueFd root_, dir_;
+    std::string name_, shown_;
+    std::optional<KeptJob> job_;
+};
+
+}  // namespace
+
+void keep_until_delivered(const std::string& local_root, std::uint32_t job_id, uid_t uid, std::uint32_t step,
+                          const std::vector<KeptDelivery>& deliveries) {
+    KeptRecord record(local_root, job_id);
+    if (!record.job() || record.job()->uid != uid) {
+        record.job() = KeptJob{};
+        record.job()->job_id = job_id;
+        record.job()->uid = uid;
+        record.job()->since = ::time(nullptr);
+    }
+    KeptJob& k = *record.job();
+    // A requeued job runs again under its id: its new steps are this run's.
+    if (k.ended) k.ended = false;
+    k.reason = "the stage-out of step " + std::to_string(step) + " has not delivered yet";
+    if (std::find(k.pending_steps.begin(), k.pending_steps.end(), step) == k.pending_steps.end())
+        k.pending_steps.push_back(step);
+    std::erase_if(k.deliveries, [&](const KeptDelivery& d) { return d.step == step; });
+    k.deliveries.insert(k.deliveries.end(), deliveries.begin(), deliveries.end());
+    record.save();
+}
+
+bool record_delivered(const std::string& local_root, std::uint32_t job_id, std::uint32_t step) {
+    KeptRecord record(local_root, job_id);
+    if (!record.job()) return true;
+    KeptJob& k = *record.job();
+    std::erase(k.pending_steps, step);
+    std::erase_if(k.deliveries, [&](const KeptDelivery& d) { return d.step == step; });
+    if (k.pending_steps.empty()) {
+        record.remove();
+        return true;
+    }
+    record.save();
+    return false;
+}
+
 void mark_job_kept(const std::string& local_root, std::uint32_t job_id, uid_t uid, const std::string& reason) {
-    UniqueFd root = open_local_root(local_root, false);
-    UniqueFd kept = root_only_dir_at(root.get(), "kept", join_path(local_root, "kept"));
-    std::string text = "uid=" + std::to_string(uid) + "\nsince=" + std::to_string(::time(nullptr)) +
-                       "\nreason=" + escape_path(reason) + "\n";
-    write_file_atomic_at(kept.get(), std::to_string(job_id), text, 0600, join_path(join_path(local_root, "kept"), std::to_string(job_id)));
+    KeptRecord record(local_root, job_id);
+    if (!record.job() || record.job()->uid != uid) {
+        record.job() = KeptJob{};
+        record.job()->job_id = job_id;
+        record.job()->uid = uid;
+        record.job()->since = ::time(nullptr);
+    }
+    record.job()->reason = reason;
+    record.save();
+}
+
+std::optional<KeptJob> kept_job_at(int local_root_fd, std::uint32_t job_id) {
+    UniqueFd kept(::openat(local_root_fd, "kept", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!kept) return std::nullopt;
+    struct stat dir {};
+    if (::fstat(kept.get(), &dir) != 0 || dir.st_uid != 0 || (dir.st_mode & 022) != 0) return std::nullopt;
+    std::string name = std::to_string(job_id);
+    struct stat st {};
+    if (::fstatat(kept.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0)
+        return std::nullopt;
+    std::optional<std::string> text = read_small_file_at(kept.get(), name.c_str(), small_file_max);
+    if (!text) return std::nullopt;
+    std::optional<KeptJob> k = parse_kept_job(job_id, *text);
+    if (k && k->since == 0) k->since = st.st_mtim.tv_sec;
+    return k;
 }
 
 std::vector<KeptJob> kept_jobs_at(int local_root_fd) {
@@ -94,29 +237,30 @@ std::vector<KeptJob> kept_jobs_at(int local_root_fd) {
     for (std::size_t i = 0; i < names.size(); ++i) {
         std::optional<std::uint32_t> job = job_id_name(names[i]);
         if (!job) continue;
-        struct stat st {};
-        if (::fstatat(kept.get(), names.c_str(i), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0)
-            continue;
-        std::optional<std::string> text = read_small_file_at(kept.get(), names.c_str(i), small_file_max);
-        if (!text) continue;
-        KeptJob k;
-        k.job_id = *job;
-        bool have_uid = false;
-        k.since = st.st_mtim.tv_sec;
-        for (const std::string& line : split(*text, '\n')) {
-            if (line.rfind("uid=", 0) == 0) {
-                auto n = parse_uint(line.substr(4));
-                if (n && *n < UINT32_MAX) k.uid = static_cast<uid_t>(*n), have_uid = true;
-            } else if (line.rfind("since=", 0) == 0) {
-                if (auto n = parse_uint(line.substr(6))) k.since = static_cast<std::int64_t>(*n);
-            } else if (line.rfind("reason=", 0) == 0) {
-                k.reason = unescape_path(line.substr(7)).value_or("");
-            }
-        }
-        if (have_uid) out.push_back(std::move(k));
+        if (std::optional<KeptJob> k = kept_job_at(local_root_fd, *job)) out.push_back(std::move(*k));
     }
     return out;
 }
+
+namespace {
+
+// Whether the user's stager says every pending step of a kept job delivered: names in
+// the job's meta dir, looked at without following a link or reading a byte.
+bool all_pending_delivered(int jobs_fd, const KeptJob& k) {
+    if (k.pending_steps.empty()) return false;
+    if (jobs_fd < 0) return false;
+    UniqueFd meta(::openat(jobs_fd, (std::to_string(k.job_id) + ".aihpc").c_str(),
+                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!meta) return false;
+    for (std::uint32_t step : k.pending_steps) {
+        struct stat st {};
+        if (::fstatat(meta.get(), delivered_marker(step).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            return false;
+    }
+    return true;
+}
+
+}  // namespace
 
 JobCleanup retire_job_dirs(const std::string& local_root, std::uint32_t job_id, unsigned keep_failed_days,
                            std::chrono::milliseconds budget) {
@@ -137,18 +281,41 @@ JobCleanup retire_job_dirs(const std::string& local_root, std::uint32_t job_id, 
         move_to_trash(jobs.get(), trash.get(), name, &cleanup.error);
         move_to_trash(jobs.get(), trash.get(), name + ".aihpc", &cleanup.error);
     };
+    auto forget = [&](std::uint32_t job) {
+        if (kept_dir) ::unlinkat(kept_dir.get(), std::to_string(job).c_str(), 0);
+    };
     bool this_job_kept = false;
     for (const KeptJob& k : kept_jobs_at(root.get())) {
         bool expired = keep_failed_days == 0 || now - k.since >= keep_seconds;
-        if (!expired) {
-            if (k.job_id == job_id) this_job_kept = true;
+        if (expired) {
+            // The dirs go first: a marker without its dirs is harmless, dirs without their
+            // marker would be retired by their job's epilog alone, which has run.
+            retire(k.job_id);
+            forget(k.job_id);
+            if (k.job_id != job_id) cleanup.expired.push_back(k.job_id);
             continue;
         }
-        // The dirs go first: a marker without its dirs is harmless, dirs without their
-        // marker would be retired by their job's epilog alone, which has run.
-        retire(k.job_id);
-        if (kept_dir) ::unlinkat(kept_dir.get(), std::to_string(k.job_id).c_str(), 0);
-        if (k.job_id != job_id) cleanup.expired.push_back(k.job_id);
+        // Another job's record is looked at only once that job ended: until then its
+        // steps may still be delivering.
+        if (k.job_id != job_id && !k.ended) continue;
+        if (all_pending_delivered(jobs ? jobs.get() : -1, k)) {
+            retire(k.job_id);
+            forget(k.job_id);
+            if (k.job_id != job_id) cleanup.delivered_later.push_back(k.job_id);
+            continue;
+        }
+        if (k.job_id != job_id) continue;
+        this_job_kept = true;
+        for (const KeptDelivery& d : k.deliveries)
+            if (std::find(k.pending_steps.begin(), k.pending_steps.end(), d.step) != k.pending_steps.end())
+                cleanup.undelivered.push_back(d);
+        if (!k.ended) {
+            KeptJob ended = k;
+            ended.ended = true;
+            if (kept_dir)
+                write_file_atomic_at(kept_dir.get(), std::to_string(k.job_id), format_kept_job(ended), 0644,
+                                     join_path(join_path(local_root, "kept"), std::to_string(k.job_id)));
+        }
     }
     if (this_job_kept) cleanup.kept_after_failed_stage_out = true;
     else retire(job_id);

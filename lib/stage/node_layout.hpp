@@ -10,9 +10,11 @@
 //   cache/<uid>/          the user, 0700: that user's NodeCache (node_cache.hpp)
 //   cache/<uid>/digests/  the user, 0700: image digests (container/digest_cache.hpp)
 //   cache/ledger          root, 0600: root's measure of every user's cache (cache_ledger.hpp)
-//   kept/<jobid>          root, 0600 in a root 0700 dir: the job's dirs outlive it, since
-//                         its stage-out failed; written by root alone, so no user can keep
-//                         (or forge keeping) a job dir. It expires after keep_failed_days.
+//   kept/<jobid>          root, 0644 in a root 0755 dir: the job's dirs outlive it, since
+//                         root has not seen its stage-out deliver; written by root alone,
+//                         so no user can keep (or forge keeping) a job dir. It lists what
+//                         is to be delivered where (aihpc-stage kept, deliver), and
+//                         expires after keep_failed_days.
 //   trash/                root, 0700: job dirs retired by the epilog, removed a time
 //                         budget at a time
 //   topology.xml          root, 0644: the node's topology, cached by lib/affinity
@@ -45,35 +47,75 @@ JobLayout job_layout(const std::string& local_root, std::uint32_t job_id, uid_t 
 // of the failure, shown to them. It decides nothing; root's kept/<jobid> does.
 inline constexpr const char* stage_out_failed_marker = "stage-out-failed";
 
+// One --aihpc-stage-out item of a step, as root recorded it before the step's tasks
+// started: LOCAL below the stage dir, and DEST with %j and %n expanded, absolute.
+struct KeptDelivery {
+    std::uint32_t step = 0;
+    std::string local;
+    std::string dest;
+};
+
 // What the job epilog did with jobs/<jobid> and jobs/<jobid>.aihpc.
 struct JobCleanup {
-    bool kept_after_failed_stage_out = false;
+    bool kept_after_failed_stage_out = false;  // kept: its stage-out did not deliver
+    std::vector<KeptDelivery> undelivered;     // then: what is still to be delivered
+    std::vector<std::uint32_t> delivered_later;  // ended kept jobs released now, delivered
     std::string error;     // the first thing that could not be removed; empty if none
     bool finished = true;  // false: the time budget ran out, and trash/ holds the rest
     std::vector<std::uint32_t> expired;  // kept jobs whose keep_failed_days ran out now
 };
 
-// A job whose dirs root keeps after its stage-out failed (kept/<jobid>).
+// A job whose dirs root keeps (kept/<jobid>): a stage-out that root has not seen deliver,
+// because it is still to run, runs now, failed, or was cut short (time limit, scancel,
+// preemption, a killed slurmstepd).
 struct KeptJob {
     std::uint32_t job_id = 0;
     uid_t uid = 0;
     std::int64_t since = 0;  // seconds since the epoch
     std::string reason;
+    std::vector<std::uint32_t> pending_steps;  // steps whose delivery root has not seen
+    std::vector<KeptDelivery> deliveries;      // what those steps are to deliver
+    bool ended = false;  // the job's epilog ran: no step of this run of the job is left
 };
 
-// As root, when the job's stage-out failed on this node: records kept/<jobid> for the
-// job's user, so that retire_job_dirs keeps jobs/<jobid> and jobs/<jobid>.aihpc for
-// keep_failed_days and the cache ledger counts them. Creates kept/ (root 0700) if
-// missing. Throws aihpc::Error when local_root is not root-private.
+// In meta_dir, written by the user's stager after DEST's rename: delivered.<step>.<i>
+// for item i of a step, and delivered.<step> once all of them are. Root reads only
+// their names, and believes them only for the user's own data.
+std::string delivered_marker(std::uint32_t step);
+std::string delivered_marker(std::uint32_t step, std::size_t item);
+
+// As root, before the tasks of a step with --aihpc-stage-out start: the job is kept
+// until root learns that this step delivered. "Delivered" is never assumed: whatever
+// ends the step before then leaves the stage dir kept and counted. Creates kept/ (root
+// 0755: users list their own) if missing.
+void keep_until_delivered(const std::string& local_root, std::uint32_t job_id, uid_t uid, std::uint32_t step,
+                          const std::vector<KeptDelivery>& deliveries);
+
+// As root, after the step's stager reported that every item reached its DEST: the step
+// is no longer pending. True when the job is no longer kept for any step.
+bool record_delivered(const std::string& local_root, std::uint32_t job_id, std::uint32_t step);
+
+// As root, when the job's stage-out failed on this node: the reason the user is shown.
+// Creates the record when missing. Throws aihpc::Error when local_root is not
+// root-private.
 void mark_job_kept(const std::string& local_root, std::uint32_t job_id, uid_t uid, const std::string& reason);
 
 // The kept jobs recorded below the open local_root; a marker root did not write (not a
 // root-owned regular file) is ignored.
 std::vector<KeptJob> kept_jobs_at(int local_root_fd);
 
+// The kept record of one job; nullopt when there is none.
+std::optional<KeptJob> kept_job_at(int local_root_fd, std::uint32_t job_id);
+
+// Pure: the record's text, and back.
+std::string format_kept_job(const KeptJob& job);
+std::optional<KeptJob> parse_kept_job(std::uint32_t job_id, const std::string& text);
+
 // As root, in the job epilog: moves jobs/<jobid> and jobs/<jobid>.aihpc into trash/ by
-// rename (instant whatever their size), unless root kept the job; moves the dirs of kept
-// jobs older than keep_failed_days (0: none is kept) likewise; then removes what trash/
+// rename (instant whatever their size), unless root kept the job and a pending step's
+// delivered marker is missing; then the record says the job ended. Kept jobs that ended
+// earlier and have since been delivered (aihpc-stage deliver), or are older than
+// keep_failed_days (0: none is kept), are retired likewise. Then removes what trash/
 // holds until `budget` has passed, leaving the rest for the next call (or empty_trash).
 // Never follows a link or crosses a mount. Nothing to do when local_root does not exist;
 // throws aihpc::Error when it is not root-private.

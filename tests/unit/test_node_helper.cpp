@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -162,6 +163,66 @@ static void a_job_of_uid_0_is_never_run_as_the_user(void**) {
     expect_error_containing([&] { run_helper(run); }, "refusing to run the test helper as root");
 }
 
+static void a_stopped_helper_of_a_cancelled_job_is_killed_by_the_parents_watch(void**) {
+    if (skip_unless_root()) skip();
+    // The helper stops itself, as a user's SIGSTOP would: it can no longer watch for itself.
+    HelperRun run = shell("echo stopping; kill -STOP $$; sleep 60");
+    run.user = nobody;
+    run.job_state_command = {"/bin/echo", "CANCELLED", "0:00"};
+    run.watch_after = std::chrono::milliseconds(100);
+    auto started = std::chrono::steady_clock::now();
+    try {
+        run_helper(run);
+        fail_msg("a helper of a cancelled job finished");
+    } catch (const HelperFailed& e) {
+        assert_true(e.job_ended());
+        assert_non_null(std::strstr(e.what(), "the job is CANCELLED"));
+    }
+    assert_true(std::chrono::steady_clock::now() - started < std::chrono::seconds(5));
+}
+
+static void the_deadline_is_brought_down_to_the_jobs_time_left(void**) {
+    if (skip_unless_root()) skip();
+    HelperRun run = shell("sleep 60");
+    run.job_state_command = {"/bin/echo", "RUNNING", "0:01"};
+    run.watch_after = std::chrono::milliseconds(50);
+    run.grace = std::chrono::milliseconds(200);
+    try {
+        run_helper(run);
+        fail_msg("the helper outlived the job's time limit");
+    } catch (const HelperFailed& e) {
+        assert_true(e.timed_out());
+        assert_non_null(std::strstr(e.what(), "time limit"));
+    }
+}
+
+static void a_running_job_with_time_left_lets_the_work_finish(void**) {
+    if (skip_unless_root()) skip();
+    HelperRun run = shell("sleep 0.5; " + send_result("done"));
+    run.job_state_command = {"/bin/echo", "RUNNING", "1-00:00:00"};
+    run.watch_after = std::chrono::milliseconds(10);
+    run.watch_every = std::chrono::milliseconds(50);
+    assert_string_equal(run_helper(run).result.c_str(), "done");
+}
+
+static void job_states_and_time_left_are_read_as_squeue_prints_them(void**) {
+    WatchedJob j = parse_job_state("RUNNING 1-02:03:04\n");
+    assert_string_equal(j.state.c_str(), "RUNNING");
+    assert_true(j.seconds_left && *j.seconds_left == 86400 + 2 * 3600 + 3 * 60 + 4);
+    j = parse_job_state("RUNNING 05:06");
+    assert_true(j.seconds_left && *j.seconds_left == 306);
+    j = parse_job_state("RUNNING UNLIMITED");
+    assert_string_equal(j.state.c_str(), "RUNNING");
+    assert_false(j.seconds_left.has_value());
+    assert_true(job_still_runs(j));
+    assert_false(job_still_runs(parse_job_state("COMPLETING 0:00")));
+    assert_false(job_still_runs(parse_job_state("PREEMPTED 0:00")));
+    // Nothing readable: nothing concluded, the work goes on.
+    assert_true(parse_job_state("squeue: error: x").state.empty());
+    assert_true(job_still_runs(parse_job_state("")));
+    assert_false(parse_job_state("RUNNING 1-05:06").seconds_left.has_value());
+}
+
 static void output_tail_keeps_the_last_lines_bounded_and_printable(void**) {
     OutputTail tail(3, 10);
     tail.append("one\ntwo\nthree\nfour\n");
@@ -186,6 +247,10 @@ int main() {
         cmocka_unit_test(a_missing_helper_program_is_named),
         cmocka_unit_test(a_job_of_uid_0_is_never_run_as_the_user),
         cmocka_unit_test(output_tail_keeps_the_last_lines_bounded_and_printable),
+        cmocka_unit_test(a_stopped_helper_of_a_cancelled_job_is_killed_by_the_parents_watch),
+        cmocka_unit_test(the_deadline_is_brought_down_to_the_jobs_time_left),
+        cmocka_unit_test(a_running_job_with_time_left_lets_the_work_finish),
+        cmocka_unit_test(job_states_and_time_left_are_read_as_squeue_prints_them),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
