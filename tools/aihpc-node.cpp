@@ -247,49 +247,6 @@ bool meta_has(int meta_fd, const std::string& name) {
     return ::fstatat(meta_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-struct StageOutReport {
-    std::vector<std::string> notes;
-    std::vector<std::string> failures;
-};
-
-// As the user: each LOCAL of --aihpc-stage-out to its DEST. An item is marked delivered
-// after its rename at DEST, and the step once all are, so a try cut short (time limit,
-// scancel, a killed slurmstepd) is taken up where it stopped, never redone over a DEST
-// it made. On a failure the failures say why; root keeps the stage dir either way until
-// it hears that the step delivered.
-StageOutReport stage_out_items(const NodeRequest& r, const std::vector<stage::KeptDelivery>& deliveries,
-                               std::uint32_t step) {
-    stage::JobLayout l = layout(r);
-    UniqueFd meta = stage::open_dir(l.meta_dir);
-    StageOutReport report;
-    auto mark = [&](const std::string& name, const std::string& text) {
-        stage::write_file_atomic_at(meta.get(), name, text, 0600, stage::join_path(l.meta_dir, name));
-    };
-    for (std::size_t i = 0; i < deliveries.size(); ++i) {
-        const stage::KeptDelivery& item = deliveries[i];
-        if (meta_has(meta.get(), stage::delivered_marker(step, i))) continue;
-        try {
-            stage::StageOutResult result = stage::stage_out(stage::join_path(l.stage_dir, item.local), item.dest,
-                                                            job_text(r), stage_threads(r.site));
-            if (result.diverted) report.notes.push_back(result.message());
-            mark(stage::delivered_marker(step, i), result.dest + "\n");
-        } catch (const stage::NothingToStageOut& e) {
-            report.notes.push_back(e.what());  // nothing to keep, so no reason to keep the stage dir
-            mark(stage::delivered_marker(step, i), "");
-        } catch (const Error& e) {
-            report.failures.push_back(e.what());
-        }
-    }
-    if (report.failures.empty()) {
-        mark(stage::delivered_marker(step), "");
-    } else {
-        std::string text = join(report.failures, "\n") + "\n";
-        mark(stage::stage_out_failed_marker, text);
-        if (step == r.step_id) mark(stage_out_failed_marker(r), text);
-    }
-    return report;
-}
-
 // As the user, from slurmstepd once the step's tasks on this node ended: the stage-out
 // that the last task did not finish, because it was killed first or never got to it.
 void stage_out(const NodeRequest& r, const HelperChannel& channel) {
@@ -297,7 +254,8 @@ void stage_out(const NodeRequest& r, const HelperChannel& channel) {
     UniqueFd meta = stage::open_dir(l.meta_dir);
     if (meta_has(meta.get(), stage::delivered_marker(r.step_id))) return channel.result("delivered");
     if (meta_has(meta.get(), stage_out_failed_marker(r))) return channel.result("failed");
-    StageOutReport report = stage_out_items(r, planned_deliveries(r), r.step_id);
+    stage::DeliveryReport report =
+        stage::deliver_step(l, planned_deliveries(r), r.step_id, job_text(r), stage_threads(r.site));
     for (const std::string& note : report.notes) channel.note(note);
     if (!report.failures.empty())
         throw Error("stage-out failed: " + join(report.failures, "; ") + "; the stage dir " + l.stage_dir + " is kept");
@@ -428,7 +386,8 @@ int run_task(int argc, char** argv) {
     bool delivered = true;
     try {
         if (last_task_to_end(r)) {
-            StageOutReport report = stage_out_items(r, planned_deliveries(r), r.step_id);
+            stage::DeliveryReport report =
+                stage::deliver_step(layout(r), planned_deliveries(r), r.step_id, job_text(r), stage_threads(r.site));
             for (const std::string& note : report.notes) std::fprintf(stderr, "aihpc: %s\n", note.c_str());
             if (!report.failures.empty()) {
                 delivered = false;

@@ -3,6 +3,8 @@
 //                  [--threads N] [--max SIZE] [--allow DIR[:DIR...]] [--json] [--progress]
 //   aihpc-stage out LOCAL:DEST... [--from DIR] [--job-id ID] [--node NAME] [--threads N] [--json]
 //   aihpc-stage cache ls|gc|verify --cache DIR [--max SIZE] [--json]
+//   aihpc-stage kept [--local-root DIR] [--node NAME] [--json]
+//   aihpc-stage deliver JOBID [--local-root DIR] [--node NAME] [--threads N] [--json]
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <mutex>
 #include <string>
@@ -27,6 +30,9 @@
 #include "config/user_options.hpp"
 #include "stage/fs.hpp"
 #include "stage/node_cache.hpp"
+#include "stage/node_layout.hpp"
+#include "common/json.hpp"
+#include "common/paths.hpp"
 #include "stage/stage_in.hpp"
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
@@ -42,6 +48,8 @@ const char* usage_text =
     "                      [--json] [--progress]\n"
     "       aihpc-stage out LOCAL:DEST... [--from DIR] [--job-id ID] [--node NAME] [--threads N] [--json]\n"
     "       aihpc-stage cache ls|gc|verify --cache DIR [--max SIZE] [--json]\n"
+    "       aihpc-stage kept [--local-root DIR] [--node NAME] [--json]\n"
+    "       aihpc-stage deliver JOBID [--local-root DIR] [--node NAME] [--threads N] [--json]\n"
     "\n"
     "Stages data to node-local storage with the engine of aihpc.so.\n"
     "  in      copy or extract each SRC (file, directory, .tar, .tar.gz, .tar.zst) to DIR/NAME;\n"
@@ -51,6 +59,10 @@ const char* usage_text =
     "          (the copy goes to DEST.<jobid>). DEST may contain %j and %n.\n"
     "  cache   ls: list entries; gc: evict unused entries down to --max (default: all\n"
     "          unused); verify: check every entry against its manifest\n"
+    "  kept    list this user's stage dirs that this node keeps because their stage-out\n"
+    "          did not deliver (a time limit, a cancel, a preemption, a failure)\n"
+    "  deliver finish the stage-out of a kept job, on the node that keeps it; the kept\n"
+    "          stage dir is released when the job this runs in ends\n"
     "\n"
     "Options:\n"
     "  --to DIR          stage directory (created if missing)\n"
@@ -65,6 +77,8 @@ const char* usage_text =
     "                    else the current directory)\n"
     "  --job-id ID       job id for %j and DEST.<jobid> (default: $SLURM_JOB_ID)\n"
     "  --node NAME       node name for %n (default: $SLURMD_NODENAME or the host name)\n"
+    "  --local-root DIR  the node's aihpc local_root (default: $AIHPC_LOCAL_ROOT, else the\n"
+    "                    local_root of aihpc.so in the plugstack.conf beside $SLURM_CONF)\n"
     "  --json            one JSON object per item on stdout\n"
     "  --progress        show progress on stderr even when it is not a terminal\n"
     "  -h, --help        show this help\n"
@@ -77,7 +91,7 @@ struct UsageError : Error {
 struct Args {
     std::string command, subcommand;
     std::vector<std::string> items;
-    std::string to, cache, mode, max, allow, job_id, node, from;
+    std::string to, cache, mode, max, allow, job_id, node, from, local_root;
     bool verify = false, json = false, progress = false;
     unsigned threads = 0;
 };
@@ -102,6 +116,7 @@ Args parse_args(int argc, char** argv) {
         else if (is("--job-id")) args.job_id = value("--job-id");
         else if (is("--node")) args.node = value("--node");
         else if (is("--from")) args.from = value("--from");
+        else if (is("--local-root")) args.local_root = value("--local-root");
         else if (is("--threads")) {
             auto n = parse_uint(value("--threads"));
             if (!n || *n == 0 || *n > 256) throw UsageError("--threads needs a number from 1 to 256");
@@ -314,6 +329,133 @@ int run_cache(const Args& args) {
     throw UsageError(args.subcommand.empty() ? "cache needs ls, gc or verify" : "unknown cache command " + args.subcommand);
 }
 
+std::string local_time(std::int64_t seconds) {
+    std::time_t t = static_cast<std::time_t>(seconds);
+    struct tm parts {};
+    char text[32] = "?";
+    if (::localtime_r(&t, &parts)) std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &parts);
+    return text;
+}
+
+// ---- kept stage dirs: what this node keeps of the user's jobs, and their delivery
+
+std::string this_node(const Args& args) {
+    if (!args.node.empty()) return args.node;
+    if (const char* n = std::getenv("SLURMD_NODENAME"); n && *n) return n;
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    std::string name = host;
+    return name.substr(0, name.find('.'));
+}
+
+// The site's local_root from the plugstack configuration that slurmd reads, as the
+// plugin would see it: the arguments after aihpc.so on its line.
+std::optional<std::string> plugstack_local_root(const std::string& node) {
+    const char* conf = std::getenv("SLURM_CONF");
+    std::string etc = dirname_of(conf && *conf ? conf : "/etc/slurm/slurm.conf");
+    std::vector<std::string> files = {join_path(etc, "plugstack.conf")};
+    if (UniqueFd d{::open(join_path(etc, "plugstack.conf.d").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)}) {
+        DirectoryNames names(d.get(), "plugstack.conf.d");
+        for (std::size_t i = 0; i < names.size(); ++i)
+            if (std::string(names[i]).ends_with(".conf")) files.push_back(join_path(join_path(etc, "plugstack.conf.d"), std::string(names[i])));
+    }
+    for (const std::string& file : files) {
+        UniqueFd dir(::open(dirname_of(file).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        std::optional<std::string> text = dir ? read_small_file_at(dir.get(), basename_of(file), 1 << 20) : std::nullopt;
+        if (!text) continue;
+        for (const std::string& line : split(*text, '\n')) {
+            std::vector<std::string> words;
+            for (const std::string& w : split(line, ' '))
+                if (!w.empty()) words.push_back(w);
+            if (words.size() < 2 || words[0].starts_with('#') || !words[1].ends_with("aihpc.so")) continue;
+            std::vector<std::string> site(words.begin() + 2, words.end());
+            return config::parse_site_config(site).local_root_for(node);
+        }
+    }
+    return std::nullopt;
+}
+
+std::string find_local_root(const Args& args, const std::string& node) {
+    std::string root = args.local_root;
+    if (root.empty())
+        if (const char* env = std::getenv("AIHPC_LOCAL_ROOT"); env && *env) root = env;
+    if (root.empty()) root = plugstack_local_root(node).value_or(config::SiteConfig{}.local_root);
+    config::SiteConfig site;
+    site.local_root = root;
+    return site.local_root_for(node);
+}
+
+std::string kept_json(const KeptJob& k, const std::string& local_root, const std::string& node) {
+    std::string items;
+    for (const KeptDelivery& d : k.deliveries)
+        items += std::string(items.empty() ? "" : ", ") + "{\"step\": " + std::to_string(d.step) +
+                 ", \"local\": " + json_quote(d.local) + ", \"dest\": " + json_quote(d.dest) + "}";
+    return "{\"job\": " + std::to_string(k.job_id) + ", \"node\": " + json_quote(node) +
+           ", \"stage_dir\": " + json_quote(join_path(join_path(local_root, "jobs"), std::to_string(k.job_id))) +
+           ", \"since\": " + std::to_string(k.since) + ", \"ended\": " + (k.ended ? "true" : "false") +
+           ", \"reason\": " + json_quote(k.reason) + ", \"deliveries\": [" + items + "]}";
+}
+
+int run_kept(const Args& args) {
+    if (!args.items.empty()) throw UsageError("kept takes no arguments");
+    std::string node = this_node(args);
+    std::string local_root = find_local_root(args, node);
+    UniqueFd root(::open(local_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_errno("cannot open the node's local_root " + local_root + " (give --local-root)");
+    for (const KeptJob& k : kept_jobs_at(root.get())) {
+        if (k.uid != ::getuid()) continue;
+        if (args.json) {
+            std::printf("%s\n", kept_json(k, local_root, node).c_str());
+            continue;
+        }
+        std::printf("job %u on %s: %s/jobs/%u kept since %s (%s)%s\n", k.job_id, node.c_str(), local_root.c_str(),
+                    k.job_id, local_time(k.since).c_str(), k.reason.c_str(), k.ended ? "" : "; the job still runs");
+        for (const KeptDelivery& d : k.deliveries)
+            std::printf("  step %u: %s -> %s\n", d.step, d.local.c_str(), d.dest.c_str());
+        if (k.ended) std::printf("  finish it with: aihpc-stage deliver %u   (in a job on %s)\n", k.job_id, node.c_str());
+    }
+    return 0;
+}
+
+int run_deliver(const Args& args) {
+    if (args.items.size() != 1) throw UsageError("deliver needs one JOBID");
+    auto id = parse_uint(args.items[0]);
+    if (!id || *id == 0 || *id > UINT32_MAX) throw UsageError("deliver needs a job id, not '" + args.items[0] + "'");
+    std::uint32_t job = static_cast<std::uint32_t>(*id);
+    std::string node = this_node(args);
+    std::string local_root = find_local_root(args, node);
+    UniqueFd root(::open(local_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_errno("cannot open the node's local_root " + local_root + " (give --local-root)");
+    std::optional<KeptJob> k = kept_job_at(root.get(), job);
+    if (!k)
+        throw Error("node " + node + " keeps nothing of job " + args.items[0] +
+                    " (aihpc-stage kept lists what it keeps; a kept job is on the node that ran it)");
+    if (k->uid != ::getuid()) throw Error("job " + args.items[0] + " is not yours; only its user can deliver it");
+    if (!k->ended)
+        throw Error("job " + args.items[0] + " has not ended on " + node +
+                    ": its own stage-out may still run; deliver it once the job is over");
+    JobLayout layout = job_layout(local_root, job, k->uid);
+    std::vector<std::uint32_t> steps = k->pending_steps;
+    int status = 0;
+    unsigned threads = args.threads ? args.threads : default_copy_threads();
+    for (std::uint32_t step : steps) {
+        DeliveryReport report = deliver_step(layout, k->deliveries, step, args.items[0], threads, true);
+        for (const std::string& note : report.notes) std::fprintf(stderr, "aihpc-stage: %s\n", note.c_str());
+        for (const std::string& dest : report.delivered) {
+            if (args.json)
+                std::printf("{\"job\": %u, \"step\": %u, \"dest\": %s}\n", job, step, json_quote(dest).c_str());
+            else
+                std::printf("delivered job %u step %u to %s\n", job, step, dest.c_str());
+        }
+        for (const std::string& failure : report.failures) std::fprintf(stderr, "aihpc-stage: %s\n", failure.c_str());
+        if (!report.complete()) status = 1;
+    }
+    if (status == 0)
+        std::fprintf(stderr, "aihpc-stage: job %u is delivered; its kept stage dir on %s is released when this job ends\n",
+                     job, node.c_str());
+    return status;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -333,7 +475,10 @@ int main(int argc, char** argv) {
         if (args.command == "in") return run_in(args);
         if (args.command == "out") return run_out(args);
         if (args.command == "cache") return run_cache(args);
-        throw UsageError(args.command.empty() ? "needs a command: in, out or cache" : "unknown command " + args.command);
+        if (args.command == "kept") return run_kept(args);
+        if (args.command == "deliver") return run_deliver(args);
+        throw UsageError(args.command.empty() ? "needs a command: in, out, cache, kept or deliver"
+                                              : "unknown command " + args.command);
     } catch (const UsageError& e) {
         std::fprintf(stderr, "aihpc-stage: %s\nTry 'aihpc-stage --help'.\n", e.what());
         return 2;

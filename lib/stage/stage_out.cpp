@@ -13,6 +13,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/json.hpp"
+#include "common/text.hpp"
 #include "stage/fs.hpp"
 #include "stage/manifest.hpp"
 
@@ -91,7 +92,7 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
         UniqueFd parent_fd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!parent_fd) throw_errno("cannot open the destination directory " + parent);
         std::string base = basename_of(target->path);
-        std::string temp = "." + base + ".aihpc-out." + unique_suffix();
+        std::string temp = interrupted_copy_prefix(base, job_id) + unique_suffix();
         TemporaryTree copy(parent_fd.get(), temp);
 
         CopyOptions options;
@@ -124,6 +125,71 @@ StageOutResult stage_out(const std::string& local_path, const std::string& dest,
     }
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return result;
+}
+
+std::string interrupted_copy_prefix(const std::string& dest_base, const std::string& job_id) {
+    return "." + dest_base + ".aihpc-out." + job_id + ".";
+}
+
+namespace {
+
+// Removes what earlier tries of this job left beside DEST: hidden copies that were never
+// renamed. Nothing else in the directory is touched.
+void clear_interrupted_copies(const std::string& dest, const std::string& job_id) {
+    std::string parent = dirname_of(dest);
+    UniqueFd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) return;
+    std::string prefix = interrupted_copy_prefix(basename_of(dest), job_id);
+    std::vector<std::string> found;
+    {
+        UniqueFd listing(::openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!listing) return;
+        DirectoryNames names(listing.get(), parent);
+        for (std::size_t i = 0; i < names.size(); ++i)
+            if (names[i].rfind(prefix, 0) == 0) found.emplace_back(names[i]);
+    }
+    for (const std::string& name : found) remove_tree_at(dir.get(), name, nullptr);
+}
+
+}  // namespace
+
+DeliveryReport deliver_step(const JobLayout& layout, const std::vector<KeptDelivery>& deliveries, std::uint32_t step,
+                            const std::string& job_id, unsigned threads, bool clear_interrupted) {
+    UniqueFd meta = open_dir(layout.meta_dir);
+    auto marked = [&](const std::string& name) {
+        struct stat st {};
+        return ::fstatat(meta.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+    };
+    auto mark = [&](const std::string& name, const std::string& text) {
+        write_file_atomic_at(meta.get(), name, text, 0600, join_path(layout.meta_dir, name));
+    };
+    DeliveryReport report;
+    std::size_t index = 0;
+    for (const KeptDelivery& item : deliveries) {
+        if (item.step != step) continue;
+        std::size_t i = index++;
+        if (marked(delivered_marker(step, i))) continue;
+        try {
+            if (clear_interrupted) clear_interrupted_copies(item.dest, job_id);
+            StageOutResult result = stage_out(join_path(layout.stage_dir, item.local), item.dest, job_id, threads);
+            if (result.diverted) report.notes.push_back(result.message());
+            mark(delivered_marker(step, i), result.dest + "\n");
+            report.delivered.push_back(result.dest);
+        } catch (const NothingToStageOut& e) {
+            report.notes.push_back(e.what());  // nothing to keep, so no reason to keep the stage dir
+            mark(delivered_marker(step, i), "");
+        } catch (const Error& e) {
+            report.failures.push_back(e.what());
+        }
+    }
+    if (report.complete()) {
+        mark(delivered_marker(step), "");
+    } else {
+        std::string text = join(report.failures, "\n") + "\n";
+        mark(stage_out_failed_marker, text);
+        mark(std::string(stage_out_failed_marker) + "." + std::to_string(step), text);
+    }
+    return report;
 }
 
 }  // namespace aihpc::stage

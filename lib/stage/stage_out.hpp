@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/error.hpp"
+#include "stage/node_layout.hpp"
 #include "stage/tree_copy.hpp"
 
 namespace aihpc::stage {
@@ -50,5 +51,27 @@ std::string stage_out_result_json(const StageOutResult& result);
 // returns. On failure the temp is removed and the Error names local_path as kept.
 StageOutResult stage_out(const std::string& local_path, const std::string& dest, const std::string& job_id,
                          unsigned threads, CopyProgress* progress = nullptr);
+
+// What one delivery of a step's --aihpc-stage-out did.
+struct DeliveryReport {
+    std::vector<std::string> notes;     // diverted to DEST.<jobid>, nothing at LOCAL
+    std::vector<std::string> failures;  // one line per item that did not arrive
+    std::vector<std::string> delivered; // the DEST of each item delivered by this call
+    bool complete() const { return failures.empty(); }
+};
+
+// As the job's user: each item of `step` that meta_dir does not mark delivered, copied
+// from the stage dir to its DEST with stage_out(). After each rename at DEST the item is
+// marked (delivered_marker(step, i)), and the step once all are (delivered_marker(step)),
+// so a try cut short is taken up where it stopped and never redone over a DEST it made.
+// A LOCAL that does not exist has nothing to deliver, and counts as delivered. On a
+// failure, meta_dir/stage-out-failed (and its .<step> twin) say why.
+// With `clear_interrupted`, copies that an earlier try of this job left beside DEST
+// under their hidden temporary names are removed first: only for a job that has ended.
+DeliveryReport deliver_step(const JobLayout& layout, const std::vector<KeptDelivery>& deliveries, std::uint32_t step,
+                            const std::string& job_id, unsigned threads, bool clear_interrupted = false);
+
+// The hidden name a copy to DEST is written under, and its prefix for one job.
+std::string interrupted_copy_prefix(const std::string& dest_base, const std::string& job_id);
 
 }  // namespace aihpc::stage
