@@ -4,8 +4,13 @@
 //
 // Return values: -1 (never a positive ESPANK code) only where failing is safe and
 // wanted: at submit time, and in task_init, which fails one task. Remote init,
-// init_post_opt and user_init always return 0, since a failure there on a batch job
-// drains the node; their errors are deferred to task_init.
+// init_post_opt and user_init return 0, since a failure there on a batch job drains the
+// node; their errors are deferred to task_init. On Slurm 25.05 and later, which reads
+// slurm_spank_init_failure_mode, a remote init that cannot read the site's keys fails
+// the job at once and leaves the node up. 25.05 also counts any non-zero return of a
+// hook as an error: these hooks return only 0 or -1, so nothing else changes.
+#include "config.h"
+
 #include <exception>
 #include <string>
 
@@ -28,12 +33,23 @@ extern const char plugin_type[];
 extern const unsigned int plugin_version;
 extern const unsigned int spank_plugin_version;
 SPANK_PLUGIN(aihpc, 1)
+#if HAVE_DECL_SLURM_SPANK_INIT_FAILURE_MODE
+// Slurm 25.05 and later: a failing slurm_spank_init fails the job, not the node. Before,
+// a failure there drained a batch job's node, so the error waits for task_init instead.
+int slurm_spank_init_failure_mode = ESPANK_JOB_FAILURE;
+#endif
 }
 
 namespace aihpc::plugin {
 namespace {
 
 bool is_remote(const Spank& spank) { return spank.context() == S_CTX_REMOTE; }
+
+#if HAVE_DECL_SLURM_SPANK_INIT_FAILURE_MODE
+constexpr bool init_failure_fails_the_job = true;
+#else
+constexpr bool init_failure_fails_the_job = false;
+#endif
 
 // What a hook does with an error: fail the command (srun, sbatch: nothing is queued);
 // defer it to task_init (slurmstepd before the tasks: failing there drains the node on a
@@ -97,7 +113,10 @@ int slurm_spank_init(spank_t sp, int ac, char** av) {
             state().site = aihpc::config::parse_site_config(state().site_args);
         } catch (const aihpc::Error& e) {
             std::string message = std::string("plugstack.conf: ") + e.what();
-            if (remote) {
+            if (remote && init_failure_fails_the_job) {
+                slurm_error("aihpc: %s; the job fails, and this node stays up", message.c_str());
+                return -1;
+            } else if (remote) {
                 state().site_error = message;
                 slurm_error("aihpc: %s", message.c_str());
             } else if (fails_at_submit(spank)) {
