@@ -37,6 +37,11 @@ struct stat stat_of(const std::string& path) {
     return st;
 }
 
+bool exists(const std::string& p) {
+    struct stat st {};
+    return ::lstat(p.c_str(), &st) == 0;
+}
+
 UniqueFd open_dir(const std::string& path) { return UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); }
 
 
@@ -220,11 +225,95 @@ static void topology_cache_goes_only_into_a_root_private_local_root(void**) {
     assert_string_equal(topology_cache_path(open_to_all).c_str(), "");
 }
 
+
+static void a_kept_record_reads_back_as_written_whatever_its_paths(void**) {
+    KeptJob k;
+    k.job_id = 42;
+    k.uid = 1000;
+    k.since = 1700000000;
+    k.reason = "the stage-out of step 0 has not delivered yet";
+    k.pending_steps = {0, 3};
+    k.deliveries = {{0, "out dir", "/home/u/res\nx %j"}, {3, "ckpt", "/scratch/u/ckpt"}};
+    k.ended = true;
+    std::optional<KeptJob> back = parse_kept_job(42, format_kept_job(k));
+    assert_true(back.has_value());
+    assert_int_equal(back->uid, 1000);
+    assert_int_equal(back->since, 1700000000);
+    assert_true(back->ended);
+    assert_true(back->pending_steps == k.pending_steps);
+    assert_int_equal(back->deliveries.size(), 2);
+    assert_string_equal(back->deliveries[0].local.c_str(), "out dir");
+    assert_string_equal(back->deliveries[0].dest.c_str(), "/home/u/res\nx %j");
+    assert_int_equal(back->deliveries[1].step, 3);
+    // No uid: no record.
+    assert_false(parse_kept_job(42, "pending=0\n").has_value());
+}
+
+static void a_step_with_stage_out_is_kept_until_root_hears_it_delivered(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("jobs/7");
+    tmp.make_dir("jobs/7.aihpc");
+    keep_until_delivered(tmp.path(), 7, user, 0, {{0, "out", "/home/u/res"}});
+    keep_until_delivered(tmp.path(), 7, user, 1, {{1, "ckpt", "/home/u/ckpt"}});
+    std::optional<KeptJob> k = kept_job_at(open_dir(tmp.path()).get(), 7);
+    assert_true(k.has_value());
+    assert_int_equal(k->pending_steps.size(), 2);
+    assert_false(record_delivered(tmp.path(), 7, 0));
+    k = kept_job_at(open_dir(tmp.path()).get(), 7);
+    assert_int_equal(k->pending_steps.size(), 1);
+    assert_int_equal(k->deliveries.size(), 1);
+    assert_string_equal(k->deliveries[0].dest.c_str(), "/home/u/ckpt");
+    assert_true(record_delivered(tmp.path(), 7, 1));
+    assert_false(kept_job_at(open_dir(tmp.path()).get(), 7).has_value());
+}
+
+static void the_epilog_keeps_an_undelivered_job_and_releases_it_once_delivered(void**) {
+    if (skip_unless_root()) skip();
+    using namespace std::chrono_literals;
+    TempDir tmp;
+    tmp.make_dir("jobs/7");
+    tmp.make_dir("jobs/7.aihpc");
+    tmp.make_dir("jobs/8");
+    tmp.make_dir("jobs/8.aihpc");
+    keep_until_delivered(tmp.path(), 7, user, 0, {{0, "out", "/home/u/res"}});
+    keep_until_delivered(tmp.path(), 8, user, 0, {{0, "out", "/home/u/res8"}});
+
+    // Job 7 ends without delivering: kept, and now marked as ended.
+    JobCleanup cleanup = retire_job_dirs(tmp.path(), 7, 7, 5s);
+    assert_true(cleanup.kept_after_failed_stage_out);
+    assert_int_equal(cleanup.undelivered.size(), 1);
+    assert_string_equal(cleanup.undelivered[0].dest.c_str(), "/home/u/res");
+    assert_true(exists(tmp.path() + "/jobs/7"));
+    assert_true(kept_job_at(open_dir(tmp.path()).get(), 7)->ended);
+
+    // Job 8 still runs and its step says it delivered: another job's epilog leaves it be
+    // (its own epilog and slurmstepd decide), while job 7, ended and now delivered by its
+    // user, is released.
+    tmp.write("jobs/7.aihpc/" + delivered_marker(0), "");
+    tmp.write("jobs/8.aihpc/" + delivered_marker(0), "");
+    JobCleanup later = retire_job_dirs(tmp.path(), 9, 7, 5s);
+    assert_int_equal(later.delivered_later.size(), 1);
+    assert_int_equal(later.delivered_later[0], 7);
+    assert_false(exists(tmp.path() + "/jobs/7"));
+    assert_false(kept_job_at(open_dir(tmp.path()).get(), 7).has_value());
+    assert_true(exists(tmp.path() + "/jobs/8"));
+    assert_true(kept_job_at(open_dir(tmp.path()).get(), 8).has_value());
+
+    // Job 8's own epilog believes its marker: the stage dir goes.
+    JobCleanup own = retire_job_dirs(tmp.path(), 8, 7, 5s);
+    assert_false(own.kept_after_failed_stage_out);
+    assert_false(exists(tmp.path() + "/jobs/8"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(job_layout_names_the_jobs_and_the_users_directories),
         cmocka_unit_test(root_private_means_a_root_owned_dir_no_one_else_may_write),
         cmocka_unit_test(job_items_read_back_as_written_whatever_their_names),
+        cmocka_unit_test(a_kept_record_reads_back_as_written_whatever_its_paths),
+        cmocka_unit_test(a_step_with_stage_out_is_kept_until_root_hears_it_delivered),
+        cmocka_unit_test(the_epilog_keeps_an_undelivered_job_and_releases_it_once_delivered),
         cmocka_unit_test(job_items_skip_lines_that_are_not_five_fields),
         cmocka_unit_test(open_local_root_makes_a_missing_root_and_its_parents),
         cmocka_unit_test(open_local_root_does_not_make_one_unless_asked),
