@@ -18,10 +18,12 @@ void stage_check_at_submit(const config::UserOptions& options, const config::Sit
 void stage_user_init(const Spank& spank, PluginState& st);
 // remote task_init, as the user, in the task: AIHPC_STAGE_DIR, AIHPC_DATA_*, ...
 void stage_task_init(const Spank& spank, PluginState& st);
-// remote task_init, as the user, after the container's: the task runs under aihpc-node
-// run-task, so that the step's last task on the node stages out and fails when nothing
-// was delivered.
-void stage_out_task_init(const Spank& spank, PluginState& st);
+// remote task_init, as the user: for a step with --aihpc-stage-out or
+// --aihpc-checkpoint, puts aihpc-node run-task in front of the task's command (after the
+// container's launcher). The wrapper takes the task's signals, sends the checkpoint
+// signal, requeues the job on the checkpoint's exit status, and stages out as the step's
+// last task on the node (task_wrapper.cpp).
+void task_wrapper_task_init(const Spank& spank, PluginState& st);
 // remote task_exit, as root in slurmstepd, once the node's tasks ended: the stage-out
 // that killed tasks could not do (aihpc-node, as the user).
 void stage_task_exit(const Spank& spank, PluginState& st);

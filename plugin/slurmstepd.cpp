@@ -110,7 +110,7 @@ int step_task_init(const Spank& spank) {
         stage_task_init(spank, st);
         bind_task_init(spank, st);
         container_task_init(spank, st);
-        stage_out_task_init(spank, st);  // last: it goes in front of the container's launcher
+        task_wrapper_task_init(spank, st);  // last: it goes in front of the container's launcher
     } catch (const std::exception& e) {
         // On the task's stderr, where the user reads it; Slurm's log would hide it.
         std::fprintf(stderr, "aihpc: %s\n", e.what());

@@ -102,15 +102,6 @@ void stage_task_init(const Spank& spank, PluginState& st) {
     (void)st;
 }
 
-void stage_out_task_init(const Spank& spank, PluginState& st) {
-    if (!staging().active || st.options.stage_out.empty()) return;
-    std::string program = node_helper_program();
-    std::optional<std::string> displaced = put_in_front_of_task(spank, {program, "run-task"}, "--aihpc-stage-out");
-    std::string extra = displaced ? "\"argv0\":" + json_quote(*displaced) : "";
-    if (!spank.setenv("AIHPC_STAGE_OUT_TASK", node_request(st, extra)))
-        throw Error("--aihpc-stage-out: cannot pass the stage-out request to the task");
-}
-
 void stage_task_exit(const Spank&, PluginState& st) {
     StepStaging& s = staging();
     if (!s.active || st.options.stage_out.empty()) return;

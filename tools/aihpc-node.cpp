@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -60,7 +61,7 @@ namespace {
 
 constexpr const char* usage =
     "Usage: aihpc-node prepare|stage-in|prepare-stage-in|account|stage-out|keep|digest|epilog\n"
-    "       aihpc-node run-task COMMAND...   (with AIHPC_STAGE_OUT_TASK set)\n"
+    "       aihpc-node run-task COMMAND...   (with AIHPC_TASK_REQUEST set)\n"
     "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
     "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
     "\n"
@@ -307,8 +308,10 @@ void note_interrupted_stage_out(int) {
 // group, which the command shares. Slurm signals every process of a step itself
 // (proctrack), so what slurmstepd (this wrapper's parent) sends already reached the
 // command and is not sent twice; what anyone else sends the wrapper alone is passed on.
-// The wrapper's own forwards come back to it through the group, and are dropped.
-int wait_passing_signals(pid_t pid, const sigset_t& taken) {
+// The wrapper's own forwards come back to it through the group, and are dropped. At
+// `alarm`, when given, `on_alarm` runs once.
+int wait_passing_signals(pid_t pid, const sigset_t& taken, std::optional<std::chrono::steady_clock::time_point> alarm,
+                         const std::function<void()>& on_alarm) {
     const pid_t self = ::getpid(), slurmstepd = ::getppid();
     while (true) {
         int status = 0;
@@ -316,7 +319,20 @@ int wait_passing_signals(pid_t pid, const sigset_t& taken) {
         if (done == pid) return status;
         if (done < 0 && errno != EINTR) return W_EXITCODE(1, 0);
         siginfo_t info{};
-        int sig = ::sigwaitinfo(&taken, &info);
+        int sig;
+        if (alarm) {
+            auto left = *alarm - std::chrono::steady_clock::now();
+            if (left <= std::chrono::steady_clock::duration::zero()) {
+                alarm.reset();
+                on_alarm();
+                continue;
+            }
+            auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+            struct timespec wait = {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+            sig = ::sigtimedwait(&taken, &info, &wait);
+        } else {
+            sig = ::sigwaitinfo(&taken, &info);
+        }
         if (sig < 0 || sig == SIGCHLD) continue;
         bool sent_by_process = info.si_code == SI_USER || info.si_code == SI_QUEUE || info.si_code == SI_TKILL;
         if (sent_by_process && (info.si_pid == self || info.si_pid == slurmstepd)) continue;
@@ -324,24 +340,88 @@ int wait_passing_signals(pid_t pid, const sigset_t& taken) {
     }
 }
 
+// ---- the checkpoint signal and the requeue (--aihpc-checkpoint)
+
+constexpr std::uint32_t batch_step_id = 0xfffffffb;
+
+// When the checkpoint signal is due: SECS before the job's time limit, as the controller
+// says now; nullopt for a job without a limit, or when the controller does not answer.
+std::optional<std::chrono::steady_clock::time_point> checkpoint_signal_time(const NodeRequest& r) {
+    sweep::CommandOutput out = sweep::capture_output({"squeue", "-h", "-j", job_text(r), "-o", "%T %L"});
+    WatchedJob job = parse_job_state(out.status == 0 ? out.out : "");
+    if (!job.seconds_left) return std::nullopt;
+    std::int64_t in = static_cast<std::int64_t>(*job.seconds_left) - r.options.checkpoint->seconds;
+    return std::chrono::steady_clock::now() + std::chrono::seconds(std::max<std::int64_t>(in, 0));
+}
+
+// Whether the job runs steps of its own now (srun), besides the batch and extern steps.
+bool job_runs_steps(const NodeRequest& r) {
+    sweep::CommandOutput out = sweep::capture_output({"squeue", "-h", "-s", "-j", job_text(r), "-o", "%i"});
+    for (const std::string& line : split(out.out, '\n')) {
+        auto dot = line.find('.');
+        if (dot != std::string::npos && parse_uint(trim(line.substr(dot + 1)))) return true;
+    }
+    return false;
+}
+
+// Sends the checkpoint signal to the command. The tasks of srun steps get it from their
+// own wrapper; the batch script gets it only when it is the application itself, that is
+// when no step runs: srun passes signals on to its tasks, which would get it twice.
+void send_checkpoint_signal(const NodeRequest& r) {
+    const config::CheckpointRequest& c = *r.options.checkpoint;
+    if (r.step_id == batch_step_id && job_runs_steps(r)) return;
+    std::fprintf(stderr, "aihpc: SIG%s to the task: %u s before the job's time limit (--aihpc-checkpoint); exit %d "
+                         "once the checkpoint is written, and the job is requeued\n",
+                 c.signal_name.c_str(), c.seconds, config::checkpoint_requeue_exit);
+    ::kill(0, c.signal);
+}
+
+// Makes AIHPC_CHECKPOINT_DIR and its missing parents, as the job's user.
+void make_checkpoint_dir(const std::string& dir) {
+    std::string path;
+    for (const std::string& part : split(dir, '/')) {
+        if (part.empty()) continue;
+        path += "/" + part;
+        if (::mkdir(path.c_str(), 0777) != 0 && errno != EEXIST)
+            throw_errno("--aihpc-checkpoint: cannot make the checkpoint dir " + dir + " (at " + path + ")");
+    }
+}
+
+// Requeues the job after its command wrote its checkpoint: Slurm ends this run and starts
+// the job again under its id, with SLURM_RESTART_COUNT one higher.
+void requeue_after_checkpoint(const NodeRequest& r) {
+    sweep::CommandOutput out = sweep::capture_output({"scontrol", "requeue", job_text(r)});
+    if (out.status == 0) {
+        std::fprintf(stderr, "aihpc: the task exited %d after its checkpoint: job %s is requeued, and resumes from %s\n",
+                     config::checkpoint_requeue_exit, job_text(r).c_str(), r.checkpoint_dir.value_or("").c_str());
+    } else
+        std::fprintf(stderr, "aihpc: the task exited %d after its checkpoint, and job %s could not be requeued: %s "
+                             "(is it submitted with --no-requeue?)\n",
+                     config::checkpoint_requeue_exit, job_text(r).c_str(), std::string(trim(out.err)).c_str());
+}
+
 // The task's command runs as this program's child; when it ends, the step's last task
 // on the node stages out, as the user, before the task's status goes to Slurm. So a
 // stage-out that delivered nothing fails the task, the step and a batch job: afterok
 // never sees such a job COMPLETED.
 int run_task(int argc, char** argv) {
-    const char* text = std::getenv("AIHPC_STAGE_OUT_TASK");
+    const char* text = std::getenv("AIHPC_TASK_REQUEST");
     if (!text) {
-        std::fputs("aihpc-node: run-task is started by the aihpc plugin for a step with --aihpc-stage-out\n", stderr);
+        std::fputs("aihpc-node: run-task is started by the aihpc plugin for a step with --aihpc-stage-out or "
+                   "--aihpc-checkpoint\n",
+                   stderr);
         return 2;
     }
     NodeRequest r;
     try {
         r = stage::parse_node_request(text);
+        if (r.options.checkpoint && r.checkpoint_dir) make_checkpoint_dir(*r.checkpoint_dir);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "aihpc: cannot start the task: %s\n", e.what());
         return 1;
     }
-    ::unsetenv("AIHPC_STAGE_OUT_TASK");
+    ::unsetenv("AIHPC_TASK_REQUEST");
+    const bool stages_out = !r.options.stage_out.empty();
     std::vector<std::string> command;
     if (r.argv0) command.push_back(*r.argv0);
     for (int i = r.argv0 ? 1 : 2; i < argc; ++i) command.emplace_back(argv[i]);
@@ -371,12 +451,15 @@ int run_task(int argc, char** argv) {
         std::fprintf(stderr, "aihpc: cannot run %s: %s\n", words[0], std::strerror(errno));
         ::_exit(errno == ENOENT ? 127 : 126);
     }
-    int status = wait_passing_signals(pid, taken);
+    std::optional<std::chrono::steady_clock::time_point> signal_at;
+    if (r.options.checkpoint) signal_at = checkpoint_signal_time(r);
+    int status = wait_passing_signals(pid, taken, signal_at, [&] { send_checkpoint_signal(r); });
     // A time limit or a cancel during the stage-out: the copy goes on until Slurm kills
     // the task, and what is not delivered by then stays kept on the node.
-    stage_out_interrupt_note =
-        "aihpc: the task was signalled during its stage-out, which goes on until Slurm stops it; what it does not "
-        "deliver stays on " + r.node + ", and 'aihpc-stage deliver " + job_text(r) + "' in a job there finishes it\n";
+    if (stages_out)
+        stage_out_interrupt_note =
+            "aihpc: the task was signalled during its stage-out, which goes on until Slurm stops it; what it does not "
+            "deliver stays on " + r.node + ", and 'aihpc-stage deliver " + job_text(r) + "' in a job there finishes it\n";
     struct sigaction note {};
     note.sa_handler = note_interrupted_stage_out;
     sigemptyset(&note.sa_mask);
@@ -385,7 +468,7 @@ int run_task(int argc, char** argv) {
     ::sigprocmask(SIG_SETMASK, &original, nullptr);
     bool delivered = true;
     try {
-        if (last_task_to_end(r)) {
+        if (stages_out && last_task_to_end(r)) {
             stage::DeliveryReport report =
                 stage::deliver_step(layout(r), planned_deliveries(r), r.step_id, job_text(r), stage_threads(r.site));
             for (const std::string& note : report.notes) std::fprintf(stderr, "aihpc: %s\n", note.c_str());
@@ -400,6 +483,9 @@ int run_task(int argc, char** argv) {
         delivered = false;
         std::fprintf(stderr, "aihpc: stage-out failed: %s; the task fails\n", e.what());
     }
+    // After the stage-out, which delivers what the checkpoint wrote: the requeue ends this run.
+    if (r.options.checkpoint && WIFEXITED(status) && WEXITSTATUS(status) == config::checkpoint_requeue_exit)
+        requeue_after_checkpoint(r);
     std::fflush(stderr);
     if (WIFSIGNALED(status)) {
         // The task ends as its command did, without a core of this program.
@@ -479,7 +565,7 @@ int main(int argc, char** argv) {
         std::printf("aihpc-node %s\n", PACKAGE_VERSION);
         return 0;
     }
-    if (std::getenv("AIHPC_STAGE_OUT_TASK")) return run_task(argc, argv);
+    if (std::getenv("AIHPC_TASK_REQUEST")) return run_task(argc, argv);
     if (argc != 2) {
         std::fputs(usage, stderr);
         return 2;

@@ -185,6 +185,11 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
         } else if (key == "bind_default") {
             if (value != "auto" && value != "none") bad_key(key, "'" + value + "' is not auto or none");
             site.bind_default = value == "auto" ? BindMode::auto_ : BindMode::none;
+        } else if (key == "checkpoint_root") {
+            if (value.empty() || value.front() != '/') bad_key(key, "'" + value + "' must be an absolute directory");
+            for (const std::string& part : split(value, '/'))
+                if (part == "..") bad_key(key, "'" + value + "' must not contain '..'");
+            site.checkpoint_root = value;
         } else if (key == "dist_default") {
             if (value != "torch" && value != "none") bad_key(key, "'" + value + "' is not torch or none");
             site.dist_default = value == "torch" ? DistKind::torch : DistKind::none;
@@ -193,7 +198,7 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
                         "'; known keys: local_root, cache_max, cache_low, cache_user_max, stage_allow, stage_threads, "
                         "stage_timeout, keep_failed_days, "
                         "container_runtimes, container_default, image_allow, registry, runtime_path, "
-                        "bind_default, dist_default");
+                        "bind_default, dist_default, checkpoint_root");
         }
     }
     if (!site.container_default.empty() && !site.container_runtimes.empty()) {

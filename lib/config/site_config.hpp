@@ -42,6 +42,9 @@ struct SiteConfig {
     std::vector<std::string> runtime_path;          // empty: slurmd's PATH
     BindMode bind_default = BindMode::none;
     DistKind dist_default = DistKind::none;
+    // Where AIHPC_CHECKPOINT_DIR lives for jobs that are not sweep tasks: <dir>/<jobid>.
+    // %u is the user name; empty: $HOME/.aihpc/checkpoints.
+    std::string checkpoint_root;
 
     // local_root with %n replaced by the node name.
     std::string local_root_for(const std::string& node_name) const;

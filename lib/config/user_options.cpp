@@ -1,5 +1,7 @@
 #include "config/user_options.hpp"
 
+#include <csignal>
+
 #include "common/error.hpp"
 #include "common/text.hpp"
 
@@ -39,6 +41,9 @@ const std::vector<OptionSpec>& option_table() {
          "Bind tasks to CPUs, memory, GPUs and NICs: auto, gpu, numa, cores or none", "AIHPC_BIND", false},
         {"aihpc-dist", "torch|none", true,
          "Export MASTER_ADDR, RANK, WORLD_SIZE and friends (bare: torch)", "AIHPC_DIST", false},
+        {"aihpc-checkpoint", "SIG@SECS", true,
+         "Send SIG (USR1) SECS (120) before the time limit; on exit 75 or preemption, requeue the job",
+         "AIHPC_CHECKPOINT", false},
         {"aihpc-verbose", nullptr, false,
          "Log each phase of aihpc's work, with its time, to the job's stderr", "AIHPC_VERBOSE", false},
     };
@@ -212,6 +217,34 @@ DistKind parse_dist(const std::string& what, const std::string& value) {
     bad(what, "unknown kind '" + value + "'; use torch or none");
 }
 
+CheckpointRequest parse_checkpoint(const std::string& what, const std::string& value) {
+    // The signals a program may take to mean "checkpoint now", as Slurm's --signal names them.
+    static const std::pair<const char*, int> names[] = {
+        {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+        {"ALRM", SIGALRM}, {"TERM", SIGTERM}, {"CONT", SIGCONT}, {"URG", SIGURG},   {"XCPU", SIGXCPU},
+    };
+    CheckpointRequest request;
+    std::string sig = value, secs;
+    if (auto at = value.find('@'); at != std::string::npos) {
+        sig = value.substr(0, at);
+        secs = value.substr(at + 1);
+        auto n = parse_uint(secs);
+        if (!n || *n == 0 || *n > 65535)
+            bad(what, "'" + secs + "' is not a number of seconds from 1 to 65535 (SIG@SECS, as in USR1@120)");
+        request.seconds = static_cast<unsigned>(*n);
+    }
+    if (sig.empty()) return request;
+    std::string name = sig.rfind("SIG", 0) == 0 ? sig.substr(3) : sig;
+    for (const auto& [known, number] : names) {
+        if (name == known || (parse_uint(sig) && *parse_uint(sig) == static_cast<std::uint64_t>(number))) {
+            request.signal = number;
+            request.signal_name = known;
+            return request;
+        }
+    }
+    bad(what, "unknown signal '" + sig + "'; use USR1, USR2, TERM, INT, HUP, QUIT, ALRM, CONT, URG or XCPU");
+}
+
 UserOptions parse_user_options(const RawOptions& raw) {
     UserOptions options;
     for (const auto& [name, value] : raw) {
@@ -234,6 +267,7 @@ UserOptions parse_user_options(const RawOptions& raw) {
         } else if (name == "aihpc-container-bind") options.container_binds = parse_container_binds(value);
         else if (name == "aihpc-bind") options.bind = parse_bind(value);
         else if (name == "aihpc-dist") options.dist = parse_dist(name, value);
+        else if (name == "aihpc-checkpoint") options.checkpoint = parse_checkpoint(name, value);
         else if (name == "aihpc-verbose") options.verbose = parse_flag_value(name, value);
     }
     if (options.container.empty() && !options.container_binds.empty())

@@ -54,6 +54,17 @@ struct BindRequest {
     unsigned threads = 0;      // threads per task (OMP_NUM_THREADS); 0: one per core
 };
 
+// --aihpc-checkpoint[=SIG@SECS]: SIG is sent SECS before the time limit, and a task that
+// exits with checkpoint_requeue_exit afterwards has its job requeued.
+struct CheckpointRequest {
+    int signal = 10;              // SIGUSR1 on Linux
+    std::string signal_name = "USR1";
+    unsigned seconds = 120;
+};
+// The exit status that says "checkpoint written, requeue me": EX_TEMPFAIL of sysexits.h,
+// a temporary failure to be tried again.
+inline constexpr int checkpoint_requeue_exit = 75;
+
 // Raw option values as Slurm handed them: name (without "--") -> value ("" for a flag).
 using RawOptions = std::map<std::string, std::string>;
 
@@ -67,6 +78,7 @@ struct UserOptions {
     std::vector<ContainerMount> container_binds;
     std::optional<BindRequest> bind;             // nullopt: site's bind_default
     std::optional<DistKind> dist;                // nullopt: site's dist_default
+    std::optional<CheckpointRequest> checkpoint;  // nullopt: no checkpoint signal, no requeue
     bool verbose = false;
 };
 
@@ -81,6 +93,8 @@ std::vector<ContainerMount> parse_container_binds(const std::string& value);
 BindRequest parse_bind(const std::string& value);
 BindMode parse_bind_mode(const std::string& what, const std::string& value);
 DistKind parse_dist(const std::string& what, const std::string& value);
+// "" (the defaults), "SIG", "SIG@SECS" or "@SECS"; SIG by name (USR1, SIGUSR1) or number.
+CheckpointRequest parse_checkpoint(const std::string& what, const std::string& value);
 
 // Stage NAME default: base name of SRC minus any archive suffix.
 std::string default_stage_name(const std::string& src);

@@ -71,6 +71,7 @@ NodeRequest parse_node_request(const std::string& text) {
     if (json_member(doc.get(), "local_tasks"))
         r.local_tasks = static_cast<std::uint32_t>(number_member(doc.get(), "local_tasks"));
     if (json_member(doc.get(), "argv0")) r.argv0 = text_member(doc.get(), "argv0");
+    if (json_member(doc.get(), "checkpoint_dir")) r.checkpoint_dir = text_member(doc.get(), "checkpoint_dir");
     // Fail closed: a request without a real job and user is refused, never run as 0.
     if (r.job_id == 0 || r.node.empty()) throw Error("the request names no job or node; nothing was done");
     return r;
