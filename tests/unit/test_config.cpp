@@ -1,4 +1,6 @@
 // lib/config: every option and every site key, good values and each kind of bad value.
+#include <csignal>
+
 #include "cmocka_cxx.hpp"
 #include "config/site_config.hpp"
 #include "config/user_options.hpp"
@@ -262,6 +264,33 @@ static void site_unknown_repeated_and_malformed_keys(void**) {
                             "not in container_runtimes");
 }
 
+static void checkpoint_signal_and_time_as_slurm_names_them(void**) {
+    
+    CheckpointRequest d = parse_checkpoint("aihpc-checkpoint", "");
+    assert_int_equal(d.signal, SIGUSR1);
+    assert_int_equal(d.seconds, 120);
+    CheckpointRequest c = parse_checkpoint("aihpc-checkpoint", "SIGUSR2@300");
+    assert_int_equal(c.signal, SIGUSR2);
+    assert_string_equal(c.signal_name.c_str(), "USR2");
+    assert_int_equal(c.seconds, 300);
+    assert_int_equal(parse_checkpoint("aihpc-checkpoint", "TERM").signal, SIGTERM);
+    assert_int_equal(parse_checkpoint("aihpc-checkpoint", "@60").seconds, 60);
+    assert_int_equal(parse_checkpoint("aihpc-checkpoint", "10@5").signal, SIGUSR1);
+    expect_error_containing([] { parse_checkpoint("aihpc-checkpoint", "KILL@60"); }, "unknown signal 'KILL'");
+    expect_error_containing([] { parse_checkpoint("aihpc-checkpoint", "USR1@0"); }, "from 1 to 65535");
+    expect_error_containing([] { parse_checkpoint("aihpc-checkpoint", "USR1@2m"); }, "'2m' is not a number of seconds");
+    UserOptions o = parse_user_options({{"aihpc-checkpoint", ""}});
+    assert_true(o.checkpoint.has_value());
+    assert_false(parse_user_options({}).checkpoint.has_value());
+}
+
+static void checkpoint_root_is_an_absolute_directory(void**) {
+    assert_string_equal(parse_site_config({"checkpoint_root=/scratch/%u/ckpt"}).checkpoint_root.c_str(),
+                        "/scratch/%u/ckpt");
+    expect_error_containing([] { parse_site_config({"checkpoint_root=ckpt"}); }, "checkpoint_root");
+    expect_error_containing([] { parse_site_config({"checkpoint_root=/a/../b"}); }, "'..'");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(stage_name_defaults_to_base_name_without_archive_suffix),
@@ -286,6 +315,8 @@ int main(void) {
         cmocka_unit_test(site_sizes),
         cmocka_unit_test(site_bad_values_name_the_key),
         cmocka_unit_test(site_unknown_repeated_and_malformed_keys),
+        cmocka_unit_test(checkpoint_signal_and_time_as_slurm_names_them),
+        cmocka_unit_test(checkpoint_root_is_an_absolute_directory),
     };
     return cmocka_run_group_tests_name("config", tests, nullptr, nullptr);
 }
