@@ -4,22 +4,25 @@
 # `aihpc-stage kept` and finished by `aihpc-stage deliver` in a later job; the task's
 # command sees its signals, with all of its KillWait, before the stage-out.
 . "$(dirname "$0")/lib.sh"
-plan 19
 work=$(scratch)
 cd "$work"
 local_root_n1=${AIHPC_LOCAL_ROOT//%n/n1}
 stage_tool=$top_builddir/tools/aihpc-stage
-# Large enough that the copy and its flush take a few seconds here.
-out_mb=${AIHPC_TEST_STAGE_OUT_MB:-1200}
+# Large enough that the copy and its flush outlast KillWait here.
+out_mb=${AIHPC_TEST_STAGE_OUT_MB:-3000}
+head -c "${out_mb}M" /dev/urandom >"$work/weights"
+md5sum <"$work/weights" >"$work/weights.md5"
+chmod a+r "$work/weights"
+test_uid=$(id -u "$test_user")
+mkdir -p small && echo x >small/f && chmod -R a+rX small
 
 # A temporary copy beside DEST, under its hidden name: the stage-out of job $1 is running.
-copy_in_flight() { compgen -G "$work/.res$2.aihpc-out.$1.*" >/dev/null; }
 wait_copy_in_flight() {
     local deadline=$((SECONDS + 120))
     while [ $SECONDS -lt $deadline ]; do
-        copy_in_flight "$1" "$2" && return 0
+        compgen -G "$work/.$2.aihpc-out.$1.*" >/dev/null && return 0
         [ -z "$(squeue -h -j "$1" -o %i 2>/dev/null)" ] && return 1
-        sleep 0.1
+        sleep 0.05
     done
     return 1
 }
@@ -27,48 +30,79 @@ wait_copy_in_flight() {
 cat >produce.sh <<JOB
 #!/bin/bash
 mkdir -p "\$AIHPC_STAGE_DIR/out"
-head -c ${out_mb}M /dev/urandom >"\$AIHPC_STAGE_DIR/out/weights"
-md5sum <"\$AIHPC_STAGE_DIR/out/weights" >"$work/sum.\$SLURM_JOB_ID"
+cp "$work/weights" "\$AIHPC_STAGE_DIR/out/weights"
 JOB
 chmod +x produce.sh
 
-# ---- scancel while the stage-out copies
-id=$(as_user sbatch --parsable -w n1 -o out-cancel --aihpc-stage-out="out:$work/res1" produce.sh)
-if wait_copy_in_flight "$id" 1; then
-    scancel "$id"
-    state=$(wait_job "$id")
-    pass "scancel reached job $id while its stage-out was copying"
-else
-    state=$(wait_job "$id")
-    fail "the stage-out of job $id was seen copying before it ended" "state: $state" "$(cat out-cancel)"
-fi
-ok "a cancelled job is not COMPLETED (got $state)" test "$state" = CANCELLED
-if [ -e "$work/res1" ]; then
-    ok "DEST of a cut stage-out is either whole" bash -c "md5sum <'$work/res1/weights' | cmp - '$work/sum.$id'"
-else
-    pass "DEST of a cut stage-out is either whole or absent (absent)"
-fi
-ok "root keeps kept/$id after the job ended" test -f "$local_root_n1/kept/$id"
-ok "the kept record is root's and names DEST" bash -c "[ \$(stat -c %u '$local_root_n1/kept/$id') = 0 ] && grep -q 'deliver=.* $work/res1' '$local_root_n1/kept/$id'"
-ok "the stage dir is kept with the whole output" bash -c "md5sum <'$local_root_n1/jobs/$id/out/weights' | cmp - '$work/sum.$id'"
-# Root's ledger is brought up to date by the next cache-mode stage on the node.
-mkdir -p small && echo x >small/f && chmod -R a+rX small
-as_user srun -w n1 --aihpc-stage="$work/small:small" true
-test_uid=$(id -u "$test_user")
-ok "the cache ledger counts the kept stage dir against the user" \
-    bash -c "awk '\$1 == \"k\" && \$2 == $test_uid && \$9 == \"$id\" && \$6 > 1000000000' '$local_root_n1/cache/ledger' | grep -q ."
-ok "aihpc-stage kept lists it, with the command that finishes it" \
-    bash -c "as() { runuser -u $test_user -- env SLURM_CONF=$SLURM_CONF \"\$@\"; }; as srun -w n1 '$stage_tool' kept | grep -q 'aihpc-stage deliver $id'"
-ok "another user is shown nothing of it" \
-    bash -c "! runuser -u $other_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 '$stage_tool' kept | grep -q 'job $id '"
-ok "another user cannot deliver it" \
-    bash -c "runuser -u $other_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 '$stage_tool' deliver $id 2>&1 | grep -q 'not yours'"
-ok "aihpc-stage deliver in a later job on the node completes it" as_user srun -w n1 "$stage_tool" deliver "$id"
-ok "the delivered DEST is byte for byte what the job wrote" \
-    bash -c "md5sum <'$work/res1/weights' | cmp - '$work/sum.$id'"
-ok "no hidden partial copy is left beside DEST" bash -c "! compgen -G '$work/.res1.aihpc-out.*' >/dev/null"
-ok "the epilog of the job that delivered releases the kept stage dir" \
-    bash -c "for i in \$(seq 50); do [ ! -e '$local_root_n1/kept/$id' ] && [ ! -e '$local_root_n1/jobs/$id' ] && exit 0; sleep 0.2; done; exit 1"
+# cut_stage_out HOW DEST: a batch job whose stage-out to DEST is cut short by HOW:
+# scancel; kill -9 of slurmstepd, then scancel; kill -9 of the task wrapper and scancel.
+# Prints the job id.
+cut_stage_out() {
+    local how=$1 dest=$2 id pid
+    id=$(as_user sbatch --parsable -w n1 -o "$work/out-$dest" --aihpc-stage-out="out:$work/$dest" "$work/produce.sh")
+    wait_copy_in_flight "$id" "$dest" || echo "# the stage-out of job $id was not seen copying" >&2
+    case $how in
+    scancel) scancel "$id" ;;
+    kill-slurmstepd)
+        # The step's processes die with it, as on a node that lost the step: a wrapper
+        # left orphaned would go on copying, and deliver on its own.
+        pid=$(pgrep -f "slurmstepd: \[$id\.")
+        [ -n "$pid" ] && kill -9 $pid
+        pkill -9 -u "$test_user" -f "aihpc-node run-task"
+        scancel "$id" ;;
+    kill-wrapper)
+        pid=$(pgrep -u "$test_user" -f "aihpc-node run-task")
+        [ -n "$pid" ] && kill -9 $pid
+        scancel "$id" ;;
+    esac
+    wait_job "$id" >/dev/null
+    echo "$id"
+}
+
+# check_cut_stage_out HOW ID DEST [kept]: whatever cut the stage-out, DEST is whole or
+# absent; when absent, the stage dir is kept, counted, listed, and `aihpc-stage
+# deliver` in a later job completes it byte for byte. With "kept", DEST must be absent.
+check_cut_stage_out() {
+    local how=$1 id=$2 dest=$3 must_keep=${4:-}
+    local state
+    state=$(job_field "$id" JobState)
+    ok "$how: the job is not COMPLETED (got $state)" test "$state" != COMPLETED
+    if [ -e "$work/$dest" ] && [ -z "$must_keep" ]; then
+        ok "$how: DEST is whole" bash -c "md5sum <'$work/$dest/weights' | cmp - '$work/weights.md5'"
+        ok "$how: what was delivered is not kept" \
+            bash -c "for i in \$(seq 50); do [ ! -e '$local_root_n1/kept/$id' ] && exit 0; sleep 0.2; done; exit 1"
+        return
+    fi
+    ok "$how: DEST is untouched" test ! -e "$work/$dest"
+    ok "$how: root keeps kept/$id, naming DEST" \
+        bash -c "[ \$(stat -c %u '$local_root_n1/kept/$id') = 0 ] && grep -q 'deliver=.* $work/$dest' '$local_root_n1/kept/$id'"
+    ok "$how: the stage dir is kept with the whole output" \
+        bash -c "md5sum <'$local_root_n1/jobs/$id/out/weights' | cmp - '$work/weights.md5'"
+    # Root's ledger is brought up to date by the next cache-mode stage on the node.
+    as_user srun -w n1 --aihpc-stage="$work/small:small" true
+    ok "$how: the cache ledger counts the kept stage dir against the user" \
+        bash -c "awk '\$1 == \"k\" && \$2 == $test_uid && \$9 == \"$id\" && \$6 > 1000000000' '$local_root_n1/cache/ledger' | grep -q ."
+    ok "$how: aihpc-stage kept lists it, with the command that finishes it" \
+        bash -c "runuser -u $test_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 '$stage_tool' kept | grep -q 'aihpc-stage deliver $id'"
+    ok "$how: another user is shown nothing of it, and cannot deliver it" \
+        bash -c "! runuser -u $other_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 '$stage_tool' kept | grep -q 'job $id ' &&
+                 runuser -u $other_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 '$stage_tool' deliver $id 2>&1 | grep -q 'not yours'"
+    ok "$how: aihpc-stage deliver in a later job on the node completes it" as_user srun -w n1 "$stage_tool" deliver "$id"
+    ok "$how: the delivered DEST is byte for byte what the job wrote" \
+        bash -c "md5sum <'$work/$dest/weights' | cmp - '$work/weights.md5'"
+    ok "$how: no hidden partial copy is left beside DEST" bash -c "! compgen -G '$work/.$dest.aihpc-out.*' >/dev/null"
+    ok "$how: the epilog of the job that delivered releases the kept stage dir" \
+        bash -c "for i in \$(seq 50); do [ ! -e '$local_root_n1/kept/$id' ] && [ ! -e '$local_root_n1/jobs/$id' ] && exit 0; sleep 0.2; done; exit 1"
+}
+
+id=$(cut_stage_out scancel res1)
+check_cut_stage_out scancel "$id" res1
+id=$(cut_stage_out kill-slurmstepd res2)
+check_cut_stage_out "kill -9 of slurmstepd" "$id" res2
+# The wrapper killed and the job cancelled: the copy that slurmstepd starts again after
+# the task died is stopped with the job, long before 3 GB are through.
+id=$(cut_stage_out kill-wrapper res3)
+check_cut_stage_out "kill -9 of the task wrapper" "$id" res3 kept
 
 # ---- the time limit during the stage-out: SIGTERM, then KillWait, then SIGKILL
 cat >late.sh <<JOB
@@ -77,16 +111,16 @@ sleep 50
 exec "$work/produce.sh"
 JOB
 chmod +x late.sh
-id=$(as_user sbatch --parsable -w n1 -t 1 -o out-timeout --aihpc-stage-out="out:$work/res2" late.sh)
+id=$(as_user sbatch --parsable -w n1 -t 1 -o out-timeout --aihpc-stage-out="out:$work/res4" late.sh)
 state=$(wait_job "$id" 180)
 ok "a job over its time limit is TIMEOUT (got $state)" test "$state" = TIMEOUT
-if [ -e "$work/res2" ]; then
-    ok "DEST after the time limit is whole" bash -c "md5sum <'$work/res2/weights' | cmp - '$work/sum.$id'"
+if [ -e "$work/res4" ]; then
+    ok "DEST after the time limit is whole" bash -c "md5sum <'$work/res4/weights' | cmp - '$work/weights.md5'"
     ok "a delivered stage-out is not kept" bash -c "sleep 2; [ ! -e '$local_root_n1/kept/$id' ]"
 else
     pass "DEST after the time limit is absent, never partial"
     ok "the stage dir is kept, and deliver completes it" \
-        bash -c "[ -f '$local_root_n1/kept/$id' ] && runuser -u $test_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 '$stage_tool' deliver $id && md5sum <'$work/res2/weights' | cmp - '$work/sum.$id'"
+        bash -c "[ -f '$local_root_n1/kept/$id' ] && runuser -u $test_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 '$stage_tool' deliver $id && md5sum <'$work/res4/weights' | cmp - '$work/weights.md5'"
 fi
 
 # ---- signals reach the command, once, and the stage-out runs after it
@@ -101,13 +135,14 @@ cp "$AIHPC_STAGE_DIR/out/ready" "$1/ready.$SLURM_JOB_ID"
 while :; do sleep 0.2; done
 JOB
 chmod +x trap.sh
-id=$(as_user sbatch --parsable -w n1 -o out-signals --wrap "srun -n1 --aihpc-stage-out=out:$work/res3 $work/trap.sh $work")
+id=$(as_user sbatch --parsable -w n1 -o out-signals --wrap "srun -n1 --aihpc-stage-out=out:$work/res5 $work/trap.sh $work")
 for _ in $(seq 300); do [ -e "$work/ready.$id" ] && break; sleep 0.1; done
 scancel -s USR1 "$id"
 sleep 1
 scancel "$id"
 wait_job "$id" >/dev/null
 ok "the command caught SIGTERM and wrote its checkpoint within KillWait; the stage-out delivered it" \
-    grep -q "checkpoint after TERM" "$work/res3/ckpt"
-ok "a signal Slurm sends reaches the command exactly once" grep -q "USR1 seen 1 times" "$work/res3/ckpt"
+    grep -q "checkpoint after TERM" "$work/res5/ckpt"
+ok "a signal Slurm sends reaches the command exactly once" grep -q "USR1 seen 1 times" "$work/res5/ckpt"
+echo "1..$tap_count"
 finish
