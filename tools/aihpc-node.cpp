@@ -145,14 +145,31 @@ void account(const NodeRequest& r, const HelperChannel&) {
     stage::root_account_user_cache(cache.get(), r.uid, stage::join_path(root_path, "cache"));
 }
 
+// As root: what was kept, in the job's accounting record too (sacct -o AdminComment),
+// where the user looks once the job is over. slurmctld takes it only while the job has
+// not finished (a stage-out that failed on its own, not one cut by a cancel or the time
+// limit); nothing depends on it, and a refusal costs a note in slurmd's log.
+void record_in_admin_comment(const NodeRequest& r, const HelperChannel& channel, const std::string& text) {
+    try {
+        sweep::CommandOutput out =
+            sweep::capture_output({"scontrol", "update", "JobId=" + job_text(r), "AdminComment=aihpc: " + text});
+        if (out.status != 0)
+            channel.note("job " + job_text(r) + ": what was kept is not in its AdminComment: " + std::string(trim(out.err)));
+    } catch (const Error& e) {
+        channel.note("job " + job_text(r) + ": what was kept is not in its AdminComment: " + e.what());
+    }
+}
+
 // As root, after a stage-out that did not deliver: root's own record that the job's
 // stage dir stays (keep_failed_days), which the epilog honours and the ledger counts.
 void keep(const NodeRequest& r, const HelperChannel& channel) {
     stage::mark_job_kept(local_root(r), r.job_id, r.uid,
                          "the stage-out of step " + std::to_string(r.step_id) + " did not deliver");
-    channel.note("job " + job_text(r) + ": stage-out did not deliver, so " + layout(r).stage_dir + " is kept for " +
-                 std::to_string(r.site.keep_failed_days) + " days; 'aihpc-stage deliver " + job_text(r) +
-                 "' in a job on " + r.node + " finishes it");
+    std::string text = "stage-out did not deliver, so " + layout(r).stage_dir + " is kept on " + r.node + " for " +
+                       std::to_string(r.site.keep_failed_days) + " days; 'aihpc-stage deliver " + job_text(r) +
+                       "' in a job on " + r.node + " finishes it";
+    channel.note("job " + job_text(r) + ": " + text);
+    record_in_admin_comment(r, channel, text);
 }
 
 // As the user: every item staged, its lease handed to slurmstepd, the list recorded in
@@ -534,17 +551,6 @@ void epilog(const NodeRequest& r, const HelperChannel& channel) {
                            std::to_string(r.site.keep_failed_days) + " days: run 'aihpc-stage deliver " + name +
                            "' in a job on " + r.node + " to finish it";
         channel.note("job " + name + ": " + text);
-        // The job's accounting record says it too (sacct -o AdminComment), where the user
-        // looks once the job is over. Nothing depends on it: a controller that does not
-        // answer costs a note in slurmd's log.
-        try {
-            sweep::CommandOutput out =
-                sweep::capture_output({"scontrol", "update", "JobId=" + name, "AdminComment=aihpc: " + text});
-            if (out.status != 0) channel.note("job " + name + ": cannot record what was kept in its AdminComment: " +
-                                              std::string(trim(out.err)));
-        } catch (const Error& e) {
-            channel.note("job " + name + ": cannot record what was kept in its AdminComment: " + e.what());
-        }
     } else if (!cleanup.error.empty()) {
         channel.note("job " + name + ": could not remove all of its stage dir: " + cleanup.error);
     }

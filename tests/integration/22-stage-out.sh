@@ -2,7 +2,7 @@
 # Stage-out on the mini-cluster: beside-then-rename, never replacing DEST, and a failure
 # that keeps the local data.
 . "$(dirname "$0")/lib.sh"
-plan 8
+plan 9
 work=$(scratch)
 cd "$work"
 local_root_n1=${AIHPC_LOCAL_ROOT//%n/n1}
@@ -30,6 +30,8 @@ ok "the local data of a failed stage-out is kept after the job ends" \
     bash -c "sleep 2; grep -q 'weights of $id3' '$local_root_n1/jobs/$id3/ckpt/model.pt'"
 ok "a batch job whose stage-out delivered nothing is FAILED, not COMPLETED (got: $state3)" test "$state3" = "FAILED 1:0"
 ok "the job's stderr says why the job failed" grep -q "aihpc: the task fails because its stage-out did not deliver" out3
+ok "the job's AdminComment says what is kept where, and how to deliver it" \
+    bash -c "scontrol show job $id3 -o | grep -q \"AdminComment=aihpc: stage-out did not deliver, so $local_root_n1/jobs/$id3 is kept on n1 .*aihpc-stage deliver $id3\""
 
 # An srun step's stage-out failure fails the step: srun exits non-zero.
 cat >step.sh <<JOB
