@@ -215,8 +215,20 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     }
     stage::write_file_atomic_at(meta.get(), "items", stage::format_job_items(recorded), 0600,
                                 stage::join_path(l.meta_dir, "items"));
+    // slurmstepd holds these descriptors until the step ends and then closes them: each
+    // must be a plain file on local_root's own file system. A file system the user
+    // mounted over their cache dir (FUSE, whose flush on close may never return) has a
+    // device of its own, and is refused here, before slurmstepd ever holds a descriptor.
+    struct stat root_st {};
+    if (::stat(local_root(r).c_str(), &root_st) != 0) throw_errno("cannot stat local_root " + local_root(r));
     std::vector<int> fds;
-    for (const stage::Lease& lease : leases) fds.push_back(lease.fd());
+    for (const stage::Lease& lease : leases) {
+        struct stat st {};
+        if (::fstat(lease.fd(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != root_st.st_dev)
+            throw Error("a cache lease of this job lies on another file system than " + local_root(r) +
+                        " (something is mounted in " + l.cache_dir + "); unmount it, or stage with --aihpc-stage-mode=private");
+        fds.push_back(lease.fd());
+    }
     // The descriptors first: slurmstepd takes the result as the sign that all arrived.
     channel.send_fds(fds);
     channel.result(stage::format_job_items(recorded));
