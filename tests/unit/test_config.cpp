@@ -94,7 +94,13 @@ static void stage_names_and_paths_are_bounded(void**) {
     std::string long_name(70000, 'a');
     expect_error_containing([&] { parse_stage("/data:" + long_name); }, "at most 255");
     expect_error_containing([&] { parse_stage("/" + long_name); }, "fewer than 4096");
-    parse_stage("/data:" + std::string(255, 'b'));
+    // Names the node derives from it (".NAME.aihpc-link.PID.N") must fit NAME_MAX too.
+    expect_error_containing([&] { parse_stage("/data:" + std::string(255, 'b')); }, "a stage NAME has at most 224 bytes");
+    expect_error_containing([&] { parse_stage("/data:" + std::string(225, 'b')); }, "225 bytes long");
+    expect_error_containing([&] { parse_stage("/data/" + std::string(240, 'c') + ".tar"); }, "give a shorter :NAME");
+    assert_int_equal(parse_stage("/data:" + std::string(224, 'b'))[0].name.size(), 224);
+    std::string longest = "." + std::string(224, 'b') + ".aihpc-link.4194304.4294967295";
+    assert_true(longest.size() <= 255);
 }
 
 // ---- --aihpc-stage-mode, --aihpc-stage-verify, --aihpc-verbose
