@@ -41,7 +41,7 @@ std::uint64_t Manifest::file_count() const {
 std::uint64_t Manifest::byte_count() const {
     std::uint64_t total = 0;
     for (const ManifestEntry& e : entries)
-        if (e.type == EntryType::file) total += e.size;
+        if (e.type == EntryType::file) total = e.size > UINT64_MAX - total ? UINT64_MAX : total + e.size;
     return total;
 }
 

@@ -60,6 +60,7 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
     if (source.kind == SourceKind::archive) {
         ExtractLimits limits;
         limits.max_bytes = room ? room : 1;
+        if (read_only) limits.max_cache_inodes = settings.limits.max_inodes;
         ExtractResult extracted = extract_archive(source.fd.get(), parent_fd, name, read_only, settings.verify,
                                                   settings.progress, source.realpath, shown_dst, limits);
         written = std::move(extracted.manifest);
@@ -69,6 +70,13 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
             throw Error(source.realpath + " holds " + std::to_string(source_manifest.byte_count()) + " bytes and only " +
                         std::to_string(room) + " are left for it in " + dirname_of(shown_dst) +
                         ", so nothing was copied: No space left on device");
+        // The data directory itself is one inode more.
+        std::uint64_t inodes = source_manifest.entries.size() + 1;
+        if (read_only && settings.limits.max_inodes && inodes > settings.limits.max_inodes)
+            throw Error(source.realpath + " holds " + std::to_string(inodes) + " files and directories, and this user's node "
+                        "cache may hold only " + std::to_string(settings.limits.max_inodes) +
+                        " more under the site's cache_user_inodes cap, so nothing was copied; run aihpc-stage cache gc on "
+                        "this node, or use --aihpc-stage-mode=private");
         CopyStats copied = copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
         *workers = std::max(*workers, copied.workers);
         written = std::move(source_manifest);

@@ -189,6 +189,7 @@ static void site_defaults(void**) {
     assert_string_equal(site.local_root.c_str(), "/var/lib/aihpc");
     assert_int_equal(site.stage_timeout_s, 3600);
     assert_int_equal(site.keep_failed_days, 7);
+    assert_int_equal(site.cache_user_inodes, 1000000);
     assert_int_equal(site.cache_user_max_bytes(1000), 500);
     assert_true(site.cache_max.is_percent);
     assert_int_equal(site.cache_max.resolve(1000), 500);
@@ -204,7 +205,8 @@ static void site_every_key_good_value(void**) {
                                          "container_runtimes=charliecloud,podman", "container_default=podman",
                                          "image_allow=/images", "registry=yes", "runtime_path=/usr/bin:/opt/bin",
                                          "bind_default=auto", "dist_default=torch", "cache_user_max=1G",
-                                         "stage_timeout=15m", "keep_failed_days=0"});
+                                         "stage_timeout=15m", "keep_failed_days=0", "cache_user_inodes=50000"});
+    assert_int_equal(site.cache_user_inodes, 50000);
     assert_int_equal(site.cache_user_max_bytes(0), 1ull << 30);
     assert_int_equal(site.stage_timeout_s, 900);
     assert_int_equal(site.keep_failed_days, 0);
@@ -244,6 +246,9 @@ static void site_bad_values_name_the_key(void**) {
         {"stage_timeout=31d", "site key stage_timeout"},
         {"keep_failed_days=-1", "site key keep_failed_days"},
         {"cache_user_max=big", "site key cache_user_max"},
+        {"cache_user_inodes=0", "site key cache_user_inodes"},
+        {"cache_user_inodes=1M", "site key cache_user_inodes"},
+        {"cache_user_inodes=1099511627777", "site key cache_user_inodes: '1099511627777' is not a number of files"},
         {"cache_low=2G", "site key cache_low"},  // above the cache_max given below
         {"stage_allow=data", "site key stage_allow"},
         {"stage_threads=0", "site key stage_threads"},
