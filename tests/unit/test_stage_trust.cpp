@@ -611,6 +611,57 @@ static void retired_job_dirs_go_to_trash_and_are_removed_within_the_budget(void*
     assert_int_equal(count_entries(tmp.path() + "/trash"), 0);
 }
 
+static void a_tree_deeper_than_any_walk_is_removed_from_trash(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("trash");
+    ::chmod((tmp.path() + "/trash").c_str(), 0700);
+    tmp.make_dir("trash/7.1.0");
+    // 5,000 levels: more than a recursive walk allows, and more descriptors than it may hold.
+    UniqueFd level = open_dir(tmp.path() + "/trash/7.1.0");
+    for (int i = 0; i < 5000; ++i) {
+        assert_int_equal(::mkdirat(level.get(), "d", 0555), 0);
+        int fd = ::openat(level.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        if (i % 1000 == 0) assert_int_equal(::close(::openat(fd, "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0)), 0);
+        level = UniqueFd(fd);
+    }
+    level.reset();
+    struct rlimit few {256, 256}, saved {};
+    ::getrlimit(RLIMIT_NOFILE, &saved);
+    ::setrlimit(RLIMIT_NOFILE, &few);
+    std::string error;
+    bool done = empty_trash(tmp.path(), 600s, &error);
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+    if (!done) fail_msg("trash not emptied: %s", error.c_str());
+    assert_int_equal(count_entries(tmp.path() + "/trash"), 0);
+}
+
+static void a_huge_directory_in_trash_shrinks_at_every_call_and_is_never_started_over(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("trash/8.1.0/flat");
+    ::chmod((tmp.path() + "/trash").c_str(), 0700);
+    UniqueFd flat = open_dir(tmp.path() + "/trash/8.1.0/flat");
+    for (int i = 0; i < 3000; ++i)
+        assert_int_equal(::close(::openat(flat.get(), ("f" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600)), 0);
+    flat.reset();
+    // No budget at all: every call still removes a slice, and the next goes on from there.
+    std::size_t left = 3002, calls = 0;
+    while (!empty_trash(tmp.path(), 0ms)) {
+        assert_true(++calls < 100);
+        // Directories move to the top of trash/ to be emptied there: count what all hold.
+        std::size_t now = 0;
+        UniqueFd trash = open_dir(tmp.path() + "/trash");
+        DirectoryNames tops(trash.get(), "trash");
+        for (std::size_t i = 0; i < tops.size(); ++i) now += 1 + count_entries(tmp.path() + "/trash/" + tops.c_str(i));
+        assert_true(now < left);
+        left = now;
+    }
+    assert_true(calls >= 5);  // slices, not the whole directory at once
+    assert_int_equal(count_entries(tmp.path() + "/trash"), 0);
+}
+
 static void a_users_own_keep_marker_keeps_nothing(void**) {
     if (skip_unless_root()) skip();
     TempDir tmp;
@@ -708,6 +759,8 @@ int main(void) {
         cmocka_unit_test(fsync_tree_flushes_a_tree_without_following_or_blocking),
         cmocka_unit_test(fsync_tree_stays_within_the_descriptor_limit),
         cmocka_unit_test(retired_job_dirs_go_to_trash_and_are_removed_within_the_budget),
+        cmocka_unit_test(a_tree_deeper_than_any_walk_is_removed_from_trash),
+        cmocka_unit_test(a_huge_directory_in_trash_shrinks_at_every_call_and_is_never_started_over),
         cmocka_unit_test(a_users_own_keep_marker_keeps_nothing),
         cmocka_unit_test(roots_keep_marker_keeps_the_job_until_it_expires),
         cmocka_unit_test(a_keep_marker_root_did_not_write_is_ignored),
