@@ -46,7 +46,10 @@ struct ExtractResult {
 // read_only: the cache-entry modes of tree_copy.hpp. hash: each file's xxh3 is taken from
 // the archive's bytes as they are written. Throws aihpc::Error when the archive goes past
 // `limits`; on any failure the partial directory is left for the caller to remove (its
-// temporary name is the caller's), so nothing of an abandoned archive stays. Changes the
+// temporary name is the caller's), so nothing of an abandoned archive stays. Errors name
+// the archive (shown_src) and the member, never the directory written to (shown_dst is
+// named only when it cannot be made). Directory modes are set after their contents, as
+// GNU tar does, so a mode-000 directory is extracted by its own user. Changes the
 // working directory for the duration (extraction is path-based in libarchive) and
 // restores it.
 ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::string& dst_name, bool read_only,
