@@ -188,10 +188,12 @@ struct Refresh {
         records.push_back(std::move(r));
     }
 
-    void measure_kept(int local_root_fd) {
+    // The kept job dirs of every user, or of `only` that one.
+    void measure_kept(int local_root_fd, std::optional<uid_t> only = std::nullopt) {
         UniqueFd jobs(::openat(local_root_fd, "jobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!jobs) return;
         for (const KeptJob& k : kept_jobs_at(local_root_fd)) {
+            if (only && k.uid != *only) continue;
             seen.clear();
             std::string name = std::to_string(k.job_id);
             measure(k.uid, LedgerRecord::kept, jobs.get(), name, true);
@@ -403,10 +405,11 @@ CacheLedger read_cache_ledger(int cache_root_fd) {
     return CacheLedger::parse(read_small_file_at(cache_root_fd, ledger_name, std::size_t{256} << 20).value_or(""));
 }
 
-CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_path) {
-    check_root_private(cache_root_fd, shown_path);
-    UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
-    Refresh refresh(read_cache_ledger(cache_root_fd));
+namespace {
+
+// Every user's measures taken again (those unchanged reused), under the caller's lock.
+CacheLedger refresh_all(int cache_root_fd, const CacheLedger& old, const std::string& shown_path) {
+    Refresh refresh(old);
     UniqueFd listing(::openat(cache_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!listing) throw_errno("cannot open " + shown_path);
     DirectoryNames names(listing.get(), shown_path);
@@ -422,6 +425,33 @@ CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_pat
     return ledger;
 }
 
+// One user's measures taken again (their cache dir, and with `kept` their kept job
+// dirs), everyone else's kept as recorded, under the caller's lock: what this costs
+// depends on that user's files alone. A ledger with no measures at all (a new node, or
+// one of an older form) is taken whole once.
+CacheLedger refresh_user(int cache_root_fd, uid_t uid, bool kept, const std::string& shown_path) {
+    CacheLedger old = read_cache_ledger(cache_root_fd);
+    if (old.records.empty()) return refresh_all(cache_root_fd, old, shown_path);
+    Refresh refresh(old);
+    for (const LedgerRecord& r : old.records)
+        if (r.uid != uid || (!kept && r.kind == LedgerRecord::kept)) refresh.records.push_back(r);
+    UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (user) refresh.measure_user(uid, user.get());
+    if (kept)
+        if (UniqueFd root = local_root_above(cache_root_fd)) refresh.measure_kept(root.get(), uid);
+    CacheLedger ledger{std::move(refresh.records)};
+    write_ledger(cache_root_fd, ledger, shown_path);
+    return ledger;
+}
+
+}  // namespace
+
+CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_path) {
+    check_root_private(cache_root_fd, shown_path);
+    UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
+    return refresh_all(cache_root_fd, read_cache_ledger(cache_root_fd), shown_path);
+}
+
 CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_max, std::uint64_t cache_low,
                               std::uint64_t cache_user_max, const std::string& shown_path,
                               std::uint64_t cache_user_inodes) {
@@ -430,7 +460,11 @@ CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_
     // what is left goes at the next prepare.
     UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (user) remove_dead_temporaries(user.get(), std::chrono::steady_clock::now() + temporaries_budget);
-    CacheLedger ledger = refresh_cache_ledger(cache_root_fd, shown_path);
+    CacheLedger ledger;
+    {
+        UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
+        ledger = refresh_user(cache_root_fd, uid, true, shown_path);
+    }
     CacheLimits limits = plan_user_cache_limits(cache_max, cache_low, cache_user_max, ledger.user_bytes(uid),
                                                 claimed_bytes(cache_root_fd, uid), ledger.other_users_bytes(uid));
     if (cache_user_inodes != 0) {
@@ -449,14 +483,8 @@ CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_
 void root_account_user_cache(int cache_root_fd, uid_t uid, const std::string& shown_path) {
     check_root_private(cache_root_fd, shown_path);
     UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
-    CacheLedger old = read_cache_ledger(cache_root_fd);
-    Refresh refresh(old);
-    // Everyone else's measures stay as they are; this user's are taken again.
-    for (const LedgerRecord& r : old.records)
-        if (r.uid != uid || r.kind == LedgerRecord::kept) refresh.records.push_back(r);
-    UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-    if (user) refresh.measure_user(uid, user.get());
-    write_ledger(cache_root_fd, CacheLedger{std::move(refresh.records)}, shown_path);
+    // A stage-in changes the user's cache, never their kept job dirs.
+    refresh_user(cache_root_fd, uid, false, shown_path);
 }
 
 }  // namespace aihpc::stage

@@ -10,7 +10,9 @@
 // and killed producers, leftovers of evictions, lock files, digests, the log) on every
 // refresh, so a killed producer's temporary tree is counted until it is removed. The job
 // dirs root keeps after a failed stage-out (node_layout.hpp, kept/) count against their
-// user too.
+// user too. A prepare and an account measure one user again, the one staging, and take
+// every other user's measures as recorded, so that no user's file count slows another's
+// stage; refresh_cache_ledger measures everyone.
 //
 // A stage-in in cache mode is three steps: root_cache_limits as root (the user's share),
 // the stage-in as the user (NodeCache keeps to those limits, evicting only the user's own
@@ -108,7 +110,10 @@ CacheLimits plan_user_cache_limits(std::uint64_t cache_max, std::uint64_t cache_
 CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_path);
 
 // As root, before a user's stage-in: the limits that user's NodeCache must keep to. The
-// user's dead temporaries are removed first (remove_dead_temporaries).
+// user's dead temporaries are removed first (remove_dead_temporaries). Only that user's
+// cache and kept job dirs are measured again; other users count as the ledger last
+// recorded them (at their own prepare or stage-in), so the cost never depends on what
+// other users hold.
 // cache_max and cache_low are the node-wide limits in bytes, cache_user_max the user's
 // share (0: cache_max), cache_user_inodes the inodes the user's cache may hold (0: no
 // cap). A user whose cache already holds cache_user_inodes is refused here, naming the

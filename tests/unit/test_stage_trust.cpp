@@ -358,6 +358,8 @@ static void a_killed_producers_temporary_counts_until_removed(void**) {
     assert_true(while_there.max_bytes <= 92 * mib);
     UniqueFd entries = open_dir(tmp.path() + "/cache/1000/entries");
     assert_true(remove_tree_at(entries.get(), ".tmp." + key_a + ".4242.0"));
+    // Counted as recorded until its user's cache is measured again.
+    root_account_user_cache(cache.get(), 1000, tmp.path() + "/cache");
     CacheLimits after = root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
     assert_true(after.max_bytes > 99 * mib);
 }
@@ -381,6 +383,29 @@ static void a_killed_producers_temporary_is_removed_at_prepare(void**) {
     assert_true(exists(tmp.path() + "/cache/1000/entries/" + live));  // its producer still runs
     assert_true(exists(tmp.path() + "/cache/1000/entries/.tmp.not-a-key"));
     assert_true(limits.max_bytes > 99 * mib);  // and what was removed is not counted
+}
+
+static void a_prepare_measures_its_own_user_alone(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("cache/1000/entries/" + key_a + "/data");
+    tmp.write("cache/1000/entries/" + key_a + "/data/f", std::string(2 * mib, 'a'));
+    tmp.make_dir("cache/1001/entries");
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");  // a new ledger: everyone
+    CacheLedger before = read_cache_ledger(cache.get());
+    // What 1000 holds now is not walked by 1001's prepare: its records stay as they were...
+    tmp.make_dir("cache/1000/many");
+    for (int i = 0; i < 500; ++i) tmp.write("cache/1000/many/" + std::to_string(i), "m");
+    tmp.write("cache/1001/own", std::string(mib, 'o'));
+    root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    CacheLedger after = read_cache_ledger(cache.get());
+    assert_true(after.user_bytes(1000) == before.user_bytes(1000));
+    assert_true(after.user_inodes(1000) == before.user_inodes(1000));
+    assert_true(after.user_bytes(1001) >= before.user_bytes(1001) + mib);  // ...while 1001 is measured again
+    // ...until 1000's own prepare.
+    root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(read_cache_ledger(cache.get()).user_inodes(1000) >= before.user_inodes(1000) + 500);
 }
 
 static void a_kept_job_dir_counts_against_its_user(void**) {
@@ -746,6 +771,7 @@ int main(void) {
         cmocka_unit_test(a_changed_entry_is_measured_again),
         cmocka_unit_test(a_killed_producers_temporary_counts_until_removed),
         cmocka_unit_test(a_killed_producers_temporary_is_removed_at_prepare),
+        cmocka_unit_test(a_prepare_measures_its_own_user_alone),
         cmocka_unit_test(a_kept_job_dir_counts_against_its_user),
         cmocka_unit_test(a_stager_over_its_share_is_refused_with_its_share_named),
         cmocka_unit_test(an_archive_bomb_is_abandoned_whole_in_cache_mode),
