@@ -305,8 +305,8 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         if (plain_components(path)->empty()) continue;  // "./" itself: the root exists
         if (++entries > limits.max_entries)
             throw too_big("it has more than " + std::to_string(limits.max_entries) + " entries");
-        if (limits.max_cache_inodes && entries > limits.max_cache_inodes)
-            throw too_big("it has more than " + std::to_string(limits.max_cache_inodes) +
+        if (limits.max_cache_inodes && entries > *limits.max_cache_inodes)
+            throw too_big("it has more than " + std::to_string(*limits.max_cache_inodes) +
                           " entries, the files and directories this user's node cache may still hold under the site's "
                           "cache_user_inodes cap");
         std::uint64_t declared = libarchive().archive_entry_size_is_set(entry) && libarchive().archive_entry_size(entry) > 0

@@ -31,7 +31,7 @@ struct ExtractLimits {
     std::uint64_t max_entries = 10'000'000;         // files, directories and links
     std::uint64_t max_ratio = 1000;                 // extracted bytes per archive byte read...
     std::uint64_t ratio_floor = std::uint64_t{64} << 20;  // ...once this much is extracted
-    std::uint64_t max_cache_inodes = 0;             // entries the user's cache may still hold; 0: no bound
+    std::optional<std::uint64_t> max_cache_inodes{};  // entries the user's cache may still hold; none: no bound
 };
 
 // What extracting an entry of `size` bytes and this kind costs against ExtractLimits.

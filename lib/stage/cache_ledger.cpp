@@ -468,14 +468,10 @@ CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_
     CacheLimits limits = plan_user_cache_limits(cache_max, cache_low, cache_user_max, ledger.user_bytes(uid),
                                                 claimed_bytes(cache_root_fd, uid), ledger.other_users_bytes(uid));
     if (cache_user_inodes != 0) {
+        // At the cap, hits are still served; a new entry is refused by the stager.
         std::uint64_t held = ledger.user_inodes(uid);
-        if (held >= cache_user_inodes)
-            throw Error("this user's node cache in " + join_path(shown_path, std::to_string(uid)) + " holds " +
-                        std::to_string(held) + " files and directories, and the site caps it at " +
-                        std::to_string(cache_user_inodes) +
-                        " (cache_user_inodes), so nothing more is staged there; run aihpc-stage cache gc on this node, "
-                        "or use --aihpc-stage-mode=private");
-        limits.max_inodes = cache_user_inodes - held;
+        limits.max_inodes = held < cache_user_inodes ? cache_user_inodes - held : 0;
+        limits.inode_cap = cache_user_inodes;
     }
     return limits;
 }

@@ -116,8 +116,8 @@ CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_pat
 // other users hold.
 // cache_max and cache_low are the node-wide limits in bytes, cache_user_max the user's
 // share (0: cache_max), cache_user_inodes the inodes the user's cache may hold (0: no
-// cap). A user whose cache already holds cache_user_inodes is refused here, naming the
-// cap; otherwise max_inodes is the room left under it.
+// cap); max_inodes is the room left under it, 0 once the user's cache is at the cap (hits
+// are served, new entries refused).
 CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_max, std::uint64_t cache_low,
                               std::uint64_t cache_user_max, const std::string& shown_path,
                               std::uint64_t cache_user_inodes = config::default_cache_user_inodes);

@@ -74,11 +74,12 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
                         ", so nothing was copied: No space left on device");
         // The data directory itself is one inode more.
         std::uint64_t inodes = source_manifest.entries.size() + 1;
-        if (read_only && settings.limits.max_inodes && inodes > settings.limits.max_inodes)
+        if (read_only && settings.limits.max_inodes && inodes > *settings.limits.max_inodes)
             throw Error(source.realpath + " holds " + std::to_string(inodes) + " files and directories, and this user's node "
-                        "cache may hold only " + std::to_string(settings.limits.max_inodes) +
-                        " more under the site's cache_user_inodes cap, so nothing was copied; run aihpc-stage cache gc on "
-                        "this node, or use --aihpc-stage-mode=private");
+                        "cache may hold only " + std::to_string(*settings.limits.max_inodes) +
+                        " more under the site's cache_user_inodes cap" +
+                        (settings.limits.inode_cap ? " of " + std::to_string(settings.limits.inode_cap) : std::string()) +
+                        ", so nothing was copied; run aihpc-stage cache gc on this node, or use --aihpc-stage-mode=private");
         CopyStats copied = copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
         *workers = std::max(*workers, copied.workers);
         written = std::move(source_manifest);

@@ -256,7 +256,7 @@ static void hard_links_across_a_users_cache_count_once_and_starve_no_one(void**)
     }
 }
 
-static void a_users_cache_at_its_inode_cap_is_refused_naming_the_cap(void**) {
+static void a_users_cache_at_its_inode_cap_has_no_room_left(void**) {
     if (skip_unless_root()) skip();
     TempDir tmp;
     tmp.make_dir("cache/1000/entries");
@@ -265,12 +265,14 @@ static void a_users_cache_at_its_inode_cap_is_refused_naming_the_cap(void**) {
     UniqueFd cache = open_dir(tmp.path() + "/cache");
     // Empty files cost no bytes, but each is an inode.
     CacheLimits roomy = root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 1000);
-    assert_true(roomy.max_inodes > 800 && roomy.max_inodes < 900);
-    expect_error_containing([&] { root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 100); },
-                            "the site caps it at 100 (cache_user_inodes)");
-    // Another user is not refused for it.
+    assert_true(roomy.max_inodes.has_value() && *roomy.max_inodes > 800 && *roomy.max_inodes < 900);
+    assert_int_equal(roomy.inode_cap, 1000);
+    CacheLimits full = root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 100);
+    assert_true(full.max_inodes.has_value() && *full.max_inodes == 0);
+    assert_false(root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 0).max_inodes.has_value());
+    // Another user keeps their own room.
     tmp.make_dir("cache/1001");
-    assert_true(root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 100).max_inodes > 90);
+    assert_true(*root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 100).max_inodes > 90);
 }
 
 static void a_stage_past_the_inode_room_is_refused_naming_the_cap(void**) {
@@ -281,16 +283,20 @@ static void a_stage_past_the_inode_room_is_refused_naming_the_cap(void**) {
     StageSettings settings;
     settings.to_dir = tmp.path() + "/to";
     settings.cache_dir = tmp.path() + "/cache";
-    settings.limits = CacheLimits{8 * mib, 4 * mib, 10};
+    settings.limits = CacheLimits{8 * mib, 4 * mib, 10, 1000};
     settings.uid = ::geteuid();
-    expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); }, "cache_user_inodes cap");
+    expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); }, "cache_user_inodes cap of 1000");
     expect_error_containing([&] { stage_in(tmp.path() + "/many.tar.zst", "many", settings); }, "cache_user_inodes cap");
     assert_false(exists(tmp.path() + "/to/src"));
     assert_int_equal(count_entries(tmp.path() + "/cache/entries"), 0);
     settings.limits.max_inodes = 30;
     stage_in(tmp.path() + "/src", "src", settings);
-    // A private copy is not in the cache.
-    settings.limits.max_inodes = 1;
+    // At the cap, what the cache holds is still served...
+    settings.limits.max_inodes = 0;
+    settings.to_dir = tmp.path() + "/to2";
+    assert_string_equal(to_string(stage_in(tmp.path() + "/src", "src", settings).outcome), "hit");
+    expect_error_containing([&] { stage_in(tmp.path() + "/many.tar.zst", "many", settings); }, "cache_user_inodes cap");
+    // ...and a private copy is not in the cache.
     settings.private_mode = true;
     stage_in(tmp.path() + "/many.tar.zst", "many", settings);
 }
@@ -761,7 +767,7 @@ int main(void) {
         cmocka_unit_test(eviction_plans_saturate_on_forged_sizes),
         cmocka_unit_test(a_file_with_many_names_is_measured_once),
         cmocka_unit_test(hard_links_across_a_users_cache_count_once_and_starve_no_one),
-        cmocka_unit_test(a_users_cache_at_its_inode_cap_is_refused_naming_the_cap),
+        cmocka_unit_test(a_users_cache_at_its_inode_cap_has_no_room_left),
         cmocka_unit_test(a_stage_past_the_inode_room_is_refused_naming_the_cap),
         cmocka_unit_test(a_users_limits_keep_to_their_share_and_the_node_room),
         cmocka_unit_test(a_measure_counts_blocks_and_never_follows_a_link),
