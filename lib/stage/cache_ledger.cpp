@@ -11,6 +11,7 @@
 #include <ctime>
 #include <map>
 #include <optional>
+#include <set>
 #include <tuple>
 
 #include "common/error.hpp"
@@ -432,13 +433,29 @@ CacheLedger refresh_all(int cache_root_fd, const CacheLedger& old, const std::st
 CacheLedger refresh_user(int cache_root_fd, uid_t uid, bool kept, const std::string& shown_path) {
     CacheLedger old = read_cache_ledger(cache_root_fd);
     if (old.records.empty()) return refresh_all(cache_root_fd, old, shown_path);
+    // Other users' measures go once what they measured is gone: a cache dir no longer in
+    // cache/, a kept job no longer in kept/. Both are read from root's own directories,
+    // never from a user's, so nothing of theirs is entered or can block.
+    std::set<uid_t> users;
+    UniqueFd listing(::openat(cache_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!listing) throw_errno("cannot open " + shown_path);
+    DirectoryNames names(listing.get(), shown_path);
+    for (std::size_t i = 0; i < names.size(); ++i)
+        if (std::optional<uid_t> u = uid_name(names[i])) users.insert(*u);
+    UniqueFd root = local_root_above(cache_root_fd);
+    std::set<std::pair<uid_t, std::string>> kept_jobs;
+    if (root)
+        for (const KeptJob& k : kept_jobs_at(root.get())) kept_jobs.insert({k.uid, std::to_string(k.job_id)});
+    auto gone = [&](const LedgerRecord& r) {
+        if (r.kind != LedgerRecord::kept) return !users.contains(r.uid);
+        return root && !kept_jobs.contains({r.uid, r.name.substr(0, r.name.find('.'))});
+    };
     Refresh refresh(old);
     for (const LedgerRecord& r : old.records)
-        if (r.uid != uid || (!kept && r.kind == LedgerRecord::kept)) refresh.records.push_back(r);
+        if ((r.uid != uid || (!kept && r.kind == LedgerRecord::kept)) && !gone(r)) refresh.records.push_back(r);
     UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (user) refresh.measure_user(uid, user.get());
-    if (kept)
-        if (UniqueFd root = local_root_above(cache_root_fd)) refresh.measure_kept(root.get(), uid);
+    if (kept && root) refresh.measure_kept(root.get(), uid);
     CacheLedger ledger{std::move(refresh.records)};
     write_ledger(cache_root_fd, ledger, shown_path);
     return ledger;

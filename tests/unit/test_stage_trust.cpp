@@ -412,6 +412,11 @@ static void a_prepare_measures_its_own_user_alone(void**) {
     // ...until 1000's own prepare.
     root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
     assert_true(read_cache_ledger(cache.get()).user_inodes(1000) >= before.user_inodes(1000) + 500);
+    // A cache dir that is gone from cache/ counts no more, whoever prepares.
+    UniqueFd top = open_dir(tmp.path() + "/cache");
+    assert_true(remove_tree_at(top.get(), "1000"));
+    root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_int_equal(read_cache_ledger(cache.get()).user_bytes(1000), 0);
 }
 
 static void a_kept_job_dir_counts_against_its_user(void**) {
