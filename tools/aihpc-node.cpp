@@ -127,7 +127,7 @@ stage::CacheLimits prepare_node(const NodeRequest& r) {
     stage::CacheLimits limits = stage::root_cache_limits(cache.get(), r.uid, r.site.cache_max.resolve(fs_bytes),
                                                          r.site.cache_low_bytes(fs_bytes),
                                                          r.site.cache_user_max_bytes(fs_bytes),
-                                                         stage::join_path(root_path, "cache"));
+                                                         stage::join_path(root_path, "cache"), r.site.cache_user_inodes);
     return limits;
 }
 

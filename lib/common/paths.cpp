@@ -51,12 +51,15 @@ std::string mode_octal(mode_t mode) {
     return buf;
 }
 
-// Root-owned and writable by no one else; `below_sticky`: the parent is a sticky
-// world-writable directory, which protects only what root owns.
-void check_trusted(int fd, const std::string& shown, std::string_view what) {
+// Root-owned and writable by no one else. An ancestor may be a root-owned sticky
+// world-writable directory (/tmp): the sticky bit protects the root-owned directory below
+// it from being renamed or removed. The directory itself (`last`) may not: in a sticky
+// directory users can still create names, and would make the directories aihpc expects
+// to create there, or plant the files root reads from it.
+void check_trusted(int fd, const std::string& shown, std::string_view what, bool last) {
     struct stat st {};
     if (::fstat(fd, &st) != 0) throw_errno("cannot stat " + shown);
-    bool sticky_shared = (st.st_mode & S_ISVTX) && st.st_uid == 0;
+    bool sticky_shared = !last && (st.st_mode & S_ISVTX) && st.st_uid == 0;
     if (st.st_uid != 0 || ((st.st_mode & 022) && !sticky_shared))
         throw Error(std::string(what) + ": " + shown + " must be owned by root and writable by no one else (it is uid " +
                     std::to_string(st.st_uid) + ", mode " + mode_octal(st.st_mode) +
@@ -69,10 +72,13 @@ int open_root_owned_dir(const std::string& path, bool create, mode_t mode, std::
     if (!path.starts_with('/')) throw Error(std::string(what) + ": " + path + " is not an absolute path");
     UniqueFd dir(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dir) throw_errno("cannot open /");
-    check_trusted(dir.get(), "/", what);
+    std::vector<std::string> parts;
+    for (const std::string& part : split(path, '/'))
+        if (!part.empty() && part != ".") parts.push_back(part);
+    check_trusted(dir.get(), "/", what, parts.empty());
     std::string shown;
-    for (const std::string& part : split(path, '/')) {
-        if (part.empty() || part == ".") continue;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        const std::string& part = parts[i];
         if (part == "..") throw Error(std::string(what) + ": " + path + " must not contain '..'");
         shown += "/" + part;
         if (create && ::mkdirat(dir.get(), part.c_str(), mode) != 0 && errno != EEXIST)
@@ -84,7 +90,7 @@ int open_root_owned_dir(const std::string& path, bool create, mode_t mode, std::
                             "refuses to act until an administrator fixes it");
             throw_errno("cannot open " + std::string(what) + " " + shown);
         }
-        check_trusted(next.get(), shown, what);
+        check_trusted(next.get(), shown, what, i + 1 == parts.size());
         dir = std::move(next);
     }
     return dir.release();

@@ -31,7 +31,8 @@ std::vector<std::string> helper_program_candidates(const std::string& plugin_pat
 // walked from / one component at a time with openat(O_NOFOLLOW), so no symlink is
 // followed; each directory must be owned by root and writable by no one else. A
 // world-writable ancestor is allowed only with the sticky bit (/tmp), where no one but
-// its owner can rename or remove the root-owned directory below it. With `create`,
+// its owner can rename or remove the root-owned directory below it; the directory itself
+// never may be world-writable, sticky or not, since users could create names in it. With `create`,
 // missing components are made (root, `mode`) the same way. Throws aihpc::Error naming
 // the directory at fault and what to do. Needs euid 0 to create.
 int open_root_owned_dir(const std::string& path, bool create, mode_t mode, std::string_view what);

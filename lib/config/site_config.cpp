@@ -151,6 +151,12 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
             site.cache_low = parse_size_limit(key, value);
         } else if (key == "cache_user_max") {
             site.cache_user_max = parse_size_limit(key, value);
+        } else if (key == "cache_user_inodes") {
+            auto n = parse_uint(value);
+            if (!n || *n == 0 || *n > cache_user_inodes_max)
+                bad_key(key, "'" + value + "' is not a number of files and directories from 1 to " +
+                                 std::to_string(cache_user_inodes_max));
+            site.cache_user_inodes = *n;
         } else if (key == "stage_timeout") {
             site.stage_timeout_s = parse_duration(key, value);
         } else if (key == "keep_failed_days") {
@@ -195,7 +201,7 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
             site.dist_default = value == "torch" ? DistKind::torch : DistKind::none;
         } else {
             throw Error("unknown site key '" + key +
-                        "'; known keys: local_root, cache_max, cache_low, cache_user_max, stage_allow, stage_threads, "
+                        "'; known keys: local_root, cache_max, cache_low, cache_user_max, cache_user_inodes, stage_allow, stage_threads, "
                         "stage_timeout, keep_failed_days, "
                         "container_runtimes, container_default, image_allow, registry, runtime_path, "
                         "bind_default, dist_default, checkpoint_root");

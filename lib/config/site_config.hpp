@@ -26,11 +26,17 @@ SizeLimit parse_size_limit(const std::string& what, const std::string& text);
 // aihpc::Error naming `what`.
 unsigned parse_duration(const std::string& what, const std::string& text);
 
+// One user's node cache holds at most this many inodes by default: an archive of ten
+// million empty files costs no bytes, and would fill the file system's inode table.
+inline constexpr std::uint64_t default_cache_user_inodes = 1'000'000;
+inline constexpr std::uint64_t cache_user_inodes_max = std::uint64_t{1} << 40;
+
 struct SiteConfig {
     std::string local_root = "/var/lib/aihpc";      // may contain %n; root-owned, see aihpc(8)
     SizeLimit cache_max;                            // 50%
     std::optional<SizeLimit> cache_low;             // default: 90% of cache_max
     std::optional<SizeLimit> cache_user_max;        // one user's share; default: cache_max
+    std::uint64_t cache_user_inodes = default_cache_user_inodes;  // files, directories and links one user's cache may hold
     unsigned stage_timeout_s = 3600;                // a stage-in or stage-out is killed after this
     unsigned keep_failed_days = 7;                  // a stage dir kept after a failed stage-out expires
     std::vector<std::string> stage_allow;           // empty: anything the user can read

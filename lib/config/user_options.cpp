@@ -131,6 +131,11 @@ std::vector<StageItem> parse_stage(const std::string& value) {
         }
         check_path_text(option, "SRC", item.src);
         check_component(option, "NAME (from SRC '" + item.src + "')", item.name);
+        if (item.name.size() > stage_name_max)
+            bad(option, "NAME '" + item.name.substr(0, 32) + "...' is " + std::to_string(item.name.size()) +
+                            " bytes long; a stage NAME has at most " + std::to_string(stage_name_max) +
+                            " bytes, since each node names its temporaries after it within the 255 bytes a file name may "
+                            "have; give a shorter :NAME");
         for (const StageItem& other : items)
             if (other.name == item.name) bad(option, "NAME '" + item.name + "' is used twice; give one a :NAME");
         items.push_back(std::move(item));

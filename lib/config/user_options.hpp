@@ -86,6 +86,12 @@ struct UserOptions {
 // the option ("--aihpc-stage: ...").
 UserOptions parse_user_options(const RawOptions& raw);
 
+// The longest stage NAME: each node makes names of it with up to 31 bytes more
+// (".NAME.aihpc-link.PID.N", with a 7-digit PID and a 10-digit counter), which must stay
+// within the file system's NAME_MAX of 255. A longer NAME is refused at submit time rather
+// than failing on every node.
+inline constexpr std::size_t stage_name_max = 255 - 31;
+
 // Parsers of single option values, each throwing aihpc::Error naming the option.
 std::vector<StageItem> parse_stage(const std::string& value);
 std::vector<StageOutItem> parse_stage_out(const std::string& value);

@@ -267,6 +267,10 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
 
     ExtractResult result;
     std::map<std::string, std::string> hashes;
+    // Directory modes as the archive gives them, set once everything is in place (as GNU
+    // tar does): a directory that is mode 000 or without x in the archive could not be
+    // filled, scanned or hashed by its own user otherwise. Until then each is 0700 or more.
+    std::map<std::string, mode_t> dir_modes;
     std::uint64_t charged = 0, entries = 0;
     auto too_big = [&](const std::string& why) {
         return Error("refusing to extract " + shown_src + ": " + why +
@@ -301,18 +305,27 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         if (plain_components(path)->empty()) continue;  // "./" itself: the root exists
         if (++entries > limits.max_entries)
             throw too_big("it has more than " + std::to_string(limits.max_entries) + " entries");
+        if (limits.max_cache_inodes && entries > *limits.max_cache_inodes)
+            throw too_big("it has more than " + std::to_string(*limits.max_cache_inodes) +
+                          " entries, the files and directories this user's node cache may still hold under the site's "
+                          "cache_user_inodes cap");
         std::uint64_t declared = libarchive().archive_entry_size_is_set(entry) && libarchive().archive_entry_size(entry) > 0
                                      ? static_cast<std::uint64_t>(libarchive().archive_entry_size(entry))
                                      : 0;
         std::uint64_t entry_charge = extracted_charge(kind, declared);
         charge(entry_charge);
         // Set-id bits and ownership are never carried into a node-local copy.
-        libarchive().archive_entry_set_perm(entry, libarchive().archive_entry_perm(entry) & 01777);
+        mode_t perm = static_cast<mode_t>(libarchive().archive_entry_perm(entry) & 01777);
+        if (kind == ArchiveEntryKind::directory) {
+            dir_modes[normalized(path)] = perm;
+            perm |= 0700;
+        }
+        libarchive().archive_entry_set_perm(entry, perm);
         if (kind == ArchiveEntryKind::hardlink) libarchive().archive_entry_set_hardlink(entry, normalized(target).c_str());
         libarchive().archive_entry_set_pathname(entry, normalized(path).c_str());
 
         rc = libarchive().archive_write_header(writer.a, entry);
-        if (rc < ARCHIVE_WARN) throw Error("cannot extract '" + path + "' from " + shown_src + " into " + shown_dst + ": " +
+        if (rc < ARCHIVE_WARN) throw Error("cannot extract '" + path + "' from " + shown_src + ": " +
                                            libarchive().archive_error_string(writer.a));
         std::unique_ptr<ContentHasher> hasher;
         if (hash && kind == ArchiveEntryKind::file) hasher = std::make_unique<ContentHasher>();
@@ -347,13 +360,13 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
                 position += size;
             }
             if (libarchive().archive_write_data_block(writer.a, block, size, offset) < ARCHIVE_WARN)
-                throw Error("cannot write '" + path + "' into " + shown_dst + ": " + libarchive().archive_error_string(writer.a));
+                throw Error("cannot write '" + path + "' from " + shown_src + ": " + libarchive().archive_error_string(writer.a));
             result.stats.bytes += size;
             if (progress) progress->bytes += size;
         }
         if (libarchive().archive_entry_size_is_set(entry)) hash_zeros_to(static_cast<std::uint64_t>(libarchive().archive_entry_size(entry)));
         if (libarchive().archive_write_finish_entry(writer.a) < ARCHIVE_WARN)
-            throw Error("cannot finish '" + path + "' in " + shown_dst + ": " + libarchive().archive_error_string(writer.a));
+            throw Error("cannot finish '" + path + "' from " + shown_src + ": " + libarchive().archive_error_string(writer.a));
         if (kind == ArchiveEntryKind::file) {
             result.stats.files += 1;
             if (progress) progress->files += 1;
@@ -361,9 +374,16 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         if (hasher) hashes[normalized(path)] = hasher->hex();
     }
     if (libarchive().archive_write_close(writer.a) != ARCHIVE_OK)
-        throw Error("cannot finish extracting into " + shown_dst + ": " + libarchive().archive_error_string(writer.a));
+        throw Error("cannot finish extracting " + shown_src + ": " + libarchive().archive_error_string(writer.a));
 
-    result.manifest = scan_tree(dst_root.get(), shown_dst);
+    // What was extracted is read back under the archive's name: its members' paths are
+    // the user's, the directory they were written to is not.
+    result.manifest = scan_tree(dst_root.get(), shown_src);
+    for (ManifestEntry& e : result.manifest.entries) {
+        if (e.type != EntryType::directory) continue;
+        auto it = dir_modes.find(e.path);
+        if (it != dir_modes.end()) e.mode = it->second;
+    }
     for (const ManifestEntry& e : result.manifest.entries)
         if (e.type == EntryType::symlink && !link_stays_beneath(dst_root.get(), e.path))
             throw refuse("symlink '" + e.path + "' leads out of the archive through other links ('" + e.target + "')");
@@ -376,23 +396,21 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         Manifest missing;
         for (const ManifestEntry& e : result.manifest.entries)
             if (e.type == EntryType::file && !e.content_hash) missing.entries.push_back(e);
-        hash_contents(dst_root.get(), missing, 4, shown_dst);
+        hash_contents(dst_root.get(), missing, 4, shown_src);
         std::map<std::string, std::string> filled;
         for (const ManifestEntry& e : missing.entries) filled[e.path] = *e.content_hash;
         for (ManifestEntry& e : result.manifest.entries)
             if (e.type == EntryType::file && !e.content_hash) e.content_hash = filled[e.path];
     }
-    if (read_only) {
-        // Deepest first, so a directory is made read-only after its contents.
-        for (auto it = result.manifest.entries.rbegin(); it != result.manifest.entries.rend(); ++it) {
-            if (it->type == EntryType::symlink) continue;
-            mode_t mode = staged_mode(it->type, it->mode, true);
-            if (::fchmodat(dst_root.get(), it->path.c_str(), mode, 0) != 0)
-                throw_errno("cannot set the mode of " + join_path(shown_dst, it->path));
-            it->mode = mode;
-        }
-        ::fchmod(dst_root.get(), 0555);
+    // Deepest first, so a directory gets its final mode after its contents.
+    for (auto it = result.manifest.entries.rbegin(); it != result.manifest.entries.rend(); ++it) {
+        if (it->type == EntryType::symlink || (!read_only && it->type != EntryType::directory)) continue;
+        mode_t mode = staged_mode(it->type, it->mode, read_only);
+        if (::fchmodat(dst_root.get(), it->path.c_str(), mode, 0) != 0)
+            throw_errno("cannot set the mode of '" + it->path + "' extracted from " + shown_src);
+        it->mode = mode;
     }
+    if (read_only) ::fchmod(dst_root.get(), 0555);
     ::fsync(dst_root.get());
     return result;
 }

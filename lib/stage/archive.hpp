@@ -31,6 +31,7 @@ struct ExtractLimits {
     std::uint64_t max_entries = 10'000'000;         // files, directories and links
     std::uint64_t max_ratio = 1000;                 // extracted bytes per archive byte read...
     std::uint64_t ratio_floor = std::uint64_t{64} << 20;  // ...once this much is extracted
+    std::optional<std::uint64_t> max_cache_inodes{};  // entries the user's cache may still hold; none: no bound
 };
 
 // What extracting an entry of `size` bytes and this kind costs against ExtractLimits.
@@ -45,7 +46,10 @@ struct ExtractResult {
 // read_only: the cache-entry modes of tree_copy.hpp. hash: each file's xxh3 is taken from
 // the archive's bytes as they are written. Throws aihpc::Error when the archive goes past
 // `limits`; on any failure the partial directory is left for the caller to remove (its
-// temporary name is the caller's), so nothing of an abandoned archive stays. Changes the
+// temporary name is the caller's), so nothing of an abandoned archive stays. Errors name
+// the archive (shown_src) and the member, never the directory written to (shown_dst is
+// named only when it cannot be made). Directory modes are set after their contents, as
+// GNU tar does, so a mode-000 directory is extracted by its own user. Changes the
 // working directory for the duration (extraction is path-based in libarchive) and
 // restores it.
 ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::string& dst_name, bool read_only,

@@ -1,6 +1,7 @@
 #include "stage/cache_ledger.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <ctime>
 #include <map>
 #include <optional>
+#include <set>
 #include <tuple>
 
 #include "common/error.hpp"
@@ -23,7 +25,8 @@ namespace aihpc::stage {
 namespace {
 
 constexpr const char* ledger_name = "ledger";
-constexpr const char* ledger_header = "aihpc-cache-ledger 1";
+// 2: each inode counted once, and counted. A ledger of an older form is measured anew.
+constexpr const char* ledger_header = "aihpc-cache-ledger 2";
 // Deep enough for any real tree; what lies deeper is not walked (and the measure says so).
 constexpr int measure_depth_max = 512;
 
@@ -37,7 +40,19 @@ std::int64_t ctime_ns(const struct stat& st) {
     return static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
 }
 
-void measure_children(int dir_fd, dev_t device, std::uint64_t* budget, int depth, TreeMeasure& m) {
+// Adds one name to a measure: its blocks and its inode, unless a file with several names
+// was already counted under another.
+void count_name(const struct stat& st, SeenInodes& seen, TreeMeasure& m) {
+    ++m.entries;
+    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+        m.linked = true;
+        if (!seen.insert({static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)}).second) return;
+    }
+    ++m.inodes;
+    m.bytes = add_saturating(m.bytes, occupied(st));
+}
+
+void measure_children(int dir_fd, dev_t device, std::uint64_t* budget, int depth, SeenInodes& seen, TreeMeasure& m) {
     UniqueFd listing(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!listing) return;
     try {
@@ -50,8 +65,7 @@ void measure_children(int dir_fd, dev_t device, std::uint64_t* budget, int depth
             --*budget;
             struct stat st {};
             if (::fstatat(dir_fd, names.c_str(i), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-            ++m.entries;
-            m.bytes = add_saturating(m.bytes, occupied(st));
+            count_name(st, seen, m);
             if (!S_ISDIR(st.st_mode) || st.st_dev != device) continue;
             if (depth >= measure_depth_max) {
                 m.complete = false;
@@ -60,7 +74,7 @@ void measure_children(int dir_fd, dev_t device, std::uint64_t* budget, int depth
             UniqueFd child(::openat(dir_fd, names.c_str(i), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
             struct stat opened {};
             if (!child || ::fstat(child.get(), &opened) != 0 || opened.st_ino != st.st_ino || opened.st_dev != st.st_dev) continue;
-            measure_children(child.get(), device, budget, depth + 1, m);
+            measure_children(child.get(), device, budget, depth + 1, seen, m);
         }
     } catch (const Error&) {
         m.complete = false;
@@ -73,6 +87,8 @@ struct Refresh {
     std::vector<LedgerRecord> records;
     std::uint64_t budget = ledger_walk_budget;
     std::int64_t now = ::time(nullptr);
+    // Files with several names already counted in the user being measured.
+    SeenInodes seen;
 
     explicit Refresh(const CacheLedger& old) {
         for (const LedgerRecord& r : old.records) previous[{r.uid, static_cast<char>(r.kind), r.name}] = r;
@@ -91,36 +107,47 @@ struct Refresh {
         r.ino = st.st_ino;
         r.ctime_ns = ctime_ns(st);
         auto old = previous.find({uid, static_cast<char>(kind), name});
-        if (reusable && old != previous.end() && old->second.complete && old->second.dev == r.dev &&
+        // A measure holding a file with several names is never reused: its other names may
+        // have moved, and the inode must be known to `seen` to count once.
+        if (reusable && old != previous.end() && old->second.complete && !old->second.linked && old->second.dev == r.dev &&
             old->second.ino == r.ino && old->second.ctime_ns == r.ctime_ns &&
             now - old->second.measured_at < ledger_remeasure_after.count() && old->second.measured_at <= now) {
             records.push_back(old->second);
             return;
         }
-        TreeMeasure m = measure_tree_at(parent_fd, name, &budget);
+        TreeMeasure m = measure_tree_at(parent_fd, name, &budget, &seen);
         r.bytes = m.bytes;
+        r.inodes = m.inodes;
+        r.linked = m.linked;
         r.complete = m.complete;
         r.measured_at = now;
         // An incomplete walk never counts less than the last full one of the same entry.
-        if (!m.complete && old != previous.end() && old->second.ino == r.ino) r.bytes = std::max(r.bytes, old->second.bytes);
+        if (!m.complete && old != previous.end() && old->second.ino == r.ino) {
+            r.bytes = std::max(r.bytes, old->second.bytes);
+            r.inodes = std::max(r.inodes, old->second.inodes);
+        }
         records.push_back(std::move(r));
     }
 
     // A user's cache dir: each entry of entries/ on its own, the rest whole.
     void measure_user(uid_t uid, int user_fd) {
+        seen.clear();
         UniqueFd entries(::openat(user_fd, "entries", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
         TreeMeasure rest;
         struct stat self {};
         if (::fstat(user_fd, &self) != 0) return;
         rest.bytes = occupied(self);
+        rest.inodes = 1;
         UniqueFd listing(::openat(user_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (listing) {
             try {
                 DirectoryNames names(listing.get(), "a user's cache");
                 for (std::size_t i = 0; i < names.size(); ++i) {
                     if (entries && names[i] == "entries") continue;
-                    TreeMeasure m = measure_tree_at(user_fd, names.c_str(i), &budget);
+                    TreeMeasure m = measure_tree_at(user_fd, names.c_str(i), &budget, &seen);
                     rest.bytes = add_saturating(rest.bytes, m.bytes);
+                    rest.inodes = add_saturating(rest.inodes, m.inodes);
+                    rest.linked = rest.linked || m.linked;
                     rest.complete = rest.complete && m.complete;
                 }
             } catch (const Error&) {
@@ -129,7 +156,10 @@ struct Refresh {
         }
         if (entries) {
             struct stat st {};
-            if (::fstat(entries.get(), &st) == 0) rest.bytes = add_saturating(rest.bytes, occupied(st));
+            if (::fstat(entries.get(), &st) == 0) {
+                rest.bytes = add_saturating(rest.bytes, occupied(st));
+                rest.inodes = add_saturating(rest.inodes, 1);
+            }
             UniqueFd entry_listing(::openat(entries.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
             if (entry_listing) {
                 try {
@@ -152,15 +182,20 @@ struct Refresh {
         r.ino = self.st_ino;
         r.ctime_ns = ctime_ns(self);
         r.bytes = rest.bytes;
+        r.inodes = rest.inodes;
+        r.linked = rest.linked;
         r.complete = rest.complete;
         r.measured_at = now;
         records.push_back(std::move(r));
     }
 
-    void measure_kept(int local_root_fd) {
+    // The kept job dirs of every user, or of `only` that one.
+    void measure_kept(int local_root_fd, std::optional<uid_t> only = std::nullopt) {
         UniqueFd jobs(::openat(local_root_fd, "jobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!jobs) return;
         for (const KeptJob& k : kept_jobs_at(local_root_fd)) {
+            if (only && k.uid != *only) continue;
+            seen.clear();
             std::string name = std::to_string(k.job_id);
             measure(k.uid, LedgerRecord::kept, jobs.get(), name, true);
             measure(k.uid, LedgerRecord::kept, jobs.get(), name + ".aihpc", true);
@@ -207,10 +242,49 @@ std::uint64_t claimed_bytes(int cache_root_fd, uid_t uid) {
     return user ? cache_bytes_at(user.get()) : 0;
 }
 
+// The producer's PID in a temporary's name, ".tmp.<key>.<pid>.<n>" (node_cache.cpp).
+std::optional<pid_t> producer_of(std::string_view name) {
+    if (!name.starts_with(".tmp.") || name.size() < 5 + 32 + 2) return std::nullopt;
+    std::string_view rest = name.substr(5 + 32);
+    if (rest.front() != '.') return std::nullopt;
+    rest.remove_prefix(1);
+    std::size_t dot = rest.find('.');
+    if (dot == std::string_view::npos) return std::nullopt;
+    auto pid = parse_uint(rest.substr(0, dot));
+    if (!pid || *pid == 0 || *pid > 4194304) return std::nullopt;
+    return static_cast<pid_t>(*pid);
+}
+
 }  // namespace
 
-TreeMeasure measure_tree_at(int parent_fd, const std::string& name, std::uint64_t* budget) {
+void remove_dead_temporaries(int user_fd, std::chrono::steady_clock::time_point deadline) {
+    UniqueFd entries(::openat(user_fd, "entries", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!entries) return;
+    UniqueFd listing(::openat(entries.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!listing) return;
+    try {
+        DirectoryNames names(listing.get(), "a user's cache entries");
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            if (std::chrono::steady_clock::now() >= deadline) return;
+            // Its producer's process is gone (the name says which); no lock file the user
+            // controls is opened, so nothing here can block. A reused PID only keeps a
+            // temporary until the next prepare after it ends.
+            std::optional<pid_t> producer = producer_of(names[i]);
+            bool dead = producer && ::kill(*producer, 0) != 0 && errno == ESRCH;
+            if (!dead && !names[i].starts_with(".dead.")) continue;
+            bool out_of_time = false;
+            remove_tree_until(entries.get(), names.c_str(i), deadline, &out_of_time);
+            if (out_of_time) return;
+        }
+    } catch (const Error&) {
+        // An unreadable cache dir is measured as it is; the stager removes its own leftovers.
+    }
+}
+
+TreeMeasure measure_tree_at(int parent_fd, const std::string& name, std::uint64_t* budget, SeenInodes* seen) {
     TreeMeasure m;
+    SeenInodes own;
+    SeenInodes& counted = seen ? *seen : own;
     if (*budget == 0) {
         m.complete = false;
         return m;
@@ -218,8 +292,7 @@ TreeMeasure measure_tree_at(int parent_fd, const std::string& name, std::uint64_
     --*budget;
     struct stat st {};
     if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return m;
-    m.entries = 1;
-    m.bytes = occupied(st);
+    count_name(st, counted, m);
     if (!S_ISDIR(st.st_mode)) return m;
     struct stat parent {};
     if (::fstat(parent_fd, &parent) != 0 || parent.st_dev != st.st_dev) return m;
@@ -229,7 +302,7 @@ TreeMeasure measure_tree_at(int parent_fd, const std::string& name, std::uint64_
         m.complete = static_cast<bool>(dir);
         return m;
     }
-    measure_children(dir.get(), st.st_dev, budget, 1, m);
+    measure_children(dir.get(), st.st_dev, budget, 1, counted, m);
     return m;
 }
 
@@ -237,9 +310,9 @@ std::string CacheLedger::serialize() const {
     std::string text = std::string(ledger_header) + "\n";
     char line[256];
     for (const LedgerRecord& r : records) {
-        std::snprintf(line, sizeof line, "%c %u %" PRIu64 " %" PRIu64 " %" PRId64 " %" PRIu64 " %" PRId64 " %d ",
+        std::snprintf(line, sizeof line, "%c %u %" PRIu64 " %" PRIu64 " %" PRId64 " %" PRIu64 " %" PRIu64 " %d %" PRId64 " %d ",
                       static_cast<char>(r.kind), static_cast<unsigned>(r.uid), r.dev, r.ino, r.ctime_ns, r.bytes,
-                      r.measured_at, r.complete ? 1 : 0);
+                      r.inodes, r.linked ? 1 : 0, r.measured_at, r.complete ? 1 : 0);
         text += line + escape_path(r.name) + "\n";
     }
     return text;
@@ -251,7 +324,7 @@ CacheLedger CacheLedger::parse(const std::string& text) {
     if (lines.empty() || lines[0] != ledger_header) return ledger;
     for (std::size_t i = 1; i < lines.size(); ++i) {
         std::vector<std::string> w = split(lines[i], ' ');
-        if (w.size() != 9 || w[0].size() != 1) continue;
+        if (w.size() != 11 || w[0].size() != 1) continue;
         char kind = w[0][0];
         if (kind != LedgerRecord::entry && kind != LedgerRecord::rest && kind != LedgerRecord::kept) continue;
         auto uid = parse_uint(w[1]);
@@ -259,10 +332,12 @@ CacheLedger CacheLedger::parse(const std::string& text) {
         auto ino = parse_uint(w[3]);
         auto ctime = parse_uint(w[4]);
         auto bytes = parse_uint(w[5]);
-        auto at = parse_uint(w[6]);
-        auto name = unescape_path(w[8]);
-        if (!uid || *uid >= UINT32_MAX || !dev || !ino || !ctime || *ctime > INT64_MAX || !bytes || !at || *at > INT64_MAX ||
-            (w[7] != "0" && w[7] != "1") || !name || name->empty())
+        auto inodes = parse_uint(w[6]);
+        auto at = parse_uint(w[8]);
+        auto name = unescape_path(w[10]);
+        if (!uid || *uid >= UINT32_MAX || !dev || !ino || !ctime || *ctime > INT64_MAX || !bytes || !inodes ||
+            (w[7] != "0" && w[7] != "1") || !at || *at > INT64_MAX || (w[9] != "0" && w[9] != "1") || !name ||
+            name->empty())
             continue;
         LedgerRecord r;
         r.kind = static_cast<LedgerRecord::Kind>(kind);
@@ -271,8 +346,10 @@ CacheLedger CacheLedger::parse(const std::string& text) {
         r.ino = *ino;
         r.ctime_ns = static_cast<std::int64_t>(*ctime);
         r.bytes = *bytes;
+        r.inodes = *inodes;
+        r.linked = w[7] == "1";
         r.measured_at = static_cast<std::int64_t>(*at);
-        r.complete = w[7] == "1";
+        r.complete = w[9] == "1";
         r.name = *name;
         ledger.records.push_back(std::move(r));
     }
@@ -283,6 +360,13 @@ std::uint64_t CacheLedger::user_bytes(uid_t uid) const {
     std::uint64_t total = 0;
     for (const LedgerRecord& r : records)
         if (r.uid == uid) total = add_saturating(total, r.bytes);
+    return total;
+}
+
+std::uint64_t CacheLedger::user_inodes(uid_t uid) const {
+    std::uint64_t total = 0;
+    for (const LedgerRecord& r : records)
+        if (r.uid == uid) total = add_saturating(total, r.inodes);
     return total;
 }
 
@@ -322,10 +406,11 @@ CacheLedger read_cache_ledger(int cache_root_fd) {
     return CacheLedger::parse(read_small_file_at(cache_root_fd, ledger_name, std::size_t{256} << 20).value_or(""));
 }
 
-CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_path) {
-    check_root_private(cache_root_fd, shown_path);
-    UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
-    Refresh refresh(read_cache_ledger(cache_root_fd));
+namespace {
+
+// Every user's measures taken again (those unchanged reused), under the caller's lock.
+CacheLedger refresh_all(int cache_root_fd, const CacheLedger& old, const std::string& shown_path) {
+    Refresh refresh(old);
     UniqueFd listing(::openat(cache_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!listing) throw_errno("cannot open " + shown_path);
     DirectoryNames names(listing.get(), shown_path);
@@ -341,24 +426,78 @@ CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_pat
     return ledger;
 }
 
+// One user's measures taken again (their cache dir, and with `kept` their kept job
+// dirs), everyone else's kept as recorded, under the caller's lock: what this costs
+// depends on that user's files alone. A ledger with no measures at all (a new node, or
+// one of an older form) is taken whole once.
+CacheLedger refresh_user(int cache_root_fd, uid_t uid, bool kept, const std::string& shown_path) {
+    CacheLedger old = read_cache_ledger(cache_root_fd);
+    if (old.records.empty()) return refresh_all(cache_root_fd, old, shown_path);
+    // Other users' measures go once what they measured is gone: a cache dir no longer in
+    // cache/, a kept job no longer in kept/. Both are read from root's own directories,
+    // never from a user's, so nothing of theirs is entered or can block.
+    std::set<uid_t> users;
+    UniqueFd listing(::openat(cache_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!listing) throw_errno("cannot open " + shown_path);
+    DirectoryNames names(listing.get(), shown_path);
+    for (std::size_t i = 0; i < names.size(); ++i)
+        if (std::optional<uid_t> u = uid_name(names[i])) users.insert(*u);
+    UniqueFd root = local_root_above(cache_root_fd);
+    std::set<std::pair<uid_t, std::string>> kept_jobs;
+    if (root)
+        for (const KeptJob& k : kept_jobs_at(root.get())) kept_jobs.insert({k.uid, std::to_string(k.job_id)});
+    auto gone = [&](const LedgerRecord& r) {
+        if (r.kind != LedgerRecord::kept) return !users.contains(r.uid);
+        return root && !kept_jobs.contains({r.uid, r.name.substr(0, r.name.find('.'))});
+    };
+    Refresh refresh(old);
+    for (const LedgerRecord& r : old.records)
+        if ((r.uid != uid || (!kept && r.kind == LedgerRecord::kept)) && !gone(r)) refresh.records.push_back(r);
+    UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (user) refresh.measure_user(uid, user.get());
+    if (kept && root) refresh.measure_kept(root.get(), uid);
+    CacheLedger ledger{std::move(refresh.records)};
+    write_ledger(cache_root_fd, ledger, shown_path);
+    return ledger;
+}
+
+}  // namespace
+
+CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_path) {
+    check_root_private(cache_root_fd, shown_path);
+    UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
+    return refresh_all(cache_root_fd, read_cache_ledger(cache_root_fd), shown_path);
+}
+
 CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_max, std::uint64_t cache_low,
-                              std::uint64_t cache_user_max, const std::string& shown_path) {
-    CacheLedger ledger = refresh_cache_ledger(cache_root_fd, shown_path);
-    return plan_user_cache_limits(cache_max, cache_low, cache_user_max, ledger.user_bytes(uid),
-                                  claimed_bytes(cache_root_fd, uid), ledger.other_users_bytes(uid));
+                              std::uint64_t cache_user_max, const std::string& shown_path,
+                              std::uint64_t cache_user_inodes) {
+    check_root_private(cache_root_fd, shown_path);
+    // Killed producers' temporaries go before they are counted, within a bounded time;
+    // what is left goes at the next prepare.
+    UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (user) remove_dead_temporaries(user.get(), std::chrono::steady_clock::now() + temporaries_budget);
+    CacheLedger ledger;
+    {
+        UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
+        ledger = refresh_user(cache_root_fd, uid, true, shown_path);
+    }
+    CacheLimits limits = plan_user_cache_limits(cache_max, cache_low, cache_user_max, ledger.user_bytes(uid),
+                                                claimed_bytes(cache_root_fd, uid), ledger.other_users_bytes(uid));
+    if (cache_user_inodes != 0) {
+        // At the cap, hits are still served; a new entry is refused by the stager.
+        std::uint64_t held = ledger.user_inodes(uid);
+        limits.max_inodes = held < cache_user_inodes ? cache_user_inodes - held : 0;
+        limits.inode_cap = cache_user_inodes;
+    }
+    return limits;
 }
 
 void root_account_user_cache(int cache_root_fd, uid_t uid, const std::string& shown_path) {
     check_root_private(cache_root_fd, shown_path);
     UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
-    CacheLedger old = read_cache_ledger(cache_root_fd);
-    Refresh refresh(old);
-    // Everyone else's measures stay as they are; this user's are taken again.
-    for (const LedgerRecord& r : old.records)
-        if (r.uid != uid || r.kind == LedgerRecord::kept) refresh.records.push_back(r);
-    UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-    if (user) refresh.measure_user(uid, user.get());
-    write_ledger(cache_root_fd, CacheLedger{std::move(refresh.records)}, shown_path);
+    // A stage-in changes the user's cache, never their kept job dirs.
+    refresh_user(cache_root_fd, uid, false, shown_path);
 }
 
 }  // namespace aihpc::stage

@@ -10,7 +10,9 @@
 // and killed producers, leftovers of evictions, lock files, digests, the log) on every
 // refresh, so a killed producer's temporary tree is counted until it is removed. The job
 // dirs root keeps after a failed stage-out (node_layout.hpp, kept/) count against their
-// user too.
+// user too. A prepare and an account measure one user again, the one staging, and take
+// every other user's measures as recorded, so that no user's file count slows another's
+// stage; refresh_cache_ledger measures everyone.
 //
 // A stage-in in cache mode is three steps: root_cache_limits as root (the user's share),
 // the stage-in as the user (NodeCache keeps to those limits, evicting only the user's own
@@ -20,9 +22,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "config/site_config.hpp"
 #include "stage/node_cache.hpp"
 
 namespace aihpc::stage {
@@ -36,6 +41,10 @@ struct LedgerRecord {
     std::uint64_t dev = 0, ino = 0;
     std::int64_t ctime_ns = 0;    // of the measured directory (or file) itself
     std::uint64_t bytes = 0;      // st_blocks * 512 of everything below, itself included
+    std::uint64_t inodes = 0;     // distinct inodes below, itself included
+    // Holds a file with more than one name: walked again at every refresh, so that its
+    // inode is counted once in its user's cache, whichever names it has.
+    bool linked = false;
     std::int64_t measured_at = 0; // seconds since the epoch
     bool complete = true;         // false: the walk stopped at its bound
 };
@@ -50,6 +59,7 @@ struct CacheLedger {
     // Saturating sums.
     std::uint64_t user_bytes(uid_t uid) const;
     std::uint64_t other_users_bytes(uid_t uid) const;
+    std::uint64_t user_inodes(uid_t uid) const;
 };
 
 // A measure older than this is taken again even if its entry's ctime did not change (a
@@ -58,16 +68,31 @@ inline constexpr std::chrono::seconds ledger_remeasure_after{6 * 3600};
 // Entries walked by one refresh at most; past it, measures are partial (never larger).
 inline constexpr std::uint64_t ledger_walk_budget = 4'000'000;
 
+// The (device, inode) of every file with more than one name seen so far in one user's
+// cache: 2,000 hard links to one 1 GiB file are 1 GiB and one inode, not 2 TB.
+using SeenInodes = std::set<std::pair<std::uint64_t, std::uint64_t>>;
+
 struct TreeMeasure {
-    std::uint64_t bytes = 0;    // st_blocks * 512, saturating
-    std::uint64_t entries = 0;
+    std::uint64_t bytes = 0;    // st_blocks * 512 of each inode once, saturating
+    std::uint64_t entries = 0;  // names walked
+    std::uint64_t inodes = 0;   // distinct inodes
+    bool linked = false;        // some file has more than one name
     bool complete = true;
 };
 // Measures `name` below parent_fd (a file or a whole tree): fstatat with
 // AT_SYMLINK_NOFOLLOW, fd-relative, never following a link nor entering another device.
 // Each entry costs one unit of *budget; at zero the walk stops and the measure is
-// incomplete. Never throws: what cannot be read is not counted.
-TreeMeasure measure_tree_at(int parent_fd, const std::string& name, std::uint64_t* budget);
+// incomplete. A file with several names counts once in `seen` (a set of its own when
+// null). Never throws: what cannot be read is not counted.
+TreeMeasure measure_tree_at(int parent_fd, const std::string& name, std::uint64_t* budget, SeenInodes* seen = nullptr);
+
+// As root: removes from a user's cache dir (open as user_fd) the temporaries of producers
+// that were killed (".tmp.<key>.<pid>.<n>" whose process is gone) and entries evictors
+// unpublished (".dead.*"), fd-relative, never following a link nor crossing a mount,
+// until `deadline`; the rest is left for the next call.
+void remove_dead_temporaries(int user_fd, std::chrono::steady_clock::time_point deadline);
+// How long one prepare spends on it at most.
+inline constexpr std::chrono::milliseconds temporaries_budget{1000};
 
 // Pure: a user's CacheLimits from root's measures.
 //   cap      = min(cache_user_max (0: cache_max), cache_max - others_measured)
@@ -84,11 +109,18 @@ CacheLimits plan_user_cache_limits(std::uint64_t cache_max, std::uint64_t cache_
 // cache/ in messages.
 CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_path);
 
-// As root, before a user's stage-in: the limits that user's NodeCache must keep to.
+// As root, before a user's stage-in: the limits that user's NodeCache must keep to. The
+// user's dead temporaries are removed first (remove_dead_temporaries). Only that user's
+// cache and kept job dirs are measured again; other users count as the ledger last
+// recorded them (at their own prepare or stage-in), so the cost never depends on what
+// other users hold.
 // cache_max and cache_low are the node-wide limits in bytes, cache_user_max the user's
-// share (0: cache_max).
+// share (0: cache_max), cache_user_inodes the inodes the user's cache may hold (0: no
+// cap); max_inodes is the room left under it, 0 once the user's cache is at the cap (hits
+// are served, new entries refused).
 CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_max, std::uint64_t cache_low,
-                              std::uint64_t cache_user_max, const std::string& shown_path);
+                              std::uint64_t cache_user_max, const std::string& shown_path,
+                              std::uint64_t cache_user_inodes = config::default_cache_user_inodes);
 
 // As root, after a user's stage-in: measures that user's cache again (only what changed)
 // and records it in the ledger.

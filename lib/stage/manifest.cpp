@@ -28,9 +28,75 @@
 
 namespace aihpc::stage {
 
+FileTime FileTime::of(std::int64_t sec, std::int64_t nsec) {
+    FileTime t;
+    t.sec = sec + nsec / 1000000000;
+    t.nsec = nsec % 1000000000;
+    if (t.nsec < 0) {
+        t.nsec += 1000000000;
+        t.sec -= 1;
+    }
+    return t;
+}
+
+FileTime FileTime::of(const struct timespec& ts) { return of(static_cast<std::int64_t>(ts.tv_sec), ts.tv_nsec); }
+
+struct timespec FileTime::timespec() const {
+    struct timespec ts {};
+    ts.tv_sec = static_cast<time_t>(sec);
+    ts.tv_nsec = static_cast<long>(nsec);
+    return ts;
+}
+
+namespace {
+__extension__ typedef __int128 wide_ns;
+constexpr std::int64_t ns_per_s = 1000000000;
+}  // namespace
+
+std::string FileTime::text() const {
+    wide_ns ns = static_cast<wide_ns>(sec) * ns_per_s + nsec;
+    bool negative = ns < 0;
+    unsigned __int128 magnitude = negative ? static_cast<unsigned __int128>(-(ns + 1)) + 1 : static_cast<unsigned __int128>(ns);
+    char digits[48];
+    int n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + static_cast<int>(magnitude % 10));
+        magnitude /= 10;
+    } while (magnitude);
+    std::string out = negative ? "-" : "";
+    while (n) out += digits[--n];
+    return out;
+}
+
+std::optional<FileTime> FileTime::parse(const std::string& text) {
+    std::size_t i = text.starts_with('-') ? 1 : 0;
+    // int64 seconds in nanoseconds take at most 29 digits; more is no time.
+    if (i == text.size() || text.size() - i > 29) return std::nullopt;
+    wide_ns ns = 0;
+    for (; i < text.size(); ++i) {
+        if (text[i] < '0' || text[i] > '9') return std::nullopt;
+        ns = ns * 10 + (text[i] - '0');
+    }
+    if (text.starts_with('-')) ns = -ns;
+    wide_ns sec = ns / ns_per_s, rest = ns % ns_per_s;
+    if (rest < 0) {
+        rest += ns_per_s;
+        sec -= 1;
+    }
+    if (sec > INT64_MAX || sec < INT64_MIN) return std::nullopt;
+    FileTime t;
+    t.sec = static_cast<std::int64_t>(sec);
+    t.nsec = static_cast<std::int64_t>(rest);
+    return t;
+}
+
+std::int64_t change_stamp(std::int64_t sec, std::int64_t nsec) {
+    return static_cast<std::int64_t>(static_cast<std::uint64_t>(sec) * 1000000000u + static_cast<std::uint64_t>(nsec));
+}
+
 bool ManifestEntry::same_metadata(const ManifestEntry& other) const {
     return path == other.path && type == other.type && mode == other.mode && size == other.size &&
-           mtime_ns == other.mtime_ns && target == other.target;
+           mtime == other.mtime && target == other.target;
 }
 
 std::uint64_t Manifest::file_count() const {
@@ -41,7 +107,7 @@ std::uint64_t Manifest::file_count() const {
 std::uint64_t Manifest::byte_count() const {
     std::uint64_t total = 0;
     for (const ManifestEntry& e : entries)
-        if (e.type == EntryType::file) total += e.size;
+        if (e.type == EntryType::file) total = e.size > UINT64_MAX - total ? UINT64_MAX : total + e.size;
     return total;
 }
 
@@ -117,14 +183,8 @@ char* put_decimal(char* out, std::uint64_t value) {
     return out;
 }
 
-char* put_signed(char* out, std::int64_t value) {
-    if (value >= 0) return put_decimal(out, static_cast<std::uint64_t>(value));
-    *out++ = '-';
-    return put_decimal(out, ~static_cast<std::uint64_t>(value) + 1);
-}
-
 // "TYPE MODE SIZE MTIME_NS " with the mode's octal digits padded to mode_digits.
-constexpr std::size_t entry_head_max = 1 + 1 + 6 + 1 + 20 + 1 + 20 + 1;
+constexpr std::size_t entry_head_max = 1 + 1 + 6 + 1 + 20 + 1 + 30 + 1;
 char* put_entry_head(char* out, const ManifestEntry& e, int mode_digits) {
     *out++ = static_cast<char>(e.type);
     *out++ = ' ';
@@ -132,7 +192,8 @@ char* put_entry_head(char* out, const ManifestEntry& e, int mode_digits) {
     *out++ = ' ';
     out = put_decimal(out, e.size);
     *out++ = ' ';
-    out = put_signed(out, e.mtime_ns);
+    std::string mtime = e.mtime.text();
+    out = std::copy(mtime.begin(), mtime.end(), out);
     *out++ = ' ';
     return out;
 }
@@ -261,10 +322,9 @@ Manifest Manifest::parse(const std::string& text) {
         auto size = parse_uint(words[2]);
         if (!size) throw bad("size");
         e.size = *size;
-        errno = 0;
-        long long mtime = std::strtoll(words[3].c_str(), &end, 10);
-        if (*end || errno) throw bad("mtime");
-        e.mtime_ns = mtime;
+        auto mtime = FileTime::parse(words[3]);
+        if (!mtime) throw bad("mtime");
+        e.mtime = *mtime;
         if (words[4] != "-") e.content_hash = words[4];
         auto path = unescape_path(words[5]);
         if (!path) throw bad("path escape");
@@ -286,11 +346,8 @@ Manifest Manifest::parse(const std::string& text) {
 
 namespace {
 
-std::int64_t mtime_of(const struct stat& st) {
-    return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-}
-
-std::int64_t ns_of(const struct statx_timestamp& t) { return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
+FileTime time_of(const struct statx_timestamp& t) { return FileTime::of(t.tv_sec, t.tv_nsec); }
+std::int64_t stamp_of(const struct statx_timestamp& t) { return change_stamp(t.tv_sec, t.tv_nsec); }
 
 // One directory of a scan: its direct entries in name order, and the node of each
 // subdirectory at the same index. Workers fill entries independently; the manifest is
@@ -374,8 +431,8 @@ private:
             ManifestEntry& e = node->entries[i];
             e.path = child_path(node->prefix, dir.names[i]);
             e.mode = stx.stx_mode & 07777;
-            e.mtime_ns = ns_of(stx.stx_mtime);
-            e.ctime_ns = ns_of(stx.stx_ctime);
+            e.mtime = time_of(stx.stx_mtime);
+            e.ctime_ns = stamp_of(stx.stx_ctime);
             e.inode = stx.stx_ino;
             e.blocks = stx.stx_blocks;
             if (S_ISREG(stx.stx_mode)) {
@@ -473,8 +530,8 @@ Manifest scan_file(int file_fd, const std::string& shown_path) {
     e.type = EntryType::file;
     e.mode = st.st_mode & 07777;
     e.size = static_cast<std::uint64_t>(st.st_size);
-    e.mtime_ns = mtime_of(st);
-    e.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+    e.mtime = FileTime::of(st.st_mtim);
+    e.ctime_ns = change_stamp(st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
     e.inode = static_cast<std::uint64_t>(st.st_ino);
     e.blocks = static_cast<std::uint64_t>(st.st_blocks);
     Manifest manifest;

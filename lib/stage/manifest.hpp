@@ -2,6 +2,7 @@
 // metadata that decides staleness, and optionally an xxh3 hash of each file's content.
 #pragma once
 #include <sys/types.h>
+#include <time.h>
 
 #include <atomic>
 #include <cstdint>
@@ -13,18 +14,39 @@ namespace aihpc::stage {
 
 enum class EntryType : char { file = 'f', directory = 'd', symlink = 'l' };
 
+// A file time as the kernel keeps it, seconds and nanoseconds apart: one int64 of
+// nanoseconds since the epoch overflows after 2262-04-11, and such a time (which any
+// user may give a file) would come back as 1901.
+struct FileTime {
+    std::int64_t sec = 0;
+    std::int64_t nsec = 0;  // 0 to 999999999
+
+    static FileTime of(const struct timespec& t);
+    static FileTime of(std::int64_t sec, std::int64_t nsec);  // normalizes nsec
+    struct timespec timespec() const;
+    // Exact nanoseconds since the epoch in decimal: the manifest's MTIME_NS, the same text
+    // as before for every time up to 2262 and exact past it.
+    std::string text() const;
+    static std::optional<FileTime> parse(const std::string& text);
+    friend bool operator==(const FileTime&, const FileTime&) = default;
+};
+
+// The kernel's change time as one number, for equality checks only (a freshness
+// identity, never a time to restore): wraps instead of overflowing.
+std::int64_t change_stamp(std::int64_t sec, std::int64_t nsec);
+
 struct ManifestEntry {
     std::string path;        // relative to the item's root, '/'-separated; "." for a lone file
     EntryType type = EntryType::file;
     mode_t mode = 0;         // permission bits only
     std::uint64_t size = 0;  // files: bytes; symlinks: target length; dirs: 0
-    std::int64_t mtime_ns = 0;
+    FileTime mtime;
     std::string target;      // symlinks only
     std::optional<std::string> content_hash;  // xxh3-128 hex of a file's bytes
     // Freshness only, from the scan of a source; not in the text form. A change that
     // puts back the size and mtime (`touch -d`) still moves the ctime, and a file
     // replaced by another has another inode.
-    std::int64_t ctime_ns = 0;
+    std::int64_t ctime_ns = 0;  // change_stamp()
     std::uint64_t inode = 0;
     std::uint64_t blocks = 0;  // 512-byte blocks allocated: fewer than the size needs means holes
 

@@ -71,8 +71,9 @@ std::string cache_verdict_json(const std::string& key, const std::string& failur
 
 std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entries, std::uint64_t incoming,
                                        std::uint64_t low) {
+    // Saturating: an info file may claim any number, and a wrapped sum would evict nothing.
     std::uint64_t used = 0;
-    for (const CacheEntryInfo& e : entries) used += e.bytes;
+    for (const CacheEntryInfo& e : entries) used = e.bytes > UINT64_MAX - used ? UINT64_MAX : used + e.bytes;
     std::vector<const CacheEntryInfo*> order;
     for (const CacheEntryInfo& e : entries)
         if (!e.in_use) order.push_back(&e);
@@ -81,9 +82,9 @@ std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entrie
     });
     std::vector<std::string> out;
     for (const CacheEntryInfo* e : order) {
-        if (used + incoming <= low) break;
+        if (incoming <= low && used <= low - incoming) break;
         out.push_back(e->key);
-        used -= e->bytes;
+        used -= std::min(used, e->bytes);
     }
     return out;
 }

@@ -84,6 +84,11 @@ std::uint64_t cache_bytes_at(int cache_fd);
 struct CacheLimits {
     std::uint64_t max_bytes = 0;  // 0: no cap
     std::uint64_t low_bytes = 0;  // eviction target when max_bytes would be exceeded
+    // Files, directories and links a new entry may add (none: no cap; 0: no new entry,
+    // while hits are still served): the site's cache_user_inodes less what root counted
+    // in the user's cache.
+    std::optional<std::uint64_t> max_inodes{};
+    std::uint64_t inode_cap = 0;  // cache_user_inodes itself, for messages
 };
 
 struct Obtained {

@@ -1,5 +1,6 @@
 #include "stage/node_layout.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -59,18 +60,127 @@ bool move_to_trash(int jobs_fd, int trash_fd, const std::string& name, std::stri
     return false;
 }
 
-bool empty_trash_at(int trash_fd, std::chrono::steady_clock::time_point deadline, std::string* error) {
-    UniqueFd listing(::openat(trash_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!listing) return false;
-    DirectoryNames names(listing.get(), "trash");
-    bool done = true;
-    for (std::size_t i = 0; i < names.size(); ++i) {
-        if (std::chrono::steady_clock::now() >= deadline) return false;
-        bool out_of_time = false;
-        if (!remove_tree_until(trash_fd, names.c_str(i), deadline, &out_of_time, error)) done = false;
-        if (out_of_time) return false;
+// A directory stream from the start of an open directory, on a descriptor of its own (a
+// dup would share, and keep, the position of the last pass), closed with it.
+struct DirStream {
+    DIR* dir = nullptr;
+    explicit DirStream(int dir_fd) {
+        int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0 && !(dir = ::fdopendir(fd))) ::close(fd);
     }
-    return done;
+    ~DirStream() {
+        if (dir) ::closedir(dir);
+    }
+    DirStream(const DirStream&) = delete;
+    DirStream& operator=(const DirStream&) = delete;
+};
+
+// The removal of what trash/ holds, in slices. A tree is never walked down: each
+// directory met inside one is renamed to the top of trash/ and emptied there in its turn,
+// so any depth costs one descriptor and no stack, and a directory of millions of names is
+// read and unlinked a batch at a time, never listed whole. What one call leaves is simply
+// what trash/ still holds, and the next call goes on from there.
+struct TrashRemoval {
+    int trash_fd;
+    dev_t device = 0;
+    std::chrono::steady_clock::time_point deadline;
+    std::string* error;
+    unsigned since_check = 0;
+    bool out_of_time = false;
+    bool progress = false;
+
+    void note(const std::string& what) {
+        if (error && error->empty()) *error = what;
+    }
+
+    // Every call gets a first slice whatever its budget, so trash/ always shrinks.
+    bool expired() {
+        if (out_of_time) return true;
+        if (++since_check % 256 != 0) return false;
+        out_of_time = std::chrono::steady_clock::now() >= deadline;
+        return out_of_time;
+    }
+
+    // Moves dir_fd/name to the top of trash/ under a new name; false when it cannot move
+    // (a mount point, say), which leaves it and its parent in place.
+    bool hoist(int dir_fd, const char* name) {
+        for (int attempt = 0; attempt < 8; ++attempt) {
+            std::string top = "d." + unique_suffix();
+            if (::renameat2(dir_fd, name, trash_fd, top.c_str(), RENAME_NOREPLACE) == 0) return true;
+            if (errno != EEXIST) break;
+        }
+        note(std::string("cannot move ") + name + " to the top of trash: " + std::strerror(errno));
+        return false;
+    }
+
+    // Empties the directory trash/<name> of files, moves its directories up, then removes
+    // it. True when it is gone.
+    bool remove_top(const char* name) {
+        struct stat st {};
+        if (::fstatat(trash_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT;
+        if (!S_ISDIR(st.st_mode)) {
+            if (::unlinkat(trash_fd, name, 0) == 0 || errno == ENOENT) return progress = true;
+            note(std::string("cannot remove trash/") + name + ": " + std::strerror(errno));
+            return false;
+        }
+        UniqueFd dir(::openat(trash_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        struct stat opened {};
+        if (!dir || ::fstat(dir.get(), &opened) != 0 || opened.st_ino != st.st_ino || opened.st_dev != device) {
+            note(std::string("trash/") + name + " cannot be opened, or is a mount point; left in place");
+            return false;
+        }
+        bool stuck = false;
+        while (!stuck) {
+            DirStream stream(dir.get());
+            if (!stream.dir) {
+                note(std::string("cannot list trash/") + name + ": " + std::strerror(errno));
+                return false;
+            }
+            bool any = false, moved = false;
+            errno = 0;
+            while (struct dirent* e = ::readdir(stream.dir)) {
+                if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+                if (expired()) return false;
+                any = true;
+                if (::unlinkat(dir.get(), e->d_name, 0) == 0 || errno == ENOENT) {
+                    progress = moved = true;
+                } else if (errno == EISDIR || errno == EPERM) {
+                    if (hoist(dir.get(), e->d_name)) progress = moved = true;
+                } else {
+                    note(std::string("cannot remove ") + e->d_name + " in trash: " + std::strerror(errno));
+                }
+            }
+            if (!any) break;
+            stuck = !moved;
+        }
+        if (::unlinkat(trash_fd, name, AT_REMOVEDIR) == 0 || errno == ENOENT) return progress = true;
+        note(std::string("cannot remove trash/") + name + ": " + std::strerror(errno));
+        return false;
+    }
+};
+
+bool empty_trash_at(int trash_fd, std::chrono::steady_clock::time_point deadline, std::string* error) {
+    struct stat self {};
+    if (::fstat(trash_fd, &self) != 0) return false;
+    TrashRemoval r{trash_fd, self.st_dev, deadline, error};
+    // Passes over the top of trash/ until one finds it empty, or one changes nothing (what
+    // is left cannot be removed; the error says why), or time runs out.
+    while (true) {
+        DirStream stream(trash_fd);
+        if (!stream.dir) return false;
+        bool empty = true;
+        r.progress = false;
+        while (struct dirent* e = ::readdir(stream.dir)) {
+            if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+            empty = false;
+            if (r.expired()) return false;
+            std::string name = e->d_name;
+            r.remove_top(name.c_str());
+            if (r.out_of_time) return false;
+        }
+        if (empty) return true;
+        if (!r.progress) return false;
+    }
 }
 
 }  // namespace

@@ -47,7 +47,8 @@ Manifest scan_source(const OpenSource& source, IoPool& pool, SourceOps* ops, Sca
 
 // The item as it must look after staging, from the data written.
 Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int parent_fd, const std::string& name,
-                      const std::string& shown_dst, const StageSettings& settings, bool read_only, std::uint64_t room,
+                      const std::string& shown_dst, const std::string& shown_item, const StageSettings& settings,
+                      bool read_only, std::uint64_t room,
                       std::uint64_t* bytes, std::uint64_t* files, SourceOps* ops, IoPool& pool, unsigned* workers) {
     Manifest written;
     CopyOptions options;
@@ -60,8 +61,10 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
     if (source.kind == SourceKind::archive) {
         ExtractLimits limits;
         limits.max_bytes = room ? room : 1;
+        if (read_only) limits.max_cache_inodes = settings.limits.max_inodes;
+        // Named as the item it becomes: where it is extracted first is aihpc's business.
         ExtractResult extracted = extract_archive(source.fd.get(), parent_fd, name, read_only, settings.verify,
-                                                  settings.progress, source.realpath, shown_dst, limits);
+                                                  settings.progress, source.realpath, shown_item, limits);
         written = std::move(extracted.manifest);
     } else {
         if (source_manifest.byte_count() > room)
@@ -69,6 +72,14 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
             throw Error(source.realpath + " holds " + std::to_string(source_manifest.byte_count()) + " bytes and only " +
                         std::to_string(room) + " are left for it in " + dirname_of(shown_dst) +
                         ", so nothing was copied: No space left on device");
+        // The data directory itself is one inode more.
+        std::uint64_t inodes = source_manifest.entries.size() + 1;
+        if (read_only && settings.limits.max_inodes && inodes > *settings.limits.max_inodes)
+            throw Error(source.realpath + " holds " + std::to_string(inodes) + " files and directories, and this user's node "
+                        "cache may hold only " + std::to_string(*settings.limits.max_inodes) +
+                        " more under the site's cache_user_inodes cap" +
+                        (settings.limits.inode_cap ? " of " + std::to_string(settings.limits.inode_cap) : std::string()) +
+                        ", so nothing was copied; run aihpc-stage cache gc on this node, or use --aihpc-stage-mode=private");
         CopyStats copied = copy_item(source.fd.get(), source_manifest, parent_fd, name, options, source.realpath, shown_dst);
         *workers = std::max(*workers, copied.workers);
         written = std::move(source_manifest);
@@ -78,15 +89,6 @@ Manifest produce_data(const OpenSource& source, Manifest&& source_manifest, int 
     return written;
 }
 
-// A tree or a lone file needs no second scan: the copy compares every entry with the
-// manifest as it goes (copy_item). An archive is read through libarchive, so the
-// archive file's own metadata is compared once it is extracted.
-void check_unchanged(const OpenSource& source, const std::string& manifest_hash) {
-    if (source.kind != SourceKind::archive) return;
-    if (scan_file(source.fd.get(), source.realpath).metadata_hash() != manifest_hash)
-        throw Error("stage source " + source.realpath +
-                    " changed while it was being staged; stage it again once nothing writes to it");
-}
 
 // The hashes a staged item must match when no stored manifest has them: taken from the
 // source itself.
@@ -192,6 +194,14 @@ void verify_item(int data_fd, const Manifest& expected, bool read_only_entry, un
     }
 }
 
+void check_source_unchanged(const OpenSource& source, const std::string& freshness_hash) {
+    if (source.kind != SourceKind::archive) return;
+    if (scan_file(source.fd.get(), source.realpath).freshness_hash() != freshness_hash)
+        throw Error("stage source " + source.realpath +
+                    " changed while it was being extracted (its size, mtime, ctime or inode moved), so what was read of it "
+                    "may mix two versions and nothing of it was kept; stage it again once nothing writes to it");
+}
+
 StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings) {
     auto started = std::chrono::steady_clock::now();
     StagedItem item;
@@ -209,6 +219,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     IoPool pool(std::min(usable_cpus(), cap), cap);
     Manifest manifest = scan_source(source, pool, &ops, &scanned);
     item.manifest_hash = manifest.metadata_hash();
+    const std::string freshness = manifest.freshness_hash();
     item.workers = scanned.workers;
     item.op_latency_ns = scanned.median_latency_ns;
     UniqueFd to_dir = open_to_dir(settings.to_dir);
@@ -219,13 +230,13 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         TemporaryTree copy(to_dir.get(), temp);
         Manifest written;
         try {
-            written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, settings, false,
+            written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, item.path, settings, false,
                                    free_space(to_dir.get()), &item.bytes, &item.files, &ops, pool, &item.workers);
-            check_unchanged(source, item.manifest_hash);
+            check_source_unchanged(source, freshness);
             if (settings.verify) {
                 UniqueFd data(::openat(to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                 if (!data) throw_errno("cannot open " + temp_path);
-                verify_item(data.get(), written, false, settings.threads, temp_path);
+                verify_item(data.get(), written, false, settings.threads, item.path);
             }
         } catch (const Error& e) {
             throw Error("stage-in of " + src + " failed: " + with_advice(e.what(), settings.to_dir));
@@ -245,7 +256,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         cache.set_sync_threads(std::max(settings.threads, fsync_threads));
         // Keyed by the freshness hash: a source changed with its size and mtime put
         // back, or swapped for a copy, has another ctime or inode and is staged anew.
-        item.key = cache_key(settings.uid, source.realpath, source.kind, manifest.freshness_hash());
+        item.key = cache_key(settings.uid, source.realpath, source.kind, freshness);
         std::vector<std::string> info = {"src=" + src, "realpath=" + source.realpath,
                                           std::string("kind=") + to_string(source.kind),
                                           "manifest_hash=" + item.manifest_hash};
@@ -253,13 +264,13 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         try {
             SizedProducer produce = [&](int entry_fd, const std::string& entry_path, std::uint64_t room) {
                 Manifest written = produce_data(source, std::move(manifest), entry_fd, "data", join_path(entry_path, "data"),
-                                                settings, true, room, &item.bytes, &item.files, &ops, pool,
+                                                item.path, settings, true, room, &item.bytes, &item.files, &ops, pool,
                                                 &item.workers);
-                check_unchanged(source, item.manifest_hash);
+                check_source_unchanged(source, freshness);
                 if (settings.verify) {
                     UniqueFd data(::openat(entry_fd, "data", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                     if (!data) throw_errno("cannot open " + join_path(entry_path, "data"));
-                    verify_item(data.get(), written, true, settings.threads, join_path(entry_path, "data"));
+                    verify_item(data.get(), written, true, settings.threads, item.path);
                 }
                 return written;
             };

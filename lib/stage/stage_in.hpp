@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "stage/node_cache.hpp"
+#include "stage/source.hpp"
 #include "stage/tree_copy.hpp"
 
 namespace aihpc::stage {
@@ -60,6 +61,13 @@ std::string staged_item_json(const StagedItem& item);
 // Stages `src` as DIR/NAME. Throws aihpc::Error naming the source, the place and what to
 // do; on failure nothing is left at DIR/NAME and the cache holds no partial entry.
 StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings);
+
+// A tree or a lone file needs no second look: the copy compares every entry with the
+// manifest as it goes (copy_item). An archive is read through libarchive, so the archive
+// file itself is compared once extracted, against the freshness_hash of its scan: its size
+// and mtime, and its ctime and inode too, which catch a rewrite in place whose size and
+// mtime were put back. Throws naming the source when it moved.
+void check_source_unchanged(const OpenSource& source, const std::string& freshness_hash);
 
 // Checks every file of a staged item against `expected`'s content hashes (taken from the
 // source as it was read for a copy, or hashed from the source now for a cache hit), and

@@ -96,17 +96,6 @@ mode_t current_umask() {
     return 022;
 }
 
-struct timespec to_timespec(std::int64_t ns) {
-    struct timespec ts {};
-    ts.tv_sec = static_cast<time_t>(ns / 1000000000);
-    ts.tv_nsec = static_cast<long>(ns % 1000000000);
-    if (ts.tv_nsec < 0) {
-        ts.tv_nsec += 1000000000;
-        ts.tv_sec -= 1;
-    }
-    return ts;
-}
-
 void write_all(int fd, const char* data, std::size_t size, std::uint64_t offset, bool positional,
                const std::string& shown_dst) {
     std::size_t done = 0;
@@ -121,13 +110,7 @@ void write_all(int fd, const char* data, std::size_t size, std::uint64_t offset,
     }
 }
 
-std::int64_t mtime_of(const struct stat& st) {
-    return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-}
-
-std::int64_t ctime_of(const struct stat& st) {
-    return static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
-}
+std::int64_t ctime_of(const struct stat& st) { return change_stamp(st.st_ctim.tv_sec, st.st_ctim.tv_nsec); }
 
 // Whether a source entry still has the metadata the manifest recorded for it. The ctime
 // and inode, where the scan took them, catch what size and mtime miss: a change whose
@@ -140,7 +123,7 @@ bool still_as_scanned(const struct stat& st, const ManifestEntry& e) {
     bool same_size = e.type == EntryType::directory || static_cast<std::uint64_t>(st.st_size) == e.size;
     bool same_identity = (e.ctime_ns == 0 || ctime_of(st) == e.ctime_ns) &&
                          (e.inode == 0 || static_cast<std::uint64_t>(st.st_ino) == e.inode);
-    return same_type && same_size && same_identity && (st.st_mode & 07777) == e.mode && mtime_of(st) == e.mtime_ns;
+    return same_type && same_size && same_identity && (st.st_mode & 07777) == e.mode && FileTime::of(st.st_mtim) == e.mtime;
 }
 
 // A directory of the item, opened once for all the files copied into it (O_PATH: a base
@@ -285,7 +268,7 @@ private:
         mode_t mode = staged_mode(e.type, e.mode, options_.read_only);
         if ((mode & ~0777) || (mode & umask_))
             if (::fchmod(fd, mode) != 0) throw_errno("cannot set the mode of " + dst_path(e));
-        struct timespec times[2] = {{0, UTIME_NOW}, to_timespec(e.mtime_ns)};
+        struct timespec times[2] = {{0, UTIME_NOW}, e.mtime.timespec()};
         if (::futimens(fd, times) != 0) throw_errno("cannot set the mtime of " + dst_path(e));
         files_done_ += 1;
         if (options_.progress) options_.progress->files += 1;
@@ -527,7 +510,7 @@ CopyStats copy_item(int src_fd, Manifest& manifest, int dst_parent_fd, const std
         const ManifestEntry& e = manifest.entries[index];
         if (::symlinkat(e.target.c_str(), dst_root.get(), e.path.c_str()) != 0)
             throw_errno("cannot create the symlink " + join_path(shown_dst, e.path));
-        struct timespec times[2] = {{0, UTIME_NOW}, to_timespec(e.mtime_ns)};
+        struct timespec times[2] = {{0, UTIME_NOW}, e.mtime.timespec()};
         ::utimensat(dst_root.get(), e.path.c_str(), times, AT_SYMLINK_NOFOLLOW);
     }
 
@@ -538,7 +521,7 @@ CopyStats copy_item(int src_fd, Manifest& manifest, int dst_parent_fd, const std
     // changed the mtimes, and a read-only directory could not have been filled.
     for (auto it = plan.directories.rbegin(); it != plan.directories.rend(); ++it) {
         const ManifestEntry& e = manifest.entries[*it];
-        struct timespec times[2] = {{0, UTIME_NOW}, to_timespec(e.mtime_ns)};
+        struct timespec times[2] = {{0, UTIME_NOW}, e.mtime.timespec()};
         if (::utimensat(dst_root.get(), e.path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
             throw_errno("cannot set the mtime of " + join_path(shown_dst, e.path));
         if (::fchmodat(dst_root.get(), e.path.c_str(), staged_mode(e.type, e.mode, options.read_only), 0) != 0)

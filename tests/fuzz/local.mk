@@ -25,7 +25,9 @@ fuzz_replays = \
 	tests/fuzz/replay_stage_records \
 	tests/fuzz/replay_hostlist \
 	tests/fuzz/replay_launch_request \
-	tests/fuzz/replay_node_request
+	tests/fuzz/replay_node_request \
+	tests/fuzz/replay_helper_records \
+	tests/fuzz/replay_cache_ledger
 check_PROGRAMS += $(fuzz_replays)
 TESTS += $(fuzz_replays)
 fuzz_replay_sources = tests/fuzz/replay.cpp tests/fuzz/fuzz_support.hpp
@@ -48,5 +50,9 @@ tests_fuzz_replay_launch_request_SOURCES = $(fuzz_replay_sources) tests/fuzz/fuz
 tests_fuzz_replay_launch_request_LDADD = lib/container/libaihpc_container.la lib/libaihpc.la
 tests_fuzz_replay_node_request_SOURCES = $(fuzz_replay_sources) tests/fuzz/fuzz_node_request.cpp
 tests_fuzz_replay_node_request_LDADD = lib/stage/libaihpc_stage.la lib/libaihpc.la
+tests_fuzz_replay_helper_records_SOURCES = $(fuzz_replay_sources) tests/fuzz/fuzz_helper_records.cpp
+tests_fuzz_replay_helper_records_LDADD = lib/libaihpc.la
+tests_fuzz_replay_cache_ledger_SOURCES = $(fuzz_replay_sources) tests/fuzz/fuzz_cache_ledger.cpp
+tests_fuzz_replay_cache_ledger_LDADD = lib/stage/libaihpc_stage.la lib/libaihpc.la
 
 EXTRA_DIST += tests/fuzz/README tests/fuzz/run tests/fuzz/fuzz.mk tests/fuzz/dicts tests/fuzz/unfixed-crashes tests/fuzz/corpus tests/fuzz/regressions

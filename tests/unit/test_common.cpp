@@ -123,6 +123,32 @@ static void path_exists_follows_symlinks(void**) {
     assert_false(path_exists(tmp.path() + "/absent"));
 }
 
+// ---- root-owned directories
+
+static void a_sticky_world_writable_dir_is_refused_as_the_dir_itself(void**) {
+    if (::geteuid() != 0) {
+        print_message("skipped: the directories must be root's, as local_root is on a node\n");
+        skip();
+    }
+    TempDir tmp;
+    std::string shared = tmp.make_dir("shared");
+    assert_int_equal(::chmod(shared.c_str(), 01777), 0);
+    // Users could create trash/, cache/ or topology.xml in it before aihpc does.
+    expect_error_containing([&] { ::close(open_root_owned_dir(shared, false, 0755, "local_root")); },
+                            "local_root: " + shared + " must be owned by root and writable by no one else");
+    expect_error_containing([&] { ::close(open_root_owned_dir(shared + "/", false, 0755, "local_root")); },
+                            "mode 1777");
+    // Below it, a root-owned 0755 directory is safe: the sticky bit keeps it in place.
+    std::string below = tmp.make_dir("shared/aihpc");
+    assert_int_equal(::chmod(below.c_str(), 0755), 0);
+    int fd = open_root_owned_dir(below, false, 0755, "local_root");
+    assert_true(fd >= 0);
+    ::close(fd);
+    fd = open_root_owned_dir(shared + "/made", true, 0755, "local_root");
+    assert_true(fd >= 0);
+    ::close(fd);
+}
+
 // ---- the child process handle
 
 static void a_child_whose_status_cannot_be_read_never_counts_as_a_success(void**) {
@@ -149,6 +175,7 @@ int main(void) {
         cmocka_unit_test(make_directories_creates_every_missing_parent),
         cmocka_unit_test(make_directories_names_the_directory_it_could_not_make),
         cmocka_unit_test(path_exists_follows_symlinks),
+        cmocka_unit_test(a_sticky_world_writable_dir_is_refused_as_the_dir_itself),
         cmocka_unit_test(a_child_whose_status_cannot_be_read_never_counts_as_a_success),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);

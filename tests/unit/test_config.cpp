@@ -96,7 +96,13 @@ static void stage_names_and_paths_are_bounded(void**) {
     std::string long_name(70000, 'a');
     expect_error_containing([&] { parse_stage("/data:" + long_name); }, "at most 255");
     expect_error_containing([&] { parse_stage("/" + long_name); }, "fewer than 4096");
-    parse_stage("/data:" + std::string(255, 'b'));
+    // Names the node derives from it (".NAME.aihpc-link.PID.N") must fit NAME_MAX too.
+    expect_error_containing([&] { parse_stage("/data:" + std::string(255, 'b')); }, "a stage NAME has at most 224 bytes");
+    expect_error_containing([&] { parse_stage("/data:" + std::string(225, 'b')); }, "225 bytes long");
+    expect_error_containing([&] { parse_stage("/data/" + std::string(240, 'c') + ".tar"); }, "give a shorter :NAME");
+    assert_int_equal(parse_stage("/data:" + std::string(224, 'b'))[0].name.size(), 224);
+    std::string longest = "." + std::string(224, 'b') + ".aihpc-link.4194304.4294967295";
+    assert_true(longest.size() <= 255);
 }
 
 // ---- --aihpc-stage-mode, --aihpc-stage-verify, --aihpc-verbose
@@ -185,6 +191,7 @@ static void site_defaults(void**) {
     assert_string_equal(site.local_root.c_str(), "/var/lib/aihpc");
     assert_int_equal(site.stage_timeout_s, 3600);
     assert_int_equal(site.keep_failed_days, 7);
+    assert_int_equal(site.cache_user_inodes, 1000000);
     assert_int_equal(site.cache_user_max_bytes(1000), 500);
     assert_true(site.cache_max.is_percent);
     assert_int_equal(site.cache_max.resolve(1000), 500);
@@ -200,7 +207,8 @@ static void site_every_key_good_value(void**) {
                                          "container_runtimes=charliecloud,podman", "container_default=podman",
                                          "image_allow=/images", "registry=yes", "runtime_path=/usr/bin:/opt/bin",
                                          "bind_default=auto", "dist_default=torch", "cache_user_max=1G",
-                                         "stage_timeout=15m", "keep_failed_days=0"});
+                                         "stage_timeout=15m", "keep_failed_days=0", "cache_user_inodes=50000"});
+    assert_int_equal(site.cache_user_inodes, 50000);
     assert_int_equal(site.cache_user_max_bytes(0), 1ull << 30);
     assert_int_equal(site.stage_timeout_s, 900);
     assert_int_equal(site.keep_failed_days, 0);
@@ -240,6 +248,9 @@ static void site_bad_values_name_the_key(void**) {
         {"stage_timeout=31d", "site key stage_timeout"},
         {"keep_failed_days=-1", "site key keep_failed_days"},
         {"cache_user_max=big", "site key cache_user_max"},
+        {"cache_user_inodes=0", "site key cache_user_inodes"},
+        {"cache_user_inodes=1M", "site key cache_user_inodes"},
+        {"cache_user_inodes=1099511627777", "site key cache_user_inodes: '1099511627777' is not a number of files"},
         {"cache_low=2G", "site key cache_low"},  // above the cache_max given below
         {"stage_allow=data", "site key stage_allow"},
         {"stage_threads=0", "site key stage_threads"},

@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -119,7 +120,7 @@ static void manifest_lists_entries_sorted_with_parents_first(void**) {
     assert_true(paths == expected);
     assert_int_equal(m.file_count(), 4);
     assert_int_equal(m.byte_count(), 6 + 300000 + 18 + 9);
-    assert_int_equal(m.entries[0].mtime_ns, 1000000000LL * 1000000000LL);
+    assert_true(m.entries[0].mtime == FileTime::of(1000000000, 0));
     assert_string_equal(m.entries[2].target.c_str(), "/etc/passwd");
 }
 
@@ -180,16 +181,16 @@ static void parallel_scan_equals_sequential_scan(void**) {
 static void metadata_hash_is_xxh3_of_the_documented_stream(void**) {
     // Cache keys are built on this hash: its bytes must not drift between versions.
     Manifest m;
-    m.entries = {{"d", EntryType::directory, 04755, 0, -1500000000, "", {}},
-                 {"d/f g", EntryType::file, 0644, 12, 1700000000123456789LL, "", "00112233445566778899aabbccddeeff"},
-                 {"l", EntryType::symlink, 0777, 1, 5, "x", {}}};
+    m.entries = {{"d", EntryType::directory, 04755, 0, FileTime::of(0, -1500000000), "", {}},
+                 {"d/f g", EntryType::file, 0644, 12, FileTime::of(1700000000, 123456789), "", "00112233445566778899aabbccddeeff"},
+                 {"l", EntryType::symlink, 0777, 1, FileTime::of(0, 5), "x", {}}};
     for (int i = 0; i < 3000; ++i)  // more than one internal block
-        m.entries.push_back({"many/" + std::to_string(i), EntryType::file, 0600, static_cast<std::uint64_t>(i), i, "", {}});
+        m.entries.push_back({"many/" + std::to_string(i), EntryType::file, 0600, static_cast<std::uint64_t>(i), FileTime::of(0, i), "", {}});
     std::string stream;
     for (const ManifestEntry& e : m.entries) {
         char head[96];
-        int n = std::snprintf(head, sizeof head, "%c %o %" PRIu64 " %" PRId64 " ", static_cast<char>(e.type),
-                              static_cast<unsigned>(e.mode), e.size, e.mtime_ns);
+        int n = std::snprintf(head, sizeof head, "%c %o %" PRIu64 " %s ", static_cast<char>(e.type),
+                              static_cast<unsigned>(e.mode), e.size, e.mtime.text().c_str());
         stream.append(head, static_cast<std::size_t>(n));
         std::uint64_t lengths[2] = {e.path.size(), e.target.size()};
         stream.append(reinterpret_cast<const char*>(lengths), sizeof lengths);
@@ -250,9 +251,9 @@ static void manifest_differences_names_added_removed_and_changed(void**) {
 
 static void copy_plan_splits_only_large_files_and_orders_largest_first(void**) {
     Manifest m;
-    m.entries = {{"d", EntryType::directory, 0755, 0, 0, "", {}}, {"d/small", EntryType::file, 0644, 10, 0, "", {}},
-                 {"big", EntryType::file, 0644, 250, 0, "", {}},  {"l", EntryType::symlink, 0777, 1, 0, "x", {}},
-                 {"mid", EntryType::file, 0644, 100, 0, "", {}}};
+    m.entries = {{"d", EntryType::directory, 0755, 0, {}, "", {}}, {"d/small", EntryType::file, 0644, 10, {}, "", {}},
+                 {"big", EntryType::file, 0644, 250, {}, "", {}},  {"l", EntryType::symlink, 0777, 1, {}, "x", {}},
+                 {"mid", EntryType::file, 0644, 100, {}, "", {}}};
     CopyPlan plan = plan_copy(m, true, PieceSizing{200, 100});
     assert_true(plan.directories == std::vector<std::size_t>{0});
     assert_true(plan.symlinks == std::vector<std::size_t>{3});
@@ -274,10 +275,10 @@ static void copy_plan_splits_only_large_files_and_orders_largest_first(void**) {
 
 static void copy_plan_lists_each_directory_and_groups_small_files_by_directory(void**) {
     Manifest m;
-    m.entries = {{"a", EntryType::directory, 0755, 0, 0, "", {}}, {"a/x", EntryType::file, 0644, 5, 0, "", {}},
-                 {"a/y", EntryType::file, 0644, 7, 0, "", {}},     {"b", EntryType::directory, 0755, 0, 0, "", {}},
-                 {"b/z", EntryType::file, 0644, 3, 0, "", {}},     {"c", EntryType::file, 0644, 2, 0, "", {}},
-                 {"l", EntryType::symlink, 0777, 1, 0, "c", {}}};
+    m.entries = {{"a", EntryType::directory, 0755, 0, {}, "", {}}, {"a/x", EntryType::file, 0644, 5, {}, "", {}},
+                 {"a/y", EntryType::file, 0644, 7, {}, "", {}},     {"b", EntryType::directory, 0755, 0, {}, "", {}},
+                 {"b/z", EntryType::file, 0644, 3, {}, "", {}},     {"c", EntryType::file, 0644, 2, {}, "", {}},
+                 {"l", EntryType::symlink, 0777, 1, {}, "c", {}}};
     CopyPlan plan = plan_copy(m, true, PieceSizing{200, 100});
     assert_int_equal(plan.listings.size(), 3);
     assert_false(plan.listings[0].entry.has_value());
@@ -297,7 +298,7 @@ static void copy_plan_lists_each_directory_and_groups_small_files_by_directory(v
 
 static void copy_plan_refuses_an_entry_before_its_directory(void**) {
     Manifest m;
-    m.entries = {{"a/x", EntryType::file, 0644, 5, 0, "", {}}, {"a", EntryType::directory, 0755, 0, 0, "", {}}};
+    m.entries = {{"a/x", EntryType::file, 0644, 5, {}, "", {}}, {"a", EntryType::directory, 0755, 0, {}, "", {}}};
     expect_error_containing([&] { plan_copy(m, true); }, "lists a/x before its directory");
 }
 
@@ -358,16 +359,16 @@ static void expect_copy_refused_after(const std::function<void(const std::string
                             what + " changed while staging");
 }
 
-static void set_exact_mtime(const std::string& p, std::int64_t ns) {
-    struct timespec times[2] = {{0, UTIME_OMIT}, {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)}};
+static void set_exact_mtime(const std::string& p, FileTime t) {
+    struct timespec times[2] = {{0, UTIME_OMIT}, t.timespec()};
     utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW);
 }
 
-static std::int64_t scanned_mtime(const Manifest& m, const std::string& rel) {
+static FileTime scanned_mtime(const Manifest& m, const std::string& rel) {
     for (const ManifestEntry& e : m.entries)
-        if (e.path == rel) return e.mtime_ns;
+        if (e.path == rel) return e.mtime;
     fail_msg("%s is not in the manifest", rel.c_str());
-    return 0;
+    return {};
 }
 
 static void a_file_rewritten_after_the_scan_with_the_same_size_fails_the_copy(void**) {
@@ -800,6 +801,8 @@ struct TarEntry {
     std::string content;
     char type;  // 'f', 'd', 'l', 'h'
     std::string target;
+    int perm = -1;  // -1: 0644 for files, 0755 for directories
+    std::int64_t mtime = 1500000000;
 };
 
 static void write_tar(const std::string& file, const std::vector<TarEntry>& entries, bool zstd) {
@@ -810,14 +813,14 @@ static void write_tar(const std::string& file, const std::vector<TarEntry>& entr
     for (const TarEntry& t : entries) {
         struct archive_entry* e = archive_entry_new();
         archive_entry_set_pathname(e, t.path.c_str());
-        archive_entry_set_mtime(e, 1500000000, 0);
+        archive_entry_set_mtime(e, static_cast<time_t>(t.mtime), 0);
         if (t.type == 'f') {
             archive_entry_set_filetype(e, AE_IFREG);
-            archive_entry_set_perm(e, 0644);
+            archive_entry_set_perm(e, t.perm >= 0 ? static_cast<mode_t>(t.perm) : 0644);
             archive_entry_set_size(e, static_cast<la_int64_t>(t.content.size()));
         } else if (t.type == 'd') {
             archive_entry_set_filetype(e, AE_IFDIR);
-            archive_entry_set_perm(e, 0755);
+            archive_entry_set_perm(e, t.perm >= 0 ? static_cast<mode_t>(t.perm) : 0755);
         } else if (t.type == 'l') {
             archive_entry_set_filetype(e, AE_IFLNK);
             archive_entry_set_perm(e, 0777);
@@ -863,6 +866,146 @@ static void a_hit_reports_the_totals_of_the_entry_not_of_the_archive_file(void**
     assert_true(info.has_value());
     assert_string_equal(info->kind.c_str(), "archive");
     assert_false(NodeCache(path("cache")).stored_info(cache_key(getuid(), "/none", SourceKind::tree, "x")).has_value());
+}
+
+// 2300-01-01: past 2262-04-11, where nanoseconds since 1970 no longer fit an int64.
+constexpr std::int64_t year_2300 = 10413792000;
+
+static std::int64_t mtime_seconds(const std::string& p) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) fail_msg("cannot stat %s", p.c_str());
+    return static_cast<std::int64_t>(st.st_mtim.tv_sec);
+}
+
+static void mtimes_after_2262_are_staged_exactly_by_copy_and_extraction(void**) {
+    std::string d = path("late");
+    mkdir(d.c_str(), 0755);
+    write_file(d + "/f", "from the future\n");
+    struct timespec times[2] = {{0, UTIME_OMIT}, {static_cast<time_t>(year_2300), 7}};
+    assert_int_equal(utimensat(AT_FDCWD, (d + "/f").c_str(), times, 0), 0);
+    Manifest m = scan_path(d);
+    assert_true(m.entries[0].mtime == FileTime::of(year_2300, 7));
+    assert_true(Manifest::parse(m.serialize()).entries[0].mtime == FileTime::of(year_2300, 7));
+
+    StageSettings priv = cache_settings("job1");
+    priv.private_mode = true;
+    stage_in(d, "late", priv);
+    struct stat st {};
+    assert_int_equal(::stat(path("job1/late/f").c_str(), &st), 0);
+    assert_true(st.st_mtim.tv_sec == static_cast<time_t>(year_2300) && st.st_mtim.tv_nsec == 7);
+    stage_in(d, "late", cache_settings("job2"));
+    assert_int_equal(mtime_seconds(path("job2/late/f")), year_2300);
+
+    write_tar(path("late.tar"), {{"d", "", 'd', "", -1, year_2300}, {"d/f", "later\n", 'f', "", -1, year_2300}}, false);
+    stage_in(path("late.tar"), "arch", cache_settings("job3"));
+    assert_int_equal(mtime_seconds(path("job3/arch/d/f")), year_2300);
+    assert_int_equal(mtime_seconds(path("job3/arch/d")), year_2300);
+    StageSettings priv_archive = cache_settings("job4");
+    priv_archive.private_mode = true;
+    stage_in(path("late.tar"), "arch", priv_archive);
+    assert_int_equal(mtime_seconds(path("job4/arch/d/f")), year_2300);
+}
+
+// Runs `stage` as an unprivileged user, as every plugin job stages (root reads through
+// any mode), in a child; returns the error it threw, or "" when it succeeded.
+static std::string as_unprivileged_user(const std::function<void()>& stage) {
+    constexpr uid_t nobody = 65534;
+    int pipe_fds[2];
+    assert_int_equal(::pipe(pipe_fds), 0);
+    if (geteuid() == 0) assert_int_equal(::chown(g_root.c_str(), nobody, nobody), 0);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::close(pipe_fds[0]);
+        std::string message;
+        if (geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
+                               ::setresuid(nobody, nobody, nobody) != 0))
+            message = "cannot become uid 65534";
+        if (message.empty()) {
+            try {
+                stage();
+            } catch (const std::exception& e) {
+                message = e.what();
+            }
+        }
+        if (!message.empty() && ::write(pipe_fds[1], message.data(), message.size()) < 0) ::_exit(2);
+        ::_exit(message.empty() ? 0 : 1);
+    }
+    ::close(pipe_fds[1]);
+    std::string message;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) message.append(buf, static_cast<std::size_t>(n));
+    ::close(pipe_fds[0]);
+    int status = 0;
+    assert_int_equal(::waitpid(pid, &status, 0), pid);
+    if (message.empty() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) message = "the staging child failed";
+    return message;
+}
+
+static void an_archive_with_closed_directories_is_staged_by_its_own_user(void**) {
+    write_tar(path("closed.tar"), {{"shut", "", 'd', "", 0}, {"shut/f.txt", "inside\n", 'f', ""}, {"nox", "", 'd', "", 0600},
+                                   {"nox/sub", "", 'd', "", 0}, {"nox/sub/g.txt", "deeper\n", 'f', ""}},
+              false);
+    std::string failed = as_unprivileged_user([] { stage_in(path("closed.tar"), "closed", cache_settings("job1")); });
+    if (!failed.empty()) fail_msg("cache mode: %s", failed.c_str());
+    assert_string_equal(file_text(path("job1/closed/shut/f.txt")).c_str(), "inside\n");
+    assert_string_equal(file_text(path("job1/closed/nox/sub/g.txt")).c_str(), "deeper\n");
+    failed = as_unprivileged_user([] {
+        StageSettings s = cache_settings("job2");
+        s.private_mode = true;
+        stage_in(path("closed.tar"), "closed", s);
+    });
+    if (!failed.empty()) fail_msg("private mode: %s", failed.c_str());
+    // A private copy keeps the archive's modes, as GNU tar does, set after the contents.
+    struct stat st {};
+    assert_int_equal(::stat(path("job2/closed/shut").c_str(), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0);
+    assert_int_equal(::stat(path("job2/closed/nox").c_str(), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_string_equal(file_text(path("job2/closed/shut/f.txt")).c_str(), "inside\n");
+}
+
+static void an_archive_error_names_the_archive_and_the_member_never_a_temporary(void**) {
+    // A member that cannot be written: a hard link to a file the archive does not hold.
+    write_tar(path("clash.tar"), {{"x", "", 'd', ""}, {"x/f", "file\n", 'f', ""}, {"x/y", "", 'h', "x/absent"}}, false);
+    for (bool private_mode : {false, true}) {
+        std::string message = as_unprivileged_user([&] {
+            StageSettings s = cache_settings(private_mode ? "job2" : "job1");
+            s.private_mode = private_mode;
+            stage_in(path("clash.tar"), "clash", s);
+        });
+        assert_true(message.find(path("clash.tar")) != std::string::npos);
+        assert_true(message.find("'x/y'") != std::string::npos);
+        if (message.find(".tmp.") != std::string::npos || message.find("aihpc-tmp") != std::string::npos)
+            fail_msg("the message names a temporary: %s", message.c_str());
+    }
+}
+
+static void an_archive_rewritten_in_place_with_size_and_mtime_put_back_is_refused(void**) {
+    write_tar(path("torn.tar"), {{"a.txt", "one\n", 'f', ""}}, false);
+    write_tar(path("other.tar"), {{"a.txt", "two\n", 'f', ""}}, false);
+    // The rewrite below must land in a later tick of the file system's clock than the
+    // archive's making, as it does in life.
+    struct stat made {};
+    assert_int_equal(::stat(path("torn.tar").c_str(), &made), 0);
+    for (struct stat probe = made; probe.st_ctim.tv_sec == made.st_ctim.tv_sec && probe.st_ctim.tv_nsec == made.st_ctim.tv_nsec;) {
+        write_file(path("probe"), "p");
+        assert_int_equal(::stat(path("probe").c_str(), &probe), 0);
+    }
+    OpenSource source = open_source(path("torn.tar"), "", {});
+    Manifest scanned = scan_file(source.fd.get(), source.realpath);
+    check_source_unchanged(source, scanned.freshness_hash());  // untouched: fine
+
+    std::string bytes = file_text(path("other.tar"));
+    assert_int_equal(bytes.size(), made.st_size);
+    aihpc::UniqueFd rewrite(::open(path("torn.tar").c_str(), O_WRONLY | O_CLOEXEC));
+    assert_int_equal(::pwrite(rewrite.get(), bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+    struct timespec times[2] = {{0, UTIME_OMIT}, made.st_mtim};
+    assert_int_equal(::futimens(rewrite.get(), times), 0);
+    // Size and mtime say nothing changed...
+    assert_string_equal(scan_file(source.fd.get(), source.realpath).metadata_hash().c_str(), scanned.metadata_hash().c_str());
+    // ...the ctime does.
+    expect_error_containing([&] { check_source_unchanged(source, scanned.freshness_hash()); },
+                            "changed while it was being extracted");
 }
 
 static void a_tar_with_dotdot_entries_is_refused_whole(void**) {
@@ -1078,6 +1221,10 @@ int main() {
         T(archive_names_are_exactly_those_whose_default_name_loses_a_suffix),
         T(a_tar_zst_is_extracted_into_the_cache_and_verified),
         T(a_hit_reports_the_totals_of_the_entry_not_of_the_archive_file),
+        T(mtimes_after_2262_are_staged_exactly_by_copy_and_extraction),
+        T(an_archive_with_closed_directories_is_staged_by_its_own_user),
+        T(an_archive_error_names_the_archive_and_the_member_never_a_temporary),
+        T(an_archive_rewritten_in_place_with_size_and_mtime_put_back_is_refused),
         T(a_tar_with_dotdot_entries_is_refused_whole),
         T(a_tar_whose_symlinks_chain_out_of_it_is_refused_whole),
         T(a_tar_with_a_dangling_or_inner_chain_of_symlinks_is_staged),

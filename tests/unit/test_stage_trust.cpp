@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -89,10 +90,14 @@ static void ledger_text_reads_back_and_skips_what_is_malformed(void**) {
     r.ino = 77;
     r.ctime_ns = 1700000000123456789;
     r.bytes = 4096;
+    r.inodes = 12;
+    r.linked = true;
     r.measured_at = 1700000000;
     r.complete = false;
     ledger.records.push_back(r);
-    std::string text = ledger.serialize() + "e 1 2 3 4 5 6 1\n" + "x 1 2 3 4 5 6 1 n\n" + "e 1 2 3 4 99999999999999999999 6 1 n\n";
+    std::string text = ledger.serialize() + "e 1 2 3 4 5 6 0 7 1\n" + "x 1 2 3 4 5 6 0 7 1 n\n" +
+                       "e 1 2 3 4 99999999999999999999 6 0 7 1 n\n" + "e 1 2 3 4 5 6 2 7 1 n\n" +
+                       "e 1 2 3 4 5 6 7 1 n\n";  // the form before inodes were counted
     CacheLedger back = CacheLedger::parse(text);
     assert_int_equal(back.records.size(), 1);
     const LedgerRecord& b = back.records[0];
@@ -101,6 +106,9 @@ static void ledger_text_reads_back_and_skips_what_is_malformed(void**) {
     assert_int_equal(b.ino, 77);
     assert_true(b.ctime_ns == r.ctime_ns);
     assert_int_equal(b.bytes, 4096);
+    assert_int_equal(b.inodes, 12);
+    assert_true(b.linked);
+    assert_true(b.measured_at == 1700000000);
     assert_false(b.complete);
     assert_int_equal(CacheLedger::parse("not a ledger\n" + text.substr(text.find('\n') + 1)).records.size(), 0);
 }
@@ -117,6 +125,24 @@ static void ledger_sums_saturate_instead_of_wrapping(void**) {
     assert_true(ledger.user_bytes(2) == UINT64_MAX);
     assert_true(ledger.other_users_bytes(1) == UINT64_MAX);
     assert_true(ledger.other_users_bytes(2) == UINT64_MAX / 2 + 1);
+    for (LedgerRecord& r : ledger.records) r.inodes = UINT64_MAX / 2 + 1;
+    assert_true(ledger.user_inodes(2) == UINT64_MAX);
+}
+
+static void eviction_plans_saturate_on_forged_sizes(void**) {
+    std::vector<CacheEntryInfo> entries(3);
+    entries[0].key = "a";
+    entries[0].bytes = UINT64_MAX;
+    entries[1].key = "b";
+    entries[1].bytes = 2;
+    entries[2].key = "c";
+    entries[2].bytes = 100;
+    entries[2].last_used_ns = 1;
+    // Wrapped, the sum would be 101 and nothing would be evicted to make room for 10 under 200.
+    assert_int_equal(plan_eviction(entries, 10, 200).size(), 1);
+    Manifest m;
+    m.entries = {{"a", EntryType::file, 0644, UINT64_MAX, {}, "", {}}, {"b", EntryType::file, 0644, 5, {}, "", {}}};
+    assert_true(m.byte_count() == UINT64_MAX);
 }
 
 static void a_users_limits_keep_to_their_share_and_the_node_room(void**) {
@@ -176,7 +202,105 @@ static void a_measure_stops_at_its_entry_bound(void**) {
     assert_int_equal(budget, 0);
 }
 
+static void a_file_with_many_names_is_measured_once(void**) {
+    TempDir tmp;
+    tmp.make_dir("tree/sub");
+    tmp.write("tree/big", std::string(2 * mib, 'b'));
+    for (int i = 0; i < 200; ++i)
+        assert_int_equal(::link((tmp.path() + "/tree/big").c_str(), (tmp.path() + "/tree/sub/l" + std::to_string(i)).c_str()), 0);
+    UniqueFd root = open_dir(tmp.path());
+    std::uint64_t budget = 1000;
+    TreeMeasure m = measure_tree_at(root.get(), "tree", &budget);
+    assert_true(m.complete);
+    assert_true(m.linked);
+    assert_int_equal(m.entries, 203);  // tree, sub, big, 200 links
+    assert_int_equal(m.inodes, 3);
+    assert_true(m.bytes >= 2 * mib);
+    assert_true(m.bytes < 3 * mib);  // not 400 MiB
+    // Seen in another tree of the same user already, it is not counted again.
+    SeenInodes seen;
+    std::uint64_t more = 1000;
+    measure_tree_at(root.get(), "tree/big", &more, &seen);
+    TreeMeasure again = measure_tree_at(root.get(), "tree/sub", &more, &seen);
+    assert_int_equal(again.inodes, 1);
+    assert_true(again.bytes < mib);
+}
+
 // ---- the ledger, as root
+
+static void hard_links_across_a_users_cache_count_once_and_starve_no_one(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("cache/1000/entries/" + key_a + "/data");
+    tmp.write("cache/1000/j", std::string(4 * mib, 'j'));
+    std::string big = tmp.path() + "/cache/1000/j";
+    // Names spread over the rest of the cache dir and over entries of their own.
+    tmp.make_dir("cache/1000/links");
+    for (int i = 0; i < 300; ++i) {
+        std::string n = std::to_string(i);
+        assert_int_equal(::link(big.c_str(), (tmp.path() + "/cache/1000/links/" + n).c_str()), 0);
+        if (i < 30) {
+            tmp.make_dir("cache/1000/entries/e" + n);
+            assert_int_equal(::link(big.c_str(), (tmp.path() + "/cache/1000/entries/e" + n + "/j").c_str()), 0);
+        }
+    }
+    tmp.make_dir("cache/1001/entries");
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    for (int pass = 0; pass < 2; ++pass) {  // the second reuses what it may of the first
+        CacheLedger ledger = refresh_cache_ledger(cache.get(), tmp.path() + "/cache");
+        assert_true(ledger.user_bytes(1000) >= 4 * mib);
+        assert_true(ledger.user_bytes(1000) < 6 * mib);
+        assert_true(ledger.user_inodes(1000) < 80);  // 1000, entries, links, the entry dirs, j once...
+        CacheLimits other = root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+        assert_true(other.max_bytes > 90 * mib);
+    }
+}
+
+static void a_users_cache_at_its_inode_cap_has_no_room_left(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("cache/1000/entries");
+    tmp.make_dir("cache/1000/empty");
+    for (int i = 0; i < 100; ++i) tmp.write("cache/1000/empty/" + std::to_string(i), "");
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    // Empty files cost no bytes, but each is an inode.
+    CacheLimits roomy = root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 1000);
+    assert_true(roomy.max_inodes.has_value() && *roomy.max_inodes > 800 && *roomy.max_inodes < 900);
+    assert_int_equal(roomy.inode_cap, 1000);
+    CacheLimits full = root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 100);
+    assert_true(full.max_inodes.has_value() && *full.max_inodes == 0);
+    assert_false(root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 0).max_inodes.has_value());
+    // Another user keeps their own room.
+    tmp.make_dir("cache/1001");
+    assert_true(*root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache", 100).max_inodes > 90);
+}
+
+static void a_stage_past_the_inode_room_is_refused_naming_the_cap(void**) {
+    TempDir tmp;
+    tmp.make_dir("src");
+    for (int i = 0; i < 20; ++i) tmp.write("src/f" + std::to_string(i), "");
+    write_zero_tar(tmp.path() + "/many.tar.zst", 0, 20);
+    StageSettings settings;
+    settings.to_dir = tmp.path() + "/to";
+    settings.cache_dir = tmp.path() + "/cache";
+    settings.limits = CacheLimits{8 * mib, 4 * mib, 10, 1000};
+    settings.uid = ::geteuid();
+    expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); }, "cache_user_inodes cap of 1000");
+    expect_error_containing([&] { stage_in(tmp.path() + "/many.tar.zst", "many", settings); }, "cache_user_inodes cap");
+    assert_false(exists(tmp.path() + "/to/src"));
+    assert_int_equal(count_entries(tmp.path() + "/cache/entries"), 0);
+    settings.limits.max_inodes = 30;
+    stage_in(tmp.path() + "/src", "src", settings);
+    // At the cap, what the cache holds is still served...
+    settings.limits.max_inodes = 0;
+    settings.to_dir = tmp.path() + "/to2";
+    assert_string_equal(to_string(stage_in(tmp.path() + "/src", "src", settings).outcome), "hit");
+    expect_error_containing([&] { stage_in(tmp.path() + "/many.tar.zst", "many", settings); }, "cache_user_inodes cap");
+    // ...and a private copy is not in the cache.
+    settings.private_mode = true;
+    stage_in(tmp.path() + "/many.tar.zst", "many", settings);
+}
+
 
 static void a_forged_info_file_starves_no_one(void**) {
     if (skip_unless_root()) skip();
@@ -240,8 +364,59 @@ static void a_killed_producers_temporary_counts_until_removed(void**) {
     assert_true(while_there.max_bytes <= 92 * mib);
     UniqueFd entries = open_dir(tmp.path() + "/cache/1000/entries");
     assert_true(remove_tree_at(entries.get(), ".tmp." + key_a + ".4242.0"));
+    // Counted as recorded until its user's cache is measured again.
+    root_account_user_cache(cache.get(), 1000, tmp.path() + "/cache");
     CacheLimits after = root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
     assert_true(after.max_bytes > 99 * mib);
+}
+
+static void a_killed_producers_temporary_is_removed_at_prepare(void**) {
+    if (skip_unless_root()) skip();
+    pid_t gone = ::fork();
+    if (gone == 0) ::_exit(0);
+    assert_int_equal(::waitpid(gone, nullptr, 0), gone);
+    TempDir tmp;
+    std::string dead = ".tmp." + key_a + "." + std::to_string(gone) + ".0";
+    std::string live = ".tmp." + key_a + "." + std::to_string(::getpid()) + ".1";
+    tmp.make_dir("cache/1000/entries/" + dead + "/data/deep/er");
+    tmp.write("cache/1000/entries/" + dead + "/data/deep/er/half", std::string(8 * mib, 't'));
+    ::chmod((tmp.path() + "/cache/1000/entries/" + dead + "/data/deep").c_str(), 0555);
+    tmp.make_dir("cache/1000/entries/" + live + "/data");
+    tmp.make_dir("cache/1000/entries/.tmp.not-a-key");
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    CacheLimits limits = root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_false(exists(tmp.path() + "/cache/1000/entries/" + dead));
+    assert_true(exists(tmp.path() + "/cache/1000/entries/" + live));  // its producer still runs
+    assert_true(exists(tmp.path() + "/cache/1000/entries/.tmp.not-a-key"));
+    assert_true(limits.max_bytes > 99 * mib);  // and what was removed is not counted
+}
+
+static void a_prepare_measures_its_own_user_alone(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("cache/1000/entries/" + key_a + "/data");
+    tmp.write("cache/1000/entries/" + key_a + "/data/f", std::string(2 * mib, 'a'));
+    tmp.make_dir("cache/1001/entries");
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");  // a new ledger: everyone
+    CacheLedger before = read_cache_ledger(cache.get());
+    // What 1000 holds now is not walked by 1001's prepare: its records stay as they were...
+    tmp.make_dir("cache/1000/many");
+    for (int i = 0; i < 500; ++i) tmp.write("cache/1000/many/" + std::to_string(i), "m");
+    tmp.write("cache/1001/own", std::string(mib, 'o'));
+    root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    CacheLedger after = read_cache_ledger(cache.get());
+    assert_true(after.user_bytes(1000) == before.user_bytes(1000));
+    assert_true(after.user_inodes(1000) == before.user_inodes(1000));
+    assert_true(after.user_bytes(1001) >= before.user_bytes(1001) + mib);  // ...while 1001 is measured again
+    // ...until 1000's own prepare.
+    root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(read_cache_ledger(cache.get()).user_inodes(1000) >= before.user_inodes(1000) + 500);
+    // A cache dir that is gone from cache/ counts no more, whoever prepares.
+    UniqueFd top = open_dir(tmp.path() + "/cache");
+    assert_true(remove_tree_at(top.get(), "1000"));
+    root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_int_equal(read_cache_ledger(cache.get()).user_bytes(1000), 0);
 }
 
 static void a_kept_job_dir_counts_against_its_user(void**) {
@@ -472,6 +647,57 @@ static void retired_job_dirs_go_to_trash_and_are_removed_within_the_budget(void*
     assert_int_equal(count_entries(tmp.path() + "/trash"), 0);
 }
 
+static void a_tree_deeper_than_any_walk_is_removed_from_trash(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("trash");
+    ::chmod((tmp.path() + "/trash").c_str(), 0700);
+    tmp.make_dir("trash/7.1.0");
+    // 5,000 levels: more than a recursive walk allows, and more descriptors than it may hold.
+    UniqueFd level = open_dir(tmp.path() + "/trash/7.1.0");
+    for (int i = 0; i < 5000; ++i) {
+        assert_int_equal(::mkdirat(level.get(), "d", 0555), 0);
+        int fd = ::openat(level.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        if (i % 1000 == 0) assert_int_equal(::close(::openat(fd, "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0)), 0);
+        level = UniqueFd(fd);
+    }
+    level.reset();
+    struct rlimit few {256, 256}, saved {};
+    ::getrlimit(RLIMIT_NOFILE, &saved);
+    ::setrlimit(RLIMIT_NOFILE, &few);
+    std::string error;
+    bool done = empty_trash(tmp.path(), 600s, &error);
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+    if (!done) fail_msg("trash not emptied: %s", error.c_str());
+    assert_int_equal(count_entries(tmp.path() + "/trash"), 0);
+}
+
+static void a_huge_directory_in_trash_shrinks_at_every_call_and_is_never_started_over(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("trash/8.1.0/flat");
+    ::chmod((tmp.path() + "/trash").c_str(), 0700);
+    UniqueFd flat = open_dir(tmp.path() + "/trash/8.1.0/flat");
+    for (int i = 0; i < 3000; ++i)
+        assert_int_equal(::close(::openat(flat.get(), ("f" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600)), 0);
+    flat.reset();
+    // No budget at all: every call still removes a slice, and the next goes on from there.
+    std::size_t left = 3002, calls = 0;
+    while (!empty_trash(tmp.path(), 0ms)) {
+        assert_true(++calls < 100);
+        // Directories move to the top of trash/ to be emptied there: count what all hold.
+        std::size_t now = 0;
+        UniqueFd trash = open_dir(tmp.path() + "/trash");
+        DirectoryNames tops(trash.get(), "trash");
+        for (std::size_t i = 0; i < tops.size(); ++i) now += 1 + count_entries(tmp.path() + "/trash/" + tops.c_str(i));
+        assert_true(now < left);
+        left = now;
+    }
+    assert_true(calls >= 5);  // slices, not the whole directory at once
+    assert_int_equal(count_entries(tmp.path() + "/trash"), 0);
+}
+
 static void a_users_own_keep_marker_keeps_nothing(void**) {
     if (skip_unless_root()) skip();
     TempDir tmp;
@@ -544,6 +770,11 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ledger_text_reads_back_and_skips_what_is_malformed),
         cmocka_unit_test(ledger_sums_saturate_instead_of_wrapping),
+        cmocka_unit_test(eviction_plans_saturate_on_forged_sizes),
+        cmocka_unit_test(a_file_with_many_names_is_measured_once),
+        cmocka_unit_test(hard_links_across_a_users_cache_count_once_and_starve_no_one),
+        cmocka_unit_test(a_users_cache_at_its_inode_cap_has_no_room_left),
+        cmocka_unit_test(a_stage_past_the_inode_room_is_refused_naming_the_cap),
         cmocka_unit_test(a_users_limits_keep_to_their_share_and_the_node_room),
         cmocka_unit_test(a_measure_counts_blocks_and_never_follows_a_link),
         cmocka_unit_test(a_measure_stops_at_its_entry_bound),
@@ -551,6 +782,8 @@ int main(void) {
         cmocka_unit_test(the_ledger_is_roots_alone_and_measures_what_users_hold),
         cmocka_unit_test(a_changed_entry_is_measured_again),
         cmocka_unit_test(a_killed_producers_temporary_counts_until_removed),
+        cmocka_unit_test(a_killed_producers_temporary_is_removed_at_prepare),
+        cmocka_unit_test(a_prepare_measures_its_own_user_alone),
         cmocka_unit_test(a_kept_job_dir_counts_against_its_user),
         cmocka_unit_test(a_stager_over_its_share_is_refused_with_its_share_named),
         cmocka_unit_test(an_archive_bomb_is_abandoned_whole_in_cache_mode),
@@ -564,6 +797,8 @@ int main(void) {
         cmocka_unit_test(fsync_tree_flushes_a_tree_without_following_or_blocking),
         cmocka_unit_test(fsync_tree_stays_within_the_descriptor_limit),
         cmocka_unit_test(retired_job_dirs_go_to_trash_and_are_removed_within_the_budget),
+        cmocka_unit_test(a_tree_deeper_than_any_walk_is_removed_from_trash),
+        cmocka_unit_test(a_huge_directory_in_trash_shrinks_at_every_call_and_is_never_started_over),
         cmocka_unit_test(a_users_own_keep_marker_keeps_nothing),
         cmocka_unit_test(roots_keep_marker_keeps_the_job_until_it_expires),
         cmocka_unit_test(a_keep_marker_root_did_not_write_is_ignored),
