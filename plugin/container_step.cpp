@@ -23,6 +23,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/text.hpp"
+#include "container/digest_cache.hpp"
 #include "container/image.hpp"
 #include "container/launch.hpp"
 #include "plugin/capabilities.hpp"
@@ -98,25 +99,10 @@ void container_user_init(const Spank& /*spank*/, PluginState& st) {
     StepContainer sc;
     sc.host_batch = host_batch_of_steps(st);
     if (!runs_inside(st) && !sc.host_batch) return;
-    std::vector<std::string> dirs = container::runtime_search_path(st.site, std::getenv("PATH"));
-    auto installed = [&](container::Runtime r) {
-        // The host batch script runs no runtime: its steps may land on other nodes.
-        return sc.host_batch || container::find_program(container::runtime_program(r), dirs).has_value();
-    };
-    sc.image = container::check_image(st.options.container, st.site, st.step.submit_dir, installed);
-    const char* program = container::runtime_program(sc.image.runtime);
-    auto found = container::find_program(program, dirs);
-    if (!found && !sc.host_batch)
-        throw Error("--aihpc-container: the container runtime " + std::string(program) + " (" +
-                    container::runtime_name(sc.image.runtime) + ", for " + sc.image.location +
-                    ") is not installed on node " + st.step.node_name + ": not found in " +
-                    (st.site.runtime_path.empty() ? "slurmd's PATH " : "runtime_path=") + join(dirs, ":") +
-                    "; ask the site to install it, or name another runtime as RUNTIME:IMAGE");
-    if (found) sc.program = *found;
-    // The image is read by aihpc-node as the user, so that the user's read permission
-    // decides and a FIFO or a slow file system stalls the helper, never slurmstepd.
-    // Root first makes the user's cache directory, where the digest is remembered; a
-    // staging step has made it already.
+    // The image is looked at by aihpc-node alone, as the user: the user's read permission
+    // decides, and a FIFO, a hung file system or the user's FUSE mount stalls the helper,
+    // which slurmstepd watches, never slurmstepd itself. Root first makes the user's cache
+    // directory, where the digest is remembered; a staging step has made it already.
     std::string origin;
     if (st.step.uid != 0 && !stage_step_active()) {
         try {
@@ -126,10 +112,24 @@ void container_user_init(const Spank& /*spank*/, PluginState& st) {
             origin = std::string("no digest cache: ") + e.what();
         }
     }
-    HelperOutcome digest = node_work(st, "digest", RunAs::user, origin.empty() ? "" : "\"no_cache\":true");
-    std::size_t newline = digest.result.find('\n');
-    sc.digest = digest.result.substr(0, newline);
-    if (origin.empty() && newline != std::string::npos) origin = digest.result.substr(newline + 1);
+    std::string extra = origin.empty() ? "" : "\"no_cache\":true";
+    // The host batch script runs no runtime: its steps may land on other nodes.
+    if (sc.host_batch) extra += std::string(extra.empty() ? "" : ",") + "\"any_runtime\":true";
+    container::DigestResult resolved =
+        container::parse_digest_result(st.options.container, node_work(st, "digest", RunAs::user, extra).result);
+    sc.image = resolved.image;
+    sc.digest = resolved.digest;
+    if (origin.empty()) origin = resolved.provenance;
+    std::vector<std::string> dirs = container::runtime_search_path(st.site, std::getenv("PATH"));
+    const char* program = container::runtime_program(sc.image.runtime);
+    auto found = container::find_program(program, dirs);
+    if (!found && !sc.host_batch)
+        throw Error("--aihpc-container: the container runtime " + std::string(program) + " (" +
+                    container::runtime_name(sc.image.runtime) + ", for " + sc.image.location +
+                    ") is not installed on node " + st.step.node_name + ": not found in " +
+                    (st.site.runtime_path.empty() ? "slurmd's PATH " : "runtime_path=") + join(dirs, ":") +
+                    "; ask the site to install it, or name another runtime as RUNTIME:IMAGE");
+    if (found) sc.program = *found;
     if (!sc.host_batch) sc.launcher = find_launcher();
     st.note("container: " + std::string(container::runtime_name(sc.image.runtime)) + " " + sc.image.location + " " +
             sc.digest + " (" + origin + ")");

@@ -532,18 +532,20 @@ int run_task(int argc, char** argv) {
     return code == 0 && !delivered ? 1 : code;
 }
 
-// As the user: the image's content hash, through the user's digest cache.
-// Result: the digest, a newline, where it came from.
+// As the user: the image resolved (its real path, kind and runtime) and its content hash,
+// through the user's digest cache. slurmstepd itself never stats, resolves or reads the
+// user's image, which may lie on a hung file system or a user's FUSE mount.
+// Result: format_digest_result.
 void digest(const NodeRequest& r, const HelperChannel& channel) {
     std::vector<std::string> dirs = container::runtime_search_path(r.site, std::getenv("PATH"));
     auto installed = [&](container::Runtime rt) {
-        return container::find_program(container::runtime_program(rt), dirs).has_value();
+        return r.any_runtime || container::find_program(container::runtime_program(rt), dirs).has_value();
     };
     container::ResolvedImage image = container::check_image(r.options.container, r.site, r.submit_dir, installed);
     container::DigestCacheSettings cache;
     if (!r.no_cache && r.uid != 0) cache.dir = layout(r).cache_dir + "/digests";
     container::ImageDigest d = container::image_digest(image, cache, r.no_cache ? "the user's cache directory is missing" : "");
-    channel.result(d.digest + "\n" + d.provenance);
+    channel.result(format_digest_result(image, d));
 }
 
 // As root, from the job epilog: the job's stage dirs go to trash/ at once (unless root

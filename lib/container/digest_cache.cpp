@@ -229,4 +229,32 @@ ImageDigest image_digest(const ResolvedImage& image, const DigestCacheSettings& 
     return {"", "no local image to digest"};
 }
 
+std::string format_digest_result(const ResolvedImage& image, const ImageDigest& digest) {
+    return digest.digest + "\n" + digest.provenance + "\n" + runtime_name(image.runtime) + "\n" +
+           (image.ref.kind == ImageKind::directory ? "1" : "0") + "\n" + image.location;
+}
+
+DigestResult parse_digest_result(const std::string& image_text, const std::string& result) {
+    // Four lines, then the location, which may itself hold a newline.
+    std::vector<std::string> lines;
+    std::size_t at = 0;
+    for (int i = 0; i < 4 && at <= result.size(); ++i) {
+        std::size_t end = result.find('\n', at);
+        if (end == std::string::npos) break;
+        lines.push_back(result.substr(at, end - at));
+        at = end + 1;
+    }
+    if (lines.size() == 4) lines.push_back(result.substr(at));
+    std::optional<Runtime> runtime = lines.size() == 5 ? parse_runtime(lines[2]) : std::nullopt;
+    if (!runtime || (lines[3] != "0" && lines[3] != "1") || lines[0].empty() || lines[4].empty())
+        throw Error("--aihpc-container: the image helper gave an answer of another shape; reinstall aihpc on this node");
+    DigestResult out;
+    out.digest = lines[0];
+    out.provenance = lines[1];
+    out.image.ref = classify_image(image_text, lines[3] == "1");
+    out.image.runtime = *runtime;
+    out.image.location = lines[4];
+    return out;
+}
+
 }  // namespace aihpc::container

@@ -81,4 +81,16 @@ struct ImageDigest {
 ImageDigest image_digest(const ResolvedImage& image, const DigestCacheSettings& cache,
                          const std::string& cache_unavailable);
 
+// Pure: the digest helper's answer, one line each: the digest, where it came from, the
+// runtime's name, 1 for a directory image (else 0), the image's location. And back;
+// throws aihpc::Error on an answer of another shape.
+std::string format_digest_result(const ResolvedImage& image, const ImageDigest& digest);
+struct DigestResult {
+    ResolvedImage image;
+    std::string digest;
+    std::string provenance;
+};
+DigestResult parse_digest_result(const std::string& image_text, const std::string& result);
+
+
 }  // namespace aihpc::container

@@ -67,6 +67,7 @@ NodeRequest parse_node_request(const std::string& text) {
         }
     }
     if (json_object* no_cache = json_member(doc.get(), "no_cache")) r.no_cache = json_object_get_boolean(no_cache);
+    if (json_object* any = json_member(doc.get(), "any_runtime")) r.any_runtime = json_object_get_boolean(any);
     if (json_member(doc.get(), "step")) r.step_id = static_cast<std::uint32_t>(number_member(doc.get(), "step"));
     if (json_member(doc.get(), "local_tasks"))
         r.local_tasks = static_cast<std::uint32_t>(number_member(doc.get(), "local_tasks"));

@@ -35,6 +35,7 @@ struct NodeRequest {
     std::uint32_t local_tasks = 1;
     std::optional<std::string> argv0;  // run-task on Slurm < 23.11: the task's own argv[0]
     std::optional<std::string> checkpoint_dir;  // run-task with --aihpc-checkpoint: AIHPC_CHECKPOINT_DIR
+    bool any_runtime = false;   // digest for a host batch script: its steps run the runtime, maybe elsewhere
 };
 
 // Throws aihpc::Error naming the member that is missing or of the wrong type, or what

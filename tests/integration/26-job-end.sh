@@ -81,7 +81,7 @@ check_cut_stage_out() {
     # Root's ledger is brought up to date by the next cache-mode stage on the node.
     as_user srun -w n1 --aihpc-stage="$work/small:small" true
     ok "$how: the cache ledger counts the kept stage dir against the user" \
-        bash -c "awk '\$1 == \"k\" && \$2 == $test_uid && \$9 == \"$id\" && \$6 > 1000000000' '$local_root_n1/cache/ledger' | grep -q ."
+        bash -c "awk '\$1 == \"k\" && \$2 == $test_uid && \$NF == \"$id\" && \$6 > 1000000000' '$local_root_n1/cache/ledger' | grep -q ."
     ok "$how: aihpc-stage kept lists it, with the command that finishes it" \
         bash -c "runuser -u $test_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 '$stage_tool' kept | grep -q 'aihpc-stage deliver $id'"
     ok "$how: another user is shown nothing of it, and cannot deliver it" \
@@ -105,10 +105,12 @@ id=$(cut_stage_out kill-wrapper res3)
 check_cut_stage_out "kill -9 of the task wrapper" "$id" res3 kept
 
 # ---- the time limit during the stage-out: SIGTERM, then KillWait, then SIGKILL
+# The application writes its output, then runs into the time limit: SIGTERM ends it, and
+# the stage-out has what is left of KillWait before SIGKILL.
 cat >late.sh <<JOB
 #!/bin/bash
-sleep 50
-exec "$work/produce.sh"
+"$work/produce.sh"
+exec sleep 1000
 JOB
 chmod +x late.sh
 id=$(as_user sbatch --parsable -w n1 -t 1 -o out-timeout --aihpc-stage-out="out:$work/res4" late.sh)

@@ -940,8 +940,27 @@ static void cached_image_the_user_can_no_longer_read_is_refused(void**) {
     assert_int_equal(cache.reads, 1);
 }
 
+static void the_digest_helpers_answer_reads_back_with_the_image_it_resolved(void**) {
+    container::ResolvedImage image;
+    image.ref = container::classify_image("/images/py\nthon", true);
+    image.runtime = container::Runtime::charliecloud;
+    image.location = "/real/images/py\nthon";
+    container::ImageDigest d{"xxh3:0123", "cached"};
+    container::DigestResult back =
+        container::parse_digest_result("/images/py\nthon", container::format_digest_result(image, d));
+    assert_string_equal(back.digest.c_str(), "xxh3:0123");
+    assert_string_equal(back.provenance.c_str(), "cached");
+    assert_true(back.image.runtime == container::Runtime::charliecloud);
+    assert_true(back.image.ref.kind == container::ImageKind::directory);
+    assert_string_equal(back.image.location.c_str(), "/real/images/py\nthon");
+    expect_error_containing([] { container::parse_digest_result("x.sif", "xxh3:1\nfrom\n"); }, "another shape");
+    expect_error_containing([] { container::parse_digest_result("x.sif", "xxh3:1\nfrom\nnosuch\n0\n/x.sif"); },
+                            "another shape");
+}
+
 int main() {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(the_digest_helpers_answer_reads_back_with_the_image_it_resolved),
         cmocka_unit_test(image_kind_follows_suffix_directory_and_scheme),
         cmocka_unit_test(runtime_prefix_is_recorded_as_explicit),
         cmocka_unit_test(image_of_unknown_kind_is_refused_with_the_choices),
