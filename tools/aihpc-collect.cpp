@@ -11,11 +11,14 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "collect/accounting.hpp"
 #include "collect/html.hpp"
 #include "collect/mlflow.hpp"
 #include "collect/queue.hpp"
@@ -230,6 +233,25 @@ int run_watch(const Options& o) {
     return 0;
 }
 
+// --why's lines from sacct for each failed or missing task that accounting knows; a
+// one-line note on stderr when there is no accounting to ask.
+std::map<std::uint64_t, std::vector<std::string>> why_accounting(const sweep::SweepDir& sweep, const ResultTable& table,
+                                                                 const std::set<std::uint64_t>& tasks) {
+    std::map<std::uint64_t, std::vector<std::string>> out;
+    auto arrays = read_arrays(sweep.path);
+    auto jobs = accounting_jobs(tasks, table, arrays);
+    if (jobs.empty()) return out;
+    std::string note;
+    auto accounting = query_accounting(jobs, note);
+    if (!note.empty()) std::cerr << "aihpc-collect: " << note << "\n";
+    std::vector<std::string> phases;
+    for (const auto& p : sweep.spec.phases) phases.push_back(p.name);
+    for (auto& [index, task] : join_accounting(tasks, table, arrays, phases, accounting)) {
+        out[index] = accounting_lines(task, phase_stages_out(sweep.spec, task.phase));
+    }
+    return out;
+}
+
 int run_table(const Options& o) {
     auto sweep = sweep::open_sweep(o.sweep);
     bool rows_out = !o.failed && (o.format || !o.output.empty() || (o.mlflow.empty() && o.html.empty()));
@@ -311,6 +333,7 @@ int run_table(const Options& o) {
         if (o.why) {
             // The reasons come from the full read, whatever --top kept.
             if (o.top || o.sort) table = read_results(sweep, ro);
+            auto why = why_accounting(sweep, table, list);
             for (const auto& row : table.rows) {
                 if (row.state != TaskState::failed) continue;
                 std::cout << "task " << row.index << ": phase " << (row.phase.empty() ? "?" : row.phase);
@@ -320,8 +343,14 @@ int run_table(const Options& o) {
                 std::cout << "\n";
                 if (!row.error.empty()) std::cout << "  " << row.error << "\n";
                 for (const auto& line : row.stderr_tail) std::cout << "  | " << line << "\n";
+                for (const auto& line : why[row.index]) std::cout << line << "\n";
             }
             auto missing = table.missing();
+            for (auto index : missing)
+                if (why.count(index)) {
+                    std::cout << "task " << index << ": no result\n";
+                    for (const auto& line : why[index]) std::cout << line << "\n";
+                }
             if (!missing.empty()) std::cout << "missing (no result): " << sweep::array_spec(missing, 0) << "\n";
         }
     }
