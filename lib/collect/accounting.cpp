@@ -10,7 +10,7 @@
 
 namespace aihpc::collect {
 
-const char* const kAccountingFields = "JobID,JobIDRaw,State,ExitCode,Elapsed,MaxRSS,NodeList,AdminComment";
+const char* const kAccountingFields = "JobID,JobIDRaw,State,ExitCode,Elapsed,MaxRSS,ReqMem,NodeList,AdminComment";
 
 namespace {
 
@@ -33,6 +33,17 @@ std::set<std::uint64_t> ids_of(std::string_view text) {
 std::string first_word(std::string_view text) {
     auto t = trim(text);
     return std::string(t.substr(0, t.find(' ')));
+}
+
+// ReqMem ("100M"; "100Mn" or "100Mc" before Slurm 21.08) in bytes; 0 when none.
+double requested_bytes(std::string text) {
+    if (!text.empty() && (text.back() == 'n' || text.back() == 'c')) text.pop_back();
+    return rss_bytes(text);
+}
+
+bool over_request(const AccountingRun& run) {
+    double req = requested_bytes(run.req_mem);
+    return req > 0 && rss_bytes(run.max_rss) > req;
 }
 
 bool bad_run(const AccountingRun& run) { return !run_reason(run).empty(); }
@@ -72,6 +83,9 @@ std::string describe(const AccountingRun& run, const std::string& what, const st
     if (shown(run.node_list)) out += " on " + run.node_list;
     if (shown(run.exit_code) && run.exit_code != "0:0") out += ", exit " + run.exit_code;
     if (shown(run.max_rss)) out += ", MaxRSS " + run.max_rss;
+    if (what == "OUT_OF_MEMORY" && run.state != what && over_request(run) &&
+        std::find(run.step_states.begin(), run.step_states.end(), what) == run.step_states.end())
+        out += " over ReqMem " + run.req_mem;
     out += " (job " + element;
     if (!run.job_id.empty() && run.job_id != element) out += ", " + run.job_id;
     return out + ")";
@@ -86,10 +100,10 @@ AccountingTable parse_accounting(const std::string& text) {
     std::string current_element;
     for (auto& line : split(text, '\n')) {
         auto f = split(line, '|');
-        if (f.size() < 8) continue;
-        if (f.size() > 8) {
-            std::vector<std::string> rest(f.begin() + 7, f.end());
-            f.resize(7);
+        if (f.size() < 9) continue;
+        if (f.size() > 9) {
+            std::vector<std::string> rest(f.begin() + 8, f.end());
+            f.resize(8);
             f.push_back(join(rest, "|"));
         }
         const std::string& id = f[0];
@@ -114,8 +128,9 @@ AccountingTable parse_accounting(const std::string& text) {
         run.exit_code = f[3];
         run.elapsed = f[4];
         run.max_rss = f[5];
-        run.node_list = f[6];
-        run.comment = std::string(trim(f[7]));
+        run.req_mem = f[6];
+        run.node_list = f[7];
+        run.comment = std::string(trim(f[8]));
         for (auto task : ids_of(element.substr(us + 1))) {
             auto& runs = out[{job, task}];
             runs.push_back(run);
@@ -133,6 +148,7 @@ std::string run_reason(const AccountingRun& run) {
         if (run.state == s) return run.state;
     for (auto& s : run.step_states)
         if (s == "OUT_OF_MEMORY") return s;
+    if ((run.state == "FAILED" || run.state == "CANCELLED") && over_request(run)) return "OUT_OF_MEMORY";
     if (run.state == "CANCELLED" || run.state == "FAILED" || run.state == "REQUEUED" || run.state == "REVOKED") return run.state;
     return "";
 }

@@ -25,7 +25,7 @@ extern const char* const kAccountingFields;
 struct AccountingRun {
     std::string job_id;                    // JobIDRaw: the element's own job id
     std::string state;                     // its first word: "CANCELLED by 1001" is CANCELLED
-    std::string exit_code, elapsed, max_rss, node_list, comment;
+    std::string exit_code, elapsed, max_rss, req_mem, node_list, comment;
     std::vector<std::string> step_states;  // the first word of each step's state
 };
 
@@ -38,9 +38,11 @@ using AccountingTable = std::map<std::pair<std::string, std::uint64_t>, std::vec
 // skipped.
 AccountingTable parse_accounting(const std::string& text);
 
-// Why a run ended badly: TIMEOUT, OUT_OF_MEMORY (the run's, or any of its steps'),
-// PREEMPTED, NODE_FAIL, CANCELLED, FAILED, DEADLINE, BOOT_FAIL or REQUEUED; "" for a run
-// that completed, or that is still pending or running.
+// Why a run ended badly: TIMEOUT, OUT_OF_MEMORY, PREEMPTED, NODE_FAIL, CANCELLED,
+// FAILED, DEADLINE, BOOT_FAIL or REQUEUED; "" for a run that completed, or that is still
+// pending or running. OUT_OF_MEMORY is the run's state or any of its steps' (the kernel
+// killed it in its cgroup), or a run that failed or was cancelled with a MaxRSS over its
+// ReqMem (jobacct_gather's OverMemoryKill, where Slurm records no OUT_OF_MEMORY).
 std::string run_reason(const AccountingRun& run);
 
 // What accounting says about one task: the element of the phase that ended it badly.

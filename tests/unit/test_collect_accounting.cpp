@@ -14,23 +14,23 @@ using namespace aihpc::collect;
 namespace {
 
 // `sacct --duplicates --noheader --parsable2 -o JobID,JobIDRaw,State,ExitCode,Elapsed,
-// MaxRSS,NodeList,AdminComment` on the mini-cluster (Slurm 22.05) for an array of five:
+// MaxRSS,ReqMem,NodeList,AdminComment` on the mini-cluster (Slurm 22.05) for an array of five:
 // 0 over its time limit, 1 over --mem, 2 cancelled, 3 preempted by a job of the urgent
 // partition and requeued (pending again), 4 still pending.
 const char* kSample =
-    "40_0|41|TIMEOUT|0:0|00:01:31|||n1|\n"
-    "40_0.batch|41|CANCELLED|0:15|00:01:32|1876K||n1|\n"
-    "40_0.extern|41|COMPLETED|0:0|00:01:31|0||n1|\n"
-    "40_1|42|FAILED|0:9|00:00:03|||n2|\n"
-    "40_1.batch|42|OUT_OF_MEMORY|0:9|00:00:03|412M||n2|\n"
-    "40_1.extern|42|COMPLETED|0:0|00:00:03|0||n2|\n"
-    "40_2|43|CANCELLED by 1001|0:15|00:00:04|||n2|\n"
-    "40_2.batch|43|CANCELLED|0:15|00:00:05|1024K||n2|\n"
-    "40_3|40|PREEMPTED|0:15|00:00:07|||n1|\n"
-    "40_3.batch|40|CANCELLED|0:15|00:00:08|2.5M||n1|\n"
-    "40_3|40|PENDING|0:0|00:00:00|||None assigned|\n"
-    "40_[4]|44|PENDING|0:0|00:00:00|||None assigned|kept|a|b\n"
-    "77|77|COMPLETED|0:0|00:00:01|||n1|\n";
+    "40_0|41|TIMEOUT|0:0|00:01:31||200M|n1|\n"
+    "40_0.batch|41|CANCELLED|0:15|00:01:32|1876K|200M|n1|\n"
+    "40_0.extern|41|COMPLETED|0:0|00:01:31|0|200M|n1|\n"
+    "40_1|42|FAILED|0:9|00:00:03||200M|n2|\n"
+    "40_1.batch|42|OUT_OF_MEMORY|0:9|00:00:03|412M|200M|n2|\n"
+    "40_1.extern|42|COMPLETED|0:0|00:00:03|0|200M|n2|\n"
+    "40_2|43|CANCELLED by 1001|0:15|00:00:04||200M|n2|\n"
+    "40_2.batch|43|CANCELLED|0:15|00:00:05|1024K|200M|n2|\n"
+    "40_3|40|PREEMPTED|0:15|00:00:07||200M|n1|\n"
+    "40_3.batch|40|CANCELLED|0:15|00:00:08|2.5M|200M|n1|\n"
+    "40_3|40|PENDING|0:0|00:00:00||200M|None assigned|\n"
+    "40_[4]|44|PENDING|0:0|00:00:00||200M|None assigned|kept|a|b\n"
+    "77|77|COMPLETED|0:0|00:00:01||200M|n1|\n";
 
 ResultTable table_of(std::uint64_t tasks) {
     ResultTable t;
@@ -91,8 +91,22 @@ static void the_reason_is_the_decisive_state_of_the_run_or_of_a_step(void**) {
     }
 }
 
+static void a_step_killed_over_its_request_ran_out_of_memory(void**) {
+    // jobacct_gather's OverMemoryKill (no cgroup): Slurm records FAILED, signal 9.
+    auto t = parse_accounting(
+        "5_0|6|FAILED|0:9|00:00:01||100M|n1|\n"
+        "5_0.batch|6.batch|CANCELLED by 0|0:9|00:00:01|114612K|100M|n1|\n"
+        "5_1|7|FAILED|1:0|00:00:01||100Mn|n1|\n"
+        "5_1.batch|7.batch|FAILED|1:0|00:00:01|90M|100Mn|n1|\n");
+    assert_string_equal(run_reason(t.at({"5", 0})[0]).c_str(), "OUT_OF_MEMORY");
+    assert_string_equal(run_reason(t.at({"5", 1})[0]).c_str(), "FAILED");
+    auto j = join_accounting({0}, table_of(2), one_array("5", 2), {"main"}, t);
+    assert_string_equal(accounting_lines(j.at(0), false).at(0).c_str(),
+                        "  sacct: OUT_OF_MEMORY after 00:00:01 on n1, exit 0:9, MaxRSS 114612K over ReqMem 100M (job 5_0, 6)");
+}
+
 static void garbage_and_short_lines_are_skipped(void**) {
-    auto t = parse_accounting("\nnot sacct\n1_2|3\n|||||||\n12_x|1|FAILED|1:0|00:00:01|||n1|\n12_1.batch|5|FAILED|1:0|1|9K||n1|\n");
+    auto t = parse_accounting("\nnot sacct\n1_2|3\n||||||||\n12_x|1|FAILED|1:0|00:00:01||1G|n1|\n12_1.batch|5|FAILED|1:0|1|9K|1G|n1|\n");
     assert_int_equal(t.size(), 0);
 }
 
@@ -117,10 +131,10 @@ static void failed_and_missing_tasks_are_joined_through_the_arrays(void**) {
 
 static void a_result_names_its_element_and_later_phases_are_not_blamed(void**) {
     auto acct = parse_accounting(
-        "50_0|51|FAILED|1:0|00:00:02|||n1|\n"
-        "60_0|61|COMPLETED|0:0|00:00:02|||n2|\n"
-        "70_1|71|NODE_FAIL|0:0|00:00:09|||n2|\n"
-        "80_1|81|CANCELLED|0:0|00:00:00|||None assigned|\n");
+        "50_0|51|FAILED|1:0|00:00:02||200M|n1|\n"
+        "60_0|61|COMPLETED|0:0|00:00:02||200M|n2|\n"
+        "70_1|71|NODE_FAIL|0:0|00:00:09||200M|n2|\n"
+        "80_1|81|CANCELLED|0:0|00:00:00||200M|None assigned|\n");
     std::vector<sweep::ArraySubmission> arrays = one_array("50", 2, "prep");
     arrays.push_back(one_array("70", 2, "prep")[0]);  // a resubmission of prep: it ran task 1 last
     arrays.push_back(one_array("80", 2, "train")[0]);
@@ -144,8 +158,8 @@ static void a_result_names_its_element_and_later_phases_are_not_blamed(void**) {
 
 static void a_requeued_run_that_failed_again_shows_both(void**) {
     auto acct = parse_accounting(
-        "9_2|10|PREEMPTED|0:15|00:00:30|||n1|\n"
-        "9_2|10|TIMEOUT|0:0|00:01:00|||n2|\n");
+        "9_2|10|PREEMPTED|0:15|00:00:30||200M|n1|\n"
+        "9_2|10|TIMEOUT|0:0|00:01:00||200M|n2|\n");
     auto j = join_accounting({2}, table_of(3), one_array("9", 3), {"main"}, acct);
     assert_string_equal(accounting_lines(j.at(2), false).at(0).c_str(),
                         "  sacct: PREEMPTED after 00:00:30 on n1, exit 0:15 (job 9_2, 10), requeued; then TIMEOUT after 00:01:00 on n2 (job 9_2, 10)");
@@ -180,6 +194,7 @@ int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(each_element_line_is_a_run_and_its_steps_follow_it),
         cmocka_unit_test(the_reason_is_the_decisive_state_of_the_run_or_of_a_step),
+        cmocka_unit_test(a_step_killed_over_its_request_ran_out_of_memory),
         cmocka_unit_test(garbage_and_short_lines_are_skipped),
         cmocka_unit_test(failed_and_missing_tasks_are_joined_through_the_arrays),
         cmocka_unit_test(a_result_names_its_element_and_later_phases_are_not_blamed),
