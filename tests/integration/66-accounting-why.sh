@@ -9,7 +9,7 @@ if scontrol show config | grep -q "^AccountingStorageType *= *accounting_storage
     skip_all "the cluster keeps no accounting (contrib/minicluster up starts slurmdbd)"
 fi
 scontrol show partition urgent >/dev/null 2>&1 || skip_all "no urgent partition to preempt with (contrib/minicluster up makes one)"
-plan 7
+plan 8
 work=$(scratch)
 cd "$work"
 sweep_tool=$top_builddir/tools/aihpc-sweep
@@ -23,8 +23,8 @@ oom) exec python3 -c 'import time; b = b"x" * (600 << 20); time.sleep(600)' ;;
 esac
 SH
 cat >spec.json <<SPEC
-{"name": "ends", "axes": [{"param": "end", "values": ["timeout", "oom", "cancel", "preempt"]}],
- "command": ["bash", "$work/task.sh", "{end}"],
+{"name": "ends", "axes": [{"param": "how", "values": ["timeout", "oom", "cancel", "preempt"]}],
+ "command": ["bash", "$work/task.sh", "{how}"],
  "slurm": {"sbatch": ["--time=1", "--mem=200M", "--exclusive"]}}
 SPEC
 as_user "$sweep_tool" expand spec.json -o "$work/s" >/dev/null
@@ -63,7 +63,8 @@ wait_gone() {
     return 1
 }
 
-ok "the sweep is one array job" bash -c '[[ $0 =~ ^[0-9]+$ ]]' "$job"
+if [[ $job =~ ^[0-9]+$ ]]; then pass "the sweep is one array job"
+else fail "the sweep is one array job" "$out"; finish; exit; fi
 # The task over --mem is killed on its own; the one to cancel, once it runs.
 wait_gone 1 120
 if wait_state 2 RUNNING 120 && as_user scancel "${job}_2"; then pass "the task to cancel runs, and its owner cancels it"
