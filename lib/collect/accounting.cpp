@@ -48,15 +48,33 @@ bool over_request(const AccountingRun& run) {
 
 bool bad_run(const AccountingRun& run) { return !run_reason(run).empty(); }
 
-// The element of the latest array of `phase` ("" = any) that ran task `index`.
+// The submitted arrays with their element ids parsed once, in submission order.
+struct Ran {
+    const sweep::ArraySubmission* array;
+    std::set<std::uint64_t> elements;
+
+    // The element of this array that ran task `index`, if one did.
+    std::optional<std::uint64_t> element(std::uint64_t index) const {
+        if (index < array->offset || index >= array->offset + array->count) return std::nullopt;
+        std::uint64_t e = (index - array->offset) / std::max<std::uint64_t>(1, array->pack);
+        if (!elements.count(e)) return std::nullopt;
+        return e;
+    }
+};
+
+std::vector<Ran> submitted(const std::vector<sweep::ArraySubmission>& arrays) {
+    std::vector<Ran> out;
+    for (const auto& a : arrays)
+        if (!a.job_id.empty()) out.push_back({&a, ids_of(a.array)});
+    return out;
+}
+
+// The element of the latest array of `phase` that ran task `index`.
 std::optional<std::pair<std::string, std::uint64_t>> element_of(std::uint64_t index, const std::string& phase,
-                                                                const std::vector<sweep::ArraySubmission>& arrays) {
-    for (auto it = arrays.rbegin(); it != arrays.rend(); ++it) {
-        const auto& a = *it;
-        if (a.job_id.empty() || (!phase.empty() && a.phase != phase)) continue;
-        if (index < a.offset || index >= a.offset + a.count) continue;
-        std::uint64_t e = (index - a.offset) / std::max<std::uint64_t>(1, a.pack);
-        if (ids_of(a.array).count(e)) return std::make_pair(a.job_id, e);
+                                                                const std::vector<Ran>& ran) {
+    for (auto it = ran.rbegin(); it != ran.rend(); ++it) {
+        if (it->array->phase != phase) continue;
+        if (auto e = it->element(index)) return std::make_pair(it->array->job_id, *e);
     }
     return std::nullopt;
 }
@@ -157,13 +175,12 @@ std::set<std::string> accounting_jobs(const std::set<std::uint64_t>& indices, co
                                       const std::vector<sweep::ArraySubmission>& arrays) {
     std::set<std::string> jobs;
     auto rows = rows_by_index(table);
+    auto ran = submitted(arrays);
     for (auto index : indices) {
         auto it = rows.find(index);
         if (auto named = named_element(it == rows.end() ? nullptr : it->second)) jobs.insert(named->first);
-        for (const auto& a : arrays) {
-            if (a.job_id.empty() || index < a.offset || index >= a.offset + a.count) continue;
-            if (ids_of(a.array).count((index - a.offset) / std::max<std::uint64_t>(1, a.pack))) jobs.insert(a.job_id);
-        }
+        for (const auto& r : ran)
+            if (r.element(index)) jobs.insert(r.array->job_id);
     }
     return jobs;
 }
@@ -173,6 +190,7 @@ std::map<std::uint64_t, TaskAccounting> join_accounting(const std::set<std::uint
                                                         const std::vector<std::string>& phases, const AccountingTable& accounting) {
     std::map<std::uint64_t, TaskAccounting> out;
     auto rows = rows_by_index(table);
+    auto ran = submitted(arrays);
     for (auto index : indices) {
         auto row_it = rows.find(index);
         const ResultRow* row = row_it == rows.end() ? nullptr : row_it->second;
@@ -185,7 +203,7 @@ std::map<std::uint64_t, TaskAccounting> join_accounting(const std::set<std::uint
         }
         std::optional<TaskAccounting> found;
         for (const auto& phase : phases) {
-            auto element = element_of(index, phase, arrays);
+            auto element = element_of(index, phase, ran);
             if (!element) continue;
             auto it = accounting.find(*element);
             if (it == accounting.end()) continue;
