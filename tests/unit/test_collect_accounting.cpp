@@ -7,6 +7,7 @@
 #include "cmocka_cxx.hpp"
 #include "collect/accounting.hpp"
 #include "common/text.hpp"
+#include "temp_dir.hpp"
 
 using namespace aihpc;
 using namespace aihpc::collect;
@@ -190,6 +191,48 @@ static void tasks_no_array_ran_or_sacct_forgot_are_left_out(void**) {
     assert_int_equal(accounting_jobs({3, 4, 7}, table_of(8), arrays).size(), 0);
 }
 
+// A stand-in sacct on the PATH: what it was asked goes to its log.
+static void sacct_is_asked_per_hundred_jobs_and_no_accounting_is_a_note(void**) {
+    TempDir tmp;
+    tmp.make_dir("bin");
+    tmp.make_dir("empty");
+    std::string log = tmp.path() + "/sacct.log";
+    tmp.write("bin/sacct",
+              "#!/bin/sh\necho \"$*\" >>" + log + "\n[ -f " + tmp.path() +
+                  "/off ] && { echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1; }\n"
+                  "printf '7_0|8|TIMEOUT|0:0|00:01:00||1G|n1|\\n'\n",
+              0755);
+    std::string saved = ::getenv("PATH") ? ::getenv("PATH") : "";
+    ::setenv("PATH", (tmp.path() + "/bin:" + saved).c_str(), 1);
+    std::set<std::string> jobs;
+    for (int i = 0; i < 150; ++i) jobs.insert(std::to_string(1000 + i));
+    std::string note;
+    auto t = query_accounting(jobs, note);
+    assert_string_equal(note.c_str(), "");
+    assert_int_equal(t.at({"7", 0}).size(), 2);  // one run from each of the two calls
+    assert_string_equal(t.at({"7", 0})[0].state.c_str(), "TIMEOUT");
+    assert_string_equal(t.at({"7", 0})[0].node_list.c_str(), "n1");
+    assert_string_equal(t.at({"7", 0})[0].comment.c_str(), "");
+    auto asked = split(file_text(log), '\n');
+    assert_int_equal(asked.size(), 3);  // two lines and the last newline
+    assert_true(starts_with(asked[0], "--duplicates --noheader --parsable2 -j 1000,1001,"));
+    assert_true(contains(asked[0], " -o JobID,JobIDRaw,State,ExitCode,Elapsed,MaxRSS,ReqMem,NodeList,AdminComment"));
+    assert_true(starts_with(asked[1], "--duplicates --noheader --parsable2 -j 1100,"));
+
+    tmp.write("off", "");
+    t = query_accounting({"5"}, note);
+    assert_int_equal(t.size(), 0);
+    assert_string_equal(note.c_str(),
+                        "no job accounting (sacct: sacct: error: Slurm accounting storage is disabled), so --why shows no job "
+                        "states (TIMEOUT, OUT_OF_MEMORY, PREEMPTED, NODE_FAIL, CANCELLED)");
+    ::setenv("PATH", (tmp.path() + "/empty").c_str(), 1);
+    note.clear();
+    t = query_accounting({"5"}, note);
+    ::setenv("PATH", saved.c_str(), 1);
+    assert_int_equal(t.size(), 0);
+    assert_true(starts_with(note, "sacct is not available"));
+}
+
 int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(each_element_line_is_a_run_and_its_steps_follow_it),
@@ -201,6 +244,7 @@ int main() {
         cmocka_unit_test(a_requeued_run_that_failed_again_shows_both),
         cmocka_unit_test(a_stage_out_names_the_kept_dir_on_its_node),
         cmocka_unit_test(tasks_no_array_ran_or_sacct_forgot_are_left_out),
+        cmocka_unit_test(sacct_is_asked_per_hundred_jobs_and_no_accounting_is_a_note),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
