@@ -273,7 +273,10 @@ AccountingTable query_accounting(const std::set<std::string>& jobs, std::string&
         }
         if (r.status != 0) {
             auto why = split(std::string(trim(r.err.empty() ? r.out : r.err)), '\n');
-            note = "no job accounting (sacct: " + (why.empty() ? std::string("exit ") + std::to_string(r.status) : why.front()) +
+            std::string first = why.empty() || why.front().empty() ? "exit " + std::to_string(r.status) : why.front();
+            for (const char* prefix : {"sacct: ", "error: "})
+                if (starts_with(first, prefix)) first = first.substr(std::string(prefix).size());
+            note = "no job accounting (sacct: " + first +
                    "), so --why shows no job states (TIMEOUT, OUT_OF_MEMORY, PREEMPTED, NODE_FAIL, CANCELLED)";
             return {};
         }

@@ -223,7 +223,7 @@ static void sacct_is_asked_per_hundred_jobs_and_no_accounting_is_a_note(void**) 
     t = query_accounting({"5"}, note);
     assert_int_equal(t.size(), 0);
     assert_string_equal(note.c_str(),
-                        "no job accounting (sacct: sacct: error: Slurm accounting storage is disabled), so --why shows no job "
+                        "no job accounting (sacct: Slurm accounting storage is disabled), so --why shows no job "
                         "states (TIMEOUT, OUT_OF_MEMORY, PREEMPTED, NODE_FAIL, CANCELLED)");
     ::setenv("PATH", (tmp.path() + "/empty").c_str(), 1);
     note.clear();
