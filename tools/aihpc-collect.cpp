@@ -11,9 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
-#include <map>
 #include <optional>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -234,25 +232,6 @@ int run_watch(const Options& o) {
     return 0;
 }
 
-// --why's lines from sacct for each failed or missing task that accounting knows; a
-// one-line note on stderr when there is no accounting to ask.
-std::map<std::uint64_t, std::vector<std::string>> why_accounting(const sweep::SweepDir& sweep, const ResultTable& table,
-                                                                 const std::set<std::uint64_t>& tasks) {
-    std::map<std::uint64_t, std::vector<std::string>> out;
-    auto arrays = read_arrays(sweep.path);
-    auto jobs = accounting_jobs(tasks, table, arrays);
-    if (jobs.empty()) return out;
-    std::string note;
-    auto accounting = query_accounting(jobs, note);
-    if (!note.empty()) std::cerr << "aihpc-collect: " << note << "\n";
-    std::vector<std::string> phases;
-    for (const auto& p : sweep.spec.phases) phases.push_back(p.name);
-    for (auto& [index, task] : join_accounting(tasks, table, arrays, phases, accounting)) {
-        out[index] = accounting_lines(task, phase_stages_out(sweep.spec, task.phase));
-    }
-    return out;
-}
-
 int run_table(const Options& o) {
     auto sweep = sweep::open_sweep(o.sweep);
     bool rows_out = !o.failed && (o.format || !o.output.empty() || (o.mlflow.empty() && o.html.empty()));
@@ -334,7 +313,9 @@ int run_table(const Options& o) {
         if (o.why) {
             // The reasons come from the full read, whatever --top kept.
             if (o.top || o.sort) table = read_results(sweep, ro);
-            auto why = why_accounting(sweep, table, list);
+            std::string note;
+            auto why = why_lines(sweep, table, list, note);
+            if (!note.empty()) std::cerr << "aihpc-collect: " << note << "\n";
             for (const auto& row : table.rows) {
                 if (row.state != TaskState::failed) continue;
                 std::cout << "task " << row.index << ": phase " << (row.phase.empty() ? "?" : row.phase);

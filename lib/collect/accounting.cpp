@@ -288,4 +288,18 @@ AccountingTable query_accounting(const std::set<std::string>& jobs, std::string&
     return out;
 }
 
+std::map<std::uint64_t, std::vector<std::string>> why_lines(const sweep::SweepDir& sweep, const ResultTable& table,
+                                                            const std::set<std::uint64_t>& tasks, std::string& note) {
+    std::map<std::uint64_t, std::vector<std::string>> out;
+    auto arrays = read_arrays(sweep.path);
+    auto jobs = accounting_jobs(tasks, table, arrays);
+    if (jobs.empty()) return out;
+    auto accounting = query_accounting(jobs, note);
+    std::vector<std::string> phases;
+    for (const auto& p : sweep.spec.phases) phases.push_back(p.name);
+    for (auto& [index, task] : join_accounting(tasks, table, arrays, phases, accounting))
+        out[index] = accounting_lines(task, phase_stages_out(sweep.spec, task.phase));
+    return out;
+}
+
 }  // namespace aihpc::collect

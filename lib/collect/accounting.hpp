@@ -14,6 +14,7 @@
 #include "collect/result_table.hpp"
 #include "sweep/spec.hpp"
 #include "sweep/submit_plan.hpp"
+#include "sweep/sweep_dir.hpp"
 
 namespace aihpc::collect {
 
@@ -78,5 +79,11 @@ bool phase_stages_out(const sweep::SweepSpec& spec, const std::string& phase);
 // Runs `sacct` for these jobs (100 ids per call). When sacct is missing or accounting is
 // off, returns nothing and sets `note` to one line saying so.
 AccountingTable query_accounting(const std::set<std::string>& jobs, std::string& note);
+
+// All of it for a sweep: the lines under each of `tasks` (failed or missing) that
+// accounting knows, from chunks.json's arrays and one sacct call per 100 array jobs.
+// `note` as query_accounting sets it.
+std::map<std::uint64_t, std::vector<std::string>> why_lines(const sweep::SweepDir& sweep, const ResultTable& table,
+                                                            const std::set<std::uint64_t>& tasks, std::string& note);
 
 }  // namespace aihpc::collect
