@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "collect/accounting.hpp"
 #include "collect/html.hpp"
 #include "collect/mlflow.hpp"
 #include "collect/queue.hpp"
@@ -50,7 +51,8 @@ const char* kUsage =
     "  --failed          print the failed and missing indices in Slurm array syntax;\n"
     "                    with --format F -o FILE, also write the table, in one pass\n"
     "  --why             with --failed: also each failed task's failing phase, exit\n"
-    "                    code or signal, and the last lines of its stderr\n"
+    "                    code or signal, and the last lines of its stderr; and why\n"
+    "                    sacct says it ended (TIMEOUT, OUT_OF_MEMORY, PREEMPTED...)\n"
     "  --status          print counts of done, failed, missing, running and pending\n"
     "  --json            with --status: one JSON object\n"
     "  --watch           a live progress bar on stderr until no task is queued\n"
@@ -311,6 +313,9 @@ int run_table(const Options& o) {
         if (o.why) {
             // The reasons come from the full read, whatever --top kept.
             if (o.top || o.sort) table = read_results(sweep, ro);
+            std::string note;
+            auto why = why_lines(sweep, table, list, note);
+            if (!note.empty()) std::cerr << "aihpc-collect: " << note << "\n";
             for (const auto& row : table.rows) {
                 if (row.state != TaskState::failed) continue;
                 std::cout << "task " << row.index << ": phase " << (row.phase.empty() ? "?" : row.phase);
@@ -320,8 +325,14 @@ int run_table(const Options& o) {
                 std::cout << "\n";
                 if (!row.error.empty()) std::cout << "  " << row.error << "\n";
                 for (const auto& line : row.stderr_tail) std::cout << "  | " << line << "\n";
+                for (const auto& line : why[row.index]) std::cout << line << "\n";
             }
             auto missing = table.missing();
+            for (auto index : missing)
+                if (why.count(index)) {
+                    std::cout << "task " << index << ": no result\n";
+                    for (const auto& line : why[index]) std::cout << line << "\n";
+                }
             if (!missing.empty()) std::cout << "missing (no result): " << sweep::array_spec(missing, 0) << "\n";
         }
     }

@@ -8,7 +8,8 @@ lib_collect_libaihpc_collect_la_SOURCES = \
 	lib/collect/writers.cpp lib/collect/writers.hpp \
 	lib/collect/queue.cpp lib/collect/queue.hpp \
 	lib/collect/mlflow.cpp lib/collect/mlflow.hpp \
-	lib/collect/html.cpp lib/collect/html.hpp
+	lib/collect/html.cpp lib/collect/html.hpp \
+	lib/collect/accounting.cpp lib/collect/accounting.hpp
 EXTRA_DIST += lib/collect/README
 
 bin_PROGRAMS += tools/aihpc-collect
@@ -30,3 +31,8 @@ EXTRA_DIST += bench/collect/run.sh bench/collect/reference.py \
 UNIT_TESTS += tests/unit/test_collect_stream
 tests_unit_test_collect_stream_SOURCES = tests/unit/test_collect_stream.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_collect_stream_LDADD = lib/collect/libaihpc_collect.la lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+# --why's accounting: sacct's runs of each element (TIMEOUT, OUT_OF_MEMORY, PREEMPTED...).
+UNIT_TESTS += tests/unit/test_collect_accounting
+tests_unit_test_collect_accounting_SOURCES = tests/unit/test_collect_accounting.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_collect_accounting_LDADD = lib/collect/libaihpc_collect.la lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+EXTRA_DIST += tests/integration/66-accounting-why.sh
