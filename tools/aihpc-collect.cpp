@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -44,7 +45,9 @@ const char* kUsage =
     "  -o, --output FILE write the table to FILE instead of stdout\n"
     "  --sort M[:min|max] order by a metric (or parameter, index, exit_code, elapsed_s);\n"
     "                    min by default\n"
-    "  --top K           keep the first K rows\n"
+    "  --top K           keep the first K rows (by a metric: the best K that succeeded)\n"
+    "  --phase NAME      the rows of an earlier phase: its metrics, exit code and time\n"
+    "                    (default: the last phase)\n"
     "  --all             add a row for every task without a result (status missing)\n"
     "  --sacct           add State, ExitCode, Elapsed and MaxRSS from sacct\n"
     "  --failed          print the failed and missing indices in Slurm array syntax;\n"
@@ -75,6 +78,7 @@ struct Options {
     bool all = false, sacct = false, failed = false, status = false, json = false, watch = false, progress = false, why = false;
     std::optional<double> timeout;
     std::string mlflow, html;
+    std::string phase;
 };
 
 std::uint64_t number(const std::string& option, const std::string& text) {
@@ -87,11 +91,27 @@ Options parse_args(const std::vector<std::string>& words) {
     Options o;
     o.progress = ::isatty(2);
     for (std::size_t i = 0; i < words.size(); ++i) {
-        const auto& w = words[i];
+        // A long option may carry its value after '=' (--sort=val_loss), as GNU tools accept.
+        std::string w = words[i];
+        std::optional<std::string> inline_value;
+        if (w.size() > 2 && w.compare(0, 2, "--") == 0)
+            if (auto eq = w.find('='); eq != std::string::npos) {
+                inline_value = w.substr(eq + 1);
+                w.resize(eq);
+            }
         auto value = [&]() -> std::string {
+            if (inline_value) {
+                std::string v = std::move(*inline_value);
+                inline_value.reset();
+                return v;
+            }
             if (i + 1 >= words.size()) throw UsageError(w + " needs a value");
             return words[++i];
         };
+        // A flag given a value (--all=no) is a mistake, never a silent yes.
+        bool is_flag = w == "--all" || w == "--sacct" || w == "--failed" || w == "--why" || w == "--status" || w == "--json" ||
+                       w == "--watch" || w == "--progress";
+        if (is_flag && inline_value) throw UsageError(w + " takes no value (given '" + *inline_value + "')");
         if (w == "--format") {
             auto v = value();
             try {
@@ -121,6 +141,10 @@ Options parse_args(const std::vector<std::string>& words) {
         else if (w == "--timeout") o.timeout = static_cast<double>(number(w, value()));
         else if (w == "--mlflow") o.mlflow = value();
         else if (w == "--html") o.html = value();
+        else if (w == "--phase") {
+            o.phase = value();
+            if (o.phase.empty()) throw UsageError("--phase needs a phase name");
+        }
         else if (w == "--progress") o.progress = true;
         else if (w.size() > 1 && w[0] == '-') throw UsageError("unknown option " + w);
         else if (o.sweep.empty()) o.sweep = w;
@@ -131,6 +155,8 @@ Options parse_args(const std::vector<std::string>& words) {
     if ((o.status || o.watch) && (o.failed || o.format || !o.output.empty() || o.sort || o.top || o.sacct || !o.mlflow.empty() || !o.html.empty()))
         throw UsageError(std::string(o.status ? "--status" : "--watch") + " takes no table options");
     if (o.why && !o.failed) throw UsageError("--why goes with --failed");
+    if (!o.phase.empty() && (o.status || o.watch || o.failed || o.sacct))
+        throw UsageError("--phase chooses the rows of the table; --status, --watch, --failed and --sacct are about whole tasks");
     if (o.json && !o.status) throw UsageError("--json goes with --status (for rows, use --format jsonl)");
     if (o.timeout && !o.watch) throw UsageError("--timeout goes with --watch");
     if (o.failed && o.format && o.output.empty())
@@ -179,6 +205,7 @@ private:
 int run_status(const Options& o) {
     auto sweep = sweep::open_sweep(o.sweep);
     auto scan = sweep::scan_results(sweep);
+    std::cerr << sweep::unreadable_warnings("aihpc-collect", scan.unreadable);
     auto arrays = read_arrays(sweep.path);
     auto counts = count_status(sweep.tasks, scan.done, scan.failed, arrays, query_queue(arrays));
     std::cout << (o.json ? status_json(counts) : status_text(counts));
@@ -230,6 +257,14 @@ int run_watch(const Options& o) {
     return 0;
 }
 
+// Rows are only of tasks that left a result: say how many are not shown, rather than let
+// a short table pass for a whole sweep.
+void note_missing(const Options& o, std::uint64_t missing, std::uint64_t tasks) {
+    if (o.all || o.failed || missing == 0) return;
+    std::cerr << "aihpc-collect: note: " << missing << " of " << tasks << " tasks have no result" << (o.phase.empty() ? "" : " of phase " + o.phase)
+              << " and are not shown (--all adds them; --failed lists them)\n";
+}
+
 int run_table(const Options& o) {
     auto sweep = sweep::open_sweep(o.sweep);
     bool rows_out = !o.failed && (o.format || !o.output.empty() || (o.mlflow.empty() && o.html.empty()));
@@ -237,6 +272,7 @@ int run_table(const Options& o) {
     if (o.failed && !o.why && !rows_to_file && o.mlflow.empty() && o.html.empty()) {
         // The list alone: the result scan is all it takes.
         auto scan = sweep::scan_results(sweep);
+        std::cerr << sweep::unreadable_warnings("aihpc-collect", scan.unreadable);
         auto list = scan.missing(sweep.tasks);
         list.insert(scan.failed.begin(), scan.failed.end());
         if (!list.empty()) std::cout << sweep::array_spec(list, 0) << "\n";
@@ -247,11 +283,14 @@ int run_table(const Options& o) {
         // Rows alone: kept compact, and only those shown (the first K of --top).
         CollectOptions co;
         co.include_missing = o.all;
+        co.phase = o.phase;
         co.sort = o.sort;
         co.top = o.top;
         Format format = o.format.value_or(Format::table);
         co.detail = format == Format::jsonl ? RowDetail::full : RowDetail::columns;
         auto rows = collect_rows(sweep, co);
+        std::cerr << sweep::unreadable_warnings("aihpc-collect", rows.header.unreadable);
+        note_missing(o, static_cast<std::uint64_t>(std::count(rows.state.begin(), rows.state.end(), TaskState::missing)), sweep.tasks);
         OutputFile out(o.output);
         write_rows(rows.header, rows, format, out.sink());
         out.close();
@@ -265,13 +304,16 @@ int run_table(const Options& o) {
 
     ReadOptions ro;
     ro.include_missing = o.all;
+    ro.phase = o.phase;
     ResultTable table = read_results(sweep, ro);
+    std::cerr << sweep::unreadable_warnings("aihpc-collect", table.unreadable);
+    if (rows_out || rows_to_file) note_missing(o, table.missing().size(), sweep.tasks);
     if (o.sacct) {
         auto arrays = read_arrays(sweep.path);
         join_sacct(table, query_sacct(table, arrays, sweep.spec.final_phase().name), arrays, sweep.spec.final_phase().name);
     }
-    if (o.sort) sort_rows(table, *o.sort);
-    keep_top(table, o.top);
+    bool ranked = o.sort && sort_rows(table, *o.sort) == SortSource::metric;
+    keep_top(table, o.top, ranked);
 
     if (rows_out || rows_to_file) {
         OutputFile out(o.output);

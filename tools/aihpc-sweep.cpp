@@ -73,16 +73,36 @@ struct UsageError : Error {
     using Error::Error;
 };
 
-// Command-line words of one subcommand, consumed in order.
+// Command-line words of one subcommand, consumed in order. A long option may carry its
+// value after '=' (--seed=3), as GNU tools accept; words after "--" are never split.
 class Args {
 public:
     Args(std::vector<std::string> words) : words_(std::move(words)) {}
-    bool done() const { return pos_ >= words_.size(); }
+    bool done() const {
+        check_inline_taken();
+        return pos_ >= words_.size();
+    }
     const std::string& peek() const { return words_[pos_]; }
-    std::string next() { return words_[pos_++]; }
+    std::string next() {
+        check_inline_taken();
+        std::string w = words_[pos_++];
+        if (w.size() > 2 && w.compare(0, 2, "--") == 0) {
+            if (auto eq = w.find('='); eq != std::string::npos) {
+                inline_value_ = w.substr(eq + 1);
+                w.resize(eq);
+                inline_option_ = w;
+            }
+        }
+        return w;
+    }
     std::string value(const std::string& option) {
-        if (done()) throw UsageError(option + " needs a value");
-        return next();
+        if (inline_value_) {
+            std::string v = std::move(*inline_value_);
+            inline_value_.reset();
+            return v;
+        }
+        if (pos_ >= words_.size()) throw UsageError(option + " needs a value");
+        return words_[pos_++];
     }
     std::uint64_t number(const std::string& option, std::uint64_t min = 0) {
         auto text = value(option);
@@ -91,14 +111,21 @@ public:
         return *n;
     }
     std::vector<std::string> rest() {
+        check_inline_taken();
         std::vector<std::string> out(words_.begin() + static_cast<long>(pos_), words_.end());
         pos_ = words_.size();
         return out;
     }
 
 private:
+    // A flag given a value (--dry-run=yes) is a mistake, never a silent no.
+    void check_inline_taken() const {
+        if (inline_value_) throw UsageError(inline_option_ + " takes no value (given '" + *inline_value_ + "')");
+    }
     std::vector<std::string> words_;
     std::size_t pos_ = 0;
+    std::optional<std::string> inline_value_;
+    std::string inline_option_;
 };
 
 std::string self_path() {
@@ -150,7 +177,10 @@ int cmd_expand(Args args) {
         else if (w == "--") {
             overrides.command = args.rest();
             if (overrides.command.empty()) throw UsageError("no command template after --");
-        } else if (w.size() > 1 && w[0] == '-' && w.find('=') == std::string::npos) throw UsageError("expand: unknown option " + w);
+        } else if (w.size() > 1 && w[0] == '-')
+            // A parameter name never starts with '-', so such a word is a mistyped option,
+            // not a parameter.
+            throw UsageError("expand: unknown option " + w + " (a parameter name cannot start with '-')");
         else positional.push_back(w);
     }
     if (positional.empty()) throw UsageError("expand needs a spec file or parameters");
@@ -158,12 +188,15 @@ int cmd_expand(Args args) {
     bool from_file = positional.size() == 1 && (is_file(positional[0]) || ends_with(positional[0], ".json"));
     if (from_file) text = apply_overrides(read_file(positional[0]), overrides);
     else text = compile_shorthand(positional, overrides);
+    if (emit_json && !out_dir.empty())
+        throw UsageError("--emit-json prints the JSON spec and writes no sweep dir: leave out -o " + out_dir + ", or --emit-json");
     SweepSpec spec = parse_spec(text);
     if (emit_json) {
         std::cout << text << "\n";
         return 0;
     }
     if (out_dir.empty()) throw UsageError("expand needs -o SWEEP");
+    require_commands(spec);
     auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()}, options);
     std::cout << summary.tasks << " tasks";
     if (summary.excluded) std::cout << " (" << summary.excluded << " excluded)";
@@ -221,11 +254,8 @@ void write_scripts(const SweepDir& sweep, const SubmitOptions& options) {
     }
 }
 
-void check_commands(const SweepDir& sweep) {
-    for (const auto& phase : sweep.spec.phases)
-        if (sweep.spec.command_of(phase).empty())
-            throw Error("phase '" + phase.name + "' has no command: give one in the spec, or after -- at expand");
-}
+// Sweeps expanded before expand refused a spec without a command may still lack one.
+void check_commands(const SweepDir& sweep) { require_commands(sweep.spec); }
 
 // Submits in order, since each dependency needs the job id of the array before it.
 void submit_all(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const std::function<void()>& record) {
@@ -607,6 +637,7 @@ int cmd_resubmit(Args args) {
     if (list) indices = parse_index_list(*list);
     if (failed || missing) {
         auto scan = scan_results(sweep);
+        std::cerr << unreadable_warnings("aihpc-sweep", scan.unreadable);
         if (failed) indices.insert(scan.failed.begin(), scan.failed.end());
         if (missing) {
             auto m = scan.missing(sweep.tasks);

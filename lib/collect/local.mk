@@ -30,3 +30,6 @@ EXTRA_DIST += bench/collect/run.sh bench/collect/reference.py \
 UNIT_TESTS += tests/unit/test_collect_stream
 tests_unit_test_collect_stream_SOURCES = tests/unit/test_collect_stream.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_collect_stream_LDADD = lib/collect/libaihpc_collect.la lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+# The command lines of aihpc-sweep and aihpc-collect, as a user types them (offline).
+TESTS += tests/cli/sweep-collect-options.sh
+EXTRA_DIST += tests/cli/sweep-collect-options.sh

@@ -475,11 +475,12 @@ ResultRow parse_result(std::string_view text) {
 
 namespace {
 
-std::optional<ResultRow> row_of(std::string_view text) {
+std::optional<ResultRow> row_of(std::string_view text, std::string* problem = nullptr) {
     try {
         auto row = parse_result(text);
         return row;
-    } catch (const Error&) {
+    } catch (const Error& e) {
+        if (problem) *problem = std::string("is not a result: ") + e.what();
         return std::nullopt;  // not a whole result: the task counts as missing
     }
 }
@@ -692,16 +693,23 @@ sweep::Assignment params_of(const TaskLines& index, std::uint64_t i) {
 
 unsigned reader_threads() { return std::max(1u, std::min(8u, std::thread::hardware_concurrency())); }
 
-std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add) {
-    const auto& last = sweep.spec.final_phase().name;
+std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add,
+                                    std::vector<sweep::UnreadableResult>* unreadable, const std::string& phase_name) {
+    const sweep::Phase& shown = sweep::find_phase(sweep.spec, phase_name);
+    const auto& last = shown.name;
     std::vector<TaskState> state(sweep.tasks, TaskState::missing);
     std::mutex merge;
+    auto cannot_read = [&](const std::string& dir, const char* name, std::string problem) {
+        if (!unreadable) return;
+        std::lock_guard lock(merge);
+        unreadable->push_back({dir + "/" + name, std::move(problem)});
+    };
 
     // Earlier phases only matter when they failed: a quick look at the exit code first,
     // a full parse only then (such a task has no result of the last phase to show).
     std::map<std::uint64_t, ResultRow> failed_early;
     for (const auto& phase : sweep.spec.phases) {
-        if (phase.name == last) continue;
+        if (phase.name == last) break;  // the phases after the one shown do not count
         std::string path = sweep::results_dir(sweep, phase);
         auto files = list_results(path, sweep.tasks);
         ResultDir dir(path);
@@ -712,12 +720,13 @@ std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_m
             std::vector<ResultRow> found;
             for (std::size_t k = begin; k < end; ++k) {
                 if (!file.read(dir.fd(), files.name(k, buf))) continue;
-                auto code = sweep::result_exit_code(file.text());
-                if (!code || *code == 0) continue;
+                auto verdict = sweep::judge_result(file.text(), files.index(k));
+                if (verdict.verdict == sweep::Verdict::unreadable) cannot_read(path, files.name(k, buf), verdict.problem);
+                if (verdict.verdict != sweep::Verdict::failed) continue;
                 auto row = row_of(file.text());
                 if (!row) row = ResultRow{};
                 row->index = files.index(k);
-                row->exit_code = code;
+                row->exit_code = verdict.exit_code;
                 if (row->phase.empty()) row->phase = phase.name;
                 row->state = TaskState::failed;
                 found.push_back(std::move(*row));
@@ -728,7 +737,7 @@ std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_m
     }
 
     TaskLines index(sweep.path);
-    std::string path = sweep::results_dir(sweep, sweep.spec.final_phase());
+    std::string path = sweep::results_dir(sweep, shown);
     auto files = list_results(path, sweep.tasks);
     ResultDir dir(path);
     if (!dir && !files.empty()) throw_errno("cannot open " + path);
@@ -742,9 +751,18 @@ std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_m
                 released = k;
             }
             if (!file.read(dir.fd(), files.name(k, buf))) continue;
-            auto row = row_of(file.text());
-            if (!row || !row->exit_code) continue;  // not a whole result: the task counts as missing
             std::uint64_t i = files.index(k);
+            // sweep::judge_result decides, as for every other command; a document it
+            // takes that the row reader still refuses (a member of the wrong type) is
+            // just as unreadable. Such a task counts as missing.
+            auto verdict = sweep::judge_result(file.text(), i);
+            std::string problem = verdict.problem;
+            std::optional<ResultRow> row;
+            if (verdict.verdict != sweep::Verdict::unreadable) row = row_of(file.text(), &problem);
+            if (!row) {
+                cannot_read(path, files.name(k, buf), problem);
+                continue;
+            }
             if (auto early = failed_early.find(i); early != failed_early.end()) {
                 // A later phase's result cannot hide an earlier failure: the row shows the
                 // phase that failed, and why.
@@ -786,9 +804,12 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
     ResultTable table;
     table.tasks = sweep.tasks;
     table.multi_phase = sweep.spec.phases.size() > 1;
+    table.phase = sweep::find_phase(sweep.spec, options.phase).name;
     table.param_names = sweep::parameter_names(sweep.spec);
     std::vector<std::vector<ResultRow>> parts(reader_threads());
-    auto state = for_each_row(sweep, options.include_missing, [&](unsigned worker, ResultRow&& row) { parts[worker].push_back(std::move(row)); });
+    auto state = for_each_row(
+        sweep, options.include_missing, [&](unsigned worker, ResultRow&& row) { parts[worker].push_back(std::move(row)); }, &table.unreadable,
+        options.phase);
     std::size_t total = 0;
     for (auto& p : parts) total += p.size();
     table.rows.reserve(total);
@@ -831,6 +852,9 @@ std::optional<double> sort_value(const ResultRow& row, SortSource source, const 
     switch (source) {
     case SortSource::none: return std::nullopt;
     case SortSource::metric:
+        // "Best" is never a failed run: a metric ranks only a task that succeeded, and a
+        // failed task's partial metric sorts with the rows that have none.
+        if (row.state != TaskState::done) return std::nullopt;
         if (auto* s = find_value(row.metrics, column)) return number_of(*s);
         return std::nullopt;
     case SortSource::param:
@@ -845,17 +869,18 @@ std::optional<double> sort_value(const ResultRow& row, SortSource source, const 
     return std::nullopt;
 }
 
-void throw_unknown_sort_column(const std::string& column, const std::vector<std::string>& metric_names) {
-    throw Error("--sort: no result reports a metric '" + column + "'" +
-                (metric_names.empty() ? std::string(" (the results have no metrics)") : " (metrics: " + join(metric_names, ", ") + ")"));
+void throw_unknown_sort_column(const std::string& column, const std::vector<std::string>& metric_names, const std::string& phase) {
+    throw Error("--sort: no result" + (phase.empty() ? std::string() : " of phase '" + phase + "'") + " reports a metric '" + column + "'" +
+                (metric_names.empty() ? std::string(" (the results have no metrics)") : " (metrics: " + join(metric_names, ", ") + ")") +
+                (phase.empty() ? std::string() : "; --phase NAME collects the metrics of an earlier phase"));
 }
 
-void sort_rows(ResultTable& table, const SortKey& key) {
+SortSource sort_rows(ResultTable& table, const SortKey& key) {
     bool is_metric = std::find(table.metric_names.begin(), table.metric_names.end(), key.column) != table.metric_names.end();
     SortSource source = is_metric ? SortSource::metric : fixed_sort_source(table, key.column);
     if (source == SortSource::none) {
-        if (table.rows.empty()) return;
-        throw_unknown_sort_column(key.column, table.metric_names);
+        if (table.rows.empty()) return source;
+        throw_unknown_sort_column(key.column, table.metric_names, table.multi_phase ? table.phase : std::string());
     }
     // The keys are computed once: a strtod per comparison would dominate on large sweeps.
     std::vector<std::pair<std::optional<double>, std::size_t>> keys;
@@ -870,10 +895,14 @@ void sort_rows(ResultTable& table, const SortKey& key) {
     sorted.reserve(table.rows.size());
     for (auto& k : keys) sorted.push_back(std::move(table.rows[k.second]));
     table.rows = std::move(sorted);
+    return source;
 }
 
-void keep_top(ResultTable& table, std::size_t top) {
-    if (top > 0 && table.rows.size() > top) table.rows.resize(top);
+void keep_top(ResultTable& table, std::size_t top, bool successes_only) {
+    if (top == 0) return;
+    if (successes_only)
+        std::erase_if(table.rows, [](const ResultRow& row) { return row.state != TaskState::done; });
+    if (table.rows.size() > top) table.rows.resize(top);
 }
 
 std::vector<Column> columns(const ResultTable& table) {

@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
+#include "sweep/results.hpp"
 #include "sweep/runner.hpp"
 
 namespace aihpc::sweep {
@@ -115,9 +116,12 @@ std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& met
         if (!i || *i >= index.size()) continue;
         std::optional<double> m;
         try {
-            JsonValue r = parse_json_value(read_file(dir + "/" + std::string(name)), JsonReadOptions{true});
-            const JsonValue* code = r.find("exit_code");
-            if (code && code->is_integer() && code->text() == "0") m = metric_of(r, metric);
+            auto text = read_file(dir + "/" + std::string(name));
+            // The verdict every command gives a result file: only a task that succeeded
+            // is ranked, never a failed, unreadable or misplaced one.
+            if (judge_result(text, *i).verdict != Verdict::done) continue;
+            JsonValue r = parse_json_value(text, JsonReadOptions{true});
+            m = metric_of(r, metric);
         } catch (const Error&) {
             continue;  // not a whole result
         }

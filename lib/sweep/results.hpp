@@ -5,14 +5,47 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sweep/sweep_dir.hpp"
 
 namespace aihpc::sweep {
 
+// What one result file says about its task: the one verdict that every command (status,
+// --failed, --all, --sort, resubmit, refine) gives it.
+enum class Verdict : std::uint8_t {
+    done,        // exit code 0
+    failed,      // a non-zero exit code
+    unreadable,  // not a whole JSON object, no exit_code, or the result of another task:
+                 // no result at all, so the task counts as missing (and is warned of)
+};
+
+struct ResultVerdict {
+    Verdict verdict = Verdict::unreadable;
+    std::optional<long> exit_code;
+    std::string problem;  // unreadable: what is wrong, for the warning
+};
+
+// The verdict on `text`, the content of the result file of task `index`. It checks the
+// whole document's syntax (strict JSON; bare NaN and Infinity, as Python writes them,
+// are numbers) in one pass without building it, the top-level index against the file
+// name, and the top-level exit_code.
+ResultVerdict judge_result(std::string_view text, std::uint64_t index);
+
+// A result file that could not be taken as its task's result, and why.
+struct UnreadableResult {
+    std::string path;
+    std::string problem;
+};
+
+// The warning lines for unreadable result files (the first few, then a count), each
+// starting with `tool`: ("aihpc-collect: warning: ...").
+std::string unreadable_warnings(const std::string& tool, std::vector<UnreadableResult> unreadable);
+
 struct ResultScan {
     std::set<std::uint64_t> done;    // the last phase ended with exit code 0
     std::set<std::uint64_t> failed;  // some phase ended with a non-zero exit code
+    std::vector<UnreadableResult> unreadable;  // their tasks count as missing
     std::set<std::uint64_t> missing(std::uint64_t tasks) const;
 };
 

@@ -29,8 +29,10 @@ std::string compile_shorthand(const std::vector<std::string>& terms, const SpecO
 // Applies the overrides to a JSON spec document, returning the new document.
 std::string apply_overrides(const std::string& json_text, const SpecOverrides& overrides);
 
-// A shorthand value as JSON text: integers and numbers (shortest round-trip), true and
-// false, quoted strings, and anything else as a string.
+// A shorthand value as JSON text: integers and numbers (shortest round-trip), booleans
+// as JSON and YAML write them (true, True, TRUE, false, ...), quoted strings, and
+// anything else as a string. In a list, [a,b] is a,b; a list with any text value is all
+// text, each value as written; the same value twice is an error.
 std::string shorthand_value(const std::string& token);
 
 // "opt=sgd,bs=96" as a JSON object.

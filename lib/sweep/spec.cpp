@@ -1,5 +1,6 @@
 #include "sweep/spec.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <set>
@@ -166,6 +167,8 @@ void check_param_name(const std::string& name, const std::string& path) {
     for (char c : name)
         if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'))
             fail(path, "parameter name '" + name + "' may hold only letters, digits, '_', '.' and '-'");
+    // It would read as an option in --NAME=VALUE arguments and on the command line.
+    if (name[0] == '-') fail(path, "parameter name '" + name + "' must not start with '-' (it would read as an option)");
     // MLflow stores a parameter as a file named after it, and refuses these.
     if (name == "." || name.rfind("..", 0) == 0) fail(path, "parameter name '" + name + "' is one MLflow refuses ('.' or starting with '..')");
     if (name == "index" || name == "task_seed" || name == "phase")
@@ -268,6 +271,16 @@ struct Parser {
         if (axis.kind == AxisKind::values) {
             if (n == 0) fail(bpath, "is empty");
             for (std::size_t i = 0; i < n; ++i) axis.values.push_back(get_scalar(items[i], index_path(bpath, i)));
+            // Each value makes its own tasks: the same one twice runs them twice. (1 and
+            // 1.0 differ: an integer and a float.) Sorted copies keep long lists fast.
+            std::vector<std::pair<std::string_view, std::size_t>> sorted;
+            for (std::size_t i = 0; i < n; ++i) sorted.emplace_back(axis.values[i].json, i);
+            std::sort(sorted.begin(), sorted.end());
+            for (std::size_t i = 1; i < n; ++i)
+                if (sorted[i].first == sorted[i - 1].first) {
+                    auto [a, b] = std::minmax(sorted[i - 1].second, sorted[i].second);
+                    fail(index_path(bpath, b), "is " + axis.values[b].json + " again (as " + index_path(bpath, a) + "): each value makes its own tasks");
+                }
             return axis;
         }
         for (std::size_t i = 0; i < n; ++i) axis.args.push_back(get_number(items[i], index_path(bpath, i)));
@@ -370,6 +383,8 @@ void collect_names(const std::vector<Axis>& axes, std::vector<std::string>& out)
 }
 
 void check_template(const std::vector<std::string>& words, const std::vector<std::string>& names, const std::string& path) {
+    if (auto open = unclosed_reference(words))
+        fail(path, "'" + *open + "' is not closed: write " + *open + "} to substitute the parameter (or {{ for a literal brace)");
     for (auto& ref : template_references(words)) {
         if (ref == "index" || ref == "task_seed" || ref == "phase") continue;
         bool known = false;
@@ -500,6 +515,17 @@ SweepSpec parse_spec(std::string_view json_text) {
         spec.phases.push_back(Phase{"main", "", {}, {}, {}, false});
     }
     return spec;
+}
+
+void require_commands(const SweepSpec& spec) {
+    for (const auto& phase : spec.phases) {
+        if (!spec.command_of(phase).empty()) continue;
+        if (spec.phases.size() == 1)
+            throw Error("sweep spec: (top level): there is no command to run; give \"command\" in the spec, or the command template "
+                        "after -- (aihpc-sweep expand ... -o SWEEP -- python train.py --lr {lr})");
+        throw Error("sweep spec: phase '" + phase.name + "' has no command; give it a \"command\", or give the spec one (or the words "
+                    "after -- at expand) for the phases without their own");
+    }
 }
 
 // ---- normalized form

@@ -97,6 +97,10 @@ struct SweepSpec {
 // Parses and validates a JSON spec. Errors read "sweep spec: PATH: what is wrong".
 SweepSpec parse_spec(std::string_view json_text);
 
+// Refuses a spec with a phase that has no command (neither its own nor the spec's): it
+// would expand and submit, then fail in every array task.
+void require_commands(const SweepSpec& spec);
+
 // The normalized spec as canonical JSON (defaults filled in, numbers shortest
 // round-trip, fixed key order). parse_spec(normalize(s)) describes the same tasks.
 std::string normalize(const SweepSpec& spec);

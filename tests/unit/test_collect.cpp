@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <map>
 
+#include "collect/row_store.hpp"  // before cmocka_cxx.hpp, whose macros would rename members of its headers
 #include "built_tool.hpp"
 #include "cmocka_cxx.hpp"
 #include "collect/html.hpp"
@@ -412,6 +413,115 @@ static void sort_on_an_unknown_metric_names_those_there_are(void**) {
     auto t = read_results(sw);
     expect_error_containing([&] { sort_rows(t, sort_key("los")); }, "metrics: loss, acc");
     expect_error_containing([] { sort_key("loss:up"); }, "min or max");
+}
+
+// "Best" is never a failed run: a failed task's partial loss is the lowest here.
+static void the_best_by_a_metric_is_never_a_failed_or_unreadable_run(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"loss":3})");
+    put_result(sw, 1, 1, R"({"loss":0.5})");
+    put_result(sw, 2, 0, R"({"loss":2})");
+    sweep::write_file_atomic(sw.path + "/results/3.json", R"({"index":2,"exit_code":0,"metrics":{"loss":0.1}})");
+    sweep::write_file_atomic(sw.path + "/results/4.json", R"({"index":4,"exit_code":0,"metrics":{"loss":0.2})");
+    auto t = read_results(sw);
+    bool ranked = sort_rows(t, sort_key("loss")) == SortSource::metric;
+    assert_true(ranked);
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2, 0, 1}));  // the failed one after every success
+    keep_top(t, 1, ranked);
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2}));
+    // More asked than succeeded: only those that did.
+    t = read_results(sw);
+    keep_top(t, 5, sort_rows(t, sort_key("loss")) == SortSource::metric);
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2, 0}));
+    // The compact rows of the text formats, with --top and without, the same.
+    CollectOptions co;
+    co.sort = sort_key("loss");
+    co.top = 1;
+    auto rows = collect_rows(sw, co);
+    assert_int_equal(rows.size(), 1);
+    assert_int_equal(rows.row(0).index, 2);
+    co.top = 0;
+    auto all = collect_rows(sw, co);
+    assert_int_equal(all.size(), 3);
+    assert_int_equal(all.row(2).index, 1);
+    // Sorted by a parameter, every row keeps its place: that is no ranking of runs.
+    t = read_results(sw);
+    assert_true(sort_rows(t, sort_key("index:max")) != SortSource::metric);
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2, 1, 0}));
+}
+
+// One verdict per result file, the same for the table, the compact rows and the scan
+// that status, --failed and resubmit use; the unreadable ones are named.
+static void an_unreadable_result_gets_one_verdict_in_every_reader(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,6]}],"command":"true",
+        "phases":[{"name":"prep"},{"name":"train","after":"prep"}]})");
+    for (int i = 0; i < 6; ++i) put_result(sw, i, 0, "{}", "prep");
+    put_result(sw, 0, 0, R"({"loss":1})");
+    put_result(sw, 1, 2, R"({"loss":1})");
+    sweep::write_file_atomic(sw.path + "/results/2.json", R"({"index":2,"exit_code":0,"metrics":{"loss":)");
+    sweep::write_file_atomic(sw.path + "/results/3.json", R"({"index":5,"exit_code":0,"metrics":{}})");
+    sweep::write_file_atomic(sw.path + "/results/4.json", R"({"index":4,"exit_code":0,"metrics":[1]})");  // metrics not an object
+    sweep::write_file_atomic(sw.path + "/results/prep/5.json", R"({"index":5,"exit_code":1)");
+    ReadOptions ro;
+    ro.include_missing = true;
+    auto t = read_results(sw, ro);
+    auto scan = sweep::scan_results(sw);
+    CollectOptions co;
+    co.include_missing = true;
+    auto rows = collect_rows(sw, co);
+    assert_true(t.done == (std::set<std::uint64_t>{0}));
+    assert_true(t.failed == (std::set<std::uint64_t>{1}));
+    assert_true(t.missing() == (std::set<std::uint64_t>{2, 3, 4, 5}));
+    assert_true(scan.done == t.done);
+    assert_true(scan.failed == t.failed);
+    assert_true(rows.failed_or_missing() == t.failed_or_missing());
+    for (auto& r : t.rows)
+        if (r.index >= 2) assert_true(r.state == TaskState::missing);
+    auto names = [](std::vector<sweep::UnreadableResult> list) {
+        std::set<std::string> out;
+        for (auto& u : list) out.insert(u.path.substr(u.path.find("/results/")));
+        return out;
+    };
+    std::set<std::string> want = {"/results/2.json", "/results/3.json", "/results/4.json", "/results/prep/5.json"};
+    assert_true(names(t.unreadable) == want);
+    assert_true(names(rows.header.unreadable) == want);
+    assert_true(names(scan.unreadable) == want);
+}
+
+// prep -> train -> eval: the loss train wrote is collectable, ranked like any metric.
+static void the_metrics_of_an_earlier_phase_are_collectable(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,4]}],"command":"true",
+        "phases":[{"name":"prep"},{"name":"train","after":"prep"},{"name":"eval","after":"train"}]})");
+    for (int i = 0; i < 4; ++i) put_result(sw, i, i == 3 ? 1 : 0, "{}", "prep");
+    put_result(sw, 0, 0, R"({"val_loss":0.5})", "train");
+    put_result(sw, 1, 0, R"({"val_loss":0.2})", "train");
+    put_result(sw, 2, 4, R"({"val_loss":0.1})", "train");  // failed: never the best
+    for (int i = 0; i < 2; ++i) put_result(sw, i, 0, R"({"acc":0.9})");
+    ReadOptions ro;
+    ro.phase = "train";
+    auto t = read_results(sw, ro);
+    assert_true(t.metric_names == (std::vector<std::string>{"val_loss"}));
+    assert_true(t.done == (std::set<std::uint64_t>{0, 1}));
+    assert_true(t.failed == (std::set<std::uint64_t>{2, 3}));  // 3 failed in prep
+    keep_top(t, 1, sort_rows(t, sort_key("val_loss")) == SortSource::metric);
+    assert_int_equal(t.rows[0].index, 1);
+    assert_string_equal(t.rows[0].phase.c_str(), "train");
+    CollectOptions co;
+    co.phase = "train";
+    co.sort = sort_key("val_loss");
+    co.top = 1;
+    auto rows = collect_rows(sw, co);
+    assert_int_equal(rows.size(), 1);
+    assert_int_equal(rows.row(0).index, 1);
+    // A metric the phase read does not report: the error names the phase, and --phase.
+    auto train = read_results(sw, ro);
+    expect_error_containing([&] { sort_rows(train, sort_key("acc")); },
+                            "no result of phase 'train' reports a metric 'acc' (metrics: val_loss); --phase NAME collects");
+    ro.phase = "tarin";
+    expect_error_containing([&] { read_results(sw, ro); }, "no phase 'tarin' in this sweep (phases: prep, train, eval)");
 }
 
 // ---- the failed list
@@ -838,6 +948,9 @@ int main() {
         cmocka_unit_test(non_finite_metrics_are_null_in_json_and_nan_in_tables),
         cmocka_unit_test(a_failed_task_result_keeps_its_stderr_tail_and_signal),
         cmocka_unit_test(the_reader_counts_tasks_exactly_as_scan_results),
+        cmocka_unit_test(the_best_by_a_metric_is_never_a_failed_or_unreadable_run),
+        cmocka_unit_test(an_unreadable_result_gets_one_verdict_in_every_reader),
+        cmocka_unit_test(the_metrics_of_an_earlier_phase_are_collectable),
         cmocka_unit_test(kept_aside_and_temporary_files_are_not_results),
         cmocka_unit_test(a_large_sweep_read_in_parallel_loses_no_row),
         cmocka_unit_test(include_missing_adds_a_row_per_task_without_result),

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <set>
 #include <sstream>
@@ -447,9 +448,14 @@ static void shorthand_functions_compile_to_their_axis_kinds(void**) {
     }
 }
 
-static void shorthand_condition_without_a_declared_key_makes_a_union(void**) {
-    auto p = params_of(compile_shorthand({"momentum=0.9,0.99@opt=sgd", "beta=0.9@opt=adam"}, {}));
+// A condition key is checked like an --exclude key: a typo never adds a parameter.
+static void shorthand_condition_keys_must_be_declared_parameters(void**) {
+    auto p = params_of(compile_shorthand({"opt=sgd,adam", "momentum=0.9,0.99@opt=sgd", "beta=0.9@opt=adam"}, {}));
     assert_strings(p, {"{\"opt\":\"sgd\",\"momentum\":0.9}", "{\"opt\":\"sgd\",\"momentum\":0.99}", "{\"opt\":\"adam\",\"beta\":0.9}"});
+    expect_error_containing([] { compile_shorthand({"opt=sgd,adam", "momentum=0.9,0.99@optim=sgd"}, {}); },
+                            "parameter 'momentum=0.9,0.99@optim=sgd': the condition key 'optim' is not a parameter (parameters: opt)");
+    expect_error_containing([] { compile_shorthand({"momentum=0.9@opt=sgd"}, {}); }, "declare it first, as opt=sgd,...");
+    expect_error_containing([] { compile_shorthand({"bs=range(1,4)", "x=1@bs=2"}, {}); }, "not by a function");
 }
 
 static void shorthand_random_seed_and_command_become_spec_fields(void**) {
@@ -1041,6 +1047,138 @@ static void refine_draws_around_each_best_task_within_the_original_span(void**) 
     assert_int_equal(n, 80);  // 40 trials x repeat 2
 }
 
+// ---- shorthand values as a Hydra or YAML user reads them
+
+static void shorthand_lists_in_brackets_are_lists(void**) {
+    assert_strings(column(params_of(compile_shorthand({"lr=[1e-4,3e-4]"}, {})), "lr"), {"1e-04", "3e-04"});
+    assert_strings(column(params_of(compile_shorthand({"x=[7]"}, {})), "x"), {"7"});
+    expect_error_containing([] { compile_shorthand({"x=[]"}, {}); }, "has no values");
+    // A value that is itself bracketed twice stays a string, not a list.
+    assert_strings(column(params_of(compile_shorthand({"x=[a],[b]"}, {})), "x"), {"\"[a]\"", "\"[b]\""});
+}
+
+static void shorthand_booleans_are_read_as_json_and_yaml_write_them(void**) {
+    assert_strings(column(params_of(compile_shorthand({"amp=True,false"}, {})), "amp"), {"true", "false"});
+    assert_strings(column(params_of(compile_shorthand({"amp=TRUE,False"}, {})), "amp"), {"true", "false"});
+    assert_strings(column(params_of(compile_shorthand({"amp='True'"}, {})), "amp"), {"\"True\""});
+}
+
+static void shorthand_text_lists_keep_numbers_as_written(void**) {
+    assert_strings(column(params_of(compile_shorthand({"ver=1.10,1.9,latest"}, {})), "ver"), {"\"1.10\"", "\"1.9\"", "\"latest\""});
+    // All numbers: numbers.
+    assert_strings(column(params_of(compile_shorthand({"ver=1.10,1.9"}, {})), "ver"), {"1.1", "1.9"});
+    // A condition on such a list matches the text.
+    auto p = params_of(compile_shorthand({"ver=1.10,latest", "x=1@ver=1.10"}, {}));
+    assert_strings(p, {"{\"ver\":\"1.10\",\"x\":1}", "{\"ver\":\"latest\"}"});
+}
+
+static void the_same_value_twice_is_refused(void**) {
+    expect_error_containing([] { compile_shorthand({"lr=0.1,0.1,0.2"}, {}); }, "the value 0.1 is given twice");
+    expect_error_containing([] { compile_shorthand({"lr=0.1,0.10"}, {}); }, "the value 0.10 (the same as 0.1) is given twice");
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"a","values":["x","y","x"]}]})"); }, "axes[0].values[2]: is \"x\" again (as axes[0].values[0])");
+    // An integer and a float are two values; a zip column may repeat one.
+    assert_int_equal(params_of(R"({"axes":[{"param":"a","values":[1,1.0]}]})").size(), 2);
+    assert_int_equal(params_of(compile_shorthand({"zip(a=[1,1],b=[2,3])"}, {})).size(), 2);
+}
+
+static void an_unclosed_reference_in_a_template_is_refused(void**) {
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":"train --lr={lr"})"); },
+                            "command: '{lr' is not closed");
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":["train","{lr"]})"); }, "is not closed");
+    // Braces that something else closes are the program's own.
+    parse_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":["awk","{print $1}","{a,b}","${HOME}","{{lr","{lr}"]})");
+}
+
+// ---- what expand refuses
+
+static void a_template_naming_a_parameter_some_tasks_lack_is_refused_at_expand(void**) {
+    TempDir tmp;
+    auto spec = parse_spec(compile_shorthand({"opt=sgd,adam", "momentum=0.9,0.99@opt=sgd"}, SpecOverrides{{}, {}, {}, {}, {"train", "--m", "{momentum}"}}));
+    expect_error_containing([&] { write_sweep_dir(spec, tmp.path() + "/a", Provenance{}); },
+                            "task 2 {\"opt\":\"adam\"} has no parameter 'momentum', which the command template uses as {momentum}");
+    assert_false(aihpc::path_exists(tmp.path() + "/a"));
+    // A phase's own command is checked too, and named.
+    auto phased = parse_spec(R"({"axes":[{"union":[{"fixed":{"opt":"sgd"},"axes":[{"param":"m","values":[1]}]},{"fixed":{"opt":"adam"}}]}],
+        "command":"train {opt}","phases":[{"name":"prep"},{"name":"eval","after":"prep","command":"eval {m}"}]})");
+    expect_error_containing([&] { write_sweep_dir(phased, tmp.path() + "/b", Provenance{}); }, "which the command of phase 'eval' uses as {m}");
+    // Given by every member, a conditional parameter is every task's.
+    auto every = parse_spec(R"({"axes":[{"union":[{"fixed":{"opt":"sgd","m":1}},{"fixed":{"opt":"adam"},"axes":[{"param":"m","values":[2,3]}]}]}],
+        "command":"train {opt} {m}"})");
+    assert_int_equal(write_sweep_dir(every, tmp.path() + "/c", Provenance{}).tasks, 3);
+    // A string value that looks like the member is not the member.
+    auto tricky = parse_spec(R"({"axes":[{"union":[{"fixed":{"opt":"b","m":1}},{"fixed":{"opt":"a,\"m\":1"}}]}],"command":"train {m}"})");
+    expect_error_containing([&] { write_sweep_dir(tricky, tmp.path() + "/d", Provenance{}); }, "task 1 ");
+}
+
+static void a_spec_without_a_command_is_refused(void**) {
+    expect_error_containing([] { require_commands(parse_spec(R"({"axes":[{"param":"a","values":[1]}]})")); }, "there is no command to run");
+    expect_error_containing(
+        [] { require_commands(parse_spec(R"({"axes":[{"param":"a","values":[1]}],"phases":[{"name":"prep","command":"p"},{"name":"train"}]})")); },
+        "phase 'train' has no command");
+    require_commands(parse_spec(R"({"axes":[{"param":"a","values":[1]}],"command":"t {a}","phases":[{"name":"prep","command":"p"},{"name":"train"}]})"));
+}
+
+// ---- the verdict on a result file
+
+static void a_parameter_name_never_starts_with_a_dash(void**) {
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"--random","values":[5]}]})"); }, "must not start with '-'");
+    expect_error_containing([] { parse_spec(compile_shorthand({"-lr=1,2"}, {})); }, "must not start with '-'");
+    expect_error_containing([] { parse_spec(R"({"axes":[{"zip":{"-a":[1],"b":[2]}}]})"); }, "must not start with '-'");
+    // A dash inside a name is fine.
+    parse_spec(R"({"axes":[{"param":"warm-up","values":[1]}]})");
+}
+
+static void the_verdict_checks_syntax_index_and_exit_code(void**) {
+    assert_true(judge_result(R"({"index":4,"exit_code":0,"metrics":{"loss":NaN}})", 4).verdict == Verdict::done);
+    auto failed = judge_result(R"({"exit_code":3,"index":4,"metrics":{"exit_code":0}})", 4);
+    assert_true(failed.verdict == Verdict::failed);
+    assert_int_equal(*failed.exit_code, 3);
+    // Truncated, trailing text, trailing comma, not an object: unreadable, never done.
+    for (const char* bad : {R"({"index":4,"exit_code":0,"metrics":{"loss":1)", R"({"index":4,"exit_code":0} x)",
+                            R"({"index":4,"exit_code":0,})", "[1]", "", R"({"index":4,"exit_code":0,"m":"\q"})"})
+        assert_true(judge_result(bad, 4).verdict == Verdict::unreadable);
+    // Another task's result under this task's name.
+    auto misplaced = judge_result(R"({"index":2,"exit_code":0})", 4);
+    assert_true(misplaced.verdict == Verdict::unreadable);
+    assert_non_null(std::strstr(misplaced.problem.c_str(), "result of task 2, not of task 4"));
+    assert_true(judge_result(R"({"index":4})", 4).verdict == Verdict::unreadable);
+    assert_true(judge_result(R"({"index":4,"exit_code":0.5})", 4).verdict == Verdict::unreadable);
+}
+
+static void a_corrupt_or_misplaced_result_counts_as_missing_with_a_warning(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,5]}],"command":"true"})");
+    write_file_atomic(sweep.path + "/results/0.json", R"({"index":0,"exit_code":0,"metrics":{}})");
+    write_file_atomic(sweep.path + "/results/1.json", R"({"index":1,"exit_code":0,"metrics":{"loss":)");  // cut short
+    write_file_atomic(sweep.path + "/results/2.json", R"({"index":3,"exit_code":0,"metrics":{}})");       // task 3's
+    write_file_atomic(sweep.path + "/results/3.json", R"({"index":3,"exit_code":1,"metrics":{}})");
+    auto scan = scan_results(sweep);
+    assert_true(scan.done == (std::set<std::uint64_t>{0}));
+    assert_true(scan.failed == (std::set<std::uint64_t>{3}));
+    assert_true(scan.missing(sweep.tasks) == (std::set<std::uint64_t>{1, 2, 4}));
+    assert_int_equal(scan.unreadable.size(), 2);
+    auto warning = unreadable_warnings("aihpc-sweep", scan.unreadable);
+    assert_non_null(std::strstr(warning.c_str(), "aihpc-sweep: warning: "));
+    assert_non_null(std::strstr(warning.c_str(), "/results/1.json "));
+    assert_non_null(std::strstr(warning.c_str(), "/results/2.json holds the result of task 3, not of task 2"));
+    assert_non_null(std::strstr(warning.c_str(), "resubmit SWEEP --missing"));
+}
+
+static void refine_ranks_only_tasks_that_succeeded(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,5]}],"command":"true"})");
+    // The lowest loss is a failed run's partial one, then a misplaced and a corrupt file's.
+    write_file_atomic(sweep.path + "/results/0.json", R"({"index":0,"exit_code":1,"metrics":{"loss":0.1}})");
+    write_file_atomic(sweep.path + "/results/1.json", R"({"index":0,"exit_code":0,"metrics":{"loss":0.2}})");
+    write_file_atomic(sweep.path + "/results/2.json", R"({"index":2,"exit_code":0,"metrics":{"loss":0.3}} trailing)");
+    write_file_atomic(sweep.path + "/results/3.json", R"({"index":3,"exit_code":0,"metrics":{"loss":0.5}})");
+    write_file_atomic(sweep.path + "/results/4.json", R"({"index":4,"exit_code":0,"metrics":{"loss":0.4}})");
+    auto best = best_tasks(sweep, "loss", false, 1);
+    assert_int_equal(best.size(), 1);
+    assert_int_equal(best[0].task.index, 4);
+    assert_true(best[0].metric == 0.4);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(numbers_print_as_shortest_round_trip_text),
@@ -1072,7 +1210,7 @@ int main(void) {
         cmocka_unit_test(random_sweep_counts_excluded_tasks_of_a_repeat_inside_a_union),
         cmocka_unit_test(shorthand_compiles_to_the_same_tasks_as_json),
         cmocka_unit_test(shorthand_functions_compile_to_their_axis_kinds),
-        cmocka_unit_test(shorthand_condition_without_a_declared_key_makes_a_union),
+        cmocka_unit_test(shorthand_condition_keys_must_be_declared_parameters),
         cmocka_unit_test(shorthand_random_seed_and_command_become_spec_fields),
         cmocka_unit_test(shorthand_errors_name_the_term),
         cmocka_unit_test(overrides_apply_to_a_json_spec),
@@ -1098,6 +1236,17 @@ int main(void) {
         cmocka_unit_test(a_container_in_the_spec_or_sbatch_args_keeps_the_runner_on_the_host),
         cmocka_unit_test(tasks_run_as_steps_only_from_a_host_batch_script_of_a_container_job),
         cmocka_unit_test(max_array_size_is_read_from_scontrol),
+        cmocka_unit_test(a_parameter_name_never_starts_with_a_dash),
+        cmocka_unit_test(shorthand_lists_in_brackets_are_lists),
+        cmocka_unit_test(shorthand_booleans_are_read_as_json_and_yaml_write_them),
+        cmocka_unit_test(shorthand_text_lists_keep_numbers_as_written),
+        cmocka_unit_test(the_same_value_twice_is_refused),
+        cmocka_unit_test(an_unclosed_reference_in_a_template_is_refused),
+        cmocka_unit_test(a_template_naming_a_parameter_some_tasks_lack_is_refused_at_expand),
+        cmocka_unit_test(a_spec_without_a_command_is_refused),
+        cmocka_unit_test(the_verdict_checks_syntax_index_and_exit_code),
+        cmocka_unit_test(a_corrupt_or_misplaced_result_counts_as_missing_with_a_warning),
+        cmocka_unit_test(refine_ranks_only_tasks_that_succeeded),
         cmocka_unit_test(metrics_are_a_json_object_or_name_value_lines),
         cmocka_unit_test(result_paths_separate_earlier_phases),
         cmocka_unit_test(run_writes_a_complete_result_and_returns_the_exit_code),
