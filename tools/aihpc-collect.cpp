@@ -46,6 +46,8 @@ const char* kUsage =
     "  --sort M[:min|max] order by a metric (or parameter, index, exit_code, elapsed_s);\n"
     "                    min by default\n"
     "  --top K           keep the first K rows (by a metric: the best K that succeeded)\n"
+    "  --aggregate mean|median  one row per configuration: each metric the mean or\n"
+    "                    median over its successful replicates (--repeat)\n"
     "  --phase NAME      the rows of an earlier phase: its metrics, exit code and time\n"
     "                    (default: the last phase)\n"
     "  --all             add a row for every task without a result (status missing)\n"
@@ -79,6 +81,7 @@ struct Options {
     std::optional<double> timeout;
     std::string mlflow, html;
     std::string phase;
+    std::optional<sweep::Aggregate> aggregate;
 };
 
 std::uint64_t number(const std::string& option, const std::string& text) {
@@ -141,7 +144,15 @@ Options parse_args(const std::vector<std::string>& words) {
         else if (w == "--timeout") o.timeout = static_cast<double>(number(w, value()));
         else if (w == "--mlflow") o.mlflow = value();
         else if (w == "--html") o.html = value();
-        else if (w == "--phase") {
+        else if (w == "--aggregate") {
+            try {
+                o.aggregate = sweep::parse_aggregate(value());
+            } catch (const UsageError&) {
+                throw;
+            } catch (const Error& e) {
+                throw UsageError(e.what());
+            }
+        } else if (w == "--phase") {
             o.phase = value();
             if (o.phase.empty()) throw UsageError("--phase needs a phase name");
         }
@@ -155,6 +166,8 @@ Options parse_args(const std::vector<std::string>& words) {
     if ((o.status || o.watch) && (o.failed || o.format || !o.output.empty() || o.sort || o.top || o.sacct || !o.mlflow.empty() || !o.html.empty()))
         throw UsageError(std::string(o.status ? "--status" : "--watch") + " takes no table options");
     if (o.why && !o.failed) throw UsageError("--why goes with --failed");
+    if (o.aggregate && (o.status || o.watch || o.failed || o.sacct || !o.mlflow.empty()))
+        throw UsageError("--aggregate makes rows of configurations; --status, --watch, --failed, --sacct and --mlflow are about tasks");
     if (!o.phase.empty() && (o.status || o.watch || o.failed || o.sacct))
         throw UsageError("--phase chooses the rows of the table; --status, --watch, --failed and --sacct are about whole tasks");
     if (o.json && !o.status) throw UsageError("--json goes with --status (for rows, use --format jsonl)");
@@ -279,7 +292,7 @@ int run_table(const Options& o) {
         return 0;
     }
 
-    if (!o.sacct && !o.why && o.mlflow.empty() && o.html.empty()) {
+    if (!o.sacct && !o.why && o.mlflow.empty() && o.html.empty() && !o.aggregate) {
         // Rows alone: kept compact, and only those shown (the first K of --top).
         CollectOptions co;
         co.include_missing = o.all;
@@ -312,6 +325,7 @@ int run_table(const Options& o) {
         auto arrays = read_arrays(sweep.path);
         join_sacct(table, query_sacct(table, arrays, sweep.spec.final_phase().name), arrays, sweep.spec.final_phase().name);
     }
+    if (o.aggregate) aggregate_replicates(table, *o.aggregate, sweep::has_repeat_axis(sweep.spec));
     bool ranked = o.sort && sort_rows(table, *o.sort) == SortSource::metric;
     keep_top(table, o.top, ranked);
 

@@ -52,7 +52,7 @@ const char* kUsage =
     "  resubmit SWEEP --failed|--missing|--indices LIST [--throttle N]\n"
     "         [--max-array-size N|auto] [--dry-run] [-- SBATCH-ARGS...]\n"
     "  refine SWEEP --metric NAME[:min|max] --top K [--shrink F] [--trials N]\n"
-    "         -o SWEEP2\n"
+    "         [--aggregate mean|median] -o SWEEP2\n"
     "  advance SWEEP  the controller step of submit --rounds (run by its job)\n"
     "\n"
     "  --progress     report each submitted array on stderr (default: when it is a terminal)\n"
@@ -304,8 +304,20 @@ struct RefineOptions {
     bool maximize = false;
     std::optional<std::uint64_t> top, trials;
     std::optional<double> shrink;
+    Aggregate aggregate = Aggregate::none;
+    bool aggregate_given = false;
     bool take(Args& args, const std::string& w) {
         if (w == "--top") top = args.number(w, 1);
+        else if (w == "--aggregate") {
+            try {
+                aggregate = parse_aggregate(args.value(w));
+                aggregate_given = true;
+            } catch (const UsageError&) {
+                throw;
+            } catch (const Error& e) {
+                throw UsageError(e.what());
+            }
+        }
         else if (w == "--trials") trials = args.number(w, 1);
         else if (w == "--metric") {
             try {
@@ -324,7 +336,7 @@ struct RefineOptions {
         } else return false;
         return true;
     }
-    bool given() const { return top || trials || shrink || !metric.empty(); }
+    bool given() const { return top || trials || shrink || !metric.empty() || aggregate_given; }
 };
 
 // --rounds R and the refine options of each round
@@ -339,6 +351,8 @@ struct RoundsOptions {
     bool given() const { return rounds || refine.given(); }
     void check() const {
         if (!given()) return;
+        if (refine.aggregate_given)
+            throw UsageError("--aggregate goes with refine; a closed loop ranks each configuration by its best replicate");
         if (!rounds || refine.metric.empty() || !refine.top)
             throw UsageError("a closed loop needs --rounds R, --metric NAME[:min|max] and --top K");
     }
@@ -722,13 +736,16 @@ int cmd_refine(Args args) {
     }
     if (ro.metric.empty() || !ro.top || out_dir.empty()) throw UsageError("refine needs --metric NAME, --top K and -o SWEEP2");
     SweepDir sweep = open_sweep(dir);
-    auto ranked = best_tasks(sweep, ro.metric, ro.maximize, *ro.top);
+    auto ranked = best_tasks(sweep, ro.metric, ro.maximize, *ro.top, ro.aggregate);
     std::vector<TaskRecord> best;
     for (auto& r : ranked) best.push_back(r.task);
     auto spec = refine_spec(sweep.spec, best, ro.shrink.value_or(0.5), ro.trials.value_or(sweep.tasks));
     auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()}, refined_options());
-    std::cout << summary.tasks << " tasks around the best " << best.size() << " (" << ro.metric << " " << (ro.maximize ? "max" : "min")
-              << " " << format_double(ranked.front().metric) << ") in " << out_dir << "\n";
+    const char* how = ro.aggregate == Aggregate::mean ? "mean " : ro.aggregate == Aggregate::median ? "median " : "";
+    std::cout << summary.tasks << " tasks around the best " << best.size() << " configuration(s) (" << how << ro.metric << " "
+              << (ro.maximize ? "max" : "min") << " " << format_double(ranked.front().metric);
+    if (ranked.front().replicates > 1) std::cout << " over " << ranked.front().replicates << " replicates";
+    std::cout << ") in " << out_dir << "\n";
     return 0;
 }
 

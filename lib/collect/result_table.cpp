@@ -905,6 +905,60 @@ void keep_top(ResultTable& table, std::size_t top, bool successes_only) {
     if (table.rows.size() > top) table.rows.resize(top);
 }
 
+void aggregate_replicates(ResultTable& table, sweep::Aggregate how, bool replicates) {
+    struct Group {
+        std::size_t first;  // the row of its first replicate
+        std::vector<std::size_t> rows;
+    };
+    std::vector<Group> groups;
+    std::map<std::string, std::size_t> by_key;
+    std::vector<ResultRow> others;
+    for (std::size_t r = 0; r < table.rows.size(); ++r) {
+        auto& row = table.rows[r];
+        if (row.state != TaskState::done) continue;
+        auto key = sweep::configuration_key(row.params, replicates);
+        auto [it, fresh] = by_key.emplace(key, groups.size());
+        if (fresh) groups.push_back({r, {}});
+        groups[it->second].rows.push_back(r);
+    }
+    std::vector<ResultRow> out;
+    out.reserve(groups.size());
+    for (auto& g : groups) {
+        ResultRow row = table.rows[g.first];
+        if (replicates) std::erase_if(row.params, [](const auto& p) { return p.first == "repeat"; });
+        row.replicates = g.rows.size();
+        row.metrics.clear();
+        row.non_finite.clear();
+        // Each metric over the replicates that report it: numbers aggregated, any other
+        // value (text) as the first replicate has it.
+        for (auto r : g.rows)
+            for (auto& [name, value] : table.rows[r].metrics) {
+                bool seen = false;
+                for (auto& m : row.metrics) seen = seen || m.first == name;
+                if (seen) continue;
+                std::vector<double> numbers;
+                for (auto q : g.rows)
+                    for (auto& [n, v] : table.rows[q].metrics)
+                        if (n == name)
+                            if (auto d = number_of(v)) numbers.push_back(*d);
+                if (numbers.empty()) row.metrics.emplace_back(name, value);
+                else row.metrics.emplace_back(name, sweep::scalar_double(sweep::aggregate_of(numbers, how)));
+            }
+        std::vector<double> elapsed;
+        for (auto r : g.rows)
+            if (table.rows[r].elapsed_s) elapsed.push_back(*table.rows[r].elapsed_s);
+        if (!elapsed.empty()) row.elapsed_s = sweep::aggregate_of(elapsed, how);
+        for (auto r : g.rows)
+            if (table.rows[r].node != row.node) row.node.clear();  // replicates on several nodes
+        out.push_back(std::move(row));
+    }
+    for (auto& row : table.rows)
+        if (row.state != TaskState::done) out.push_back(std::move(row));
+    table.rows = std::move(out);
+    if (replicates) std::erase(table.param_names, std::string("repeat"));
+    table.aggregated = true;
+}
+
 std::vector<Column> columns(const ResultTable& table) {
     std::vector<Column> out = {{Column::index, "index", ""}, {Column::state, "status", ""}};
     if (table.multi_phase) out.push_back({Column::phase, "phase", ""});
@@ -912,6 +966,10 @@ std::vector<Column> columns(const ResultTable& table) {
     for (auto& p : table.param_names) {
         out.push_back({Column::param, p, p});
         taken.insert(p);
+    }
+    if (table.aggregated) {
+        out.push_back({Column::replicates, "replicates", ""});
+        taken.insert("replicates");
     }
     // A metric named like a parameter or a fixed column keeps its own column.
     for (auto& m : table.metric_names) out.push_back({Column::metric, taken.count(m) ? "metrics." + m : m, m});
@@ -948,6 +1006,7 @@ std::string cell_text(const ResultRow& row, const Column& c) {
     case Column::metric:
         if (auto* v = find_value(row.metrics, c.key)) return v->plain;
         return "";
+    case Column::replicates: return row.replicates ? std::to_string(row.replicates) : "";
     case Column::exit_code: return row.exit_code ? std::to_string(*row.exit_code) : "";
     case Column::elapsed_s: return row.elapsed_s ? elapsed_text(*row.elapsed_s) : "";
     case Column::node: return row.node;
@@ -968,6 +1027,7 @@ std::string cell_json(const ResultRow& row, const Column& c) {
     case Column::metric:
         if (auto* v = find_value(row.metrics, c.key)) return v->json;
         return "null";
+    case Column::replicates: return row.replicates ? std::to_string(row.replicates) : "null";
     case Column::exit_code: return row.exit_code ? std::to_string(*row.exit_code) : "null";
     case Column::elapsed_s: return row.elapsed_s ? elapsed_text(*row.elapsed_s) : "null";
     default: {

@@ -41,6 +41,7 @@ struct ResultRow {
     std::string signal, error;
     std::vector<std::string> stderr_tail;
     std::optional<SacctRecord> sacct;
+    std::size_t replicates = 0;  // an aggregated row: the successful replicates it stands for
 };
 
 // One result document as a row (index, state and params are the caller's), read
@@ -76,6 +77,7 @@ struct ResultTable {
     bool multi_phase = false;
     std::string phase;                    // the phase whose results the rows show
     bool with_sacct = false;
+    bool aggregated = false;              // rows of configurations (aggregate_replicates)
 
     std::set<std::uint64_t> missing() const;
     // Failed and missing indices: what `aihpc-sweep resubmit` would run again.
@@ -144,9 +146,16 @@ std::optional<double> sort_value(const ResultRow& row, SortSource source, const 
 // only rows of tasks that succeeded: the best of a sweep is never a failed run.
 void keep_top(ResultTable& table, std::size_t top, bool successes_only = false);
 
+// --aggregate mean|median: the rows of tasks that succeeded become one row per
+// configuration (its parameters less `repeat`, at its first replicate's index), each
+// numeric metric and elapsed_s the mean or median over its replicates, with a
+// `replicates` column. Rows of failed and missing tasks stay as they are, after them.
+// A sweep without a repeat axis has one replicate per configuration.
+void aggregate_replicates(ResultTable& table, sweep::Aggregate how, bool replicates);
+
 // The columns every writer shows, and one cell's text ("" when the row has none).
 struct Column {
-    enum Kind { index, state, phase, param, metric, exit_code, elapsed_s, node, sacct_state, sacct_exit_code, sacct_elapsed, sacct_max_rss };
+    enum Kind { index, state, phase, param, replicates, metric, exit_code, elapsed_s, node, sacct_state, sacct_exit_code, sacct_elapsed, sacct_max_rss };
     Kind kind;
     std::string name;    // header
     std::string key;     // parameter or metric name

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 #include "sweep/runner.hpp"
 
@@ -335,6 +336,54 @@ ResultScan scan_results(const SweepDir& sweep) {
     }
     for (auto i : scan.failed) scan.done.erase(i);
     return scan;
+}
+
+Aggregate parse_aggregate(const std::string& text) {
+    if (text == "mean") return Aggregate::mean;
+    if (text == "median") return Aggregate::median;
+    throw Error("--aggregate must be mean or median, not '" + text + "'");
+}
+
+double aggregate_of(std::vector<double> values, Aggregate how) {
+    switch (how) {
+    case Aggregate::none: return values.front();
+    case Aggregate::mean: {
+        double sum = 0;
+        for (double v : values) sum += v;
+        return sum / static_cast<double>(values.size());
+    }
+    case Aggregate::median: {
+        std::sort(values.begin(), values.end());
+        std::size_t n = values.size();
+        return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+    }
+    }
+    return values.front();
+}
+
+namespace {
+
+bool any_repeat(const std::vector<Axis>& axes) {
+    for (const auto& a : axes) {
+        if (a.kind == AxisKind::repeat) return true;
+        if (a.kind == AxisKind::union_)
+            for (const auto& b : a.branches)
+                if (any_repeat(b.axes)) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+bool has_repeat_axis(const SweepSpec& spec) { return any_repeat(spec.axes); }
+
+std::string configuration_key(const Assignment& params, bool replicates) {
+    std::string key;
+    for (const auto& [name, value] : params) {
+        if (replicates && name == "repeat") continue;
+        key += json_quote(name) + ":" + value.json + ",";
+    }
+    return key;
 }
 
 std::set<std::uint64_t> parse_index_list(const std::string& text) {

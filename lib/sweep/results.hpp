@@ -55,6 +55,21 @@ ResultScan scan_results(const SweepDir& sweep);
 // parameter or metric named exit_code is not it.
 std::optional<long> result_exit_code(std::string_view text);
 
+// Replicates (the tasks of a repeat axis that differ only in `repeat`) taken together:
+// none keeps each task on its own (a ranking takes each configuration's best replicate),
+// mean and median give a configuration the mean or median of its replicates' metric.
+enum class Aggregate : std::uint8_t { none, mean, median };
+Aggregate parse_aggregate(const std::string& text);  // "mean" or "median"; throws otherwise
+double aggregate_of(std::vector<double> values, Aggregate how);  // values not empty; none: the first
+
+// Whether the spec has a repeat axis anywhere: then the parameter `repeat` numbers
+// replicates, and is no part of a configuration.
+bool has_repeat_axis(const SweepSpec& spec);
+
+// A configuration's identity: its parameters as JSON text, `repeat` left out when it
+// numbers replicates.
+std::string configuration_key(const Assignment& params, bool replicates);
+
 // Slurm array syntax, "3,7,12-15", into indices; throws on anything else.
 std::set<std::uint64_t> parse_index_list(const std::string& text);
 

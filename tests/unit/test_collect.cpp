@@ -524,6 +524,32 @@ static void the_metrics_of_an_earlier_phase_are_collectable(void**) {
     expect_error_containing([&] { read_results(sw, ro); }, "no phase 'tarin' in this sweep (phases: prep, train, eval)");
 }
 
+static void aggregate_gives_one_row_per_configuration(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"axes":[{"param":"a","values":[1,2]},{"repeat":3}],"command":"true"})");
+    put_result(sw, 0, 0, R"({"loss":1,"tag":"x"})");
+    put_result(sw, 1, 0, R"({"loss":2,"tag":"y"})");
+    put_result(sw, 2, 0, R"({"loss":6})");
+    put_result(sw, 3, 0, R"({"loss":0.5})");
+    put_result(sw, 4, 1, R"({"loss":0.1})");  // failed: in no aggregate
+    auto t = read_results(sw);
+    aggregate_replicates(t, sweep::Aggregate::mean, true);
+    assert_true(t.param_names == (std::vector<std::string>{"a"}));
+    assert_int_equal(t.rows.size(), 3);
+    assert_int_equal(t.rows[0].replicates, 3);
+    assert_string_equal(t.rows[0].metrics[0].second.json.c_str(), "3.0");
+    assert_string_equal(t.rows[0].metrics[1].second.plain.c_str(), "x");
+    assert_int_equal(t.rows[1].replicates, 1);
+    assert_true(t.rows[2].state == TaskState::failed);
+    auto text = render(t, Format::csv);
+    assert_true(text.rfind("index,status,a,replicates,loss,tag,", 0) == 0);
+    t = read_results(sw);
+    aggregate_replicates(t, sweep::Aggregate::median, true);
+    assert_string_equal(t.rows[0].metrics[0].second.json.c_str(), "2.0");
+    keep_top(t, 1, sort_rows(t, sort_key("loss")) == SortSource::metric);
+    assert_int_equal(t.rows[0].index, 3);
+}
+
 // ---- the failed list
 
 static void failed_list_joins_failed_and_missing_in_array_syntax(void**) {
@@ -951,6 +977,7 @@ int main() {
         cmocka_unit_test(the_best_by_a_metric_is_never_a_failed_or_unreadable_run),
         cmocka_unit_test(an_unreadable_result_gets_one_verdict_in_every_reader),
         cmocka_unit_test(the_metrics_of_an_earlier_phase_are_collectable),
+        cmocka_unit_test(aggregate_gives_one_row_per_configuration),
         cmocka_unit_test(kept_aside_and_temporary_files_are_not_results),
         cmocka_unit_test(a_large_sweep_read_in_parallel_loses_no_row),
         cmocka_unit_test(include_missing_adds_a_row_per_task_without_result),

@@ -1047,6 +1047,47 @@ static void refine_draws_around_each_best_task_within_the_original_span(void**) 
     assert_int_equal(n, 80);  // 40 trials x repeat 2
 }
 
+static void refine_keeps_lists_as_lists(void**) {
+    auto spec = parse_spec(R"({"axes":[{"param":"bs","values":[64,128,256]},{"param":"lr","values":[1e-4,1e-3,1e-2,1e-1,1.0]}],"command":"t"})");
+    auto best = {parse_task_line(R"({"index":1,"params":{"bs":128,"lr":1.0},"task_seed":1})")};
+    auto next = refine_spec(spec, best, 0.5, 30);
+    TaskStream s(next);
+    std::set<std::string> bs, lr;
+    while (s.next()) {
+        auto p = std::string(s.params());
+        bs.insert(column({p}, "bs")[0]);
+        lr.insert(column({p}, "lr")[0]);
+    }
+    // bs: 128 and its neighbours, never 91; lr: the top of a log-spaced list and the one
+    // below it (radius lround(4 * 0.5 / 2) = 1), never a value between.
+    assert_true(bs == (std::set<std::string>{"64", "128", "256"}));
+    assert_true(lr == (std::set<std::string>{"0.1", "1.0"}));
+}
+
+static void refine_counts_the_replicates_of_a_configuration_once(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","values":[1,2,3]},{"repeat":2}],"command":"true"})");
+    // a=1: 0.1 and 0.3; a=2: 0.15 twice; a=3: 0.5 and a failed 0.01.
+    const char* loss[] = {"0.1", "0.3", "0.15", "0.15", "0.5", "0.01"};
+    for (int i = 0; i < 6; ++i)
+        write_file_atomic(sweep.path + "/results/" + std::to_string(i) + ".json",
+                          "{\"index\":" + std::to_string(i) + ",\"exit_code\":" + (i == 5 ? "1" : "0") + ",\"metrics\":{\"loss\":" + loss[i] + "}}");
+    auto best = best_tasks(sweep, "loss", false, 2);
+    assert_int_equal(best.size(), 2);
+    assert_int_equal(best[0].task.index, 0);  // a=1 by its best replicate, once
+    assert_true(best[0].metric == 0.1);
+    assert_int_equal(best[0].replicates, 2);
+    assert_int_equal(best[1].task.index, 2);  // a=2, not a=1's other replicate
+    auto mean = best_tasks(sweep, "loss", false, 3, Aggregate::mean);
+    assert_int_equal(mean.size(), 3);
+    assert_int_equal(mean[0].task.index, 2);
+    assert_true(std::fabs(mean[1].metric - 0.2) < 1e-12);
+    assert_int_equal(mean[2].task.index, 4);
+    assert_int_equal(mean[2].replicates, 1);  // the failed replicate does not count
+    assert_true(aggregate_of({3, 1, 2, 10}, Aggregate::median) == 2.5);
+    expect_error_containing([] { parse_aggregate("max"); }, "mean or median");
+}
+
 // ---- shorthand values as a Hydra or YAML user reads them
 
 static void shorthand_lists_in_brackets_are_lists(void**) {
@@ -1247,6 +1288,8 @@ int main(void) {
         cmocka_unit_test(the_verdict_checks_syntax_index_and_exit_code),
         cmocka_unit_test(a_corrupt_or_misplaced_result_counts_as_missing_with_a_warning),
         cmocka_unit_test(refine_ranks_only_tasks_that_succeeded),
+        cmocka_unit_test(refine_keeps_lists_as_lists),
+        cmocka_unit_test(refine_counts_the_replicates_of_a_configuration_once),
         cmocka_unit_test(metrics_are_a_json_object_or_name_value_lines),
         cmocka_unit_test(result_paths_separate_earlier_phases),
         cmocka_unit_test(run_writes_a_complete_result_and_returns_the_exit_code),
