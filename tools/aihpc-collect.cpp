@@ -45,6 +45,9 @@ const char* kUsage =
     "  -o, --output FILE write the table to FILE instead of stdout\n"
     "  --sort M[:min|max] order by a metric (or parameter, index, exit_code, elapsed_s);\n"
     "                    min by default\n"
+    "  --columns A,B,... only these columns, in this order (table, csv, markdown)\n"
+    "  --precision N     floats with N significant digits (default: 6 in the table,\n"
+    "                    exact in csv and markdown)\n"
     "  --top K           keep the first K rows (by a metric: the best K that succeeded)\n"
     "  --aggregate mean|median  one row per configuration: each metric the mean or\n"
     "                    median over its successful replicates (--repeat)\n"
@@ -82,7 +85,17 @@ struct Options {
     std::string mlflow, html;
     std::string phase;
     std::optional<sweep::Aggregate> aggregate;
+    std::vector<std::string> columns;
+    std::optional<int> precision;
 };
+
+// --columns and --precision on the table of the text formats (jsonl keeps every value).
+void shape_table(ResultTable& header, const Options& o, Format format) {
+    if (format == Format::jsonl) return;
+    header.shown_columns = o.columns;
+    header.precision = o.precision.value_or(format == Format::table ? 6 : 0);
+    columns(header);  // an unknown name is refused before anything is written
+}
 
 std::uint64_t number(const std::string& option, const std::string& text) {
     auto n = parse_uint(text);
@@ -144,7 +157,16 @@ Options parse_args(const std::vector<std::string>& words) {
         else if (w == "--timeout") o.timeout = static_cast<double>(number(w, value()));
         else if (w == "--mlflow") o.mlflow = value();
         else if (w == "--html") o.html = value();
-        else if (w == "--aggregate") {
+        else if (w == "--columns") {
+            o.columns = split(value(), ',');
+            for (auto& c : o.columns)
+                if (c.empty()) throw UsageError("--columns: an empty column name (give names separated by commas)");
+        } else if (w == "--precision") {
+            auto v = value();
+            auto n = number(w, v);
+            if (n < 1 || n > 17) throw UsageError("--precision: '" + v + "' is not a number of digits from 1 to 17");
+            o.precision = static_cast<int>(n);
+        } else if (w == "--aggregate") {
             try {
                 o.aggregate = sweep::parse_aggregate(value());
             } catch (const UsageError&) {
@@ -163,7 +185,8 @@ Options parse_args(const std::vector<std::string>& words) {
     }
     if (o.sweep.empty()) throw UsageError("give a SWEEP dir");
     if (o.status && o.watch) throw UsageError("--status and --watch do not go together");
-    if ((o.status || o.watch) && (o.failed || o.format || !o.output.empty() || o.sort || o.top || o.sacct || !o.mlflow.empty() || !o.html.empty()))
+    if ((o.status || o.watch) && (o.failed || o.format || !o.output.empty() || o.sort || o.top || o.sacct || !o.mlflow.empty() || !o.html.empty() ||
+                                    !o.columns.empty() || o.precision || o.aggregate || !o.phase.empty()))
         throw UsageError(std::string(o.status ? "--status" : "--watch") + " takes no table options");
     if (o.why && !o.failed) throw UsageError("--why goes with --failed");
     if (o.aggregate && (o.status || o.watch || o.failed || o.sacct || !o.mlflow.empty()))
@@ -302,6 +325,7 @@ int run_table(const Options& o) {
         Format format = o.format.value_or(Format::table);
         co.detail = format == Format::jsonl ? RowDetail::full : RowDetail::columns;
         auto rows = collect_rows(sweep, co);
+        shape_table(rows.header, o, format);
         std::cerr << sweep::unreadable_warnings("aihpc-collect", rows.header.unreadable);
         note_missing(o, static_cast<std::uint64_t>(std::count(rows.state.begin(), rows.state.end(), TaskState::missing)), sweep.tasks);
         OutputFile out(o.output);
@@ -330,9 +354,14 @@ int run_table(const Options& o) {
     keep_top(table, o.top, ranked);
 
     if (rows_out || rows_to_file) {
+        Format format = o.format.value_or(Format::table);
+        shape_table(table, o, format);
         OutputFile out(o.output);
-        write_rows(table, o.format.value_or(Format::table), out.sink());
+        write_rows(table, format, out.sink());
         out.close();
+        // The report and the MLflow store keep every column and every digit.
+        table.shown_columns.clear();
+        table.precision = 0;
         if (o.progress && !o.output.empty())
             std::cerr << "aihpc-collect: " << table.rows.size() << " rows in " << o.output << "\n";
     }

@@ -78,6 +78,26 @@ sweep::Scalar scalar_of(const JsonValue& v) {
 
 const JsonReadOptions kLenient{true};
 
+// Metrics as columns: a nested object's members are flattened with dots
+// ({"val":{"loss":1}} is val.loss), as W&B and MLflow users name them.
+void add_metrics(ResultRow& row, const std::vector<JsonValue::Member>& members, const std::string& prefix) {
+    for (const auto& [key, value] : members) {
+        std::string name = prefix + key;
+        if (value.is_object() && !value.members().empty()) {
+            add_metrics(row, value.members(), name + ".");
+        } else if (value.is_non_finite()) {
+            row.metrics.emplace_back(name, sweep::Scalar{"null", "NaN"});
+            row.non_finite.push_back(name);
+        } else {
+            // A flattened name may meet a member of that very name ("val.loss" and
+            // val: {loss}); the first one read is kept, as a reader of the file would see it.
+            bool taken = false;
+            for (auto& m : row.metrics) taken = taken || m.first == name;
+            if (!taken) row.metrics.emplace_back(name, scalar_of(value));
+        }
+    }
+}
+
 }  // namespace
 
 ResultRow parse_result_tree(std::string_view text) {
@@ -102,14 +122,7 @@ ResultRow parse_result_tree(std::string_view text) {
         } else if (k == "non_finite") {
             for (std::size_t i = 0; const auto& name : v.as_array("non_finite")) row.non_finite.push_back(name.as_string(json_index_path("non_finite", i++)));
         } else if (k == "metrics") {
-            for (const auto& [name, value] : v.as_object("metrics")) {
-                if (value.is_non_finite()) {
-                    row.metrics.emplace_back(name, sweep::Scalar{"null", "NaN"});
-                    row.non_finite.push_back(name);
-                } else {
-                    row.metrics.emplace_back(name, scalar_of(value));
-                }
-            }
+            add_metrics(row, v.as_object("metrics"), "");
         }
     }
     // A metric listed as non-finite is null in JSON and NaN as text.
@@ -982,7 +995,20 @@ std::vector<Column> columns(const ResultTable& table) {
         out.push_back({Column::sacct_elapsed, "Elapsed", ""});
         out.push_back({Column::sacct_max_rss, "MaxRSS", ""});
     }
-    return out;
+    for (auto& c : out)
+        if (c.kind == Column::param || c.kind == Column::metric) c.precision = table.precision;
+    if (table.shown_columns.empty()) return out;
+    std::vector<Column> shown;
+    for (const auto& name : table.shown_columns) {
+        auto it = std::find_if(out.begin(), out.end(), [&](const Column& c) { return c.name == name; });
+        if (it == out.end()) {
+            std::vector<std::string> names;
+            for (auto& c : out) names.push_back(c.name);
+            throw Error("--columns: there is no column '" + name + "' (columns: " + join(names, ", ") + ")");
+        }
+        shown.push_back(*it);
+    }
+    return shown;
 }
 
 namespace {
@@ -990,6 +1016,18 @@ namespace {
 std::string elapsed_text(double s) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.3f", s);
+    return buf;
+}
+
+// A value's text with `precision` significant digits when it is a float (integers, text
+// and booleans as they are).
+std::string rounded(const sweep::Scalar& value, int precision) {
+    const auto& j = value.json;
+    if (precision <= 0 || j.empty() || j[0] == '"' || j.find_first_of(".eE") == std::string::npos) return value.plain;
+    auto d = number_of(value);
+    if (!d) return value.plain;
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*g", precision, *d);
     return buf;
 }
 
@@ -1001,10 +1039,10 @@ std::string cell_text(const ResultRow& row, const Column& c) {
     case Column::state: return task_state_name(row.state);
     case Column::phase: return row.phase;
     case Column::param:
-        if (auto* v = find_value(row.params, c.key)) return v->plain;
+        if (auto* v = find_value(row.params, c.key)) return rounded(*v, c.precision);
         return "";
     case Column::metric:
-        if (auto* v = find_value(row.metrics, c.key)) return v->plain;
+        if (auto* v = find_value(row.metrics, c.key)) return rounded(*v, c.precision);
         return "";
     case Column::replicates: return row.replicates ? std::to_string(row.replicates) : "";
     case Column::exit_code: return row.exit_code ? std::to_string(*row.exit_code) : "";

@@ -78,6 +78,11 @@ struct ResultTable {
     std::string phase;                    // the phase whose results the rows show
     bool with_sacct = false;
     bool aggregated = false;              // rows of configurations (aggregate_replicates)
+    // What columns() gives the writers: only these columns, in this order (--columns;
+    // empty: all), and floats of parameters and metrics with this many significant
+    // digits (--precision; 0: exact).
+    std::vector<std::string> shown_columns;
+    int precision = 0;
 
     std::set<std::uint64_t> missing() const;
     // Failed and missing indices: what `aihpc-sweep resubmit` would run again.
@@ -156,10 +161,14 @@ void aggregate_replicates(ResultTable& table, sweep::Aggregate how, bool replica
 // The columns every writer shows, and one cell's text ("" when the row has none).
 struct Column {
     enum Kind { index, state, phase, param, replicates, metric, exit_code, elapsed_s, node, sacct_state, sacct_exit_code, sacct_elapsed, sacct_max_rss };
+    Column(Kind k, std::string header, std::string param_or_metric)
+        : kind(k), name(std::move(header)), key(std::move(param_or_metric)) {}
     Kind kind;
     std::string name;    // header
     std::string key;     // parameter or metric name
+    int precision = 0;   // significant digits of a float in cell_text (0: exact)
 };
+// Throws aihpc::Error for a name of shown_columns that is no column, naming those there are.
 std::vector<Column> columns(const ResultTable& table);
 std::string cell_text(const ResultRow& row, const Column& column);
 // The cell as JSON (numbers stay numbers; "null" when absent).

@@ -98,9 +98,19 @@ void collect(const std::vector<Axis>& axes, std::map<std::string, ParamRange>& o
     }
 }
 
+// A metric by name; a dotted name (val.loss) also reaches into nested objects, as
+// aihpc-collect flattens them.
+const JsonValue* find_metric(const JsonValue& metrics, const std::string& name) {
+    if (const JsonValue* v = metrics.find(name)) return v;
+    for (auto dot = name.find('.'); dot != std::string::npos; dot = name.find('.', dot + 1))
+        if (const JsonValue* inner = metrics.find(name.substr(0, dot)); inner && inner->is_object())
+            if (const JsonValue* v = find_metric(*inner, name.substr(dot + 1))) return v;
+    return nullptr;
+}
+
 std::optional<double> metric_of(const JsonValue& result, const std::string& name) {
     const JsonValue* metrics = result.find("metrics");
-    const JsonValue* v = metrics ? metrics->find(name) : nullptr;
+    const JsonValue* v = metrics ? find_metric(*metrics, name) : nullptr;
     if (!v || !v->is_number() || v->is_non_finite()) return std::nullopt;
     double d = v->as_double(name);
     return std::isfinite(d) ? std::optional<double>(d) : std::nullopt;

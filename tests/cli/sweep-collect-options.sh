@@ -58,5 +58,28 @@ expect 2 "--all takes no value" "$collect" "$tmp/eq" --all=no
 expect 2 "unknown option --bogus" "$collect" "$tmp/eq" --bogus=1
 expect 2 "--format" "$collect" "$tmp/eq" --format=xml
 
+# What expand refuses: no command, a condition key that is no parameter, -o with --emit-json.
+expect 1 "there is no command to run" "$sweep" expand 'a=1,2' -o "$tmp/nocmd"
+[ -e "$tmp/nocmd" ] && fail "expand without a command wrote $tmp/nocmd"
+expect 1 "the condition key 'optim' is not a parameter" "$sweep" expand 'opt=sgd,adam' 'momentum=0.9,0.99@optim=sgd' -o "$tmp/typo" -- t
+expect 1 "has no parameter 'momentum'" "$sweep" expand 'opt=sgd,adam' 'momentum=0.9,0.99@opt=sgd' -o "$tmp/cond" -- t '{momentum}'
+expect 2 "writes no sweep dir" "$sweep" expand --emit-json 'a=1' -o "$tmp/emit"
+
+# The best by a metric is never a failed run, and the rows left out are counted.
+expect 0 "" "$sweep" expand 'x=1,2,3,4' --repeat=2 -o "$tmp/best" -- t
+res() { printf '{"index":%s,"exit_code":%s,"metrics":{"loss":%s}}\n' "$1" "$2" "$3" >"$tmp/best/results/$1.json"; }
+res 0 0 0.123456789; res 1 0 0.5; res 2 1 0.01; res 3 0 0.2; res 4 0 0.9
+expect 0 "3 of 8 tasks have no result and are not shown" "$collect" "$tmp/best" --sort=loss --top=1 --format=csv
+[ "$(sed -n 2p "$tmp/out" | cut -d, -f1,2)" = "0,done" ] || fail "collect --sort loss --top 1 picked: $(cat "$tmp/out")"
+expect 0 "" "$collect" "$tmp/best" --sort=loss --columns=index,loss
+[ "$(awk 'NR == 2 { print $1, $2 }' "$tmp/out")" = "0 0.123457" ] || fail "the table's default precision: $(cat "$tmp/out")"
+expect 0 "" "$collect" "$tmp/best" --aggregate=mean --sort=loss --format=csv --columns=x,replicates,loss
+[ "$(sed -n 2p "$tmp/out")" = "2,1,0.2" ] || fail "collect --aggregate mean: $(cat "$tmp/out")"
+expect 2 "--aggregate must be mean or median" "$collect" "$tmp/best" --aggregate=max
+expect 0 "" "$sweep" refine "$tmp/best" --metric=loss --top=1 --aggregate=mean -o "$tmp/next"
+grep -q "best 1 configuration(s) (mean loss min 0.2)" "$tmp/out" || fail "refine --aggregate mean: $(cat "$tmp/out")"
+printf '{"index":7,"exit_code":0,"metrics":{"loss":0.0}}\n' >"$tmp/best/results/6.json"
+expect 0 "results/6.json holds the result of task 7, not of task 6" "$collect" "$tmp/best" --status
+
 [ $status = 0 ] && echo "ok: --opt=value in aihpc-sweep and aihpc-collect"
 exit $status

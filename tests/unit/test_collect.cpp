@@ -550,6 +550,52 @@ static void aggregate_gives_one_row_per_configuration(void**) {
     assert_int_equal(t.rows[0].index, 3);
 }
 
+static void nested_metrics_are_flattened_with_dots(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"val":{"loss":0.5,"acc":{"top1":0.9}},"steps":[1,2],"train_loss":1})");
+    put_result(sw, 1, 0, R"({"val":{"loss":0.25,"acc":{"top1":0.8}},"train_loss":2})");
+    auto t = read_results(sw);
+    assert_true(t.metric_names == (std::vector<std::string>{"val.loss", "val.acc.top1", "steps", "train_loss"}));
+    assert_true(sort_rows(t, sort_key("val.loss")) == SortSource::metric);
+    assert_int_equal(t.rows[0].index, 1);
+    // The compact reader of the text formats reads them the same way.
+    CollectOptions co;
+    co.sort = sort_key("val.acc.top1:max");
+    co.top = 1;
+    auto rows = collect_rows(sw, co);
+    assert_true(rows.header.metric_names == t.metric_names);
+    assert_int_equal(rows.row(0).index, 0);
+}
+
+static void nan_sorts_last_whichever_the_direction(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"loss":NaN})");
+    put_result(sw, 1, 0, R"({"loss":2})");
+    put_result(sw, 2, 0, R"({"loss":1})");
+    put_result(sw, 3, 0, R"({"loss":"Infinity"})");
+    auto t = read_results(sw);
+    sort_rows(t, sort_key("loss"));
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2, 1, 0, 3}));
+    sort_rows(t, sort_key("loss:max"));
+    assert_true(indices(t) == (std::vector<std::uint64_t>{1, 2, 0, 3}));
+}
+
+static void columns_and_precision_shape_the_text_formats(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"loss":0.123456789012,"n":12345678,"tag":"a b"})");
+    auto t = read_results(sw);
+    t.shown_columns = {"loss", "lr", "n", "tag"};
+    t.precision = 4;
+    assert_string_equal(render(t, Format::csv).c_str(), "loss,lr,n,tag\n0.1235,0.001,12345678,a b\n");
+    t.precision = 0;
+    assert_string_equal(render(t, Format::csv).c_str(), "loss,lr,n,tag\n0.123456789012,0.001,12345678,a b\n");
+    t.shown_columns = {"los"};
+    expect_error_containing([&] { columns(t); }, "--columns: there is no column 'los' (columns: index, status, lr, opt, loss, n, tag,");
+}
+
 // ---- the failed list
 
 static void failed_list_joins_failed_and_missing_in_array_syntax(void**) {
@@ -978,6 +1024,9 @@ int main() {
         cmocka_unit_test(an_unreadable_result_gets_one_verdict_in_every_reader),
         cmocka_unit_test(the_metrics_of_an_earlier_phase_are_collectable),
         cmocka_unit_test(aggregate_gives_one_row_per_configuration),
+        cmocka_unit_test(nested_metrics_are_flattened_with_dots),
+        cmocka_unit_test(nan_sorts_last_whichever_the_direction),
+        cmocka_unit_test(columns_and_precision_shape_the_text_formats),
         cmocka_unit_test(kept_aside_and_temporary_files_are_not_results),
         cmocka_unit_test(a_large_sweep_read_in_parallel_loses_no_row),
         cmocka_unit_test(include_missing_adds_a_row_per_task_without_result),
