@@ -48,7 +48,7 @@ const char* kUsage =
     "         [--rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]]\n"
     "         [-- SBATCH-ARGS...]\n"
     "  run SWEEP [--index I] [--phase NAME] [--offset O --count C --pack K]\n"
-    "  params SWEEP --index I [--format json|env|args|shell]\n"
+    "  params SWEEP --index I [--format json|env|args|shell|cmd] [--phase NAME]\n"
     "  resubmit SWEEP --failed|--missing|--indices LIST [--throttle N]\n"
     "         [--max-array-size N|auto] [--dry-run] [-- SBATCH-ARGS...]\n"
     "  refine SWEEP --metric NAME[:min|max] --top K [--shrink F] [--trials N]\n"
@@ -227,18 +227,32 @@ struct ArrayOptions {
         } else return false;
         return true;
     }
-    SubmitOptions resolve(const SweepDir& sweep) const {
+    // `preview`: a plan or dry run, which may go on without Slurm (Slurm's default
+    // MaxArraySize, said on stderr) where a submission must stop.
+    SubmitOptions resolve(const SweepDir& sweep, bool preview = false) const {
         SubmitOptions o;
         o.throttle = throttle.value_or(sweep.spec.slurm.throttle);
         o.pack = pack.value_or(sweep.spec.slurm.pack);
         if (max_array_size) o.max_array_size = *max_array_size;
         else if (!auto_size && sweep.spec.slurm.max_array_size) o.max_array_size = sweep.spec.slurm.max_array_size;
         else {
-            auto r = capture_output({"scontrol", "show", "config"});
-            if (r.status != 0)
-                throw Error("cannot read MaxArraySize: scontrol show config failed (" + std::string(trim(r.err)) +
-                            "); give --max-array-size N");
-            o.max_array_size = parse_max_array_size(r.out);
+            std::string why;
+            try {
+                auto r = capture_output({"scontrol", "show", "config"});
+                if (r.status == 0) o.max_array_size = parse_max_array_size(r.out);
+                else why = std::string(trim(r.err));
+            } catch (const Error& e) {
+                why = e.what();
+            }
+            // Its first line says why; the rest repeats it.
+            why = why.substr(0, why.find('\n'));
+            if (!why.empty() && !preview)
+                throw Error("cannot read MaxArraySize: scontrol show config failed (" + why + "); give --max-array-size N");
+            if (!why.empty()) {
+                o.max_array_size = 1001;
+                std::cerr << "aihpc-sweep: note: MaxArraySize unknown (scontrol show config failed: " << why
+                          << "); planned with Slurm's default, 1001; give --max-array-size N for your cluster's\n";
+            }
         }
         o.tool_path = self_path();
         o.tool_version = PACKAGE_VERSION;
@@ -251,6 +265,23 @@ void write_scripts(const SweepDir& sweep, const SubmitOptions& options) {
         auto path = script_path(sweep, phase.name);
         write_file_atomic(path, phase_script(sweep, phase, options));
         if (::chmod(path.c_str(), 0755) != 0) throw_errno("cannot make " + path + " executable");
+    }
+}
+
+// The --aihpc-* options each phase's arrays would get, read by the plugin's own parser
+// before anything is queued.
+void check_phase_options(const SweepDir& sweep, const SubmitOptions& options) {
+    for (const auto& phase : sweep.spec.phases)
+        check_aihpc_options(phase_sbatch_words(sweep, phase, options),
+                            sweep.spec.phases.size() > 1 ? "phase '" + phase.name + "'" : std::string("the sbatch options"));
+}
+
+// Each array's sbatch line, with the options its script gives it.
+void print_dry_run(const SweepDir& sweep, const std::vector<ArraySubmission>& subs, const SubmitOptions& options, bool script_words) {
+    for (auto& s : subs) {
+        std::vector<std::string> words;
+        if (script_words) words = phase_sbatch_words(sweep, find_phase(sweep.spec, s.phase), options);
+        std::cout << dry_run_line(s, words) << "\n";
     }
 }
 
@@ -408,8 +439,9 @@ int cmd_plan_or_submit(Args args, bool submit) {
     }
     ro.check();
     SweepDir sweep = open_sweep(dir);
-    SubmitOptions options = ao.resolve(sweep);
+    SubmitOptions options = ao.resolve(sweep, dry_run);
     options.sbatch_args = extra;
+    check_phase_options(sweep, options);
     auto subs = plan_submit(sweep, options);
     if (!submit) {
         auto chunks = plan_chunks(sweep.tasks, options.max_array_size, options.pack);
@@ -419,7 +451,7 @@ int cmd_plan_or_submit(Args args, bool submit) {
             std::cout << "chunk " << c.index << ": offset " << c.offset << ", " << c.count << " tasks, " << c.elements << " elements\n";
     }
     if (dry_run) {
-        for (auto& s : subs) std::cout << dry_run_line(s) << "\n";
+        print_dry_run(sweep, subs, options, true);
         if (ro.given()) {
             std::vector<std::string> placeholders;
             for (auto& s : subs) placeholders.push_back("{" + s.label + "}");
@@ -584,19 +616,30 @@ int cmd_params(Args args) {
     std::string dir = args.next();
     std::optional<std::uint64_t> index;
     std::string format = "json";
+    std::optional<std::string> phase;
     while (!args.done()) {
         auto w = args.next();
         if (w == "--index") index = args.number(w);
         else if (w == "--format") format = args.value(w);
+        else if (w == "--phase") phase = args.value(w);
         else throw UsageError("params: unknown argument " + w);
     }
     if (!index) throw UsageError("params needs --index I");
-    if (format != "json" && format != "env" && format != "args" && format != "shell")
-        throw UsageError("params: --format must be json, env, args or shell, not '" + format + "'");
+    if (format != "json" && format != "env" && format != "args" && format != "shell" && format != "cmd")
+        throw UsageError("params: --format must be json, env, args, shell or cmd, not '" + format + "'");
+    if (phase && format != "cmd") throw UsageError("params: --phase goes with --format cmd");
     TaskIndex tasks(dir);
     TaskRecord task = tasks.task(*index);
     std::string out;
-    if (format == "json") {
+    if (format == "cmd") {
+        // The command `run` would start for this task, as a shell would read it.
+        SweepDir sweep = open_sweep(dir);
+        const Phase& p = find_phase(sweep.spec, phase.value_or(""));
+        if (sweep.spec.command_of(p).empty()) throw Error("phase '" + p.name + "' has no command");
+        std::vector<std::string> words;
+        for (auto& w : task_command(sweep.spec, p, task)) words.push_back(shell_quote(w));
+        out = join(words, " ") + "\n";
+    } else if (format == "json") {
         out = task.params_json + "\n";
     } else if (format == "args") {
         std::vector<std::string> words;
@@ -666,9 +709,12 @@ int cmd_resubmit(Args args) {
     options.pack = 1;
     options.sbatch_args = extra;
     std::string prefix = "r" + std::to_string(static_cast<long long>(::time(nullptr))) + "-";
+    check_aihpc_options(options.sbatch_args, "the sbatch options after --");
     auto subs = plan_resubmit(sweep, indices, options, prefix);
     if (dry_run) {
-        for (auto& s : subs) std::cout << dry_run_line(s) << "\n";
+        // The scripts exist already (or are written as they were): only the words after
+        // -- are new on these lines.
+        print_dry_run(sweep, subs, options, false);
         return 0;
     }
     check_commands(sweep);

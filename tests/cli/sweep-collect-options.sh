@@ -49,6 +49,15 @@ expect 0 "" "$sweep" submit "$tmp/eq" --dry-run --max-array-size=2 --pack=1
 expect 0 "" "$sweep" params "$tmp/eq" --index=1 --format=env
 grep -q '^AIHPC_TASK_INDEX=1$' "$tmp/out" || fail "params --index=1 --format=env: $(cat "$tmp/out")"
 
+# One task's command, as run would start it.
+expect 0 "" "$sweep" expand 'lr=0.1,0.2' 'name=a b' -o "$tmp/cmd" -- python train.py --lr '{lr}' --name '{name}'
+expect 0 "" "$sweep" params "$tmp/cmd" --index=1 --format=cmd
+[ "$(cat "$tmp/out")" = "python train.py --lr 0.2 --name 'a b'" ] || fail "params --format cmd: $(cat "$tmp/out")"
+# The dry run shows the script's options, and the plugin's parser checks --aihpc-*.
+expect 0 "" "$sweep" submit "$tmp/cmd" --dry-run --max-array-size=10 -- --gpus=1 --aihpc-bind=auto
+grep -q -- "--gpus=1 --aihpc-bind=auto $tmp/cmd/scripts/main.sh 0 2 1" "$tmp/out" || fail "submit --dry-run: $(cat "$tmp/out")"
+expect 1 "--aihpc-bogus is not an aihpc option" "$sweep" submit "$tmp/cmd" --dry-run --max-array-size=10 -- --aihpc-bogus=1
+
 # aihpc-collect, likewise.
 expect 0 "" "$collect" "$tmp/eq" --sort=lr --top=2 --format=csv --all
 [ "$(wc -l <"$tmp/out")" = 3 ] || fail "collect --sort=lr --top=2 --format=csv: $(cat "$tmp/out")"

@@ -1159,6 +1159,37 @@ static void a_spec_without_a_command_is_refused(void**) {
     require_commands(parse_spec(R"({"axes":[{"param":"a","values":[1]}],"command":"t {a}","phases":[{"name":"prep","command":"p"},{"name":"train"}]})"));
 }
 
+// ---- what a dry run shows and checks
+
+static void a_dry_run_line_shows_every_option_of_the_array(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"name":"demo","axes":[{"param":"a","range":[0,3]}],"command":"true",
+        "slurm":{"sbatch":["--gpus=1","--time=01:00:00"],"aihpc":["--aihpc-bind=auto"]},
+        "phases":[{"name":"prep","sbatch":["-c","4"]},{"name":"train","after":"prep"}]})");
+    SubmitOptions o;
+    o.sbatch_args = {"--partition=gpu"};
+    auto subs = plan_submit(sweep, o);
+    auto line = dry_run_line(subs[1], phase_sbatch_words(sweep, sweep.spec.phases[1], o));
+    std::string want = "sbatch --parsable --array=0-2 --dependency=aftercorr:{prep.0} --kill-on-invalid-dep=yes --job-name=demo.train --output=" +
+                       sweep.path + "/logs/%A_%a.out --gpus=1 --time=01:00:00 --aihpc-bind=auto --partition=gpu " + sweep.path +
+                       "/scripts/train.sh 0 3 1";
+    assert_string_equal(line.c_str(), want.c_str());
+    auto prep = dry_run_line(subs[0], phase_sbatch_words(sweep, sweep.spec.phases[0], o));
+    assert_non_null(std::strstr(prep.c_str(), " --time=01:00:00 -c 4 --aihpc-bind=auto "));
+    // The script holds the same options.
+    auto script = phase_script(sweep, sweep.spec.phases[0], o);
+    assert_non_null(std::strstr(script.c_str(), "#SBATCH -c 4\n"));
+}
+
+static void aihpc_options_are_checked_with_the_plugin_parser(void**) {
+    check_aihpc_options({"--gpus=1", "--aihpc-bind=auto", "--aihpc-stage", "/data/x.tar", "--aihpc-verbose"}, "phase 'p'");
+    expect_error_containing([] { check_aihpc_options({"--aihpc-bogus=1"}, "phase 'p'"); },
+                            "phase 'p': --aihpc-bogus is not an aihpc option (options: --aihpc-stage,");
+    expect_error_containing([] { check_aihpc_options({"--aihpc-bind=sideways"}, "phase 'p'"); }, "phase 'p': --aihpc-bind: unknown mode 'sideways'");
+    expect_error_containing([] { check_aihpc_options({"--aihpc-verbose=yes"}, "x"); }, "--aihpc-verbose takes no value");
+    expect_error_containing([] { check_aihpc_options({"--aihpc-stage"}, "x"); }, "--aihpc-stage needs a value");
+}
+
 // ---- the verdict on a result file
 
 static void a_parameter_name_never_starts_with_a_dash(void**) {
@@ -1278,6 +1309,8 @@ int main(void) {
         cmocka_unit_test(tasks_run_as_steps_only_from_a_host_batch_script_of_a_container_job),
         cmocka_unit_test(max_array_size_is_read_from_scontrol),
         cmocka_unit_test(a_parameter_name_never_starts_with_a_dash),
+        cmocka_unit_test(a_dry_run_line_shows_every_option_of_the_array),
+        cmocka_unit_test(aihpc_options_are_checked_with_the_plugin_parser),
         cmocka_unit_test(shorthand_lists_in_brackets_are_lists),
         cmocka_unit_test(shorthand_booleans_are_read_as_json_and_yaml_write_them),
         cmocka_unit_test(shorthand_text_lists_keep_numbers_as_written),
