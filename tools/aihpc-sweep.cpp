@@ -186,11 +186,33 @@ int cmd_expand(Args args) {
     if (positional.empty()) throw UsageError("expand needs a spec file or parameters");
     std::string text;
     bool from_file = positional.size() == 1 && (is_file(positional[0]) || ends_with(positional[0], ".json"));
-    if (from_file) text = apply_overrides(read_file(positional[0]), overrides);
-    else text = compile_shorthand(positional, overrides);
     if (emit_json && !out_dir.empty())
         throw UsageError("--emit-json prints the JSON spec and writes no sweep dir: leave out -o " + out_dir + ", or --emit-json");
-    SweepSpec spec = parse_spec(text);
+    SweepSpec spec;
+    std::string file_text;
+    try {
+        if (from_file) {
+            file_text = read_file(positional[0]);
+            text = apply_overrides(file_text, overrides);
+        } else {
+            text = compile_shorthand(positional, overrides);
+        }
+        spec = parse_spec(text);
+    } catch (const Error& e) {
+        if (!from_file) throw;
+        // The file's name where the spec's errors say "sweep spec".
+        std::string what = e.what();
+        constexpr std::string_view prefix = "sweep spec: ";
+        if (starts_with(what, prefix)) what = what.substr(prefix.size());
+        std::string hint;
+        auto& file = positional[0];
+        auto first = file_text.find_first_not_of(" \t\r\n");
+        bool not_json = first != std::string::npos && file_text[first] != '{' && file_text[first] != '[';
+        if (starts_with(what, "not valid JSON") && (ends_with(file, ".yaml") || ends_with(file, ".yml") || not_json))
+            hint = "; aihpc-sweep reads JSON specs only (a YAML spec converts with: python3 -c 'import json,sys,yaml; "
+                   "json.dump(yaml.safe_load(sys.stdin),sys.stdout)' <" + file + " >spec.json)";
+        throw Error(file + ": " + what + hint);
+    }
     if (emit_json) {
         std::cout << text << "\n";
         return 0;

@@ -74,6 +74,12 @@ expect 1 "the condition key 'optim' is not a parameter" "$sweep" expand 'opt=sgd
 expect 1 "has no parameter 'momentum'" "$sweep" expand 'opt=sgd,adam' 'momentum=0.9,0.99@opt=sgd' -o "$tmp/cond" -- t '{momentum}'
 expect 2 "writes no sweep dir" "$sweep" expand --emit-json 'a=1' -o "$tmp/emit"
 
+# A spec file's errors name the file; a YAML one is told that only JSON is read.
+printf '{"axes":[\n {"param":"a","values":[1,]}]}\n' >"$tmp/comma.json"
+expect 1 "$tmp/comma.json: not valid JSON: axes[0].values[1]: trailing comma before ']' (line 2, column 27)" "$sweep" expand "$tmp/comma.json" -o "$tmp/c" -- t
+printf 'axes:\n  - param: a\n' >"$tmp/spec.yaml"
+expect 1 "reads JSON specs only" "$sweep" expand "$tmp/spec.yaml" -o "$tmp/c" -- t
+
 # The best by a metric is never a failed run, and the rows left out are counted.
 expect 0 "" "$sweep" expand 'x=1,2,3,4' --repeat=2 -o "$tmp/best" -- t
 res() { printf '{"index":%s,"exit_code":%s,"metrics":{"loss":%s}}\n' "$1" "$2" "$3" >"$tmp/best/results/$1.json"; }

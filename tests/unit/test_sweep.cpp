@@ -290,6 +290,8 @@ static void strict_json_errors_name_the_path(void**) {
     expect_error_containing([] { parse_spec(R"({"seed":"7","axes":[{"param":"x","values":[1]}]})"); }, "seed: must be an integer");
     expect_error_containing([] { parse_spec(R"({"axes":{"param":"x"}})"); }, "axes: must be an array, not an object");
     expect_error_containing([] { parse_spec(R"({"axes":[{"param":"x","values":[[1]]}]})"); }, "axes[0].values[0]");
+    // Where, as an editor shows it.
+    expect_error_containing([] { parse_spec("{\"axes\":[\n  {\"param\":\"x\",\n   \"values\":[1,2,]}]}"); }, "(line 3, column 18)");
 }
 
 static void a_shorthand_call_of_an_unknown_function_is_an_error(void**) {
