@@ -33,3 +33,6 @@ tests_unit_test_collect_stream_LDADD = lib/collect/libaihpc_collect.la lib/sweep
 # The command lines of aihpc-sweep and aihpc-collect, as a user types them (offline).
 TESTS += tests/cli/sweep-collect-options.sh
 EXTRA_DIST += tests/cli/sweep-collect-options.sh
+# The sweep quickstart of README.md, run as written (offline).
+TESTS += tests/cli/readme-quickstart.sh
+EXTRA_DIST += tests/cli/readme-quickstart.sh
