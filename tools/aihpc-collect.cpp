@@ -351,19 +351,25 @@ int run_table(const Options& o) {
     }
     if (o.aggregate) aggregate_replicates(table, *o.aggregate, sweep::has_repeat_axis(sweep.spec));
     bool ranked = o.sort && sort_rows(table, *o.sort) == SortSource::metric;
-    keep_top(table, o.top, ranked);
 
     if (rows_out || rows_to_file) {
+        // --top cuts the rows printed; the report and the MLflow store keep every task
+        // (sorted), so the copy is made only for them.
+        bool keep_all = o.top && (!o.mlflow.empty() || !o.html.empty());
+        ResultTable top_copy;
+        if (keep_all) top_copy = table;
+        ResultTable& shown = keep_all ? top_copy : table;
+        keep_top(shown, o.top, ranked);
         Format format = o.format.value_or(Format::table);
-        shape_table(table, o, format);
+        shape_table(shown, o, format);
         OutputFile out(o.output);
-        write_rows(table, format, out.sink());
+        write_rows(shown, format, out.sink());
         out.close();
         // The report and the MLflow store keep every column and every digit.
-        table.shown_columns.clear();
-        table.precision = 0;
+        shown.shown_columns.clear();
+        shown.precision = 0;
         if (o.progress && !o.output.empty())
-            std::cerr << "aihpc-collect: " << table.rows.size() << " rows in " << o.output << "\n";
+            std::cerr << "aihpc-collect: " << shown.rows.size() << " rows in " << o.output << "\n";
     }
     if (!o.mlflow.empty()) {
         auto s = write_mlflow(table, sweep, o.mlflow);

@@ -219,6 +219,9 @@ int cmd_expand(Args args) {
     }
     if (out_dir.empty()) throw UsageError("expand needs -o SWEEP");
     require_commands(spec);
+    if (auto unused = counts_unused(spec); !unused.empty())
+        std::cerr << "aihpc-sweep: note: the count (n=) of " << join(unused, ", ")
+                  << " is not used in a random sweep: each of its " << spec.trials << " trials draws every parameter once\n";
     auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()}, options);
     std::cout << summary.tasks << " tasks";
     if (summary.excluded) std::cout << " (" << summary.excluded << " excluded)";

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "common/error.hpp"
 #include "common/json.hpp"
+#include "common/text.hpp"
 #include "sweep/command.hpp"
 
 namespace aihpc::sweep {
@@ -395,6 +397,25 @@ void check_template(const std::vector<std::string>& words, const std::vector<std
 
 }  // namespace
 
+namespace {
+
+void collect_counts(const std::vector<Axis>& axes, std::vector<std::string>& out) {
+    for (const auto& a : axes) {
+        if (a.kind == AxisKind::union_)
+            for (const auto& b : a.branches) collect_counts(b.axes, out);
+        else if (a.count && std::find(out.begin(), out.end(), a.param) == out.end())
+            out.push_back(a.param);
+    }
+}
+
+}  // namespace
+
+std::vector<std::string> counts_unused(const SweepSpec& spec) {
+    std::vector<std::string> out;
+    if (spec.method == Method::random) collect_counts(spec.axes, out);
+    return out;
+}
+
 std::vector<std::string> parameter_names(const SweepSpec& spec) {
     std::vector<std::string> out;
     collect_names(spec.axes, out);
@@ -441,6 +462,17 @@ SweepSpec parse_spec(std::string_view json_text) {
     if (spec.axes.empty()) fail("axes", "is empty");
     check_names(spec.axes, {});
     auto names = parameter_names(spec);
+    // A task sees each parameter as AIHPC_PARAM_NAME too: two names that give the same
+    // variable (model.depth and model_depth, lr and LR) would lose one of them there.
+    {
+        std::map<std::string, std::string> variables;
+        for (const auto& n : names) {
+            auto [it, fresh] = variables.emplace(env_name_part(n), n);
+            if (!fresh)
+                fail("axes", "parameters '" + it->second + "' and '" + n + "' both become the variable AIHPC_PARAM_" + it->first +
+                                 " in a task's environment; rename one of them");
+        }
+    }
     if (const JsonValue* v = root.find("exclude")) {
         const std::string exclude_path = "exclude";  // named: a reference result must not hang on a temporary argument
         const auto& rules = need_array(*v, exclude_path);

@@ -105,6 +105,10 @@ void require_commands(const SweepSpec& spec);
 // round-trip, fixed key order). parse_spec(normalize(s)) describes the same tasks.
 std::string normalize(const SweepSpec& spec);
 
+// The parameters of a random sweep whose distribution gives a count (n=), which a random
+// sweep does not use: each trial draws every axis once. Empty for a grid.
+std::vector<std::string> counts_unused(const SweepSpec& spec);
+
 // Every parameter name a task may carry, in spec order (including repeat).
 std::vector<std::string> parameter_names(const SweepSpec& spec);
 

@@ -90,6 +90,9 @@ expect 0 "" "$collect" "$tmp/best" --sort=loss --columns=index,loss
 [ "$(awk 'NR == 2 { print $1, $2 }' "$tmp/out")" = "0 0.123457" ] || fail "the table's default precision: $(cat "$tmp/out")"
 expect 0 "" "$collect" "$tmp/best" --aggregate=mean --sort=loss --format=csv --columns=x,replicates,loss
 [ "$(sed -n 2p "$tmp/out")" = "2,1,0.2" ] || fail "collect --aggregate mean: $(cat "$tmp/out")"
+expect 0 "" "$collect" "$tmp/best" --sort=loss --top=1 --html="$tmp/report.html" --format=csv
+[ "$(wc -l <"$tmp/out")" = 2 ] || fail "--top 1 with --html printed: $(cat "$tmp/out")"
+[ "$(grep -o '<tr class="' "$tmp/report.html" | wc -l)" = 5 ] || fail "--top cut the HTML report"
 expect 2 "--aggregate must be mean or median" "$collect" "$tmp/best" --aggregate=max
 expect 0 "" "$sweep" refine "$tmp/best" --metric=loss --top=1 --aggregate=mean -o "$tmp/next"
 grep -q "best 1 configuration(s) (mean loss min 0.2)" "$tmp/out" || fail "refine --aggregate mean: $(cat "$tmp/out")"

@@ -939,6 +939,26 @@ static void html_report_holds_table_scatter_plots_and_parallel_coordinates(void*
     for (auto ref : {"http://", "https://", "src=", "<link"}) assert_int_equal(count_of(page, ref), 0);
 }
 
+static void html_report_opens_with_the_best_run_and_plots_no_constant_metric(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"name":"r","axes":[{"param":"lr","values":[0.1,0.2,0.3,0.4]}],"command":"true"})");
+    put_result(sw, 0, 0, R"({"loss":0.5,"epochs":10})");
+    put_result(sw, 1, 1, R"({"loss":0.1,"epochs":10})");  // failed: never the best run
+    put_result(sw, 2, 0, R"({"loss":0.3,"epochs":10})");
+    put_result(sw, 3, 0, R"({"loss":0.4,"epochs":10})");
+    auto t = read_results(sw);
+    std::string page;
+    write_html(t, sw, HtmlOptions{}, [&](std::string_view s) { page += s; });
+    auto best = page.find("<p class=\"best\" id=\"best\">Task 2: <b>loss 0.3</b> (lowest) &middot; lr=0.3</p>");
+    assert_true(best != std::string::npos);
+    assert_true(best < page.find("<h2>Results</h2>"));
+    // epochs is 10 everywhere: no plot of it.
+    assert_int_equal(count_of(page, "aria-label=\"epochs against"), 0);
+    assert_int_equal(count_of(page, "aria-label=\"loss against lr\""), 1);
+    // The table's sort puts cells that are no number (NaN, -) last either way.
+    assert_true(page.find("if(ax!==ay)return ax?-1:1") != std::string::npos);
+}
+
 static std::string parallel_stroke_of(const std::string& page, int index) {
     // The stroke of the line whose title is #index.
     auto title = page.find("<title>#" + std::to_string(index) + "</title></path>");
@@ -1055,6 +1075,7 @@ int main() {
         cmocka_unit_test(mlflow_names_are_those_its_file_store_accepts),
         cmocka_unit_test(mlflow_store_takes_odd_metric_names_nan_and_skips_trashed_ids),
         cmocka_unit_test(html_report_holds_table_scatter_plots_and_parallel_coordinates),
+        cmocka_unit_test(html_report_opens_with_the_best_run_and_plots_no_constant_metric),
         cmocka_unit_test(html_report_colours_by_the_metric_direction_and_brushes),
         cmocka_unit_test(metric_names_say_their_direction),
         cmocka_unit_test(plot_axes_place_numbers_logs_and_categories),

@@ -1132,6 +1132,22 @@ static void an_unclosed_reference_in_a_template_is_refused(void**) {
     parse_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":["awk","{print $1}","{a,b}","${HOME}","{{lr","{lr}"]})");
 }
 
+static void a_count_a_random_sweep_does_not_use_is_named(void**) {
+    SpecOverrides random;
+    random.random_trials = 5;
+    auto spec = parse_spec(compile_shorthand({"lr=uniform(0,1,n=2)", "bs=int(1,9)", "opt=a,b"}, random));
+    assert_strings(counts_unused(spec), {"lr"});
+    assert_true(counts_unused(parse_spec(compile_shorthand({"lr=uniform(0,1,n=2)"}, {}))).empty());
+}
+
+static void two_parameters_never_share_a_variable(void**) {
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"model.depth","values":[1]},{"param":"model_depth","values":[2]}]})"); },
+                            "parameters 'model.depth' and 'model_depth' both become the variable AIHPC_PARAM_MODEL_DEPTH");
+    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"lr","values":[1]},{"param":"LR","values":[2]}]})"); }, "AIHPC_PARAM_LR");
+    // The members of one union may share a name, and so its variable.
+    parse_spec(R"({"axes":[{"union":[{"fixed":{"a":1}},{"fixed":{"a":2}}]}]})");
+}
+
 // ---- what expand refuses
 
 static void a_template_naming_a_parameter_some_tasks_lack_is_refused_at_expand(void**) {
@@ -1311,6 +1327,8 @@ int main(void) {
         cmocka_unit_test(tasks_run_as_steps_only_from_a_host_batch_script_of_a_container_job),
         cmocka_unit_test(max_array_size_is_read_from_scontrol),
         cmocka_unit_test(a_parameter_name_never_starts_with_a_dash),
+        cmocka_unit_test(two_parameters_never_share_a_variable),
+        cmocka_unit_test(a_count_a_random_sweep_does_not_use_is_named),
         cmocka_unit_test(a_dry_run_line_shows_every_option_of_the_array),
         cmocka_unit_test(aihpc_options_are_checked_with_the_plugin_parser),
         cmocka_unit_test(shorthand_lists_in_brackets_are_lists),
