@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 #include "collect/row_store.hpp"  // before cmocka_cxx.hpp, whose macros would rename members of its headers
@@ -862,6 +863,31 @@ static void rfc3339_times_become_epoch_milliseconds(void**) {
     assert_false(rfc3339_millis("2024-06-11 12:00").has_value());
 }
 
+static void mlflow_runs_get_steps_of_list_metrics_and_why_a_run_failed(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"loss":[0.9,0.5,0.25],"names":["a","b"]})");
+    sweep::write_file_atomic(sw.path + "/results/1.json",
+                             R"({"index":1,"exit_code":3,"metrics":{},"stderr_tail":["Traceback","ValueError: bad lr"]})");
+    auto t = read_results(sw);
+    auto s = write_mlflow(t, sw, tmp.path() + "/mlruns");
+    std::string experiment = tmp.path() + "/mlruns/" + s.experiment_id;
+    std::map<std::string, std::string> run_of;  // aihpc.index -> run dir
+    for (auto& e : entries(experiment))
+        if (path_exists(experiment + "/" + e + "/tags/aihpc.index"))
+            run_of[file_text(experiment + "/" + e + "/tags/aihpc.index")] = experiment + "/" + e;
+    assert_int_equal(run_of.size(), 2);
+    auto steps = lines_of(file_text(run_of["0"] + "/metrics/loss"));
+    assert_int_equal(steps.size(), 3);
+    assert_true(steps[0].size() > 6 && steps[0].substr(steps[0].find(' ')) == " 0.9 0");
+    assert_true(steps[2].substr(steps[2].find(' ')) == " 0.25 2");
+    assert_false(path_exists(run_of["0"] + "/metrics/names"));  // not numbers: a tag, as before
+    assert_string_equal(file_text(run_of["1"] + "/artifacts/stderr_tail.txt").c_str(), "Traceback\nValueError: bad lr\n");
+    auto note = file_text(run_of["1"] + "/tags/mlflow.note.content");
+    assert_non_null(std::strstr(note.c_str(), "exit code 3"));
+    assert_non_null(std::strstr(note.c_str(), "ValueError: bad lr"));
+}
+
 static void mlflow_names_are_those_its_file_store_accepts(void**) {
     for (auto ok : {"loss", "val/acc", "lr-1", "top 5", "a.b_c"}) assert_true(mlflow_name_ok(ok));
     for (auto bad : {"", "/abs", "a/../b", "x/", "a//b", "semi;colon", "new\nline", "quote'"}) assert_false(mlflow_name_ok(bad));
@@ -1070,6 +1096,7 @@ int main() {
         cmocka_unit_test(rss_values_compare_by_their_unit),
         cmocka_unit_test(sacct_joins_by_the_element_each_result_names),
         cmocka_unit_test(mlflow_store_has_experiments_a_parent_run_and_a_child_per_task),
+        cmocka_unit_test(mlflow_runs_get_steps_of_list_metrics_and_why_a_run_failed),
         cmocka_unit_test(collecting_again_replaces_the_same_runs),
         cmocka_unit_test(rfc3339_times_become_epoch_milliseconds),
         cmocka_unit_test(mlflow_names_are_those_its_file_store_accepts),
