@@ -21,6 +21,7 @@
 #include "common/text.hpp"
 #include "config.h"
 #include "sweep/expand.hpp"
+#include "sweep/image_check.hpp"
 #include "sweep/process.hpp"
 #include "sweep/refine.hpp"
 #include "sweep/results.hpp"
@@ -133,6 +134,13 @@ std::string self_path() {
     ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
     if (n <= 0) throw_errno("cannot resolve /proc/self/exe");
     return std::string(buf, static_cast<std::size_t>(n));
+}
+
+// Where sbatch runs, which a relative image path is taken from.
+std::string current_dir() {
+    char buf[PATH_MAX];
+    if (!::getcwd(buf, sizeof buf)) throw_errno("cannot read the current directory");
+    return buf;
 }
 
 std::string git_commit() {
@@ -296,9 +304,13 @@ void write_scripts(const SweepDir& sweep, const SubmitOptions& options) {
 // The --aihpc-* options each phase's arrays would get, read by the plugin's own parser
 // before anything is queued.
 void check_phase_options(const SweepDir& sweep, const SubmitOptions& options) {
-    for (const auto& phase : sweep.spec.phases)
-        check_aihpc_options(phase_sbatch_words(sweep, phase, options),
-                            sweep.spec.phases.size() > 1 ? "phase '" + phase.name + "'" : std::string("the sbatch options"));
+    std::string cwd = current_dir();
+    for (const auto& phase : sweep.spec.phases) {
+        auto words = phase_sbatch_words(sweep, phase, options);
+        std::string where = sweep.spec.phases.size() > 1 ? "phase '" + phase.name + "'" : std::string("the sbatch options");
+        check_aihpc_options(words, where);
+        check_container_images(words, where, cwd);
+    }
 }
 
 // Each array's sbatch line, with the options its script gives it.
@@ -476,6 +488,9 @@ int cmd_plan_or_submit(Args args, bool submit) {
             std::cout << "chunk " << c.index << ": offset " << c.offset << ", " << c.count << " tasks, " << c.elements << " elements\n";
     }
     if (dry_run) {
+        // The scripts the lines name, to read before submitting; a sweep already
+        // submitted keeps those its arrays (and resubmit) use.
+        if (!is_file(sweep.path + "/chunks.json")) write_scripts(sweep, options);
         print_dry_run(sweep, subs, options, true);
         if (ro.given()) {
             std::vector<std::string> placeholders;
@@ -735,6 +750,7 @@ int cmd_resubmit(Args args) {
     options.sbatch_args = extra;
     std::string prefix = "r" + std::to_string(static_cast<long long>(::time(nullptr))) + "-";
     check_aihpc_options(options.sbatch_args, "the sbatch options after --");
+    check_container_images(options.sbatch_args, "the sbatch options after --", current_dir());
     auto subs = plan_resubmit(sweep, indices, options, prefix);
     if (dry_run) {
         // The scripts exist already (or are written as they were): only the words after

@@ -56,6 +56,8 @@ expect 0 "" "$sweep" params "$tmp/cmd" --index=1 --format=cmd
 # The dry run shows the script's options, and the plugin's parser checks --aihpc-*.
 expect 0 "" "$sweep" submit "$tmp/cmd" --dry-run --max-array-size=10 -- --gpus=1 --aihpc-bind=auto
 grep -q -- "--gpus=1 --aihpc-bind=auto $tmp/cmd/scripts/main.sh 0 2 1" "$tmp/out" || fail "submit --dry-run: $(cat "$tmp/out")"
+[ -x "$tmp/cmd/scripts/main.sh" ] && grep -q '^#SBATCH --gpus=1$' "$tmp/cmd/scripts/main.sh" || fail "submit --dry-run wrote no script"
+expect 1 "does not exist, and sbatch would refuse it" "$sweep" submit "$tmp/cmd" --dry-run --max-array-size=10 -- --aihpc-container="$tmp/none.sif"
 expect 1 "--aihpc-bogus is not an aihpc option" "$sweep" submit "$tmp/cmd" --dry-run --max-array-size=10 -- --aihpc-bogus=1
 
 # aihpc-collect, likewise.

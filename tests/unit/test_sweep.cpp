@@ -18,6 +18,7 @@
 #include "common/paths.hpp"
 #include "sweep/command.hpp"
 #include "sweep/expand.hpp"
+#include "sweep/image_check.hpp"
 #include "sweep/refine.hpp"
 #include "sweep/results.hpp"
 #include "sweep/runner.hpp"
@@ -1199,6 +1200,20 @@ static void a_dry_run_line_shows_every_option_of_the_array(void**) {
     assert_non_null(std::strstr(script.c_str(), "#SBATCH -c 4\n"));
 }
 
+static void a_container_image_that_is_a_missing_path_is_refused(void**) {
+    TempDir tmp;
+    write_file_atomic(tmp.path() + "/torch.sif", "image");
+    ::mkdir((tmp.path() + "/rootfs").c_str(), 0755);
+    check_container_images({"--aihpc-container=" + tmp.path() + "/torch.sif"}, "x", "/");
+    check_container_images({"--aihpc-container", "torch.sif", "--aihpc-container=rootfs"}, "x", tmp.path());
+    check_container_images({"--aihpc-container=docker://pytorch/pytorch", "--aihpc-container=podman:alpine"}, "x", tmp.path());
+    expect_error_containing([&] { check_container_images({"--aihpc-container=gone.sif"}, "phase 'train'", tmp.path()); },
+                            "phase 'train': --aihpc-container: the image " + tmp.path() + "/gone.sif does not exist");
+    expect_error_containing([&] { check_container_images({"--aihpc-container=charliecloud:" + tmp.path() + "/nope"}, "x", "/"); },
+                            "does not exist");
+    expect_error_containing([&] { check_container_images({"--aihpc-container=pytorch"}, "x", tmp.path()); }, "x: --aihpc-container: cannot tell which runtime");
+}
+
 static void aihpc_options_are_checked_with_the_plugin_parser(void**) {
     check_aihpc_options({"--gpus=1", "--aihpc-bind=auto", "--aihpc-stage", "/data/x.tar", "--aihpc-verbose"}, "phase 'p'");
     expect_error_containing([] { check_aihpc_options({"--aihpc-bogus=1"}, "phase 'p'"); },
@@ -1331,6 +1346,7 @@ int main(void) {
         cmocka_unit_test(a_count_a_random_sweep_does_not_use_is_named),
         cmocka_unit_test(a_dry_run_line_shows_every_option_of_the_array),
         cmocka_unit_test(aihpc_options_are_checked_with_the_plugin_parser),
+        cmocka_unit_test(a_container_image_that_is_a_missing_path_is_refused),
         cmocka_unit_test(shorthand_lists_in_brackets_are_lists),
         cmocka_unit_test(shorthand_booleans_are_read_as_json_and_yaml_write_them),
         cmocka_unit_test(shorthand_text_lists_keep_numbers_as_written),
