@@ -36,3 +36,7 @@ EXTRA_DIST += tests/cli/sweep-collect-options.sh
 # The sweep quickstart of README.md, run as written (offline).
 TESTS += tests/cli/readme-quickstart.sh
 EXTRA_DIST += tests/cli/readme-quickstart.sh
+# The EXAMPLES of aihpc-sweep(1) and aihpc-collect(1), run as written where they can
+# run offline.
+TESTS += tests/cli/man-examples.sh
+EXTRA_DIST += tests/cli/man-examples.sh
