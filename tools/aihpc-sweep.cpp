@@ -203,7 +203,9 @@ int cmd_expand(Args args) {
             file_text = read_file(positional[0]);
             text = apply_overrides(file_text, overrides);
         } else {
-            text = compile_shorthand(positional, overrides);
+            std::vector<std::string> notes;
+            text = compile_shorthand(positional, overrides, &notes);
+            for (auto& n : notes) std::cerr << "aihpc-sweep: note: " << n << "\n";
         }
         spec = parse_spec(text);
     } catch (const Error& e) {

@@ -111,7 +111,18 @@ bool is_quoted(const std::string& token) {
 // The values of a list as JSON texts. A list is of one type: when any value is text,
 // every value is, each kept as written (ver=1.10,1.9,latest keeps "1.10", which as a
 // number would be 1.1). The same value twice would run the same tasks twice.
-std::vector<std::string> value_list(const std::string& list, const std::string& term) {
+// Whether a number's text says more than the number does: a trailing zero of a fraction
+// (1.10) or a leading zero (007), which only a string would keep.
+bool text_beyond_number(const std::string& token, const std::string& json) {
+    if (json.empty() || json[0] == '"' || json == "true" || json == "false") return false;
+    std::string digits = token[0] == '-' || token[0] == '+' ? token.substr(1) : token;
+    bool leading_zero = digits.size() > 1 && digits[0] == '0' && digits[1] != '.';
+    bool trailing_zero = digits.find('.') != std::string::npos && digits.find_first_of("eE") == std::string::npos &&
+                         digits.back() == '0' && digits.size() - digits.find('.') > 2;
+    return leading_zero || trailing_zero;
+}
+
+std::vector<std::string> value_list(const std::string& list, const std::string& term, std::vector<std::string>* notes) {
     auto items = split_top(list, ',');
     std::vector<std::string> out;
     bool text = false;
@@ -124,6 +135,11 @@ std::vector<std::string> value_list(const std::string& list, const std::string& 
     if (text)
         for (std::size_t i = 0; i < items.size(); ++i)
             if (!is_quoted(items[i])) out[i] = json_quote(items[i]);
+    if (notes && !text)
+        for (std::size_t i = 0; i < items.size(); ++i)
+            if (text_beyond_number(items[i], out[i]))
+                notes->push_back("parameter '" + term + "': " + items[i] + " is read as the number " + out[i] + "; quote it ('" +
+                                 items[i] + "') to keep the text");
     for (std::size_t i = 0; i < out.size(); ++i)
         for (std::size_t j = 0; j < i; ++j)
             if (out[i] == out[j])
@@ -170,7 +186,7 @@ struct Term {
     std::string cond_raw;              // the value as given
 };
 
-Term parse_term(const std::string& raw) {
+Term parse_term(const std::string& raw, std::vector<std::string>* notes) {
     Term t;
     t.raw = raw;
     std::string body = raw;
@@ -237,7 +253,7 @@ Term parse_term(const std::string& raw) {
         t.param.clear();  // only a values axis may be a condition key
         return t;
     }
-    t.values = value_list(unbracket(rhs, raw), raw);
+    t.values = value_list(unbracket(rhs, raw), raw, notes);
     t.axis_json = "{\"param\":" + json_quote(t.param) + ",\"values\":" + values_array(t.values) + "}";
     return t;
 }
@@ -277,10 +293,10 @@ std::string exclusion_rule(const std::string& text) {
     return out + "}";
 }
 
-std::string compile_shorthand(const std::vector<std::string>& raw_terms, const SpecOverrides& o) {
+std::string compile_shorthand(const std::vector<std::string>& raw_terms, const SpecOverrides& o, std::vector<std::string>* notes) {
     if (raw_terms.empty()) throw Error("no parameters given: name a spec file or give NAME=VALUES terms");
     std::vector<Term> terms;
-    for (auto& r : raw_terms) terms.push_back(parse_term(r));
+    for (auto& r : raw_terms) terms.push_back(parse_term(r, notes));
     // A condition key is checked like an --exclude key: it must be a parameter that a
     // list of values gives, or a typo (@optim= for @opt=) would silently add a parameter
     // and give the conditional one to every task.

@@ -24,7 +24,10 @@ struct SpecOverrides {
 };
 
 // Compiles shorthand terms (and the overrides) into a JSON spec document.
-std::string compile_shorthand(const std::vector<std::string>& terms, const SpecOverrides& overrides);
+// `notes`, when given, gets a line for each number whose text says more than the number
+// (ver=1.10 is 1.1, id=007 is 7), which a quoted value would keep.
+std::string compile_shorthand(const std::vector<std::string>& terms, const SpecOverrides& overrides,
+                              std::vector<std::string>* notes = nullptr);
 
 // Applies the overrides to a JSON spec document, returning the new document.
 std::string apply_overrides(const std::string& json_text, const SpecOverrides& overrides);

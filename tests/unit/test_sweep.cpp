@@ -1111,6 +1111,11 @@ static void shorthand_text_lists_keep_numbers_as_written(void**) {
     assert_strings(column(params_of(compile_shorthand({"ver=1.10,1.9,latest"}, {})), "ver"), {"\"1.10\"", "\"1.9\"", "\"latest\""});
     // All numbers: numbers.
     assert_strings(column(params_of(compile_shorthand({"ver=1.10,1.9"}, {})), "ver"), {"1.1", "1.9"});
+    // Alone, 1.10 is a number; the loss of its text is said.
+    std::vector<std::string> notes;
+    compile_shorthand({"ver=1.10,2", "id=007", "lr=0.5,1e-3,2.0,-0.25"}, {}, &notes);
+    assert_strings(notes, {"parameter 'ver=1.10,2': 1.10 is read as the number 1.1; quote it ('1.10') to keep the text",
+                           "parameter 'id=007': 007 is read as the number 7; quote it ('007') to keep the text"});
     // A condition on such a list matches the text.
     auto p = params_of(compile_shorthand({"ver=1.10,latest", "x=1@ver=1.10"}, {}));
     assert_strings(p, {"{\"ver\":\"1.10\",\"x\":1}", "{\"ver\":\"latest\"}"});
