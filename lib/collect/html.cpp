@@ -269,6 +269,27 @@ PlotAxis make_axis(const std::string& name, const std::vector<const sweep::Scala
         numbers.erase(std::unique(numbers.begin(), numbers.end()), numbers.end());
         if (numbers.size() >= 3) log_spaced = numbers[numbers.size() / 2] < a.lo + (a.hi - a.lo) / 10;
     }
+    // A short list over a decade or more whose steps are near-equal factors and unequal
+    // differences (1e-4, 3e-4, 1e-3; 16, 32, ... 256) is log-spaced too.
+    if (!log_spaced && all_positive && a.hi >= 10 * a.lo) {
+        std::sort(numbers.begin(), numbers.end());
+        numbers.erase(std::unique(numbers.begin(), numbers.end()), numbers.end());
+        auto spread = [](const std::vector<double>& gaps) {
+            double mean = 0, var = 0;
+            for (double g : gaps) mean += g;
+            mean /= static_cast<double>(gaps.size());
+            for (double g : gaps) var += (g - mean) * (g - mean);
+            return std::sqrt(var / static_cast<double>(gaps.size())) / mean;  // coefficient of variation
+        };
+        if (numbers.size() >= 3 && numbers.size() <= 12) {
+            std::vector<double> linear, factor;
+            for (std::size_t k = 1; k < numbers.size(); ++k) {
+                linear.push_back(numbers[k] - numbers[k - 1]);
+                factor.push_back(std::log(numbers[k] / numbers[k - 1]));
+            }
+            log_spaced = spread(factor) < 0.25 && spread(linear) > 0.5;
+        }
+    }
     a.log = (prefer_log || log_spaced) && all_positive && a.hi > a.lo;
     if (numbers.empty()) {
         a.categorical = true;  // nothing numeric to scale

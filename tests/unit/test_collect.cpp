@@ -1040,6 +1040,11 @@ static void plot_axes_place_numbers_logs_and_categories(void**) {
     assert_true(std::abs(lin.position(v[1]) - 9.0 / 99) < 1e-9);
     // Listed values spaced by factors get a log axis of their own accord.
     assert_true(make_axis("x", p, false).log);
+    std::vector<sweep::Scalar> lr = {s("1e-04"), s("3e-04"), s("1e-03")}, bs = {s("16"), s("32"), s("64"), s("128"), s("256")};
+    assert_true(make_axis("lr", {&lr[0], &lr[1], &lr[2]}, false).log);
+    assert_true(make_axis("bs", {&bs[0], &bs[1], &bs[2], &bs[3], &bs[4]}, false).log);
+    std::vector<sweep::Scalar> steps = {s("10"), s("20"), s("30"), s("40"), s("100")};
+    assert_false(make_axis("n", {&steps[0], &steps[1], &steps[2], &steps[3], &steps[4]}, false).log);
     // A NaN (null) stays out of the scale: the axis stays numeric, and it has no place.
     std::vector<sweep::Scalar> nan = {s("1"), sweep::Scalar{"null", "NaN"}, s("3")};
     auto with_nan = make_axis("m", {&nan[0], &nan[1], &nan[2]}, false);
