@@ -46,7 +46,8 @@ const char* kUsage =
     "         [--emit-json] [-- COMMAND-TEMPLATE...]\n"
     "  plan SWEEP [--throttle N] [--max-array-size N|auto] [--pack K]\n"
     "  submit SWEEP [--throttle N] [--max-array-size N|auto] [--pack K] [--dry-run]\n"
-    "         [--rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]]\n"
+    "         [--rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]\n"
+    "          [--aggregate mean|median]]\n"
     "         [-- SBATCH-ARGS...]\n"
     "  run SWEEP [--index I] [--phase NAME] [--offset O --count C --pack K]\n"
     "  params SWEEP --index I [--format json|env|args|shell|cmd] [--phase NAME]\n"
@@ -421,8 +422,6 @@ struct RoundsOptions {
     bool given() const { return rounds || refine.given(); }
     void check() const {
         if (!given()) return;
-        if (refine.aggregate_given)
-            throw UsageError("--aggregate goes with refine; a closed loop ranks each configuration by its best replicate");
         if (!rounds || refine.metric.empty() || !refine.top)
             throw UsageError("a closed loop needs --rounds R, --metric NAME[:min|max] and --top K");
     }
@@ -512,6 +511,7 @@ int cmd_plan_or_submit(Args args, bool submit) {
         record.plan.maximize = ro.refine.maximize;
         record.plan.top = *ro.refine.top;
         record.plan.shrink = ro.refine.shrink.value_or(0.5);
+        record.plan.aggregate = ro.refine.aggregate;
         record.plan.trials = ro.refine.trials;
         record.plan.throttle = options.throttle;
         record.plan.max_array_size = options.max_array_size;
@@ -578,7 +578,7 @@ int cmd_advance(Args args) {
     SweepDir sweep = open_sweep(current.dir);
     std::vector<RankedTask> ranked;
     try {
-        ranked = best_tasks(sweep, plan.metric, plan.maximize, plan.top);
+        ranked = best_tasks(sweep, plan.metric, plan.maximize, plan.top, plan.aggregate);
     } catch (const Error& e) {
         record.state = "stopped";
         record.message = "round " + std::to_string(current.round) + ": " + e.what();
