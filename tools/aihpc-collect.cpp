@@ -177,8 +177,7 @@ Options parse_args(const std::vector<std::string>& words) {
         } else if (w == "--phase") {
             o.phase = value();
             if (o.phase.empty()) throw UsageError("--phase needs a phase name");
-        }
-        else if (w == "--progress") o.progress = true;
+        } else if (w == "--progress") o.progress = true;
         else if (w.size() > 1 && w[0] == '-') throw UsageError("unknown option " + w);
         else if (o.sweep.empty()) o.sweep = w;
         else throw UsageError("one SWEEP dir only ('" + o.sweep + "', then '" + w + "')");

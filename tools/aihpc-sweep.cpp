@@ -209,6 +209,7 @@ int cmd_expand(Args args) {
             for (auto& n : notes) std::cerr << "aihpc-sweep: note: " << n << "\n";
         }
         spec = parse_spec(text);
+        check_spec_to_expand(spec);
     } catch (const Error& e) {
         if (!from_file) throw;
         // The file's name where the spec's errors say "sweep spec".

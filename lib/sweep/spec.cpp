@@ -169,8 +169,6 @@ void check_param_name(const std::string& name, const std::string& path) {
     for (char c : name)
         if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'))
             fail(path, "parameter name '" + name + "' may hold only letters, digits, '_', '.' and '-'");
-    // It would read as an option in --NAME=VALUE arguments and on the command line.
-    if (name[0] == '-') fail(path, "parameter name '" + name + "' must not start with '-' (it would read as an option)");
     // MLflow stores a parameter as a file named after it, and refuses these.
     if (name == "." || name.rfind("..", 0) == 0) fail(path, "parameter name '" + name + "' is one MLflow refuses ('.' or starting with '..')");
     if (name == "index" || name == "task_seed" || name == "phase")
@@ -273,16 +271,6 @@ struct Parser {
         if (axis.kind == AxisKind::values) {
             if (n == 0) fail(bpath, "is empty");
             for (std::size_t i = 0; i < n; ++i) axis.values.push_back(get_scalar(items[i], index_path(bpath, i)));
-            // Each value makes its own tasks: the same one twice runs them twice. (1 and
-            // 1.0 differ: an integer and a float.) Sorted copies keep long lists fast.
-            std::vector<std::pair<std::string_view, std::size_t>> sorted;
-            for (std::size_t i = 0; i < n; ++i) sorted.emplace_back(axis.values[i].json, i);
-            std::sort(sorted.begin(), sorted.end());
-            for (std::size_t i = 1; i < n; ++i)
-                if (sorted[i].first == sorted[i - 1].first) {
-                    auto [a, b] = std::minmax(sorted[i - 1].second, sorted[i].second);
-                    fail(index_path(bpath, b), "is " + axis.values[b].json + " again (as " + index_path(bpath, a) + "): each value makes its own tasks");
-                }
             return axis;
         }
         for (std::size_t i = 0; i < n; ++i) axis.args.push_back(get_number(items[i], index_path(bpath, i)));
@@ -385,8 +373,6 @@ void collect_names(const std::vector<Axis>& axes, std::vector<std::string>& out)
 }
 
 void check_template(const std::vector<std::string>& words, const std::vector<std::string>& names, const std::string& path) {
-    if (auto open = unclosed_reference(words))
-        fail(path, "'" + *open + "' is not closed: write " + *open + "} to substitute the parameter (or {{ for a literal brace)");
     for (auto& ref : template_references(words)) {
         if (ref == "index" || ref == "task_seed" || ref == "phase") continue;
         bool known = false;
@@ -396,6 +382,53 @@ void check_template(const std::vector<std::string>& words, const std::vector<std
 }
 
 }  // namespace
+
+namespace {
+
+void check_values(const std::vector<Axis>& axes) {
+    for (const auto& axis : axes) {
+        if (axis.kind == AxisKind::union_)
+            for (const auto& b : axis.branches) check_values(b.axes);
+        if (axis.kind != AxisKind::values) continue;
+        // Each value makes its own tasks: the same one twice runs them twice. (1 and 1.0
+        // differ: an integer and a float.) A sorted copy keeps long lists fast.
+        auto bpath = member_path(axis.path, "values");
+        std::vector<std::pair<std::string_view, std::size_t>> sorted;
+        for (std::size_t i = 0; i < axis.values.size(); ++i) sorted.emplace_back(axis.values[i].json, i);
+        std::sort(sorted.begin(), sorted.end());
+        for (std::size_t i = 1; i < sorted.size(); ++i)
+            if (sorted[i].first == sorted[i - 1].first) {
+                auto [a, b] = std::minmax(sorted[i - 1].second, sorted[i].second);
+                fail(index_path(bpath, b), "is " + axis.values[b].json + " again (as " + index_path(bpath, a) + "): each value makes its own tasks");
+            }
+    }
+}
+
+void check_closed(const std::vector<std::string>& words, const std::string& path) {
+    if (auto open = unclosed_reference(words))
+        fail(path, "'" + *open + "' is not closed: write " + *open + "} to substitute the parameter (or {{ for a literal brace)");
+}
+
+}  // namespace
+
+void check_spec_to_expand(const SweepSpec& spec) {
+    auto names = parameter_names(spec);
+    std::map<std::string, std::string> variables;
+    for (const auto& n : names) {
+        // It would read as an option in --NAME=VALUE arguments and on the command line.
+        if (!n.empty() && n[0] == '-') fail("axes", "parameter name '" + n + "' must not start with '-' (it would read as an option)");
+        // A task sees each parameter as AIHPC_PARAM_NAME too: two names that give the same
+        // variable (model.depth and model_depth, lr and LR) would lose one of them there.
+        auto [it, fresh] = variables.emplace(env_name_part(n), n);
+        if (!fresh)
+            fail("axes", "parameters '" + it->second + "' and '" + n + "' both become the variable AIHPC_PARAM_" + it->first +
+                             " in a task's environment; rename one of them");
+    }
+    check_values(spec.axes);
+    check_closed(spec.command, "command");
+    for (std::size_t i = 0; i < spec.phases.size(); ++i)
+        if (spec.phases[i].command_given) check_closed(spec.phases[i].command, member_path(index_path("phases", i), "command"));
+}
 
 namespace {
 
@@ -462,17 +495,7 @@ SweepSpec parse_spec(std::string_view json_text) {
     if (spec.axes.empty()) fail("axes", "is empty");
     check_names(spec.axes, {});
     auto names = parameter_names(spec);
-    // A task sees each parameter as AIHPC_PARAM_NAME too: two names that give the same
-    // variable (model.depth and model_depth, lr and LR) would lose one of them there.
-    {
-        std::map<std::string, std::string> variables;
-        for (const auto& n : names) {
-            auto [it, fresh] = variables.emplace(env_name_part(n), n);
-            if (!fresh)
-                fail("axes", "parameters '" + it->second + "' and '" + n + "' both become the variable AIHPC_PARAM_" + it->first +
-                                 " in a task's environment; rename one of them");
-        }
-    }
+
     if (const JsonValue* v = root.find("exclude")) {
         const std::string exclude_path = "exclude";  // named: a reference result must not hang on a temporary argument
         const auto& rules = need_array(*v, exclude_path);

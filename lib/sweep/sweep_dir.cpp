@@ -252,6 +252,7 @@ bool has_member(std::string_view params, const std::string& key_text) {
 ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, const Provenance& provenance, const ExpandOptions& options) {
     if (path_exists(dir + "/sweep.json") || path_exists(dir + "/tasks.jsonl"))
         throw Error(dir + " already holds a sweep; remove it or choose another -o");
+    check_spec_to_expand(spec);
     // The size is known before any task is made: refuse first, so that nothing is written.
     TaskStream stream(spec);
     if (stream.product_size() > options.max_tasks)

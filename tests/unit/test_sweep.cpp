@@ -77,6 +77,13 @@ void assert_strings(const std::vector<std::string>& got, const std::vector<std::
 
 std::string slurp(const std::string& path) { return read_file(path); }
 
+// A spec as expand takes it: parsed, then held to what a new sweep must be.
+SweepSpec checked_spec(const std::string& json) {
+    auto spec = parse_spec(json);
+    check_spec_to_expand(spec);
+    return spec;
+}
+
 SweepDir make_sweep(const TempDir& tmp, const std::string& spec_json) {
     std::string dir = tmp.path() + "/sweep";
     write_sweep_dir(parse_spec(spec_json), dir, Provenance{"test", "2024-01-01T00:00:00+00:00", "abc123"});
@@ -1124,18 +1131,20 @@ static void shorthand_text_lists_keep_numbers_as_written(void**) {
 static void the_same_value_twice_is_refused(void**) {
     expect_error_containing([] { compile_shorthand({"lr=0.1,0.1,0.2"}, {}); }, "the value 0.1 is given twice");
     expect_error_containing([] { compile_shorthand({"lr=0.1,0.10"}, {}); }, "the value 0.10 (the same as 0.1) is given twice");
-    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"a","values":["x","y","x"]}]})"); }, "axes[0].values[2]: is \"x\" again (as axes[0].values[0])");
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"a","values":["x","y","x"]}]})"); }, "axes[0].values[2]: is \"x\" again (as axes[0].values[0])");
+    // The spec of a sweep written before the check still opens: only a new one is refused.
+    parse_spec(R"({"axes":[{"param":"a","values":["x","x"]}]})");
     // An integer and a float are two values; a zip column may repeat one.
     assert_int_equal(params_of(R"({"axes":[{"param":"a","values":[1,1.0]}]})").size(), 2);
     assert_int_equal(params_of(compile_shorthand({"zip(a=[1,1],b=[2,3])"}, {})).size(), 2);
 }
 
 static void an_unclosed_reference_in_a_template_is_refused(void**) {
-    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":"train --lr={lr"})"); },
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":"train --lr={lr"})"); },
                             "command: '{lr' is not closed");
-    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":["train","{lr"]})"); }, "is not closed");
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":["train","{lr"]})"); }, "is not closed");
     // Braces that something else closes are the program's own.
-    parse_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":["awk","{print $1}","{a,b}","${HOME}","{{lr","{lr}"]})");
+    checked_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":["awk","{print $1}","{a,b}","${HOME}","{{lr","{lr}"]})");
 }
 
 static void a_count_a_random_sweep_does_not_use_is_named(void**) {
@@ -1147,9 +1156,9 @@ static void a_count_a_random_sweep_does_not_use_is_named(void**) {
 }
 
 static void two_parameters_never_share_a_variable(void**) {
-    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"model.depth","values":[1]},{"param":"model_depth","values":[2]}]})"); },
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"model.depth","values":[1]},{"param":"model_depth","values":[2]}]})"); },
                             "parameters 'model.depth' and 'model_depth' both become the variable AIHPC_PARAM_MODEL_DEPTH");
-    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"lr","values":[1]},{"param":"LR","values":[2]}]})"); }, "AIHPC_PARAM_LR");
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"lr","values":[1]},{"param":"LR","values":[2]}]})"); }, "AIHPC_PARAM_LR");
     // The members of one union may share a name, and so its variable.
     parse_spec(R"({"axes":[{"union":[{"fixed":{"a":1}},{"fixed":{"a":2}}]}]})");
 }
@@ -1231,11 +1240,11 @@ static void aihpc_options_are_checked_with_the_plugin_parser(void**) {
 // ---- the verdict on a result file
 
 static void a_parameter_name_never_starts_with_a_dash(void**) {
-    expect_error_containing([] { parse_spec(R"({"axes":[{"param":"--random","values":[5]}]})"); }, "must not start with '-'");
-    expect_error_containing([] { parse_spec(compile_shorthand({"-lr=1,2"}, {})); }, "must not start with '-'");
-    expect_error_containing([] { parse_spec(R"({"axes":[{"zip":{"-a":[1],"b":[2]}}]})"); }, "must not start with '-'");
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"--random","values":[5]}]})"); }, "must not start with '-'");
+    expect_error_containing([] { checked_spec(compile_shorthand({"-lr=1,2"}, {})); }, "must not start with '-'");
+    expect_error_containing([] { checked_spec(R"({"axes":[{"zip":{"-a":[1],"b":[2]}}]})"); }, "must not start with '-'");
     // A dash inside a name is fine.
-    parse_spec(R"({"axes":[{"param":"warm-up","values":[1]}]})");
+    checked_spec(R"({"axes":[{"param":"warm-up","values":[1]}]})");
 }
 
 static void the_verdict_checks_syntax_index_and_exit_code(void**) {
