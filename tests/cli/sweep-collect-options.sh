@@ -60,6 +60,17 @@ grep -q -- "--gpus=1 --aihpc-bind=auto $tmp/cmd/scripts/main.sh 0 2 1" "$tmp/out
 expect 1 "does not exist, and sbatch would refuse it" "$sweep" submit "$tmp/cmd" --dry-run --max-array-size=10 -- --aihpc-container="$tmp/none.sif"
 expect 1 "--aihpc-bogus is not an aihpc option" "$sweep" submit "$tmp/cmd" --dry-run --max-array-size=10 -- --aihpc-bogus=1
 
+# Offline, scontrol fails: plan and the dry run go on with Slurm's default MaxArraySize
+# and say why in one line; a submission stops, with that line only.
+mkdir "$tmp/bin"
+printf '#!/bin/sh\necho "scontrol: error: first line" >&2\necho "second" >&2\necho "third" >&2\necho "fourth" >&2\nexit 1\n' >"$tmp/bin/scontrol"
+chmod +x "$tmp/bin/scontrol"
+expect 0 "planned with Slurm's default, 1001" env PATH="$tmp/bin:$PATH" "$sweep" plan "$tmp/cmd"
+grep -q "fourth" "$tmp/err" && fail "plan printed all of scontrol's error: $(cat "$tmp/err")"
+grep -q -- "--array=0-1 " "$tmp/out" || fail "plan without scontrol: $(cat "$tmp/out")"
+expect 1 "scontrol show config failed (scontrol: error: first line); give --max-array-size N" env PATH="$tmp/bin:$PATH" "$sweep" submit "$tmp/cmd"
+grep -q "second" "$tmp/err" && fail "submit printed all of scontrol's error: $(cat "$tmp/err")"
+
 # aihpc-collect, likewise.
 expect 0 "" "$collect" "$tmp/eq" --sort=lr --top=2 --format=csv --all
 [ "$(wc -l <"$tmp/out")" = 3 ] || fail "collect --sort=lr --top=2 --format=csv: $(cat "$tmp/out")"
