@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -45,7 +46,14 @@ const char* kUsage =
     "  -o, --output FILE write the table to FILE instead of stdout\n"
     "  --sort M[:min|max] order by a metric (or parameter, index, exit_code, elapsed_s);\n"
     "                    min by default\n"
-    "  --top K           keep the first K rows\n"
+    "  --columns A,B,... only these columns, in this order (table, csv, markdown)\n"
+    "  --precision N     floats with N significant digits (default: 6 in the table,\n"
+    "                    exact in csv and markdown)\n"
+    "  --top K           keep the first K rows (by a metric: the best K that succeeded)\n"
+    "  --aggregate mean|median  one row per configuration: each metric the mean or\n"
+    "                    median over its successful replicates (--repeat)\n"
+    "  --phase NAME      the rows of an earlier phase: its metrics, exit code and time\n"
+    "                    (default: the last phase)\n"
     "  --all             add a row for every task without a result (status missing)\n"
     "  --sacct           add State, ExitCode, Elapsed and MaxRSS from sacct\n"
     "  --failed          print the failed and missing indices in Slurm array syntax;\n"
@@ -77,7 +85,19 @@ struct Options {
     bool all = false, sacct = false, failed = false, status = false, json = false, watch = false, progress = false, why = false;
     std::optional<double> timeout;
     std::string mlflow, html;
+    std::string phase;
+    std::optional<sweep::Aggregate> aggregate;
+    std::vector<std::string> columns;
+    std::optional<int> precision;
 };
+
+// --columns and --precision on the table of the text formats (jsonl keeps every value).
+void shape_table(ResultTable& header, const Options& o, Format format) {
+    if (format == Format::jsonl) return;
+    header.shown_columns = o.columns;
+    header.precision = o.precision.value_or(format == Format::table ? 6 : 0);
+    columns(header);  // an unknown name is refused before anything is written
+}
 
 std::uint64_t number(const std::string& option, const std::string& text) {
     auto n = parse_uint(text);
@@ -89,11 +109,27 @@ Options parse_args(const std::vector<std::string>& words) {
     Options o;
     o.progress = ::isatty(2);
     for (std::size_t i = 0; i < words.size(); ++i) {
-        const auto& w = words[i];
+        // A long option may carry its value after '=' (--sort=val_loss), as GNU tools accept.
+        std::string w = words[i];
+        std::optional<std::string> inline_value;
+        if (w.size() > 2 && w.compare(0, 2, "--") == 0)
+            if (auto eq = w.find('='); eq != std::string::npos) {
+                inline_value = w.substr(eq + 1);
+                w.resize(eq);
+            }
         auto value = [&]() -> std::string {
+            if (inline_value) {
+                std::string v = std::move(*inline_value);
+                inline_value.reset();
+                return v;
+            }
             if (i + 1 >= words.size()) throw UsageError(w + " needs a value");
             return words[++i];
         };
+        // A flag given a value (--all=no) is a mistake, never a silent yes.
+        bool is_flag = w == "--all" || w == "--sacct" || w == "--failed" || w == "--why" || w == "--status" || w == "--json" ||
+                       w == "--watch" || w == "--progress";
+        if (is_flag && inline_value) throw UsageError(w + " takes no value (given '" + *inline_value + "')");
         if (w == "--format") {
             auto v = value();
             try {
@@ -123,16 +159,41 @@ Options parse_args(const std::vector<std::string>& words) {
         else if (w == "--timeout") o.timeout = static_cast<double>(number(w, value()));
         else if (w == "--mlflow") o.mlflow = value();
         else if (w == "--html") o.html = value();
-        else if (w == "--progress") o.progress = true;
+        else if (w == "--columns") {
+            o.columns = split(value(), ',');
+            for (auto& c : o.columns)
+                if (c.empty()) throw UsageError("--columns: an empty column name (give names separated by commas)");
+        } else if (w == "--precision") {
+            auto v = value();
+            auto n = number(w, v);
+            if (n < 1 || n > 17) throw UsageError("--precision: '" + v + "' is not a number of digits from 1 to 17");
+            o.precision = static_cast<int>(n);
+        } else if (w == "--aggregate") {
+            try {
+                o.aggregate = sweep::parse_aggregate(value());
+            } catch (const UsageError&) {
+                throw;
+            } catch (const Error& e) {
+                throw UsageError(e.what());
+            }
+        } else if (w == "--phase") {
+            o.phase = value();
+            if (o.phase.empty()) throw UsageError("--phase needs a phase name");
+        } else if (w == "--progress") o.progress = true;
         else if (w.size() > 1 && w[0] == '-') throw UsageError("unknown option " + w);
         else if (o.sweep.empty()) o.sweep = w;
         else throw UsageError("one SWEEP dir only ('" + o.sweep + "', then '" + w + "')");
     }
     if (o.sweep.empty()) throw UsageError("give a SWEEP dir");
     if (o.status && o.watch) throw UsageError("--status and --watch do not go together");
-    if ((o.status || o.watch) && (o.failed || o.format || !o.output.empty() || o.sort || o.top || o.sacct || !o.mlflow.empty() || !o.html.empty()))
+    if ((o.status || o.watch) && (o.failed || o.format || !o.output.empty() || o.sort || o.top || o.sacct || !o.mlflow.empty() || !o.html.empty() ||
+                                    !o.columns.empty() || o.precision || o.aggregate || !o.phase.empty()))
         throw UsageError(std::string(o.status ? "--status" : "--watch") + " takes no table options");
     if (o.why && !o.failed) throw UsageError("--why goes with --failed");
+    if (o.aggregate && (o.status || o.watch || o.failed || o.sacct || !o.mlflow.empty()))
+        throw UsageError("--aggregate makes rows of configurations; --status, --watch, --failed, --sacct and --mlflow are about tasks");
+    if (!o.phase.empty() && (o.status || o.watch || o.failed || o.sacct))
+        throw UsageError("--phase chooses the rows of the table; --status, --watch, --failed and --sacct are about whole tasks");
     if (o.json && !o.status) throw UsageError("--json goes with --status (for rows, use --format jsonl)");
     if (o.timeout && !o.watch) throw UsageError("--timeout goes with --watch");
     if (o.failed && o.format && o.output.empty())
@@ -181,6 +242,7 @@ private:
 int run_status(const Options& o) {
     auto sweep = sweep::open_sweep(o.sweep);
     auto scan = sweep::scan_results(sweep);
+    std::cerr << sweep::unreadable_warnings("aihpc-collect", scan.unreadable);
     auto arrays = read_arrays(sweep.path);
     auto counts = count_status(sweep.tasks, scan.done, scan.failed, arrays, query_queue(arrays));
     std::cout << (o.json ? status_json(counts) : status_text(counts));
@@ -232,6 +294,14 @@ int run_watch(const Options& o) {
     return 0;
 }
 
+// Rows are only of tasks that left a result: say how many are not shown, rather than let
+// a short table pass for a whole sweep.
+void note_missing(const Options& o, std::uint64_t missing, std::uint64_t tasks) {
+    if (o.all || o.failed || missing == 0) return;
+    std::cerr << "aihpc-collect: note: " << missing << " of " << tasks << " tasks have no result" << (o.phase.empty() ? "" : " of phase " + o.phase)
+              << " and are not shown (--all adds them; --failed lists them)\n";
+}
+
 int run_table(const Options& o) {
     auto sweep = sweep::open_sweep(o.sweep);
     bool rows_out = !o.failed && (o.format || !o.output.empty() || (o.mlflow.empty() && o.html.empty()));
@@ -239,21 +309,26 @@ int run_table(const Options& o) {
     if (o.failed && !o.why && !rows_to_file && o.mlflow.empty() && o.html.empty()) {
         // The list alone: the result scan is all it takes.
         auto scan = sweep::scan_results(sweep);
+        std::cerr << sweep::unreadable_warnings("aihpc-collect", scan.unreadable);
         auto list = scan.missing(sweep.tasks);
         list.insert(scan.failed.begin(), scan.failed.end());
         if (!list.empty()) std::cout << sweep::array_spec(list, 0) << "\n";
         return 0;
     }
 
-    if (!o.sacct && !o.why && o.mlflow.empty() && o.html.empty()) {
+    if (!o.sacct && !o.why && o.mlflow.empty() && o.html.empty() && !o.aggregate) {
         // Rows alone: kept compact, and only those shown (the first K of --top).
         CollectOptions co;
         co.include_missing = o.all;
+        co.phase = o.phase;
         co.sort = o.sort;
         co.top = o.top;
         Format format = o.format.value_or(Format::table);
         co.detail = format == Format::jsonl ? RowDetail::full : RowDetail::columns;
         auto rows = collect_rows(sweep, co);
+        shape_table(rows.header, o, format);
+        std::cerr << sweep::unreadable_warnings("aihpc-collect", rows.header.unreadable);
+        note_missing(o, static_cast<std::uint64_t>(std::count(rows.state.begin(), rows.state.end(), TaskState::missing)), sweep.tasks);
         OutputFile out(o.output);
         write_rows(rows.header, rows, format, out.sink());
         out.close();
@@ -267,20 +342,35 @@ int run_table(const Options& o) {
 
     ReadOptions ro;
     ro.include_missing = o.all;
+    ro.phase = o.phase;
     ResultTable table = read_results(sweep, ro);
+    std::cerr << sweep::unreadable_warnings("aihpc-collect", table.unreadable);
+    if (rows_out || rows_to_file) note_missing(o, table.missing().size(), sweep.tasks);
     if (o.sacct) {
         auto arrays = read_arrays(sweep.path);
         join_sacct(table, query_sacct(table, arrays, sweep.spec.final_phase().name), arrays, sweep.spec.final_phase().name);
     }
-    if (o.sort) sort_rows(table, *o.sort);
-    keep_top(table, o.top);
+    if (o.aggregate) aggregate_replicates(table, *o.aggregate, sweep::has_repeat_axis(sweep.spec));
+    bool ranked = o.sort && sort_rows(table, *o.sort) == SortSource::metric;
 
     if (rows_out || rows_to_file) {
+        // --top cuts the rows printed; the report and the MLflow store keep every task
+        // (sorted), so the copy is made only for them.
+        bool keep_all = o.top && (!o.mlflow.empty() || !o.html.empty());
+        ResultTable top_copy;
+        if (keep_all) top_copy = table;
+        ResultTable& shown = keep_all ? top_copy : table;
+        keep_top(shown, o.top, ranked);
+        Format format = o.format.value_or(Format::table);
+        shape_table(shown, o, format);
         OutputFile out(o.output);
-        write_rows(table, o.format.value_or(Format::table), out.sink());
+        write_rows(shown, format, out.sink());
         out.close();
+        // The report and the MLflow store keep every column and every digit.
+        shown.shown_columns.clear();
+        shown.precision = 0;
         if (o.progress && !o.output.empty())
-            std::cerr << "aihpc-collect: " << table.rows.size() << " rows in " << o.output << "\n";
+            std::cerr << "aihpc-collect: " << shown.rows.size() << " rows in " << o.output << "\n";
     }
     if (!o.mlflow.empty()) {
         auto s = write_mlflow(table, sweep, o.mlflow);

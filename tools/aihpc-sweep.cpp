@@ -21,6 +21,7 @@
 #include "common/text.hpp"
 #include "config.h"
 #include "sweep/expand.hpp"
+#include "sweep/image_check.hpp"
 #include "sweep/process.hpp"
 #include "sweep/refine.hpp"
 #include "sweep/results.hpp"
@@ -45,14 +46,15 @@ const char* kUsage =
     "         [--emit-json] [-- COMMAND-TEMPLATE...]\n"
     "  plan SWEEP [--throttle N] [--max-array-size N|auto] [--pack K]\n"
     "  submit SWEEP [--throttle N] [--max-array-size N|auto] [--pack K] [--dry-run]\n"
-    "         [--rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]]\n"
+    "         [--rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]\n"
+    "          [--aggregate mean|median]]\n"
     "         [-- SBATCH-ARGS...]\n"
     "  run SWEEP [--index I] [--phase NAME] [--offset O --count C --pack K]\n"
-    "  params SWEEP --index I [--format json|env|args|shell]\n"
+    "  params SWEEP --index I [--format json|env|args|shell|cmd] [--phase NAME]\n"
     "  resubmit SWEEP --failed|--missing|--indices LIST [--throttle N]\n"
     "         [--max-array-size N|auto] [--dry-run] [-- SBATCH-ARGS...]\n"
     "  refine SWEEP --metric NAME[:min|max] --top K [--shrink F] [--trials N]\n"
-    "         -o SWEEP2\n"
+    "         [--aggregate mean|median] -o SWEEP2\n"
     "  advance SWEEP  the controller step of submit --rounds (run by its job)\n"
     "\n"
     "  --progress     report each submitted array on stderr (default: when it is a terminal)\n"
@@ -73,16 +75,36 @@ struct UsageError : Error {
     using Error::Error;
 };
 
-// Command-line words of one subcommand, consumed in order.
+// Command-line words of one subcommand, consumed in order. A long option may carry its
+// value after '=' (--seed=3), as GNU tools accept; words after "--" are never split.
 class Args {
 public:
     Args(std::vector<std::string> words) : words_(std::move(words)) {}
-    bool done() const { return pos_ >= words_.size(); }
+    bool done() const {
+        check_inline_taken();
+        return pos_ >= words_.size();
+    }
     const std::string& peek() const { return words_[pos_]; }
-    std::string next() { return words_[pos_++]; }
+    std::string next() {
+        check_inline_taken();
+        std::string w = words_[pos_++];
+        if (w.size() > 2 && w.compare(0, 2, "--") == 0) {
+            if (auto eq = w.find('='); eq != std::string::npos) {
+                inline_value_ = w.substr(eq + 1);
+                w.resize(eq);
+                inline_option_ = w;
+            }
+        }
+        return w;
+    }
     std::string value(const std::string& option) {
-        if (done()) throw UsageError(option + " needs a value");
-        return next();
+        if (inline_value_) {
+            std::string v = std::move(*inline_value_);
+            inline_value_.reset();
+            return v;
+        }
+        if (pos_ >= words_.size()) throw UsageError(option + " needs a value");
+        return words_[pos_++];
     }
     std::uint64_t number(const std::string& option, std::uint64_t min = 0) {
         auto text = value(option);
@@ -91,14 +113,21 @@ public:
         return *n;
     }
     std::vector<std::string> rest() {
+        check_inline_taken();
         std::vector<std::string> out(words_.begin() + static_cast<long>(pos_), words_.end());
         pos_ = words_.size();
         return out;
     }
 
 private:
+    // A flag given a value (--dry-run=yes) is a mistake, never a silent no.
+    void check_inline_taken() const {
+        if (inline_value_) throw UsageError(inline_option_ + " takes no value (given '" + *inline_value_ + "')");
+    }
     std::vector<std::string> words_;
     std::size_t pos_ = 0;
+    std::optional<std::string> inline_value_;
+    std::string inline_option_;
 };
 
 std::string self_path() {
@@ -106,6 +135,13 @@ std::string self_path() {
     ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
     if (n <= 0) throw_errno("cannot resolve /proc/self/exe");
     return std::string(buf, static_cast<std::size_t>(n));
+}
+
+// Where sbatch runs, which a relative image path is taken from.
+std::string current_dir() {
+    char buf[PATH_MAX];
+    if (!::getcwd(buf, sizeof buf)) throw_errno("cannot read the current directory");
+    return buf;
 }
 
 std::string git_commit() {
@@ -150,20 +186,54 @@ int cmd_expand(Args args) {
         else if (w == "--") {
             overrides.command = args.rest();
             if (overrides.command.empty()) throw UsageError("no command template after --");
-        } else if (w.size() > 1 && w[0] == '-' && w.find('=') == std::string::npos) throw UsageError("expand: unknown option " + w);
+        } else if (w.size() > 1 && w[0] == '-')
+            // A parameter name never starts with '-', so such a word is a mistyped option,
+            // not a parameter.
+            throw UsageError("expand: unknown option " + w + " (a parameter name cannot start with '-')");
         else positional.push_back(w);
     }
     if (positional.empty()) throw UsageError("expand needs a spec file or parameters");
     std::string text;
     bool from_file = positional.size() == 1 && (is_file(positional[0]) || ends_with(positional[0], ".json"));
-    if (from_file) text = apply_overrides(read_file(positional[0]), overrides);
-    else text = compile_shorthand(positional, overrides);
-    SweepSpec spec = parse_spec(text);
+    if (emit_json && !out_dir.empty())
+        throw UsageError("--emit-json prints the JSON spec and writes no sweep dir: leave out -o " + out_dir + ", or --emit-json");
+    SweepSpec spec;
+    std::string file_text;
+    try {
+        if (from_file) {
+            file_text = read_file(positional[0]);
+            text = apply_overrides(file_text, overrides);
+        } else {
+            std::vector<std::string> notes;
+            text = compile_shorthand(positional, overrides, &notes);
+            for (auto& n : notes) std::cerr << "aihpc-sweep: note: " << n << "\n";
+        }
+        spec = parse_spec(text);
+        check_spec_to_expand(spec);
+    } catch (const Error& e) {
+        if (!from_file) throw;
+        // The file's name where the spec's errors say "sweep spec".
+        std::string what = e.what();
+        constexpr std::string_view prefix = "sweep spec: ";
+        if (starts_with(what, prefix)) what = what.substr(prefix.size());
+        std::string hint;
+        auto& file = positional[0];
+        auto first = file_text.find_first_not_of(" \t\r\n");
+        bool not_json = first != std::string::npos && file_text[first] != '{' && file_text[first] != '[';
+        if (starts_with(what, "not valid JSON") && (ends_with(file, ".yaml") || ends_with(file, ".yml") || not_json))
+            hint = "; aihpc-sweep reads JSON specs only (a YAML spec converts with: python3 -c 'import json,sys,yaml; "
+                   "json.dump(yaml.safe_load(sys.stdin),sys.stdout)' <" + file + " >spec.json)";
+        throw Error(file + ": " + what + hint);
+    }
     if (emit_json) {
         std::cout << text << "\n";
         return 0;
     }
     if (out_dir.empty()) throw UsageError("expand needs -o SWEEP");
+    require_commands(spec);
+    if (auto unused = counts_unused(spec); !unused.empty())
+        std::cerr << "aihpc-sweep: note: the count (n=) of " << join(unused, ", ")
+                  << " is not used in a random sweep: each of its " << spec.trials << " trials draws every parameter once\n";
     auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()}, options);
     std::cout << summary.tasks << " tasks";
     if (summary.excluded) std::cout << " (" << summary.excluded << " excluded)";
@@ -194,18 +264,32 @@ struct ArrayOptions {
         } else return false;
         return true;
     }
-    SubmitOptions resolve(const SweepDir& sweep) const {
+    // `preview`: a plan or dry run, which may go on without Slurm (Slurm's default
+    // MaxArraySize, said on stderr) where a submission must stop.
+    SubmitOptions resolve(const SweepDir& sweep, bool preview = false) const {
         SubmitOptions o;
         o.throttle = throttle.value_or(sweep.spec.slurm.throttle);
         o.pack = pack.value_or(sweep.spec.slurm.pack);
         if (max_array_size) o.max_array_size = *max_array_size;
         else if (!auto_size && sweep.spec.slurm.max_array_size) o.max_array_size = sweep.spec.slurm.max_array_size;
         else {
-            auto r = capture_output({"scontrol", "show", "config"});
-            if (r.status != 0)
-                throw Error("cannot read MaxArraySize: scontrol show config failed (" + std::string(trim(r.err)) +
-                            "); give --max-array-size N");
-            o.max_array_size = parse_max_array_size(r.out);
+            std::string why;
+            try {
+                auto r = capture_output({"scontrol", "show", "config"});
+                if (r.status == 0) o.max_array_size = parse_max_array_size(r.out);
+                else why = std::string(trim(r.err));
+            } catch (const Error& e) {
+                why = e.what();
+            }
+            // Its first line says why; the rest repeats it.
+            why = why.substr(0, why.find('\n'));
+            if (!why.empty() && !preview)
+                throw Error("cannot read MaxArraySize: scontrol show config failed (" + why + "); give --max-array-size N");
+            if (!why.empty()) {
+                o.max_array_size = 1001;
+                std::cerr << "aihpc-sweep: note: MaxArraySize unknown (scontrol show config failed: " << why
+                          << "); planned with Slurm's default, 1001; give --max-array-size N for your cluster's\n";
+            }
         }
         o.tool_path = self_path();
         o.tool_version = PACKAGE_VERSION;
@@ -221,11 +305,29 @@ void write_scripts(const SweepDir& sweep, const SubmitOptions& options) {
     }
 }
 
-void check_commands(const SweepDir& sweep) {
-    for (const auto& phase : sweep.spec.phases)
-        if (sweep.spec.command_of(phase).empty())
-            throw Error("phase '" + phase.name + "' has no command: give one in the spec, or after -- at expand");
+// The --aihpc-* options each phase's arrays would get, read by the plugin's own parser
+// before anything is queued.
+void check_phase_options(const SweepDir& sweep, const SubmitOptions& options) {
+    std::string cwd = current_dir();
+    for (const auto& phase : sweep.spec.phases) {
+        auto words = phase_sbatch_words(sweep, phase, options);
+        std::string where = sweep.spec.phases.size() > 1 ? "phase '" + phase.name + "'" : std::string("the sbatch options");
+        check_aihpc_options(words, where);
+        check_container_images(words, where, cwd);
+    }
 }
+
+// Each array's sbatch line, with the options its script gives it.
+void print_dry_run(const SweepDir& sweep, const std::vector<ArraySubmission>& subs, const SubmitOptions& options, bool script_words) {
+    for (auto& s : subs) {
+        std::vector<std::string> words;
+        if (script_words) words = phase_sbatch_words(sweep, find_phase(sweep.spec, s.phase), options);
+        std::cout << dry_run_line(s, words) << "\n";
+    }
+}
+
+// Sweeps expanded before expand refused a spec without a command may still lack one.
+void check_commands(const SweepDir& sweep) { require_commands(sweep.spec); }
 
 // Submits in order, since each dependency needs the job id of the array before it.
 void submit_all(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const std::function<void()>& record) {
@@ -274,8 +376,20 @@ struct RefineOptions {
     bool maximize = false;
     std::optional<std::uint64_t> top, trials;
     std::optional<double> shrink;
+    Aggregate aggregate = Aggregate::none;
+    bool aggregate_given = false;
     bool take(Args& args, const std::string& w) {
         if (w == "--top") top = args.number(w, 1);
+        else if (w == "--aggregate") {
+            try {
+                aggregate = parse_aggregate(args.value(w));
+                aggregate_given = true;
+            } catch (const UsageError&) {
+                throw;
+            } catch (const Error& e) {
+                throw UsageError(e.what());
+            }
+        }
         else if (w == "--trials") trials = args.number(w, 1);
         else if (w == "--metric") {
             try {
@@ -294,7 +408,7 @@ struct RefineOptions {
         } else return false;
         return true;
     }
-    bool given() const { return top || trials || shrink || !metric.empty(); }
+    bool given() const { return top || trials || shrink || !metric.empty() || aggregate_given; }
 };
 
 // --rounds R and the refine options of each round
@@ -364,8 +478,9 @@ int cmd_plan_or_submit(Args args, bool submit) {
     }
     ro.check();
     SweepDir sweep = open_sweep(dir);
-    SubmitOptions options = ao.resolve(sweep);
+    SubmitOptions options = ao.resolve(sweep, dry_run);
     options.sbatch_args = extra;
+    check_phase_options(sweep, options);
     auto subs = plan_submit(sweep, options);
     if (!submit) {
         auto chunks = plan_chunks(sweep.tasks, options.max_array_size, options.pack);
@@ -375,7 +490,10 @@ int cmd_plan_or_submit(Args args, bool submit) {
             std::cout << "chunk " << c.index << ": offset " << c.offset << ", " << c.count << " tasks, " << c.elements << " elements\n";
     }
     if (dry_run) {
-        for (auto& s : subs) std::cout << dry_run_line(s) << "\n";
+        // The scripts the lines name, to read before submitting; a sweep already
+        // submitted keeps those its arrays (and resubmit) use.
+        if (!is_file(sweep.path + "/chunks.json")) write_scripts(sweep, options);
+        print_dry_run(sweep, subs, options, true);
         if (ro.given()) {
             std::vector<std::string> placeholders;
             for (auto& s : subs) placeholders.push_back("{" + s.label + "}");
@@ -394,6 +512,7 @@ int cmd_plan_or_submit(Args args, bool submit) {
         record.plan.maximize = ro.refine.maximize;
         record.plan.top = *ro.refine.top;
         record.plan.shrink = ro.refine.shrink.value_or(0.5);
+        record.plan.aggregate = ro.refine.aggregate;
         record.plan.trials = ro.refine.trials;
         record.plan.throttle = options.throttle;
         record.plan.max_array_size = options.max_array_size;
@@ -460,7 +579,7 @@ int cmd_advance(Args args) {
     SweepDir sweep = open_sweep(current.dir);
     std::vector<RankedTask> ranked;
     try {
-        ranked = best_tasks(sweep, plan.metric, plan.maximize, plan.top);
+        ranked = best_tasks(sweep, plan.metric, plan.maximize, plan.top, plan.aggregate);
     } catch (const Error& e) {
         record.state = "stopped";
         record.message = "round " + std::to_string(current.round) + ": " + e.what();
@@ -540,19 +659,30 @@ int cmd_params(Args args) {
     std::string dir = args.next();
     std::optional<std::uint64_t> index;
     std::string format = "json";
+    std::optional<std::string> phase;
     while (!args.done()) {
         auto w = args.next();
         if (w == "--index") index = args.number(w);
         else if (w == "--format") format = args.value(w);
+        else if (w == "--phase") phase = args.value(w);
         else throw UsageError("params: unknown argument " + w);
     }
     if (!index) throw UsageError("params needs --index I");
-    if (format != "json" && format != "env" && format != "args" && format != "shell")
-        throw UsageError("params: --format must be json, env, args or shell, not '" + format + "'");
+    if (format != "json" && format != "env" && format != "args" && format != "shell" && format != "cmd")
+        throw UsageError("params: --format must be json, env, args, shell or cmd, not '" + format + "'");
+    if (phase && format != "cmd") throw UsageError("params: --phase goes with --format cmd");
     TaskIndex tasks(dir);
     TaskRecord task = tasks.task(*index);
     std::string out;
-    if (format == "json") {
+    if (format == "cmd") {
+        // The command `run` would start for this task, as a shell would read it.
+        SweepDir sweep = open_sweep(dir);
+        const Phase& p = find_phase(sweep.spec, phase.value_or(""));
+        if (sweep.spec.command_of(p).empty()) throw Error("phase '" + p.name + "' has no command");
+        std::vector<std::string> words;
+        for (auto& w : task_command(sweep.spec, p, task)) words.push_back(shell_quote(w));
+        out = join(words, " ") + "\n";
+    } else if (format == "json") {
         out = task.params_json + "\n";
     } else if (format == "args") {
         std::vector<std::string> words;
@@ -607,6 +737,7 @@ int cmd_resubmit(Args args) {
     if (list) indices = parse_index_list(*list);
     if (failed || missing) {
         auto scan = scan_results(sweep);
+        std::cerr << unreadable_warnings("aihpc-sweep", scan.unreadable);
         if (failed) indices.insert(scan.failed.begin(), scan.failed.end());
         if (missing) {
             auto m = scan.missing(sweep.tasks);
@@ -621,9 +752,13 @@ int cmd_resubmit(Args args) {
     options.pack = 1;
     options.sbatch_args = extra;
     std::string prefix = "r" + std::to_string(static_cast<long long>(::time(nullptr))) + "-";
+    check_aihpc_options(options.sbatch_args, "the sbatch options after --");
+    check_container_images(options.sbatch_args, "the sbatch options after --", current_dir());
     auto subs = plan_resubmit(sweep, indices, options, prefix);
     if (dry_run) {
-        for (auto& s : subs) std::cout << dry_run_line(s) << "\n";
+        // The scripts exist already (or are written as they were): only the words after
+        // -- are new on these lines.
+        print_dry_run(sweep, subs, options, false);
         return 0;
     }
     check_commands(sweep);
@@ -691,13 +826,16 @@ int cmd_refine(Args args) {
     }
     if (ro.metric.empty() || !ro.top || out_dir.empty()) throw UsageError("refine needs --metric NAME, --top K and -o SWEEP2");
     SweepDir sweep = open_sweep(dir);
-    auto ranked = best_tasks(sweep, ro.metric, ro.maximize, *ro.top);
+    auto ranked = best_tasks(sweep, ro.metric, ro.maximize, *ro.top, ro.aggregate);
     std::vector<TaskRecord> best;
     for (auto& r : ranked) best.push_back(r.task);
     auto spec = refine_spec(sweep.spec, best, ro.shrink.value_or(0.5), ro.trials.value_or(sweep.tasks));
     auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()}, refined_options());
-    std::cout << summary.tasks << " tasks around the best " << best.size() << " (" << ro.metric << " " << (ro.maximize ? "max" : "min")
-              << " " << format_double(ranked.front().metric) << ") in " << out_dir << "\n";
+    const char* how = ro.aggregate == Aggregate::mean ? "mean " : ro.aggregate == Aggregate::median ? "median " : "";
+    std::cout << summary.tasks << " tasks around the best " << best.size() << " configuration(s) (" << how << ro.metric << " "
+              << (ro.maximize ? "max" : "min") << " " << format_double(ranked.front().metric);
+    if (ranked.front().replicates > 1) std::cout << " over " << ranked.front().replicates << " replicates";
+    std::cout << ") in " << out_dir << "\n";
     return 0;
 }
 

@@ -33,7 +33,7 @@ trap 'rm -rf "$work"' EXIT
 make_results() {
   local tasks=$1
   rm -rf "$work/s"
-  "$sweep_tool" expand "a=range(0,$tasks)" 'lr=1e-4,1e-3' 'opt=sgd' -o "$work/s" >/dev/null
+  "$sweep_tool" expand "a=range(0,$tasks)" 'lr=1e-4,1e-3' 'opt=sgd' -o "$work/s" -- true >/dev/null
   python3 - "$work/s" "$tasks" <<'PY'
 import json, multiprocessing, os, sys
 sweep, n = sys.argv[1], int(sys.argv[2])

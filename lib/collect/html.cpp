@@ -77,8 +77,8 @@ svg path.line.dim{stroke-opacity:.04}svg rect.brush{fill:transparent;cursor:cros
 const char* kScript = R"(document.querySelectorAll('table.sortable th').forEach(function(th,i){th.addEventListener('click',function(){
 var tb=th.closest('table').tBodies[0],rows=Array.prototype.slice.call(tb.rows),asc=th.getAttribute('data-dir')!=='asc';
 th.parentNode.querySelectorAll('th').forEach(function(h){h.removeAttribute('data-dir')});th.setAttribute('data-dir',asc?'asc':'desc');
-rows.sort(function(a,b){var x=a.cells[i].textContent,y=b.cells[i].textContent,nx=parseFloat(x),ny=parseFloat(y);
-var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c});rows.forEach(function(r){tb.appendChild(r)})})});
+rows.sort(function(a,b){var x=a.cells[i].textContent,y=b.cells[i].textContent,nx=parseFloat(x),ny=parseFloat(y),ax=!isNaN(nx),ay=!isNaN(ny);
+if(ax!==ay)return ax?-1:1;var c=ax?nx-ny:x.localeCompare(y);return asc?c:-c});rows.forEach(function(r){tb.appendChild(r)})})});
 document.querySelectorAll('svg.parallel').forEach(function(svg){
 var T=+svg.getAttribute('data-top'),PH=+svg.getAttribute('data-height'),lines=[].slice.call(svg.querySelectorAll('path.line')),
 ranges={},pt=svg.createSVGPoint(),count=document.getElementById(svg.getAttribute('data-count')),active=null;
@@ -269,6 +269,27 @@ PlotAxis make_axis(const std::string& name, const std::vector<const sweep::Scala
         numbers.erase(std::unique(numbers.begin(), numbers.end()), numbers.end());
         if (numbers.size() >= 3) log_spaced = numbers[numbers.size() / 2] < a.lo + (a.hi - a.lo) / 10;
     }
+    // A short list over a decade or more whose steps are near-equal factors and unequal
+    // differences (1e-4, 3e-4, 1e-3; 16, 32, ... 256) is log-spaced too.
+    if (!log_spaced && all_positive && a.hi >= 10 * a.lo) {
+        std::sort(numbers.begin(), numbers.end());
+        numbers.erase(std::unique(numbers.begin(), numbers.end()), numbers.end());
+        auto spread = [](const std::vector<double>& gaps) {
+            double mean = 0, var = 0;
+            for (double g : gaps) mean += g;
+            mean /= static_cast<double>(gaps.size());
+            for (double g : gaps) var += (g - mean) * (g - mean);
+            return std::sqrt(var / static_cast<double>(gaps.size())) / mean;  // coefficient of variation
+        };
+        if (numbers.size() >= 3 && numbers.size() <= 12) {
+            std::vector<double> linear, factor;
+            for (std::size_t k = 1; k < numbers.size(); ++k) {
+                linear.push_back(numbers[k] - numbers[k - 1]);
+                factor.push_back(std::log(numbers[k] / numbers[k - 1]));
+            }
+            log_spaced = spread(factor) < 0.25 && spread(linear) > 0.5;
+        }
+    }
     a.log = (prefer_log || log_spaced) && all_positive && a.hi > a.lo;
     if (numbers.empty()) {
         a.categorical = true;  // nothing numeric to scale
@@ -288,6 +309,38 @@ void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const Ht
     out += "<p class=\"counts\"><span>" + std::to_string(table.tasks) + " tasks</span><span class=\"done\">" +
            std::to_string(table.done.size()) + " done</span><span class=\"failed\">" + std::to_string(table.failed.size()) +
            " failed</span><span>" + std::to_string(missing) + " missing</span></p>\n";
+
+    // The best run first: what a reader of the report looks for, from a task that
+    // succeeded only.
+    {
+        std::string metric = options.color_metric;
+        if (std::find(table.metric_names.begin(), table.metric_names.end(), metric) == table.metric_names.end())
+            metric = table.metric_names.empty() ? "" : table.metric_names.front();
+        bool maximize = options.direction_given && metric == options.color_metric ? options.maximize : higher_is_better(metric);
+        const ResultRow* best = nullptr;
+        double best_value = 0;
+        for (const auto& row : table.rows) {
+            if (row.state != TaskState::done) continue;
+            const sweep::Scalar* v = metric.empty() ? nullptr : value_of(row, metric, true);
+            auto n = v ? number_of(*v) : std::nullopt;
+            if (!n) continue;
+            if (!best || (maximize ? *n > best_value : *n < best_value)) {
+                best = &row;
+                best_value = *n;
+            }
+        }
+        out += "<h2>Best run</h2>\n";
+        if (!best) {
+            out += "<p class=\"note\">" +
+                   (metric.empty() ? std::string("No result reports a metric.") : "No task that succeeded reports " + html_escape(metric) + ".") +
+                   "</p>\n";
+        } else {
+            out += "<p class=\"best\" id=\"best\">Task " + std::to_string(best->index) + ": <b>" + html_escape(metric) + " " +
+                   html_escape(value_of(*best, metric, true)->plain) + "</b> (" + (maximize ? "highest" : "lowest") + ")";
+            for (const auto& [name, value] : best->params) out += " &middot; " + html_escape(name) + "=" + html_escape(value.plain);
+            out += "</p>\n";
+        }
+    }
 
     // The table.
     auto cols = columns(table);
@@ -338,10 +391,16 @@ void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const Ht
     }
     for (auto& name : table.metric_names) {
         std::vector<const sweep::Scalar*> values;
+        std::size_t numbers = 0;
         for (auto* row : rows)
-            if (auto* v = value_of(*row, name, true)) values.push_back(v);
+            if (auto* v = value_of(*row, name, true)) {
+                values.push_back(v);
+                if (number_of(*v)) ++numbers;
+            }
         auto axis = make_axis(name, values, false);
-        if (!axis.categorical) metrics.push_back({axis, true});
+        // A constant metric, or one that only a row or two report, plots nothing worth a
+        // look.
+        if (!axis.categorical && numbers >= 3 && axis.lo < axis.hi) metrics.push_back({axis, true});
     }
 
     out += "<h2>Metrics against parameters</h2>\n";

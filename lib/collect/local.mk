@@ -36,3 +36,13 @@ UNIT_TESTS += tests/unit/test_collect_accounting
 tests_unit_test_collect_accounting_SOURCES = tests/unit/test_collect_accounting.cpp tests/unit/cmocka_cxx.hpp
 tests_unit_test_collect_accounting_LDADD = lib/collect/libaihpc_collect.la lib/sweep/libaihpc_sweep.la $(unit_test_libs)
 EXTRA_DIST += tests/integration/66-accounting-why.sh
+# The command lines of aihpc-sweep and aihpc-collect, as a user types them (offline).
+TESTS += tests/cli/sweep-collect-options.sh
+EXTRA_DIST += tests/cli/sweep-collect-options.sh
+# The sweep quickstart of README.md, run as written (offline).
+TESTS += tests/cli/readme-quickstart.sh
+EXTRA_DIST += tests/cli/readme-quickstart.sh
+# The EXAMPLES of aihpc-sweep(1) and aihpc-collect(1), run as written where they can
+# run offline.
+TESTS += tests/cli/man-examples.sh
+EXTRA_DIST += tests/cli/man-examples.sh

@@ -18,6 +18,7 @@
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
+#include "common/json.hpp"
 #include "common/paths.hpp"
 #include "common/text.hpp"
 
@@ -188,8 +189,29 @@ struct Run {
     std::optional<std::int64_t> start, end;
     std::vector<std::pair<std::string, std::string>> params, tags;
     std::vector<std::pair<std::string, std::string>> metrics;  // name, value text
+    // A metric the task wrote as a list of numbers: one value per step, 0, 1, ...
+    std::vector<std::pair<std::string, std::vector<std::string>>> metric_steps;
+    std::vector<std::pair<std::string, std::string>> artifacts;  // file name, text
     std::int64_t metric_time = 0;
 };
+
+// The numbers of a metric written as a JSON list ([0.9, 0.7, 0.5]); nullopt for anything
+// else (a list holding text, an empty one).
+std::optional<std::vector<std::string>> step_values(const sweep::Scalar& value) {
+    if (value.json.empty() || value.json[0] != '[') return std::nullopt;
+    try {
+        JsonValue list = parse_json_value(value.json);
+        std::vector<std::string> out;
+        for (const auto& item : list.as_array("")) {
+            if (!item.is_number()) return std::nullopt;
+            out.push_back(item.text());
+        }
+        if (out.empty()) return std::nullopt;
+        return out;
+    } catch (const Error&) {
+        return std::nullopt;
+    }
+}
 
 // Writes the run beside its final place, then swaps it in, so that a reader never
 // sees half a run.
@@ -225,6 +247,13 @@ void write_run(const std::string& root, const std::string& experiment, const Run
     for (auto& [k, v] : run.params) put("/params/", k, v);
     for (auto& [k, v] : run.tags) put("/tags/", k, v);
     for (auto& [k, v] : run.metrics) put("/metrics/", k, std::to_string(run.metric_time) + " " + v + " 0\n");
+    for (auto& [k, values] : run.metric_steps) {
+        std::string lines;
+        for (std::size_t step = 0; step < values.size(); ++step)
+            lines += std::to_string(run.metric_time) + " " + values[step] + " " + std::to_string(step) + "\n";
+        put("/metrics/", k, lines);
+    }
+    for (auto& [name, text] : run.artifacts) write_text(dir + "/artifacts/" + name, text);
     remove_tree(final_dir);
     if (::rename(dir.c_str(), final_dir.c_str()) != 0) throw_errno("cannot rename " + dir + " to " + final_dir);
     guard.renamed = true;
@@ -294,6 +323,7 @@ MlflowSummary write_mlflow(const ResultTable& table, const sweep::SweepDir& swee
             // NaN as MLflow's file store writes it (str of a float): "nan".
             if (non_finite && v.json == "null") run.metrics.emplace_back(name, "nan");
             else if (number_of(v)) run.metrics.emplace_back(name, v.json);
+            else if (auto steps = step_values(v)) run.metric_steps.emplace_back(name, std::move(*steps));
             else run.tags.emplace_back("aihpc.metric." + name, v.plain);  // MLflow metrics are numbers
         }
         if (!row.non_finite.empty()) run.tags.emplace_back("aihpc.non_finite", join(row.non_finite, ","));
@@ -310,6 +340,18 @@ MlflowSummary write_mlflow(const ResultTable& table, const sweep::SweepDir& swee
                             {"aihpc.array_task_id", &row.array_task_id}})
             if (!v->empty()) run.tags.emplace_back(k, *v);
         if (!sweep.git_commit.empty()) run.tags.emplace_back("mlflow.source.git.commit", sweep.git_commit);
+        if (row.state == TaskState::failed) {
+            // Why it failed, where an MLflow reader looks: the run's note, and its stderr
+            // tail as an artifact.
+            std::string why = "Failed";
+            if (!row.phase.empty()) why += " in phase " + row.phase;
+            if (!row.signal.empty()) why += ", killed by " + row.signal;
+            else if (row.exit_code) why += ", exit code " + std::to_string(*row.exit_code);
+            if (!row.error.empty()) why += ": " + row.error;
+            if (!row.stderr_tail.empty()) why += "\n\nLast lines of stderr:\n\n    " + join(row.stderr_tail, "\n    ");
+            run.tags.emplace_back("mlflow.note.content", why);
+            if (!row.stderr_tail.empty()) run.artifacts.emplace_back("stderr_tail.txt", join(row.stderr_tail, "\n") + "\n");
+        }
         write_run(out.root, out.experiment_id, run, user, out.skipped);
         ++out.child_runs;
     }

@@ -78,6 +78,26 @@ sweep::Scalar scalar_of(const JsonValue& v) {
 
 const JsonReadOptions kLenient{true};
 
+// Metrics as columns: a nested object's members are flattened with dots
+// ({"val":{"loss":1}} is val.loss), as W&B and MLflow users name them.
+void add_metrics(ResultRow& row, const std::vector<JsonValue::Member>& members, const std::string& prefix) {
+    for (const auto& [key, value] : members) {
+        std::string name = prefix + key;
+        if (value.is_object() && !value.members().empty()) {
+            add_metrics(row, value.members(), name + ".");
+        } else if (value.is_non_finite()) {
+            row.metrics.emplace_back(name, sweep::Scalar{"null", "NaN"});
+            row.non_finite.push_back(name);
+        } else {
+            // A flattened name may meet a member of that very name ("val.loss" and
+            // val: {loss}); the first one read is kept, as a reader of the file would see it.
+            bool taken = false;
+            for (auto& m : row.metrics) taken = taken || m.first == name;
+            if (!taken) row.metrics.emplace_back(name, scalar_of(value));
+        }
+    }
+}
+
 }  // namespace
 
 ResultRow parse_result_tree(std::string_view text) {
@@ -102,14 +122,7 @@ ResultRow parse_result_tree(std::string_view text) {
         } else if (k == "non_finite") {
             for (std::size_t i = 0; const auto& name : v.as_array("non_finite")) row.non_finite.push_back(name.as_string(json_index_path("non_finite", i++)));
         } else if (k == "metrics") {
-            for (const auto& [name, value] : v.as_object("metrics")) {
-                if (value.is_non_finite()) {
-                    row.metrics.emplace_back(name, sweep::Scalar{"null", "NaN"});
-                    row.non_finite.push_back(name);
-                } else {
-                    row.metrics.emplace_back(name, scalar_of(value));
-                }
-            }
+            add_metrics(row, v.as_object("metrics"), "");
         }
     }
     // A metric listed as non-finite is null in JSON and NaN as text.
@@ -475,11 +488,12 @@ ResultRow parse_result(std::string_view text) {
 
 namespace {
 
-std::optional<ResultRow> row_of(std::string_view text) {
+std::optional<ResultRow> row_of(std::string_view text, std::string* problem = nullptr) {
     try {
         auto row = parse_result(text);
         return row;
-    } catch (const Error&) {
+    } catch (const Error& e) {
+        if (problem) *problem = std::string("is not a result: ") + e.what();
         return std::nullopt;  // not a whole result: the task counts as missing
     }
 }
@@ -692,16 +706,23 @@ sweep::Assignment params_of(const TaskLines& index, std::uint64_t i) {
 
 unsigned reader_threads() { return std::max(1u, std::min(8u, std::thread::hardware_concurrency())); }
 
-std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add) {
-    const auto& last = sweep.spec.final_phase().name;
+std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add,
+                                    std::vector<sweep::UnreadableResult>* unreadable, const std::string& phase_name) {
+    const sweep::Phase& shown = sweep::find_phase(sweep.spec, phase_name);
+    const auto& last = shown.name;
     std::vector<TaskState> state(sweep.tasks, TaskState::missing);
     std::mutex merge;
+    auto cannot_read = [&](const std::string& dir, const char* name, std::string problem) {
+        if (!unreadable) return;
+        std::lock_guard lock(merge);
+        unreadable->push_back({dir + "/" + name, std::move(problem)});
+    };
 
     // Earlier phases only matter when they failed: a quick look at the exit code first,
     // a full parse only then (such a task has no result of the last phase to show).
     std::map<std::uint64_t, ResultRow> failed_early;
     for (const auto& phase : sweep.spec.phases) {
-        if (phase.name == last) continue;
+        if (phase.name == last) break;  // the phases after the one shown do not count
         std::string path = sweep::results_dir(sweep, phase);
         auto files = list_results(path, sweep.tasks);
         ResultDir dir(path);
@@ -712,12 +733,13 @@ std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_m
             std::vector<ResultRow> found;
             for (std::size_t k = begin; k < end; ++k) {
                 if (!file.read(dir.fd(), files.name(k, buf))) continue;
-                auto code = sweep::result_exit_code(file.text());
-                if (!code || *code == 0) continue;
+                auto verdict = sweep::judge_result(file.text(), files.index(k));
+                if (verdict.verdict == sweep::Verdict::unreadable) cannot_read(path, files.name(k, buf), verdict.problem);
+                if (verdict.verdict != sweep::Verdict::failed) continue;
                 auto row = row_of(file.text());
                 if (!row) row = ResultRow{};
                 row->index = files.index(k);
-                row->exit_code = code;
+                row->exit_code = verdict.exit_code;
                 if (row->phase.empty()) row->phase = phase.name;
                 row->state = TaskState::failed;
                 found.push_back(std::move(*row));
@@ -728,7 +750,7 @@ std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_m
     }
 
     TaskLines index(sweep.path);
-    std::string path = sweep::results_dir(sweep, sweep.spec.final_phase());
+    std::string path = sweep::results_dir(sweep, shown);
     auto files = list_results(path, sweep.tasks);
     ResultDir dir(path);
     if (!dir && !files.empty()) throw_errno("cannot open " + path);
@@ -742,9 +764,18 @@ std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_m
                 released = k;
             }
             if (!file.read(dir.fd(), files.name(k, buf))) continue;
-            auto row = row_of(file.text());
-            if (!row || !row->exit_code) continue;  // not a whole result: the task counts as missing
             std::uint64_t i = files.index(k);
+            // sweep::judge_result decides, as for every other command; a document it
+            // takes that the row reader still refuses (a member of the wrong type) is
+            // just as unreadable. Such a task counts as missing.
+            auto verdict = sweep::judge_result(file.text(), i);
+            std::string problem = verdict.problem;
+            std::optional<ResultRow> row;
+            if (verdict.verdict != sweep::Verdict::unreadable) row = row_of(file.text(), &problem);
+            if (!row) {
+                cannot_read(path, files.name(k, buf), problem);
+                continue;
+            }
             if (auto early = failed_early.find(i); early != failed_early.end()) {
                 // A later phase's result cannot hide an earlier failure: the row shows the
                 // phase that failed, and why.
@@ -786,9 +817,12 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
     ResultTable table;
     table.tasks = sweep.tasks;
     table.multi_phase = sweep.spec.phases.size() > 1;
+    table.phase = sweep::find_phase(sweep.spec, options.phase).name;
     table.param_names = sweep::parameter_names(sweep.spec);
     std::vector<std::vector<ResultRow>> parts(reader_threads());
-    auto state = for_each_row(sweep, options.include_missing, [&](unsigned worker, ResultRow&& row) { parts[worker].push_back(std::move(row)); });
+    auto state = for_each_row(
+        sweep, options.include_missing, [&](unsigned worker, ResultRow&& row) { parts[worker].push_back(std::move(row)); }, &table.unreadable,
+        options.phase);
     std::size_t total = 0;
     for (auto& p : parts) total += p.size();
     table.rows.reserve(total);
@@ -831,6 +865,9 @@ std::optional<double> sort_value(const ResultRow& row, SortSource source, const 
     switch (source) {
     case SortSource::none: return std::nullopt;
     case SortSource::metric:
+        // "Best" is never a failed run: a metric ranks only a task that succeeded, and a
+        // failed task's partial metric sorts with the rows that have none.
+        if (row.state != TaskState::done) return std::nullopt;
         if (auto* s = find_value(row.metrics, column)) return number_of(*s);
         return std::nullopt;
     case SortSource::param:
@@ -845,17 +882,18 @@ std::optional<double> sort_value(const ResultRow& row, SortSource source, const 
     return std::nullopt;
 }
 
-void throw_unknown_sort_column(const std::string& column, const std::vector<std::string>& metric_names) {
-    throw Error("--sort: no result reports a metric '" + column + "'" +
-                (metric_names.empty() ? std::string(" (the results have no metrics)") : " (metrics: " + join(metric_names, ", ") + ")"));
+void throw_unknown_sort_column(const std::string& column, const std::vector<std::string>& metric_names, const std::string& phase) {
+    throw Error("--sort: no result" + (phase.empty() ? std::string() : " of phase '" + phase + "'") + " reports a metric '" + column + "'" +
+                (metric_names.empty() ? std::string(" (the results have no metrics)") : " (metrics: " + join(metric_names, ", ") + ")") +
+                (phase.empty() ? std::string() : "; --phase NAME collects the metrics of an earlier phase"));
 }
 
-void sort_rows(ResultTable& table, const SortKey& key) {
+SortSource sort_rows(ResultTable& table, const SortKey& key) {
     bool is_metric = std::find(table.metric_names.begin(), table.metric_names.end(), key.column) != table.metric_names.end();
     SortSource source = is_metric ? SortSource::metric : fixed_sort_source(table, key.column);
     if (source == SortSource::none) {
-        if (table.rows.empty()) return;
-        throw_unknown_sort_column(key.column, table.metric_names);
+        if (table.rows.empty()) return source;
+        throw_unknown_sort_column(key.column, table.metric_names, table.multi_phase ? table.phase : std::string());
     }
     // The keys are computed once: a strtod per comparison would dominate on large sweeps.
     std::vector<std::pair<std::optional<double>, std::size_t>> keys;
@@ -870,10 +908,68 @@ void sort_rows(ResultTable& table, const SortKey& key) {
     sorted.reserve(table.rows.size());
     for (auto& k : keys) sorted.push_back(std::move(table.rows[k.second]));
     table.rows = std::move(sorted);
+    return source;
 }
 
-void keep_top(ResultTable& table, std::size_t top) {
-    if (top > 0 && table.rows.size() > top) table.rows.resize(top);
+void keep_top(ResultTable& table, std::size_t top, bool successes_only) {
+    if (top == 0) return;
+    if (successes_only)
+        std::erase_if(table.rows, [](const ResultRow& row) { return row.state != TaskState::done; });
+    if (table.rows.size() > top) table.rows.resize(top);
+}
+
+void aggregate_replicates(ResultTable& table, sweep::Aggregate how, bool replicates) {
+    struct Group {
+        std::size_t first;  // the row of its first replicate
+        std::vector<std::size_t> rows;
+    };
+    std::vector<Group> groups;
+    std::map<std::string, std::size_t> by_key;
+    std::vector<ResultRow> others;
+    for (std::size_t r = 0; r < table.rows.size(); ++r) {
+        auto& row = table.rows[r];
+        if (row.state != TaskState::done) continue;
+        auto key = sweep::configuration_key(row.params, replicates);
+        auto [it, fresh] = by_key.emplace(key, groups.size());
+        if (fresh) groups.push_back({r, {}});
+        groups[it->second].rows.push_back(r);
+    }
+    std::vector<ResultRow> out;
+    out.reserve(groups.size());
+    for (auto& g : groups) {
+        ResultRow row = table.rows[g.first];
+        if (replicates) std::erase_if(row.params, [](const auto& p) { return p.first == "repeat"; });
+        row.replicates = g.rows.size();
+        row.metrics.clear();
+        row.non_finite.clear();
+        // Each metric over the replicates that report it: numbers aggregated, any other
+        // value (text) as the first replicate has it.
+        for (auto r : g.rows)
+            for (auto& [name, value] : table.rows[r].metrics) {
+                bool seen = false;
+                for (auto& m : row.metrics) seen = seen || m.first == name;
+                if (seen) continue;
+                std::vector<double> numbers;
+                for (auto q : g.rows)
+                    for (auto& [n, v] : table.rows[q].metrics)
+                        if (n == name)
+                            if (auto d = number_of(v)) numbers.push_back(*d);
+                if (numbers.empty()) row.metrics.emplace_back(name, value);
+                else row.metrics.emplace_back(name, sweep::scalar_double(sweep::aggregate_of(numbers, how)));
+            }
+        std::vector<double> elapsed;
+        for (auto r : g.rows)
+            if (table.rows[r].elapsed_s) elapsed.push_back(*table.rows[r].elapsed_s);
+        if (!elapsed.empty()) row.elapsed_s = sweep::aggregate_of(elapsed, how);
+        for (auto r : g.rows)
+            if (table.rows[r].node != row.node) row.node.clear();  // replicates on several nodes
+        out.push_back(std::move(row));
+    }
+    for (auto& row : table.rows)
+        if (row.state != TaskState::done) out.push_back(std::move(row));
+    table.rows = std::move(out);
+    if (replicates) std::erase(table.param_names, std::string("repeat"));
+    table.aggregated = true;
 }
 
 std::vector<Column> columns(const ResultTable& table) {
@@ -883,6 +979,10 @@ std::vector<Column> columns(const ResultTable& table) {
     for (auto& p : table.param_names) {
         out.push_back({Column::param, p, p});
         taken.insert(p);
+    }
+    if (table.aggregated) {
+        out.push_back({Column::replicates, "replicates", ""});
+        taken.insert("replicates");
     }
     // A metric named like a parameter or a fixed column keeps its own column.
     for (auto& m : table.metric_names) out.push_back({Column::metric, taken.count(m) ? "metrics." + m : m, m});
@@ -895,7 +995,20 @@ std::vector<Column> columns(const ResultTable& table) {
         out.push_back({Column::sacct_elapsed, "Elapsed", ""});
         out.push_back({Column::sacct_max_rss, "MaxRSS", ""});
     }
-    return out;
+    for (auto& c : out)
+        if (c.kind == Column::param || c.kind == Column::metric) c.precision = table.precision;
+    if (table.shown_columns.empty()) return out;
+    std::vector<Column> shown;
+    for (const auto& name : table.shown_columns) {
+        auto it = std::find_if(out.begin(), out.end(), [&](const Column& c) { return c.name == name; });
+        if (it == out.end()) {
+            std::vector<std::string> names;
+            for (auto& c : out) names.push_back(c.name);
+            throw Error("--columns: there is no column '" + name + "' (columns: " + join(names, ", ") + ")");
+        }
+        shown.push_back(*it);
+    }
+    return shown;
 }
 
 namespace {
@@ -903,6 +1016,18 @@ namespace {
 std::string elapsed_text(double s) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.3f", s);
+    return buf;
+}
+
+// A value's text with `precision` significant digits when it is a float (integers, text
+// and booleans as they are).
+std::string rounded(const sweep::Scalar& value, int precision) {
+    const auto& j = value.json;
+    if (precision <= 0 || j.empty() || j[0] == '"' || j.find_first_of(".eE") == std::string::npos) return value.plain;
+    auto d = number_of(value);
+    if (!d) return value.plain;
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*g", precision, *d);
     return buf;
 }
 
@@ -914,11 +1039,12 @@ std::string cell_text(const ResultRow& row, const Column& c) {
     case Column::state: return task_state_name(row.state);
     case Column::phase: return row.phase;
     case Column::param:
-        if (auto* v = find_value(row.params, c.key)) return v->plain;
+        if (auto* v = find_value(row.params, c.key)) return rounded(*v, c.precision);
         return "";
     case Column::metric:
-        if (auto* v = find_value(row.metrics, c.key)) return v->plain;
+        if (auto* v = find_value(row.metrics, c.key)) return rounded(*v, c.precision);
         return "";
+    case Column::replicates: return row.replicates ? std::to_string(row.replicates) : "";
     case Column::exit_code: return row.exit_code ? std::to_string(*row.exit_code) : "";
     case Column::elapsed_s: return row.elapsed_s ? elapsed_text(*row.elapsed_s) : "";
     case Column::node: return row.node;
@@ -939,6 +1065,7 @@ std::string cell_json(const ResultRow& row, const Column& c) {
     case Column::metric:
         if (auto* v = find_value(row.metrics, c.key)) return v->json;
         return "null";
+    case Column::replicates: return row.replicates ? std::to_string(row.replicates) : "null";
     case Column::exit_code: return row.exit_code ? std::to_string(*row.exit_code) : "null";
     case Column::elapsed_s: return row.elapsed_s ? elapsed_text(*row.elapsed_s) : "null";
     default: {

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sweep/results.hpp"
 #include "sweep/spec.hpp"
 #include "sweep/sweep_dir.hpp"
 
@@ -40,6 +41,7 @@ struct ResultRow {
     std::string signal, error;
     std::vector<std::string> stderr_tail;
     std::optional<SacctRecord> sacct;
+    std::size_t replicates = 0;  // an aggregated row: the successful replicates it stands for
 };
 
 // One result document as a row (index, state and params are the caller's), read
@@ -59,6 +61,10 @@ std::optional<double> number_of(const sweep::Scalar& value);
 
 struct ReadOptions {
     bool include_missing = false;  // a row for every task without a result, too
+    // The phase whose results the rows show ("": the last). Its metrics are the ones
+    // collected; a task counts as done when that phase and every one before it succeeded,
+    // whatever the later ones did (--phase NAME).
+    std::string phase;
 };
 
 struct ResultTable {
@@ -67,8 +73,16 @@ struct ResultTable {
     std::vector<std::string> metric_names;// in order of first appearance by index
     std::uint64_t tasks = 0;
     std::set<std::uint64_t> done, failed; // over every task, whatever rows are kept
+    std::vector<sweep::UnreadableResult> unreadable;  // result files no command takes
     bool multi_phase = false;
+    std::string phase;                    // the phase whose results the rows show
     bool with_sacct = false;
+    bool aggregated = false;              // rows of configurations (aggregate_replicates)
+    // What columns() gives the writers: only these columns, in this order (--columns;
+    // empty: all), and floats of parameters and metrics with this many significant
+    // digits (--precision; 0: exact).
+    std::vector<std::string> shown_columns;
+    int precision = 0;
 
     std::set<std::uint64_t> missing() const;
     // Failed and missing indices: what `aihpc-sweep resubmit` would run again.
@@ -85,8 +99,11 @@ unsigned reader_threads();
 // no order); the rows of earlier failed phases and, with include_missing, of tasks without
 // a result come last, from worker 0. Returns each task's state (missing: no result).
 // What read_results builds its table from, and what streams rows without keeping them.
+// Result files that sweep::judge_result (or the row reader) refuses go to `unreadable`,
+// in no order; their tasks count as missing.
 using RowConsumer = std::function<void(unsigned worker, ResultRow&& row)>;
-std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add);
+std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add,
+                                    std::vector<sweep::UnreadableResult>* unreadable = nullptr, const std::string& phase = "");
 
 // The rows a writer shows, in order. row(k) stays valid until the next call.
 class RowSource {
@@ -114,27 +131,44 @@ struct SortKey {
     bool maximize = false;
 };
 
-// Sorts by the key (rows without a numeric value last, ties by index); then keeps the
-// first `top` rows when top > 0.
-void sort_rows(ResultTable& table, const SortKey& key);
-
 // Where --sort reads its column in a row: a metric when any row reports one of that name,
 // else a parameter, else one of the built-in columns.
 enum class SortSource { none, metric, param, index, exit_code, elapsed_s };
+
+// Sorts by the key (rows without a numeric value last, ties by index). By a metric, only
+// the rows of tasks that succeeded are ranked: failed and missing ones come after them.
+// Returns how the column was read (none: no row to sort).
+SortSource sort_rows(ResultTable& table, const SortKey& key);
+
 // The reading of a column that is not a metric's: param, a built-in one, or none.
 SortSource fixed_sort_source(const ResultTable& header, const std::string& column);
 std::optional<double> sort_value(const ResultRow& row, SortSource source, const std::string& column);
 // The error of a sort column no reading fits.
-[[noreturn]] void throw_unknown_sort_column(const std::string& column, const std::vector<std::string>& metric_names);
-void keep_top(ResultTable& table, std::size_t top);
+// `phase`: the phase whose results were read, in a sweep of several ("" otherwise).
+[[noreturn]] void throw_unknown_sort_column(const std::string& column, const std::vector<std::string>& metric_names,
+                                            const std::string& phase = "");
+// Keeps the first `top` rows when top > 0; with successes_only (a ranking by a metric),
+// only rows of tasks that succeeded: the best of a sweep is never a failed run.
+void keep_top(ResultTable& table, std::size_t top, bool successes_only = false);
+
+// --aggregate mean|median: the rows of tasks that succeeded become one row per
+// configuration (its parameters less `repeat`, at its first replicate's index), each
+// numeric metric and elapsed_s the mean or median over its replicates, with a
+// `replicates` column. Rows of failed and missing tasks stay as they are, after them.
+// A sweep without a repeat axis has one replicate per configuration.
+void aggregate_replicates(ResultTable& table, sweep::Aggregate how, bool replicates);
 
 // The columns every writer shows, and one cell's text ("" when the row has none).
 struct Column {
-    enum Kind { index, state, phase, param, metric, exit_code, elapsed_s, node, sacct_state, sacct_exit_code, sacct_elapsed, sacct_max_rss };
+    enum Kind { index, state, phase, param, replicates, metric, exit_code, elapsed_s, node, sacct_state, sacct_exit_code, sacct_elapsed, sacct_max_rss };
+    Column(Kind k, std::string header, std::string param_or_metric)
+        : kind(k), name(std::move(header)), key(std::move(param_or_metric)) {}
     Kind kind;
     std::string name;    // header
     std::string key;     // parameter or metric name
+    int precision = 0;   // significant digits of a float in cell_text (0: exact)
 };
+// Throws aihpc::Error for a name of shown_columns that is no column, naming those there are.
 std::vector<Column> columns(const ResultTable& table);
 std::string cell_text(const ResultRow& row, const Column& column);
 // The cell as JSON (numbers stay numbers; "null" when absent).

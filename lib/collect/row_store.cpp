@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "common/json.hpp"
+#include "sweep/runner.hpp"
 #include "sweep/spec.hpp"
 
 namespace aihpc::collect {
@@ -297,6 +298,7 @@ CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& o
     auto& header = out.header;
     header.tasks = sweep.tasks;
     header.multi_phase = sweep.spec.phases.size() > 1;
+    header.phase = sweep::find_phase(sweep.spec, options.phase).name;
     header.param_names = sweep::parameter_names(sweep.spec);
 
     // The readings of the sort column: a metric when any row reports one of that name
@@ -332,6 +334,8 @@ CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& o
         if (bounded) {
             bool encoded = false;
             for (std::size_t s = 0; s < sources.size(); ++s) {
+                // The best K by a metric are K tasks that succeeded, as keep_top keeps them.
+                if (sources[s] == SortSource::metric && row.state != TaskState::done) continue;
                 auto& heap = me.heaps[s];
                 HeapEntry entry{place_of(row, sources[s], column), {}};
                 if (heap.size() >= options.top && !before(entry.place, heap.front().place, maximize)) continue;
@@ -359,7 +363,7 @@ CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& o
             }
             me.values.push_back(v);
         }
-    });
+    }, &header.unreadable, options.phase);
 
     // Metric columns in order of first appearance by index, as read_results lists them.
     std::vector<std::tuple<std::uint64_t, std::size_t, std::uint32_t>> seen;
@@ -380,7 +384,7 @@ CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& o
         bool is_metric = std::find(header.metric_names.begin(), header.metric_names.end(), column) != header.metric_names.end();
         if (!is_metric) {
             if (sources.size() < 2) {
-                if (rows) throw_unknown_sort_column(column, header.metric_names);
+                if (rows) throw_unknown_sort_column(column, header.metric_names, header.multi_phase ? header.phase : std::string());
                 return out;  // no row to sort
             }
             chosen = 1;

@@ -57,6 +57,7 @@ void decode_row(const char* bytes, const NameTable& names, ResultRow& row);
 
 struct CollectOptions {
     bool include_missing = false;
+    std::string phase;  // as ReadOptions::phase
     std::optional<SortKey> sort;
     std::size_t top = 0;  // 0: every row
     RowDetail detail = RowDetail::full;
@@ -85,7 +86,8 @@ private:
 
 // Reads every result of a sweep in parallel and keeps, compact, the rows the options
 // select, exactly as read_results, sort_rows and keep_top would: by index, or sorted by
-// the key (rows without a numeric value last, ties by index), the first `top` of them.
+// the key (rows without a numeric value last, ties by index), the first `top` of them
+// (by a metric, the first `top` tasks that succeeded).
 // An unknown sort column is the aihpc::Error of sort_rows.
 CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& options);
 

@@ -154,7 +154,9 @@ std::string csv_field(std::string_view text) {
 std::string row_json(const ResultTable& table, const ResultRow& row) {
     std::string out = "{\"index\":" + std::to_string(row.index) + ",\"status\":\"" + task_state_name(row.state) + "\"";
     if (!row.phase.empty()) out += ",\"phase\":" + json_quote(row.phase);
-    out += ",\"params\":" + object_of(row.params) + ",\"metrics\":" + object_of(row.metrics);
+    out += ",\"params\":" + object_of(row.params);
+    if (table.aggregated) out += ",\"replicates\":" + (row.replicates ? std::to_string(row.replicates) : std::string("null"));
+    out += ",\"metrics\":" + object_of(row.metrics);
     // NaN and infinities are not JSON: null, and named here.
     if (!row.non_finite.empty()) out += ",\"non_finite\":" + json_string_array(row.non_finite);
     out += ",\"exit_code\":" + (row.exit_code ? std::to_string(*row.exit_code) : std::string("null"));
@@ -181,6 +183,7 @@ void write_rows(const ResultTable& table, Format format, const Sink& sink) { wri
 bool column_is_numeric(const RowSource& rows, const Column& c) {
     switch (c.kind) {
     case Column::index:
+    case Column::replicates:
     case Column::exit_code:
     case Column::elapsed_s: return true;
     case Column::param:

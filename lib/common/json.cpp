@@ -1,5 +1,7 @@
 #include "common/json.hpp"
 
+#include <algorithm>
+
 #include <cstdio>
 
 namespace aihpc {
@@ -197,8 +199,16 @@ private:
         return p;
     }
 
+    // Where, as an editor shows it: line and column (in bytes), both from 1.
     [[noreturn]] void fail(const std::string& what) const {
-        throw JsonError(path(), what + " (byte " + std::to_string(at_) + ")");
+        std::size_t end = std::min(at_, text_.size());
+        std::size_t line = 1, line_start = 0;
+        for (std::size_t i = 0; i < end; ++i)
+            if (text_[i] == '\n') {
+                ++line;
+                line_start = i + 1;
+            }
+        throw JsonError(path(), what + " (line " + std::to_string(line) + ", column " + std::to_string(end - line_start + 1) + ")");
     }
 
     void skip_space() {

@@ -83,6 +83,22 @@ std::vector<std::string> template_references(const std::vector<std::string>& wor
     return refs;
 }
 
+std::optional<std::string> unclosed_reference(const std::vector<std::string>& words) {
+    for (const auto& w : words) {
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            if (w[i] == '{' && i + 1 < w.size() && w[i + 1] == '{') {
+                ++i;
+                continue;
+            }
+            if (w[i] != '{' || (i > 0 && w[i - 1] == '$')) continue;
+            std::size_t j = i + 1;
+            while (j < w.size() && name_char(w[j], j == i + 1)) ++j;
+            if (j > i + 1 && w.find('}', j) == std::string::npos) return w.substr(i, j - i);
+        }
+    }
+    return std::nullopt;
+}
+
 std::vector<std::string> substitute(const std::vector<std::string>& words,
                                     const std::function<std::optional<std::string>(std::string_view)>& lookup) {
     std::vector<std::string> out;

@@ -16,6 +16,11 @@ std::vector<std::string> split_command(std::string_view text);
 // ${NAME} is left to the shell and is not a reference).
 std::vector<std::string> template_references(const std::vector<std::string>& words);
 
+// The first "{name" of a template that no '}' closes anywhere after it in its word (as
+// "{lr" in "--lr={lr"), which would reach the program as written; nullopt when none.
+// A '{' that something else closes ("{print $1}", "{a,b}") is the program's own.
+std::optional<std::string> unclosed_reference(const std::vector<std::string>& words);
+
 // Replaces each {name} by lookup(name); a name lookup() does not know is an error.
 std::vector<std::string> substitute(const std::vector<std::string>& words,
                                     const std::function<std::optional<std::string>(std::string_view)>& lookup);

@@ -8,6 +8,7 @@ lib_sweep_libaihpc_sweep_la_SOURCES = \
 	lib/sweep/expand.cpp lib/sweep/expand.hpp \
 	lib/sweep/sweep_dir.cpp lib/sweep/sweep_dir.hpp \
 	lib/sweep/submit_plan.cpp lib/sweep/submit_plan.hpp \
+	lib/sweep/image_check.cpp lib/sweep/image_check.hpp \
 	lib/sweep/runner.cpp lib/sweep/runner.hpp \
 	lib/sweep/results.cpp lib/sweep/results.hpp \
 	lib/sweep/process.cpp lib/sweep/process.hpp \
@@ -17,11 +18,12 @@ EXTRA_DIST += lib/sweep/README
 
 bin_PROGRAMS += tools/aihpc-sweep
 tools_aihpc_sweep_SOURCES = tools/aihpc-sweep.cpp
-tools_aihpc_sweep_LDADD = lib/sweep/libaihpc_sweep.la $(tool_libs)
+# The container module only for image_check (the images a dry run checks).
+tools_aihpc_sweep_LDADD = lib/sweep/libaihpc_sweep.la lib/container/libaihpc_container.la $(tool_libs)
 
 UNIT_TESTS += tests/unit/test_sweep
 tests_unit_test_sweep_SOURCES = tests/unit/test_sweep.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
-tests_unit_test_sweep_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+tests_unit_test_sweep_LDADD = lib/sweep/libaihpc_sweep.la lib/container/libaihpc_container.la $(unit_test_libs)
 
 dist_man_MANS += man/aihpc-sweep.1
 EXTRA_DIST += bench/sweep/run.sh bench/sweep/reference.py \

@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
+#include "sweep/results.hpp"
 #include "sweep/runner.hpp"
 
 namespace aihpc::sweep {
@@ -28,13 +29,27 @@ void widen(std::map<std::string, ParamRange>& out, const std::string& name, Para
     it->second.hi = std::max(it->second.hi, r.hi);
     it->second.log = it->second.log && r.log;
     it->second.integer = it->second.integer && r.integer;
+    // Lists stay a list only when every source is one: their values together.
+    if (it->second.list.empty() || r.list.empty()) {
+        it->second.list.clear();
+    } else {
+        for (auto& v : r.list)
+            if (std::find(it->second.list.begin(), it->second.list.end(), v) == it->second.list.end()) it->second.list.push_back(v);
+        std::stable_sort(it->second.list.begin(), it->second.list.end(),
+                         [](const Scalar& a, const Scalar& b) { return std::strtod(a.json.c_str(), nullptr) < std::strtod(b.json.c_str(), nullptr); });
+    }
 }
 
 // Listed values: numbers give their span (integers stay integers only when every value
 // is one), anything else makes the parameter categorical.
 void widen_values(std::map<std::string, ParamRange>& out, std::set<std::string>& categorical, const std::string& name,
-                  const std::vector<Scalar>& values, bool may_be_log = false) {
-    ParamRange r{INFINITY, -INFINITY, may_be_log, true};
+                  const std::vector<Scalar>& values, bool may_be_log = false, bool is_list = false) {
+    ParamRange r{INFINITY, -INFINITY, may_be_log, true, {}};
+    if (is_list) {
+        r.list = values;
+        std::stable_sort(r.list.begin(), r.list.end(),
+                         [](const Scalar& a, const Scalar& b) { return std::strtod(a.json.c_str(), nullptr) < std::strtod(b.json.c_str(), nullptr); });
+    }
     for (auto& v : values) {
         char* end = nullptr;
         double d = std::strtod(v.json.c_str(), &end);
@@ -55,18 +70,18 @@ void collect(const std::vector<Axis>& axes, std::map<std::string, ParamRange>& o
         switch (a.kind) {
         case AxisKind::range: {
             bool all_int = a.args[0].is_int && a.args[1].is_int && a.args[2].is_int;
-            widen(out, a.param, {a.args[0].value(), a.args[1].value() - (all_int ? (a.args[2].value() > 0 ? 1 : -1) : 0), false, all_int});
+            widen(out, a.param, {a.args[0].value(), a.args[1].value() - (all_int ? (a.args[2].value() > 0 ? 1 : -1) : 0), false, all_int, {}});
             break;
         }
-        case AxisKind::linspace: widen(out, a.param, {a.args[0].value(), a.args[1].value(), false, false}); break;
+        case AxisKind::linspace: widen(out, a.param, {a.args[0].value(), a.args[1].value(), false, false, {}}); break;
         case AxisKind::logspace:
-        case AxisKind::loguniform: widen(out, a.param, {a.args[0].value(), a.args[1].value(), true, false}); break;
-        case AxisKind::uniform: widen(out, a.param, {a.args[0].value(), a.args[1].value(), false, false}); break;
-        case AxisKind::int_: widen(out, a.param, {a.args[0].value(), a.args[1].value(), false, true}); break;
+        case AxisKind::loguniform: widen(out, a.param, {a.args[0].value(), a.args[1].value(), true, false, {}}); break;
+        case AxisKind::uniform: widen(out, a.param, {a.args[0].value(), a.args[1].value(), false, false, {}}); break;
+        case AxisKind::int_: widen(out, a.param, {a.args[0].value(), a.args[1].value(), false, true, {}}); break;
         case AxisKind::normal:
-            widen(out, a.param, {a.args[0].value() - 3 * a.args[1].value(), a.args[0].value() + 3 * a.args[1].value(), false, false});
+            widen(out, a.param, {a.args[0].value() - 3 * a.args[1].value(), a.args[0].value() + 3 * a.args[1].value(), false, false, {}});
             break;
-        case AxisKind::values: widen_values(out, categorical, a.param, a.values); break;
+        case AxisKind::values: widen_values(out, categorical, a.param, a.values, false, true); break;
         case AxisKind::union_:
             // A union member's numbers widen like any other: a fixed number is one point
             // of its parameter's span.
@@ -76,16 +91,26 @@ void collect(const std::vector<Axis>& axes, std::map<std::string, ParamRange>& o
             }
             break;
         case AxisKind::zip:
-            for (std::size_t c = 0; c < a.zip_names.size(); ++c) widen_values(out, categorical, a.zip_names[c], a.zip_columns[c]);
+            for (std::size_t c = 0; c < a.zip_names.size(); ++c) widen_values(out, categorical, a.zip_names[c], a.zip_columns[c], false, true);
             break;
         case AxisKind::repeat: break;
         }
     }
 }
 
+// A metric by name; a dotted name (val.loss) also reaches into nested objects, as
+// aihpc-collect flattens them.
+const JsonValue* find_metric(const JsonValue& metrics, const std::string& name) {
+    if (const JsonValue* v = metrics.find(name)) return v;
+    for (auto dot = name.find('.'); dot != std::string::npos; dot = name.find('.', dot + 1))
+        if (const JsonValue* inner = metrics.find(name.substr(0, dot)); inner && inner->is_object())
+            if (const JsonValue* v = find_metric(*inner, name.substr(dot + 1))) return v;
+    return nullptr;
+}
+
 std::optional<double> metric_of(const JsonValue& result, const std::string& name) {
     const JsonValue* metrics = result.find("metrics");
-    const JsonValue* v = metrics ? metrics->find(name) : nullptr;
+    const JsonValue* v = metrics ? find_metric(*metrics, name) : nullptr;
     if (!v || !v->is_number() || v->is_non_finite()) return std::nullopt;
     double d = v->as_double(name);
     return std::isfinite(d) ? std::optional<double>(d) : std::nullopt;
@@ -102,9 +127,14 @@ std::map<std::string, ParamRange> param_ranges(const SweepSpec& spec) {
     return out;
 }
 
-std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& metric, bool maximize, std::size_t top) {
-    std::vector<RankedTask> all;
+std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& metric, bool maximize, std::size_t top, Aggregate how) {
     TaskIndex index(sweep.path);
+    bool replicates = has_repeat_axis(sweep.spec);
+    struct Configuration {
+        TaskRecord first;
+        std::vector<double> values;
+    };
+    std::map<std::string, Configuration> configurations;
     std::string dir = results_dir(sweep, sweep.spec.final_phase());
     std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
     if (!d) throw_errno("cannot read " + dir);
@@ -115,17 +145,31 @@ std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& met
         if (!i || *i >= index.size()) continue;
         std::optional<double> m;
         try {
-            JsonValue r = parse_json_value(read_file(dir + "/" + std::string(name)), JsonReadOptions{true});
-            const JsonValue* code = r.find("exit_code");
-            if (code && code->is_integer() && code->text() == "0") m = metric_of(r, metric);
+            auto text = read_file(dir + "/" + std::string(name));
+            // The verdict every command gives a result file: only a task that succeeded
+            // is ranked, never a failed, unreadable or misplaced one.
+            if (judge_result(text, *i).verdict != Verdict::done) continue;
+            JsonValue r = parse_json_value(text, JsonReadOptions{true});
+            m = metric_of(r, metric);
         } catch (const Error&) {
             continue;  // not a whole result
         }
-        if (m) all.push_back({index.task(*i), *m});
+        if (!m) continue;
+        TaskRecord task = index.task(*i);
+        auto& c = configurations[configuration_key(task.params, replicates)];
+        if (c.values.empty() || task.index < c.first.index) c.first = task;
+        c.values.push_back(*m);
     }
-    if (all.empty()) throw Error("no finished task of " + sweep.path + " reports the metric '" + metric + "'");
+    if (configurations.empty()) throw Error("no finished task of " + sweep.path + " reports the metric '" + metric + "'");
+    auto better = [maximize](double a, double b) { return maximize ? a > b : a < b; };
+    std::vector<RankedTask> all;
+    for (auto& [key, c] : configurations) {
+        double value = how != Aggregate::none ? aggregate_of(c.values, how)
+                                              : *std::min_element(c.values.begin(), c.values.end(), better);
+        all.push_back({std::move(c.first), value, c.values.size()});
+    }
     std::sort(all.begin(), all.end(), [&](const RankedTask& a, const RankedTask& b) {
-        if (a.metric != b.metric) return maximize ? a.metric > b.metric : a.metric < b.metric;
+        if (a.metric != b.metric) return better(a.metric, b.metric);
         return a.task.index < b.task.index;
     });
     if (all.size() > top) all.resize(top);
@@ -164,6 +208,23 @@ SweepSpec refine_spec(const SweepSpec& spec, const std::vector<TaskRecord>& best
             Axis a;
             a.param = name;
             a.path = u.path;
+            if (!pr.list.empty()) {
+                // A list stays a list: the best value and its neighbours, as many on each
+                // side as the shrunk share of the list (at least one).
+                auto at = std::find(pr.list.begin(), pr.list.end(), value);
+                if (at == pr.list.end()) {
+                    b.fixed.emplace_back(name, value);
+                    continue;
+                }
+                auto pos = static_cast<std::size_t>(at - pr.list.begin());
+                auto radius = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(static_cast<double>(pr.list.size() - 1) * shrink / 2)));
+                std::size_t from = pos >= radius ? pos - radius : 0, to = std::min(pr.list.size() - 1, pos + radius);
+                a.kind = AxisKind::values;
+                a.values.assign(pr.list.begin() + static_cast<long>(from), pr.list.begin() + static_cast<long>(to) + 1);
+                if (a.values.size() < 2) b.fixed.emplace_back(name, value);
+                else b.axes.push_back(std::move(a));
+                continue;
+            }
             double lo, hi;
             if (pr.log && !pr.integer && v > 0 && pr.lo > 0) {
                 double f = std::pow(pr.hi / pr.lo, shrink / 2);

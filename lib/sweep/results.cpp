@@ -2,10 +2,14 @@
 
 #include <dirent.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cctype>
+#include <cstring>
 #include <memory>
 
 #include "common/error.hpp"
+#include "common/json.hpp"
 #include "common/text.hpp"
 #include "sweep/runner.hpp"
 
@@ -71,6 +75,231 @@ std::optional<long> result_exit_code(std::string_view text) {
 
 namespace {
 
+// A strict pass over a whole JSON document that builds nothing: it checks the syntax
+// (RFC 8259, plus the bare NaN, Infinity and -Infinity of older results) and keeps the
+// text of the top-level members a verdict needs.
+class ResultSyntax {
+public:
+    explicit ResultSyntax(std::string_view text) : t_(text) {}
+
+    // "" when the document is whole; else what is wrong and where.
+    std::string check() {
+        space();
+        if (!peek('{')) return "is not a JSON object";
+        if (!value(0)) return error_ + " at byte " + std::to_string(at_);
+        space();
+        if (at_ != t_.size()) return "has text after the JSON object at byte " + std::to_string(at_);
+        return "";
+    }
+    std::optional<std::string_view> index, exit_code;
+    bool index_integer = false, exit_code_integer = false;
+    // The first top-level member whose value has a type no reader of results takes.
+    std::string bad_member;
+
+private:
+    bool peek(char c) const { return at_ < t_.size() && t_[at_] == c; }
+    void space() {
+        while (at_ < t_.size() && (t_[at_] == ' ' || t_[at_] == '\t' || t_[at_] == '\n' || t_[at_] == '\r')) ++at_;
+    }
+    bool fail(const char* what) {
+        error_ = what;
+        return false;
+    }
+    bool string(std::string_view* out) {
+        std::size_t start = ++at_;
+        while (at_ < t_.size()) {
+            unsigned char c = static_cast<unsigned char>(t_[at_]);
+            if (c == '"') {
+                if (out) *out = t_.substr(start, at_ - start);
+                ++at_;
+                return true;
+            }
+            if (c < 0x20) return fail("a control character in a string");
+            if (c == '\\') {
+                if (++at_ >= t_.size()) break;
+                char e = t_[at_];
+                if (e == 'u') {
+                    for (int k = 0; k < 4; ++k)
+                        if (++at_ >= t_.size() || !std::isxdigit(static_cast<unsigned char>(t_[at_]))) return fail("a bad \\u escape");
+                } else if (!std::strchr("\"\\/bfnrt", e) || e == 0) {
+                    return fail("a bad escape in a string");
+                }
+            }
+            ++at_;
+        }
+        return fail("an unterminated string");
+    }
+    std::size_t digits() {
+        std::size_t from = at_;
+        while (at_ < t_.size() && t_[at_] >= '0' && t_[at_] <= '9') ++at_;
+        return at_ - from;
+    }
+    bool number(bool& integer) {
+        integer = true;
+        if (peek('-')) ++at_;
+        if (t_.substr(at_, 8) == "Infinity") {
+            at_ += 8;
+            integer = false;
+            return true;
+        }
+        if (peek('0')) ++at_;
+        else if (digits() == 0) return fail("a malformed number");
+        if (peek('.')) {
+            ++at_;
+            integer = false;
+            if (digits() == 0) return fail("a malformed number");
+        }
+        if (peek('e') || peek('E')) {
+            ++at_;
+            integer = false;
+            if (peek('+') || peek('-')) ++at_;
+            if (digits() == 0) return fail("a malformed number");
+        }
+        return true;
+    }
+    // The kinds of the top-level members every reader of results reads with a type.
+    void check_member(std::string_view key, char first, bool strings_only) {
+        if (!bad_member.empty()) return;
+        bool number = first == '-' || (first >= '0' && first <= '9');
+        if ((key == "metrics" && first != '{') || (key == "elapsed_s" && !number) ||
+            ((key == "stderr_tail" || key == "non_finite") && (first != '[' || !strings_only)))
+            bad_member = std::string(key);
+    }
+    bool value(int depth, std::string_view* text = nullptr, bool* integer = nullptr, bool* strings_only = nullptr) {
+        if (depth > 256) return fail("nesting too deep");
+        space();
+        if (at_ >= t_.size()) return fail("a truncated document");
+        char c = t_[at_];
+        if (c == '{' || c == '[') {
+            char close = c == '{' ? '}' : ']';
+            ++at_;
+            space();
+            if (peek(close)) {
+                ++at_;
+                return true;
+            }
+            // Two members of one name are an error to the strict readers of results too.
+            std::vector<std::string_view> keys;
+            for (;;) {
+                space();
+                if (c == '{') {
+                    std::string_view key;
+                    if (!peek('"')) return fail(at_ >= t_.size() ? "a truncated document" : "a member name that is not a string");
+                    if (!string(&key)) return false;
+                    if (std::find(keys.begin(), keys.end(), key) != keys.end()) return fail("a duplicate member name");
+                    keys.push_back(key);
+                    space();
+                    if (!peek(':')) return fail(at_ >= t_.size() ? "a truncated document" : "a missing ':'");
+                    ++at_;
+                    space();
+                    std::string_view member;
+                    bool member_integer = false, member_strings = true;
+                    char first = at_ < t_.size() ? t_[at_] : 0;
+                    bool top = depth == 0;
+                    if (!value(depth + 1, top ? &member : nullptr, top ? &member_integer : nullptr, top ? &member_strings : nullptr))
+                        return false;
+                    if (top) check_member(key, first, member_strings);
+                    if (top && key == "index") index = member, index_integer = member_integer;
+                    if (top && key == "exit_code") exit_code = member, exit_code_integer = member_integer;
+                } else {
+                    space();
+                    if (strings_only && !peek('"')) *strings_only = false;
+                    if (!value(depth + 1)) return false;
+                }
+                space();
+                if (peek(close)) {
+                    ++at_;
+                    return true;
+                }
+                if (!peek(',')) return fail(at_ >= t_.size() ? "a truncated document" : "a missing ',' or closing bracket");
+                ++at_;
+                space();
+                if (peek(close)) return fail("a trailing comma");
+            }
+        }
+        std::size_t start = at_;
+        bool is_integer = false;
+        if (c == '"') {
+            if (!string(nullptr)) return false;
+        } else if (c == '-' || (c >= '0' && c <= '9') || c == 'I') {
+            if (!number(is_integer)) return false;
+        } else if (t_.substr(at_, 4) == "true" || t_.substr(at_, 4) == "null") {
+            at_ += 4;
+        } else if (t_.substr(at_, 5) == "false") {
+            at_ += 5;
+        } else if (t_.substr(at_, 3) == "NaN") {
+            at_ += 3;
+        } else {
+            return fail("an unexpected character");
+        }
+        if (text) *text = t_.substr(start, at_ - start);
+        if (integer) *integer = is_integer;
+        return true;
+    }
+
+    std::string_view t_;
+    std::size_t at_ = 0;
+    std::string error_;
+};
+
+}  // namespace
+
+ResultVerdict judge_result(std::string_view text, std::uint64_t index) {
+    ResultVerdict v;
+    ResultSyntax doc(text);
+    v.problem = doc.check();
+    if (!v.problem.empty()) return v;
+    if (!doc.bad_member.empty()) {
+        v.problem = "has a member '" + doc.bad_member + "' of the wrong type";
+        return v;
+    }
+    if (doc.index) {
+        std::uint64_t said = 0;
+        auto r = std::from_chars(doc.index->data(), doc.index->data() + doc.index->size(), said);
+        bool ok = doc.index_integer && r.ec == std::errc() && r.ptr == doc.index->data() + doc.index->size();
+        if (!ok) {
+            v.problem = "has an index that is not a task index";
+            return v;
+        }
+        // A result copied or renamed by hand: taking it would give task `index` the
+        // parameters and metrics of another task.
+        if (said != index) {
+            v.problem = "holds the result of task " + std::to_string(said) + ", not of task " + std::to_string(index);
+            return v;
+        }
+    }
+    long code = 0;
+    if (doc.exit_code) {
+        auto r = std::from_chars(doc.exit_code->data(), doc.exit_code->data() + doc.exit_code->size(), code);
+        if (!doc.exit_code_integer || r.ec != std::errc() || r.ptr != doc.exit_code->data() + doc.exit_code->size()) {
+            v.problem = "has an exit_code that is not an integer";
+            return v;
+        }
+    } else {
+        v.problem = "has no exit_code";
+        return v;
+    }
+    v.exit_code = code;
+    v.verdict = code == 0 ? Verdict::done : Verdict::failed;
+    return v;
+}
+
+std::string unreadable_warnings(const std::string& tool, std::vector<UnreadableResult> unreadable) {
+    constexpr std::size_t kShown = 5;
+    // Directory order is no order: the same files give the same lines.
+    std::sort(unreadable.begin(), unreadable.end(), [](const UnreadableResult& a, const UnreadableResult& b) { return a.path < b.path; });
+    std::string out;
+    for (std::size_t k = 0; k < unreadable.size() && k < kShown; ++k)
+        out += tool + ": warning: " + unreadable[k].path + " " + unreadable[k].problem + "; its task counts as missing\n";
+    if (unreadable.size() > kShown)
+        out += tool + ": warning: " + std::to_string(unreadable.size() - kShown) + " more result files could not be read; their tasks count as missing\n";
+    if (!unreadable.empty())
+        out += tool + ": 'aihpc-sweep resubmit SWEEP --missing' runs their tasks again and keeps these files aside as .prev\n";
+    return out;
+}
+
+namespace {
+
 // Visits every <index>.json directly in `dir`.
 template <typename Fn>
 void each_result(const std::string& dir, Fn fn) {
@@ -99,13 +328,62 @@ ResultScan scan_results(const SweepDir& sweep) {
             } catch (const Error&) {
                 return;
             }
-            auto code = result_exit_code(text);
-            if (code && *code != 0) scan.failed.insert(index);
-            else if (code && last) scan.done.insert(index);
+            auto v = judge_result(text, index);
+            if (v.verdict == Verdict::failed) scan.failed.insert(index);
+            else if (v.verdict == Verdict::done && last) scan.done.insert(index);
+            else if (v.verdict == Verdict::unreadable) scan.unreadable.push_back({path, v.problem});
         });
     }
     for (auto i : scan.failed) scan.done.erase(i);
     return scan;
+}
+
+Aggregate parse_aggregate(const std::string& text) {
+    if (text == "mean") return Aggregate::mean;
+    if (text == "median") return Aggregate::median;
+    throw Error("--aggregate must be mean or median, not '" + text + "'");
+}
+
+double aggregate_of(std::vector<double> values, Aggregate how) {
+    switch (how) {
+    case Aggregate::none: return values.front();
+    case Aggregate::mean: {
+        double sum = 0;
+        for (double v : values) sum += v;
+        return sum / static_cast<double>(values.size());
+    }
+    case Aggregate::median: {
+        std::sort(values.begin(), values.end());
+        std::size_t n = values.size();
+        return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+    }
+    }
+    return values.front();
+}
+
+namespace {
+
+bool any_repeat(const std::vector<Axis>& axes) {
+    for (const auto& a : axes) {
+        if (a.kind == AxisKind::repeat) return true;
+        if (a.kind == AxisKind::union_)
+            for (const auto& b : a.branches)
+                if (any_repeat(b.axes)) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+bool has_repeat_axis(const SweepSpec& spec) { return any_repeat(spec.axes); }
+
+std::string configuration_key(const Assignment& params, bool replicates) {
+    std::string key;
+    for (const auto& [name, value] : params) {
+        if (replicates && name == "repeat") continue;
+        key += json_quote(name) + ":" + value.json + ",";
+    }
+    return key;
 }
 
 std::set<std::uint64_t> parse_index_list(const std::string& text) {

@@ -61,6 +61,8 @@ std::string rounds_json(const RoundsRecord& r) {
     const auto& p = r.plan;
     std::string out = "{\"rounds\":" + std::to_string(p.rounds) + ",\"metric\":" + json_quote(p.metric) + ",\"direction\":\"" +
                       (p.maximize ? "max" : "min") + "\",\"top\":" + std::to_string(p.top) + ",\"shrink\":" + format_double(p.shrink) +
+                      ",\"aggregate\":" +
+                      (p.aggregate == Aggregate::mean ? "\"mean\"" : p.aggregate == Aggregate::median ? "\"median\"" : "null") +
                       ",\"trials\":" + (p.trials ? std::to_string(*p.trials) : std::string("null")) +
                       ",\"throttle\":" + std::to_string(p.throttle) + ",\"max_array_size\":" + std::to_string(p.max_array_size) +
                       ",\"pack\":" + std::to_string(p.pack) + ",\"sbatch\":" + json_string_array(p.sbatch) + ",\"tool\":" + json_quote(p.tool) +
@@ -110,6 +112,8 @@ RoundsRecord parse_rounds_json(const std::string& text) {
     p.maximize = get_text(doc.get(), "direction") == "max";
     p.top = get_uint(doc.get(), "top", 1);
     if (auto* v = json_member(doc.get(), "shrink")) p.shrink = json_object_get_double(v);
+    // Absent in the rounds.json of older loops: each configuration by its best replicate.
+    if (auto* v = json_member(doc.get(), "aggregate"); v && json_object_is_type(v, json_type_string)) p.aggregate = parse_aggregate(json_object_get_string(v));
     if (auto* v = json_member(doc.get(), "trials"); v && json_object_is_type(v, json_type_int)) p.trials = get_uint(doc.get(), "trials");
     p.throttle = get_uint(doc.get(), "throttle");
     p.max_array_size = get_uint(doc.get(), "max_array_size", 1001);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sweep/submit_plan.hpp"
+#include "sweep/results.hpp"
 
 namespace aihpc::sweep {
 
@@ -20,6 +21,7 @@ struct RoundsPlan {
     bool maximize = false;
     std::uint64_t top = 1;
     double shrink = 0.5;
+    Aggregate aggregate = Aggregate::none;  // how a configuration's replicates rank it
     std::optional<std::uint64_t> trials;  // default: the first round's task count
     std::uint64_t throttle = 0, max_array_size = 1001, pack = 1;
     std::vector<std::string> sbatch;      // for every round's arrays

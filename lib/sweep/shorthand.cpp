@@ -1,5 +1,6 @@
 #include "sweep/shorthand.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -103,27 +104,91 @@ std::string number_text(const std::string& token, const std::string& term) {
     return v;
 }
 
-std::string values_array(const std::string& list, const std::string& term) {
-    std::string out = "[";
+bool is_quoted(const std::string& token) {
+    return token.size() >= 2 && (token.front() == '\'' || token.front() == '"') && token.back() == token.front();
+}
+
+// The values of a list as JSON texts. A list is of one type: when any value is text,
+// every value is, each kept as written (ver=1.10,1.9,latest keeps "1.10", which as a
+// number would be 1.1). The same value twice would run the same tasks twice.
+// Whether a number's text says more than the number does: a trailing zero of a fraction
+// (1.10) or a leading zero (007), which only a string would keep.
+bool text_beyond_number(const std::string& token, const std::string& json) {
+    if (json.empty() || json[0] == '"' || json == "true" || json == "false") return false;
+    std::string digits = token[0] == '-' || token[0] == '+' ? token.substr(1) : token;
+    bool leading_zero = digits.size() > 1 && digits[0] == '0' && digits[1] != '.';
+    bool trailing_zero = digits.find('.') != std::string::npos && digits.find_first_of("eE") == std::string::npos &&
+                         digits.back() == '0' && digits.size() - digits.find('.') > 2;
+    return leading_zero || trailing_zero;
+}
+
+std::vector<std::string> value_list(const std::string& list, const std::string& term, std::vector<std::string>* notes) {
     auto items = split_top(list, ',');
-    for (std::size_t i = 0; i < items.size(); ++i) {
-        if (items[i].empty()) fail(term, "has an empty value");
-        check_plain_value(items[i], term);
-        if (i) out += ',';
-        out += shorthand_value(items[i]);
+    std::vector<std::string> out;
+    bool text = false;
+    for (auto& item : items) {
+        if (item.empty()) fail(term, "has an empty value");
+        check_plain_value(item, term);
+        out.push_back(shorthand_value(item));
+        text = text || out.back()[0] == '"';
     }
+    if (text)
+        for (std::size_t i = 0; i < items.size(); ++i)
+            if (!is_quoted(items[i])) out[i] = json_quote(items[i]);
+    if (notes && !text)
+        for (std::size_t i = 0; i < items.size(); ++i)
+            if (text_beyond_number(items[i], out[i]))
+                notes->push_back("parameter '" + term + "': " + items[i] + " is read as the number " + out[i] + "; quote it ('" +
+                                 items[i] + "') to keep the text");
+    for (std::size_t i = 0; i < out.size(); ++i)
+        for (std::size_t j = 0; j < i; ++j)
+            if (out[i] == out[j])
+                fail(term, "the value " + items[i] + (items[i] == items[j] ? std::string() : " (the same as " + items[j] + ")") +
+                               " is given twice; each value makes its own tasks");
+    return out;
+}
+
+std::string values_array(const std::vector<std::string>& values) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < values.size(); ++i) out += (i ? "," : "") + values[i];
     return out + "]";
 }
 
+// A list in brackets, [a,b], is the list a,b (as in a zip column, Hydra and JSON).
+std::string unbracket(const std::string& rhs, const std::string& term) {
+    if (rhs.size() < 2 || rhs.front() != '[' || rhs.back() != ']') return rhs;
+    int depth = 0;
+    char quote = 0;
+    for (std::size_t i = 0; i < rhs.size(); ++i) {
+        char c = rhs[i];
+        if (quote) {
+            if (c == quote) quote = 0;
+        } else if (c == '\'' || c == '"') {
+            quote = c;
+        } else if (c == '(' || c == '[') {
+            ++depth;
+        } else if ((c == ')' || c == ']') && --depth == 0 && i + 1 != rhs.size()) {
+            return rhs;  // [a],[b]: not one list in brackets
+        }
+    }
+    auto inner = rhs.substr(1, rhs.size() - 2);
+    if (inner.empty()) fail(term, "has no values ([] is empty)");
+    return inner;
+}
+
 struct Term {
+    std::string raw;         // as given, for messages
     std::string axis_json;   // the axis object
+    std::string name;        // the parameter it gives (not for zip)
     std::string param;       // for values axes: a possible condition key
     std::vector<std::string> values;  // JSON texts, for values axes
-    std::string cond_key, cond_value;  // after @
+    std::string cond_key, cond_value;  // after @ (the value as JSON text)
+    std::string cond_raw;              // the value as given
 };
 
-Term parse_term(const std::string& raw) {
+Term parse_term(const std::string& raw, std::vector<std::string>* notes) {
     Term t;
+    t.raw = raw;
     std::string body = raw;
     auto at = find_top(raw, '@');
     if (at != std::string::npos) {
@@ -133,7 +198,8 @@ Term parse_term(const std::string& raw) {
         if (eq == std::string::npos || eq == 0 || eq + 1 == cond.size()) fail(raw, "the condition after @ must be NAME=VALUE");
         t.cond_key = cond.substr(0, eq);
         check_plain_value(cond.substr(eq + 1), raw);
-        t.cond_value = shorthand_value(cond.substr(eq + 1));
+        t.cond_raw = cond.substr(eq + 1);
+        t.cond_value = shorthand_value(t.cond_raw);
     }
     if (body.rfind("zip(", 0) == 0) {
         if (body.back() != ')') fail(raw, "zip(...) is not closed");
@@ -145,7 +211,15 @@ Term parse_term(const std::string& raw) {
             auto list = cols[i].substr(eq + 1);
             if (list.size() < 2 || list.front() != '[' || list.back() != ']') fail(raw, "each zip column must be NAME=[v,...]");
             if (i) out += ',';
-            out += json_quote(cols[i].substr(0, eq)) + ":" + values_array(list.substr(1, list.size() - 2), raw);
+            auto column = split_top(list.substr(1, list.size() - 2), ',');
+            for (auto& v : column) {
+                if (v.empty()) fail(raw, "has an empty value");
+                check_plain_value(v, raw);
+            }
+            // A zip column may repeat a value: it is paired with different ones.
+            std::string cells = "[";
+            for (std::size_t k = 0; k < column.size(); ++k) cells += (k ? "," : "") + shorthand_value(column[k]);
+            out += json_quote(cols[i].substr(0, eq)) + ":" + cells + "]";
         }
         t.axis_json = out + "}}";
         return t;
@@ -153,6 +227,7 @@ Term parse_term(const std::string& raw) {
     auto eq = body.find('=');
     if (eq == std::string::npos || eq == 0) fail(raw, "must be NAME=VALUES, NAME=FUNC(...) or zip(...)");
     t.param = body.substr(0, eq);
+    t.name = t.param;
     auto rhs = body.substr(eq + 1);
     if (rhs.empty()) fail(raw, "has no values");
     for (const char* f : kFunctions) {
@@ -178,12 +253,8 @@ Term parse_term(const std::string& raw) {
         t.param.clear();  // only a values axis may be a condition key
         return t;
     }
-    for (auto& v : split_top(rhs, ',')) {
-        if (v.empty()) fail(raw, "has an empty value");
-        check_plain_value(v, raw);
-        t.values.push_back(shorthand_value(v));
-    }
-    t.axis_json = "{\"param\":" + json_quote(t.param) + ",\"values\":" + values_array(rhs, raw) + "}";
+    t.values = value_list(unbracket(rhs, raw), raw, notes);
+    t.axis_json = "{\"param\":" + json_quote(t.param) + ",\"values\":" + values_array(t.values) + "}";
     return t;
 }
 
@@ -192,7 +263,9 @@ Term parse_term(const std::string& raw) {
 std::string shorthand_value(const std::string& token) {
     if (token.size() >= 2 && (token.front() == '\'' || token.front() == '"') && token.back() == token.front())
         return json_quote(token.substr(1, token.size() - 2));
-    if (token == "true" || token == "false") return token;
+    // Booleans as JSON and YAML 1.2 write them.
+    if (token == "true" || token == "True" || token == "TRUE") return "true";
+    if (token == "false" || token == "False" || token == "FALSE") return "false";
     const char* b = token.data();
     const char* e = b + token.size();
     std::int64_t i = 0;
@@ -220,31 +293,46 @@ std::string exclusion_rule(const std::string& text) {
     return out + "}";
 }
 
-std::string compile_shorthand(const std::vector<std::string>& raw_terms, const SpecOverrides& o) {
+std::string compile_shorthand(const std::vector<std::string>& raw_terms, const SpecOverrides& o, std::vector<std::string>* notes) {
     if (raw_terms.empty()) throw Error("no parameters given: name a spec file or give NAME=VALUES terms");
     std::vector<Term> terms;
-    for (auto& r : raw_terms) terms.push_back(parse_term(r));
+    for (auto& r : raw_terms) terms.push_back(parse_term(r, notes));
+    // A condition key is checked like an --exclude key: it must be a parameter that a
+    // list of values gives, or a typo (@optim= for @opt=) would silently add a parameter
+    // and give the conditional one to every task.
+    for (auto& t : terms) {
+        if (t.cond_key.empty()) continue;
+        bool listed = false, named = false;
+        std::string names;
+        for (auto& u : terms) {
+            if (!u.cond_key.empty() || u.name.empty()) continue;
+            listed = listed || u.param == t.cond_key;
+            named = named || u.name == t.cond_key;
+            names += (names.empty() ? "" : ", ") + u.name;
+        }
+        if (listed) continue;
+        if (named) fail(t.raw, "the condition key '" + t.cond_key + "' must be a parameter given by a list of values (as " + t.cond_key + "=a,b), not by a function");
+        fail(t.raw, "the condition key '" + t.cond_key + "' is not a parameter" + (names.empty() ? std::string() : " (parameters: " + names + ")") +
+                        "; declare it first, as " + t.cond_key + "=" + t.cond_raw + ",...");
+    }
 
     // Conditional terms gather into one union per condition key, placed where that key's
-    // own values axis stands, or else where the first term conditioned on it stands.
+    // own values axis stands: one member per value, in the order the values are listed.
     std::vector<std::string> axes;
-    std::vector<std::string> done_keys;
     auto is_key = [&](const std::string& name) {
         for (auto& t : terms)
             if (t.cond_key == name) return true;
         return false;
     };
-    auto make_union = [&](const std::string& key, const std::vector<std::string>* declared) {
-        std::vector<std::string> order;
-        if (declared) order = *declared;
+    auto make_union = [&](const std::string& key, const std::vector<std::string>& order) {
         for (auto& t : terms) {
             if (t.cond_key != key) continue;
-            bool seen = false;
-            for (auto& v : order) seen = seen || v == t.cond_value;
-            if (!seen) {
-                if (declared) throw Error("parameter '" + key + "' has no value " + t.cond_value + " for the condition @" + key + "=" + t.cond_value);
-                order.push_back(t.cond_value);
-            }
+            // A list of text keeps its numbers as written: so does its condition.
+            if (std::find(order.begin(), order.end(), t.cond_value) == order.end() &&
+                std::find(order.begin(), order.end(), json_quote(t.cond_raw)) != order.end())
+                t.cond_value = json_quote(t.cond_raw);
+            if (std::find(order.begin(), order.end(), t.cond_value) == order.end())
+                throw Error("parameter '" + key + "' has no value " + t.cond_value + " for the condition @" + key + "=" + t.cond_value);
         }
         std::string out = "{\"union\":[";
         for (std::size_t i = 0; i < order.size(); ++i) {
@@ -262,23 +350,9 @@ std::string compile_shorthand(const std::vector<std::string>& raw_terms, const S
         return out + "]}";
     };
     for (auto& t : terms) {
-        if (!t.cond_key.empty()) {
-            bool declared = false;
-            for (auto& u : terms) declared = declared || (u.cond_key.empty() && u.param == t.cond_key);
-            bool done = false;
-            for (auto& k : done_keys) done = done || k == t.cond_key;
-            if (!declared && !done) {
-                axes.push_back(make_union(t.cond_key, nullptr));
-                done_keys.push_back(t.cond_key);
-            }
-            continue;
-        }
-        if (!t.param.empty() && is_key(t.param)) {
-            axes.push_back(make_union(t.param, &t.values));
-            done_keys.push_back(t.param);
-            continue;
-        }
-        axes.push_back(t.axis_json);
+        if (!t.cond_key.empty()) continue;  // in its key's union
+        if (!t.param.empty() && is_key(t.param)) axes.push_back(make_union(t.param, t.values));
+        else axes.push_back(t.axis_json);
     }
     if (o.repeat) axes.push_back("{\"repeat\":" + std::to_string(*o.repeat) + "}");
 

@@ -24,13 +24,18 @@ struct SpecOverrides {
 };
 
 // Compiles shorthand terms (and the overrides) into a JSON spec document.
-std::string compile_shorthand(const std::vector<std::string>& terms, const SpecOverrides& overrides);
+// `notes`, when given, gets a line for each number whose text says more than the number
+// (ver=1.10 is 1.1, id=007 is 7), which a quoted value would keep.
+std::string compile_shorthand(const std::vector<std::string>& terms, const SpecOverrides& overrides,
+                              std::vector<std::string>* notes = nullptr);
 
 // Applies the overrides to a JSON spec document, returning the new document.
 std::string apply_overrides(const std::string& json_text, const SpecOverrides& overrides);
 
-// A shorthand value as JSON text: integers and numbers (shortest round-trip), true and
-// false, quoted strings, and anything else as a string.
+// A shorthand value as JSON text: integers and numbers (shortest round-trip), booleans
+// as JSON and YAML write them (true, True, TRUE, false, ...), quoted strings, and
+// anything else as a string. In a list, [a,b] is a,b; a list with any text value is all
+// text, each value as written; the same value twice is an error.
 std::string shorthand_value(const std::string& token);
 
 // "opt=sgd,bs=96" as a JSON object.

@@ -1,11 +1,14 @@
 #include "sweep/spec.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "common/error.hpp"
 #include "common/json.hpp"
+#include "common/text.hpp"
 #include "sweep/command.hpp"
 
 namespace aihpc::sweep {
@@ -380,6 +383,72 @@ void check_template(const std::vector<std::string>& words, const std::vector<std
 
 }  // namespace
 
+namespace {
+
+void check_values(const std::vector<Axis>& axes) {
+    for (const auto& axis : axes) {
+        if (axis.kind == AxisKind::union_)
+            for (const auto& b : axis.branches) check_values(b.axes);
+        if (axis.kind != AxisKind::values) continue;
+        // Each value makes its own tasks: the same one twice runs them twice. (1 and 1.0
+        // differ: an integer and a float.) A sorted copy keeps long lists fast.
+        auto bpath = member_path(axis.path, "values");
+        std::vector<std::pair<std::string_view, std::size_t>> sorted;
+        for (std::size_t i = 0; i < axis.values.size(); ++i) sorted.emplace_back(axis.values[i].json, i);
+        std::sort(sorted.begin(), sorted.end());
+        for (std::size_t i = 1; i < sorted.size(); ++i)
+            if (sorted[i].first == sorted[i - 1].first) {
+                auto [a, b] = std::minmax(sorted[i - 1].second, sorted[i].second);
+                fail(index_path(bpath, b), "is " + axis.values[b].json + " again (as " + index_path(bpath, a) + "): each value makes its own tasks");
+            }
+    }
+}
+
+void check_closed(const std::vector<std::string>& words, const std::string& path) {
+    if (auto open = unclosed_reference(words))
+        fail(path, "'" + *open + "' is not closed: write " + *open + "} to substitute the parameter (or {{ for a literal brace)");
+}
+
+}  // namespace
+
+void check_spec_to_expand(const SweepSpec& spec) {
+    auto names = parameter_names(spec);
+    std::map<std::string, std::string> variables;
+    for (const auto& n : names) {
+        // It would read as an option in --NAME=VALUE arguments and on the command line.
+        if (!n.empty() && n[0] == '-') fail("axes", "parameter name '" + n + "' must not start with '-' (it would read as an option)");
+        // A task sees each parameter as AIHPC_PARAM_NAME too: two names that give the same
+        // variable (model.depth and model_depth, lr and LR) would lose one of them there.
+        auto [it, fresh] = variables.emplace(env_name_part(n), n);
+        if (!fresh)
+            fail("axes", "parameters '" + it->second + "' and '" + n + "' both become the variable AIHPC_PARAM_" + it->first +
+                             " in a task's environment; rename one of them");
+    }
+    check_values(spec.axes);
+    check_closed(spec.command, "command");
+    for (std::size_t i = 0; i < spec.phases.size(); ++i)
+        if (spec.phases[i].command_given) check_closed(spec.phases[i].command, member_path(index_path("phases", i), "command"));
+}
+
+namespace {
+
+void collect_counts(const std::vector<Axis>& axes, std::vector<std::string>& out) {
+    for (const auto& a : axes) {
+        if (a.kind == AxisKind::union_)
+            for (const auto& b : a.branches) collect_counts(b.axes, out);
+        else if (a.count && std::find(out.begin(), out.end(), a.param) == out.end())
+            out.push_back(a.param);
+    }
+}
+
+}  // namespace
+
+std::vector<std::string> counts_unused(const SweepSpec& spec) {
+    std::vector<std::string> out;
+    if (spec.method == Method::random) collect_counts(spec.axes, out);
+    return out;
+}
+
 std::vector<std::string> parameter_names(const SweepSpec& spec) {
     std::vector<std::string> out;
     collect_names(spec.axes, out);
@@ -426,6 +495,7 @@ SweepSpec parse_spec(std::string_view json_text) {
     if (spec.axes.empty()) fail("axes", "is empty");
     check_names(spec.axes, {});
     auto names = parameter_names(spec);
+
     if (const JsonValue* v = root.find("exclude")) {
         const std::string exclude_path = "exclude";  // named: a reference result must not hang on a temporary argument
         const auto& rules = need_array(*v, exclude_path);
@@ -500,6 +570,17 @@ SweepSpec parse_spec(std::string_view json_text) {
         spec.phases.push_back(Phase{"main", "", {}, {}, {}, false});
     }
     return spec;
+}
+
+void require_commands(const SweepSpec& spec) {
+    for (const auto& phase : spec.phases) {
+        if (!spec.command_of(phase).empty()) continue;
+        if (spec.phases.size() == 1)
+            throw Error("sweep spec: (top level): there is no command to run; give \"command\" in the spec, or the command template "
+                        "after -- (aihpc-sweep expand ... -o SWEEP -- python train.py --lr {lr})");
+        throw Error("sweep spec: phase '" + phase.name + "' has no command; give it a \"command\", or give the spec one (or the words "
+                    "after -- at expand) for the phases without their own");
+    }
 }
 
 // ---- normalized form

@@ -97,9 +97,23 @@ struct SweepSpec {
 // Parses and validates a JSON spec. Errors read "sweep spec: PATH: what is wrong".
 SweepSpec parse_spec(std::string_view json_text);
 
+// What a new sweep must satisfy beyond parse_spec (which also reads the specs of sweeps
+// already written, and so stays as lenient as when they were): no parameter name that
+// starts with '-', no two names that give the same AIHPC_PARAM_ variable, no value twice
+// in a values axis, no "{name" left open in a command. Throws like parse_spec.
+void check_spec_to_expand(const SweepSpec& spec);
+
+// Refuses a spec with a phase that has no command (neither its own nor the spec's): it
+// would expand and submit, then fail in every array task.
+void require_commands(const SweepSpec& spec);
+
 // The normalized spec as canonical JSON (defaults filled in, numbers shortest
 // round-trip, fixed key order). parse_spec(normalize(s)) describes the same tasks.
 std::string normalize(const SweepSpec& spec);
+
+// The parameters of a random sweep whose distribution gives a count (n=), which a random
+// sweep does not use: each trial draws every axis once. Empty for a grid.
+std::vector<std::string> counts_unused(const SweepSpec& spec);
 
 // Every parameter name a task may carry, in spec order (including repeat).
 std::vector<std::string> parameter_names(const SweepSpec& spec);

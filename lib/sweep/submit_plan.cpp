@@ -5,6 +5,7 @@
 #include "common/error.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
+#include "config/user_options.hpp"
 
 namespace aihpc::sweep {
 
@@ -157,18 +158,63 @@ std::vector<std::string> with_host_runner(std::vector<std::string> words) {
     return words;
 }
 
-std::string phase_script(const SweepDir& sweep, const Phase& phase, const SubmitOptions& options) {
+namespace {
+
+std::vector<std::string> option_words(const SweepDir& sweep, const Phase& phase, const SubmitOptions& options) {
     const auto& spec = sweep.spec;
     std::vector<std::string> words = spec.slurm.sbatch;
     words.insert(words.end(), phase.sbatch.begin(), phase.sbatch.end());
     words.insert(words.end(), spec.slurm.aihpc.begin(), spec.slurm.aihpc.end());
     words.insert(words.end(), phase.aihpc.begin(), phase.aihpc.end());
     words.insert(words.end(), options.sbatch_args.begin(), options.sbatch_args.end());
-    words = with_host_runner(std::move(words));
+    return with_host_runner(std::move(words));
+}
+
+}  // namespace
+
+std::vector<std::string> phase_sbatch_words(const SweepDir& sweep, const Phase& phase, const SubmitOptions& options) {
+    std::vector<std::string> words = {"--job-name=" + sweep.spec.name + "." + phase.name, "--output=" + sweep.path + "/logs/%A_%a.out"};
+    auto rest = option_words(sweep, phase, options);
+    words.insert(words.end(), rest.begin(), rest.end());
+    return words;
+}
+
+void check_aihpc_options(const std::vector<std::string>& words, const std::string& where) {
+    config::RawOptions raw;
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        const auto& w = words[i];
+        if (!starts_with(w, "--aihpc-")) continue;
+        auto eq = w.find('=');
+        std::string name = w.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+        const config::OptionSpec* spec = config::find_option(name);
+        if (!spec) {
+            std::vector<std::string> known;
+            for (const auto& o : config::option_table()) known.push_back(std::string("--") + o.name);
+            throw Error(where + ": --" + name + " is not an aihpc option (options: " + join(known, ", ") + ")");
+        }
+        std::string value;
+        if (eq != std::string::npos) {
+            if (!spec->arg_info) throw Error(where + ": --" + name + " takes no value");
+            value = w.substr(eq + 1);
+        } else if (spec->arg_info && !spec->arg_optional) {
+            // sbatch also takes "--aihpc-stage SRC", the value as the next word.
+            if (i + 1 >= words.size()) throw Error(where + ": --" + name + " needs a value (" + spec->arg_info + ")");
+            value = words[++i];
+        }
+        raw[name] = value;
+    }
+    if (raw.empty()) return;
+    try {
+        config::parse_user_options(raw);
+    } catch (const Error& e) {
+        throw Error(where + ": " + e.what());
+    }
+}
+
+std::string phase_script(const SweepDir& sweep, const Phase& phase, const SubmitOptions& options) {
+    const auto& spec = sweep.spec;
     std::string out = "#!/bin/sh\n";
-    out += "#SBATCH --job-name=" + spec.name + "." + phase.name + "\n";
-    out += "#SBATCH --output=" + sweep.path + "/logs/%A_%a.out\n";
-    out += sbatch_lines(words);
+    out += sbatch_lines(phase_sbatch_words(sweep, phase, options));
     out += "# Written by aihpc-sweep " + options.tool_version + " for sweep '" + spec.name + "' (spec " + sweep.spec_hash +
            "), phase '" + phase.name + "'.\n";
     out += "# Arguments: OFFSET COUNT PACK; this element runs global tasks\n";
@@ -178,8 +224,12 @@ std::string phase_script(const SweepDir& sweep, const Phase& phase, const Submit
     return out;
 }
 
-std::string dry_run_line(const ArraySubmission& s) {
+std::string dry_run_line(const ArraySubmission& s, const std::vector<std::string>& script_words) {
     auto words = s.argv("{" + s.after + "}");
+    // After --array and the dependency, before the words of the line itself (which, like
+    // the command line of sbatch, win over the script's).
+    std::size_t at = s.after.empty() ? 3 : 5;
+    words.insert(words.begin() + static_cast<long>(at), script_words.begin(), script_words.end());
     std::string out;
     for (std::size_t i = 0; i < words.size(); ++i) {
         if (i) out += ' ';

@@ -69,11 +69,23 @@ std::string script_path(const SweepDir& sweep, const std::string& phase);
 // aihpc-sweep stays on the host and each task's command runs in the image as a step.
 std::vector<std::string> with_host_runner(std::vector<std::string> words);
 
+// The sbatch options of one phase's script (its #SBATCH lines): the job name and output,
+// the spec's sbatch and aihpc words, the phase's, then the extra words.
+std::vector<std::string> phase_sbatch_words(const SweepDir& sweep, const Phase& phase, const SubmitOptions& options);
+
+// Checks the --aihpc-* words among sbatch words with the plugin's own parser
+// (config::parse_user_options), so that an unknown option or a bad value is refused
+// before anything is queued, not by every array task. Throws aihpc::Error naming the
+// option; `where` says whose words they are ("phase 'train'").
+void check_aihpc_options(const std::vector<std::string>& words, const std::string& where);
+
 // The batch script of one phase; its arguments are OFFSET COUNT PACK.
 std::string phase_script(const SweepDir& sweep, const Phase& phase, const SubmitOptions& options);
 
 // The sbatch line as a shell would read it, with {LABEL} for job ids not known yet.
-std::string dry_run_line(const ArraySubmission& submission);
+// `script_words` (phase_sbatch_words) are shown on the line too, so that a dry run shows
+// every option the array gets, its script's included.
+std::string dry_run_line(const ArraySubmission& submission, const std::vector<std::string>& script_words = {});
 
 // chunks.json: the submissions and their job ids.
 std::string chunks_json(const std::vector<ArraySubmission>& submissions, const SubmitOptions& options);

@@ -5,16 +5,21 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <climits>
 #include <cstring>
 #include <ctime>
+#include <iterator>
+#include <optional>
+#include <set>
 #include <vector>
 
 #include "common/error.hpp"
 #include "common/json.hpp"
 #include "common/paths.hpp"
+#include "sweep/command.hpp"
 #include "sweep/expand.hpp"
 
 namespace aihpc::sweep {
@@ -185,9 +190,69 @@ std::string with_commas(std::uint64_t n) {
 
 }  // namespace
 
+namespace {
+
+// The parameters every task carries whatever the branch: a union member's parameter is
+// in all tasks only when every member of that union gives it.
+std::set<std::string> names_in_every_task(const std::vector<Axis>& axes) {
+    std::set<std::string> out;
+    for (const auto& axis : axes) {
+        if (axis.kind == AxisKind::zip) {
+            out.insert(axis.zip_names.begin(), axis.zip_names.end());
+        } else if (axis.kind == AxisKind::union_) {
+            std::optional<std::set<std::string>> common;
+            for (const auto& b : axis.branches) {
+                auto mine = names_in_every_task(b.axes);
+                for (auto& [k, v] : b.fixed) mine.insert(k);
+                if (!common) {
+                    common = std::move(mine);
+                } else {
+                    std::set<std::string> both;
+                    std::set_intersection(common->begin(), common->end(), mine.begin(), mine.end(), std::inserter(both, both.end()));
+                    common = std::move(both);
+                }
+            }
+            if (common) out.insert(common->begin(), common->end());
+        } else {
+            out.insert(axis.param);
+        }
+    }
+    return out;
+}
+
+// A {name} of a command template that some tasks may lack, and where it is used.
+struct ConditionalReference {
+    std::string name, where;
+    std::string key_text;  // ,"name": -- how the name starts a member of a params object
+};
+
+std::vector<ConditionalReference> conditional_references(const SweepSpec& spec) {
+    auto every = names_in_every_task(spec.axes);
+    std::vector<ConditionalReference> out;
+    for (const auto& phase : spec.phases) {
+        std::string where = spec.phases.size() > 1 ? "the command of phase '" + phase.name + "'" : "the command template";
+        for (auto& ref : template_references(spec.command_of(phase))) {
+            if (ref == "index" || ref == "task_seed" || ref == "phase" || every.count(ref)) continue;
+            out.push_back({ref, where, "\"" + ref + "\":"});
+        }
+    }
+    return out;
+}
+
+// Whether a params object ({"a":1,"b":"x"}) has a member `key_text` ("b":): a key is
+// always preceded by '{' or ',', and a quote inside a string value is always escaped.
+bool has_member(std::string_view params, const std::string& key_text) {
+    for (auto at = params.find(key_text); at != std::string_view::npos; at = params.find(key_text, at + 1))
+        if (at > 0 && (params[at - 1] == '{' || params[at - 1] == ',')) return true;
+    return false;
+}
+
+}  // namespace
+
 ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, const Provenance& provenance, const ExpandOptions& options) {
     if (path_exists(dir + "/sweep.json") || path_exists(dir + "/tasks.jsonl"))
         throw Error(dir + " already holds a sweep; remove it or choose another -o");
+    check_spec_to_expand(spec);
     // The size is known before any task is made: refuse first, so that nothing is written.
     TaskStream stream(spec);
     if (stream.product_size() > options.max_tasks)
@@ -205,7 +270,17 @@ ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, con
     std::uint64_t offset = 0;
     std::string& out = lines.buffer();
     std::string& idx = offsets.buffer();
+    // A template that names a parameter of only some union members would fail at run
+    // time on the others, with no result to tell why: each task is checked here, but only
+    // for such names (most sweeps have none, and pay nothing).
+    auto conditional = conditional_references(spec);
     while (stream.next()) {
+        for (const auto& ref : conditional)
+            if (!has_member(stream.params(), ref.key_text))
+                throw Error("task " + std::to_string(stream.index()) + " " + std::string(stream.params()) + " has no parameter '" + ref.name +
+                            "', which " + ref.where + " uses as {" + ref.name + "}; give it a value in every union member (a conditional " +
+                            "term NAME=...@KEY=VALUE gives it only to the tasks of that KEY value), or leave {" + ref.name +
+                            "} out of the command");
         std::size_t before = out.size();
         append_le64(idx, offset);
         out += "{\"index\":";

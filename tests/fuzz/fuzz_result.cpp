@@ -49,8 +49,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (reader == 1 || reader == 2)
             aihpc::fuzz::write_whole_file(result_path(sweep(), sweep().spec.final_phase(), 0), text);
         switch (reader) {
-        case 0: result_exit_code(text); break;
-        case 1: aihpc::collect::read_results(sweep(), {.include_missing = true}); break;
+        case 0:
+            result_exit_code(text);
+            judge_result(text, 0);
+            break;
+        case 1: aihpc::collect::read_results(sweep(), {.include_missing = true, .phase = {}}); break;
         case 2: best_tasks(sweep(), "loss", false, 1); break;
         case 3: {
             std::string metrics = metrics_to_json(text);

@@ -9,8 +9,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
+#include "collect/row_store.hpp"  // before cmocka_cxx.hpp, whose macros would rename members of its headers
 #include "built_tool.hpp"
 #include "cmocka_cxx.hpp"
 #include "collect/html.hpp"
@@ -414,6 +416,187 @@ static void sort_on_an_unknown_metric_names_those_there_are(void**) {
     expect_error_containing([] { sort_key("loss:up"); }, "min or max");
 }
 
+// "Best" is never a failed run: a failed task's partial loss is the lowest here.
+static void the_best_by_a_metric_is_never_a_failed_or_unreadable_run(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"loss":3})");
+    put_result(sw, 1, 1, R"({"loss":0.5})");
+    put_result(sw, 2, 0, R"({"loss":2})");
+    sweep::write_file_atomic(sw.path + "/results/3.json", R"({"index":2,"exit_code":0,"metrics":{"loss":0.1}})");
+    sweep::write_file_atomic(sw.path + "/results/4.json", R"({"index":4,"exit_code":0,"metrics":{"loss":0.2})");
+    auto t = read_results(sw);
+    bool ranked = sort_rows(t, sort_key("loss")) == SortSource::metric;
+    assert_true(ranked);
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2, 0, 1}));  // the failed one after every success
+    keep_top(t, 1, ranked);
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2}));
+    // More asked than succeeded: only those that did.
+    t = read_results(sw);
+    keep_top(t, 5, sort_rows(t, sort_key("loss")) == SortSource::metric);
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2, 0}));
+    // The compact rows of the text formats, with --top and without, the same.
+    CollectOptions co;
+    co.sort = sort_key("loss");
+    co.top = 1;
+    auto rows = collect_rows(sw, co);
+    assert_int_equal(rows.size(), 1);
+    assert_int_equal(rows.row(0).index, 2);
+    co.top = 0;
+    auto all = collect_rows(sw, co);
+    assert_int_equal(all.size(), 3);
+    assert_int_equal(all.row(2).index, 1);
+    // Sorted by a parameter, every row keeps its place: that is no ranking of runs.
+    t = read_results(sw);
+    assert_true(sort_rows(t, sort_key("index:max")) != SortSource::metric);
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2, 1, 0}));
+}
+
+// One verdict per result file, the same for the table, the compact rows and the scan
+// that status, --failed and resubmit use; the unreadable ones are named.
+static void an_unreadable_result_gets_one_verdict_in_every_reader(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,6]}],"command":"true",
+        "phases":[{"name":"prep"},{"name":"train","after":"prep"}]})");
+    for (int i = 0; i < 6; ++i) put_result(sw, i, 0, "{}", "prep");
+    put_result(sw, 0, 0, R"({"loss":1})");
+    put_result(sw, 1, 2, R"({"loss":1})");
+    sweep::write_file_atomic(sw.path + "/results/2.json", R"({"index":2,"exit_code":0,"metrics":{"loss":)");
+    sweep::write_file_atomic(sw.path + "/results/3.json", R"({"index":5,"exit_code":0,"metrics":{}})");
+    sweep::write_file_atomic(sw.path + "/results/4.json", R"({"index":4,"exit_code":0,"metrics":[1]})");  // metrics not an object
+    sweep::write_file_atomic(sw.path + "/results/prep/5.json", R"({"index":5,"exit_code":1)");
+    ReadOptions ro;
+    ro.include_missing = true;
+    auto t = read_results(sw, ro);
+    auto scan = sweep::scan_results(sw);
+    CollectOptions co;
+    co.include_missing = true;
+    auto rows = collect_rows(sw, co);
+    assert_true(t.done == (std::set<std::uint64_t>{0}));
+    assert_true(t.failed == (std::set<std::uint64_t>{1}));
+    assert_true(t.missing() == (std::set<std::uint64_t>{2, 3, 4, 5}));
+    assert_true(scan.done == t.done);
+    assert_true(scan.failed == t.failed);
+    assert_true(rows.failed_or_missing() == t.failed_or_missing());
+    for (auto& r : t.rows)
+        if (r.index >= 2) assert_true(r.state == TaskState::missing);
+    auto names = [](std::vector<sweep::UnreadableResult> list) {
+        std::set<std::string> out;
+        for (auto& u : list) out.insert(u.path.substr(u.path.find("/results/")));
+        return out;
+    };
+    std::set<std::string> want = {"/results/2.json", "/results/3.json", "/results/4.json", "/results/prep/5.json"};
+    assert_true(names(t.unreadable) == want);
+    assert_true(names(rows.header.unreadable) == want);
+    assert_true(names(scan.unreadable) == want);
+}
+
+// prep -> train -> eval: the loss train wrote is collectable, ranked like any metric.
+static void the_metrics_of_an_earlier_phase_are_collectable(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,4]}],"command":"true",
+        "phases":[{"name":"prep"},{"name":"train","after":"prep"},{"name":"eval","after":"train"}]})");
+    for (int i = 0; i < 4; ++i) put_result(sw, i, i == 3 ? 1 : 0, "{}", "prep");
+    put_result(sw, 0, 0, R"({"val_loss":0.5})", "train");
+    put_result(sw, 1, 0, R"({"val_loss":0.2})", "train");
+    put_result(sw, 2, 4, R"({"val_loss":0.1})", "train");  // failed: never the best
+    for (int i = 0; i < 2; ++i) put_result(sw, i, 0, R"({"acc":0.9})");
+    ReadOptions ro;
+    ro.phase = "train";
+    auto t = read_results(sw, ro);
+    assert_true(t.metric_names == (std::vector<std::string>{"val_loss"}));
+    assert_true(t.done == (std::set<std::uint64_t>{0, 1}));
+    assert_true(t.failed == (std::set<std::uint64_t>{2, 3}));  // 3 failed in prep
+    keep_top(t, 1, sort_rows(t, sort_key("val_loss")) == SortSource::metric);
+    assert_int_equal(t.rows[0].index, 1);
+    assert_string_equal(t.rows[0].phase.c_str(), "train");
+    CollectOptions co;
+    co.phase = "train";
+    co.sort = sort_key("val_loss");
+    co.top = 1;
+    auto rows = collect_rows(sw, co);
+    assert_int_equal(rows.size(), 1);
+    assert_int_equal(rows.row(0).index, 1);
+    // A metric the phase read does not report: the error names the phase, and --phase.
+    auto train = read_results(sw, ro);
+    expect_error_containing([&] { sort_rows(train, sort_key("acc")); },
+                            "no result of phase 'train' reports a metric 'acc' (metrics: val_loss); --phase NAME collects");
+    ro.phase = "tarin";
+    expect_error_containing([&] { read_results(sw, ro); }, "no phase 'tarin' in this sweep (phases: prep, train, eval)");
+}
+
+static void aggregate_gives_one_row_per_configuration(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"axes":[{"param":"a","values":[1,2]},{"repeat":3}],"command":"true"})");
+    put_result(sw, 0, 0, R"({"loss":1,"tag":"x"})");
+    put_result(sw, 1, 0, R"({"loss":2,"tag":"y"})");
+    put_result(sw, 2, 0, R"({"loss":6})");
+    put_result(sw, 3, 0, R"({"loss":0.5})");
+    put_result(sw, 4, 1, R"({"loss":0.1})");  // failed: in no aggregate
+    auto t = read_results(sw);
+    aggregate_replicates(t, sweep::Aggregate::mean, true);
+    assert_true(t.param_names == (std::vector<std::string>{"a"}));
+    assert_int_equal(t.rows.size(), 3);
+    assert_int_equal(t.rows[0].replicates, 3);
+    assert_string_equal(t.rows[0].metrics[0].second.json.c_str(), "3.0");
+    assert_string_equal(t.rows[0].metrics[1].second.plain.c_str(), "x");
+    assert_int_equal(t.rows[1].replicates, 1);
+    assert_true(t.rows[2].state == TaskState::failed);
+    auto text = render(t, Format::csv);
+    assert_true(text.rfind("index,status,a,replicates,loss,tag,", 0) == 0);
+    t = read_results(sw);
+    aggregate_replicates(t, sweep::Aggregate::median, true);
+    assert_string_equal(t.rows[0].metrics[0].second.json.c_str(), "2.0");
+    keep_top(t, 1, sort_rows(t, sort_key("loss")) == SortSource::metric);
+    assert_int_equal(t.rows[0].index, 3);
+}
+
+static void nested_metrics_are_flattened_with_dots(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"val":{"loss":0.5,"acc":{"top1":0.9}},"steps":[1,2],"train_loss":1})");
+    put_result(sw, 1, 0, R"({"val":{"loss":0.25,"acc":{"top1":0.8}},"train_loss":2})");
+    auto t = read_results(sw);
+    assert_true(t.metric_names == (std::vector<std::string>{"val.loss", "val.acc.top1", "steps", "train_loss"}));
+    assert_true(sort_rows(t, sort_key("val.loss")) == SortSource::metric);
+    assert_int_equal(t.rows[0].index, 1);
+    // The compact reader of the text formats reads them the same way.
+    CollectOptions co;
+    co.sort = sort_key("val.acc.top1:max");
+    co.top = 1;
+    auto rows = collect_rows(sw, co);
+    assert_true(rows.header.metric_names == t.metric_names);
+    assert_int_equal(rows.row(0).index, 0);
+}
+
+static void nan_sorts_last_whichever_the_direction(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"loss":NaN})");
+    put_result(sw, 1, 0, R"({"loss":2})");
+    put_result(sw, 2, 0, R"({"loss":1})");
+    put_result(sw, 3, 0, R"({"loss":"Infinity"})");
+    auto t = read_results(sw);
+    sort_rows(t, sort_key("loss"));
+    assert_true(indices(t) == (std::vector<std::uint64_t>{2, 1, 0, 3}));
+    sort_rows(t, sort_key("loss:max"));
+    assert_true(indices(t) == (std::vector<std::uint64_t>{1, 2, 0, 3}));
+}
+
+static void columns_and_precision_shape_the_text_formats(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"loss":0.123456789012,"n":12345678,"tag":"a b"})");
+    auto t = read_results(sw);
+    t.shown_columns = {"loss", "lr", "n", "tag"};
+    t.precision = 4;
+    assert_string_equal(render(t, Format::csv).c_str(), "loss,lr,n,tag\n0.1235,0.001,12345678,a b\n");
+    t.precision = 0;
+    assert_string_equal(render(t, Format::csv).c_str(), "loss,lr,n,tag\n0.123456789012,0.001,12345678,a b\n");
+    t.shown_columns = {"los"};
+    expect_error_containing([&] { columns(t); }, "--columns: there is no column 'los' (columns: index, status, lr, opt, loss, n, tag,");
+}
+
 // ---- the failed list
 
 static void failed_list_joins_failed_and_missing_in_array_syntax(void**) {
@@ -680,6 +863,31 @@ static void rfc3339_times_become_epoch_milliseconds(void**) {
     assert_false(rfc3339_millis("2024-06-11 12:00").has_value());
 }
 
+static void mlflow_runs_get_steps_of_list_metrics_and_why_a_run_failed(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, kGrid);
+    put_result(sw, 0, 0, R"({"loss":[0.9,0.5,0.25],"names":["a","b"]})");
+    sweep::write_file_atomic(sw.path + "/results/1.json",
+                             R"({"index":1,"exit_code":3,"metrics":{},"stderr_tail":["Traceback","ValueError: bad lr"]})");
+    auto t = read_results(sw);
+    auto s = write_mlflow(t, sw, tmp.path() + "/mlruns");
+    std::string experiment = tmp.path() + "/mlruns/" + s.experiment_id;
+    std::map<std::string, std::string> run_of;  // aihpc.index -> run dir
+    for (auto& e : entries(experiment))
+        if (path_exists(experiment + "/" + e + "/tags/aihpc.index"))
+            run_of[file_text(experiment + "/" + e + "/tags/aihpc.index")] = experiment + "/" + e;
+    assert_int_equal(run_of.size(), 2);
+    auto steps = lines_of(file_text(run_of["0"] + "/metrics/loss"));
+    assert_int_equal(steps.size(), 3);
+    assert_true(steps[0].size() > 6 && steps[0].substr(steps[0].find(' ')) == " 0.9 0");
+    assert_true(steps[2].substr(steps[2].find(' ')) == " 0.25 2");
+    assert_false(path_exists(run_of["0"] + "/metrics/names"));  // not numbers: a tag, as before
+    assert_string_equal(file_text(run_of["1"] + "/artifacts/stderr_tail.txt").c_str(), "Traceback\nValueError: bad lr\n");
+    auto note = file_text(run_of["1"] + "/tags/mlflow.note.content");
+    assert_non_null(std::strstr(note.c_str(), "exit code 3"));
+    assert_non_null(std::strstr(note.c_str(), "ValueError: bad lr"));
+}
+
 static void mlflow_names_are_those_its_file_store_accepts(void**) {
     for (auto ok : {"loss", "val/acc", "lr-1", "top 5", "a.b_c"}) assert_true(mlflow_name_ok(ok));
     for (auto bad : {"", "/abs", "a/../b", "x/", "a//b", "semi;colon", "new\nline", "quote'"}) assert_false(mlflow_name_ok(bad));
@@ -757,6 +965,26 @@ static void html_report_holds_table_scatter_plots_and_parallel_coordinates(void*
     for (auto ref : {"http://", "https://", "src=", "<link"}) assert_int_equal(count_of(page, ref), 0);
 }
 
+static void html_report_opens_with_the_best_run_and_plots_no_constant_metric(void**) {
+    TempDir tmp;
+    auto sw = make_sweep(tmp, R"({"name":"r","axes":[{"param":"lr","values":[0.1,0.2,0.3,0.4]}],"command":"true"})");
+    put_result(sw, 0, 0, R"({"loss":0.5,"epochs":10})");
+    put_result(sw, 1, 1, R"({"loss":0.1,"epochs":10})");  // failed: never the best run
+    put_result(sw, 2, 0, R"({"loss":0.3,"epochs":10})");
+    put_result(sw, 3, 0, R"({"loss":0.4,"epochs":10})");
+    auto t = read_results(sw);
+    std::string page;
+    write_html(t, sw, HtmlOptions{}, [&](std::string_view s) { page += s; });
+    auto best = page.find("<p class=\"best\" id=\"best\">Task 2: <b>loss 0.3</b> (lowest) &middot; lr=0.3</p>");
+    assert_true(best != std::string::npos);
+    assert_true(best < page.find("<h2>Results</h2>"));
+    // epochs is 10 everywhere: no plot of it.
+    assert_int_equal(count_of(page, "aria-label=\"epochs against"), 0);
+    assert_int_equal(count_of(page, "aria-label=\"loss against lr\""), 1);
+    // The table's sort puts cells that are no number (NaN, -) last either way.
+    assert_true(page.find("if(ax!==ay)return ax?-1:1") != std::string::npos);
+}
+
 static std::string parallel_stroke_of(const std::string& page, int index) {
     // The stroke of the line whose title is #index.
     auto title = page.find("<title>#" + std::to_string(index) + "</title></path>");
@@ -812,6 +1040,11 @@ static void plot_axes_place_numbers_logs_and_categories(void**) {
     assert_true(std::abs(lin.position(v[1]) - 9.0 / 99) < 1e-9);
     // Listed values spaced by factors get a log axis of their own accord.
     assert_true(make_axis("x", p, false).log);
+    std::vector<sweep::Scalar> lr = {s("1e-04"), s("3e-04"), s("1e-03")}, bs = {s("16"), s("32"), s("64"), s("128"), s("256")};
+    assert_true(make_axis("lr", {&lr[0], &lr[1], &lr[2]}, false).log);
+    assert_true(make_axis("bs", {&bs[0], &bs[1], &bs[2], &bs[3], &bs[4]}, false).log);
+    std::vector<sweep::Scalar> steps = {s("10"), s("20"), s("30"), s("40"), s("100")};
+    assert_false(make_axis("n", {&steps[0], &steps[1], &steps[2], &steps[3], &steps[4]}, false).log);
     // A NaN (null) stays out of the scale: the axis stays numeric, and it has no place.
     std::vector<sweep::Scalar> nan = {s("1"), sweep::Scalar{"null", "NaN"}, s("3")};
     auto with_nan = make_axis("m", {&nan[0], &nan[1], &nan[2]}, false);
@@ -838,6 +1071,13 @@ int main() {
         cmocka_unit_test(non_finite_metrics_are_null_in_json_and_nan_in_tables),
         cmocka_unit_test(a_failed_task_result_keeps_its_stderr_tail_and_signal),
         cmocka_unit_test(the_reader_counts_tasks_exactly_as_scan_results),
+        cmocka_unit_test(the_best_by_a_metric_is_never_a_failed_or_unreadable_run),
+        cmocka_unit_test(an_unreadable_result_gets_one_verdict_in_every_reader),
+        cmocka_unit_test(the_metrics_of_an_earlier_phase_are_collectable),
+        cmocka_unit_test(aggregate_gives_one_row_per_configuration),
+        cmocka_unit_test(nested_metrics_are_flattened_with_dots),
+        cmocka_unit_test(nan_sorts_last_whichever_the_direction),
+        cmocka_unit_test(columns_and_precision_shape_the_text_formats),
         cmocka_unit_test(kept_aside_and_temporary_files_are_not_results),
         cmocka_unit_test(a_large_sweep_read_in_parallel_loses_no_row),
         cmocka_unit_test(include_missing_adds_a_row_per_task_without_result),
@@ -861,11 +1101,13 @@ int main() {
         cmocka_unit_test(rss_values_compare_by_their_unit),
         cmocka_unit_test(sacct_joins_by_the_element_each_result_names),
         cmocka_unit_test(mlflow_store_has_experiments_a_parent_run_and_a_child_per_task),
+        cmocka_unit_test(mlflow_runs_get_steps_of_list_metrics_and_why_a_run_failed),
         cmocka_unit_test(collecting_again_replaces_the_same_runs),
         cmocka_unit_test(rfc3339_times_become_epoch_milliseconds),
         cmocka_unit_test(mlflow_names_are_those_its_file_store_accepts),
         cmocka_unit_test(mlflow_store_takes_odd_metric_names_nan_and_skips_trashed_ids),
         cmocka_unit_test(html_report_holds_table_scatter_plots_and_parallel_coordinates),
+        cmocka_unit_test(html_report_opens_with_the_best_run_and_plots_no_constant_metric),
         cmocka_unit_test(html_report_colours_by_the_metric_direction_and_brushes),
         cmocka_unit_test(metric_names_say_their_direction),
         cmocka_unit_test(plot_axes_place_numbers_logs_and_categories),

@@ -75,6 +75,11 @@ static void rounds_json_reads_back_the_plan_and_every_round(void**) {
     assert_false(r.history[1].best.has_value());
     assert_string_equal(r.history[1].dir.c_str(), "/w/s/rounds/2");
     assert_string_equal(r.history[1].controller.c_str(), "");
+    // A loop may rank configurations by their replicates' mean; older files have no such field.
+    assert_true(r.plan.aggregate == Aggregate::none);
+    auto mean = sample_record();
+    mean.plan.aggregate = Aggregate::median;
+    assert_true(parse_rounds_json(rounds_json(mean)).plan.aggregate == Aggregate::median);
 }
 
 static void a_closed_loop_reports_the_best_over_all_rounds(void**) {

@@ -109,8 +109,8 @@ sweep::SweepDir tied_sweep(const TempDir& tmp) {
 // The rows read_results, sort_rows and keep_top give, in a format.
 std::string reference(const ResultTable& full, const CollectOptions& o, Format f) {
     auto t = full;
-    if (o.sort) sort_rows(t, *o.sort);
-    keep_top(t, o.top);
+    bool ranked = o.sort && sort_rows(t, *o.sort) == SortSource::metric;
+    keep_top(t, o.top, ranked);
     return render(t, f);
 }
 

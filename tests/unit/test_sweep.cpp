@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <set>
 #include <sstream>
@@ -17,6 +18,7 @@
 #include "common/paths.hpp"
 #include "sweep/command.hpp"
 #include "sweep/expand.hpp"
+#include "sweep/image_check.hpp"
 #include "sweep/refine.hpp"
 #include "sweep/results.hpp"
 #include "sweep/runner.hpp"
@@ -74,6 +76,13 @@ void assert_strings(const std::vector<std::string>& got, const std::vector<std::
 }
 
 std::string slurp(const std::string& path) { return read_file(path); }
+
+// A spec as expand takes it: parsed, then held to what a new sweep must be.
+SweepSpec checked_spec(const std::string& json) {
+    auto spec = parse_spec(json);
+    check_spec_to_expand(spec);
+    return spec;
+}
 
 SweepDir make_sweep(const TempDir& tmp, const std::string& spec_json) {
     std::string dir = tmp.path() + "/sweep";
@@ -289,6 +298,8 @@ static void strict_json_errors_name_the_path(void**) {
     expect_error_containing([] { parse_spec(R"({"seed":"7","axes":[{"param":"x","values":[1]}]})"); }, "seed: must be an integer");
     expect_error_containing([] { parse_spec(R"({"axes":{"param":"x"}})"); }, "axes: must be an array, not an object");
     expect_error_containing([] { parse_spec(R"({"axes":[{"param":"x","values":[[1]]}]})"); }, "axes[0].values[0]");
+    // Where, as an editor shows it.
+    expect_error_containing([] { parse_spec("{\"axes\":[\n  {\"param\":\"x\",\n   \"values\":[1,2,]}]}"); }, "(line 3, column 18)");
 }
 
 static void a_shorthand_call_of_an_unknown_function_is_an_error(void**) {
@@ -447,9 +458,14 @@ static void shorthand_functions_compile_to_their_axis_kinds(void**) {
     }
 }
 
-static void shorthand_condition_without_a_declared_key_makes_a_union(void**) {
-    auto p = params_of(compile_shorthand({"momentum=0.9,0.99@opt=sgd", "beta=0.9@opt=adam"}, {}));
+// A condition key is checked like an --exclude key: a typo never adds a parameter.
+static void shorthand_condition_keys_must_be_declared_parameters(void**) {
+    auto p = params_of(compile_shorthand({"opt=sgd,adam", "momentum=0.9,0.99@opt=sgd", "beta=0.9@opt=adam"}, {}));
     assert_strings(p, {"{\"opt\":\"sgd\",\"momentum\":0.9}", "{\"opt\":\"sgd\",\"momentum\":0.99}", "{\"opt\":\"adam\",\"beta\":0.9}"});
+    expect_error_containing([] { compile_shorthand({"opt=sgd,adam", "momentum=0.9,0.99@optim=sgd"}, {}); },
+                            "parameter 'momentum=0.9,0.99@optim=sgd': the condition key 'optim' is not a parameter (parameters: opt)");
+    expect_error_containing([] { compile_shorthand({"momentum=0.9@opt=sgd"}, {}); }, "declare it first, as opt=sgd,...");
+    expect_error_containing([] { compile_shorthand({"bs=range(1,4)", "x=1@bs=2"}, {}); }, "not by a function");
 }
 
 static void shorthand_random_seed_and_command_become_spec_fields(void**) {
@@ -1041,6 +1057,247 @@ static void refine_draws_around_each_best_task_within_the_original_span(void**) 
     assert_int_equal(n, 80);  // 40 trials x repeat 2
 }
 
+static void refine_keeps_lists_as_lists(void**) {
+    auto spec = parse_spec(R"({"axes":[{"param":"bs","values":[64,128,256]},{"param":"lr","values":[1e-4,1e-3,1e-2,1e-1,1.0]}],"command":"t"})");
+    auto best = {parse_task_line(R"({"index":1,"params":{"bs":128,"lr":1.0},"task_seed":1})")};
+    auto next = refine_spec(spec, best, 0.5, 30);
+    TaskStream s(next);
+    std::set<std::string> bs, lr;
+    while (s.next()) {
+        auto p = std::string(s.params());
+        bs.insert(column({p}, "bs")[0]);
+        lr.insert(column({p}, "lr")[0]);
+    }
+    // bs: 128 and its neighbours, never 91; lr: the top of a log-spaced list and the one
+    // below it (radius lround(4 * 0.5 / 2) = 1), never a value between.
+    assert_true(bs == (std::set<std::string>{"64", "128", "256"}));
+    assert_true(lr == (std::set<std::string>{"0.1", "1.0"}));
+}
+
+static void refine_counts_the_replicates_of_a_configuration_once(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","values":[1,2,3]},{"repeat":2}],"command":"true"})");
+    // a=1: 0.1 and 0.3; a=2: 0.15 twice; a=3: 0.5 and a failed 0.01.
+    const char* loss[] = {"0.1", "0.3", "0.15", "0.15", "0.5", "0.01"};
+    for (int i = 0; i < 6; ++i)
+        write_file_atomic(sweep.path + "/results/" + std::to_string(i) + ".json",
+                          "{\"index\":" + std::to_string(i) + ",\"exit_code\":" + (i == 5 ? "1" : "0") + ",\"metrics\":{\"loss\":" + loss[i] + "}}");
+    auto best = best_tasks(sweep, "loss", false, 2);
+    assert_int_equal(best.size(), 2);
+    assert_int_equal(best[0].task.index, 0);  // a=1 by its best replicate, once
+    assert_true(best[0].metric == 0.1);
+    assert_int_equal(best[0].replicates, 2);
+    assert_int_equal(best[1].task.index, 2);  // a=2, not a=1's other replicate
+    auto mean = best_tasks(sweep, "loss", false, 3, Aggregate::mean);
+    assert_int_equal(mean.size(), 3);
+    assert_int_equal(mean[0].task.index, 2);
+    assert_true(std::fabs(mean[1].metric - 0.2) < 1e-12);
+    assert_int_equal(mean[2].task.index, 4);
+    assert_int_equal(mean[2].replicates, 1);  // the failed replicate does not count
+    assert_true(aggregate_of({3, 1, 2, 10}, Aggregate::median) == 2.5);
+    expect_error_containing([] { parse_aggregate("max"); }, "mean or median");
+}
+
+// ---- shorthand values as a Hydra or YAML user reads them
+
+static void shorthand_lists_in_brackets_are_lists(void**) {
+    assert_strings(column(params_of(compile_shorthand({"lr=[1e-4,3e-4]"}, {})), "lr"), {"1e-04", "3e-04"});
+    assert_strings(column(params_of(compile_shorthand({"x=[7]"}, {})), "x"), {"7"});
+    expect_error_containing([] { compile_shorthand({"x=[]"}, {}); }, "has no values");
+    // A value that is itself bracketed twice stays a string, not a list.
+    assert_strings(column(params_of(compile_shorthand({"x=[a],[b]"}, {})), "x"), {"\"[a]\"", "\"[b]\""});
+}
+
+static void shorthand_booleans_are_read_as_json_and_yaml_write_them(void**) {
+    assert_strings(column(params_of(compile_shorthand({"amp=True,false"}, {})), "amp"), {"true", "false"});
+    assert_strings(column(params_of(compile_shorthand({"amp=TRUE,False"}, {})), "amp"), {"true", "false"});
+    assert_strings(column(params_of(compile_shorthand({"amp='True'"}, {})), "amp"), {"\"True\""});
+}
+
+static void shorthand_text_lists_keep_numbers_as_written(void**) {
+    assert_strings(column(params_of(compile_shorthand({"ver=1.10,1.9,latest"}, {})), "ver"), {"\"1.10\"", "\"1.9\"", "\"latest\""});
+    // All numbers: numbers.
+    assert_strings(column(params_of(compile_shorthand({"ver=1.10,1.9"}, {})), "ver"), {"1.1", "1.9"});
+    // Alone, 1.10 is a number; the loss of its text is said.
+    std::vector<std::string> notes;
+    compile_shorthand({"ver=1.10,2", "id=007", "lr=0.5,1e-3,2.0,-0.25"}, {}, &notes);
+    assert_strings(notes, {"parameter 'ver=1.10,2': 1.10 is read as the number 1.1; quote it ('1.10') to keep the text",
+                           "parameter 'id=007': 007 is read as the number 7; quote it ('007') to keep the text"});
+    // A condition on such a list matches the text.
+    auto p = params_of(compile_shorthand({"ver=1.10,latest", "x=1@ver=1.10"}, {}));
+    assert_strings(p, {"{\"ver\":\"1.10\",\"x\":1}", "{\"ver\":\"latest\"}"});
+}
+
+static void the_same_value_twice_is_refused(void**) {
+    expect_error_containing([] { compile_shorthand({"lr=0.1,0.1,0.2"}, {}); }, "the value 0.1 is given twice");
+    expect_error_containing([] { compile_shorthand({"lr=0.1,0.10"}, {}); }, "the value 0.10 (the same as 0.1) is given twice");
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"a","values":["x","y","x"]}]})"); }, "axes[0].values[2]: is \"x\" again (as axes[0].values[0])");
+    // The spec of a sweep written before the check still opens: only a new one is refused.
+    parse_spec(R"({"axes":[{"param":"a","values":["x","x"]}]})");
+    // An integer and a float are two values; a zip column may repeat one.
+    assert_int_equal(params_of(R"({"axes":[{"param":"a","values":[1,1.0]}]})").size(), 2);
+    assert_int_equal(params_of(compile_shorthand({"zip(a=[1,1],b=[2,3])"}, {})).size(), 2);
+}
+
+static void an_unclosed_reference_in_a_template_is_refused(void**) {
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":"train --lr={lr"})"); },
+                            "command: '{lr' is not closed");
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":["train","{lr"]})"); }, "is not closed");
+    // Braces that something else closes are the program's own.
+    checked_spec(R"({"axes":[{"param":"lr","values":[1]}],"command":["awk","{print $1}","{a,b}","${HOME}","{{lr","{lr}"]})");
+}
+
+static void a_count_a_random_sweep_does_not_use_is_named(void**) {
+    SpecOverrides random;
+    random.random_trials = 5;
+    auto spec = parse_spec(compile_shorthand({"lr=uniform(0,1,n=2)", "bs=int(1,9)", "opt=a,b"}, random));
+    assert_strings(counts_unused(spec), {"lr"});
+    assert_true(counts_unused(parse_spec(compile_shorthand({"lr=uniform(0,1,n=2)"}, {}))).empty());
+}
+
+static void two_parameters_never_share_a_variable(void**) {
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"model.depth","values":[1]},{"param":"model_depth","values":[2]}]})"); },
+                            "parameters 'model.depth' and 'model_depth' both become the variable AIHPC_PARAM_MODEL_DEPTH");
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"lr","values":[1]},{"param":"LR","values":[2]}]})"); }, "AIHPC_PARAM_LR");
+    // The members of one union may share a name, and so its variable.
+    parse_spec(R"({"axes":[{"union":[{"fixed":{"a":1}},{"fixed":{"a":2}}]}]})");
+}
+
+// ---- what expand refuses
+
+static void a_template_naming_a_parameter_some_tasks_lack_is_refused_at_expand(void**) {
+    TempDir tmp;
+    auto spec = parse_spec(compile_shorthand({"opt=sgd,adam", "momentum=0.9,0.99@opt=sgd"}, SpecOverrides{{}, {}, {}, {}, {"train", "--m", "{momentum}"}}));
+    expect_error_containing([&] { write_sweep_dir(spec, tmp.path() + "/a", Provenance{}); },
+                            "task 2 {\"opt\":\"adam\"} has no parameter 'momentum', which the command template uses as {momentum}");
+    assert_false(aihpc::path_exists(tmp.path() + "/a"));
+    // A phase's own command is checked too, and named.
+    auto phased = parse_spec(R"({"axes":[{"union":[{"fixed":{"opt":"sgd"},"axes":[{"param":"m","values":[1]}]},{"fixed":{"opt":"adam"}}]}],
+        "command":"train {opt}","phases":[{"name":"prep"},{"name":"eval","after":"prep","command":"eval {m}"}]})");
+    expect_error_containing([&] { write_sweep_dir(phased, tmp.path() + "/b", Provenance{}); }, "which the command of phase 'eval' uses as {m}");
+    // Given by every member, a conditional parameter is every task's.
+    auto every = parse_spec(R"({"axes":[{"union":[{"fixed":{"opt":"sgd","m":1}},{"fixed":{"opt":"adam"},"axes":[{"param":"m","values":[2,3]}]}]}],
+        "command":"train {opt} {m}"})");
+    assert_int_equal(write_sweep_dir(every, tmp.path() + "/c", Provenance{}).tasks, 3);
+    // A string value that looks like the member is not the member.
+    auto tricky = parse_spec(R"({"axes":[{"union":[{"fixed":{"opt":"b","m":1}},{"fixed":{"opt":"a,\"m\":1"}}]}],"command":"train {m}"})");
+    expect_error_containing([&] { write_sweep_dir(tricky, tmp.path() + "/d", Provenance{}); }, "task 1 ");
+}
+
+static void a_spec_without_a_command_is_refused(void**) {
+    expect_error_containing([] { require_commands(parse_spec(R"({"axes":[{"param":"a","values":[1]}]})")); }, "there is no command to run");
+    expect_error_containing(
+        [] { require_commands(parse_spec(R"({"axes":[{"param":"a","values":[1]}],"phases":[{"name":"prep","command":"p"},{"name":"train"}]})")); },
+        "phase 'train' has no command");
+    require_commands(parse_spec(R"({"axes":[{"param":"a","values":[1]}],"command":"t {a}","phases":[{"name":"prep","command":"p"},{"name":"train"}]})"));
+}
+
+// ---- what a dry run shows and checks
+
+static void a_dry_run_line_shows_every_option_of_the_array(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"name":"demo","axes":[{"param":"a","range":[0,3]}],"command":"true",
+        "slurm":{"sbatch":["--gpus=1","--time=01:00:00"],"aihpc":["--aihpc-bind=auto"]},
+        "phases":[{"name":"prep","sbatch":["-c","4"]},{"name":"train","after":"prep"}]})");
+    SubmitOptions o;
+    o.sbatch_args = {"--partition=gpu"};
+    auto subs = plan_submit(sweep, o);
+    auto line = dry_run_line(subs[1], phase_sbatch_words(sweep, sweep.spec.phases[1], o));
+    std::string want = "sbatch --parsable --array=0-2 --dependency=aftercorr:{prep.0} --kill-on-invalid-dep=yes --job-name=demo.train --output=" +
+                       sweep.path + "/logs/%A_%a.out --gpus=1 --time=01:00:00 --aihpc-bind=auto --partition=gpu " + sweep.path +
+                       "/scripts/train.sh 0 3 1";
+    assert_string_equal(line.c_str(), want.c_str());
+    auto prep = dry_run_line(subs[0], phase_sbatch_words(sweep, sweep.spec.phases[0], o));
+    assert_non_null(std::strstr(prep.c_str(), " --time=01:00:00 -c 4 --aihpc-bind=auto "));
+    // The script holds the same options.
+    auto script = phase_script(sweep, sweep.spec.phases[0], o);
+    assert_non_null(std::strstr(script.c_str(), "#SBATCH -c 4\n"));
+}
+
+static void a_container_image_that_is_a_missing_path_is_refused(void**) {
+    TempDir tmp;
+    write_file_atomic(tmp.path() + "/torch.sif", "image");
+    ::mkdir((tmp.path() + "/rootfs").c_str(), 0755);
+    check_container_images({"--aihpc-container=" + tmp.path() + "/torch.sif"}, "x", "/");
+    check_container_images({"--aihpc-container", "torch.sif", "--aihpc-container=rootfs"}, "x", tmp.path());
+    check_container_images({"--aihpc-container=docker://pytorch/pytorch", "--aihpc-container=podman:alpine"}, "x", tmp.path());
+    expect_error_containing([&] { check_container_images({"--aihpc-container=gone.sif"}, "phase 'train'", tmp.path()); },
+                            "phase 'train': --aihpc-container: the image " + tmp.path() + "/gone.sif does not exist");
+    expect_error_containing([&] { check_container_images({"--aihpc-container=charliecloud:" + tmp.path() + "/nope"}, "x", "/"); },
+                            "does not exist");
+    expect_error_containing([&] { check_container_images({"--aihpc-container=pytorch"}, "x", tmp.path()); }, "x: --aihpc-container: cannot tell which runtime");
+}
+
+static void aihpc_options_are_checked_with_the_plugin_parser(void**) {
+    check_aihpc_options({"--gpus=1", "--aihpc-bind=auto", "--aihpc-stage", "/data/x.tar", "--aihpc-verbose"}, "phase 'p'");
+    expect_error_containing([] { check_aihpc_options({"--aihpc-bogus=1"}, "phase 'p'"); },
+                            "phase 'p': --aihpc-bogus is not an aihpc option (options: --aihpc-stage,");
+    expect_error_containing([] { check_aihpc_options({"--aihpc-bind=sideways"}, "phase 'p'"); }, "phase 'p': --aihpc-bind: unknown mode 'sideways'");
+    expect_error_containing([] { check_aihpc_options({"--aihpc-verbose=yes"}, "x"); }, "--aihpc-verbose takes no value");
+    expect_error_containing([] { check_aihpc_options({"--aihpc-stage"}, "x"); }, "--aihpc-stage needs a value");
+}
+
+// ---- the verdict on a result file
+
+static void a_parameter_name_never_starts_with_a_dash(void**) {
+    expect_error_containing([] { checked_spec(R"({"axes":[{"param":"--random","values":[5]}]})"); }, "must not start with '-'");
+    expect_error_containing([] { checked_spec(compile_shorthand({"-lr=1,2"}, {})); }, "must not start with '-'");
+    expect_error_containing([] { checked_spec(R"({"axes":[{"zip":{"-a":[1],"b":[2]}}]})"); }, "must not start with '-'");
+    // A dash inside a name is fine.
+    checked_spec(R"({"axes":[{"param":"warm-up","values":[1]}]})");
+}
+
+static void the_verdict_checks_syntax_index_and_exit_code(void**) {
+    assert_true(judge_result(R"({"index":4,"exit_code":0,"metrics":{"loss":NaN}})", 4).verdict == Verdict::done);
+    auto failed = judge_result(R"({"exit_code":3,"index":4,"metrics":{"exit_code":0}})", 4);
+    assert_true(failed.verdict == Verdict::failed);
+    assert_int_equal(*failed.exit_code, 3);
+    // Truncated, trailing text, trailing comma, not an object: unreadable, never done.
+    for (const char* bad : {R"({"index":4,"exit_code":0,"metrics":{"loss":1)", R"({"index":4,"exit_code":0} x)",
+                            R"({"index":4,"exit_code":0,})", "[1]", "", R"({"index":4,"exit_code":0,"m":"\q"})"})
+        assert_true(judge_result(bad, 4).verdict == Verdict::unreadable);
+    // Another task's result under this task's name.
+    auto misplaced = judge_result(R"({"index":2,"exit_code":0})", 4);
+    assert_true(misplaced.verdict == Verdict::unreadable);
+    assert_non_null(std::strstr(misplaced.problem.c_str(), "result of task 2, not of task 4"));
+    assert_true(judge_result(R"({"index":4})", 4).verdict == Verdict::unreadable);
+    assert_true(judge_result(R"({"index":4,"exit_code":0.5})", 4).verdict == Verdict::unreadable);
+}
+
+static void a_corrupt_or_misplaced_result_counts_as_missing_with_a_warning(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,5]}],"command":"true"})");
+    write_file_atomic(sweep.path + "/results/0.json", R"({"index":0,"exit_code":0,"metrics":{}})");
+    write_file_atomic(sweep.path + "/results/1.json", R"({"index":1,"exit_code":0,"metrics":{"loss":)");  // cut short
+    write_file_atomic(sweep.path + "/results/2.json", R"({"index":3,"exit_code":0,"metrics":{}})");       // task 3's
+    write_file_atomic(sweep.path + "/results/3.json", R"({"index":3,"exit_code":1,"metrics":{}})");
+    auto scan = scan_results(sweep);
+    assert_true(scan.done == (std::set<std::uint64_t>{0}));
+    assert_true(scan.failed == (std::set<std::uint64_t>{3}));
+    assert_true(scan.missing(sweep.tasks) == (std::set<std::uint64_t>{1, 2, 4}));
+    assert_int_equal(scan.unreadable.size(), 2);
+    auto warning = unreadable_warnings("aihpc-sweep", scan.unreadable);
+    assert_non_null(std::strstr(warning.c_str(), "aihpc-sweep: warning: "));
+    assert_non_null(std::strstr(warning.c_str(), "/results/1.json "));
+    assert_non_null(std::strstr(warning.c_str(), "/results/2.json holds the result of task 3, not of task 2"));
+    assert_non_null(std::strstr(warning.c_str(), "resubmit SWEEP --missing"));
+}
+
+static void refine_ranks_only_tasks_that_succeeded(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,5]}],"command":"true"})");
+    // The lowest loss is a failed run's partial one, then a misplaced and a corrupt file's.
+    write_file_atomic(sweep.path + "/results/0.json", R"({"index":0,"exit_code":1,"metrics":{"loss":0.1}})");
+    write_file_atomic(sweep.path + "/results/1.json", R"({"index":0,"exit_code":0,"metrics":{"loss":0.2}})");
+    write_file_atomic(sweep.path + "/results/2.json", R"({"index":2,"exit_code":0,"metrics":{"loss":0.3}} trailing)");
+    write_file_atomic(sweep.path + "/results/3.json", R"({"index":3,"exit_code":0,"metrics":{"loss":0.5}})");
+    write_file_atomic(sweep.path + "/results/4.json", R"({"index":4,"exit_code":0,"metrics":{"loss":0.4}})");
+    auto best = best_tasks(sweep, "loss", false, 1);
+    assert_int_equal(best.size(), 1);
+    assert_int_equal(best[0].task.index, 4);
+    assert_true(best[0].metric == 0.4);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(numbers_print_as_shortest_round_trip_text),
@@ -1072,7 +1329,7 @@ int main(void) {
         cmocka_unit_test(random_sweep_counts_excluded_tasks_of_a_repeat_inside_a_union),
         cmocka_unit_test(shorthand_compiles_to_the_same_tasks_as_json),
         cmocka_unit_test(shorthand_functions_compile_to_their_axis_kinds),
-        cmocka_unit_test(shorthand_condition_without_a_declared_key_makes_a_union),
+        cmocka_unit_test(shorthand_condition_keys_must_be_declared_parameters),
         cmocka_unit_test(shorthand_random_seed_and_command_become_spec_fields),
         cmocka_unit_test(shorthand_errors_name_the_term),
         cmocka_unit_test(overrides_apply_to_a_json_spec),
@@ -1098,6 +1355,24 @@ int main(void) {
         cmocka_unit_test(a_container_in_the_spec_or_sbatch_args_keeps_the_runner_on_the_host),
         cmocka_unit_test(tasks_run_as_steps_only_from_a_host_batch_script_of_a_container_job),
         cmocka_unit_test(max_array_size_is_read_from_scontrol),
+        cmocka_unit_test(a_parameter_name_never_starts_with_a_dash),
+        cmocka_unit_test(two_parameters_never_share_a_variable),
+        cmocka_unit_test(a_count_a_random_sweep_does_not_use_is_named),
+        cmocka_unit_test(a_dry_run_line_shows_every_option_of_the_array),
+        cmocka_unit_test(aihpc_options_are_checked_with_the_plugin_parser),
+        cmocka_unit_test(a_container_image_that_is_a_missing_path_is_refused),
+        cmocka_unit_test(shorthand_lists_in_brackets_are_lists),
+        cmocka_unit_test(shorthand_booleans_are_read_as_json_and_yaml_write_them),
+        cmocka_unit_test(shorthand_text_lists_keep_numbers_as_written),
+        cmocka_unit_test(the_same_value_twice_is_refused),
+        cmocka_unit_test(an_unclosed_reference_in_a_template_is_refused),
+        cmocka_unit_test(a_template_naming_a_parameter_some_tasks_lack_is_refused_at_expand),
+        cmocka_unit_test(a_spec_without_a_command_is_refused),
+        cmocka_unit_test(the_verdict_checks_syntax_index_and_exit_code),
+        cmocka_unit_test(a_corrupt_or_misplaced_result_counts_as_missing_with_a_warning),
+        cmocka_unit_test(refine_ranks_only_tasks_that_succeeded),
+        cmocka_unit_test(refine_keeps_lists_as_lists),
+        cmocka_unit_test(refine_counts_the_replicates_of_a_configuration_once),
         cmocka_unit_test(metrics_are_a_json_object_or_name_value_lines),
         cmocka_unit_test(result_paths_separate_earlier_phases),
         cmocka_unit_test(run_writes_a_complete_result_and_returns_the_exit_code),
