@@ -536,6 +536,15 @@ int run_tasks(const SweepDir& sweep, const RunRequest& request) {
                                           : results + "/." + std::to_string(i) + ".metrics." + std::to_string(::getpid());
         auto extra = task_environment(task);
         extra.insert(extra.end(), {{"AIHPC_METRICS_FILE", metrics}, {"AIHPC_SWEEP_DIR", sweep.path}, {"AIHPC_PHASE", phase.name}});
+        // With --aihpc-checkpoint the plugin gave the job a checkpoint dir of its own; a
+        // sweep task's lives in the sweep dir instead, keyed by the task, so that a rerun
+        // of the task (a requeue, a resubmit) finds it whatever its job id.
+        if (!env("AIHPC_CHECKPOINT_DIR").empty()) {
+            std::string checkpoints = sweep.path + "/checkpoints";
+            make_directory(checkpoints);
+            make_directory(checkpoints + "/" + std::to_string(i));
+            extra.emplace_back("AIHPC_CHECKPOINT_DIR", checkpoints + "/" + std::to_string(i));
+        }
         TaskOutcome outcome = execute(step_command(launch, command), extra, metrics);
         write_file_atomic(result_path(sweep, phase, i), result_json(sweep, phase, task, command, outcome, context));
         if (outcome.exit_code != 0 && status == 0) status = outcome.exit_code;
