@@ -101,6 +101,27 @@ std::vector<stage::KeptDelivery> planned_deliveries(const NodeRequest& r) {
     return out;
 }
 
+// In the job's meta dir when a step's stage-out failed for a reason that another try
+// would meet again (DEST unwritable, both DEST and DEST.<jobid> taken): tried once.
+std::string stage_out_failed_marker(const NodeRequest& r) {
+    return std::string(stage::stage_out_failed_marker) + "." + std::to_string(r.step_id);
+}
+
+// As root, as a step with --aihpc-stage-out starts: the markers that an earlier run of
+// this step left in the job's meta dir go. A requeued job runs again under its id and
+// step ids; what its first run delivered says nothing of the new run's output, which
+// would otherwise never be copied. Known names only, fd-relative, nothing followed.
+void forget_earlier_deliveries(int local_root_fd, const NodeRequest& r, std::size_t items) {
+    UniqueFd jobs(::openat(local_root_fd, "jobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd meta(jobs ? ::openat(jobs.get(), (job_text(r) + ".aihpc").c_str(),
+                                  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+                       : -1);
+    if (!meta) throw_errno("cannot open the job's meta dir " + layout(r).meta_dir);
+    ::unlinkat(meta.get(), stage::delivered_marker(r.step_id).c_str(), 0);
+    ::unlinkat(meta.get(), stage_out_failed_marker(r).c_str(), 0);
+    for (std::size_t i = 0; i < items; ++i) ::unlinkat(meta.get(), stage::delivered_marker(r.step_id, i).c_str(), 0);
+}
+
 // As root: the job's and the user's directories under the root-owned local_root, and,
 // for a cache-mode stage-in, the user's share of the node cache (else zeros).
 stage::CacheLimits prepare_node(const NodeRequest& r) {
@@ -118,8 +139,11 @@ stage::CacheLimits prepare_node(const NodeRequest& r) {
         stage::user_dir_at(jobs.get(), job_text(r) + ".aihpc", r.uid, r.gid, l.meta_dir);
     }
     // Before any task runs: the job is kept until root hears that this step delivered.
-    if (!r.options.stage_out.empty())
-        stage::keep_until_delivered(root_path, r.job_id, r.uid, r.step_id, planned_deliveries(r));
+    if (!r.options.stage_out.empty()) {
+        std::vector<stage::KeptDelivery> deliveries = planned_deliveries(r);
+        stage::keep_until_delivered(root_path, r.job_id, r.uid, r.step_id, deliveries);
+        forget_earlier_deliveries(root.get(), r, deliveries.size());
+    }
     if (!needs_cache_limits(r.options)) return {};
     struct statvfs fs {};
     std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
@@ -264,12 +288,6 @@ void prepare_stage_in(NodeRequest& r, const HelperChannel& channel) {
     r.limits = prepare_node(r);
     become_job_user(r);
     stage_in(r, channel);
-}
-
-// In the job's meta dir when a step's stage-out failed for a reason that another try
-// would meet again (DEST unwritable, both DEST and DEST.<jobid> taken): tried once.
-std::string stage_out_failed_marker(const NodeRequest& r) {
-    return std::string(stage::stage_out_failed_marker) + "." + std::to_string(r.step_id);
 }
 
 bool meta_has(int meta_fd, const std::string& name) {

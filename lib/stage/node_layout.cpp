@@ -260,6 +260,17 @@ public:
         job_ = kept_job_at(root_.get(), job_id);
     }
     std::optional<KeptJob>& job() { return job_; }
+    // The record of this job for `uid`: the one on disk, or a new one when there is none
+    // (or one of another user's, left by a job id that Slurm has since reused).
+    KeptJob& job_of(std::uint32_t job_id, uid_t uid) {
+        if (!job_ || job_->uid != uid) {
+            job_ = KeptJob{};
+            job_->job_id = job_id;
+            job_->uid = uid;
+            job_->since = ::time(nullptr);
+        }
+        return *job_;
+    }
     void save() {
         write_file_atomic_at(dir_.get(), name_, format_kept_job(*job_), 0644, shown_);
     }
@@ -276,13 +287,7 @@ private:
 void keep_until_delivered(const std::string& local_root, std::uint32_t job_id, uid_t uid, std::uint32_t step,
                           const std::vector<KeptDelivery>& deliveries) {
     KeptRecord record(local_root, job_id);
-    if (!record.job() || record.job()->uid != uid) {
-        record.job() = KeptJob{};
-        record.job()->job_id = job_id;
-        record.job()->uid = uid;
-        record.job()->since = ::time(nullptr);
-    }
-    KeptJob& k = *record.job();
+    KeptJob& k = record.job_of(job_id, uid);
     // A requeued job runs again under its id: its new steps are this run's.
     if (k.ended) k.ended = false;
     k.reason = "the stage-out of step " + std::to_string(step) + " has not delivered yet";
@@ -309,13 +314,7 @@ bool record_delivered(const std::string& local_root, std::uint32_t job_id, std::
 
 void mark_job_kept(const std::string& local_root, std::uint32_t job_id, uid_t uid, const std::string& reason) {
     KeptRecord record(local_root, job_id);
-    if (!record.job() || record.job()->uid != uid) {
-        record.job() = KeptJob{};
-        record.job()->job_id = job_id;
-        record.job()->uid = uid;
-        record.job()->since = ::time(nullptr);
-    }
-    record.job()->reason = reason;
+    record.job_of(job_id, uid).reason = reason;
     record.save();
 }
 

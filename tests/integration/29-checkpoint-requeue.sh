@@ -4,7 +4,7 @@
 # AIHPC_RESTART_COUNT=1 and a cache hit for its stage-in, resumes from its checkpoint and
 # finishes. No line of the application knows about Slurm.
 . "$(dirname "$0")/lib.sh"
-plan 9
+plan 10
 work=$(scratch)
 cd "$work"
 mkdir -p data && echo "dataset" >data/f && chmod -R a+rX data
@@ -15,7 +15,9 @@ cat >train.sh <<'JOB'
 echo "start restart=$AIHPC_RESTART_COUNT checkpoint_dir=$AIHPC_CHECKPOINT_DIR"
 epoch=0
 [ -f "$AIHPC_CHECKPOINT_DIR/epoch" ] && epoch=$(cat "$AIHPC_CHECKPOINT_DIR/epoch") && echo "resumed at epoch $epoch"
-trap 'echo $epoch >"$AIHPC_CHECKPOINT_DIR/epoch"; echo "checkpoint at epoch $epoch"; exit 75' USR1
+trap 'echo $epoch >"$AIHPC_CHECKPOINT_DIR/epoch"; echo "checkpoint at epoch $epoch"
+      mkdir -p "$AIHPC_STAGE_DIR/out" && echo "run $AIHPC_RESTART_COUNT at epoch $epoch" >"$AIHPC_STAGE_DIR/out/model"
+      exit 75' USR1
 while [ $epoch -lt 1000 ]; do
     epoch=$((epoch + 1))
     # A resumed run finishes at once: this test is about the restart, not the training.
@@ -23,12 +25,13 @@ while [ $epoch -lt 1000 ]; do
     sleep 0.5
 done
 echo "finished at epoch $epoch, restart $AIHPC_RESTART_COUNT"
+mkdir -p "$AIHPC_STAGE_DIR/out" && echo "run $AIHPC_RESTART_COUNT at epoch $epoch" >"$AIHPC_STAGE_DIR/out/model"
 JOB
 chmod +x train.sh
 
 # A 1-minute limit and the signal 50 s before it: the signal comes about 10 s in.
 id=$(as_user sbatch --parsable -w n1 -t 1 -o "$work/out" --open-mode=append --aihpc-verbose \
-    --aihpc-stage="$work/data:data" --aihpc-checkpoint=USR1@50 "$work/train.sh")
+    --aihpc-stage="$work/data:data" --aihpc-stage-out="out:$work/result" --aihpc-checkpoint=USR1@50 "$work/train.sh")
 requeued=
 for _ in $(seq 600); do
     [ "$(job_field "$id" Restarts)" = 1 ] && requeued=1 && break
@@ -50,6 +53,8 @@ ok "the second run saw AIHPC_RESTART_COUNT=1" grep -q "start restart=1" out
 ok "AIHPC_CHECKPOINT_DIR is \$HOME/.aihpc/checkpoints/<jobid> in both runs" \
     test "$(grep -c "checkpoint_dir=$home/.aihpc/checkpoints/$id\$" out)" = 2
 ok "the second run resumed from the checkpoint" bash -c "grep -q 'resumed at epoch [1-9]' out && grep -q 'finished at epoch 1000, restart 1' out"
+ok "each run's stage-out delivered its own output: the first to DEST, the second beside it" \
+    bash -c "grep -q 'run 0 at epoch' '$work/result/model' && grep -q 'run 1 at epoch 1000' '$work/result.$id/model'"
 ok "its stage-in on restart is a cache hit" bash -c "grep 'stage-in data:' out | tail -1 | grep -q 'hit'"
 ok "a bad checkpoint signal is refused at submit" \
     bash -c "! runuser -u $test_user -- env SLURM_CONF=$SLURM_CONF sbatch --aihpc-checkpoint=BOGUS@10 --wrap true 2>'$work/bad' && grep -q 'aihpc: --aihpc-checkpoint: unknown signal' '$work/bad'"
