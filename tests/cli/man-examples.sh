@@ -1,9 +1,11 @@
 #!/bin/sh
-# The EXAMPLES of aihpc-sweep(1) and aihpc-collect(1), run as written where they can run
-# offline: every line of their example blocks that calls aihpc-sweep or aihpc-collect,
-# with submit and resubmit made dry runs (--dry-run: no sbatch), and what needs a
-# cluster (--watch, --status, --sacct, mlflow, the files of a loop that ran) left out.
-# The collect examples read results written here, as tasks would have.
+# The EXAMPLES of aihpc-sweep(1), aihpc-collect(1), aihpc-stage(1) and aihpc-bind(1), run
+# as written where they can run offline: every line of their example blocks that starts
+# with a call of the tool, with submit and resubmit made dry runs (--dry-run: no sbatch),
+# and what needs a cluster (--watch, --status, --sacct, mlflow, the files of a loop that
+# ran, srun) left out. The collect examples read results written here, as tasks would
+# have. The stage and bind examples name absolute places (/datasets, /tmp/job, a node's
+# topology): those are made below the scratch dir, and the command run is a stand-in.
 top=${top_builddir:-.}
 src=$(cd "${srcdir:-.}" && pwd)
 tmp=$(mktemp -d) || exit 1
@@ -27,8 +29,12 @@ examples() {
     sed -e 's/\\-/-/g' -e 's/\\e/\\/g' -e 's/\\(dq/"/g' -e "s/\\\\(aq/'/g"
 }
 
+# run_examples PAGE [TOOLS] [SED]: TOOLS is the regex of the tools whose calls run
+# (default sweep|collect); SED rewrites each line first (the places it names).
 run_examples() {
     page=$1
+    tools=${2:-sweep|collect}
+    rewrite=${3:-}
     examples "$page" >"$tmp/blocks"
     awk -v spec="$tmp/work/sweep.json" -v raw="$tmp/lines.raw" '
         BEGIN { start = 1 }
@@ -38,13 +44,15 @@ run_examples() {
         json { print > spec; next }
         { print > raw }' "$tmp/blocks"
     # Join continued lines, then keep the tool calls.
-    sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$tmp/lines.raw" | sed 's/   */ /g' |
-        grep -E '(^|[;|&] *|\$\()aihpc-(sweep|collect) ' |
+    sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$tmp/lines.raw" | sed -e 's/   */ /g' -e 's/^ *//' |
+        grep -E "(^|[;|&] *|\\\$\\()aihpc-($tools) " |
         grep -v -e '--watch' -e '--status' -e '--sacct' -e 'rounds/3' |
-        sed -E 's/aihpc-sweep (submit|resubmit) ([^ ]+)/aihpc-sweep \1 \2 --dry-run/' >"$tmp/lines"
+        sed -E 's/aihpc-sweep (submit|resubmit) ([^ ]+)/aihpc-sweep \1 \2 --dry-run/' |
+        sed -e "${rewrite:-s/^//}" >"$tmp/lines"
     : >"$tmp/lines.raw"
     ran=$((ran + $(wc -l <"$tmp/lines")))
     while IFS= read -r line; do
+        [ -n "${AIHPC_SHOW_EXAMPLES:-}" ] && echo "example: $line"
         (cd "$tmp/work" && sh -c "$line") >"$tmp/out" 2>"$tmp/err" || fail "$(basename "$page"): $line: $(cat "$tmp/err")"
     done <"$tmp/lines"
 }
@@ -84,5 +92,24 @@ run_examples "$src/man/aihpc-collect.1"
 [ -s "$tmp/work/grid.html" ] || fail "the examples of aihpc-collect(1) wrote no grid.html"
 
 [ "$ran" -ge 15 ] || fail "only $ran example lines found"
-[ $status = 0 ] && echo "ok: the $ran example lines of aihpc-sweep(1) and aihpc-collect(1) run"
+before=$ran
+
+# aihpc-stage(1): a dataset archive, a job's checkpoint and a scratch dir, below $tmp.
+w=$tmp/work
+mkdir -p "$w/datasets/cifar/train" "$w/job/ckpt" "$w/scratch"
+seq 1 1000 >"$w/datasets/cifar/train/labels.txt"
+tar --zstd -C "$w/datasets/cifar" -cf "$w/datasets/cifar.tar.zst" train
+echo weights >"$w/job/ckpt/model.pt"
+run_examples "$src/man/aihpc-stage.1" stage \
+    "s|/datasets/|$w/datasets/|g; s|/tmp/job|$w/job|g; s|/tmp/aihpc-cache|$w/aihpc-cache|g; s|/scratch/\\\$USER|$w/scratch|g"
+[ -f "$w/job/cifar/train/labels.txt" ] || fail "the examples of aihpc-stage(1) staged no cifar"
+ls "$w/scratch" | grep -q '^ckpt' || fail "the examples of aihpc-stage(1) copied no checkpoint back"
+
+# aihpc-bind(1): node.xml is an 8-GPU machine of the fixtures; the rank runs true.
+cp "$src/tests/fixtures/topologies/hwloc-nvidiaDGX2.xml" "$w/node.xml"
+LOCAL_RANK=0 LOCAL_WORLD_SIZE=1
+export LOCAL_RANK LOCAL_WORLD_SIZE
+run_examples "$src/man/aihpc-bind.1" bind "s|-- python train.py|-- true|; s|-- ./solver|-- true|"
+[ $((ran - before)) -ge 6 ] || fail "only $((ran - before)) example lines of aihpc-stage(1) and aihpc-bind(1) found"
+[ $status = 0 ] && echo "ok: the $ran example lines of aihpc-sweep(1), aihpc-collect(1), aihpc-stage(1) and aihpc-bind(1) run"
 exit $status
