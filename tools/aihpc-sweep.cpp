@@ -677,7 +677,8 @@ int cmd_params(Args args) {
     if (format == "cmd") {
         // The command `run` would start for this task, as a shell would read it.
         SweepDir sweep = open_sweep(dir);
-        const Phase& p = find_phase(sweep.spec, phase.value_or(""));
+        const std::string phase_name = phase.value_or("");
+        const Phase& p = find_phase(sweep.spec, phase_name);
         if (sweep.spec.command_of(p).empty()) throw Error("phase '" + p.name + "' has no command");
         std::vector<std::string> words;
         for (auto& w : task_command(sweep.spec, p, task)) words.push_back(shell_quote(w));
