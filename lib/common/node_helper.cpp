@@ -511,6 +511,7 @@ HelperOutcome run_helper(const HelperRun& run) {
     // The job's state, watched from here: the helper may be stopped.
     const Clock::time_point started = Clock::now();
     Clock::time_point next_query = started + run.watch_after;
+    std::chrono::milliseconds query_every = run.watch_every;
     std::optional<JobStateQuery> query;
     WatchedJob ended;            // the state of a job that stopped running
     bool clamped = false;        // the deadline was brought down to the job's time left
@@ -524,7 +525,8 @@ HelperOutcome run_helper(const HelperRun& run) {
             if (!query && now >= next_query) {
                 query.emplace(run.job_state_command, envp.data());
                 if (!query->started()) query.reset();
-                next_query = now + run.watch_every;
+                next_query = now + query_every;
+                query_every = std::min(query_every * 2, std::max(run.watch_every_max, run.watch_every));
             } else if (query && now - query->started_at() > std::chrono::seconds(20)) {
                 query.reset();  // a controller that does not answer says nothing
             }

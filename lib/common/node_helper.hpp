@@ -52,7 +52,11 @@ struct HelperRun {
     // deadline is brought down to the job's time left.
     std::vector<std::string> job_state_command;
     std::chrono::milliseconds watch_after{std::chrono::seconds(2)};  // no query for quick work
+    // Between queries: watch_every, doubled after each query up to watch_every_max, so
+    // that a long stage on a thousand nodes costs the controller a query per node every
+    // 15 s, not every 5 s, while a cancel is still seen within seconds of a short one.
     std::chrono::milliseconds watch_every{std::chrono::seconds(5)};
+    std::chrono::milliseconds watch_every_max{std::chrono::seconds(15)};
 };
 
 // What a job-state query printed, read: the state, and the seconds left before the
