@@ -55,7 +55,7 @@ ok "--watch returns 0 once every task of a live sweep is done" \
              as_user '"$collect_tool"' live --watch --timeout 60 2>'"$work"'/watch.err &&
              [ "$(ls live/results/*.json | wc -l)" = 3 ] && grep -q "3/3 done, 0 failed, 0 running, 0 pending" '"$work"'/watch.err'
 
-if scontrol show config | grep -q "^AccountingStorageType *= *accounting_storage/none"; then
+if ! keeps_accounting; then
     ok "--sacct without accounting storage fails with a clear message and exit 1" \
         bash -c 'as_user() { runuser -u '"$test_user"' -- env SLURM_CONF='"$SLURM_CONF"' "$@"; };
                  out=$(as_user '"$collect_tool"' s --sacct 2>&1); rc=$?;

@@ -5,7 +5,7 @@
 # aihpc-collect --failed --why names TIMEOUT, OUT_OF_MEMORY, CANCELLED and PREEMPTED
 # from sacct, with the node each ran on.
 . "$(dirname "$0")/lib.sh"
-if scontrol show config | grep -q "^AccountingStorageType *= *accounting_storage/none"; then
+if ! keeps_accounting; then
     skip_all "the cluster keeps no accounting (contrib/minicluster up starts slurmdbd)"
 fi
 scontrol show partition urgent >/dev/null 2>&1 || skip_all "no urgent partition to preempt with (contrib/minicluster up makes one)"

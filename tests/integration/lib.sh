@@ -67,6 +67,10 @@ as_other_user() { runuser -u "$other_user" -- env SLURM_CONF="$SLURM_CONF" "$@";
 # Jobs of the test user now in the queue.
 queued_jobs() { squeue -h -u "$test_user" -o %i | wc -l; }
 
+# Whether the cluster keeps job accounting (slurmdbd): the mini-cluster runs without it
+# where Debian's slurmdbd cannot use Debian's MariaDB. Releases print "none" or "(null)".
+keeps_accounting() { scontrol show config | grep -q "^AccountingStorageType *= *accounting_storage/slurmdbd"; }
+
 # job_field JOBID FIELD: one field of `scontrol show job` (JobState, ExitCode, ...).
 job_field() { scontrol show job "$1" -o 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 
