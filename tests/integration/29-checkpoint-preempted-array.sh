@@ -36,8 +36,7 @@ urgent=$(as_user sbatch --parsable -p urgent -w n1 -N1 -c2 -o /dev/null --wrap '
 # The preempted task is requeued; Slurm holds it for CredExpire, and the site's admin
 # releases it at once, as this test does to stay quick.
 for _ in $(seq 300); do [ "$(job_field "$victim_id" Restarts)" = 1 ] && break; sleep 0.1; done
-for _ in $(seq 300); do [ "$(job_field "$victim_id" JobState)" = PENDING ] && break; sleep 0.1; done
-scontrol update JobId="$victim_id" StartTime=now
+release_requeued "$victim_id"
 wait_job "$urgent" 60 >/dev/null
 state=$(wait_job "$array" 240)
 ok "the urgent job preempted task $victim, which was requeued" test "$(job_field "$victim_id" Restarts)" = 1
