@@ -8,7 +8,8 @@ work=$(scratch)
 cd "$work"
 local_root_n1=${AIHPC_LOCAL_ROOT//%n/n1}
 stage_tool=$top_builddir/tools/aihpc-stage
-# Large enough that the copy and its flush outlast KillWait here.
+# Large enough that the copy and its flush outlast the moment it takes to cut them, as
+# the acceptance names; both outcomes of a cut copy are checked anyway.
 out_mb=${AIHPC_TEST_STAGE_OUT_MB:-3000}
 head -c "${out_mb}M" /dev/urandom >"$work/weights"
 md5sum <"$work/weights" >"$work/weights.md5"
@@ -81,7 +82,7 @@ check_cut_stage_out() {
     # Root's ledger is brought up to date by the next cache-mode stage on the node.
     as_user srun -w n1 --aihpc-stage="$work/small:small" true
     ok "$how: the cache ledger counts the kept stage dir against the user" \
-        bash -c "awk '\$1 == \"k\" && \$2 == $test_uid && \$NF == \"$id\" && \$6 > 1000000000' '$local_root_n1/cache/ledger' | grep -q ."
+        bash -c "awk '\$1 == \"k\" && \$2 == $test_uid && \$NF == \"$id\" && \$6 > $((out_mb * 900000))' '$local_root_n1/cache/ledger' | grep -q ."
     ok "$how: aihpc-stage kept lists it, with the command that finishes it" \
         bash -c "runuser -u $test_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 '$stage_tool' kept | grep -q 'aihpc-stage deliver $id'"
     ok "$how: another user is shown nothing of it, and cannot deliver it" \
