@@ -101,11 +101,6 @@ std::vector<stage::KeptDelivery> planned_deliveries(const NodeRequest& r) {
     return out;
 }
 
-// In the job's meta dir when a step's stage-out failed for a reason that another try
-// would meet again (DEST unwritable, both DEST and DEST.<jobid> taken): tried once.
-std::string stage_out_failed_marker(const NodeRequest& r) {
-    return std::string(stage::stage_out_failed_marker) + "." + std::to_string(r.step_id);
-}
 
 // As root, as a step with --aihpc-stage-out starts: the markers that an earlier run of
 // this step left in the job's meta dir go. A requeued job runs again under its id and
@@ -118,7 +113,7 @@ void forget_earlier_deliveries(int local_root_fd, const NodeRequest& r, std::siz
                        : -1);
     if (!meta) throw_errno("cannot open the job's meta dir " + layout(r).meta_dir);
     ::unlinkat(meta.get(), stage::delivered_marker(r.step_id).c_str(), 0);
-    ::unlinkat(meta.get(), stage_out_failed_marker(r).c_str(), 0);
+    ::unlinkat(meta.get(), stage::stage_out_failed_marker_of(r.step_id).c_str(), 0);
     for (std::size_t i = 0; i < items; ++i) ::unlinkat(meta.get(), stage::delivered_marker(r.step_id, i).c_str(), 0);
 }
 
@@ -301,7 +296,7 @@ void stage_out(const NodeRequest& r, const HelperChannel& channel) {
     stage::JobLayout l = layout(r);
     UniqueFd meta = stage::open_dir(l.meta_dir);
     if (meta_has(meta.get(), stage::delivered_marker(r.step_id))) return channel.result("delivered");
-    if (meta_has(meta.get(), stage_out_failed_marker(r))) return channel.result("failed");
+    if (meta_has(meta.get(), stage::stage_out_failed_marker_of(r.step_id))) return channel.result("failed");
     stage::DeliveryReport report =
         stage::deliver_step(l, planned_deliveries(r), r.step_id, job_text(r), stage_threads(r.site));
     for (const std::string& note : report.notes) channel.note(note);

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "common/child_process.hpp"
+#include "common/paths.hpp"
 #include "common/text.hpp"
 
 namespace aihpc {
@@ -256,24 +257,17 @@ bool reap_within(pid_t pid, std::chrono::milliseconds limit, int& status) {
     }
 }
 
-// The first executable `name` in PATH, or `name` itself when it holds a '/'.
-std::string find_in_path(const std::string& name) {
-    if (name.find('/') != std::string::npos) return name;
-    const char* path = std::getenv("PATH");
-    for (const std::string& dir : split(path ? path : "/usr/bin:/bin", ':')) {
-        std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
-        if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    }
-    return "";
-}
-
 // One query of the job's state, in flight: a child (fork, then at once exec) whose
 // standard output comes back through a pipe that the helper's loop polls. It runs with
 // the caller's identity and none of its descriptors.
 class JobStateQuery {
 public:
     JobStateQuery(const std::vector<std::string>& command, char* const* envp) {
-        std::string program = find_in_path(command.at(0));
+        const std::string& name = command.at(0);
+        const char* path = std::getenv("PATH");
+        std::string program = name.find('/') != std::string::npos
+                                  ? name
+                                  : find_program(name, split(path ? path : "/usr/bin:/bin", ':')).value_or("");
         if (program.empty()) return;
         std::vector<std::string> words = command;
         std::vector<char*> argv;

@@ -96,4 +96,15 @@ int open_root_owned_dir(const std::string& path, bool create, mode_t mode, std::
     return dir.release();
 }
 
+std::optional<std::string> find_program(const std::string& program, const std::vector<std::string>& dirs) {
+    for (const std::string& dir : dirs) {
+        if (dir.empty()) continue;
+        std::string path = dir + (dir.back() == '/' ? "" : "/") + program;
+        struct stat st {};
+        if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::faccessat(AT_FDCWD, path.c_str(), X_OK, AT_EACCESS) == 0)
+            return path;
+    }
+    return std::nullopt;
+}
+
 }  // namespace aihpc

@@ -4,6 +4,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,6 +22,10 @@ void make_directories(const std::string& path, mode_t mode = 0777, std::string_v
 
 // Whether something exists at `path`, following symlinks.
 bool path_exists(const std::string& path);
+
+// The first regular file named `program` in `dirs` that the effective ids may execute;
+// empty entries (PATH's "::", meaning the working directory) are skipped.
+std::optional<std::string> find_program(const std::string& program, const std::vector<std::string>& dirs);
 
 // Where a program that ships beside the plugin is: in a build tree, tools/NAME next to
 // plugin/ (libtool keeps the module in plugin/.libs); then `installed_path`.

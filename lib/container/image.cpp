@@ -231,13 +231,4 @@ std::vector<std::string> runtime_search_path(const config::SiteConfig& site, con
     return dirs;
 }
 
-std::optional<std::string> find_program(const std::string& program, const std::vector<std::string>& dirs) {
-    for (const std::string& dir : dirs) {
-        std::string path = dir + (dir.back() == '/' ? "" : "/") + program;
-        struct stat st {};
-        if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::faccessat(AT_FDCWD, path.c_str(), X_OK, AT_EACCESS) == 0) return path;
-    }
-    return std::nullopt;
-}
-
 }  // namespace aihpc::container

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/paths.hpp"
 #include "config/site_config.hpp"
 
 namespace aihpc::container {
@@ -70,7 +71,7 @@ ResolvedImage check_image(const std::string& text, const config::SiteConfig& sit
 // (slurmd's PATH, never the job's).
 std::vector<std::string> runtime_search_path(const config::SiteConfig& site, const char* process_path);
 
-// Acting: the first executable regular file `program` in `dirs`, as an absolute path.
-std::optional<std::string> find_program(const std::string& program, const std::vector<std::string>& dirs);
+// Acting: the first executable regular file `program` in `dirs` (common/paths.hpp).
+using aihpc::find_program;
 
 }  // namespace aihpc::container

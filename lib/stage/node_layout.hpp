@@ -46,6 +46,11 @@ JobLayout job_layout(const std::string& local_root, std::uint32_t job_id, uid_t 
 // In meta_dir when a stage-out failed, written by the user's stager: the user's account
 // of the failure, shown to them. It decides nothing; root's kept/<jobid> does.
 inline constexpr const char* stage_out_failed_marker = "stage-out-failed";
+// ... and its twin for one step, which says that step's stage-out was tried and failed
+// for a reason another try would meet again: it is not tried twice.
+inline std::string stage_out_failed_marker_of(std::uint32_t step) {
+    return std::string(stage_out_failed_marker) + "." + std::to_string(step);
+}
 
 // One --aihpc-stage-out item of a step, as root recorded it before the step's tasks
 // started: LOCAL below the stage dir, and DEST with %j and %n expanded, absolute.

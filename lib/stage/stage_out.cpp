@@ -187,7 +187,7 @@ DeliveryReport deliver_step(const JobLayout& layout, const std::vector<KeptDeliv
     } else {
         std::string text = join(report.failures, "\n") + "\n";
         mark(stage_out_failed_marker, text);
-        mark(std::string(stage_out_failed_marker) + "." + std::to_string(step), text);
+        mark(stage_out_failed_marker_of(step), text);
     }
     return report;
 }
