@@ -64,9 +64,11 @@ HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs
     run.request = node_request(st, extra);
     if (as == RunAs::user) run.user = UserIds{st.step.uid, st.step.gid, st.step.groups};
     run.deadline = std::chrono::seconds(st.site.stage_timeout_s);
+    // The epilog's delivery runs after the job, while the node waits: its own budget.
+    if (command == "deliver-kept") run.deadline = std::chrono::seconds(st.site.epilog_deliver_timeout_s);
     // The user's work in a step is watched from here, since the user may stop it: it
     // ends once the job does, and never runs past the job's time limit.
-    if (as == RunAs::user || command == "prepare-stage-in")
+    else if (as == RunAs::user || command == "prepare-stage-in")
         run.job_state_command = {"squeue", "-h", "-j", std::to_string(st.step.job_id), "-o", "%T %L"};
     run.purpose = command;
     return run_helper(run);

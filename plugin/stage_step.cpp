@@ -13,11 +13,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <optional>
+#include <string_view>
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/text.hpp"
+#include "common/user_process.hpp"
 #include "plugin/capabilities.hpp"
 #include "common/json.hpp"
 #include "plugin/node_work.hpp"
@@ -145,7 +148,38 @@ void stage_job_epilog(const Spank& spank, PluginState& st) {
     st.step.identified = true;
     st.raw_options.clear();
     try {
-        for (const std::string& note : node_work(st, "epilog", RunAs::root).notes) slurm_info("aihpc: %s", note.c_str());
+        HelperOutcome cleanup = node_work(st, "epilog", RunAs::root);
+        for (const std::string& note : cleanup.notes) slurm_info("aihpc: %s", note.c_str());
+        // A stage-out the job's end cut short: the epilog finishes it, as the user whom
+        // root's record names, within epilog_deliver_timeout; then root releases what
+        // was delivered. Whatever is left stays kept for `aihpc-stage deliver`.
+        std::string_view result = cleanup.result;
+        if (!result.starts_with("deliver ")) return;
+        auto uid = parse_uint(result.substr(8));
+        if (!uid || *uid == 0 || *uid > std::numeric_limits<uid_t>::max() - 1) return;
+        std::optional<UserIds> user = user_ids_of(static_cast<uid_t>(*uid));
+        if (!user) {
+            slurm_info("aihpc: job %u: uid %u is not in the user database, so its kept stage-out is left for aihpc-stage deliver",
+                       *job, static_cast<unsigned>(*uid));
+            return;
+        }
+        st.step.uid = user->uid;
+        st.step.gid = user->gid;
+        st.step.groups = user->groups;
+        HelperOutcome delivery;
+        try {
+            delivery = node_work(st, "deliver-kept", RunAs::user);
+        } catch (const std::exception& e) {
+            slurm_info("aihpc: job %u: the epilog did not finish its stage-out (%s); it stays kept: run 'aihpc-stage deliver %u' in a job on %s",
+                       *job, e.what(), *job, node.c_str());
+        }
+        for (const std::string& note : delivery.notes) slurm_info("aihpc: job %u: %s", *job, note.c_str());
+        st.step.uid = 0;
+        st.step.gid = 0;
+        st.step.groups.clear();
+        if (delivery.result != "delivered") return;
+        node_work(st, "epilog", RunAs::root);
+        slurm_info("aihpc: job %u: the epilog finished its stage-out, and its kept stage dir is released", *job);
     } catch (const std::exception& e) {
         slurm_info("aihpc: stage cleanup: %s", e.what());
     }

@@ -60,7 +60,8 @@ using namespace aihpc;
 namespace {
 
 constexpr const char* usage =
-    "Usage: aihpc-node prepare|stage-in|prepare-stage-in|account|stage-out|keep|digest|epilog\n"
+    "Usage: aihpc-node prepare|stage-in|prepare-stage-in|account|stage-out|keep|delivered|\n"
+    "                  digest|epilog|deliver-kept\n"
     "       aihpc-node run-task COMMAND...   (with AIHPC_TASK_REQUEST set)\n"
     "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
     "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
@@ -561,6 +562,25 @@ void digest(const NodeRequest& r, const HelperChannel& channel) {
     channel.result(format_digest_result(image, d));
 }
 
+// As the job's user, from its epilog: the stage-out that the job's end cut short (a time
+// limit, a cancel, a killed slurmstepd), finished from root's record with the site's
+// epilog_deliver_timeout as deadline. What is not delivered by then stays kept, and
+// `aihpc-stage deliver` finishes it. Result: delivered, kept, or nothing (no record of
+// this user's ended job).
+void deliver_kept(const NodeRequest& r, const HelperChannel& channel) {
+    UniqueFd root = stage::open_dir(local_root(r));
+    std::optional<stage::KeptJob> kept = stage::kept_job_at(root.get(), r.job_id);
+    if (!kept || !kept->ended || kept->uid != ::getuid()) return channel.result("nothing");
+    stage::KeptJobDelivery delivery = stage::deliver_kept_job(layout(r), *kept, stage_threads(r.site));
+    for (const auto& [step, report] : delivery.steps) {
+        for (const std::string& dest : report.delivered)
+            channel.note("the epilog delivered step " + std::to_string(step) + " to " + dest);
+        for (const std::string& note : report.notes) channel.note(note);
+        for (const std::string& failure : report.failures) channel.note(failure);
+    }
+    channel.result(delivery.complete() ? "delivered" : "kept");
+}
+
 // As root, from the job epilog: the job's stage dirs go to trash/ at once (unless root
 // kept them after a failed stage-out), and are removed within a time budget; what is
 // left goes with the next epilog.
@@ -578,6 +598,11 @@ void epilog(const NodeRequest& r, const HelperChannel& channel) {
                            std::to_string(r.site.keep_failed_days) + " days: run 'aihpc-stage deliver " + name +
                            "' in a job on " + r.node + " to finish it";
         channel.note("job " + name + ": " + text);
+        // The epilog's own try, as the user (deliver-kept), within epilog_deliver_timeout.
+        UniqueFd root = stage::open_dir(root_path);
+        std::optional<stage::KeptJob> kept = stage::kept_job_at(root.get(), r.job_id);
+        if (kept && kept->ended && !cleanup.undelivered.empty() && r.site.epilog_deliver_timeout_s > 0)
+            channel.result("deliver " + std::to_string(kept->uid));
     } else if (!cleanup.error.empty()) {
         channel.note("job " + name + ": could not remove all of its stage dir: " + cleanup.error);
     }
@@ -606,6 +631,7 @@ int main(int argc, char** argv) {
     const std::map<std::string, void (*)(const NodeRequest&, const HelperChannel&)> commands = {
         {"prepare", prepare}, {"account", account}, {"stage-in", stage_in}, {"stage-out", stage_out},
         {"keep", keep},       {"digest", digest},   {"epilog", epilog}, {"delivered", delivered},
+        {"deliver-kept", deliver_kept},
         {"prepare-stage-in", nullptr}};
     auto command = commands.find(argv[1]);
     if (command == commands.end()) {

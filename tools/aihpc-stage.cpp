@@ -435,11 +435,9 @@ int run_deliver(const Args& args) {
         throw Error("job " + args.items[0] + " has not ended on " + node +
                     ": its own stage-out may still run; deliver it once the job is over");
     JobLayout layout = job_layout(local_root, job, k->uid);
-    std::vector<std::uint32_t> steps = k->pending_steps;
-    int status = 0;
     unsigned threads = args.threads ? args.threads : default_copy_threads();
-    for (std::uint32_t step : steps) {
-        DeliveryReport report = deliver_step(layout, k->deliveries, step, args.items[0], threads, true);
+    KeptJobDelivery delivery = deliver_kept_job(layout, *k, threads);
+    for (const auto& [step, report] : delivery.steps) {
         for (const std::string& note : report.notes) std::fprintf(stderr, "aihpc-stage: %s\n", note.c_str());
         for (const std::string& dest : report.delivered) {
             if (args.json)
@@ -448,8 +446,8 @@ int run_deliver(const Args& args) {
                 std::printf("delivered job %u step %u to %s\n", job, step, dest.c_str());
         }
         for (const std::string& failure : report.failures) std::fprintf(stderr, "aihpc-stage: %s\n", failure.c_str());
-        if (!report.complete()) status = 1;
     }
+    int status = delivery.complete() ? 0 : 1;
     if (status == 0)
         std::fprintf(stderr, "aihpc-stage: job %u is delivered; its kept stage dir on %s is released when this job ends\n",
                      job, node.c_str());

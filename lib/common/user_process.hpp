@@ -2,6 +2,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <optional>
 #include <vector>
 
 namespace aihpc {
@@ -11,5 +12,10 @@ struct UserIds {
     gid_t gid = 0;
     std::vector<gid_t> groups;  // supplementary groups; empty: none
 };
+
+// A user's ids from the system's user database (getpwuid_r, getgrouplist): for work done
+// for a job whose groups Slurm no longer gives, such as its epilog's. Nullopt when the
+// database does not know the uid.
+std::optional<UserIds> user_ids_of(uid_t uid);
 
 }  // namespace aihpc

@@ -159,6 +159,8 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
             site.cache_user_inodes = *n;
         } else if (key == "stage_timeout") {
             site.stage_timeout_s = parse_duration(key, value);
+        } else if (key == "epilog_deliver_timeout") {
+            site.epilog_deliver_timeout_s = value == "0" ? 0 : parse_duration(key, value);
         } else if (key == "keep_failed_days") {
             auto n = parse_uint(value);
             if (!n || *n > 3650) bad_key(key, "'" + value + "' is not a number of days from 0 to 3650");
@@ -202,7 +204,7 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
         } else {
             throw Error("unknown site key '" + key +
                         "'; known keys: local_root, cache_max, cache_low, cache_user_max, cache_user_inodes, stage_allow, stage_threads, "
-                        "stage_timeout, keep_failed_days, "
+                        "stage_timeout, epilog_deliver_timeout, keep_failed_days, "
                         "container_runtimes, container_default, image_allow, registry, runtime_path, "
                         "bind_default, dist_default, checkpoint_root");
         }

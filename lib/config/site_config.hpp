@@ -39,6 +39,9 @@ struct SiteConfig {
     std::uint64_t cache_user_inodes = default_cache_user_inodes;  // files, directories and links one user's cache may hold
     unsigned stage_timeout_s = 3600;                // a stage-in or stage-out is killed after this
     unsigned keep_failed_days = 7;                  // a stage dir kept after a failed stage-out expires
+    // How long the epilog spends finishing a stage-out that the job's end cut short; 0:
+    // it leaves that to `aihpc-stage deliver`. The node stays COMPLETING meanwhile.
+    unsigned epilog_deliver_timeout_s = 60;
     std::vector<std::string> stage_allow;           // empty: anything the user can read
     unsigned stage_threads = 0;                     // 0: the default cap, 64; the engine adapts below it
     std::vector<std::string> container_runtimes;    // empty: all found on runtime_path

@@ -192,4 +192,12 @@ DeliveryReport deliver_step(const JobLayout& layout, const std::vector<KeptDeliv
     return report;
 }
 
+KeptJobDelivery deliver_kept_job(const JobLayout& layout, const KeptJob& kept, unsigned threads) {
+    KeptJobDelivery result;
+    std::string job = std::to_string(kept.job_id);
+    for (std::uint32_t step : kept.pending_steps)
+        result.steps.emplace_back(step, deliver_step(layout, kept.deliveries, step, job, threads, true));
+    return result;
+}
+
 }  // namespace aihpc::stage

@@ -5,6 +5,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/error.hpp"
 #include "stage/node_layout.hpp"
@@ -70,6 +72,19 @@ struct DeliveryReport {
 // under their hidden temporary names are removed first: only for a job that has ended.
 DeliveryReport deliver_step(const JobLayout& layout, const std::vector<KeptDelivery>& deliveries, std::uint32_t step,
                             const std::string& job_id, unsigned threads, bool clear_interrupted = false);
+
+// As the job's user, once the job has ended: each step that root's record keeps
+// undelivered, delivered with deliver_step (clearing the copies an earlier try left
+// beside DEST). The one delivery both `aihpc-stage deliver` and the epilog run.
+struct KeptJobDelivery {
+    std::vector<std::pair<std::uint32_t, DeliveryReport>> steps;  // (step, its report)
+    bool complete() const {
+        for (const auto& [step, report] : steps)
+            if (!report.complete()) return false;
+        return true;
+    }
+};
+KeptJobDelivery deliver_kept_job(const JobLayout& layout, const KeptJob& kept, unsigned threads);
 
 // The hidden name a copy to DEST is written under, and its prefix for one job.
 std::string interrupted_copy_prefix(const std::string& dest_base, const std::string& job_id);

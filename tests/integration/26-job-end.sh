@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A job's end keeps its results: a stage-out cut short by scancel or the time limit
 # leaves DEST whole or absent, never partial; the stage dir is kept, counted, listed by
-# `aihpc-stage kept` and finished by `aihpc-stage deliver` in a later job; the task's
-# command sees its signals, with all of its KillWait, before the stage-out.
+# `aihpc-stage kept` and finished by `aihpc-stage deliver` in a later job, or by the
+# job's epilog within epilog_deliver_timeout; the task's command sees its signals, with
+# all of its KillWait, before the stage-out.
 . "$(dirname "$0")/lib.sh"
 work=$(scratch)
 cd "$work"
@@ -98,6 +99,8 @@ check_cut_stage_out() {
         bash -c "for i in \$(seq 50); do [ ! -e '$local_root_n1/kept/$id' ] && [ ! -e '$local_root_n1/jobs/$id' ] && exit 0; sleep 0.2; done; exit 1"
 }
 
+# The epilog's own delivery is off at first, so that what it leaves kept is seen.
+with_site_keys epilog_deliver_timeout=0
 id=$(cut_stage_out scancel res1)
 check_cut_stage_out scancel "$id" res1
 id=$(cut_stage_out kill-slurmstepd res2)
@@ -107,6 +110,19 @@ check_cut_stage_out "kill -9 of slurmstepd" "$id" res2 kept
 # untouched. (Without slurmstepd, above, the stage dir is always kept.)
 id=$(cut_stage_out kill-wrapper res3)
 check_cut_stage_out "kill -9 of the task wrapper" "$id" res3
+
+# ---- the epilog finishes what the job's end cut short (epilog_deliver_timeout, 60 s by
+# default), as the job's user: without slurmstepd, the stage dir is always kept first.
+restore_site_keys
+id=$(cut_stage_out kill-slurmstepd res6)
+ok "the epilog finished the cut stage-out: DEST is byte for byte what the job wrote" \
+    bash -c "md5sum <'$work/res6/weights' | cmp - '$work/weights.md5'"
+ok "the epilog released the kept stage dir once it delivered" \
+    bash -c "for i in \$(seq 50); do [ ! -e '$local_root_n1/kept/$id' ] && [ ! -e '$local_root_n1/jobs/$id' ] && exit 0; sleep 0.2; done; exit 1"
+ok "the epilog's delivery left no hidden partial copy beside DEST" bash -c "! compgen -G '$work/.res6.aihpc-out.*' >/dev/null"
+ok "the delivered DEST belongs to the job's user" test "$(stat -c %u "$work/res6/weights")" = "$test_uid"
+ok "n1 is idle again after the epilog's delivery" \
+    bash -c "for i in \$(seq 50); do sinfo -h -n n1 -o %T | grep -qx idle && exit 0; sleep 0.2; done; exit 1"
 
 # ---- the time limit during the stage-out: SIGTERM, then KillWait, then SIGKILL
 # The application writes its output, then runs into the time limit: SIGTERM ends it, and

@@ -191,6 +191,7 @@ static void site_defaults(void**) {
     assert_string_equal(site.local_root.c_str(), "/var/lib/aihpc");
     assert_int_equal(site.stage_timeout_s, 3600);
     assert_int_equal(site.keep_failed_days, 7);
+    assert_int_equal(site.epilog_deliver_timeout_s, 60);
     assert_int_equal(site.cache_user_inodes, 1000000);
     assert_int_equal(site.cache_user_max_bytes(1000), 500);
     assert_true(site.cache_max.is_percent);
@@ -207,8 +208,11 @@ static void site_every_key_good_value(void**) {
                                          "container_runtimes=charliecloud,podman", "container_default=podman",
                                          "image_allow=/images", "registry=yes", "runtime_path=/usr/bin:/opt/bin",
                                          "bind_default=auto", "dist_default=torch", "cache_user_max=1G",
-                                         "stage_timeout=15m", "keep_failed_days=0", "cache_user_inodes=50000"});
+                                         "stage_timeout=15m", "keep_failed_days=0", "cache_user_inodes=50000",
+                                         "epilog_deliver_timeout=5m"});
     assert_int_equal(site.cache_user_inodes, 50000);
+    assert_int_equal(site.epilog_deliver_timeout_s, 300);
+    assert_int_equal(parse_site_config({"epilog_deliver_timeout=0"}).epilog_deliver_timeout_s, 0);
     assert_int_equal(site.cache_user_max_bytes(0), 1ull << 30);
     assert_int_equal(site.stage_timeout_s, 900);
     assert_int_equal(site.keep_failed_days, 0);
@@ -247,6 +251,8 @@ static void site_bad_values_name_the_key(void**) {
         {"stage_timeout=1w", "site key stage_timeout"},
         {"stage_timeout=31d", "site key stage_timeout"},
         {"keep_failed_days=-1", "site key keep_failed_days"},
+        {"epilog_deliver_timeout=-1", "site key epilog_deliver_timeout"},
+        {"epilog_deliver_timeout=forever", "site key epilog_deliver_timeout"},
         {"cache_user_max=big", "site key cache_user_max"},
         {"cache_user_inodes=0", "site key cache_user_inodes"},
         {"cache_user_inodes=1M", "site key cache_user_inodes"},

@@ -306,6 +306,29 @@ static void the_epilog_keeps_an_undelivered_job_and_releases_it_once_delivered(v
     assert_false(exists(tmp.path() + "/jobs/8"));
 }
 
+// The epilog looks twice when it delivers a cut stage-out itself: first it keeps the job
+// and marks it ended; once the user's delivery wrote its markers, its second look
+// releases the job's own record and dirs.
+static void the_epilogs_second_look_releases_what_its_delivery_finished(void**) {
+    if (skip_unless_root()) skip();
+    using namespace std::chrono_literals;
+    TempDir tmp;
+    tmp.make_dir("jobs/7/out");
+    tmp.make_dir("jobs/7.aihpc");
+    keep_until_delivered(tmp.path(), 7, user, 0, {{0, "out", "/home/u/res"}});
+    JobCleanup first = retire_job_dirs(tmp.path(), 7, 7, 5s);
+    assert_true(first.kept_after_failed_stage_out);
+    assert_true(exists(tmp.path() + "/jobs/7/out"));
+    // Not delivered yet: a second look keeps it still.
+    assert_true(retire_job_dirs(tmp.path(), 7, 7, 5s).kept_after_failed_stage_out);
+    tmp.write("jobs/7.aihpc/" + delivered_marker(0, 0), "");
+    tmp.write("jobs/7.aihpc/" + delivered_marker(0), "");
+    JobCleanup second = retire_job_dirs(tmp.path(), 7, 7, 5s);
+    assert_false(second.kept_after_failed_stage_out);
+    assert_false(exists(tmp.path() + "/jobs/7"));
+    assert_false(kept_job_at(open_dir(tmp.path()).get(), 7).has_value());
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(job_layout_names_the_jobs_and_the_users_directories),
@@ -314,6 +337,7 @@ int main(void) {
         cmocka_unit_test(a_kept_record_reads_back_as_written_whatever_its_paths),
         cmocka_unit_test(a_step_with_stage_out_is_kept_until_root_hears_it_delivered),
         cmocka_unit_test(the_epilog_keeps_an_undelivered_job_and_releases_it_once_delivered),
+        cmocka_unit_test(the_epilogs_second_look_releases_what_its_delivery_finished),
         cmocka_unit_test(job_items_skip_lines_that_are_not_five_fields),
         cmocka_unit_test(open_local_root_makes_a_missing_root_and_its_parents),
         cmocka_unit_test(open_local_root_does_not_make_one_unless_asked),
