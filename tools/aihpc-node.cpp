@@ -120,6 +120,10 @@ void forget_earlier_deliveries(int local_root_fd, const NodeRequest& r, std::siz
 
 // As root: the job's and the user's directories under the root-owned local_root, and,
 // for a cache-mode stage-in, the user's share of the node cache (else zeros).
+// The book of copies in flight that prepare opened as root, for this process's stage-in
+// after it dropped to the user (prepare-stage-in).
+stage::RoomPromises room_promises;
+
 stage::CacheLimits prepare_node(const NodeRequest& r) {
     if (r.uid == 0) throw Error("root's jobs are not staged; run the job as a regular user");
     std::string root_path = local_root(r);
@@ -147,7 +151,8 @@ stage::CacheLimits prepare_node(const NodeRequest& r) {
     stage::CacheLimits limits = stage::root_cache_limits(cache.get(), r.uid, r.site.cache_max.resolve(fs_bytes),
                                                          r.site.cache_low_bytes(fs_bytes),
                                                          r.site.cache_user_max_bytes(fs_bytes),
-                                                         stage::join_path(root_path, "cache"), r.site.cache_user_inodes);
+                                                         stage::join_path(root_path, "cache"), r.site.cache_user_inodes,
+                                                         &room_promises);
     return limits;
 }
 
@@ -211,6 +216,7 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     settings.to_dir = l.stage_dir;
     settings.cache_dir = l.cache_dir;
     settings.limits = r.limits;
+    if (room_promises.open()) settings.promises = &room_promises;
     settings.private_mode = r.options.stage_mode == config::StageMode::private_;
     settings.verify = r.options.stage_verify;
     settings.threads = stage_threads(r.site);

@@ -378,23 +378,29 @@ std::uint64_t CacheLedger::other_users_bytes(uid_t uid) const {
 }
 
 CacheLimits plan_user_cache_limits(std::uint64_t cache_max, std::uint64_t cache_low, std::uint64_t cache_user_max,
-                                   std::uint64_t own_measured, std::uint64_t own_claimed, std::uint64_t others_measured) {
+                                   std::uint64_t own_measured, std::uint64_t own_claimed, std::uint64_t others_measured,
+                                   const PromisedBytes& promised) {
     CacheLimits limits;
     if (cache_max == 0) return limits;  // no cap at all
+    auto add = [](std::uint64_t a, std::uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; };
+    auto sub = [](std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; };
     std::uint64_t share = cache_user_max == 0 ? cache_max : std::min(cache_user_max, cache_max);
-    std::uint64_t room = cache_max > others_measured ? cache_max - others_measured : 0;
-    std::uint64_t cap = std::min(share, room);
+    // Copies in flight count as held: the user's own against their share, everyone's
+    // against cache_max.
+    std::uint64_t others = add(others_measured, promised.others);
+    std::uint64_t room = sub(cache_max, others);
     // cache_low as a share of cache_max, applied to the user's share; and never above the
     // node's own low mark less what others hold.
     std::uint64_t low_share = static_cast<std::uint64_t>(static_cast<long double>(share) *
                                                          static_cast<long double>(std::min(cache_low, cache_max)) /
                                                          static_cast<long double>(cache_max));
-    std::uint64_t low_room = cache_low > others_measured ? cache_low - others_measured : 0;
+    std::uint64_t low_room = sub(cache_low, others);
     std::uint64_t low_cap = std::min(low_share, low_room);
-    std::uint64_t overhead = own_measured > own_claimed ? own_measured - own_claimed : 0;
-    limits.max_bytes = cap > overhead ? cap - overhead : 1;
-    limits.low_bytes = low_cap > overhead ? low_cap - overhead : 0;
-    limits.low_bytes = std::min(limits.low_bytes, limits.max_bytes);
+    std::uint64_t overhead = add(sub(own_measured, own_claimed), promised.own);
+    limits.share_left = sub(share, overhead);
+    limits.node_left = sub(room, overhead);
+    limits.max_bytes = std::max<std::uint64_t>(std::min(limits.share_left, limits.node_left), 1);
+    limits.low_bytes = std::min(sub(low_cap, overhead), limits.max_bytes);
     return limits;
 }
 
@@ -471,19 +477,23 @@ CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_pat
 
 CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_max, std::uint64_t cache_low,
                               std::uint64_t cache_user_max, const std::string& shown_path,
-                              std::uint64_t cache_user_inodes) {
+                              std::uint64_t cache_user_inodes, RoomPromises* promises) {
     check_root_private(cache_root_fd, shown_path);
     // Killed producers' temporaries go before they are counted, within a bounded time;
     // what is left goes at the next prepare.
     UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (user) remove_dead_temporaries(user.get(), std::chrono::steady_clock::now() + temporaries_budget);
     CacheLedger ledger;
+    RoomPromises book;
     {
         UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
         ledger = refresh_user(cache_root_fd, uid, true, shown_path);
+        book = RoomPromises::open_as_root(cache_root_fd, uid, shown_path);
     }
     CacheLimits limits = plan_user_cache_limits(cache_max, cache_low, cache_user_max, ledger.user_bytes(uid),
-                                                claimed_bytes(cache_root_fd, uid), ledger.other_users_bytes(uid));
+                                                claimed_bytes(cache_root_fd, uid), ledger.other_users_bytes(uid),
+                                                book.promised_at_open());
+    if (promises) *promises = std::move(book);
     if (cache_user_inodes != 0) {
         // At the cap, hits are still served; a new entry is refused by the stager.
         std::uint64_t held = ledger.user_inodes(uid);
@@ -498,6 +508,8 @@ void root_account_user_cache(int cache_root_fd, uid_t uid, const std::string& sh
     UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
     // A stage-in changes the user's cache, never their kept job dirs.
     refresh_user(cache_root_fd, uid, false, shown_path);
+    // Its copies are measured now: their promises no longer count.
+    RoomPromises::settle_as_root(cache_root_fd, uid, shown_path);
 }
 
 }  // namespace aihpc::stage

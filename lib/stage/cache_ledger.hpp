@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "config/site_config.hpp"
+#include "stage/cache_promises.hpp"
 #include "stage/node_cache.hpp"
 
 namespace aihpc::stage {
@@ -101,8 +102,12 @@ inline constexpr std::chrono::milliseconds temporaries_budget{1000};
 //   max      = cap - overhead (at least 1, since 0 means no cap)
 // and low likewise from cache_low, scaled to the user's share. own_claimed is the sum of
 // the user's own `bytes=` lines: a forged number can only lower that user's own room.
+// Copies in flight (cache_promises.hpp) count as held: the user's own other ones in the
+// overhead, everyone else's with others_measured. share_left and node_left are the two
+// sides of max before the min, which the stager narrows by what is promised later.
 CacheLimits plan_user_cache_limits(std::uint64_t cache_max, std::uint64_t cache_low, std::uint64_t cache_user_max,
-                                   std::uint64_t own_measured, std::uint64_t own_claimed, std::uint64_t others_measured);
+                                   std::uint64_t own_measured, std::uint64_t own_claimed, std::uint64_t others_measured,
+                                   const PromisedBytes& promised = {});
 
 // As root: brings the ledger below the open cache/ up to date for every user (and the kept
 // job dirs, found beside cache/ in local_root), writes it, and returns it. shown_path names
@@ -117,10 +122,12 @@ CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_pat
 // cache_max and cache_low are the node-wide limits in bytes, cache_user_max the user's
 // share (0: cache_max), cache_user_inodes the inodes the user's cache may hold (0: no
 // cap); max_inodes is the room left under it, 0 once the user's cache is at the cap (hits
-// are served, new entries refused).
+// are served, new entries refused). With `promises`, the book of copies in flight is
+// handed over open, for the stager to promise its own copies in.
 CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_max, std::uint64_t cache_low,
                               std::uint64_t cache_user_max, const std::string& shown_path,
-                              std::uint64_t cache_user_inodes = config::default_cache_user_inodes);
+                              std::uint64_t cache_user_inodes = config::default_cache_user_inodes,
+                              RoomPromises* promises = nullptr);
 
 // As root, after a user's stage-in: measures that user's cache again (only what changed)
 // and records it in the ledger.

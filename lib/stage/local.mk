@@ -10,6 +10,7 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/node_layout.cpp lib/stage/node_layout.hpp \
 	lib/stage/node_request.cpp lib/stage/node_request.hpp \
 	lib/stage/cache_ledger.cpp lib/stage/cache_ledger.hpp \
+	lib/stage/cache_promises.cpp lib/stage/cache_promises.hpp \
 	lib/stage/source.cpp lib/stage/source.hpp \
 	lib/stage/stage_in.cpp lib/stage/stage_in.hpp \
 	lib/stage/stage_out.cpp lib/stage/stage_out.hpp

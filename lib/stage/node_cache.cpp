@@ -390,24 +390,37 @@ bool NodeCache::evict(const std::string& key) {
 }
 
 std::uint64_t NodeCache::make_room(std::uint64_t incoming) {
+    if (!promises_ || limits_.max_bytes == 0) return make_room_within(limits_.max_bytes, incoming);
+    return promises_->promise(incoming, [&](const PromisedBytes& since) {
+        // What other copies were promised since root planned the limits narrows them:
+        // the user's own against their share, everyone's against the node's room.
+        auto sub = [](std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; };
+        std::uint64_t everyone = since.own > UINT64_MAX - since.others ? UINT64_MAX : since.own + since.others;
+        std::uint64_t max = std::min(limits_.max_bytes,
+                                     std::min(sub(limits_.share_left, since.own), sub(limits_.node_left, everyone)));
+        return make_room_within(std::max<std::uint64_t>(max, 1), incoming);
+    });
+}
+
+std::uint64_t NodeCache::make_room_within(std::uint64_t max_bytes, std::uint64_t incoming) {
     std::uint64_t free_bytes = free_space(entries_fd_.get());
-    if (limits_.max_bytes == 0) return free_bytes;
+    if (max_bytes == 0) return free_bytes;
     std::vector<CacheEntryInfo> entries = list();
     std::uint64_t used = 0;
     // Saturating: an info file may claim any number, and only its own user pays for it.
     for (const CacheEntryInfo& e : entries) used = e.bytes > UINT64_MAX - used ? UINT64_MAX : used + e.bytes;
-    if (used > limits_.max_bytes || incoming > limits_.max_bytes - used) {
+    if (used > max_bytes || incoming > max_bytes - used) {
         for (const std::string& key : plan_eviction(entries, incoming, limits_.low_bytes)) {
             auto it = std::find_if(entries.begin(), entries.end(), [&](const CacheEntryInfo& e) { return e.key == key; });
             if (evict(key)) used -= std::min(used, it->bytes);
         }
     }
-    if (used > limits_.max_bytes || incoming > limits_.max_bytes - used)
+    if (used > max_bytes || incoming > max_bytes - used)
         throw Error("the node cache " + dir_ + " cannot take " + std::to_string(incoming) + " bytes: " +
                     std::to_string(used) + " bytes are held by running jobs and this user's share of the node cache is " +
-                    std::to_string(limits_.max_bytes) +
+                    std::to_string(max_bytes) +
                     " bytes (cache_user_max, and cache_max less what other users hold); use --aihpc-stage-mode=private or a node with more local disk");
-    return std::min(limits_.max_bytes - used, free_bytes);
+    return std::min(max_bytes - used, free_bytes);
 }
 
 std::vector<std::string> NodeCache::collect(std::uint64_t target) {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "stage/cache_promises.hpp"
 #include "stage/manifest.hpp"
 
 namespace aihpc::stage {
@@ -89,6 +90,10 @@ struct CacheLimits {
     // in the user's cache.
     std::optional<std::uint64_t> max_inodes{};
     std::uint64_t inode_cap = 0;  // cache_user_inodes itself, for messages
+    // The two sides of max_bytes (plan_user_cache_limits): the user's share and the node's
+    // room, each less what the user's cache holds beyond its entries. 0 with no cap.
+    std::uint64_t share_left = 0;
+    std::uint64_t node_left = 0;
 };
 
 struct Obtained {
@@ -126,6 +131,10 @@ public:
     void set_lock_wait(std::chrono::milliseconds wait) { lock_wait_ = wait; }
     // Workers that flush a new entry to disk before it is published.
     void set_sync_threads(unsigned threads) { sync_threads_ = threads; }
+    // The book of copies in flight that root opened (cache_promises.hpp): a producer then
+    // promises its bytes there before it copies, within the limits less what others
+    // promised since. Not owned; null: the limits alone.
+    void set_promises(RoomPromises* promises) { promises_ = promises; }
 
     // A lease on an already published entry, or nullopt when there is none.
     std::optional<Lease> lease(const std::string& key);
@@ -148,7 +157,9 @@ private:
     UniqueFd lock_key(const std::string& key, int operation, bool create) const;
     bool published(const std::string& key) const;
     // Evicts down to low_bytes when `incoming` would not fit; returns the room then left.
+    // With a book of promises, under its lock, and `incoming` is promised there.
     std::uint64_t make_room(std::uint64_t incoming);
+    std::uint64_t make_room_within(std::uint64_t max_bytes, std::uint64_t incoming);
     // Temporaries of `key`, whose lock the caller holds exclusively.
     void remove_leftovers(const std::string& key);
     // Temporaries whose producer is gone (its key's lock free or absent) and entries an
@@ -160,6 +171,7 @@ private:
     CacheLimits limits_;
     std::chrono::milliseconds lock_wait_ = std::chrono::hours(1);
     unsigned sync_threads_ = 32;
+    RoomPromises* promises_ = nullptr;
     UniqueFd dir_fd_, entries_fd_, locks_fd_;
 };
 

@@ -252,6 +252,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     } else {
         if (!settings.cache_dir) throw Error("stage-in of " + src + " in cache mode needs a cache directory");
         NodeCache cache(*settings.cache_dir, settings.limits);
+        cache.set_promises(settings.promises);
         cache.set_lock_wait(settings.lock_wait);
         cache.set_sync_threads(std::max(settings.threads, fsync_threads));
         // Keyed by the freshness hash: a source changed with its size and mtime put

@@ -22,6 +22,8 @@ struct StageSettings {
     std::string to_dir;                   // DIR: created if missing
     std::optional<std::string> cache_dir; // the user's cache; required for cache mode
     CacheLimits limits;
+    // The book of copies in flight root opened with the limits (not owned; null: none).
+    RoomPromises* promises = nullptr;
     bool private_mode = false;
     bool verify = false;
     unsigned threads = 4;                 // cap on source operations in flight

@@ -2,7 +2,7 @@
 // Only root writes it, but a damaged or truncated one must cost a remeasure, never a
 // crash nor a wrong number: malformed lines are skipped, sums saturate. What parses
 // must survive its own round trip, as the ledger is read, updated and written again at
-// every prepare.
+// every prepare. The book of copies in flight (cache/promises) is held to the same.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -28,6 +28,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
     } catch (const aihpc::Error&) {
         // A correct refusal.
+    }
+    try {
+        std::vector<RoomPromise> book = parse_room_promises(text);
+        std::string once = format_room_promises(book);
+        check(format_room_promises(parse_room_promises(once)) == once, "a parsed book of promises reads back as itself");
+        for (const RoomPromise& p : book) {
+            PromisedBytes sum = promised_bytes(book, p.uid, 0);
+            check(sum.own >= p.bytes, "a user's promises saturate, never wrap");
+        }
+    } catch (const aihpc::Error&) {
     }
     return 0;
 }

@@ -56,6 +56,17 @@ public:
         return p;
     }
 
+    // What `relative` holds; empty when it cannot be read.
+    std::string read(const std::string& relative) const {
+        std::string text;
+        int fd = ::open((path_ + "/" + relative).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return text;
+        char buf[65536];
+        for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+        ::close(fd);
+        return text;
+    }
+
 private:
     std::string path_;
 };

@@ -448,6 +448,109 @@ static void a_stager_over_its_share_is_refused_with_its_share_named(void**) {
     assert_false(exists(tmp.path() + "/to/src"));
 }
 
+// ---- copies in flight: promised under a lock before they copy
+
+static void promises_read_back_and_skip_what_is_malformed(void**) {
+    std::vector<RoomPromise> book = {{1000, 42, 777, 5 * mib, 1700000000}, {1001, 43, 778, UINT64_MAX, 1700000001}};
+    std::vector<RoomPromise> back =
+        parse_room_promises(format_room_promises(book) + "garbage\n1000 0 1 2 3\n1 2 3\n1000 44 9 -5 1\n1000 45");
+    assert_int_equal(back.size(), 2);
+    assert_int_equal(back[1].uid, 1001);
+    assert_int_equal(back[1].pid, 43);
+    assert_true(back[1].bytes == UINT64_MAX);
+    PromisedBytes sum = promised_bytes(back, 1001, 0);
+    assert_int_equal(sum.own, UINT64_MAX);
+    assert_int_equal(sum.others, 5 * mib);
+    // A process's own promises are not counted against it twice.
+    assert_int_equal(promised_bytes(back, 1001, 43).own, 0);
+    // Saturating: two forged 16 EB promises are full, not small.
+    back.push_back(back[1]);
+    back.back().uid = 1002;
+    assert_true(promised_bytes(back, 1000, 0).others == UINT64_MAX);
+}
+
+static void a_promise_lives_as_long_as_its_process(void**) {
+    RoomPromise self{1000, ::getpid(), *process_start_time(::getpid()), 1, 0};
+    assert_true(promise_holder_alive(self));
+    RoomPromise reused = self;
+    reused.start += 1;  // the same PID, another process
+    assert_false(promise_holder_alive(reused));
+    RoomPromise gone = self;
+    gone.pid = 4194304;
+    assert_false(promise_holder_alive(gone));
+}
+
+static void copies_in_flight_count_against_the_share_and_the_node(void**) {
+    struct Case {
+        const char* what;
+        std::uint64_t user_max, others, own_promised, others_promised, want_max;
+    } cases[] = {
+        {"nothing in flight", 400, 0, 0, 0, 400},
+        {"another user's copy takes the node's room", 0, 200, 0, 700, 100},
+        {"another user's copy leaves the share be while the node has room", 400, 0, 0, 500, 400},
+        {"the user's own other copy takes their share", 400, 0, 100, 0, 300},
+        {"forged 16 EB in flight leave a one-byte cap, never none", 0, 0, 0, UINT64_MAX, 1},
+    };
+    for (const Case& c : cases) {
+        CacheLimits l = plan_user_cache_limits(1000, 900, c.user_max, 0, 0, c.others, PromisedBytes{c.own_promised, c.others_promised});
+        if (l.max_bytes != c.want_max) {
+            print_error("%s: got max %llu\n", c.what, static_cast<unsigned long long>(l.max_bytes));
+            fail();
+        }
+    }
+}
+
+// Two users stage at once: each is planned before the other copies, so without promises
+// both would take the node's whole room.
+static void concurrent_stages_never_pass_cache_max(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("cache/1000/entries");
+    tmp.make_dir("cache/1001/entries");
+    ::chmod((tmp.path() + "/cache").c_str(), 0711);
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    RoomPromises first, second;
+    CacheLimits limits_first = root_cache_limits(cache.get(), 1000, 10 * mib, 9 * mib, 0, tmp.path() + "/cache",
+                                                 config::default_cache_user_inodes, &first);
+    CacheLimits limits_second = root_cache_limits(cache.get(), 1001, 10 * mib, 9 * mib, 0, tmp.path() + "/cache",
+                                                  config::default_cache_user_inodes, &second);
+    assert_true(first.open() && second.open());
+    assert_true(limits_first.max_bytes >= 9 * mib && limits_second.max_bytes >= 9 * mib);
+
+    tmp.make_dir("src");
+    tmp.write("src/f", std::string(6 * mib, 's'));
+    StageSettings settings;
+    settings.to_dir = tmp.path() + "/to-first";
+    settings.cache_dir = tmp.path() + "/stager-first";
+    settings.limits = limits_first;
+    settings.promises = &first;
+    settings.uid = ::geteuid();
+    // The stager runs in this process: a promise by this PID would not count against the
+    // second, so the first's is made to stand for a live process of user 1000 (our parent).
+    stage_in(tmp.path() + "/src", "src", settings);
+    std::string text = tmp.read("cache/promises");
+    std::vector<RoomPromise> book = parse_room_promises(text);
+    assert_int_equal(book.size(), 1);
+    assert_int_equal(book[0].uid, 1000);
+    assert_true(book[0].bytes >= 6 * mib);
+    book[0].pid = ::getppid();
+    book[0].start = *process_start_time(::getppid());
+    tmp.write("cache/promises", format_room_promises(book), 0600);
+
+    settings.to_dir = tmp.path() + "/to-second";
+    settings.cache_dir = tmp.path() + "/stager-second";
+    settings.limits = limits_second;
+    settings.promises = &second;
+    expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); }, "cannot take");
+    assert_false(exists(tmp.path() + "/to-second/src"));
+
+    // Once root has measured user 1000 after its copy ended, its promise is settled.
+    book[0].pid = 4194304;
+    tmp.write("cache/promises", format_room_promises(book), 0600);
+    RoomPromises::settle_as_root(cache.get(), 1000, tmp.path() + "/cache");
+    assert_int_equal(parse_room_promises(tmp.read("cache/promises")).size(), 0);
+}
+
 // ---- archives
 
 static void an_archive_bomb_is_abandoned_whole_in_cache_mode(void**) {
@@ -786,6 +889,10 @@ int main(void) {
         cmocka_unit_test(a_prepare_measures_its_own_user_alone),
         cmocka_unit_test(a_kept_job_dir_counts_against_its_user),
         cmocka_unit_test(a_stager_over_its_share_is_refused_with_its_share_named),
+        cmocka_unit_test(promises_read_back_and_skip_what_is_malformed),
+        cmocka_unit_test(a_promise_lives_as_long_as_its_process),
+        cmocka_unit_test(copies_in_flight_count_against_the_share_and_the_node),
+        cmocka_unit_test(concurrent_stages_never_pass_cache_max),
         cmocka_unit_test(an_archive_bomb_is_abandoned_whole_in_cache_mode),
         cmocka_unit_test(an_archive_within_the_room_is_extracted),
         cmocka_unit_test(extraction_stops_at_the_entry_count_and_the_expansion_ratio),
