@@ -508,7 +508,8 @@ int run_task(int argc, char** argv) {
     if (stages_out)
         stage_out_interrupt_note =
             "aihpc: the task was signalled during its stage-out, which goes on until Slurm stops it; what it does not "
-            "deliver stays on " + r.node + ", and 'aihpc-stage deliver " + job_text(r) + "' in a job there finishes it\n";
+            "deliver stays on " + r.node + "; the job's epilog tries to finish it, and 'aihpc-stage deliver " + job_text(r) +
+            "' in a job there finishes what is left\n";
     struct sigaction note {};
     note.sa_handler = note_interrupted_stage_out;
     sigemptyset(&note.sa_mask);
