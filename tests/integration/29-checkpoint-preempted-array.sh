@@ -8,6 +8,9 @@
 plan 7
 work=$(scratch)
 cd "$work"
+# Job ids start again with each new mini-cluster, while the test user's home stays: a
+# checkpoint an earlier run left under the same job id would be resumed from.
+rm -rf "$(getent passwd "$test_user" | cut -d: -f6)/.aihpc/checkpoints"
 
 cat >task.sh <<'JOB'
 #!/bin/bash

@@ -9,6 +9,9 @@ work=$(scratch)
 cd "$work"
 mkdir -p data && echo "dataset" >data/f && chmod -R a+rX data
 home=$(getent passwd "$test_user" | cut -d: -f6)
+# Job ids start again with each new mini-cluster, while the test user's home stays: a
+# checkpoint an earlier run left under the same job id would be resumed from.
+rm -rf "$(getent passwd "$test_user" | cut -d: -f6)/.aihpc/checkpoints"
 
 cat >train.sh <<'JOB'
 #!/bin/bash
