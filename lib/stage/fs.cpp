@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <linux/magic.h>
@@ -589,6 +590,12 @@ std::string join_path(const std::string& dir, const std::string& name) {
 std::string unique_suffix() {
     static std::atomic<unsigned> counter{0};
     return std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+}
+
+std::uint64_t free_space(int fd) {
+    struct statvfs fs {};
+    if (::fstatvfs(fd, &fs) != 0) return UINT64_MAX;
+    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
 }
 
 }  // namespace aihpc::stage

@@ -84,6 +84,10 @@ void fsync_tree(int dir_fd, unsigned threads, const std::string& shown_path);
 // The same for one item: a directory tree, or a lone file and its parent directory.
 void fsync_item_at(int parent_fd, const std::string& name, unsigned threads, const std::string& shown_path);
 
+// Free bytes of the file system holding fd, for unprivileged users (f_bavail): what a
+// copy may fill. UINT64_MAX when it cannot be told.
+std::uint64_t free_space(int fd);
+
 // Lock files live in directories their user may write, so whoever owns them may hold a
 // lock forever or plant a FIFO under the name. They are opened O_NONBLOCK and O_NOFOLLOW
 // and refused unless regular files. Returns an empty fd when the file is missing and

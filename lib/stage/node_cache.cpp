@@ -91,12 +91,6 @@ std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entrie
 
 namespace {
 
-std::uint64_t free_space(int fd) {
-    struct statvfs fs {};
-    if (::fstatvfs(fd, &fs) != 0) return UINT64_MAX;
-    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
-}
-
 // The cache's own directories are never reached through a symlink.
 UniqueFd cache_subdir(int parent_fd, const char* name, const std::string& shown) {
     return ensure_dir_at(parent_fd, name, 0700, shown);

@@ -107,14 +107,6 @@ Manifest expected_with_hashes(const OpenSource& source, const Manifest& staged, 
     return expected;
 }
 
-// Free bytes of the file system holding fd, for unprivileged users: what a private copy
-// may fill.
-std::uint64_t free_space(int fd) {
-    struct statvfs fs {};
-    if (::fstatvfs(fd, &fs) != 0) return UINT64_MAX;
-    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
-}
-
 // DIR/NAME appears in one step: a symlink made aside, then renamed over the name.
 void publish_link(int dir_fd, const std::string& name, const std::string& target, const std::string& shown) {
     struct stat st {};
