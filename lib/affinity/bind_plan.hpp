@@ -53,7 +53,7 @@ BindPlan plan_binding(const NodeTopology& topology, const PlanRequest& request);
 // the rank the caller wants shown (the tool: local; the plugin: global).
 std::string describe_task(const TaskBinding& task, unsigned shown_rank);
 
-// The plan as one JSON object (INTERFACE.md, aihpc-bind plan --json).
+// The plan as one JSON object (aihpc-bind(1), plan --json).
 std::string plan_to_json(const BindPlan& plan);
 
 // OMP_PLACES for a CPU set: one place per core, "{0,64},{1,65}".
