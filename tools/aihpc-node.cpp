@@ -268,7 +268,14 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
 // left in its memory; it also clears the parent-death signal, which is set again.
 void become_job_user(const NodeRequest& r) {
     if (r.uid == 0) throw Error("refusing to stage in as root for a job of uid 0");
-    if (::syscall(SYS_close_range, 5u, ~0u, 0u) != 0) throw_errno("cannot close root's descriptors before the stage-in");
+    // Root's descriptors go, but for the book of copies in flight (cache_promises.hpp),
+    // which the stager writes its promises through: it is moved to fd 5 first.
+    unsigned first_closed = 5;
+    if (room_promises.open()) {
+        room_promises.move_to(5);
+        first_closed = 6;
+    }
+    if (::syscall(SYS_close_range, first_closed, ~0u, 0u) != 0) throw_errno("cannot close root's descriptors before the stage-in");
     if (::setgroups(r.groups.size(), r.groups.empty() ? nullptr : r.groups.data()) != 0)
         throw_errno("cannot set the job's supplementary groups");
     if (::setresgid(r.gid, r.gid, r.gid) != 0) throw_errno("cannot set the job's gid");

@@ -50,10 +50,12 @@ std::string pad(std::uint64_t value, std::size_t width) {
 }
 
 // "pre[1-3,7]post" -> pre1post pre2post pre3post pre7post; nested ranges are expanded
-// left to right ("r[1-2]n[1-2]").
-constexpr std::size_t max_hostlist_names = 1000000;
+// left to right ("r[1-2]n[1-2]"). The names of one slurm.conf are bounded as a whole,
+// well above any cluster's node count: nested ranges multiply, and each name costs a
+// string per level, so a few lines of them would otherwise hold a step for seconds.
+constexpr std::size_t max_hostlist_names = 262144;
 
-void expand_item(const std::string& item, std::vector<std::string>& out) {
+void expand_item(const std::string& item, std::vector<std::string>& out, std::size_t limit) {
     auto open = item.find('[');
     if (open == std::string::npos) {
         if (!item.empty()) out.push_back(item);
@@ -71,9 +73,9 @@ void expand_item(const std::string& item, std::vector<std::string>& out) {
             throw Error("malformed host list range '[" + range + "]' in '" + item + "'");
         for (std::uint64_t v = *lo; v <= *hi; ++v) {
             // Nested ranges multiply: the whole list is bounded, not each range.
-            if (out.size() >= max_hostlist_names)
-                throw Error("host list '" + item + "' names more than " + std::to_string(max_hostlist_names) + " hosts");
-            expand_item(prefix + pad(v, lo_text.size()) + suffix, out);
+            if (out.size() >= limit)
+                throw Error("host list '" + item + "' names more than " + std::to_string(limit) + " hosts");
+            expand_item(prefix + pad(v, lo_text.size()) + suffix, out, limit);
         }
     }
 }
@@ -107,9 +109,18 @@ std::optional<std::string> resolve_address(const std::string& name) {
 
 }  // namespace
 
+namespace {
+
+// Into `hosts`, which keeps what was expanded when it throws, so the caller can count it.
+void expand_hostlist_into(std::string_view hostlist, std::vector<std::string>& hosts, std::size_t limit) {
+    for (const std::string& item : top_level_items(trim(hostlist))) expand_item(std::string(trim(item)), hosts, limit);
+}
+
+}  // namespace
+
 std::vector<std::string> expand_hostlist(std::string_view hostlist) {
     std::vector<std::string> hosts;
-    for (const std::string& item : top_level_items(trim(hostlist))) expand_item(std::string(trim(item)), hosts);
+    expand_hostlist_into(hostlist, hosts, max_hostlist_names);
     return hosts;
 }
 
@@ -146,6 +157,7 @@ std::optional<std::string> node_addr_from_aliases(std::string_view aliases, cons
 std::optional<std::string> node_addr_from_slurm_conf(std::string_view conf_text, const std::string& node) {
     std::istringstream in{std::string(conf_text)};
     std::string line;
+    std::size_t names_left = max_hostlist_names;
     while (std::getline(in, line)) {
         line = line.substr(0, line.find('#'));
         std::istringstream words(line);
@@ -158,10 +170,17 @@ std::optional<std::string> node_addr_from_slurm_conf(std::string_view conf_text,
             else if (iequals(key, "NodeAddr")) addrs = value;
         }
         if (names.empty() || iequals(names, "DEFAULT")) continue;
+        // Every name expanded counts against one budget for the whole file.
         std::vector<std::string> hosts;
+        bool whole = true;
         try {
-            hosts = expand_hostlist(names);
+            expand_hostlist_into(names, hosts, names_left);
         } catch (const Error&) {
+            whole = false;
+        }
+        names_left -= std::min(names_left, hosts.size());
+        if (!whole) {
+            if (names_left == 0) return std::nullopt;
             continue;
         }
         for (std::size_t i = 0; i < hosts.size(); ++i) {
@@ -169,7 +188,7 @@ std::optional<std::string> node_addr_from_slurm_conf(std::string_view conf_text,
             if (addrs.empty()) return std::nullopt;
             std::vector<std::string> addr_list;
             try {
-                addr_list = expand_hostlist(addrs);
+                expand_hostlist_into(addrs, addr_list, std::max<std::size_t>(names_left, 1));
             } catch (const Error&) {
                 return std::nullopt;
             }

@@ -171,6 +171,12 @@ void RoomPromises::settle_as_root(int cache_root_fd, uid_t uid, const std::strin
     if (drop_settled(promises, uid)) write_book(book.get(), promises);
 }
 
+void RoomPromises::move_to(int fd) {
+    if (!book_ || book_.get() == fd) return;
+    if (::dup3(book_.get(), fd, O_CLOEXEC) < 0) throw_errno("cannot move the book of copies in flight to fd " + std::to_string(fd));
+    book_ = UniqueFd(fd);
+}
+
 RoomPromises::Locked RoomPromises::lock_and_read() {
     Locked locked;
     locked.lock = std::make_unique<BookLock>(book_.get(), promise_lock_wait);

@@ -82,6 +82,9 @@ public:
     static void settle_as_root(int cache_root_fd, uid_t uid, const std::string& shown_path);
 
     bool open() const { return static_cast<bool>(book_); }
+    // Moves the book's descriptor to `fd` (close-on-exec), closing whatever was there:
+    // for a process that closes every descriptor above it before it drops to the user.
+    void move_to(int fd);
     // What was promised to others when root opened the book, for the limits it plans.
     const PromisedBytes& promised_at_open() const { return at_open_; }
 

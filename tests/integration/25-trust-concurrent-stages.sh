@@ -24,7 +24,8 @@ as_other_user srun -w n1 --aihpc-stage="$work/small:small" true
 held=$(awk '$1 != "aihpc-cache-ledger" { s += $6 } END { printf "%d", s / 1048576 }' "$local_root_n1/cache/ledger")
 with_site_keys cache_max=$((held + 450))M
 
-as_user srun -w n1 --aihpc-stage="$work/a:a" bash -c 'wc -c <"$AIHPC_DATA_A/f"' >"$work/first.out" 2>"$work/first.err" &
+# Small jobs, so that both users' steps run on n1 at once.
+as_user srun -w n1 -c1 --mem=200M --aihpc-stage="$work/a:a" bash -c 'wc -c <"$AIHPC_DATA_A/f"' >"$work/first.out" 2>"$work/first.err" &
 first=$!
 promised=
 for _ in $(seq 600); do
@@ -37,10 +38,11 @@ done
 ok "the first user's copy was promised in root's book before it copied" test -n "$promised"
 ok "the book is root's alone" test "$(stat -c '%u %a' "$local_root_n1/cache/promises")" = "0 600"
 ok "the second user's stage, planned while the first copies, is refused: both would pass cache_max" \
-    bash -c "! runuser -u $other_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 --aihpc-stage='$work/b:b' true 2>'$work/second.err' &&
+    bash -c "! runuser -u $other_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 -c1 --mem=200M --aihpc-stage='$work/b:b' true 2>'$work/second.err' &&
              grep -q 'aihpc: .*cannot take' '$work/second.err'"
 pkill -CONT -u "$test_user" -f "aihpc-node prepare-stage-in" || true
-ok "the first user's stage then finishes" bash -c "wait $first; grep -qx 314572800 '$work/first.out'"
+wait "$first"
+ok "the first user's stage then finishes" grep -qx 314572800 "$work/first.out"
 ok "root settled the first copy's promise once it measured it" \
     bash -c "! grep -q '^$uid ' '$local_root_n1/cache/promises'"
 ok "what the node cache holds stays within cache_max" \
