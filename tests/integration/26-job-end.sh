@@ -112,10 +112,26 @@ id=$(cut_stage_out kill-wrapper res3)
 check_cut_stage_out "kill -9 of the task wrapper" "$id" res3
 
 # ---- the epilog finishes what the job's end cut short (epilog_deliver_timeout, 60 s by
-# default), as the job's user: without slurmstepd, the stage dir is always kept first.
+# default), as the job's user. Here the node loses the step before its stage-out even
+# began: slurmstepd and every process of the user are killed while the application
+# still runs, so no one but the epilog can deliver.
 restore_site_keys
-id=$(cut_stage_out kill-slurmstepd res6)
-ok "the epilog finished the cut stage-out: DEST is byte for byte what the job wrote" \
+cat >hang.sh <<JOB
+#!/bin/bash
+"$work/produce.sh"
+touch "$work/produced.\$SLURM_JOB_ID"
+exec sleep 1000
+JOB
+chmod +x hang.sh
+id=$(as_user sbatch --parsable -w n1 -o "$work/out-res6" --aihpc-stage-out="out:$work/res6" "$work/hang.sh")
+for _ in $(seq 1200); do [ -e "$work/produced.$id" ] && break; sleep 0.1; done
+pid=$(pgrep -f "slurmstepd: \[$id\.")
+[ -n "$pid" ] && kill -9 $pid
+pkill -9 -u "$test_user" || true
+scancel "$id"
+wait_job "$id" >/dev/null
+ok "the step was lost before its stage-out began" test -e "$work/produced.$id"
+ok "the epilog delivered the output: DEST is byte for byte what the job wrote" \
     bash -c "md5sum <'$work/res6/weights' | cmp - '$work/weights.md5'"
 ok "the epilog released the kept stage dir once it delivered" \
     bash -c "for i in \$(seq 50); do [ ! -e '$local_root_n1/kept/$id' ] && [ ! -e '$local_root_n1/jobs/$id' ] && exit 0; sleep 0.2; done; exit 1"
