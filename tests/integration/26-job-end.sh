@@ -113,7 +113,7 @@ check_cut_stage_out "kill -9 of the task wrapper" "$id" res3
 
 # ---- the epilog finishes what the job's end cut short (epilog_deliver_timeout, 60 s by
 # default), as the job's user. Here the node loses the step before its stage-out even
-# began: slurmstepd and every process of the user are killed while the application
+# began: slurmstepd and every process of the job are killed while the application
 # still runs, so no one but the epilog can deliver.
 restore_site_keys
 cat >hang.sh <<JOB
@@ -127,7 +127,7 @@ id=$(as_user sbatch --parsable -w n1 -o "$work/out-res6" --aihpc-stage-out="out:
 for _ in $(seq 1200); do [ -e "$work/produced.$id" ] && break; sleep 0.1; done
 pid=$(pgrep -f "slurmstepd: \[$id\.")
 [ -n "$pid" ] && kill -9 $pid
-pkill -9 -u "$test_user" || true
+kill_job_processes "$id"
 scancel "$id"
 wait_job "$id" >/dev/null
 ok "the step was lost before its stage-out began" test -e "$work/produced.$id"

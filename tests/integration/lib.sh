@@ -85,6 +85,18 @@ release_requeued() {
     return 1
 }
 
+# kill_job_processes JOBID: SIGKILL to every process whose environment names the job,
+# as on a node that lost it; other clusters' and other jobs' processes are left alone.
+kill_job_processes() {
+    local environ pid
+    for environ in /proc/[0-9]*/environ; do
+        pid=${environ#/proc/}
+        pid=${pid%/environ}
+        tr '\0' '\n' <"$environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && kill -9 "$pid" 2>/dev/null
+    done
+    return 0
+}
+
 # job_field JOBID FIELD: one field of `scontrol show job` (JobState, ExitCode, ...).
 job_field() { scontrol show job "$1" -o 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 
