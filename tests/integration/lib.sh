@@ -74,12 +74,16 @@ keeps_accounting() { scontrol show config | grep -q "^AccountingStorageType *= *
 # release_requeued JOBID: Slurm holds a requeued job for CredExpire (120 s); the site's
 # admin may let it start at once, as the tests do to stay quick. The controller refuses
 # while the job is still completing, so this asks again until the job runs or ended.
+# Released only once no node is still completing the run that was requeued: Slurm 24.11
+# lets that run's late completion fail a job released before it arrives.
 release_requeued() {
     local state
     for _ in $(seq 120); do
         state=$(job_field "$1" JobState)
         case $state in RUNNING | COMPLETED | FAILED | CANCELLED | TIMEOUT) return 0 ;; esac
-        [ "$state" = PENDING ] && scontrol update JobId="$1" StartTime=now >/dev/null 2>&1
+        if [ "$state" = PENDING ] && ! sinfo -h -o %t | grep -q '^comp'; then
+            scontrol update JobId="$1" StartTime=now >/dev/null 2>&1
+        fi
         sleep 0.5
     done
     return 1
