@@ -81,7 +81,9 @@ release_requeued() {
     for _ in $(seq 120); do
         state=$(job_field "$1" JobState)
         case $state in RUNNING | COMPLETED | FAILED | CANCELLED | TIMEOUT) return 0 ;; esac
-        if [ "$state" = PENDING ] && ! sinfo -h -o %t | grep -q '^comp'; then
+        # squeue names the completing flag (COMPLETING) where scontrol says PENDING.
+        if [ "$state" = PENDING ] && [ "$(squeue -h -j "$1" -o %T 2>/dev/null)" = PENDING ] &&
+            ! sinfo -h -o %t | grep -q '^comp'; then
             scontrol update JobId="$1" StartTime=now >/dev/null 2>&1
         fi
         sleep 0.5
