@@ -21,6 +21,7 @@
 #include "common/paths.hpp"
 #include "sweep/command.hpp"
 #include "sweep/expand.hpp"
+#include "sweep/schedule.hpp"
 
 namespace aihpc::sweep {
 
@@ -299,6 +300,16 @@ ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, con
     summary.distinct = stream.distinct_configurations();
     summary.whole_space = stream.enumerates_space();
     if (summary.tasks == 0) throw Error("the sweep has no tasks: every task is excluded");
+    if (spec.schedule) {
+        // Each bracket takes its own configurations, in order, so that a configuration's
+        // checkpoints belong to it alone.
+        auto needed = configurations_needed(*spec.schedule);
+        if (summary.tasks < needed)
+            throw Error("the schedule (" + std::string(schedule_type_name(spec.schedule->type)) + ", min " + std::to_string(spec.schedule->min) +
+                        ", max " + std::to_string(spec.schedule->max) + ", eta " + std::to_string(spec.schedule->eta) + ") needs " +
+                        std::to_string(needed) + " configurations, but the space gives " + std::to_string(summary.tasks) +
+                        "; use \"method\": \"random\" with \"trials\": " + std::to_string(needed) + ", or widen the grid");
+    }
     if (!options.allow_empty_exclude)
         for (std::size_t r = 0; r < spec.exclude.size(); ++r)
             if (stream.exclude_hits()[r] == 0) {
