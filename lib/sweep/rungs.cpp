@@ -159,8 +159,7 @@ std::string rung_script(const SweepDir& sweep, const RungsPlan& plan, const std:
     SubmitOptions options;
     options.sbatch_args = plan.sbatch;
     std::string out = "#!/bin/sh\n";
-    for (auto& w : phase_sbatch_words(sweep, sweep.spec.final_phase(), options))
-        out += "#SBATCH " + (w.find_first_of(" \t") == std::string::npos ? w : "\"" + w + "\"") + "\n";
+    out += sbatch_lines(phase_sbatch_words(sweep, sweep.spec.final_phase(), options));
     out += "# Written by aihpc-sweep " + tool_version + " for sweep '" + sweep.spec.name + "' (spec " + sweep.spec_hash + "): one rung\n";
     out += "# of the schedule. Arguments: BRACKET RUNG OFFSET; this element runs configuration\n";
     out += "# OFFSET + SLURM_ARRAY_TASK_ID at the rung's budget.\n";
@@ -498,6 +497,38 @@ bool RungState::promoted(std::uint64_t bracket, std::uint64_t rung, std::uint64_
     for (auto& [key, configs] : rungs)
         if (key.first == bracket && key.second == rung + 1) return configs.count(config) > 0;
     return false;
+}
+
+std::vector<RungPlace> rung_places(const SweepDir& sweep) {
+    std::vector<RungPlace> places(sweep.tasks);
+    for (auto& b : sweep_brackets(sweep)) {
+        for (std::uint64_t k = 0; k < b.rungs.size(); ++k) {
+            auto rec = load_rung(sweep.path, b.bracket, k);
+            if (!rec) break;
+            for (auto c : rec->configs)
+                if (c < places.size() && is_file(rung_result_path(sweep.path, b.bracket, k, c))) places[c] = {true, b.bracket, k, b.rungs[k].budget, false};
+            if (k == 0) continue;
+            for (auto c : rec->configs)
+                if (c < places.size() && places[c].known && places[c].bracket == b.bracket && places[c].rung + 1 == k) places[c].promoted = true;
+        }
+    }
+    return places;
+}
+
+std::vector<std::string> rung_columns(const SweepSpec& spec) {
+    if (!spec.schedule) return {};
+    return {"bracket", "rung", "budget", "promoted"};
+}
+
+void add_rung_place(Assignment& params, const RungPlace& place, const std::string& resource) {
+    if (!place.known) return;
+    auto budget = budget_scalar(place.budget);
+    std::erase_if(params, [&](const auto& p) { return p.first == resource; });
+    params.emplace_back(resource, budget);
+    params.emplace_back("bracket", scalar_int(static_cast<std::int64_t>(place.bracket)));
+    params.emplace_back("rung", scalar_int(static_cast<std::int64_t>(place.rung)));
+    params.emplace_back("budget", budget);
+    params.emplace_back("promoted", scalar_bool(place.promoted));
 }
 
 RungState read_rung_state(const SweepDir& sweep) {

@@ -115,6 +115,24 @@ struct RungState {
 };
 RungState read_rung_state(const SweepDir& sweep);
 
+// Where each configuration stands, for collect's columns: the bracket and the highest
+// rung it has a result at, that rung's budget, and whether it was promoted beyond it.
+struct RungPlace {
+    bool known = false;  // no result at any rung yet
+    std::uint64_t bracket = 0, rung = 0;
+    Budget budget;
+    bool promoted = false;
+};
+std::vector<RungPlace> rung_places(const SweepDir& sweep);
+
+// The columns a scheduled sweep's rows add to its parameters: bracket, rung, budget,
+// promoted (none without a schedule).
+std::vector<std::string> rung_columns(const SweepSpec& spec);
+
+// The row's parameters with its place: the resource at the rung's budget, and the four
+// rung_columns.
+void add_rung_place(Assignment& params, const RungPlace& place, const std::string& resource);
+
 }  // namespace aihpc::sweep
 
 namespace aihpc::sweep {

@@ -492,6 +492,12 @@ Schedule parse_schedule(const JsonValue& v, const std::vector<std::string>& axis
         if (n == s.resource)
             fail("schedule.resource", "parameter '" + s.resource + "' is given by an axis, but the schedule sets it to each rung's budget; "
                                       "remove its axis (the schedule adds the parameter)");
+    // collect shows these beside the parameters of a scheduled sweep's rows.
+    for (auto& n : axis_names)
+        if (n == "bracket" || n == "rung" || n == "budget" || n == "promoted")
+            fail("axes", "parameter '" + n + "' is a column of a scheduled sweep's results; give the parameter another name");
+    if (s.resource == "bracket" || s.resource == "rung" || s.resource == "budget" || s.resource == "promoted")
+        fail("schedule.resource", "'" + s.resource + "' is a column of a scheduled sweep's results; name it for what it counts (epochs, steps)");
     auto bound = [&](const char* key, std::uint64_t min) -> std::uint64_t {
         const JsonValue* b = v.find(key);
         if (!b) fail(path, std::string("needs \"") + key + "\", an integer >= " + std::to_string(min));

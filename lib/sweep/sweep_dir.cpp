@@ -234,6 +234,8 @@ std::vector<ConditionalReference> conditional_references(const SweepSpec& spec) 
         std::string where = spec.phases.size() > 1 ? "the command of phase '" + phase.name + "'" : "the command template";
         for (auto& ref : template_references(spec.command_of(phase))) {
             if (ref == "index" || ref == "task_seed" || ref == "phase" || every.count(ref)) continue;
+            // The schedule's resource is in every task at run time: each rung sets it.
+            if (spec.schedule && ref == spec.schedule->resource) continue;
             out.push_back({ref, where, "\"" + ref + "\":"});
         }
     }
