@@ -5,7 +5,7 @@
 # finishes it), a promoted task resumes from its own checkpoint, and a failed task or a
 # NaN ranks worst.
 . "$(dirname "$0")/lib.sh"
-plan 10
+plan 14
 work=$(scratch)
 cd "$work"
 sweep_tool=$top_builddir/tools/aihpc-sweep
@@ -66,7 +66,8 @@ case "\$*" in
 esac
 exec "$real_sbatch" "\$@"
 SH
-chmod -R a+rwX fault
+chmod 0777 fault
+chmod 0755 fault/sbatch
 as_user env PATH="$work/fault:$PATH" "$sweep_tool" submit hb -- --time=5 >submit.out 2>&1
 ok "submit queues the first rung of each of the 3 brackets" \
     bash -c '[ "$(grep -c "r0: budget" submit.out)" = 3 ] && [ "$(grep -c "controller job" submit.out)" = 2 ]'
@@ -84,6 +85,20 @@ wait_for_cut_promotion() {
 }
 ok "the controller killed mid-promotion leaves the decision written and nothing queued" wait_for_cut_promotion
 decided=$(cat hb/rungs/b2.r1.json 2>/dev/null)
+# Between the decision and the next rung, collect shows the promoted ones as such.
+promoted_in_collect() {
+    "$top_builddir/tools/aihpc-collect" hb --format csv >cut.csv || return 1
+    python3 - <<'PY'
+import csv, json
+rows = {int(r["index"]): r for r in csv.DictReader(open("cut.csv"))}
+promoted = json.load(open("hb/rungs/b2.r1.json"))["configs"]
+for c in range(9):
+    want = ("2", "0", "1", "true" if c in promoted else "false")
+    got = (rows[c]["bracket"], rows[c]["rung"], rows[c]["budget"], rows[c]["promoted"])
+    assert got == want, (c, got, want)
+PY
+}
+ok "collect marks the configurations promoted out of the first rung of bracket 2" promoted_in_collect
 as_user "$sweep_tool" advance hb >advance.out 2>&1
 ok "advance by hand queues the promoted configurations it finds decided, without deciding again" \
     bash -c 'grep -q "b2.r1: budget 3" advance.out && python3 -c "
@@ -184,4 +199,72 @@ for s, k, prev in ((2, 2, 3), (2, 1, 1), (1, 1, 3)):
 PY
 }
 ok "a promoted task resumes from the checkpoint its previous budget left" check_resume
+
+# Once everything ran, advance finds nothing to do and changes nothing.
+sums=$(md5sum hb/rungs/*.json)
+as_user "$sweep_tool" advance hb >again.out 2>&1
+ok "advance run again once every rung ended changes no record and submits nothing" \
+    bash -c '[ "$(md5sum hb/rungs/*.json)" = "$0" ] && ! grep -q "job [0-9]" again.out' "$sums"
+
+# collect: a row per configuration at the highest rung it reached, with its place.
+check_collect() {
+    "$top_builddir/tools/aihpc-collect" hb --format csv >collect.csv || return 1
+    python3 - <<'PY'
+import csv, json, os
+rows = {int(r["index"]): r for r in csv.DictReader(open("collect.csv"))}
+assert len(rows) == 17, len(rows)
+for s in (2, 1, 0):
+    for k in range(s + 1):
+        rung = json.load(open(f"hb/rungs/b{s}.r{k}.json"))
+        nxt = json.load(open(f"hb/rungs/b{s}.r{k + 1}.json"))["configs"] if k < s else []
+        for c in rung["configs"]:
+            if c in nxt:
+                continue
+            r = rows[c]
+            want = (str(s), str(k), str(9 // 3 ** (s - k)), "false")
+            got = (r["bracket"], r["rung"], r["budget"], r["promoted"])
+            assert got == want and r["epochs"] == want[2], (c, got, want)
+PY
+}
+ok "collect adds bracket, rung, budget and promoted columns to each configuration's row" check_collect
+
+# ASHA: each finishing task promotes under the lock; once the first rung has ended, its
+# top third by val_loss is promoted, each configuration once, none that failed or gave NaN.
+cat >asha.json <<JSON
+{"name": "asha", "axes": [{"param": "x", "range": [0, 9]}],
+ "command": ["$work/objective.sh", "{x}", "{epochs}"],
+ "schedule": {"type": "asha", "resource": "epochs", "min": 1, "max": 9, "eta": 3, "metric": "val_loss"}}
+JSON
+as_user "$sweep_tool" expand asha.json -o "$work/asha" >/dev/null
+as_user "$sweep_tool" submit asha -- --time=5 >asha.out 2>&1
+asha_done() {
+    for _ in $(seq 300); do
+        if ! squeue -h -u "$test_user" -o %j | grep -q "^asha\." && [ "$(ls asha/rungs/b2.r0/*.json 2>/dev/null | wc -l)" = 9 ]; then return 0; fi
+        sleep 1
+    done
+    return 1
+}
+check_asha() {
+    asha_done || return 1
+    python3 - <<'PY'
+import json, math, os
+def value(k, c):
+    r = json.load(open(f"asha/rungs/b2.r{k}/{c}.json"))
+    v = r.get("metrics", {}).get("val_loss")
+    ok = r["exit_code"] == 0 and isinstance(v, (int, float)) and math.isfinite(v)
+    return v if ok else math.inf
+for k in (0, 1):
+    rung = json.load(open(f"asha/rungs/b2.r{k}.json"))
+    done = [c for c in rung["configs"] if os.path.exists(f"asha/rungs/b2.r{k}/{c}.json")]
+    assert len(done) == len(rung["configs"]), (k, rung)
+    promoted = json.load(open(f"asha/rungs/b2.r{k + 1}.json")) if os.path.exists(f"asha/rungs/b2.r{k + 1}.json") else {"configs": [], "arrays": []}
+    top = sorted(done, key=lambda c: (value(k, c), c))[: len(done) // 3]
+    top = [c for c in top if value(k, c) < math.inf]
+    assert set(top) <= set(promoted["configs"]), (k, top, promoted)
+    assert all(value(k, c) < math.inf for c in promoted["configs"]), promoted
+    runs = [c for a in promoted["arrays"] for c in a["configs"]]
+    assert sorted(runs) == promoted["configs"], promoted
+PY
+}
+ok "asha promotes the top third of each rung once it ended, each configuration once" check_asha
 finish
