@@ -28,7 +28,7 @@ tests_unit_test_sweep_SOURCES = tests/unit/test_sweep.cpp tests/unit/cmocka_cxx.
 tests_unit_test_sweep_LDADD = lib/sweep/libaihpc_sweep.la lib/container/libaihpc_container.la $(unit_test_libs)
 
 UNIT_TESTS += tests/unit/test_sweep_schedule
-tests_unit_test_sweep_schedule_SOURCES = tests/unit/test_sweep_schedule.cpp tests/unit/cmocka_cxx.hpp
+tests_unit_test_sweep_schedule_SOURCES = tests/unit/test_sweep_schedule.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_sweep_schedule_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
 
 dist_man_MANS += man/aihpc-sweep.1

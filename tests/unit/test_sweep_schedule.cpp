@@ -2,13 +2,19 @@
 // from Li et al. (JMLR 2018), the promotion rules of SHA and ASHA, and the spec's
 // schedule object.
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
-#include "cmocka_cxx.hpp"
+#include "common/paths.hpp"
+#include "sweep/rungs.hpp"
 #include "sweep/schedule.hpp"
 #include "sweep/spec.hpp"
+#include "sweep/sweep_dir.hpp"
+#include "cmocka_cxx.hpp"
+#include "temp_dir.hpp"
 
 using namespace aihpc::sweep;
 
@@ -241,6 +247,154 @@ static void schedule_object_is_checked_field_by_field(void**) {
         "unknown key 'rate'");
 }
 
+static void rung_records_read_back_and_know_what_is_unsubmitted(void**) {
+    RungRecord r;
+    r.bracket = 2;
+    r.rung = 1;
+    r.budget = "15.625";
+    r.configs = {1, 4, 7};
+    r.arrays = {{"101", {1, 4}}};
+    auto back = parse_rung_record(rung_record_json(r));
+    assert_int_equal(back.bracket, 2);
+    assert_int_equal(back.rung, 1);
+    assert_string_equal(back.budget.c_str(), "15.625");
+    assert_true(back.configs == r.configs);
+    assert_int_equal(back.arrays.size(), 1);
+    assert_string_equal(back.arrays[0].job_id.c_str(), "101");
+    assert_true(back.controller.empty());
+    assert_true(back.unsubmitted() == std::vector<std::uint64_t>{7});
+    expect_error_containing([] { parse_rung_record("{\"bracket\":1}"); }, "rung record");
+}
+
+namespace {
+
+// A sweep dir of 17 configurations under Hyperband (1, 9, 3), not submitted.
+SweepDir hyperband_sweep(const TempDir& tmp) {
+    auto spec = parse_spec(R"({"name":"hb","axes":[{"param":"x","range":[0,17]}],"command":"run {x} {epochs}",
+        "schedule":{"type":"hyperband","resource":"epochs","min":1,"max":9,"eta":3,"metric":"val_loss"}})");
+    write_sweep_dir(spec, tmp.path() + "/hb", Provenance{"test", "2026-01-01T00:00:00Z", ""});
+    return open_sweep(tmp.path() + "/hb");
+}
+
+// An sbatch that records each line and answers job ids from 100 on.
+struct FakeSbatch {
+    std::vector<std::vector<std::string>> lines;
+    std::string refuse;  // a line holding this word fails
+    Sbatch fn() {
+        return [this](const std::vector<std::string>& argv) {
+            for (auto& w : argv)
+                if (!refuse.empty() && w == refuse) throw aihpc::Error("sbatch: refused for the test");
+            lines.push_back(argv);
+            return std::to_string(99 + lines.size());
+        };
+    }
+};
+
+void write_result(const SweepDir& sweep, std::uint64_t bracket, std::uint64_t rung, std::uint64_t config, const std::string& exit_and_metrics) {
+    std::string dir = rungs_dir(sweep.path) + "/b" + std::to_string(bracket) + ".r" + std::to_string(rung);
+    ::mkdir(dir.c_str(), 0777);
+    write_file_atomic(rung_result_path(sweep.path, bracket, rung, config), "{\"index\":" + std::to_string(config) + "," + exit_and_metrics + "}\n");
+}
+
+}  // namespace
+
+static void rung_arrays_keep_array_ids_below_max_array_size(void**) {
+    TempDir tmp;
+    auto sweep = hyperband_sweep(tmp);
+    RungsPlan plan;
+    plan.max_array_size = 5;
+    plan.throttle = 2;
+    plan.tool = "/bin/aihpc-sweep";
+    auto subs = plan_rung_arrays(sweep, plan, 2, 1, {3, 4, 6, 12});
+    assert_int_equal(subs.size(), 3);
+    assert_int_equal(subs[0].offset, 0);
+    assert_string_equal(subs[0].argv[2].c_str(), "--array=3-4%2");
+    assert_int_equal(subs[1].offset, 5);
+    assert_string_equal(subs[1].argv[2].c_str(), "--array=1%2");
+    assert_int_equal(subs[2].offset, 10);
+    assert_string_equal(subs[2].argv[2].c_str(), "--array=2%2");
+    assert_string_equal(subs[2].argv.back().c_str(), "10");
+}
+
+static void a_promotion_cut_short_is_finished_by_the_next_advance_and_never_decided_twice(void**) {
+    TempDir tmp;
+    auto sweep = hyperband_sweep(tmp);
+    RungsPlan plan;
+    plan.tool = "/bin/aihpc-sweep";
+    FakeSbatch sbatch;
+    std::ostringstream out;
+    submit_schedule(sweep, plan, "test", sbatch.fn(), out);
+    // Three first rungs (9, 5 and 3 configurations), two controllers (bracket 0 has one rung).
+    assert_int_equal(sbatch.lines.size(), 5);
+    expect_error_containing([&] { submit_schedule(sweep, plan, "test", sbatch.fn(), out); }, "already submitted");
+
+    // Bracket 2, rung 0: lower is better, so 8, 7, 6 would win; 8 fails and 7 gives NaN.
+    for (std::uint64_t c = 0; c < 8; ++c)
+        write_result(sweep, 2, 0, c, c == 7 ? R"("exit_code":0,"metrics":{"val_loss":NaN})"
+                                            : R"("exit_code":0,"metrics":{"val_loss":)" + std::to_string(9 - c) + "}");
+    AdvanceRequest by_hand;
+    advance_schedule(sweep, by_hand, "test", sbatch.fn(), out);
+    assert_false(aihpc::path_exists(rung_record_path(sweep.path, 2, 1)));  // one result still missing
+    write_result(sweep, 2, 0, 8, R"("exit_code":1,"metrics":{"val_loss":0.5})");
+
+    // sbatch fails after the decision is written: the decision stays, nothing runs it.
+    sbatch.refuse = "--job-name=hb.b2.r1";
+    expect_error_containing([&] { advance_schedule(sweep, by_hand, "test", sbatch.fn(), out); }, "cannot submit rung 1 of bracket 2");
+    auto decided = parse_rung_record(read_file(rung_record_path(sweep.path, 2, 1)));
+    assert_true((decided.configs == std::vector<std::uint64_t>{4, 5, 6}));
+    assert_true(decided.arrays.empty());
+
+    // The next advance submits what the record lacks, with the same configurations.
+    sbatch.refuse.clear();
+    auto before = sbatch.lines.size();
+    advance_schedule(sweep, by_hand, "test", sbatch.fn(), out);
+    auto done = parse_rung_record(read_file(rung_record_path(sweep.path, 2, 1)));
+    assert_true(done.configs == decided.configs);
+    assert_int_equal(done.arrays.size(), 1);
+    assert_false(done.controller.empty());
+    assert_int_equal(sbatch.lines.size(), before + 2);  // the array and its controller
+    assert_string_equal(sbatch.lines[before][2].c_str(), "--array=4-6");
+
+    // Once more: nothing new.
+    advance_schedule(sweep, by_hand, "test", sbatch.fn(), out);
+    assert_int_equal(sbatch.lines.size(), before + 2);
+    assert_string_equal(read_file(rung_record_path(sweep.path, 2, 1)).c_str(), rung_record_json(done).c_str());
+}
+
+static void a_rung_whose_arrays_ended_is_decided_with_the_missing_ranked_worst(void**) {
+    TempDir tmp;
+    auto sweep = hyperband_sweep(tmp);
+    RungsPlan plan;
+    plan.tool = "/bin/aihpc-sweep";
+    FakeSbatch sbatch;
+    std::ostringstream out;
+    submit_schedule(sweep, plan, "test", sbatch.fn(), out);
+    // Bracket 1 holds configurations 9-13; only 12 and 13 left a result.
+    write_result(sweep, 1, 0, 12, R"("exit_code":0,"metrics":{"val_loss":2.0})");
+    write_result(sweep, 1, 0, 13, R"("exit_code":0,"metrics":{"val_loss":1.0})");
+    AdvanceRequest controller;
+    controller.bracket = 1;
+    controller.rung = 0;
+    advance_schedule(sweep, controller, "test", sbatch.fn(), out);
+    assert_false(aihpc::path_exists(rung_record_path(sweep.path, 1, 1)));
+    controller.arrays_ended = true;
+    advance_schedule(sweep, controller, "test", sbatch.fn(), out);
+    auto next = parse_rung_record(read_file(rung_record_path(sweep.path, 1, 1)));
+    assert_true(next.configs == std::vector<std::uint64_t>{13});  // floor(5 / 3) = 1
+    assert_string_equal(next.budget.c_str(), "9");
+    // The controller of bracket 1 leaves bracket 2 alone.
+    assert_false(aihpc::path_exists(rung_record_path(sweep.path, 2, 1)));
+}
+
+static void plan_json_gives_every_rung_with_null_arrays_after_the_first(void**) {
+    TempDir tmp;
+    auto sweep = hyperband_sweep(tmp);
+    auto text = planned_arrays_json(planned_arrays(sweep, {}, 0, 1001));
+    assert_non_null(strstr(text.c_str(), R"({"phase":"main","label":"b2.r0","bracket":2,"rung":0,"tasks":9,"budget":1,"after":null,"array":"0-8","offset":0})"));
+    assert_non_null(strstr(text.c_str(), R"({"phase":"main","label":"b2.r2","bracket":2,"rung":2,"tasks":1,"budget":9,"after":"b2.r1","array":null,"offset":0})"));
+    assert_non_null(strstr(text.c_str(), R"("label":"b0.r0","bracket":0,"rung":0,"tasks":3,"budget":9,"after":null,"array":"14-16")"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hyperband_1_81_3_matches_the_paper),
@@ -255,6 +409,11 @@ int main(void) {
         cmocka_unit_test(nan_missing_and_failed_rank_worst_in_both_modes),
         cmocka_unit_test(asha_promotes_once_in_the_top_third_of_what_completed),
         cmocka_unit_test(schedule_object_is_checked_field_by_field),
+        cmocka_unit_test(rung_records_read_back_and_know_what_is_unsubmitted),
+        cmocka_unit_test(rung_arrays_keep_array_ids_below_max_array_size),
+        cmocka_unit_test(a_promotion_cut_short_is_finished_by_the_next_advance_and_never_decided_twice),
+        cmocka_unit_test(a_rung_whose_arrays_ended_is_decided_with_the_missing_ranked_worst),
+        cmocka_unit_test(plan_json_gives_every_rung_with_null_arrays_after_the_first),
     };
     return cmocka_run_group_tests_name("sweep_schedule", tests, nullptr, nullptr);
 }
