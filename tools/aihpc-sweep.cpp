@@ -501,8 +501,12 @@ int plan_or_submit_schedule(const SweepDir& sweep, const SubmitOptions& options,
         }
     }
     if (dry_run) {
-        write_file_atomic(rung_script_path(sweep.path), rung_script(sweep, plan, PACKAGE_VERSION));
-        if (::chmod(rung_script_path(sweep.path).c_str(), 0755) != 0) throw_errno("cannot make " + rung_script_path(sweep.path) + " executable");
+        // The script the lines name, to read before submitting; once submitted, the rungs
+        // still to come use the one they were submitted with.
+        if (!is_file(rungs_dir(sweep.path) + "/plan.json")) {
+            write_file_atomic(rung_script_path(sweep.path), rung_script(sweep, plan, PACKAGE_VERSION));
+            if (::chmod(rung_script_path(sweep.path).c_str(), 0755) != 0) throw_errno("cannot make " + rung_script_path(sweep.path) + " executable");
+        }
         for (auto& b : sweep_brackets(sweep)) {
             std::vector<std::uint64_t> configs;
             for (std::uint64_t c = 0; c < b.configs; ++c) configs.push_back(b.first_config + c);
@@ -653,7 +657,7 @@ int cmd_advance(Args args) {
         }
         if (request.rung && !request.bracket) throw UsageError("advance: --rung goes with --bracket");
         if (request.arrays_ended && !request.rung) throw UsageError("advance: --arrays-ended goes with --bracket S --rung K");
-        advance_schedule(root, request, PACKAGE_VERSION, real_sbatch(), std::cout);
+        advance_schedule(root, request, real_sbatch(), std::cout);
         return 0;
     }
     if (!args.done()) throw UsageError("advance: unknown argument " + args.peek());

@@ -423,9 +423,7 @@ void submit_schedule(const SweepDir& sweep, const RungsPlan& plan, const std::st
     for (std::size_t i = 0; i < brackets.size(); ++i) stepper.complete(brackets[i], firsts[i]);
 }
 
-void advance_schedule(const SweepDir& sweep, const AdvanceRequest& request, const std::string& tool_version, const Sbatch& sbatch,
-                      std::ostream& out) {
-    (void)tool_version;
+void advance_schedule(const SweepDir& sweep, const AdvanceRequest& request, const Sbatch& sbatch, std::ostream& out) {
     auto plan_path = rungs_dir(sweep.path) + "/plan.json";
     if (!is_file(plan_path)) throw Error(sweep.path + " has no rungs/plan.json: submit it first (aihpc-sweep submit " + sweep.path + ")");
     std::optional<RungsLock> lock;

@@ -99,8 +99,7 @@ struct AdvanceRequest {
 // hyperband: all its configurations have a result, or its arrays ended; asha: whatever is
 // in the top 1/eta of what completed), and submits what a decided rung still lacks.
 // Prints what it did on `out`. Safe to run any number of times.
-void advance_schedule(const SweepDir& sweep, const AdvanceRequest& request, const std::string& tool_version, const Sbatch& sbatch,
-                      std::ostream& out);
+void advance_schedule(const SweepDir& sweep, const AdvanceRequest& request, const Sbatch& sbatch, std::ostream& out);
 
 // One line per bracket and rung: budget, configurations, results, promoted and stopped.
 void print_schedule_status(const SweepDir& sweep, std::ostream& out);

@@ -574,7 +574,7 @@ int run_rung_task(const SweepDir& sweep, const RunRequest& request) {
         try {
             AdvanceRequest step;
             step.bracket = bracket.bracket;
-            advance_schedule(sweep, step, "", real_sbatch(), std::cerr);
+            advance_schedule(sweep, step, real_sbatch(), std::cerr);
         } catch (const Error& e) {
             std::cerr << "aihpc-sweep: warning: promotion after configuration " << config << " failed: " << e.what()
                       << "; run aihpc-sweep advance " << sweep.path << "\n";

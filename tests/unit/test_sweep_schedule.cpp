@@ -333,13 +333,13 @@ static void a_promotion_cut_short_is_finished_by_the_next_advance_and_never_deci
         write_result(sweep, 2, 0, c, c == 7 ? R"("exit_code":0,"metrics":{"val_loss":NaN})"
                                             : R"("exit_code":0,"metrics":{"val_loss":)" + std::to_string(9 - c) + "}");
     AdvanceRequest by_hand;
-    advance_schedule(sweep, by_hand, "test", sbatch.fn(), out);
+    advance_schedule(sweep, by_hand, sbatch.fn(), out);
     assert_false(aihpc::path_exists(rung_record_path(sweep.path, 2, 1)));  // one result still missing
     write_result(sweep, 2, 0, 8, R"("exit_code":1,"metrics":{"val_loss":0.5})");
 
     // sbatch fails after the decision is written: the decision stays, nothing runs it.
     sbatch.refuse = "--job-name=hb.b2.r1";
-    expect_error_containing([&] { advance_schedule(sweep, by_hand, "test", sbatch.fn(), out); }, "cannot submit rung 1 of bracket 2");
+    expect_error_containing([&] { advance_schedule(sweep, by_hand, sbatch.fn(), out); }, "cannot submit rung 1 of bracket 2");
     auto decided = parse_rung_record(read_file(rung_record_path(sweep.path, 2, 1)));
     assert_true((decided.configs == std::vector<std::uint64_t>{4, 5, 6}));
     assert_true(decided.arrays.empty());
@@ -347,7 +347,7 @@ static void a_promotion_cut_short_is_finished_by_the_next_advance_and_never_deci
     // The next advance submits what the record lacks, with the same configurations.
     sbatch.refuse.clear();
     auto before = sbatch.lines.size();
-    advance_schedule(sweep, by_hand, "test", sbatch.fn(), out);
+    advance_schedule(sweep, by_hand, sbatch.fn(), out);
     auto done = parse_rung_record(read_file(rung_record_path(sweep.path, 2, 1)));
     assert_true(done.configs == decided.configs);
     assert_int_equal(done.arrays.size(), 1);
@@ -356,7 +356,7 @@ static void a_promotion_cut_short_is_finished_by_the_next_advance_and_never_deci
     assert_string_equal(sbatch.lines[before][2].c_str(), "--array=4-6");
 
     // Once more: nothing new.
-    advance_schedule(sweep, by_hand, "test", sbatch.fn(), out);
+    advance_schedule(sweep, by_hand, sbatch.fn(), out);
     assert_int_equal(sbatch.lines.size(), before + 2);
     assert_string_equal(read_file(rung_record_path(sweep.path, 2, 1)).c_str(), rung_record_json(done).c_str());
 }
@@ -375,10 +375,10 @@ static void a_rung_whose_arrays_ended_is_decided_with_the_missing_ranked_worst(v
     AdvanceRequest controller;
     controller.bracket = 1;
     controller.rung = 0;
-    advance_schedule(sweep, controller, "test", sbatch.fn(), out);
+    advance_schedule(sweep, controller, sbatch.fn(), out);
     assert_false(aihpc::path_exists(rung_record_path(sweep.path, 1, 1)));
     controller.arrays_ended = true;
-    advance_schedule(sweep, controller, "test", sbatch.fn(), out);
+    advance_schedule(sweep, controller, sbatch.fn(), out);
     auto next = parse_rung_record(read_file(rung_record_path(sweep.path, 1, 1)));
     assert_true(next.configs == std::vector<std::uint64_t>{13});  // floor(5 / 3) = 1
     assert_string_equal(next.budget.c_str(), "9");
