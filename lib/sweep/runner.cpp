@@ -623,10 +623,9 @@ int run_tasks(const SweepDir& sweep, const RunRequest& request) {
         // sweep task's lives in the sweep dir instead, keyed by the task, so that a rerun
         // of the task (a requeue, a resubmit) finds it whatever its job id.
         if (!env("AIHPC_CHECKPOINT_DIR").empty()) {
-            std::string checkpoints = sweep.path + "/checkpoints";
-            make_directory(checkpoints);
-            make_directory(checkpoints + "/" + std::to_string(i));
-            extra.emplace_back("AIHPC_CHECKPOINT_DIR", checkpoints + "/" + std::to_string(i));
+            make_directory(sweep.path + "/checkpoints");
+            make_directory(checkpoint_dir(sweep.path, i));
+            extra.emplace_back("AIHPC_CHECKPOINT_DIR", checkpoint_dir(sweep.path, i));
         }
         TaskOutcome outcome = execute(step_command(launch, command), extra, metrics);
         write_file_atomic(result_path(sweep, phase, i), result_json(sweep, phase, task, command, outcome, context));
