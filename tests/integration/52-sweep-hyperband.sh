@@ -5,7 +5,7 @@
 # finishes it), a promoted task resumes from its own checkpoint, and a failed task or a
 # NaN ranks worst.
 . "$(dirname "$0")/lib.sh"
-plan 14
+plan 15
 work=$(scratch)
 cd "$work"
 sweep_tool=$top_builddir/tools/aihpc-sweep
@@ -227,6 +227,28 @@ for s in (2, 1, 0):
 PY
 }
 ok "collect adds bracket, rung, budget and promoted columns to each configuration's row" check_collect
+
+# The HTML report: one line per configuration through the budgets it ran, a point per
+# rung result with the metric.
+check_html() {
+    "$top_builddir/tools/aihpc-collect" hb --html report.html || return 1
+    python3 - <<'PY'
+import glob, json, math, os, re
+page = open("report.html").read()
+assert "<h2>val_loss against epochs</h2>" in page
+points = {}
+for path in glob.glob("hb/rungs/b*.r*/*.json"):
+    r = json.load(open(path))
+    v = r.get("metrics", {}).get("val_loss")
+    if r["exit_code"] == 0 and isinstance(v, (int, float)) and math.isfinite(v):
+        points.setdefault(r["index"], []).append(r["budget"])
+curves = re.findall(r'<path class="curve" d="([^"]*)"[^>]*><title>configuration (\d+)</title>', page)
+assert sorted(int(c) for _, c in curves) == sorted(points), (curves, points)
+for d, c in curves:
+    assert d.count("L") == len(points[int(c)]) - 1, (c, d, points[int(c)])
+PY
+}
+ok "the HTML report draws each configuration's val_loss against its budgets" check_html
 
 # ASHA: each finishing task promotes under the lock; once the first rung has ended, its
 # top third by val_loss is promoted, each configuration once, none that failed or gave NaN.
