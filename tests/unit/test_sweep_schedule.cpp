@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/paths.hpp"
+#include "sweep/refine.hpp"
 #include "sweep/rungs.hpp"
 #include "sweep/schedule.hpp"
 #include "sweep/spec.hpp"
@@ -395,6 +396,33 @@ static void plan_json_gives_every_rung_with_null_arrays_after_the_first(void**) 
     assert_non_null(strstr(text.c_str(), R"("label":"b0.r0","bracket":0,"rung":0,"tasks":3,"budget":9,"after":null,"array":"14-16")"));
 }
 
+static void refine_after_hyperband_ranks_the_full_budget_only_and_keeps_the_schedule(void**) {
+    TempDir tmp;
+    auto spec = parse_spec(R"({"name":"hb","axes":[{"param":"lr","loguniform":[1e-4,1e-1],"count":17}],"command":"run {lr} {epochs}",
+        "schedule":{"type":"hyperband","resource":"epochs","min":1,"max":9,"eta":3,"metric":"val_loss"}})");
+    write_sweep_dir(spec, tmp.path() + "/hb", Provenance{"test", "2026-01-01T00:00:00Z", ""});
+    auto sweep = open_sweep(tmp.path() + "/hb");
+    auto result = [&](std::uint64_t i, int budget, double loss) {
+        write_file_atomic(sweep.path + "/results/" + std::to_string(i) + ".json",
+                          "{\"index\":" + std::to_string(i) + ",\"exit_code\":0,\"budget\":" + std::to_string(budget) +
+                              ",\"metrics\":{\"val_loss\":" + std::to_string(loss) + "}}\n");
+    };
+    result(0, 1, 0.1);  // best, but stopped at the first budget
+    result(3, 9, 0.5);
+    result(14, 9, 0.4);
+    result(15, 3, 0.2);
+    auto ranked = best_tasks(sweep, "val_loss", false, 2, Aggregate::none);
+    assert_int_equal(ranked.size(), 2);
+    assert_int_equal(ranked[0].task.index, 14);
+    assert_int_equal(ranked[1].task.index, 3);
+    std::vector<TaskRecord> best;
+    for (auto& r : ranked) best.push_back(r.task);
+    auto next = refine_spec(sweep.spec, best, 0.5, sweep.tasks);
+    assert_true(next.schedule.has_value());
+    write_sweep_dir(next, tmp.path() + "/round2", Provenance{"test", "2026-01-01T00:00:00Z", ""});
+    assert_int_equal(open_sweep(tmp.path() + "/round2").tasks, 17);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hyperband_1_81_3_matches_the_paper),
@@ -414,6 +442,7 @@ int main(void) {
         cmocka_unit_test(a_promotion_cut_short_is_finished_by_the_next_advance_and_never_decided_twice),
         cmocka_unit_test(a_rung_whose_arrays_ended_is_decided_with_the_missing_ranked_worst),
         cmocka_unit_test(plan_json_gives_every_rung_with_null_arrays_after_the_first),
+        cmocka_unit_test(refine_after_hyperband_ranks_the_full_budget_only_and_keeps_the_schedule),
     };
     return cmocka_run_group_tests_name("sweep_schedule", tests, nullptr, nullptr);
 }
