@@ -510,9 +510,18 @@ int plan_or_submit_schedule(const SweepDir& sweep, const SubmitOptions& options,
         for (auto& b : sweep_brackets(sweep)) {
             std::vector<std::uint64_t> configs;
             for (std::uint64_t c = 0; c < b.configs; ++c) configs.push_back(b.first_config + c);
+            std::vector<std::string> placeholders;
             for (auto& s : plan_rung_arrays(sweep, plan, b.bracket, 0, configs)) {
                 std::vector<std::string> quoted;
                 for (auto& w : s.argv) quoted.push_back(shell_quote(w));
+                std::cout << join(quoted, " ") << "\n";
+                if (placeholders.empty()) placeholders.push_back("{b" + std::to_string(b.bracket) + ".r0}");
+            }
+            // The controller that promotes out of the first rung, once its arrays ended.
+            if (schedule.type != ScheduleType::asha && b.rungs.size() > 1) {
+                std::vector<std::string> quoted;
+                for (auto& w : rung_controller_argv(sweep, plan, b.bracket, 0, placeholders))
+                    quoted.push_back(w.find("afterany:{") != std::string::npos ? w : shell_quote(w));
                 std::cout << join(quoted, " ") << "\n";
             }
         }

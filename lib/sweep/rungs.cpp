@@ -143,6 +143,12 @@ RungOutcome read_outcome(const std::string& path, std::uint64_t config, const st
         const JsonValue* metrics = doc.find("metrics");
         if (!metrics || !metrics->is_object()) return out;
         const JsonValue* m = metrics->find(metric);
+        if (!m) {
+            // A nested metric ({"val": {"loss": 0.3}}) is named with dots, as collect names it.
+            const JsonValue* at = metrics;
+            for (auto& part : split(metric, '.')) at = at && at->is_object() ? at->find(part) : nullptr;
+            m = at;
+        }
         if (!m || !m->is_number() || m->is_non_finite()) return out;
         double d = m->as_double(metric);
         if (std::isfinite(d)) out.metric = d;
@@ -453,7 +459,8 @@ void print_schedule_status(const SweepDir& sweep, std::ostream& out) {
             out << "bracket " << b.bracket << " rung " << k << " budget " << budget_text(b.rungs[k].budget) << ": ";
             auto rec = load_rung(sweep.path, b.bracket, k);
             if (!rec) {
-                out << "pending (" << (schedule.type == ScheduleType::asha && k ? "at most " : "") << b.rungs[k].configs << " configurations)\n";
+                out << "pending (" << (schedule.type == ScheduleType::asha && k ? "at most " : "") << b.rungs[k].configs
+                    << (b.rungs[k].configs == 1 ? " configuration)\n" : " configurations)\n");
                 continue;
             }
             std::uint64_t done = 0, failed = 0;

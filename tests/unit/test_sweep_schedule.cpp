@@ -423,6 +423,27 @@ static void refine_after_hyperband_ranks_the_full_budget_only_and_keeps_the_sche
     assert_int_equal(open_sweep(tmp.path() + "/round2").tasks, 17);
 }
 
+static void an_outcome_reads_nested_metrics_and_ranks_the_rest_worst(void**) {
+    TempDir tmp;
+    auto write = [&](const std::string& name, const std::string& text) {
+        write_file_atomic(tmp.path() + "/" + name, text);
+        return tmp.path() + "/" + name;
+    };
+    auto nested = write("a.json", R"({"index":1,"exit_code":0,"metrics":{"val":{"loss":0.25}}})");
+    assert_true(read_outcome(nested, 1, "val.loss").metric == 0.25);
+    assert_false(read_outcome(nested, 1, "val.acc").metric.has_value());
+    auto flat = write("b.json", R"({"index":2,"exit_code":0,"metrics":{"val.loss":0.5,"acc":"high"}})");
+    assert_true(read_outcome(flat, 2, "val.loss").metric == 0.5);
+    assert_false(read_outcome(flat, 2, "acc").metric.has_value());  // not a number
+    auto failed = write("c.json", R"({"index":3,"exit_code":2,"metrics":{"val.loss":0.1}})");
+    assert_false(read_outcome(failed, 3, "val.loss").metric.has_value());
+    auto nan = write("d.json", R"({"index":4,"exit_code":0,"metrics":{"val.loss":NaN}})");
+    assert_false(read_outcome(nan, 4, "val.loss").metric.has_value());
+    auto torn = write("e.json", R"({"index":5,"exit_code":0,"metr)");
+    assert_false(read_outcome(torn, 5, "val.loss").metric.has_value());
+    assert_false(read_outcome(tmp.path() + "/none.json", 6, "val.loss").metric.has_value());
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hyperband_1_81_3_matches_the_paper),
@@ -443,6 +464,7 @@ int main(void) {
         cmocka_unit_test(a_rung_whose_arrays_ended_is_decided_with_the_missing_ranked_worst),
         cmocka_unit_test(plan_json_gives_every_rung_with_null_arrays_after_the_first),
         cmocka_unit_test(refine_after_hyperband_ranks_the_full_budget_only_and_keeps_the_schedule),
+        cmocka_unit_test(an_outcome_reads_nested_metrics_and_ranks_the_rest_worst),
     };
     return cmocka_run_group_tests_name("sweep_schedule", tests, nullptr, nullptr);
 }
