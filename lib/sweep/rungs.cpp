@@ -320,9 +320,21 @@ struct Stepper {
         }
         bool last = rec.rung + 1 >= bracket.rungs.size();
         if (schedule.type == ScheduleType::asha || last || !rec.controller.empty() || rec.arrays.empty() || request.dry_run) return;
+        // A rung whose every configuration has a result needs no controller: this step
+        // decides it (and its arrays may be long gone from the queue, where a dependency
+        // on them would be refused).
+        std::uint64_t have = 0;
+        outcomes(rec, true, &have);
+        if (have == rec.configs.size()) return;
         std::vector<std::string> jobs;
         for (auto& a : rec.arrays) jobs.push_back(a.job_id);
-        rec.controller = sbatch(rung_controller_argv(sweep, plan, rec.bracket, rec.rung, jobs));
+        try {
+            rec.controller = sbatch(rung_controller_argv(sweep, plan, rec.bracket, rec.rung, jobs));
+        } catch (const Error& e) {
+            throw Error("cannot submit the controller of rung " + std::to_string(rec.rung) + " of bracket " + std::to_string(rec.bracket) + ": " +
+                        e.what() + "; once the rung's arrays have ended, run aihpc-sweep advance " + sweep.path + " --bracket " +
+                        std::to_string(rec.bracket) + " --rung " + std::to_string(rec.rung) + " --arrays-ended");
+        }
         save_rung(sweep.path, rec);
         out << rung_label(rec.bracket, rec.rung) << ": controller job " << rec.controller << "\n";
     }
