@@ -309,7 +309,8 @@ ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, con
             throw Error("the schedule (" + std::string(schedule_type_name(spec.schedule->type)) + ", min " + std::to_string(spec.schedule->min) +
                         ", max " + std::to_string(spec.schedule->max) + ", eta " + std::to_string(spec.schedule->eta) + ") needs " +
                         std::to_string(needed) + " configurations, but the space gives " + std::to_string(summary.tasks) +
-                        "; use \"method\": \"random\" with \"trials\": " + std::to_string(needed) + ", or widen the grid");
+                        "; draw at least that many (\"method\": \"random\", \"trials\": " + std::to_string(needed) + ", or --random " +
+                        std::to_string(needed) + ") from a space that has them, or widen the grid");
     }
     if (!options.allow_empty_exclude)
         for (std::size_t r = 0; r < spec.exclude.size(); ++r)
