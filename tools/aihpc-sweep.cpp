@@ -26,6 +26,7 @@
 #include "sweep/refine.hpp"
 #include "sweep/results.hpp"
 #include "sweep/rounds.hpp"
+#include "sweep/rungs.hpp"
 #include "sweep/runner.hpp"
 #include "sweep/shorthand.hpp"
 #include "sweep/spec.hpp"
@@ -44,18 +45,23 @@ const char* kUsage =
     "  expand SPEC.json|PARAM... -o SWEEP [--random N] [--seed S] [--repeat N]\n"
     "         [--exclude K=V,...] [--allow-empty-exclude] [--max-tasks N (10000000)]\n"
     "         [--emit-json] [-- COMMAND-TEMPLATE...]\n"
-    "  plan SWEEP [--throttle N] [--max-array-size N|auto] [--pack K]\n"
+    "  plan SWEEP [--json] [--throttle N] [--max-array-size N|auto] [--pack K]\n"
     "  submit SWEEP [--throttle N] [--max-array-size N|auto] [--pack K] [--dry-run]\n"
     "         [--rounds R --metric NAME[:min|max] --top K [--shrink F] [--trials N]\n"
     "          [--aggregate mean|median]]\n"
     "         [-- SBATCH-ARGS...]\n"
     "  run SWEEP [--index I] [--phase NAME] [--offset O --count C --pack K]\n"
+    "         [--bracket S --rung K]  (a rung of a scheduled sweep)\n"
+    "  status SWEEP   tasks done, failed and missing; a schedule's brackets, rungs,\n"
+    "                 promoted and stopped configurations, and the best so far\n"
     "  params SWEEP --index I [--format json|env|args|shell|cmd] [--phase NAME]\n"
     "  resubmit SWEEP --failed|--missing|--indices LIST [--throttle N]\n"
     "         [--max-array-size N|auto] [--dry-run] [-- SBATCH-ARGS...]\n"
     "  refine SWEEP --metric NAME[:min|max] --top K [--shrink F] [--trials N]\n"
     "         [--aggregate mean|median] -o SWEEP2\n"
-    "  advance SWEEP  the controller step of submit --rounds (run by its job)\n"
+    "  advance SWEEP [--bracket S --rung K --arrays-ended] [--dry-run]\n"
+    "                 the controller step of submit --rounds, or of a schedule's rungs\n"
+    "                 (run by its job; run it again by hand to finish a cut-short step)\n"
     "\n"
     "  --progress     report each submitted array on stderr (default: when it is a terminal)\n"
     "  -h, --help     show this help\n"
@@ -238,6 +244,12 @@ int cmd_expand(Args args) {
     std::cout << summary.tasks << " tasks";
     if (summary.excluded) std::cout << " (" << summary.excluded << " excluded)";
     std::cout << " in " << out_dir << "\n";
+    if (const auto& schedule = spec.schedule) {
+        auto needed = configurations_needed(*schedule);
+        if (schedule->type != ScheduleType::asha && summary.tasks > needed)
+            std::cerr << "aihpc-sweep: note: the schedule's brackets take configurations 0-" << needed - 1 << "; the other "
+                      << summary.tasks - needed << " are not run\n";
+    }
     if (spec.method == Method::random && summary.distinct) {
         if (summary.whole_space)
             std::cout << "random search: the space has " << summary.distinct << " distinct configurations, no more than the " << spec.trials
@@ -461,18 +473,90 @@ std::vector<std::string> job_ids(const std::vector<ArraySubmission>& subs) {
     return out;
 }
 
+// plan and submit of a sweep with a schedule: the first rung of each bracket is submitted
+// now; the later ones by the controllers (or, for asha, by the tasks) as rungs end.
+int plan_or_submit_schedule(const SweepDir& sweep, const SubmitOptions& options, bool submit, bool dry_run, bool rounds) {
+    const auto& schedule = *sweep.spec.schedule;
+    if (rounds) throw UsageError("--rounds does not go with a schedule: the rungs already narrow the sweep");
+    if (options.pack > 1)
+        throw Error("a sweep with a schedule runs one configuration per array element; leave out --pack (and slurm.pack)");
+    RungsPlan plan;
+    plan.throttle = options.throttle;
+    plan.max_array_size = options.max_array_size;
+    plan.sbatch = options.sbatch_args;
+    plan.tool = options.tool_path;
+    auto arrays = planned_arrays(sweep, {}, options.throttle, options.max_array_size);
+    if (!submit) {
+        auto brackets = sweep_brackets(sweep);
+        std::cout << sweep.tasks << " configurations, " << schedule_type_name(schedule.type) << " over " << schedule.resource << " from "
+                  << schedule.min << " to " << schedule.max << " (eta " << schedule.eta << "): " << brackets.size() << " bracket(s), "
+                  << arrays.size() << " array(s)\n";
+        for (auto& a : arrays) {
+            std::cout << a.label << ": " << (schedule.type == ScheduleType::asha && *a.rung ? "at most " : "") << a.tasks
+                      << " configurations at " << schedule.resource << "=" << a.budget;
+            if (!a.array.empty()) std::cout << ", array " << a.array << " (offset " << a.offset << ")";
+            if (!a.after.empty())
+                std::cout << ", after " << a.after << (schedule.type == ScheduleType::asha ? " (promoted by its tasks)" : " (promoted by its controller)");
+            std::cout << "\n";
+        }
+    }
+    if (dry_run) {
+        // The script the lines name, to read before submitting; once submitted, the rungs
+        // still to come use the one they were submitted with.
+        if (!is_file(rungs_dir(sweep.path) + "/plan.json")) {
+            write_file_atomic(rung_script_path(sweep.path), rung_script(sweep, plan, PACKAGE_VERSION));
+            if (::chmod(rung_script_path(sweep.path).c_str(), 0755) != 0) throw_errno("cannot make " + rung_script_path(sweep.path) + " executable");
+        }
+        for (auto& b : sweep_brackets(sweep)) {
+            std::vector<std::uint64_t> configs;
+            for (std::uint64_t c = 0; c < b.configs; ++c) configs.push_back(b.first_config + c);
+            std::vector<std::string> placeholders;
+            for (auto& s : plan_rung_arrays(sweep, plan, b.bracket, 0, configs)) {
+                std::vector<std::string> quoted;
+                for (auto& w : s.argv) quoted.push_back(shell_quote(w));
+                std::cout << join(quoted, " ") << "\n";
+                if (placeholders.empty()) placeholders.push_back("{b" + std::to_string(b.bracket) + ".r0}");
+            }
+            // The controller that promotes out of the first rung, once its arrays ended.
+            if (schedule.type != ScheduleType::asha && b.rungs.size() > 1) {
+                std::vector<std::string> quoted;
+                for (auto& w : rung_controller_argv(sweep, plan, b.bracket, 0, placeholders))
+                    quoted.push_back(w.find("afterany:{") != std::string::npos ? w : shell_quote(w));
+                std::cout << join(quoted, " ") << "\n";
+            }
+        }
+        return 0;
+    }
+    submit_schedule(sweep, plan, PACKAGE_VERSION, real_sbatch(), std::cout);
+    return 0;
+}
+
+int cmd_status(Args args) {
+    if (args.done()) throw UsageError("status needs a SWEEP dir");
+    std::string dir = args.next();
+    if (!args.done()) throw UsageError("status: unknown argument " + args.peek());
+    SweepDir sweep = open_sweep(dir);
+    auto scan = scan_results(sweep);
+    std::cerr << unreadable_warnings("aihpc-sweep", scan.unreadable);
+    std::cout << sweep.tasks << " tasks: " << scan.done.size() << " done, " << scan.failed.size() << " failed, "
+              << scan.missing(sweep.tasks).size() << " without a result\n";
+    if (sweep.spec.schedule) print_schedule_status(sweep, std::cout);
+    return 0;
+}
+
 int cmd_plan_or_submit(Args args, bool submit) {
     if (args.done()) throw UsageError(std::string(submit ? "submit" : "plan") + " needs a SWEEP dir");
     std::string dir = args.next();
     ArrayOptions ao;
     RoundsOptions ro;
-    bool dry_run = !submit;
+    bool dry_run = !submit, json = false;
     std::vector<std::string> extra;
     while (!args.done()) {
         auto w = args.next();
         if (ao.take(args, w)) continue;
         if (submit && ro.take(args, w)) continue;
         if (w == "--dry-run" && submit) dry_run = true;
+        else if (w == "--json" && !submit) json = true;
         else if (w == "--" && submit) extra = args.rest();
         else throw UsageError(std::string(submit ? "submit" : "plan") + ": unknown argument " + w);
     }
@@ -482,6 +566,11 @@ int cmd_plan_or_submit(Args args, bool submit) {
     options.sbatch_args = extra;
     check_phase_options(sweep, options);
     auto subs = plan_submit(sweep, options);
+    if (json) {
+        std::cout << planned_arrays_json(planned_arrays(sweep, subs, options.throttle, options.max_array_size));
+        return 0;
+    }
+    if (sweep.spec.schedule) return plan_or_submit_schedule(sweep, options, submit, dry_run, ro.given());
     if (!submit) {
         auto chunks = plan_chunks(sweep.tasks, options.max_array_size, options.pack);
         std::cout << sweep.tasks << " tasks, " << sweep.spec.phases.size() << " phase(s), " << chunks.size()
@@ -564,8 +653,23 @@ private:
 int cmd_advance(Args args) {
     if (args.done()) throw UsageError("advance needs the SWEEP dir of a closed loop");
     std::string dir = args.next();
-    if (!args.done()) throw UsageError("advance: unknown argument " + args.peek());
     SweepDir root = open_sweep(dir);
+    if (root.spec.schedule) {
+        AdvanceRequest request;
+        while (!args.done()) {
+            auto w = args.next();
+            if (w == "--bracket") request.bracket = args.number(w);
+            else if (w == "--rung") request.rung = args.number(w);
+            else if (w == "--arrays-ended") request.arrays_ended = true;
+            else if (w == "--dry-run") request.dry_run = true;
+            else throw UsageError("advance: unknown argument " + w);
+        }
+        if (request.rung && !request.bracket) throw UsageError("advance: --rung goes with --bracket");
+        if (request.arrays_ended && !request.rung) throw UsageError("advance: --arrays-ended goes with --bracket S --rung K");
+        advance_schedule(root, request, real_sbatch(), std::cout);
+        return 0;
+    }
+    if (!args.done()) throw UsageError("advance: unknown argument " + args.peek());
     RoundsLock lock(root.path);
     auto path = root.path + "/rounds.json";
     if (!is_file(path)) throw Error(dir + " has no rounds.json: it was not submitted with --rounds");
@@ -649,6 +753,8 @@ int cmd_run(Args args) {
         else if (w == "--offset") req.offset = args.number(w);
         else if (w == "--count") req.count = args.number(w);
         else if (w == "--pack") req.pack = args.number(w, 1);
+        else if (w == "--bracket") req.bracket = args.number(w);
+        else if (w == "--rung") req.rung = args.number(w);
         else throw UsageError("run: unknown argument " + w);
     }
     return run_tasks(open_sweep(dir), req);
@@ -734,6 +840,9 @@ int cmd_resubmit(Args args) {
     }
     if (!failed && !missing && !list) throw UsageError("resubmit needs --failed, --missing or --indices LIST");
     SweepDir sweep = open_sweep(dir);
+    if (sweep.spec.schedule)
+        throw Error(dir + " runs under a schedule, whose rungs are submitted by their controllers; aihpc-sweep advance " + dir +
+                    " submits what a rung lacks, and aihpc-sweep run " + dir + " --bracket S --rung K --index I reruns one configuration");
     std::set<std::uint64_t> indices;
     if (list) indices = parse_index_list(*list);
     if (failed || missing) {
@@ -880,7 +989,8 @@ int main(int argc, char** argv) {
         if (cmd == "resubmit") return cmd_resubmit(std::move(args));
         if (cmd == "refine") return cmd_refine(std::move(args));
         if (cmd == "advance") return cmd_advance(std::move(args));
-        throw UsageError("unknown command '" + cmd + "' (expand, plan, submit, run, params, resubmit, refine, advance)");
+        if (cmd == "status") return cmd_status(std::move(args));
+        throw UsageError("unknown command '" + cmd + "' (expand, plan, submit, run, params, resubmit, refine, advance, status)");
     } catch (const UsageError& e) {
         std::cerr << "aihpc-sweep: " << e.what() << "\nTry 'aihpc-sweep --help'.\n";
         return 2;

@@ -4,9 +4,11 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <set>
 
 #include "sweep/refine.hpp"
+#include "sweep/rungs.hpp"
 
 namespace aihpc::collect {
 
@@ -298,6 +300,65 @@ PlotAxis make_axis(const std::string& name, const std::vector<const sweep::Scala
     return a;
 }
 
+namespace {
+
+// A scheduled sweep: each configuration's metric at every budget it ran, one line per
+// configuration, so that a reader sees where the stopped ones fell behind the promoted.
+void write_rung_curves(std::string& out, const sweep::SweepDir& sweep, std::size_t max_configs) {
+    const auto& schedule = *sweep.spec.schedule;
+    auto state = sweep::read_rung_state(sweep);
+    std::map<std::uint64_t, std::vector<std::pair<sweep::Scalar, sweep::Scalar>>> curves;  // budget, metric
+    for (auto& [place, configs] : state.rungs) {
+        const auto& bracket = sweep::find_bracket(state.brackets, place.first);
+        auto budget = sweep::budget_scalar(bracket.rungs[place.second].budget);
+        for (auto c : configs) {
+            if (curves.size() >= max_configs && !curves.count(c)) continue;
+            auto o = sweep::read_outcome(sweep::rung_result_path(sweep.path, place.first, place.second, c), c, schedule.metric);
+            if (o.metric) curves[c].push_back({budget, sweep::scalar_double(*o.metric)});
+        }
+    }
+    out += "<h2>" + html_escape(schedule.metric) + " against " + html_escape(schedule.resource) + "</h2>\n";
+    std::vector<const sweep::Scalar*> xs, ys;
+    for (auto& [c, points] : curves)
+        for (auto& [x, y] : points) {
+            xs.push_back(&x);
+            ys.push_back(&y);
+        }
+    PlotAxis x = make_axis(schedule.resource, xs, true), y = make_axis(schedule.metric, ys, false);
+    if (curves.empty() || x.categorical || y.categorical) {
+        out += "<p class=\"note\">No configuration has reported " + html_escape(schedule.metric) + " at any rung yet.</p>\n";
+        return;
+    }
+    out += "<p class=\"note\">One line per configuration, through the budgets of the rungs it ran; a line that stops early is a "
+           "configuration that was stopped (failed runs and NaN are left out).</p>\n";
+    const double W = 640, H = 320, L = 60, R = 16, T = 16, B = 40, pw = W - L - R, ph = H - T - B;
+    auto px = [&](double f) { return L + (0.04 + 0.92 * f) * pw; };
+    auto py = [&](double f) { return T + ph - (0.04 + 0.92 * f) * ph; };
+    out += "<svg class=\"rungs\" width=\"640\" height=\"320\" viewBox=\"0 0 640 320\" role=\"img\" aria-label=\"" +
+           html_escape(schedule.metric + " against " + schedule.resource) + "\">";
+    for (int k = 0; k <= 4; ++k) {
+        double f = k / 4.0;
+        out += "<line class=\"grid\" x1=\"" + num(L) + "\" y1=\"" + num(py(f)) + "\" x2=\"" + num(L + pw) + "\" y2=\"" + num(py(f)) + "\"/>";
+        out += "<text x=\"" + num(L - 4) + "\" y=\"" + num(py(f) + 3) + "\" text-anchor=\"end\">" + html_escape(y.label(f)) + "</text>";
+        out += "<text x=\"" + num(px(f)) + "\" y=\"" + num(T + ph + 14) + "\" text-anchor=\"middle\">" + html_escape(x.label(f)) + "</text>";
+    }
+    out += "<line class=\"axis\" x1=\"" + num(L) + "\" y1=\"" + num(T + ph) + "\" x2=\"" + num(L + pw) + "\" y2=\"" + num(T + ph) + "\"/>";
+    out += "<text x=\"" + num(L + pw / 2) + "\" y=\"" + num(H - 6) + "\" text-anchor=\"middle\">" + html_escape(schedule.resource) +
+           (x.log ? " (log)" : "") + "</text>";
+    for (auto& [c, points] : curves) {
+        std::string d;
+        for (auto& [bx, my] : points) d += (d.empty() ? "M" : " L") + num(px(x.position(bx))) + " " + num(py(y.position(my)));
+        out += "<path class=\"curve\" d=\"" + d + "\" fill=\"none\" stroke=\"#3b6fb6\" stroke-opacity=\".6\"><title>configuration " +
+               std::to_string(c) + "</title></path>";
+        for (auto& [bx, my] : points)
+            out += "<circle cx=\"" + num(px(x.position(bx))) + "\" cy=\"" + num(py(y.position(my))) + "\" r=\"2.5\"><title>#" + std::to_string(c) +
+                   " " + html_escape(schedule.resource + "=" + bx.plain + " " + schedule.metric + "=" + my.plain) + "</title></circle>";
+    }
+    out += "</svg>\n";
+}
+
+}  // namespace
+
 void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const HtmlOptions& options, const Sink& sink) {
     std::string out;
     out.reserve(1 << 20);
@@ -402,6 +463,8 @@ void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const Ht
         // look.
         if (!axis.categorical && numbers >= 3 && axis.lo < axis.hi) metrics.push_back({axis, true});
     }
+
+    if (sweep.spec.schedule) write_rung_curves(out, sweep, options.max_plot_rows);
 
     out += "<h2>Metrics against parameters</h2>\n";
     if (rows.size() < table.rows.size())

@@ -24,6 +24,7 @@
 #include "common/json.hpp"
 #include "common/text.hpp"
 #include "sweep/results.hpp"
+#include "sweep/rungs.hpp"
 #include "sweep/runner.hpp"
 
 namespace aihpc::collect {
@@ -706,8 +707,17 @@ sweep::Assignment params_of(const TaskLines& index, std::uint64_t i) {
 
 unsigned reader_threads() { return std::max(1u, std::min(8u, std::thread::hardware_concurrency())); }
 
-std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add,
+std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add_row,
                                     std::vector<sweep::UnreadableResult>* unreadable, const std::string& phase_name) {
+    // A scheduled sweep's row shows its configuration at the highest rung it reached.
+    std::vector<sweep::RungPlace> places;
+    if (sweep.spec.schedule) places = sweep::rung_places(sweep);
+    RowConsumer add = add_row;
+    if (sweep.spec.schedule)
+        add = [&](unsigned worker, ResultRow&& row) {
+            if (row.index < places.size()) sweep::add_rung_place(row.params, places[row.index], sweep.spec.schedule->resource);
+            add_row(worker, std::move(row));
+        };
     const sweep::Phase& shown = sweep::find_phase(sweep.spec, phase_name);
     const auto& last = shown.name;
     std::vector<TaskState> state(sweep.tasks, TaskState::missing);
@@ -819,6 +829,7 @@ ResultTable read_results(const sweep::SweepDir& sweep, const ReadOptions& option
     table.multi_phase = sweep.spec.phases.size() > 1;
     table.phase = sweep::find_phase(sweep.spec, options.phase).name;
     table.param_names = sweep::parameter_names(sweep.spec);
+    for (auto& name : sweep::rung_columns(sweep.spec)) table.param_names.push_back(name);
     std::vector<std::vector<ResultRow>> parts(reader_threads());
     auto state = for_each_row(
         sweep, options.include_missing, [&](unsigned worker, ResultRow&& row) { parts[worker].push_back(std::move(row)); }, &table.unreadable,

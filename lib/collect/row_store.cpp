@@ -1,4 +1,5 @@
 #include "collect/row_store.hpp"
+#include "sweep/rungs.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -300,6 +301,7 @@ CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& o
     header.multi_phase = sweep.spec.phases.size() > 1;
     header.phase = sweep::find_phase(sweep.spec, options.phase).name;
     header.param_names = sweep::parameter_names(sweep.spec);
+    for (auto& name : sweep::rung_columns(sweep.spec)) header.param_names.push_back(name);
 
     // The readings of the sort column: a metric when any row reports one of that name
     // (known only once every row is read), else a parameter or a built-in column.

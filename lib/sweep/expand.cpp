@@ -185,6 +185,7 @@ struct Node {
     std::uint64_t length = 0;  // of a computed axis
     std::uint64_t seed = 0;
     Row current;               // a computed axis's row at pos
+    std::string member_key;    // its "name": text, quoted once
     std::uint64_t current_pos = ~std::uint64_t(0);
     std::uint64_t pos = 0;
 
@@ -192,7 +193,15 @@ struct Node {
     const Row& row() {
         if (!computed) return rows[pos];
         if (current_pos != pos) {
-            current = make_row({{computed->param, axis_value_at(*computed, seed, pos)}});
+            // The last axis changes with every task: its row is updated in place, the
+            // name quoted once, so that writing a task allocates nothing.
+            if (current.cells.empty()) {
+                current.cells.emplace_back(computed->param, Scalar{});
+                member_key = json_quote(computed->param) + ':';
+            }
+            current.cells[0].second = axis_value_at(*computed, seed, pos);
+            current.fragment.assign(member_key);
+            current.fragment += current.cells[0].second.json;
             current_pos = pos;
         }
         return current;
@@ -404,6 +413,17 @@ bool advance(std::vector<Node>& nodes) {
     return true;
 }
 
+// The same, saying in `first_changed` the leftmost top-level node that moved: the text of
+// the nodes before it stays as it was.
+bool advance(std::vector<Node>& nodes, std::size_t& first_changed) {
+    for (std::size_t i = nodes.size(); i-- > 0;) {
+        first_changed = i;
+        if (!advance(nodes[i])) return false;
+    }
+    first_changed = 0;
+    return true;
+}
+
 void append_fragment(std::string& out, const Row& row, std::vector<const std::pair<std::string, Scalar>*>& cells) {
     if (row.fragment.empty()) return;
     if (out.size() > 1) out += ',';
@@ -411,16 +431,20 @@ void append_fragment(std::string& out, const Row& row, std::vector<const std::pa
     for (auto& c : row.cells) cells.push_back(&c);
 }
 
-void render(std::vector<Node>& nodes, std::string& out, std::vector<const std::pair<std::string, Scalar>*>& cells) {
-    for (auto& node : nodes) {
-        if (node.is_union) {
-            auto& b = node.branches[node.pos];
-            append_fragment(out, b.fixed, cells);
-            render(b.nodes, out, cells);
-        } else {
-            append_fragment(out, node.row(), cells);
-        }
+void render(std::vector<Node>& nodes, std::string& out, std::vector<const std::pair<std::string, Scalar>*>& cells);
+
+void render_node(Node& node, std::string& out, std::vector<const std::pair<std::string, Scalar>*>& cells) {
+    if (node.is_union) {
+        auto& b = node.branches[node.pos];
+        append_fragment(out, b.fixed, cells);
+        render(b.nodes, out, cells);
+    } else {
+        append_fragment(out, node.row(), cells);
     }
+}
+
+void render(std::vector<Node>& nodes, std::string& out, std::vector<const std::pair<std::string, Scalar>*>& cells) {
+    for (auto& node : nodes) render_node(node, out, cells);
 }
 
 // Trials drawn at most this many times over before a random sweep of a finite space
@@ -474,25 +498,41 @@ void TaskStream::build_trial() {
 
 bool TaskStream::step() {
     if (done_) return false;
+    std::size_t from = 0;
     bool random = spec_.method == Method::random && !enumerate_;
     if (!started_) {
         started_ = true;
         if (random) build_trial();
-    } else if (advance(nodes_)) {
+    } else if (advance(nodes_, from)) {
         if (!random || ++trial_ >= spec_.trials) {
             done_ = true;
             return false;
         }
         build_trial();
+        from = 0;
     }
     if (product_size_ == 0 || exhausted_) {
         done_ = true;
         return false;
     }
     ++generated_;
-    params_.assign(1, '{');
-    cells_.clear();
-    render(nodes_, params_, cells_);
+    // Only the nodes from the leftmost that moved are written again (most often the last
+    // one alone): the text before them is the previous task's.
+    if (from == 0 || from >= starts_.size()) {
+        from = 0;
+        params_.assign(1, '{');
+        cells_.clear();
+        starts_.resize(nodes_.size());
+        cell_starts_.resize(nodes_.size());
+    } else {
+        params_.resize(starts_[from]);
+        cells_.resize(cell_starts_[from]);
+    }
+    for (std::size_t i = from; i < nodes_.size(); ++i) {
+        starts_[i] = params_.size();
+        cell_starts_[i] = cells_.size();
+        render_node(nodes_[i], params_, cells_);
+    }
     params_ += '}';
     return true;
 }

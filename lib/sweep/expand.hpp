@@ -89,6 +89,7 @@ private:
     bool done_ = false;
     std::string params_;
     std::vector<const std::pair<std::string, Scalar>*> cells_;
+    std::vector<std::size_t> starts_, cell_starts_;  // where each top-level node's text and cells begin
 };
 
 }  // namespace aihpc::sweep

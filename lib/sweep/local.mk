@@ -13,7 +13,9 @@ lib_sweep_libaihpc_sweep_la_SOURCES = \
 	lib/sweep/results.cpp lib/sweep/results.hpp \
 	lib/sweep/process.cpp lib/sweep/process.hpp \
 	lib/sweep/refine.cpp lib/sweep/refine.hpp \
-	lib/sweep/rounds.cpp lib/sweep/rounds.hpp
+	lib/sweep/rounds.cpp lib/sweep/rounds.hpp \
+	lib/sweep/schedule.cpp lib/sweep/schedule.hpp \
+	lib/sweep/rungs.cpp lib/sweep/rungs.hpp
 EXTRA_DIST += lib/sweep/README
 
 bin_PROGRAMS += tools/aihpc-sweep
@@ -25,6 +27,11 @@ UNIT_TESTS += tests/unit/test_sweep
 tests_unit_test_sweep_SOURCES = tests/unit/test_sweep.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_sweep_LDADD = lib/sweep/libaihpc_sweep.la lib/container/libaihpc_container.la $(unit_test_libs)
 
+UNIT_TESTS += tests/unit/test_sweep_schedule
+tests_unit_test_sweep_schedule_SOURCES = tests/unit/test_sweep_schedule.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_sweep_schedule_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+
 dist_man_MANS += man/aihpc-sweep.1
 EXTRA_DIST += bench/sweep/run.sh bench/sweep/reference.py \
-	tests/integration/50-sweep.sh tests/integration/51-sweep-phases.sh
+	bench/sweep/promote.sh \
+	tests/integration/50-sweep.sh tests/integration/51-sweep-phases.sh tests/integration/52-sweep-hyperband.sh

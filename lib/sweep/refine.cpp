@@ -136,6 +136,7 @@ std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& met
     };
     std::map<std::string, Configuration> configurations;
     std::string dir = results_dir(sweep, sweep.spec.final_phase());
+    double top_budget = -1;
     std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
     if (!d) throw_errno("cannot read " + dir);
     while (auto* e = ::readdir(d.get())) {
@@ -144,6 +145,7 @@ std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& met
         auto i = parse_uint(name.substr(0, name.size() - 5));
         if (!i || *i >= index.size()) continue;
         std::optional<double> m;
+        double budget = 0;
         try {
             auto text = read_file(dir + "/" + std::string(name));
             // The verdict every command gives a result file: only a task that succeeded
@@ -151,10 +153,20 @@ std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& met
             if (judge_result(text, *i).verdict != Verdict::done) continue;
             JsonValue r = parse_json_value(text, JsonReadOptions{true});
             m = metric_of(r, metric);
+            if (const JsonValue* b = r.find("budget"); b && b->is_number() && !b->is_non_finite()) budget = b->as_double("budget");
         } catch (const Error&) {
             continue;  // not a whole result
         }
         if (!m) continue;
+        if (sweep.spec.schedule) {
+            // A configuration stopped at a small budget is no rival of one that ran the
+            // full budget: only the results at the highest budget any reached are ranked.
+            if (budget < top_budget) continue;
+            if (budget > top_budget) {
+                configurations.clear();
+                top_budget = budget;
+            }
+        }
         TaskRecord task = index.task(*i);
         auto& c = configurations[configuration_key(task.params, replicates)];
         if (c.values.empty() || task.index < c.first.index) c.first = task;

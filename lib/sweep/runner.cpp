@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
@@ -21,6 +22,7 @@
 #include "common/text.hpp"
 #include "config/user_options.hpp"
 #include "sweep/command.hpp"
+#include "sweep/rungs.hpp"
 #include "sweep/shorthand.hpp"
 #include "sweep/submit_plan.hpp"
 
@@ -463,11 +465,11 @@ std::vector<std::pair<std::string, std::string>> task_environment(const TaskReco
 }
 
 std::string result_json(const SweepDir& sweep, const Phase& phase, const TaskRecord& task, const std::vector<std::string>& command,
-                        const TaskOutcome& o, const TaskContext& c) {
+                        const TaskOutcome& o, const TaskContext& c, const std::string& rung_fields) {
     // exit_code right after index: readers that only need it stop there (result_exit_code).
     std::string out = "{\"index\":" + std::to_string(task.index) + ",\"exit_code\":" + std::to_string(o.exit_code) +
                       ",\"phase\":" + json_quote(phase.name) + ",\"params\":" + task.params_json +
-                      ",\"task_seed\":" + std::to_string(task.task_seed);
+                      ",\"task_seed\":" + std::to_string(task.task_seed) + rung_fields;
     if (!o.signal.empty()) out += ",\"signal\":" + json_quote(o.signal);
     if (!o.forwarded.empty()) out += ",\"forwarded_signal\":" + json_quote(o.forwarded);
     if (!o.error.empty()) out += ",\"error\":" + json_quote(o.error);
@@ -505,7 +507,88 @@ std::string result_json(const SweepDir& sweep, const Phase& phase, const TaskRec
     return out;
 }
 
+TaskRecord with_budget(TaskRecord task, const std::string& resource, const Scalar& budget) {
+    std::erase_if(task.params, [&](const auto& p) { return p.first == resource; });
+    task.params.emplace_back(resource, budget);
+    std::string json = "{";
+    for (std::size_t i = 0; i < task.params.size(); ++i) json += (i ? "," : "") + json_quote(task.params[i].first) + ":" + task.params[i].second.json;
+    task.params_json = json + "}";
+    return task;
+}
+
+namespace {
+
+// One configuration at one rung of the schedule: its budget in the resource parameter and
+// AIHPC_BUDGET, its checkpoints where its earlier rungs left them, its result in the
+// rung's folder and in results/ (the latest). An ASHA task then promotes what is due.
+int run_rung_task(const SweepDir& sweep, const RunRequest& request) {
+    if (!sweep.spec.schedule) throw Error(sweep.path + " has no schedule: --bracket and --rung are for the rungs of a scheduled sweep");
+    if (!request.bracket || !request.rung) throw Error("run needs both --bracket and --rung");
+    const auto& schedule = *sweep.spec.schedule;
+    auto brackets = sweep_brackets(sweep);
+    const auto& bracket = find_bracket(brackets, *request.bracket);
+    if (*request.rung >= bracket.rungs.size())
+        throw Error("bracket " + std::to_string(bracket.bracket) + " has no rung " + std::to_string(*request.rung));
+    std::uint64_t config = 0;
+    if (request.index) {
+        config = *request.index;
+    } else {
+        auto id = parse_uint(env("SLURM_ARRAY_TASK_ID"));
+        if (!id) throw Error("run needs --index I outside a job array (SLURM_ARRAY_TASK_ID is not set)");
+        config = request.offset + *id;
+    }
+    if (bracket_of(brackets, config) != bracket.bracket)
+        throw Error("configuration " + std::to_string(config) + " is not in bracket " + std::to_string(bracket.bracket));
+    const Budget& budget = bracket.rungs[*request.rung].budget;
+    const Phase& phase = sweep.spec.final_phase();
+    TaskIndex index(sweep.path);
+    TaskRecord task = with_budget(index.task(config), schedule.resource, budget_scalar(budget));
+    TaskContext context = task_context_from_environment();
+    TaskLaunch launch = task_launch_from(environment_entries());
+    SignalForwarding forwarding;
+    g_signal = 0;
+    auto command = task_command(sweep.spec, phase, task);
+    std::optional<MetricsDir> metrics_dir;
+    if (launch.as_step) metrics_dir.emplace();
+    std::string rung_results = rungs_dir(sweep.path) + "/b" + std::to_string(bracket.bracket) + ".r" + std::to_string(*request.rung);
+    make_directory(rung_results);
+    std::string metrics = metrics_dir ? metrics_dir->file() : rung_results + "/." + std::to_string(config) + ".metrics." + std::to_string(::getpid());
+    // Keyed by configuration, not by task or job: the next rung finds what this one saved.
+    make_directory(sweep.path + "/checkpoints");
+    make_directory(checkpoint_dir(sweep.path, config));
+    auto extra = task_environment(task);
+    extra.insert(extra.end(), {{"AIHPC_METRICS_FILE", metrics},
+                               {"AIHPC_SWEEP_DIR", sweep.path},
+                               {"AIHPC_PHASE", phase.name},
+                               {"AIHPC_BUDGET", budget_text(budget)},
+                               {"AIHPC_CHECKPOINT_DIR", checkpoint_dir(sweep.path, config)}});
+    TaskOutcome outcome = execute(step_command(launch, command), extra, metrics);
+    std::string fields = ",\"bracket\":" + std::to_string(bracket.bracket) + ",\"rung\":" + std::to_string(*request.rung) +
+                         ",\"budget\":" + budget_scalar(budget).json;
+    auto text = result_json(sweep, phase, task, command, outcome, context, fields);
+    write_file_atomic(rung_result_path(sweep.path, bracket.bracket, *request.rung, config), text);
+    write_file_atomic(result_path(sweep, phase, config), text);
+    if (schedule.type == ScheduleType::asha && !g_signal) {
+        // The result is safe; a promotion that fails here is done by the next task to
+        // finish, or by aihpc-sweep advance.
+        try {
+            AdvanceRequest step;
+            step.bracket = bracket.bracket;
+            advance_schedule(sweep, step, real_sbatch(), std::cerr);
+        } catch (const Error& e) {
+            std::cerr << "aihpc-sweep: warning: promotion after configuration " << config << " failed: " << e.what()
+                      << "; run aihpc-sweep advance " << sweep.path << "\n";
+        }
+    }
+    return outcome.exit_code;
+}
+
+}  // namespace
+
 int run_tasks(const SweepDir& sweep, const RunRequest& request) {
+    if (request.bracket || request.rung) return run_rung_task(sweep, request);
+    if (sweep.spec.schedule)
+        throw Error(sweep.path + " runs under a schedule: a task runs at a rung (run " + sweep.path + " --bracket S --rung K --index I)");
     const Phase& phase = find_phase(sweep.spec, request.phase);
     std::vector<std::uint64_t> indices;
     if (request.index) {
@@ -540,10 +623,9 @@ int run_tasks(const SweepDir& sweep, const RunRequest& request) {
         // sweep task's lives in the sweep dir instead, keyed by the task, so that a rerun
         // of the task (a requeue, a resubmit) finds it whatever its job id.
         if (!env("AIHPC_CHECKPOINT_DIR").empty()) {
-            std::string checkpoints = sweep.path + "/checkpoints";
-            make_directory(checkpoints);
-            make_directory(checkpoints + "/" + std::to_string(i));
-            extra.emplace_back("AIHPC_CHECKPOINT_DIR", checkpoints + "/" + std::to_string(i));
+            make_directory(sweep.path + "/checkpoints");
+            make_directory(checkpoint_dir(sweep.path, i));
+            extra.emplace_back("AIHPC_CHECKPOINT_DIR", checkpoint_dir(sweep.path, i));
         }
         TaskOutcome outcome = execute(step_command(launch, command), extra, metrics);
         write_file_atomic(result_path(sweep, phase, i), result_json(sweep, phase, task, command, outcome, context));

@@ -57,8 +57,13 @@ std::vector<std::string> last_lines(std::string_view text, std::size_t lines);
 std::vector<std::string> task_command(const SweepSpec& spec, const Phase& phase, const TaskRecord& task);
 
 // The result object, one line.
+// `rung_fields`: ,"bracket":S,"rung":K,"budget":B for a task of a scheduled sweep.
 std::string result_json(const SweepDir& sweep, const Phase& phase, const TaskRecord& task, const std::vector<std::string>& command,
-                        const TaskOutcome& outcome, const TaskContext& context);
+                        const TaskOutcome& outcome, const TaskContext& context, const std::string& rung_fields = "");
+
+// The task at a rung of the schedule: the resource parameter set to the rung's budget
+// (added to its parameters, which never hold it otherwise).
+TaskRecord with_budget(TaskRecord task, const std::string& resource, const Scalar& budget);
 
 // results/ for the last phase, results/<phase>/ for the others.
 std::string results_dir(const SweepDir& sweep, const Phase& phase);
@@ -97,6 +102,7 @@ struct RunRequest {
     std::uint64_t offset = 0;
     std::optional<std::uint64_t> count;     // tasks in the chunk; default: to the end
     std::uint64_t pack = 1;
+    std::optional<std::uint64_t> bracket, rung;  // a rung of the schedule: OFFSET + array id is the configuration
 };
 
 // Runs the element's tasks one after the other and returns the exit status to leave

@@ -43,6 +43,15 @@ Scalar scalar_bool(bool value) {
     return {text, text};
 }
 
+const char* schedule_type_name(ScheduleType type) {
+    switch (type) {
+    case ScheduleType::sha: return "sha";
+    case ScheduleType::hyperband: return "hyperband";
+    case ScheduleType::asha: return "asha";
+    }
+    return "?";
+}
+
 const char* axis_kind_name(AxisKind kind) {
     switch (kind) {
     case AxisKind::values: return "values";
@@ -452,8 +461,68 @@ std::vector<std::string> counts_unused(const SweepSpec& spec) {
 std::vector<std::string> parameter_names(const SweepSpec& spec) {
     std::vector<std::string> out;
     collect_names(spec.axes, out);
+    if (spec.schedule) out.push_back(spec.schedule->resource);
     return out;
 }
+
+namespace {
+
+// The largest budget a schedule may name: its products (configurations times eta^s)
+// stay far inside 64 bits.
+constexpr std::uint64_t kMaxScheduleBudget = std::uint64_t{1} << 40;
+
+Schedule parse_schedule(const JsonValue& v, const std::vector<std::string>& axis_names) {
+    const std::string path = "schedule";
+    need_object(v, path);
+    check_keys(v, path, {"type", "resource", "min", "max", "eta", "metric", "mode"});
+    Schedule s;
+    const JsonValue* type = v.find("type");
+    if (!type) fail(path, "needs \"type\": \"sha\", \"hyperband\" or \"asha\"");
+    auto t = get_string(*type, "schedule.type");
+    if (t == "sha") s.type = ScheduleType::sha;
+    else if (t == "hyperband") s.type = ScheduleType::hyperband;
+    else if (t == "asha") s.type = ScheduleType::asha;
+    else fail("schedule.type", "must be \"sha\", \"hyperband\" or \"asha\", not \"" + t + "\"");
+    const JsonValue* resource = v.find("resource");
+    if (!resource) fail(path, "needs \"resource\": the parameter that carries each rung's budget (epochs, steps)");
+    s.resource = get_string(*resource, "schedule.resource");
+    check_param_name(s.resource, "schedule.resource");
+    if (s.resource == "repeat") fail("schedule.resource", "'repeat' numbers replicates; name the budget parameter (epochs, steps)");
+    for (auto& n : axis_names)
+        if (n == s.resource)
+            fail("schedule.resource", "parameter '" + s.resource + "' is given by an axis, but the schedule sets it to each rung's budget; "
+                                      "remove its axis (the schedule adds the parameter)");
+    // collect shows these beside the parameters of a scheduled sweep's rows.
+    for (auto& n : axis_names)
+        if (n == "bracket" || n == "rung" || n == "budget" || n == "promoted")
+            fail("axes", "parameter '" + n + "' is a column of a scheduled sweep's results; give the parameter another name");
+    if (s.resource == "bracket" || s.resource == "rung" || s.resource == "budget" || s.resource == "promoted")
+        fail("schedule.resource", "'" + s.resource + "' is a column of a scheduled sweep's results; name it for what it counts (epochs, steps)");
+    auto bound = [&](const char* key, std::uint64_t min) -> std::uint64_t {
+        const JsonValue* b = v.find(key);
+        if (!b) fail(path, std::string("needs \"") + key + "\", an integer >= " + std::to_string(min));
+        auto n = get_uint(*b, member_path(path, key), min);
+        if (n > kMaxScheduleBudget) fail(member_path(path, key), "must be at most " + std::to_string(kMaxScheduleBudget));
+        return n;
+    };
+    s.min = bound("min", 1);
+    s.max = bound("max", 1);
+    s.eta = bound("eta", 2);
+    if (s.max < s.min)
+        fail("schedule.max", "is " + std::to_string(s.max) + ", below schedule.min (" + std::to_string(s.min) + "); max is the full budget");
+    const JsonValue* metric = v.find("metric");
+    if (!metric) fail(path, "needs \"metric\": the name of the metric that ranks a rung (val_loss)");
+    s.metric = get_string(*metric, "schedule.metric");
+    if (s.metric.empty()) fail("schedule.metric", "is empty");
+    if (const JsonValue* mode = v.find("mode")) {
+        auto m = get_string(*mode, "schedule.mode");
+        if (m == "max") s.maximize = true;
+        else if (m != "min") fail("schedule.mode", "must be \"min\" or \"max\", not \"" + m + "\"");
+    }
+    return s;
+}
+
+}  // namespace
 
 SweepSpec parse_spec(std::string_view json_text) {
     JsonValue doc;
@@ -464,7 +533,7 @@ SweepSpec parse_spec(std::string_view json_text) {
     }
     const JsonValue& root = doc;
     need_object(root, "");
-    check_keys(root, "", {"name", "seed", "method", "trials", "axes", "exclude", "command", "slurm", "phases"});
+    check_keys(root, "", {"name", "seed", "method", "trials", "axes", "exclude", "command", "slurm", "phases", "schedule"});
     SweepSpec spec;
     Parser parser;
     if (const JsonValue* v = root.find("name")) {
@@ -494,6 +563,7 @@ SweepSpec parse_spec(std::string_view json_text) {
     spec.axes = parser.parse_axes(*axes, "axes");
     if (spec.axes.empty()) fail("axes", "is empty");
     check_names(spec.axes, {});
+    if (const JsonValue* v = root.find("schedule")) spec.schedule = parse_schedule(*v, parameter_names(spec));
     auto names = parameter_names(spec);
 
     if (const JsonValue* v = root.find("exclude")) {
@@ -569,6 +639,9 @@ SweepSpec parse_spec(std::string_view json_text) {
     } else {
         spec.phases.push_back(Phase{"main", "", {}, {}, {}, false});
     }
+    // A rung runs a sparse set of configurations, which aftercorr cannot chain task by task.
+    if (spec.schedule && spec.phases.size() > 1)
+        fail("phases", "a sweep with a schedule runs one phase; put the steps of a task in its command");
     return spec;
 }
 
@@ -698,7 +771,12 @@ std::string normalize(const SweepSpec& spec) {
         }
         out += '}';
     }
-    out += "]}";
+    out += "]";
+    if (const auto& s = spec.schedule)
+        out += ",\"schedule\":{\"type\":\"" + std::string(schedule_type_name(s->type)) + "\",\"resource\":" + json_quote(s->resource) +
+               ",\"min\":" + std::to_string(s->min) + ",\"max\":" + std::to_string(s->max) + ",\"eta\":" + std::to_string(s->eta) +
+               ",\"metric\":" + json_quote(s->metric) + ",\"mode\":\"" + (s->maximize ? "max" : "min") + "\"}";
+    out += "}";
     return out;
 }
 

@@ -77,6 +77,20 @@ struct SlurmOptions {
 
 enum class Method { grid, random };
 
+// Early stopping (INTERFACE.md section 5): the configurations of the space run in rungs
+// of growing budget, and only the best of each rung go on. `resource` is the parameter
+// that carries the budget; no axis gives it.
+enum class ScheduleType { sha, hyperband, asha };
+const char* schedule_type_name(ScheduleType type);
+
+struct Schedule {
+    ScheduleType type = ScheduleType::hyperband;
+    std::string resource;
+    std::uint64_t min = 1, max = 1, eta = 3;
+    std::string metric;
+    bool maximize = false;                   // mode "max"
+};
+
 struct SweepSpec {
     std::string name = "sweep";
     std::uint64_t seed = 0;
@@ -87,6 +101,7 @@ struct SweepSpec {
     std::vector<std::string> command;        // words
     SlurmOptions slurm;
     std::vector<Phase> phases;               // never empty after parsing: one "main" phase by default
+    std::optional<Schedule> schedule;        // early stopping; none: every task runs once
 
     const Phase& final_phase() const { return phases.back(); }
     const std::vector<std::string>& command_of(const Phase& phase) const {

@@ -75,6 +75,8 @@ std::string range_spec(std::uint64_t elements, std::uint64_t throttle) {
 
 std::string chunk_label(const std::string& phase, const std::string& group) { return phase + "." + group; }
 
+}  // namespace
+
 // #SBATCH lines: an option word starts a line, the words that follow it (its value)
 // join it, as `-c 4` must stay together.
 std::string sbatch_lines(const std::vector<std::string>& words) {
@@ -95,8 +97,6 @@ std::string sbatch_lines(const std::vector<std::string>& words) {
     if (open) out += '\n';
     return out;
 }
-
-}  // namespace
 
 std::vector<ArraySubmission> plan_submit(const SweepDir& sweep, const SubmitOptions& options) {
     auto chunks = plan_chunks(sweep.tasks, options.max_array_size, options.pack);

@@ -79,6 +79,10 @@ std::vector<std::string> phase_sbatch_words(const SweepDir& sweep, const Phase& 
 // option; `where` says whose words they are ("phase 'train'").
 void check_aihpc_options(const std::vector<std::string>& words, const std::string& where);
 
+// #SBATCH lines of sbatch words: an option word starts a line, the words that follow it
+// (its value) join it, as `-c 4` must stay together.
+std::string sbatch_lines(const std::vector<std::string>& words);
+
 // The batch script of one phase; its arguments are OFFSET COUNT PACK.
 std::string phase_script(const SweepDir& sweep, const Phase& phase, const SubmitOptions& options);
 

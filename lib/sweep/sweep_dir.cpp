@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <set>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "common/paths.hpp"
 #include "sweep/command.hpp"
 #include "sweep/expand.hpp"
+#include "sweep/schedule.hpp"
 
 namespace aihpc::sweep {
 
@@ -41,21 +43,24 @@ void write_all(int fd, const char* data, std::size_t size, const std::string& pa
 // A file written through a large buffer, published by rename on commit().
 class BufferedFile {
 public:
-    explicit BufferedFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
+    explicit BufferedFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp"), buf_(new char[kSize]) {
         fd_ = UniqueFd(::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
         if (!fd_) throw_errno("cannot create " + tmp_);
-        buf_.reserve(kSize);
     }
     ~BufferedFile() {
         if (fd_) ::unlink(tmp_.c_str());
     }
-    std::string& buffer() { return buf_; }
-    void maybe_flush() {
-        if (buf_.size() >= kSize - 4096) flush();
+    // Room for `n` more bytes at the returned pointer; written() says how many were used.
+    // One check per record, not one per piece of it: the expand loop writes a million.
+    char* room(std::size_t n) {
+        if (n > kSize) throw Error("a task line of " + std::to_string(n) + " bytes is too long for " + path_);
+        if (used_ + n > kSize) flush();
+        return buf_.get() + used_;
     }
+    void written(char* end) { used_ = static_cast<std::size_t>(end - buf_.get()); }
     void flush() {
-        write_all(fd_.get(), buf_.data(), buf_.size(), tmp_);
-        buf_.clear();
+        write_all(fd_.get(), buf_.get(), used_, tmp_);
+        used_ = 0;
     }
     void commit() {
         flush();
@@ -67,19 +72,13 @@ private:
     static constexpr std::size_t kSize = 1 << 20;
     std::string path_, tmp_;
     UniqueFd fd_;
-    std::string buf_;
+    std::unique_ptr<char[]> buf_;
+    std::size_t used_ = 0;
 };
 
-void append_uint(std::string& out, std::uint64_t v) {
-    char buf[24];
-    auto r = std::to_chars(buf, buf + sizeof buf, v);
-    out.append(buf, r.ptr);
-}
-
-void append_le64(std::string& out, std::uint64_t v) {
-    char b[8];
-    for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-    out.append(b, 8);
+char* put(char* at, std::string_view text) {
+    std::memcpy(at, text.data(), text.size());
+    return at + text.size();
 }
 
 std::string absolute(const std::string& path) {
@@ -233,6 +232,8 @@ std::vector<ConditionalReference> conditional_references(const SweepSpec& spec) 
         std::string where = spec.phases.size() > 1 ? "the command of phase '" + phase.name + "'" : "the command template";
         for (auto& ref : template_references(spec.command_of(phase))) {
             if (ref == "index" || ref == "task_seed" || ref == "phase" || every.count(ref)) continue;
+            // The schedule's resource is in every task at run time: each rung sets it.
+            if (spec.schedule && ref == spec.schedule->resource) continue;
             out.push_back({ref, where, "\"" + ref + "\":"});
         }
     }
@@ -268,8 +269,6 @@ ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, con
     BufferedFile lines(dir + "/tasks.jsonl");
     BufferedFile offsets(dir + "/tasks.idx");
     std::uint64_t offset = 0;
-    std::string& out = lines.buffer();
-    std::string& idx = offsets.buffer();
     // A template that names a parameter of only some union members would fail at run
     // time on the others, with no result to tell why: each task is checked here, but only
     // for such names (most sweeps have none, and pay nothing).
@@ -281,24 +280,38 @@ ExpandSummary write_sweep_dir(const SweepSpec& spec, const std::string& dir, con
                             "', which " + ref.where + " uses as {" + ref.name + "}; give it a value in every union member (a conditional " +
                             "term NAME=...@KEY=VALUE gives it only to the tasks of that KEY value), or leave {" + ref.name +
                             "} out of the command");
-        std::size_t before = out.size();
-        append_le64(idx, offset);
-        out += "{\"index\":";
-        append_uint(out, stream.index());
-        out += ",\"params\":";
-        out += stream.params();
-        out += ",\"task_seed\":";
-        append_uint(out, stream.task_seed());
-        out += "}\n";
-        offset += out.size() - before;
-        lines.maybe_flush();
-        offsets.maybe_flush();
+        std::string_view params = stream.params();
+        char* idx = offsets.room(8);
+        for (int b = 0; b < 8; ++b) *idx++ = static_cast<char>((offset >> (8 * b)) & 0xff);
+        offsets.written(idx);
+        // {"index":I,"params":{...},"task_seed":S}\n, each number at most 20 digits.
+        char* const start = lines.room(params.size() + 80);
+        char* at = put(start, "{\"index\":");
+        at = std::to_chars(at, at + 20, stream.index()).ptr;
+        at = put(at, ",\"params\":");
+        at = put(at, params);
+        at = put(at, ",\"task_seed\":");
+        at = std::to_chars(at, at + 20, stream.task_seed()).ptr;
+        at = put(at, "}\n");
+        lines.written(at);
+        offset += static_cast<std::uint64_t>(at - start);
         ++summary.tasks;
     }
     summary.excluded = stream.generated() - summary.tasks;
     summary.distinct = stream.distinct_configurations();
     summary.whole_space = stream.enumerates_space();
     if (summary.tasks == 0) throw Error("the sweep has no tasks: every task is excluded");
+    if (spec.schedule) {
+        // Each bracket takes its own configurations, in order, so that a configuration's
+        // checkpoints belong to it alone.
+        auto needed = configurations_needed(*spec.schedule);
+        if (summary.tasks < needed)
+            throw Error("the schedule (" + std::string(schedule_type_name(spec.schedule->type)) + ", min " + std::to_string(spec.schedule->min) +
+                        ", max " + std::to_string(spec.schedule->max) + ", eta " + std::to_string(spec.schedule->eta) + ") needs " +
+                        std::to_string(needed) + " configurations, but the space gives " + std::to_string(summary.tasks) +
+                        "; draw at least that many (\"method\": \"random\", \"trials\": " + std::to_string(needed) + ", or --random " +
+                        std::to_string(needed) + ") from a space that has them, or widen the grid");
+    }
     if (!options.allow_empty_exclude)
         for (std::size_t r = 0; r < spec.exclude.size(); ++r)
             if (stream.exclude_hits()[r] == 0) {
