@@ -589,7 +589,7 @@ void deliver_kept(const NodeRequest& r, const HelperChannel& channel) {
     for (const auto& [step, report] : delivery.steps) {
         for (const std::string& dest : report.delivered)
             channel.note("the epilog delivered " +
-                         (step == 0xfffffffb ? std::string("the batch step") : "step " + std::to_string(step)) + " to " + dest);
+                         (step == batch_step_id ? std::string("the batch step") : "step " + std::to_string(step)) + " to " + dest);
         for (const std::string& note : report.notes) channel.note(note);
         for (const std::string& failure : report.failures) channel.note(failure);
     }

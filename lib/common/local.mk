@@ -5,6 +5,7 @@ lib_libaihpc_la_SOURCES += \
 	lib/common/json.cpp lib/common/json.hpp \
 	lib/common/node_helper.cpp lib/common/node_helper.hpp \
 	lib/common/paths.cpp lib/common/paths.hpp \
+	lib/common/saturating.hpp \
 	lib/common/text.cpp lib/common/text.hpp \
 	lib/common/user_process.cpp lib/common/user_process.hpp
 EXTRA_DIST += lib/common/README

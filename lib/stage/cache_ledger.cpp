@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "common/error.hpp"
+#include "common/saturating.hpp"
 #include "common/text.hpp"
 #include "stage/fs.hpp"
 #include "stage/manifest.hpp"
@@ -30,7 +31,6 @@ constexpr const char* ledger_header = "aihpc-cache-ledger 2";
 // Deep enough for any real tree; what lies deeper is not walked (and the measure says so).
 constexpr int measure_depth_max = 512;
 
-std::uint64_t add_saturating(std::uint64_t a, std::uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
 
 std::uint64_t occupied(const struct stat& st) {
     return static_cast<std::uint64_t>(st.st_blocks < 0 ? 0 : st.st_blocks) * 512;
@@ -49,7 +49,7 @@ void count_name(const struct stat& st, SeenInodes& seen, TreeMeasure& m) {
         if (!seen.insert({static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)}).second) return;
     }
     ++m.inodes;
-    m.bytes = add_saturating(m.bytes, occupied(st));
+    m.bytes = saturating_add(m.bytes, occupied(st));
 }
 
 void measure_children(int dir_fd, dev_t device, std::uint64_t* budget, int depth, SeenInodes& seen, TreeMeasure& m) {
@@ -145,8 +145,8 @@ struct Refresh {
                 for (std::size_t i = 0; i < names.size(); ++i) {
                     if (entries && names[i] == "entries") continue;
                     TreeMeasure m = measure_tree_at(user_fd, names.c_str(i), &budget, &seen);
-                    rest.bytes = add_saturating(rest.bytes, m.bytes);
-                    rest.inodes = add_saturating(rest.inodes, m.inodes);
+                    rest.bytes = saturating_add(rest.bytes, m.bytes);
+                    rest.inodes = saturating_add(rest.inodes, m.inodes);
                     rest.linked = rest.linked || m.linked;
                     rest.complete = rest.complete && m.complete;
                 }
@@ -157,8 +157,8 @@ struct Refresh {
         if (entries) {
             struct stat st {};
             if (::fstat(entries.get(), &st) == 0) {
-                rest.bytes = add_saturating(rest.bytes, occupied(st));
-                rest.inodes = add_saturating(rest.inodes, 1);
+                rest.bytes = saturating_add(rest.bytes, occupied(st));
+                rest.inodes = saturating_add(rest.inodes, 1);
             }
             UniqueFd entry_listing(::openat(entries.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
             if (entry_listing) {
@@ -359,21 +359,21 @@ CacheLedger CacheLedger::parse(const std::string& text) {
 std::uint64_t CacheLedger::user_bytes(uid_t uid) const {
     std::uint64_t total = 0;
     for (const LedgerRecord& r : records)
-        if (r.uid == uid) total = add_saturating(total, r.bytes);
+        if (r.uid == uid) total = saturating_add(total, r.bytes);
     return total;
 }
 
 std::uint64_t CacheLedger::user_inodes(uid_t uid) const {
     std::uint64_t total = 0;
     for (const LedgerRecord& r : records)
-        if (r.uid == uid) total = add_saturating(total, r.inodes);
+        if (r.uid == uid) total = saturating_add(total, r.inodes);
     return total;
 }
 
 std::uint64_t CacheLedger::other_users_bytes(uid_t uid) const {
     std::uint64_t total = 0;
     for (const LedgerRecord& r : records)
-        if (r.uid != uid) total = add_saturating(total, r.bytes);
+        if (r.uid != uid) total = saturating_add(total, r.bytes);
     return total;
 }
 
@@ -382,25 +382,23 @@ CacheLimits plan_user_cache_limits(std::uint64_t cache_max, std::uint64_t cache_
                                    const PromisedBytes& promised) {
     CacheLimits limits;
     if (cache_max == 0) return limits;  // no cap at all
-    auto add = [](std::uint64_t a, std::uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; };
-    auto sub = [](std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; };
     std::uint64_t share = cache_user_max == 0 ? cache_max : std::min(cache_user_max, cache_max);
     // Copies in flight count as held: the user's own against their share, everyone's
     // against cache_max.
-    std::uint64_t others = add(others_measured, promised.others);
-    std::uint64_t room = sub(cache_max, others);
+    std::uint64_t others = saturating_add(others_measured, promised.others);
+    std::uint64_t room = saturating_sub(cache_max, others);
     // cache_low as a share of cache_max, applied to the user's share; and never above the
     // node's own low mark less what others hold.
     std::uint64_t low_share = static_cast<std::uint64_t>(static_cast<long double>(share) *
                                                          static_cast<long double>(std::min(cache_low, cache_max)) /
                                                          static_cast<long double>(cache_max));
-    std::uint64_t low_room = sub(cache_low, others);
+    std::uint64_t low_room = saturating_sub(cache_low, others);
     std::uint64_t low_cap = std::min(low_share, low_room);
-    std::uint64_t overhead = add(sub(own_measured, own_claimed), promised.own);
-    limits.share_left = sub(share, overhead);
-    limits.node_left = sub(room, overhead);
+    std::uint64_t overhead = saturating_add(saturating_sub(own_measured, own_claimed), promised.own);
+    limits.share_left = saturating_sub(share, overhead);
+    limits.node_left = saturating_sub(room, overhead);
     limits.max_bytes = std::max<std::uint64_t>(std::min(limits.share_left, limits.node_left), 1);
-    limits.low_bytes = std::min(sub(low_cap, overhead), limits.max_bytes);
+    limits.low_bytes = std::min(saturating_sub(low_cap, overhead), limits.max_bytes);
     return limits;
 }
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/error.hpp"
+#include "common/saturating.hpp"
 #include "common/text.hpp"
 #include "stage/fs.hpp"
 
@@ -20,9 +21,6 @@ namespace {
 
 constexpr const char* book_name = "promises";
 constexpr std::size_t book_max = std::size_t{4} << 20;
-
-std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
-std::uint64_t saturating_sub(std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; }
 
 std::string read_book(int fd) {
     std::string text;

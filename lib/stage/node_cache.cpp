@@ -18,6 +18,7 @@
 #include <map>
 
 #include "common/error.hpp"
+#include "common/saturating.hpp"
 #include "common/json.hpp"
 #include "common/paths.hpp"
 #include "common/text.hpp"
@@ -388,10 +389,9 @@ std::uint64_t NodeCache::make_room(std::uint64_t incoming) {
     return promises_->promise(incoming, [&](const PromisedBytes& since) {
         // What other copies were promised since root planned the limits narrows them:
         // the user's own against their share, everyone's against the node's room.
-        auto sub = [](std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; };
-        std::uint64_t everyone = since.own > UINT64_MAX - since.others ? UINT64_MAX : since.own + since.others;
-        std::uint64_t max = std::min(limits_.max_bytes,
-                                     std::min(sub(limits_.share_left, since.own), sub(limits_.node_left, everyone)));
+        std::uint64_t everyone = saturating_add(since.own, since.others);
+        std::uint64_t max = std::min(limits_.max_bytes, std::min(saturating_sub(limits_.share_left, since.own),
+                                                                 saturating_sub(limits_.node_left, everyone)));
         return make_room_within(std::max<std::uint64_t>(max, 1), incoming);
     });
 }
