@@ -41,6 +41,12 @@ std::optional<int> Spank::task_id() const {
     return value;
 }
 
+std::optional<int> Spank::task_exit_status() const {
+    int value = 0;
+    if (spank_get_item(handle_, S_TASK_EXIT_STATUS, &value) != ESPANK_SUCCESS) return std::nullopt;
+    return value;
+}
+
 std::optional<std::string> Spank::getenv(const std::string& name) const {
     if (context() != S_CTX_REMOTE) {
         const char* value = std::getenv(name.c_str());

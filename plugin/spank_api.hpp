@@ -28,6 +28,8 @@ public:
     std::optional<gid_t> gid() const;
     std::vector<gid_t> supplementary_gids() const;
     std::optional<int> task_id() const;
+    // In task_exit: the task's wait status.
+    std::optional<int> task_exit_status() const;
 
     // The job's environment (remote) or the process's (local, allocator).
     std::optional<std::string> getenv(const std::string& name) const;

@@ -9,6 +9,7 @@
 // as descriptors, so slurmstepd never opens a path in the user's cache.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,6 +40,7 @@ struct StepStaging {
     std::vector<stage::JobItem> items;
     std::vector<UniqueFd> leases;  // O_CLOEXEC: tasks never inherit them
     std::uint32_t task_exits = 0;
+    bool requeue_after_checkpoint = false;  // a task exited 75 under --aihpc-checkpoint
 };
 
 StepStaging& staging() {
@@ -105,9 +107,12 @@ void stage_task_init(const Spank& spank, PluginState& st) {
     (void)st;
 }
 
-void stage_task_exit(const Spank&, PluginState& st) {
+void stage_task_exit(const Spank& spank, PluginState& st) {
     StepStaging& s = staging();
     if (!s.active || st.options.stage_out.empty()) return;
+    std::optional<int> status = spank.task_exit_status();
+    if (st.options.checkpoint && status && WIFEXITED(*status) && WEXITSTATUS(*status) == config::checkpoint_requeue_exit)
+        s.requeue_after_checkpoint = true;
     if (++s.task_exits < st.step.local_task_count) return;
     // After the tasks ended only slurmstepd's log reaches the job's output. Root's record
     // (kept/<jobid>, made before the tasks started) keeps the stage dir until root hears
@@ -123,9 +128,19 @@ void stage_task_exit(const Spank&, PluginState& st) {
     try {
         if (delivered) {
             node_work(st, "delivered", RunAs::root);
-            return;
+        } else {
+            for (const std::string& note : node_work(st, "keep", RunAs::root).notes)
+                slurm_info("aihpc: %s", note.c_str());
         }
-        for (const std::string& note : node_work(st, "keep", RunAs::root).notes)
+    } catch (const Error& e) {
+        slurm_error("aihpc: %s", e.what());
+    }
+    // Last: the requeue ends this run, and with it this step's helpers. Asked for any
+    // earlier, it would cut root's record of the delivery (the task wrapper leaves it
+    // here for a step that stages out).
+    if (!s.requeue_after_checkpoint) return;
+    try {
+        for (const std::string& note : node_work(st, "requeue", RunAs::user).notes)
             slurm_info("aihpc: %s", note.c_str());
     } catch (const Error& e) {
         slurm_error("aihpc: %s", e.what());

@@ -61,7 +61,7 @@ namespace {
 
 constexpr const char* usage =
     "Usage: aihpc-node prepare|stage-in|prepare-stage-in|account|stage-out|keep|delivered|\n"
-    "                  digest|epilog|deliver-kept\n"
+    "                  digest|epilog|deliver-kept|requeue\n"
     "       aihpc-node run-task COMMAND...   (with AIHPC_TASK_REQUEST set)\n"
     "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
     "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
@@ -444,16 +444,29 @@ void make_checkpoint_dir(const std::string& dir) {
 }
 
 // Requeues the job after its command wrote its checkpoint: Slurm ends this run and starts
-// the job again under its id, with SLURM_RESTART_COUNT one higher.
-void requeue_after_checkpoint(const NodeRequest& r) {
+// the job again under its id, with SLURM_RESTART_COUNT one higher. The message, or the
+// reason it failed.
+std::pair<bool, std::string> requeue_job(const NodeRequest& r) {
     sweep::CommandOutput out = sweep::capture_output({"scontrol", "requeue", job_text(r)});
-    if (out.status == 0) {
-        std::fprintf(stderr, "aihpc: the task exited %d after its checkpoint: job %s is requeued, and resumes from %s\n",
-                     config::checkpoint_requeue_exit, job_text(r).c_str(), r.checkpoint_dir.value_or("").c_str());
-    } else
-        std::fprintf(stderr, "aihpc: the task exited %d after its checkpoint, and job %s could not be requeued: %s "
-                             "(is it submitted with --no-requeue?)\n",
-                     config::checkpoint_requeue_exit, job_text(r).c_str(), std::string(trim(out.err)).c_str());
+    if (out.status != 0)
+        return {false, "the task exited " + std::to_string(config::checkpoint_requeue_exit) +
+                           " after its checkpoint, and job " + job_text(r) + " could not be requeued: " +
+                           std::string(trim(out.err)) + " (is it submitted with --no-requeue?)"};
+    return {true, "the task exited " + std::to_string(config::checkpoint_requeue_exit) + " after its checkpoint: job " +
+                      job_text(r) + " is requeued, and resumes from " + r.checkpoint_dir.value_or("")};
+}
+
+void requeue_after_checkpoint(const NodeRequest& r) {
+    std::fprintf(stderr, "aihpc: %s\n", requeue_job(r).second.c_str());
+}
+
+// As the user, from slurmstepd after a step that stages out recorded its delivery: the
+// requeue that the task wrapper leaves to it, so that the requeue's end of this run
+// cannot cut the stage-out or root's record of it.
+void requeue(const NodeRequest& r, const HelperChannel& channel) {
+    auto [requeued, message] = requeue_job(r);
+    if (!requeued) throw Error(message);
+    channel.note(message);
 }
 
 // The task's command runs as this program's child; when it ends, the step's last task
@@ -540,9 +553,16 @@ int run_task(int argc, char** argv) {
         delivered = false;
         std::fprintf(stderr, "aihpc: stage-out failed: %s; the task fails\n", e.what());
     }
-    // After the stage-out, which delivers what the checkpoint wrote: the requeue ends this run.
-    if (r.options.checkpoint && WIFEXITED(status) && WEXITSTATUS(status) == config::checkpoint_requeue_exit)
-        requeue_after_checkpoint(r);
+    // After the stage-out, which delivers what the checkpoint wrote: the requeue ends this
+    // run. A step that stages out leaves it to slurmstepd, which records the delivery first.
+    if (r.options.checkpoint && WIFEXITED(status) && WEXITSTATUS(status) == config::checkpoint_requeue_exit) {
+        if (stages_out)
+            std::fprintf(stderr, "aihpc: the task exited %d after its checkpoint: job %s is requeued once its stage-out "
+                                 "is recorded, and resumes from %s\n",
+                         config::checkpoint_requeue_exit, job_text(r).c_str(), r.checkpoint_dir.value_or("").c_str());
+        else
+            requeue_after_checkpoint(r);
+    }
     std::fflush(stderr);
     if (WIFSIGNALED(status)) {
         // The task ends as its command did, without a core of this program.
@@ -646,7 +666,7 @@ int main(int argc, char** argv) {
     const std::map<std::string, void (*)(const NodeRequest&, const HelperChannel&)> commands = {
         {"prepare", prepare}, {"account", account}, {"stage-in", stage_in}, {"stage-out", stage_out},
         {"keep", keep},       {"digest", digest},   {"epilog", epilog}, {"delivered", delivered},
-        {"deliver-kept", deliver_kept},
+        {"deliver-kept", deliver_kept}, {"requeue", requeue},
         {"prepare-stage-in", nullptr}};
     auto command = commands.find(argv[1]);
     if (command == commands.end()) {

@@ -4,7 +4,7 @@
 # AIHPC_RESTART_COUNT=1 and a cache hit for its stage-in, resumes from its checkpoint and
 # finishes. No line of the application knows about Slurm.
 . "$(dirname "$0")/lib.sh"
-plan 10
+plan 11
 work=$(scratch)
 cd "$work"
 mkdir -p data && echo "dataset" >data/f && chmod -R a+rX data
@@ -45,7 +45,8 @@ ok "the job was requeued after its checkpoint" test -n "$requeued"
 # release it at once, as this test does to stay quick.
 release_requeued "$id"
 state=$(wait_job "$id" 120)
-ok "the requeued job finishes COMPLETED (got $state)" test "$state" = COMPLETED
+ok "the requeued job finishes COMPLETED (got $state)" \
+    bash -c "test '$state' = COMPLETED || { scontrol show job $id; cat '$work/out'; false; }"
 ok "the first run got the checkpoint signal from aihpc and wrote its state" grep -q "checkpoint at epoch" out
 ok "the wrapper said the job is requeued" grep -q "aihpc: the task exited 75 after its checkpoint: job $id is requeued" out
 ok "the second run saw AIHPC_RESTART_COUNT=1" grep -q "start restart=1" out
@@ -54,6 +55,8 @@ ok "AIHPC_CHECKPOINT_DIR is \$HOME/.aihpc/checkpoints/<jobid> in both runs" \
 ok "the second run resumed from the checkpoint" bash -c "grep -q 'resumed at epoch [1-9]' out && grep -q 'finished at epoch 1000, restart 1' out"
 ok "each run's stage-out delivered its own output: the first to DEST, the second beside it" \
     bash -c "grep -q 'run 0 at epoch' '$work/result/model' && grep -q 'run 1 at epoch 1000' '$work/result.$id/model'"
+ok "the requeue waited for the first run's stage-out and root's record of it" \
+    bash -c "grep -q 'is requeued once its stage-out is recorded' out && ! grep -q 'ended without finishing' out && ! grep -q 'stage-out did not deliver' out"
 ok "its stage-in on restart is a cache hit" bash -c "grep 'stage-in data:' out | tail -1 | grep -q 'hit'"
 ok "a bad checkpoint signal is refused at submit" \
     bash -c "! runuser -u $test_user -- env SLURM_CONF=$SLURM_CONF sbatch --aihpc-checkpoint=BOGUS@10 --wrap true 2>'$work/bad' && grep -q 'aihpc: --aihpc-checkpoint: unknown signal' '$work/bad'"

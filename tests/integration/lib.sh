@@ -74,17 +74,23 @@ keeps_accounting() { scontrol show config | grep -q "^AccountingStorageType *= *
 # release_requeued JOBID: Slurm holds a requeued job for CredExpire (120 s); the site's
 # admin may let it start at once, as the tests do to stay quick. The controller refuses
 # while the job is still completing, so this asks again until the job runs or ended.
-# Released only once no node is still completing the run that was requeued: Slurm 24.11
-# lets that run's late completion fail a job released before it arrives.
+# Released only once no node is still completing the run that was requeued (Slurm 24.11
+# lets that run's late completion fail a job released before it arrives), and two
+# seconds after that: slurmd revokes the old run's credential with a time in whole
+# seconds, and a new run's credential made within that second is refused as revoked
+# ("Job credential revoked"), which fails the job.
 release_requeued() {
-    local state
-    for _ in $(seq 120); do
+    local state settled_since=
+    for _ in $(seq 160); do
         state=$(job_field "$1" JobState)
         case $state in RUNNING | COMPLETED | FAILED | CANCELLED | TIMEOUT) return 0 ;; esac
         # squeue names the completing flag (COMPLETING) where scontrol says PENDING.
         if [ "$state" = PENDING ] && [ "$(squeue -h -j "$1" -o %T 2>/dev/null)" = PENDING ] &&
             ! sinfo -h -o %t | grep -q '^comp'; then
-            scontrol update JobId="$1" StartTime=now >/dev/null 2>&1
+            settled_since=${settled_since:-$SECONDS}
+            [ $((SECONDS - settled_since)) -ge 2 ] && scontrol update JobId="$1" StartTime=now >/dev/null 2>&1
+        else
+            settled_since=
         fi
         sleep 0.5
     done
@@ -98,7 +104,7 @@ kill_job_processes() {
     for environ in /proc/[0-9]*/environ; do
         pid=${environ#/proc/}
         pid=${pid%/environ}
-        tr '\0' '\n' <"$environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && kill -9 "$pid" 2>/dev/null
+        { tr '\0' '\n' <"$environ"; } 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && kill -9 "$pid" 2>/dev/null
     done
     return 0
 }
