@@ -87,8 +87,9 @@ void stage_user_init(const Spank&, PluginState& st) {
     s.items = stage::parse_job_items(staged.result);
     s.leases = std::move(staged.fds);
     s.active = true;
-    // Root's books change only when something was copied into the cache.
-    bool copied = std::any_of(s.items.begin(), s.items.end(), [](const stage::JobItem& i) { return i.outcome == "miss"; });
+    // Root's books change only when something was copied, into the cache or privately.
+    bool copied = std::any_of(s.items.begin(), s.items.end(),
+                              [](const stage::JobItem& i) { return i.outcome == "miss" || i.outcome == "private"; });
     if (copied) node_work(st, "account", RunAs::root);
 }
 

@@ -87,9 +87,8 @@ std::chrono::milliseconds lock_wait(const NodeRequest& r) {
     return std::chrono::milliseconds(static_cast<std::uint64_t>(r.site.stage_timeout_s) * 900);
 }
 
-bool needs_cache_limits(const config::UserOptions& options) {
-    return !options.stage.empty() && options.stage_mode != config::StageMode::private_;
-}
+// A private copy takes the same disk as the cache, so it is held to the same limits.
+bool needs_cache_limits(const config::UserOptions& options) { return !options.stage.empty(); }
 
 // Each --aihpc-stage-out item of the step: LOCAL, and DEST expanded and made absolute.
 std::vector<stage::KeptDelivery> planned_deliveries(const NodeRequest& r) {

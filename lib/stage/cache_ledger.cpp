@@ -81,6 +81,30 @@ void measure_children(int dir_fd, dev_t device, std::uint64_t* budget, int depth
     }
 }
 
+struct JobDir {
+    std::string name;  // jobs/<jobid> (the stage dir) or jobs/<jobid>.aihpc (its meta dir)
+    uid_t uid = 0;
+};
+
+// jobs/ is root's: root made each job's dirs there for its user (user_dir_at), so a
+// dir's owner is the job's user, which no user can change.
+std::vector<JobDir> job_dirs_at(int jobs_fd) {
+    std::vector<JobDir> dirs;
+    UniqueFd listing(::openat(jobs_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!listing) return dirs;
+    DirectoryNames names(listing.get(), "the job dirs");
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        std::string_view name = names[i];
+        std::string_view id = name.ends_with(".aihpc") ? name.substr(0, name.size() - 6) : name;
+        std::optional<std::uint64_t> job = parse_uint(id);
+        if (!job || *job == 0 || *job > UINT32_MAX || std::to_string(*job) != id) continue;
+        struct stat st {};
+        if (::fstatat(jobs_fd, names.c_str(i), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
+        dirs.push_back({std::string(name), st.st_uid});
+    }
+    return dirs;
+}
+
 // The records of one refresh, with last time's measures to reuse.
 struct Refresh {
     std::map<std::tuple<uid_t, char, std::string>, LedgerRecord> previous;
@@ -189,16 +213,15 @@ struct Refresh {
         records.push_back(std::move(r));
     }
 
-    // The kept job dirs of every user, or of `only` that one.
-    void measure_kept(int local_root_fd, std::optional<uid_t> only = std::nullopt) {
+    // The job dirs of every user, or of `only` that one: kept ones, and those of running
+    // jobs (private copies, outputs waiting for their stage-out).
+    void measure_job_dirs(int local_root_fd, std::optional<uid_t> only = std::nullopt) {
         UniqueFd jobs(::openat(local_root_fd, "jobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!jobs) return;
-        for (const KeptJob& k : kept_jobs_at(local_root_fd)) {
-            if (only && k.uid != *only) continue;
+        for (const JobDir& d : job_dirs_at(jobs.get())) {
+            if (only && d.uid != *only) continue;
             seen.clear();
-            std::string name = std::to_string(k.job_id);
-            measure(k.uid, LedgerRecord::kept, jobs.get(), name, true);
-            measure(k.uid, LedgerRecord::kept, jobs.get(), name + ".aihpc", true);
+            measure(d.uid, LedgerRecord::job_dir, jobs.get(), d.name, true);
         }
     }
 };
@@ -326,7 +349,7 @@ CacheLedger CacheLedger::parse(const std::string& text) {
         std::vector<std::string> w = split(lines[i], ' ');
         if (w.size() != 11 || w[0].size() != 1) continue;
         char kind = w[0][0];
-        if (kind != LedgerRecord::entry && kind != LedgerRecord::rest && kind != LedgerRecord::kept) continue;
+        if (kind != LedgerRecord::entry && kind != LedgerRecord::rest && kind != LedgerRecord::job_dir) continue;
         auto uid = parse_uint(w[1]);
         auto dev = parse_uint(w[2]);
         auto ino = parse_uint(w[3]);
@@ -424,21 +447,21 @@ CacheLedger refresh_all(int cache_root_fd, const CacheLedger& old, const std::st
         UniqueFd user(::openat(cache_root_fd, names.c_str(i), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
         if (user) refresh.measure_user(*uid, user.get());
     }
-    if (UniqueFd root = local_root_above(cache_root_fd)) refresh.measure_kept(root.get());
+    if (UniqueFd root = local_root_above(cache_root_fd)) refresh.measure_job_dirs(root.get());
     CacheLedger ledger{std::move(refresh.records)};
     write_ledger(cache_root_fd, ledger, shown_path);
     return ledger;
 }
 
-// One user's measures taken again (their cache dir, and with `kept` their kept job
-// dirs), everyone else's kept as recorded, under the caller's lock: what this costs
-// depends on that user's files alone. A ledger with no measures at all (a new node, or
-// one of an older form) is taken whole once.
-CacheLedger refresh_user(int cache_root_fd, uid_t uid, bool kept, const std::string& shown_path) {
+// One user's measures taken again (their cache dir and their job dirs), everyone else's
+// kept as recorded, under the caller's lock: what this costs depends on that user's
+// files alone. A ledger with no measures at all (a new node, or one of an older form) is
+// taken whole once.
+CacheLedger refresh_user(int cache_root_fd, uid_t uid, const std::string& shown_path) {
     CacheLedger old = read_cache_ledger(cache_root_fd);
     if (old.records.empty()) return refresh_all(cache_root_fd, old, shown_path);
     // Other users' measures go once what they measured is gone: a cache dir no longer in
-    // cache/, a kept job no longer in kept/. Both are read from root's own directories,
+    // cache/, a job dir no longer in jobs/. Both are read from root's own directories,
     // never from a user's, so nothing of theirs is entered or can block.
     std::set<uid_t> users;
     UniqueFd listing(::openat(cache_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -447,19 +470,20 @@ CacheLedger refresh_user(int cache_root_fd, uid_t uid, bool kept, const std::str
     for (std::size_t i = 0; i < names.size(); ++i)
         if (std::optional<uid_t> u = uid_name(names[i])) users.insert(*u);
     UniqueFd root = local_root_above(cache_root_fd);
-    std::set<std::pair<uid_t, std::string>> kept_jobs;
+    std::set<std::pair<uid_t, std::string>> job_dirs;
     if (root)
-        for (const KeptJob& k : kept_jobs_at(root.get())) kept_jobs.insert({k.uid, std::to_string(k.job_id)});
+        if (UniqueFd jobs{::openat(root.get(), "jobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)})
+            for (const JobDir& d : job_dirs_at(jobs.get())) job_dirs.insert({d.uid, d.name});
     auto gone = [&](const LedgerRecord& r) {
-        if (r.kind != LedgerRecord::kept) return !users.contains(r.uid);
-        return root && !kept_jobs.contains({r.uid, r.name.substr(0, r.name.find('.'))});
+        if (r.kind != LedgerRecord::job_dir) return !users.contains(r.uid);
+        return root && !job_dirs.contains({r.uid, r.name});
     };
     Refresh refresh(old);
     for (const LedgerRecord& r : old.records)
-        if ((r.uid != uid || (!kept && r.kind == LedgerRecord::kept)) && !gone(r)) refresh.records.push_back(r);
+        if (r.uid != uid && !gone(r)) refresh.records.push_back(r);
     UniqueFd user(::openat(cache_root_fd, std::to_string(uid).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (user) refresh.measure_user(uid, user.get());
-    if (kept && root) refresh.measure_kept(root.get(), uid);
+    if (root) refresh.measure_job_dirs(root.get(), uid);
     CacheLedger ledger{std::move(refresh.records)};
     write_ledger(cache_root_fd, ledger, shown_path);
     return ledger;
@@ -485,7 +509,7 @@ CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_
     RoomPromises book;
     {
         UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
-        ledger = refresh_user(cache_root_fd, uid, true, shown_path);
+        ledger = refresh_user(cache_root_fd, uid, shown_path);
         book = RoomPromises::open_as_root(cache_root_fd, uid, shown_path);
     }
     CacheLimits limits = plan_user_cache_limits(cache_max, cache_low, cache_user_max, ledger.user_bytes(uid),
@@ -504,8 +528,8 @@ CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_
 void root_account_user_cache(int cache_root_fd, uid_t uid, const std::string& shown_path) {
     check_root_private(cache_root_fd, shown_path);
     UniqueFd lock = lock_ledger(cache_root_fd, shown_path);
-    // A stage-in changes the user's cache, never their kept job dirs.
-    refresh_user(cache_root_fd, uid, false, shown_path);
+    // A stage-in changes the user's cache, or their job dir with a private copy.
+    refresh_user(cache_root_fd, uid, shown_path);
     // Its copies are measured now: their promises no longer count.
     RoomPromises::settle_as_root(cache_root_fd, uid, shown_path);
 }

@@ -8,15 +8,18 @@
 // an entry is walked again only when it changed (or once its measure is
 // ledger_remeasure_after old), and the rest of a user's cache dir (temporaries of live
 // and killed producers, leftovers of evictions, lock files, digests, the log) on every
-// refresh, so a killed producer's temporary tree is counted until it is removed. The job
-// dirs root keeps after a failed stage-out (node_layout.hpp, kept/) count against their
-// user too. A prepare and an account measure one user again, the one staging, and take
-// every other user's measures as recorded, so that no user's file count slows another's
-// stage; refresh_cache_ledger measures everyone.
+// refresh, so a killed producer's temporary tree is counted until it is removed. Each
+// user's job dirs in local_root/jobs count against that user too: those root keeps
+// after a failed stage-out (node_layout.hpp, kept/), and those of running jobs, whose
+// private copies and outputs take the same disk. A prepare and an account measure one
+// user again, the one staging, and take every other user's measures as recorded, so
+// that no user's file count slows another's stage; refresh_cache_ledger measures
+// everyone.
 //
-// A stage-in in cache mode is three steps: root_cache_limits as root (the user's share),
-// the stage-in as the user (NodeCache keeps to those limits, evicting only the user's own
-// entries), and root_account_user_cache as root (what the user's cache now holds).
+// A stage-in is three steps: root_cache_limits as root (the user's share), the stage-in
+// as the user (NodeCache keeps to those limits, evicting only the user's own entries; a
+// private copy is held to them too), and root_account_user_cache as root (what the
+// user's cache and job dirs now hold).
 #pragma once
 #include <sys/types.h>
 
@@ -35,10 +38,10 @@ namespace aihpc::stage {
 
 // One measure in the ledger.
 struct LedgerRecord {
-    enum Kind : char { entry = 'e', rest = 'r', kept = 'k' };
+    enum Kind : char { entry = 'e', rest = 'r', job_dir = 'k' };
     uid_t uid = 0;
     Kind kind = entry;
-    std::string name;             // entry: its name in entries/; rest: "."; kept: its name in jobs/
+    std::string name;             // entry: its name in entries/; rest: "."; job_dir: its name in jobs/
     std::uint64_t dev = 0, ino = 0;
     std::int64_t ctime_ns = 0;    // of the measured directory (or file) itself
     std::uint64_t bytes = 0;      // st_blocks * 512 of everything below, itself included
@@ -98,7 +101,7 @@ inline constexpr std::chrono::milliseconds temporaries_budget{1000};
 // Pure: a user's CacheLimits from root's measures.
 //   cap      = min(cache_user_max (0: cache_max), cache_max - others_measured)
 //   overhead = own_measured - own_claimed: what the user's cache holds beyond what its
-//              stager counts (temporaries, kept job dirs, blocks, forged low claims)
+//              stager counts (temporaries, job dirs, blocks, forged low claims)
 //   max      = cap - overhead (at least 1, since 0 means no cap)
 // and low likewise from cache_low, scaled to the user's share. own_claimed is the sum of
 // the user's own `bytes=` lines: a forged number can only lower that user's own room.
@@ -109,14 +112,14 @@ CacheLimits plan_user_cache_limits(std::uint64_t cache_max, std::uint64_t cache_
                                    std::uint64_t own_measured, std::uint64_t own_claimed, std::uint64_t others_measured,
                                    const PromisedBytes& promised = {});
 
-// As root: brings the ledger below the open cache/ up to date for every user (and the kept
+// As root: brings the ledger below the open cache/ up to date for every user (and their
 // job dirs, found beside cache/ in local_root), writes it, and returns it. shown_path names
 // cache/ in messages.
 CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_path);
 
 // As root, before a user's stage-in: the limits that user's NodeCache must keep to. The
 // user's dead temporaries are removed first (remove_dead_temporaries). Only that user's
-// cache and kept job dirs are measured again; other users count as the ledger last
+// cache and job dirs are measured again; other users count as the ledger last
 // recorded them (at their own prepare or stage-in), so the cost never depends on what
 // other users hold.
 // cache_max and cache_low are the node-wide limits in bytes, cache_user_max the user's
@@ -129,8 +132,8 @@ CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_
                               std::uint64_t cache_user_inodes = config::default_cache_user_inodes,
                               RoomPromises* promises = nullptr);
 
-// As root, after a user's stage-in: measures that user's cache again (only what changed)
-// and records it in the ledger.
+// As root, after a user's stage-in: measures that user's cache and job dirs again (only
+// what changed) and records it in the ledger.
 void root_account_user_cache(int cache_root_fd, uid_t uid, const std::string& shown_path);
 
 // The ledger as last written, or an empty one when there is none (or it is not root's).

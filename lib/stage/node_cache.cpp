@@ -413,7 +413,7 @@ std::uint64_t NodeCache::make_room_within(std::uint64_t max_bytes, std::uint64_t
         throw Error("the node cache " + dir_ + " cannot take " + std::to_string(incoming) + " bytes: " +
                     std::to_string(used) + " bytes are held by running jobs and this user's share of the node cache is " +
                     std::to_string(max_bytes) +
-                    " bytes (cache_user_max, and cache_max less what other users hold); use --aihpc-stage-mode=private or a node with more local disk");
+                    " bytes (cache_user_max, and cache_max less what other users hold, and what this user's private copies and job dirs take); let this user's other jobs on the node end, or use a node with more local disk");
     return std::min(max_bytes - used, free_bytes);
 }
 

@@ -152,13 +152,14 @@ public:
     std::vector<std::string> collect(std::uint64_t target);
     // Removes one entry unless it is in use; true when removed.
     bool evict(const std::string& key);
+    // Evicts down to low_bytes when `incoming` would not fit; returns the room then left.
+    // With a book of promises, under its lock, and `incoming` is promised there. A
+    // private copy asks it too: it takes the same disk, within the same share.
+    std::uint64_t make_room(std::uint64_t incoming);
 
 private:
     UniqueFd lock_key(const std::string& key, int operation, bool create) const;
     bool published(const std::string& key) const;
-    // Evicts down to low_bytes when `incoming` would not fit; returns the room then left.
-    // With a book of promises, under its lock, and `incoming` is promised there.
-    std::uint64_t make_room(std::uint64_t incoming);
     std::uint64_t make_room_within(std::uint64_t max_bytes, std::uint64_t incoming);
     // Temporaries of `key`, whose lock the caller holds exclusively.
     void remove_leftovers(const std::string& key);

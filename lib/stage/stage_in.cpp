@@ -194,6 +194,23 @@ void check_source_unchanged(const OpenSource& source, const std::string& freshne
                     "may mix two versions and nothing of it was kept; stage it again once nothing writes to it");
 }
 
+// The room for a private copy of `bytes`: the user's share of the node's local disk, which
+// their cache and job dirs share (making room in the cache by evicting the user's own
+// entries that no job uses), promised under the book's lock like a cache entry. No
+// limits (a node without cache_max): the file system's free space alone.
+std::uint64_t private_copy_room(const StageSettings& settings, std::uint64_t bytes) {
+    if (!settings.cache_dir || settings.limits.max_bytes == 0) return UINT64_MAX;
+    NodeCache cache(*settings.cache_dir, settings.limits);
+    cache.set_promises(settings.promises);
+    cache.set_lock_wait(settings.lock_wait);
+    try {
+        return cache.make_room(bytes);
+    } catch (const Error& e) {
+        throw Error("a private copy of " + std::to_string(bytes) + " bytes does not fit this user's room on the node: " +
+                    e.what());
+    }
+}
+
 StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings) {
     auto started = std::chrono::steady_clock::now();
     StagedItem item;
@@ -219,11 +236,17 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     if (settings.private_mode) {
         std::string temp = "." + name + ".aihpc-tmp." + unique_suffix();
         std::string temp_path = join_path(settings.to_dir, temp);
+        std::uint64_t room = 0;
+        try {
+            room = std::min(private_copy_room(settings, manifest.byte_count()), free_space(to_dir.get()));
+        } catch (const Error& e) {
+            throw Error("stage-in of " + src + " failed: " + e.what());
+        }
         TemporaryTree copy(to_dir.get(), temp);
         Manifest written;
         try {
             written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, item.path, settings, false,
-                                   free_space(to_dir.get()), &item.bytes, &item.files, &ops, pool, &item.workers);
+                                   room, &item.bytes, &item.files, &ops, pool, &item.workers);
             check_source_unchanged(source, freshness);
             if (settings.verify) {
                 UniqueFd data(::openat(to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));

@@ -425,12 +425,56 @@ static void a_kept_job_dir_counts_against_its_user(void**) {
     tmp.make_dir("cache/1000");
     tmp.make_dir("jobs/7");
     tmp.write("jobs/7/results", std::string(4 * mib, 'r'));
+    assert_int_equal(::chown((tmp.path() + "/jobs/7").c_str(), 1000, 1000), 0);
     mark_job_kept(tmp.path(), 7, 1000, "cannot write /home/u/out");
     UniqueFd cache = open_dir(tmp.path() + "/cache");
     CacheLedger ledger = refresh_cache_ledger(cache.get(), tmp.path() + "/cache");
     assert_true(ledger.user_bytes(1000) >= 4 * mib);
     CacheLimits own = root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
     assert_true(own.max_bytes <= 96 * mib);
+}
+
+// A running job's private copy takes the node's disk like a cache entry: it counts
+// against its user from the next measure, and is gone from the books once the job dir is.
+static void a_running_jobs_private_copy_counts_against_its_user(void**) {
+    if (skip_unless_root()) skip();
+    TempDir tmp;
+    tmp.make_dir("cache/1000");
+    tmp.make_dir("cache/1001");
+    tmp.make_dir("jobs/8/data");
+    tmp.write("jobs/8/data/f", std::string(6 * mib, 'p'));
+    assert_int_equal(::chown((tmp.path() + "/jobs/8").c_str(), 1000, 1000), 0);
+    UniqueFd cache = open_dir(tmp.path() + "/cache");
+    CacheLimits own = root_cache_limits(cache.get(), 1000, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(own.max_bytes <= 94 * mib);
+    // Another user's prepare takes it as recorded, against the node's room.
+    CacheLimits other = root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(other.max_bytes <= 94 * mib);
+    UniqueFd root = open_dir(tmp.path());
+    assert_true(remove_tree_at(root.get(), "jobs/8"));
+    root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
+    assert_true(read_cache_ledger(cache.get()).user_bytes(1000) < mib);  // its empty cache dir alone
+}
+
+static void a_private_copy_over_the_users_room_is_refused(void**) {
+    TempDir tmp;
+    tmp.make_dir("src");
+    tmp.write("src/f", std::string(2 * mib, 's'));
+    StageSettings settings;
+    settings.to_dir = tmp.path() + "/to";
+    settings.cache_dir = tmp.path() + "/cache";
+    settings.limits = CacheLimits{mib, mib / 2};
+    settings.uid = ::geteuid();
+    settings.private_mode = true;
+    expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); },
+                            "a private copy of 2097152 bytes does not fit this user's room on the node");
+    assert_false(exists(tmp.path() + "/to/src"));
+    assert_int_equal(count_entries(tmp.path() + "/to"), 0);
+    // Within the room it is made, and no cache entry is.
+    settings.limits = CacheLimits{8 * mib, 4 * mib};
+    stage_in(tmp.path() + "/src", "src", settings);
+    assert_true(exists(tmp.path() + "/to/src/f"));
+    assert_int_equal(count_entries(tmp.path() + "/cache/entries"), 0);
 }
 
 // ---- the user's stager keeps to its share
@@ -888,6 +932,8 @@ int main(void) {
         cmocka_unit_test(a_killed_producers_temporary_is_removed_at_prepare),
         cmocka_unit_test(a_prepare_measures_its_own_user_alone),
         cmocka_unit_test(a_kept_job_dir_counts_against_its_user),
+        cmocka_unit_test(a_running_jobs_private_copy_counts_against_its_user),
+        cmocka_unit_test(a_private_copy_over_the_users_room_is_refused),
         cmocka_unit_test(a_stager_over_its_share_is_refused_with_its_share_named),
         cmocka_unit_test(promises_read_back_and_skip_what_is_malformed),
         cmocka_unit_test(a_promise_lives_as_long_as_its_process),
