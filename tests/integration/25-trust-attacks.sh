@@ -3,7 +3,7 @@
 # fails with an aihpc: message (or the submit is refused at once), the nodes are idle
 # again, and the helper that does the node work inherits nothing from slurmstepd.
 . "$(dirname "$0")/lib.sh"
-plan 21
+plan 23
 work=$(scratch)
 cd "$work"
 local_root_n1=${AIHPC_LOCAL_ROOT//%n/n1}
@@ -108,6 +108,17 @@ if command -v zstd >/dev/null; then
 else
     for d in "an archive bomb is refused" "nothing of the bomb is left" "the node is idle again"; do skip "$d" "no zstd"; done
 fi
+
+# ---- A private copy bigger than the user's share of the node's disk: it takes the same
+# disk as the cache, so it is refused before a byte is copied, not left to fill the disk.
+mkdir -p "$work/big" && head -c 40M /dev/zero >"$work/big/f" && chmod -R a+rX "$work/big"
+with_site_keys cache_max=32M
+id=$(as_user sbatch --parsable -w n1 -o private.out --aihpc-stage-mode=private --aihpc-stage="$work/big:big" job.sh)
+state=$([ -n "$id" ] && wait_job_status "$id" 60)
+restore_site_keys
+ok "a 40 MiB private copy over a 32 MiB cache_max is refused, with a message (state $state)" \
+    bash -c "[ '${state%% *}' = FAILED ] && grep -q \"aihpc: .*a private copy of 41943040 bytes does not fit this user's room\" private.out && ! grep -q 'task ran' private.out"
+ok "the node is idle again after the refused private copy" wait_nodes_idle 30
 
 # ---- What the helper inherits, seen from inside it: a probe put where the plugin looks
 # for aihpc-node records its own identity and descriptors, then execs the real one.
