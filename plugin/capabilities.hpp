@@ -27,6 +27,9 @@ void task_wrapper_task_init(const Spank& spank, PluginState& st);
 // remote task_exit, as root in slurmstepd, once the node's tasks ended: the stage-out
 // that killed tasks could not do (aihpc-node, as the user).
 void stage_task_exit(const Spank& spank, PluginState& st);
+// remote exit, as root in slurmstepd at the step's end: the cache lease holder ends
+// (lease_holder.hpp), stopped or not.
+void stage_step_exit(PluginState& st);
 // remote, any hook after user_init: whether this step has a stage dir on this node.
 bool stage_step_active();
 // job_script epilog, as root: remove private copies and the job's stage dir.

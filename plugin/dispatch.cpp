@@ -175,6 +175,12 @@ int slurm_spank_task_exit(spank_t sp, int, char**) {
     return guarded("task_exit", OnError::log, [&] { step_task_exit(spank); return 0; });
 }
 
+int slurm_spank_exit(spank_t sp, int, char**) {
+    Spank spank(sp);
+    if (!is_remote(spank)) return 0;
+    return guarded("exit", OnError::log, [&] { step_exit(spank); return 0; });
+}
+
 // Slurm 22.05 runs no slurm_spank_init before the epilog, so the site keys are read here.
 int slurm_spank_job_epilog(spank_t sp, int ac, char** av) {
     Spank spank(sp);

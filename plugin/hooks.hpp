@@ -17,6 +17,8 @@ void step_init_post_opt(const Spank& spank);
 void step_user_init(const Spank& spank);
 int step_task_init(const Spank& spank);
 void step_task_exit(const Spank& spank);
+// The step's end on this node (slurm_spank_exit), as root in slurmstepd.
+void step_exit(const Spank& spank);
 
 // job_script.cpp: prolog/epilog context, as root, once per job per node.
 void job_epilog(const Spank& spank);

@@ -122,4 +122,6 @@ int step_task_init(const Spank& spank) {
 
 void step_task_exit(const Spank& spank) { stage_task_exit(spank, state()); }
 
+void step_exit(const Spank&) { stage_step_exit(state()); }
+
 }  // namespace aihpc::plugin

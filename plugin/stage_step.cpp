@@ -5,8 +5,9 @@
 // slurmstepd does none of the work itself: aihpc-node does it (plugin/node_work.hpp),
 // as root for the directories under local_root and the user's share of the cache, as
 // the job's user for everything that reads or writes the user's data. The step holds
-// a lease on each cache entry it uses until it ends: the helper hands the leases over
-// as descriptors, so slurmstepd never opens a path in the user's cache.
+// a lease on each cache entry it uses until it ends: a process of the user's own holds
+// them (lib/stage/lease_holder.hpp), and slurmstepd only a pipe and a pidfd of it, so
+// slurmstepd never opens, holds or closes a file in the user's cache.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -26,6 +27,7 @@
 #include "common/json.hpp"
 #include "plugin/node_work.hpp"
 #include "plugin/task_argv.hpp"
+#include "stage/lease_holder.hpp"
 #include "stage/node_layout.hpp"
 #include "stage/source.hpp"
 
@@ -38,7 +40,7 @@ struct StepStaging {
     bool active = false;
     stage::JobLayout layout;
     std::vector<stage::JobItem> items;
-    std::vector<UniqueFd> leases;  // O_CLOEXEC: tasks never inherit them
+    std::vector<UniqueFd> leases;  // the lease holder's pipe and pidfd; O_CLOEXEC
     std::uint32_t task_exits = 0;
     bool requeue_after_checkpoint = false;  // a task exited 75 under --aihpc-checkpoint
 };
@@ -94,6 +96,8 @@ void stage_user_init(const Spank&, PluginState& st) {
 }
 
 bool stage_step_active() { return staging().active; }
+
+void stage_step_exit(PluginState&) { stage::end_lease_holder(staging().leases); }
 
 void stage_task_init(const Spank& spank, PluginState& st) {
     StepStaging& s = staging();

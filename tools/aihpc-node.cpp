@@ -45,6 +45,7 @@
 #include "container/image.hpp"
 #include "stage/cache_ledger.hpp"
 #include "stage/fs.hpp"
+#include "stage/lease_holder.hpp"
 #include "stage/node_cache.hpp"
 #include "stage/node_layout.hpp"
 #include "stage/node_request.hpp"
@@ -254,8 +255,12 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
                         " (something is mounted in " + l.cache_dir + "); unmount it, or stage with --aihpc-stage-mode=private");
         fds.push_back(lease.fd());
     }
-    // The descriptors first: slurmstepd takes the result as the sign that all arrived.
-    channel.send_fds(fds);
+    // The leases stay with a process of the user's own until the step ends; slurmstepd
+    // gets only its pipe and pidfd (lease_holder.hpp). The descriptors go first:
+    // slurmstepd takes the result as the sign that all arrived.
+    std::optional<stage::LeaseHolder> holder;
+    if (!fds.empty()) holder = stage::hold_leases(fds);
+    channel.send_fds(holder ? std::vector<int>{holder->release.get(), holder->pidfd.get()} : std::vector<int>{});
     channel.result(stage::format_job_items(recorded));
 }
 

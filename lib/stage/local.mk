@@ -7,6 +7,7 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/tree_copy.cpp lib/stage/tree_copy.hpp \
 	lib/stage/archive.cpp lib/stage/archive.hpp \
 	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
+	lib/stage/lease_holder.cpp lib/stage/lease_holder.hpp \
 	lib/stage/node_layout.cpp lib/stage/node_layout.hpp \
 	lib/stage/node_request.cpp lib/stage/node_request.hpp \
 	lib/stage/cache_ledger.cpp lib/stage/cache_ledger.hpp \

@@ -10,14 +10,6 @@ local_root_n1=${AIHPC_LOCAL_ROOT//%n/n1}
 
 # refused RC TEXT PATTERN: the command failed (not by timeout) and said PATTERN.
 refused() { [ "$1" != 0 ] && [ "$1" != 124 ] && grep -q -- "$3" <<<"${2:0:4000}"; }
-nodes_idle() { [ "$(sinfo -h -N -o %t | sort -u | tr '\n' ' ')" = "idle " ]; }
-# wait_nodes_idle SECONDS: true once every node is idle again.
-wait_nodes_idle() {
-    local deadline=$((SECONDS + $1))
-    while [ $SECONDS -lt $deadline ]; do nodes_idle && return 0; sleep 0.5; done
-    sinfo -N
-    return 1
-}
 
 cat >job.sh <<'JOB'
 #!/bin/bash

@@ -11,15 +11,6 @@ mkdir -p big
 head -c 1500M /dev/urandom >big/blob
 chmod -R a+rX big
 
-wait_nodes_idle() {
-    local limit=$1 start=$SECONDS
-    while [ $((SECONDS - start)) -lt "$limit" ]; do
-        [ "$(sinfo -h -N -o %t | sort -u | tr '\n' ' ')" = "idle " ] && return 0
-        sleep 0.5
-    done
-    sinfo -N
-    return 1
-}
 
 id=$(as_user sbatch --parsable -w n1 -o out --aihpc-stage-mode=private --aihpc-stage="$work/big:big" --wrap 'sleep 600')
 helper=

@@ -109,6 +109,15 @@ kill_job_processes() {
     return 0
 }
 
+# wait_nodes_idle SECONDS: true once every node is idle again; else shows sinfo.
+nodes_idle() { [ "$(sinfo -h -N -o %t | sort -u | tr '\n' ' ')" = "idle " ]; }
+wait_nodes_idle() {
+    local deadline=$((SECONDS + $1))
+    while [ $SECONDS -lt $deadline ]; do nodes_idle && return 0; sleep 0.5; done
+    sinfo -N
+    return 1
+}
+
 # job_field JOBID FIELD: one field of `scontrol show job` (JobState, ExitCode, ...).
 job_field() { scontrol show job "$1" -o 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -23,6 +24,7 @@
 #include "stage/archive.hpp"
 #include "stage/cache_ledger.hpp"
 #include "stage/fs.hpp"
+#include "stage/lease_holder.hpp"
 #include "stage/node_cache.hpp"
 #include "stage/node_layout.hpp"
 #include "stage/stage_in.hpp"
@@ -454,6 +456,62 @@ static void a_running_jobs_private_copy_counts_against_its_user(void**) {
     assert_true(remove_tree_at(root.get(), "jobs/8"));
     root_cache_limits(cache.get(), 1001, 100 * mib, 90 * mib, 0, tmp.path() + "/cache");
     assert_true(read_cache_ledger(cache.get()).user_bytes(1000) < mib);  // its empty cache dir alone
+}
+
+// ---- the process that holds a step's leases for slurmstepd
+
+static bool exclusive_lock_free(const std::string& path) {
+    UniqueFd probe(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    return probe && ::flock(probe.get(), LOCK_EX | LOCK_NB) == 0;
+}
+
+static int wait_within_5s(pid_t pid) {
+    for (int i = 0; i < 500; ++i) {
+        int status = 0;
+        if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+        ::usleep(10'000);
+    }
+    return -1;
+}
+
+static void the_lease_holder_keeps_the_leases_until_its_pipe_closes(void**) {
+    TempDir tmp;
+    tmp.write("k.lock", "");
+    std::string lock = tmp.path() + "/k.lock";
+    UniqueFd lease(::open(lock.c_str(), O_RDONLY | O_CLOEXEC));
+    assert_int_equal(::flock(lease.get(), LOCK_SH), 0);
+    LeaseHolder holder = hold_leases({lease.get()});
+    lease.reset();  // the holder's copy alone keeps the lock now
+    assert_true(holder.release && holder.pidfd);
+    ::usleep(50'000);
+    assert_false(exclusive_lock_free(lock));
+    holder.release.reset();  // the step ended, or slurmstepd died
+    int status = wait_within_5s(holder.pid);
+    assert_true(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(exclusive_lock_free(lock));
+}
+
+static void a_stopped_lease_holder_ends_with_the_step(void**) {
+    TempDir tmp;
+    tmp.write("k.lock", "");
+    std::string lock = tmp.path() + "/k.lock";
+    UniqueFd lease(::open(lock.c_str(), O_RDONLY | O_CLOEXEC));
+    assert_int_equal(::flock(lease.get(), LOCK_SH), 0);
+    LeaseHolder holder = hold_leases({lease.get()});
+    lease.reset();
+    // SIGTERM is ignored; SIGSTOP stops it, and then its pipe's close alone would not end it.
+    ::kill(holder.pid, SIGTERM);
+    ::kill(holder.pid, SIGSTOP);
+    ::usleep(50'000);
+    assert_false(exclusive_lock_free(lock));
+    std::vector<UniqueFd> at_slurmstepd;
+    at_slurmstepd.push_back(std::move(holder.release));
+    at_slurmstepd.push_back(std::move(holder.pidfd));
+    end_lease_holder(at_slurmstepd);
+    assert_true(at_slurmstepd.empty());
+    int status = wait_within_5s(holder.pid);
+    assert_true(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    assert_true(exclusive_lock_free(lock));
 }
 
 static void a_private_copy_over_the_users_room_is_refused(void**) {
@@ -934,6 +992,8 @@ int main(void) {
         cmocka_unit_test(a_kept_job_dir_counts_against_its_user),
         cmocka_unit_test(a_running_jobs_private_copy_counts_against_its_user),
         cmocka_unit_test(a_private_copy_over_the_users_room_is_refused),
+        cmocka_unit_test(the_lease_holder_keeps_the_leases_until_its_pipe_closes),
+        cmocka_unit_test(a_stopped_lease_holder_ends_with_the_step),
         cmocka_unit_test(a_stager_over_its_share_is_refused_with_its_share_named),
         cmocka_unit_test(promises_read_back_and_skip_what_is_malformed),
         cmocka_unit_test(a_promise_lives_as_long_as_its_process),
