@@ -13,7 +13,7 @@
 #   - a 4,096-deep tree and a flat directory of many names left in trash/ are removed over
 #     successive prepares, each of which stays quick.
 . "$(dirname "$0")/lib.sh"
-plan 27
+plan 30
 work=$(scratch)
 cd "$work"
 local_root_n1=${AIHPC_LOCAL_ROOT//%n/n1}
@@ -34,6 +34,7 @@ no_cache_temporaries() { [ -z "$(find "$1" -maxdepth 1 -name '.tmp.*' 2>/dev/nul
 names_no_temporary() { ! grep -Eq '\.tmp\.|\.aihpc-tmp\.|\.aihpc-link\.' "$1"; }
 
 mkdir -p small && echo x >small/f && chmod -R a+rX small
+printf '#!/bin/bash\necho "task ran"\n' >job.sh && chmod 0755 job.sh
 
 # ---- 13. An archive rewritten in place while it is extracted. Two tar files with the
 # same names, sizes and headers, one of A's and one of B's: any mix of them is a valid
@@ -72,18 +73,21 @@ EOF
 chmod 0755 rewriter.sh count-versions.sh
 as_user ./rewriter.sh &
 rewriter=$!
-id=$(as_user sbatch --parsable -w n1 -o torn.out --aihpc-stage="$work/torn.tar:torn" count-versions.sh)
-state=$([ -n "$id" ] && wait_job_status "$id" 60)
+# Either refused, saying why, or one whole version: never exit 0 with a mix.
+for mode in cache private; do
+    id=$(as_user sbatch --parsable -w n1 -o "torn-$mode.out" --aihpc-stage-mode=$mode \
+        --aihpc-stage="$work/torn.tar:torn" count-versions.sh)
+    state=$([ -n "$id" ] && wait_job_status "$id" 60)
+    if [ "${state%% *}" = FAILED ]; then
+        ok "a $mode-mode stage of an archive rewritten during its extraction fails, saying it changed (state $state)" \
+            grep -q "aihpc: .*torn.tar changed while it was being extracted" "torn-$mode.out"
+    else
+        ok "a $mode-mode stage of an archive rewritten during its extraction is one whole version (state $state)" \
+            bash -c "grep -Eq '^versions (A=300 B=0|A=0 B=300)\$' torn-$mode.out || { cat torn-$mode.out; exit 1; }"
+    fi
+done
 touch stop
 wait "$rewriter"
-# Either refused, saying why, or one whole version: never exit 0 with a mix.
-if [ "${state%% *}" = FAILED ]; then
-    ok "an archive rewritten during its extraction fails the stage, saying it changed (state $state)" \
-        grep -q "aihpc: .*torn.tar changed while it was being extracted" torn.out
-else
-    ok "an archive rewritten during its extraction is published whole or not at all (state $state)" \
-        bash -c "grep -Eq '^versions (A=300 B=0|A=0 B=300)\$' torn.out || { cat torn.out; exit 1; }"
-fi
 ok "no unpublished copy of the torn archive is left in the cache" no_cache_temporaries "$entries"
 ok "the node is idle again" wait_nodes_idle 30
 
@@ -146,12 +150,13 @@ sticky=$(mktemp -d "$scratch_prefix.sticky.XXXXXX")
 chmod 1777 "$sticky"
 cp "$plugstack" "$plugstack.orig"
 sed "s|local_root=[^ ]*|local_root=$sticky|" "$plugstack.orig" >"$plugstack"
-id=$(as_user sbatch --parsable -w n1 -o sticky.out --aihpc-stage="$work/small:small" "$work/mtimes.sh")
+id=$(as_user sbatch --parsable -w n1 -o sticky.out --aihpc-stage="$work/small:small" job.sh)
 state=$([ -n "$id" ] && wait_job_status "$id" 60)
 restore_site_keys
 ok "a sticky world-writable local_root fails the job (state $state)" test "${state%% *}" = FAILED
 ok "the message names local_root, its mode and what to fix" \
     grep -q "aihpc: local_root: $sticky must be owned by root and writable by no one else (it is uid 0, mode 1777)" sticky.out
+ok "the task never ran" bash -c "! grep -q 'task ran' sticky.out"
 ok "aihpc made nothing in it" test -z "$(ls -A "$sticky")"
 ok "the node is idle again, not drained" wait_nodes_idle 30
 
@@ -163,13 +168,18 @@ held=$(for u in "$uid" "$(id -u "$other_user")"; do find "$local_root_n1/cache/$
 cap=$((held + 300))
 mkdir -p many/d
 (cd many/d && seq -f 'e%g' $((cap + 200)) | xargs touch)
-tar -C many --format=gnu -cf many.tar d && chmod 0644 many.tar && rm -rf many
+tar -C many --format=gnu -cf many.tar d && chmod -R a+rX many many.tar
 with_site_keys cache_user_inodes=$cap
-id=$(as_user sbatch --parsable -w n1 -o many.out --aihpc-stage="$work/many.tar:many" "$work/mtimes.sh")
+id=$(as_user sbatch --parsable -w n1 -o many.out --aihpc-stage="$work/many.tar:many" job.sh)
 state=$([ -n "$id" ] && wait_job_status "$id" 60)
 ok "an archive of $((cap + 200)) empty files over a cache_user_inodes cap of $cap fails the job (state $state)" \
-    test "${state%% *}" = FAILED
+    bash -c "[ '${state%% *}' = FAILED ] && ! grep -q 'task ran' many.out"
 ok "the message names the cache_user_inodes cap" grep -q "aihpc: .*cache_user_inodes cap" many.out
+# The same files as a tree are counted before anything is copied.
+id=$(as_user sbatch --parsable -w n1 -o many-tree.out --aihpc-stage="$work/many:many" job.sh)
+state=$([ -n "$id" ] && wait_job_status "$id" 60)
+ok "the same files as a tree fail the job too, naming the cap of $cap (state $state)" \
+    bash -c "[ '${state%% *}' = FAILED ] && grep -q 'aihpc: .*cache_user_inodes cap of $cap' many-tree.out"
 ok "nothing of it is left in the cache's temporaries" no_cache_temporaries "$entries"
 ok "nothing of it is in the cache" bash -c "! find '$entries' -name e1 | grep -q ."
 ok "another user's stage on the node still works" \
