@@ -43,6 +43,12 @@ bench_stage_aihpc_bench_fsync_SOURCES = bench/stage/fsync_flush.cpp
 bench_stage_aihpc_bench_fsync_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)
 CLEANFILES += bench/stage/aihpc-bench-fsync
 EXTRA_DIST += bench/stage/fsync.sh
+# Built on demand by bench/stage/prepare-cost.sh.
+EXTRA_PROGRAMS += bench/stage/aihpc-bench-prepare-cost
+bench_stage_aihpc_bench_prepare_cost_SOURCES = bench/stage/prepare_cost.cpp
+bench_stage_aihpc_bench_prepare_cost_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)
+CLEANFILES += bench/stage/aihpc-bench-prepare-cost
+EXTRA_DIST += bench/stage/prepare-cost.sh
 UNIT_TESTS += tests/unit/test_stage_io
 tests_unit_test_stage_io_SOURCES = tests/unit/test_stage_io.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_stage_io_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
