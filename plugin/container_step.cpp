@@ -112,11 +112,12 @@ void container_user_init(const Spank& /*spank*/, PluginState& st) {
             origin = std::string("no digest cache: ") + e.what();
         }
     }
-    std::string extra = origin.empty() ? "" : "\"no_cache\":true";
+    stage::NodeRequest request = step_request(st);
+    request.no_cache = !origin.empty();
     // The host batch script runs no runtime: its steps may land on other nodes.
-    if (sc.host_batch) extra += std::string(extra.empty() ? "" : ",") + "\"any_runtime\":true";
+    request.any_runtime = sc.host_batch;
     container::DigestResult resolved =
-        container::parse_digest_result(st.options.container, node_work(st, "digest", RunAs::user, extra).result);
+        container::parse_digest_result(st.options.container, node_work(st, "digest", RunAs::user, request).result);
     sc.image = resolved.image;
     sc.digest = resolved.digest;
     if (origin.empty()) origin = resolved.provenance;

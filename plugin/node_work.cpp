@@ -11,7 +11,6 @@
 #include <cstdlib>
 
 #include "common/error.hpp"
-#include "common/json.hpp"
 #include "common/paths.hpp"
 #include "common/text.hpp"
 
@@ -27,20 +26,19 @@ std::string plugin_path() {
 
 }  // namespace
 
-std::string node_request(const PluginState& st, const std::string& extra) {
+stage::NodeRequest step_request(const PluginState& st) {
     const StepInfo& step = st.step;
-    std::string text = "{\"site\":" + json_string_array(st.site_args) + ",\"options\":{";
-    bool first = true;
-    for (const auto& [name, value] : st.raw_options) {
-        text += (first ? "" : ",") + json_quote(name) + ":" + json_quote(value);
-        first = false;
-    }
-    text += "},\"job\":" + std::to_string(step.job_id) + ",\"uid\":" + std::to_string(step.uid) +
-            ",\"gid\":" + std::to_string(step.gid) + ",\"node\":" + json_quote(step.node_name) +
-            ",\"submit_dir\":" + json_quote(step.submit_dir) + ",\"step\":" + std::to_string(step.step_id) +
-            ",\"local_tasks\":" + std::to_string(step.local_task_count);
-    if (!extra.empty()) text += "," + extra;
-    return text + "}";
+    stage::NodeRequest r;
+    r.site_args = st.site_args;
+    r.raw_options = st.raw_options;
+    r.job_id = step.job_id;
+    r.uid = step.uid;
+    r.gid = step.gid;
+    r.node = step.node_name;
+    r.submit_dir = step.submit_dir;
+    r.step_id = step.step_id;
+    r.local_tasks = step.local_task_count;
+    return r;
 }
 
 std::string node_helper_program() {
@@ -55,13 +53,17 @@ std::string node_helper_program() {
     throw Error("the node helper aihpc-node is missing (looked at " + join(tried, ", ") + "); reinstall aihpc on this node");
 }
 
-HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs as, const std::string& extra) {
+HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs as) {
+    return node_work(st, command, as, step_request(st));
+}
+
+HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs as, const stage::NodeRequest& request) {
     if (!st.step.identified)
         throw Error("cannot read this step's job id, uid or gid from Slurm, so aihpc does nothing for it (" + command + ")");
     HelperRun run;
     run.program = node_helper_program();
     run.args = {command};
-    run.request = node_request(st, extra);
+    run.request = stage::format_node_request(request);
     if (as == RunAs::user) run.user = UserIds{st.step.uid, st.step.gid, st.step.groups};
     run.deadline = std::chrono::seconds(st.site.stage_timeout_s);
     // The epilog's delivery runs after the job, while the node waits: its own budget.

@@ -8,19 +8,20 @@
 
 #include "common/node_helper.hpp"
 #include "plugin/plugin_state.hpp"
+#include "stage/node_request.hpp"
 
 namespace aihpc::plugin {
 
 enum class RunAs { user, root };
 
-// Runs `aihpc-node COMMAND` for this step with the step's request (site arguments, raw
-// options, identity) plus `extra` members (JSON text of an object's members, or "").
-// Throws HelperFailed; the message names the work and quotes the helper's last lines.
-HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs as, const std::string& extra = "");
+// The step's request (site arguments, raw options, identity), to which a piece of work
+// adds what it needs besides (lib/stage/node_request.hpp writes and reads it).
+stage::NodeRequest step_request(const PluginState& st);
 
-// The request aihpc-node reads: the step's site arguments, raw options and identity,
-// plus `extra` members.
-std::string node_request(const PluginState& st, const std::string& extra = "");
+// Runs `aihpc-node COMMAND` for this step with `request` (by default the step's own).
+// Throws HelperFailed; the message names the work and quotes the helper's last lines.
+HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs as);
+HelperOutcome node_work(const PluginState& st, const std::string& command, RunAs as, const stage::NodeRequest& request);
 
 // Where aihpc-node is: beside the plugin in a build tree, else where it is installed.
 std::string node_helper_program();

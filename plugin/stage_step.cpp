@@ -24,7 +24,6 @@
 #include "common/text.hpp"
 #include "common/user_process.hpp"
 #include "plugin/capabilities.hpp"
-#include "common/json.hpp"
 #include "plugin/node_work.hpp"
 #include "plugin/task_argv.hpp"
 #include "stage/lease_holder.hpp"
@@ -82,9 +81,9 @@ void stage_user_init(const Spank&, PluginState& st) {
         return;
     }
     // One exec: root's part, then the stage-in after the helper dropped to the user.
-    std::string groups;
-    for (gid_t g : st.step.groups) groups += (groups.empty() ? "" : ",") + std::to_string(g);
-    HelperOutcome staged = node_work(st, "prepare-stage-in", RunAs::root, "\"groups\":[" + groups + "]");
+    stage::NodeRequest request = step_request(st);
+    request.groups = st.step.groups;
+    HelperOutcome staged = node_work(st, "prepare-stage-in", RunAs::root, request);
     for (const std::string& note : staged.notes) st.note(note);
     s.items = stage::parse_job_items(staged.result);
     s.leases = std::move(staged.fds);

@@ -10,7 +10,6 @@
 #include <string>
 
 #include "common/error.hpp"
-#include "common/json.hpp"
 #include "common/text.hpp"
 #include "plugin/capabilities.hpp"
 #include "plugin/node_work.hpp"
@@ -54,7 +53,7 @@ std::string checkpoint_dir(const Spank& spank, const PluginState& st) {
 void task_wrapper_task_init(const Spank& spank, PluginState& st) {
     bool stages_out = stage_step_active() && !st.options.stage_out.empty();
     if (!stages_out && !st.options.checkpoint) return;
-    std::string extra;
+    stage::NodeRequest request = step_request(st);
     if (st.options.checkpoint) {
         std::string dir = checkpoint_dir(spank, st);
         // slurmctld puts SLURM_RESTART_COUNT in a requeued batch job's environment, and
@@ -63,13 +62,13 @@ void task_wrapper_task_init(const Spank& spank, PluginState& st) {
             spank.u32(S_SLURM_RESTART_COUNT).value_or(0));
         if (!spank.setenv("AIHPC_CHECKPOINT_DIR", dir) || !spank.setenv("AIHPC_RESTART_COUNT", std::to_string(restarts)))
             throw Error("--aihpc-checkpoint: cannot set the task's AIHPC_CHECKPOINT_DIR");
-        extra = "\"checkpoint_dir\":" + json_quote(dir);
+        request.checkpoint_dir = dir;
     }
     std::string program = node_helper_program();
     std::optional<std::string> displaced =
         put_in_front_of_task(spank, {program, "run-task"}, stages_out ? "--aihpc-stage-out" : "--aihpc-checkpoint");
-    if (displaced) extra += std::string(extra.empty() ? "" : ",") + "\"argv0\":" + json_quote(*displaced);
-    if (!spank.setenv("AIHPC_TASK_REQUEST", node_request(st, extra)))
+    request.argv0 = displaced;
+    if (!spank.setenv("AIHPC_TASK_REQUEST", stage::format_node_request(request)))
         throw Error("cannot pass the task wrapper its request");
 }
 

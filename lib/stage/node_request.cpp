@@ -28,6 +28,32 @@ std::uint64_t number_member(json_object* object, const char* key, std::uint64_t 
 
 }  // namespace
 
+std::string format_node_request(const NodeRequest& r) {
+    std::string text = "{\"site\":" + json_string_array(r.site_args) + ",\"options\":{";
+    bool first = true;
+    for (const auto& [name, value] : r.raw_options) {
+        text += (first ? "" : ",") + json_quote(name) + ":" + json_quote(value);
+        first = false;
+    }
+    text += "},\"job\":" + std::to_string(r.job_id) + ",\"uid\":" + std::to_string(r.uid) +
+            ",\"gid\":" + std::to_string(r.gid) + ",\"node\":" + json_quote(r.node) +
+            ",\"submit_dir\":" + json_quote(r.submit_dir) + ",\"step\":" + std::to_string(r.step_id) +
+            ",\"local_tasks\":" + std::to_string(r.local_tasks);
+    if (r.limits.max_bytes != 0 || r.limits.low_bytes != 0)
+        text += ",\"limits\":{\"max\":" + std::to_string(r.limits.max_bytes) +
+                ",\"low\":" + std::to_string(r.limits.low_bytes) + "}";
+    if (!r.groups.empty()) {
+        text += ",\"groups\":[";
+        for (std::size_t i = 0; i < r.groups.size(); ++i) text += (i ? "," : "") + std::to_string(r.groups[i]);
+        text += "]";
+    }
+    if (r.no_cache) text += ",\"no_cache\":true";
+    if (r.any_runtime) text += ",\"any_runtime\":true";
+    if (r.argv0) text += ",\"argv0\":" + json_quote(*r.argv0);
+    if (r.checkpoint_dir) text += ",\"checkpoint_dir\":" + json_quote(*r.checkpoint_dir);
+    return text + "}";
+}
+
 NodeRequest parse_node_request(const std::string& text) {
     JsonRef doc = parse_json(text);
     if (!doc || !json_object_is_type(doc.get(), json_type_object)) throw Error("the request from slurmstepd is not a JSON object");

@@ -1,4 +1,5 @@
-// The request slurmstepd's plugin hands aihpc-node on fd 3: one JSON object naming the
+// The request slurmstepd's plugin hands aihpc-node on fd 3 (or a task wrapper in its
+// environment): one JSON object naming the
 // step (job, user, node), the site's plugstack arguments and the user's --aihpc options,
 // with what one piece of node work needs besides. The helper often runs as root, so the
 // text is read by a parser that checks every member's type and refuses, never guesses:
@@ -37,6 +38,12 @@ struct NodeRequest {
     std::optional<std::string> checkpoint_dir;  // run-task with --aihpc-checkpoint: AIHPC_CHECKPOINT_DIR
     bool any_runtime = false;   // digest for a host batch script: its steps run the runtime, maybe elsewhere
 };
+
+// The request's text, as slurmstepd's plugin hands it over: site_args and raw_options
+// as given (site and options are what the helper parses from them), the identity, and
+// each optional member only when it is set. parse_node_request(format_node_request(r))
+// gives r back.
+std::string format_node_request(const NodeRequest& r);
 
 // Throws aihpc::Error naming the member that is missing or of the wrong type, or what
 // the site arguments or user options got wrong.
