@@ -33,13 +33,13 @@ head -c 300000 /dev/urandom >"$scratch/cached.sif" && chown "$test_user" "$scrat
 run_step() { as_user env -u TMPDIR STAND_IN_LOG="$log" MARK=stand-in-42 srun -Q --chdir="$scratch" "$@"; }
 argv_of() { tr '\n' '|' <"$log/$1.argv"; }
 
-run_step -n2 --aihpc-container="$scratch/img.sif" printf '%s\n' 'a b' c 2>&1
+first_output=$(run_step -n2 --aihpc-container="$scratch/img.sif" printf '%s\n' 'a b' c 2>&1)
 expected="$stand_in/apptainer|exec|--pwd|$scratch|$scratch/img.sif|printf|%s\\n|a b|c|"
 if [ "$(argv_of apptainer.0)" = "$expected" ] && [ "$(argv_of apptainer.1)" = "$expected" ]; then
     pass "the stand-in apptainer is exec'd with exactly 'apptainer exec --pwd CWD IMAGE CMD...' by both tasks"
 else
     fail "the stand-in apptainer is exec'd with exactly 'apptainer exec --pwd CWD IMAGE CMD...' by both tasks" \
-        "got:      $(argv_of apptainer.0 2>&1)" "expected: $expected"
+        "got:      $(argv_of apptainer.0 2>&1)" "expected: $expected" "srun said: $first_output"
 fi
 env0=$log/apptainer.0.env
 if grep -qx 'MARK=stand-in-42' "$env0" && grep -qx 'SLURM_PROCID=0' "$env0" && grep -qx 'SLURM_PROCID=1' "$log/apptainer.1.env" &&
@@ -47,7 +47,8 @@ if grep -qx 'MARK=stand-in-42' "$env0" && grep -qx 'SLURM_PROCID=0' "$env0" && g
     ! grep -q '^AIHPC_LAUNCH_REQUEST=' "$env0"; then
     pass "the stand-in runtime gets the job's environment, the image variables, and no launch request"
 else
-    fail "the stand-in runtime gets the job's environment, the image variables, and no launch request" "$(grep -E 'MARK|SLURM_PROCID|AIHPC' "$env0")"
+    fail "the stand-in runtime gets the job's environment, the image variables, and no launch request" \
+        "$(grep -E 'MARK|SLURM_PROCID|AIHPC' "$env0" 2>&1)" "srun said: $first_output"
 fi
 
 run_step -n1 --aihpc-container="singularity:$scratch/img.sif" true 2>&1
