@@ -8,6 +8,7 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/archive.cpp lib/stage/archive.hpp \
 	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
 	lib/stage/lease_holder.cpp lib/stage/lease_holder.hpp \
+	lib/stage/squashfs_pack.cpp lib/stage/squashfs_pack.hpp \
 	lib/stage/node_layout.cpp lib/stage/node_layout.hpp \
 	lib/stage/node_request.cpp lib/stage/node_request.hpp \
 	lib/stage/cache_ledger.cpp lib/stage/cache_ledger.hpp \
@@ -21,6 +22,9 @@ UNIT_TESTS += tests/unit/test_stage
 tests_unit_test_stage_SOURCES = tests/unit/test_stage.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 # The tests write archives with libarchive itself; the engine loads it on its own.
 tests_unit_test_stage_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs) $(ARCHIVE_LIBS)
+UNIT_TESTS += tests/unit/test_stage_pack
+tests_unit_test_stage_pack_SOURCES = tests/unit/test_stage_pack.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_stage_pack_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
 UNIT_TESTS += tests/unit/test_node_request
 tests_unit_test_node_request_SOURCES = tests/unit/test_node_request.cpp tests/unit/cmocka_cxx.hpp
 tests_unit_test_node_request_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)

@@ -1,17 +1,8 @@
-// Running a short external command (git, scontrol, sbatch) and capturing its stdout.
+// The sweep tools run commands through the one in lib/common.
 #pragma once
-#include <string>
-#include <vector>
+#include "common/process.hpp"
 
 namespace aihpc::sweep {
-
-struct CommandOutput {
-    int status = -1;  // exit status; 128+N if killed by signal N; 127 if it could not run
-    std::string out;
-    std::string err;
-};
-
-// Runs argv (looked up on PATH) with stdin from /dev/null; waits for it.
-CommandOutput capture_output(const std::vector<std::string>& argv);
-
+using aihpc::capture_output;
+using aihpc::CommandOutput;
 }  // namespace aihpc::sweep

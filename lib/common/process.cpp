@@ -1,4 +1,4 @@
-#include "sweep/process.hpp"
+#include "common/process.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -11,7 +11,7 @@
 #include "common/child_process.hpp"
 #include "common/error.hpp"
 
-namespace aihpc::sweep {
+namespace aihpc {
 
 namespace {
 
@@ -68,4 +68,4 @@ CommandOutput capture_output(const std::vector<std::string>& argv) {
     return result;
 }
 
-}  // namespace aihpc::sweep
+}  // namespace aihpc
