@@ -29,7 +29,6 @@ tests_unit_test_node_layout_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs
 bin_PROGRAMS += tools/aihpc-stage
 tools_aihpc_stage_SOURCES = tools/aihpc-stage.cpp
 tools_aihpc_stage_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)
-dist_man_MANS += man/aihpc-stage.1
 EXTRA_DIST += man/aihpc-8-stage.roff \
 	bench/stage/run.sh bench/stage/make_tree.py bench/stage/helper-cost.sh bench/stage/task-wrapper.sh bench/stage/remote.sh \
 	bench/stage/latencyfs.c \
