@@ -1,7 +1,7 @@
 # lib/stage: the staging engine, aihpc-stage, its unit tests, man page and bench.
 noinst_LTLIBRARIES += lib/stage/libaihpc_stage.la
 lib_stage_libaihpc_stage_la_SOURCES = \
-	lib/stage/fs.cpp lib/stage/fs.hpp \
+	lib/stage/fs.cpp lib/stage/fs.hpp lib/stage/tree_flush.cpp lib/stage/tree_flush.hpp \
 	lib/stage/manifest.cpp lib/stage/manifest.hpp \
 	lib/stage/io_pool.cpp lib/stage/io_pool.hpp \
 	lib/stage/tree_copy.cpp lib/stage/tree_copy.hpp \

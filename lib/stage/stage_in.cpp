@@ -19,6 +19,7 @@
 #include "stage/archive.hpp"
 #include "stage/fs.hpp"
 #include "stage/source.hpp"
+#include "stage/tree_flush.hpp"
 
 namespace aihpc::stage {
 
