@@ -226,24 +226,33 @@ private:
     // at each member's value: every object in these documents is read by this one loop.
     template <class Value>
     bool object(Value&& value) {
-        if (!peek('{')) return false;
-        ++at_;
-        space();
-        if (peek('}')) {
-            ++at_;
-            return true;
-        }
-        for (;;) {
-            space();
+        return sequence('{', '}', [&] {
             std::string_view name;
             if (!string(name)) return false;
             space();
             if (!peek(':')) return false;
             ++at_;
             space();
-            if (!value(name)) return false;
+            return value(name);
+        });
+    }
+
+    // Walks `open`, items separated by ',', then `close`, calling item() at each item:
+    // the one loop of objects and arrays.
+    template <class Item>
+    bool sequence(char open, char close, Item&& item) {
+        if (!peek(open)) return false;
+        ++at_;
+        space();
+        if (peek(close)) {
+            ++at_;
+            return true;
+        }
+        for (;;) {
             space();
-            if (peek('}')) {
+            if (!item()) return false;
+            space();
+            if (peek(close)) {
                 ++at_;
                 return true;
             }
@@ -335,53 +344,15 @@ private:
     bool skip(int depth) {
         if (depth > 128) return false;
         if (peek('{')) {
-            ++at_;
-            space();
-            if (peek('}')) {
-                ++at_;
-                return true;
-            }
             std::vector<std::string_view> keys;
-            for (;;) {
-                space();
-                std::string_view key;
-                if (!string(key)) return false;
+            return object([&](std::string_view key) {
                 for (auto k : keys)
                     if (k == key) return false;
                 keys.push_back(key);
-                space();
-                if (!peek(':')) return false;
-                ++at_;
-                space();
-                if (!skip(depth + 1)) return false;
-                space();
-                if (peek('}')) {
-                    ++at_;
-                    return true;
-                }
-                if (!peek(',')) return false;
-                ++at_;
-            }
+                return skip(depth + 1);
+            });
         }
-        if (peek('[')) {
-            ++at_;
-            space();
-            if (peek(']')) {
-                ++at_;
-                return true;
-            }
-            for (;;) {
-                space();
-                if (!skip(depth + 1)) return false;
-                space();
-                if (peek(']')) {
-                    ++at_;
-                    return true;
-                }
-                if (!peek(',')) return false;
-                ++at_;
-            }
-        }
+        if (peek('[')) return sequence('[', ']', [&] { return skip(depth + 1); });
         std::string_view ignored;
         return scalar(ignored) != Token::none;
     }
@@ -397,26 +368,12 @@ private:
     }
 
     bool strings(std::vector<std::string>& out) {
-        if (!peek('[')) return false;
-        ++at_;
-        space();
-        if (peek(']')) {
-            ++at_;
-            return true;
-        }
-        for (;;) {
-            space();
+        return sequence('[', ']', [&] {
             std::string_view s;
             if (!string(s)) return false;
             out.emplace_back(s);
-            space();
-            if (peek(']')) {
-                ++at_;
-                return true;
-            }
-            if (!peek(',')) return false;
-            ++at_;
-        }
+            return true;
+        });
     }
 
     bool metrics(sweep::Assignment& out) {
