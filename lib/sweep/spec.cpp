@@ -201,6 +201,67 @@ struct Parser {
         return axes;
     }
 
+    // A zip's columns: named like parameters, all of one non-zero length.
+    void parse_zip_columns(const JsonValue& z, const std::string& zpath, Axis& axis) {
+        std::size_t rows = 0;
+        for (const auto& [key, column] : need_object(z, zpath)) {
+            auto cpath = member_path(zpath, key);
+            check_param_name(key, cpath);
+            const auto& cells = need_array(column, cpath);
+            std::size_t n = cells.size();
+            if (axis.zip_names.empty()) rows = n;
+            else if (n != rows)
+                fail(zpath, "columns have lengths " + std::to_string(rows) + " and " + std::to_string(n));
+            std::vector<Scalar> values;
+            for (std::size_t i = 0; i < n; ++i) values.push_back(get_scalar(cells[i], index_path(cpath, i)));
+            axis.zip_names.emplace_back(key);
+            axis.zip_columns.push_back(std::move(values));
+        }
+        if (axis.zip_names.empty()) fail(zpath, "has no columns");
+        if (rows == 0) fail(zpath, "columns are empty");
+    }
+
+    // The numbers of a range, linspace, logspace or distribution (`n` of them as written,
+    // at bpath), and a distribution's count.
+    void check_args(const JsonValue& v, const std::string& path, const std::string& bpath, std::size_t n, Axis& axis) {
+        switch (axis.kind) {
+        case AxisKind::range: {
+            if (n != 2 && n != 3) fail(bpath, "must be [start, stop] or [start, stop, step]");
+            if (n == 2) axis.args.push_back(Number{true, 1, 0});
+            if (axis.args[2].value() == 0) fail(bpath, "step must not be 0");
+            double span = (axis.args[1].value() - axis.args[0].value()) / axis.args[2].value();
+            if (!(span > 0)) fail(bpath, "is empty: stop is not beyond start in the direction of step");
+            if (span > 1e12) fail(bpath, "has too many values");
+            break;
+        }
+        case AxisKind::linspace:
+        case AxisKind::logspace:
+            if (n != 3 || !axis.args[2].is_int || axis.args[2].i < 1)
+                fail(bpath, "must be [first, last, n] with n a positive integer");
+            if (axis.kind == AxisKind::logspace && (axis.args[0].value() <= 0 || axis.args[1].value() <= 0))
+                fail(bpath, "both ends must be positive");
+            break;
+        default: {
+            if (n != 2) fail(bpath, std::string("must be [") + (axis.kind == AxisKind::normal ? "mean, stddev]" : "low, high]"));
+            double a = axis.args[0].value(), b = axis.args[1].value();
+            if (axis.kind == AxisKind::normal && b < 0) fail(bpath, "stddev must not be negative");
+            if (axis.kind != AxisKind::normal && a > b) fail(bpath, "low must not exceed high");
+            if (axis.kind == AxisKind::loguniform && a <= 0) fail(bpath, "both ends must be positive");
+            if (axis.kind == AxisKind::int_ && !(axis.args[0].is_int && axis.args[1].is_int)) fail(bpath, "both ends must be integers");
+            if (const JsonValue* c = v.find("count")) axis.count = get_uint(*c, member_path(path, "count"), 1);
+            else if (method == Method::grid) fail(path, "a '" + std::string(axis_kind_name(axis.kind)) + "' axis needs a count in a grid sweep");
+            if (method == Method::grid && axis.kind == AxisKind::int_ && axis.count) {
+                // The draws never repeat, so there can be no more of them than integers.
+                auto span = static_cast<std::uint64_t>(axis.args[1].i) - static_cast<std::uint64_t>(axis.args[0].i) + 1;
+                if (span != 0 && axis.count > span)
+                    fail(member_path(path, "count"), "asks for " + std::to_string(axis.count) + " distinct integers of [" +
+                                                         std::to_string(axis.args[0].i) + ", " + std::to_string(axis.args[1].i) + "], which has " +
+                                                         std::to_string(span));
+            }
+        }
+        }
+    }
+
     Axis parse_axis(const JsonValue& v, const std::string& path, bool in_union) {
         need_object(v, path);
         Axis axis;
@@ -224,23 +285,7 @@ struct Parser {
         if (const JsonValue* z = v.find("zip")) {
             check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"zip", "fixed"} : std::initializer_list<std::string_view>{"zip"});
             axis.kind = AxisKind::zip;
-            auto zpath = member_path(path, "zip");
-            std::size_t rows = 0;
-            for (const auto& [key, column] : need_object(*z, zpath)) {
-                auto cpath = member_path(zpath, key);
-                check_param_name(key, cpath);
-                const auto& cells = need_array(column, cpath);
-                std::size_t n = cells.size();
-                if (axis.zip_names.empty()) rows = n;
-                else if (n != rows)
-                    fail(zpath, "columns have lengths " + std::to_string(rows) + " and " + std::to_string(n));
-                std::vector<Scalar> values;
-                for (std::size_t i = 0; i < n; ++i) values.push_back(get_scalar(cells[i], index_path(cpath, i)));
-                axis.zip_names.emplace_back(key);
-                axis.zip_columns.push_back(std::move(values));
-            }
-            if (axis.zip_names.empty()) fail(zpath, "has no columns");
-            if (rows == 0) fail(zpath, "columns are empty");
+            parse_zip_columns(*z, member_path(path, "zip"), axis);
             return axis;
         }
         const JsonValue* p = v.find("param");
@@ -283,42 +328,7 @@ struct Parser {
             return axis;
         }
         for (std::size_t i = 0; i < n; ++i) axis.args.push_back(get_number(items[i], index_path(bpath, i)));
-        switch (axis.kind) {
-        case AxisKind::range: {
-            if (n != 2 && n != 3) fail(bpath, "must be [start, stop] or [start, stop, step]");
-            if (n == 2) axis.args.push_back(Number{true, 1, 0});
-            if (axis.args[2].value() == 0) fail(bpath, "step must not be 0");
-            double span = (axis.args[1].value() - axis.args[0].value()) / axis.args[2].value();
-            if (!(span > 0)) fail(bpath, "is empty: stop is not beyond start in the direction of step");
-            if (span > 1e12) fail(bpath, "has too many values");
-            break;
-        }
-        case AxisKind::linspace:
-        case AxisKind::logspace:
-            if (n != 3 || !axis.args[2].is_int || axis.args[2].i < 1)
-                fail(bpath, "must be [first, last, n] with n a positive integer");
-            if (axis.kind == AxisKind::logspace && (axis.args[0].value() <= 0 || axis.args[1].value() <= 0))
-                fail(bpath, "both ends must be positive");
-            break;
-        default: {
-            if (n != 2) fail(bpath, std::string("must be [") + (axis.kind == AxisKind::normal ? "mean, stddev]" : "low, high]"));
-            double a = axis.args[0].value(), b = axis.args[1].value();
-            if (axis.kind == AxisKind::normal && b < 0) fail(bpath, "stddev must not be negative");
-            if (axis.kind != AxisKind::normal && a > b) fail(bpath, "low must not exceed high");
-            if (axis.kind == AxisKind::loguniform && a <= 0) fail(bpath, "both ends must be positive");
-            if (axis.kind == AxisKind::int_ && !(axis.args[0].is_int && axis.args[1].is_int)) fail(bpath, "both ends must be integers");
-            if (const JsonValue* c = v.find("count")) axis.count = get_uint(*c, member_path(path, "count"), 1);
-            else if (method == Method::grid) fail(path, "a '" + std::string(axis_kind_name(axis.kind)) + "' axis needs a count in a grid sweep");
-            if (method == Method::grid && axis.kind == AxisKind::int_ && axis.count) {
-                // The draws never repeat, so there can be no more of them than integers.
-                auto span = static_cast<std::uint64_t>(axis.args[1].i) - static_cast<std::uint64_t>(axis.args[0].i) + 1;
-                if (span != 0 && axis.count > span)
-                    fail(member_path(path, "count"), "asks for " + std::to_string(axis.count) + " distinct integers of [" +
-                                                         std::to_string(axis.args[0].i) + ", " + std::to_string(axis.args[1].i) + "], which has " +
-                                                         std::to_string(span));
-            }
-        }
-        }
+        check_args(v, path, bpath, n, axis);
         return axis;
     }
 
