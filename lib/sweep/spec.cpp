@@ -532,6 +532,63 @@ Schedule parse_schedule(const JsonValue& v, const std::vector<std::string>& axis
     return s;
 }
 
+// The "slurm" member: the arrays' throttle, size and packing, and the words for sbatch.
+void parse_slurm(const JsonValue& s, SlurmOptions& slurm) {
+    need_object(s, "slurm");
+    check_keys(s, "slurm", {"throttle", "max_array_size", "pack", "sbatch", "aihpc"});
+    if (const JsonValue* v = s.find("throttle")) slurm.throttle = get_uint(*v, "slurm.throttle");
+    if (const JsonValue* v = s.find("pack")) slurm.pack = get_uint(*v, "slurm.pack", 1);
+    if (const JsonValue* v = s.find("max_array_size")) {
+        if (v->is_string()) {
+            if (get_string(*v, "slurm.max_array_size") != "auto") fail("slurm.max_array_size", "must be a positive integer or \"auto\"");
+        } else {
+            slurm.max_array_size = get_uint(*v, "slurm.max_array_size", 1);
+        }
+    }
+    if (const JsonValue* v = s.find("sbatch")) slurm.sbatch = get_words(*v, "slurm.sbatch");
+    if (const JsonValue* v = s.find("aihpc")) slurm.aihpc = get_words(*v, "slurm.aihpc");
+    for (std::size_t i = 0; i < slurm.aihpc.size(); ++i)
+        if (slurm.aihpc[i].rfind("--aihpc-", 0) != 0) fail(index_path("slurm.aihpc", i), "must be an --aihpc-* option");
+}
+
+// The "phases" member: each phase's name (unique), the earlier phase it runs after, its
+// sbatch and aihpc words and its own command, whose placeholders are `names`.
+void parse_phases(const JsonValue& p, const std::vector<std::string>& names, std::vector<Phase>& phases) {
+    const std::string phases_path = "phases";
+    const auto& list = need_array(p, phases_path);
+    if (list.empty()) fail("phases", "is empty");
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        auto path = index_path("phases", i);
+        const JsonValue& v = list[i];
+        need_object(v, path);
+        check_keys(v, path, {"name", "after", "sbatch", "aihpc", "command"});
+        Phase phase;
+        const JsonValue* n = v.find("name");
+        if (!n) fail(path, "needs a name");
+        phase.name = get_string(*n, member_path(path, "name"));
+        for (char c : phase.name)
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+                fail(member_path(path, "name"), "may hold only letters, digits, '_' and '-'");
+        if (phase.name.empty()) fail(member_path(path, "name"), "is empty");
+        for (auto& other : phases)
+            if (other.name == phase.name) fail(member_path(path, "name"), "phase '" + phase.name + "' is given twice");
+        if (const JsonValue* a = v.find("after")) {
+            phase.after = get_string(*a, member_path(path, "after"));
+            bool earlier = false;
+            for (auto& other : phases) earlier = earlier || other.name == phase.after;
+            if (!earlier) fail(member_path(path, "after"), "'" + phase.after + "' is not an earlier phase");
+        }
+        if (const JsonValue* s = v.find("sbatch")) phase.sbatch = get_words(*s, member_path(path, "sbatch"));
+        if (const JsonValue* s = v.find("aihpc")) phase.aihpc = get_words(*s, member_path(path, "aihpc"));
+        if (const JsonValue* c = v.find("command")) {
+            phase.command = get_command(*c, member_path(path, "command"));
+            phase.command_given = true;
+            check_template(phase.command, names, member_path(path, "command"));
+        }
+        phases.push_back(std::move(phase));
+    }
+}
+
 }  // namespace
 
 SweepSpec parse_spec(std::string_view json_text) {
@@ -595,57 +652,9 @@ SweepSpec parse_spec(std::string_view json_text) {
         spec.command = get_command(*v, "command");
         check_template(spec.command, names, "command");
     }
-    if (const JsonValue* s = root.find("slurm")) {
-        need_object(*s, "slurm");
-        check_keys(*s, "slurm", {"throttle", "max_array_size", "pack", "sbatch", "aihpc"});
-        if (const JsonValue* v = s->find("throttle")) spec.slurm.throttle = get_uint(*v, "slurm.throttle");
-        if (const JsonValue* v = s->find("pack")) spec.slurm.pack = get_uint(*v, "slurm.pack", 1);
-        if (const JsonValue* v = s->find("max_array_size")) {
-            if (v->is_string()) {
-                if (get_string(*v, "slurm.max_array_size") != "auto") fail("slurm.max_array_size", "must be a positive integer or \"auto\"");
-            } else {
-                spec.slurm.max_array_size = get_uint(*v, "slurm.max_array_size", 1);
-            }
-        }
-        if (const JsonValue* v = s->find("sbatch")) spec.slurm.sbatch = get_words(*v, "slurm.sbatch");
-        if (const JsonValue* v = s->find("aihpc")) spec.slurm.aihpc = get_words(*v, "slurm.aihpc");
-        for (std::size_t i = 0; i < spec.slurm.aihpc.size(); ++i)
-            if (spec.slurm.aihpc[i].rfind("--aihpc-", 0) != 0) fail(index_path("slurm.aihpc", i), "must be an --aihpc-* option");
-    }
+    if (const JsonValue* s = root.find("slurm")) parse_slurm(*s, spec.slurm);
     if (const JsonValue* p = root.find("phases")) {
-        const std::string phases_path = "phases";
-        const auto& list = need_array(*p, phases_path);
-        if (list.empty()) fail("phases", "is empty");
-        for (std::size_t i = 0; i < list.size(); ++i) {
-            auto path = index_path("phases", i);
-            const JsonValue& v = list[i];
-            need_object(v, path);
-            check_keys(v, path, {"name", "after", "sbatch", "aihpc", "command"});
-            Phase phase;
-            const JsonValue* n = v.find("name");
-            if (!n) fail(path, "needs a name");
-            phase.name = get_string(*n, member_path(path, "name"));
-            for (char c : phase.name)
-                if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
-                    fail(member_path(path, "name"), "may hold only letters, digits, '_' and '-'");
-            if (phase.name.empty()) fail(member_path(path, "name"), "is empty");
-            for (auto& other : spec.phases)
-                if (other.name == phase.name) fail(member_path(path, "name"), "phase '" + phase.name + "' is given twice");
-            if (const JsonValue* a = v.find("after")) {
-                phase.after = get_string(*a, member_path(path, "after"));
-                bool earlier = false;
-                for (auto& other : spec.phases) earlier = earlier || other.name == phase.after;
-                if (!earlier) fail(member_path(path, "after"), "'" + phase.after + "' is not an earlier phase");
-            }
-            if (const JsonValue* s = v.find("sbatch")) phase.sbatch = get_words(*s, member_path(path, "sbatch"));
-            if (const JsonValue* s = v.find("aihpc")) phase.aihpc = get_words(*s, member_path(path, "aihpc"));
-            if (const JsonValue* c = v.find("command")) {
-                phase.command = get_command(*c, member_path(path, "command"));
-                phase.command_given = true;
-                check_template(phase.command, names, member_path(path, "command"));
-            }
-            spec.phases.push_back(std::move(phase));
-        }
+        parse_phases(*p, names, spec.phases);
     } else {
         spec.phases.push_back(Phase{"main", "", {}, {}, {}, false});
     }
