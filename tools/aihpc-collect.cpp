@@ -302,6 +302,55 @@ void note_missing(const Options& o, std::uint64_t missing, std::uint64_t tasks) 
               << " and are not shown (--all adds them; --failed lists them)\n";
 }
 
+// Rows alone: kept compact, and only those shown (the first K of --top).
+void write_rows_only(const Options& o, const sweep::SweepDir& sweep) {
+    CollectOptions co;
+    co.include_missing = o.all;
+    co.phase = o.phase;
+    co.sort = o.sort;
+    co.top = o.top;
+    Format format = o.format.value_or(Format::table);
+    co.detail = format == Format::jsonl ? RowDetail::full : RowDetail::columns;
+    auto rows = collect_rows(sweep, co);
+    shape_table(rows.header, o, format);
+    std::cerr << sweep::unreadable_warnings("aihpc-collect", rows.header.unreadable);
+    note_missing(o, static_cast<std::uint64_t>(std::count(rows.state.begin(), rows.state.end(), TaskState::missing)), sweep.tasks);
+    OutputFile out(o.output);
+    write_rows(rows.header, rows, format, out.sink());
+    out.close();
+    if (o.progress && !o.output.empty()) std::cerr << "aihpc-collect: " << rows.size() << " rows in " << o.output << "\n";
+    if (o.failed) {
+        auto list = rows.failed_or_missing();
+        if (!list.empty()) std::cout << sweep::array_spec(list, 0) << "\n";
+    }
+}
+
+// --failed --why: each failed task with how it ended, its error, its stderr tail and
+// what Slurm says of it; then the tasks without a result that Slurm says something of.
+void print_why(const sweep::SweepDir& sweep, const ResultTable& table, const std::set<std::uint64_t>& list) {
+    std::string note;
+    auto why = why_lines(sweep, table, list, note);
+    if (!note.empty()) std::cerr << "aihpc-collect: " << note << "\n";
+    for (const auto& row : table.rows) {
+        if (row.state != TaskState::failed) continue;
+        std::cout << "task " << row.index << ": phase " << (row.phase.empty() ? "?" : row.phase);
+        if (!row.signal.empty()) std::cout << ", killed by " << row.signal;
+        else if (row.exit_code) std::cout << ", exit code " << *row.exit_code;
+        if (!row.node.empty()) std::cout << ", on " << row.node;
+        std::cout << "\n";
+        if (!row.error.empty()) std::cout << "  " << row.error << "\n";
+        for (const auto& line : row.stderr_tail) std::cout << "  | " << line << "\n";
+        for (const auto& line : why[row.index]) std::cout << line << "\n";
+    }
+    auto missing = table.missing();
+    for (auto index : missing)
+        if (why.count(index)) {
+            std::cout << "task " << index << ": no result\n";
+            for (const auto& line : why[index]) std::cout << line << "\n";
+        }
+    if (!missing.empty()) std::cout << "missing (no result): " << sweep::array_spec(missing, 0) << "\n";
+}
+
 int run_table(const Options& o) {
     auto sweep = sweep::open_sweep(o.sweep);
     bool rows_out = !o.failed && (o.format || !o.output.empty() || (o.mlflow.empty() && o.html.empty()));
@@ -317,26 +366,7 @@ int run_table(const Options& o) {
     }
 
     if (!o.sacct && !o.why && o.mlflow.empty() && o.html.empty() && !o.aggregate) {
-        // Rows alone: kept compact, and only those shown (the first K of --top).
-        CollectOptions co;
-        co.include_missing = o.all;
-        co.phase = o.phase;
-        co.sort = o.sort;
-        co.top = o.top;
-        Format format = o.format.value_or(Format::table);
-        co.detail = format == Format::jsonl ? RowDetail::full : RowDetail::columns;
-        auto rows = collect_rows(sweep, co);
-        shape_table(rows.header, o, format);
-        std::cerr << sweep::unreadable_warnings("aihpc-collect", rows.header.unreadable);
-        note_missing(o, static_cast<std::uint64_t>(std::count(rows.state.begin(), rows.state.end(), TaskState::missing)), sweep.tasks);
-        OutputFile out(o.output);
-        write_rows(rows.header, rows, format, out.sink());
-        out.close();
-        if (o.progress && !o.output.empty()) std::cerr << "aihpc-collect: " << rows.size() << " rows in " << o.output << "\n";
-        if (o.failed) {
-            auto list = rows.failed_or_missing();
-            if (!list.empty()) std::cout << sweep::array_spec(list, 0) << "\n";
-        }
+        write_rows_only(o, sweep);
         return 0;
     }
 
@@ -403,27 +433,7 @@ int run_table(const Options& o) {
         if (o.why) {
             // The reasons come from the full read, whatever --top kept.
             if (o.top || o.sort) table = read_results(sweep, ro);
-            std::string note;
-            auto why = why_lines(sweep, table, list, note);
-            if (!note.empty()) std::cerr << "aihpc-collect: " << note << "\n";
-            for (const auto& row : table.rows) {
-                if (row.state != TaskState::failed) continue;
-                std::cout << "task " << row.index << ": phase " << (row.phase.empty() ? "?" : row.phase);
-                if (!row.signal.empty()) std::cout << ", killed by " << row.signal;
-                else if (row.exit_code) std::cout << ", exit code " << *row.exit_code;
-                if (!row.node.empty()) std::cout << ", on " << row.node;
-                std::cout << "\n";
-                if (!row.error.empty()) std::cout << "  " << row.error << "\n";
-                for (const auto& line : row.stderr_tail) std::cout << "  | " << line << "\n";
-                for (const auto& line : why[row.index]) std::cout << line << "\n";
-            }
-            auto missing = table.missing();
-            for (auto index : missing)
-                if (why.count(index)) {
-                    std::cout << "task " << index << ": no result\n";
-                    for (const auto& line : why[index]) std::cout << line << "\n";
-                }
-            if (!missing.empty()) std::cout << "missing (no result): " << sweep::array_spec(missing, 0) << "\n";
+            print_why(sweep, table, list);
         }
     }
     return 0;

@@ -473,6 +473,44 @@ void requeue(const NodeRequest& r, const HelperChannel& channel) {
     channel.note(message);
 }
 
+// The stage-out of a step, by its last task to end on the node. Whether everything was
+// delivered; what was not is said on stderr.
+bool deliver_if_last_task(const NodeRequest& r) {
+    try {
+        if (!last_task_to_end(r)) return true;
+        stage::DeliveryReport report =
+            stage::deliver_step(layout(r), planned_deliveries(r), r.step_id, job_text(r), stage_threads(r.site));
+        for (const std::string& note : report.notes) std::fprintf(stderr, "aihpc: %s\n", note.c_str());
+        if (report.failures.empty()) return true;
+        for (const std::string& failure : report.failures) std::fprintf(stderr, "aihpc: %s\n", failure.c_str());
+        std::fprintf(stderr, "aihpc: the task fails because its stage-out did not deliver; the stage dir %s is kept\n",
+                     layout(r).stage_dir.c_str());
+        return false;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "aihpc: stage-out failed: %s; the task fails\n", e.what());
+        return false;
+    }
+}
+
+// The wrapper's own end, as its command's (`status`): the same signal or exit code, and a
+// failure where the command succeeded but its stage-out did not deliver.
+int end_as_command(int status, bool delivered) {
+    if (WIFSIGNALED(status)) {
+        // The task ends as its command did, without a core of this program.
+        struct rlimit none {};
+        ::setrlimit(RLIMIT_CORE, &none);
+        ::signal(WTERMSIG(status), SIG_DFL);
+        sigset_t just;
+        sigemptyset(&just);
+        sigaddset(&just, WTERMSIG(status));
+        ::sigprocmask(SIG_UNBLOCK, &just, nullptr);
+        ::raise(WTERMSIG(status));
+        return 128 + WTERMSIG(status);
+    }
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    return code == 0 && !delivered ? 1 : code;
+}
+
 // The task's command runs as this program's child; when it ends, the step's last task
 // on the node stages out, as the user, before the task's status goes to Slurm. So a
 // stage-out that delivered nothing fails the task, the step and a batch job: afterok
@@ -540,23 +578,7 @@ int run_task(int argc, char** argv) {
     for (int sig : forwarded_signals)
         if (sig != SIGCONT) ::sigaction(sig, &note, nullptr);
     ::sigprocmask(SIG_SETMASK, &original, nullptr);
-    bool delivered = true;
-    try {
-        if (stages_out && last_task_to_end(r)) {
-            stage::DeliveryReport report =
-                stage::deliver_step(layout(r), planned_deliveries(r), r.step_id, job_text(r), stage_threads(r.site));
-            for (const std::string& note : report.notes) std::fprintf(stderr, "aihpc: %s\n", note.c_str());
-            if (!report.failures.empty()) {
-                delivered = false;
-                for (const std::string& failure : report.failures) std::fprintf(stderr, "aihpc: %s\n", failure.c_str());
-                std::fprintf(stderr, "aihpc: the task fails because its stage-out did not deliver; the stage dir %s is kept\n",
-                             layout(r).stage_dir.c_str());
-            }
-        }
-    } catch (const std::exception& e) {
-        delivered = false;
-        std::fprintf(stderr, "aihpc: stage-out failed: %s; the task fails\n", e.what());
-    }
+    const bool delivered = !stages_out || deliver_if_last_task(r);
     // After the stage-out, which delivers what the checkpoint wrote: the requeue ends this
     // run. A step that stages out leaves it to slurmstepd, which records the delivery first.
     if (r.options.checkpoint && WIFEXITED(status) && WEXITSTATUS(status) == config::checkpoint_requeue_exit) {
@@ -568,20 +590,7 @@ int run_task(int argc, char** argv) {
             requeue_after_checkpoint(r);
     }
     std::fflush(stderr);
-    if (WIFSIGNALED(status)) {
-        // The task ends as its command did, without a core of this program.
-        struct rlimit none {};
-        ::setrlimit(RLIMIT_CORE, &none);
-        ::signal(WTERMSIG(status), SIG_DFL);
-        sigset_t just;
-        sigemptyset(&just);
-        sigaddset(&just, WTERMSIG(status));
-        ::sigprocmask(SIG_UNBLOCK, &just, nullptr);
-        ::raise(WTERMSIG(status));
-        return 128 + WTERMSIG(status);
-    }
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-    return code == 0 && !delivered ? 1 : code;
+    return end_as_command(status, delivered);
 }
 
 // As the user: the image resolved (its real path, kind and runtime) and its content hash,

@@ -821,6 +821,23 @@ void append_chunks(const SweepDir& sweep, const std::vector<ArraySubmission>& su
     }
 }
 
+// The tasks that resubmit names: those of --indices, and the failed or missing ones.
+std::set<std::uint64_t> indices_to_resubmit(const SweepDir& sweep, const std::optional<std::string>& list, bool failed,
+                                            bool missing) {
+    std::set<std::uint64_t> indices;
+    if (list) indices = parse_index_list(*list);
+    if (failed || missing) {
+        auto scan = scan_results(sweep);
+        std::cerr << unreadable_warnings("aihpc-sweep", scan.unreadable);
+        if (failed) indices.insert(scan.failed.begin(), scan.failed.end());
+        if (missing) {
+            auto m = scan.missing(sweep.tasks);
+            indices.insert(m.begin(), m.end());
+        }
+    }
+    return indices;
+}
+
 int cmd_resubmit(Args args) {
     if (args.done()) throw UsageError("resubmit needs a SWEEP dir");
     std::string dir = args.next();
@@ -843,17 +860,7 @@ int cmd_resubmit(Args args) {
     if (sweep.spec.schedule)
         throw Error(dir + " runs under a schedule, whose rungs are submitted by their controllers; aihpc-sweep advance " + dir +
                     " submits what a rung lacks, and aihpc-sweep run " + dir + " --bracket S --rung K --index I reruns one configuration");
-    std::set<std::uint64_t> indices;
-    if (list) indices = parse_index_list(*list);
-    if (failed || missing) {
-        auto scan = scan_results(sweep);
-        std::cerr << unreadable_warnings("aihpc-sweep", scan.unreadable);
-        if (failed) indices.insert(scan.failed.begin(), scan.failed.end());
-        if (missing) {
-            auto m = scan.missing(sweep.tasks);
-            indices.insert(m.begin(), m.end());
-        }
-    }
+    std::set<std::uint64_t> indices = indices_to_resubmit(sweep, list, failed, missing);
     if (indices.empty()) {
         std::cerr << "aihpc-sweep: nothing to resubmit\n";
         return 0;

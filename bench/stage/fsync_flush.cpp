@@ -19,6 +19,7 @@
 #include "stage/fs.hpp"
 #include "stage/manifest.hpp"
 #include "stage/tree_copy.hpp"
+#include "stage/tree_flush.hpp"
 
 namespace {
 

@@ -570,6 +570,197 @@ void relieve_crowding(const NodeTopology& topo, std::vector<Group>& groups, cons
     }
 }
 
+
+// The step's GPUs on this node, as topology indices: the ones the request names (each
+// once, in index order), or all of them.
+std::vector<unsigned> step_gpu_indices(const NodeTopology& topo, const PlanRequest& request) {
+    std::vector<unsigned> step_gpus;
+    if (!request.gpus) {
+        for (const Gpu& gpu : topo.gpus) step_gpus.push_back(gpu.index);
+        return step_gpus;
+    }
+    std::set<unsigned> unique(request.gpus->begin(), request.gpus->end());
+    for (unsigned index : unique) {
+        if (index >= topo.gpus.size())
+            throw Error("GPU " + std::to_string(index) + " is not on this node, which has " +
+                        std::to_string(topo.gpus.size()) + " GPUs" +
+                        (topo.gpus.empty() ? "" : " (0-" + std::to_string(topo.gpus.size() - 1) + ")"));
+        step_gpus.push_back(index);
+    }
+    return step_gpus;
+}
+
+// Task t joins the group of its CPU domain, which is made if it is the first.
+void join_group(std::vector<Group>& groups, std::size_t t, const CpuSet& domain, bool fallback) {
+    for (Group& g : groups)
+        if (g.domain == domain) {
+            g.tasks.push_back(t);
+            g.fallback = g.fallback || fallback;
+            return;
+        }
+    groups.push_back(Group{domain, {t}, fallback, {}});
+}
+
+// GPU mode: each task gets its share of the step's GPUs (named by `names`, or by vendor
+// order), and the CPU domain of the most local of them.
+std::vector<Group> group_by_gpu(const NodeTopology& topo, const std::vector<unsigned>& step_gpus,
+                                const std::vector<std::string>& names, const CpuSet& allowed, BindPlan& plan) {
+    std::vector<CpuSet> gpu_domains;
+    std::vector<int> gpu_levels;
+    for (unsigned index : step_gpus) {
+        int level = 0;
+        gpu_domains.push_back(gpu_domain(topo, topo.gpus[index], allowed, level, plan.warnings));
+        gpu_levels.push_back(level);
+    }
+    std::vector<Group> groups;
+    const auto shares = gpu_shares(topo, step_gpus, plan.tasks.size());
+    for (std::size_t t = 0; t < plan.tasks.size(); ++t) {
+        // The domain of the task's most local GPUs: one with allowed CPUs of its own
+        // outranks one that falls back to its package or farther.
+        int best = 3;
+        for (std::size_t r : shares[t]) best = std::min(best, gpu_levels[r]);
+        CpuSet domain;
+        for (std::size_t r : shares[t]) {
+            const Gpu& gpu = topo.gpus[step_gpus[r]];
+            std::string name = names.empty() ? std::to_string(gpu.vendor_ordinal) : names[r];
+            plan.tasks[t].gpus.push_back(GpuRef{gpu.index, gpu.pci, name, gpu.vendor});
+            if (gpu_levels[r] == best) domain.insert(gpu_domains[r].begin(), gpu_domains[r].end());
+        }
+        join_group(groups, t, domain, best > 0);
+    }
+    return groups;
+}
+
+// numa: NUMA nodes with allowed CPUs; cores: packages. The tasks are apportioned to
+// these units by their core counts. Memory-only nodes own no CPU and so never count.
+std::vector<Group> group_by_unit(const NodeTopology& topo, BindMode mode, const CpuSet& allowed, std::size_t tasks) {
+    std::vector<CpuSet> units;
+    if (mode == BindMode::numa) {
+        CpuSet orphans = allowed;   // CPUs of no NUMA node (an offline node's) form one more unit
+        for (const NumaNode& node : topo.numa) {
+            if (CpuSet d = intersect(node.cpus, allowed); !d.empty()) units.push_back(std::move(d));
+            for (unsigned pu : node.cpus) orphans.erase(pu);
+        }
+        if (!orphans.empty() && !units.empty()) units.push_back(std::move(orphans));
+    } else {
+        for (const auto& [os_index, pcpus] : topo.packages)
+            if (CpuSet d = intersect(pcpus, allowed); !d.empty()) units.push_back(std::move(d));
+    }
+    if (units.empty()) units.push_back(allowed);
+    std::vector<std::size_t> weights;
+    for (const CpuSet& unit : units) weights.push_back(core_count(topo, unit));
+    auto shares = apportion(weights, tasks);
+    std::vector<Group> groups;
+    for (std::size_t t = 0; t < tasks; ++t) {
+        CpuSet domain;
+        for (std::size_t u : shares[t]) domain.insert(units[u].begin(), units[u].end());
+        join_group(groups, t, domain, false);
+    }
+    return groups;
+}
+
+// GPU mode: allowed cores near no step GPU (GPU-less NUMA nodes, L3s without a GPU) go
+// to the nearest group in the same package, so that the tasks' CPU work (data loading,
+// host threads) uses them. The result holds each group's extra cores.
+std::vector<std::vector<unsigned>> spare_cores(const NodeTopology& topo, const std::vector<Group>& groups,
+                                               const CpuSet& allowed) {
+    std::vector<std::vector<unsigned>> extra(groups.size());
+    std::set<unsigned> used;
+    for (const Group& g : groups) used.insert(g.cores.begin(), g.cores.end());
+    // Whole NUMA nodes' worth of leftover cores at a time, so a task stays in few nodes.
+    std::map<unsigned, std::vector<unsigned>> left_by_node;
+    for (unsigned c : core_order(topo, allowed))
+        if (!used.count(c)) left_by_node[topo.cores[c].numa].push_back(c);
+    for (const auto& [numa, cores] : left_by_node) {
+        const Core& core = topo.cores[cores.front()];
+        std::size_t best = groups.size();
+        std::pair<std::uint64_t, double> best_key{};   // NUMA distance, then cores per task
+        for (std::size_t g = 0; g < groups.size(); ++g) {
+            // Only GPUs with CPUs of their own; never across a socket.
+            if (groups[g].cores.empty() || groups[g].fallback) continue;
+            const Core& home = topo.cores[groups[g].cores.front()];
+            if (core.package != home.package) continue;
+            auto it = topo.numa_distance.find({numa, home.numa});
+            std::uint64_t distance = it == topo.numa_distance.end() ? (numa == home.numa ? 10 : 20) : it->second;
+            double per_task = static_cast<double>(groups[g].cores.size() + extra[g].size()) /
+                              static_cast<double>(groups[g].tasks.size());
+            std::pair<std::uint64_t, double> key{distance, per_task};
+            if (best == groups.size() || key < best_key) {
+                best = g;
+                best_key = key;
+            }
+        }
+        if (best < groups.size()) extra[best].insert(extra[best].end(), cores.begin(), cores.end());
+    }
+    return extra;
+}
+
+// Each group's tasks share out its cores, and then its extra cores when there are
+// enough of them for every task.
+void share_cores(const NodeTopology& topo, const std::vector<Group>& groups,
+                 const std::vector<std::vector<unsigned>>& extra, const CpuSet& allowed,
+                 std::vector<TaskBinding>& tasks) {
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+        const Group& group = groups[g];
+        const std::size_t k = group.tasks.size();
+        auto own = cores_within(topo, group.cores, allowed);
+        auto more = cores_within(topo, extra[g], allowed);
+        if (own.size() < k) {   // one list, so that no task mixes part of a core with whole ones
+            own.insert(own.end(), more.begin(), more.end());
+            more.clear();
+        }
+        for (std::size_t j = 0; j < k; ++j) {
+            CpuSet share = share_of(own, k, j);
+            TaskBinding& task = tasks[group.tasks[j]];
+            task.cpus.insert(share.begin(), share.end());
+            if (more.size() >= k) {
+                CpuSet plus = share_of(more, k, j);
+                task.cpus.insert(plus.begin(), plus.end());
+            }
+        }
+    }
+}
+
+// The NICs of a task: those near its GPUs (shortest name first), or, without GPUs, those
+// near its memory and packages.
+std::vector<const Nic*> task_nics(const NodeTopology& topo, const std::vector<const Nic*>& candidates,
+                                  const TaskBinding& task) {
+    std::vector<const Nic*> chosen;
+    if (candidates.empty()) return chosen;
+    if (task.gpus.empty()) return nics_near_cpus(candidates, task.mems, packages_of(topo, task.cpus));
+    for (const GpuRef& ref : task.gpus)
+        for (const Nic* nic : nics_near_gpu(candidates, topo.gpus[ref.index].where))
+            if (std::find(chosen.begin(), chosen.end(), nic) == chosen.end()) chosen.push_back(nic);
+    std::sort(chosen.begin(), chosen.end(), [](const Nic* a, const Nic* b) {
+        return std::make_pair(a->name.size(), a->name) < std::make_pair(b->name.size(), b->name);
+    });
+    return chosen;
+}
+
+// Each task's memory (its own NUMA nodes, or with hbm the memory-only nodes near its
+// CPUs), NICs and environment, once its CPUs are known.
+void finish_tasks(const NodeTopology& topo, const PlanRequest& request, const CpuSet& allowed, BindPlan& plan) {
+    const std::vector<const Nic*> candidates = request.bind.nonic ? std::vector<const Nic*>{} : nic_candidates(topo);
+    bool hbm_missing = false;
+    for (TaskBinding& task : plan.tasks) {
+        if (task.cpus.empty()) task.cpus = allowed;  // unreachable by construction; a plan never binds to nothing
+        task.mems = numa_of(topo, task.cpus);
+        if (request.bind.hbm) {
+            NodeSet fast;
+            for (const NumaNode& node : topo.numa)
+                if (node.memory_only() && intersects(node.near, task.cpus)) fast.insert(node.os_index);
+            if (fast.empty()) hbm_missing = true;
+            else task.mems = fast;
+        }
+        const std::vector<const Nic*> chosen = task_nics(topo, candidates, task);
+        for (const Nic* nic : chosen) task.nics.push_back(nic->name);
+        fill_env(topo, task, chosen, request.bind.threads, plan.warnings);
+    }
+    if (hbm_missing)
+        plan.warnings.push_back("hbm: no memory-only (high-bandwidth) NUMA node lies near some tasks' CPUs; "
+                                "those prefer their own NUMA nodes");
+}
+
 }  // namespace
 
 std::string omp_places(const NodeTopology& topology, const CpuSet& cpus) {
@@ -594,20 +785,7 @@ BindPlan plan_binding(const NodeTopology& topo, const PlanRequest& request) {
     if (allowed.empty())
         throw Error("none of the allowed CPUs " + list(request.allowed) + " exists on this node, whose CPUs are " +
                     list(all) + "; check the step's CPU allocation");
-
-    std::vector<unsigned> step_gpus;
-    if (request.gpus) {
-        std::set<unsigned> unique(request.gpus->begin(), request.gpus->end());
-        for (unsigned index : unique) {
-            if (index >= topo.gpus.size())
-                throw Error("GPU " + std::to_string(index) + " is not on this node, which has " +
-                            std::to_string(topo.gpus.size()) + " GPUs" +
-                            (topo.gpus.empty() ? "" : " (0-" + std::to_string(topo.gpus.size() - 1) + ")"));
-            step_gpus.push_back(index);
-        }
-    } else {
-        for (const Gpu& gpu : topo.gpus) step_gpus.push_back(gpu.index);
-    }
+    const std::vector<unsigned> step_gpus = step_gpu_indices(topo, request);
 
     BindPlan plan;
     plan.nomem = request.bind.nomem;
@@ -638,154 +816,16 @@ BindPlan plan_binding(const NodeTopology& topo, const PlanRequest& request) {
     }
 
     // Each task's GPUs, then each task's CPU domain; tasks sharing a domain form a group.
-    std::vector<Group> groups;
-    auto join_group = [&groups](std::size_t t, const CpuSet& domain, bool fallback) {
-        for (Group& g : groups)
-            if (g.domain == domain) {
-                g.tasks.push_back(t);
-                g.fallback = g.fallback || fallback;
-                return;
-            }
-        groups.push_back(Group{domain, {t}, fallback, {}});
-    };
-
-    if (plan.mode == BindMode::gpu) {
-        std::vector<CpuSet> gpu_domains;
-        std::vector<int> gpu_levels;
-        for (unsigned index : step_gpus) {
-            int level = 0;
-            gpu_domains.push_back(gpu_domain(topo, topo.gpus[index], allowed, level, plan.warnings));
-            gpu_levels.push_back(level);
-        }
-        const auto shares = gpu_shares(topo, step_gpus, n);
-        for (std::size_t t = 0; t < n; ++t) {
-            // The domain of the task's most local GPUs: one with allowed CPUs of its own
-            // outranks one that falls back to its package or farther.
-            int best = 3;
-            for (std::size_t r : shares[t]) best = std::min(best, gpu_levels[r]);
-            CpuSet domain;
-            for (std::size_t r : shares[t]) {
-                const Gpu& gpu = topo.gpus[step_gpus[r]];
-                std::string name = names.empty() ? std::to_string(gpu.vendor_ordinal) : names[r];
-                plan.tasks[t].gpus.push_back(GpuRef{gpu.index, gpu.pci, name, gpu.vendor});
-                if (gpu_levels[r] == best) domain.insert(gpu_domains[r].begin(), gpu_domains[r].end());
-            }
-            join_group(t, domain, best > 0);
-        }
-    } else {
-        // numa: NUMA nodes with allowed CPUs; cores: packages. Memory-only nodes own no
-        // CPU and so never count.
-        std::vector<CpuSet> units;
-        if (plan.mode == BindMode::numa) {
-            CpuSet orphans = allowed;   // CPUs of no NUMA node (an offline node's) form one more unit
-            for (const NumaNode& node : topo.numa) {
-                if (CpuSet d = intersect(node.cpus, allowed); !d.empty()) units.push_back(std::move(d));
-                for (unsigned pu : node.cpus) orphans.erase(pu);
-            }
-            if (!orphans.empty() && !units.empty()) units.push_back(std::move(orphans));
-        } else {
-            for (const auto& [os_index, pcpus] : topo.packages)
-                if (CpuSet d = intersect(pcpus, allowed); !d.empty()) units.push_back(std::move(d));
-        }
-        if (units.empty()) units.push_back(allowed);
-        std::vector<std::size_t> weights;
-        for (const CpuSet& unit : units) weights.push_back(core_count(topo, unit));
-        auto shares = apportion(weights, n);
-        for (std::size_t t = 0; t < n; ++t) {
-            CpuSet domain;
-            for (std::size_t u : shares[t]) domain.insert(units[u].begin(), units[u].end());
-            join_group(t, domain, false);
-        }
-    }
+    std::vector<Group> groups = plan.mode == BindMode::gpu ? group_by_gpu(topo, step_gpus, names, allowed, plan)
+                                                           : group_by_unit(topo, plan.mode, allowed, n);
     for (Group& g : groups) g.cores = core_order(topo, g.domain);
     settle_overlaps(topo, groups, plan.warnings);
     relieve_crowding(topo, groups, allowed, plan.warnings);
 
-    // GPU mode: allowed cores near no step GPU (GPU-less NUMA nodes, L3s without a GPU)
-    // go to the nearest group in the same package, so that the tasks' CPU work (data
-    // loading, host threads) uses them.
-    std::vector<std::vector<unsigned>> extra(groups.size());
-    if (plan.mode == BindMode::gpu) {
-        std::set<unsigned> used;
-        for (const Group& g : groups) used.insert(g.cores.begin(), g.cores.end());
-        // Whole NUMA nodes' worth of leftover cores at a time, so a task stays in few nodes.
-        std::map<unsigned, std::vector<unsigned>> left_by_node;
-        for (unsigned c : core_order(topo, allowed))
-            if (!used.count(c)) left_by_node[topo.cores[c].numa].push_back(c);
-        for (const auto& [numa, cores] : left_by_node) {
-            const Core& core = topo.cores[cores.front()];
-            std::size_t best = groups.size();
-            std::tuple<int, std::uint64_t, double> best_key{};
-            for (std::size_t g = 0; g < groups.size(); ++g) {
-                // Only GPUs with CPUs of their own; never across a socket.
-                if (groups[g].cores.empty() || groups[g].fallback) continue;
-                const Core& home = topo.cores[groups[g].cores.front()];
-                if (core.package != home.package) continue;
-                auto it = topo.numa_distance.find({numa, home.numa});
-                std::uint64_t distance = it == topo.numa_distance.end() ? (numa == home.numa ? 10 : 20) : it->second;
-                double per_task = static_cast<double>(groups[g].cores.size() + extra[g].size()) /
-                                  static_cast<double>(groups[g].tasks.size());
-                std::tuple<int, std::uint64_t, double> key{core.package == home.package ? 0 : 1, distance, per_task};
-                if (best == groups.size() || key < best_key) {
-                    best = g;
-                    best_key = key;
-                }
-            }
-            if (best < groups.size()) extra[best].insert(extra[best].end(), cores.begin(), cores.end());
-        }
-    }
-
-    for (std::size_t g = 0; g < groups.size(); ++g) {
-        const Group& group = groups[g];
-        const std::size_t k = group.tasks.size();
-        auto own = cores_within(topo, group.cores, allowed);
-        auto more = cores_within(topo, extra[g], allowed);
-        if (own.size() < k) {   // one list, so that no task mixes part of a core with whole ones
-            own.insert(own.end(), more.begin(), more.end());
-            more.clear();
-        }
-        for (std::size_t j = 0; j < k; ++j) {
-            CpuSet share = share_of(own, k, j);
-            TaskBinding& task = plan.tasks[group.tasks[j]];
-            task.cpus.insert(share.begin(), share.end());
-            if (more.size() >= k) {
-                CpuSet plus = share_of(more, k, j);
-                task.cpus.insert(plus.begin(), plus.end());
-            }
-        }
-    }
-
-    const std::vector<const Nic*> candidates = request.bind.nonic ? std::vector<const Nic*>{} : nic_candidates(topo);
-    bool hbm_missing = false;
-    for (TaskBinding& task : plan.tasks) {
-        if (task.cpus.empty()) task.cpus = allowed;  // unreachable by construction; a plan never binds to nothing
-        task.mems = numa_of(topo, task.cpus);
-        if (request.bind.hbm) {
-            NodeSet fast;
-            for (const NumaNode& node : topo.numa)
-                if (node.memory_only() && intersects(node.near, task.cpus)) fast.insert(node.os_index);
-            if (fast.empty()) hbm_missing = true;
-            else task.mems = fast;
-        }
-        std::vector<const Nic*> chosen;
-        if (!candidates.empty()) {
-            if (task.gpus.empty()) {
-                chosen = nics_near_cpus(candidates, task.mems, packages_of(topo, task.cpus));
-            } else {
-                for (const GpuRef& ref : task.gpus)
-                    for (const Nic* nic : nics_near_gpu(candidates, topo.gpus[ref.index].where))
-                        if (std::find(chosen.begin(), chosen.end(), nic) == chosen.end()) chosen.push_back(nic);
-                std::sort(chosen.begin(), chosen.end(), [](const Nic* a, const Nic* b) {
-                    return std::make_pair(a->name.size(), a->name) < std::make_pair(b->name.size(), b->name);
-                });
-            }
-        }
-        for (const Nic* nic : chosen) task.nics.push_back(nic->name);
-        fill_env(topo, task, chosen, request.bind.threads, plan.warnings);
-    }
-    if (hbm_missing)
-        plan.warnings.push_back("hbm: no memory-only (high-bandwidth) NUMA node lies near some tasks' CPUs; "
-                                "those prefer their own NUMA nodes");
+    const auto extra = plan.mode == BindMode::gpu ? spare_cores(topo, groups, allowed)
+                                                  : std::vector<std::vector<unsigned>>(groups.size());
+    share_cores(topo, groups, extra, allowed, plan.tasks);
+    finish_tasks(topo, request, allowed, plan);
     return plan;
 }
 

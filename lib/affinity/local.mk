@@ -34,7 +34,6 @@ tests_unit_test_affinity_properties_LDADD = lib/affinity/libaihpc_affinity.la $(
 tests_unit_test_affinity_env_SOURCES = tests/unit/test_affinity_env.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_affinity_env_LDADD = lib/affinity/libaihpc_affinity.la $(unit_test_libs)
 
-dist_man_MANS += man/aihpc-bind.1
 EXTRA_DIST += man/aihpc-8-bind.roff \
 	tests/fixtures/topologies/README \
 	tests/fixtures/topologies/make-fixtures.py \

@@ -156,26 +156,24 @@ std::optional<unsigned> named_ordinal(const std::vector<std::string>& osdevs) {
     return std::nullopt;
 }
 
-NodeTopology read_topology(hwloc_topology_t topo) {
-    NodeTopology node;
-    std::vector<NumaNode> node_list;
-
+// Each package's PUs; one package of all PUs where the topology names none.
+std::map<unsigned, CpuSet> read_packages(hwloc_topology_t topo) {
+    std::map<unsigned, CpuSet> packages;
     int npackages = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE);
     for (int i = 0; i < npackages; ++i) {
         hwloc_obj_t pkg = hwloc_get_obj_by_type(topo, HWLOC_OBJ_PACKAGE, i);
-        node.packages[pkg->os_index] = ids_of(pkg->cpuset);
+        packages[pkg->os_index] = ids_of(pkg->cpuset);
     }
-    if (node.packages.empty()) node.packages[0] = ids_of(hwloc_get_root_obj(topo)->cpuset);
+    if (packages.empty()) packages[0] = ids_of(hwloc_get_root_obj(topo)->cpuset);
+    return packages;
+}
 
-    auto package_of = [&](unsigned pu) {
-        for (const auto& [os_index, cpus] : node.packages)
-            if (cpus.count(pu)) return os_index;
-        return 0u;
-    };
-
-    // Each PU's own NUMA node: of the nodes whose locality holds it, the narrowest, then
-    // one that is not a memory kind (MCDRAM, HBM...), then the lowest OS index. A node
-    // that owns no PU is memory-only.
+// The NUMA nodes in OS index order, each with the PUs it owns, and `owner` filled with
+// each PU's own node: of the nodes whose locality holds it, the narrowest, then one
+// that is not a memory kind (MCDRAM, HBM...), then the lowest OS index. A node that
+// owns no PU is memory-only.
+std::vector<NumaNode> read_numa_nodes(hwloc_topology_t topo, std::map<unsigned, unsigned>& owner) {
+    std::vector<NumaNode> node_list;
     int nnuma = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
     for (int i = 0; i < nnuma; ++i) {
         hwloc_obj_t obj = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, i);
@@ -191,7 +189,6 @@ NodeTopology read_topology(hwloc_topology_t topo) {
         return subtype == "MCDRAM" || subtype == "HBM" || subtype == "GPUMemory" || subtype == "NVM" ||
                subtype == "SPM" || subtype.rfind("CXL", 0) == 0;
     };
-    std::map<unsigned, unsigned> owner;   // PU -> NUMA os index
     for (unsigned pu : ids_of(hwloc_get_root_obj(topo)->cpuset)) {
         const NumaNode* best = nullptr;
         auto key = [&](const NumaNode* n) { return std::make_tuple(n->near.size(), memory_kind(n->subtype), n->os_index); };
@@ -202,11 +199,22 @@ NodeTopology read_topology(hwloc_topology_t topo) {
     for (NumaNode& entry : node_list)
         for (unsigned pu : entry.near)
             if (auto it = owner.find(pu); it != owner.end() && it->second == entry.os_index) entry.cpus.insert(pu);
+    return node_list;
+}
+
+// The cores, each with its PUs, NUMA node (by `owner`) and package.
+std::vector<Core> read_cores(hwloc_topology_t topo, const std::map<unsigned, CpuSet>& packages,
+                             const std::map<unsigned, unsigned>& owner) {
+    auto package_of = [&](unsigned pu) {
+        for (const auto& [os_index, cpus] : packages)
+            if (cpus.count(pu)) return os_index;
+        return 0u;
+    };
     auto numa_of_pu = [&](unsigned pu) {
         auto it = owner.find(pu);
         return it == owner.end() ? 0u : it->second;
     };
-
+    std::vector<Core> cores;
     CpuSet in_cores;
     int ncores = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
     for (int i = 0; i < ncores; ++i) {
@@ -218,7 +226,7 @@ NodeTopology read_topology(hwloc_topology_t topo) {
         core.numa = numa_of_pu(core.pus.front());
         core.package = package_of(core.pus.front());
         in_cores.insert(pus.begin(), pus.end());
-        node.cores.push_back(std::move(core));
+        cores.push_back(std::move(core));
     }
     // PUs outside any Core object (topologies without a core level) count as cores.
     int npus = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
@@ -229,12 +237,21 @@ NodeTopology read_topology(hwloc_topology_t topo) {
         core.pus = {pu->os_index};
         core.numa = numa_of_pu(pu->os_index);
         core.package = package_of(pu->os_index);
-        node.cores.push_back(std::move(core));
+        cores.push_back(std::move(core));
     }
+    return cores;
+}
 
-    node.numa = std::move(node_list);
+GpuVendor gpu_vendor(hwloc_obj_t pcidev) {
+    unsigned vendor = pcidev->attr->pcidev.vendor_id;
+    return vendor == pci_vendor_nvidia ? GpuVendor::nvidia
+           : vendor == pci_vendor_amd  ? GpuVendor::amd
+                                       : GpuVendor::other;
+}
 
-    // GPUs: one per PCI function, however many osdevs name it.
+// The GPUs, in PCI bus order: one per PCI function, however many osdevs name it. A GPU
+// no osdev numbers gets the lowest vendor ordinal that no other GPU of its vendor has.
+std::vector<Gpu> read_gpus(hwloc_topology_t topo, const std::map<unsigned, CpuSet>& packages) {
     struct Found {
         hwloc_obj_t pcidev;
         std::vector<std::string> osdevs;
@@ -252,22 +269,15 @@ NodeTopology read_topology(hwloc_topology_t topo) {
     };
     std::sort(found.begin(), found.end(), [&](const Found& a, const Found& b) { return bus_key(a.pcidev) < bus_key(b.pcidev); });
     std::map<GpuVendor, std::set<unsigned>> named;
-    for (const Found& f : found) {
-        unsigned vendor = f.pcidev->attr->pcidev.vendor_id;
-        GpuVendor kind = vendor == pci_vendor_nvidia ? GpuVendor::nvidia
-                         : vendor == pci_vendor_amd  ? GpuVendor::amd
-                                                     : GpuVendor::other;
-        if (auto n = named_ordinal(f.osdevs)) named[kind].insert(*n);
-    }
+    for (const Found& f : found)
+        if (auto n = named_ordinal(f.osdevs)) named[gpu_vendor(f.pcidev)].insert(*n);
+    std::vector<Gpu> gpus;
     std::map<GpuVendor, unsigned> next_unnamed;
     for (const Found& f : found) {
         Gpu gpu;
-        gpu.index = static_cast<unsigned>(node.gpus.size());
+        gpu.index = static_cast<unsigned>(gpus.size());
         gpu.pci = format_busid(f.pcidev);
-        unsigned vendor = f.pcidev->attr->pcidev.vendor_id;
-        gpu.vendor = vendor == pci_vendor_nvidia ? GpuVendor::nvidia
-                     : vendor == pci_vendor_amd  ? GpuVendor::amd
-                                                 : GpuVendor::other;
+        gpu.vendor = gpu_vendor(f.pcidev);
         gpu.osdevs = f.osdevs;
         if (auto n = named_ordinal(gpu.osdevs)) {
             gpu.vendor_ordinal = *n;
@@ -276,10 +286,15 @@ NodeTopology read_topology(hwloc_topology_t topo) {
             while (named[gpu.vendor].count(next)) ++next;
             gpu.vendor_ordinal = next++;
         }
-        gpu.where = locate(topo, f.pcidev, node.packages);
-        node.gpus.push_back(std::move(gpu));
+        gpu.where = locate(topo, f.pcidev, packages);
+        gpus.push_back(std::move(gpu));
     }
+    return gpus;
+}
 
+// The network devices (OpenFabrics and plain network), shorter names first.
+std::vector<Nic> read_nics(hwloc_topology_t topo, const std::map<unsigned, CpuSet>& packages) {
+    std::vector<Nic> nics;
     for (hwloc_obj_t os = hwloc_get_next_osdev(topo, nullptr); os; os = hwloc_get_next_osdev(topo, os)) {
         auto type = os->attr->osdev.type;
         if (type != HWLOC_OBJ_OSDEV_OPENFABRICS && type != HWLOC_OBJ_OSDEV_NETWORK) continue;
@@ -294,13 +309,24 @@ NodeTopology read_topology(hwloc_topology_t topo) {
             nic.link_gbytes = os->parent->attr->pcidev.linkspeed;
         }
         nic.ports = nic.openfabrics ? active_ports(os) : std::vector<unsigned>{};
-        nic.where = locate(topo, os, node.packages);
-        node.nics.push_back(std::move(nic));
+        nic.where = locate(topo, os, packages);
+        nics.push_back(std::move(nic));
     }
-    std::sort(node.nics.begin(), node.nics.end(), [](const Nic& a, const Nic& b) {
+    std::sort(nics.begin(), nics.end(), [](const Nic& a, const Nic& b) {
         // mlx5_2 before mlx5_10: shorter names first within one prefix.
         return std::make_pair(a.name.size(), a.name) < std::make_pair(b.name.size(), b.name);
     });
+    return nics;
+}
+
+NodeTopology read_topology(hwloc_topology_t topo) {
+    NodeTopology node;
+    node.packages = read_packages(topo);
+    std::map<unsigned, unsigned> owner;   // PU -> NUMA os index
+    node.numa = read_numa_nodes(topo, owner);
+    node.cores = read_cores(topo, node.packages, owner);
+    node.gpus = read_gpus(topo, node.packages);
+    node.nics = read_nics(topo, node.packages);
 
     unsigned nr = 1;
     hwloc_distances_s* distances = nullptr;

@@ -357,53 +357,40 @@ void write_rung_curves(std::string& out, const sweep::SweepDir& sweep, std::size
     out += "</svg>\n";
 }
 
-}  // namespace
-
-void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const HtmlOptions& options, const Sink& sink) {
-    std::string out;
-    out.reserve(1 << 20);
-    std::uint64_t missing = table.tasks - table.done.size() - table.failed.size();
-    out += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" + html_escape(sweep.spec.name) +
-           " - aihpc-collect</title>\n<style>\n" + kStyle + "</style>\n</head>\n<body>\n";
-    out += "<h1>" + html_escape(sweep.spec.name) + "</h1>\n<p class=\"meta\">" + html_escape(sweep.path) + " &middot; spec " +
-           html_escape(sweep.spec_hash) + "</p>\n";
-    out += "<p class=\"counts\"><span>" + std::to_string(table.tasks) + " tasks</span><span class=\"done\">" +
-           std::to_string(table.done.size()) + " done</span><span class=\"failed\">" + std::to_string(table.failed.size()) +
-           " failed</span><span>" + std::to_string(missing) + " missing</span></p>\n";
-
-    // The best run first: what a reader of the report looks for, from a task that
-    // succeeded only.
-    {
-        std::string metric = options.color_metric;
-        if (std::find(table.metric_names.begin(), table.metric_names.end(), metric) == table.metric_names.end())
-            metric = table.metric_names.empty() ? "" : table.metric_names.front();
-        bool maximize = options.direction_given && metric == options.color_metric ? options.maximize : higher_is_better(metric);
-        const ResultRow* best = nullptr;
-        double best_value = 0;
-        for (const auto& row : table.rows) {
-            if (row.state != TaskState::done) continue;
-            const sweep::Scalar* v = metric.empty() ? nullptr : value_of(row, metric, true);
-            auto n = v ? number_of(*v) : std::nullopt;
-            if (!n) continue;
-            if (!best || (maximize ? *n > best_value : *n < best_value)) {
-                best = &row;
-                best_value = *n;
-            }
-        }
-        out += "<h2>Best run</h2>\n";
-        if (!best) {
-            out += "<p class=\"note\">" +
-                   (metric.empty() ? std::string("No result reports a metric.") : "No task that succeeded reports " + html_escape(metric) + ".") +
-                   "</p>\n";
-        } else {
-            out += "<p class=\"best\" id=\"best\">Task " + std::to_string(best->index) + ": <b>" + html_escape(metric) + " " +
-                   html_escape(value_of(*best, metric, true)->plain) + "</b> (" + (maximize ? "highest" : "lowest") + ")";
-            for (const auto& [name, value] : best->params) out += " &middot; " + html_escape(name) + "=" + html_escape(value.plain);
-            out += "</p>\n";
+// The best run first: what a reader of the report looks for, from a task that succeeded
+// only.
+void write_best_run(std::string& out, const ResultTable& table, const HtmlOptions& options) {
+    std::string metric = options.color_metric;
+    if (std::find(table.metric_names.begin(), table.metric_names.end(), metric) == table.metric_names.end())
+        metric = table.metric_names.empty() ? "" : table.metric_names.front();
+    bool maximize = options.direction_given && metric == options.color_metric ? options.maximize : higher_is_better(metric);
+    const ResultRow* best = nullptr;
+    double best_value = 0;
+    for (const auto& row : table.rows) {
+        if (row.state != TaskState::done) continue;
+        const sweep::Scalar* v = metric.empty() ? nullptr : value_of(row, metric, true);
+        auto n = v ? number_of(*v) : std::nullopt;
+        if (!n) continue;
+        if (!best || (maximize ? *n > best_value : *n < best_value)) {
+            best = &row;
+            best_value = *n;
         }
     }
+    out += "<h2>Best run</h2>\n";
+    if (!best) {
+        out += "<p class=\"note\">" +
+               (metric.empty() ? std::string("No result reports a metric.") : "No task that succeeded reports " + html_escape(metric) + ".") +
+               "</p>\n";
+    } else {
+        out += "<p class=\"best\" id=\"best\">Task " + std::to_string(best->index) + ": <b>" + html_escape(metric) + " " +
+               html_escape(value_of(*best, metric, true)->plain) + "</b> (" + (maximize ? "highest" : "lowest") + ")";
+        for (const auto& [name, value] : best->params) out += " &middot; " + html_escape(name) + "=" + html_escape(value.plain);
+        out += "</p>\n";
+    }
+}
 
-    // The table.
+// The results table, at most max_table_rows of it, handed to `sink` a megabyte at a time.
+void write_results_table(std::string& out, const ResultTable& table, const HtmlOptions& options, const Sink& sink) {
     auto cols = columns(table);
     out += "<h2>Results</h2>\n";
     if (table.rows.size() > options.max_table_rows)
@@ -429,15 +416,14 @@ void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const Ht
         }
     }
     out += "</tbody>\n</table></div>\n";
+}
 
-    // The dimensions: parameters that vary, then metrics with numbers.
-    std::vector<const ResultRow*> rows;
-    for (auto& row : table.rows) {
-        if (rows.size() >= options.max_plot_rows) break;
-        if (row.state != TaskState::missing) rows.push_back(&row);
-    }
+// The parameters that vary among the plotted rows, each an axis (logarithmic where the
+// spec draws it so).
+std::vector<Dimension> varying_params(const ResultTable& table, const sweep::SweepDir& sweep,
+                                      const std::vector<const ResultRow*>& rows) {
     auto ranges = sweep::param_ranges(sweep.spec);
-    std::vector<Dimension> params, metrics;
+    std::vector<Dimension> params;
     for (auto& name : table.param_names) {
         std::vector<const sweep::Scalar*> values;
         std::set<std::string> distinct;
@@ -450,6 +436,12 @@ void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const Ht
         auto r = ranges.find(name);
         params.push_back({make_axis(name, values, r != ranges.end() && r->second.log), false});
     }
+    return params;
+}
+
+// The metrics worth a plot: numeric, reported by at least three rows, not constant.
+std::vector<Dimension> plotted_metrics(const ResultTable& table, const std::vector<const ResultRow*>& rows) {
+    std::vector<Dimension> metrics;
     for (auto& name : table.metric_names) {
         std::vector<const sweep::Scalar*> values;
         std::size_t numbers = 0;
@@ -463,6 +455,35 @@ void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const Ht
         // look.
         if (!axis.categorical && numbers >= 3 && axis.lo < axis.hi) metrics.push_back({axis, true});
     }
+    return metrics;
+}
+
+}  // namespace
+
+void write_html(const ResultTable& table, const sweep::SweepDir& sweep, const HtmlOptions& options, const Sink& sink) {
+    std::string out;
+    out.reserve(1 << 20);
+    std::uint64_t missing = table.tasks - table.done.size() - table.failed.size();
+    out += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" + html_escape(sweep.spec.name) +
+           " - aihpc-collect</title>\n<style>\n" + kStyle + "</style>\n</head>\n<body>\n";
+    out += "<h1>" + html_escape(sweep.spec.name) + "</h1>\n<p class=\"meta\">" + html_escape(sweep.path) + " &middot; spec " +
+           html_escape(sweep.spec_hash) + "</p>\n";
+    out += "<p class=\"counts\"><span>" + std::to_string(table.tasks) + " tasks</span><span class=\"done\">" +
+           std::to_string(table.done.size()) + " done</span><span class=\"failed\">" + std::to_string(table.failed.size()) +
+           " failed</span><span>" + std::to_string(missing) + " missing</span></p>\n";
+
+    write_best_run(out, table, options);
+
+    write_results_table(out, table, options, sink);
+
+    // The dimensions: parameters that vary, then metrics with numbers.
+    std::vector<const ResultRow*> rows;
+    for (auto& row : table.rows) {
+        if (rows.size() >= options.max_plot_rows) break;
+        if (row.state != TaskState::missing) rows.push_back(&row);
+    }
+    const std::vector<Dimension> params = varying_params(table, sweep, rows);
+    const std::vector<Dimension> metrics = plotted_metrics(table, rows);
 
     if (sweep.spec.schedule) write_rung_curves(out, sweep, options.max_plot_rows);
 

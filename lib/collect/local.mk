@@ -24,7 +24,6 @@ UNIT_TESTS += tests/unit/test_collect_rounds
 tests_unit_test_collect_rounds_SOURCES = tests/unit/test_collect_rounds.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp tests/unit/built_tool.hpp
 tests_unit_test_collect_rounds_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
 
-dist_man_MANS += man/aihpc-collect.1
 EXTRA_DIST += bench/collect/run.sh bench/collect/reference.py \
 	tests/integration/60-collect.sh
 # The large-sweep paths: the single-pass result reader, compact rows, --top and --sort.

@@ -226,24 +226,33 @@ private:
     // at each member's value: every object in these documents is read by this one loop.
     template <class Value>
     bool object(Value&& value) {
-        if (!peek('{')) return false;
-        ++at_;
-        space();
-        if (peek('}')) {
-            ++at_;
-            return true;
-        }
-        for (;;) {
-            space();
+        return sequence('{', '}', [&] {
             std::string_view name;
             if (!string(name)) return false;
             space();
             if (!peek(':')) return false;
             ++at_;
             space();
-            if (!value(name)) return false;
+            return value(name);
+        });
+    }
+
+    // Walks `open`, items separated by ',', then `close`, calling item() at each item:
+    // the one loop of objects and arrays.
+    template <class Item>
+    bool sequence(char open, char close, Item&& item) {
+        if (!peek(open)) return false;
+        ++at_;
+        space();
+        if (peek(close)) {
+            ++at_;
+            return true;
+        }
+        for (;;) {
             space();
-            if (peek('}')) {
+            if (!item()) return false;
+            space();
+            if (peek(close)) {
                 ++at_;
                 return true;
             }
@@ -335,53 +344,15 @@ private:
     bool skip(int depth) {
         if (depth > 128) return false;
         if (peek('{')) {
-            ++at_;
-            space();
-            if (peek('}')) {
-                ++at_;
-                return true;
-            }
             std::vector<std::string_view> keys;
-            for (;;) {
-                space();
-                std::string_view key;
-                if (!string(key)) return false;
+            return object([&](std::string_view key) {
                 for (auto k : keys)
                     if (k == key) return false;
                 keys.push_back(key);
-                space();
-                if (!peek(':')) return false;
-                ++at_;
-                space();
-                if (!skip(depth + 1)) return false;
-                space();
-                if (peek('}')) {
-                    ++at_;
-                    return true;
-                }
-                if (!peek(',')) return false;
-                ++at_;
-            }
+                return skip(depth + 1);
+            });
         }
-        if (peek('[')) {
-            ++at_;
-            space();
-            if (peek(']')) {
-                ++at_;
-                return true;
-            }
-            for (;;) {
-                space();
-                if (!skip(depth + 1)) return false;
-                space();
-                if (peek(']')) {
-                    ++at_;
-                    return true;
-                }
-                if (!peek(',')) return false;
-                ++at_;
-            }
-        }
+        if (peek('[')) return sequence('[', ']', [&] { return skip(depth + 1); });
         std::string_view ignored;
         return scalar(ignored) != Token::none;
     }
@@ -397,26 +368,12 @@ private:
     }
 
     bool strings(std::vector<std::string>& out) {
-        if (!peek('[')) return false;
-        ++at_;
-        space();
-        if (peek(']')) {
-            ++at_;
-            return true;
-        }
-        for (;;) {
-            space();
+        return sequence('[', ']', [&] {
             std::string_view s;
             if (!string(s)) return false;
             out.emplace_back(s);
-            space();
-            if (peek(']')) {
-                ++at_;
-                return true;
-            }
-            if (!peek(',')) return false;
-            ++at_;
-        }
+            return true;
+        });
     }
 
     bool metrics(sweep::Assignment& out) {
@@ -703,36 +660,16 @@ sweep::Assignment params_of(const TaskLines& index, std::uint64_t i) {
     }
 }
 
-}  // namespace
-
-unsigned reader_threads() { return std::max(1u, std::min(8u, std::thread::hardware_concurrency())); }
-
-std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add_row,
-                                    std::vector<sweep::UnreadableResult>* unreadable, const std::string& phase_name) {
-    // A scheduled sweep's row shows its configuration at the highest rung it reached.
-    std::vector<sweep::RungPlace> places;
-    if (sweep.spec.schedule) places = sweep::rung_places(sweep);
-    RowConsumer add = add_row;
-    if (sweep.spec.schedule)
-        add = [&](unsigned worker, ResultRow&& row) {
-            if (row.index < places.size()) sweep::add_rung_place(row.params, places[row.index], sweep.spec.schedule->resource);
-            add_row(worker, std::move(row));
-        };
-    const sweep::Phase& shown = sweep::find_phase(sweep.spec, phase_name);
-    const auto& last = shown.name;
-    std::vector<TaskState> state(sweep.tasks, TaskState::missing);
-    std::mutex merge;
-    auto cannot_read = [&](const std::string& dir, const char* name, std::string problem) {
-        if (!unreadable) return;
-        std::lock_guard lock(merge);
-        unreadable->push_back({dir + "/" + name, std::move(problem)});
-    };
-
-    // Earlier phases only matter when they failed: a quick look at the exit code first,
-    // a full parse only then (such a task has no result of the last phase to show).
+// The tasks that failed in a phase before `shown`, each with the row of the first phase
+// it failed in. Earlier phases only matter when they failed: a quick look at the exit
+// code first, a full parse only then (such a task has no result of the shown phase).
+template <typename CannotRead>
+std::map<std::uint64_t, ResultRow> failed_before(const sweep::SweepDir& sweep, const std::string& shown,
+                                                 CannotRead& cannot_read) {
     std::map<std::uint64_t, ResultRow> failed_early;
+    std::mutex merge;
     for (const auto& phase : sweep.spec.phases) {
-        if (phase.name == last) break;  // the phases after the one shown do not count
+        if (phase.name == shown) break;  // the phases after the one shown do not count
         std::string path = sweep::results_dir(sweep, phase);
         auto files = list_results(path, sweep.tasks);
         ResultDir dir(path);
@@ -758,6 +695,35 @@ std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_m
             for (auto& row : found) failed_early.emplace(row.index, std::move(row));  // the first phase that failed wins
         });
     }
+    return failed_early;
+}
+
+}  // namespace
+
+unsigned reader_threads() { return std::max(1u, std::min(8u, std::thread::hardware_concurrency())); }
+
+std::vector<TaskState> for_each_row(const sweep::SweepDir& sweep, bool include_missing, const RowConsumer& add_row,
+                                    std::vector<sweep::UnreadableResult>* unreadable, const std::string& phase_name) {
+    // A scheduled sweep's row shows its configuration at the highest rung it reached.
+    std::vector<sweep::RungPlace> places;
+    if (sweep.spec.schedule) places = sweep::rung_places(sweep);
+    RowConsumer add = add_row;
+    if (sweep.spec.schedule)
+        add = [&](unsigned worker, ResultRow&& row) {
+            if (row.index < places.size()) sweep::add_rung_place(row.params, places[row.index], sweep.spec.schedule->resource);
+            add_row(worker, std::move(row));
+        };
+    const sweep::Phase& shown = sweep::find_phase(sweep.spec, phase_name);
+    const auto& last = shown.name;
+    std::vector<TaskState> state(sweep.tasks, TaskState::missing);
+    std::mutex merge;
+    auto cannot_read = [&](const std::string& dir, const char* name, std::string problem) {
+        if (!unreadable) return;
+        std::lock_guard lock(merge);
+        unreadable->push_back({dir + "/" + name, std::move(problem)});
+    };
+
+    std::map<std::uint64_t, ResultRow> failed_early = failed_before(sweep, last, cannot_read);
 
     TaskLines index(sweep.path);
     std::string path = sweep::results_dir(sweep, shown);

@@ -292,6 +292,72 @@ struct Worker {
 
 constexpr auto kNever = std::numeric_limits<std::uint64_t>::max();
 
+// The metric columns in order of first appearance by index, as read_results lists them.
+std::vector<std::string> metric_names_by_first_appearance(const std::vector<std::unique_ptr<Worker>>& workers,
+                                                          const NameTable& names) {
+    std::vector<std::tuple<std::uint64_t, std::size_t, std::uint32_t>> seen;
+    std::vector<std::pair<std::uint64_t, std::size_t>> first;
+    for (auto& w : workers) {
+        if (first.size() < w->first_seen.size()) first.resize(w->first_seen.size(), {kNever, 0});
+        for (std::size_t id = 0; id < w->first_seen.size(); ++id) first[id] = std::min(first[id], w->first_seen[id]);
+    }
+    for (std::size_t id = 0; id < first.size(); ++id)
+        if (first[id].first != kNever) seen.emplace_back(first[id].first, first[id].second, static_cast<std::uint32_t>(id));
+    std::sort(seen.begin(), seen.end());
+    std::vector<std::string> metric_names;
+    for (auto& [index, pos, id] : seen) metric_names.push_back(names.name(id));
+    return metric_names;
+}
+
+// The readings of the sort column: a metric when any row reports one of that name
+// (known only once every row is read), else a parameter or a built-in column.
+std::vector<SortSource> sort_sources(const ResultTable& header, const CollectOptions& options) {
+    std::vector<SortSource> sources;
+    if (options.sort) {
+        sources.push_back(SortSource::metric);
+        if (auto other = fixed_sort_source(header, options.sort->column); other != SortSource::none) sources.push_back(other);
+    } else if (options.top) {
+        sources.push_back(SortSource::none);  // the first rows by index
+    }
+    return sources;
+}
+
+// --top: the best `top` rows of every worker's heap for the chosen reading, in order.
+// The workers are let go before the sort, which then has their memory.
+template <typename HeapOrder>
+std::vector<std::string> take_best_rows(std::vector<std::unique_ptr<Worker>>& workers, std::size_t chosen, std::size_t top,
+                                        const HeapOrder& heap_order) {
+    std::vector<HeapEntry> kept;
+    for (auto& w : workers)
+        for (auto& e : w->heaps[chosen]) kept.push_back(std::move(e));
+    workers.clear();
+    std::sort(kept.begin(), kept.end(), heap_order);
+    if (kept.size() > top) kept.resize(top);
+    std::vector<std::string> rows;
+    for (auto& e : kept) rows.push_back(std::move(e.bytes));
+    return rows;
+}
+
+// Every stored row, by index, or `sorted` by the chosen reading of the sort column.
+std::vector<const char*> stored_row_order(const std::vector<std::unique_ptr<Worker>>& workers, std::size_t rows, bool sorted,
+                                          std::size_t chosen, bool maximize) {
+    using Ref = std::pair<const Stored*, const SortValues*>;
+    std::vector<Ref> refs;
+    refs.reserve(rows);
+    for (auto& w : workers)
+        for (std::size_t k = 0; k < w->stored.size(); ++k) refs.emplace_back(&w->stored[k], sorted ? &w->values[k] : nullptr);
+    if (!sorted) {
+        std::sort(refs.begin(), refs.end(), [](const Ref& a, const Ref& b) { return a.first->index < b.first->index; });
+    } else {
+        auto place = [chosen](const Ref& r) { return SortPlace{r.second->value[chosen], r.second->has[chosen] != 0, r.first->index}; };
+        std::sort(refs.begin(), refs.end(), [&](const Ref& a, const Ref& b) { return before(place(a), place(b), maximize); });
+    }
+    std::vector<const char*> order;
+    order.reserve(refs.size());
+    for (auto& r : refs) order.push_back(r.first->bytes);
+    return order;
+}
+
 }  // namespace
 
 CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& options) {
@@ -303,19 +369,9 @@ CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& o
     header.param_names = sweep::parameter_names(sweep.spec);
     for (auto& name : sweep::rung_columns(sweep.spec)) header.param_names.push_back(name);
 
-    // The readings of the sort column: a metric when any row reports one of that name
-    // (known only once every row is read), else a parameter or a built-in column.
-    std::vector<SortSource> sources;
-    std::string column;
-    bool maximize = false;
-    if (options.sort) {
-        column = options.sort->column;
-        maximize = options.sort->maximize;
-        sources.push_back(SortSource::metric);
-        if (auto other = fixed_sort_source(header, column); other != SortSource::none) sources.push_back(other);
-    } else if (options.top) {
-        sources.push_back(SortSource::none);  // the first rows by index
-    }
+    const std::string column = options.sort ? options.sort->column : std::string();
+    const bool maximize = options.sort && options.sort->maximize;
+    const std::vector<SortSource> sources = sort_sources(header, options);
     bool bounded = options.top > 0;
 
     std::vector<std::unique_ptr<Worker>> workers;
@@ -367,19 +423,9 @@ CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& o
         }
     }, &header.unreadable, options.phase);
 
-    // Metric columns in order of first appearance by index, as read_results lists them.
-    std::vector<std::tuple<std::uint64_t, std::size_t, std::uint32_t>> seen;
-    std::vector<std::pair<std::uint64_t, std::size_t>> first;
+    header.metric_names = metric_names_by_first_appearance(workers, *out.names_);
     std::size_t rows = 0;
-    for (auto& w : workers) {
-        rows += w->rows;
-        if (first.size() < w->first_seen.size()) first.resize(w->first_seen.size(), {kNever, 0});
-        for (std::size_t id = 0; id < w->first_seen.size(); ++id) first[id] = std::min(first[id], w->first_seen[id]);
-    }
-    for (std::size_t id = 0; id < first.size(); ++id)
-        if (first[id].first != kNever) seen.emplace_back(first[id].first, first[id].second, static_cast<std::uint32_t>(id));
-    std::sort(seen.begin(), seen.end());
-    for (auto& [index, pos, id] : seen) header.metric_names.push_back(out.names_->name(id));
+    for (auto& w : workers) rows += w->rows;
 
     std::size_t chosen = 0;
     if (options.sort) {
@@ -394,31 +440,12 @@ CollectedRows collect_rows(const sweep::SweepDir& sweep, const CollectOptions& o
     }
 
     if (bounded) {
-        std::vector<HeapEntry> kept;
-        for (auto& w : workers)
-            for (auto& e : w->heaps[chosen]) kept.push_back(std::move(e));
-        workers.clear();
-        std::sort(kept.begin(), kept.end(), heap_order);
-        if (kept.size() > options.top) kept.resize(options.top);
-        for (auto& e : kept) out.kept_.push_back(std::move(e.bytes));
+        out.kept_ = take_best_rows(workers, chosen, options.top, heap_order);
         for (auto& b : out.kept_) out.order_.push_back(b.data());
         return out;
     }
 
-    using Ref = std::pair<const Stored*, const SortValues*>;
-    std::vector<Ref> refs;
-    refs.reserve(rows);
-    for (auto& w : workers)
-        for (std::size_t k = 0; k < w->stored.size(); ++k) refs.emplace_back(&w->stored[k], sources.empty() ? nullptr : &w->values[k]);
-    if (sources.empty()) {
-        std::sort(refs.begin(), refs.end(), [](const Ref& a, const Ref& b) { return a.first->index < b.first->index; });
-    } else {
-        auto place = [chosen](const Ref& r) { return SortPlace{r.second->value[chosen], r.second->has[chosen] != 0, r.first->index}; };
-        std::sort(refs.begin(), refs.end(), [&](const Ref& a, const Ref& b) { return before(place(a), place(b), maximize); });
-    }
-    out.order_.reserve(refs.size());
-    for (auto& r : refs) out.order_.push_back(r.first->bytes);
-    refs = {};
+    out.order_ = stored_row_order(workers, rows, !sources.empty(), chosen, maximize);
     for (auto& w : workers) {
         w->stored = {};
         w->values = {};

@@ -226,6 +226,38 @@ GpuSet detect_gpus(const std::vector<std::string>& env) {
     return gpus;
 }
 
+namespace {
+
+// Variables that name host paths (the stage dir, the data items, the metrics file) now
+// name the container's. An entry without '=' (execve allows one) names no value to
+// translate.
+void translate_path_variables(std::vector<std::string>& env, const std::vector<PlannedMount>& mounts,
+                              const LaunchRequest& request, const TaskView& task) {
+    for (std::string& entry : env) {
+        std::size_t eq = entry.find('=');
+        if (eq == std::string::npos) continue;
+        std::string name = entry.substr(0, eq);
+        if (name != "AIHPC_STAGE_DIR" && !starts_with(name, "AIHPC_DATA_") && name != metrics_file_var) continue;
+        if (auto inside = inside_path(mounts, request, task, entry.substr(eq + 1))) entry = name + "=" + *inside;
+    }
+}
+
+// podman's words for the task's GPUs: NVIDIA's by CDI name, AMD's as their device nodes.
+void add_podman_gpus(std::vector<std::string>& argv, std::vector<std::string>& env, const GpuSet& gpus) {
+    if (gpus.vendor == GpuSet::Vendor::nvidia) {
+        for (const std::string& id : gpus.devices) {
+            argv.emplace_back("--device");
+            argv.push_back("nvidia.com/gpu=" + id);
+        }
+        // The container sees only its CDI devices, numbered from 0.
+        env_set(env, "CUDA_VISIBLE_DEVICES", ordinal_list(gpus.devices.size()));
+    } else if (gpus.vendor == GpuSet::Vendor::amd) {
+        argv.insert(argv.end(), {"--device", "/dev/kfd", "--device", "/dev/dri"});
+    }
+}
+
+}  // namespace
+
 RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskView& task, const ImageProbe& probe) {
     if (task.argv.empty()) throw Error("the task has no command to run in the container");
     std::vector<PlannedMount> mounts = wanted_mounts(request, task);
@@ -234,15 +266,7 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
 
     RuntimeCommand out;
     out.env = task.env;
-    // Variables that name host paths now name the container's.
-    // An entry without '=' (execve allows one) names no value to translate.
-    for (std::string& entry : out.env) {
-        std::size_t eq = entry.find('=');
-        if (eq == std::string::npos) continue;
-        std::string name = entry.substr(0, eq);
-        if (name != "AIHPC_STAGE_DIR" && !starts_with(name, "AIHPC_DATA_") && name != metrics_file_var) continue;
-        if (auto inside = inside_path(mounts, request, task, entry.substr(eq + 1))) entry = name + "=" + *inside;
-    }
+    translate_path_variables(out.env, mounts, request, task);
     std::vector<std::string> command = task.argv;
     if (request.batch_script)
         if (auto inside = translate(mounts, command[0])) command[0] = *inside;
@@ -313,16 +337,7 @@ RuntimeCommand build_runtime_command(const LaunchRequest& request, const TaskVie
         break;
     case Runtime::podman:
         argv.insert(argv.end(), {"run", "--rm", "--interactive", "--network=host", "--userns=keep-id"});
-        if (gpus.vendor == GpuSet::Vendor::nvidia) {
-            for (const std::string& id : gpus.devices) {
-                argv.emplace_back("--device");
-                argv.push_back("nvidia.com/gpu=" + id);
-            }
-            // The container sees only its CDI devices, numbered from 0.
-            env_set(out.env, "CUDA_VISIBLE_DEVICES", ordinal_list(gpus.devices.size()));
-        } else if (gpus.vendor == GpuSet::Vendor::amd) {
-            argv.insert(argv.end(), {"--device", "/dev/kfd", "--device", "/dev/dri"});
-        }
+        add_podman_gpus(argv, out.env, gpus);
         for (const PlannedMount& m : mounts) {
             argv.emplace_back("--volume");
             argv.push_back(m.src + ":" + m.dst + (m.read_only ? ":ro" : ""));

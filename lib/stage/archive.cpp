@@ -242,12 +242,146 @@ std::uint64_t extracted_charge(ArchiveEntryKind kind, std::uint64_t size) {
     }
 }
 
+namespace {
+
+// Why an archive is not extracted: an entry that would land outside it.
+Error refusal(const std::string& shown_src, const std::string& why) {
+    return Error("refusing to extract " + shown_src + ": " + why + "; only archives whose entries stay inside them are staged");
+}
+
+// The bounds of one extraction, checked before a byte of an entry is written: how many
+// entries, how many bytes they take on disk, and how far they expand what was read.
+class ExtractBudget {
+public:
+    ExtractBudget(const ExtractLimits& limits, const ReadArchive& reader, const std::string& shown_src)
+        : limits_(limits), reader_(reader), shown_src_(shown_src) {}
+
+    // One more entry.
+    void count_entry() {
+        if (++entries_ > limits_.max_entries)
+            throw too_big("it has more than " + std::to_string(limits_.max_entries) + " entries");
+        if (limits_.max_cache_inodes && entries_ > *limits_.max_cache_inodes)
+            throw too_big("it has more than " + std::to_string(*limits_.max_cache_inodes) +
+                          " entries, the files and directories this user's node cache may still hold under the site's "
+                          "cache_user_inodes cap");
+    }
+
+    // Charges `bytes` more, throwing once past a bound.
+    void charge(std::uint64_t bytes) {
+        charged_ = bytes > UINT64_MAX - charged_ ? UINT64_MAX : charged_ + bytes;
+        if (limits_.max_bytes && charged_ > limits_.max_bytes)
+            throw too_big("it expands to more than " + std::to_string(limits_.max_bytes) + " bytes, the room left for it");
+        if (limits_.max_ratio && charged_ > limits_.ratio_floor) {
+            la_int64_t read = libarchive().archive_filter_bytes(reader_.a, -1);
+            std::uint64_t raw = read > 0 ? static_cast<std::uint64_t>(read) : 1;
+            if (charged_ / limits_.max_ratio > raw)
+                throw too_big("it expands more than " + std::to_string(limits_.max_ratio) + " times (" +
+                              std::to_string(charged_) + " bytes out of " + std::to_string(raw) +
+                              " read), as only a crafted archive does");
+        }
+    }
+
+private:
+    Error too_big(const std::string& why) const {
+        return Error("refusing to extract " + shown_src_ + ": " + why +
+                     "; nothing of it was kept. Stage a smaller archive, extract it yourself, or ask for a node with more local disk");
+    }
+
+    const ExtractLimits& limits_;
+    const ReadArchive& reader_;
+    const std::string& shown_src_;
+    std::uint64_t charged_ = 0, entries_ = 0;
+};
+
+// Writes the data of the file entry whose header was just written, block by block,
+// charging whatever lies past its declared size and hashing it when `hasher` is given.
+void write_file_data(ReadArchive& reader, WriteDisk& writer, struct archive_entry* entry, const std::string& path,
+                     std::uint64_t entry_charge, ExtractBudget& budget, ContentHasher* hasher, ExtractResult& result,
+                     CopyProgress* progress, const std::string& shown_src) {
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    std::uint64_t position = 0;
+    // Sparse entries come as blocks with holes between them: the holes read back as
+    // zeros from disk, so they are hashed as zeros.
+    auto hash_zeros_to = [&](std::uint64_t end) {
+        static const std::vector<char> zeros(1 << 16);
+        while (hasher && position < end) {
+            std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), end - position));
+            hasher->update(zeros.data(), n);
+            position += n;
+        }
+    };
+    while (true) {
+        int rc = libarchive().archive_read_data_block(reader.a, &block, &size, &offset);
+        if (rc == ARCHIVE_EOF) break;
+        if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + libarchive().archive_error_string(reader.a));
+        hash_zeros_to(static_cast<std::uint64_t>(offset));
+        // The header's size bounds the data in a well-formed archive; charge anything past it anyway.
+        std::uint64_t end = static_cast<std::uint64_t>(offset < 0 ? 0 : offset) + size;
+        if (extracted_charge(ArchiveEntryKind::file, end) > entry_charge) {
+            std::uint64_t more = extracted_charge(ArchiveEntryKind::file, end) - entry_charge;
+            entry_charge += more;
+            budget.charge(more);
+        }
+        if (hasher) {
+            hasher->update(block, size);
+            position += size;
+        }
+        if (libarchive().archive_write_data_block(writer.a, block, size, offset) < ARCHIVE_WARN)
+            throw Error("cannot write '" + path + "' from " + shown_src + ": " + libarchive().archive_error_string(writer.a));
+        result.stats.bytes += size;
+        if (progress) progress->bytes += size;
+    }
+    if (libarchive().archive_entry_size_is_set(entry)) hash_zeros_to(static_cast<std::uint64_t>(libarchive().archive_entry_size(entry)));
+}
+
+// The manifest of what was extracted below dst_root, read back under the archive's name
+// (its members' paths are the user's, the directory they were written to is not), with
+// the archive's directory modes, the hashes taken while writing (the rest hashed now,
+// when `hash`), and the staged modes set. Refuses a symlink that leads out through others.
+Manifest read_back_extracted(int dst_root, const std::string& shown_src, const std::map<std::string, mode_t>& dir_modes,
+                             const std::map<std::string, std::string>& hashes, bool read_only, bool hash) {
+    Manifest manifest = scan_tree(dst_root, shown_src);
+    for (ManifestEntry& e : manifest.entries) {
+        if (e.type != EntryType::directory) continue;
+        auto it = dir_modes.find(e.path);
+        if (it != dir_modes.end()) e.mode = it->second;
+    }
+    for (const ManifestEntry& e : manifest.entries)
+        if (e.type == EntryType::symlink && !link_stays_beneath(dst_root, e.path))
+            throw refusal(shown_src, "symlink '" + e.path + "' leads out of the archive through other links ('" + e.target + "')");
+    for (ManifestEntry& e : manifest.entries) {
+        if (e.type != EntryType::file) continue;
+        auto it = hashes.find(e.path);
+        if (it != hashes.end() && e.size > 0) e.content_hash = it->second;
+    }
+    if (hash) {
+        Manifest missing;
+        for (const ManifestEntry& e : manifest.entries)
+            if (e.type == EntryType::file && !e.content_hash) missing.entries.push_back(e);
+        hash_contents(dst_root, missing, 4, shown_src);
+        std::map<std::string, std::string> filled;
+        for (const ManifestEntry& e : missing.entries) filled[e.path] = *e.content_hash;
+        for (ManifestEntry& e : manifest.entries)
+            if (e.type == EntryType::file && !e.content_hash) e.content_hash = filled[e.path];
+    }
+    // Deepest first, so a directory gets its final mode after its contents.
+    for (auto it = manifest.entries.rbegin(); it != manifest.entries.rend(); ++it) {
+        if (it->type == EntryType::symlink || (!read_only && it->type != EntryType::directory)) continue;
+        mode_t mode = staged_mode(it->type, it->mode, read_only);
+        if (::fchmodat(dst_root, it->path.c_str(), mode, 0) != 0)
+            throw_errno("cannot set the mode of '" + it->path + "' extracted from " + shown_src);
+        it->mode = mode;
+    }
+    return manifest;
+}
+
+}  // namespace
+
 ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::string& dst_name, bool read_only, bool hash,
                               CopyProgress* progress, const std::string& shown_src, const std::string& shown_dst,
                               const ExtractLimits& limits) {
-    auto refuse = [&](const std::string& why) {
-        return Error("refusing to extract " + shown_src + ": " + why + "; only archives whose entries stay inside them are staged");
-    };
     ReadArchive reader;
     open_tar(reader, archive_fd, shown_src);
 
@@ -271,25 +405,7 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
     // tar does): a directory that is mode 000 or without x in the archive could not be
     // filled, scanned or hashed by its own user otherwise. Until then each is 0700 or more.
     std::map<std::string, mode_t> dir_modes;
-    std::uint64_t charged = 0, entries = 0;
-    auto too_big = [&](const std::string& why) {
-        return Error("refusing to extract " + shown_src + ": " + why +
-                     "; nothing of it was kept. Stage a smaller archive, extract it yourself, or ask for a node with more local disk");
-    };
-    // Charges `bytes` more, throwing once past a bound; before a byte of it is written.
-    auto charge = [&](std::uint64_t bytes) {
-        charged = bytes > UINT64_MAX - charged ? UINT64_MAX : charged + bytes;
-        if (limits.max_bytes && charged > limits.max_bytes)
-            throw too_big("it expands to more than " + std::to_string(limits.max_bytes) + " bytes, the room left for it");
-        if (limits.max_ratio && charged > limits.ratio_floor) {
-            la_int64_t read = libarchive().archive_filter_bytes(reader.a, -1);
-            std::uint64_t raw = read > 0 ? static_cast<std::uint64_t>(read) : 1;
-            if (charged / limits.max_ratio > raw)
-                throw too_big("it expands more than " + std::to_string(limits.max_ratio) + " times (" + std::to_string(charged) +
-                              " bytes out of " + std::to_string(raw) + " read), as only a crafted archive does");
-        }
-    };
-    std::vector<char> buffer;
+    ExtractBudget budget(limits, reader, shown_src);
     while (true) {
         struct archive_entry* entry = nullptr;
         int rc = libarchive().archive_read_next_header(reader.a, &entry);
@@ -301,19 +417,14 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
         std::string target;
         if (kind == ArchiveEntryKind::hardlink) target = libarchive().archive_entry_hardlink(entry);
         else if (kind == ArchiveEntryKind::symlink && libarchive().archive_entry_symlink(entry)) target = libarchive().archive_entry_symlink(entry);
-        if (auto why = archive_entry_refusal(path, kind, target)) throw refuse(*why);
+        if (auto why = archive_entry_refusal(path, kind, target)) throw refusal(shown_src, *why);
         if (plain_components(path)->empty()) continue;  // "./" itself: the root exists
-        if (++entries > limits.max_entries)
-            throw too_big("it has more than " + std::to_string(limits.max_entries) + " entries");
-        if (limits.max_cache_inodes && entries > *limits.max_cache_inodes)
-            throw too_big("it has more than " + std::to_string(*limits.max_cache_inodes) +
-                          " entries, the files and directories this user's node cache may still hold under the site's "
-                          "cache_user_inodes cap");
+        budget.count_entry();
         std::uint64_t declared = libarchive().archive_entry_size_is_set(entry) && libarchive().archive_entry_size(entry) > 0
                                      ? static_cast<std::uint64_t>(libarchive().archive_entry_size(entry))
                                      : 0;
         std::uint64_t entry_charge = extracted_charge(kind, declared);
-        charge(entry_charge);
+        budget.charge(entry_charge);
         // Set-id bits and ownership are never carried into a node-local copy.
         mode_t perm = static_cast<mode_t>(libarchive().archive_entry_perm(entry) & 01777);
         if (kind == ArchiveEntryKind::directory) {
@@ -329,42 +440,8 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
                                            libarchive().archive_error_string(writer.a));
         std::unique_ptr<ContentHasher> hasher;
         if (hash && kind == ArchiveEntryKind::file) hasher = std::make_unique<ContentHasher>();
-        const void* block = nullptr;
-        size_t size = 0;
-        la_int64_t offset = 0;
-        std::uint64_t position = 0;
-        // Sparse entries come as blocks with holes between them: the holes read back as
-        // zeros from disk, so they are hashed as zeros.
-        auto hash_zeros_to = [&](std::uint64_t end) {
-            static const std::vector<char> zeros(1 << 16);
-            while (hasher && position < end) {
-                std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), end - position));
-                hasher->update(zeros.data(), n);
-                position += n;
-            }
-        };
-        while (kind == ArchiveEntryKind::file) {
-            rc = libarchive().archive_read_data_block(reader.a, &block, &size, &offset);
-            if (rc == ARCHIVE_EOF) break;
-            if (rc < ARCHIVE_WARN) throw Error("cannot read " + shown_src + ": " + libarchive().archive_error_string(reader.a));
-            hash_zeros_to(static_cast<std::uint64_t>(offset));
-            // The header's size bounds the data in a well-formed archive; charge anything past it anyway.
-            std::uint64_t end = static_cast<std::uint64_t>(offset < 0 ? 0 : offset) + size;
-            if (extracted_charge(kind, end) > entry_charge) {
-                std::uint64_t more = extracted_charge(kind, end) - entry_charge;
-                entry_charge += more;
-                charge(more);
-            }
-            if (hasher) {
-                hasher->update(block, size);
-                position += size;
-            }
-            if (libarchive().archive_write_data_block(writer.a, block, size, offset) < ARCHIVE_WARN)
-                throw Error("cannot write '" + path + "' from " + shown_src + ": " + libarchive().archive_error_string(writer.a));
-            result.stats.bytes += size;
-            if (progress) progress->bytes += size;
-        }
-        if (libarchive().archive_entry_size_is_set(entry)) hash_zeros_to(static_cast<std::uint64_t>(libarchive().archive_entry_size(entry)));
+        if (kind == ArchiveEntryKind::file)
+            write_file_data(reader, writer, entry, path, entry_charge, budget, hasher.get(), result, progress, shown_src);
         if (libarchive().archive_write_finish_entry(writer.a) < ARCHIVE_WARN)
             throw Error("cannot finish '" + path + "' from " + shown_src + ": " + libarchive().archive_error_string(writer.a));
         if (kind == ArchiveEntryKind::file) {
@@ -376,40 +453,7 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
     if (libarchive().archive_write_close(writer.a) != ARCHIVE_OK)
         throw Error("cannot finish extracting " + shown_src + ": " + libarchive().archive_error_string(writer.a));
 
-    // What was extracted is read back under the archive's name: its members' paths are
-    // the user's, the directory they were written to is not.
-    result.manifest = scan_tree(dst_root.get(), shown_src);
-    for (ManifestEntry& e : result.manifest.entries) {
-        if (e.type != EntryType::directory) continue;
-        auto it = dir_modes.find(e.path);
-        if (it != dir_modes.end()) e.mode = it->second;
-    }
-    for (const ManifestEntry& e : result.manifest.entries)
-        if (e.type == EntryType::symlink && !link_stays_beneath(dst_root.get(), e.path))
-            throw refuse("symlink '" + e.path + "' leads out of the archive through other links ('" + e.target + "')");
-    for (ManifestEntry& e : result.manifest.entries) {
-        if (e.type != EntryType::file) continue;
-        auto it = hashes.find(e.path);
-        if (it != hashes.end() && e.size > 0) e.content_hash = it->second;
-    }
-    if (hash) {
-        Manifest missing;
-        for (const ManifestEntry& e : result.manifest.entries)
-            if (e.type == EntryType::file && !e.content_hash) missing.entries.push_back(e);
-        hash_contents(dst_root.get(), missing, 4, shown_src);
-        std::map<std::string, std::string> filled;
-        for (const ManifestEntry& e : missing.entries) filled[e.path] = *e.content_hash;
-        for (ManifestEntry& e : result.manifest.entries)
-            if (e.type == EntryType::file && !e.content_hash) e.content_hash = filled[e.path];
-    }
-    // Deepest first, so a directory gets its final mode after its contents.
-    for (auto it = result.manifest.entries.rbegin(); it != result.manifest.entries.rend(); ++it) {
-        if (it->type == EntryType::symlink || (!read_only && it->type != EntryType::directory)) continue;
-        mode_t mode = staged_mode(it->type, it->mode, read_only);
-        if (::fchmodat(dst_root.get(), it->path.c_str(), mode, 0) != 0)
-            throw_errno("cannot set the mode of '" + it->path + "' extracted from " + shown_src);
-        it->mode = mode;
-    }
+    result.manifest = read_back_extracted(dst_root.get(), shown_src, dir_modes, hashes, read_only, hash);
     if (read_only) ::fchmod(dst_root.get(), 0555);
     ::fsync(dst_root.get());
     return result;

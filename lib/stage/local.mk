@@ -1,7 +1,7 @@
 # lib/stage: the staging engine, aihpc-stage, its unit tests, man page and bench.
 noinst_LTLIBRARIES += lib/stage/libaihpc_stage.la
 lib_stage_libaihpc_stage_la_SOURCES = \
-	lib/stage/fs.cpp lib/stage/fs.hpp \
+	lib/stage/fs.cpp lib/stage/fs.hpp lib/stage/tree_flush.cpp lib/stage/tree_flush.hpp \
 	lib/stage/manifest.cpp lib/stage/manifest.hpp \
 	lib/stage/io_pool.cpp lib/stage/io_pool.hpp \
 	lib/stage/tree_copy.cpp lib/stage/tree_copy.hpp \
@@ -34,7 +34,6 @@ tests_unit_test_node_layout_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs
 bin_PROGRAMS += tools/aihpc-stage
 tools_aihpc_stage_SOURCES = tools/aihpc-stage.cpp
 tools_aihpc_stage_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)
-dist_man_MANS += man/aihpc-stage.1
 EXTRA_DIST += man/aihpc-8-stage.roff \
 	bench/stage/run.sh bench/stage/make_tree.py bench/stage/helper-cost.sh bench/stage/task-wrapper.sh bench/stage/remote.sh \
 	bench/stage/latencyfs.c \

@@ -23,6 +23,7 @@
 #include "common/paths.hpp"
 #include "common/text.hpp"
 #include "stage/fs.hpp"
+#include "stage/tree_flush.hpp"
 
 namespace aihpc::stage {
 

@@ -19,6 +19,7 @@
 #include "stage/archive.hpp"
 #include "stage/fs.hpp"
 #include "stage/source.hpp"
+#include "stage/tree_flush.hpp"
 
 namespace aihpc::stage {
 
@@ -194,22 +195,55 @@ void check_source_unchanged(const OpenSource& source, const std::string& freshne
                     "may mix two versions and nothing of it was kept; stage it again once nothing writes to it");
 }
 
+namespace {
+
 // The room for a private copy of `bytes`: the user's share of the node's local disk, which
 // their cache and job dirs share (making room in the cache by evicting the user's own
 // entries that no job uses), promised under the book's lock like a cache entry. No
 // limits (a node without cache_max): the file system's free space alone.
-std::uint64_t private_copy_room(const StageSettings& settings, std::uint64_t bytes) {
-    if (!settings.cache_dir || settings.limits.max_bytes == 0) return UINT64_MAX;
+std::uint64_t private_copy_room(const StageSettings& settings, std::uint64_t bytes, int to_dir_fd, const std::string& src) {
+    std::uint64_t free_bytes = free_space(to_dir_fd);
+    if (!settings.cache_dir || settings.limits.max_bytes == 0) return free_bytes;
     NodeCache cache(*settings.cache_dir, settings.limits);
     cache.set_promises(settings.promises);
     cache.set_lock_wait(settings.lock_wait);
     try {
-        return cache.make_room(bytes);
+        return std::min(cache.make_room(bytes), free_bytes);
     } catch (const Error& e) {
-        throw Error("a private copy of " + std::to_string(bytes) + " bytes does not fit this user's room on the node: " +
-                    e.what());
+        throw Error("stage-in of " + src + " failed: a private copy of " + std::to_string(bytes) +
+                    " bytes does not fit this user's room on the node: " + e.what());
     }
 }
+
+// Checks a cache hit against its source. The source is hashed now, never trusted from
+// the hashes stored when the entry was made: a file rewritten in place with its old size
+// and times must fail here. One pass over the source, one over the copy.
+void verify_cache_hit(NodeCache& cache, const std::string& key, const OpenSource& source, const std::string& src,
+                      const std::string& data_path, unsigned threads) {
+    std::optional<Manifest> stored = cache.stored_manifest(key);
+    if (!stored) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(key) + " has no manifest; run aihpc-stage cache gc");
+    Manifest expected = expected_with_hashes(source, *stored, threads);
+    UniqueFd data(::open(data_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!data) throw_errno("cannot open " + data_path);
+    try {
+        verify_item(data.get(), expected, true, threads, data_path);
+    } catch (const Error& e) {
+        throw Error("stage-in of " + src + " failed: the source no longer matches its cached copy (" + e.what() +
+                    "); it was changed without changing its size or times. Touch the changed files, or run "
+                    "aihpc-stage cache gc, then stage again");
+    }
+}
+
+// What DIR/NAME links to: a relative path, so that bound into a container together with
+// the cache (one common parent, such as the node's local_root) it still resolves there.
+std::string link_target(const std::string& to_dir, const std::string& data_path) {
+    std::filesystem::path link_dir = std::filesystem::absolute(to_dir).lexically_normal();
+    std::filesystem::path data = std::filesystem::absolute(data_path).lexically_normal();
+    std::filesystem::path target = data.lexically_relative(link_dir);
+    return target.empty() ? data.string() : target.string();
+}
+
+}  // namespace
 
 StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings) {
     auto started = std::chrono::steady_clock::now();
@@ -236,12 +270,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     if (settings.private_mode) {
         std::string temp = "." + name + ".aihpc-tmp." + unique_suffix();
         std::string temp_path = join_path(settings.to_dir, temp);
-        std::uint64_t room = 0;
-        try {
-            room = std::min(private_copy_room(settings, manifest.byte_count()), free_space(to_dir.get()));
-        } catch (const Error& e) {
-            throw Error("stage-in of " + src + " failed: " + e.what());
-        }
+        std::uint64_t room = private_copy_room(settings, manifest.byte_count(), to_dir.get(), src);
         TemporaryTree copy(to_dir.get(), temp);
         Manifest written;
         try {
@@ -303,31 +332,10 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
             if (!totals) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(item.key) + " has no info file; run aihpc-stage cache gc");
             item.bytes = totals->bytes;
             item.files = totals->files;
-            if (settings.verify) {
-                std::optional<Manifest> stored = cache.stored_manifest(item.key);
-                if (!stored) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(item.key) + " has no manifest; run aihpc-stage cache gc");
-                // The source is hashed now, never trusted from the hashes stored when the
-                // entry was made: a file rewritten in place with its old size and times
-                // must fail here. One pass over the source, one over the copy.
-                Manifest expected = expected_with_hashes(source, *stored, settings.threads);
-                UniqueFd data(::open(got.data_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-                if (!data) throw_errno("cannot open " + got.data_path);
-                try {
-                    verify_item(data.get(), expected, true, settings.threads, got.data_path);
-                } catch (const Error& e) {
-                    throw Error("stage-in of " + src + " failed: the source no longer matches its cached copy (" + e.what() +
-                                "); it was changed without changing its size or times. Touch the changed files, or run "
-                                "aihpc-stage cache gc, then stage again");
-                }
-            }
+            if (settings.verify) verify_cache_hit(cache, item.key, source, src, got.data_path, settings.threads);
         }
         item.lease = std::move(got.lease);
-        // A relative link: bound into a container together with the cache (one common
-        // parent, such as the node's local_root), DIR/NAME still resolves there.
-        std::filesystem::path link_dir = std::filesystem::absolute(settings.to_dir).lexically_normal();
-        std::filesystem::path data = std::filesystem::absolute(item.data_path).lexically_normal();
-        std::filesystem::path target = data.lexically_relative(link_dir);
-        publish_link(to_dir.get(), name, target.empty() ? data.string() : target.string(), item.path);
+        publish_link(to_dir.get(), name, link_target(settings.to_dir, item.data_path), item.path);
     }
     item.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     item.op_latency_ns = pool.median_latency_ns();

@@ -16,6 +16,7 @@
 #include "common/text.hpp"
 #include "stage/fs.hpp"
 #include "stage/manifest.hpp"
+#include "stage/tree_flush.hpp"
 
 namespace aihpc::stage {
 

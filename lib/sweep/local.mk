@@ -31,7 +31,6 @@ UNIT_TESTS += tests/unit/test_sweep_schedule
 tests_unit_test_sweep_schedule_SOURCES = tests/unit/test_sweep_schedule.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_sweep_schedule_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
 
-dist_man_MANS += man/aihpc-sweep.1
 EXTRA_DIST += bench/sweep/run.sh bench/sweep/reference.py \
 	bench/sweep/promote.sh \
 	tests/integration/50-sweep.sh tests/integration/51-sweep-phases.sh tests/integration/52-sweep-hyperband.sh

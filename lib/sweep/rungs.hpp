@@ -136,7 +136,8 @@ void add_rung_place(Assignment& params, const RungPlace& place, const std::strin
 
 namespace aihpc::sweep {
 
-// One array that submit would make, as `plan --json` shows it (INTERFACE.md section 5):
+// One array that submit would make, as `plan --json` shows it (aihpc-sweep(1), COMMANDS,
+// plan):
 // bracket, rung and budget are null without a schedule; the array of a later rung is
 // null, since its configurations are known only once the rung before it is decided.
 struct PlannedArray {

@@ -1,5 +1,6 @@
-// The parameter shorthand of the command line (INTERFACE.md, aihpc-sweep), compiled
-// one-to-one into the JSON spec, which parse_spec() then reads like any spec file:
+// The parameter shorthand of the command line (aihpc-sweep(1), "Parameter shorthand"),
+// compiled one-to-one into the JSON spec, which parse_spec() then reads like any spec
+// file:
 //
 //   lr=1e-4,3e-4,1e-3            values
 //   bs=range(32,129,32)          range, linspace, logspace: (a,b[,step or n])

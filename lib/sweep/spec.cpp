@@ -201,6 +201,67 @@ struct Parser {
         return axes;
     }
 
+    // A zip's columns: named like parameters, all of one non-zero length.
+    void parse_zip_columns(const JsonValue& z, const std::string& zpath, Axis& axis) {
+        std::size_t rows = 0;
+        for (const auto& [key, column] : need_object(z, zpath)) {
+            auto cpath = member_path(zpath, key);
+            check_param_name(key, cpath);
+            const auto& cells = need_array(column, cpath);
+            std::size_t n = cells.size();
+            if (axis.zip_names.empty()) rows = n;
+            else if (n != rows)
+                fail(zpath, "columns have lengths " + std::to_string(rows) + " and " + std::to_string(n));
+            std::vector<Scalar> values;
+            for (std::size_t i = 0; i < n; ++i) values.push_back(get_scalar(cells[i], index_path(cpath, i)));
+            axis.zip_names.emplace_back(key);
+            axis.zip_columns.push_back(std::move(values));
+        }
+        if (axis.zip_names.empty()) fail(zpath, "has no columns");
+        if (rows == 0) fail(zpath, "columns are empty");
+    }
+
+    // The numbers of a range, linspace, logspace or distribution (`n` of them as written,
+    // at bpath), and a distribution's count.
+    void check_args(const JsonValue& v, const std::string& path, const std::string& bpath, std::size_t n, Axis& axis) {
+        switch (axis.kind) {
+        case AxisKind::range: {
+            if (n != 2 && n != 3) fail(bpath, "must be [start, stop] or [start, stop, step]");
+            if (n == 2) axis.args.push_back(Number{true, 1, 0});
+            if (axis.args[2].value() == 0) fail(bpath, "step must not be 0");
+            double span = (axis.args[1].value() - axis.args[0].value()) / axis.args[2].value();
+            if (!(span > 0)) fail(bpath, "is empty: stop is not beyond start in the direction of step");
+            if (span > 1e12) fail(bpath, "has too many values");
+            break;
+        }
+        case AxisKind::linspace:
+        case AxisKind::logspace:
+            if (n != 3 || !axis.args[2].is_int || axis.args[2].i < 1)
+                fail(bpath, "must be [first, last, n] with n a positive integer");
+            if (axis.kind == AxisKind::logspace && (axis.args[0].value() <= 0 || axis.args[1].value() <= 0))
+                fail(bpath, "both ends must be positive");
+            break;
+        default: {
+            if (n != 2) fail(bpath, std::string("must be [") + (axis.kind == AxisKind::normal ? "mean, stddev]" : "low, high]"));
+            double a = axis.args[0].value(), b = axis.args[1].value();
+            if (axis.kind == AxisKind::normal && b < 0) fail(bpath, "stddev must not be negative");
+            if (axis.kind != AxisKind::normal && a > b) fail(bpath, "low must not exceed high");
+            if (axis.kind == AxisKind::loguniform && a <= 0) fail(bpath, "both ends must be positive");
+            if (axis.kind == AxisKind::int_ && !(axis.args[0].is_int && axis.args[1].is_int)) fail(bpath, "both ends must be integers");
+            if (const JsonValue* c = v.find("count")) axis.count = get_uint(*c, member_path(path, "count"), 1);
+            else if (method == Method::grid) fail(path, "a '" + std::string(axis_kind_name(axis.kind)) + "' axis needs a count in a grid sweep");
+            if (method == Method::grid && axis.kind == AxisKind::int_ && axis.count) {
+                // The draws never repeat, so there can be no more of them than integers.
+                auto span = static_cast<std::uint64_t>(axis.args[1].i) - static_cast<std::uint64_t>(axis.args[0].i) + 1;
+                if (span != 0 && axis.count > span)
+                    fail(member_path(path, "count"), "asks for " + std::to_string(axis.count) + " distinct integers of [" +
+                                                         std::to_string(axis.args[0].i) + ", " + std::to_string(axis.args[1].i) + "], which has " +
+                                                         std::to_string(span));
+            }
+        }
+        }
+    }
+
     Axis parse_axis(const JsonValue& v, const std::string& path, bool in_union) {
         need_object(v, path);
         Axis axis;
@@ -224,23 +285,7 @@ struct Parser {
         if (const JsonValue* z = v.find("zip")) {
             check_keys(v, path, in_union ? std::initializer_list<std::string_view>{"zip", "fixed"} : std::initializer_list<std::string_view>{"zip"});
             axis.kind = AxisKind::zip;
-            auto zpath = member_path(path, "zip");
-            std::size_t rows = 0;
-            for (const auto& [key, column] : need_object(*z, zpath)) {
-                auto cpath = member_path(zpath, key);
-                check_param_name(key, cpath);
-                const auto& cells = need_array(column, cpath);
-                std::size_t n = cells.size();
-                if (axis.zip_names.empty()) rows = n;
-                else if (n != rows)
-                    fail(zpath, "columns have lengths " + std::to_string(rows) + " and " + std::to_string(n));
-                std::vector<Scalar> values;
-                for (std::size_t i = 0; i < n; ++i) values.push_back(get_scalar(cells[i], index_path(cpath, i)));
-                axis.zip_names.emplace_back(key);
-                axis.zip_columns.push_back(std::move(values));
-            }
-            if (axis.zip_names.empty()) fail(zpath, "has no columns");
-            if (rows == 0) fail(zpath, "columns are empty");
+            parse_zip_columns(*z, member_path(path, "zip"), axis);
             return axis;
         }
         const JsonValue* p = v.find("param");
@@ -283,42 +328,7 @@ struct Parser {
             return axis;
         }
         for (std::size_t i = 0; i < n; ++i) axis.args.push_back(get_number(items[i], index_path(bpath, i)));
-        switch (axis.kind) {
-        case AxisKind::range: {
-            if (n != 2 && n != 3) fail(bpath, "must be [start, stop] or [start, stop, step]");
-            if (n == 2) axis.args.push_back(Number{true, 1, 0});
-            if (axis.args[2].value() == 0) fail(bpath, "step must not be 0");
-            double span = (axis.args[1].value() - axis.args[0].value()) / axis.args[2].value();
-            if (!(span > 0)) fail(bpath, "is empty: stop is not beyond start in the direction of step");
-            if (span > 1e12) fail(bpath, "has too many values");
-            break;
-        }
-        case AxisKind::linspace:
-        case AxisKind::logspace:
-            if (n != 3 || !axis.args[2].is_int || axis.args[2].i < 1)
-                fail(bpath, "must be [first, last, n] with n a positive integer");
-            if (axis.kind == AxisKind::logspace && (axis.args[0].value() <= 0 || axis.args[1].value() <= 0))
-                fail(bpath, "both ends must be positive");
-            break;
-        default: {
-            if (n != 2) fail(bpath, std::string("must be [") + (axis.kind == AxisKind::normal ? "mean, stddev]" : "low, high]"));
-            double a = axis.args[0].value(), b = axis.args[1].value();
-            if (axis.kind == AxisKind::normal && b < 0) fail(bpath, "stddev must not be negative");
-            if (axis.kind != AxisKind::normal && a > b) fail(bpath, "low must not exceed high");
-            if (axis.kind == AxisKind::loguniform && a <= 0) fail(bpath, "both ends must be positive");
-            if (axis.kind == AxisKind::int_ && !(axis.args[0].is_int && axis.args[1].is_int)) fail(bpath, "both ends must be integers");
-            if (const JsonValue* c = v.find("count")) axis.count = get_uint(*c, member_path(path, "count"), 1);
-            else if (method == Method::grid) fail(path, "a '" + std::string(axis_kind_name(axis.kind)) + "' axis needs a count in a grid sweep");
-            if (method == Method::grid && axis.kind == AxisKind::int_ && axis.count) {
-                // The draws never repeat, so there can be no more of them than integers.
-                auto span = static_cast<std::uint64_t>(axis.args[1].i) - static_cast<std::uint64_t>(axis.args[0].i) + 1;
-                if (span != 0 && axis.count > span)
-                    fail(member_path(path, "count"), "asks for " + std::to_string(axis.count) + " distinct integers of [" +
-                                                         std::to_string(axis.args[0].i) + ", " + std::to_string(axis.args[1].i) + "], which has " +
-                                                         std::to_string(span));
-            }
-        }
-        }
+        check_args(v, path, bpath, n, axis);
         return axis;
     }
 
@@ -522,6 +532,63 @@ Schedule parse_schedule(const JsonValue& v, const std::vector<std::string>& axis
     return s;
 }
 
+// The "slurm" member: the arrays' throttle, size and packing, and the words for sbatch.
+void parse_slurm(const JsonValue& s, SlurmOptions& slurm) {
+    need_object(s, "slurm");
+    check_keys(s, "slurm", {"throttle", "max_array_size", "pack", "sbatch", "aihpc"});
+    if (const JsonValue* v = s.find("throttle")) slurm.throttle = get_uint(*v, "slurm.throttle");
+    if (const JsonValue* v = s.find("pack")) slurm.pack = get_uint(*v, "slurm.pack", 1);
+    if (const JsonValue* v = s.find("max_array_size")) {
+        if (v->is_string()) {
+            if (get_string(*v, "slurm.max_array_size") != "auto") fail("slurm.max_array_size", "must be a positive integer or \"auto\"");
+        } else {
+            slurm.max_array_size = get_uint(*v, "slurm.max_array_size", 1);
+        }
+    }
+    if (const JsonValue* v = s.find("sbatch")) slurm.sbatch = get_words(*v, "slurm.sbatch");
+    if (const JsonValue* v = s.find("aihpc")) slurm.aihpc = get_words(*v, "slurm.aihpc");
+    for (std::size_t i = 0; i < slurm.aihpc.size(); ++i)
+        if (slurm.aihpc[i].rfind("--aihpc-", 0) != 0) fail(index_path("slurm.aihpc", i), "must be an --aihpc-* option");
+}
+
+// The "phases" member: each phase's name (unique), the earlier phase it runs after, its
+// sbatch and aihpc words and its own command, whose placeholders are `names`.
+void parse_phases(const JsonValue& p, const std::vector<std::string>& names, std::vector<Phase>& phases) {
+    const std::string phases_path = "phases";
+    const auto& list = need_array(p, phases_path);
+    if (list.empty()) fail("phases", "is empty");
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        auto path = index_path("phases", i);
+        const JsonValue& v = list[i];
+        need_object(v, path);
+        check_keys(v, path, {"name", "after", "sbatch", "aihpc", "command"});
+        Phase phase;
+        const JsonValue* n = v.find("name");
+        if (!n) fail(path, "needs a name");
+        phase.name = get_string(*n, member_path(path, "name"));
+        for (char c : phase.name)
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+                fail(member_path(path, "name"), "may hold only letters, digits, '_' and '-'");
+        if (phase.name.empty()) fail(member_path(path, "name"), "is empty");
+        for (auto& other : phases)
+            if (other.name == phase.name) fail(member_path(path, "name"), "phase '" + phase.name + "' is given twice");
+        if (const JsonValue* a = v.find("after")) {
+            phase.after = get_string(*a, member_path(path, "after"));
+            bool earlier = false;
+            for (auto& other : phases) earlier = earlier || other.name == phase.after;
+            if (!earlier) fail(member_path(path, "after"), "'" + phase.after + "' is not an earlier phase");
+        }
+        if (const JsonValue* s = v.find("sbatch")) phase.sbatch = get_words(*s, member_path(path, "sbatch"));
+        if (const JsonValue* s = v.find("aihpc")) phase.aihpc = get_words(*s, member_path(path, "aihpc"));
+        if (const JsonValue* c = v.find("command")) {
+            phase.command = get_command(*c, member_path(path, "command"));
+            phase.command_given = true;
+            check_template(phase.command, names, member_path(path, "command"));
+        }
+        phases.push_back(std::move(phase));
+    }
+}
+
 }  // namespace
 
 SweepSpec parse_spec(std::string_view json_text) {
@@ -585,57 +652,9 @@ SweepSpec parse_spec(std::string_view json_text) {
         spec.command = get_command(*v, "command");
         check_template(spec.command, names, "command");
     }
-    if (const JsonValue* s = root.find("slurm")) {
-        need_object(*s, "slurm");
-        check_keys(*s, "slurm", {"throttle", "max_array_size", "pack", "sbatch", "aihpc"});
-        if (const JsonValue* v = s->find("throttle")) spec.slurm.throttle = get_uint(*v, "slurm.throttle");
-        if (const JsonValue* v = s->find("pack")) spec.slurm.pack = get_uint(*v, "slurm.pack", 1);
-        if (const JsonValue* v = s->find("max_array_size")) {
-            if (v->is_string()) {
-                if (get_string(*v, "slurm.max_array_size") != "auto") fail("slurm.max_array_size", "must be a positive integer or \"auto\"");
-            } else {
-                spec.slurm.max_array_size = get_uint(*v, "slurm.max_array_size", 1);
-            }
-        }
-        if (const JsonValue* v = s->find("sbatch")) spec.slurm.sbatch = get_words(*v, "slurm.sbatch");
-        if (const JsonValue* v = s->find("aihpc")) spec.slurm.aihpc = get_words(*v, "slurm.aihpc");
-        for (std::size_t i = 0; i < spec.slurm.aihpc.size(); ++i)
-            if (spec.slurm.aihpc[i].rfind("--aihpc-", 0) != 0) fail(index_path("slurm.aihpc", i), "must be an --aihpc-* option");
-    }
+    if (const JsonValue* s = root.find("slurm")) parse_slurm(*s, spec.slurm);
     if (const JsonValue* p = root.find("phases")) {
-        const std::string phases_path = "phases";
-        const auto& list = need_array(*p, phases_path);
-        if (list.empty()) fail("phases", "is empty");
-        for (std::size_t i = 0; i < list.size(); ++i) {
-            auto path = index_path("phases", i);
-            const JsonValue& v = list[i];
-            need_object(v, path);
-            check_keys(v, path, {"name", "after", "sbatch", "aihpc", "command"});
-            Phase phase;
-            const JsonValue* n = v.find("name");
-            if (!n) fail(path, "needs a name");
-            phase.name = get_string(*n, member_path(path, "name"));
-            for (char c : phase.name)
-                if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
-                    fail(member_path(path, "name"), "may hold only letters, digits, '_' and '-'");
-            if (phase.name.empty()) fail(member_path(path, "name"), "is empty");
-            for (auto& other : spec.phases)
-                if (other.name == phase.name) fail(member_path(path, "name"), "phase '" + phase.name + "' is given twice");
-            if (const JsonValue* a = v.find("after")) {
-                phase.after = get_string(*a, member_path(path, "after"));
-                bool earlier = false;
-                for (auto& other : spec.phases) earlier = earlier || other.name == phase.after;
-                if (!earlier) fail(member_path(path, "after"), "'" + phase.after + "' is not an earlier phase");
-            }
-            if (const JsonValue* s = v.find("sbatch")) phase.sbatch = get_words(*s, member_path(path, "sbatch"));
-            if (const JsonValue* s = v.find("aihpc")) phase.aihpc = get_words(*s, member_path(path, "aihpc"));
-            if (const JsonValue* c = v.find("command")) {
-                phase.command = get_command(*c, member_path(path, "command"));
-                phase.command_given = true;
-                check_template(phase.command, names, member_path(path, "command"));
-            }
-            spec.phases.push_back(std::move(phase));
-        }
+        parse_phases(*p, names, spec.phases);
     } else {
         spec.phases.push_back(Phase{"main", "", {}, {}, {}, false});
     }

@@ -1,4 +1,4 @@
-// The sweep spec: the JSON document of INTERFACE.md section 3, as plain values.
+// The sweep spec: the JSON document of aihpc-sweep(1), "The spec", as plain values.
 // parse_spec() validates everything up front and names the path into the document in
 // every error, so that a sweep that expands is a sweep that can run.
 #pragma once
@@ -77,9 +77,9 @@ struct SlurmOptions {
 
 enum class Method { grid, random };
 
-// Early stopping (INTERFACE.md section 5): the configurations of the space run in rungs
-// of growing budget, and only the best of each rung go on. `resource` is the parameter
-// that carries the budget; no axis gives it.
+// Early stopping (aihpc-sweep(1), EARLY STOPPING): the configurations of the space run
+// in rungs of growing budget, and only the best of each rung go on. `resource` is the
+// parameter that carries the budget; no axis gives it.
 enum class ScheduleType { sha, hyperband, asha };
 const char* schedule_type_name(ScheduleType type);
 

@@ -1,5 +1,5 @@
-// The sweep dir on disk (INTERFACE.md section 3): writing it from a spec, opening it
-// again, and looking up one task in O(1) through tasks.idx.
+// The sweep dir on disk (aihpc-sweep(1), "The sweep dir"): writing it from a spec,
+// opening it again, and looking up one task in O(1) through tasks.idx.
 #pragma once
 #include <cstdint>
 #include <optional>

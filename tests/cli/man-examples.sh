@@ -60,7 +60,7 @@ run_examples() {
 mkdir -p "$tmp/work"
 ran=0
 : >"$tmp/lines.raw"
-run_examples "$src/man/aihpc-sweep.1"
+run_examples "$src/man/aihpc-sweep.1.in"
 [ -f "$tmp/work/runs/grid/tasks.jsonl" ] || fail "the examples of aihpc-sweep(1) made no runs/grid"
 [ -f "$tmp/work/runs/resnet/tasks.jsonl" ] || fail "the examples of aihpc-sweep(1) made no runs/resnet"
 
@@ -87,7 +87,7 @@ for sweep in ("grid", "resnet"):
 PY
 # The failed list of runs/grid needs one missing task too, for resubmit to have work.
 rm -f "$tmp/work/runs/grid/results/5.json"
-run_examples "$src/man/aihpc-collect.1"
+run_examples "$src/man/aihpc-collect.1.in"
 [ -s "$tmp/work/grid.csv" ] || fail "the examples of aihpc-collect(1) wrote no grid.csv"
 [ -s "$tmp/work/grid.html" ] || fail "the examples of aihpc-collect(1) wrote no grid.html"
 
@@ -100,7 +100,7 @@ mkdir -p "$w/datasets/cifar/train" "$w/job/ckpt" "$w/scratch"
 seq 1 1000 >"$w/datasets/cifar/train/labels.txt"
 tar --zstd -C "$w/datasets/cifar" -cf "$w/datasets/cifar.tar.zst" train
 echo weights >"$w/job/ckpt/model.pt"
-run_examples "$src/man/aihpc-stage.1" stage \
+run_examples "$src/man/aihpc-stage.1.in" stage \
     "s|/datasets/|$w/datasets/|g; s|/tmp/job|$w/job|g; s|/tmp/aihpc-cache|$w/aihpc-cache|g; s|/scratch/\\\$USER|$w/scratch|g"
 [ -f "$w/job/cifar/train/labels.txt" ] || fail "the examples of aihpc-stage(1) staged no cifar"
 ls "$w/scratch" | grep -q '^ckpt' || fail "the examples of aihpc-stage(1) copied no checkpoint back"
@@ -109,7 +109,7 @@ ls "$w/scratch" | grep -q '^ckpt' || fail "the examples of aihpc-stage(1) copied
 cp "$src/tests/fixtures/topologies/hwloc-nvidiaDGX2.xml" "$w/node.xml"
 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1
 export LOCAL_RANK LOCAL_WORLD_SIZE
-run_examples "$src/man/aihpc-bind.1" bind "s|-- python train.py|-- true|; s|-- ./solver|-- true|"
+run_examples "$src/man/aihpc-bind.1.in" bind "s|-- python train.py|-- true|; s|-- ./solver|-- true|"
 [ $((ran - before)) -ge 6 ] || fail "only $((ran - before)) example lines of aihpc-stage(1) and aihpc-bind(1) found"
 [ $status = 0 ] && echo "ok: the $ran example lines of aihpc-sweep(1), aihpc-collect(1), aihpc-stage(1) and aihpc-bind(1) run"
 exit $status

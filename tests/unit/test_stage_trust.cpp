@@ -28,6 +28,7 @@
 #include "stage/node_cache.hpp"
 #include "stage/node_layout.hpp"
 #include "stage/stage_in.hpp"
+#include "stage/tree_flush.hpp"
 #include "temp_dir.hpp"
 
 using namespace aihpc;
