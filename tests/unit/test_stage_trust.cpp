@@ -515,27 +515,6 @@ static void a_stopped_lease_holder_ends_with_the_step(void**) {
     assert_true(exclusive_lock_free(lock));
 }
 
-static void a_private_copy_over_the_users_room_is_refused(void**) {
-    TempDir tmp;
-    tmp.make_dir("src");
-    tmp.write("src/f", std::string(2 * mib, 's'));
-    StageSettings settings;
-    settings.to_dir = tmp.path() + "/to";
-    settings.cache_dir = tmp.path() + "/cache";
-    settings.limits = CacheLimits{mib, mib / 2};
-    settings.uid = ::geteuid();
-    settings.private_mode = true;
-    expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); },
-                            "a private copy of 2097152 bytes does not fit this user's room on the node");
-    assert_false(exists(tmp.path() + "/to/src"));
-    assert_int_equal(count_entries(tmp.path() + "/to"), 0);
-    // Within the room it is made, and no cache entry is.
-    settings.limits = CacheLimits{8 * mib, 4 * mib};
-    stage_in(tmp.path() + "/src", "src", settings);
-    assert_true(exists(tmp.path() + "/to/src/f"));
-    assert_int_equal(count_entries(tmp.path() + "/cache/entries"), 0);
-}
-
 // ---- the user's stager keeps to its share
 
 static void a_stager_over_its_share_is_refused_with_its_share_named(void**) {
@@ -549,6 +528,16 @@ static void a_stager_over_its_share_is_refused_with_its_share_named(void**) {
     settings.uid = ::geteuid();
     expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); }, "share of the node cache is 1048576 bytes");
     assert_false(exists(tmp.path() + "/to/src"));
+    // A private copy takes the same disk, so it is held to the same share...
+    settings.private_mode = true;
+    expect_error_containing([&] { stage_in(tmp.path() + "/src", "src", settings); },
+                            "a private copy of 2097152 bytes does not fit this user's room on the node");
+    assert_int_equal(count_entries(tmp.path() + "/to"), 0);
+    // ...and within it, it is made, and no cache entry is.
+    settings.limits = CacheLimits{8 * mib, 4 * mib};
+    stage_in(tmp.path() + "/src", "src", settings);
+    assert_true(exists(tmp.path() + "/to/src/f"));
+    assert_int_equal(count_entries(tmp.path() + "/cache/entries"), 0);
 }
 
 // ---- copies in flight: promised under a lock before they copy
@@ -992,7 +981,6 @@ int main(void) {
         cmocka_unit_test(a_prepare_measures_its_own_user_alone),
         cmocka_unit_test(a_kept_job_dir_counts_against_its_user),
         cmocka_unit_test(a_running_jobs_private_copy_counts_against_its_user),
-        cmocka_unit_test(a_private_copy_over_the_users_room_is_refused),
         cmocka_unit_test(the_lease_holder_keeps_the_leases_until_its_pipe_closes),
         cmocka_unit_test(a_stopped_lease_holder_ends_with_the_step),
         cmocka_unit_test(a_stager_over_its_share_is_refused_with_its_share_named),
