@@ -42,7 +42,7 @@ for _ in $(seq 100); do [ "$(squeue -h -j "$id" -o %t)" = R ] && break; sleep 0.
 sleep 2
 scancel "$id"
 ok "after scancel of a stuck stage every node is idle again within 30 s" wait_nodes_idle 30
-ok "no aihpc-node is left behind" bash -c "! pgrep -u '$test_user' -f 'aihpc-node' >/dev/null"
+ok "no aihpc-node is left behind" test -z "$(live_pids "$test_user" aihpc-node)"
 
 # ---- A squatted local_root: a directory the user owns is never trusted.
 as_user mkdir -p "$work/squat/aihpc"

@@ -40,7 +40,7 @@ ok "the job fails (srun exit $status)" test $status -ne 0
 ok "the message says a lease lies on another file system, and what to do" \
     grep -q "aihpc: .*a cache lease of this job lies on another file system than .*unmount it" out
 unmount
-ok "no aihpc-node is left behind" bash -c "! pgrep -u $test_user -f aihpc-node >/dev/null"
+ok "no aihpc-node is left behind" test -z "$(live_pids "$test_user" aihpc-node)"
 ok "the node is idle and takes the same stage once the mount is gone" \
     bash -c "[ \"\$(sinfo -h -n n1 -o %t)\" = idle ] && runuser -u $test_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 --aihpc-stage='$work/data:data' true"
 finish

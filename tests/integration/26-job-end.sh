@@ -55,7 +55,7 @@ cut_stage_out() {
         pkill -9 -u "$test_user" -f "aihpc-node run-task"
         scancel "$id" ;;
     kill-wrapper)
-        pid=$(pgrep -u "$test_user" -f "aihpc-node run-task")
+        pid=$(live_pids "$test_user" "aihpc-node run-task")
         [ -n "$pid" ] && kill -9 $pid
         scancel "$id" ;;
     esac

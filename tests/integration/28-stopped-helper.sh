@@ -11,11 +11,10 @@ mkdir -p big
 head -c 1500M /dev/urandom >big/blob
 chmod -R a+rX big
 
-
 id=$(as_user sbatch --parsable -w n1 -o out --aihpc-stage-mode=private --aihpc-stage="$work/big:big" --wrap 'sleep 600')
 helper=
 for _ in $(seq 200); do
-    helper=$(pgrep -u "$test_user" -f 'aihpc-node prepare-stage-in' | head -1)
+    helper=$(live_pids "$test_user" 'aihpc-node prepare-stage-in' | head -1)
     [ -n "$helper" ] && break
     sleep 0.05
 done
@@ -32,6 +31,6 @@ scancel "$id"
 start=$SECONDS
 ok "the node is idle again within 30 s of scancel, though the helper was stopped" wait_nodes_idle 30
 echo "# idle after $((SECONDS - start)) s"
-ok "no helper of the job is left" bash -c "! pgrep -u $test_user -f 'aihpc-node' >/dev/null"
+ok "no helper of the job is left" test -z "$(live_pids "$test_user" aihpc-node)"
 ok "the job did not complete" bash -c "[ \"\$(wait_job() { :; }; scontrol show job $id -o 2>/dev/null | tr ' ' '\n' | sed -n 's/^JobState=//p')\" != COMPLETED ]"
 finish

@@ -109,6 +109,17 @@ kill_job_processes() {
     return 0
 }
 
+# live_pids USER PATTERN: the pids pgrep -u USER -f PATTERN finds, less zombies. A cache
+# lease holder killed at its step's end is inherited by the machine's init, which in a
+# container may never reap it; a zombie holds nothing, and pgrep matches it by its bare
+# name.
+live_pids() {
+    local pid
+    for pid in $(pgrep -u "$1" -f "$2"); do
+        grep -q '^State:[[:space:]]*Z' /proc/"$pid"/status 2>/dev/null || echo "$pid"
+    done
+}
+
 # wait_nodes_idle SECONDS: true once every node is idle again; else shows sinfo.
 nodes_idle() { [ "$(sinfo -h -N -o %t | sort -u | tr '\n' ' ')" = "idle " ]; }
 wait_nodes_idle() {
