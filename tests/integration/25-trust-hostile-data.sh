@@ -204,7 +204,12 @@ started_in_ms() {
     wait $job
 }
 baseline=$(started_in_ms)
-ok "root left a 4,096-deep tree and 250,000 names in trash/" python3 - "$trash" <<'EOF'
+# Made beside trash/ and renamed into it whole: an epilog still emptying trash/ for an
+# earlier job would otherwise remove the trees while they are being made.
+setup=$local_root_n1/.trash-setup.$$
+mkdir -p "$setup"
+made=0
+python3 - "$setup" <<'EOF' && mv "$setup/deep.left" "$setup/flat.left" "$trash/" && rmdir "$setup" && made=1
 import os, sys
 top = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
 os.mkdir("deep.left", dir_fd=top)
@@ -226,6 +231,7 @@ for i in range(250000):
     else:
         os.link(first, "n%d" % i, src_dir_fd=flat, dst_dir_fd=flat)
 EOF
+ok "root left a 4,096-deep tree and 250,000 names in trash/" test "$made" = 1
 before=$(trash_names)
 first=$(started_in_ms)
 left=$(cat "$work/left")
