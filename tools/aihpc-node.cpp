@@ -52,7 +52,7 @@
 #include "stage/stage_in.hpp"
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
-#include "sweep/process.hpp"
+#include "common/process.hpp"
 
 extern char** environ;
 
@@ -176,8 +176,8 @@ void account(const NodeRequest& r, const HelperChannel&) {
 // limit); nothing depends on it, and a refusal costs a note in slurmd's log.
 void record_in_admin_comment(const NodeRequest& r, const HelperChannel& channel, const std::string& text) {
     try {
-        sweep::CommandOutput out =
-            sweep::capture_output({"scontrol", "update", "JobId=" + job_text(r), "AdminComment=aihpc: " + text});
+        CommandOutput out =
+            capture_output({"scontrol", "update", "JobId=" + job_text(r), "AdminComment=aihpc: " + text});
         if (out.status != 0)
             channel.note("job " + job_text(r) + ": what was kept is not in its AdminComment: " + std::string(trim(out.err)));
     } catch (const Error& e) {
@@ -407,7 +407,7 @@ constexpr std::uint32_t batch_step_id = 0xfffffffb;
 // When the checkpoint signal is due: SECS before the job's time limit, as the controller
 // says now; nullopt for a job without a limit, or when the controller does not answer.
 std::optional<std::chrono::steady_clock::time_point> checkpoint_signal_time(const NodeRequest& r) {
-    sweep::CommandOutput out = sweep::capture_output({"squeue", "-h", "-j", job_text(r), "-o", "%T %L"});
+    CommandOutput out = capture_output({"squeue", "-h", "-j", job_text(r), "-o", "%T %L"});
     WatchedJob job = parse_job_state(out.status == 0 ? out.out : "");
     if (!job.seconds_left) return std::nullopt;
     std::int64_t in = static_cast<std::int64_t>(*job.seconds_left) - r.options.checkpoint->seconds;
@@ -416,7 +416,7 @@ std::optional<std::chrono::steady_clock::time_point> checkpoint_signal_time(cons
 
 // Whether the job runs steps of its own now (srun), besides the batch and extern steps.
 bool job_runs_steps(const NodeRequest& r) {
-    sweep::CommandOutput out = sweep::capture_output({"squeue", "-h", "-s", "-j", job_text(r), "-o", "%i"});
+    CommandOutput out = capture_output({"squeue", "-h", "-s", "-j", job_text(r), "-o", "%i"});
     for (const std::string& line : split(out.out, '\n')) {
         auto dot = line.find('.');
         if (dot != std::string::npos && parse_uint(trim(line.substr(dot + 1)))) return true;
@@ -451,7 +451,7 @@ void make_checkpoint_dir(const std::string& dir) {
 // the job again under its id, with SLURM_RESTART_COUNT one higher. The message, or the
 // reason it failed.
 std::pair<bool, std::string> requeue_job(const NodeRequest& r) {
-    sweep::CommandOutput out = sweep::capture_output({"scontrol", "requeue", job_text(r)});
+    CommandOutput out = capture_output({"scontrol", "requeue", job_text(r)});
     if (out.status != 0)
         return {false, "the task exited " + std::to_string(config::checkpoint_requeue_exit) +
                            " after its checkpoint, and job " + job_text(r) + " could not be requeued: " +

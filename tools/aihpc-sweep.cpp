@@ -22,7 +22,7 @@
 #include "config.h"
 #include "sweep/expand.hpp"
 #include "sweep/image_check.hpp"
-#include "sweep/process.hpp"
+#include "common/process.hpp"
 #include "sweep/refine.hpp"
 #include "sweep/results.hpp"
 #include "sweep/rounds.hpp"

@@ -5,7 +5,7 @@
 #include "collect/queue.hpp"
 #include "common/error.hpp"
 #include "common/text.hpp"
-#include "sweep/process.hpp"
+#include "common/process.hpp"
 #include "sweep/results.hpp"
 
 namespace aihpc::collect {
@@ -265,7 +265,7 @@ AccountingTable query_accounting(const std::set<std::string>& jobs, std::string&
     for (std::size_t first = 0; first < ids.size(); first += group) {
         std::vector<std::string> part(ids.begin() + static_cast<long>(first),
                                       ids.begin() + static_cast<long>(std::min(ids.size(), first + group)));
-        auto r = sweep::capture_output(
+        auto r = capture_output(
             {"sacct", "--duplicates", "--noheader", "--parsable2", "-j", join(part, ","), "-o", kAccountingFields});
         if (r.status == 127) {
             note = "sacct is not available, so --why shows no job states (TIMEOUT, OUT_OF_MEMORY, PREEMPTED, NODE_FAIL, CANCELLED)";

@@ -9,7 +9,7 @@
 #include "common/error.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
-#include "sweep/process.hpp"
+#include "common/process.hpp"
 #include "sweep/results.hpp"
 
 namespace aihpc::collect {
@@ -138,7 +138,7 @@ QueueSnapshot query_queue(const std::vector<sweep::ArraySubmission>& arrays, std
     for (std::size_t first = 0; first < ids.size(); first += group) {
         std::vector<std::string> part(ids.begin() + static_cast<long>(first),
                                       ids.begin() + static_cast<long>(std::min(ids.size(), first + group)));
-        auto r = sweep::capture_output({"squeue", "-h", "-r", "-j", join(part, ","), "-o", "%F %K %T"});
+        auto r = capture_output({"squeue", "-h", "-r", "-j", join(part, ","), "-o", "%F %K %T"});
         if (r.status != 0) {
             // squeue refuses a lone job id that slurmctld has already forgotten: nothing queued.
             if (r.err.find("Invalid job id") != std::string::npos) continue;
@@ -247,7 +247,7 @@ SacctTable query_sacct(const ResultTable& table, const std::vector<sweep::ArrayS
     }
     SacctTable out;
     for (auto& job : jobs) {
-        auto r = sweep::capture_output({"sacct", "-j", job, "-n", "-P", "-o", "JobID,State,ExitCode,Elapsed,MaxRSS"});
+        auto r = capture_output({"sacct", "-j", job, "-n", "-P", "-o", "JobID,State,ExitCode,Elapsed,MaxRSS"});
         std::string why = std::string(trim(r.err.empty() ? r.out : r.err));
         if (r.status != 0)
             throw Error("sacct failed for array job " + job + " (exit " + std::to_string(r.status) + "): " + why +

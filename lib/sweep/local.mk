@@ -11,7 +11,6 @@ lib_sweep_libaihpc_sweep_la_SOURCES = \
 	lib/sweep/image_check.cpp lib/sweep/image_check.hpp \
 	lib/sweep/runner.cpp lib/sweep/runner.hpp \
 	lib/sweep/results.cpp lib/sweep/results.hpp \
-	lib/sweep/process.hpp \
 	lib/sweep/refine.cpp lib/sweep/refine.hpp \
 	lib/sweep/rounds.cpp lib/sweep/rounds.hpp \
 	lib/sweep/schedule.cpp lib/sweep/schedule.hpp \

@@ -15,7 +15,7 @@
 #include "common/json.hpp"
 #include "common/paths.hpp"
 #include "common/text.hpp"
-#include "sweep/process.hpp"
+#include "common/process.hpp"
 #include "sweep/rounds.hpp"
 #include "sweep/runner.hpp"
 #include "sweep/submit_plan.hpp"

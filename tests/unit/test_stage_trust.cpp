@@ -475,14 +475,19 @@ static int wait_within_5s(pid_t pid) {
     return -1;
 }
 
+// A shared flock on `lock`, handed to a lease holder; the caller's own copy is closed,
+// so the holder's alone keeps the lock.
+static LeaseHolder holder_of_a_lease_on(const std::string& lock) {
+    UniqueFd lease(::open(lock.c_str(), O_RDONLY | O_CLOEXEC));
+    assert_int_equal(::flock(lease.get(), LOCK_SH), 0);
+    return hold_leases({lease.get()});
+}
+
 static void the_lease_holder_keeps_the_leases_until_its_pipe_closes(void**) {
     TempDir tmp;
     tmp.write("k.lock", "");
     std::string lock = tmp.path() + "/k.lock";
-    UniqueFd lease(::open(lock.c_str(), O_RDONLY | O_CLOEXEC));
-    assert_int_equal(::flock(lease.get(), LOCK_SH), 0);
-    LeaseHolder holder = hold_leases({lease.get()});
-    lease.reset();  // the holder's copy alone keeps the lock now
+    LeaseHolder holder = holder_of_a_lease_on(lock);
     assert_true(holder.release && holder.pidfd);
     ::usleep(50'000);
     assert_false(exclusive_lock_free(lock));
@@ -496,10 +501,7 @@ static void a_stopped_lease_holder_ends_with_the_step(void**) {
     TempDir tmp;
     tmp.write("k.lock", "");
     std::string lock = tmp.path() + "/k.lock";
-    UniqueFd lease(::open(lock.c_str(), O_RDONLY | O_CLOEXEC));
-    assert_int_equal(::flock(lease.get(), LOCK_SH), 0);
-    LeaseHolder holder = hold_leases({lease.get()});
-    lease.reset();
+    LeaseHolder holder = holder_of_a_lease_on(lock);
     // SIGTERM is ignored; SIGSTOP stops it, and then its pipe's close alone would not end it.
     ::kill(holder.pid, SIGTERM);
     ::kill(holder.pid, SIGSTOP);

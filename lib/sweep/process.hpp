@@ -1,8 +1,0 @@
-// The sweep tools run commands through the one in lib/common.
-#pragma once
-#include "common/process.hpp"
-
-namespace aihpc::sweep {
-using aihpc::capture_output;
-using aihpc::CommandOutput;
-}  // namespace aihpc::sweep
