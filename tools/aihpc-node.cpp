@@ -50,6 +50,8 @@
 #include "stage/node_layout.hpp"
 #include "stage/node_request.hpp"
 #include "stage/stage_in.hpp"
+#include "stage/squashfs_mount.hpp"
+#include "stage/squashfs_pack.hpp"
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
 #include "common/process.hpp"
@@ -229,13 +231,17 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     std::vector<stage::Lease> leases;
     for (const config::StageItem& item : r.options.stage) {
         auto old = before.find(item.name);
-        if (settings.private_mode && old != before.end() && old->second.outcome == "private") {
+        // An image's private copy is read through its mount, which a later step may have
+        // to make again: it goes through stage_in, which reuses the copy.
+        if (settings.private_mode && old != before.end() && old->second.outcome == "private" &&
+            !stage::is_squashfs_name(item.src)) {
             recorded.push_back(old->second);  // the job's own writable copy: never redone
             continue;
         }
         stage::StagedItem staged = stage::stage_in(item.src, item.name, settings);
         channel.note("stage-in " + item.name + ": " + stage::to_string(staged.outcome) + ", " + std::to_string(staged.files) +
-                     " files, " + std::to_string(staged.bytes) + " bytes, " + std::to_string(staged.seconds) + "s");
+                     " files, " + std::to_string(staged.bytes) + " bytes, " + std::to_string(staged.seconds) + "s" +
+                     (staged.mounted ? ", mounted with squashfuse at " + staged.path : ""));
         recorded.push_back({staged.name, staged.path, staged.manifest_hash, staged.key, stage::to_string(staged.outcome)});
         if (staged.lease) leases.push_back(std::move(staged.lease));
     }
@@ -634,6 +640,11 @@ void deliver_kept(const NodeRequest& r, const HelperChannel& channel) {
 // left goes with the next epilog.
 void epilog(const NodeRequest& r, const HelperChannel& channel) {
     std::string root_path = local_root(r);
+    // The job's squashfs mounts go first (their squashfuse may be dead or alive): a
+    // mount point cannot be removed, and root may not even look into a user's FUSE mount.
+    if (char real[PATH_MAX]; ::realpath(root_path.c_str(), real))
+        for (const std::string& stayed : stage::unmount_below(stage::job_layout(real, r.job_id, 0).stage_dir))
+            channel.note("job " + job_text(r) + ": could not unmount " + stayed);
     stage::JobCleanup cleanup =
         stage::retire_job_dirs(root_path, r.job_id, r.site.keep_failed_days, std::chrono::seconds(2));
     std::string name = job_text(r);

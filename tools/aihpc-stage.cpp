@@ -56,6 +56,8 @@ const char* usage_text =
     "\n"
     "Stages data to node-local storage with the engine of aihpc.so.\n"
     "  in      copy or extract each SRC (file, directory, .tar, .tar.gz, .tar.zst) to DIR/NAME;\n"
+    "          a squashfs image (.sqsh, .squashfs) is staged as one file and mounted\n"
+    "          read-only at DIR/NAME with squashfuse\n"
     "          with --cache, one read-only copy per source is shared (default mode: cache\n"
     "          when --cache is given, else private)\n"
     "  out     copy LOCAL to DEST beside-then-rename; an existing DEST is never replaced\n"
@@ -240,8 +242,9 @@ int run_in(const Args& args) {
     for (const StagedItem& item : staged) {
         if (args.json) std::printf("%s\n", staged_item_json(item).c_str());
         else
-            std::printf("%s -> %s: %" PRIu64 " files, %s, %.3fs, %s\n", item.src.c_str(), item.path.c_str(), item.files,
-                        human(item.bytes).c_str(), item.seconds, to_string(item.outcome));
+            std::printf("%s -> %s: %" PRIu64 " files, %s, %.3fs, %s%s\n", item.src.c_str(), item.path.c_str(), item.files,
+                        human(item.bytes).c_str(), item.seconds, to_string(item.outcome),
+                        item.mounted ? ", mounted with squashfuse (fusermount3 -u it when done)" : "");
     }
     return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +38,9 @@ CommandOutput capture_output(const std::vector<std::string>& argv) {
         if (null >= 0) ::dup2(null, 0);
         ::dup2(out.write.get(), 1);
         ::dup2(err.write.get(), 2);
+        // The command gets stdin, stdout and stderr only: a daemon it starts (squashfuse)
+        // must hold none of the caller's pipes, locks or leases.
+        ::syscall(SYS_close_range, 3u, ~0u, 0u);
         ::execvp(args[0], args.data());
         ::_exit(127);
     }

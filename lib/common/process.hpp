@@ -12,7 +12,8 @@ struct CommandOutput {
     std::string err;
 };
 
-// Runs argv (looked up on PATH) with stdin from /dev/null; waits for it.
+// Runs argv (looked up on PATH) with stdin from /dev/null and no other descriptor of
+// the caller; waits for it.
 CommandOutput capture_output(const std::vector<std::string>& argv);
 
 }  // namespace aihpc

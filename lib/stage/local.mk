@@ -9,6 +9,7 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
 	lib/stage/lease_holder.cpp lib/stage/lease_holder.hpp \
 	lib/stage/squashfs_pack.cpp lib/stage/squashfs_pack.hpp \
+	lib/stage/squashfs_mount.cpp lib/stage/squashfs_mount.hpp \
 	lib/stage/node_layout.cpp lib/stage/node_layout.hpp \
 	lib/stage/node_request.cpp lib/stage/node_request.hpp \
 	lib/stage/cache_ledger.cpp lib/stage/cache_ledger.hpp \
@@ -25,6 +26,9 @@ tests_unit_test_stage_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs) $(AR
 UNIT_TESTS += tests/unit/test_stage_pack
 tests_unit_test_stage_pack_SOURCES = tests/unit/test_stage_pack.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_stage_pack_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
+UNIT_TESTS += tests/unit/test_stage_image
+tests_unit_test_stage_image_SOURCES = tests/unit/test_stage_image.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_stage_image_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
 UNIT_TESTS += tests/unit/test_node_request
 tests_unit_test_node_request_SOURCES = tests/unit/test_node_request.cpp tests/unit/cmocka_cxx.hpp
 tests_unit_test_node_request_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)

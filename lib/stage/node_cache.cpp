@@ -44,6 +44,7 @@ const char* to_string(SourceKind kind) {
     case SourceKind::tree: return "tree";
     case SourceKind::file: return "file";
     case SourceKind::archive: return "archive";
+    case SourceKind::squashfs: return "squashfs";
     }
     return "?";
 }

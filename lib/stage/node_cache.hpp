@@ -29,7 +29,8 @@
 
 namespace aihpc::stage {
 
-enum class SourceKind { tree, file, archive };
+// squashfs: an image (.sqsh, .squashfs), staged as one file and mounted (squashfs_mount.hpp).
+enum class SourceKind { tree, file, archive, squashfs };
 const char* to_string(SourceKind kind);
 
 // The cache key: xxh3-128 of the user, the source's real path, its kind and its

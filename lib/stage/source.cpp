@@ -13,6 +13,8 @@
 #include "common/text.hpp"
 #include "stage/archive.hpp"
 #include "stage/fs.hpp"
+#include "stage/squashfs_mount.hpp"
+#include "stage/squashfs_pack.hpp"
 
 namespace aihpc::stage {
 
@@ -79,7 +81,15 @@ OpenSource open_source(const std::string& src, const std::string& base_dir, cons
     if (S_ISDIR(st.st_mode)) {
         out.kind = SourceKind::tree;
     } else if (S_ISREG(st.st_mode)) {
-        out.kind = (is_archive_name(basename_of(src)) || is_archive_name(out.realpath)) ? SourceKind::archive : SourceKind::file;
+        if (is_squashfs_name(src) || is_squashfs_name(out.realpath)) {
+            out.kind = SourceKind::squashfs;
+            // Its superblock is read at once: a truncated or foreign image is refused at
+            // submit time, not on the node.
+            check_image_superblock(out.fd.get(), src);
+        } else {
+            out.kind = (is_archive_name(basename_of(src)) || is_archive_name(out.realpath)) ? SourceKind::archive
+                                                                                           : SourceKind::file;
+        }
     } else {
         throw Error("stage source " + src + " is neither a file nor a directory");
     }

@@ -19,6 +19,7 @@
 #include "stage/archive.hpp"
 #include "stage/fs.hpp"
 #include "stage/source.hpp"
+#include "stage/squashfs_mount.hpp"
 #include "stage/tree_flush.hpp"
 
 namespace aihpc::stage {
@@ -243,6 +244,119 @@ std::string link_target(const std::string& to_dir, const std::string& data_path)
     return target.empty() ? data.string() : target.string();
 }
 
+// One stage-in's source and what was learnt of it, shared by its two branches.
+struct StageRun {
+    StageRun(OpenSource opened, unsigned workers, unsigned cap) : source(std::move(opened)), pool(workers, cap) {}
+    OpenSource source;
+    IoPool pool;
+    SourceOps ops;
+    Manifest manifest;
+    std::string freshness;
+    UniqueFd to_dir;
+    bool image = false;
+};
+
+// What the hidden name beside an image's mount point showed before this stage: the
+// link's target for a cached image, "private" for a private copy, else nothing.
+std::string image_previously_at(int to_dir_fd, const std::string& data_name) {
+    struct stat st {};
+    if (::fstatat(to_dir_fd, data_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return {};
+    if (S_ISREG(st.st_mode)) return "private";
+    char target[4096];
+    ssize_t n = ::readlinkat(to_dir_fd, data_name.c_str(), target, sizeof target - 1);
+    return n > 0 ? std::string(target, static_cast<std::size_t>(n)) : std::string();
+}
+
+// The private branch: a writable copy at DIR/data_name for this job alone. An image's
+// private copy is read-only through its mount, so a later step of the job reuses it.
+void stage_privately(const std::string& src, const std::string& data_name, const StageSettings& settings,
+                     StageRun& run, StagedItem& item) {
+    if (run.image && image_previously_at(run.to_dir.get(), data_name) == "private") {
+        item.outcome = StageOutcome::private_copy;
+        item.data_path = join_path(settings.to_dir, data_name);
+        item.bytes = run.manifest.byte_count();
+        item.files = 1;
+        return;
+    }
+    std::string temp = "." + data_name + ".aihpc-tmp." + unique_suffix();
+    std::string temp_path = join_path(settings.to_dir, temp);
+    std::uint64_t room = private_copy_room(settings, run.manifest.byte_count(), run.to_dir.get(), src);
+    TemporaryTree copy(run.to_dir.get(), temp);
+    Manifest written;
+    try {
+        written = produce_data(run.source, std::move(run.manifest), run.to_dir.get(), temp, temp_path, item.path, settings,
+                               false, room, &item.bytes, &item.files, &run.ops, run.pool, &item.workers);
+        check_source_unchanged(run.source, run.freshness);
+        if (settings.verify) {
+            UniqueFd data(::openat(run.to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+            if (!data) throw_errno("cannot open " + temp_path);
+            verify_item(data.get(), written, false, settings.threads, item.path);
+        }
+        if (run.image) check_image_entries(temp_path, src);
+    } catch (const Error& e) {
+        throw Error("stage-in of " + src + " failed: " + with_advice(e.what(), settings.to_dir));
+    }
+    if (::renameat2(run.to_dir.get(), temp.c_str(), run.to_dir.get(), data_name.c_str(), RENAME_NOREPLACE) != 0) {
+        if (errno == EEXIST || errno == ENOTEMPTY)
+            throw Error("stage-in of " + src + " failed: " + item.path + " already exists; remove it or choose another NAME");
+        throw_errno("cannot publish " + item.path);
+    }
+    copy.keep();
+    item.outcome = StageOutcome::private_copy;
+    item.data_path = join_path(settings.to_dir, data_name);
+}
+
+// The cache branch: the entry obtained (a hit, or a copy published whole), leased, and
+// linked from DIR/data_name.
+void stage_through_cache(const std::string& src, const std::string& data_name, const StageSettings& settings,
+                         StageRun& run, StagedItem& item) {
+    if (!settings.cache_dir) throw Error("stage-in of " + src + " in cache mode needs a cache directory");
+    NodeCache cache(*settings.cache_dir, settings.limits);
+    cache.set_promises(settings.promises);
+    cache.set_lock_wait(settings.lock_wait);
+    cache.set_sync_threads(std::max(settings.threads, fsync_threads));
+    // Keyed by the freshness hash: a source changed with its size and mtime put
+    // back, or swapped for a copy, has another ctime or inode and is staged anew.
+    const OpenSource& source = run.source;
+    item.key = cache_key(settings.uid, source.realpath, source.kind, run.freshness);
+    std::vector<std::string> info = {"src=" + src, "realpath=" + source.realpath,
+                                      std::string("kind=") + to_string(source.kind), "manifest_hash=" + item.manifest_hash};
+    Obtained got;
+    try {
+        SizedProducer produce = [&](int entry_fd, const std::string& entry_path, std::uint64_t room) {
+            Manifest written = produce_data(source, std::move(run.manifest), entry_fd, "data", join_path(entry_path, "data"),
+                                            item.path, settings, true, room, &item.bytes, &item.files, &run.ops, run.pool,
+                                            &item.workers);
+            check_source_unchanged(source, run.freshness);
+            if (settings.verify) {
+                UniqueFd data(::openat(entry_fd, "data", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                if (!data) throw_errno("cannot open " + join_path(entry_path, "data"));
+                verify_item(data.get(), written, true, settings.threads, item.path);
+            }
+            // An image is listed whole once, as it enters the cache; a hit reuses that look.
+            if (run.image) check_image_entries(join_path(entry_path, "data"), src);
+            return written;
+        };
+        std::uint64_t bytes = run.manifest.byte_count();
+        got = cache.obtain(item.key, bytes, info, produce);
+    } catch (const Error& e) {
+        throw Error("stage-in of " + src + " failed: " + with_advice(e.what(), *settings.cache_dir));
+    }
+    item.outcome = got.hit ? StageOutcome::hit : StageOutcome::miss;
+    item.data_path = got.data_path;
+    if (got.hit) {
+        // The totals come from the entry's small info file: a hit must not cost a
+        // parse of the whole stored manifest, which only verification needs.
+        std::optional<CacheEntryInfo> totals = cache.stored_info(item.key);
+        if (!totals) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(item.key) + " has no info file; run aihpc-stage cache gc");
+        item.bytes = totals->bytes;
+        item.files = totals->files;
+        if (settings.verify) verify_cache_hit(cache, item.key, source, src, got.data_path, settings.threads);
+    }
+    item.lease = std::move(got.lease);
+    publish_link(run.to_dir.get(), data_name, link_target(settings.to_dir, item.data_path), join_path(settings.to_dir, data_name));
+}
+
 }  // namespace
 
 StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings) {
@@ -252,96 +366,40 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     item.name = name;
     item.path = join_path(settings.to_dir, name);
 
-    OpenSource source = open_source(src, settings.base_dir, settings.allow);
-    item.realpath = source.realpath;
-    SourceOps ops;
-    ScanReport scanned;
     // One pool of workers for the scan and the copy: what the scan learnt of the
     // source's latency sizes the copy from its first file, and no worker starts twice.
     unsigned cap = std::max(1u, settings.threads);
-    IoPool pool(std::min(usable_cpus(), cap), cap);
-    Manifest manifest = scan_source(source, pool, &ops, &scanned);
-    item.manifest_hash = manifest.metadata_hash();
-    const std::string freshness = manifest.freshness_hash();
+    StageRun run(open_source(src, settings.base_dir, settings.allow), std::min(usable_cpus(), cap), cap);
+    item.realpath = run.source.realpath;
+    run.image = run.source.kind == SourceKind::squashfs;
+    ScanReport scanned;
+    run.manifest = scan_source(run.source, run.pool, &run.ops, &scanned);
+    item.manifest_hash = run.manifest.metadata_hash();
+    run.freshness = run.manifest.freshness_hash();
     item.workers = scanned.workers;
     item.op_latency_ns = scanned.median_latency_ns;
-    UniqueFd to_dir = open_to_dir(settings.to_dir);
+    run.to_dir = open_to_dir(settings.to_dir);
 
-    if (settings.private_mode) {
-        std::string temp = "." + name + ".aihpc-tmp." + unique_suffix();
-        std::string temp_path = join_path(settings.to_dir, temp);
-        std::uint64_t room = private_copy_room(settings, manifest.byte_count(), to_dir.get(), src);
-        TemporaryTree copy(to_dir.get(), temp);
-        Manifest written;
+    // An image is kept beside its mount point, under a hidden name; DIR/NAME is the mount.
+    const std::string data_name = run.image ? image_link_name(name) : name;
+    const std::string previous = run.image ? image_previously_at(run.to_dir.get(), data_name) : std::string();
+    if (settings.private_mode)
+        stage_privately(src, data_name, settings, run, item);
+    else
+        stage_through_cache(src, data_name, settings, run, item);
+    if (run.image) {
         try {
-            written = produce_data(source, std::move(manifest), to_dir.get(), temp, temp_path, item.path, settings, false,
-                                   room, &item.bytes, &item.files, &ops, pool, &item.workers);
-            check_source_unchanged(source, freshness);
-            if (settings.verify) {
-                UniqueFd data(::openat(to_dir.get(), temp.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-                if (!data) throw_errno("cannot open " + temp_path);
-                verify_item(data.get(), written, false, settings.threads, item.path);
-            }
+            std::string now = image_previously_at(run.to_dir.get(), data_name);
+            item.mounted = mount_image(run.to_dir.get(), settings.to_dir, name, now, previous) == ImageMount::mounted;
         } catch (const Error& e) {
-            throw Error("stage-in of " + src + " failed: " + with_advice(e.what(), settings.to_dir));
+            throw Error("stage-in of " + src + " failed: " + e.what());
         }
-        if (::renameat2(to_dir.get(), temp.c_str(), to_dir.get(), name.c_str(), RENAME_NOREPLACE) != 0) {
-            if (errno == EEXIST || errno == ENOTEMPTY)
-                throw Error("stage-in of " + src + " failed: " + item.path + " already exists; remove it or choose another NAME");
-            throw_errno("cannot publish " + item.path);
-        }
-        copy.keep();
-        item.outcome = StageOutcome::private_copy;
-        item.data_path = item.path;
-    } else {
-        if (!settings.cache_dir) throw Error("stage-in of " + src + " in cache mode needs a cache directory");
-        NodeCache cache(*settings.cache_dir, settings.limits);
-        cache.set_promises(settings.promises);
-        cache.set_lock_wait(settings.lock_wait);
-        cache.set_sync_threads(std::max(settings.threads, fsync_threads));
-        // Keyed by the freshness hash: a source changed with its size and mtime put
-        // back, or swapped for a copy, has another ctime or inode and is staged anew.
-        item.key = cache_key(settings.uid, source.realpath, source.kind, freshness);
-        std::vector<std::string> info = {"src=" + src, "realpath=" + source.realpath,
-                                          std::string("kind=") + to_string(source.kind),
-                                          "manifest_hash=" + item.manifest_hash};
-        Obtained got;
-        try {
-            SizedProducer produce = [&](int entry_fd, const std::string& entry_path, std::uint64_t room) {
-                Manifest written = produce_data(source, std::move(manifest), entry_fd, "data", join_path(entry_path, "data"),
-                                                item.path, settings, true, room, &item.bytes, &item.files, &ops, pool,
-                                                &item.workers);
-                check_source_unchanged(source, freshness);
-                if (settings.verify) {
-                    UniqueFd data(::openat(entry_fd, "data", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-                    if (!data) throw_errno("cannot open " + join_path(entry_path, "data"));
-                    verify_item(data.get(), written, true, settings.threads, item.path);
-                }
-                return written;
-            };
-            got = cache.obtain(item.key, manifest.byte_count(), info, produce);
-        } catch (const Error& e) {
-            throw Error("stage-in of " + src + " failed: " + with_advice(e.what(), *settings.cache_dir));
-        }
-        item.outcome = got.hit ? StageOutcome::hit : StageOutcome::miss;
-        item.data_path = got.data_path;
-        if (got.hit) {
-            // The totals come from the entry's small info file: a hit must not cost a
-            // parse of the whole stored manifest, which only verification needs.
-            std::optional<CacheEntryInfo> totals = cache.stored_info(item.key);
-            if (!totals) throw Error("stage-in of " + src + " failed: the cache entry " + cache.entry_path(item.key) + " has no info file; run aihpc-stage cache gc");
-            item.bytes = totals->bytes;
-            item.files = totals->files;
-            if (settings.verify) verify_cache_hit(cache, item.key, source, src, got.data_path, settings.threads);
-        }
-        item.lease = std::move(got.lease);
-        publish_link(to_dir.get(), name, link_target(settings.to_dir, item.data_path), item.path);
     }
     item.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    item.op_latency_ns = pool.median_latency_ns();
-    item.workers = std::max(item.workers, pool.workers());
-    item.source_ops = ops.ops.load();
-    item.peak_in_flight = ops.peak_in_flight.load();
+    item.op_latency_ns = run.pool.median_latency_ns();
+    item.workers = std::max(item.workers, run.pool.workers());
+    item.source_ops = run.ops.ops.load();
+    item.peak_in_flight = run.ops.peak_in_flight.load();
     return item;
 }
 

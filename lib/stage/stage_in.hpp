@@ -40,7 +40,8 @@ struct StagedItem {
     std::string realpath;
     std::string name;
     std::string path;           // DIR/NAME
-    std::string data_path;      // what DIR/NAME resolves to
+    std::string data_path;      // what DIR/NAME resolves to; for an image, the image file
+    bool mounted = false;       // an image mounted at DIR/NAME by this stage (not kept)
     std::uint64_t files = 0;
     std::uint64_t bytes = 0;
     double seconds = 0;
