@@ -88,6 +88,14 @@ void stage_user_init(const Spank&, PluginState& st) {
     s.items = stage::parse_job_items(staged.result);
     s.leases = std::move(staged.fds);
     s.active = true;
+    // squashfs images the stager found unmounted: root mounts them for the user, since
+    // the stager runs with no_new_privs and fusermount3 cannot act for it.
+    stage::NodeRequest mount = step_request(st);
+    mount.groups = st.step.groups;
+    for (const stage::JobItem& item : s.items)
+        if (item.mount == "wanted") mount.mounts.push_back(item.name);
+    if (!mount.mounts.empty())
+        for (const std::string& note : node_work(st, "mount-images", RunAs::root, mount).notes) st.note(note);
     // Root's books change only when something was copied, into the cache or privately.
     bool copied = std::any_of(s.items.begin(), s.items.end(),
                               [](const stage::JobItem& i) { return i.outcome == "miss" || i.outcome == "private"; });

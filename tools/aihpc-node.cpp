@@ -29,6 +29,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <vector>
@@ -64,7 +65,7 @@ namespace {
 
 constexpr const char* usage =
     "Usage: aihpc-node prepare|stage-in|prepare-stage-in|account|stage-out|keep|delivered|\n"
-    "                  digest|epilog|deliver-kept|requeue\n"
+    "                  mount-images|digest|epilog|deliver-kept|requeue\n"
     "       aihpc-node run-task COMMAND...   (with AIHPC_TASK_REQUEST set)\n"
     "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
     "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
@@ -221,6 +222,7 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     if (room_promises.open()) settings.promises = &room_promises;
     settings.private_mode = r.options.stage_mode == config::StageMode::private_;
     settings.verify = r.options.stage_verify;
+    settings.mount_by_root = true;
     settings.threads = stage_threads(r.site);
     settings.uid = r.uid;
     settings.base_dir = r.submit_dir;
@@ -241,8 +243,9 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
         stage::StagedItem staged = stage::stage_in(item.src, item.name, settings);
         channel.note("stage-in " + item.name + ": " + stage::to_string(staged.outcome) + ", " + std::to_string(staged.files) +
                      " files, " + std::to_string(staged.bytes) + " bytes, " + std::to_string(staged.seconds) + "s" +
-                     (staged.mounted ? ", mounted with squashfuse at " + staged.path : ""));
-        recorded.push_back({staged.name, staged.path, staged.manifest_hash, staged.key, stage::to_string(staged.outcome)});
+                     (staged.mount == "kept" ? ", its mount kept" : ""));
+        recorded.push_back(
+            {staged.name, staged.path, staged.manifest_hash, staged.key, stage::to_string(staged.outcome), staged.mount});
         if (staged.lease) leases.push_back(std::move(staged.lease));
     }
     stage::write_file_atomic_at(meta.get(), "items", stage::format_job_items(recorded), 0600,
@@ -307,6 +310,26 @@ void prepare_stage_in(NodeRequest& r, const HelperChannel& channel) {
     r.limits = prepare_node(r);
     become_job_user(r);
     stage_in(r, channel);
+}
+
+// As root, after the stage-in: each squashfs item whose mount the stager found missing
+// or dead is mounted for the user (squashfs_mount.hpp), at the job's stage dir as root
+// resolves it, never at a path the user wrote.
+void mount_images(const NodeRequest& r, const HelperChannel& channel) {
+    if (r.uid == 0) throw Error("refusing to mount images for a job of uid 0");
+    std::string root_path = local_root(r);
+    char real[PATH_MAX];
+    if (!::realpath(root_path.c_str(), real)) throw_errno("cannot resolve local_root " + root_path);
+    std::string job_dir = stage::job_layout(real, r.job_id, r.uid).stage_dir;
+    std::set<std::string> images;
+    for (const config::StageItem& item : r.options.stage)
+        if (stage::is_squashfs_name(item.src)) images.insert(item.name);
+    for (const std::string& name : r.mounts) {
+        if (!images.contains(name)) throw Error(name + " is not a squashfs item of this job, so it is not mounted");
+        stage::mount_image_for_user(job_dir, name, {r.uid, r.gid, r.groups});
+        channel.note("stage-in " + name + ": mounted with squashfuse at " + stage::join_path(job_dir, name));
+    }
+    channel.result("mounted");
 }
 
 bool meta_has(int meta_fd, const std::string& name) {
@@ -690,7 +713,7 @@ int main(int argc, char** argv) {
     const std::map<std::string, void (*)(const NodeRequest&, const HelperChannel&)> commands = {
         {"prepare", prepare}, {"account", account}, {"stage-in", stage_in}, {"stage-out", stage_out},
         {"keep", keep},       {"digest", digest},   {"epilog", epilog}, {"delivered", delivered},
-        {"deliver-kept", deliver_kept}, {"requeue", requeue},
+        {"deliver-kept", deliver_kept}, {"requeue", requeue}, {"mount-images", mount_images},
         {"prepare-stage-in", nullptr}};
     auto command = commands.find(argv[1]);
     if (command == commands.end()) {

@@ -244,7 +244,7 @@ int run_in(const Args& args) {
         else
             std::printf("%s -> %s: %" PRIu64 " files, %s, %.3fs, %s%s\n", item.src.c_str(), item.path.c_str(), item.files,
                         human(item.bytes).c_str(), item.seconds, to_string(item.outcome),
-                        item.mounted ? ", mounted with squashfuse (fusermount3 -u it when done)" : "");
+                        item.mount == "mounted" ? ", mounted with squashfuse (fusermount3 -u it when done)" : "");
     }
     return 0;
 }

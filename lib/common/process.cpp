@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <grp.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,22 +27,35 @@ int exit_status(int status) {
 
 }  // namespace
 
-CommandOutput capture_output(const std::vector<std::string>& argv) {
+CommandOutput capture_output(const std::vector<std::string>& argv) { return capture_output(argv, CaptureOptions{}); }
+
+CommandOutput capture_output(const std::vector<std::string>& argv, const CaptureOptions& options) {
     if (argv.empty()) throw Error("internal: empty command");
     Pipe out, err;
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    const RunUser* user = options.user ? &*options.user : nullptr;
     pid_t pid = ::fork();
     if (pid < 0) throw_errno("cannot fork to run " + argv[0]);
     if (pid == 0) {
         int null = ::open("/dev/null", O_RDONLY);
+        // fd3 first, above the three it must not overwrite, then into place.
+        int given = options.fd3 >= 0 ? ::fcntl(options.fd3, F_DUPFD, 10) : -1;
         if (null >= 0) ::dup2(null, 0);
         ::dup2(out.write.get(), 1);
         ::dup2(err.write.get(), 2);
-        // The command gets stdin, stdout and stderr only: a daemon it starts (squashfuse)
-        // must hold none of the caller's pipes, locks or leases.
-        ::syscall(SYS_close_range, 3u, ~0u, 0u);
+        if (given >= 0) ::dup2(given, 3);
+        // The command gets stdin, stdout, stderr and fd3 only: a daemon it starts
+        // (squashfuse) must hold none of the caller's pipes, locks or leases.
+        ::syscall(SYS_close_range, given >= 0 ? 4u : 3u, ~0u, 0u);
+        if (user) {
+            uid_t r, e, s;
+            if (::setgroups(user->groups.size(), user->groups.data()) != 0 || ::setresgid(user->gid, user->gid, user->gid) != 0 ||
+                ::setresuid(user->uid, user->uid, user->uid) != 0 || ::getresuid(&r, &e, &s) != 0 || r != user->uid ||
+                e != user->uid || s != user->uid || ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+                ::_exit(126);
+        }
         ::execvp(args[0], args.data());
         ::_exit(127);
     }

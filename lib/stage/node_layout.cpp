@@ -456,7 +456,7 @@ std::string format_job_items(const std::vector<JobItem>& items) {
     std::string text;
     for (const JobItem& i : items)
         text += escape_path(i.name) + " " + escape_path(i.path) + " " + i.manifest_hash + " " + (i.key.empty() ? "-" : i.key) +
-                " " + i.outcome + "\n";
+                " " + i.outcome + (i.mount.empty() ? "" : " " + i.mount) + "\n";
     return text;
 }
 
@@ -464,8 +464,9 @@ std::vector<JobItem> parse_job_items(const std::string& text) {
     std::vector<JobItem> items;
     for (const std::string& line : split(text, '\n')) {
         std::vector<std::string> w = split(line, ' ');
-        if (w.size() != 5) continue;
-        items.push_back({unescape_path(w[0]).value_or(""), unescape_path(w[1]).value_or(""), w[2], w[3] == "-" ? "" : w[3], w[4]});
+        if (w.size() != 5 && w.size() != 6) continue;
+        items.push_back({unescape_path(w[0]).value_or(""), unescape_path(w[1]).value_or(""), w[2], w[3] == "-" ? "" : w[3], w[4],
+                         w.size() == 6 ? w[5] : std::string()});
     }
     return items;
 }

@@ -144,11 +144,14 @@ struct JobItem {
     std::string manifest_hash;  // the source's manifest hash, for AIHPC_STAGE_MANIFESTS
     std::string key;            // the cache entry the step leases; empty for a private copy
     std::string outcome;        // hit, miss or private (stage::to_string(StageOutcome))
+    // A squashfs image: "kept" (its mount answers), "wanted" (root mounts it next),
+    // "mounted"; empty for any other item.
+    std::string mount;
 };
 // One line per item, its fields separated by spaces; names and paths escaped as in
 // manifests, so any byte may appear in them.
 std::string format_job_items(const std::vector<JobItem>& items);
-// The items of format_job_items' text; a line that is not five fields is skipped.
+// The items of format_job_items' text; a line that is not five or six fields is skipped.
 std::vector<JobItem> parse_job_items(const std::string& text);
 
 // Whether a directory, as fstat() saw it, may hold directories given to other users:

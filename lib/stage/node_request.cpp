@@ -47,6 +47,7 @@ std::string format_node_request(const NodeRequest& r) {
         for (std::size_t i = 0; i < r.groups.size(); ++i) text += (i ? "," : "") + std::to_string(r.groups[i]);
         text += "]";
     }
+    if (!r.mounts.empty()) text += ",\"mounts\":" + json_string_array(r.mounts);
     if (r.no_cache) text += ",\"no_cache\":true";
     if (r.any_runtime) text += ",\"any_runtime\":true";
     if (r.argv0) text += ",\"argv0\":" + json_quote(*r.argv0);
@@ -90,6 +91,14 @@ NodeRequest parse_node_request(const std::string& text) {
             if (!json_object_is_type(g, json_type_int) || json_object_get_int64(g) < 0 || json_object_get_int64(g) >= UINT32_MAX)
                 throw Error("request: 'groups' holds something other than a group id");
             r.groups.push_back(static_cast<gid_t>(json_object_get_int64(g)));
+        }
+    }
+    if (json_object* mounts = json_member(doc.get(), "mounts")) {
+        if (!json_object_is_type(mounts, json_type_array)) throw Error("request: 'mounts' is no array");
+        for (std::size_t i = 0; i < json_object_array_length(mounts); ++i) {
+            json_object* name = json_object_array_get_idx(mounts, i);
+            if (!json_object_is_type(name, json_type_string)) throw Error("request: 'mounts' holds a non-string");
+            r.mounts.emplace_back(json_object_get_string(name));
         }
     }
     if (json_object* no_cache = json_member(doc.get(), "no_cache")) r.no_cache = json_object_get_boolean(no_cache);

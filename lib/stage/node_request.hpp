@@ -36,6 +36,9 @@ struct NodeRequest {
     std::uint32_t local_tasks = 1;
     std::optional<std::string> argv0;  // run-task on Slurm < 23.11: the task's own argv[0]
     std::optional<std::string> checkpoint_dir;  // run-task with --aihpc-checkpoint: AIHPC_CHECKPOINT_DIR
+    // mount-images: the squashfs items (NAMEs) whose mount the stager found missing or
+    // dead; root mounts only names that are squashfs items of `options`.
+    std::vector<std::string> mounts;
     bool any_runtime = false;   // digest for a host batch script: its steps run the runtime, maybe elsewhere
 };
 

@@ -89,6 +89,25 @@ void ensure_mount_point(int dir_fd, const std::string& name, const std::string& 
     if (names.size() != 0) throw Error(shown + " already exists and is not empty; remove it or stage under another NAME");
 }
 
+std::string squashfuse_failure(const std::string& shown, const CommandOutput& out) {
+    std::string why = last_line(out.err);
+    if (why.find("/dev/fuse") != std::string::npos)
+        why += " (this node does not let users mount FUSE file systems: /dev/fuse must be mode 0666, as udev makes it)";
+    return "squashfuse could not mount the image at " + shown + ": " +
+           (why.empty() ? "it exited " + std::to_string(out.status) : why) +
+           "; check the image with unsquashfs -s, or stage the extracted directory";
+}
+
+// Detaches the mount at parent_fd/NAME: the parent pinned by its descriptor, the last
+// component never followed.
+void detach_at(int parent_fd, const std::string& name, const std::string& shown) {
+    UniqueFd cwd(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    int err = 0;
+    if (::fchdir(parent_fd) != 0 || ::umount2(name.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) err = errno;
+    if (cwd && ::fchdir(cwd.get()) != 0 && err == 0) err = errno;
+    if (err != 0) throw SystemError("cannot unmount " + shown, err);
+}
+
 // The decoded mount point of one /proc/self/mountinfo line ("\040" is a space).
 std::string mount_point_of(const std::string& line) {
     std::vector<std::string> fields = split(line, ' ');
@@ -105,6 +124,24 @@ std::string mount_point_of(const std::string& line) {
         }
     }
     return out;
+}
+
+// Whether `path` (absolute, real) is a mount point in this mount namespace.
+bool mounted_at(const std::string& path) {
+    std::ifstream mountinfo("/proc/self/mountinfo");
+    for (std::string line; std::getline(mountinfo, line);)
+        if (mount_point_of(line) == path) return true;
+    return false;
+}
+
+// Runs argv as `user`, with `fd` as its descriptor 3 besides stdin, stdout and stderr;
+// no_new_privs, as every helper of the job's. Waits for it: squashfuse returns once it
+// serves, leaving its daemon behind in a session of its own.
+CommandOutput run_as_user(const ImageUser& user, const std::vector<std::string>& argv, int fd) {
+    CaptureOptions options;
+    options.user = RunUser{user.uid, user.gid, user.groups};
+    options.fd3 = fd;
+    return capture_output(argv, options);
 }
 
 }  // namespace
@@ -171,6 +208,23 @@ void check_image_entries(const std::string& path, const std::string& shown) {
 
 std::string image_link_name(const std::string& name) { return "." + name + ".aihpc-image"; }
 
+const char* to_string(ImageMount state) {
+    switch (state) {
+    case ImageMount::kept: return "kept";
+    case ImageMount::wanted: return "wanted";
+    case ImageMount::mounted: return "mounted";
+    }
+    return "?";
+}
+
+ImageMount image_mount_needed(int dir_fd, const std::string& shown_dir, const std::string& name,
+                              const std::string& image_target, const std::string& previous_target) {
+    MountState state = mount_state(dir_fd, name);
+    if (state == MountState::live && previous_target == image_target) return ImageMount::kept;
+    if (state == MountState::none) ensure_mount_point(dir_fd, name, join_path(shown_dir, name));
+    return ImageMount::wanted;
+}
+
 ImageMount mount_image(int dir_fd, const std::string& shown_dir, const std::string& name, const std::string& image_target,
                        const std::string& previous_target) {
     std::string shown = join_path(shown_dir, name);
@@ -186,16 +240,39 @@ ImageMount mount_image(int dir_fd, const std::string& shown_dir, const std::stri
     if (out.status != 0) {
         // squashfuse may have mounted before it failed; nothing is left behind.
         if (mount_state(dir_fd, name) != MountState::none) capture_output({"fusermount3", "-u", "-z", shown});
-        std::string why = last_line(out.err);
-        if (why.find("/dev/fuse") != std::string::npos)
-            why += " (this node does not let users mount FUSE file systems: /dev/fuse must be mode 0666, as udev makes it)";
-        throw Error("squashfuse could not mount the image at " + shown + ": " +
-                    (why.empty() ? "it exited " + std::to_string(out.status) : why) +
-                    "; check the image with unsquashfs -s, or stage the extracted directory");
+        throw Error(squashfuse_failure(shown, out));
     }
     if (mount_state(dir_fd, name) != MountState::live)
         throw Error("squashfuse exited without a working mount at " + shown + "; stage the extracted directory instead");
     return ImageMount::mounted;
+}
+
+void mount_image_for_user(const std::string& job_dir, const std::string& name, const ImageUser& user) {
+    std::string shown = join_path(job_dir, name);
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+        throw Error("no image may be mounted at " + shown);
+    std::string program = squashfuse_program();
+    UniqueFd job(::open(job_dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!job) throw_errno("cannot open the job's stage dir " + job_dir);
+    if (mounted_at(shown)) detach_at(job.get(), name, shown);
+    UniqueFd point(::openat(job.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st {};
+    if (!point || ::fstat(point.get(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != user.uid)
+        throw Error("the mount point " + shown + " is not a directory of the job's user; remove it and run the step again");
+    UniqueFd fuse(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+    if (!fuse) throw_errno("cannot open /dev/fuse to mount " + shown + " (is the fuse module loaded?)");
+    std::string options = "fd=" + std::to_string(fuse.get()) + ",rootmode=40000,user_id=" + std::to_string(user.uid) +
+                          ",group_id=" + std::to_string(user.gid);
+    // Through the descriptor: the very directory checked above, whatever the user renamed.
+    std::string target = "/proc/self/fd/" + std::to_string(point.get());
+    std::string source = join_path(job_dir, image_link_name(name));
+    if (::mount(source.c_str(), target.c_str(), "fuse.squashfuse", MS_RDONLY | MS_NOSUID | MS_NODEV, options.c_str()) != 0)
+        throw_errno("cannot mount a FUSE file system at " + shown);
+    CommandOutput out = run_as_user(user, {program, "-o", "ro", source, "/dev/fd/3"}, fuse.get());
+    if (out.status != 0) {
+        detach_at(job.get(), name, shown);
+        throw Error(squashfuse_failure(shown, out));
+    }
 }
 
 std::vector<std::string> unmount_below(const std::string& dir) {

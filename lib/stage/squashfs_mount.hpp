@@ -9,6 +9,8 @@
 // (proctrack/cgroup), the next step of the job finds it dead and mounts it again; the
 // job epilog detaches whatever is left below the job's stage dir (unmount_below).
 #pragma once
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,15 +39,36 @@ void check_image_entries(const std::string& path, const std::string& shown);
 // The hidden name beside DIR/NAME that points at the image the mount at NAME shows.
 std::string image_link_name(const std::string& name);
 
-enum class ImageMount { mounted, kept };
+// What a stage finds at DIR/NAME for an image that must be shown there: a live mount of
+// this very image (kept), or the need for one (wanted: nothing mounted, a mount whose
+// squashfuse is gone, or a mount of another image). An empty mount point is made when
+// nothing is there. `image_target` and `previous_target` say what the hidden link
+// points at now and pointed at before this stage.
+enum class ImageMount { kept, wanted, mounted };
+const char* to_string(ImageMount state);  // "kept", "wanted", "mounted"
+ImageMount image_mount_needed(int dir_fd, const std::string& shown_dir, const std::string& name,
+                              const std::string& image_target, const std::string& previous_target);
 
-// Mounts the image that dir_fd/image_link_name(name) points at on dir_fd/NAME, which is
-// made if missing and must otherwise be an empty directory or a mount of aihpc's. A
-// live mount that already shows `image_target` is kept; a dead one (its squashfuse
-// gone), or one of another image, is detached first (fusermount3 -u -z). `shown_dir` is
-// DIR for messages. Throws saying what failed, nothing left mounted by this call.
+// By the user who runs it, through fusermount3 (aihpc-stage in by hand): mounts the image
+// at dir_fd/NAME unless a live mount of it is kept. Throws saying what failed, nothing
+// left mounted by this call.
 ImageMount mount_image(int dir_fd, const std::string& shown_dir, const std::string& name, const std::string& image_target,
                        const std::string& previous_target);
+
+struct ImageUser {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;
+};
+
+// As root, for a job whose helpers run with no_new_privs (so fusermount3 cannot gain
+// root): what fusermount3 would do. Whatever is mounted at job_dir/NAME is detached; the
+// mount point, a directory of the user's, is opened beneath job_dir without following a
+// symlink; root opens /dev/fuse and mounts it there (ro, nosuid, nodev, for the user's
+// uid and gid alone); squashfuse then serves it as the user, from the image it opens as
+// the user, on the descriptor it inherits. root never opens the image. Throws saying
+// what failed, with nothing left mounted.
+void mount_image_for_user(const std::string& job_dir, const std::string& name, const ImageUser& user);
 
 // As root: every mount point below `dir` (an absolute, real path) detached, deepest
 // first, each through a descriptor on its parent, so no symlink the user made in the

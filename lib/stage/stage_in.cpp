@@ -390,7 +390,10 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     if (run.image) {
         try {
             std::string now = image_previously_at(run.to_dir.get(), data_name);
-            item.mounted = mount_image(run.to_dir.get(), settings.to_dir, name, now, previous) == ImageMount::mounted;
+            ImageMount state = settings.mount_by_root
+                                   ? image_mount_needed(run.to_dir.get(), settings.to_dir, name, now, previous)
+                                   : mount_image(run.to_dir.get(), settings.to_dir, name, now, previous);
+            item.mount = to_string(state);
         } catch (const Error& e) {
             throw Error("stage-in of " + src + " failed: " + e.what());
         }

@@ -26,6 +26,9 @@ struct StageSettings {
     RoomPromises* promises = nullptr;
     bool private_mode = false;
     bool verify = false;
+    // An image is mounted by root next (squashfs_mount.hpp: mount_image_for_user), not
+    // here through fusermount3: the stager of a job runs with no_new_privs.
+    bool mount_by_root = false;
     unsigned threads = 4;                 // cap on source operations in flight
     uid_t uid = 0;                        // part of the cache key
     std::string base_dir;                 // relative SRC is resolved against it
@@ -41,7 +44,9 @@ struct StagedItem {
     std::string name;
     std::string path;           // DIR/NAME
     std::string data_path;      // what DIR/NAME resolves to; for an image, the image file
-    bool mounted = false;       // an image mounted at DIR/NAME by this stage (not kept)
+    // An image: "mounted" at DIR/NAME by this stage, "kept" (a live mount of it was
+    // there), or "wanted" (StageSettings::mount_by_root: root mounts it next).
+    std::string mount;
     std::uint64_t files = 0;
     std::uint64_t bytes = 0;
     double seconds = 0;

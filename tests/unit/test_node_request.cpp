@@ -58,6 +58,7 @@ static void a_formatted_request_reads_back_whole(void**) {
     written.step_id = 4294967294u;
     written.local_tasks = 64;
     written.groups = {27, 1000};
+    written.mounts = {"set", "with space \"q\""};
     written.limits.max_bytes = 1ull << 40;
     written.limits.low_bytes = 1ull << 39;
     written.no_cache = true;
@@ -75,6 +76,7 @@ static void a_formatted_request_reads_back_whole(void**) {
     assert_int_equal(read.step_id, written.step_id);
     assert_int_equal(read.local_tasks, 64);
     assert_true(read.groups == written.groups);
+    assert_true(read.mounts == written.mounts);
     assert_int_equal(read.limits.max_bytes, written.limits.max_bytes);
     assert_int_equal(read.limits.low_bytes, written.limits.low_bytes);
     assert_true(read.no_cache && read.any_runtime);

@@ -144,7 +144,7 @@ static void a_staged_image_is_mounted_kept_remounted_and_unmounted(void**) {
     settings.uid = ::getuid();
 
     StagedItem first = stage_in(tmp.path() + "/ds.sqsh", "set", settings);
-    assert_true(first.mounted);
+    assert_string_equal(first.mount.c_str(), "mounted");
     assert_int_equal(static_cast<int>(first.outcome), static_cast<int>(StageOutcome::miss));
     assert_true(is_fuse_mount(tmp.path() + "/job/set"));
     assert_string_equal(contents(tmp.path() + "/job/set/sub/b").c_str(), "bravo");
@@ -152,13 +152,13 @@ static void a_staged_image_is_mounted_kept_remounted_and_unmounted(void**) {
     assert_int_equal(::open((tmp.path() + "/job/set/new").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644), -1);
 
     StagedItem second = stage_in(tmp.path() + "/ds.sqsh", "set", settings);
-    assert_false(second.mounted);  // the live mount of the same image is kept
+    assert_string_equal(second.mount.c_str(), "kept");  // the live mount of the same image is kept
     assert_int_equal(static_cast<int>(second.outcome), static_cast<int>(StageOutcome::hit));
 
     // Its squashfuse gone (a step's end killed it): the next stage mounts it again.
     capture_output({"fusermount3", "-u", "-z", tmp.path() + "/job/set"});
     StagedItem third = stage_in(tmp.path() + "/ds.sqsh", "set", settings);
-    assert_true(third.mounted);
+    assert_string_equal(third.mount.c_str(), "mounted");
     assert_string_equal(contents(tmp.path() + "/job/set/sub/b").c_str(), "bravo");
 
     assert_true(unmount_below(tmp.path() + "/job").empty());
@@ -183,6 +183,44 @@ static void a_bad_image_leaves_nothing_mounted_or_published(void**) {
     assert_false(is_fuse_mount(tmp.path() + "/job"));
 }
 
+// The plugin's way: root mounts, squashfuse serves as the user from the descriptor.
+static void root_mounts_an_image_for_the_user_only_on_the_users_directory(void**) {
+    if (!can_mount() || ::getuid() != 0) skip();  // root's part needs root and /dev/fuse
+    TempDir tmp;
+    Unmounter unmount{tmp.path()};
+    ::chmod(tmp.path().c_str(), 0755);
+    tmp.make_dir("ds");
+    tmp.write("ds/a", "alpha");
+    pack_squashfs(tmp.path() + "/ds", tmp.path() + "/ds.sqsh", 1);
+    std::string job = tmp.make_dir("job");
+    const uid_t nobody = 65534;
+    assert_int_equal(::chown(job.c_str(), nobody, nobody), 0);
+    assert_int_equal(::symlink("../ds.sqsh", (job + "/" + image_link_name("set")).c_str()), 0);
+    assert_int_equal(::mkdir((job + "/set").c_str(), 0700), 0);
+    assert_int_equal(::chown((job + "/set").c_str(), nobody, nobody), 0);
+    ImageUser user{nobody, nobody, {}};
+    mount_image_for_user(job, "set", user);
+    CaptureOptions as_nobody;
+    as_nobody.user = RunUser{nobody, nobody, {}};
+    CommandOutput read = capture_output({"cat", job + "/set/a"}, as_nobody);
+    assert_int_equal(read.status, 0);
+    assert_string_equal(read.out.c_str(), "alpha");
+    // Mounted again over a live mount: the old one is detached first, one mount stays.
+    mount_image_for_user(job, "set", user);
+    CommandOutput mounts = capture_output({"grep", "-c", " " + job + "/set ", "/proc/self/mountinfo"});
+    assert_string_equal(mounts.out.c_str(), "1\n");
+
+    // Not the user's directory, or a symlink: refused, nothing mounted there.
+    ::mkdir((job + "/rootdir").c_str(), 0755);
+    assert_true(contains(thrown_by([&] { mount_image_for_user(job, "rootdir", user); }), "is not a directory of the job's user"));
+    assert_int_equal(::symlink("/tmp", (job + "/link").c_str()), 0);
+    assert_true(contains(thrown_by([&] { mount_image_for_user(job, "link", user); }), "is not a directory of the job's user"));
+    assert_true(contains(thrown_by([&] { mount_image_for_user(job, "../x", user); }), "no image may be mounted"));
+    assert_true(unmount_below(job).empty());
+    CommandOutput left = capture_output({"grep", "-c", " " + job + "/", "/proc/self/mountinfo"});
+    assert_string_equal(left.out.c_str(), "0\n");
+}
+
 int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_superblock_refuses_a_foreign_or_truncated_file),
@@ -190,6 +228,7 @@ int main() {
         cmocka_unit_test(an_image_with_a_device_or_a_setuid_file_is_refused),
         cmocka_unit_test(a_staged_image_is_mounted_kept_remounted_and_unmounted),
         cmocka_unit_test(a_bad_image_leaves_nothing_mounted_or_published),
+        cmocka_unit_test(root_mounts_an_image_for_the_user_only_on_the_users_directory),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
