@@ -48,9 +48,13 @@
 struct settings {
     unsigned latency_us;
     unsigned bandwidth_mib;
+    char *stats; /* where the counts go when the file system is unmounted */
 };
 
-static struct settings settings = {500, 0};
+static struct settings settings = {500, 0, NULL};
+/* What the source served: bytes read and requests answered, for the benches that count
+ * how many times a source was read (bench/stage/squashfs.sh). */
+static unsigned long long read_bytes, requests;
 static int source_fd = -1;
 static const double cache_seconds = 1.0;
 
@@ -58,6 +62,7 @@ static const double cache_seconds = 1.0;
 static const struct fuse_opt options[] = {
     OPTION("latency_us=%u", latency_us),
     OPTION("bandwidth_mib=%u", bandwidth_mib),
+    OPTION("stats=%s", stats),
     FUSE_OPT_END,
 };
 
@@ -99,6 +104,7 @@ static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_ready = PTHREAD_COND_INITIALIZER;
 
 static struct answer *new_answer(fuse_req_t req, enum answer_kind kind) {
+    __atomic_add_fetch(&requests, 1ull, __ATOMIC_RELAXED);
     struct answer *a = calloc(1, sizeof *a);
     if (!a) {
         fuse_reply_err(req, ENOMEM);
@@ -466,6 +472,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, s
         a->err = a->buf ? errno : ENOMEM;
     } else {
         a->len = (size_t)n;
+        __atomic_add_fetch(&read_bytes, (unsigned long long)n, __ATOMIC_RELAXED);
     }
     answer(a);
 }
@@ -572,6 +579,13 @@ int main(int argc, char *argv[]) {
                 fuse_loop_cfg_set_max_threads(loop, max_threads);
                 fuse_loop_cfg_set_idle_threads(loop, max_threads);
                 rc = fuse_session_loop_mt(se, loop) == 0 ? 0 : 1;
+                if (settings.stats) {
+                    FILE *out = fopen(settings.stats, "w");
+                    if (out) {
+                        fprintf(out, "read_bytes %llu\nrequests %llu\n", read_bytes, requests);
+                        fclose(out);
+                    }
+                }
                 fuse_loop_cfg_destroy(loop);
                 fuse_remove_signal_handlers(se);
             }

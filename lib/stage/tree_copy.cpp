@@ -488,7 +488,11 @@ CopyStats copy_item(int src_fd, Manifest& manifest, int dst_parent_fd, const std
         options.progress->total_bytes += manifest.byte_count();
         options.progress->total_files += manifest.file_count();
     }
-    CopyPlan plan = plan_copy(manifest, !options.hash);
+    // A lone large file (an image, an archive) is all one source's latency: smaller
+    // pieces, read at once by as many workers as there are pieces, up to the cap.
+    CopyPlan plan = plan_copy(manifest, !options.hash, lone_file ? PieceSizing{32ull << 20, 16ull << 20} : PieceSizing{});
+    if (lone_file && options.pool && plan.pieces.size() > 1)
+        options.pool->grow_to(static_cast<unsigned>(std::min<std::size_t>(std::max(1u, options.threads), plan.pieces.size())));
     if (lone_file) {
         CopyRun run(src_fd, manifest, dst_parent_fd, true, options, shown_src, shown_dst);
         run.run(plan, dst_name);
