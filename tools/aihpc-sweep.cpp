@@ -260,18 +260,6 @@ struct ArrayOptions {
     }
 };
 
-// The --aihpc-* options each phase's arrays would get, read by the plugin's own parser
-// before anything is queued.
-void check_phase_options(const SweepDir& sweep, const SubmitOptions& options) {
-    std::string cwd = current_dir();
-    for (const auto& phase : sweep.spec.phases) {
-        auto words = phase_sbatch_words(sweep, phase, options);
-        std::string where = sweep.spec.phases.size() > 1 ? "phase '" + phase.name + "'" : std::string("the sbatch options");
-        check_aihpc_options(words, where);
-        check_container_images(words, where, cwd);
-    }
-}
-
 // How refine picks the best tasks and spreads the next sweep around them; also the
 // closed loop's options: --metric NAME[:min|max] --top K [--shrink F] [--trials N]
 struct RefineOptions {
@@ -380,7 +368,7 @@ int cmd_plan_or_submit(Args args, bool submit) {
     SweepDir sweep = open_sweep(dir);
     SubmitOptions options = ao.resolve(sweep, dry_run);
     options.sbatch_args = extra;
-    check_phase_options(sweep, options);
+    check_phase_options(sweep, options, current_dir());
     auto subs = plan_submit(sweep, options);
     if (json) {
         std::cout << planned_arrays_json(planned_arrays(sweep, subs, options.throttle, options.max_array_size));
