@@ -1,6 +1,5 @@
 // aihpc-sweep: parameter sweeps as Slurm job arrays (expand, plan, submit, run, params,
 // resubmit). A thin main over lib/sweep; see aihpc-sweep(1).
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
@@ -164,11 +163,6 @@ std::string git_commit() {
     } catch (const Error&) {
     }
     return "";
-}
-
-bool is_file(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 int cmd_expand(Args args) {

@@ -13,11 +13,6 @@ namespace aihpc::sweep {
 
 namespace {
 
-bool is_file(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 // A lock on rounds.json held for one step of the loop, so that a requeued controller
 // never advances the same round twice.
 class RoundsLock {

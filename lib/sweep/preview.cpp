@@ -12,11 +12,6 @@ namespace aihpc::sweep {
 
 namespace {
 
-bool is_file(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 // A line as a shell would read it, but for the words that name jobs not submitted yet.
 std::string argv_line(const std::vector<std::string>& argv) {
     std::string line;

@@ -1,7 +1,5 @@
 #include "sweep/resubmit.hpp"
 
-#include <sys/stat.h>
-
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -13,11 +11,6 @@
 namespace aihpc::sweep {
 
 namespace {
-
-bool is_file(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 // A sweep submitted before resubmit kept scripts may have none: they are written as
 // submit would, without the words after resubmit's --, which go on the sbatch lines.

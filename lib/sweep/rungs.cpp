@@ -254,11 +254,6 @@ private:
     UniqueFd fd_;
 };
 
-bool is_file(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 std::optional<RungRecord> load_rung(const std::string& sweep_path, std::uint64_t bracket, std::uint64_t rung) {
     auto path = rung_record_path(sweep_path, bracket, rung);
     if (!is_file(path)) return std::nullopt;

@@ -1,7 +1,5 @@
 #include "sweep/shorthand.hpp"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -427,11 +425,6 @@ std::string apply_overrides(const std::string& json_text, const SpecOverrides& o
 }
 
 namespace {
-
-bool is_file(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 // A spec file's error, naming the file where the spec's errors say "sweep spec".
 Error spec_file_error(const std::string& file, const std::string& file_text, const Error& e) {

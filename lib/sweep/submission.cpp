@@ -12,15 +12,6 @@ extern char** environ;
 
 namespace aihpc::sweep {
 
-namespace {
-
-bool is_file(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-}  // namespace
-
 void forget_job_environment() {
     std::vector<std::string> names;
     for (char** e = environ; e && *e; ++e) {

@@ -100,71 +100,95 @@ void write_result(const SweepDir& sweep, std::uint64_t index, int exit_code, con
                           ",\"metrics\":{\"loss\":" + loss + "}}\n");
 }
 
-const char* kTwoPhases = R"({"name":"tp","axes":[{"param":"a","range":[0,5]}],"command":"run {a}",
-    "phases":[{"name":"prep"},{"name":"train","after":"prep"}]})";
+// Whether the result of task `index` is set aside (results/<index>.json.prev) or in place.
+void expect_aside(const SweepDir& sweep, std::uint64_t index, bool aside) {
+    std::string path = sweep.path + "/results/" + std::to_string(index) + ".json";
+    assert_true(exists(path + ".prev") == aside);
+    assert_true(exists(path) == !aside);
+}
+
+// The resubmission of tasks 1 and 4, which failed, of a sweep of six chunked by three:
+// two arrays, one for each task.
+struct Resubmission {
+    TempDir tmp;
+    SweepDir sweep;
+    SubmitOptions options = options_of(3);
+    std::set<std::uint64_t> indices{1, 4};
+    FakeSbatch sbatch;
+    std::vector<ArraySubmission> subs;
+    Resubmission() : sweep(make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,6]}],"command":"true"})")) {
+        write_result(sweep, 1, 1, "0.5");
+        write_result(sweep, 4, 1, "0.5");
+    }
+    void run() {
+        subs = plan_resubmit(sweep, indices, options, "r1-");
+        resubmit_tasks(sweep, subs, indices, options, sbatch.submitter());
+    }
+};
+
+// A sweep of five tasks in two phases, chunked by three: four arrays, prep's then train's.
+struct TwoPhases {
+    TempDir tmp;
+    SweepDir sweep;
+    SubmitOptions options = options_of(3);
+    std::vector<ArraySubmission> subs;
+    FakeSbatch sbatch;
+    TwoPhases()
+        : sweep(make_sweep(tmp, R"({"name":"tp","axes":[{"param":"a","range":[0,5]}],"command":"run {a}",
+            "phases":[{"name":"prep"},{"name":"train","after":"prep"}]})")),
+          subs(plan_submit(sweep, options)) {}
+    void submit(std::ostream* progress = nullptr) { submit_sweep(sweep, subs, options, sbatch.submitter(progress)); }
+};
 
 }  // namespace
 
 // ---- submission and chunks.json
 
 static void arrays_are_submitted_in_order_each_waiting_on_its_phase_before(void**) {
-    TempDir tmp;
-    auto sweep = make_sweep(tmp, kTwoPhases);
-    auto options = options_of(3);
-    auto subs = plan_submit(sweep, options);
-    assert_int_equal(subs.size(), 4);  // two phases of two chunks
-    FakeSbatch sbatch;
+    TwoPhases t;
+    auto& subs = t.subs;
+    assert_int_equal(subs.size(), 4);
     std::ostringstream progress;
-    submit_sweep(sweep, subs, options, sbatch.submitter(&progress));
-    assert_int_equal(sbatch.lines.size(), 4);
+    t.submit(&progress);
+    assert_int_equal(t.sbatch.lines.size(), 4);
     // A train chunk waits on the prep chunk of the same tasks, by its job id.
     assert_string_equal(subs[2].phase.c_str(), "train");
-    assert_true(holds(sbatch.lines[2], "--dependency=aftercorr:" + subs[0].job_id));
-    assert_true(holds(sbatch.lines[3], "--dependency=aftercorr:" + subs[1].job_id));
+    assert_true(holds(t.sbatch.lines[2], "--dependency=aftercorr:" + subs[0].job_id));
+    assert_true(holds(t.sbatch.lines[3], "--dependency=aftercorr:" + subs[1].job_id));
     assert_string_equal(subs[0].job_id.c_str(), "100");  // the cluster after ';' dropped
-    assert_true(exists(script_path(sweep, "prep")) && exists(script_path(sweep, "train")));
-    auto recorded = recorded_arrays(sweep);
+    assert_true(exists(script_path(t.sweep, "prep")) && exists(script_path(t.sweep, "train")));
+    auto recorded = recorded_arrays(t.sweep);
     assert_int_equal(recorded.size(), 4);
     assert_string_equal(recorded[3].second.c_str(), "103");
     assert_non_null(std::strstr(progress.str().c_str(), ("aihpc-sweep: submitted " + subs[0].label + " (tasks 0-2) as job 100\n").c_str()));
-    expect_error_containing([&] { submit_sweep(sweep, subs, options, sbatch.submitter()); },
-                            "was already submitted (see chunks.json); use aihpc-sweep resubmit");
+    expect_error_containing([&] { t.submit(); }, "was already submitted (see chunks.json); use aihpc-sweep resubmit");
 }
 
 static void a_submission_cut_short_records_what_was_queued_and_nothing_when_nothing_was(void**) {
     {
-        TempDir tmp;
-        auto sweep = make_sweep(tmp, kTwoPhases);
-        auto options = options_of(3);
-        auto subs = plan_submit(sweep, options);
-        FakeSbatch sbatch;
-        sbatch.fail_at = 1;
-        expect_error_containing([&] { submit_sweep(sweep, subs, options, sbatch.submitter()); },
-                                "(exit 1): sbatch: error: refused for the test; no array was submitted");
+        TwoPhases t;
+        t.sbatch.fail_at = 1;
+        expect_error_containing([&] { t.submit(); }, "(exit 1): sbatch: error: refused for the test; no array was submitted");
         // The sweep can simply be submitted again.
-        assert_false(exists(sweep.path + "/chunks.json"));
+        assert_false(exists(t.sweep.path + "/chunks.json"));
     }
-    TempDir tmp;
-    auto sweep = make_sweep(tmp, kTwoPhases);
-    auto options = options_of(3);
-    auto subs = plan_submit(sweep, options);
-    FakeSbatch sbatch;
-    sbatch.fail_at = 3;
-    sbatch.garbage = "Submitted batch job soon";
-    expect_error_containing([&] { submit_sweep(sweep, subs, options, sbatch.submitter()); },
-                            "sbatch printed no job id for " + subs[2].label + ": 'Submitted batch job soon'; the arrays submitted so far are in " +
-                                sweep.path + "/chunks.json");
-    auto recorded = recorded_arrays(sweep);
+    TwoPhases t;
+    t.sbatch.fail_at = 3;
+    t.sbatch.garbage = "Submitted batch job soon";
+    expect_error_containing([&] { t.submit(); }, "sbatch printed no job id for " + t.subs[2].label +
+                                                     ": 'Submitted batch job soon'; the arrays submitted so far are in " + t.sweep.path +
+                                                     "/chunks.json");
+    auto recorded = recorded_arrays(t.sweep);
     assert_int_equal(recorded.size(), 4);
     assert_string_equal(recorded[1].second.c_str(), "101");
     assert_string_equal(recorded[2].second.c_str(), "");  // null: not queued
 }
 
 static void appended_chunks_keep_the_arrays_recorded_before(void**) {
-    TempDir tmp;
-    auto sweep = make_sweep(tmp, kTwoPhases);
-    auto options = options_of(3);
-    auto subs = plan_submit(sweep, options);
+    TwoPhases t;
+    auto& sweep = t.sweep;
+    auto& options = t.options;
+    auto& subs = t.subs;
     subs[0].job_id = "7";
     // No chunks.json yet: it is written with these alone.
     append_chunks(sweep, {subs[0]}, options);
@@ -219,142 +243,112 @@ static void resubmit_names_the_listed_failed_and_missing_tasks(void**) {
 }
 
 static void resubmit_sets_earlier_results_aside_and_appends_its_arrays(void**) {
-    TempDir tmp;
-    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,6]}],"command":"true"})");
-    auto options = options_of(3);
-    auto first = plan_submit(sweep, options);
-    FakeSbatch sbatch;
-    submit_sweep(sweep, first, options, sbatch.submitter());
-    write_result(sweep, 1, 1, "0.5");
-    write_result(sweep, 4, 1, "0.5");
-    std::set<std::uint64_t> indices{1, 4};
-    auto subs = plan_resubmit(sweep, indices, options, "r1-");
-    assert_int_equal(subs.size(), 2);
-    resubmit_tasks(sweep, subs, indices, options, sbatch.submitter());
-    for (auto i : {"1", "4"}) {
-        assert_false(exists(sweep.path + "/results/" + i + ".json"));
-        assert_true(exists(sweep.path + "/results/" + i + ".json.prev"));
-    }
-    assert_string_equal(subs[1].job_id.c_str(), "103");
-    auto recorded = recorded_arrays(sweep);
+    Resubmission r;
+    auto first = plan_submit(r.sweep, r.options);
+    submit_sweep(r.sweep, first, r.options, r.sbatch.submitter());
+    r.run();
+    assert_int_equal(r.subs.size(), 2);
+    expect_aside(r.sweep, 1, true);
+    expect_aside(r.sweep, 4, true);
+    assert_string_equal(r.subs[1].job_id.c_str(), "103");
+    auto recorded = recorded_arrays(r.sweep);
     assert_int_equal(recorded.size(), 4);
-    assert_string_equal(recorded[3].first.c_str(), subs[1].label.c_str());
+    assert_string_equal(recorded[3].first.c_str(), r.subs[1].label.c_str());
     assert_string_equal(recorded[3].second.c_str(), "103");
 }
 
 static void a_resubmission_cut_short_puts_back_the_results_of_what_was_not_queued(void**) {
-    TempDir tmp;
-    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,6]}],"command":"true"})");
-    auto options = options_of(3);
-    std::set<std::uint64_t> indices{1, 4};
-    write_result(sweep, 1, 1, "0.5");
-    write_result(sweep, 4, 1, "0.5");
+    Resubmission r;
     // A sweep without scripts gets them, without the words after resubmit's --.
-    options.sbatch_args = {"--time=5"};
-    auto subs = plan_resubmit(sweep, indices, options, "r1-");
-    FakeSbatch sbatch;
-    sbatch.fail_at = 2;
-    expect_error_containing([&] { resubmit_tasks(sweep, subs, indices, options, sbatch.submitter()); },
-                            "sbatch failed for " + subs[1].label + " (exit 1)");
-    assert_true(exists(script_path(sweep, "main")));
-    assert_null(std::strstr(file_text(script_path(sweep, "main")).c_str(), "--time=5"));
-    assert_true(holds(sbatch.lines[0], "--time=5"));
+    r.options.sbatch_args = {"--time=5"};
+    r.sbatch.fail_at = 2;
+    expect_error_containing([&] { r.run(); }, "sbatch failed for main.r1-1 (exit 1)");
+    assert_true(exists(script_path(r.sweep, "main")));
+    assert_null(std::strstr(file_text(script_path(r.sweep, "main")).c_str(), "--time=5"));
+    assert_true(holds(r.sbatch.lines[0], "--time=5"));
     // Task 1's array was queued: its result stays aside; task 4's is back.
-    assert_true(exists(sweep.path + "/results/1.json.prev"));
-    assert_false(exists(sweep.path + "/results/1.json"));
-    assert_true(exists(sweep.path + "/results/4.json"));
-    assert_false(exists(sweep.path + "/results/4.json.prev"));
-    auto recorded = recorded_arrays(sweep);
+    expect_aside(r.sweep, 1, true);
+    expect_aside(r.sweep, 4, false);
+    auto recorded = recorded_arrays(r.sweep);
     assert_int_equal(recorded.size(), 1);
     assert_string_equal(recorded[0].second.c_str(), "100");
 }
 
 static void a_result_that_cannot_be_set_aside_submits_nothing_and_puts_back_the_rest(void**) {
-    TempDir tmp;
-    auto sweep = make_sweep(tmp, R"({"axes":[{"param":"a","range":[0,6]}],"command":"true"})");
-    auto options = options_of(3);
-    std::set<std::uint64_t> indices{1, 4};
-    write_result(sweep, 1, 1, "0.5");
-    write_result(sweep, 4, 1, "0.5");
+    Resubmission r;
     // A directory where task 4's result would be set aside: rename refuses it.
-    ::mkdir((sweep.path + "/results/4.json.prev").c_str(), 0755);
-    auto subs = plan_resubmit(sweep, indices, options, "r1-");
-    FakeSbatch sbatch;
-    expect_error_containing([&] { resubmit_tasks(sweep, subs, indices, options, sbatch.submitter()); },
-                            "cannot set aside " + sweep.path + "/results/4.json: Is a directory; nothing was submitted");
-    assert_int_equal(sbatch.lines.size(), 0);
-    assert_true(exists(sweep.path + "/results/1.json"));
-    assert_false(exists(sweep.path + "/results/1.json.prev"));
-    assert_false(exists(sweep.path + "/chunks.json"));
+    ::mkdir((r.sweep.path + "/results/4.json.prev").c_str(), 0755);
+    expect_error_containing([&] { r.run(); }, "cannot set aside " + r.sweep.path + "/results/4.json: Is a directory; nothing was submitted");
+    assert_int_equal(r.sbatch.lines.size(), 0);
+    expect_aside(r.sweep, 1, false);
+    assert_false(exists(r.sweep.path + "/chunks.json"));
 }
 
 // ---- the closed loop
 
 namespace {
 
-// A two-round loop over the sweep, started as submit --rounds 2 starts it.
-RoundsRecord start_loop(const SweepDir& sweep, FakeSbatch& sbatch, std::vector<ArraySubmission>& subs) {
-    auto options = options_of(1001);
-    subs = plan_submit(sweep, options);
-    submit_sweep(sweep, subs, options, sbatch.submitter());
-    RoundsRecord record;
-    record.plan.rounds = 2;
-    record.plan.metric = "loss";
-    record.plan.top = 1;
-    record.plan.trials = 3;
-    record.plan.tool = "/bin/aihpc-sweep";
-    return record;
-}
-
-LoopStep step_of(FakeSbatch& sbatch) { return LoopStep{"test", "/bin/aihpc-sweep", sbatch.submitter()}; }
-
 RoundsRecord read_record(const SweepDir& sweep) { return parse_rounds_json(file_text(sweep.path + "/rounds.json")); }
 
-const char* kLoopSpec = R"({"name":"loop","axes":[{"param":"x","range":[0,4]}],"command":"run {x}"})";
+// A two-round loop over a sweep of four tasks, as submit --rounds 2 --metric loss --top 1
+// --trials 3 makes it: round 1 submitted (job 100), then the loop started.
+struct Loop {
+    TempDir tmp;
+    SweepDir sweep;
+    FakeSbatch sbatch;
+    std::vector<ArraySubmission> subs;
+    RoundsRecord record;
+    std::ostringstream out, err;
+    Loop() : sweep(make_sweep(tmp, R"({"name":"loop","axes":[{"param":"x","range":[0,4]}],"command":"run {x}"})")) {
+        auto options = options_of(1001);
+        subs = plan_submit(sweep, options);
+        submit_sweep(sweep, subs, options, sbatch.submitter());
+        record.plan.rounds = 2;
+        record.plan.metric = "loss";
+        record.plan.top = 1;
+        record.plan.trials = 3;
+        record.plan.tool = "/bin/aihpc-sweep";
+    }
+    LoopStep step() { return LoopStep{"test", "/bin/aihpc-sweep", sbatch.submitter()}; }
+    std::string start() { return start_closed_loop(sweep, record, subs, step()); }
+    void advance() {
+        out.str("");
+        advance_rounds(sweep, "S", step(), out, err);
+    }
+};
 
 }  // namespace
 
 static void the_loop_starts_with_round_one_and_its_controller(void**) {
-    TempDir tmp;
-    auto sweep = make_sweep(tmp, kLoopSpec);
-    FakeSbatch sbatch;
-    std::vector<ArraySubmission> subs;
-    auto record = start_loop(sweep, sbatch, subs);
-    assert_string_equal(start_closed_loop(sweep, record, subs, step_of(sbatch)).c_str(), "101");
-    assert_true(holds(sbatch.lines[1], "--dependency=afterany:100"));
-    assert_true(exists(controller_script_path(sweep.path)));
-    auto r = read_record(sweep);
-    assert_string_equal(r.state.c_str(), "running");
-    assert_int_equal(r.history.size(), 1);
-    assert_int_equal(r.history[0].tasks, 4);
-    assert_string_equal(r.history[0].controller.c_str(), "101");
+    {
+        Loop loop;
+        assert_string_equal(loop.start().c_str(), "101");
+        assert_true(holds(loop.sbatch.lines[1], "--dependency=afterany:100"));
+        assert_true(exists(controller_script_path(loop.sweep.path)));
+        auto r = read_record(loop.sweep);
+        assert_string_equal(r.state.c_str(), "running");
+        assert_int_equal(r.history.size(), 1);
+        assert_int_equal(r.history[0].tasks, 4);
+        assert_string_equal(r.history[0].controller.c_str(), "101");
+    }
     // A controller sbatch refuses stops the loop; the round itself runs on.
-    TempDir tmp2;
-    auto other = make_sweep(tmp2, kLoopSpec);
-    FakeSbatch refusing;
-    record = start_loop(other, refusing, subs);
-    refusing.fail_at = 2;
-    expect_error_containing([&] { start_closed_loop(other, record, subs, step_of(refusing)); },
-                            "sbatch failed for the controller of round 1 (exit 1): sbatch: error: refused for the test; the round runs, "
-                            "but the loop stops after it");
-    assert_string_equal(read_record(other).state.c_str(), "stopped");
+    Loop loop;
+    loop.sbatch.fail_at = 2;
+    expect_error_containing([&] { loop.start(); }, "sbatch failed for the controller of round 1 (exit 1): sbatch: error: refused for the "
+                                                   "test; the round runs, but the loop stops after it");
+    assert_string_equal(read_record(loop.sweep).state.c_str(), "stopped");
 }
 
 static void advance_refines_and_submits_each_round_then_ends_the_loop(void**) {
-    TempDir tmp;
-    auto sweep = make_sweep(tmp, kLoopSpec);
-    FakeSbatch sbatch;
-    std::vector<ArraySubmission> subs;
-    auto record = start_loop(sweep, sbatch, subs);
-    start_closed_loop(sweep, record, subs, step_of(sbatch));
-    for (int i = 0; i < 4; ++i) write_result(sweep, static_cast<std::uint64_t>(i), 0, i == 2 ? "0.1" : "0.5");
-    std::ostringstream out, err;
-    advance_rounds(sweep, "S", step_of(sbatch), out, err);
-    std::string next = sweep.path + "/rounds/2";
+    Loop loop;
+    loop.start();
+    for (std::uint64_t i = 0; i < 4; ++i) write_result(loop.sweep, i, 0, i == 2 ? "0.1" : "0.5");
+    loop.advance();
+    std::string next = loop.sweep.path + "/rounds/2";
     auto round2 = open_sweep(next);
-    assert_string_equal(out.str().c_str(), ("round 1: best loss 0.1 (task 2 {\"x\":2})\nround 2: " + std::to_string(round2.tasks) +
-                                            " tasks in " + next + ", jobs 102\nadvance.2 103\n").c_str());
-    auto r = read_record(sweep);
+    assert_string_equal(loop.out.str().c_str(), ("round 1: best loss 0.1 (task 2 {\"x\":2})\nround 2: " + std::to_string(round2.tasks) +
+                                                 " tasks in " + next + ", jobs 102\nadvance.2 103\n").c_str());
+    auto r = read_record(loop.sweep);
     assert_int_equal(r.history.size(), 2);
     assert_int_equal(r.history[0].best->index, 2);
     assert_string_equal(r.history[1].dir.c_str(), next.c_str());
@@ -362,51 +356,42 @@ static void advance_refines_and_submits_each_round_then_ends_the_loop(void**) {
     assert_true(exists(next + "/chunks.json"));
     // The last round: the loop is done, and says its best over every round.
     for (std::uint64_t i = 0; i < round2.tasks; ++i) write_result(round2, i, 0, i == 0 ? "0.05" : "0.7");
-    out.str("");
-    advance_rounds(sweep, "S", step_of(sbatch), out, err);
-    assert_non_null(std::strstr(out.str().c_str(), "closed loop done after 2 round(s)\nbest over all rounds: loss 0.05 (round 2, task 0 "));
-    assert_string_equal(read_record(sweep).state.c_str(), "done");
-    assert_int_equal(sbatch.lines.size(), 4);
+    loop.advance();
+    assert_non_null(std::strstr(loop.out.str().c_str(), "closed loop done after 2 round(s)\nbest over all rounds: loss 0.05 (round 2, task 0 "));
+    assert_string_equal(read_record(loop.sweep).state.c_str(), "done");
+    assert_int_equal(loop.sbatch.lines.size(), 4);
     // A requeued controller finds nothing to do.
-    out.str("");
-    advance_rounds(sweep, "S", step_of(sbatch), out, err);
-    assert_true(out.str().empty());
-    assert_string_equal(err.str().c_str(), "aihpc-sweep: the closed loop of S is done; nothing to do\n");
+    loop.advance();
+    assert_true(loop.out.str().empty());
+    assert_string_equal(loop.err.str().c_str(), "aihpc-sweep: the closed loop of S is done; nothing to do\n");
 }
 
 static void a_round_without_results_or_a_refused_next_round_stops_the_loop(void**) {
-    TempDir tmp;
-    auto sweep = make_sweep(tmp, kLoopSpec);
-    std::ostringstream out, err;
-    FakeSbatch sbatch;
-    expect_error_containing([&] { advance_rounds(sweep, "S", step_of(sbatch), out, err); },
-                            "S has no rounds.json: it was not submitted with --rounds");
-    std::vector<ArraySubmission> subs;
-    auto record = start_loop(sweep, sbatch, subs);
-    start_closed_loop(sweep, record, subs, step_of(sbatch));
-    auto running = file_text(sweep.path + "/rounds.json");
-    expect_error_containing([&] { advance_rounds(sweep, "S", step_of(sbatch), out, err); }, "; the loop stops here");
-    auto r = read_record(sweep);
+    Loop loop;
+    expect_error_containing([&] { loop.advance(); }, "S has no rounds.json: it was not submitted with --rounds");
+    loop.start();
+    auto running = file_text(loop.sweep.path + "/rounds.json");
+    expect_error_containing([&] { loop.advance(); }, "; the loop stops here");
+    auto r = read_record(loop.sweep);
     assert_string_equal(r.state.c_str(), "stopped");
     assert_true(r.message.rfind("round 1: ", 0) == 0);
 
-    write_file_atomic(sweep.path + "/rounds.json", running);
-    for (std::uint64_t i = 0; i < 4; ++i) write_result(sweep, i, 0, "0.5");
-    sbatch.fail_at = sbatch.lines.size() + 1;
-    expect_error_containing([&] { advance_rounds(sweep, "S", step_of(sbatch), out, err); }, "sbatch failed for");
-    r = read_record(sweep);
+    write_file_atomic(loop.sweep.path + "/rounds.json", running);
+    for (std::uint64_t i = 0; i < 4; ++i) write_result(loop.sweep, i, 0, "0.5");
+    loop.sbatch.fail_at = loop.sbatch.lines.size() + 1;
+    expect_error_containing([&] { loop.advance(); }, "sbatch failed for");
+    r = read_record(loop.sweep);
     assert_string_equal(r.state.c_str(), "stopped");
     assert_true(r.message.rfind("round 2 could not be submitted: sbatch failed for", 0) == 0);
     assert_int_equal(r.history.size(), 1);
 
     // A step cut short after it refined round 2 (as if killed before it recorded
     // anything): run again, it keeps that round's dir and submits it.
-    write_file_atomic(sweep.path + "/rounds.json", running);
-    sbatch.fail_at = 0;
-    out.str("");
-    advance_rounds(sweep, "S", step_of(sbatch), out, err);
-    assert_non_null(std::strstr(out.str().c_str(), (" tasks in " + sweep.path + "/rounds/2, jobs ").c_str()));
-    assert_int_equal(read_record(sweep).history.size(), 2);
+    write_file_atomic(loop.sweep.path + "/rounds.json", running);
+    loop.sbatch.fail_at = 0;
+    loop.advance();
+    assert_non_null(std::strstr(loop.out.str().c_str(), (" tasks in " + loop.sweep.path + "/rounds/2, jobs ").c_str()));
+    assert_int_equal(read_record(loop.sweep).history.size(), 2);
 }
 
 int main(void) {
