@@ -35,11 +35,11 @@ tests_unit_test_sweep_schedule_SOURCES = tests/unit/test_sweep_schedule.cpp test
 tests_unit_test_sweep_schedule_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
 
 UNIT_TESTS += tests/unit/test_sweep_submission
-tests_unit_test_sweep_submission_SOURCES = tests/unit/test_sweep_submission.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_sweep_submission_SOURCES = tests/unit/test_sweep_submission.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp tests/unit/sweep_fixture.hpp
 tests_unit_test_sweep_submission_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
 
 UNIT_TESTS += tests/unit/test_sweep_preview
-tests_unit_test_sweep_preview_SOURCES = tests/unit/test_sweep_preview.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_sweep_preview_SOURCES = tests/unit/test_sweep_preview.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp tests/unit/sweep_fixture.hpp
 tests_unit_test_sweep_preview_LDADD = lib/sweep/libaihpc_sweep.la lib/container/libaihpc_container.la $(unit_test_libs)
 
 EXTRA_DIST += bench/sweep/run.sh bench/sweep/reference.py \

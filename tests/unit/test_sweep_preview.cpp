@@ -14,25 +14,12 @@
 #include "sweep/submit_plan.hpp"
 #include "sweep/sweep_dir.hpp"
 #include "cmocka_cxx.hpp"
+#include "sweep_fixture.hpp"
 #include "temp_dir.hpp"
 
 using namespace aihpc::sweep;
 
 namespace {
-
-SweepDir make_sweep(const TempDir& tmp, const std::string& spec_json) {
-    std::string dir = tmp.path() + "/sweep";
-    write_sweep_dir(parse_spec(spec_json), dir, Provenance{"test", "2026-01-01T00:00:00+00:00", ""});
-    return open_sweep(dir);
-}
-
-SubmitOptions options_of(std::uint64_t max_array_size) {
-    SubmitOptions o;
-    o.max_array_size = max_array_size;
-    o.tool_path = "/bin/aihpc-sweep";
-    o.tool_version = "test";
-    return o;
-}
 
 std::vector<std::string> lines_of(const std::string& text) {
     std::vector<std::string> out;

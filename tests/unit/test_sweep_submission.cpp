@@ -17,6 +17,7 @@
 #include "sweep/submit_plan.hpp"
 #include "sweep/sweep_dir.hpp"
 #include "cmocka_cxx.hpp"
+#include "sweep_fixture.hpp"
 #include "temp_dir.hpp"
 
 using namespace aihpc;
@@ -53,20 +54,6 @@ struct FakeSbatch {
         return s;
     }
 };
-
-SweepDir make_sweep(const TempDir& tmp, const std::string& spec_json) {
-    std::string dir = tmp.path() + "/sweep";
-    write_sweep_dir(parse_spec(spec_json), dir, Provenance{"test", "2026-01-01T00:00:00+00:00", ""});
-    return open_sweep(dir);
-}
-
-SubmitOptions options_of(std::uint64_t max_array_size) {
-    SubmitOptions o;
-    o.max_array_size = max_array_size;
-    o.tool_path = "/bin/aihpc-sweep";
-    o.tool_version = "test";
-    return o;
-}
 
 bool exists(const std::string& path) {
     struct stat st;
