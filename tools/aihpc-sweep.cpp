@@ -1,15 +1,9 @@
 // aihpc-sweep: parameter sweeps as Slurm job arrays (expand, plan, submit, run, params,
 // resubmit). A thin main over lib/sweep; see aihpc-sweep(1).
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <climits>
 #include <cstdio>
-#include <cstring>
-#include <functional>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -17,19 +11,22 @@
 #include <vector>
 
 #include "common/error.hpp"
-#include "common/json.hpp"
 #include "common/text.hpp"
 #include "config.h"
+#include "sweep/closed_loop.hpp"
 #include "sweep/expand.hpp"
 #include "sweep/image_check.hpp"
+#include "sweep/preview.hpp"
 #include "common/process.hpp"
 #include "sweep/refine.hpp"
+#include "sweep/resubmit.hpp"
 #include "sweep/results.hpp"
 #include "sweep/rounds.hpp"
 #include "sweep/rungs.hpp"
 #include "sweep/runner.hpp"
 #include "sweep/shorthand.hpp"
 #include "sweep/spec.hpp"
+#include "sweep/submission.hpp"
 #include "sweep/submit_plan.hpp"
 #include "sweep/sweep_dir.hpp"
 
@@ -76,6 +73,13 @@ const char* kUsage =
     "See aihpc-sweep(1).\n";
 
 bool g_progress = false;
+
+// sbatch as it is, reporting each submission with --progress.
+Submitter submitter() {
+    Submitter s;
+    if (g_progress) s.progress = &std::cerr;
+    return s;
+}
 
 struct UsageError : Error {
     using Error::Error;
@@ -143,6 +147,8 @@ std::string self_path() {
     return std::string(buf, static_cast<std::size_t>(n));
 }
 
+LoopStep loop_step() { return LoopStep{PACKAGE_VERSION, self_path(), submitter()}; }
+
 // Where sbatch runs, which a relative image path is taken from.
 std::string current_dir() {
     char buf[PATH_MAX];
@@ -157,20 +163,6 @@ std::string git_commit() {
     } catch (const Error&) {
     }
     return "";
-}
-
-bool is_file(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-// A refined round keeps the first round's exclusion rules, which its narrower space may
-// no longer reach; its size was bounded by the first round's.
-ExpandOptions refined_options() {
-    ExpandOptions o;
-    o.allow_empty_exclude = true;
-    o.max_tasks = kMaxSweepTasks;
-    return o;
 }
 
 int cmd_expand(Args args) {
@@ -199,38 +191,9 @@ int cmd_expand(Args args) {
         else positional.push_back(w);
     }
     if (positional.empty()) throw UsageError("expand needs a spec file or parameters");
-    std::string text;
-    bool from_file = positional.size() == 1 && (is_file(positional[0]) || ends_with(positional[0], ".json"));
     if (emit_json && !out_dir.empty())
         throw UsageError("--emit-json prints the JSON spec and writes no sweep dir: leave out -o " + out_dir + ", or --emit-json");
-    SweepSpec spec;
-    std::string file_text;
-    try {
-        if (from_file) {
-            file_text = read_file(positional[0]);
-            text = apply_overrides(file_text, overrides);
-        } else {
-            std::vector<std::string> notes;
-            text = compile_shorthand(positional, overrides, &notes);
-            for (auto& n : notes) std::cerr << "aihpc-sweep: note: " << n << "\n";
-        }
-        spec = parse_spec(text);
-        check_spec_to_expand(spec);
-    } catch (const Error& e) {
-        if (!from_file) throw;
-        // The file's name where the spec's errors say "sweep spec".
-        std::string what = e.what();
-        constexpr std::string_view prefix = "sweep spec: ";
-        if (starts_with(what, prefix)) what = what.substr(prefix.size());
-        std::string hint;
-        auto& file = positional[0];
-        auto first = file_text.find_first_not_of(" \t\r\n");
-        bool not_json = first != std::string::npos && file_text[first] != '{' && file_text[first] != '[';
-        if (starts_with(what, "not valid JSON") && (ends_with(file, ".yaml") || ends_with(file, ".yml") || not_json))
-            hint = "; aihpc-sweep reads JSON specs only (a YAML spec converts with: python3 -c 'import json,sys,yaml; "
-                   "json.dump(yaml.safe_load(sys.stdin),sys.stdout)' <" + file + " >spec.json)";
-        throw Error(file + ": " + what + hint);
-    }
+    auto [text, spec] = read_command_line_spec(positional, overrides, std::cerr);
     if (emit_json) {
         std::cout << text << "\n";
         return 0;
@@ -284,102 +247,12 @@ struct ArrayOptions {
         o.pack = pack.value_or(sweep.spec.slurm.pack);
         if (max_array_size) o.max_array_size = *max_array_size;
         else if (!auto_size && sweep.spec.slurm.max_array_size) o.max_array_size = sweep.spec.slurm.max_array_size;
-        else {
-            std::string why;
-            try {
-                auto r = capture_output({"scontrol", "show", "config"});
-                if (r.status == 0) o.max_array_size = parse_max_array_size(r.out);
-                else why = std::string(trim(r.err));
-            } catch (const Error& e) {
-                why = e.what();
-            }
-            // Its first line says why; the rest repeats it.
-            why = why.substr(0, why.find('\n'));
-            if (!why.empty() && !preview)
-                throw Error("cannot read MaxArraySize: scontrol show config failed (" + why + "); give --max-array-size N");
-            if (!why.empty()) {
-                o.max_array_size = 1001;
-                std::cerr << "aihpc-sweep: note: MaxArraySize unknown (scontrol show config failed: " << why
-                          << "); planned with Slurm's default, 1001; give --max-array-size N for your cluster's\n";
-            }
-        }
+        else o.max_array_size = cluster_max_array_size(preview, std::cerr);
         o.tool_path = self_path();
         o.tool_version = PACKAGE_VERSION;
         return o;
     }
 };
-
-void write_scripts(const SweepDir& sweep, const SubmitOptions& options) {
-    for (const auto& phase : sweep.spec.phases) {
-        auto path = script_path(sweep, phase.name);
-        write_file_atomic(path, phase_script(sweep, phase, options));
-        if (::chmod(path.c_str(), 0755) != 0) throw_errno("cannot make " + path + " executable");
-    }
-}
-
-// The --aihpc-* options each phase's arrays would get, read by the plugin's own parser
-// before anything is queued.
-void check_phase_options(const SweepDir& sweep, const SubmitOptions& options) {
-    std::string cwd = current_dir();
-    for (const auto& phase : sweep.spec.phases) {
-        auto words = phase_sbatch_words(sweep, phase, options);
-        std::string where = sweep.spec.phases.size() > 1 ? "phase '" + phase.name + "'" : std::string("the sbatch options");
-        check_aihpc_options(words, where);
-        check_container_images(words, where, cwd);
-    }
-}
-
-// Each array's sbatch line, with the options its script gives it.
-void print_dry_run(const SweepDir& sweep, const std::vector<ArraySubmission>& subs, const SubmitOptions& options, bool script_words) {
-    for (auto& s : subs) {
-        std::vector<std::string> words;
-        if (script_words) words = phase_sbatch_words(sweep, find_phase(sweep.spec, s.phase), options);
-        std::cout << dry_run_line(s, words) << "\n";
-    }
-}
-
-// Sweeps expanded before expand refused a spec without a command may still lack one.
-void check_commands(const SweepDir& sweep) { require_commands(sweep.spec); }
-
-// Submits in order, since each dependency needs the job id of the array before it.
-void submit_all(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const std::function<void()>& record) {
-    for (auto& s : subs) {
-        std::string dep;
-        for (auto& prior : subs)
-            if (!s.after.empty() && prior.label == s.after) dep = prior.job_id;
-        // Nothing is recorded while nothing was submitted, so that the sweep can simply be
-        // submitted again.
-        bool any = &s != &subs.front();
-        std::string where = any ? "; the arrays submitted so far are in " + sweep.path + "/chunks.json" : "; no array was submitted";
-        auto r = capture_output(s.argv(dep));
-        if (r.status != 0) {
-            if (any) record();
-            throw Error("sbatch failed for " + s.label + " (exit " + std::to_string(r.status) + "): " + std::string(trim(r.err)) + where);
-        }
-        auto id = std::string(trim(r.out));
-        s.job_id = id.substr(0, id.find(';'));
-        if (!parse_uint(s.job_id)) {
-            s.job_id.clear();
-            if (any) record();
-            throw Error("sbatch printed no job id for " + s.label + ": '" + id + "'" + where);
-        }
-        record();
-        if (g_progress)
-            std::cerr << "aihpc-sweep: submitted " << s.label << " (tasks " << s.offset << "-" << s.offset + s.count - 1 << ") as job "
-                  << s.job_id << "\n";
-    }
-}
-
-// Submits `subs`, plan_submit's every phase and chunk of a sweep that was never
-// submitted; fills in their job ids (also recorded in chunks.json).
-void submit_sweep(const SweepDir& sweep, std::vector<ArraySubmission>& subs, const SubmitOptions& options) {
-    check_commands(sweep);
-    if (is_file(sweep.path + "/chunks.json"))
-        throw Error(sweep.path + " was already submitted (see chunks.json); use aihpc-sweep resubmit");
-    write_scripts(sweep, options);
-    auto record = [&] { write_file_atomic(sweep.path + "/chunks.json", chunks_json(subs, options)); };
-    submit_all(sweep, subs, record);
-}
 
 // How refine picks the best tasks and spreads the next sweep around them; also the
 // closed loop's options: --metric NAME[:min|max] --top K [--shrink F] [--trials N]
@@ -440,91 +313,16 @@ struct RoundsOptions {
     }
 };
 
-void write_rounds(const std::string& root, const RoundsRecord& record) {
-    write_file_atomic(root + "/rounds.json", rounds_json(record));
-}
-
-// Submits the controller that advances the loop once every job of `round` has ended.
-std::string submit_controller(const SweepDir& root, RoundsRecord& record) {
-    auto script = controller_script_path(root.path);
-    write_file_atomic(script, controller_script(root.path, root.spec.name, record.plan.tool, PACKAGE_VERSION));
-    if (::chmod(script.c_str(), 0755) != 0) throw_errno("cannot make " + script + " executable");
-    auto& round = record.history.back();
-    auto r = capture_output(controller_argv(script, round.jobs, placement_args(record.plan.sbatch)));
-    if (r.status != 0) {
-        record.state = "stopped";
-        record.message = "sbatch failed for the controller of round " + std::to_string(round.round) + " (exit " +
-                         std::to_string(r.status) + "): " + std::string(trim(r.err));
-        write_rounds(root.path, record);
-        throw Error(record.message + "; the round runs, but the loop stops after it");
-    }
-    auto id = std::string(trim(r.out));
-    round.controller = id.substr(0, id.find(';'));
-    write_rounds(root.path, record);
-    if (g_progress)
-        std::cerr << "aihpc-sweep: controller of round " << round.round << " is job " << round.controller << " (after "
-                  << join(round.jobs, ":") << ")\n";
-    return round.controller;
-}
-
-std::vector<std::string> job_ids(const std::vector<ArraySubmission>& subs) {
-    std::vector<std::string> out;
-    for (auto& s : subs) out.push_back(s.job_id);
-    return out;
-}
-
 // plan and submit of a sweep with a schedule: the first rung of each bracket is submitted
 // now; the later ones by the controllers (or, for asha, by the tasks) as rungs end.
 int plan_or_submit_schedule(const SweepDir& sweep, const SubmitOptions& options, bool submit, bool dry_run, bool rounds) {
-    const auto& schedule = *sweep.spec.schedule;
     if (rounds) throw UsageError("--rounds does not go with a schedule: the rungs already narrow the sweep");
     if (options.pack > 1)
         throw Error("a sweep with a schedule runs one configuration per array element; leave out --pack (and slurm.pack)");
-    RungsPlan plan;
-    plan.throttle = options.throttle;
-    plan.max_array_size = options.max_array_size;
-    plan.sbatch = options.sbatch_args;
-    plan.tool = options.tool_path;
-    auto arrays = planned_arrays(sweep, {}, options.throttle, options.max_array_size);
-    if (!submit) {
-        auto brackets = sweep_brackets(sweep);
-        std::cout << sweep.tasks << " configurations, " << schedule_type_name(schedule.type) << " over " << schedule.resource << " from "
-                  << schedule.min << " to " << schedule.max << " (eta " << schedule.eta << "): " << brackets.size() << " bracket(s), "
-                  << arrays.size() << " array(s)\n";
-        for (auto& a : arrays) {
-            std::cout << a.label << ": " << (schedule.type == ScheduleType::asha && *a.rung ? "at most " : "") << a.tasks
-                      << " configurations at " << schedule.resource << "=" << a.budget;
-            if (!a.array.empty()) std::cout << ", array " << a.array << " (offset " << a.offset << ")";
-            if (!a.after.empty())
-                std::cout << ", after " << a.after << (schedule.type == ScheduleType::asha ? " (promoted by its tasks)" : " (promoted by its controller)");
-            std::cout << "\n";
-        }
-    }
+    RungsPlan plan = rungs_plan(options);
+    if (!submit) print_schedule_plan(sweep, options, std::cout);
     if (dry_run) {
-        // The script the lines name, to read before submitting; once submitted, the rungs
-        // still to come use the one they were submitted with.
-        if (!is_file(rungs_dir(sweep.path) + "/plan.json")) {
-            write_file_atomic(rung_script_path(sweep.path), rung_script(sweep, plan, PACKAGE_VERSION));
-            if (::chmod(rung_script_path(sweep.path).c_str(), 0755) != 0) throw_errno("cannot make " + rung_script_path(sweep.path) + " executable");
-        }
-        for (auto& b : sweep_brackets(sweep)) {
-            std::vector<std::uint64_t> configs;
-            for (std::uint64_t c = 0; c < b.configs; ++c) configs.push_back(b.first_config + c);
-            std::vector<std::string> placeholders;
-            for (auto& s : plan_rung_arrays(sweep, plan, b.bracket, 0, configs)) {
-                std::vector<std::string> quoted;
-                for (auto& w : s.argv) quoted.push_back(shell_quote(w));
-                std::cout << join(quoted, " ") << "\n";
-                if (placeholders.empty()) placeholders.push_back("{b" + std::to_string(b.bracket) + ".r0}");
-            }
-            // The controller that promotes out of the first rung, once its arrays ended.
-            if (schedule.type != ScheduleType::asha && b.rungs.size() > 1) {
-                std::vector<std::string> quoted;
-                for (auto& w : rung_controller_argv(sweep, plan, b.bracket, 0, placeholders))
-                    quoted.push_back(w.find("afterany:{") != std::string::npos ? w : shell_quote(w));
-                std::cout << join(quoted, " ") << "\n";
-            }
-        }
+        print_schedule_dry_run(sweep, plan, PACKAGE_VERSION, std::cout);
         return 0;
     }
     submit_schedule(sweep, plan, PACKAGE_VERSION, real_sbatch(), std::cout);
@@ -564,33 +362,16 @@ int cmd_plan_or_submit(Args args, bool submit) {
     SweepDir sweep = open_sweep(dir);
     SubmitOptions options = ao.resolve(sweep, dry_run);
     options.sbatch_args = extra;
-    check_phase_options(sweep, options);
+    check_phase_options(sweep, options, current_dir());
     auto subs = plan_submit(sweep, options);
     if (json) {
         std::cout << planned_arrays_json(planned_arrays(sweep, subs, options.throttle, options.max_array_size));
         return 0;
     }
     if (sweep.spec.schedule) return plan_or_submit_schedule(sweep, options, submit, dry_run, ro.given());
-    if (!submit) {
-        auto chunks = plan_chunks(sweep.tasks, options.max_array_size, options.pack);
-        std::cout << sweep.tasks << " tasks, " << sweep.spec.phases.size() << " phase(s), " << chunks.size()
-                  << " chunk(s) of at most " << options.max_array_size << " array elements, pack " << options.pack << "\n";
-        for (auto& c : chunks)
-            std::cout << "chunk " << c.index << ": offset " << c.offset << ", " << c.count << " tasks, " << c.elements << " elements\n";
-    }
+    if (!submit) print_chunks(sweep, options, std::cout);
     if (dry_run) {
-        // The scripts the lines name, to read before submitting; a sweep already
-        // submitted keeps those its arrays (and resubmit) use.
-        if (!is_file(sweep.path + "/chunks.json")) write_scripts(sweep, options);
-        print_dry_run(sweep, subs, options, true);
-        if (ro.given()) {
-            std::vector<std::string> placeholders;
-            for (auto& s : subs) placeholders.push_back("{" + s.label + "}");
-            std::string line;
-            for (auto& w : controller_argv(controller_script_path(sweep.path), placeholders, placement_args(extra)))
-                line += (line.empty() ? "" : " ") + (w.find("afterany:{") != std::string::npos ? w : shell_quote(w));
-            std::cout << line << "\n";
-        }
+        print_submit_dry_run(sweep, subs, options, ro.given(), std::cout);
         return 0;
     }
     RoundsRecord record;
@@ -610,45 +391,11 @@ int cmd_plan_or_submit(Args args, bool submit) {
         record.plan.tool = options.tool_path;
         if (is_file(sweep.path + "/rounds.json")) throw Error(dir + " already runs a closed loop (see rounds.json)");
     }
-    submit_sweep(sweep, subs, options);
+    submit_sweep(sweep, subs, options, submitter());
     for (auto& s : subs) std::cout << s.label << " " << s.job_id << "\n";
-    if (ro.given()) {
-        Round first;
-        first.round = 1;
-        first.dir = sweep.path;
-        first.tasks = sweep.tasks;
-        first.jobs = job_ids(subs);
-        record.history.push_back(first);
-        write_rounds(sweep.path, record);
-        std::cout << "advance.1 " << submit_controller(sweep, record) << "\n";
-    }
+    if (ro.given()) std::cout << "advance.1 " << start_closed_loop(sweep, record, subs, loop_step()) << "\n";
     return 0;
 }
-
-// Takes the environment of the controller's own job out of what sbatch sees, so that the
-// next round's jobs are shaped by their scripts alone. SLURM_CONF stays.
-void forget_job_environment() {
-    std::vector<std::string> names;
-    for (char** e = environ; *e; ++e) {
-        std::string_view kv(*e);
-        auto name = kv.substr(0, kv.find('='));
-        if (starts_with(name, "SLURM_") && name != "SLURM_CONF") names.emplace_back(name);
-    }
-    for (auto& n : names) ::unsetenv(n.c_str());
-}
-
-// A lock on rounds.json held for one step of the loop, so that a requeued controller
-// never advances the same round twice.
-class RoundsLock {
-public:
-    explicit RoundsLock(const std::string& root) : fd_(::open((root + "/rounds.json.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666)) {
-        if (!fd_) throw_errno("cannot open " + root + "/rounds.json.lock");
-        if (::flock(fd_.get(), LOCK_EX) != 0) throw_errno("cannot lock " + root + "/rounds.json.lock");
-    }
-
-private:
-    UniqueFd fd_;
-};
 
 int cmd_advance(Args args) {
     if (args.done()) throw UsageError("advance needs the SWEEP dir of a closed loop");
@@ -670,75 +417,7 @@ int cmd_advance(Args args) {
         return 0;
     }
     if (!args.done()) throw UsageError("advance: unknown argument " + args.peek());
-    RoundsLock lock(root.path);
-    auto path = root.path + "/rounds.json";
-    if (!is_file(path)) throw Error(dir + " has no rounds.json: it was not submitted with --rounds");
-    RoundsRecord record = parse_rounds_json(read_file(path));
-    if (record.state != "running") {
-        std::cerr << "aihpc-sweep: the closed loop of " << dir << " is " << record.state << "; nothing to do\n";
-        return 0;
-    }
-    auto& plan = record.plan;
-    Round& current = record.history.back();
-    SweepDir sweep = open_sweep(current.dir);
-    std::vector<RankedTask> ranked;
-    try {
-        ranked = best_tasks(sweep, plan.metric, plan.maximize, plan.top, plan.aggregate);
-    } catch (const Error& e) {
-        record.state = "stopped";
-        record.message = "round " + std::to_string(current.round) + ": " + e.what();
-        write_rounds(root.path, record);
-        throw Error(record.message + "; the loop stops here");
-    }
-    current.best = RoundBest{ranked.front().task.index, ranked.front().metric, ranked.front().task.params_json};
-    std::cout << "round " << current.round << ": best " << plan.metric << " " << format_double(ranked.front().metric) << " (task "
-              << ranked.front().task.index << " " << ranked.front().task.params_json << ")\n";
-    if (current.round >= plan.rounds) {
-        record.state = "done";
-        write_rounds(root.path, record);
-        std::cout << "closed loop done after " << current.round << " round(s)\n";
-        if (auto best = overall_best(record))
-            std::cout << "best over all rounds: " << plan.metric << " " << format_double(best->second.metric) << " (round " << best->first
-                      << ", task " << best->second.index << " " << best->second.params_json << ")\n";
-        return 0;
-    }
-
-    std::uint64_t next_round = current.round + 1;
-    std::string next_dir = round_dir(root.path, next_round);
-    if (!is_file(next_dir + "/sweep.json")) {
-        std::vector<TaskRecord> best;
-        for (auto& r : ranked) best.push_back(r.task);
-        auto spec = refine_spec(sweep.spec, best, plan.shrink, plan.trials.value_or(record.history.front().tasks));
-        write_sweep_dir(spec, next_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), root.git_commit}, refined_options());
-    }
-    SweepDir next = open_sweep(next_dir);
-    SubmitOptions options;
-    options.throttle = plan.throttle;
-    options.max_array_size = plan.max_array_size;
-    options.pack = plan.pack;
-    options.sbatch_args = plan.sbatch;
-    options.tool_path = plan.tool.empty() ? self_path() : plan.tool;
-    options.tool_version = PACKAGE_VERSION;
-    forget_job_environment();
-    std::vector<ArraySubmission> subs;
-    try {
-        subs = plan_submit(next, options);
-        submit_sweep(next, subs, options);
-    } catch (const Error& e) {
-        record.state = "stopped";
-        record.message = "round " + std::to_string(next_round) + " could not be submitted: " + e.what();
-        write_rounds(root.path, record);
-        throw;
-    }
-    Round round;
-    round.round = next_round;
-    round.dir = next.path;
-    round.tasks = next.tasks;
-    round.jobs = job_ids(subs);
-    record.history.push_back(round);
-    write_rounds(root.path, record);
-    std::cout << "round " << next_round << ": " << next.tasks << " tasks in " << next.path << ", jobs " << join(round.jobs, ",") << "\n";
-    std::cout << "advance." << next_round << " " << submit_controller(root, record) << "\n";
+    advance_rounds(root, dir, loop_step(), std::cout, std::cerr);
     return 0;
 }
 
@@ -777,65 +456,9 @@ int cmd_params(Args args) {
     if (format != "json" && format != "env" && format != "args" && format != "shell" && format != "cmd")
         throw UsageError("params: --format must be json, env, args, shell or cmd, not '" + format + "'");
     if (phase && format != "cmd") throw UsageError("params: --phase goes with --format cmd");
-    TaskIndex tasks(dir);
-    TaskRecord task = tasks.task(*index);
-    std::string out;
-    if (format == "cmd") {
-        // The command `run` would start for this task, as a shell would read it.
-        SweepDir sweep = open_sweep(dir);
-        const std::string phase_name = phase.value_or("");
-        const Phase& p = find_phase(sweep.spec, phase_name);
-        if (sweep.spec.command_of(p).empty()) throw Error("phase '" + p.name + "' has no command");
-        std::vector<std::string> words;
-        for (auto& w : task_command(sweep.spec, p, task)) words.push_back(shell_quote(w));
-        out = join(words, " ") + "\n";
-    } else if (format == "json") {
-        out = task.params_json + "\n";
-    } else if (format == "args") {
-        std::vector<std::string> words;
-        for (auto& [k, v] : task.params) words.push_back(shell_quote("--" + k + "=" + v.plain));
-        out = join(words, " ") + "\n";
-    } else {
-        for (auto& [k, v] : task_environment(task)) out += (format == "shell" ? "export " + k + "=" + shell_quote(v) : k + "=" + v) + "\n";
-    }
+    std::string out = task_params_text(dir, *index, format, phase.value_or(""));
     std::fwrite(out.data(), 1, out.size(), stdout);
     return 0;
-}
-
-void append_chunks(const SweepDir& sweep, const std::vector<ArraySubmission>& subs, const SubmitOptions& options) {
-    std::string path = sweep.path + "/chunks.json";
-    std::string fresh = chunks_json(subs, options);
-    if (!is_file(path)) {
-        write_file_atomic(path, fresh);
-        return;
-    }
-    JsonRef old = parse_json(read_file(path));
-    JsonRef add = parse_json(fresh);
-    json_object *arrays = nullptr, *more = nullptr;
-    if (json_object_object_get_ex(old.get(), "arrays", &arrays) && json_object_object_get_ex(add.get(), "arrays", &more)) {
-        for (std::size_t i = 0; i < json_object_array_length(more); ++i)
-            json_object_array_add(arrays, json_object_get(json_object_array_get_idx(more, i)));
-        write_file_atomic(path, std::string(json_object_to_json_string_ext(old.get(), JSON_C_TO_STRING_PLAIN)) + "\n");
-    } else {
-        write_file_atomic(path, fresh);
-    }
-}
-
-// The tasks that resubmit names: those of --indices, and the failed or missing ones.
-std::set<std::uint64_t> indices_to_resubmit(const SweepDir& sweep, const std::optional<std::string>& list, bool failed,
-                                            bool missing) {
-    std::set<std::uint64_t> indices;
-    if (list) indices = parse_index_list(*list);
-    if (failed || missing) {
-        auto scan = scan_results(sweep);
-        std::cerr << unreadable_warnings("aihpc-sweep", scan.unreadable);
-        if (failed) indices.insert(scan.failed.begin(), scan.failed.end());
-        if (missing) {
-            auto m = scan.missing(sweep.tasks);
-            indices.insert(m.begin(), m.end());
-        }
-    }
-    return indices;
 }
 
 int cmd_resubmit(Args args) {
@@ -860,7 +483,7 @@ int cmd_resubmit(Args args) {
     if (sweep.spec.schedule)
         throw Error(dir + " runs under a schedule, whose rungs are submitted by their controllers; aihpc-sweep advance " + dir +
                     " submits what a rung lacks, and aihpc-sweep run " + dir + " --bracket S --rung K --index I reruns one configuration");
-    std::set<std::uint64_t> indices = indices_to_resubmit(sweep, list, failed, missing);
+    std::set<std::uint64_t> indices = tasks_to_resubmit(sweep, list, failed, missing, std::cerr);
     if (indices.empty()) {
         std::cerr << "aihpc-sweep: nothing to resubmit\n";
         return 0;
@@ -875,56 +498,10 @@ int cmd_resubmit(Args args) {
     if (dry_run) {
         // The scripts exist already (or are written as they were): only the words after
         // -- are new on these lines.
-        print_dry_run(sweep, subs, options, false);
+        print_dry_run(sweep, subs, options, false, std::cout);
         return 0;
     }
-    check_commands(sweep);
-    for (auto& phase : sweep.spec.phases) {
-        auto script = script_path(sweep, phase.name);
-        if (!is_file(script)) {
-            SubmitOptions o = options;
-            o.sbatch_args.clear();
-            write_scripts(sweep, o);
-            break;
-        }
-    }
-    // Earlier results of these tasks are kept aside, so that status and collection see
-    // only the new run; those of an array that was not submitted are put back.
-    struct SetAside {
-        std::string path;
-        std::size_t sub;
-    };
-    std::vector<SetAside> aside;
-    auto put_back = [&](bool all) {
-        std::string failed;
-        for (auto& a : aside)
-            if ((all || subs[a.sub].job_id.empty()) && ::rename((a.path + ".prev").c_str(), a.path.c_str()) != 0)
-                failed += " " + a.path + ".prev";
-        return failed.empty() ? std::string() : "; could not restore" + failed + " (rename them back by hand)";
-    };
-    for (std::size_t k = 0; k < subs.size(); ++k) {
-        const Phase& phase = find_phase(sweep.spec, subs[k].phase);
-        for (auto it = indices.lower_bound(subs[k].offset); it != indices.end() && *it < subs[k].offset + subs[k].count; ++it) {
-            auto path = result_path(sweep, phase, *it);
-            if (!is_file(path)) continue;
-            if (::rename(path.c_str(), (path + ".prev").c_str()) != 0) {
-                int e = errno;
-                auto restore = put_back(true);
-                throw Error("cannot set aside " + path + ": " + std::strerror(e) + "; nothing was submitted" + restore);
-            }
-            aside.push_back({path, k});
-        }
-    }
-    try {
-        submit_all(sweep, subs, [] {});
-    } catch (const Error& e) {
-        std::vector<ArraySubmission> submitted;
-        for (auto& s : subs)
-            if (!s.job_id.empty()) submitted.push_back(s);
-        if (!submitted.empty()) append_chunks(sweep, submitted, options);
-        throw Error(e.what() + put_back(false));
-    }
-    append_chunks(sweep, subs, options);
+    resubmit_tasks(sweep, subs, indices, options, submitter());
     std::cout << indices.size() << " tasks resubmitted: " << array_spec(indices, 0) << "\n";
     for (auto& s : subs) std::cout << s.label << " " << s.job_id << "\n";
     return 0;
@@ -947,7 +524,7 @@ int cmd_refine(Args args) {
     std::vector<TaskRecord> best;
     for (auto& r : ranked) best.push_back(r.task);
     auto spec = refine_spec(sweep.spec, best, ro.shrink.value_or(0.5), ro.trials.value_or(sweep.tasks));
-    auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()}, refined_options());
+    auto summary = write_sweep_dir(spec, out_dir, Provenance{PACKAGE_VERSION, rfc3339_now(), git_commit()}, refined_expand_options());
     const char* how = ro.aggregate == Aggregate::mean ? "mean " : ro.aggregate == Aggregate::median ? "median " : "";
     std::cout << summary.tasks << " tasks around the best " << best.size() << " configuration(s) (" << how << ro.metric << " "
               << (ro.maximize ? "max" : "min") << " " << format_double(ranked.front().metric);

@@ -35,4 +35,13 @@ void check_container_images(const std::vector<std::string>& words, const std::st
     }
 }
 
+void check_phase_options(const SweepDir& sweep, const SubmitOptions& options, const std::string& base) {
+    for (const auto& phase : sweep.spec.phases) {
+        auto words = phase_sbatch_words(sweep, phase, options);
+        std::string where = sweep.spec.phases.size() > 1 ? "phase '" + phase.name + "'" : std::string("the sbatch options");
+        check_aihpc_options(words, where);
+        check_container_images(words, where, base);
+    }
+}
+
 }  // namespace aihpc::sweep

@@ -13,6 +13,10 @@ lib_sweep_libaihpc_sweep_la_SOURCES = \
 	lib/sweep/results.cpp lib/sweep/results.hpp \
 	lib/sweep/refine.cpp lib/sweep/refine.hpp \
 	lib/sweep/rounds.cpp lib/sweep/rounds.hpp \
+	lib/sweep/submission.cpp lib/sweep/submission.hpp \
+	lib/sweep/preview.cpp lib/sweep/preview.hpp \
+	lib/sweep/resubmit.cpp lib/sweep/resubmit.hpp \
+	lib/sweep/closed_loop.cpp lib/sweep/closed_loop.hpp \
 	lib/sweep/schedule.cpp lib/sweep/schedule.hpp \
 	lib/sweep/rungs.cpp lib/sweep/rungs.hpp
 EXTRA_DIST += lib/sweep/README
@@ -29,6 +33,14 @@ tests_unit_test_sweep_LDADD = lib/sweep/libaihpc_sweep.la lib/container/libaihpc
 UNIT_TESTS += tests/unit/test_sweep_schedule
 tests_unit_test_sweep_schedule_SOURCES = tests/unit/test_sweep_schedule.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_sweep_schedule_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+
+UNIT_TESTS += tests/unit/test_sweep_submission
+tests_unit_test_sweep_submission_SOURCES = tests/unit/test_sweep_submission.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp tests/unit/sweep_fixture.hpp
+tests_unit_test_sweep_submission_LDADD = lib/sweep/libaihpc_sweep.la $(unit_test_libs)
+
+UNIT_TESTS += tests/unit/test_sweep_preview
+tests_unit_test_sweep_preview_SOURCES = tests/unit/test_sweep_preview.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp tests/unit/sweep_fixture.hpp
+tests_unit_test_sweep_preview_LDADD = lib/sweep/libaihpc_sweep.la lib/container/libaihpc_container.la $(unit_test_libs)
 
 EXTRA_DIST += bench/sweep/run.sh bench/sweep/reference.py \
 	bench/sweep/promote.sh \

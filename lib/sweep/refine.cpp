@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
+#include "sweep/expand.hpp"
 #include "sweep/results.hpp"
 #include "sweep/runner.hpp"
 
@@ -267,6 +268,13 @@ SweepSpec refine_spec(const SweepSpec& spec, const std::vector<TaskRecord>& best
             if (a.kind == AxisKind::repeat) out.axes.push_back(a);
     // Round-trip through the text form, so that the result is validated like any spec.
     return parse_spec(normalize(out));
+}
+
+ExpandOptions refined_expand_options() {
+    ExpandOptions o;
+    o.allow_empty_exclude = true;
+    o.max_tasks = kMaxSweepTasks;
+    return o;
 }
 
 }  // namespace aihpc::sweep

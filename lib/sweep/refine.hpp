@@ -41,4 +41,8 @@ std::vector<RankedTask> best_tasks(const SweepDir& sweep, const std::string& met
 // options, seed + 1) over one union member per distinct best task.
 SweepSpec refine_spec(const SweepSpec& spec, const std::vector<TaskRecord>& best, double shrink, std::uint64_t trials);
 
+// How a refined round is expanded: it keeps the first round's exclusion rules, which its
+// narrower space may no longer reach; its size was bounded by the first round's.
+ExpandOptions refined_expand_options();
+
 }  // namespace aihpc::sweep

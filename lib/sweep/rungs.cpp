@@ -18,9 +18,8 @@
 #include "common/process.hpp"
 #include "sweep/rounds.hpp"
 #include "sweep/runner.hpp"
+#include "sweep/submission.hpp"
 #include "sweep/submit_plan.hpp"
-
-extern char** environ;
 
 namespace aihpc::sweep {
 
@@ -225,15 +224,8 @@ std::vector<std::string> rung_controller_argv(const SweepDir& sweep, const Rungs
 
 Sbatch real_sbatch() {
     return [](const std::vector<std::string>& argv) {
-        // A controller or a task submits from inside its own job: its SLURM_* variables
-        // would shape the new job (sbatch reads some of them). SLURM_CONF stays.
-        std::vector<std::string> names;
-        for (char** e = environ; e && *e; ++e) {
-            std::string_view kv(*e);
-            auto name = kv.substr(0, kv.find('='));
-            if (starts_with(name, "SLURM_") && name != "SLURM_CONF") names.emplace_back(name);
-        }
-        for (auto& n : names) ::unsetenv(n.c_str());
+        // A controller or a task submits from inside its own job.
+        forget_job_environment();
         auto r = capture_output(argv);
         if (r.status != 0)
             throw Error("sbatch failed (exit " + std::to_string(r.status) + "): " + std::string(trim(r.err)) + " [" + join(argv, " ") + "]");
@@ -261,11 +253,6 @@ private:
     std::string path_;
     UniqueFd fd_;
 };
-
-bool is_file(const std::string& path) {
-    struct stat st;
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 std::optional<RungRecord> load_rung(const std::string& sweep_path, std::uint64_t bracket, std::uint64_t rung) {
     auto path = rung_record_path(sweep_path, bracket, rung);

@@ -635,4 +635,27 @@ int run_tasks(const SweepDir& sweep, const RunRequest& request) {
     return status;
 }
 
+std::string task_params_text(const std::string& dir, std::uint64_t index, const std::string& format, const std::string& phase) {
+    TaskIndex tasks(dir);
+    TaskRecord task = tasks.task(index);
+    std::string out;
+    if (format == "cmd") {
+        SweepDir sweep = open_sweep(dir);
+        const Phase& p = find_phase(sweep.spec, phase);
+        if (sweep.spec.command_of(p).empty()) throw Error("phase '" + p.name + "' has no command");
+        std::vector<std::string> words;
+        for (auto& w : task_command(sweep.spec, p, task)) words.push_back(shell_quote(w));
+        out = join(words, " ") + "\n";
+    } else if (format == "json") {
+        out = task.params_json + "\n";
+    } else if (format == "args") {
+        std::vector<std::string> words;
+        for (auto& [k, v] : task.params) words.push_back(shell_quote("--" + k + "=" + v.plain));
+        out = join(words, " ") + "\n";
+    } else {
+        for (auto& [k, v] : task_environment(task)) out += (format == "shell" ? "export " + k + "=" + shell_quote(v) : k + "=" + v) + "\n";
+    }
+    return out;
+}
+
 }  // namespace aihpc::sweep

@@ -76,6 +76,12 @@ std::vector<std::pair<std::string, std::string>> task_environment(const TaskReco
 
 const Phase& find_phase(const SweepSpec& spec, const std::string& name);  // empty: the last
 
+// What `params` prints of task `index` of the sweep in `dir`, in `format`: json (its
+// params object), args (--name=value words), env or shell (task_environment, as
+// assignments or exports), or cmd: the command `run` would start for it in `phase` (empty:
+// the last), as a shell would read it.
+std::string task_params_text(const std::string& dir, std::uint64_t index, const std::string& format, const std::string& phase);
+
 // How the commands of an array element reach the sweep's container. When the job asks
 // for a container with --aihpc-container-scope=steps (submit adds it), aihpc-sweep runs
 // on the host in the batch step and starts each command as a one-task srun step on its

@@ -6,7 +6,9 @@
 
 #include "common/error.hpp"
 #include "common/json.hpp"
+#include "common/text.hpp"
 #include "sweep/spec.hpp"
+#include "sweep/sweep_dir.hpp"
 
 namespace aihpc::sweep {
 
@@ -420,6 +422,46 @@ std::string apply_overrides(const std::string& json_text, const SpecOverrides& o
     }
     if (!o.command.empty()) put("command", json_string_array(o.command));
     return out + "}";
+}
+
+namespace {
+
+// A spec file's error, naming the file where the spec's errors say "sweep spec".
+Error spec_file_error(const std::string& file, const std::string& file_text, const Error& e) {
+    std::string what = e.what();
+    constexpr std::string_view prefix = "sweep spec: ";
+    if (starts_with(what, prefix)) what = what.substr(prefix.size());
+    std::string hint;
+    auto first = file_text.find_first_not_of(" \t\r\n");
+    bool not_json = first != std::string::npos && file_text[first] != '{' && file_text[first] != '[';
+    if (starts_with(what, "not valid JSON") && (ends_with(file, ".yaml") || ends_with(file, ".yml") || not_json))
+        hint = "; aihpc-sweep reads JSON specs only (a YAML spec converts with: python3 -c 'import json,sys,yaml; "
+               "json.dump(yaml.safe_load(sys.stdin),sys.stdout)' <" + file + " >spec.json)";
+    return Error(file + ": " + what + hint);
+}
+
+}  // namespace
+
+CommandLineSpec read_command_line_spec(const std::vector<std::string>& words, const SpecOverrides& overrides, std::ostream& notes) {
+    CommandLineSpec out;
+    bool from_file = words.size() == 1 && (is_file(words[0]) || ends_with(words[0], ".json"));
+    std::string file_text;
+    try {
+        if (from_file) {
+            file_text = read_file(words[0]);
+            out.text = apply_overrides(file_text, overrides);
+        } else {
+            std::vector<std::string> lines;
+            out.text = compile_shorthand(words, overrides, &lines);
+            for (auto& n : lines) notes << "aihpc-sweep: note: " << n << "\n";
+        }
+        out.spec = parse_spec(out.text);
+        check_spec_to_expand(out.spec);
+    } catch (const Error& e) {
+        if (!from_file) throw;
+        throw spec_file_error(words[0], file_text, e);
+    }
+    return out;
 }
 
 }  // namespace aihpc::sweep

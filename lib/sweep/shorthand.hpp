@@ -10,8 +10,11 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
+
+#include "sweep/spec.hpp"
 
 namespace aihpc::sweep {
 
@@ -41,5 +44,15 @@ std::string shorthand_value(const std::string& token);
 
 // "opt=sgd,bs=96" as a JSON object.
 std::string exclusion_rule(const std::string& text);
+
+// The spec of an expand command line, parsed and checked to expand, and its JSON text:
+// one word naming a file (one that exists, or a name ending in .json) is a JSON spec,
+// which the overrides change; other words are shorthand terms. A file's errors name the
+// file, with a hint where it looks like YAML. The shorthand's notes go to `notes`.
+struct CommandLineSpec {
+    std::string text;
+    SweepSpec spec;
+};
+CommandLineSpec read_command_line_spec(const std::vector<std::string>& words, const SpecOverrides& overrides, std::ostream& notes);
 
 }  // namespace aihpc::sweep

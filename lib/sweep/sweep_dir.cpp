@@ -427,4 +427,9 @@ std::string TaskIndex::line(std::uint64_t i) const {
     return out;
 }
 
+bool is_file(const std::string& path) {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 }  // namespace aihpc::sweep

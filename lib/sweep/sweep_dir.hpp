@@ -87,6 +87,10 @@ private:
 void write_file_atomic(const std::string& path, std::string_view text);
 std::string read_file(const std::string& path);
 
+// Whether `path` is a regular file (a link followed): how the sweep dir's records
+// (chunks.json, rounds.json, scripts, results) are known to be there.
+bool is_file(const std::string& path);
+
 // Current time, RFC 3339 with a UTC offset.
 std::string rfc3339_now();
 
