@@ -1,15 +1,11 @@
 #include "common/process.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-
-#include "common/child_process.hpp"
 #include "common/error.hpp"
+#include "common/fd.hpp"
+#include "common/spawn.hpp"
 
 namespace aihpc {
 
@@ -26,46 +22,16 @@ int exit_status(int status) {
 
 CommandOutput capture_output(const std::vector<std::string>& argv) {
     if (argv.empty()) throw Error("internal: empty command");
-    Pipe out, err;
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_t pid = ::fork();
-    if (pid < 0) throw_errno("cannot fork to run " + argv[0]);
-    if (pid == 0) {
-        int null = ::open("/dev/null", O_RDONLY);
-        if (null >= 0) ::dup2(null, 0);
-        ::dup2(out.write.get(), 1);
-        ::dup2(err.write.get(), 2);
-        ::execvp(args[0], args.data());
-        ::_exit(127);
-    }
-    ChildProcess child(pid);
-    out.write.reset();
-    err.write.reset();
-    CommandOutput result;
-    struct pollfd fds[2] = {{out.read.get(), POLLIN, 0}, {err.read.get(), POLLIN, 0}};
-    std::string* sinks[2] = {&result.out, &result.err};
-    int open = 2;
-    char buf[8192];
-    while (open > 0) {
-        if (::poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            throw_errno("cannot read the output of " + argv[0]);
-        }
-        for (int i = 0; i < 2; ++i) {
-            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-            if (n > 0) {
-                sinks[i]->append(buf, static_cast<std::size_t>(n));
-            } else if (n == 0 || errno != EINTR) {
-                fds[i].fd = -1;
-                --open;
-            }
-        }
-    }
-    result.status = exit_status(child.wait());
-    return result;
+    SpawnPlan plan;
+    plan.argv = argv;
+    plan.search_path = true;
+    plan.purpose = argv[0];
+    plan.start_error = "cannot fork to run " + argv[0];
+    // Without /dev/null, stdin stays the caller's.
+    UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    plan.fds.push_back({0, null ? null.get() : 0});
+    Captured run = capture(std::move(plan));
+    return {exit_status(run.status), std::move(run.out), std::move(run.err)};
 }
 
 }  // namespace aihpc
