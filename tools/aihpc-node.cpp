@@ -268,9 +268,10 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
 // Drops this process to the job's user for good, as the plugin does before it execs the
 // user's work (lib/common/node_helper.cpp): every descriptor but the request, result and
 // output ones closed first (root's opened only root-owned paths under local_root), then
-// the groups, gid and uid, checked (drop_to_user, the same code as the plugin's). The kernel makes a process that changed its
-// credentials undumpable, so the user can neither trace it nor read what root's part
-// left in its memory; it also clears the parent-death signal, which is set again.
+// the groups, gid and uid, checked (drop_to_user, the plugin's own code). The kernel
+// makes a process that changed its credentials undumpable, so the user can neither trace
+// it nor read what root's part left in its memory; it also clears the parent-death
+// signal, which is set again.
 void become_job_user(const NodeRequest& r) {
     if (r.uid == 0) throw Error("refusing to stage in as root for a job of uid 0");
     // Root's descriptors go, but for the book of copies in flight (cache_promises.hpp),
@@ -557,18 +558,18 @@ int run_task(int argc, char** argv) {
     sigaddset(&taken, SIGCHLD);
     ::sigprocmask(SIG_BLOCK, &taken, &original);
     plan.signal_mask = original;
-    std::optional<ChildProcess> child;
+    ChildProcess child(-1);
     try {
-        child.emplace(spawn(plan));
+        child = spawn(plan);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "aihpc: %s\n", e.what());
         return 1;
     }
-    const pid_t pid = child->pid();
+    const pid_t pid = child.pid();
     std::optional<std::chrono::steady_clock::time_point> signal_at;
     if (r.options.checkpoint) signal_at = checkpoint_signal_time(r);
     int status = wait_passing_signals(pid, taken, signal_at, [&] { send_checkpoint_signal(r); });
-    child->forget();  // reaped by wait_passing_signals
+    child.forget();  // reaped by wait_passing_signals
     // A time limit or a cancel during the stage-out: the copy goes on until Slurm kills
     // the task, and what is not delivered by then stays kept on the node.
     if (stages_out)
