@@ -209,6 +209,25 @@ static void ignored_signals_stay_ignored_and_the_mask_is_the_plans(void**) {
     assert_true(mask & (1ull << (SIGUSR1 - 1)));
 }
 
+static void on_usr1(int) {}
+
+// In the child: exit 0 when SIGUSR1's action is the default.
+void exit_by_usr1_action(const void*) noexcept {
+    struct sigaction now {};
+    ::sigaction(SIGUSR1, nullptr, &now);
+    ::_exit(now.sa_handler == SIG_DFL ? 0 : 1);
+}
+
+static void the_callers_handlers_never_run_in_the_child(void**) {
+    struct sigaction handler {}, old {};
+    handler.sa_handler = on_usr1;
+    ::sigaction(SIGUSR1, &handler, &old);
+    ChildProcess child = spawn_function(SpawnPlan{}, exit_by_usr1_action, nullptr);
+    int status = child.wait();
+    ::sigaction(SIGUSR1, &old, nullptr);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void a_handle_moved_or_released_neither_kills_nor_waits_twice(void**) {
     SpawnPlan plan;
     plan.argv = {"sleep", "30"};
@@ -236,6 +255,7 @@ int main() {
         cmocka_unit_test(a_failed_drop_names_its_step),
         cmocka_unit_test(a_child_leads_its_own_group_or_session),
         cmocka_unit_test(ignored_signals_stay_ignored_and_the_mask_is_the_plans),
+        cmocka_unit_test(the_callers_handlers_never_run_in_the_child),
         cmocka_unit_test(a_handle_moved_or_released_neither_kills_nor_waits_twice),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
