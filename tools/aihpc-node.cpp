@@ -56,6 +56,7 @@
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
 #include "common/process.hpp"
+#include "common/spawn.hpp"
 
 extern char** environ;
 
@@ -276,9 +277,10 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
 // Drops this process to the job's user for good, as the plugin does before it execs the
 // user's work (lib/common/node_helper.cpp): every descriptor but the request, result and
 // output ones closed first (root's opened only root-owned paths under local_root), then
-// the groups, gid and uid, checked. The kernel makes a process that changed its
-// credentials undumpable, so the user can neither trace it nor read what root's part
-// left in its memory; it also clears the parent-death signal, which is set again.
+// the groups, gid and uid, checked (drop_to_user, the plugin's own code). The kernel
+// makes a process that changed its credentials undumpable, so the user can neither trace
+// it nor read what root's part left in its memory; it also clears the parent-death
+// signal, which is set again.
 void become_job_user(const NodeRequest& r) {
     if (r.uid == 0) throw Error("refusing to stage in as root for a job of uid 0");
     // Root's descriptors go, but for the book of copies in flight (cache_promises.hpp),
@@ -289,15 +291,12 @@ void become_job_user(const NodeRequest& r) {
         first_closed = 6;
     }
     if (::syscall(SYS_close_range, first_closed, ~0u, 0u) != 0) throw_errno("cannot close root's descriptors before the stage-in");
-    if (::setgroups(r.groups.size(), r.groups.empty() ? nullptr : r.groups.data()) != 0)
-        throw_errno("cannot set the job's supplementary groups");
-    if (::setresgid(r.gid, r.gid, r.gid) != 0) throw_errno("cannot set the job's gid");
-    if (::setresuid(r.uid, r.uid, r.uid) != 0) throw_errno("cannot set the job's uid");
-    uid_t ru, eu, su;
-    gid_t rg, eg, sg;
-    if (::getresuid(&ru, &eu, &su) != 0 || ru != r.uid || eu != r.uid || su != r.uid || ::getresgid(&rg, &eg, &sg) != 0 ||
-        rg != r.gid || eg != r.gid || sg != r.gid)
+    if (std::optional<ChildStep> failed = drop_to_user(UserIds{r.uid, r.gid, r.groups})) {
+        if (*failed == ChildStep::set_groups) throw_errno("cannot set the job's supplementary groups");
+        if (*failed == ChildStep::set_gid) throw_errno("cannot set the job's gid");
+        if (*failed == ChildStep::set_uid) throw_errno("cannot set the job's uid");
         throw Error("could not drop to the job's user; the stage-in was not done");
+    }
     pid_t parent = ::getppid();
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) throw_errno("cannot set the parent-death signal");
     if (::getppid() != parent || parent == 1) throw Error("slurmstepd went away before the stage-in");
@@ -569,9 +568,16 @@ int run_task(int argc, char** argv) {
         std::fputs("aihpc: the task has no command to run\n", stderr);
         return 1;
     }
-    std::vector<char*> words;
-    for (std::string& w : command) words.push_back(w.data());
-    words.push_back(nullptr);
+    const std::string cannot_run = "aihpc: cannot run " + command[0];
+    SpawnPlan plan;
+    plan.argv = command;
+    plan.search_path = true;
+    // The command runs in the task's place: it keeps every descriptor the task was given
+    // (an MPI launcher's among them).
+    plan.keep_other_fds = true;
+    plan.on_failure = report_failure_on_stderr;
+    plan.failure_context = cannot_run.c_str();
+    plan.purpose = "the task";
     std::fflush(nullptr);
     // The signals a task gets from Slurm and users are taken here, never by default
     // action: this wrapper outlives its command, so that the command has all of its
@@ -580,20 +586,19 @@ int run_task(int argc, char** argv) {
     task_signals(&taken);
     sigaddset(&taken, SIGCHLD);
     ::sigprocmask(SIG_BLOCK, &taken, &original);
-    pid_t pid = ::fork();
-    if (pid < 0) {
-        std::fprintf(stderr, "aihpc: cannot start the task: %s\n", std::strerror(errno));
+    plan.signal_mask = original;
+    ChildProcess child(-1);
+    try {
+        child = spawn(plan);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "aihpc: %s\n", e.what());
         return 1;
     }
-    if (pid == 0) {
-        ::sigprocmask(SIG_SETMASK, &original, nullptr);
-        ::execvp(words[0], words.data());
-        std::fprintf(stderr, "aihpc: cannot run %s: %s\n", words[0], std::strerror(errno));
-        ::_exit(errno == ENOENT ? 127 : 126);
-    }
+    const pid_t pid = child.pid();
     std::optional<std::chrono::steady_clock::time_point> signal_at;
     if (r.options.checkpoint) signal_at = checkpoint_signal_time(r);
     int status = wait_passing_signals(pid, taken, signal_at, [&] { send_checkpoint_signal(r); });
+    child.forget();  // reaped by wait_passing_signals
     // A time limit or a cancel during the stage-out: the copy goes on until Slurm kills
     // the task, and what is not delivered by then stays kept on the node.
     if (stages_out)

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <utility>
 
 #include "common/error.hpp"
 
@@ -16,6 +17,12 @@ Pipe::Pipe() {
     if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("cannot create a pipe to a child process");
     read.reset(fds[0]);
     write.reset(fds[1]);
+}
+
+ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
+    // The child this handle held is killed and reaped as `replaced` goes.
+    if (this != &other) ChildProcess replaced(std::exchange(pid_, std::exchange(other.pid_, -1)));
+    return *this;
 }
 
 ChildProcess::~ChildProcess() {

@@ -1,6 +1,7 @@
 lib_libaihpc_la_SOURCES += \
 	lib/common/child_process.cpp lib/common/child_process.hpp \
 	lib/common/process.cpp lib/common/process.hpp \
+	lib/common/spawn.cpp lib/common/spawn.hpp \
 	lib/common/error.cpp lib/common/error.hpp \
 	lib/common/fd.hpp \
 	lib/common/json.cpp lib/common/json.hpp \

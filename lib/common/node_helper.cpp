@@ -1,11 +1,8 @@
 #include "common/node_helper.hpp"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -18,6 +15,7 @@
 
 #include "common/child_process.hpp"
 #include "common/paths.hpp"
+#include "common/spawn.hpp"
 #include "common/text.hpp"
 
 namespace aihpc {
@@ -81,15 +79,31 @@ void take_records(std::string& text, Records& out) {
 
 // ---- the child, between fork and exec: async-signal-safe calls only
 
-// A failure before the exec: "cannot <what>: <errno number>" on the result socket. No
+const char* step_text(ChildStep step) noexcept {
+    switch (step) {
+    case ChildStep::descriptors: return "set up the helper's descriptors";
+    case ChildStep::group: return "start a process group for the helper";
+    case ChildStep::regain_root: return "regain root for the helper";
+    case ChildStep::set_groups: return "set the job's supplementary groups";
+    case ChildStep::set_gid: return "set the job's gid";
+    case ChildStep::set_uid: return "set the job's uid";
+    case ChildStep::check_drop: return "drop to the job's user";
+    case ChildStep::become_root: return "become root for the helper";
+    case ChildStep::parent_death: return "set the helper's parent-death signal";
+    case ChildStep::no_new_privs: return "set no_new_privs for the helper";
+    case ChildStep::exec: return "execute the helper";
+    }
+    return "start the helper";
+}
+
+// A failure before the exec: "cannot <what> (errno N)" on the result socket. No
 // strerror, no allocation: neither is async-signal-safe.
-[[noreturn]] void child_fail(const char* what) noexcept {
-    int err = errno;
+void report_to_parent(ChildStep step, int err, const void*) noexcept {
     char buf[200];
     std::size_t n = 0;
     auto put = [&](const char* s) { while (*s && n < sizeof buf - 16) buf[n++] = *s++; };
     put("cannot ");
-    put(what);
+    put(step_text(step));
     put(" (errno ");
     char digits[12];
     int d = 0;
@@ -109,83 +123,6 @@ void take_records(std::string& text, Records& out) {
     (void)!::write(helper_result_fd, header, h);
     (void)!::write(helper_result_fd, buf, n);
     ::_exit(127);
-}
-
-struct ChildPlan {
-    const char* program;
-    char* const* argv;
-    char* const* envp;
-    int devnull, request_read, result_child, output_write;
-    int max_fd;
-    pid_t parent;
-    bool as_user;
-    uid_t uid;
-    gid_t gid;
-    const gid_t* groups;
-    std::size_t group_count;
-};
-
-[[noreturn]] void child_exec(const ChildPlan& p) noexcept {
-    // Signals: an empty mask and default actions, since both survive exec.
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig)
-        if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
-
-    // The descriptors first, so that a later failure reaches the parent on fd 4. All of
-    // the parent's ends were moved above 9 before the fork, so no dup2 overwrites another.
-    if (::dup2(p.result_child, helper_result_fd) < 0) ::_exit(127);
-    if (::dup2(p.devnull, 0) < 0 || ::dup2(p.output_write, 1) < 0 || ::dup2(p.output_write, 2) < 0 ||
-        ::dup2(p.request_read, helper_request_fd) < 0)
-        child_fail("set up the helper's descriptors");
-    if (::syscall(SYS_close_range, 5u, ~0u, 0u) != 0)
-        for (int fd = 5; fd <= p.max_fd; ++fd) ::close(fd);
-
-    if (::setpgid(0, 0) != 0) child_fail("start a process group for the helper");
-
-    // Back to root wholly (user_init runs with euid = the user, saved uid 0), then, for
-    // the user's work, down to the user for good.
-    if (::setresuid(static_cast<uid_t>(-1), 0, static_cast<uid_t>(-1)) != 0) child_fail("regain root for the helper");
-    int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (oom >= 0) {
-        (void)!::write(oom, "0", 1);
-        ::close(oom);
-    }
-    if (p.as_user) {
-        if (::setgroups(p.group_count, p.groups) != 0) child_fail("set the job's supplementary groups");
-        if (::setresgid(p.gid, p.gid, p.gid) != 0) child_fail("set the job's gid");
-        if (::setresuid(p.uid, p.uid, p.uid) != 0) child_fail("set the job's uid");
-        // Checked rather than trusted: a half-done drop must not go on as root.
-        uid_t r, e, s;
-        gid_t gr, ge, gs;
-        if (::getresuid(&r, &e, &s) != 0 || r != p.uid || e != p.uid || s != p.uid || ::getresgid(&gr, &ge, &gs) != 0 ||
-            gr != p.gid || ge != p.gid || gs != p.gid) {
-            errno = EPERM;
-            child_fail("drop to the job's user");
-        }
-    } else {
-        if (::setresuid(0, 0, 0) != 0 || ::setgroups(0, nullptr) != 0 || ::setresgid(0, 0, 0) != 0)
-            child_fail("become root for the helper");
-    }
-    // After the credential change, which clears it: set before, it would be gone, and a
-    // helper would outlive a slurmstepd that crashed.
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail("set the helper's parent-death signal");
-    if (::getppid() != p.parent) ::_exit(127);  // the parent died before the line above
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail("set no_new_privs for the helper");
-    ::execve(p.program, p.argv, p.envp);
-    child_fail("execute the helper");
-}
-
-// Moves an fd to 10 or above, close-on-exec, so that the child's dup2 calls onto 0-4
-// never overwrite one of the descriptors it still needs.
-UniqueFd high_fd(int fd) {
-    UniqueFd original(fd);
-    int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
-    if (moved < 0) throw_errno("cannot prepare the helper's descriptors");
-    return UniqueFd(moved);
 }
 
 void set_nonblocking(int fd) {
@@ -262,49 +199,38 @@ bool reap_within(pid_t pid, std::chrono::milliseconds limit, int& status) {
 // the caller's identity and none of its descriptors.
 class JobStateQuery {
 public:
-    JobStateQuery(const std::vector<std::string>& command, char* const* envp) {
+    JobStateQuery(const std::vector<std::string>& command, const std::vector<std::string>& env) {
         const std::string& name = command.at(0);
         const char* path = std::getenv("PATH");
         std::string program = name.find('/') != std::string::npos
                                   ? name
                                   : find_program(name, split(path ? path : "/usr/bin:/bin", ':')).value_or("");
         if (program.empty()) return;
-        std::vector<std::string> words = command;
-        std::vector<char*> argv;
-        for (std::string& w : words) argv.push_back(w.data());
-        argv.push_back(nullptr);
         int out[2];
         if (::pipe2(out, O_CLOEXEC) != 0) return;
-        UniqueFd read_end = high_fd(out[0]), write_end = high_fd(out[1]);
-        UniqueFd devnull = high_fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        UniqueFd read_end(out[0]), write_end(out[1]);
+        UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
         if (!devnull) return;
-        pid_t pid = ::fork();
-        if (pid < 0) return;
-        if (pid == 0) {
-            sigset_t none;
-            sigemptyset(&none);
-            ::sigprocmask(SIG_SETMASK, &none, nullptr);
-            if (::dup2(devnull.get(), 0) < 0 || ::dup2(write_end.get(), 1) < 0 || ::dup2(devnull.get(), 2) < 0)
-                ::_exit(127);
-            ::syscall(SYS_close_range, 3u, ~0u, 0u);
-            ::execve(program.c_str(), argv.data(), envp);
-            ::_exit(127);
+        SpawnPlan plan;
+        plan.argv = command;
+        plan.program = program;
+        plan.env = env;
+        plan.fds = {{0, devnull.get()}, {1, write_end.get()}, {2, devnull.get()}};
+        sigemptyset(&plan.signal_mask.emplace());
+        plan.purpose = "the job-state query";
+        try {
+            child_ = spawn(plan);
+        } catch (const Error&) {
+            return;  // no query this time: nothing is concluded
         }
-        pid_ = pid;
         started_ = Clock::now();
         output_ = std::move(read_end);
         set_nonblocking(output_.get());
     }
     JobStateQuery(const JobStateQuery&) = delete;
     JobStateQuery& operator=(const JobStateQuery&) = delete;
-    ~JobStateQuery() {
-        if (pid_ <= 0) return;
-        ::kill(pid_, SIGKILL);
-        while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
-        }
-    }
 
-    bool started() const { return pid_ > 0; }
+    bool started() const { return child_.pid() > 0; }
     int fd() const { return output_.get(); }
     Clock::time_point started_at() const { return started_; }
 
@@ -318,10 +244,7 @@ public:
             return false;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
-        int status = 0;
-        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-        }
-        pid_ = -1;
+        int status = child_.wait();
         bool gone = WIFEXITED(status) && WEXITSTATUS(status) == 1 && trim(text_).empty();
         bool answered = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         // squeue says "Invalid job id" (exit 1) for a job that has left the controller.
@@ -330,7 +253,7 @@ public:
     }
 
 private:
-    pid_t pid_ = -1;
+    ChildProcess child_{-1};  // killed and reaped if the query is dropped
     Clock::time_point started_{};
     UniqueFd output_;
     std::string text_;
@@ -441,49 +364,53 @@ std::string read_helper_request(std::size_t limit) {
 // ---- run_helper
 
 HelperOutcome run_helper(const HelperRun& run) {
-    // Everything the child needs is made here, before the fork: it may not allocate.
     std::vector<std::string> words;
     words.push_back(run.program);
     words.insert(words.end(), run.args.begin(), run.args.end());
-    std::vector<char*> argv;
-    for (std::string& w : words) argv.push_back(w.data());
-    argv.push_back(nullptr);
     // slurmd's own PATH and SLURM_CONF (never the job's), so that the helper finds the
     // Slurm commands it asks whether the job still runs.
     const char* path = std::getenv("PATH");
     std::vector<std::string> env = {std::string("PATH=") + (path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL=C"};
     if (const char* conf = std::getenv("SLURM_CONF")) env.push_back(std::string("SLURM_CONF=") + conf);
-    std::vector<char*> envp;
-    for (std::string& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
 
     int request_pipe[2], output_pipe[2], sockets[2];
     if (::pipe2(request_pipe, O_CLOEXEC) != 0) throw_errno("cannot create the " + run.purpose + " helper's request pipe");
-    UniqueFd request_read = high_fd(request_pipe[0]), request_write = high_fd(request_pipe[1]);
+    UniqueFd request_read(request_pipe[0]), request_write(request_pipe[1]);
     if (::pipe2(output_pipe, O_CLOEXEC) != 0) throw_errno("cannot create the " + run.purpose + " helper's output pipe");
-    UniqueFd output_read = high_fd(output_pipe[0]), output_write = high_fd(output_pipe[1]);
+    UniqueFd output_read(output_pipe[0]), output_write(output_pipe[1]);
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) != 0)
         throw_errno("cannot create the " + run.purpose + " helper's result socket");
-    UniqueFd result_parent = high_fd(sockets[0]), result_child = high_fd(sockets[1]);
-    UniqueFd devnull = high_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    struct rlimit files {};
-    int max_fd = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
-                     ? static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20))
-                     : 65536;
-
-    ChildPlan plan{run.program.c_str(), argv.data(), envp.data(), devnull.get(), request_read.get(),
-                   result_child.get(), output_write.get(), max_fd, ::getpid(), run.user.has_value(),
-                   run.user ? run.user->uid : 0, run.user ? run.user->gid : 0,
-                   run.user && !run.user->groups.empty() ? run.user->groups.data() : nullptr,
-                   run.user ? run.user->groups.size() : 0};
+    UniqueFd result_parent(sockets[0]), result_child(sockets[1]);
+    UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!devnull) throw_errno("cannot prepare the helper's descriptors");
     if (run.user && run.user->uid == 0)
         throw Error("refusing to run the " + run.purpose + " helper as root for a job of uid 0");
-    pid_t pid = ::fork();
-    if (pid < 0) throw_errno("cannot start the " + run.purpose + " helper");
-    if (pid == 0) child_exec(plan);
-    ChildProcess child(pid);
-    // The child may not have made its group yet: setting it here too closes the race.
-    ::setpgid(pid, pid);
+
+    SpawnPlan plan;
+    plan.argv = std::move(words);
+    plan.env = env;
+    // Signals: an empty mask and default actions, since both survive exec. The result
+    // socket first, so that a later failure reaches the parent on fd 4.
+    sigemptyset(&plan.signal_mask.emplace());
+    plan.default_signal_actions = true;
+    plan.fds = {{helper_result_fd, result_child.get()}, {0, devnull.get()}, {1, output_write.get()},
+                {2, output_write.get()}, {helper_request_fd, request_read.get()}};
+    plan.report_fd = helper_result_fd;
+    plan.on_failure = report_to_parent;
+    plan.group = ChildGroup::own_group;
+    // Back to root wholly (user_init runs with euid = the user, saved uid 0), then, for
+    // the user's work, down to the user for good.
+    plan.regain_root = true;
+    plan.reset_oom_score = true;
+    plan.user = run.user;
+    plan.become_root = !run.user;
+    // The parent-death signal comes after the credential change, which clears it: a
+    // helper must not outlive a slurmstepd that crashed.
+    plan.die_with_parent = true;
+    plan.no_new_privs = true;
+    plan.purpose = "the " + run.purpose + " helper";
+    ChildProcess child = spawn(plan);
+    const pid_t pid = child.pid();
     request_read.reset();
     result_child.reset();
     output_write.reset();
@@ -517,7 +444,7 @@ HelperOutcome run_helper(const HelperRun& run) {
         Clock::time_point now = Clock::now();
         if (!run.job_state_command.empty() && signals_sent == 0) {
             if (!query && now >= next_query) {
-                query.emplace(run.job_state_command, envp.data());
+                query.emplace(run.job_state_command, env);
                 if (!query->started()) query.reset();
                 next_query = now + query_every;
                 query_every = std::min(query_every * 2, std::max(run.watch_every_max, run.watch_every));

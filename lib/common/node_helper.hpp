@@ -4,7 +4,7 @@
 // running its code can deadlock on any lock another thread held at fork time, and it
 // inherits every descriptor. An exec'd helper starts clean.
 //
-// Before the exec the child:
+// Before the exec the child (common/spawn.hpp does each step):
 //   - drops to the job's user (setgroups, setresgid, setresuid), or becomes root wholly
 //     for root's part of the work, then sets PR_SET_NO_NEW_PRIVS;
 //   - keeps fd 3 (the request, read to its end) and fd 4 (the result socket), with stdin

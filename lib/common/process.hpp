@@ -1,11 +1,11 @@
 // Running a short external command (git, scontrol, sbatch, mksquashfs) and capturing its
 // output.
 #pragma once
-#include <sys/types.h>
-
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "common/user_process.hpp"
 
 namespace aihpc {
 
@@ -15,21 +15,15 @@ struct CommandOutput {
     std::string err;
 };
 
-struct RunUser {
-    uid_t uid = 0;
-    gid_t gid = 0;
-    std::vector<gid_t> groups;
-};
-
 struct CaptureOptions {
     // Run as this user (from root): groups, gid and uid set, checked, and no_new_privs.
-    std::optional<RunUser> user;
+    std::optional<UserIds> user;
     int fd3 = -1;  // given to the command as its descriptor 3
 };
 
 // Runs argv (looked up on PATH) with stdin from /dev/null and no other descriptor of
 // the caller; waits for it.
 CommandOutput capture_output(const std::vector<std::string>& argv);
-CommandOutput capture_output(const std::vector<std::string>& argv, const CaptureOptions& options);
+CommandOutput capture_output_with(const std::vector<std::string>& argv, const CaptureOptions& options);
 
 }  // namespace aihpc

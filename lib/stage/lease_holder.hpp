@@ -26,10 +26,11 @@ struct LeaseHolder {
     UniqueFd pidfd;    // the holder itself (pidfd_open)
 };
 
-// Forks the holder, in a session of its own (so that the end of the stager's process
-// group leaves it), with `leases` and the pipe's read end as its only descriptors but
-// /dev/null on 0-2. The caller's copies of `leases` may be closed at once: a flock
-// lives as long as any descriptor of its open file. Throws aihpc::Error.
+// Spawns the holder (spawn_function, common/spawn.hpp), in a session of its own (so that
+// the end of the stager's process group leaves it), with `leases` and the pipe's read end
+// as its only descriptors but /dev/null on 0-2. The caller's copies of `leases` may be
+// closed at once: a flock lives as long as any descriptor of its open file. Throws
+// aihpc::Error.
 LeaseHolder hold_leases(const std::vector<int>& leases);
 
 // From slurmstepd, at the step's end: closes the pipe and kills the holder through its

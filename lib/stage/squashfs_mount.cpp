@@ -137,11 +137,11 @@ bool mounted_at(const std::string& path) {
 // Runs argv as `user`, with `fd` as its descriptor 3 besides stdin, stdout and stderr;
 // no_new_privs, as every helper of the job's. Waits for it: squashfuse returns once it
 // serves, leaving its daemon behind in a session of its own.
-CommandOutput run_as_user(const ImageUser& user, const std::vector<std::string>& argv, int fd) {
+CommandOutput run_as_user(const UserIds& user, const std::vector<std::string>& argv, int fd) {
     CaptureOptions options;
-    options.user = RunUser{user.uid, user.gid, user.groups};
+    options.user = user;
     options.fd3 = fd;
-    return capture_output(argv, options);
+    return capture_output_with(argv, options);
 }
 
 }  // namespace
@@ -247,7 +247,7 @@ ImageMount mount_image(int dir_fd, const std::string& shown_dir, const std::stri
     return ImageMount::mounted;
 }
 
-void mount_image_for_user(const std::string& job_dir, const std::string& name, const ImageUser& user) {
+void mount_image_for_user(const std::string& job_dir, const std::string& name, const UserIds& user) {
     std::string shown = join_path(job_dir, name);
     if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
         throw Error("no image may be mounted at " + shown);

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "common/user_process.hpp"
+
 namespace aihpc::stage {
 
 struct ImageSuperblock {
@@ -55,12 +57,6 @@ ImageMount image_mount_needed(int dir_fd, const std::string& shown_dir, const st
 ImageMount mount_image(int dir_fd, const std::string& shown_dir, const std::string& name, const std::string& image_target,
                        const std::string& previous_target);
 
-struct ImageUser {
-    uid_t uid = 0;
-    gid_t gid = 0;
-    std::vector<gid_t> groups;
-};
-
 // As root, for a job whose helpers run with no_new_privs (so fusermount3 cannot gain
 // root): what fusermount3 would do. Whatever is mounted at job_dir/NAME is detached; the
 // mount point, a directory of the user's, is opened beneath job_dir without following a
@@ -68,7 +64,7 @@ struct ImageUser {
 // uid and gid alone); squashfuse then serves it as the user, from the image it opens as
 // the user, on the descriptor it inherits. root never opens the image. Throws saying
 // what failed, with nothing left mounted.
-void mount_image_for_user(const std::string& job_dir, const std::string& name, const ImageUser& user);
+void mount_image_for_user(const std::string& job_dir, const std::string& name, const UserIds& user);
 
 // As root: every mount point below `dir` (an absolute, real path) detached, deepest
 // first, each through a descriptor on its parent, so no symlink the user made in the

@@ -19,6 +19,7 @@
 #include "common/fd.hpp"
 #include "common/json.hpp"
 #include "common/paths.hpp"
+#include "common/spawn.hpp"
 #include "common/text.hpp"
 #include "config/user_options.hpp"
 #include "sweep/command.hpp"
@@ -123,6 +124,19 @@ private:
     std::string kept_;
 };
 
+// This process's environment with `extra` set in it, as setenv would.
+std::vector<std::string> environment_with(const std::vector<std::pair<std::string, std::string>>& extra) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    for (const auto& [name, value] : extra) {
+        std::string prefix = name + "=";
+        auto it = std::find_if(env.begin(), env.end(), [&](const std::string& e) { return starts_with(e, prefix); });
+        if (it != env.end()) *it = prefix + value;
+        else env.push_back(prefix + value);
+    }
+    return env;
+}
+
 std::string signal_name(int sig) {
     const char* abbrev = sigabbrev_np(sig);
     return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
@@ -134,9 +148,6 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
     out.start = rfc3339_now();
     auto t0 = std::chrono::steady_clock::now();
     ::unlink(metrics_file.c_str());
-    std::vector<char*> argv;
-    for (auto& w : command) argv.push_back(const_cast<char*>(w.c_str()));
-    argv.push_back(nullptr);
     int status = 0;
     // The command's stderr goes through a pipe: passed on to ours (the task's log) and its
     // tail kept, so that a failed task's result says why it failed.
@@ -144,22 +155,23 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
     if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw_errno("cannot make a pipe for the stderr of " + command[0]);
     UniqueFd err_read(err_pipe[0]), err_write(err_pipe[1]);
     StderrTail tail;
+    const std::string cannot_run = "aihpc-sweep: cannot run " + command[0];
+    SpawnPlan plan;
+    plan.argv = command;
+    plan.search_path = true;
+    plan.env = environment_with(extra_env);
+    // The command runs in this task's place: it keeps what the task was given.
+    plan.fds = {{2, err_write.get()}};
+    plan.keep_other_fds = true;
+    plan.on_failure = report_failure_on_stderr;
+    plan.failure_context = cannot_run.c_str();
+    plan.purpose = command[0];
+    plan.start_error = "cannot fork to run " + command[0];
     {
         BlockedSignals blocked;
-        pid_t pid = ::fork();
-        if (pid < 0) throw_errno("cannot fork to run " + command[0]);
-        if (pid == 0) {
-            ::signal(SIGTERM, SIG_DFL);
-            ::signal(SIGINT, SIG_DFL);
-            ::sigprocmask(SIG_SETMASK, &blocked.old(), nullptr);
-            ::dup2(err_pipe[1], 2);
-            for (auto& [k, v] : extra_env) ::setenv(k.c_str(), v.c_str(), 1);
-            ::execvp(argv[0], argv.data());
-            int err = errno;
-            std::string msg = "aihpc-sweep: cannot run " + command[0] + ": " + std::strerror(err) + "\n";
-            (void)!::write(2, msg.data(), msg.size());
-            ::_exit(err == ENOENT ? 127 : 126);
-        }
+        plan.signal_mask = blocked.old();
+        ChildProcess child = spawn(plan);
+        const pid_t pid = child.pid();
         g_child = pid;
         blocked.restore();
         err_write.reset();
@@ -198,6 +210,7 @@ TaskOutcome execute(const std::vector<std::string>& command, const std::vector<s
                 throw_errno("cannot wait for " + command[0]);
             }
         }
+        child.forget();  // reaped above
         g_child = 0;
     }
     out.stderr_tail = tail.lines();

@@ -198,11 +198,11 @@ static void root_mounts_an_image_for_the_user_only_on_the_users_directory(void**
     assert_int_equal(::symlink("../ds.sqsh", (job + "/" + image_link_name("set")).c_str()), 0);
     assert_int_equal(::mkdir((job + "/set").c_str(), 0700), 0);
     assert_int_equal(::chown((job + "/set").c_str(), nobody, nobody), 0);
-    ImageUser user{nobody, nobody, {}};
+    UserIds user{nobody, nobody, {}};
     mount_image_for_user(job, "set", user);
     CaptureOptions as_nobody;
-    as_nobody.user = RunUser{nobody, nobody, {}};
-    CommandOutput read = capture_output({"cat", job + "/set/a"}, as_nobody);
+    as_nobody.user = UserIds{nobody, nobody, {}};
+    CommandOutput read = capture_output_with({"cat", job + "/set/a"}, as_nobody);
     assert_int_equal(read.status, 0);
     assert_string_equal(read.out.c_str(), "alpha");
     // Mounted again over a live mount: the old one is detached first, one mount stays.
