@@ -22,6 +22,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/text.hpp"
+#include "affinity/dist_env.hpp"
 #include "common/user_process.hpp"
 #include "plugin/capabilities.hpp"
 #include "plugin/node_work.hpp"
@@ -71,7 +72,7 @@ void stage_check_at_submit(const config::UserOptions& options, const config::Sit
     }
 }
 
-void stage_user_init(const Spank&, PluginState& st) {
+void stage_user_init(const Spank& spank, PluginState& st) {
     if (!wants_staging(st.options)) return;
     StepStaging& s = staging();
     s.layout = stage::job_layout(st.site.local_root_for(st.step.node_name), st.step.job_id, st.step.uid);
@@ -83,6 +84,16 @@ void stage_user_init(const Spank&, PluginState& st) {
     // One exec: root's part, then the stage-in after the helper dropped to the user.
     stage::NodeRequest request = step_request(st);
     request.groups = st.step.groups;
+    // A step over several nodes reads each one-file source once, on its node 0
+    // (lib/stage/fanout.hpp), which is the first of the step's node list.
+    if (st.site.stage_fanout && st.step.node_count > 1 && !st.step.is_batch_step) {
+        std::string nodes = spank.getenv("SLURM_STEP_NODELIST").value_or(spank.getenv("SLURM_JOB_NODELIST").value_or(""));
+        request.fanout_sender = affinity::first_host(nodes);
+        if (!request.fanout_sender.empty() && request.fanout_sender.find('/') == std::string::npos) {
+            request.fanout_nodes = st.step.node_count;
+            request.fanout_index = st.step.node_index;
+        }
+    }
     HelperOutcome staged = node_work(st, "prepare-stage-in", RunAs::root, request);
     for (const std::string& note : staged.notes) st.note(note);
     s.items = stage::parse_job_items(staged.result);

@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <optional>
@@ -51,6 +52,7 @@
 #include "stage/node_layout.hpp"
 #include "stage/node_request.hpp"
 #include "stage/stage_in.hpp"
+#include "stage/fanout.hpp"
 #include "stage/squashfs_mount.hpp"
 #include "stage/squashfs_pack.hpp"
 #include "stage/stage_out.hpp"
@@ -201,6 +203,43 @@ void keep(const NodeRequest& r, const HelperChannel& channel) {
     record_in_admin_comment(r, channel, text);
 }
 
+// A step over several nodes, in cache mode, with stage_fanout=auto: node 0 reads each
+// one-file source and sends it on (lib/stage/fanout.hpp); the others take it from there.
+struct FromNodeZero : stage::PeerSource {
+    stage::FanoutStep step;
+    std::size_t item = 0;
+    std::optional<UniqueFd> receive(const stage::Manifest& source, std::string* why) override {
+        return stage::receive_from_peer(step, item, source, why);
+    }
+};
+
+// Node 0's part for one item: the file it staged, or the archive it copied before the
+// extraction, goes to the other nodes; an archive it found extracted cannot.
+std::string send_on(const FromNodeZero& f, std::size_t item, const stage::StagedItem& staged) {
+    if (staged.kind == stage::SourceKind::archive && staged.archive_copy.empty())
+        return stage::send_nothing_to_peers(f.step, item, "found extracted in this node's cache, so not sent");
+    std::string line = stage::send_to_peers(f.step, item, staged.kind == stage::SourceKind::archive ? staged.archive_copy : staged.data_path,
+                                            staged.outcome == stage::StageOutcome::miss);
+    if (!staged.archive_copy.empty()) ::unlink(staged.archive_copy.c_str());
+    return line;
+}
+
+std::optional<FromNodeZero> fanout_of(const NodeRequest& r) {
+    if (r.fanout_nodes < 2 || !r.site.stage_fanout || r.options.stage_mode == config::StageMode::private_) return std::nullopt;
+    FromNodeZero f;
+    f.step.job_id = r.job_id;
+    f.step.step_id = r.step_id;
+    f.step.nodes = r.fanout_nodes;
+    f.step.index = r.fanout_index;
+    f.step.sender = r.fanout_sender;
+    f.step.dir = stage::job_layout(r.site.local_root_for(r.fanout_sender), r.job_id, r.uid).meta_dir;
+    f.step.wait = std::chrono::seconds(std::max(30u, r.site.stage_timeout_s / 2));
+    // local_root per node name on one host (the mini-cluster): every node sees the
+    // sender's dir, and the one copy there serves them all.
+    f.step.sender_keeps_copy = r.site.local_root.find("%n") != std::string::npos;
+    return f;
+}
+
 // As the user: every item staged, its lease handed to slurmstepd, the list recorded in
 // the job's meta dir for the steps that follow. Result: the items (format_job_items).
 void stage_in(const NodeRequest& r, const HelperChannel& channel) {
@@ -229,10 +268,15 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     settings.base_dir = r.submit_dir;
     settings.allow = r.site.stage_allow;
     settings.lock_wait = lock_wait(r);
+    std::optional<FromNodeZero> fanout = fanout_of(r);
+    if (fanout && fanout->step.index > 0) settings.peer = &*fanout;
 
     std::vector<stage::JobItem> recorded;
     std::vector<stage::Lease> leases;
     for (const config::StageItem& item : r.options.stage) {
+        if (fanout) fanout->item = recorded.size();
+        settings.archive_copy_path =
+            fanout && fanout->step.index == 0 ? stage::fanout_data_path(fanout->step, recorded.size()) + ".archive" : "";
         auto old = before.find(item.name);
         // An image's private copy is read through its mount, which a later step may have
         // to make again: it goes through stage_in, which reuses the copy.
@@ -245,6 +289,12 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
         channel.note("stage-in " + item.name + ": " + stage::to_string(staged.outcome) + ", " + std::to_string(staged.files) +
                      " files, " + std::to_string(staged.bytes) + " bytes, " + std::to_string(staged.seconds) + "s" +
                      (staged.mount == "kept" ? ", its mount kept" : ""));
+        if (fanout && fanout->step.index == 0 && staged.kind != stage::SourceKind::tree)
+            channel.note("stage-in " + item.name + ": " + send_on(*fanout, recorded.size(), staged));
+        else if (fanout && staged.via == "received")
+            channel.note("stage-in " + item.name + ": received from " + fanout->step.sender + " through sbcast; the source was not read here");
+        else if (fanout && !staged.via.empty())
+            channel.note("stage-in " + item.name + ": read from the source here, since " + staged.via);
         recorded.push_back(
             {staged.name, staged.path, staged.manifest_hash, staged.key, stage::to_string(staged.outcome), staged.mount});
         if (staged.lease) leases.push_back(std::move(staged.lease));

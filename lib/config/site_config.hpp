@@ -44,6 +44,9 @@ struct SiteConfig {
     unsigned epilog_deliver_timeout_s = 60;
     std::vector<std::string> stage_allow;           // empty: anything the user can read
     unsigned stage_threads = 0;                     // 0: the default cap, 64; the engine adapts below it
+    // A step over several nodes reads each file, archive or image source on its first
+    // node only, which sends it to the others with sbcast (lib/stage/fanout.hpp).
+    bool stage_fanout = true;
     std::vector<std::string> container_runtimes;    // empty: all found on runtime_path
     std::string container_default;                  // empty: first allowed
     std::vector<std::string> image_allow;           // empty: any

@@ -10,6 +10,7 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/lease_holder.cpp lib/stage/lease_holder.hpp \
 	lib/stage/squashfs_pack.cpp lib/stage/squashfs_pack.hpp \
 	lib/stage/squashfs_mount.cpp lib/stage/squashfs_mount.hpp \
+	lib/stage/fanout.cpp lib/stage/fanout.hpp \
 	lib/stage/node_layout.cpp lib/stage/node_layout.hpp \
 	lib/stage/node_request.cpp lib/stage/node_request.hpp \
 	lib/stage/cache_ledger.cpp lib/stage/cache_ledger.hpp \

@@ -48,6 +48,9 @@ std::string format_node_request(const NodeRequest& r) {
         text += "]";
     }
     if (!r.mounts.empty()) text += ",\"mounts\":" + json_string_array(r.mounts);
+    if (r.fanout_nodes > 1)
+        text += ",\"fanout\":{\"nodes\":" + std::to_string(r.fanout_nodes) + ",\"index\":" + std::to_string(r.fanout_index) +
+                ",\"sender\":" + json_quote(r.fanout_sender) + "}";
     if (r.no_cache) text += ",\"no_cache\":true";
     if (r.any_runtime) text += ",\"any_runtime\":true";
     if (r.argv0) text += ",\"argv0\":" + json_quote(*r.argv0);
@@ -100,6 +103,13 @@ NodeRequest parse_node_request(const std::string& text) {
             if (!json_object_is_type(name, json_type_string)) throw Error("request: 'mounts' holds a non-string");
             r.mounts.emplace_back(json_object_get_string(name));
         }
+    }
+    if (json_object* fanout = json_member(doc.get(), "fanout")) {
+        r.fanout_nodes = static_cast<std::uint32_t>(number_member(fanout, "nodes", UINT32_MAX));
+        r.fanout_index = static_cast<std::uint32_t>(number_member(fanout, "index", UINT32_MAX));
+        r.fanout_sender = text_member(fanout, "sender");
+        if (r.fanout_index >= r.fanout_nodes || r.fanout_sender.empty() || r.fanout_sender.find('/') != std::string::npos)
+            throw Error("request: 'fanout' names no node of the step");
     }
     if (json_object* no_cache = json_member(doc.get(), "no_cache")) r.no_cache = json_object_get_boolean(no_cache);
     if (json_object* any = json_member(doc.get(), "any_runtime")) r.any_runtime = json_object_get_boolean(any);

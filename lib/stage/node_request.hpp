@@ -39,7 +39,12 @@ struct NodeRequest {
     // mount-images: the squashfs items (NAMEs) whose mount the stager found missing or
     // dead; root mounts only names that are squashfs items of `options`.
     std::vector<std::string> mounts;
-    bool any_runtime = false;   // digest for a host batch script: its steps run the runtime, maybe elsewhere
+    bool any_runtime = false;
+    // stage-in of a step over several nodes (fanout.hpp): the step's node count, this
+    // node's index in it, and the name of its node 0, which reads the sources.
+    std::uint32_t fanout_nodes = 0;
+    std::uint32_t fanout_index = 0;
+    std::string fanout_sender;   // digest for a host batch script: its steps run the runtime, maybe elsewhere
 };
 
 // The request's text, as slurmstepd's plugin hands it over: site_args and raw_options

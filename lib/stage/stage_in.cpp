@@ -254,7 +254,56 @@ struct StageRun {
     std::string freshness;
     UniqueFd to_dir;
     bool image = false;
+    std::optional<OpenSource> received;  // what a peer sent, when a miss used it
 };
+
+std::string src_of(const StageRun& run) { return run.source.given; }
+
+// The archive copied whole, then opened for the extraction: one read of the source.
+const OpenSource& copied_archive(StageRun& run, const StageSettings& settings, StagedItem& item, Manifest& manifest) {
+    const std::string& path = settings.archive_copy_path;
+    UniqueFd dir = open_dir(dirname_of(path));
+    ::unlinkat(dir.get(), basename_of(path).c_str(), 0);
+    CopyOptions options;
+    options.threads = settings.threads;
+    options.pool = &run.pool;
+    options.ops = &run.ops;
+    Manifest copy = manifest;
+    copy_item(run.source.fd.get(), copy, dir.get(), basename_of(path), options, run.source.realpath, path);
+    item.archive_copy = path;
+    UniqueFd fd(::openat(dir.get(), basename_of(path).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) throw_errno("cannot open " + path);
+    for (ManifestEntry& e : manifest.entries) e.ctime_ns = 0, e.inode = 0;
+    run.received = OpenSource{run.source.given, run.source.realpath, run.source.kind, std::move(fd)};
+    return *run.received;
+}
+
+// What a miss copies from: what a peer sent (fanout.hpp) when it arrived whole, else the
+// source. The received file is checked against the source's manifest as the source
+// would be, but for its ctime and inode, which are its own.
+const OpenSource& data_for_miss(StageRun& run, const StageSettings& settings, StagedItem& item, Manifest& manifest) {
+    if (run.source.kind == SourceKind::archive && !settings.archive_copy_path.empty())
+        return copied_archive(run, settings, item, manifest);
+    if (!settings.peer || run.source.kind == SourceKind::tree) return run.source;
+    std::string why;
+    std::optional<UniqueFd> got = settings.peer->receive(manifest, &why);
+    if (!got) {
+        item.via = why;
+        return run.source;
+    }
+    item.via = "received";
+    // Checked whole against what node 0 sent (size and xxh3); its mode and times are
+    // those of node 0's copy, which the copy here must not take for a change.
+    struct stat st {};
+    if (::fstat(got->get(), &st) != 0) throw_errno("cannot stat what " + src_of(run) + "'s peer sent");
+    for (ManifestEntry& e : manifest.entries) {
+        e.ctime_ns = 0, e.inode = 0;
+        e.mode = st.st_mode & 07777;
+        e.mtime = FileTime::of(st.st_mtim);
+    }
+    run.received = OpenSource{run.source.given, run.source.realpath, run.source.kind, std::move(*got)};
+    return *run.received;
+}
 
 // What the hidden name beside an image's mount point showed before this stage: the
 // link's target for a cached image, "private" for a private copy, else nothing.
@@ -284,7 +333,8 @@ void stage_privately(const std::string& src, const std::string& data_name, const
     TemporaryTree copy(run.to_dir.get(), temp);
     Manifest written;
     try {
-        written = produce_data(run.source, std::move(run.manifest), run.to_dir.get(), temp, temp_path, item.path, settings,
+        const OpenSource& data = data_for_miss(run, settings, item, run.manifest);
+        written = produce_data(data, std::move(run.manifest), run.to_dir.get(), temp, temp_path, item.path, settings,
                                false, room, &item.bytes, &item.files, &run.ops, run.pool, &item.workers);
         check_source_unchanged(run.source, run.freshness);
         if (settings.verify) {
@@ -324,7 +374,8 @@ void stage_through_cache(const std::string& src, const std::string& data_name, c
     Obtained got;
     try {
         SizedProducer produce = [&](int entry_fd, const std::string& entry_path, std::uint64_t room) {
-            Manifest written = produce_data(source, std::move(run.manifest), entry_fd, "data", join_path(entry_path, "data"),
+            const OpenSource& data = data_for_miss(run, settings, item, run.manifest);
+            Manifest written = produce_data(data, std::move(run.manifest), entry_fd, "data", join_path(entry_path, "data"),
                                             item.path, settings, true, room, &item.bytes, &item.files, &run.ops, run.pool,
                                             &item.workers);
             check_source_unchanged(source, run.freshness);
@@ -372,6 +423,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     StageRun run(open_source(src, settings.base_dir, settings.allow), std::min(usable_cpus(), cap), cap);
     item.realpath = run.source.realpath;
     run.image = run.source.kind == SourceKind::squashfs;
+    item.kind = run.source.kind;
     ScanReport scanned;
     run.manifest = scan_source(run.source, run.pool, &run.ops, &scanned);
     item.manifest_hash = run.manifest.metadata_hash();

@@ -18,6 +18,14 @@ namespace aihpc::stage {
 enum class StageOutcome { hit, miss, private_copy };
 const char* to_string(StageOutcome outcome);  // "hit", "miss", "private"
 
+// Where a miss may take a one-file source's data from instead of the source itself
+// (fanout.hpp: what the step's node 0 sent): the open file, or nullopt with `why`, and
+// the source is read after all.
+struct PeerSource {
+    virtual ~PeerSource() = default;
+    virtual std::optional<UniqueFd> receive(const Manifest& source, std::string* why) = 0;
+};
+
 struct StageSettings {
     std::string to_dir;                   // DIR: created if missing
     std::optional<std::string> cache_dir; // the user's cache; required for cache mode
@@ -29,6 +37,11 @@ struct StageSettings {
     // An image is mounted by root next (squashfs_mount.hpp: mount_image_for_user), not
     // here through fusermount3: the stager of a job runs with no_new_privs.
     bool mount_by_root = false;
+    PeerSource* peer = nullptr;  // not owned; null: a miss reads the source
+    // On the node that sends to its peers (fanout.hpp): an archive that misses is copied
+    // whole to this path first and extracted from the copy, so that the copy can be sent
+    // on without a second read of the source. Empty: extracted as it is read.
+    std::string archive_copy_path;
     unsigned threads = 4;                 // cap on source operations in flight
     uid_t uid = 0;                        // part of the cache key
     std::string base_dir;                 // relative SRC is resolved against it
@@ -47,6 +60,11 @@ struct StagedItem {
     // An image: "mounted" at DIR/NAME by this stage, "kept" (a live mount of it was
     // there), or "wanted" (StageSettings::mount_by_root: root mounts it next).
     std::string mount;
+    // A miss with a peer: "received" (the data came from the peer, the source was only
+    // looked at), or why the source was read after all.
+    std::string via;
+    std::string archive_copy;  // archive_copy_path, when the archive was copied there
+    SourceKind kind = SourceKind::tree;
     std::uint64_t files = 0;
     std::uint64_t bytes = 0;
     double seconds = 0;

@@ -59,6 +59,9 @@ static void a_formatted_request_reads_back_whole(void**) {
     written.local_tasks = 64;
     written.groups = {27, 1000};
     written.mounts = {"set", "with space \"q\""};
+    written.fanout_nodes = 64;
+    written.fanout_index = 63;
+    written.fanout_sender = "gpu001";
     written.limits.max_bytes = 1ull << 40;
     written.limits.low_bytes = 1ull << 39;
     written.no_cache = true;
@@ -77,6 +80,9 @@ static void a_formatted_request_reads_back_whole(void**) {
     assert_int_equal(read.local_tasks, 64);
     assert_true(read.groups == written.groups);
     assert_true(read.mounts == written.mounts);
+    assert_int_equal(read.fanout_nodes, 64);
+    assert_int_equal(read.fanout_index, 63);
+    assert_string_equal(read.fanout_sender.c_str(), "gpu001");
     assert_int_equal(read.limits.max_bytes, written.limits.max_bytes);
     assert_int_equal(read.limits.low_bytes, written.limits.low_bytes);
     assert_true(read.no_cache && read.any_runtime);
