@@ -49,9 +49,10 @@ struct settings {
     unsigned latency_us;
     unsigned bandwidth_mib;
     char *stats; /* where the counts go when the file system is unmounted */
+    int uncached; /* every read reaches this server: no page cache shared by the host's readers */
 };
 
-static struct settings settings = {500, 0, NULL};
+static struct settings settings = {500, 0, NULL, 0};
 /* What the source served: bytes read and requests answered, for the benches that count
  * how many times a source was read (bench/stage/squashfs.sh). */
 static unsigned long long read_bytes, requests;
@@ -63,6 +64,7 @@ static const struct fuse_opt options[] = {
     OPTION("latency_us=%u", latency_us),
     OPTION("bandwidth_mib=%u", bandwidth_mib),
     OPTION("stats=%s", stats),
+    OPTION("uncached", uncached),
     FUSE_OPT_END,
 };
 
@@ -450,6 +452,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
         a->err = errno;
     } else {
         fi->fh = (uint64_t)fd;
+        fi->direct_io = settings.uncached ? 1 : 0;
         a->u.fi = *fi;
     }
     answer(a);

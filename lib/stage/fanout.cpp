@@ -116,8 +116,9 @@ std::optional<UniqueFd> receive_from_peer(const FanoutStep& step, std::size_t it
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    // The marker is whole once it ends its line: sbcast may show it while writing it.
     std::optional<std::string> text;
-    while (!(text = read_small_file_at(AT_FDCWD, marker_path, small_file_max))) {
+    while (!(text = read_small_file_at(AT_FDCWD, marker_path, small_file_max)) || !text->ends_with('\n')) {
         if (std::chrono::steady_clock::now() >= deadline) {
             *why = step.sender + " sent nothing within " + std::to_string(step.wait.count()) + " s";
             return std::nullopt;
@@ -131,7 +132,7 @@ std::optional<UniqueFd> receive_from_peer(const FanoutStep& step, std::size_t it
     struct stat st {};
     const ManifestEntry& wanted = source.entries.at(0);
     if (!marker) *why = "its marker " + marker_path + " is not one";
-    else if (marker->xxh3 == "none") *why = step.sender + " had nothing to send (its own copy is extracted)";
+    else if (marker->xxh3 == "none") *why = step.sender + " sent nothing for it";
     else if (!data || ::fstat(data.get(), &st) != 0 || !S_ISREG(st.st_mode)) *why = "what it sent is not here (" + data_path + ")";
     else if (static_cast<std::uint64_t>(st.st_size) != marker->size || marker->size != wanted.size)
         *why = "what arrived holds " + std::to_string(st.st_size) + " bytes, not the " + std::to_string(wanted.size) + " of the source";

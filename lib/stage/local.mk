@@ -44,7 +44,7 @@ EXTRA_DIST += man/aihpc-8-stage.roff \
 	bench/stage/latencyfs.c bench/stage/squashfs.sh \
 	tests/integration/20-stage-array.sh tests/integration/21-stage-faults.sh \
 	tests/integration/22-stage-out.sh tests/integration/23-stage-security.sh \
-	tests/integration/24-stage-remote-fuse.sh tests/integration/24-stage-squashfs.sh
+	tests/integration/24-stage-remote-fuse.sh tests/integration/24-stage-squashfs.sh tests/integration/24-stage-fanout.sh
 # Built on demand by bench/stage/fsync.sh, never by make all.
 EXTRA_PROGRAMS += bench/stage/aihpc-bench-fsync
 bench_stage_aihpc_bench_fsync_SOURCES = bench/stage/fsync_flush.cpp
