@@ -79,22 +79,24 @@ static void root_private_means_a_root_owned_dir_no_one_else_may_write(void**) {
 
 static void job_items_read_back_as_written_whatever_their_names(void**) {
     std::vector<JobItem> items = {
-        {"cifar", "/local/aihpc/jobs/7/cifar", "0123abcd", "00112233445566778899aabbccddeeff", "hit"},
-        {"my data\n%x", "/local/aihpc/jobs/7/my data\n%x", "feed", "", "private"},
+        {"cifar", "/local/aihpc/jobs/7/cifar", "0123abcd", "00112233445566778899aabbccddeeff", "hit", ""},
+        {"my data\n%x", "/local/aihpc/jobs/7/my data\n%x", "feed", "", "private", ""},
+        {"set", "/local/aihpc/jobs/7/set", "beef", "ffee", "miss", "wanted"},
     };
     std::vector<JobItem> back = parse_job_items(format_job_items(items));
-    assert_int_equal(back.size(), 2);
+    assert_int_equal(back.size(), 3);
     for (std::size_t i = 0; i < items.size(); ++i) {
         assert_string_equal(back[i].name.c_str(), items[i].name.c_str());
         assert_string_equal(back[i].path.c_str(), items[i].path.c_str());
         assert_string_equal(back[i].manifest_hash.c_str(), items[i].manifest_hash.c_str());
         assert_string_equal(back[i].key.c_str(), items[i].key.c_str());
         assert_string_equal(back[i].outcome.c_str(), items[i].outcome.c_str());
+        assert_string_equal(back[i].mount.c_str(), items[i].mount.c_str());
     }
 }
 
 static void job_items_skip_lines_that_are_not_five_fields(void**) {
-    std::vector<JobItem> back = parse_job_items("a /p h - miss\nbroken line\n\nb /q h k hit extra\nc /r h k hit\n");
+    std::vector<JobItem> back = parse_job_items("a /p h - miss\nbroken line\n\nb /q h k hit kept extra\nc /r h k hit\n");
     assert_int_equal(back.size(), 2);
     assert_string_equal(back[0].name.c_str(), "a");
     assert_string_equal(back[0].key.c_str(), "");
