@@ -91,6 +91,7 @@ void stage_user_init(const Spank& spank, PluginState& st) {
         request.fanout_sender = affinity::first_host(nodes);
         if (!request.fanout_sender.empty() && request.fanout_sender.find('/') == std::string::npos) {
             request.fanout_nodes = st.step.node_count;
+            request.fanout_nodelist = nodes;
             request.fanout_index = st.step.node_index;
         }
     }

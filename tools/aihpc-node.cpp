@@ -213,14 +213,30 @@ struct FromNodeZero : stage::PeerSource {
     }
 };
 
-// Node 0's part for one item: the file it staged, or the archive it copied before the
-// extraction, goes to the other nodes; an archive it found extracted cannot.
-std::string send_on(const FromNodeZero& f, std::size_t item, const stage::StagedItem& staged) {
+// Node 0's part for one item: the file it staged, the archive it copied before the
+// extraction, or a tar of the tree it staged goes to the other nodes; an archive it
+// found extracted cannot.
+std::string send_on(const FromNodeZero& f, int meta_fd, std::size_t item, const stage::StagedItem& staged,
+                    const stage::StageSettings& settings) {
+    if (!staged.archive_copy.empty() && stage::sent_before(meta_fd, f.step, staged.key)) ::unlink(staged.archive_copy.c_str());
+    if (stage::sent_before(meta_fd, f.step, staged.key))
+        return stage::send_nothing_to_peers(f.step, item, "sent to these nodes by an earlier step of the job, so not again");
     if (staged.kind == stage::SourceKind::archive && staged.archive_copy.empty())
         return stage::send_nothing_to_peers(f.step, item, "found extracted in this node's cache, so not sent");
-    std::string line = stage::send_to_peers(f.step, item, staged.kind == stage::SourceKind::archive ? staged.archive_copy : staged.data_path,
-                                            staged.outcome == stage::StageOutcome::miss);
-    if (!staged.archive_copy.empty()) ::unlink(staged.archive_copy.c_str());
+    std::string sent = staged.data_path;
+    if (staged.kind == stage::SourceKind::archive) sent = staged.archive_copy;
+    if (staged.kind == stage::SourceKind::tree) {
+        sent = stage::fanout_data_path(f.step, item) + ".tar";
+        try {
+            stage::write_staged_tree_tar(settings, staged, sent);
+        } catch (const std::exception& e) {
+            ::unlink(sent.c_str());
+            return stage::send_nothing_to_peers(f.step, item, std::string("no tar of the tree was made (") + e.what() + ")");
+        }
+    }
+    std::string line = stage::send_to_peers(f.step, item, sent, staged.outcome == stage::StageOutcome::miss);
+    if (sent != staged.data_path) ::unlink(sent.c_str());
+    if (line.starts_with("sent to ")) stage::record_sent(meta_fd, f.step, staged.key);
     return line;
 }
 
@@ -232,6 +248,7 @@ std::optional<FromNodeZero> fanout_of(const NodeRequest& r) {
     f.step.nodes = r.fanout_nodes;
     f.step.index = r.fanout_index;
     f.step.sender = r.fanout_sender;
+    f.step.nodelist = r.fanout_nodelist;
     f.step.dir = stage::job_layout(r.site.local_root_for(r.fanout_sender), r.job_id, r.uid).meta_dir;
     f.step.wait = std::chrono::seconds(std::max(30u, r.site.stage_timeout_s / 2));
     // local_root per node name on one host (the mini-cluster): every node sees the
@@ -289,8 +306,8 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
         channel.note("stage-in " + item.name + ": " + stage::to_string(staged.outcome) + ", " + std::to_string(staged.files) +
                      " files, " + std::to_string(staged.bytes) + " bytes, " + std::to_string(staged.seconds) + "s" +
                      (staged.mount == "kept" ? ", its mount kept" : ""));
-        if (fanout && fanout->step.index == 0 && staged.kind != stage::SourceKind::tree)
-            channel.note("stage-in " + item.name + ": " + send_on(*fanout, recorded.size(), staged));
+        if (fanout && fanout->step.index == 0)
+            channel.note("stage-in " + item.name + ": " + send_on(*fanout, meta.get(), recorded.size(), staged, settings));
         else if (fanout && staged.via == "received")
             channel.note("stage-in " + item.name + ": received from " + fanout->step.sender + " through sbcast; the source was not read here");
         else if (fanout && !staged.via.empty())

@@ -136,7 +136,18 @@ namespace {
     X(archive_read_data_block) \
     X(archive_write_data_block) \
     X(archive_write_finish_entry) \
-    X(archive_write_close)
+    X(archive_write_close) \
+    X(archive_write_new) \
+    X(archive_write_set_format_pax) \
+    X(archive_write_open_fd) \
+    X(archive_write_data) \
+    X(archive_entry_new) \
+    X(archive_entry_free) \
+    X(archive_entry_set_filetype) \
+    X(archive_entry_set_size) \
+    X(archive_entry_set_mtime) \
+    X(archive_entry_set_symlink) \
+    X(archive_entry_clear)
 
 struct Libarchive {
 #define AIHPC_LIBARCHIVE_POINTER(name) decltype(&::name) name = nullptr;
@@ -497,6 +508,50 @@ std::map<std::string, std::string> archive_content_hashes(int archive_fd, const 
         hashes[normalized(raw_path ? raw_path : "")] = hasher.hex();
     }
     return hashes;
+}
+
+void write_tree_archive(int tree_fd, const Manifest& manifest, int out_fd, const std::string& shown_tree) {
+    const Libarchive& la = libarchive();
+    struct Writer {
+        struct archive* a;
+        ~Writer() { libarchive().archive_write_free(a); }
+    } writer{la.archive_write_new()};
+    struct Entry {
+        struct archive_entry* e;
+        ~Entry() { libarchive().archive_entry_free(e); }
+    } entry{la.archive_entry_new()};
+    if (!writer.a || !entry.e) throw Error("cannot write a tar of " + shown_tree + ": out of memory");
+    auto fail = [&](const std::string& what) {
+        throw Error("cannot write a tar of " + shown_tree + " (" + what + "): " + la.archive_error_string(writer.a));
+    };
+    if (la.archive_write_set_format_pax(writer.a) != ARCHIVE_OK || la.archive_write_open_fd(writer.a, out_fd) != ARCHIVE_OK)
+        fail("open");
+    std::vector<char> buffer(1 << 20);
+    for (const ManifestEntry& m : manifest.entries) {
+        if (m.path == ".") continue;
+        struct archive_entry* e = la.archive_entry_clear(entry.e);
+        la.archive_entry_set_pathname(e, m.path.c_str());
+        la.archive_entry_set_filetype(e, m.type == EntryType::directory ? AE_IFDIR : m.type == EntryType::symlink ? AE_IFLNK : AE_IFREG);
+        la.archive_entry_set_perm(e, m.mode);
+        la.archive_entry_set_size(e, m.type == EntryType::file ? static_cast<la_int64_t>(m.size) : 0);
+        la.archive_entry_set_mtime(e, static_cast<time_t>(m.mtime.sec), static_cast<long>(m.mtime.nsec));
+        la.archive_entry_set_symlink(e, m.type == EntryType::symlink ? m.target.c_str() : nullptr);
+        if (la.archive_write_header(writer.a, e) != ARCHIVE_OK) fail(m.path);
+        if (m.type == EntryType::file) {
+            UniqueFd file(::openat(tree_fd, m.path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+            if (!file) throw_errno("cannot open " + join_path(shown_tree, m.path));
+            std::uint64_t left = m.size;
+            while (left > 0) {
+                ssize_t n = ::read(file.get(), buffer.data(), static_cast<std::size_t>(std::min<std::uint64_t>(left, buffer.size())));
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) throw Error(join_path(shown_tree, m.path) + " is shorter than its manifest says");
+                if (la.archive_write_data(writer.a, buffer.data(), static_cast<std::size_t>(n)) != n) fail(m.path);
+                left -= static_cast<std::uint64_t>(n);
+            }
+        }
+        if (la.archive_write_finish_entry(writer.a) < ARCHIVE_WARN) fail(m.path);
+    }
+    if (la.archive_write_close(writer.a) != ARCHIVE_OK) fail("close");
 }
 
 }  // namespace aihpc::stage

@@ -56,6 +56,11 @@ ExtractResult extract_archive(int archive_fd, int dst_parent_fd, const std::stri
                               bool hash, CopyProgress* progress, const std::string& shown_src,
                               const std::string& shown_dst, const ExtractLimits& limits = {});
 
+// Writes the tree open as tree_fd, as `manifest` lists it (the modes and times there,
+// the bytes from the files), as a tar (pax) to out_fd: how a staged tree travels to
+// the other nodes of a step as one file (fanout.hpp).
+void write_tree_archive(int tree_fd, const Manifest& manifest, int out_fd, const std::string& shown_tree);
+
 // The xxh3 of every regular file in an archive, by normalized path, read without
 // extracting: what a verified cache hit compares an extracted entry against.
 std::map<std::string, std::string> archive_content_hashes(int archive_fd, const std::string& shown_src);

@@ -74,6 +74,18 @@ std::string send_nothing_to_peers(const FanoutStep& step, std::size_t item, cons
     }
 }
 
+bool sent_before(int meta_fd, const FanoutStep& step, const std::string& key) {
+    std::string line = key + " " + step.nodelist;
+    for (const std::string& sent : split(read_small_file_at(meta_fd, "fanout.sent", 1 << 20).value_or(""), '\n'))
+        if (sent == line) return true;
+    return false;
+}
+
+void record_sent(int meta_fd, const FanoutStep& step, const std::string& key) {
+    std::string text = read_small_file_at(meta_fd, "fanout.sent", 1 << 20).value_or("") + key + " " + step.nodelist + "\n";
+    write_file_atomic_at(meta_fd, "fanout.sent", text, 0600, join_path(step.dir, "fanout.sent"));
+}
+
 std::optional<FanoutMarker> parse_fanout_marker(const std::string& text) {
     if (trim(text) == "aihpc-fanout 1 none") return FanoutMarker{0, "none"};
     std::vector<std::string> w = split(std::string(trim(text)), ' ');
@@ -130,12 +142,16 @@ std::optional<UniqueFd> receive_from_peer(const FanoutStep& step, std::size_t it
     UniqueFd data(::open(data_path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (!step.sender_keeps_copy) ::unlink(data_path.c_str());
     struct stat st {};
-    const ManifestEntry& wanted = source.entries.at(0);
+    // A lone file arrives as itself; a tree as a tar, checked once extracted.
+    bool lone = source.entries.size() == 1 && source.entries[0].path == ".";
     if (!marker) *why = "its marker " + marker_path + " is not one";
     else if (marker->xxh3 == "none") *why = step.sender + " sent nothing for it";
     else if (!data || ::fstat(data.get(), &st) != 0 || !S_ISREG(st.st_mode)) *why = "what it sent is not here (" + data_path + ")";
-    else if (static_cast<std::uint64_t>(st.st_size) != marker->size || marker->size != wanted.size)
-        *why = "what arrived holds " + std::to_string(st.st_size) + " bytes, not the " + std::to_string(wanted.size) + " of the source";
+    else if (static_cast<std::uint64_t>(st.st_size) != marker->size)
+        *why = "what arrived holds " + std::to_string(st.st_size) + " bytes, not the " + std::to_string(marker->size) + " sent";
+    else if (lone && marker->size != source.entries[0].size)
+        *why = "what was sent holds " + std::to_string(marker->size) + " bytes, not the " +
+               std::to_string(source.entries[0].size) + " of the source";
     else if (content_hash_of(data.get(), data_path) != marker->xxh3)
         *why = "what arrived differs from what it sent (xxh3)";
     else

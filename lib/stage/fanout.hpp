@@ -35,6 +35,7 @@ struct FanoutStep {
     std::uint32_t index = 0;       // this node's, 0 is the sender
     std::string sender;            // node 0's name
     std::string dir;               // where sbcast writes, as node 0 names it
+    std::string nodelist;          // the step's nodes
     std::chrono::seconds wait{600};  // the longest a receiver waits for node 0
     bool sender_keeps_copy = false;  // the nodes share dir (a one-host cluster)
 };
@@ -55,6 +56,12 @@ std::optional<FanoutMarker> parse_fanout_marker(const std::string& text);
 // then its marker. Returns a line for --aihpc-verbose; throws nothing (a failed send
 // leaves the other nodes to read the source themselves).
 std::string send_to_peers(const FanoutStep& step, std::size_t item, const std::string& data_path, bool read_source);
+
+// As the user, on node 0: whether this job already sent the cache entry `key` to this
+// very node list (an earlier step), so the nodes hold it warm; and the record of a send.
+// Kept in node 0's own meta dir (meta_fd), one line per send.
+bool sent_before(int meta_fd, const FanoutStep& step, const std::string& key);
+void record_sent(int meta_fd, const FanoutStep& step, const std::string& key);
 
 // As the user, on node 0, when it has no file to send for `item` (an archive it found
 // extracted in its cache): tells the other nodes so, and they read the source at once.

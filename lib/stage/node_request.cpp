@@ -50,7 +50,7 @@ std::string format_node_request(const NodeRequest& r) {
     if (!r.mounts.empty()) text += ",\"mounts\":" + json_string_array(r.mounts);
     if (r.fanout_nodes > 1)
         text += ",\"fanout\":{\"nodes\":" + std::to_string(r.fanout_nodes) + ",\"index\":" + std::to_string(r.fanout_index) +
-                ",\"sender\":" + json_quote(r.fanout_sender) + "}";
+                ",\"sender\":" + json_quote(r.fanout_sender) + ",\"nodelist\":" + json_quote(r.fanout_nodelist) + "}";
     if (r.no_cache) text += ",\"no_cache\":true";
     if (r.any_runtime) text += ",\"any_runtime\":true";
     if (r.argv0) text += ",\"argv0\":" + json_quote(*r.argv0);
@@ -108,6 +108,7 @@ NodeRequest parse_node_request(const std::string& text) {
         r.fanout_nodes = static_cast<std::uint32_t>(number_member(fanout, "nodes", UINT32_MAX));
         r.fanout_index = static_cast<std::uint32_t>(number_member(fanout, "index", UINT32_MAX));
         r.fanout_sender = text_member(fanout, "sender");
+        r.fanout_nodelist = text_member(fanout, "nodelist");
         if (r.fanout_index >= r.fanout_nodes || r.fanout_sender.empty() || r.fanout_sender.find('/') != std::string::npos)
             throw Error("request: 'fanout' names no node of the step");
     }

@@ -44,7 +44,8 @@ struct NodeRequest {
     // node's index in it, and the name of its node 0, which reads the sources.
     std::uint32_t fanout_nodes = 0;
     std::uint32_t fanout_index = 0;
-    std::string fanout_sender;   // digest for a host batch script: its steps run the runtime, maybe elsewhere
+    std::string fanout_sender;
+    std::string fanout_nodelist;  // the step's nodes, as Slurm lists them   // digest for a host batch script: its steps run the runtime, maybe elsewhere
 };
 
 // The request's text, as slurmstepd's plugin hands it over: site_args and raw_options

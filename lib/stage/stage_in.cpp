@@ -255,9 +255,30 @@ struct StageRun {
     UniqueFd to_dir;
     bool image = false;
     std::optional<OpenSource> received;  // what a peer sent, when a miss used it
+    std::optional<Manifest> expected_tree;  // the source tree's scan, when a tar of it came
 };
 
 std::string src_of(const StageRun& run) { return run.source.given; }
+
+// Whether an extracted tree is the scanned one: the same names, types, sizes, link
+// targets and mtimes (modes are the cache's own once extracted read-only).
+bool same_tree(const Manifest& extracted, const Manifest& scanned) {
+    std::map<std::string, const ManifestEntry*> by_path;
+    for (const ManifestEntry& e : extracted.entries)
+        if (e.path != ".") by_path[e.path] = &e;
+    std::size_t matched = 0;
+    for (const ManifestEntry& e : scanned.entries) {
+        if (e.path == ".") continue;
+        auto it = by_path.find(e.path);
+        if (it == by_path.end()) return false;
+        const ManifestEntry& x = *it->second;
+        if (x.type != e.type || x.size != e.size || x.target != e.target || (e.type != EntryType::directory && !(x.mtime == e.mtime)))
+            return false;
+        ++matched;
+    }
+    return matched == by_path.size();
+}
+
 
 // The archive copied whole, then opened for the extraction: one read of the source.
 const OpenSource& copied_archive(StageRun& run, const StageSettings& settings, StagedItem& item, Manifest& manifest) {
@@ -284,7 +305,7 @@ const OpenSource& copied_archive(StageRun& run, const StageSettings& settings, S
 const OpenSource& data_for_miss(StageRun& run, const StageSettings& settings, StagedItem& item, Manifest& manifest) {
     if (run.source.kind == SourceKind::archive && !settings.archive_copy_path.empty())
         return copied_archive(run, settings, item, manifest);
-    if (!settings.peer || run.source.kind == SourceKind::tree) return run.source;
+    if (!settings.peer) return run.source;
     std::string why;
     std::optional<UniqueFd> got = settings.peer->receive(manifest, &why);
     if (!got) {
@@ -292,6 +313,12 @@ const OpenSource& data_for_miss(StageRun& run, const StageSettings& settings, St
         return run.source;
     }
     item.via = "received";
+    if (run.source.kind == SourceKind::tree) {
+        // A tree travels as a tar: extracted, then compared with the source's scan.
+        run.received = OpenSource{run.source.given, run.source.realpath, SourceKind::archive, std::move(*got)};
+        run.expected_tree = manifest;
+        return *run.received;
+    }
     // Checked whole against what node 0 sent (size and xxh3); its mode and times are
     // those of node 0's copy, which the copy here must not take for a change.
     struct stat st {};
@@ -378,6 +405,14 @@ void stage_through_cache(const std::string& src, const std::string& data_name, c
             Manifest written = produce_data(data, std::move(run.manifest), entry_fd, "data", join_path(entry_path, "data"),
                                             item.path, settings, true, room, &item.bytes, &item.files, &run.ops, run.pool,
                                             &item.workers);
+            if (run.expected_tree && !same_tree(written, *run.expected_tree)) {
+                // Not the source's tree after all: read the source itself.
+                remove_tree_at(entry_fd, "data");
+                item.via = "the tree that arrived differs from the source's";
+                written = produce_data(source, Manifest(*run.expected_tree), entry_fd, "data", join_path(entry_path, "data"),
+                                       item.path, settings, true, room, &item.bytes, &item.files, &run.ops, run.pool,
+                                       &item.workers);
+            }
             check_source_unchanged(source, run.freshness);
             if (settings.verify) {
                 UniqueFd data(::openat(entry_fd, "data", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -456,6 +491,18 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     item.source_ops = run.ops.ops.load();
     item.peak_in_flight = run.ops.peak_in_flight.load();
     return item;
+}
+
+void write_staged_tree_tar(const StageSettings& settings, const StagedItem& item, const std::string& path) {
+    if (!settings.cache_dir || item.key.empty()) throw Error("only a tree in the node cache is sent on as a tar");
+    NodeCache cache(*settings.cache_dir, settings.limits);
+    std::optional<Manifest> manifest = cache.stored_manifest(item.key);
+    if (!manifest) throw Error("the cache entry " + cache.entry_path(item.key) + " has no manifest; run aihpc-stage cache gc");
+    UniqueFd tree(::open(item.data_path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!tree) throw_errno("cannot open " + item.data_path);
+    UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!out) throw_errno("cannot create " + path);
+    write_tree_archive(tree.get(), *manifest, out.get(), item.data_path);
 }
 
 }  // namespace aihpc::stage

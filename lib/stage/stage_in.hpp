@@ -101,4 +101,9 @@ void check_source_unchanged(const OpenSource& source, const std::string& freshne
 void verify_item(int data_fd_or_file, const Manifest& expected, bool read_only_entry, unsigned threads,
                  const std::string& shown);
 
+// The staged tree `item` (a cache entry) as one tar at `path`, from the entry's own data
+// and stored manifest (the source's modes and times): how node 0 sends a tree on to the
+// other nodes of a step (fanout.hpp). Throws saying what failed.
+void write_staged_tree_tar(const StageSettings& settings, const StagedItem& item, const std::string& path);
+
 }  // namespace aihpc::stage

@@ -18,22 +18,32 @@ namespace {
     throw Error("parameter '" + term + "': " + what);
 }
 
+// Where a value's characters stand: inside quotes, or how deep in brackets and
+// parentheses.
+struct Nesting {
+    int depth = 0;
+    char quote = 0;
+    // Takes `c`; true when it lies at the top level and is none of the nesting's own.
+    bool top_level_after(char c) {
+        if (quote) {
+            if (c == quote) quote = 0;
+            return false;
+        }
+        if (c == '\'' || c == '"') quote = c;
+        else if (c == '(' || c == '[') ++depth;
+        else if (c == ')' || c == ']') --depth;
+        else return depth == 0;
+        return false;
+    }
+};
+
 // Splits at `sep` outside quotes, brackets and parentheses.
 std::vector<std::string> split_top(const std::string& text, char sep) {
     std::vector<std::string> out;
     std::string cur;
-    int depth = 0;
-    char quote = 0;
+    Nesting nesting;
     for (char c : text) {
-        if (quote) {
-            if (c == quote) quote = 0;
-        } else if (c == '\'' || c == '"') {
-            quote = c;
-        } else if (c == '(' || c == '[') {
-            ++depth;
-        } else if (c == ')' || c == ']') {
-            --depth;
-        } else if (c == sep && depth == 0) {
+        if (nesting.top_level_after(c) && c == sep) {
             out.push_back(cur);
             cur.clear();
             continue;
@@ -46,23 +56,10 @@ std::vector<std::string> split_top(const std::string& text, char sep) {
 
 // Position of the last `c` outside quotes and brackets, or npos.
 std::size_t find_top(const std::string& text, char c) {
-    int depth = 0;
-    char quote = 0;
+    Nesting nesting;
     std::size_t found = std::string::npos;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        char x = text[i];
-        if (quote) {
-            if (x == quote) quote = 0;
-        } else if (x == '\'' || x == '"') {
-            quote = x;
-        } else if (x == '(' || x == '[') {
-            ++depth;
-        } else if (x == ')' || x == ']') {
-            --depth;
-        } else if (x == c && depth == 0) {
-            found = i;
-        }
-    }
+    for (std::size_t i = 0; i < text.size(); ++i)
+        if (nesting.top_level_after(text[i]) && text[i] == c) found = i;
     return found;
 }
 
@@ -83,20 +80,12 @@ void check_plain_value(const std::string& token, const std::string& term) {
     if (i > 0 && i < token.size() && token[i] == '(' && !std::isdigit(static_cast<unsigned char>(token[0])))
         fail(term, "'" + token.substr(0, i) + "(' is not a known function; the known ones are " + known_functions() +
                        " (quote the value, as '" + token + "', to mean the text)");
-    int depth = 0;
-    char quote = 0;
+    Nesting nesting;
     for (char c : token) {
-        if (quote) {
-            if (c == quote) quote = 0;
-        } else if (c == '\'' || c == '"') {
-            quote = c;
-        } else if (c == '(' || c == '[') {
-            ++depth;
-        } else if (c == ')' || c == ']') {
-            if (--depth < 0) break;
-        }
+        nesting.top_level_after(c);
+        if (nesting.depth < 0) break;
     }
-    if (depth != 0 || quote) fail(term, "'" + token + "' has unbalanced quotes, brackets or parentheses (quote the value to mean the text)");
+    if (nesting.depth != 0 || nesting.quote) fail(term, "'" + token + "' has unbalanced quotes, brackets or parentheses (quote the value to mean the text)");
 }
 
 std::string number_text(const std::string& token, const std::string& term) {

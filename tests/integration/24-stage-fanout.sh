@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Read once per job (stage_fanout=auto): a step over both nodes stages an archive and a
-# squashfs image from a counting source (latencyfs, bench/stage, whose stats= option
-# counts the bytes it served, with direct I/O). The two nodes of the mini-cluster share
+# Read once per job (stage_fanout=auto): a step over both nodes stages a tree, an
+# archive and a squashfs image from a counting source (latencyfs, bench/stage, whose stats= option
+# counts the bytes it served, with direct I/O). The tree travels as a tar. The two nodes of the mini-cluster share
 # one host, whose page cache may serve one node's read of the source from the other's,
 # so the counts prove a single read, and the nodes' own words say which node read. Node 0 reads each source and sends it on with sbcast;
 # the other node reads nothing of it. Both nodes hold identical data. A node that
@@ -42,27 +42,28 @@ chown -R "$test_user" "$work/src"
 (cd "$work/src/tree" && find . -type f | sort | xargs md5sum | md5sum | cut -c1-32) >expected
 archive_bytes=$(stat -c %s "$work/src/set.tar")
 image_bytes=$(stat -c %s "$work/src/set.sqsh")
-sizes=$((archive_bytes + image_bytes))
+tree_bytes=$(find "$work/src/tree" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+sizes=$((archive_bytes + image_bytes + tree_bytes))
 
 cat >step.sh <<'JOB'
 #!/bin/bash
 sum() { (cd "$1" && find . -type f | sort | xargs md5sum | md5sum | cut -c1-32); }
-echo "$SLURMD_NODENAME $(sum "$AIHPC_DATA_ARC") $(sum "$AIHPC_DATA_IMG")" >"$OUT/sums.$SLURMD_NODENAME"
+echo "$SLURMD_NODENAME $(sum "$AIHPC_DATA_ARC") $(sum "$AIHPC_DATA_IMG") $(sum "$AIHPC_DATA_TRE")" >"$OUT/sums.$SLURMD_NODENAME"
 JOB
 chmod 0755 step.sh
-# run_step NAME [SRUN OPTIONS]: one step over both nodes staging the two sources.
+# run_step NAME [SRUN OPTIONS]: one step over both nodes staging the three sources.
 run_step() {
     local name=$1 id
     shift
     rm -f out/sums.*
     id=$(as_user sbatch --parsable -N2 -w n1,n2 -o "out/$name.out" --export=ALL,OUT="$work/out" --wrap \
-        "srun -N2 -n2 $* --aihpc-verbose --aihpc-stage=$work/remote/set.tar:arc,$work/remote/set.sqsh:img $work/step.sh")
+        "srun -N2 -n2 $* --aihpc-verbose --aihpc-stage=$work/remote/set.tar:arc,$work/remote/set.sqsh:img,$work/remote/tree:tre $work/step.sh")
     wait_job "$id" 300
 }
 identical() {
     local want
     want=$(cat expected)
-    [ "$(cat out/sums.n1 2>/dev/null)" = "n1 $want $want" ] && [ "$(cat out/sums.n2 2>/dev/null)" = "n2 $want $want" ] && return 0
+    [ "$(cat out/sums.n1 2>/dev/null)" = "n1 $want $want $want" ] && [ "$(cat out/sums.n2 2>/dev/null)" = "n2 $want $want $want" ] && return 0
     echo "want $want; n1: $(cat out/sums.n1 2>&1); n2: $(cat out/sums.n2 2>&1)"
     return 1
 }
@@ -70,13 +71,13 @@ identical() {
 mount_remote
 state=$(run_step cold)
 read=$(served)
-ok "a two-node step staging an archive and an image completes, identical on both nodes" \
+ok "a two-node step staging a tree, an archive and an image completes, identical on both nodes" \
     bash -c "[ '$state' = COMPLETED ] && $(declare -f identical); cd '$work'; identical"
 ok "the source is read once, not once per node ($read bytes for $sizes)" \
     test "$read" -ge "$sizes" -a "$read" -lt $((sizes + sizes / 10))
 ok "node 0 says it read and sent each, the other that it received each" bash -c "
-    [ \$(grep -c 'sent to 1 other node through sbcast; this node read the source' out/cold.out) = 2 ] &&
-    [ \$(grep -c 'received from n1 through sbcast; the source was not read here' out/cold.out) = 2 ]"
+    [ \$(grep -c 'sent to 1 other node through sbcast; this node read the source' out/cold.out) = 3 ] &&
+    [ \$(grep -c 'received from n1 through sbcast; the source was not read here' out/cold.out) = 3 ]"
 
 # Warm on node 0 only: it sends from its cache, and the source serves nothing.
 touch "$work/src/set.sqsh"  # a new version of the image, cold everywhere
@@ -110,7 +111,7 @@ touch "$work/src/set.sqsh"
 mount_remote
 rm -f out/sums.*
 id=$(as_user sbatch --parsable --hold -N2 -w n1,n2 -o out/killed.out --export=ALL,OUT="$work/out" --wrap \
-    "srun -N2 -n2 --aihpc-verbose --aihpc-stage=$work/remote/set.tar:arc,$work/remote/set.sqsh:img $work/step.sh")
+    "srun -N2 -n2 --aihpc-verbose --aihpc-stage=$work/remote/set.tar:arc,$work/remote/set.sqsh:img,$work/remote/tree:tre $work/step.sh")
 meta="${AIHPC_LOCAL_ROOT//%n/n1}/jobs/$id.aihpc"
 mkdir -p "$meta" && chown "$test_user" "$meta" && chmod 0700 "$meta"
 : >"$meta/fanout.0.1" && chmod 0444 "$meta/fanout.0.1"

@@ -62,6 +62,7 @@ static void a_formatted_request_reads_back_whole(void**) {
     written.fanout_nodes = 64;
     written.fanout_index = 63;
     written.fanout_sender = "gpu001";
+    written.fanout_nodelist = "gpu[001-064]";
     written.limits.max_bytes = 1ull << 40;
     written.limits.low_bytes = 1ull << 39;
     written.no_cache = true;
@@ -83,6 +84,7 @@ static void a_formatted_request_reads_back_whole(void**) {
     assert_int_equal(read.fanout_nodes, 64);
     assert_int_equal(read.fanout_index, 63);
     assert_string_equal(read.fanout_sender.c_str(), "gpu001");
+    assert_string_equal(read.fanout_nodelist.c_str(), "gpu[001-064]");
     assert_int_equal(read.limits.max_bytes, written.limits.max_bytes);
     assert_int_equal(read.limits.low_bytes, written.limits.low_bytes);
     assert_true(read.no_cache && read.any_runtime);
