@@ -1,22 +1,24 @@
 // Read once per job: on a step over N > 1 nodes, the step's node 0 reads each source
-// that is one file (an archive, a squashfs image, a lone file) and sends it to the
-// step's other nodes with sbcast, Slurm's own broadcast through slurmd's tree, which
+// and sends it to the step's other nodes with sbcast, as one file (a squashfs image or a
+// lone file as it is, an archive as copied before its extraction, a tree as a pax tar
+// written from node 0's cache entry), Slurm's own broadcast through slurmd's tree, which
 // authenticates with the job's credential and writes as the job's user. The shared
 // file system serves the source once, not N times.
 //
 // The sender stages the item as usual (from the source on a miss, from its cache on a
 // hit), then sends the data, then a small marker with the data's size and xxh3. Each
 // other node that misses in its cache waits for the marker, checks the received file
-// against it and against the source's metadata (size, mode, mtime: sbcast -p keeps
-// them), and publishes it into its cache as a local stage does: atomically, accounted,
+// against it (and a lone file against the source's size), and publishes it into its cache as a local stage does: atomically, accounted,
 // under the source's own cache key. A node that hits takes no part in the copy (what
 // sbcast writes there is left to the job's end). A node whose copy did not arrive, or arrived
 // other than sent, reads the source itself: the job never fails for a peer.
 //
 // The received files lie in the job's meta dir, as the sender's node names it: the same
 // path on every node where local_root holds no %n, and, in a cluster of one host whose
-// nodes share a file system (the mini-cluster), the sender's own. Directory trees are
-// not sent: every node reads a tree from the source.
+// nodes share a file system (the mini-cluster), the sender's own. A tree that arrives
+// is extracted and kept only when it is the source's tree, as scanned here. Node 0 sends
+// a cache entry once per job and node list: a later step's nodes hold it warm, and get a
+// marker that nothing comes.
 #pragma once
 #include <chrono>
 #include <cstdint>
