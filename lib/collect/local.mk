@@ -3,7 +3,9 @@
 # tests, man page, bench and integration test.
 noinst_LTLIBRARIES += lib/collect/libaihpc_collect.la
 lib_collect_libaihpc_collect_la_SOURCES = \
-	lib/collect/result_table.cpp lib/collect/result_table.hpp \
+	lib/collect/result_table.cpp lib/collect/result_table.hpp lib/collect/table_view.cpp \
+	lib/collect/result_json.cpp lib/collect/result_json.hpp \
+	lib/collect/result_files.cpp lib/collect/result_files.hpp \
 	lib/collect/row_store.cpp lib/collect/row_store.hpp \
 	lib/collect/writers.cpp lib/collect/writers.hpp \
 	lib/collect/queue.cpp lib/collect/queue.hpp \
