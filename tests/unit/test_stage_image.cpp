@@ -16,6 +16,7 @@
 
 #include "common/error.hpp"
 #include "common/process.hpp"
+#include "common/text.hpp"
 #include "stage/squashfs_mount.hpp"
 #include "stage/squashfs_pack.hpp"
 #include "stage/stage_in.hpp"
@@ -183,6 +184,28 @@ static void a_bad_image_leaves_nothing_mounted_or_published(void**) {
     assert_false(is_fuse_mount(tmp.path() + "/job"));
 }
 
+static void a_node_without_squashfuse_says_so(void**) {
+    TempDir tmp;
+    tmp.make_dir("ds");
+    tmp.write("ds/a", "alpha");
+    pack_squashfs(tmp.path() + "/ds", tmp.path() + "/ds.sqsh", 1);
+    // unsquashfs alone on PATH: the image is checked, and only the mount lacks its tool.
+    std::string empty = tmp.make_dir("empty-path");
+    CommandOutput where = capture_output({"sh", "-c", "command -v unsquashfs"});
+    assert_int_equal(::symlink(std::string(trim(where.out)).c_str(), (empty + "/unsquashfs").c_str()), 0);
+    std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
+    ::setenv("PATH", empty.c_str(), 1);
+    StageSettings settings;
+    settings.to_dir = tmp.path() + "/job";
+    settings.cache_dir = tmp.path() + "/cache";
+    std::string why = thrown_by([&] { stage_in(tmp.path() + "/ds.sqsh", "set", settings); });
+    std::string for_root = thrown_by([&] { mount_image_for_user(tmp.path() + "/job", "set", UserIds{65534, 65534, {}}); });
+    ::setenv("PATH", path.c_str(), 1);
+    assert_true(contains(why, "needs squashfuse on this node") && contains(why, "apt-get install squashfuse"));
+    assert_true(contains(for_root, "needs squashfuse on this node"));
+    assert_false(is_fuse_mount(tmp.path() + "/job/set"));
+}
+
 // The plugin's way: root mounts, squashfuse serves as the user from the descriptor.
 static void root_mounts_an_image_for_the_user_only_on_the_users_directory(void**) {
     if (!can_mount() || ::getuid() != 0) skip();  // root's part needs root and /dev/fuse
@@ -229,6 +252,7 @@ int main() {
         cmocka_unit_test(a_staged_image_is_mounted_kept_remounted_and_unmounted),
         cmocka_unit_test(a_bad_image_leaves_nothing_mounted_or_published),
         cmocka_unit_test(root_mounts_an_image_for_the_user_only_on_the_users_directory),
+        cmocka_unit_test(a_node_without_squashfuse_says_so),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
