@@ -19,6 +19,12 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/stage_in.cpp lib/stage/stage_in.hpp \
 	lib/stage/stage_out.cpp lib/stage/stage_out.hpp
 plugin_module_libs += lib/stage/libaihpc_stage.la
+# aihpc-node's pieces of the node work and its task wrapper: linked into aihpc-node
+# alone, never into the plugin, which execs that program rather than run them.
+noinst_LTLIBRARIES += lib/stage/libaihpc_node.la
+lib_stage_libaihpc_node_la_SOURCES = \
+	lib/stage/node_steps.cpp lib/stage/node_steps.hpp \
+	lib/stage/task_wrapper.cpp lib/stage/task_wrapper.hpp
 EXTRA_DIST += lib/stage/README
 UNIT_TESTS += tests/unit/test_stage
 tests_unit_test_stage_SOURCES = tests/unit/test_stage.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
