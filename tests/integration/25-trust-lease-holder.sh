@@ -28,16 +28,21 @@ ok "the job's batch step runs with its stage-in done (slurmstepd ${stepd:-not fo
     bash -c "grep -q started out && [ -n '$stepd' ]"
 ok "slurmstepd holds no descriptor on anything in the user's cache dir" \
     bash -c "! ls -l /proc/$stepd/fd | grep -q '$local_root_n1/cache/$uid'"
-# A pidfd's fdinfo names its process.
-holder=$(grep -h '^Pid:' /proc/"$stepd"/fdinfo/* 2>/dev/null | awk '{print $2}' | head -1)
-ok "slurmstepd holds a pidfd of the lease holder, a process of the user's (pid ${holder:-none})" \
+# A pidfd's fdinfo names its process. slurmstepd may hold pidfds of its own (of a child
+# it reaped, shown as -1): the holder is the live one whose process is the user's.
+pidfds=$(grep -h '^Pid:' /proc/"$stepd"/fdinfo/* 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
+holder=
+for pid in $pidfds; do
+    [ "$pid" -gt 0 ] 2>/dev/null && [ "$(stat -c %U /proc/"$pid" 2>/dev/null)" = "$test_user" ] && holder=$pid && break
+done
+ok "slurmstepd holds a pidfd of the lease holder, a process of the user's (pid ${holder:-none}; pidfds: ${pidfds:-none})" \
     bash -c "[ -n '$holder' ] && [ \"\$(stat -c %U /proc/$holder)\" = '$test_user' ]"
 lock=$(ls -l /proc/"$holder"/fd 2>/dev/null | grep -o "$local_root_n1/cache/$uid/locks/[^ ]*\.lock" | head -1)
 ok "the lease holder keeps the entry's lease ($lock)" \
     bash -c "[ -n '$lock' ] && ! flock -n -x '$lock' true"
 
 # The user stops their lease holder, then cancels the job.
-as_user kill -STOP "$holder"
+[ -n "$holder" ] && as_user kill -STOP "$holder"
 scancel "$id"
 wait_job "$id" 60 >/dev/null
 ok "the node is idle within 30 s of the cancel" wait_nodes_idle 30
