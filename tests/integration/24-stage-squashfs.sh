@@ -39,7 +39,8 @@ cat >sums.sh <<'JOB'
 d=$AIHPC_STAGE_DIR/set
 [ "$AIHPC_DATA_SET" = "$d" ] || echo "AIHPC_DATA_SET=$AIHPC_DATA_SET, not $d"
 stat -f -c %T "$d"
-(cd "$d" && find . -type f | sort | xargs sha1sum) >"$SLURM_SUBMIT_DIR/seen.$SLURM_JOB_ID.${SLURM_STEP_ID:-batch}"
+# Named by the caller: newer Slurm sets SLURM_STEP_ID in the batch script too.
+(cd "$d" && find . -type f | sort | xargs sha1sum) >"$SLURM_SUBMIT_DIR/seen.$SLURM_JOB_ID.${1:-batch}"
 readlink "$d/first" >"$SLURM_SUBMIT_DIR/link.$SLURM_JOB_ID"
 touch "$d/new" 2>/dev/null && echo "the mount took a write"
 exit 0
@@ -59,8 +60,8 @@ ok "nothing stays mounted after the job, and no squashfuse runs" nothing_left
 # Steps: the batch step mounts it, two srun steps use it after one another.
 cat >steps.sh <<'JOB'
 #!/bin/bash
-srun -n1 ./sums.sh
-srun -n1 ./sums.sh
+srun -n1 ./sums.sh 0
+srun -n1 ./sums.sh 1
 JOB
 id=$(as_user sbatch --parsable -w n1 -o steps.out --aihpc-stage="$work/set.sqsh:set" steps.sh)
 state=$(wait_job "$id" 300)
@@ -68,7 +69,7 @@ ok "every step of a job sees the same mounted image" \
     bash -c "[ '$state' = COMPLETED ] && cmp expected.sums seen.$id.0 && cmp expected.sums seen.$id.1"
 
 # Two nodes: each mounts its own copy.
-id=$(as_user sbatch --parsable -N2 -w n1,n2 -o two.out --aihpc-stage="$work/set.sqsh:set" --wrap 'srun -N2 -n2 ./sums.sh')
+id=$(as_user sbatch --parsable -N2 -w n1,n2 -o two.out --aihpc-stage="$work/set.sqsh:set" --wrap 'srun -N2 -n2 ./sums.sh 0')
 state=$(wait_job "$id" 300)
 ok "a two-node job reads the image on both nodes" \
     bash -c "[ '$state' = COMPLETED ] && cmp expected.sums seen.$id.0 && [ \$(grep -c . two.out) -ge 2 ]"
