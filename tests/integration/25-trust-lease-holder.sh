@@ -16,11 +16,14 @@ mkdir -p data && echo "payload" >data/f && chmod -R a+rX data
 id=$(as_user sbatch --parsable -w n1 -o "$work/out" --aihpc-stage="$work/data:data" --wrap "echo started; sleep 120")
 for _ in $(seq 300); do grep -q started out 2>/dev/null && break; sleep 0.2; done
 # slurmstepd's title is cut short on some releases: it is found as the parent of a task.
+# The job may have more than one (24.11 runs an extern step beside the batch step): the
+# batch step's is the one whose task is the batch script.
 stepd=
 for environ in /proc/[0-9]*/environ; do
     pid=${environ#/proc/}
     pid=${pid%/environ}
     { tr '\0' '\n' <"$environ"; } 2>/dev/null | grep -qx "SLURM_JOB_ID=$id" || continue
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "job$id/slurm_script" || continue
     parent=$(awk '/^PPid:/ {print $2}' /proc/"$pid"/status 2>/dev/null)
     [ "$(cat /proc/"$parent"/comm 2>/dev/null)" = slurmstepd ] && stepd=$parent && break
 done
