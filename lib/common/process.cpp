@@ -6,6 +6,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/spawn.hpp"
+#include "common/text.hpp"
 
 namespace aihpc {
 
@@ -39,6 +40,18 @@ CommandOutput capture_output_with(const std::vector<std::string>& argv, const Ca
     }
     Captured run = capture(std::move(plan));
     return {exit_status(run.status), std::move(run.out), std::move(run.err)};
+}
+
+std::string failure_line(const CommandOutput& out, const std::string& program) {
+    std::string last;
+    std::size_t end = out.err.size();
+    while (last.empty() && end > 0) {
+        std::size_t start = out.err.rfind('\n', end - 1);
+        start = start == std::string::npos ? 0 : start + 1;
+        last = std::string(trim(std::string_view(out.err).substr(start, end - start)));
+        end = start == 0 ? 0 : start - 1;
+    }
+    return last.empty() ? program + " exited " + std::to_string(out.status) : last;
 }
 
 }  // namespace aihpc

@@ -24,6 +24,10 @@ struct CaptureOptions {
 // Runs argv (looked up on PATH) with stdin from /dev/null and no other descriptor of
 // the caller; waits for it.
 CommandOutput capture_output(const std::vector<std::string>& argv);
+// Why a command failed, in one line for a message: the last line it wrote on stderr, or
+// "PROGRAM exited N" when it wrote none.
+std::string failure_line(const CommandOutput& out, const std::string& program);
+
 CommandOutput capture_output_with(const std::vector<std::string>& argv, const CaptureOptions& options);
 
 }  // namespace aihpc

@@ -15,13 +15,6 @@ namespace aihpc::stage {
 
 namespace {
 
-std::string last_line(const std::string& text) {
-    std::string last;
-    for (const std::string& line : split(text, '\n'))
-        if (!trim(line).empty()) last = std::string(trim(line));
-    return last;
-}
-
 // One sbcast of `from` to `to` on every node of the step, keeping mode and times. A
 // node whose job dirs are not made yet refuses it: tried again, briefly.
 std::string broadcast(const FanoutStep& step, const std::string& from, const std::string& to) {
@@ -31,7 +24,7 @@ std::string broadcast(const FanoutStep& step, const std::string& from, const std
         if (attempt) std::this_thread::sleep_for(std::chrono::seconds(1));
         CommandOutput out = capture_output({"sbcast", "-j", job, "-p", "-f", from, to});
         if (out.status == 0) return "";
-        why = last_line(out.err).empty() ? "sbcast exited " + std::to_string(out.status) : last_line(out.err);
+        why = failure_line(out, "sbcast");
     }
     return why;
 }

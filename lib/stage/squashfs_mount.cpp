@@ -32,14 +32,6 @@ std::uint64_t little_endian(const unsigned char* p, int bytes) {
     return v;
 }
 
-// The last non-empty line a tool wrote, for a message of one line.
-std::string last_line(const std::string& text) {
-    std::vector<std::string> lines;
-    for (const std::string& line : split(text, '\n'))
-        if (!trim(line).empty()) lines.emplace_back(trim(line));
-    return lines.empty() ? std::string() : lines.back();
-}
-
 bool on_path(const std::string& program) {
     const char* path = std::getenv("PATH");
     for (const std::string& dir : split(path ? path : "/usr/bin:/bin", ':'))
@@ -76,7 +68,7 @@ MountState mount_state(int dir_fd, const std::string& name) {
 void lazy_unmount(const std::string& path) {
     CommandOutput out = capture_output({"fusermount3", "-u", "-z", path});
     if (out.status != 0)
-        throw Error("cannot unmount the earlier mount at " + path + ": " + last_line(out.err) +
+        throw Error("cannot unmount the earlier mount at " + path + ": " + failure_line(out, "fusermount3") +
                     "; unmount it (fusermount3 -u " + path + ") and run the step again");
 }
 
@@ -90,11 +82,10 @@ void ensure_mount_point(int dir_fd, const std::string& name, const std::string& 
 }
 
 std::string squashfuse_failure(const std::string& shown, const CommandOutput& out) {
-    std::string why = last_line(out.err);
+    std::string why = failure_line(out, "squashfuse");
     if (why.find("/dev/fuse") != std::string::npos)
         why += " (this node does not let users mount FUSE file systems: /dev/fuse must be mode 0666, as udev makes it)";
-    return "squashfuse could not mount the image at " + shown + ": " +
-           (why.empty() ? "it exited " + std::to_string(out.status) : why) +
+    return "squashfuse could not mount the image at " + shown + ": " + why +
            "; check the image with unsquashfs -s, or stage the extracted directory";
 }
 
@@ -196,7 +187,7 @@ void check_image_entries(const std::string& path, const std::string& shown) {
     CommandOutput out = capture_output({"unsquashfs", "-no-progress", "-lln", path});
     if (out.status != 0)
         throw Error(shown + " is not a readable squashfs image (" +
-                    (last_line(out.err).empty() ? "unsquashfs exited " + std::to_string(out.status) : last_line(out.err)) +
+                    failure_line(out, "unsquashfs") +
                     "); copy it again whole, or pack it again with aihpc-stage pack");
     std::vector<std::string> refused = refused_image_entries(out.out);
     if (refused.empty()) return;
