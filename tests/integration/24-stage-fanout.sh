@@ -79,13 +79,20 @@ ok "node 0 says it read and sent each, the other that it received each" bash -c 
     [ \$(grep -c 'sent to 1 other node through sbcast; this node read the source' out/cold.out) = 3 ] &&
     [ \$(grep -c 'received from n1 through sbcast; the source was not read here' out/cold.out) = 3 ]"
 
+# warm_only NODE: a new version of the image, staged on NODE alone; the source then
+# counts from zero again.
+warm_only() {
+    local id
+    touch "$work/src/set.sqsh"
+    mount_remote
+    id=$(as_user sbatch --parsable -w "$1" -o "out/warm-$1.out" --wrap "srun -N1 --aihpc-stage=$work/remote/set.sqsh:img true")
+    wait_job "$id" 300 >/dev/null
+    served >/dev/null
+    mount_remote
+}
+
 # Warm on node 0 only: it sends from its cache, and the source serves nothing.
-touch "$work/src/set.sqsh"  # a new version of the image, cold everywhere
-mount_remote
-id=$(as_user sbatch --parsable -w n1 -o out/warm-n1.out --wrap "srun -N1 --aihpc-stage=$work/remote/set.sqsh:img true")
-wait_job "$id" 300 >/dev/null
-served >/dev/null
-mount_remote
+warm_only n1
 state=$(run_step warm)
 read=$(served)
 ok "with the image warm on node 0, the step reads only metadata from the source ($read bytes, image $image_bytes)" \
@@ -93,12 +100,7 @@ ok "with the image warm on node 0, the step reads only metadata from the source 
 ok "the data is identical on both nodes" bash -c "$(declare -f identical); cd '$work'; identical"
 
 # Warm on the other node only: it reads nothing, node 0 reads once.
-touch "$work/src/set.sqsh"
-mount_remote
-id=$(as_user sbatch --parsable -w n2 -o out/warm-n2.out --wrap "srun -N1 --aihpc-stage=$work/remote/set.sqsh:img true")
-wait_job "$id" 300 >/dev/null
-served >/dev/null
-mount_remote
+warm_only n2
 state=$(run_step warm2)
 read=$(served)
 ok "with the image warm on the other node, it hits and the source serves the image once" \
