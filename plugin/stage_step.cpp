@@ -100,6 +100,19 @@ void stage_user_init(const Spank& spank, PluginState& st) {
     s.items = stage::parse_job_items(staged.result);
     s.leases = std::move(staged.fds);
     s.active = true;
+    // World-readable sources the node's shared cache lacks: root reads them into it as
+    // shared_user, and the stager's second pass links them from there (or takes what
+    // could not be shared into the user's cache). The first pass's leases go once the
+    // second pass holds its own.
+    for (const stage::JobItem& item : s.items)
+        if (item.outcome == "shared-wanted") request.shared_items.push_back(item.name);
+    if (!request.shared_items.empty()) {
+        HelperOutcome again = node_work(st, "prepare-stage-in", RunAs::root, request);
+        for (const std::string& note : again.notes) st.note(note);
+        stage::end_lease_holder(s.leases);
+        s.items = stage::parse_job_items(again.result);
+        s.leases = std::move(again.fds);
+    }
     // squashfs images the stager found unmounted: root mounts them for the user, since
     // the stager runs with no_new_privs and fusermount3 cannot act for it.
     stage::NodeRequest mount = step_request(st);

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "stage/node_request.hpp"
 #include "stage/node_steps.hpp"
+#include "stage/shared_cache.hpp"
 #include "stage/task_wrapper.hpp"
 
 using namespace aihpc;
@@ -34,6 +35,7 @@ constexpr const char* usage =
     "Usage: aihpc-node prepare|stage-in|prepare-stage-in|account|stage-out|keep|delivered|\n"
     "                  mount-images|digest|epilog|deliver-kept|requeue\n"
     "       aihpc-node run-task COMMAND...   (with AIHPC_TASK_REQUEST set)\n"
+    "       aihpc-node shared-read SRC BASE_DIR THREADS MAX_BYTES SHARED_DIR [ALLOW...]\n"
     "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
     "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
     "\n"
@@ -56,6 +58,8 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (std::getenv("AIHPC_TASK_REQUEST")) return stage::run_task(argc, argv);
+    // Root's reader for the shared cache, run as shared_user (lib/stage/shared_cache.hpp).
+    if (argc > 1 && std::strcmp(argv[1], "shared-read") == 0) return stage::shared_read_main(argc, argv);
     if (argc != 2) {
         std::fputs(usage, stderr);
         return 2;

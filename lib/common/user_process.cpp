@@ -27,4 +27,12 @@ std::optional<UserIds> user_ids_of(uid_t uid) {
     return ids;
 }
 
+std::optional<UserIds> user_ids_of_name(const std::string& name) {
+    struct passwd pw {};
+    struct passwd* found = nullptr;
+    std::vector<char> buf(16384);
+    if (::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found) return std::nullopt;
+    return user_ids_of(pw.pw_uid);
+}
+
 }  // namespace aihpc

@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace aihpc {
@@ -17,5 +18,7 @@ struct UserIds {
 // for a job whose groups Slurm no longer gives, such as its epilog's. Nullopt when the
 // database does not know the uid.
 std::optional<UserIds> user_ids_of(uid_t uid);
+// The same for a user name (the site's shared_user).
+std::optional<UserIds> user_ids_of_name(const std::string& name);
 
 }  // namespace aihpc

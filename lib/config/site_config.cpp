@@ -120,6 +120,12 @@ std::uint64_t SiteConfig::cache_low_bytes(std::uint64_t filesystem_bytes) const 
     return cache_max.resolve(filesystem_bytes) / 10 * 9;
 }
 
+std::uint64_t SiteConfig::cache_shared_max_bytes(std::uint64_t filesystem_bytes) const {
+    std::uint64_t whole = cache_max.resolve(filesystem_bytes);
+    if (!cache_shared_max) return whole / 2;
+    return std::min(whole, cache_shared_max->resolve(filesystem_bytes));
+}
+
 std::uint64_t SiteConfig::cache_user_max_bytes(std::uint64_t filesystem_bytes) const {
     std::uint64_t whole = cache_max.resolve(filesystem_bytes);
     if (!cache_user_max) return whole;
@@ -174,6 +180,15 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
         } else if (key == "stage_fanout") {
             if (value != "auto" && value != "off") bad_key(key, "'" + value + "' is not auto or off");
             site.stage_fanout = value == "auto";
+        } else if (key == "cache_shared") {
+            if (value != "on" && value != "off") bad_key(key, "'" + value + "' is not on or off");
+            site.cache_shared = value == "on";
+        } else if (key == "shared_user") {
+            if (value.empty() || value == "root" || value.find_first_of("/:, ") != std::string::npos)
+                bad_key(key, "'" + value + "' is not the name of an unprivileged user");
+            site.shared_user = value;
+        } else if (key == "cache_shared_max") {
+            site.cache_shared_max = parse_size_limit(key, value);
         } else if (key == "container_runtimes") {
             if (value.empty()) bad_key(key, "needs a comma-separated list of runtimes");
             for (const std::string& name : split(value, ',')) {
@@ -207,7 +222,7 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
         } else {
             throw Error("unknown site key '" + key +
                         "'; known keys: local_root, cache_max, cache_low, cache_user_max, cache_user_inodes, stage_allow, stage_threads, "
-                        "stage_timeout, stage_fanout, epilog_deliver_timeout, keep_failed_days, "
+                        "stage_timeout, stage_fanout, cache_shared, shared_user, cache_shared_max, epilog_deliver_timeout, keep_failed_days, "
                         "container_runtimes, container_default, image_allow, registry, runtime_path, "
                         "bind_default, dist_default, checkpoint_root");
         }

@@ -47,6 +47,12 @@ struct SiteConfig {
     // A step over several nodes reads each file, archive or image source on its first
     // node only, which sends it to the others with sbcast (lib/stage/fanout.hpp).
     bool stage_fanout = true;
+    // World-readable sources are staged once per node for every user, under
+    // local_root/shared, read as shared_user, within cache_shared_max (default: half of
+    // cache_max) (lib/stage/shared_cache.hpp).
+    bool cache_shared = true;
+    std::string shared_user = "nobody";
+    std::optional<SizeLimit> cache_shared_max;
     std::vector<std::string> container_runtimes;    // empty: all found on runtime_path
     std::string container_default;                  // empty: first allowed
     std::vector<std::string> image_allow;           // empty: any
@@ -64,6 +70,8 @@ struct SiteConfig {
     std::uint64_t cache_low_bytes(std::uint64_t filesystem_bytes) const;
     // cache_user_max in bytes, never above cache_max.
     std::uint64_t cache_user_max_bytes(std::uint64_t filesystem_bytes) const;
+    // cache_shared_max in bytes, never above cache_max.
+    std::uint64_t cache_shared_max_bytes(std::uint64_t filesystem_bytes) const;
 };
 
 // The runtimes aihpc knows, in the order container_default falls back to.

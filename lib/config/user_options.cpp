@@ -18,7 +18,14 @@ const char* to_string(BindMode mode) {
     return "none";
 }
 const char* to_string(DistKind kind) { return kind == DistKind::torch ? "torch" : "none"; }
-const char* to_string(StageMode mode) { return mode == StageMode::private_ ? "private" : "cache"; }
+const char* to_string(StageMode mode) {
+    switch (mode) {
+    case StageMode::cache: return "cache";
+    case StageMode::user: return "user";
+    case StageMode::private_: return "private";
+    }
+    return "cache";
+}
 const char* to_string(ContainerScope scope) { return scope == ContainerScope::steps ? "steps" : "all"; }
 
 const std::vector<OptionSpec>& option_table() {
@@ -27,8 +34,8 @@ const std::vector<OptionSpec>& option_table() {
          "Stage files, trees or archives into $AIHPC_STAGE_DIR/NAME on every node", "AIHPC_STAGE", false},
         {"aihpc-stage-out", "LOCAL:DEST[,...]", false,
          "After the step, copy $AIHPC_STAGE_DIR/LOCAL to DEST (%j job id, %n node)", "AIHPC_STAGE_OUT", true},
-        {"aihpc-stage-mode", "cache|private", false,
-         "cache: one shared read-only copy per node; private: a writable copy for this job", "AIHPC_STAGE_MODE", false},
+        {"aihpc-stage-mode", "cache|user|private", false,
+         "cache: one read-only copy per node, shared by all users when world-readable; user: your own cache only; private: a writable copy for this job", "AIHPC_STAGE_MODE", false},
         {"aihpc-stage-verify", nullptr, false,
          "Check every staged file against an xxh3 checksum manifest", "AIHPC_STAGE_VERIFY", false},
         {"aihpc-container", "IMAGE", false,
@@ -258,8 +265,9 @@ UserOptions parse_user_options(const RawOptions& raw) {
         else if (name == "aihpc-stage-out") options.stage_out = parse_stage_out(value);
         else if (name == "aihpc-stage-mode") {
             if (value == "cache") options.stage_mode = StageMode::cache;
+            else if (value == "user") options.stage_mode = StageMode::user;
             else if (value == "private") options.stage_mode = StageMode::private_;
-            else bad(name, "unknown mode '" + value + "'; use cache or private");
+            else bad(name, "unknown mode '" + value + "'; use cache, user or private");
         } else if (name == "aihpc-stage-verify") options.stage_verify = parse_flag_value(name, value);
         else if (name == "aihpc-container") {
             if (value.empty()) bad(name, "needs an IMAGE");

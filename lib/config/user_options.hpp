@@ -9,7 +9,9 @@ namespace aihpc::config {
 
 enum class BindMode { auto_, gpu, numa, cores, none };
 enum class DistKind { none, torch };
-enum class StageMode { cache, private_ };
+// cache: the shared cache where the source is world-readable and the site allows it,
+// else the user's own; user: the user's own cache only; private: a writable copy.
+enum class StageMode { cache, user, private_ };
 enum class ContainerScope { all, steps };
 
 const char* to_string(BindMode mode);

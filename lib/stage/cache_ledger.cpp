@@ -499,7 +499,7 @@ CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_pat
 
 CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_max, std::uint64_t cache_low,
                               std::uint64_t cache_user_max, const std::string& shown_path,
-                              std::uint64_t cache_user_inodes, RoomPromises* promises) {
+                              std::uint64_t cache_user_inodes, RoomPromises* promises, std::uint64_t shared_bytes) {
     check_root_private(cache_root_fd, shown_path);
     // Killed producers' temporaries go before they are counted, within a bounded time;
     // what is left goes at the next prepare.
@@ -513,7 +513,8 @@ CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_
         book = RoomPromises::open_as_root(cache_root_fd, uid, shown_path);
     }
     CacheLimits limits = plan_user_cache_limits(cache_max, cache_low, cache_user_max, ledger.user_bytes(uid),
-                                                claimed_bytes(cache_root_fd, uid), ledger.other_users_bytes(uid),
+                                                claimed_bytes(cache_root_fd, uid),
+                                                saturating_add(ledger.other_users_bytes(uid), shared_bytes),
                                                 book.promised_at_open());
     if (promises) *promises = std::move(book);
     if (cache_user_inodes != 0) {

@@ -126,11 +126,13 @@ CacheLedger refresh_cache_ledger(int cache_root_fd, const std::string& shown_pat
 // share (0: cache_max), cache_user_inodes the inodes the user's cache may hold (0: no
 // cap); max_inodes is the room left under it, 0 once the user's cache is at the cap (hits
 // are served, new entries refused). With `promises`, the book of copies in flight is
-// handed over open, for the stager to promise its own copies in.
+// handed over open, for the stager to promise its own copies in. shared_bytes is what
+// the node's shared cache holds (shared_cache.hpp, root's own entries): it takes the
+// same disk, so it counts as another user's.
 CacheLimits root_cache_limits(int cache_root_fd, uid_t uid, std::uint64_t cache_max, std::uint64_t cache_low,
                               std::uint64_t cache_user_max, const std::string& shown_path,
                               std::uint64_t cache_user_inodes = config::default_cache_user_inodes,
-                              RoomPromises* promises = nullptr);
+                              RoomPromises* promises = nullptr, std::uint64_t shared_bytes = 0);
 
 // As root, after a user's stage-in: measures that user's cache and job dirs again (only
 // what changed) and records it in the ledger.

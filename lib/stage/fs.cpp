@@ -255,8 +255,10 @@ bool remove_tree_until(int parent_fd, const std::string& name, std::chrono::stea
     return ok;
 }
 
-UniqueFd open_lock_file_at(int dir_fd, const std::string& name, bool create, const std::string& shown_path) {
-    int fd = ::openat(dir_fd, name.c_str(), O_RDWR | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+UniqueFd open_lock_file_at(int dir_fd, const std::string& name, bool create, const std::string& shown_path, mode_t mode,
+                           bool read_only) {
+    int fd = ::openat(dir_fd, name.c_str(),
+                      (read_only ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), mode);
     if (fd < 0) {
         if (!create && errno == ENOENT) return UniqueFd();
         if (errno == ELOOP) throw Error("the lock file " + shown_path + " is a symlink; remove it");

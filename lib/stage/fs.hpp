@@ -79,7 +79,8 @@ std::uint64_t free_space(int fd);
 // lock forever or plant a FIFO under the name. They are opened O_NONBLOCK and O_NOFOLLOW
 // and refused unless regular files. Returns an empty fd when the file is missing and
 // `create` is false; throws aihpc::Error naming shown_path otherwise.
-UniqueFd open_lock_file_at(int dir_fd, const std::string& name, bool create, const std::string& shown_path);
+UniqueFd open_lock_file_at(int dir_fd, const std::string& name, bool create, const std::string& shown_path,
+                           mode_t mode = 0600, bool read_only = false);
 
 // flock(operation) with a bounded wait: true once locked, false at once when operation
 // has LOCK_NB and the lock is held. Otherwise retries until `wait` has passed and then

@@ -7,6 +7,7 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/tree_copy.cpp lib/stage/tree_copy.hpp \
 	lib/stage/archive.cpp lib/stage/archive.hpp \
 	lib/stage/node_cache.cpp lib/stage/node_cache.hpp \
+	lib/stage/shared_cache.cpp lib/stage/shared_cache.hpp \
 	lib/stage/lease_holder.cpp lib/stage/lease_holder.hpp \
 	lib/stage/squashfs_pack.cpp lib/stage/squashfs_pack.hpp \
 	lib/stage/squashfs_mount.cpp lib/stage/squashfs_mount.hpp \
@@ -36,6 +37,9 @@ tests_unit_test_stage_pack_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
 UNIT_TESTS += tests/unit/test_stage_image
 tests_unit_test_stage_image_SOURCES = tests/unit/test_stage_image.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_stage_image_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
+UNIT_TESTS += tests/unit/test_stage_shared
+tests_unit_test_stage_shared_SOURCES = tests/unit/test_stage_shared.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_stage_shared_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
 UNIT_TESTS += tests/unit/test_stage_fanout
 tests_unit_test_stage_fanout_SOURCES = tests/unit/test_stage_fanout.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_stage_fanout_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)

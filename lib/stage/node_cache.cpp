@@ -49,13 +49,26 @@ const char* to_string(SourceKind kind) {
     return "?";
 }
 
-std::string cache_key(uid_t uid, const std::string& realpath, SourceKind kind, const std::string& manifest_hash) {
+namespace {
+
+std::string key_of(const std::string& owner, const std::string& realpath, SourceKind kind, const std::string& manifest_hash) {
     std::string text = "aihpc-cache-v1";
-    for (const std::string& part : {std::to_string(uid), realpath, std::string(to_string(kind)), manifest_hash}) {
+    for (const std::string& part : {owner, realpath, std::string(to_string(kind)), manifest_hash}) {
         text += '\0';
         text += part;
     }
     return hash_bytes(text.data(), text.size());
+}
+
+}  // namespace
+
+std::string cache_key(uid_t uid, const std::string& realpath, SourceKind kind, const std::string& manifest_hash) {
+    return key_of(std::to_string(uid), realpath, kind, manifest_hash);
+}
+
+// "shared" is no uid's decimal form, so no user's key can equal a shared one.
+std::string shared_cache_key(const std::string& realpath, SourceKind kind, const std::string& manifest_hash) {
+    return key_of("shared", realpath, kind, manifest_hash);
 }
 
 std::string cache_entry_json(const CacheEntryInfo& e) {
@@ -94,9 +107,18 @@ std::vector<std::string> plan_eviction(const std::vector<CacheEntryInfo>& entrie
 
 namespace {
 
-// The cache's own directories are never reached through a symlink.
-UniqueFd cache_subdir(int parent_fd, const char* name, const std::string& shown) {
-    return ensure_dir_at(parent_fd, name, 0700, shown);
+// The cache's own directories are never reached through a symlink; a reader makes none.
+UniqueFd cache_subdir(int parent_fd, const char* name, const std::string& shown, CacheAccess access) {
+    if (access == CacheAccess::shared_reader) {
+        UniqueFd fd(::openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) throw_errno("cannot open " + shown);
+        return fd;
+    }
+    UniqueFd fd = ensure_dir_at(parent_fd, name, access == CacheAccess::shared_root ? 0755 : 0700, shown);
+    struct stat st {};
+    if (access == CacheAccess::shared_root && (::fstat(fd.get(), &st) != 0 || st.st_uid != 0 || (st.st_mode & 022)))
+        throw Error(shown + " must be owned by root and writable by no one else; remove it");
+    return fd;
 }
 
 bool is_key_name(const std::string& name) {
@@ -147,17 +169,20 @@ std::uint64_t cache_bytes_at(int cache_fd) {
     return total;
 }
 
-NodeCache::NodeCache(const std::string& dir, CacheLimits limits) : dir_(dir), limits_(limits) {
+NodeCache::NodeCache(const std::string& dir, CacheLimits limits, CacheAccess access)
+    : dir_(dir), limits_(limits), access_(access) {
     // Parents may be missing for a tool's private cache; the last component is ours.
-    make_directories(dir, 0700, "the cache directory");
-    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    // The shared cache's directory is made by root (shared_cache.hpp) before it is used.
+    if (access == CacheAccess::owner) make_directories(dir, 0700, "the cache directory");
+    // The shared cache's directory is root's 0711: a reader may enter it, not list it.
+    int fd = ::open(dir.c_str(), (access == CacheAccess::shared_reader ? O_PATH : O_RDONLY) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) throw_errno("cannot open the cache directory " + dir);
     dir_fd_.reset(fd);
     struct stat st {};
-    if (::fstat(dir_fd_.get(), &st) == 0 && st.st_uid == ::geteuid() && (st.st_mode & 077))
+    if (access == CacheAccess::owner && ::fstat(dir_fd_.get(), &st) == 0 && st.st_uid == ::geteuid() && (st.st_mode & 077))
         ::fchmod(dir_fd_.get(), 0700);  // other users must never read a user's cache
-    entries_fd_ = cache_subdir(dir_fd_.get(), "entries", join_path(dir, "entries"));
-    locks_fd_ = cache_subdir(dir_fd_.get(), "locks", join_path(dir, "locks"));
+    entries_fd_ = cache_subdir(dir_fd_.get(), "entries", join_path(dir, "entries"), access);
+    locks_fd_ = cache_subdir(dir_fd_.get(), "locks", join_path(dir, "locks"), access);
 }
 
 std::string NodeCache::entry_path(const std::string& key) const { return join_path(join_path(dir_, "entries"), key); }
@@ -166,7 +191,11 @@ UniqueFd NodeCache::lock_key(const std::string& key, int operation, bool create)
     std::string name = key + ".lock";
     std::string shown = join_path(join_path(dir_, "locks"), name);
     for (int attempt = 0; attempt < 1000; ++attempt) {
-        UniqueFd lock = open_lock_file_at(locks_fd_.get(), name, create, shown);
+        // flock takes a lease on a read-only descriptor too: a reader of the shared cache
+        // needs no write access to its lock files.
+        bool reader = access_ == CacheAccess::shared_reader;
+        UniqueFd lock = open_lock_file_at(locks_fd_.get(), name, create && !reader, shown,
+                                          access_ == CacheAccess::shared_root ? 0644 : 0600, reader);
         if (!lock) return UniqueFd();
         if (!lock_with_deadline(lock.get(), operation, lock_wait_, shown)) return UniqueFd();
         // An evictor unlinks the lock file while holding it: a lock on the unlinked
@@ -185,8 +214,34 @@ bool NodeCache::published(const std::string& key) const {
     return ::fstatat(entries_fd_.get(), key.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
 }
 
+namespace {
+
+// A lease on a shared entry is a shared flock on its directory, which every user may
+// open, and no one but root may write. Its lock file stays root's alone: a user who
+// holds an entry's directory locked keeps that entry and delays its readers, who then
+// take the source from their own cache, but never stops root producing or evicting any
+// other entry.
+bool entry_dir_in_use(int entries_fd, const std::string& key) {
+    UniqueFd dir(::openat(entries_fd, key.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    return dir && ::flock(dir.get(), LOCK_EX | LOCK_NB) != 0;
+}
+
+}  // namespace
+
 std::optional<Lease> NodeCache::lease(const std::string& key) {
     if (!is_key_name(key)) return std::nullopt;
+    if (access_ != CacheAccess::owner) {
+        std::string shown = entry_path(key);
+        UniqueFd dir(::openat(entries_fd_.get(), key.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!dir || !lock_with_deadline(dir.get(), LOCK_SH, lock_wait_, shown)) return std::nullopt;
+        // An evictor renames the entry away before it removes it: a lease on a directory
+        // no longer published protects nothing.
+        struct stat held {}, current {};
+        if (::fstat(dir.get(), &held) != 0 || ::fstatat(entries_fd_.get(), key.c_str(), &current, AT_SYMLINK_NOFOLLOW) != 0 ||
+            held.st_ino != current.st_ino || held.st_dev != current.st_dev)
+            return std::nullopt;
+        return Lease(std::move(dir), key);
+    }
     UniqueFd fd = lock_key(key, LOCK_SH, false);
     if (!fd || !published(key)) return std::nullopt;
     return Lease(std::move(fd), key);
@@ -204,7 +259,9 @@ std::optional<Manifest> NodeCache::stored_manifest(const std::string& key) const
 void NodeCache::log(const std::string& what, const std::string& key, const std::vector<std::string>& info) const {
     // O_NONBLOCK: a FIFO planted as the log must not hang the stager; only a regular
     // file is written.
-    int fd = ::openat(dir_fd_.get(), "log", O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (access_ == CacheAccess::shared_reader) return;
+    int fd = ::openat(dir_fd_.get(), "log", O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC,
+                      access_ == CacheAccess::shared_root ? 0644 : 0600);
     if (fd < 0) return;
     UniqueFd file(fd);
     struct stat st {};
@@ -259,6 +316,7 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
 Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes, const std::vector<std::string>& info,
                            const SizedProducer& produce) {
     if (!is_key_name(key)) throw Error("bad cache key '" + key + "'");
+    if (access_ == CacheAccess::shared_reader) throw Error("the shared cache " + dir_ + " is only read by a job's user");
     UniqueFd lock = lock_key(key, LOCK_SH, true);
     if (!published(key)) {
         // Converting to LOCK_EX drops the shared lock first; the lock may have been
@@ -361,6 +419,7 @@ std::vector<CacheEntryInfo> NodeCache::list() const {
             e.in_use = ::fstat(probe.get(), &opened) == 0 && S_ISREG(opened.st_mode) &&
                        ::flock(probe.get(), LOCK_EX | LOCK_NB) != 0;
         }
+        if (access_ != CacheAccess::owner && !e.in_use) e.in_use = entry_dir_in_use(entries_fd_.get(), name);
         out.push_back(std::move(e));
     }
     return out;
@@ -378,6 +437,12 @@ bool NodeCache::evict(const std::string& key) {
         if (!lock) return false;
     }
     if (!published(key)) return false;
+    // A shared entry's readers lease its directory: held by any of them, it stays.
+    UniqueFd readers;
+    if (access_ != CacheAccess::owner) {
+        readers.reset(::openat(entries_fd_.get(), key.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!readers || ::flock(readers.get(), LOCK_EX | LOCK_NB) != 0) return false;
+    }
     // Unpublish atomically first, so no new reader finds a half-removed entry.
     std::string dead = ".dead." + key + "." + unique_suffix();
     if (::renameat(entries_fd_.get(), key.c_str(), entries_fd_.get(), dead.c_str()) != 0) return false;

@@ -36,6 +36,16 @@ const char* to_string(SourceKind kind);
 // The cache key: xxh3-128 of the user, the source's real path, its kind and its
 // metadata manifest hash.
 std::string cache_key(uid_t uid, const std::string& realpath, SourceKind kind, const std::string& manifest_hash);
+// The same for the shared cache (shared_cache.hpp), whose entries belong to no user.
+std::string shared_cache_key(const std::string& realpath, SourceKind kind, const std::string& manifest_hash);
+
+// Who opens a cache directory, and so what it may make there.
+//   owner          a user's own cache (or a tool's): made 0700, everything the owner's
+//   shared_root    root's shared cache: directories 0755, lock files and the log 0644,
+//                  so that every user may read an entry and lease it
+//   shared_reader  a job's user reading the shared cache: nothing is made, written or
+//                  touched; lock files are opened read-only, for a lease alone
+enum class CacheAccess { owner, shared_root, shared_reader };
 
 // A shared flock on the key's lock file, held as long as the object lives (and by the
 // kernel until the last descriptor closes, so a lease dies with the step holding it).
@@ -114,7 +124,7 @@ using SizedProducer = std::function<Manifest(int entry_fd, const std::string& en
 class NodeCache {
 public:
     // Opens the cache directory, creating it (0700) and its subdirectories if missing.
-    explicit NodeCache(const std::string& dir, CacheLimits limits = {});
+    explicit NodeCache(const std::string& dir, CacheLimits limits = {}, CacheAccess access = CacheAccess::owner);
 
     const std::string& dir() const { return dir_; }
 
@@ -171,6 +181,7 @@ private:
 
     std::string dir_;
     CacheLimits limits_;
+    CacheAccess access_ = CacheAccess::owner;
     std::chrono::milliseconds lock_wait_ = std::chrono::hours(1);
     unsigned sync_threads_ = 32;
     RoomPromises* promises_ = nullptr;

@@ -48,6 +48,7 @@ std::string format_node_request(const NodeRequest& r) {
         text += "]";
     }
     if (!r.mounts.empty()) text += ",\"mounts\":" + json_string_array(r.mounts);
+    if (!r.shared_items.empty()) text += ",\"shared\":" + json_string_array(r.shared_items);
     if (r.fanout_nodes > 1)
         text += ",\"fanout\":{\"nodes\":" + std::to_string(r.fanout_nodes) + ",\"index\":" + std::to_string(r.fanout_index) +
                 ",\"sender\":" + json_quote(r.fanout_sender) + ",\"nodelist\":" + json_quote(r.fanout_nodelist) + "}";
@@ -57,6 +58,24 @@ std::string format_node_request(const NodeRequest& r) {
     if (r.checkpoint_dir) text += ",\"checkpoint_dir\":" + json_quote(*r.checkpoint_dir);
     return text + "}";
 }
+
+namespace {
+
+// An optional array of strings; empty when absent.
+std::vector<std::string> string_array_member(json_object* doc, const char* name) {
+    std::vector<std::string> out;
+    json_object* array = json_member(doc, name);
+    if (!array) return out;
+    if (!json_object_is_type(array, json_type_array)) throw Error(std::string("request: '") + name + "' is no array");
+    for (std::size_t i = 0; i < json_object_array_length(array); ++i) {
+        json_object* item = json_object_array_get_idx(array, i);
+        if (!json_object_is_type(item, json_type_string)) throw Error(std::string("request: '") + name + "' holds a non-string");
+        out.emplace_back(json_object_get_string(item));
+    }
+    return out;
+}
+
+}  // namespace
 
 NodeRequest parse_node_request(const std::string& text) {
     JsonRef doc = parse_json(text);
@@ -96,14 +115,8 @@ NodeRequest parse_node_request(const std::string& text) {
             r.groups.push_back(static_cast<gid_t>(json_object_get_int64(g)));
         }
     }
-    if (json_object* mounts = json_member(doc.get(), "mounts")) {
-        if (!json_object_is_type(mounts, json_type_array)) throw Error("request: 'mounts' is no array");
-        for (std::size_t i = 0; i < json_object_array_length(mounts); ++i) {
-            json_object* name = json_object_array_get_idx(mounts, i);
-            if (!json_object_is_type(name, json_type_string)) throw Error("request: 'mounts' holds a non-string");
-            r.mounts.emplace_back(json_object_get_string(name));
-        }
-    }
+    r.mounts = string_array_member(doc.get(), "mounts");
+    r.shared_items = string_array_member(doc.get(), "shared");
     if (json_object* fanout = json_member(doc.get(), "fanout")) {
         r.fanout_nodes = static_cast<std::uint32_t>(number_member(fanout, "nodes", UINT32_MAX));
         r.fanout_index = static_cast<std::uint32_t>(number_member(fanout, "index", UINT32_MAX));

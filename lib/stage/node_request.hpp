@@ -39,6 +39,10 @@ struct NodeRequest {
     // mount-images: the squashfs items (NAMEs) whose mount the stager found missing or
     // dead; root mounts only names that are squashfs items of `options`.
     std::vector<std::string> mounts;
+    // prepare-stage-in: the items (NAMEs) the stager found missing from the shared cache
+    // on its first pass; root produces them there (shared_cache.hpp) before the stager's
+    // second pass, which then takes whatever is not shared from the user's cache.
+    std::vector<std::string> shared_items;
     bool any_runtime = false;
     // stage-in of a step over several nodes (fanout.hpp): the step's node count, this
     // node's index in it, and the name of its node 0, which reads the sources.

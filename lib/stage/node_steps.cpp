@@ -31,6 +31,7 @@
 #include "stage/fs.hpp"
 #include "stage/lease_holder.hpp"
 #include "stage/node_cache.hpp"
+#include "stage/shared_cache.hpp"
 #include "stage/squashfs_mount.hpp"
 #include "stage/squashfs_pack.hpp"
 #include "stage/stage_in.hpp"
@@ -114,11 +115,14 @@ stage::CacheLimits prepare_node(const NodeRequest& r) {
     struct statvfs fs {};
     std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
     // Root's own measures of every user's cache (the ledger), never a number a user wrote.
+    // The shared cache's entries are root's own: their info files are believed.
+    UniqueFd shared(::openat(root.get(), "shared", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    std::uint64_t shared_bytes = shared ? stage::cache_bytes_at(shared.get()) : 0;
     stage::CacheLimits limits = stage::root_cache_limits(cache.get(), r.uid, r.site.cache_max.resolve(fs_bytes),
                                                          r.site.cache_low_bytes(fs_bytes),
                                                          r.site.cache_user_max_bytes(fs_bytes),
                                                          stage::join_path(root_path, "cache"), r.site.cache_user_inodes,
-                                                         &room_promises);
+                                                         &room_promises, shared_bytes);
     return limits;
 }
 
@@ -282,6 +286,14 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     settings.lock_wait = lock_wait(r);
     std::optional<FromNodeZero> fanout = fanout_of(r);
     if (fanout && fanout->step.index > 0) settings.peer = &*fanout;
+    if (r.site.cache_shared && r.options.stage_mode == config::StageMode::cache) {
+        settings.shared_dir = stage::shared_cache_dir(local_root(r));
+        // What the shared cache lacks is left for root to put there, then staged again
+        // (prepare_stage_in with shared_items). A step over several nodes reads each
+        // source once, on its node 0, into the user's cache: were each node to read it
+        // for the shared cache, every node would read it.
+        settings.shared_defer = r.shared_items.empty() && !fanout;
+    }
 
     std::vector<stage::JobItem> recorded;
     std::vector<stage::Lease> leases;
@@ -298,8 +310,13 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
             continue;
         }
         stage::StagedItem staged = stage::stage_in(item.src, item.name, settings);
+        if (staged.outcome == stage::StageOutcome::deferred) {
+            recorded.push_back({staged.name, staged.path, staged.manifest_hash, staged.key, stage::to_string(staged.outcome), ""});
+            continue;
+        }
         channel.note("stage-in " + item.name + ": " + stage::to_string(staged.outcome) + ", " + std::to_string(staged.files) +
                      " files, " + std::to_string(staged.bytes) + " bytes, " + std::to_string(staged.seconds) + "s" +
+                     (staged.cache.empty() ? "" : ", in the " + staged.cache + " cache") +
                      (staged.mount == "kept" ? ", its mount kept" : ""));
         if (fanout && fanout->step.index == 0)
             channel.note("stage-in " + item.name + ": " + send_on(*fanout, meta.get(), recorded.size(), staged, settings));
@@ -321,8 +338,9 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     if (::stat(local_root(r).c_str(), &root_st) != 0) throw_errno("cannot stat local_root " + local_root(r));
     std::vector<int> fds;
     for (const stage::Lease& lease : leases) {
+        // A user cache's lease is its lock file; a shared one's, the entry's directory.
         struct stat st {};
-        if (::fstat(lease.fd(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != root_st.st_dev)
+        if (::fstat(lease.fd(), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) || st.st_dev != root_st.st_dev)
             throw Error("a cache lease of this job lies on another file system than " + local_root(r) +
                         " (something is mounted in " + l.cache_dir + "); unmount it, or stage with --aihpc-stage-mode=private");
         fds.push_back(lease.fd());
@@ -336,11 +354,49 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
     channel.result(stage::format_job_items(recorded));
 }
 
+namespace {
+
+// As root, before the stager's second pass: the items its first pass found missing from
+// the shared cache go there, each read as shared_user (shared_cache.hpp). One that
+// cannot be shared is said so, and the second pass takes it into the user's cache.
+void stage_shared_items(const NodeRequest& r, const HelperChannel& channel) {
+    if (r.shared_items.empty()) return;
+    std::optional<UserIds> reader = user_ids_of_name(r.site.shared_user);
+    if (!reader || reader->uid == 0) {
+        channel.note("stage-in: the shared cache is not used: shared_user " + r.site.shared_user +
+                     " is no unprivileged user on " + r.node + "; ask the administrators to fix the site key shared_user");
+        return;
+    }
+    std::string root_path = local_root(r);
+    UniqueFd root = stage::open_local_root(root_path, false);
+    struct statvfs fs {};
+    std::uint64_t fs_bytes = ::fstatvfs(root.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
+    for (const config::StageItem& item : r.options.stage) {
+        if (std::find(r.shared_items.begin(), r.shared_items.end(), item.name) == r.shared_items.end()) continue;
+        stage::SharedStageRequest request;
+        request.local_root = root_path;
+        request.src = item.src;
+        request.base_dir = r.submit_dir;
+        request.allow = r.site.stage_allow;
+        request.threads = stage_threads(r.site);
+        request.reader = *reader;
+        request.reader_program = "/proc/self/exe";
+        request.cache_max = r.site.cache_max.resolve(fs_bytes);
+        request.cache_low = r.site.cache_low_bytes(fs_bytes);
+        request.shared_max = r.site.cache_shared_max_bytes(fs_bytes);
+        stage::SharedStageResult result = stage::stage_into_shared_cache(request);
+        channel.note("stage-in " + item.name + ": " + result.note);
+    }
+}
+
+}  // namespace
+
 // As root, then as the user, in one start of this program: prepare, then the stage-in
 // with prepare's limits, after dropping to the job's user for good. A step's hit in the
 // cache thus costs one exec, not two. The result is stage-in's.
 void prepare_stage_in(NodeRequest& r, const HelperChannel& channel) {
     r.limits = prepare_node(r);
+    stage_shared_items(r, channel);
     become_job_user(r);
     stage_in(r, channel);
 }

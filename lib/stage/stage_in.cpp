@@ -29,6 +29,7 @@ const char* to_string(StageOutcome outcome) {
     case StageOutcome::hit: return "hit";
     case StageOutcome::miss: return "miss";
     case StageOutcome::private_copy: return "private";
+    case StageOutcome::deferred: return "shared-wanted";
     }
     return "?";
 }
@@ -197,6 +198,10 @@ void check_source_unchanged(const OpenSource& source, const std::string& freshne
 }
 
 namespace {
+
+// How long a reader waits for a shared entry's lease before its own cache serves it: an
+// entry's directory is locked exclusively only by an evictor, for as long as a rename.
+constexpr std::chrono::milliseconds shared_lease_wait{5000};
 
 // The room for a private copy of `bytes`: the user's share of the node's local disk, which
 // their cache and job dirs share (making room in the cache by evicting the user's own
@@ -385,9 +390,45 @@ void stage_privately(const std::string& src, const std::string& data_name, const
 
 // The cache branch: the entry obtained (a hit, or a copy published whole), leased, and
 // linked from DIR/data_name.
+// The shared cache's branch: a hit there is leased and linked; false when it holds no
+// entry for the source (or no shared cache is there yet), or when its entry stays
+// locked: the user's own cache serves then.
+bool stage_from_shared(const std::string& src, const std::string& data_name, const StageSettings& settings,
+                       StageRun& run, StagedItem& item) {
+    std::optional<NodeCache> shared;
+    try {
+        shared.emplace(settings.shared_dir, CacheLimits{}, CacheAccess::shared_reader);
+    } catch (const Error&) {
+        return false;  // no shared cache on this node yet
+    }
+    shared->set_lock_wait(std::min<std::chrono::milliseconds>(settings.lock_wait, shared_lease_wait));
+    std::string key = shared_cache_key(run.source.realpath, run.source.kind, run.freshness);
+    std::optional<Lease> lease = shared->lease(key);
+    if (!lease) return false;
+    std::optional<CacheEntryInfo> totals = shared->stored_info(key);
+    if (!totals) return false;
+    item.key = key;
+    item.cache = "shared";
+    item.outcome = StageOutcome::hit;
+    item.data_path = join_path(shared->entry_path(key), "data");
+    item.bytes = totals->bytes;
+    item.files = totals->files;
+    if (settings.verify) verify_cache_hit(*shared, key, run.source, src, item.data_path, settings.threads);
+    item.lease = std::move(*lease);
+    publish_link(run.to_dir.get(), data_name, link_target(settings.to_dir, item.data_path), join_path(settings.to_dir, data_name));
+    return true;
+}
+
 void stage_through_cache(const std::string& src, const std::string& data_name, const StageSettings& settings,
                          StageRun& run, StagedItem& item) {
+    if (!settings.shared_dir.empty() && stage_from_shared(src, data_name, settings, run, item)) return;
+    if (settings.shared_defer) {
+        item.outcome = StageOutcome::deferred;
+        item.key = shared_cache_key(run.source.realpath, run.source.kind, run.freshness);
+        return;
+    }
     if (!settings.cache_dir) throw Error("stage-in of " + src + " in cache mode needs a cache directory");
+    item.cache = "user";
     NodeCache cache(*settings.cache_dir, settings.limits);
     cache.set_promises(settings.promises);
     cache.set_lock_wait(settings.lock_wait);
@@ -463,6 +504,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
     run.manifest = scan_source(run.source, run.pool, &run.ops, &scanned);
     item.manifest_hash = run.manifest.metadata_hash();
     run.freshness = run.manifest.freshness_hash();
+    item.freshness = run.freshness;
     item.workers = scanned.workers;
     item.op_latency_ns = scanned.median_latency_ns;
     run.to_dir = open_to_dir(settings.to_dir);
@@ -474,7 +516,7 @@ StagedItem stage_in(const std::string& src, const std::string& name, const Stage
         stage_privately(src, data_name, settings, run, item);
     else
         stage_through_cache(src, data_name, settings, run, item);
-    if (run.image) {
+    if (run.image && item.outcome != StageOutcome::deferred) {
         try {
             std::string now = image_previously_at(run.to_dir.get(), data_name);
             ImageMount state = settings.mount_by_root

@@ -15,8 +15,10 @@
 
 namespace aihpc::stage {
 
-enum class StageOutcome { hit, miss, private_copy };
-const char* to_string(StageOutcome outcome);  // "hit", "miss", "private"
+// deferred: missing from the shared cache, and left for root to put there
+// (StageSettings::shared_defer); nothing was staged.
+enum class StageOutcome { hit, miss, private_copy, deferred };
+const char* to_string(StageOutcome outcome);  // "hit", "miss", "private", "shared-wanted"
 
 // Where a miss may take a one-file source's data from instead of the source itself
 // (fanout.hpp: what the step's node 0 sent): the open file, or nullopt with `why`, and
@@ -29,6 +31,12 @@ struct PeerSource {
 struct StageSettings {
     std::string to_dir;                   // DIR: created if missing
     std::optional<std::string> cache_dir; // the user's cache; required for cache mode
+    // The node's shared cache (shared_cache.hpp), looked into first in cache mode: a hit
+    // there is leased and linked like a hit in the user's cache. Empty: not used.
+    std::string shared_dir;
+    // A source the shared cache lacks comes back StageOutcome::deferred, for root to put
+    // there, instead of going into the user's cache.
+    bool shared_defer = false;
     CacheLimits limits;
     // The book of copies in flight root opened with the limits (not owned; null: none).
     RoomPromises* promises = nullptr;
@@ -71,6 +79,8 @@ struct StagedItem {
     StageOutcome outcome = StageOutcome::miss;
     std::string manifest_hash;
     std::string key;            // cache mode only
+    std::string cache;          // cache mode only: "shared" or "user", the cache it came from
+    std::string freshness;      // the source's freshness hash, part of its key
     Lease lease;                // cache mode only: hold it while the data is used
     // Why a stage took the time it took: source operations (each a round trip on a
     // network file system), how many were in flight at most, the workers that carried

@@ -107,8 +107,9 @@ static void stage_names_and_paths_are_bounded(void**) {
 
 // ---- --aihpc-stage-mode, --aihpc-stage-verify, --aihpc-verbose
 
-static void stage_mode_accepts_cache_and_private(void**) {
+static void stage_mode_accepts_cache_user_and_private(void**) {
     assert_int_equal(static_cast<int>(parse1("aihpc-stage-mode", "cache").stage_mode), static_cast<int>(StageMode::cache));
+    assert_int_equal(static_cast<int>(parse1("aihpc-stage-mode", "user").stage_mode), static_cast<int>(StageMode::user));
     assert_int_equal(static_cast<int>(parse1("aihpc-stage-mode", "private").stage_mode),
                      static_cast<int>(StageMode::private_));
     expect_error_containing([] { parse1("aihpc-stage-mode", "shared"); }, "--aihpc-stage-mode: unknown mode 'shared'");
@@ -198,6 +199,9 @@ static void site_defaults(void**) {
     assert_int_equal(site.cache_max.resolve(1000), 500);
     assert_int_equal(site.cache_low_bytes(1000), 450);
     assert_false(site.registry);
+    assert_true(site.cache_shared);
+    assert_string_equal(site.shared_user.c_str(), "nobody");
+    assert_int_equal(site.cache_shared_max_bytes(1000), 250);  // half of cache_max
     assert_int_equal(static_cast<int>(site.bind_default), static_cast<int>(BindMode::none));
     assert_int_equal(static_cast<int>(site.dist_default), static_cast<int>(DistKind::none));
 }
@@ -209,7 +213,11 @@ static void site_every_key_good_value(void**) {
                                          "image_allow=/images", "registry=yes", "runtime_path=/usr/bin:/opt/bin",
                                          "bind_default=auto", "dist_default=torch", "cache_user_max=1G",
                                          "stage_timeout=15m", "keep_failed_days=0", "cache_user_inodes=50000",
-                                         "epilog_deliver_timeout=5m"});
+                                         "epilog_deliver_timeout=5m", "cache_shared=off", "shared_user=aihpc-reader",
+                                         "cache_shared_max=3G"});
+    assert_false(site.cache_shared);
+    assert_string_equal(site.shared_user.c_str(), "aihpc-reader");
+    assert_int_equal(site.cache_shared_max_bytes(0), 2ull << 30);  // never above cache_max
     assert_int_equal(site.cache_user_inodes, 50000);
     assert_int_equal(site.epilog_deliver_timeout_s, 300);
     assert_int_equal(parse_site_config({"epilog_deliver_timeout=0"}).epilog_deliver_timeout_s, 0);
@@ -268,6 +276,10 @@ static void site_bad_values_name_the_key(void**) {
         {"runtime_path=", "site key runtime_path"},
         {"bind_default=gpu", "site key bind_default"},
         {"dist_default=mpi", "site key dist_default"},
+        {"cache_shared=yes", "site key cache_shared: 'yes' is not on or off"},
+        {"shared_user=root", "site key shared_user"},
+        {"shared_user=", "site key shared_user"},
+        {"cache_shared_max=half", "site key cache_shared_max"},
     };
     for (const Case& c : cases)
         expect_error_containing([&] { parse_site_config({"cache_max=1G", c.arg}); }, c.needle);
@@ -319,7 +331,7 @@ int main(void) {
         cmocka_unit_test(stage_out_rejects_escapes_and_bad_local),
         cmocka_unit_test(stage_out_on_several_nodes_needs_node_escape),
         cmocka_unit_test(stage_names_and_paths_are_bounded),
-        cmocka_unit_test(stage_mode_accepts_cache_and_private),
+        cmocka_unit_test(stage_mode_accepts_cache_user_and_private),
         cmocka_unit_test(flags_take_no_value),
         cmocka_unit_test(container_options_parse),
         cmocka_unit_test(container_bad_values_are_named),
