@@ -137,6 +137,39 @@ const std::vector<std::string>& known_runtimes() {
     return names;
 }
 
+namespace {
+
+// The node cache's keys; false for any other key.
+bool parse_cache_key(SiteConfig& site, const std::string& key, const std::string& value) {
+    if (key == "cache_max") {
+        site.cache_max = parse_size_limit(key, value);
+    } else if (key == "cache_low") {
+        site.cache_low = parse_size_limit(key, value);
+    } else if (key == "cache_user_max") {
+        site.cache_user_max = parse_size_limit(key, value);
+    } else if (key == "cache_user_inodes") {
+        auto n = parse_uint(value);
+        if (!n || *n == 0 || *n > cache_user_inodes_max)
+            bad_key(key, "'" + value + "' is not a number of files and directories from 1 to " +
+                             std::to_string(cache_user_inodes_max));
+        site.cache_user_inodes = *n;
+    } else if (key == "cache_shared") {
+        if (value != "on" && value != "off") bad_key(key, "'" + value + "' is not on or off");
+        site.cache_shared = value == "on";
+    } else if (key == "shared_user") {
+        if (value.empty() || value == "root" || value.find_first_of("/:, ") != std::string::npos)
+            bad_key(key, "'" + value + "' is not the name of an unprivileged user");
+        site.shared_user = value;
+    } else if (key == "cache_shared_max") {
+        site.cache_shared_max = parse_size_limit(key, value);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
 SiteConfig parse_site_config(const std::vector<std::string>& args) {
     SiteConfig site;
     std::set<std::string> seen;
@@ -151,18 +184,7 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
             for (const std::string& part : split(value, '/'))
                 if (part == "..") bad_key(key, "'" + value + "' must not contain '..'");
             site.local_root = value;
-        } else if (key == "cache_max") {
-            site.cache_max = parse_size_limit(key, value);
-        } else if (key == "cache_low") {
-            site.cache_low = parse_size_limit(key, value);
-        } else if (key == "cache_user_max") {
-            site.cache_user_max = parse_size_limit(key, value);
-        } else if (key == "cache_user_inodes") {
-            auto n = parse_uint(value);
-            if (!n || *n == 0 || *n > cache_user_inodes_max)
-                bad_key(key, "'" + value + "' is not a number of files and directories from 1 to " +
-                                 std::to_string(cache_user_inodes_max));
-            site.cache_user_inodes = *n;
+        } else if (parse_cache_key(site, key, value)) {
         } else if (key == "stage_timeout") {
             site.stage_timeout_s = parse_duration(key, value);
         } else if (key == "epilog_deliver_timeout") {
@@ -180,15 +202,6 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
         } else if (key == "stage_fanout") {
             if (value != "auto" && value != "off") bad_key(key, "'" + value + "' is not auto or off");
             site.stage_fanout = value == "auto";
-        } else if (key == "cache_shared") {
-            if (value != "on" && value != "off") bad_key(key, "'" + value + "' is not on or off");
-            site.cache_shared = value == "on";
-        } else if (key == "shared_user") {
-            if (value.empty() || value == "root" || value.find_first_of("/:, ") != std::string::npos)
-                bad_key(key, "'" + value + "' is not the name of an unprivileged user");
-            site.shared_user = value;
-        } else if (key == "cache_shared_max") {
-            site.cache_shared_max = parse_size_limit(key, value);
         } else if (key == "container_runtimes") {
             if (value.empty()) bad_key(key, "needs a comma-separated list of runtimes");
             for (const std::string& name : split(value, ',')) {
