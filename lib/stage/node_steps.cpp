@@ -380,6 +380,7 @@ void stage_shared_items(const NodeRequest& r, const HelperChannel& channel) {
         request.allow = r.site.stage_allow;
         request.threads = stage_threads(r.site);
         request.reader = *reader;
+        request.reader_name = r.site.shared_user;
         request.reader_program = "/proc/self/exe";
         request.cache_max = r.site.cache_max.resolve(fs_bytes);
         request.cache_low = r.site.cache_low_bytes(fs_bytes);

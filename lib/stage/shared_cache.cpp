@@ -150,7 +150,7 @@ SharedStageResult publish_copy(const SharedStageRequest& r, int incoming_fd, con
         return manifest;
     });
     return {true, got.hit ? "another job put it into the node's shared cache meanwhile"
-                          : "read as " + std::to_string(r.reader.uid) + " (shared_user) into the node's shared cache, " +
+                          : "read as " + r.reader_name + " (shared_user) into the node's shared cache, " +
                                 std::to_string(manifest.byte_count()) + " bytes"};
 }
 

@@ -43,6 +43,7 @@ struct SharedStageRequest {
     std::vector<std::string> allow;  // stage_allow
     unsigned threads = 4;
     UserIds reader;                  // shared_user's ids
+    std::string reader_name;         // ... and name, for messages
     std::string reader_program;      // aihpc-node, run as shared_user
     // The node's limits: cache_max, its low mark, cache_shared_max (0: no cap).
     std::uint64_t cache_max = 0;

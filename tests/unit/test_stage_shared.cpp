@@ -54,6 +54,7 @@ struct Node {
         r.base_dir = "/";
         r.threads = 4;
         r.reader = UserIds{nobody, nobody, {}};
+        r.reader_name = "nobody";
         r.reader_program = reader_program();
         r.cache_max = 1ull << 30;
         r.cache_low = 900ull << 20;
@@ -105,7 +106,7 @@ static void a_world_readable_tree_is_read_as_nobody_and_published_roots_and_read
     Node node;
     SharedStageResult first = stage_into_shared_cache(node.request(node.source));
     assert_true(first.shared);
-    assert_true(first.note.find("into the node's shared cache") != std::string::npos);
+    assert_true(first.note.starts_with("read as nobody (shared_user) into the node's shared cache"));
     std::vector<std::string> keys = node.entries();
     assert_int_equal(keys.size(), 1);
     std::string data = node.local_root + "/shared/entries/" + keys[0] + "/data";
