@@ -35,7 +35,7 @@ constexpr const char* usage =
     "Usage: aihpc-node prepare|stage-in|prepare-stage-in|account|stage-out|keep|delivered|\n"
     "                  mount-images|digest|epilog|deliver-kept|requeue\n"
     "       aihpc-node run-task COMMAND...   (with AIHPC_TASK_REQUEST set)\n"
-    "       aihpc-node shared-read SRC BASE_DIR THREADS MAX_BYTES SHARED_DIR [ALLOW...]\n"
+    "       aihpc-node shared-read SRC BASE_DIR THREADS MAX_BYTES MAX_INODES SHARED_DIR [ALLOW...]\n"
     "Does one piece of aihpc's node work for slurmstepd, which starts it with a request\n"
     "on fd 3 and reads the answer on fd 4. It is not meant to be run by hand.\n"
     "\n"

@@ -391,6 +391,7 @@ std::optional<CacheEntryInfo> NodeCache::stored_info(const std::string& key) con
     e.manifest_hash = info["manifest_hash"];
     e.bytes = parse_uint(info["bytes"]).value_or(0);
     e.files = parse_uint(info["files"]).value_or(0);
+    if (info.contains("inodes")) e.inodes = parse_uint(info["inodes"]);
     return e;
 }
 

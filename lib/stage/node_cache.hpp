@@ -70,6 +70,9 @@ struct CacheEntryInfo {
     std::string manifest_hash;
     std::uint64_t bytes = 0;
     std::uint64_t files = 0;
+    // Files, directories and links, the entry's own directory included, where its info
+    // file says (the shared cache's); else nullopt.
+    std::optional<std::uint64_t> inodes;
     std::int64_t last_used_ns = 0;
     bool in_use = false;
 };

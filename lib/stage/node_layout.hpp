@@ -10,6 +10,8 @@
 //   cache/<uid>/          the user, 0700: that user's NodeCache (node_cache.hpp)
 //   cache/<uid>/digests/  the user, 0700: image digests (container/digest_cache.hpp)
 //   cache/ledger          root, 0600: root's measure of every user's cache (cache_ledger.hpp)
+//   shared/               root, 0711: the shared cache of world-readable sources, every
+//                         user's to read and no user's to write (shared_cache.hpp)
 //   kept/<jobid>          root, 0644 in a root 0755 dir: the job's dirs outlive it, since
 //                         root has not seen its stage-out deliver; written by root alone,
 //                         so no user can keep (or forge keeping) a job dir. It lists what

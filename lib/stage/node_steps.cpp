@@ -310,6 +310,10 @@ void stage_in(const NodeRequest& r, const HelperChannel& channel) {
             continue;
         }
         stage::StagedItem staged = stage::stage_in(item.src, item.name, settings);
+        // Put into the shared cache by root for this step: a miss, as far as the job goes.
+        bool produced_now = std::find(r.shared_items.begin(), r.shared_items.end(), item.name) != r.shared_items.end();
+        if (staged.outcome == stage::StageOutcome::hit && staged.cache == "shared" && produced_now)
+            staged.outcome = stage::StageOutcome::miss;
         if (staged.outcome == stage::StageOutcome::deferred) {
             recorded.push_back({staged.name, staged.path, staged.manifest_hash, staged.key, stage::to_string(staged.outcome), ""});
             continue;
@@ -385,6 +389,7 @@ void stage_shared_items(const NodeRequest& r, const HelperChannel& channel) {
         request.cache_max = r.site.cache_max.resolve(fs_bytes);
         request.cache_low = r.site.cache_low_bytes(fs_bytes);
         request.shared_max = r.site.cache_shared_max_bytes(fs_bytes);
+        request.inode_cap = r.site.cache_user_inodes;
         stage::SharedStageResult result = stage::stage_into_shared_cache(request);
         channel.note("stage-in " + item.name + ": " + result.note);
     }

@@ -122,6 +122,14 @@ CacheLimits shared_limits(const SharedStageRequest& r, int local_root_fd) {
     return limits;
 }
 
+// What the shared cache's entries hold, from their root-written info files.
+std::uint64_t shared_inodes(const SharedStageRequest& r, const CacheLimits& limits) {
+    std::uint64_t used = 0;
+    for (const CacheEntryInfo& e : NodeCache(shared_cache_dir(r.local_root), limits, CacheAccess::shared_root).list())
+        used = saturating_add(used, e.inodes.value_or(saturating_add(e.files, 1)));
+    return used;
+}
+
 // Root's part once shared_user's copy is whole: taken over, checked, published.
 SharedStageResult publish_copy(const SharedStageRequest& r, int incoming_fd, const std::string& incoming_shown,
                                const std::map<std::string, std::string>& read, const CacheLimits& limits) {
@@ -144,7 +152,8 @@ SharedStageResult publish_copy(const SharedStageRequest& r, int incoming_fd, con
 
     NodeCache shared(shared_cache_dir(r.local_root), limits, CacheAccess::shared_root);
     std::vector<std::string> info = {"src=" + r.src, "realpath=" + read.at("realpath"), "kind=" + read.at("kind"),
-                                     "manifest_hash=" + read.at("manifest_hash")};
+                                     "manifest_hash=" + read.at("manifest_hash"),
+                                     "inodes=" + std::to_string(manifest.entries.size() + 1)};
     Obtained got = shared.obtain(shared_key, manifest.byte_count(), info, [&](int entry_fd, const std::string& entry_path) {
         if (::renameat(entry.get(), "data", entry_fd, "data") != 0) throw_errno("cannot move the shared copy into " + entry_path);
         return manifest;
@@ -176,8 +185,10 @@ SharedStageResult stage_into_shared_cache(const SharedStageRequest& r) {
     UniqueFd dir = open_subdir(incoming.get(), name, shown);
     if (::fchown(dir.get(), r.reader.uid, r.reader.gid) != 0) throw_errno("cannot give " + shown + " to shared_user");
 
+    std::string max_inodes = "-";
+    if (r.inode_cap) max_inodes = std::to_string(saturating_sub(r.inode_cap, shared_inodes(r, limits)));
     std::vector<std::string> argv = {r.reader_program, "shared-read", r.src, r.base_dir, std::to_string(r.threads),
-                                     std::to_string(limits.max_bytes), shared_cache_dir(r.local_root)};
+                                     std::to_string(limits.max_bytes), max_inodes, shared_cache_dir(r.local_root)};
     argv.insert(argv.end(), r.allow.begin(), r.allow.end());
     CommandOutput out = capture_output_with(argv, CaptureOptions{r.reader, dir.get()});
     if (out.status != 0) return {false, "not shared: " + failure_line(out, "the read as shared_user")};
@@ -193,8 +204,8 @@ SharedStageResult stage_into_shared_cache(const SharedStageRequest& r) {
 }
 
 int shared_read_main(int argc, char** argv) {
-    if (argc < 7) {
-        std::fputs("usage: aihpc-node shared-read SRC BASE_DIR THREADS MAX_BYTES SHARED_DIR [ALLOW...]\n", stderr);
+    if (argc < 8) {
+        std::fputs("usage: aihpc-node shared-read SRC BASE_DIR THREADS MAX_BYTES MAX_INODES SHARED_DIR [ALLOW...]\n", stderr);
         return 2;
     }
     try {
@@ -204,16 +215,20 @@ int shared_read_main(int argc, char** argv) {
         StageSettings settings;
         settings.to_dir = "link";
         settings.cache_dir = "cache";
-        settings.shared_dir = argv[6];
+        settings.shared_dir = argv[7];
         std::optional<std::uint64_t> threads = parse_uint(argv[4]), max = parse_uint(argv[5]);
         if (!threads || !max || *threads == 0 || *threads > 256) throw Error("bad THREADS or MAX_BYTES");
         settings.threads = static_cast<unsigned>(*threads);
         settings.limits.max_bytes = *max;
         settings.limits.low_bytes = *max;
+        if (std::string(argv[6]) != "-") {
+            settings.limits.max_inodes = parse_uint(argv[6]);
+            if (!settings.limits.max_inodes) throw Error("bad MAX_INODES");
+        }
         settings.mount_by_root = true;  // nothing is mounted: the copy is all that is wanted
         settings.uid = ::getuid();
         settings.base_dir = argv[3];
-        for (int i = 7; i < argc; ++i) settings.allow.emplace_back(argv[i]);
+        for (int i = 8; i < argc; ++i) settings.allow.emplace_back(argv[i]);
         StagedItem item = stage_in(argv[2], "data", settings);
         // Root reads these lines back: a path with a newline could forge a key.
         if (item.realpath.find('\n') != std::string::npos) throw Error("the source's path holds a newline");

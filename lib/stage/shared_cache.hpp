@@ -49,6 +49,9 @@ struct SharedStageRequest {
     std::uint64_t cache_max = 0;
     std::uint64_t cache_low = 0;
     std::uint64_t shared_max = 0;
+    // cache_user_inodes: the shared cache holds no more files, directories and links
+    // than one user's cache may (0: no cap).
+    std::uint64_t inode_cap = 0;
 };
 
 struct SharedStageResult {
@@ -61,7 +64,8 @@ struct SharedStageResult {
 // itself is wrong.
 SharedStageResult stage_into_shared_cache(const SharedStageRequest& request);
 
-// `aihpc-node shared-read SRC BASE_DIR THREADS MAX_BYTES SHARED_DIR [ALLOW...]`, as
+// `aihpc-node shared-read SRC BASE_DIR THREADS MAX_BYTES MAX_INODES SHARED_DIR [ALLOW...]`
+// (MAX_INODES: "-" for no cap), as
 // shared_user, with the incoming directory as descriptor 3: stages SRC there (step 2
 // above) and prints key=value lines: cache (shared when the shared cache already held
 // it, else reader), key, shared_key, realpath, kind, manifest_hash. Returns the exit

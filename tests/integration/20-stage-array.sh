@@ -2,6 +2,9 @@
 # Stage-in on the mini-cluster: an array over both nodes shares one copy per node, a
 # second job hits the cache, a changed source is staged anew.
 . "$(dirname "$0")/lib.sh"
+# The user's own node cache is what this test is about: its sources would otherwise go to
+# the node's shared cache, being world-readable (24-stage-shared.sh tests that one).
+export AIHPC_STAGE_MODE=user
 plan 9
 work=$(scratch)
 cd "$work"

@@ -5,6 +5,9 @@
 # data, hit the cache when nothing changed, and stage anew a file changed with its size
 # and mtime put back.
 . "$(dirname "$0")/lib.sh"
+# The user's own node cache is what this test is about: its sources would otherwise go to
+# the node's shared cache, being world-readable (24-stage-shared.sh tests that one).
+export AIHPC_STAGE_MODE=user
 command -v fusermount3 >/dev/null && [ -c /dev/fuse ] || skip_all "needs FUSE (apt-get install fuse3) and /dev/fuse"
 pkg-config --exists fuse3 || skip_all "needs libfuse3-dev to build bench/stage/latencyfs.c"
 plan 7

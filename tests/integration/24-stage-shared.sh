@@ -47,8 +47,8 @@ chmod 0777 "$work"  # the other user writes their results here too
 id=$(as_user sbatch --parsable -w n1 -o a.out --aihpc-verbose --aihpc-stage="$work/tree:set" sums.sh)
 state=$(wait_job "$id" 300)
 ok "user A's stage of a world-readable tree goes into the shared cache, read as nobody" \
-    bash -c "[ '$state' = COMPLETED ] && grep -q 'stage-in set: read as .* (shared_user) into the node.s shared cache' a.out &&
-             grep -q 'stage-in set: hit, .*in the shared cache' a.out && cmp expected.sums seen.$id"
+    bash -c "[ '$state' = COMPLETED ] && grep -q 'stage-in set: read as nobody (shared_user) into the node.s shared cache' a.out &&
+             grep -q 'stage-in set: miss, .*in the shared cache' a.out && cmp expected.sums seen.$id"
 ok "the shared entry is root's and read-only, and A's own cache holds no copy" \
     bash -c "[ $(shared_entries) = 1 ] && [ $(user_entries "$uid_a") = $a_before ] &&
              [ -z \"\$(find '$shared_n1/entries' -mindepth 1 ! -user root)\" ] &&

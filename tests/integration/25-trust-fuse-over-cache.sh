@@ -5,6 +5,9 @@
 # lease that is not on local_root's own file system; the job fails with a message, and
 # the node stays up.
 . "$(dirname "$0")/lib.sh"
+# The user's own node cache is what this test is about: its sources would otherwise go to
+# the node's shared cache, being world-readable (24-stage-shared.sh tests that one).
+export AIHPC_STAGE_MODE=user
 command -v fusermount3 >/dev/null && [ -c /dev/fuse ] || skip_all "needs FUSE (apt-get install fuse3) and /dev/fuse"
 command -v bindfs >/dev/null || skip_all "needs bindfs (a FUSE file system a user can mount; contrib/deps installs it)"
 plan 5

@@ -5,6 +5,9 @@
 # The user stops that process (SIGSTOP) and cancels the job: the step's end kills it
 # through the pidfd, the node is idle again, and the lease is free.
 . "$(dirname "$0")/lib.sh"
+# The user's own node cache is what this test is about: its sources would otherwise go to
+# the node's shared cache, being world-readable (24-stage-shared.sh tests that one).
+export AIHPC_STAGE_MODE=user
 plan 7
 work=$(scratch)
 cd "$work"

@@ -154,6 +154,28 @@ static void a_source_others_may_not_read_is_never_shared(void**) {
     assert_true(node.entries().empty());
 }
 
+// Millions of empty files cost no bytes: the shared cache keeps to the inode cap of
+// one user's cache, counting what its entries hold already.
+static void the_shared_cache_keeps_to_the_inode_cap(void**) {
+    if (!root_here()) skip();
+    Node node;
+    SharedStageRequest r = node.request(node.source);
+    r.inode_cap = 4;  // the tree is 6 entries, and its data directory one more
+    SharedStageResult result = stage_into_shared_cache(r);
+    assert_false(result.shared);
+    assert_true(result.note.find("cache_user_inodes") != std::string::npos);
+    assert_true(node.entries().empty());
+    r.inode_cap = 7;
+    assert_true(stage_into_shared_cache(r).shared);
+    std::string small = node.scratch.make_dir("data/small");
+    node.scratch.write("data/small/one", "1\n", 0644);
+    r.src = small;  // two entries and its data directory, over what the first left
+    result = stage_into_shared_cache(r);
+    assert_false(result.shared);
+    r.inode_cap = 10;
+    assert_true(stage_into_shared_cache(r).shared);
+}
+
 // A reader that plants what root must not take over: its script stands in for
 // aihpc-node shared-read, run as nobody with the incoming directory as descriptor 3.
 static void a_readers_copy_that_is_not_plainly_its_own_is_refused(void**) {
@@ -221,6 +243,7 @@ int main() {
         cmocka_unit_test(not_world_readable_names_the_first_private_path),
         cmocka_unit_test(a_world_readable_tree_is_read_as_nobody_and_published_roots_and_read_only),
         cmocka_unit_test(a_source_others_may_not_read_is_never_shared),
+        cmocka_unit_test(the_shared_cache_keeps_to_the_inode_cap),
         cmocka_unit_test(a_readers_copy_that_is_not_plainly_its_own_is_refused),
         cmocka_unit_test(a_stage_takes_a_shared_hit_and_leaves_a_miss_for_root),
     };
