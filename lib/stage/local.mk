@@ -54,10 +54,11 @@ tools_aihpc_stage_SOURCES = tools/aihpc-stage.cpp
 tools_aihpc_stage_LDADD = lib/stage/libaihpc_stage.la $(tool_libs)
 EXTRA_DIST += man/aihpc-8-stage.roff \
 	bench/stage/run.sh bench/stage/make_tree.py bench/stage/helper-cost.sh bench/stage/task-wrapper.sh bench/stage/remote.sh \
-	bench/stage/latencyfs.c bench/stage/squashfs.sh bench/stage/fanout.sh \
+	bench/stage/latencyfs.c bench/stage/squashfs.sh bench/stage/fanout.sh bench/stage/shared.sh \
 	tests/integration/20-stage-array.sh tests/integration/21-stage-faults.sh \
 	tests/integration/22-stage-out.sh tests/integration/23-stage-security.sh \
-	tests/integration/24-stage-remote-fuse.sh tests/integration/24-stage-squashfs.sh tests/integration/24-stage-fanout.sh
+	tests/integration/24-stage-remote-fuse.sh tests/integration/24-stage-squashfs.sh tests/integration/24-stage-fanout.sh \
+	tests/integration/24-stage-shared.sh
 # Built on demand by bench/stage/fsync.sh, never by make all.
 EXTRA_PROGRAMS += bench/stage/aihpc-bench-fsync
 bench_stage_aihpc_bench_fsync_SOURCES = bench/stage/fsync_flush.cpp
