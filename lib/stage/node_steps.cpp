@@ -491,6 +491,7 @@ void epilog(const NodeRequest& r, const HelperChannel& channel) {
     if (char real[PATH_MAX]; ::realpath(root_path.c_str(), real))
         for (const std::string& stayed : stage::unmount_below(stage::job_layout(real, r.job_id, 0).stage_dir))
             channel.note("job " + job_text(r) + ": could not unmount " + stayed);
+    stage::record_shared_uses(root_path, r.job_id);
     stage::JobCleanup cleanup =
         stage::retire_job_dirs(root_path, r.job_id, r.site.keep_failed_days, std::chrono::seconds(2));
     std::string name = job_text(r);

@@ -203,6 +203,26 @@ SharedStageResult stage_into_shared_cache(const SharedStageRequest& r) {
     }
 }
 
+void record_shared_uses(const std::string& local_root, std::uint32_t job_id) {
+    UniqueFd root(::open(local_root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd locks = root ? UniqueFd(::openat(root.get(), "shared/locks", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) : UniqueFd();
+    UniqueFd jobs = root ? UniqueFd(::openat(root.get(), "jobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) : UniqueFd();
+    if (!locks || !jobs) return;
+    UniqueFd meta(::openat(jobs.get(), (std::to_string(job_id) + ".aihpc").c_str(),
+                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!meta) return;
+    std::optional<std::string> text = read_small_file_at(meta.get(), "items", small_file_max);
+    if (!text) return;
+    for (const JobItem& item : parse_job_items(*text)) {
+        const std::string& key = item.key;
+        if (key.size() != 32 || key.find_first_not_of("0123456789abcdef") != std::string::npos) continue;
+        struct stat st {};
+        std::string lock = key + ".lock";
+        if (::fstatat(locks.get(), lock.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0)
+            ::utimensat(locks.get(), lock.c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
+    }
+}
+
 int shared_read_main(int argc, char** argv) {
     if (argc < 8) {
         std::fputs("usage: aihpc-node shared-read SRC BASE_DIR THREADS MAX_BYTES MAX_INODES SHARED_DIR [ALLOW...]\n", stderr);

@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,13 @@ struct SharedStageResult {
 // the job's stager takes it into the user's cache. Throws aihpc::Error when local_root
 // itself is wrong.
 SharedStageResult stage_into_shared_cache(const SharedStageRequest& request);
+
+// As root, in the job epilog: the shared entries the job used are marked used now (their
+// lock files' mtime, the LRU order of eviction and the last use `aihpc-stage where`
+// shows), since a reader cannot touch root's files. The keys come from the job's items
+// record, which its user may have written: a forged key can only make a shared entry
+// look recently used, which running a job that stages its source would do as well.
+void record_shared_uses(const std::string& local_root, std::uint32_t job_id);
 
 // `aihpc-node shared-read SRC BASE_DIR THREADS MAX_BYTES MAX_INODES SHARED_DIR [ALLOW...]`
 // (MAX_INODES: "-" for no cap), as

@@ -15,6 +15,7 @@
 #include "common/text.hpp"
 #include "stage/manifest.hpp"
 #include "stage/node_cache.hpp"
+#include "stage/node_layout.hpp"
 #include "stage/shared_cache.hpp"
 #include "stage/stage_in.hpp"
 #include "cmocka_cxx.hpp"
@@ -234,6 +235,19 @@ static void a_stage_takes_a_shared_hit_and_leaves_a_miss_for_root(void**) {
     StagedItem own = stage_in(other, "other", settings);
     assert_int_equal(static_cast<int>(own.outcome), static_cast<int>(StageOutcome::miss));
     assert_string_equal(own.cache.c_str(), "user");
+
+    // The epilog marks the entries a job used as used now: the lock file's mtime.
+    std::string lock = node.local_root + "/shared/locks/" + hit.key + ".lock";
+    struct timespec old_times[2] = {{1000, 0}, {1000, 0}};
+    assert_int_equal(::utimensat(AT_FDCWD, lock.c_str(), old_times, 0), 0);
+    node.scratch.make_dir("local/jobs/77.aihpc");
+    node.scratch.write("local/jobs/77.aihpc/items",
+                       format_job_items({{"set", settings.to_dir + "/set", hit.manifest_hash, hit.key, "hit", ""},
+                                         {"x", "/x", "h", "../../../etc", "hit", ""}}));
+    record_shared_uses(node.local_root, 77);
+    struct stat lock_st {};
+    assert_int_equal(::stat(lock.c_str(), &lock_st), 0);
+    assert_true(lock_st.st_mtim.tv_sec > 1000);
     assert_true(shared.evict(hit.key));
     assert_true(node.entries().empty());
 }
