@@ -184,7 +184,9 @@ void check_image_entries(const std::string& path, const std::string& shown) {
     if (!on_path("unsquashfs"))
         throw Error("checking the squashfs image " + shown + " needs unsquashfs on this node, and it is not installed "
                     "(apt-get install squashfs-tools); ask the site to install it");
-    CommandOutput out = capture_output({"unsquashfs", "-no-progress", "-lln", path});
+    // -UTC: unsquashfs otherwise converts every entry's mtime to local time, which costs
+    // four fifths of its time on an image of 100,000 files; the times are not read here.
+    CommandOutput out = capture_output({"unsquashfs", "-no-progress", "-UTC", "-lln", path});
     if (out.status != 0)
         throw Error(shown + " is not a readable squashfs image (" +
                     failure_line(out, "unsquashfs") +
