@@ -141,6 +141,8 @@ std::vector<std::string> list_names(int dir_fd) {
     return names;
 }
 
+}  // namespace
+
 std::map<std::string, std::string> parse_info(const std::string& text) {
     std::map<std::string, std::string> out;
     for (const std::string& line : split(text, '\n')) {
@@ -149,8 +151,6 @@ std::map<std::string, std::string> parse_info(const std::string& text) {
     }
     return out;
 }
-
-}  // namespace
 
 std::uint64_t cache_bytes_at(int cache_fd) {
     int fd = ::openat(cache_fd, "entries", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

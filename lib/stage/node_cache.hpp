@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,6 +77,9 @@ struct CacheEntryInfo {
     std::int64_t last_used_ns = 0;
     bool in_use = false;
 };
+
+// Pure: an info file's key=value lines; a line without '=' is skipped, a later key wins.
+std::map<std::string, std::string> parse_info(const std::string& text);
 
 // Pure: the one-line JSON objects aihpc-stage cache ls and verify --json print; an empty
 // `failure` is a verified entry.

@@ -80,15 +80,6 @@ void adopt_entry(int parent_fd, const char* name, uid_t reader, unsigned depth, 
     if (::fchown(dir.get(), 0, 0) != 0 || ::fchmod(dir.get(), 0555) != 0) throw_errno("cannot take over " + shown);
 }
 
-std::map<std::string, std::string> key_values(const std::string& text) {
-    std::map<std::string, std::string> out;
-    for (const std::string& line : split(text, '\n')) {
-        std::size_t eq = line.find('=');
-        if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    return out;
-}
-
 UniqueFd open_subdir(int parent_fd, const std::string& name, const std::string& shown) {
     UniqueFd fd(::openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) throw_errno("cannot open " + shown);
@@ -192,7 +183,7 @@ SharedStageResult stage_into_shared_cache(const SharedStageRequest& r) {
     argv.insert(argv.end(), r.allow.begin(), r.allow.end());
     CommandOutput out = capture_output_with(argv, CaptureOptions{r.reader, dir.get()});
     if (out.status != 0) return {false, "not shared: " + failure_line(out, "the read as shared_user")};
-    std::map<std::string, std::string> read = key_values(out.out);
+    std::map<std::string, std::string> read = parse_info(out.out);
     for (const char* needed : {"cache", "key", "shared_key", "realpath", "kind", "manifest_hash"})
         if (!read.contains(needed)) return {false, "not shared: the read as shared_user said nothing of its " + std::string(needed)};
     if (read["cache"] == "shared") return {true, "already in the node's shared cache"};
