@@ -142,10 +142,19 @@ void child_credentials(const SpawnPlan& plan) noexcept {
 
 // Steps 1 to 5 of spawn.hpp.
 void child_setup(const SpawnPlan& plan, const Prepared& p) noexcept {
+    // The group or session first, before any descriptor shared with the caller closes:
+    // whoever waits for the caller's descriptors to close may kill the caller's group the
+    // moment they do (run_helper does), and a child still in that group would go with
+    // it. A failure is told once report_fd is in place.
+    int group_error = 0;
+    if (plan.group == ChildGroup::own_group && ::setpgid(0, 0) != 0) group_error = errno;
+    if (plan.group == ChildGroup::own_session && ::setsid() < 0) group_error = errno;
     child_signals(plan, p.mask);
     child_descriptors(plan, p);
-    if (plan.group == ChildGroup::own_group && ::setpgid(0, 0) != 0) fail(plan, ChildStep::group);
-    if (plan.group == ChildGroup::own_session && ::setsid() < 0) fail(plan, ChildStep::group);
+    if (group_error != 0) {
+        errno = group_error;
+        fail(plan, ChildStep::group);
+    }
     child_credentials(plan);
     if (plan.die_with_parent) {
         if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) fail(plan, ChildStep::parent_death);

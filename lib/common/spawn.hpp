@@ -10,11 +10,15 @@
 // then sets the mask the plan asks for.
 //
 // In the child, in this order:
-//   1. signals: every action to its default (default_signal_actions), the ignored ones
+//   1. a process group (own_group) or a session (own_session) of its own, before any
+//      descriptor shared with the caller closes: a caller's parent that waits for those
+//      to close and then kills the caller's group (run_helper, at a helper's end) must
+//      not take a child meant to outlive the caller, such as the cache lease holder; a
+//      failure here is reported after step 3;
+//   2. signals: every action to its default (default_signal_actions), the ignored ones
 //      ignored, then the mask;
-//   2. descriptors: child fd N gets parent fd M for each entry of `fds` (report_fd's
+//   3. descriptors: child fd N gets parent fd M for each entry of `fds` (report_fd's
 //      first), and every other descriptor is closed, unless keep_other_fds;
-//   3. a process group (own_group) or a session (own_session) of its own;
 //   4. credentials: root regained (regain_root), oom_score_adj reset, then dropped to
 //      `user` for good (drop_to_user) or made root wholly (become_root);
 //   5. the parent-death signal (die_with_parent), set after the credential change,

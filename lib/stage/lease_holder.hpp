@@ -26,11 +26,16 @@ struct LeaseHolder {
     UniqueFd pidfd;    // the holder itself (pidfd_open)
 };
 
-// Spawns the holder (spawn_function, common/spawn.hpp), in a session of its own (so that
-// the end of the stager's process group leaves it), with `leases` and the pipe's read end
-// as its only descriptors but /dev/null on 0-2. The caller's copies of `leases` may be
-// closed at once: a flock lives as long as any descriptor of its open file. Throws
-// aihpc::Error.
+// Spawns the holder (spawn_function, common/spawn.hpp), with `leases` and the pipe's read
+// end as its only descriptors, each at its own number, and /dev/null on whichever of 0-2
+// they leave. It outlives the stager: it ignores SIGTERM, SIGHUP, SIGINT, SIGQUIT,
+// SIGUSR1, SIGUSR2, SIGPIPE and SIGALRM, and it is in a session of its own before it
+// closes its copy of any descriptor it shares with the stager. slurmstepd kills the
+// stager's process group once the stager's result socket and output have closed
+// (common/node_helper.hpp), which is only once the holder closed its copies too: a
+// holder still in that group then would die with it, its leases with it. The caller's
+// copies of `leases` may be closed at once: a flock lives as long as any descriptor of
+// its open file. Throws aihpc::Error.
 LeaseHolder hold_leases(const std::vector<int>& leases);
 
 // From slurmstepd, at the step's end: closes the pipe and kills the holder through its

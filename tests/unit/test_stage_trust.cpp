@@ -7,6 +7,9 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -15,12 +18,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "cmocka_cxx.hpp"
 #include "common/fd.hpp"
+#include "common/node_helper.hpp"
+#include "common/spawn.hpp"
 #include "stage/archive.hpp"
 #include "stage/cache_ledger.hpp"
 #include "stage/fs.hpp"
@@ -517,6 +523,154 @@ static void a_stopped_lease_holder_ends_with_the_step(void**) {
     assert_true(exclusive_lock_free(lock));
 }
 
+// A stager whose 0 and 1 were closed: the lease lands on 0, the holder's pipe on 1, and
+// /dev/null replaces neither.
+static void the_lease_holder_keeps_a_lease_and_its_pipe_on_0_to_2(void**) {
+    TempDir tmp;
+    tmp.write("k.lock", "");
+    std::string lock = tmp.path() + "/k.lock";
+    UniqueFd saved_in(::fcntl(0, F_DUPFD_CLOEXEC, 3)), saved_out(::fcntl(1, F_DUPFD_CLOEXEC, 3));
+    assert_true(saved_in && saved_out);
+    ::close(0);
+    ::close(1);
+    int lease = ::open(lock.c_str(), O_RDONLY | O_CLOEXEC);
+    bool locked = lease == 0 && ::flock(lease, LOCK_SH) == 0;
+    LeaseHolder holder = hold_leases({lease});
+    ::dup2(saved_in.get(), 0);
+    ::dup2(saved_out.get(), 1);
+    assert_true(locked);
+    ::usleep(50'000);
+    assert_int_equal(::waitpid(holder.pid, nullptr, WNOHANG), 0);
+    assert_false(exclusive_lock_free(lock));
+    holder.release.reset();
+    int status = wait_within_5s(holder.pid);
+    assert_true(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(exclusive_lock_free(lock));
+}
+
+// The stager as aihpc-node runs it: the leader of a process group of its own, with the
+// result socket on fd 4, which slurmstepd reads to its end and then kills the whole
+// group (common/node_helper.hpp). Once told to go, it takes a lease, starts the holder,
+// hands the pipe and the pidfd with the holder's pid to slurmstepd, and exits.
+static void stage_and_exit(const void* context) noexcept {
+    char go;
+    if (::read(helper_result_fd, &go, 1) != 1) ::_exit(2);
+    UniqueFd lease(::open(static_cast<const char*>(context), O_RDONLY | O_CLOEXEC));
+    if (!lease || ::flock(lease.get(), LOCK_SH) != 0) ::_exit(2);
+    LeaseHolder holder = hold_leases({lease.get()});
+    int fds[2] = {holder.release.get(), holder.pidfd.get()};
+    struct iovec iov = {&holder.pid, sizeof holder.pid};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof fds);
+    std::memcpy(CMSG_DATA(cm), fds, sizeof fds);
+    ::_exit(::sendmsg(helper_result_fd, &msg, 0) == static_cast<ssize_t>(sizeof holder.pid) ? 0 : 3);
+}
+
+// The holder's pid, pipe and pidfd, as the stager handed them over.
+static pid_t receive_holder(int socket, std::vector<UniqueFd>& fds) {
+    pid_t pid = -1;
+    struct iovec iov = {&pid, sizeof pid};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    assert_int_equal(::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC), sizeof pid);
+    struct cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    assert_non_null(cm);
+    int got[2];
+    std::memcpy(got, CMSG_DATA(cm), sizeof got);
+    fds.emplace_back(got[0]);
+    fds.emplace_back(got[1]);
+    return pid;
+}
+
+static bool at_its_end(int socket) {
+    char byte;
+    return ::recv(socket, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+// slurmstepd reads the stager's socket to its end, then kills the stager's group. The
+// holder inherits the socket, so the end comes only once the holder closed its copy: by
+// then the holder must be in a session of its own, or the kill takes it and its leases.
+// However the scheduler orders the two (on a busy node, slurmstepd may run the moment
+// the holder's close wakes it): here the holder runs one system call at a time under
+// ptrace, after the stager exited, and the group is killed at the first stop after the
+// socket's end.
+static void the_lease_holder_has_left_the_stagers_group_before_slurmstepd_sees_it_done(void**) {
+    TempDir tmp;
+    tmp.write("k.lock", "");
+    std::string lock = tmp.path() + "/k.lock";
+    int sockets[2];
+    assert_int_equal(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets), 0);
+    UniqueFd ours(sockets[0]), theirs(sockets[1]);
+    UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    SpawnPlan plan;
+    plan.fds = {{helper_result_fd, theirs.get()}, {0, null.get()}, {1, 1}, {2, 2}};
+    plan.group = ChildGroup::own_group;
+    ChildProcess stager = spawn_function(plan, stage_and_exit, lock.c_str());
+    const pid_t group = stager.pid();
+    theirs.reset();
+    if (::ptrace(PTRACE_SEIZE, group, nullptr, PTRACE_O_TRACEFORK | PTRACE_O_EXITKILL) != 0) {
+        print_message("skipped: ptrace is not allowed here (%s)\n", std::strerror(errno));
+        return;
+    }
+    assert_int_equal(::write(ours.get(), "g", 1), 1);
+    // The stager runs to its exit; the holder it forks waits, stopped, at its first step.
+    pid_t holder = -1;
+    int status = 0;
+    for (;;) {
+        assert_int_equal(::waitpid(group, &status, __WALL), group);
+        if (WIFEXITED(status) || WIFSIGNALED(status)) break;
+        if (status >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8))) {
+            unsigned long child = 0;
+            assert_int_equal(::ptrace(PTRACE_GETEVENTMSG, group, nullptr, &child), 0);
+            holder = static_cast<pid_t>(child);
+        }
+        int deliver = WSTOPSIG(status) == SIGTRAP || status >> 16 == PTRACE_EVENT_STOP ? 0 : WSTOPSIG(status);
+        ::ptrace(PTRACE_CONT, group, nullptr, deliver);
+    }
+    stager.forget();
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(holder > 0);
+    std::vector<UniqueFd> at_slurmstepd;
+    assert_int_equal(receive_holder(ours.get(), at_slurmstepd), holder);
+    // The holder, one system call at a time, until the socket ends; then the kill.
+    bool ended = false;
+    for (int stop = 0; stop < 10'000; ++stop) {
+        assert_int_equal(::waitpid(holder, &status, __WALL), holder);
+        if (!WIFSTOPPED(status)) break;
+        if (at_its_end(ours.get())) {
+            ::kill(-group, SIGKILL);
+            ended = true;
+            break;
+        }
+        int deliver = WSTOPSIG(status) == (SIGTRAP | 0x80) || WSTOPSIG(status) == SIGTRAP || status >> 16 == PTRACE_EVENT_STOP
+                          ? 0
+                          : WSTOPSIG(status);
+        ::ptrace(PTRACE_SYSCALL, holder, nullptr, deliver);
+    }
+    assert_true(ended);
+    ::ptrace(PTRACE_DETACH, holder, nullptr, 0);
+    ::usleep(50'000);
+    struct pollfd exited {at_slurmstepd[1].get(), POLLIN, 0};
+    if (::poll(&exited, 1, 0) != 0) fail_msg("the lease holder %d died with the stager's group", static_cast<int>(holder));
+    assert_false(exclusive_lock_free(lock));
+    end_lease_holder(at_slurmstepd);
+    // The holder is no child of ours: its lease is free once the kill took it.
+    for (int i = 0; i < 500 && !exclusive_lock_free(lock); ++i) ::usleep(10'000);
+    assert_true(exclusive_lock_free(lock));
+}
+
 // ---- the user's stager keeps to its share
 
 static void a_stager_over_its_share_is_refused_with_its_share_named(void**) {
@@ -985,6 +1139,8 @@ int main(void) {
         cmocka_unit_test(a_running_jobs_private_copy_counts_against_its_user),
         cmocka_unit_test(the_lease_holder_keeps_the_leases_until_its_pipe_closes),
         cmocka_unit_test(a_stopped_lease_holder_ends_with_the_step),
+        cmocka_unit_test(the_lease_holder_has_left_the_stagers_group_before_slurmstepd_sees_it_done),
+        cmocka_unit_test(the_lease_holder_keeps_a_lease_and_its_pipe_on_0_to_2),
         cmocka_unit_test(a_stager_over_its_share_is_refused_with_its_share_named),
         cmocka_unit_test(promises_read_back_and_skip_what_is_malformed),
         cmocka_unit_test(a_promise_lives_as_long_as_its_process),
