@@ -47,6 +47,10 @@ struct SiteConfig {
     // A step over several nodes reads each file, archive or image source on its first
     // node only, which sends it to the others with sbcast (lib/stage/fanout.hpp).
     bool stage_fanout = true;
+    // How many of its most recently used cached sources a node announces to Slurm as
+    // features, for jobs that prefer the nodes holding their data (--aihpc-gravity,
+    // lib/stage/warm_data.hpp); 0: none, and the node's record is left alone.
+    unsigned gravity_features = 16;
     std::vector<std::string> container_runtimes;    // empty: all found on runtime_path
     std::string container_default;                  // empty: first allowed
     std::vector<std::string> image_allow;           // empty: any
