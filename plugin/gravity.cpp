@@ -8,7 +8,16 @@
 //   AIHPC_GRAVITY_FEATURES  the announced features of the job's sources, "a|b" (an OR)
 //   AIHPC_GRAVITY_ASKED     "prefer" when the user gave --aihpc-gravity (the lua's
 //                           aihpc_gravity_all applies it to every staging job)
+//   AIHPC_GRAVITY_ONE_NODE  "1" before Slurm 23.02 (below): for one-node jobs only
 // Names of their own: AIHPC_GRAVITY is the option's variable, which steps read.
+//
+// Slurm 22.05 has --prefer, but its main scheduler does not fall back when the preferred
+// nodes are busy: the job waits for the next backfill pass (bf_interval, 30 s by
+// default), measured on the mini-cluster. There the plugin names only the features of
+// warm nodes that are idle now, which the scheduler can honour at once, and the lua
+// applies them to one-node jobs only (a job over more nodes would need them all warm).
+// Pinning the job to a warm node (req_nodes) would be worse: a requirement, it waits
+// for that node if it got busy meanwhile.
 // Nothing here fails a submission: gravity is a preference, and Slurm is asked with a
 // deadline.
 #include <unistd.h>
@@ -24,6 +33,10 @@
 #include "plugin/capabilities.hpp"
 #include "stage/source.hpp"
 #include "stage/warm_data.hpp"
+
+extern "C" {
+#include <slurm/slurm_version.h>
+}
 
 namespace aihpc::plugin {
 
@@ -60,6 +73,28 @@ bool set_control(const Spank& spank, const char* name, const std::string& value)
     return spank_job_control_setenv(spank.handle(), name, value.c_str(), 1) == ESPANK_SUCCESS;
 }
 
+// Whether this release's --prefer falls back at once when the preferred nodes are busy.
+constexpr bool prefer_falls_back = SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(23, 2, 0);
+
+// Before 23.02: only the warm nodes idle now count; says so (with --aihpc-verbose always,
+// else when it leaves the job without gravity).
+std::vector<stage::warm::NodeRecord> usable_now(const std::vector<stage::warm::NodeRecord>& nodes,
+                                                const std::vector<std::string>& warm, const std::vector<std::string>& holders,
+                                                bool verbose) {
+    std::vector<stage::warm::NodeRecord> idle = stage::warm::idle_nodes(nodes);
+    std::vector<std::string> idle_holders = stage::warm::nodes_announcing(idle, warm);
+    const std::string release = "Slurm " + std::to_string(SLURM_VERSION_MAJOR(SLURM_VERSION_NUMBER)) + "." +
+                                (SLURM_VERSION_MINOR(SLURM_VERSION_NUMBER) < 10 ? "0" : "") +
+                                std::to_string(SLURM_VERSION_MINOR(SLURM_VERSION_NUMBER));
+    if (verbose || (!holders.empty() && idle_holders.empty()))
+        say(release + " has no --prefer that falls back at once (a job preferring busy nodes waits for the next "
+                      "backfill pass): --aihpc-gravity prefers only warm nodes idle now, for a one-node job" +
+            (holders.empty()          ? std::string()
+             : idle_holders.empty()   ? "; " + join(holders, ",") + " are busy, so this job is placed without data gravity"
+                                      : "; idle now: " + join(idle_holders, ",")));
+    return idle;
+}
+
 }  // namespace
 
 void gravity_at_submit(const Spank& spank, PluginState& st) {
@@ -79,14 +114,21 @@ void gravity_at_submit(const Spank& spank, PluginState& st) {
             }
         }
         std::vector<stage::warm::NodeRecord> nodes = stage::warm::read_nodes();
-        std::vector<std::string> features = stage::warm::announced_features(nodes, source_keys(options, st.site), ::getuid());
+        std::vector<std::string> keys = source_keys(options, st.site);
+        std::vector<std::string> features = stage::warm::announced_features(nodes, keys, ::getuid());
         std::vector<std::string> holders = stage::warm::nodes_announcing(nodes, features);
         if (asked && options.verbose)
             say(holders.empty() ? "--aihpc-gravity: no node holds this job's data warm; Slurm places it as usual"
                                 : "--aihpc-gravity: " + join(holders, ",") + " hold this job's data warm (" +
                                       join(features, "|") + "); the job prefers them and waits for none");
+        if (!prefer_falls_back) {
+            if (asked) nodes = usable_now(nodes, features, holders, options.verbose);
+            else nodes = stage::warm::idle_nodes(nodes);
+            features = stage::warm::announced_features(nodes, keys, ::getuid());
+        }
         if (features.empty()) return;
         bool sent = set_control(spank, "AIHPC_GRAVITY_FEATURES", join(features, "|"));
+        if (!prefer_falls_back) sent = set_control(spank, "AIHPC_GRAVITY_ONE_NODE", "1") && sent;
         if (asked) sent = set_control(spank, "AIHPC_GRAVITY_ASKED", "prefer") && sent;
         if (!sent && asked) say("--aihpc-gravity: Slurm did not take the job's control variables; the job is placed without data gravity");
     } catch (const std::exception& e) {

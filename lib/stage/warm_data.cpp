@@ -220,6 +220,13 @@ std::vector<std::string> announced_features(const std::vector<NodeRecord>& nodes
     return out;
 }
 
+std::vector<NodeRecord> idle_nodes(const std::vector<NodeRecord>& nodes) {
+    std::vector<NodeRecord> out;
+    for (const NodeRecord& n : nodes)
+        if (n.state == "IDLE") out.push_back(n);
+    return out;
+}
+
 std::vector<std::string> nodes_announcing(const std::vector<NodeRecord>& nodes, const std::vector<std::string>& features) {
     std::vector<std::string> out;
     for (const NodeRecord& n : nodes)

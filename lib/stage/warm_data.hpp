@@ -108,6 +108,9 @@ std::string iso_time(std::int64_t seconds);
 std::string where_line(const WarmNode& node);
 std::string where_json(const WarmNode& node);
 
+// Pure: the nodes that are idle now (State IDLE, with no flag such as DRAIN or
+// COMPLETING): where a job can start at once.
+std::vector<NodeRecord> idle_nodes(const std::vector<NodeRecord>& nodes);
 // Pure: the nodes that announce any of `features`, in their order.
 std::vector<std::string> nodes_announcing(const std::vector<NodeRecord>& nodes, const std::vector<std::string>& features);
 // Pure: the value of KEY in `scontrol show config` ("KEY = VALUE" lines), "" when absent
