@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <ctime>
 #include <map>
@@ -279,22 +280,28 @@ std::map<std::string, std::string> info_fields(const std::string& text) {
 
 // The published entries of one cache directory (the shared cache's or a user's): those
 // whose info file names their source; the last use is their lock file's mtime.
+// A user writes their own cache: what root reads there is bounded (entries_per_cache),
+// checked (a hex manifest hash, the only part that reaches the Comment) and clamped (a
+// last use in the future would keep an entry hottest forever).
 void add_cache_entries(int cache_fd, const std::string& shown, bool shared, uid_t uid, std::vector<WarmEntry>& out) {
     UniqueFd entries = open_dir_at(cache_fd, "entries");
     if (!entries) return;
     UniqueFd locks = open_dir_at(cache_fd, "locks");
+    std::int64_t now = static_cast<std::int64_t>(::time(nullptr));
+    std::size_t looked = 0;
     for (const std::string& name : names_in(entries.get(), join_path(shown, "entries"))) {
         if (name.starts_with('.')) continue;  // an entry being produced or evicted
+        if (++looked > entries_per_cache) break;
         UniqueFd entry = open_dir_at(entries.get(), name.c_str());
         if (!entry) continue;
         std::map<std::string, std::string> info =
             info_fields(read_small_file_at(entry.get(), "info", small_file_max).value_or(""));
-        if (info["realpath"].empty() || info["kind"].empty()) continue;
+        if (info["realpath"].empty() || info["kind"].empty() || !is_hex(info["manifest_hash"])) continue;
         struct stat st {};
         if (!locks || ::fstatat(locks.get(), (name + ".lock").c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
             if (::fstat(entry.get(), &st) != 0) continue;
         out.push_back({data_key(info["kind"], info["realpath"]), shared, uid, info["manifest_hash"],
-                       static_cast<std::int64_t>(st.st_mtim.tv_sec)});
+                       std::min(static_cast<std::int64_t>(st.st_mtim.tv_sec), now)});
     }
 }
 
@@ -371,6 +378,9 @@ std::vector<std::string> announce(const std::string& local_root, const std::stri
     try {
         // Root's own lock under the root-private local_root: two epilogs (or an epilog and a
         // stage-in's account) of this node read and write the node's record one at a time.
+        // A node that never staged has no local_root: nothing to announce, nothing to say.
+        struct stat st {};
+        if (::lstat(local_root.c_str(), &st) != 0 && errno == ENOENT) return notes;
         UniqueFd root = open_local_root(local_root, false);
         UniqueFd lock = open_lock_file_at(root.get(), ".gravity.lock", true, join_path(local_root, ".gravity.lock"));
         lock_with_deadline(lock.get(), LOCK_EX, 2 * scontrol_deadline, join_path(local_root, ".gravity.lock"));

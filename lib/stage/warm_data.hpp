@@ -33,6 +33,9 @@ inline constexpr const char* comment_tag = "aihpc-warm:";
 inline constexpr std::size_t hash_prefix_length = 16;
 // The longest an scontrol call may take on a node or at submit before it is given up.
 inline constexpr std::chrono::milliseconds scontrol_deadline{5000};
+// The most entries of one cache that a node looks at: a user's cache may hold any number,
+// and the epilog that lists them must stay short.
+inline constexpr std::size_t entries_per_cache = 4096;
 
 // Pure: "aihpc_" and 16 hex digits of xxh3-64 over "KIND\0REALPATH": one name per source
 // whatever its version, and a valid Slurm feature name (letters, digits, underscore).

@@ -178,6 +178,9 @@ static void a_nodes_caches_are_listed_shared_and_per_user(void**) {
     write(r + "/shared/entries/k1/info", "src=/d/a\nrealpath=/d/a\nkind=tree\nmanifest_hash=" + hash_a + "\n");
     write(r + "/shared/locks/k1.lock", "");
     write(r + "/cache/1001/entries/k2/info", "src=b.tar\nrealpath=/d/b.tar\nkind=archive\nmanifest_hash=" + hash_b + "\n");
+    // A hash that is not hex never reaches the Comment: the entry is not announced.
+    assert_int_equal(::mkdir((r + "/cache/1001/entries/k4").c_str(), 0700), 0);
+    write(r + "/cache/1001/entries/k4/info", "src=c\nrealpath=/d/c\nkind=tree\nmanifest_hash=aa,bb:cc\n");
     std::vector<WarmEntry> all = list_warm_entries(r);
     assert_int_equal(all.size(), 2);
     assert_true(all[0].shared);
