@@ -23,15 +23,18 @@ clean_nodes() {
 trap 'scancel -u "$test_user" 2>/dev/null; clean_nodes; restore_site_keys; remove_scratch' EXIT
 wait_nodes_idle 60 >/dev/null
 
-# 1. Staged on n2 alone: n2 announces it, n1 does not.
+# 1. Staged on n2 alone: n2 announces it, n1 does not; the site's own feature stays.
+scontrol update NodeName=n2 AvailableFeatures=site_gpu ActiveFeatures=site_gpu
 state=$(sbatch_wait -w n2 -o out/warm.out --aihpc-stage="$work/src/set" --wrap true)
 features2=$(node_field n2 AvailableFeatures)
 features1=$(node_field n1 AvailableFeatures)
-if [ "$state" = COMPLETED ] && [[ $features2 == *aihpc_* ]] && [[ $features1 != *aihpc_* ]] &&
-    [[ $(node_field n2 Comment) == aihpc-warm:* ]]; then
-    pass "a node that copied a source announces it (feature and Comment)"
+# This source's feature, as where reports it (the nodes may hold other tests' data too).
+feature=$(as_user "$stage_tool" where "$work/src/set" --json | sed -n 's/.*"feature": "\([a-z0-9_]*\)".*/\1/p' | head -1)
+if [ "$state" = COMPLETED ] && [ -n "$feature" ] && [[ $features2 == site_gpu,*$feature* ]] &&
+    [[ ,$features1, != *,$feature,* ]] && [[ $(node_field n2 Comment) == aihpc-warm:* ]]; then
+    pass "a node that copied a source announces it (feature and Comment), and keeps the site's features"
 else
-    fail "a node that copied a source announces it (feature and Comment)" "state $state" "n2: $features2 $(node_field n2 Comment)" \
+    fail "a node that copied a source announces it (feature and Comment), and keeps the site's features" "state $state, feature '$feature'" "n2: $features2 $(node_field n2 Comment)" \
         "n1: $features1" "$(cat out/warm.out)" "$(grep aihpc "$(dirname "$ctld_log")"/slurmd-n2.log | tail -5)"
 fi
 
