@@ -5,7 +5,7 @@
 # (contrib/job_submit.lua turns the plugin's word into --prefer) and never wait for
 # them: with the warm node busy, a job starts on the other one at once.
 . "$(dirname "$0")/lib.sh"
-plan 12
+plan 13
 work=$(user_scratch)
 cd "$work" || exit 1
 mkdir -p src/set out
@@ -20,7 +20,8 @@ clean_nodes() {
     local n
     for n in n1 n2; do scontrol update NodeName=$n AvailableFeatures= ActiveFeatures= Comment= 2>/dev/null; done
 }
-trap 'scancel -u "$test_user" 2>/dev/null; clean_nodes; restore_site_keys; remove_scratch' EXIT
+trap 'scancel -u "$test_user" 2>/dev/null; clean_nodes; restore_site_keys; remove_scratch
+    if grep -q "^#JobSubmitPlugins=lua$" "$SLURM_CONF"; then sed -i "s/^#JobSubmitPlugins=lua$/JobSubmitPlugins=lua/" "$SLURM_CONF"; scontrol reconfigure; fi' EXIT
 wait_nodes_idle 60 >/dev/null
 
 # 1. Staged on n2 alone: n2 announces it, n1 does not; the site's own feature stays.
@@ -149,6 +150,25 @@ else
     fail "gravity_features=0 announces nothing" "state $state" "n1: $(node_field n1 AvailableFeatures)"
 fi
 restore_site_keys
+
+# 9. A cluster without lua in JobSubmitPlugins: --aihpc-gravity says the job is placed
+# without gravity, and how a site enables it.
+# reconfigure_to WORD: slurm.conf read anew, until slurmctld reports JobSubmitPlugins WORD.
+reconfigure_to() {
+    scontrol reconfigure >/dev/null 2>&1
+    for _ in $(seq 100); do scontrol show config 2>/dev/null | grep -q "^JobSubmitPlugins *= *$1\$" && return 0; sleep 0.2; done
+    return 1
+}
+sed -i 's/^JobSubmitPlugins=lua$/#JobSubmitPlugins=lua/' "$SLURM_CONF"
+reconfigure_to "(null)"
+said=$(as_user sbatch --parsable -o /dev/null --chdir="$work" --aihpc-gravity --aihpc-stage="$work/src/set" --wrap true 2>&1 >/dev/null)
+sed -i 's/^#JobSubmitPlugins=lua$/JobSubmitPlugins=lua/' "$SLURM_CONF"
+reconfigure_to lua
+if [[ $said == *"aihpc: --aihpc-gravity: this cluster's JobSubmitPlugins (none) has no lua, so the job is placed without data gravity"*"JobSubmitPlugins=lua"* ]]; then
+    pass "without lua in JobSubmitPlugins, --aihpc-gravity says so"
+else
+    fail "without lua in JobSubmitPlugins, --aihpc-gravity says so" "$said"
+fi
 
 clean_nodes
 if wait_nodes_idle 60 >/dev/null; then pass "nodes idle at the end"; else fail "nodes idle at the end" "$(sinfo -N)"; fi
