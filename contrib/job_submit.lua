@@ -7,13 +7,13 @@
 -- At submit, aihpc.so (sbatch, salloc, srun) finds which nodes announce the job's
 -- --aihpc-stage sources warm (node features aihpc_*, see aihpc(8), DATA GRAVITY) and puts
 -- them in the job's control environment (job_desc.spank_job_env):
---   AIHPC_GRAVITY_FEATURES  "aihpc_<k>|aihpc_<k>_u<uid>": the features some node announces
+--   AIHPC_GRAVITY_FEATURES  "aihpc_<k>|aihpc_<k>_u<uid>": the features that nodes idle
+--                           now announce (a job preferring busy nodes would wait for the
+--                           next backfill pass: Slurm's main scheduler does not fall
+--                           back from --prefer, on 22.05 and 24.11 alike)
+--   AIHPC_GRAVITY_IDLE      how many of those nodes are idle: a job of more nodes gets
+--                           no preference, which it could not have at once
 --   AIHPC_GRAVITY_ASKED     "prefer" when the user gave --aihpc-gravity
---   AIHPC_GRAVITY_ONE_NODE  "1" before Slurm 23.02, whose --prefer does not fall back at
---                           once when the preferred nodes are busy (the job would wait
---                           for the next backfill pass): the plugin then names only warm
---                           nodes that are idle now, and this script applies them to
---                           jobs of one node with no node list of their own
 -- This script turns them into the job's --prefer (job_desc.prefer), which Slurm honours
 -- only where a preferred node is free now: the job never waits for a warm node.
 -- A --prefer the user gave is kept as it is.
@@ -49,20 +49,21 @@ function aihpc_gravity(job_desc)
    local features = env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_FEATURES")
    local asked = env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_ASKED")
    if aihpc_gravity_debug then
-      log("job_submit.lua: user %s: spank_job_env features=%s asked=%s one_node=%s; prefer=%s min_nodes=%s req_nodes=%s",
+      log("job_submit.lua: user %s: spank_job_env features=%s asked=%s idle=%s; prefer=%s min_nodes=%s req_nodes=%s",
           tostring(job_desc.user_id), tostring(features), tostring(asked),
-          tostring(env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_ONE_NODE")), tostring(job_desc.prefer),
+          tostring(env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_IDLE")), tostring(job_desc.prefer),
           tostring(job_desc.min_nodes), tostring(job_desc.req_nodes))
    end
    if features == nil or features == "" then return end
    if asked == nil and not aihpc_gravity_all then return end
    -- Only feature names aihpc made: letters, digits, underscores, joined by "|".
    if not string.match(features, "^[%w_|]+$") then return end
-   if env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_ONE_NODE") == "1" then
-      local nodes = job_desc.min_nodes
-      if nodes ~= nil and nodes ~= slurm.NO_VAL and nodes ~= 4294967294 and nodes > 1 then return end
-      if job_desc.req_nodes ~= nil and job_desc.req_nodes ~= "" then return end
-   end
+   -- A job of more nodes than the idle warm ones, or with its own node list, is left alone.
+   local idle = tonumber(env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_IDLE") or "0") or 0
+   local nodes = job_desc.min_nodes
+   if nodes == nil or nodes == slurm.NO_VAL or nodes == 4294967294 or nodes < 1 then nodes = 1 end
+   if nodes > idle then return end
+   if job_desc.req_nodes ~= nil and job_desc.req_nodes ~= "" then return end
    if job_desc.prefer ~= nil and job_desc.prefer ~= "" then
       if aihpc_gravity_debug then log("job_submit.lua: the job's own --prefer=%s is kept", job_desc.prefer) end
       return

@@ -5,7 +5,7 @@
 # (contrib/job_submit.lua turns the plugin's word into --prefer) and never wait for
 # them: with the warm node busy, a job starts on the other one at once.
 . "$(dirname "$0")/lib.sh"
-plan 13
+plan 12
 work=$(user_scratch)
 cd "$work" || exit 1
 mkdir -p src/set out
@@ -81,41 +81,29 @@ fi
 
 # 4. The plugin's word, with --aihpc-verbose, names the warm node.
 said=$(cd "$work" && as_user sbatch --parsable -o /dev/null --aihpc-verbose --aihpc-gravity --aihpc-stage="$work/src/set" --wrap true 2>&1 >/dev/null)
-if [[ $said == *"aihpc: --aihpc-gravity: n2 hold this job's data warm"* ]]; then
+if [[ $said == *"aihpc: --aihpc-gravity: n2 hold this job's data warm; the job prefers those idle now (n2)"* ]]; then
     pass "--aihpc-verbose says which node holds the data warm"
 else
     fail "--aihpc-verbose says which node holds the data warm" "$said"
 fi
 wait_nodes_idle 60 >/dev/null
 
-# Before Slurm 23.02, --prefer waits for busy preferred nodes until the next backfill
-# pass: the plugin says so, and prefers only warm nodes idle now.
-release=$(scontrol --version | sed 's/^[^0-9]*\([0-9]*\.[0-9]*\).*/\1/')
-if [[ $release < 23.02 ]]; then
-    if [[ $said == *"aihpc: Slurm $release has no --prefer that falls back at once"*"idle now: n2"* ]]; then
-        pass "Slurm $release: the plugin says it prefers only warm nodes idle now"
-    else
-        fail "Slurm $release: the plugin says it prefers only warm nodes idle now" "$said"
-    fi
-else
-    if [[ $said != *"has no --prefer"* ]]; then pass "Slurm $release: --prefer is used as it is"; else fail "Slurm $release: --prefer is used as it is" "$said"; fi
-fi
-
 # 5. n2 busy (all its CPUs): a gravity job starts on n1 at once.
 cpus=$(node_field n2 CPUTot)
 busy=$(as_user sbatch --parsable -w n2 -N1 -n1 -c "$cpus" -o /dev/null --wrap 'sleep 120')
 for _ in $(seq 100); do [ "$(job_field "$busy" JobState)" = RUNNING ] && break; sleep 0.2; done
 submitted=$SECONDS
-id=$(as_user sbatch --parsable -N1 -o out/busy.out --aihpc-gravity --aihpc-stage="$work/src/set" --wrap 'sleep 1')
+id=$(as_user sbatch --parsable -N1 -o out/busy.out --aihpc-gravity --aihpc-verbose --aihpc-stage="$work/src/set" \
+    --wrap 'sleep 1' 2>out/busy.err)
 for _ in $(seq 50); do [ "$(job_field "$id" JobState)" != PENDING ] && break; sleep 0.2; done
 started=$((SECONDS - submitted))
 state=$(job_field "$id" JobState)
 node=$(job_field "$id" NodeList)
-if [ "$node" = n1 ] && [ "$state" != PENDING ] && [ $started -le 10 ]; then
+if [ "$node" = n1 ] && [ "$state" != PENDING ] && [ $started -le 10 ] && grep -q "n2 hold this job's data warm and are busy" out/busy.err; then
     pass "with the warm node busy, a gravity job starts elsewhere at once (${started}s)"
 else
     fail "with the warm node busy, a gravity job starts elsewhere at once" "state $state on '$node' after ${started}s" \
-        "$(scontrol show job "$id" | grep -i 'reason\|prefer')"
+        "$(scontrol show job "$id" | grep -i 'reason\|prefer')" "$(cat out/busy.err)"
 fi
 wait_job "$id" >/dev/null
 scancel "$busy"
