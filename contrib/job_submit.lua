@@ -2,7 +2,7 @@
 --
 -- Install it as job_submit.lua beside slurm.conf and set JobSubmitPlugins=lua (add lua to
 -- the list where the site has other job_submit plugins). A site that has a job_submit.lua
--- of its own calls aihpc_gravity(job_desc) from its slurm_job_submit instead.
+-- of its own calls aihpc_gravity(job_desc, part_list) from its slurm_job_submit instead.
 --
 -- At submit, aihpc.so (sbatch, salloc, srun) finds which nodes announce the job's
 -- --aihpc-stage sources warm (node features aihpc_*, see aihpc(8), DATA GRAVITY) and puts
@@ -13,7 +13,13 @@
 --                           back from --prefer, on 22.05 and 24.11 alike)
 --   AIHPC_GRAVITY_IDLE      how many of those nodes are idle: a job of more nodes gets
 --                           no preference, which it could not have at once
+--   AIHPC_GRAVITY_PARTITIONS  the partitions of those nodes
 --   AIHPC_GRAVITY_ASKED     "prefer" when the user gave --aihpc-gravity
+-- Slurm refuses a job whose --prefer no node it may use can satisfy ("Requested node
+-- configuration is not available"), and a job whose --prefer cannot go with its own
+-- --constraint waits for the next backfill pass: so only a job without a node list,
+-- excluded nodes or constraints of its own, whose partitions all hold an idle warm node,
+-- gets the preference.
 -- This script turns them into the job's --prefer (job_desc.prefer), which Slurm honours
 -- only where a preferred node is free now: the job never waits for a warm node.
 -- A --prefer the user gave is kept as it is.
@@ -41,11 +47,32 @@ local function env_value(env, name)
    return nil
 end
 
+local function given(value) return value ~= nil and value ~= "" end
+
 local function log(fmt, ...)
    slurm.log_info("aihpc: " .. fmt, ...)
 end
 
-function aihpc_gravity(job_desc)
+-- Whether every partition the job asks for (its default partition when it names none)
+-- is one of `allowed` ("a,b").
+local function in_partitions(job_desc, part_list, allowed)
+   local ok = {}
+   for name in string.gmatch(allowed, "[^,]+") do ok[name] = true end
+   local asked = job_desc.partition
+   if asked == nil or asked == "" then
+      asked = nil
+      for _, part in pairs(part_list or {}) do
+         if part.flag_default == 1 or part.flag_default == true then asked = part.name end
+      end
+      if asked == nil then return false end
+   end
+   for name in string.gmatch(asked, "[^,]+") do
+      if not ok[name] then return false end
+   end
+   return true
+end
+
+function aihpc_gravity(job_desc, part_list)
    local features = env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_FEATURES")
    local asked = env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_ASKED")
    if aihpc_gravity_debug then
@@ -53,6 +80,11 @@ function aihpc_gravity(job_desc)
           tostring(job_desc.user_id), tostring(features), tostring(asked),
           tostring(env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_IDLE")), tostring(job_desc.prefer),
           tostring(job_desc.min_nodes), tostring(job_desc.req_nodes))
+      log("job_submit.lua: exc_nodes=%s features=%s partition=%s", tostring(job_desc.exc_nodes),
+          tostring(job_desc.features), tostring(job_desc.partition))
+      for _, part in pairs(part_list or {}) do
+         log("job_submit.lua: partition %s default=%s", tostring(part.name), tostring(part.flag_default))
+      end
    end
    if features == nil or features == "" then return end
    if asked == nil and not aihpc_gravity_all then return end
@@ -63,7 +95,12 @@ function aihpc_gravity(job_desc)
    local nodes = job_desc.min_nodes
    if nodes == nil or nodes == slurm.NO_VAL or nodes == 4294967294 or nodes < 1 then nodes = 1 end
    if nodes > idle then return end
-   if job_desc.req_nodes ~= nil and job_desc.req_nodes ~= "" then return end
+   -- (Not ipairs over the three: it stops at the first that is nil.)
+   if given(job_desc.req_nodes) or given(job_desc.exc_nodes) or given(job_desc.features) then return end
+   if not in_partitions(job_desc, part_list,
+                        env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_PARTITIONS") or "") then
+      return
+   end
    if job_desc.prefer ~= nil and job_desc.prefer ~= "" then
       if aihpc_gravity_debug then log("job_submit.lua: the job's own --prefer=%s is kept", job_desc.prefer) end
       return
@@ -73,7 +110,7 @@ function aihpc_gravity(job_desc)
 end
 
 function slurm_job_submit(job_desc, part_list, submit_uid)
-   aihpc_gravity(job_desc)
+   aihpc_gravity(job_desc, part_list)
    return slurm.SUCCESS
 end
 

@@ -10,6 +10,9 @@
 //   AIHPC_GRAVITY_ASKED     "prefer" when the user gave --aihpc-gravity (the lua's
 //                           aihpc_gravity_all applies it to every staging job)
 //   AIHPC_GRAVITY_IDLE      how many nodes holding them are idle now
+//   AIHPC_GRAVITY_PARTITIONS  the partitions of those nodes: Slurm refuses a job whose
+//                           --prefer no node of its partition (or of its node list, or
+//                           outside its excluded nodes) can satisfy
 // Names of their own: AIHPC_GRAVITY is the option's variable, which steps read.
 //
 // Slurm's main scheduler does not fall back from --prefer when the preferred nodes are
@@ -106,6 +109,7 @@ void gravity_at_submit(const Spank& spank, PluginState& st) {
         if (idle_features.empty()) return;
         bool sent = set_control(spank, "AIHPC_GRAVITY_FEATURES", join(idle_features, "|"));
         sent = set_control(spank, "AIHPC_GRAVITY_IDLE", std::to_string(idle_holders.size())) && sent;
+        sent = set_control(spank, "AIHPC_GRAVITY_PARTITIONS", join(stage::warm::partitions_of(idle, idle_holders), ",")) && sent;
         if (asked) sent = set_control(spank, "AIHPC_GRAVITY_ASKED", "prefer") && sent;
         if (!sent && asked) say("--aihpc-gravity: Slurm did not take the job's control variables; the job is placed without data gravity");
     } catch (const std::exception& e) {

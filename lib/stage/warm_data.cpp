@@ -155,6 +155,7 @@ std::vector<NodeRecord> parse_show_node(const std::string& text) {
         r.active = feature_list(fields["ActiveFeatures"]);
         r.comment = fields["Comment"] == "(null)" ? "" : fields["Comment"];
         r.state = fields["State"];
+        r.partitions = feature_list(fields["Partitions"]);
         out.push_back(std::move(r));
     }
     return out;
@@ -233,6 +234,16 @@ std::vector<std::string> nodes_announcing(const std::vector<NodeRecord>& nodes, 
     for (const NodeRecord& n : nodes)
         if (std::any_of(features.begin(), features.end(), [&](const std::string& f) { return node_has(n, f); }))
             out.push_back(n.name);
+    return out;
+}
+
+std::vector<std::string> partitions_of(const std::vector<NodeRecord>& nodes, const std::vector<std::string>& names) {
+    std::vector<std::string> out;
+    for (const NodeRecord& n : nodes) {
+        if (std::find(names.begin(), names.end(), n.name) == names.end()) continue;
+        for (const std::string& p : n.partitions)
+            if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+    }
     return out;
 }
 

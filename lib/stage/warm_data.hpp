@@ -76,6 +76,7 @@ struct NodeRecord {
     std::vector<std::string> active;     // ActiveFeatures
     std::string comment;                 // "" when unset
     std::string state;                   // State, as IDLE, MIXED, ALLOCATED+DRAIN
+    std::vector<std::string> partitions; // Partitions
 };
 
 // Pure: the records of `scontrol show node -o` (one line per node; a value with spaces,
@@ -116,6 +117,8 @@ std::string where_json(const WarmNode& node);
 std::vector<NodeRecord> idle_nodes(const std::vector<NodeRecord>& nodes);
 // Pure: the nodes that announce any of `features`, in their order.
 std::vector<std::string> nodes_announcing(const std::vector<NodeRecord>& nodes, const std::vector<std::string>& features);
+// Pure: the partitions of the nodes named, each once, in order.
+std::vector<std::string> partitions_of(const std::vector<NodeRecord>& nodes, const std::vector<std::string>& names);
 // Pure: the value of KEY in `scontrol show config` ("KEY = VALUE" lines), "" when absent
 // or (null); and whether a JobSubmitPlugins value names lua.
 std::string config_value(const std::string& show_config, const std::string& key);

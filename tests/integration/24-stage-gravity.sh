@@ -5,7 +5,7 @@
 # (contrib/job_submit.lua turns the plugin's word into --prefer) and never wait for
 # them: with the warm node busy, a job starts on the other one at once.
 . "$(dirname "$0")/lib.sh"
-plan 12
+plan 13
 work=$(user_scratch)
 cd "$work" || exit 1
 mkdir -p src/set out
@@ -14,6 +14,12 @@ chown -R "$test_user" src out
 stage_tool=$top_builddir/tools/aihpc-stage
 ctld_log=$(scontrol show config | sed -n 's/^SlurmctldLogFile *= *//p')
 
+# lua_prefer JOBID: the --prefer job_submit.lua set on the job, from its debug lines in
+# slurmctld's log (a job's Prefer is gone from scontrol once it started), or "none".
+lua_prefer() {
+    awk -v id="$1" '/job_submit.lua: user /{p = "none"} /job_submit.lua: --prefer=/{sub(/.*--prefer=/, ""); sub(/ .*/, ""); p = $0}
+        $0 ~ "_slurm_rpc_submit_batch_job: JobId=" id " " {print p; exit}' "$ctld_log"
+}
 node_field() { scontrol -o show node "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 # The nodes' aihpc state goes at the end: features and Comment as the cluster began.
 clean_nodes() {
@@ -73,10 +79,27 @@ fi
 wait_nodes_idle 60 >/dev/null
 id=$(as_user sbatch --parsable -w n2 -o out/plain.out --aihpc-gravity=off --aihpc-stage="$work/src/set" --wrap true)
 wait_job "$id" >/dev/null
-if [ -z "$(job_field "$id" Prefer | sed 's/(null)//')" ]; then
+if [ "$(lua_prefer "$id")" = none ]; then
     pass "--aihpc-gravity=off sets no preference"
 else
-    fail "--aihpc-gravity=off sets no preference" "Prefer=$(job_field "$id" Prefer)"
+    fail "--aihpc-gravity=off sets no preference" "Prefer=$(lua_prefer "$id")"
+fi
+
+# Slurm refuses a job whose --prefer none of its nodes can satisfy, and holds one whose
+# preference cannot go with its --constraint: such jobs get none, and run.
+scontrol update NodeName=n1 AvailableFeatures=site_cpu ActiveFeatures=site_cpu
+ran=
+for opts in "-x n2" "-C site_cpu" "-p urgent"; do
+    wait_nodes_idle 60 >/dev/null
+    id=$(as_user sbatch --parsable -N1 $opts -o /dev/null --aihpc-gravity --aihpc-stage="$work/src/set" --wrap true 2>&1)
+    [[ $id =~ ^[0-9]+$ ]] || { ran="$ran [$opts: $id]"; continue; }
+    ran="$ran [$opts: $(wait_job "$id"), prefer $(lua_prefer "$id" | sed 's/^aihpc_.*/aihpc/')]"
+done
+scontrol update NodeName=n1 AvailableFeatures= ActiveFeatures=
+if [ "$ran" = " [-x n2: COMPLETED, prefer none] [-C site_cpu: COMPLETED, prefer none] [-p urgent: COMPLETED, prefer aihpc]" ]; then
+    pass "jobs that exclude the warm node or have a constraint get no preference and run; another partition holding it does"
+else
+    fail "jobs that exclude the warm node or have a constraint get no preference and run; another partition holding it does" "$ran"
 fi
 
 # 4. The plugin's word, with --aihpc-verbose, names the warm node.

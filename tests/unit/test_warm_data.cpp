@@ -103,7 +103,7 @@ static void scontrol_records_are_read_with_values_that_hold_spaces(void**) {
         "NodeName=n1 Arch=x86_64 CoresPerSocket=1 AvailableFeatures=gpu,aihpc_00000000000000aa "
         "ActiveFeatures=gpu,aihpc_00000000000000aa Gres=(null) NodeAddr=127.0.0.1 State=IDLE ThreadsPerCore=1 "
         "Comment=aihpc-warm:00000000000000aa:shared:0123456789abcdef:1700000000 Reason=disk slow [root@2024-01-01]\n"
-        "NodeName=n2 AvailableFeatures=(null) ActiveFeatures=(null) State=MIXED Comment=rack 12, row 3 Extra=x\n";
+        "NodeName=n2 AvailableFeatures=(null) ActiveFeatures=(null) State=MIXED Partitions=debug,gpu Comment=rack 12, row 3 Extra=x\n";
     std::vector<NodeRecord> nodes = parse_show_node(text);
     assert_int_equal(nodes.size(), 2);
     assert_string_equal(nodes[0].name.c_str(), "n1");
@@ -113,6 +113,11 @@ static void scontrol_records_are_read_with_values_that_hold_spaces(void**) {
     assert_true(nodes[1].available.empty());
     assert_string_equal(nodes[1].comment.c_str(), "rack 12, row 3");
     assert_string_equal(nodes[1].state.c_str(), "MIXED");
+    assert_true(nodes[1].partitions == std::vector<std::string>({"debug", "gpu"}));
+    assert_true(partitions_of(nodes, {"n1", "n2"}) == std::vector<std::string>({"debug", "gpu"}));
+    assert_true(partitions_of(nodes, {"n1"}).empty());
+    assert_int_equal(idle_nodes(nodes).size(), 1);
+    assert_string_equal(idle_nodes(nodes)[0].name.c_str(), "n1");
 }
 
 static NodeRecord node(const std::string& name, const std::vector<std::string>& features, const std::string& comment) {
