@@ -15,10 +15,11 @@ stage_tool=$top_builddir/tools/aihpc-stage
 ctld_log=$(scontrol show config | sed -n 's/^SlurmctldLogFile *= *//p')
 
 # lua_prefer JOBID: the --prefer job_submit.lua set on the job, from its debug lines in
-# slurmctld's log (a job's Prefer is gone from scontrol once it started), or "none".
+# slurmctld's log (a job's Prefer is gone from scontrol once it started), or "none". The
+# last job of that id: a cluster started afresh numbers its jobs from the start again.
 lua_prefer() {
     awk -v id="$1" '/job_submit.lua: user /{p = "none"} /job_submit.lua: --prefer=/{sub(/.*--prefer=/, ""); sub(/ .*/, ""); p = $0}
-        $0 ~ "_slurm_rpc_submit_batch_job: JobId=" id " " {print p; exit}' "$ctld_log"
+        $0 ~ "_slurm_rpc_submit_batch_job: JobId=" id " " {last = p} END {print last}' "$ctld_log"
 }
 node_field() { scontrol -o show node "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 # The nodes' aihpc state goes at the end: features and Comment as the cluster began.
