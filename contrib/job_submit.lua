@@ -7,18 +7,19 @@
 -- At submit, aihpc.so (sbatch, salloc, srun) finds which nodes announce the job's
 -- --aihpc-stage sources warm (node features aihpc_*, see aihpc(8), DATA GRAVITY) and puts
 -- them in the job's control environment (job_desc.spank_job_env):
---   AIHPC_GRAVITY_FEATURES  "aihpc_<k>|aihpc_<k>_u<uid>": the features that nodes idle
---                           now announce (a job preferring busy nodes would wait for the
---                           next backfill pass: Slurm's main scheduler does not fall
---                           back from --prefer, on 22.05 and 24.11 alike)
---   AIHPC_GRAVITY_IDLE      how many of those nodes are idle: a job of more nodes gets
---                           no preference, which it could not have at once
+--   AIHPC_GRAVITY_FEATURES  "aihpc_<k>|aihpc_<k>_u<uid>": the features that the nodes
+--                           able to take the job at once announce: before Slurm 26.05,
+--                           only the idle ones (the main scheduler does not fall back
+--                           from --prefer when the preferred nodes are busy: the job
+--                           would wait for the next backfill pass, on 22.05 and 24.11)
+--   AIHPC_GRAVITY_NODES     how many such nodes: a job of more nodes gets no preference,
+--                           which it could not have at once
 --   AIHPC_GRAVITY_PARTITIONS  the partitions of those nodes
 --   AIHPC_GRAVITY_ASKED     "prefer" when the user gave --aihpc-gravity
 -- Slurm refuses a job whose --prefer no node it may use can satisfy ("Requested node
 -- configuration is not available"), and a job whose --prefer cannot go with its own
 -- --constraint waits for the next backfill pass: so only a job without a node list,
--- excluded nodes or constraints of its own, whose partitions all hold an idle warm node,
+-- excluded nodes or constraints of its own, whose partitions all hold such a warm node,
 -- gets the preference.
 -- This script turns them into the job's --prefer (job_desc.prefer), which Slurm honours
 -- only where a preferred node is free now: the job never waits for a warm node.
@@ -76,9 +77,9 @@ function aihpc_gravity(job_desc, part_list)
    local features = env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_FEATURES")
    local asked = env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_ASKED")
    if aihpc_gravity_debug then
-      log("job_submit.lua: user %s: spank_job_env features=%s asked=%s idle=%s; prefer=%s min_nodes=%s req_nodes=%s",
+      log("job_submit.lua: user %s: spank_job_env features=%s asked=%s nodes=%s; prefer=%s min_nodes=%s req_nodes=%s",
           tostring(job_desc.user_id), tostring(features), tostring(asked),
-          tostring(env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_IDLE")), tostring(job_desc.prefer),
+          tostring(env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_NODES")), tostring(job_desc.prefer),
           tostring(job_desc.min_nodes), tostring(job_desc.req_nodes))
       log("job_submit.lua: exc_nodes=%s features=%s partition=%s", tostring(job_desc.exc_nodes),
           tostring(job_desc.features), tostring(job_desc.partition))
@@ -90,11 +91,11 @@ function aihpc_gravity(job_desc, part_list)
    if asked == nil and not aihpc_gravity_all then return end
    -- Only feature names aihpc made: letters, digits, underscores, joined by "|".
    if not string.match(features, "^[%w_|]+$") then return end
-   -- A job of more nodes than the idle warm ones, or with its own node list, is left alone.
-   local idle = tonumber(env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_IDLE") or "0") or 0
+   -- A job of more nodes than the warm ones, or with its own node list, is left alone.
+   local warm = tonumber(env_value(job_desc.spank_job_env, "AIHPC_GRAVITY_NODES") or "0") or 0
    local nodes = job_desc.min_nodes
    if nodes == nil or nodes == slurm.NO_VAL or nodes == 4294967294 or nodes < 1 then nodes = 1 end
-   if nodes > idle then return end
+   if nodes > warm then return end
    -- (Not ipairs over the three: it stops at the first that is nil.)
    if given(job_desc.req_nodes) or given(job_desc.exc_nodes) or given(job_desc.features) then return end
    if not in_partitions(job_desc, part_list,

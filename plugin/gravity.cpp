@@ -5,23 +5,23 @@
 // the job it submits, so it tells the controller through the job's control environment
 // (spank_job_control_setenv, which lands in job_desc.spank_job_env), where aihpc's
 // contrib/job_submit.lua reads it and sets the job's --prefer:
-//   AIHPC_GRAVITY_FEATURES  the features of the job's sources that nodes idle now
-//                           announce, "a|b" (an OR)
+//   AIHPC_GRAVITY_FEATURES  the features of the job's sources that the nodes able to take
+//                           it at once announce, "a|b" (an OR)
+//   AIHPC_GRAVITY_NODES     how many such nodes there are
+//   AIHPC_GRAVITY_PARTITIONS  their partitions: Slurm refuses a job whose --prefer no
+//                           node of its partition (or of its node list, or outside its
+//                           excluded nodes) can satisfy
 //   AIHPC_GRAVITY_ASKED     "prefer" when the user gave --aihpc-gravity (the lua's
 //                           aihpc_gravity_all applies it to every staging job)
-//   AIHPC_GRAVITY_IDLE      how many nodes holding them are idle now
-//   AIHPC_GRAVITY_PARTITIONS  the partitions of those nodes: Slurm refuses a job whose
-//                           --prefer no node of its partition (or of its node list, or
-//                           outside its excluded nodes) can satisfy
 // Names of their own: AIHPC_GRAVITY is the option's variable, which steps read.
 //
-// Slurm's main scheduler does not fall back from --prefer when the preferred nodes are
-// busy: the job waits for the next backfill pass (bf_interval, 30 s by default),
-// measured on the mini-cluster with 22.05 (18 s) and 24.11 (26 s), against 2 s without
-// --prefer. So only the features of warm nodes that are idle now are named, which the
-// scheduler can honour at once, and the lua applies them to jobs of at most that many
-// nodes. Pinning the job to a warm node (req_nodes) would be worse: a requirement, it
-// waits for that node if it got busy meanwhile.
+// Before Slurm 26.05 the main scheduler does not fall back from --prefer when the
+// preferred nodes are busy: the job waits for the next backfill pass (bf_interval, 30 s
+// by default), measured on the mini-cluster with 22.05 (18 s) and 24.11 (26 s), against
+// 2 s without --prefer; 26.05 falls back at once (1.5 s). So before 26.05 only warm
+// nodes that are idle now count, which the scheduler can honour at once, and the lua
+// applies them to jobs of at most that many nodes. Pinning the job to a warm node
+// (req_nodes) would be worse: a requirement, it waits for that node if it got busy.
 //
 // Nothing here fails a submission: gravity is a preference, and Slurm is asked with a
 // deadline.
@@ -38,6 +38,10 @@
 #include "plugin/capabilities.hpp"
 #include "stage/source.hpp"
 #include "stage/warm_data.hpp"
+
+extern "C" {
+#include <slurm/slurm_version.h>
+}
 
 namespace aihpc::plugin {
 
@@ -70,6 +74,10 @@ std::vector<std::string> source_keys(const config::UserOptions& options, const c
     return keys;
 }
 
+// Whether this release's main scheduler falls back from --prefer at once (measured on
+// 26.05; 25.05 and 25.11 were not).
+constexpr bool prefer_falls_back = SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(26, 5, 0);
+
 bool set_control(const Spank& spank, const char* name, const std::string& value) {
     return spank_job_control_setenv(spank.handle(), name, value.c_str(), 1) == ESPANK_SUCCESS;
 }
@@ -96,20 +104,23 @@ void gravity_at_submit(const Spank& spank, PluginState& st) {
         std::vector<std::string> keys = source_keys(options, st.site);
         std::vector<std::string> features = stage::warm::announced_features(nodes, keys, ::getuid());
         std::vector<std::string> holders = stage::warm::nodes_announcing(nodes, features);
-        std::vector<stage::warm::NodeRecord> idle = stage::warm::idle_nodes(nodes);
-        std::vector<std::string> idle_features = stage::warm::announced_features(idle, keys, ::getuid());
-        std::vector<std::string> idle_holders = stage::warm::nodes_announcing(idle, idle_features);
+        std::vector<stage::warm::NodeRecord> usable = prefer_falls_back ? nodes : stage::warm::idle_nodes(nodes);
+        std::vector<std::string> usable_features = stage::warm::announced_features(usable, keys, ::getuid());
+        std::vector<std::string> usable_holders = stage::warm::nodes_announcing(usable, usable_features);
         if (asked && options.verbose)
-            say(holders.empty()        ? "--aihpc-gravity: no node holds this job's data warm; Slurm places it as usual"
-                : idle_holders.empty() ? "--aihpc-gravity: " + join(holders, ",") + " hold this job's data warm and are busy; "
-                                             "Slurm places the job as usual (a job preferring busy nodes would wait for "
-                                             "the next backfill pass)"
-                                       : "--aihpc-gravity: " + join(holders, ",") + " hold this job's data warm; the job "
-                                             "prefers those idle now (" + join(idle_holders, ",") + ") and waits for none");
-        if (idle_features.empty()) return;
-        bool sent = set_control(spank, "AIHPC_GRAVITY_FEATURES", join(idle_features, "|"));
-        sent = set_control(spank, "AIHPC_GRAVITY_IDLE", std::to_string(idle_holders.size())) && sent;
-        sent = set_control(spank, "AIHPC_GRAVITY_PARTITIONS", join(stage::warm::partitions_of(idle, idle_holders), ",")) && sent;
+            say(holders.empty()          ? "--aihpc-gravity: no node holds this job's data warm; Slurm places it as usual"
+                : usable_holders.empty() ? "--aihpc-gravity: " + join(holders, ",") + " hold this job's data warm and are busy; "
+                                               "Slurm places the job as usual (a job preferring busy nodes would wait for "
+                                               "the next backfill pass)"
+                : prefer_falls_back      ? "--aihpc-gravity: " + join(holders, ",") + " hold this job's data warm; the job "
+                                               "prefers them and waits for none"
+                                         : "--aihpc-gravity: " + join(holders, ",") + " hold this job's data warm; the job "
+                                               "prefers those idle now (" + join(usable_holders, ",") + ") and waits for none");
+        if (usable_features.empty()) return;
+        bool sent = set_control(spank, "AIHPC_GRAVITY_FEATURES", join(usable_features, "|"));
+        sent = set_control(spank, "AIHPC_GRAVITY_NODES", std::to_string(usable_holders.size())) && sent;
+        sent = set_control(spank, "AIHPC_GRAVITY_PARTITIONS", join(stage::warm::partitions_of(usable, usable_holders), ",")) &&
+               sent;
         if (asked) sent = set_control(spank, "AIHPC_GRAVITY_ASKED", "prefer") && sent;
         if (!sent && asked) say("--aihpc-gravity: Slurm did not take the job's control variables; the job is placed without data gravity");
     } catch (const std::exception& e) {

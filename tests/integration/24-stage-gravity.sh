@@ -105,7 +105,10 @@ fi
 
 # 4. The plugin's word, with --aihpc-verbose, names the warm node.
 said=$(cd "$work" && as_user sbatch --parsable -o /dev/null --aihpc-verbose --aihpc-gravity --aihpc-stage="$work/src/set" --wrap true 2>&1 >/dev/null)
-if [[ $said == *"aihpc: --aihpc-gravity: n2 hold this job's data warm; the job prefers those idle now (n2)"* ]]; then
+# From 26.05 the scheduler falls back from --prefer at once: every warm node counts.
+release=$(scontrol --version | sed 's/^[^0-9]*\([0-9]*\.[0-9]*\).*/\1/')
+if [[ $release < 26.05 ]]; then preferred="those idle now (n2)" busy_word="and are busy"; else preferred="them" busy_word="the job prefers them"; fi
+if [[ $said == *"aihpc: --aihpc-gravity: n2 hold this job's data warm; the job prefers $preferred and waits for none"* ]]; then
     pass "--aihpc-verbose says which node holds the data warm"
 else
     fail "--aihpc-verbose says which node holds the data warm" "$said"
@@ -123,7 +126,7 @@ for _ in $(seq 50); do [ "$(job_field "$id" JobState)" != PENDING ] && break; sl
 started=$((SECONDS - submitted))
 state=$(job_field "$id" JobState)
 node=$(job_field "$id" NodeList)
-if [ "$node" = n1 ] && [ "$state" != PENDING ] && [ $started -le 10 ] && grep -q "n2 hold this job's data warm and are busy" out/busy.err; then
+if [ "$node" = n1 ] && [ "$state" != PENDING ] && [ $started -le 10 ] && grep -q "n2 hold this job's data warm.*$busy_word" out/busy.err; then
     pass "with the warm node busy, a gravity job starts elsewhere at once (${started}s)"
 else
     fail "with the warm node busy, a gravity job starts elsewhere at once" "state $state on '$node' after ${started}s" \
