@@ -35,6 +35,11 @@ bool stage_step_active();
 // job_script epilog, as root: remove private copies and the job's stage dir.
 void stage_job_epilog(const Spank& spank, PluginState& st);
 
+// ---- data gravity (gravity.cpp)
+// local/allocator, as the submitting user: the announced features of the job's sources,
+// for contrib/job_submit.lua to turn into --prefer; never fails the submission.
+void gravity_at_submit(const Spank& spank, PluginState& st);
+
 // ---- affinity and distributed-training env (bind_step.cpp)
 void bind_step_init(const Spank& spank, PluginState& st);   // remote init_post_opt, root: topology
 void bind_user_init(const Spank& spank, PluginState& st);   // plan once per step per node

@@ -7,7 +7,7 @@ plugin_aihpc_la_SOURCES = \
 	plugin/submit.cpp plugin/capabilities.hpp \
 	plugin/node_work.cpp plugin/node_work.hpp \
 	plugin/task_argv.cpp plugin/task_argv.hpp \
-	plugin/stage_step.cpp plugin/bind_step.cpp plugin/container_step.cpp plugin/task_wrapper.cpp \
+	plugin/stage_step.cpp plugin/gravity.cpp plugin/bind_step.cpp plugin/container_step.cpp plugin/task_wrapper.cpp \
 	plugin/slurmstepd.cpp \
 	plugin/job_script.cpp \
 	plugin/slurm_release.cpp plugin/slurm_release.hpp \

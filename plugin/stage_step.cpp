@@ -124,7 +124,9 @@ void stage_user_init(const Spank& spank, PluginState& st) {
     // Root's books change only when something was copied, into the cache or privately.
     bool copied = std::any_of(s.items.begin(), s.items.end(),
                               [](const stage::JobItem& i) { return i.outcome == "miss" || i.outcome == "private"; });
-    if (copied) node_work(st, "account", RunAs::root);
+    // The account step also announces the node's warm sources to Slurm (data gravity).
+    if (copied)
+        for (const std::string& note : node_work(st, "account", RunAs::root).notes) st.note(note);
 }
 
 bool stage_step_active() { return staging().active; }

@@ -17,6 +17,7 @@ void submit_init_post_opt(const Spank& spank) {
     const config::UserOptions& options = state().options;
     stage_check_at_submit(options, state().site);
     container_check_at_submit(options, state().site);
+    gravity_at_submit(spank, state());
 }
 
 // srun learns its node count only once the step exists; this runs before any task

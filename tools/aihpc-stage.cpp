@@ -6,6 +6,7 @@
 //   aihpc-stage kept [--local-root DIR] [--node NAME] [--json]
 //   aihpc-stage deliver JOBID [--local-root DIR] [--node NAME] [--threads N] [--json]
 //   aihpc-stage pack DIR OUT.sqsh [--threads N] [--json]
+//   aihpc-stage where SRC [--stale] [--allow DIR[:DIR...]] [--threads N] [--json]
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@
 #include "stage/stage_in.hpp"
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
+#include "stage/warm_data.hpp"
 
 using namespace aihpc;
 using namespace aihpc::stage;
@@ -53,6 +55,7 @@ const char* usage_text =
     "       aihpc-stage kept [--local-root DIR] [--node NAME] [--json]\n"
     "       aihpc-stage deliver JOBID [--local-root DIR] [--node NAME] [--threads N] [--json]\n"
     "       aihpc-stage pack DIR OUT.sqsh [--threads N] [--json]\n"
+    "       aihpc-stage where SRC [--stale] [--allow DIR[:DIR...]] [--threads N] [--json]\n"
     "\n"
     "Stages data to node-local storage with the engine of aihpc.so.\n"
     "  in      copy or extract each SRC (file, directory, .tar, .tar.gz, .tar.zst) to DIR/NAME;\n"
@@ -70,6 +73,9 @@ const char* usage_text =
     "          stage dir is released when the job this runs in ends\n"
     "  pack    make a squashfs image of DIR (zstd, 1 MiB blocks, no xattrs, owned by\n"
     "          root, times 0: the same tree gives the same bytes) to stage as one file\n"
+    "  where   list the nodes that hold SRC's current version warm, one per line:\n"
+    "          NODE MODE LAST_USE (mode shared or user); --stale adds those that hold\n"
+    "          an older version, marked stale\n"
     "\n"
     "Options:\n"
     "  --to DIR          stage directory (created if missing)\n"
@@ -86,6 +92,7 @@ const char* usage_text =
     "  --node NAME       node name for %n (default: $SLURMD_NODENAME or the host name)\n"
     "  --local-root DIR  the node's aihpc local_root (default: $AIHPC_LOCAL_ROOT, else the\n"
     "                    local_root of aihpc.so in the plugstack.conf beside $SLURM_CONF)\n"
+    "  --stale           where: also the nodes holding an older version of SRC\n"
     "  --json            one JSON object per item on stdout\n"
     "  --progress        show progress on stderr even when it is not a terminal\n"
     "  -h, --help        show this help\n"
@@ -99,7 +106,7 @@ struct Args {
     std::string command, subcommand;
     std::vector<std::string> items;
     std::string to, cache, mode, max, allow, job_id, node, from, local_root;
-    bool verify = false, json = false, progress = false;
+    bool verify = false, json = false, progress = false, stale = false;
     unsigned threads = 0;
 };
 
@@ -131,6 +138,7 @@ Args parse_args(int argc, char** argv) {
         } else if (w == "--verify") args.verify = true;
         else if (w == "--json") args.json = true;
         else if (w == "--progress") args.progress = true;
+        else if (w == "--stale") args.stale = true;
         else if (w == "--") {
             for (++i; i < words.size(); ++i) args.items.push_back(words[i]);
         } else if (w.size() > 1 && w[0] == '-') throw UsageError("unknown option " + w);
@@ -477,6 +485,20 @@ int run_pack(const Args& args) {
     return 0;
 }
 
+// The nodes that hold SRC warm, from what they announce to Slurm (warm_data.hpp).
+int run_where(const Args& args) {
+    if (args.items.size() != 1) throw UsageError("where needs one SRC");
+    std::vector<std::string> allow;
+    for (const std::string& dir : split(args.allow, ':'))
+        if (!dir.empty()) allow.push_back(dir);
+    char cwd[4096];
+    std::string base = ::getcwd(cwd, sizeof cwd) ? cwd : "/";
+    unsigned threads = args.threads ? args.threads : default_copy_threads();
+    for (const warm::WarmNode& node : warm::where(args.items[0], base, allow, threads, ::getuid(), args.stale))
+        std::printf("%s\n", (args.json ? warm::where_json(node) : warm::where_line(node)).c_str());
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -499,7 +521,8 @@ int main(int argc, char** argv) {
         if (args.command == "kept") return run_kept(args);
         if (args.command == "deliver") return run_deliver(args);
         if (args.command == "pack") return run_pack(args);
-        throw UsageError(args.command.empty() ? "needs a command: in, out, cache, kept, deliver or pack"
+        if (args.command == "where") return run_where(args);
+        throw UsageError(args.command.empty() ? "needs a command: in, out, cache, kept, deliver, pack or where"
                                               : "unknown command " + args.command);
     } catch (const UsageError& e) {
         std::fprintf(stderr, "aihpc-stage: %s\nTry 'aihpc-stage --help'.\n", e.what());

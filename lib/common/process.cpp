@@ -38,8 +38,8 @@ CommandOutput capture_output_with(const std::vector<std::string>& argv, const Ca
         plan.user = options.user;
         plan.no_new_privs = true;
     }
-    Captured run = capture(std::move(plan));
-    return {exit_status(run.status), std::move(run.out), std::move(run.err)};
+    Captured run = capture(std::move(plan), options.deadline);
+    return {exit_status(run.status), std::move(run.out), std::move(run.err), run.timed_out};
 }
 
 std::string failure_line(const CommandOutput& out, const std::string& program) {

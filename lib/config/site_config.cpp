@@ -202,6 +202,10 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
         } else if (key == "stage_fanout") {
             if (value != "auto" && value != "off") bad_key(key, "'" + value + "' is not auto or off");
             site.stage_fanout = value == "auto";
+        } else if (key == "gravity_features") {
+            auto n = parse_uint(value);
+            if (!n || *n > 256) bad_key(key, "'" + value + "' is not a number of features from 0 to 256");
+            site.gravity_features = static_cast<unsigned>(*n);
         } else if (key == "container_runtimes") {
             if (value.empty()) bad_key(key, "needs a comma-separated list of runtimes");
             for (const std::string& name : split(value, ',')) {
@@ -235,7 +239,8 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
         } else {
             throw Error("unknown site key '" + key +
                         "'; known keys: local_root, cache_max, cache_low, cache_user_max, cache_user_inodes, stage_allow, stage_threads, "
-                        "stage_timeout, stage_fanout, cache_shared, shared_user, cache_shared_max, epilog_deliver_timeout, keep_failed_days, "
+                        "stage_timeout, stage_fanout, cache_shared, shared_user, cache_shared_max, gravity_features, "
+                        "epilog_deliver_timeout, keep_failed_days, "
                         "container_runtimes, container_default, image_allow, registry, runtime_path, "
                         "bind_default, dist_default, checkpoint_root");
         }

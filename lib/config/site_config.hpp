@@ -53,6 +53,10 @@ struct SiteConfig {
     bool cache_shared = true;
     std::string shared_user = "nobody";
     std::optional<SizeLimit> cache_shared_max;
+    // How many of its most recently used cached sources a node announces to Slurm as
+    // features, for jobs that prefer the nodes holding their data (--aihpc-gravity,
+    // lib/stage/warm_data.hpp); 0: none, and the node's record is left alone.
+    unsigned gravity_features = 16;
     std::vector<std::string> container_runtimes;    // empty: all found on runtime_path
     std::string container_default;                  // empty: first allowed
     std::vector<std::string> image_allow;           // empty: any

@@ -51,6 +51,9 @@ const std::vector<OptionSpec>& option_table() {
         {"aihpc-checkpoint", "SIG@SECS", true,
          "Send SIG (USR1) SECS (120) before the time limit; on exit 75 or preemption, requeue the job",
          "AIHPC_CHECKPOINT", false},
+        {"aihpc-gravity", "prefer|off", true,
+         "Prefer the nodes that hold the --aihpc-stage data warm; never wait for them (bare: prefer)",
+         "AIHPC_GRAVITY", false},
         {"aihpc-verbose", nullptr, false,
          "Log each phase of aihpc's work, with its time, to the job's stderr", "AIHPC_VERBOSE", false},
     };
@@ -281,7 +284,11 @@ UserOptions parse_user_options(const RawOptions& raw) {
         else if (name == "aihpc-bind") options.bind = parse_bind(value);
         else if (name == "aihpc-dist") options.dist = parse_dist(name, value);
         else if (name == "aihpc-checkpoint") options.checkpoint = parse_checkpoint(name, value);
-        else if (name == "aihpc-verbose") options.verbose = parse_flag_value(name, value);
+        else if (name == "aihpc-gravity") {
+            if (value.empty() || value == "prefer") options.gravity = true;
+            else if (value == "off") options.gravity = false;
+            else bad(name, "unknown value '" + value + "'; use prefer or off");
+        } else if (name == "aihpc-verbose") options.verbose = parse_flag_value(name, value);
     }
     if (options.container.empty() && !options.container_binds.empty())
         bad("aihpc-container-bind", "needs --aihpc-container");

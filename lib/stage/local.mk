@@ -18,7 +18,8 @@ lib_stage_libaihpc_stage_la_SOURCES = \
 	lib/stage/cache_promises.cpp lib/stage/cache_promises.hpp \
 	lib/stage/source.cpp lib/stage/source.hpp \
 	lib/stage/stage_in.cpp lib/stage/stage_in.hpp \
-	lib/stage/stage_out.cpp lib/stage/stage_out.hpp
+	lib/stage/stage_out.cpp lib/stage/stage_out.hpp \
+	lib/stage/warm_data.cpp lib/stage/warm_data.hpp
 plugin_module_libs += lib/stage/libaihpc_stage.la
 # aihpc-node's pieces of the node work and its task wrapper: linked into aihpc-node
 # alone, never into the plugin, which execs that program rather than run them.
@@ -58,7 +59,7 @@ EXTRA_DIST += man/aihpc-8-stage.roff \
 	tests/integration/20-stage-array.sh tests/integration/21-stage-faults.sh \
 	tests/integration/22-stage-out.sh tests/integration/23-stage-security.sh \
 	tests/integration/24-stage-remote-fuse.sh tests/integration/24-stage-squashfs.sh tests/integration/24-stage-fanout.sh \
-	tests/integration/24-stage-shared.sh
+	tests/integration/24-stage-shared.sh tests/integration/24-stage-gravity.sh
 # Built on demand by bench/stage/fsync.sh, never by make all.
 EXTRA_PROGRAMS += bench/stage/aihpc-bench-fsync
 bench_stage_aihpc_bench_fsync_SOURCES = bench/stage/fsync_flush.cpp
@@ -74,3 +75,6 @@ EXTRA_DIST += bench/stage/prepare-cost.sh
 UNIT_TESTS += tests/unit/test_stage_io
 tests_unit_test_stage_io_SOURCES = tests/unit/test_stage_io.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
 tests_unit_test_stage_io_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)
+UNIT_TESTS += tests/unit/test_warm_data
+tests_unit_test_warm_data_SOURCES = tests/unit/test_warm_data.cpp tests/unit/cmocka_cxx.hpp tests/unit/temp_dir.hpp
+tests_unit_test_warm_data_LDADD = lib/stage/libaihpc_stage.la $(unit_test_libs)

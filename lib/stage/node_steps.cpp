@@ -37,6 +37,7 @@
 #include "stage/stage_in.hpp"
 #include "stage/stage_out.hpp"
 #include "stage/tree_copy.hpp"
+#include "stage/warm_data.hpp"
 
 namespace aihpc::stage::node {
 
@@ -236,12 +237,26 @@ void prepare(const NodeRequest& r, const HelperChannel& channel) {
     channel.result(std::to_string(limits.max_bytes) + " " + std::to_string(limits.low_bytes));
 }
 
-// As root, after the user's stage-in: what the user's cache now holds, into the ledger.
-void account(const NodeRequest& r, const HelperChannel&) {
+namespace {
+
+// As root: the node's warm sources, announced to Slurm (warm_data.hpp). Its notes go to
+// slurmd's log; a failure never fails the step or the epilog.
+void announce_warm_data(const NodeRequest& r, const HelperChannel& channel) {
+    if (r.site.gravity_features == 0 || r.node.empty()) return;
+    for (const std::string& note : stage::warm::announce(local_root(r), r.node, r.site.gravity_features))
+        channel.note(note);
+}
+
+}  // namespace
+
+// As root, after the user's stage-in copied: what the user's cache now holds, into the
+// ledger, and the node's warm sources announced, so that the next job finds them.
+void account(const NodeRequest& r, const HelperChannel& channel) {
     std::string root_path = local_root(r);
     UniqueFd root = stage::open_local_root(root_path, false);
     UniqueFd cache = stage::root_dir_at(root.get(), "cache", stage::join_path(root_path, "cache"));
     stage::root_account_user_cache(cache.get(), r.uid, stage::join_path(root_path, "cache"));
+    announce_warm_data(r, channel);
 }
 
 // As root, after a stage-out that did not deliver: root's own record that the job's
@@ -494,6 +509,8 @@ void epilog(const NodeRequest& r, const HelperChannel& channel) {
     stage::record_shared_uses(root_path, r.job_id);
     stage::JobCleanup cleanup =
         stage::retire_job_dirs(root_path, r.job_id, r.site.keep_failed_days, std::chrono::seconds(2));
+    // The job's hits moved its entries' last use, and evictions may have dropped some.
+    announce_warm_data(r, channel);
     std::string name = job_text(r);
     if (cleanup.kept_after_failed_stage_out) {
         std::string what;

@@ -181,7 +181,10 @@ SharedStageResult stage_into_shared_cache(const SharedStageRequest& r) {
     std::vector<std::string> argv = {r.reader_program, "shared-read", r.src, r.base_dir, std::to_string(r.threads),
                                      std::to_string(limits.max_bytes), max_inodes, shared_cache_dir(r.local_root)};
     argv.insert(argv.end(), r.allow.begin(), r.allow.end());
-    CommandOutput out = capture_output_with(argv, CaptureOptions{r.reader, dir.get()});
+    CaptureOptions as_reader;
+    as_reader.user = r.reader;
+    as_reader.fd3 = dir.get();
+    CommandOutput out = capture_output_with(argv, as_reader);
     if (out.status != 0) return {false, "not shared: " + failure_line(out, "the read as shared_user")};
     std::map<std::string, std::string> read = parse_info(out.out);
     for (const char* needed : {"cache", "key", "shared_key", "realpath", "kind", "manifest_hash"})

@@ -486,6 +486,14 @@ void stage_through_cache(const std::string& src, const std::string& data_name, c
 
 }  // namespace
 
+SourceVersion source_version(const std::string& src, const std::string& base_dir, const std::vector<std::string>& allow,
+                             unsigned threads) {
+    unsigned cap = std::max(1u, threads);
+    StageRun run(open_source(src, base_dir, allow), std::min(usable_cpus(), cap), cap);
+    Manifest manifest = scan_source(run.source, run.pool, &run.ops, nullptr);
+    return {run.source.realpath, run.source.kind, manifest.metadata_hash()};
+}
+
 StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings) {
     auto started = std::chrono::steady_clock::now();
     StagedItem item;

@@ -94,6 +94,19 @@ struct StagedItem {
 // Pure: the one-line JSON object aihpc-stage in --json prints for an item.
 std::string staged_item_json(const StagedItem& item);
 
+// What a stage-in learns of a source before it looks in the cache: its real path, its kind
+// and its metadata manifest hash (the hash the cache's info file and the job's
+// AIHPC_STAGE_MANIFESTS record). `aihpc-stage where` compares it with what nodes announce.
+struct SourceVersion {
+    std::string realpath;
+    SourceKind kind = SourceKind::tree;
+    std::string manifest_hash;
+};
+// Resolves SRC against base_dir under `allow` and scans it as stage_in does, with at most
+// `threads` workers. Throws aihpc::Error naming the source.
+SourceVersion source_version(const std::string& src, const std::string& base_dir, const std::vector<std::string>& allow,
+                             unsigned threads);
+
 // Stages `src` as DIR/NAME. Throws aihpc::Error naming the source, the place and what to
 // do; on failure nothing is left at DIR/NAME and the cache holds no partial entry.
 StagedItem stage_in(const std::string& src, const std::string& name, const StageSettings& settings);

@@ -147,14 +147,19 @@ std::vector<ArraySubmission> plan_resubmit(const SweepDir& sweep, const std::set
 }
 
 std::vector<std::string> with_host_runner(std::vector<std::string> words) {
-    bool container = false, scope = false;
+    bool container = false, scope = false, stage = false, gravity = false;
     for (std::size_t i = 0; i < words.size(); ++i) {
         const std::string& w = words[i];
         if (w == "--aihpc-container" && i + 1 < words.size()) container = !words[i + 1].empty();
         else if (starts_with(w, "--aihpc-container=")) container = w.size() > std::strlen("--aihpc-container=");
         else if (w == "--aihpc-container-scope" || starts_with(w, "--aihpc-container-scope=")) scope = true;
+        else if (w == "--aihpc-stage" || starts_with(w, "--aihpc-stage=")) stage = true;
+        else if (w == "--aihpc-gravity" || starts_with(w, "--aihpc-gravity=")) gravity = true;
     }
     if (container && !scope) words.emplace_back("--aihpc-container-scope=steps");
+    // A sweep's tasks read the same data again and again: they prefer the nodes that hold
+    // it warm, unless the spec says --aihpc-gravity=off.
+    if (stage && !gravity) words.emplace_back("--aihpc-gravity");
     return words;
 }
 

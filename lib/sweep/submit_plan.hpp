@@ -67,6 +67,8 @@ std::string script_path(const SweepDir& sweep, const std::string& phase);
 // Sbatch words for a sweep: when they ask for a container (--aihpc-container) without
 // saying where the batch script runs, --aihpc-container-scope=steps is added, so that
 // aihpc-sweep stays on the host and each task's command runs in the image as a step.
+// Words that stage data (--aihpc-stage) without --aihpc-gravity get --aihpc-gravity: the
+// tasks prefer the nodes that hold their data warm (--aihpc-gravity=off keeps them from it).
 std::vector<std::string> with_host_runner(std::vector<std::string> words);
 
 // The sbatch options of one phase's script (its #SBATCH lines): the job name and output,

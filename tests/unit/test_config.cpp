@@ -123,6 +123,14 @@ static void flags_take_no_value(void**) {
     expect_error_containing([] { parse1("aihpc-verbose", "loud"); }, "--aihpc-verbose: takes no value");
 }
 
+static void gravity_is_prefer_off_or_the_sites_choice(void**) {
+    assert_false(parse_user_options({}).gravity.has_value());
+    assert_true(*parse1("aihpc-gravity", "").gravity);
+    assert_true(*parse1("aihpc-gravity", "prefer").gravity);
+    assert_false(*parse1("aihpc-gravity", "off").gravity);
+    expect_error_containing([] { parse1("aihpc-gravity", "require"); }, "--aihpc-gravity: unknown value 'require'");
+}
+
 // ---- containers
 
 static void container_options_parse(void**) {
@@ -214,11 +222,14 @@ static void site_every_key_good_value(void**) {
                                          "bind_default=auto", "dist_default=torch", "cache_user_max=1G",
                                          "stage_timeout=15m", "keep_failed_days=0", "cache_user_inodes=50000",
                                          "epilog_deliver_timeout=5m", "cache_shared=off", "shared_user=aihpc-reader",
-                                         "cache_shared_max=3G"});
+                                         "cache_shared_max=3G", "gravity_features=4"});
     assert_false(site.cache_shared);
     assert_string_equal(site.shared_user.c_str(), "aihpc-reader");
     assert_int_equal(site.cache_shared_max_bytes(0), 2ull << 30);  // never above cache_max
     assert_int_equal(site.cache_user_inodes, 50000);
+    assert_int_equal(site.gravity_features, 4);
+    assert_int_equal(parse_site_config({}).gravity_features, 16);
+    assert_int_equal(parse_site_config({"gravity_features=0"}).gravity_features, 0);
     assert_int_equal(site.epilog_deliver_timeout_s, 300);
     assert_int_equal(parse_site_config({"epilog_deliver_timeout=0"}).epilog_deliver_timeout_s, 0);
     assert_int_equal(site.cache_user_max_bytes(0), 1ull << 30);
@@ -280,6 +291,8 @@ static void site_bad_values_name_the_key(void**) {
         {"shared_user=root", "site key shared_user"},
         {"shared_user=", "site key shared_user"},
         {"cache_shared_max=half", "site key cache_shared_max"},
+        {"gravity_features=257", "site key gravity_features"},
+        {"gravity_features=many", "site key gravity_features"},
     };
     for (const Case& c : cases)
         expect_error_containing([&] { parse_site_config({"cache_max=1G", c.arg}); }, c.needle);
@@ -333,6 +346,7 @@ int main(void) {
         cmocka_unit_test(stage_names_and_paths_are_bounded),
         cmocka_unit_test(stage_mode_accepts_cache_user_and_private),
         cmocka_unit_test(flags_take_no_value),
+        cmocka_unit_test(gravity_is_prefer_off_or_the_sites_choice),
         cmocka_unit_test(container_options_parse),
         cmocka_unit_test(container_bad_values_are_named),
         cmocka_unit_test(bind_modes_and_flags),

@@ -844,6 +844,22 @@ static void a_container_in_the_spec_or_sbatch_args_keeps_the_runner_on_the_host(
     assert_true(subs[0].extra == V({"--aihpc-container=/img/py", "--aihpc-container-scope=steps"}));
 }
 
+static void a_sweep_that_stages_data_prefers_the_nodes_holding_it(void**) {
+    TempDir tmp;
+    auto sweep = make_sweep(tmp, R"({"name":"demo","axes":[{"param":"a","values":[1]}],"command":"python3 t.py",
+        "slurm":{"aihpc":["--aihpc-stage=/datasets/cifar"]}})");
+    SubmitOptions o;
+    o.tool_path = "/opt/aihpc/bin/aihpc-sweep";
+    assert_true(phase_script(sweep, sweep.spec.phases[0], o).find("#SBATCH --aihpc-stage=/datasets/cifar\n#SBATCH --aihpc-gravity\n") !=
+                std::string::npos);
+    using V = std::vector<std::string>;
+    // Either spelling of --aihpc-stage; an explicit choice wins; other stage options are not data.
+    assert_true(with_host_runner({"--aihpc-stage", "/d"}) == V({"--aihpc-stage", "/d", "--aihpc-gravity"}));
+    assert_true(with_host_runner({"--aihpc-stage=/d", "--aihpc-gravity=off"}) == V({"--aihpc-stage=/d", "--aihpc-gravity=off"}));
+    assert_true(with_host_runner({"--aihpc-stage-out=a:/b", "--aihpc-stage-mode=private"}) ==
+                V({"--aihpc-stage-out=a:/b", "--aihpc-stage-mode=private"}));
+}
+
 static void tasks_run_as_steps_only_from_a_host_batch_script_of_a_container_job(void**) {
     using V = std::vector<std::string>;
     const std::string opt = "SLURM_SPANK__SLURM_SPANK_OPTION_aihpc_aihpc_container";
@@ -1353,6 +1369,7 @@ int main(void) {
         cmocka_unit_test(resubmission_keeps_global_indices),
         cmocka_unit_test(phase_scripts_carry_sbatch_and_aihpc_options),
         cmocka_unit_test(a_container_in_the_spec_or_sbatch_args_keeps_the_runner_on_the_host),
+        cmocka_unit_test(a_sweep_that_stages_data_prefers_the_nodes_holding_it),
         cmocka_unit_test(tasks_run_as_steps_only_from_a_host_batch_script_of_a_container_job),
         cmocka_unit_test(max_array_size_is_read_from_scontrol),
         cmocka_unit_test(a_parameter_name_never_starts_with_a_dash),
