@@ -48,13 +48,13 @@ fi
 
 # 2. where lists n2 alone, as the user, from the user's directory.
 where=$(cd "$work" && as_user "$stage_tool" where src/set 2>&1)
-if [ "$(echo "$where" | wc -l)" = 1 ] && [[ $where == "n2 user 20"* ]]; then
+if [ "$(echo "$where" | wc -l)" = 1 ] && [[ $where == "n2 shared 20"* ]]; then
     pass "aihpc-stage where lists n2 and not n1"
 else
     fail "aihpc-stage where lists n2 and not n1" "$where"
 fi
 json=$(as_user "$stage_tool" where "$work/src/set" --json)
-if [[ $json == '{"node": "n2", "mode": "user", '* ]] && [[ $json == *'"stale": false}' ]]; then
+if [[ $json == '{"node": "n2", "mode": "shared", '* ]] && [[ $json == *'"stale": false}' ]]; then
     pass "where --json"
 else
     fail "where --json" "$json"
@@ -142,7 +142,7 @@ head -c 100 /dev/urandom >src/set/new
 chown "$test_user" src/set/new
 where=$(as_user "$stage_tool" where "$work/src/set" 2>&1)
 stale=$(as_user "$stage_tool" where "$work/src/set" --stale 2>&1)
-if [ -z "$where" ] && echo "$stale" | grep -q "^n2 user .* stale$" && ! echo "$stale" | grep -qv " stale$"; then
+if [ -z "$where" ] && echo "$stale" | grep -q "^n2 shared .* stale$" && ! echo "$stale" | grep -qv " stale$"; then
     pass "a node holding an older version is listed only with --stale, as stale"
 else
     fail "a node holding an older version is listed only with --stale, as stale" "where: $where" "--stale: $stale"
