@@ -117,8 +117,9 @@ stage::CacheLimits prepare_node(const NodeRequest& r) {
     std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
     // Root's own measures of every user's cache (the ledger), never a number a user wrote.
     // The shared cache's entries are root's own: their info files are believed.
-    UniqueFd shared(::openat(root.get(), "shared", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    std::uint64_t shared_bytes = shared ? stage::cache_bytes_at(shared.get()) : 0;
+    std::uint64_t shared_bytes = stage::keep_shared_cache_to_its_cap(
+        root_path, r.site.cache_shared_max_bytes(fs_bytes),
+        r.site.cache_max.resolve(fs_bytes) ? r.site.cache_low_bytes(fs_bytes) * 1.0 / r.site.cache_max.resolve(fs_bytes) : 1.0);
     stage::CacheLimits limits = stage::root_cache_limits(cache.get(), r.uid, r.site.cache_max.resolve(fs_bytes),
                                                          r.site.cache_low_bytes(fs_bytes),
                                                          r.site.cache_user_max_bytes(fs_bytes),

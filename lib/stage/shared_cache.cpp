@@ -197,6 +197,17 @@ SharedStageResult stage_into_shared_cache(const SharedStageRequest& r) {
     }
 }
 
+std::uint64_t keep_shared_cache_to_its_cap(const std::string& local_root, std::uint64_t cap, double low_share) {
+    UniqueFd root(::open(local_root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd shared = root ? UniqueFd(::openat(root.get(), "shared", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) : UniqueFd();
+    if (!shared) return 0;
+    std::uint64_t held = cache_bytes_at(shared.get());
+    if (cap == 0 || held <= cap) return held;
+    NodeCache cache(shared_cache_dir(local_root), CacheLimits{}, CacheAccess::shared_root);
+    cache.collect(static_cast<std::uint64_t>(static_cast<long double>(cap) * std::clamp(low_share, 0.0, 1.0)));
+    return cache_bytes_at(shared.get());
+}
+
 void record_shared_uses(const std::string& local_root, std::uint32_t job_id) {
     UniqueFd root(::open(local_root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     UniqueFd locks = root ? UniqueFd(::openat(root.get(), "shared/locks", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) : UniqueFd();

@@ -65,6 +65,12 @@ struct SharedStageResult {
 // itself is wrong.
 SharedStageResult stage_into_shared_cache(const SharedStageRequest& request);
 
+// As root, before a user's limits are planned: the bytes the shared cache holds, after
+// its unused entries were evicted, least recently used first, down to low_share of `cap`
+// where it held more than cap (cache_shared_max; a site that lowered cache_max finds it
+// over). Each user's share counts these bytes as another user's. 0 without a shared cache.
+std::uint64_t keep_shared_cache_to_its_cap(const std::string& local_root, std::uint64_t cap, double low_share);
+
 // As root, in the job epilog: the shared entries the job used are marked used now (their
 // lock files' mtime, the LRU order of eviction and the last use `aihpc-stage where`
 // shows), since a reader cannot touch root's files. The keys come from the job's items

@@ -177,6 +177,24 @@ static void the_shared_cache_keeps_to_the_inode_cap(void**) {
     assert_true(stage_into_shared_cache(r).shared);
 }
 
+// A site that lowered cache_max finds the shared cache over its cap: root evicts what no
+// job leases before it plans a user's share.
+static void a_shared_cache_over_its_cap_gives_back_what_no_job_leases(void**) {
+    if (!root_here()) skip();
+    Node node;
+    assert_true(stage_into_shared_cache(node.request(node.source)).shared);
+    std::uint64_t held = keep_shared_cache_to_its_cap(node.local_root, 1ull << 30, 0.9);
+    assert_true(held > 100000);
+    NodeCache reader(shared_cache_dir(node.local_root), CacheLimits{}, CacheAccess::shared_reader);
+    std::optional<Lease> lease = reader.lease(node.entries().at(0));
+    assert_true(lease.has_value());
+    assert_int_equal(keep_shared_cache_to_its_cap(node.local_root, 1000, 0.9), held);  // leased: kept
+    lease.reset();
+    assert_int_equal(keep_shared_cache_to_its_cap(node.local_root, 1000, 0.9), 0);
+    assert_true(node.entries().empty());
+    assert_int_equal(keep_shared_cache_to_its_cap(node.scratch.path() + "/none", 1000, 0.9), 0);
+}
+
 // A reader that plants what root must not take over: its script stands in for
 // aihpc-node shared-read, run as nobody with the incoming directory as descriptor 3.
 static void a_readers_copy_that_is_not_plainly_its_own_is_refused(void**) {
@@ -258,6 +276,7 @@ int main() {
         cmocka_unit_test(a_world_readable_tree_is_read_as_nobody_and_published_roots_and_read_only),
         cmocka_unit_test(a_source_others_may_not_read_is_never_shared),
         cmocka_unit_test(the_shared_cache_keeps_to_the_inode_cap),
+        cmocka_unit_test(a_shared_cache_over_its_cap_gives_back_what_no_job_leases),
         cmocka_unit_test(a_readers_copy_that_is_not_plainly_its_own_is_refused),
         cmocka_unit_test(a_stage_takes_a_shared_hit_and_leaves_a_miss_for_root),
     };
