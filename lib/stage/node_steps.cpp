@@ -117,9 +117,10 @@ stage::CacheLimits prepare_node(const NodeRequest& r) {
     std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
     // Root's own measures of every user's cache (the ledger), never a number a user wrote.
     // The shared cache's entries are root's own: their info files are believed.
+    std::uint64_t cache_max = r.site.cache_max.resolve(fs_bytes);
     std::uint64_t shared_bytes = stage::keep_shared_cache_to_its_cap(
-        root_path, r.site.cache_shared_max_bytes(fs_bytes),
-        r.site.cache_max.resolve(fs_bytes) ? r.site.cache_low_bytes(fs_bytes) * 1.0 / r.site.cache_max.resolve(fs_bytes) : 1.0);
+        root_path, r.site.cache_shared_max_bytes(fs_bytes), cache_max,
+        cache_max ? static_cast<double>(r.site.cache_low_bytes(fs_bytes)) / static_cast<double>(cache_max) : 1.0);
     stage::CacheLimits limits = stage::root_cache_limits(cache.get(), r.uid, r.site.cache_max.resolve(fs_bytes),
                                                          r.site.cache_low_bytes(fs_bytes),
                                                          r.site.cache_user_max_bytes(fs_bytes),

@@ -197,12 +197,20 @@ SharedStageResult stage_into_shared_cache(const SharedStageRequest& r) {
     }
 }
 
-std::uint64_t keep_shared_cache_to_its_cap(const std::string& local_root, std::uint64_t cap, double low_share) {
+std::uint64_t keep_shared_cache_to_its_cap(const std::string& local_root, std::uint64_t cap, std::uint64_t cache_max,
+                                           double low_share) {
     UniqueFd root(::open(local_root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     UniqueFd shared = root ? UniqueFd(::openat(root.get(), "shared", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) : UniqueFd();
     if (!shared) return 0;
     std::uint64_t held = cache_bytes_at(shared.get());
-    if (cap == 0 || held <= cap) return held;
+    if (cache_max != 0) {
+        UniqueFd cache_root(::openat(root.get(), "cache", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        std::uint64_t users = cache_root ? read_cache_ledger(cache_root.get()).other_users_bytes(static_cast<uid_t>(-1)) : 0;
+        std::uint64_t left = saturating_sub(cache_max, users);
+        cap = cap == 0 ? left : std::min(cap, left);
+    }
+    if (cache_max == 0 && cap == 0) return held;
+    if (held <= cap) return held;
     NodeCache cache(shared_cache_dir(local_root), CacheLimits{}, CacheAccess::shared_root);
     cache.collect(static_cast<std::uint64_t>(static_cast<long double>(cap) * std::clamp(low_share, 0.0, 1.0)));
     return cache_bytes_at(shared.get());

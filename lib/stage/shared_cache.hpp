@@ -66,10 +66,14 @@ struct SharedStageResult {
 SharedStageResult stage_into_shared_cache(const SharedStageRequest& request);
 
 // As root, before a user's limits are planned: the bytes the shared cache holds, after
-// its unused entries were evicted, least recently used first, down to low_share of `cap`
-// where it held more than cap (cache_shared_max; a site that lowered cache_max finds it
-// over). Each user's share counts these bytes as another user's. 0 without a shared cache.
-std::uint64_t keep_shared_cache_to_its_cap(const std::string& local_root, std::uint64_t cap, double low_share);
+// its unused entries were evicted, least recently used first, down to low_share of the
+// smaller of `cap` (cache_shared_max) and what the users' caches leave of cache_max
+// (root's ledger), where it held more. Shared entries give way first: every user can
+// stage into their own share even when the shared cache is full, and any user's job
+// puts a source back into it. Each user's share counts the bytes left as another
+// user's. 0 without a shared cache.
+std::uint64_t keep_shared_cache_to_its_cap(const std::string& local_root, std::uint64_t cap, std::uint64_t cache_max,
+                                           double low_share);
 
 // As root, in the job epilog: the shared entries the job used are marked used now (their
 // lock files' mtime, the LRU order of eviction and the last use `aihpc-stage where`

@@ -75,7 +75,7 @@ mkdir -p "$work/mine" && echo mine >"$work/mine/f" && chmod -R a+rX "$work/mine"
 id=$(as_user sbatch --parsable -w n1 -o forged.out --aihpc-stage="$work/mine:mine" job.sh)
 state=$([ -n "$id" ] && wait_job_status "$id" 60)
 ok "a forged 18 EB record of another user starves no one: the stage works (state $state)" \
-    bash -c "[ '$state' = 'COMPLETED 0:0' ] && grep -q 'task ran' forged.out"
+    bash -c "[ '$state' = 'COMPLETED 0:0' ] && grep -q 'task ran' forged.out || { cat forged.out; false; }"
 ok "the other user's entries are all still there" \
     test "$(ls "$other_cache/entries" | grep -vc '^forged$')" = "$entries_before"
 ok "root's ledger is root's alone" \

@@ -76,7 +76,8 @@ ok "srun returns the containerized task's exit status" test $? = 4
 # ---- staged data inside the container
 # The image lacks the node's local_root, so it is bound at /mnt/aihpc, and the stage
 # variables name the paths there. A cached item is a relative link from
-# jobs/<jobid>/NAME to ../../cache/<uid>/..., which resolves inside only because the
+# jobs/<jobid>/NAME to ../../cache/<uid>/... (or, the dataset being world-readable, to
+# ../../shared/..., the node's shared cache), which resolves inside only because the
 # whole local_root is bound.
 echo "staged content" >"$scratch/input.txt"
 mkdir -p "$scratch/dataset/sub"
@@ -117,7 +118,7 @@ for mode in cache private; do
         jid=${stage_jobs[$mode.$scope]}
         result=$(wait_job_status "$jid")
         f=$scratch/stage-$mode-$scope.out
-        if [ "$mode" = cache ]; then link_ok='^link=\.\./\.\./cache/[0-9]+/'; else link_ok='^link=$'; fi
+        if [ "$mode" = cache ]; then link_ok='^link=\.\./\.\./(cache/[0-9]+|shared/entries)/'; else link_ok='^link=$'; fi
         description="mode $mode, scope $scope: the staged dir is read inside through \$AIHPC_DATA_DATASET"
         if [ "$result" = "COMPLETED 0:0" ] && grep -qx 'marker=aihpc busybox image' "$f" &&
             grep -qx "dir=/mnt/aihpc/jobs/$jid" "$f" && grep -qx "data=/mnt/aihpc/jobs/$jid/dataset" "$f" &&

@@ -183,16 +183,16 @@ static void a_shared_cache_over_its_cap_gives_back_what_no_job_leases(void**) {
     if (!root_here()) skip();
     Node node;
     assert_true(stage_into_shared_cache(node.request(node.source)).shared);
-    std::uint64_t held = keep_shared_cache_to_its_cap(node.local_root, 1ull << 30, 0.9);
+    std::uint64_t held = keep_shared_cache_to_its_cap(node.local_root, 1ull << 30, 0, 0.9);
     assert_true(held > 100000);
     NodeCache reader(shared_cache_dir(node.local_root), CacheLimits{}, CacheAccess::shared_reader);
     std::optional<Lease> lease = reader.lease(node.entries().at(0));
     assert_true(lease.has_value());
-    assert_int_equal(keep_shared_cache_to_its_cap(node.local_root, 1000, 0.9), held);  // leased: kept
+    assert_int_equal(keep_shared_cache_to_its_cap(node.local_root, 1000, 0, 0.9), held);  // leased: kept
     lease.reset();
-    assert_int_equal(keep_shared_cache_to_its_cap(node.local_root, 1000, 0.9), 0);
+    assert_int_equal(keep_shared_cache_to_its_cap(node.local_root, 1000, 0, 0.9), 0);
     assert_true(node.entries().empty());
-    assert_int_equal(keep_shared_cache_to_its_cap(node.scratch.path() + "/none", 1000, 0.9), 0);
+    assert_int_equal(keep_shared_cache_to_its_cap(node.scratch.path() + "/none", 1000, 0, 0.9), 0);
 }
 
 // A reader that plants what root must not take over: its script stands in for
