@@ -86,6 +86,13 @@ void forget_earlier_deliveries(int local_root_fd, const NodeRequest& r, std::siz
     for (std::size_t i = 0; i < items; ++i) ::unlinkat(meta.get(), stage::delivered_marker(r.step_id, i).c_str(), 0);
 }
 
+// The size of the file system holding fd, which percentages of site keys are of; 0 when
+// it cannot be told.
+std::uint64_t filesystem_bytes(int fd) {
+    struct statvfs fs {};
+    return ::fstatvfs(fd, &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
+}
+
 // The book of copies in flight that prepare opened as root, for this process's stage-in
 // after it dropped to the user (prepare-stage-in).
 stage::RoomPromises room_promises;
@@ -113,15 +120,14 @@ stage::CacheLimits prepare_node(const NodeRequest& r) {
         forget_earlier_deliveries(root.get(), r, deliveries.size());
     }
     if (!needs_cache_limits(r.options)) return {};
-    struct statvfs fs {};
-    std::uint64_t fs_bytes = ::fstatvfs(cache.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
+    std::uint64_t fs_bytes = filesystem_bytes(cache.get());
     // Root's own measures of every user's cache (the ledger), never a number a user wrote.
     // The shared cache's entries are root's own: their info files are believed.
     std::uint64_t cache_max = r.site.cache_max.resolve(fs_bytes);
     std::uint64_t shared_bytes = stage::keep_shared_cache_to_its_cap(
         root_path, r.site.cache_shared_max_bytes(fs_bytes), cache_max,
         cache_max ? static_cast<double>(r.site.cache_low_bytes(fs_bytes)) / static_cast<double>(cache_max) : 1.0);
-    stage::CacheLimits limits = stage::root_cache_limits(cache.get(), r.uid, r.site.cache_max.resolve(fs_bytes),
+    stage::CacheLimits limits = stage::root_cache_limits(cache.get(), r.uid, cache_max,
                                                          r.site.cache_low_bytes(fs_bytes),
                                                          r.site.cache_user_max_bytes(fs_bytes),
                                                          stage::join_path(root_path, "cache"), r.site.cache_user_inodes,
@@ -390,8 +396,7 @@ void stage_shared_items(const NodeRequest& r, const HelperChannel& channel) {
     }
     std::string root_path = local_root(r);
     UniqueFd root = stage::open_local_root(root_path, false);
-    struct statvfs fs {};
-    std::uint64_t fs_bytes = ::fstatvfs(root.get(), &fs) == 0 ? static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize : 0;
+    std::uint64_t fs_bytes = filesystem_bytes(root.get());
     for (const config::StageItem& item : r.options.stage) {
         if (std::find(r.shared_items.begin(), r.shared_items.end(), item.name) == r.shared_items.end()) continue;
         stage::SharedStageRequest request;

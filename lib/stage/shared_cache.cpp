@@ -99,14 +99,19 @@ void remove_stale_incoming(int incoming_fd) {
     }
 }
 
+// What every user's cache holds, as root's ledger last measured it.
+std::uint64_t users_cache_bytes(int local_root_fd) {
+    UniqueFd cache_root(::openat(local_root_fd, "cache", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    // No uid is (uid_t)-1: "other users" of it are all of them.
+    return cache_root ? read_cache_ledger(cache_root.get()).other_users_bytes(static_cast<uid_t>(-1)) : 0;
+}
+
 // The shared cache's limits: cache_shared_max, and never more than what the users' caches
 // (root's ledger) leave of cache_max.
 CacheLimits shared_limits(const SharedStageRequest& r, int local_root_fd) {
     CacheLimits limits;
     if (r.cache_max == 0) return limits;
-    UniqueFd cache_root(::openat(local_root_fd, "cache", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    std::uint64_t users = cache_root ? read_cache_ledger(cache_root.get()).other_users_bytes(static_cast<uid_t>(-1)) : 0;
-    std::uint64_t max = std::min(r.shared_max ? r.shared_max : r.cache_max, saturating_sub(r.cache_max, users));
+    std::uint64_t max = std::min(r.shared_max ? r.shared_max : r.cache_max, saturating_sub(r.cache_max, users_cache_bytes(local_root_fd)));
     limits.max_bytes = std::max<std::uint64_t>(max, 1);
     long double low_share = static_cast<long double>(std::min(r.cache_low, r.cache_max)) / static_cast<long double>(r.cache_max);
     limits.low_bytes = static_cast<std::uint64_t>(static_cast<long double>(limits.max_bytes) * low_share);
@@ -202,11 +207,11 @@ std::uint64_t keep_shared_cache_to_its_cap(const std::string& local_root, std::u
     UniqueFd root(::open(local_root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     UniqueFd shared = root ? UniqueFd(::openat(root.get(), "shared", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) : UniqueFd();
     if (!shared) return 0;
+    // An empty shared cache, the common case, costs no read of the ledger.
     std::uint64_t held = cache_bytes_at(shared.get());
+    if (held == 0) return 0;
     if (cache_max != 0) {
-        UniqueFd cache_root(::openat(root.get(), "cache", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        std::uint64_t users = cache_root ? read_cache_ledger(cache_root.get()).other_users_bytes(static_cast<uid_t>(-1)) : 0;
-        std::uint64_t left = saturating_sub(cache_max, users);
+        std::uint64_t left = saturating_sub(cache_max, users_cache_bytes(root.get()));
         cap = cap == 0 ? left : std::min(cap, left);
     }
     if (cache_max == 0 && cap == 0) return held;

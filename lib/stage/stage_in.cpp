@@ -388,8 +388,6 @@ void stage_privately(const std::string& src, const std::string& data_name, const
     item.data_path = join_path(settings.to_dir, data_name);
 }
 
-// The cache branch: the entry obtained (a hit, or a copy published whole), leased, and
-// linked from DIR/data_name.
 // The shared cache's branch: a hit there is leased and linked; false when it holds no
 // entry for the source (or no shared cache is there yet), or when its entry stays
 // locked: the user's own cache serves then.
@@ -419,10 +417,23 @@ bool stage_from_shared(const std::string& src, const std::string& data_name, con
     return true;
 }
 
+// Whether the user's own cache has the source published (a hit unless it is evicted
+// before it is leased, which costs a copy, never a wrong answer).
+bool user_cache_holds(const StageSettings& settings, const StageRun& run) {
+    if (!settings.cache_dir) return false;
+    NodeCache cache(*settings.cache_dir, settings.limits);
+    return cache.stored_info(cache_key(settings.uid, run.source.realpath, run.source.kind, run.freshness)).has_value();
+}
+
+// The cache branch: the shared cache's entry, or the user's (a hit, or a copy published
+// whole), leased, and linked from DIR/data_name.
 void stage_through_cache(const std::string& src, const std::string& data_name, const StageSettings& settings,
                          StageRun& run, StagedItem& item) {
     if (!settings.shared_dir.empty() && stage_from_shared(src, data_name, settings, run, item)) return;
-    if (settings.shared_defer) {
+    // A source the user's own cache already holds is a hit there: deferring it would cost
+    // every later step of a private dataset a second pass and a read as shared_user that
+    // cannot succeed.
+    if (settings.shared_defer && !user_cache_holds(settings, run)) {
         item.outcome = StageOutcome::deferred;
         item.key = shared_cache_key(run.source.realpath, run.source.kind, run.freshness);
         return;

@@ -253,6 +253,12 @@ static void a_stage_takes_a_shared_hit_and_leaves_a_miss_for_root(void**) {
     StagedItem own = stage_in(other, "other", settings);
     assert_int_equal(static_cast<int>(own.outcome), static_cast<int>(StageOutcome::miss));
     assert_string_equal(own.cache.c_str(), "user");
+    // Once in the user's own cache, a later first pass takes it from there, not deferred.
+    settings.shared_defer = true;
+    own.lease = Lease();
+    StagedItem again = stage_in(other, "other2", settings);
+    assert_int_equal(static_cast<int>(again.outcome), static_cast<int>(StageOutcome::hit));
+    assert_string_equal(again.cache.c_str(), "user");
 
     // The epilog marks the entries a job used as used now: the lock file's mtime.
     std::string lock = node.local_root + "/shared/locks/" + hit.key + ".lock";
