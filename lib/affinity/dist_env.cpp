@@ -49,33 +49,98 @@ std::string pad(std::uint64_t value, std::size_t width) {
     return text;
 }
 
-// "pre[1-3,7]post" -> pre1post pre2post pre3post pre7post; nested ranges are expanded
-// left to right ("r[1-2]n[1-2]"). The names of one slurm.conf are bounded as a whole,
-// well above any cluster's node count: nested ranges multiply, and each name costs a
-// string per level, so a few lines of them would otherwise hold a step for seconds.
-constexpr std::size_t max_hostlist_names = 262144;
+// One bracket of a host list item: its ranges, each with the width its low bound was
+// written in ("[01-10]" pads to two digits).
+struct HostRange {
+    std::uint64_t lo, hi;
+    std::size_t width;
+};
+struct HostBracket {
+    std::string literal_before;  // the text between the previous bracket and this one
+    std::vector<HostRange> ranges;
+};
 
+// The names of one slurm.conf are bounded as a whole, well above any cluster's node
+// count: nested ranges multiply, so a few lines of them would otherwise hold a step for
+// seconds. A host name longer than DNS allows is refused: no Slurm node has one.
+constexpr std::size_t max_hostlist_names = 262144;
+constexpr std::size_t max_host_name = 255;
+
+// "pre[1-3,7]post" -> pre1post pre2post pre3post pre7post; several brackets are expanded
+// left to right, the last varying fastest ("r[1-2]n[1-2]" -> r1n1 r1n2 r2n1 r2n2). The
+// item is parsed once and each name built once in a reused buffer, so the cost is the
+// bytes of the names produced, whatever the nesting.
 void expand_item(const std::string& item, std::vector<std::string>& out, std::size_t limit) {
-    auto open = item.find('[');
-    if (open == std::string::npos) {
-        if (!item.empty()) out.push_back(item);
+    std::vector<HostBracket> brackets;
+    std::string tail;
+    std::size_t literal_bytes = 0, pos = 0;
+    while (true) {
+        auto open = item.find('[', pos);
+        if (open == std::string::npos) {
+            tail = item.substr(pos);
+            literal_bytes += tail.size();
+            break;
+        }
+        auto close = item.find(']', open);
+        if (close == std::string::npos) throw Error("malformed host list item '" + item + "'");
+        HostBracket bracket{item.substr(pos, open - pos), {}};
+        for (const std::string& range : split(item.substr(open + 1, close - open - 1), ',')) {
+            auto dash = range.find('-');
+            std::string lo_text = range.substr(0, dash);
+            std::string hi_text = dash == std::string::npos ? lo_text : range.substr(dash + 1);
+            auto lo = parse_uint(lo_text), hi = parse_uint(hi_text);
+            if (!lo || !hi || *lo > *hi || *hi - *lo > 1000000)
+                throw Error("malformed host list range '[" + range + "]' in '" + item + "'");
+            bracket.ranges.push_back({*lo, *hi, lo_text.size()});
+        }
+        literal_bytes += bracket.literal_before.size();
+        brackets.push_back(std::move(bracket));
+        pos = close + 1;
+        // Each bracket adds at least one character to every name.
+        if (literal_bytes + brackets.size() > max_host_name)
+            throw Error("host list item '" + item + "' makes host names longer than " + std::to_string(max_host_name) + " characters");
+    }
+    if (brackets.empty()) {
+        if (item.empty()) return;
+        if (item.size() > max_host_name) throw Error("host name '" + item + "' is longer than " + std::to_string(max_host_name) + " characters");
+        if (out.size() >= limit) throw Error("host list names more than " + std::to_string(limit) + " hosts");
+        out.push_back(item);
         return;
     }
-    auto close = item.find(']', open);
-    if (close == std::string::npos) throw Error("malformed host list item '" + item + "'");
-    std::string prefix = item.substr(0, open), suffix = item.substr(close + 1);
-    for (const std::string& range : split(item.substr(open + 1, close - open - 1), ',')) {
-        auto dash = range.find('-');
-        std::string lo_text = range.substr(0, dash);
-        std::string hi_text = dash == std::string::npos ? lo_text : range.substr(dash + 1);
-        auto lo = parse_uint(lo_text), hi = parse_uint(hi_text);
-        if (!lo || !hi || *lo > *hi || *hi - *lo > 1000000)
-            throw Error("malformed host list range '[" + range + "]' in '" + item + "'");
-        for (std::uint64_t v = *lo; v <= *hi; ++v) {
-            // Nested ranges multiply: the whole list is bounded, not each range.
-            if (out.size() >= limit)
-                throw Error("host list '" + item + "' names more than " + std::to_string(limit) + " hosts");
-            expand_item(prefix + pad(v, lo_text.size()) + suffix, out, limit);
+    // An odometer: for each bracket, which range and which value in it.
+    std::vector<std::size_t> range_at(brackets.size(), 0);
+    std::vector<std::uint64_t> value_at(brackets.size());
+    for (std::size_t b = 0; b < brackets.size(); ++b) value_at[b] = brackets[b].ranges.front().lo;
+    std::string name;
+    while (true) {
+        if (out.size() >= limit)
+            throw Error("host list '" + item + "' names more than " + std::to_string(limit) + " hosts");
+        name.clear();
+        for (std::size_t b = 0; b < brackets.size(); ++b) {
+            name += brackets[b].literal_before;
+            name += pad(value_at[b], brackets[b].ranges[range_at[b]].width);
+            if (name.size() > max_host_name) break;
+        }
+        name += tail;
+        if (name.size() > max_host_name)
+            throw Error("host list item '" + item + "' makes host names longer than " + std::to_string(max_host_name) + " characters");
+        out.push_back(name);
+        // Advance the last bracket; carry into the one before when it wraps.
+        std::size_t b = brackets.size();
+        while (b > 0) {
+            --b;
+            const HostBracket& bracket = brackets[b];
+            if (value_at[b] < bracket.ranges[range_at[b]].hi) {
+                ++value_at[b];
+                break;
+            }
+            if (range_at[b] + 1 < bracket.ranges.size()) {
+                value_at[b] = bracket.ranges[++range_at[b]].lo;
+                break;
+            }
+            range_at[b] = 0;
+            value_at[b] = bracket.ranges.front().lo;
+            if (b == 0) return;
         }
     }
 }

@@ -37,6 +37,28 @@ static void hostlist_rejects_malformed_lists(void**) {
     expect_error_containing([] { expand_hostlist("n1]"); }, "unbalanced");
 }
 
+static void hostlist_bounds_names_and_their_length(void**) {
+    // Many single-value brackets: each name is built once, and a list of them expands.
+    std::string nested = "n[1-3]";
+    for (int i = 0; i < 40; ++i) nested += "[0]";
+    auto hosts = expand_hostlist(nested);
+    assert_int_equal(hosts.size(), 3);
+    assert_string_equal(hosts[2].c_str(), ("n3" + std::string(40, '0')).c_str());
+    // Padding or brackets that make a name longer than DNS allows are refused at once.
+    expect_error_containing([] { expand_hostlist("n[" + std::string(300, '0') + "-5]"); }, "longer than 255");
+    expect_error_containing([] {
+        std::string deep = "n[0-999999]";
+        for (int i = 0; i < 300; ++i) deep += "[1]";
+        expand_hostlist(deep);
+    }, "longer than 255");
+    expect_error_containing([] { expand_hostlist(std::string(256, 'x')); }, "longer than 255");
+    // The whole list is bounded, however the ranges multiply.
+    expect_error_containing([] { expand_hostlist("r[0-999]n[0-999]"); }, "names more than 262144");
+    // Several ranges in one bracket, the last bracket varying fastest.
+    assert_string_equal(aihpc::join(expand_hostlist("a[1,3-4]b[08-9]"), " ").c_str(),
+                        "a1b08 a1b09 a3b08 a3b09 a4b08 a4b09");
+}
+
 static void first_host_is_the_first_name_of_the_list(void**) {
     assert_string_equal(first_host("n[1-2]").c_str(), "n1");
     assert_string_equal(first_host("gpu[007-009,1],n3").c_str(), "gpu007");
@@ -343,6 +365,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hostlist_expands_ranges_and_keeps_padding),
         cmocka_unit_test(hostlist_rejects_malformed_lists),
+        cmocka_unit_test(hostlist_bounds_names_and_their_length),
         cmocka_unit_test(first_host_is_the_first_name_of_the_list),
         cmocka_unit_test(node_aliases_give_the_address),
         cmocka_unit_test(slurm_conf_node_lines_give_the_address),
