@@ -363,6 +363,17 @@ std::string read_helper_request(std::size_t limit) {
 
 // ---- run_helper
 
+namespace {
+
+// True once PID has exited; it stays a zombie, holding its pid and process group id,
+// until it is reaped.
+bool helper_has_exited(pid_t pid) {
+    siginfo_t info{};
+    return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+}
+
+}  // namespace
+
 HelperOutcome run_helper(const HelperRun& run) {
     std::vector<std::string> words;
     words.push_back(run.program);
@@ -439,9 +450,16 @@ HelperOutcome run_helper(const HelperRun& run) {
     std::size_t received = 0;    // bytes on the result socket, bounded
     constexpr std::size_t received_max = 1u << 24;
     constexpr std::size_t fds_max = 4096;
+    // The helper's own exit ends the wait, not the end of its pipes: a process it left
+    // in its group may hold them open as long as it likes, and is killed below.
+    UniqueFd exit_watch(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    std::optional<Clock::time_point> drained_by;  // set once the helper has exited
+    constexpr auto drain_after_exit = std::chrono::milliseconds(200);
 
     while (result_open || output_open) {
         Clock::time_point now = Clock::now();
+        if (!drained_by && helper_has_exited(pid)) drained_by = now + drain_after_exit;
+        if (drained_by && now >= *drained_by) break;  // what it wrote before it exited is read
         if (!run.job_state_command.empty() && signals_sent == 0) {
             if (!query && now >= next_query) {
                 query.emplace(run.job_state_command, env);
@@ -466,10 +484,12 @@ HelperOutcome run_helper(const HelperRun& run) {
         }
         Clock::time_point wake = signals_sent == 0 ? deadline : kill_at;
         if (signals_sent == 0 && !run.job_state_command.empty() && !query) wake = std::min(wake, next_query);
+        if (drained_by) wake = std::min(wake, *drained_by);
         auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
-        struct pollfd fds[4];
+        struct pollfd fds[5];
         nfds_t n = 0;
         int result_slot = -1, output_slot = -1, request_slot = -1, query_slot = -1;
+        if (exit_watch && !drained_by) fds[n++] = {exit_watch.get(), POLLIN, 0};
         if (result_open) { result_slot = static_cast<int>(n); fds[n++] = {result_parent.get(), POLLIN, 0}; }
         if (output_open) { output_slot = static_cast<int>(n); fds[n++] = {output_read.get(), POLLIN, 0}; }
         if (request_write) { request_slot = static_cast<int>(n); fds[n++] = {request_write.get(), POLLOUT, 0}; }

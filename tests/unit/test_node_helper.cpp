@@ -127,7 +127,17 @@ static void the_helpers_whole_process_group_goes_with_it(void**) {
     if (skip_unless_root()) skip();
     TempDir tmp;
     std::string pid_file = tmp.path() + "/pid";
-    run_helper(shell("sleep 60 & echo $! >" + pid_file + "; exit 0"));
+    // The process left behind holds the helper's output pipe and result socket: the
+    // helper's exit, not their end, must end the wait, and the process goes with it.
+    HelperRun run = shell("sleep 600 & echo $! >" + pid_file + "; " + send_result("done") + "; exit 0");
+    run.deadline = std::chrono::seconds(120);
+    const auto started = std::chrono::steady_clock::now();
+    HelperOutcome outcome = run_helper(run);
+    const auto waited = std::chrono::steady_clock::now() - started;
+    assert_string_equal(outcome.result.c_str(), "done");
+    if (waited > std::chrono::seconds(30))
+        fail_msg("run_helper waited %lld s on what the helper left behind",
+                 static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(waited).count()));
     std::ifstream in(pid_file);
     pid_t left = 0;
     in >> left;
