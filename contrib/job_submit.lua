@@ -15,7 +15,8 @@
 --   AIHPC_GRAVITY_NODES     how many such nodes: a job of more nodes gets no preference,
 --                           which it could not have at once
 --   AIHPC_GRAVITY_PARTITIONS  the partitions of those nodes
---   AIHPC_GRAVITY_ASKED     "prefer" when the user gave --aihpc-gravity
+--   AIHPC_GRAVITY_ASKED     "prefer" when the job wants gravity: --aihpc-gravity, or the
+--                           site key gravity=prefer
 -- Slurm refuses a job whose --prefer no node it may use can satisfy ("Requested node
 -- configuration is not available"), and a job whose --prefer cannot go with its own
 -- --constraint waits for the next backfill pass: so only a job without a node list,
@@ -25,9 +26,10 @@
 -- only where a preferred node is free now: the job never waits for a warm node.
 -- A --prefer the user gave is kept as it is.
 
--- Site-wide gravity: every job that stages data prefers the nodes that hold it, without
--- --aihpc-gravity (a user's --aihpc-gravity=off still turns it off).
-aihpc_gravity_all = false
+-- Site-wide gravity (every job that stages data prefers the nodes that hold it, without
+-- --aihpc-gravity) is the plugin's site key gravity=prefer in plugstack.conf: aihpc.so
+-- then sets AIHPC_GRAVITY_ASKED for every such job, and asks Slurm which nodes hold the
+-- data only for the jobs that want it. A user's --aihpc-gravity=off still turns it off.
 
 -- Log what each staging job's request holds, to see what this release exposes.
 aihpc_gravity_debug = false
@@ -88,7 +90,7 @@ function aihpc_gravity(job_desc, part_list)
       end
    end
    if features == nil or features == "" then return end
-   if asked == nil and not aihpc_gravity_all then return end
+   if asked ~= "prefer" then return end
    -- Only feature names aihpc made: letters, digits, underscores, joined by "|".
    if not string.match(features, "^[%w_|]+$") then return end
    -- A job of more nodes than the warm ones, or with its own node list, is left alone.

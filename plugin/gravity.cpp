@@ -11,8 +11,11 @@
 //   AIHPC_GRAVITY_PARTITIONS  their partitions: Slurm refuses a job whose --prefer no
 //                           node of its partition (or of its node list, or outside its
 //                           excluded nodes) can satisfy
-//   AIHPC_GRAVITY_ASKED     "prefer" when the user gave --aihpc-gravity (the lua's
-//                           aihpc_gravity_all applies it to every staging job)
+//   AIHPC_GRAVITY_ASKED     "prefer": the job wants gravity, by --aihpc-gravity or by the
+//                           site key gravity=prefer (site-wide gravity); the lua applies
+//                           it to no other job
+// A job that does not want gravity sets none of these and asks Slurm nothing: a
+// submission pays for `scontrol show node` only when it can use the answer.
 // Names of their own: AIHPC_GRAVITY is the option's variable, which steps read.
 //
 // Before Slurm 26.05 the main scheduler does not fall back from --prefer when the
@@ -86,9 +89,10 @@ bool set_control(const Spank& spank, const char* name, const std::string& value)
 
 void gravity_at_submit(const Spank& spank, PluginState& st) {
     const config::UserOptions& options = st.options;
-    if (options.stage.empty() || options.gravity == false) return;
+    if (options.stage.empty() || !options.gravity.value_or(st.site.gravity_default)) return;
     // An srun inside a job makes a step, which is placed on the job's nodes already.
     if (spank.context() == S_CTX_LOCAL && std::getenv("SLURM_JOB_ID")) return;
+    // The user's own word is answered on stderr; the site's default works silently.
     bool asked = options.gravity.value_or(false);
     try {
         if (asked) {
@@ -121,7 +125,7 @@ void gravity_at_submit(const Spank& spank, PluginState& st) {
         sent = set_control(spank, "AIHPC_GRAVITY_NODES", std::to_string(usable_holders.size())) && sent;
         sent = set_control(spank, "AIHPC_GRAVITY_PARTITIONS", join(stage::warm::partitions_of(usable, usable_holders), ",")) &&
                sent;
-        if (asked) sent = set_control(spank, "AIHPC_GRAVITY_ASKED", "prefer") && sent;
+        sent = set_control(spank, "AIHPC_GRAVITY_ASKED", "prefer") && sent;
         if (!sent && asked) say("--aihpc-gravity: Slurm did not take the job's control variables; the job is placed without data gravity");
     } catch (const std::exception& e) {
         if (asked) say(std::string("--aihpc-gravity: the job is placed without data gravity: ") + e.what());

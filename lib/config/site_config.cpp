@@ -202,6 +202,9 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
         } else if (key == "stage_fanout") {
             if (value != "auto" && value != "off") bad_key(key, "'" + value + "' is not auto or off");
             site.stage_fanout = value == "auto";
+        } else if (key == "gravity") {
+            if (value != "off" && value != "prefer") bad_key(key, "'" + value + "' is not off or prefer");
+            site.gravity_default = value == "prefer";
         } else if (key == "gravity_features") {
             auto n = parse_uint(value);
             if (!n || *n > 256) bad_key(key, "'" + value + "' is not a number of features from 0 to 256");
@@ -239,7 +242,7 @@ SiteConfig parse_site_config(const std::vector<std::string>& args) {
         } else {
             throw Error("unknown site key '" + key +
                         "'; known keys: local_root, cache_max, cache_low, cache_user_max, cache_user_inodes, stage_allow, stage_threads, "
-                        "stage_timeout, stage_fanout, cache_shared, shared_user, cache_shared_max, gravity_features, "
+                        "stage_timeout, stage_fanout, cache_shared, shared_user, cache_shared_max, gravity, gravity_features, "
                         "epilog_deliver_timeout, keep_failed_days, "
                         "container_runtimes, container_default, image_allow, registry, runtime_path, "
                         "bind_default, dist_default, checkpoint_root");

@@ -57,6 +57,10 @@ struct SiteConfig {
     // features, for jobs that prefer the nodes holding their data (--aihpc-gravity,
     // lib/stage/warm_data.hpp); 0: none, and the node's record is left alone.
     unsigned gravity_features = 16;
+    // Whether a job that stages data prefers the nodes that hold it warm when it does not
+    // say (--aihpc-gravity): the site-wide form of data gravity. Off, a submission never
+    // asks Slurm which nodes hold its data unless the user asked for gravity.
+    bool gravity_default = false;
     std::vector<std::string> container_runtimes;    // empty: all found on runtime_path
     std::string container_default;                  // empty: first allowed
     std::vector<std::string> image_allow;           // empty: any

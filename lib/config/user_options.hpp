@@ -82,7 +82,7 @@ struct UserOptions {
     std::optional<DistKind> dist;                // nullopt: site's dist_default
     std::optional<CheckpointRequest> checkpoint;  // nullopt: no checkpoint signal, no requeue
     // --aihpc-gravity[=prefer|off]: true, prefer the nodes that hold the --aihpc-stage data
-    // warm; false, never; nullopt, as the site's job_submit.lua decides (aihpc_gravity_all).
+    // warm; false, never; nullopt, as the site key gravity says (SiteConfig::gravity_default).
     std::optional<bool> gravity;
     bool verbose = false;
 };

@@ -17,7 +17,7 @@ for _ in $(seq 500); do
     sleep 0.01
 done
 # The producer is runuser's child: kill exactly that aihpc-stage, by its unique command line.
-producer=$(pgrep -u "$test_user" -f "aihpc-stage in $work/src:set --to $work/job1 ")
+producer=$(cluster_pgrep -u "$test_user" -f "aihpc-stage in $work/src:set --to $work/job1 ")
 [ -n "$producer" ] && kill -9 $producer
 wait "$pid" 2>/dev/null
 ok "a producer killed mid-copy leaves no visible entry and no DIR/NAME" \

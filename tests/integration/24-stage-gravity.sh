@@ -5,7 +5,7 @@
 # (contrib/job_submit.lua turns the plugin's word into --prefer) and never wait for
 # them: with the warm node busy, a job starts on the other one at once.
 . "$(dirname "$0")/lib.sh"
-plan 13
+plan 14
 work=$(user_scratch)
 cd "$work" || exit 1
 mkdir -p src/set out
@@ -20,6 +20,12 @@ ctld_log=$(scontrol show config | sed -n 's/^SlurmctldLogFile *= *//p')
 lua_prefer() {
     awk -v id="$1" '/job_submit.lua: user /{p = "none"} /job_submit.lua: --prefer=/{sub(/.*--prefer=/, ""); sub(/ .*/, ""); p = $0}
         $0 ~ "_slurm_rpc_submit_batch_job: JobId=" id " " {last = p} END {print last}' "$ctld_log"
+}
+# lua_features JOBID: the AIHPC_GRAVITY_FEATURES the plugin gave the job, as the lua saw
+# them ("nil": none).
+lua_features() {
+    awk -v id="$1" '/job_submit.lua: user /{f = $0; sub(/.*spank_job_env features=/, "", f); sub(/ .*/, "", f)}
+        $0 ~ "_slurm_rpc_submit_batch_job: JobId=" id " " {last = f} END {print last}' "$ctld_log"
 }
 node_field() { scontrol -o show node "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 # The nodes' aihpc state goes at the end: features and Comment as the cluster began.
@@ -84,6 +90,35 @@ if [ "$(lua_prefer "$id")" = none ]; then
     pass "--aihpc-gravity=off sets no preference"
 else
     fail "--aihpc-gravity=off sets no preference" "Prefer=$(lua_prefer "$id")"
+fi
+
+# Site-wide gravity. By default (gravity=off) a job that does not ask asks Slurm nothing
+# and gets no preference; with gravity=prefer it prefers the warm node, and
+# --aihpc-gravity=off still turns that off.
+wait_nodes_idle 60 >/dev/null
+id=$(as_user sbatch --parsable -w n2 -o /dev/null --aihpc-stage="$work/src/set" --wrap true)
+wait_job "$id" >/dev/null
+default_seen="features $(lua_features "$id"), prefer $(lua_prefer "$id")"
+with_site_keys gravity=prefer
+site_nodes=
+for i in 1 2 3; do
+    wait_nodes_idle 60 >/dev/null
+    id=$(as_user sbatch --parsable -N1 -o /dev/null --aihpc-stage="$work/src/set" --wrap true)
+    wait_job "$id" >/dev/null
+    site_nodes="$site_nodes $(job_field "$id" NodeList)"
+done
+site_prefer=$(lua_prefer "$id")
+wait_nodes_idle 60 >/dev/null
+id=$(as_user sbatch --parsable -w n2 -o /dev/null --aihpc-gravity=off --aihpc-stage="$work/src/set" --wrap true)
+wait_job "$id" >/dev/null
+site_off="features $(lua_features "$id"), prefer $(lua_prefer "$id")"
+restore_site_keys
+if [ "$default_seen" = "features nil, prefer none" ] && [ "$site_nodes" = " n2 n2 n2" ] && [[ $site_prefer == aihpc_* ]] &&
+    [ "$site_off" = "features nil, prefer none" ]; then
+    pass "without --aihpc-gravity a job asks nothing by default, and prefers the warm node with gravity=prefer"
+else
+    fail "without --aihpc-gravity a job asks nothing by default, and prefers the warm node with gravity=prefer" \
+        "default: $default_seen" "gravity=prefer: on$site_nodes, last prefer $site_prefer" "with --aihpc-gravity=off: $site_off"
 fi
 
 # Slurm refuses a job whose --prefer none of its nodes can satisfy, and holds one whose

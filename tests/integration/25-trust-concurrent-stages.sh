@@ -16,7 +16,7 @@ echo x >small/f
 head -c 300M /dev/urandom >a/f
 head -c 300M /dev/urandom >b/f
 chmod -R a+rX small a b
-trap 'pkill -CONT -u "$test_user" -f "aihpc-node" || true; restore_site_keys; remove_scratch' EXIT
+trap 'cluster_pkill CONT -u "$test_user" -f "aihpc-node" || true; restore_site_keys; remove_scratch' EXIT
 
 # Root's measures of both users, fresh; then room for one 300 MB copy beyond them, not two.
 as_user srun -w n1 --aihpc-stage="$work/small:small" true
@@ -30,7 +30,7 @@ first=$!
 promised=
 for _ in $(seq 600); do
     if grep -q "^$uid " "$local_root_n1/cache/promises" 2>/dev/null; then
-        pkill -STOP -u "$test_user" -f "aihpc-node prepare-stage-in" && promised=1
+        cluster_pkill STOP -u "$test_user" -f "aihpc-node prepare-stage-in" && promised=1
         break
     fi
     sleep 0.05
@@ -40,7 +40,7 @@ ok "the book is root's alone" test "$(stat -c '%u %a' "$local_root_n1/cache/prom
 ok "the second user's stage, planned while the first copies, is refused: both would pass cache_max" \
     bash -c "! runuser -u $other_user -- env SLURM_CONF=$SLURM_CONF srun -w n1 -c1 --mem=200M --aihpc-stage='$work/b:b' true 2>'$work/second.err' &&
              grep -q 'aihpc: .*cannot take' '$work/second.err'"
-pkill -CONT -u "$test_user" -f "aihpc-node prepare-stage-in" || true
+cluster_pkill CONT -u "$test_user" -f "aihpc-node prepare-stage-in" || true
 wait "$first"
 ok "the first user's stage then finishes" grep -qx 314572800 "$work/first.out"
 ok "root settled the first copy's promise once it measured it" \

@@ -35,7 +35,7 @@ ok "the stage-out was copying when the urgent job came" test -n "$in_flight"
 # The copy is held until the preemption takes the job: the scheduler may take longer to
 # preempt than the copy takes to finish. Slurm's SIGCONT, then SIGTERM and SIGKILL after
 # KillWait, end it wherever it is.
-pkill -STOP -u "$test_user" -f "aihpc-node run-task"
+cluster_pkill STOP -u "$test_user" -f "aihpc-node run-task"
 urgent=$(as_user sbatch --parsable -p urgent -w n1 -N1 -c2 -o /dev/null --wrap 'sleep 1')
 # Whatever is at DEST while the preemption cuts the copy is whole.
 partial=

@@ -49,10 +49,10 @@ cut_stage_out() {
         # The step's processes die with it, as on a node that lost the step: a wrapper
         # left orphaned would go on copying, and deliver on its own.
         # The copy is stopped first, so that it cannot finish between the two kills.
-        pkill -STOP -u "$test_user" -f "aihpc-node run-task"
+        cluster_pkill STOP -u "$test_user" -f "aihpc-node run-task"
         pid=$(pgrep -f "slurmstepd: \[$id\.")
         [ -n "$pid" ] && kill -9 $pid
-        pkill -9 -u "$test_user" -f "aihpc-node run-task"
+        cluster_pkill 9 -u "$test_user" -f "aihpc-node run-task"
         scancel "$id" ;;
     kill-wrapper)
         pid=$(live_pids "$test_user" "aihpc-node run-task")

@@ -109,13 +109,36 @@ kill_job_processes() {
     return 0
 }
 
-# live_pids USER PATTERN: the pids pgrep -u USER -f PATTERN finds, less zombies. A cache
+# cluster_pgrep PGREP-ARGS...: what pgrep finds, less the processes of other clusters.
+# Clusters of other Slurm releases may run on this machine at the same time (.ci/run),
+# each in a mount namespace of its own (contrib/minicluster), with the same test users;
+# job ids differ between clusters, process names and users do not.
+cluster_pgrep() {
+    local ns pid
+    ns=$(readlink /proc/self/ns/mnt)
+    for pid in $(pgrep "$@"); do
+        [ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" = "$ns" ] && echo "$pid"
+    done
+    return 0
+}
+
+# cluster_pkill SIGNAL PGREP-ARGS...: sends SIGNAL to what cluster_pgrep finds; true
+# when it found any.
+cluster_pkill() {
+    local signal=$1 pid found=1
+    shift
+    for pid in $(cluster_pgrep "$@"); do kill "-$signal" "$pid" 2>/dev/null && found=0; done
+    return $found
+}
+
+# live_pids USER PATTERN: the pids pgrep -u USER -f PATTERN finds in this cluster, less
+# zombies. A cache
 # lease holder killed at its step's end is inherited by the machine's init, which in a
 # container may never reap it; a zombie holds nothing, and pgrep matches it by its bare
 # name.
 live_pids() {
     local pid
-    for pid in $(pgrep -u "$1" -f "$2"); do
+    for pid in $(cluster_pgrep -u "$1" -f "$2"); do
         grep -q '^State:[[:space:]]*Z' /proc/"$pid"/status 2>/dev/null || echo "$pid"
     done
 }

@@ -222,7 +222,7 @@ static void site_every_key_good_value(void**) {
                                          "bind_default=auto", "dist_default=torch", "cache_user_max=1G",
                                          "stage_timeout=15m", "keep_failed_days=0", "cache_user_inodes=50000",
                                          "epilog_deliver_timeout=5m", "cache_shared=off", "shared_user=aihpc-reader",
-                                         "cache_shared_max=3G", "gravity_features=4"});
+                                         "cache_shared_max=3G", "gravity_features=4", "gravity=prefer"});
     assert_false(site.cache_shared);
     assert_string_equal(site.shared_user.c_str(), "aihpc-reader");
     assert_int_equal(site.cache_shared_max_bytes(0), 2ull << 30);  // never above cache_max
@@ -230,6 +230,10 @@ static void site_every_key_good_value(void**) {
     assert_int_equal(site.gravity_features, 4);
     assert_int_equal(parse_site_config({}).gravity_features, 16);
     assert_int_equal(parse_site_config({"gravity_features=0"}).gravity_features, 0);
+    assert_true(site.gravity_default);
+    assert_false(parse_site_config({}).gravity_default);
+    assert_false(parse_site_config({"gravity=off"}).gravity_default);
+    expect_error_containing([] { parse_site_config({"gravity=always"}); }, "'always' is not off or prefer");
     assert_int_equal(site.epilog_deliver_timeout_s, 300);
     assert_int_equal(parse_site_config({"epilog_deliver_timeout=0"}).epilog_deliver_timeout_s, 0);
     assert_int_equal(site.cache_user_max_bytes(0), 1ull << 30);
