@@ -452,14 +452,19 @@ HelperOutcome run_helper(const HelperRun& run) {
     constexpr std::size_t fds_max = 4096;
     // The helper's own exit ends the wait, not the end of its pipes: a process it left
     // in its group may hold them open as long as it likes, and is killed below.
+    // Once it has exited, what it wrote is all in the pipes: it is read to the end (however
+    // late this process gets the CPU), then anything still writing is cut off.
     UniqueFd exit_watch(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-    std::optional<Clock::time_point> drained_by;  // set once the helper has exited
-    constexpr auto drain_after_exit = std::chrono::milliseconds(200);
+    std::optional<Clock::time_point> exited_at;
+    bool last_pass = false;  // read what is there, without waiting for more
+    constexpr auto wait_after_exit = std::chrono::milliseconds(200);
+    constexpr auto read_after_exit = std::chrono::seconds(2);
 
     while (result_open || output_open) {
         Clock::time_point now = Clock::now();
-        if (!drained_by && helper_has_exited(pid)) drained_by = now + drain_after_exit;
-        if (drained_by && now >= *drained_by) break;  // what it wrote before it exited is read
+        if (!exited_at && helper_has_exited(pid)) exited_at = now;
+        if (exited_at && now >= *exited_at + wait_after_exit) last_pass = true;
+        if (exited_at && now >= *exited_at + read_after_exit) break;  // a leftover that never stops writing
         if (!run.job_state_command.empty() && signals_sent == 0) {
             if (!query && now >= next_query) {
                 query.emplace(run.job_state_command, env);
@@ -484,18 +489,19 @@ HelperOutcome run_helper(const HelperRun& run) {
         }
         Clock::time_point wake = signals_sent == 0 ? deadline : kill_at;
         if (signals_sent == 0 && !run.job_state_command.empty() && !query) wake = std::min(wake, next_query);
-        if (drained_by) wake = std::min(wake, *drained_by);
+        if (exited_at) wake = std::min(wake, last_pass ? now : *exited_at + wait_after_exit);
         auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
         struct pollfd fds[5];
         nfds_t n = 0;
         int result_slot = -1, output_slot = -1, request_slot = -1, query_slot = -1;
-        if (exit_watch && !drained_by) fds[n++] = {exit_watch.get(), POLLIN, 0};
+        if (exit_watch && !exited_at) fds[n++] = {exit_watch.get(), POLLIN, 0};
         if (result_open) { result_slot = static_cast<int>(n); fds[n++] = {result_parent.get(), POLLIN, 0}; }
         if (output_open) { output_slot = static_cast<int>(n); fds[n++] = {output_read.get(), POLLIN, 0}; }
         if (request_write) { request_slot = static_cast<int>(n); fds[n++] = {request_write.get(), POLLOUT, 0}; }
         if (query) { query_slot = static_cast<int>(n); fds[n++] = {query->fd(), POLLIN, 0}; }
         int ready = ::poll(fds, n, static_cast<int>(std::clamp<long long>(wait_ms, 0, 1000)));
         if (ready < 0 && errno != EINTR) throw_errno("cannot wait for the " + run.purpose + " helper");
+        if (ready == 0 && last_pass) break;  // everything the helper wrote is read
         if (ready <= 0) continue;
         if (query_slot >= 0 && fds[query_slot].revents) {
             WatchedJob job;
