@@ -22,12 +22,6 @@ done
 work=$(mktemp -d /tmp/aihpc-bench-collect.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-for t in "$sweep_tool" "$collect_tool"; do
-  [ -x "$t" ] || { echo "bench/collect: build $(basename "$t") first" >&2; exit 1; }
-done
-work=$(mktemp -d /tmp/aihpc-bench-collect.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-
 # Realistic result files, as aihpc-sweep run writes them (one task in 97 fails), written
 # by as many processes as there are cores.
 make_results() {
