@@ -396,7 +396,11 @@ std::set<std::uint64_t> parse_index_list(const std::string& text) {
         // A sweep holds at most 10^7 tasks (--max-tasks), so a longer list is no index list.
         if (*b - *a >= 10000000 || out.size() + (*b - *a) >= 10000000)
             throw Error("'" + text + "' names more than 10,000,000 indices; a sweep has at most that many tasks");
-        for (auto i = *a; i <= *b; ++i) out.insert(i);
+        // Ends at *b itself: `i <= *b` never fails when *b is the largest index there is.
+        for (auto i = *a;; ++i) {
+            out.insert(i);
+            if (i == *b) break;
+        }
     }
     return out;
 }

@@ -745,6 +745,11 @@ static void array_specs_compress_ranges_and_throttle(void**) {
     assert_true(parse_index_list("3,7,12-15") == (std::set<std::uint64_t>{3, 7, 12, 13, 14, 15}));
     expect_error_containing([] { parse_index_list("3,x"); }, "not an index list");
     expect_error_containing([] { parse_index_list("5-2"); }, "not an index list");
+    // The largest index there is ends its range (the loop once wrapped and never ended).
+    assert_true(parse_index_list("3,18446744073709551615,12-13") ==
+                (std::set<std::uint64_t>{3, 12, 13, 18446744073709551615ull}));
+    assert_true(parse_index_list("18446744073709551614-18446744073709551615") ==
+                (std::set<std::uint64_t>{18446744073709551614ull, 18446744073709551615ull}));
 }
 
 static void dry_run_lines_chain_phases_chunk_by_chunk(void**) {
