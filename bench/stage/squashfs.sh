@@ -48,7 +48,7 @@ mount_src() {
 served() { unmount_all; sed -n 's/^read_bytes //p' "$work/stats" 2>/dev/null || echo 0; }
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc -l; }
-ratio() { echo "scale=1; $1 / $2" | bc -l; }
+ratio() { echo "scale=2; $1 / $2" | bc -l | sed "s/^\./0./"; }
 epoch() { (cd "$1" && find . -type f | sort | xargs -d '\n' sha1sum) | sha1sum | cut -c1-16; }
 
 python3 "$here/make_tree.py" "$work/src/tree" "$files"

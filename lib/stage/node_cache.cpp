@@ -357,7 +357,7 @@ Obtained NodeCache::obtain(const std::string& key, std::uint64_t incoming_bytes,
     // the entry's own files are flushed, in parallel; other writers' data is not ours to
     // wait for. Flushed while the entry is still writable, then its mode once more. A
     // cache in memory (a tmpfs local_root) has no disk to reach.
-    if (!memory_backed(entry.get())) fsync_tree(entry.get(), sync_threads_, temp_path);
+    if (flush_to_disk_ && !memory_backed(entry.get())) fsync_tree(entry.get(), sync_threads_, temp_path);
     if (::fchmod(entry.get(), 0555) != 0) throw_errno("cannot make " + temp_path + " read-only");
     if (::fsync(entry.get()) != 0) throw_errno("cannot flush " + temp_path + " to disk");
     // Same parent, so renaming a read-only directory needs no write access to it; the

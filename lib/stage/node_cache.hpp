@@ -149,6 +149,10 @@ public:
     void set_lock_wait(std::chrono::milliseconds wait) { lock_wait_ = wait; }
     // Workers that flush a new entry to disk before it is published.
     void set_sync_threads(unsigned threads) { sync_threads_ = threads; }
+    // Whether a new entry's files are flushed to disk before it is published (the
+    // default). Off only where the copy is published again elsewhere, by whoever flushes
+    // it there: a second flush would cost the disk's time once more for nothing.
+    void set_flush_to_disk(bool flush) { flush_to_disk_ = flush; }
     // The book of copies in flight that root opened (cache_promises.hpp): a producer then
     // promises its bytes there before it copies, within the limits less what others
     // promised since. Not owned; null: the limits alone.
@@ -191,6 +195,7 @@ private:
     CacheAccess access_ = CacheAccess::owner;
     std::chrono::milliseconds lock_wait_ = std::chrono::hours(1);
     unsigned sync_threads_ = 32;
+    bool flush_to_disk_ = true;
     RoomPromises* promises_ = nullptr;
     UniqueFd dir_fd_, entries_fd_, locks_fd_;
 };

@@ -264,6 +264,9 @@ int shared_read_main(int argc, char** argv) {
             if (!settings.limits.max_inodes) throw Error("bad MAX_INODES");
         }
         settings.mount_by_root = true;  // nothing is mounted: the copy is all that is wanted
+        // Root flushes the copy once it has taken it over, before it publishes it in the
+        // shared cache; a flush here too would make the first stage pay the disk twice.
+        settings.flush_cache_entries = false;
         settings.uid = ::getuid();
         settings.base_dir = argv[3];
         for (int i = 8; i < argc; ++i) settings.allow.emplace_back(argv[i]);

@@ -444,6 +444,7 @@ void stage_through_cache(const std::string& src, const std::string& data_name, c
     cache.set_promises(settings.promises);
     cache.set_lock_wait(settings.lock_wait);
     cache.set_sync_threads(std::max(settings.threads, fsync_threads));
+    cache.set_flush_to_disk(settings.flush_cache_entries);
     // Keyed by the freshness hash: a source changed with its size and mtime put
     // back, or swapped for a copy, has another ctime or inode and is staged anew.
     const OpenSource& source = run.source;

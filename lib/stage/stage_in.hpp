@@ -57,6 +57,9 @@ struct StageSettings {
     CopyProgress* progress = nullptr;
     // The longest wait for a cache entry's lock; see NodeCache::set_lock_wait.
     std::chrono::milliseconds lock_wait = std::chrono::hours(1);
+    // Whether a copy entering the user's cache is flushed to disk before it is published;
+    // see NodeCache::set_flush_to_disk.
+    bool flush_cache_entries = true;
 };
 
 struct StagedItem {
