@@ -129,6 +129,29 @@ std::optional<std::vector<WarmEntry>> parse_comment(const std::string& comment) 
     return out;
 }
 
+bool comment_is_current(const std::string& announced, const std::vector<WarmEntry>& warm) {
+    std::optional<std::vector<WarmEntry>> listed = parse_comment(announced);
+    if (!listed || listed->size() != warm.size()) return false;
+    // One source's version may be held twice by a user (two cache entries, the source
+    // replaced by a copy of itself): paired in order of use.
+    using Use = std::pair<std::string, std::int64_t>;
+    auto uses = [](const std::vector<WarmEntry>& entries) {
+        std::vector<Use> out;
+        for (const WarmEntry& e : entries)
+            out.emplace_back(e.key + (e.shared ? std::string(":shared") : ":u" + std::to_string(e.uid)) + ":" +
+                                 e.manifest_hash.substr(0, hash_prefix_length),
+                             e.last_use);
+        std::sort(out.begin(), out.end());
+        return out;
+    };
+    std::vector<Use> shown = uses(*listed), now = uses(warm);
+    for (std::size_t i = 0; i < now.size(); ++i)
+        if (now[i].first != shown[i].first || now[i].second < shown[i].second ||
+            now[i].second - shown[i].second > last_use_resolution_s)
+            return false;
+    return true;
+}
+
 std::vector<NodeRecord> parse_show_node(const std::string& text) {
     std::vector<NodeRecord> out;
     for (const std::string& line : split(text, '\n')) {
@@ -345,8 +368,8 @@ std::vector<std::string> update_for(const NodeRecord& node, const std::vector<Wa
         args.push_back("ActiveFeatures=" + join(active, ","));
     }
     // A site's own Comment stays; then `where` finds no version here, only the features.
-    std::string comment = format_comment(warm);
-    if (parse_comment(node.comment) && comment != node.comment) args.push_back("Comment=" + comment);
+    // Uses alone rewrite ours once they have moved by last_use_resolution_s.
+    if (parse_comment(node.comment) && !comment_is_current(node.comment, warm)) args.push_back("Comment=" + format_comment(warm));
     if (!args.empty()) args.insert(args.begin(), {"update", "NodeName=" + node.name});
     return args;
 }

@@ -69,6 +69,15 @@ std::vector<std::string> merge_features(const std::vector<std::string>& current,
 std::string format_comment(const std::vector<WarmEntry>& warm);
 std::optional<std::vector<WarmEntry>> parse_comment(const std::string& comment);
 
+// How far a use may be ahead of the one the node's Comment shows before the Comment is
+// rewritten for it alone: every job's epilog would otherwise send slurmctld an update.
+inline constexpr std::int64_t last_use_resolution_s = 300;
+
+// Pure: whether the node's Comment `announced` already says what `warm` would: the same
+// entries (source, whose, version), in any order, each last used at most
+// last_use_resolution_s later than it shows.
+bool comment_is_current(const std::string& announced, const std::vector<WarmEntry>& warm);
+
 // One node's record, as `scontrol show node -o` prints it.
 struct NodeRecord {
     std::string name;

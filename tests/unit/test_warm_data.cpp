@@ -74,6 +74,48 @@ static void the_merge_keeps_the_sites_features_and_replaces_aihpcs(void**) {
     assert_true(merge_features({}, {}).empty());
 }
 
+static void uses_alone_rewrite_the_comment_only_once_they_have_moved_enough(void**) {
+    std::vector<WarmEntry> warm = {entry("aihpc_00000000000000aa", true, 0, hash_a, 1700000000),
+                                   entry("aihpc_00000000000000bb", false, 1001, hash_b, 1700000100)};
+    std::string announced = format_comment(warm);
+    assert_true(comment_is_current(announced, warm));
+    // Used again a little later, in another order: what the node shows still holds.
+    std::vector<WarmEntry> later = {warm[1], warm[0]};
+    later[0].last_use += last_use_resolution_s;
+    later[1].last_use += 10;
+    assert_true(comment_is_current(announced, later));
+    // Used later than the resolution: rewritten.
+    later[0].last_use += 1;
+    assert_false(comment_is_current(announced, later));
+    // A use earlier than the one shown (a clock set back, an older record): rewritten.
+    std::vector<WarmEntry> earlier = warm;
+    earlier[0].last_use -= 1;
+    assert_false(comment_is_current(announced, earlier));
+    // Another version, another user, an entry more or fewer: rewritten.
+    std::vector<WarmEntry> changed = warm;
+    changed[0].manifest_hash = hash_b;
+    assert_false(comment_is_current(announced, changed));
+    changed = warm;
+    changed[1].uid = 1002;
+    assert_false(comment_is_current(announced, changed));
+    assert_false(comment_is_current(announced, {warm[0]}));
+    changed = warm;
+    changed.push_back(entry("aihpc_00000000000000cc", true, 0, hash_a, 1700000000));
+    assert_false(comment_is_current(announced, changed));
+    // One user's two entries of the same version, each used a little later.
+    std::vector<WarmEntry> twice = {warm[1], warm[1]};
+    twice[1].last_use += 1000;
+    std::string announced_twice = format_comment(twice);
+    twice[0].last_use += 5, twice[1].last_use += 5;
+    assert_true(comment_is_current(announced_twice, twice));
+    twice[1].last_use += last_use_resolution_s;
+    assert_false(comment_is_current(announced_twice, twice));
+    // Nothing warm against an empty Comment is current; a site's Comment never is.
+    assert_true(comment_is_current("", {}));
+    assert_false(comment_is_current("rack 12", {}));
+    assert_false(comment_is_current("", warm));
+}
+
 static void the_comment_reads_back_and_a_sites_own_is_not_ours(void**) {
     std::vector<WarmEntry> warm = {entry("aihpc_00000000000000aa", true, 0, hash_a, 1700000000),
                                    entry("aihpc_00000000000000bb", false, 1001, hash_b, 1700000100)};
@@ -204,6 +246,7 @@ int main(void) {
         cmocka_unit_test(the_hottest_n_features_keep_their_versions),
         cmocka_unit_test(the_merge_keeps_the_sites_features_and_replaces_aihpcs),
         cmocka_unit_test(the_comment_reads_back_and_a_sites_own_is_not_ours),
+        cmocka_unit_test(uses_alone_rewrite_the_comment_only_once_they_have_moved_enough),
         cmocka_unit_test(scontrol_records_are_read_with_values_that_hold_spaces),
         cmocka_unit_test(where_lists_the_current_version_and_stale_ones_on_request),
         cmocka_unit_test(the_clusters_job_submit_plugins_are_read_from_its_config),
