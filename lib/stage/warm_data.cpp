@@ -70,14 +70,21 @@ std::vector<std::string> merge_features(const std::vector<std::string>& current,
     return out;
 }
 
+namespace {
+
+// One Comment item but for its last use, K:MODE:HASH: which entry it announces.
+std::string announced_entry(const WarmEntry& e) {
+    return e.key.substr(std::string(feature_prefix).size()) + ":" +
+           (e.shared ? std::string("shared") : "u" + std::to_string(e.uid)) + ":" +
+           e.manifest_hash.substr(0, hash_prefix_length);
+}
+
+}  // namespace
+
 std::string format_comment(const std::vector<WarmEntry>& warm) {
     if (warm.empty()) return "";
     std::vector<std::string> items;
-    for (const WarmEntry& e : warm) {
-        std::string k = e.key.substr(std::string(feature_prefix).size());
-        items.push_back(k + ":" + (e.shared ? std::string("shared") : "u" + std::to_string(e.uid)) + ":" +
-                        e.manifest_hash.substr(0, hash_prefix_length) + ":" + std::to_string(e.last_use));
-    }
+    for (const WarmEntry& e : warm) items.push_back(announced_entry(e) + ":" + std::to_string(e.last_use));
     return std::string(comment_tag) + join(items, ",");
 }
 
@@ -137,10 +144,7 @@ bool comment_is_current(const std::string& announced, const std::vector<WarmEntr
     using Use = std::pair<std::string, std::int64_t>;
     auto uses = [](const std::vector<WarmEntry>& entries) {
         std::vector<Use> out;
-        for (const WarmEntry& e : entries)
-            out.emplace_back(e.key + (e.shared ? std::string(":shared") : ":u" + std::to_string(e.uid)) + ":" +
-                                 e.manifest_hash.substr(0, hash_prefix_length),
-                             e.last_use);
+        for (const WarmEntry& e : entries) out.emplace_back(announced_entry(e), e.last_use);
         std::sort(out.begin(), out.end());
         return out;
     };
